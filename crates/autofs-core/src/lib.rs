@@ -1,1 +1,35 @@
-//! placeholder
+//! autofs-core inspects every autofs mount in every mount namespace of a Linux node exactly as
+//! CRIU's autofs dump stage would — same checks, same messages, the same `autofs_entry`,
+//! byte-compatible image files — and reports what CRIU cannot see: who holds the pipe, how
+//! many requests are queued, which container owns the mount.
+//!
+//! It never opens or stats a mount point and never reads from an autofs pipe: everything comes
+//! from `/proc` (through a configurable [`ProcRoot`]), and queued bytes are counted with
+//! `FIONREAD`.
+//!
+//! ```no_run
+//! let scan = autofs_core::Scanner::new("/proc", "node-1")?.scan()?;
+//! for mount in &scan.reports {
+//!     println!("{} {} {}", mount.mount_point, mount.state, mount.message);
+//! }
+//! # Ok::<(), autofs_core::Error>(())
+//! ```
+
+pub mod attribution;
+pub mod criu_image;
+pub mod error;
+pub mod mountinfo;
+pub mod options;
+pub mod pidns;
+pub mod pipes;
+pub mod proc_root;
+pub mod process;
+pub mod report;
+pub mod scan;
+pub mod verdict;
+
+pub use error::{Error, Result};
+pub use pipes::{Fionread, QueueProbe};
+pub use proc_root::ProcRoot;
+pub use report::{AutofsEntry, MountReport, MountState, Reason};
+pub use scan::{Scan, ScanStats, Scanner};

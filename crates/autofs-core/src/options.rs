@@ -1,0 +1,338 @@
+//! Strict parsing of autofs super options (`fd=5,pgrp=1,timeout=300,...,pipe_ino=123`).
+//!
+//! Decisions and messages follow CRIU's `parse_options()` (reference §3.2): the same required
+//! options in the same order, the last mode keyword wins, unknown tokens are kept. Unlike CRIU's
+//! `atoi`, garbage and out-of-range numbers are errors that name the token.
+
+use serde::Serialize;
+
+/// Mount type, in CRIU's numbering (0 direct, 1 indirect, 2 offset), not the kernel's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountMode {
+    /// `direct`: the mount root itself is the trap.
+    Direct,
+    /// `indirect`: lookups of missing names in the root are the traps.
+    Indirect,
+    /// `offset`: a direct-like trap inside a multi-mount.
+    Offset,
+}
+
+impl MountMode {
+    /// CRIU's `autofs_entry.mode` value.
+    pub fn criu_code(self) -> i32 {
+        match self {
+            Self::Direct => 0,
+            Self::Indirect => 1,
+            Self::Offset => 2,
+        }
+    }
+}
+
+/// The kernel pipe's inode as shown by `pipe_ino=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipeIno {
+    /// `pipe_ino=-1`: the kernel holds no pipe (catatonic).
+    None,
+    /// The inode of the pipe whose write end the kernel holds.
+    Ino(u64),
+}
+
+/// Parsed autofs options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutofsOptions {
+    /// `fd=`: write-end fd number in the mounting process; -1 when catatonic.
+    pub fd: i32,
+    /// `pgrp=`: the daemon's process group, in the reader's pid namespace.
+    pub pgrp: i32,
+    /// `timeout=` in seconds.
+    pub timeout: i32,
+    /// `minproto=`.
+    pub minproto: i32,
+    /// `maxproto=`.
+    pub maxproto: i32,
+    /// Last of `direct` / `indirect` / `offset`.
+    pub mode: MountMode,
+    /// `uid=` when present.
+    pub uid: Option<i32>,
+    /// `gid=` when present.
+    pub gid: Option<i32>,
+    /// `pipe_ino=`; `None` when the kernel does not show it (< 4.6, no CHECKPOINT_RESTORE).
+    pub pipe_ino: Option<PipeIno>,
+    /// `strictexpire` (dropped by CRIU).
+    pub strictexpire: bool,
+    /// `ignore` (dropped by CRIU).
+    pub ignore: bool,
+    /// VFS flags CRIU strips before parsing (`rw`, `ro`, `sync`, `dirsync`, `mand`).
+    pub vfs_flags: Vec<String>,
+    /// Every other token, verbatim and in order.
+    pub unknown: Vec<String>,
+}
+
+/// Why an option string was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionsError {
+    /// A required option is absent. The message is CRIU's.
+    #[error("Failed to find {what} option")]
+    Missing {
+        /// CRIU's name for it: `fd`, `pgrp`, …, `mode (direct,indirect,offset)`.
+        what: &'static str,
+    },
+    /// A value is not a decimal number.
+    #[error("invalid autofs option '{token}': not a number")]
+    NotANumber {
+        /// The offending `key=value` token.
+        token: String,
+    },
+    /// A value does not fit CRIU's int32 field.
+    #[error("invalid autofs option '{token}': out of int range")]
+    OutOfRange {
+        /// The offending `key=value` token.
+        token: String,
+    },
+    /// `pipe_ino=` is neither an unsigned 64-bit number nor -1. The message is CRIU's.
+    #[error("pipe_ino ({value}) mount option parse failed")]
+    PipeIno {
+        /// The value after `pipe_ino=`.
+        value: String,
+    },
+}
+
+impl OptionsError {
+    /// Whether this is a missing-option error (as opposed to a malformed value).
+    pub fn is_missing(&self) -> bool {
+        matches!(self, Self::Missing { .. })
+    }
+}
+
+impl AutofsOptions {
+    /// Parses the super-options field of an autofs mountinfo line.
+    ///
+    /// A missing `pipe_ino` is not an error here: it makes the mount UNSUPPORTED, and CRIU
+    /// checks it last, after every other required option.
+    pub fn parse(options: &str) -> Result<Self, OptionsError> {
+        let mut fd = None;
+        let mut pgrp = None;
+        let mut timeout = None;
+        let mut minproto = None;
+        let mut maxproto = None;
+        let mut mode = None;
+        let mut uid = None;
+        let mut gid = None;
+        let mut pipe_ino = None;
+        let mut strictexpire = false;
+        let mut ignore = false;
+        let mut vfs_flags = Vec::new();
+        let mut unknown = Vec::new();
+
+        for token in options.split(',').filter(|t| !t.is_empty()) {
+            let (key, value) = token.split_once('=').unwrap_or((token, ""));
+            match (key, token.contains('=')) {
+                ("fd", true) => fd = Some(int(token, value, true)?),
+                ("pgrp", true) => pgrp = Some(int(token, value, false)?),
+                ("timeout", true) => timeout = Some(int(token, value, false)?),
+                ("minproto", true) => minproto = Some(int(token, value, false)?),
+                ("maxproto", true) => maxproto = Some(int(token, value, false)?),
+                ("uid", true) => uid = Some(int(token, value, false)?),
+                ("gid", true) => gid = Some(int(token, value, false)?),
+                ("pipe_ino", true) => pipe_ino = Some(parse_pipe_ino(value)?),
+                ("direct", false) => mode = Some(MountMode::Direct),
+                ("indirect", false) => mode = Some(MountMode::Indirect),
+                ("offset", false) => mode = Some(MountMode::Offset),
+                ("strictexpire", false) => strictexpire = true,
+                ("ignore", false) => ignore = true,
+                ("rw" | "ro" | "sync" | "dirsync" | "mand", false) => {
+                    vfs_flags.push(token.to_owned())
+                }
+                _ => unknown.push(token.to_owned()),
+            }
+        }
+
+        let missing = |what| OptionsError::Missing { what };
+        Ok(Self {
+            fd: fd.ok_or(missing("fd"))?,
+            pgrp: pgrp.ok_or(missing("pgrp"))?,
+            timeout: timeout.ok_or(missing("timeout"))?,
+            minproto: minproto.ok_or(missing("minproto"))?,
+            maxproto: maxproto.ok_or(missing("maxproto"))?,
+            mode: mode.ok_or(missing("mode (direct,indirect,offset)"))?,
+            uid,
+            gid,
+            pipe_ino,
+            strictexpire,
+            ignore,
+            vfs_flags,
+            unknown,
+        })
+    }
+
+    /// The protocol version the kernel speaks to the daemon: `min(maxproto, 5)`.
+    pub fn proto_version(&self) -> u32 {
+        u32::try_from(self.maxproto.clamp(0, 5)).unwrap_or(0)
+    }
+}
+
+/// Parses a decimal int32 as CRIU's `xatoi` would accept it, but without its silent
+/// acceptance of trailing garbage. Only `fd` may be negative (`fd=-1` means catatonic).
+fn int(token: &str, value: &str, allow_negative: bool) -> Result<i32, OptionsError> {
+    let digits = value.strip_prefix('-').unwrap_or(value);
+    let negative = digits.len() != value.len();
+    if digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || (negative && !allow_negative)
+    {
+        return Err(OptionsError::NotANumber {
+            token: token.to_owned(),
+        });
+    }
+    value.parse::<i32>().map_err(|_| OptionsError::OutOfRange {
+        token: token.to_owned(),
+    })
+}
+
+/// `pipe_ino=` is an unsigned 64-bit inode or `-1` (kernels are moving to a 64-bit format).
+fn parse_pipe_ino(value: &str) -> Result<PipeIno, OptionsError> {
+    if value == "-1" {
+        return Ok(PipeIno::None);
+    }
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(OptionsError::PipeIno {
+            value: value.to_owned(),
+        });
+    }
+    value
+        .parse::<u64>()
+        .map(PipeIno::Ino)
+        .map_err(|_| OptionsError::PipeIno {
+            value: value.to_owned(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str =
+        "rw,fd=5,pgrp=95929,timeout=300,minproto=5,maxproto=5,indirect,pipe_ino=3480845226";
+
+    #[test]
+    fn parses_every_field_of_a_kernel_option_string() {
+        let o = AutofsOptions::parse(FULL).unwrap();
+        assert_eq!(
+            (o.fd, o.pgrp, o.timeout, o.minproto, o.maxproto),
+            (5, 95929, 300, 5, 5)
+        );
+        assert_eq!(o.mode, MountMode::Indirect);
+        assert_eq!(o.pipe_ino, Some(PipeIno::Ino(3480845226)));
+        assert_eq!((o.uid, o.gid), (None, None));
+        assert_eq!(o.vfs_flags, ["rw"]);
+        assert!(o.unknown.is_empty());
+        assert_eq!(o.proto_version(), 5);
+    }
+
+    #[test]
+    fn catatonic_options_have_negative_fd_and_no_pipe() {
+        let o = AutofsOptions::parse(
+            "rw,fd=-1,pgrp=1234,timeout=0,minproto=5,maxproto=5,direct,pipe_ino=-1",
+        )
+        .unwrap();
+        assert_eq!(o.fd, -1);
+        assert_eq!(o.pipe_ino, Some(PipeIno::None));
+        assert_eq!(o.mode, MountMode::Direct);
+    }
+
+    #[test]
+    fn uid_gid_strictexpire_ignore_and_unknown_tokens_are_kept() {
+        let o = AutofsOptions::parse(
+            "ro,fd=3,uid=1000,gid=100,pgrp=7,timeout=60,minproto=3,maxproto=4,offset,strictexpire,ignore,future=1,pipe_ino=9",
+        )
+        .unwrap();
+        assert_eq!((o.uid, o.gid), (Some(1000), Some(100)));
+        assert!(o.strictexpire && o.ignore);
+        assert_eq!(o.unknown, ["future=1"]);
+        assert_eq!(o.mode, MountMode::Offset);
+        assert_eq!(o.proto_version(), 4);
+    }
+
+    #[test]
+    fn last_mode_keyword_wins() {
+        let o = AutofsOptions::parse(&FULL.replace("indirect", "direct,offset,indirect")).unwrap();
+        assert_eq!(o.mode, MountMode::Indirect);
+    }
+
+    #[test]
+    fn missing_required_options_fail_in_criu_order_with_criu_messages() {
+        let cases = [
+            ("fd=5,", "Failed to find fd option"),
+            ("pgrp=95929,", "Failed to find pgrp option"),
+            ("timeout=300,", "Failed to find timeout option"),
+            ("minproto=5,", "Failed to find minproto option"),
+            ("maxproto=5,", "Failed to find maxproto option"),
+            (
+                ",indirect",
+                "Failed to find mode (direct,indirect,offset) option",
+            ),
+        ];
+        for (remove, message) in cases {
+            let err = AutofsOptions::parse(&FULL.replacen(remove, "", 1)).unwrap_err();
+            assert_eq!(err.to_string(), message, "removing {remove}");
+            assert!(err.is_missing());
+        }
+        // fd is checked first even when everything is missing.
+        assert_eq!(
+            AutofsOptions::parse("").unwrap_err().to_string(),
+            "Failed to find fd option"
+        );
+    }
+
+    #[test]
+    fn missing_pipe_ino_is_not_an_option_error() {
+        let o = AutofsOptions::parse(&FULL.replace(",pipe_ino=3480845226", "")).unwrap();
+        assert_eq!(o.pipe_ino, None);
+    }
+
+    #[test]
+    fn garbage_numbers_are_errors_naming_the_token() {
+        for bad in [
+            "fd=abc",
+            "fd=5x",
+            "pgrp=",
+            "timeout=-3",
+            "maxproto=0x5",
+            "uid=-1",
+        ] {
+            // Errors stop the parse at the first bad token, so prepending it is enough.
+            let err = AutofsOptions::parse(&format!("{bad},{FULL}")).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("invalid autofs option '{bad}': not a number")
+            );
+        }
+    }
+
+    #[test]
+    fn values_beyond_int32_overflow_like_criu_xatoi() {
+        let err =
+            AutofsOptions::parse(&FULL.replace("timeout=300", "timeout=4294967296")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid autofs option 'timeout=4294967296': out of int range"
+        );
+        let err = AutofsOptions::parse(&FULL.replace("pgrp=95929", "pgrp=2147483648")).unwrap_err();
+        assert!(matches!(err, OptionsError::OutOfRange { .. }));
+    }
+
+    #[test]
+    fn pipe_ino_accepts_u64_and_minus_one_only() {
+        let big =
+            AutofsOptions::parse(&FULL.replace("3480845226", "18446744073709551615")).unwrap();
+        assert_eq!(big.pipe_ino, Some(PipeIno::Ino(u64::MAX)));
+        for bad in ["-2", "abc", "", "18446744073709551616"] {
+            let err = AutofsOptions::parse(&FULL.replace("3480845226", bad)).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("pipe_ino ({bad}) mount option parse failed")
+            );
+        }
+    }
+}

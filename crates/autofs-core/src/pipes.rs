@@ -1,0 +1,244 @@
+//! One census of pipe ends per scan: every fd of every process that is `pipe:[ino]` for an
+//! inode some autofs mount uses, with its access mode from `fdinfo`. Building it costs
+//! O(processes + fds); each mount then looks its pipe up in O(1) (CRIU rescans
+//! `/proc/<pgrp>/fd` once per mount).
+//!
+//! Queued bytes are measured with `FIONREAD` on the read end reopened through `/proc`, never
+//! with `read()`: reading would steal a kernel request and leave its requester hanging.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use crate::proc_root::{ProcRoot, ReadFailure, parse_pipe_link};
+
+/// `O_ACCMODE` bits of an fdinfo `flags:` value.
+const O_ACCMODE: u32 = 0o3;
+/// `O_WRONLY`.
+const O_WRONLY: u32 = 0o1;
+
+/// One open end of a pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipeEnd {
+    /// Host pid holding it.
+    pub pid: i32,
+    /// Its fd number in that process.
+    pub fd: i32,
+    /// `flags:` from `fdinfo` (octal in the file).
+    pub flags: u32,
+}
+
+impl PipeEnd {
+    /// CRIU's test for a read end: `(flags & O_WRONLY) == 0`, so `O_RDWR` counts too.
+    pub fn is_read_end(&self) -> bool {
+        self.flags & O_WRONLY == 0
+    }
+
+    /// CRIU's test for a live write end: `flags & O_WRONLY`.
+    pub fn is_write_end(&self) -> bool {
+        self.flags & O_ACCMODE == O_WRONLY
+    }
+}
+
+/// A process whose fds could not be listed or whose fdinfo could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// The process.
+    pub pid: i32,
+    /// What failed, with the path.
+    pub message: String,
+}
+
+/// Every end of every pipe of interest, by pipe inode.
+#[derive(Debug, Default)]
+pub struct PipeIndex {
+    ends: HashMap<u64, Vec<PipeEnd>>,
+    unreadable: Vec<Unreadable>,
+    fds_seen: usize,
+}
+
+impl PipeIndex {
+    /// Scans the fds of `pids`, keeping ends of the pipes in `wanted`.
+    pub fn build(root: &ProcRoot, pids: &[i32], wanted: &HashSet<u64>) -> Self {
+        let mut index = Self::default();
+        if wanted.is_empty() {
+            return index;
+        }
+        let mut hits: Vec<(u64, i32)> = Vec::new();
+        for &pid in pids {
+            hits.clear();
+            let listed = root.for_each_fd(pid, |fd, target| {
+                if let Some(ino) = parse_pipe_link(target).filter(|ino| wanted.contains(ino)) {
+                    hits.push((ino, fd));
+                }
+            });
+            match listed {
+                Ok(n) => index.fds_seen += n,
+                Err(e) => {
+                    index.note_failure(root, pid, "fd", &e);
+                    continue;
+                }
+            }
+            for &(ino, fd) in &hits {
+                match read_flags(root, pid, fd) {
+                    Ok(flags) => {
+                        index
+                            .ends
+                            .entry(ino)
+                            .or_default()
+                            .push(PipeEnd { pid, fd, flags })
+                    }
+                    Err(e) => index.note_failure(root, pid, &format!("fdinfo/{fd}"), &e),
+                }
+            }
+        }
+        for ends in index.ends.values_mut() {
+            ends.sort_unstable_by_key(|e| (e.pid, e.fd));
+        }
+        index
+    }
+
+    fn note_failure(&mut self, root: &ProcRoot, pid: i32, rel: &str, err: &io::Error) {
+        if ReadFailure::of(err) != ReadFailure::Vanished {
+            self.unreadable.push(Unreadable {
+                pid,
+                message: format!("cannot read {}: {err}", root.pid_path(pid, rel).display()),
+            });
+        }
+    }
+
+    /// Every end of pipe `ino`, ordered by pid then fd.
+    pub fn ends(&self, ino: u64) -> &[PipeEnd] {
+        self.ends.get(&ino).map_or(&[], Vec::as_slice)
+    }
+
+    /// Processes whose fds could not be read (denied or broken, not vanished).
+    pub fn unreadable(&self) -> &[Unreadable] {
+        &self.unreadable
+    }
+
+    /// Whether `pid`'s fds could not be read.
+    pub fn is_unreadable(&self, pid: i32) -> Option<&Unreadable> {
+        self.unreadable.iter().find(|u| u.pid == pid)
+    }
+
+    /// Number of fds listed in the census.
+    pub fn fds_seen(&self) -> usize {
+        self.fds_seen
+    }
+}
+
+/// Reads the `flags:` line of `<pid>/fdinfo/<fd>`.
+fn read_flags(root: &ProcRoot, pid: i32, fd: i32) -> io::Result<u32> {
+    let text = root.read_to_string(pid, &format!("fdinfo/{fd}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no octal flags: line"))
+}
+
+/// Measures how many bytes are queued in a pipe without consuming any.
+pub trait QueueProbe {
+    /// Bytes queued in pipe `ino`, reached through the fd link at `fd_path`.
+    fn queued_bytes(&self, fd_path: &Path, ino: u64) -> io::Result<u64>;
+}
+
+/// The real probe: reopen the pipe through its `/proc/<pid>/fd/<n>` link with
+/// `O_RDONLY|O_NONBLOCK|O_CLOEXEC` and ask `FIONREAD`. Opening a pipe read-only and
+/// non-blocking never waits, and the reopened reader is closed before returning.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Fionread;
+
+impl QueueProbe for Fionread {
+    fn queued_bytes(&self, fd_path: &Path, ino: u64) -> io::Result<u64> {
+        // Re-check the link first: if the fd number was reused for a directory on an autofs
+        // mount, opening it could wait on the daemon. Only a pipe link is ever opened.
+        let target = std::fs::read_link(fd_path)?;
+        if target.as_os_str().as_encoded_bytes() != format!("pipe:[{ino}]").as_bytes() {
+            return Err(stale_link(fd_path, ino));
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(fd_path)?;
+        let meta = file.metadata()?;
+        // The fd may have been closed and its number reused since the census.
+        if !meta.file_type().is_fifo() || meta.ino() != ino {
+            return Err(stale_link(fd_path, ino));
+        }
+        fionread(&file)
+    }
+}
+
+fn stale_link(fd_path: &Path, ino: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} no longer refers to pipe {ino}", fd_path.display()),
+    )
+}
+
+mod ioctl {
+    //! The one ioctl of the core: `FIONREAD` (bytes queued in a pipe).
+    #![allow(missing_docs)]
+    nix::ioctl_read_bad!(fionread, nix::libc::FIONREAD, nix::libc::c_int);
+}
+
+/// `ioctl(fd, FIONREAD, &n)`.
+fn fionread(file: &File) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let mut queued: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer, which is valid for the call, on
+    // an fd that `file` keeps open for the duration of the call.
+    #[allow(unsafe_code)]
+    unsafe {
+        ioctl::fionread(file.as_raw_fd(), &mut queued)?;
+    }
+    u64::try_from(queued).map_err(|_| io::Error::other("FIONREAD returned a negative count"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_and_write_ends_follow_criu_flag_tests() {
+        let end = |flags| PipeEnd {
+            pid: 1,
+            fd: 3,
+            flags,
+        };
+        assert!(end(0o2000000).is_read_end()); // O_RDONLY|O_CLOEXEC
+        assert!(end(0o2).is_read_end()); // O_RDWR counts as a read end for CRIU
+        assert!(!end(0o40001).is_read_end()); // O_WRONLY|O_DIRECT: the kernel's write end
+        assert!(end(0o40001).is_write_end());
+        assert!(!end(0o2).is_write_end());
+    }
+
+    #[test]
+    fn fionread_counts_queued_bytes_without_consuming_them() {
+        use std::io::{Read, Write};
+        let (mut reader, mut writer) = std::io::pipe().unwrap();
+        writer.write_all(&[7u8; 304]).unwrap();
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&reader));
+        let ino = std::fs::metadata(&path).unwrap().ino();
+        assert_eq!(Fionread.queued_bytes(Path::new(&path), ino).unwrap(), 304);
+        assert_eq!(Fionread.queued_bytes(Path::new(&path), ino).unwrap(), 304);
+        drop(writer);
+        let mut all = Vec::new();
+        reader.read_to_end(&mut all).unwrap();
+        assert_eq!(all.len(), 304, "the probe must not consume anything");
+    }
+
+    #[test]
+    fn fionread_refuses_a_link_that_now_points_elsewhere() {
+        let (reader, _writer) = std::io::pipe().unwrap();
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&reader));
+        let err = Fionread.queued_bytes(Path::new(&path), 1).unwrap_err();
+        assert!(
+            err.to_string().contains("no longer refers to pipe 1"),
+            "{err}"
+        );
+    }
+}

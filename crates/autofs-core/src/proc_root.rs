@@ -1,0 +1,204 @@
+//! The seam between the inspector and the kernel: every /proc read goes through a [`ProcRoot`],
+//! so the same code runs on the live `/proc`, on `/host/proc` in a container, and on fixture trees.
+//!
+//! Reads are relative to an open directory fd (`openat`/`readlinkat`), which keeps path
+//! resolution off the hot path of the fd census.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::dir::Dir;
+use nix::fcntl::{OFlag, openat, readlinkat};
+use nix::sys::stat::Mode;
+
+use crate::error::{Error, Result};
+
+/// A proc filesystem (or a fixture tree shaped like one).
+#[derive(Debug)]
+pub struct ProcRoot {
+    path: PathBuf,
+    dir: OwnedFd,
+}
+
+/// What became of a per-process read that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFailure {
+    /// The process (or fd) is gone: normal churn, never fatal.
+    Vanished,
+    /// It exists but we may not read it (hidepid, missing capabilities).
+    Denied,
+    /// Anything else (I/O error, malformed fixture).
+    Other,
+}
+
+impl ReadFailure {
+    /// Classifies an I/O error from a per-process read.
+    pub fn of(err: &io::Error) -> Self {
+        match err.raw_os_error() {
+            Some(libc_errno::ENOENT | libc_errno::ESRCH) => Self::Vanished,
+            Some(libc_errno::EACCES | libc_errno::EPERM) => Self::Denied,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// errno values used for classification (kept local to avoid a libc dependency).
+mod libc_errno {
+    pub const EPERM: i32 = nix::errno::Errno::EPERM as i32;
+    pub const ENOENT: i32 = nix::errno::Errno::ENOENT as i32;
+    pub const ESRCH: i32 = nix::errno::Errno::ESRCH as i32;
+    pub const EACCES: i32 = nix::errno::Errno::EACCES as i32;
+}
+
+impl ProcRoot {
+    /// Opens a proc root. A missing or unreadable root is fatal, with the path in the message.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        let dir = nix::fcntl::open(
+            &path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| Error::ProcRoot {
+            path: path.clone(),
+            source: errno.into(),
+        })?;
+        Ok(Self { path, dir })
+    }
+
+    /// The path this root was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Absolute path of `<root>/<pid>/<rel>`, for messages and reopening.
+    pub fn pid_path(&self, pid: i32, rel: &str) -> PathBuf {
+        self.path.join(pid.to_string()).join(rel)
+    }
+
+    /// Every numeric entry of the root: the visible processes (thread-group leaders).
+    pub fn pids(&self) -> Result<Vec<i32>> {
+        let fatal = |source: io::Error| Error::ProcRoot {
+            path: self.path.clone(),
+            source,
+        };
+        let mut dir = Dir::openat(
+            self.dir.as_fd(),
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| fatal(e.into()))?;
+        let mut pids = Vec::new();
+        for entry in dir.iter() {
+            let entry = entry.map_err(|e| fatal(e.into()))?;
+            if let Some(pid) = parse_decimal(entry.file_name().to_bytes()) {
+                pids.push(pid);
+            }
+        }
+        pids.sort_unstable();
+        Ok(pids)
+    }
+
+    /// Reads `<pid>/<rel>` whole (proc files are generated on read; one read loop each).
+    pub fn read_to_string(&self, pid: i32, rel: &str) -> io::Result<String> {
+        let fd = openat(
+            self.dir.as_fd(),
+            format!("{pid}/{rel}").as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )?;
+        let mut text = String::new();
+        File::from(fd).read_to_string(&mut text)?;
+        Ok(text)
+    }
+
+    /// Reads the target of the symlink `<pid>/<rel>` (e.g. `ns/mnt` → `mnt:[4026531841]`).
+    pub fn read_link(&self, pid: i32, rel: &str) -> io::Result<OsString> {
+        Ok(readlinkat(
+            self.dir.as_fd(),
+            format!("{pid}/{rel}").as_str(),
+        )?)
+    }
+
+    /// Lists `<pid>/fd` and reads every link, calling `visit(fd, target)` for each.
+    /// A fd closed between readdir and readlink is skipped.
+    pub fn for_each_fd(&self, pid: i32, mut visit: impl FnMut(i32, &[u8])) -> io::Result<usize> {
+        let rel = format!("{pid}/fd");
+        let mut dir = Dir::openat(
+            self.dir.as_fd(),
+            rel.as_str(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        let dir_fd = nix::unistd::dup(dir.as_fd())?;
+        let mut seen = 0;
+        for entry in dir.iter() {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(fd) = parse_decimal(name.to_bytes()) else {
+                continue;
+            };
+            seen += 1;
+            match readlinkat(dir_fd.as_fd(), name) {
+                Ok(target) => visit(fd, target.as_bytes()),
+                Err(nix::errno::Errno::ENOENT) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(seen)
+    }
+}
+
+/// Parses a non-negative decimal that fits an i32; `None` for anything else.
+pub(crate) fn parse_decimal(bytes: &[u8]) -> Option<i32> {
+    if bytes.is_empty() || bytes.len() > 10 || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// Parses a namespace link target such as `mnt:[4026531841]` into its inode.
+pub(crate) fn parse_ns_link(target: &[u8], kind: &str) -> Option<u64> {
+    let rest = target.strip_prefix(kind.as_bytes())?.strip_prefix(b":[")?;
+    let digits = rest.strip_suffix(b"]")?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Parses an fd link target `pipe:[12345]` into the pipe inode.
+pub(crate) fn parse_pipe_link(target: &[u8]) -> Option<u64> {
+    parse_ns_link(target, "pipe")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_and_pipe_links_parse_only_when_well_formed() {
+        assert_eq!(parse_ns_link(b"mnt:[4026531841]", "mnt"), Some(4026531841));
+        assert_eq!(parse_ns_link(b"pid:[1]", "mnt"), None);
+        assert_eq!(parse_pipe_link(b"pipe:[77]"), Some(77));
+        assert_eq!(parse_pipe_link(b"pipe:[77"), None);
+        assert_eq!(parse_pipe_link(b"socket:[77]"), None);
+        assert_eq!(parse_pipe_link(b"pipe:[x]"), None);
+    }
+
+    #[test]
+    fn decimal_names_reject_everything_but_digits() {
+        assert_eq!(parse_decimal(b"123"), Some(123));
+        assert_eq!(parse_decimal(b"self"), None);
+        assert_eq!(parse_decimal(b""), None);
+        assert_eq!(parse_decimal(b"99999999999"), None);
+    }
+
+    #[test]
+    fn missing_proc_root_is_fatal_with_the_path() {
+        let err = ProcRoot::open("/nonexistent/proc-root").unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/proc-root"), "{err}");
+    }
+}
