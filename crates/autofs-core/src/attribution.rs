@@ -62,7 +62,9 @@ fn pod_uid(segment: &str) -> Option<String> {
         let uid = candidate.replace('_', "-");
         let groups: Vec<&str> = uid.split('-').collect();
         let shape_ok = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
-            && groups.iter().all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()));
+            && groups
+                .iter()
+                .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()));
         shape_ok.then_some(uid)
     })
 }

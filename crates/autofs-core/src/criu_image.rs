@@ -16,7 +16,7 @@ pub const AUTOFS_MAGIC: u32 = 0x4935_3943;
 
 /// Writing an image failed.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write CRIU image {path}: {source}")]
+#[error("cannot write CRIU image {path}")]
 pub struct ImageError {
     /// The image path.
     pub path: PathBuf,

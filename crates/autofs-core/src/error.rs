@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The proc root does not exist, is not a directory, or cannot be listed.
-    #[error("cannot read proc root {path}: {source}")]
+    #[error("cannot read proc root {path}")]
     ProcRoot {
         /// The configured proc root.
         path: PathBuf,

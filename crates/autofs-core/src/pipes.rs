@@ -145,6 +145,13 @@ pub trait QueueProbe {
     fn queued_bytes(&self, fd_path: &Path, ino: u64) -> io::Result<u64>;
 }
 
+/// Any `Fn(fd_path, ino) -> io::Result<u64>` is a probe (fixture trees use a table).
+impl<F: Fn(&Path, u64) -> io::Result<u64>> QueueProbe for F {
+    fn queued_bytes(&self, fd_path: &Path, ino: u64) -> io::Result<u64> {
+        self(fd_path, ino)
+    }
+}
+
 /// The real probe: reopen the pipe through its `/proc/<pid>/fd/<n>` link with
 /// `O_RDONLY|O_NONBLOCK|O_CLOEXEC` and ask `FIONREAD`. Opening a pipe read-only and
 /// non-blocking never waits, and the reopened reader is closed before returning.
