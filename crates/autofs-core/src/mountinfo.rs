@@ -69,7 +69,6 @@ impl MountInfo {
         let root = unescape(next("root")?);
         let mount_point = unescape(next("mount point")?);
         next("mount options")?;
-        drop(next);
         loop {
             match fields.next() {
                 Some("-") => break,

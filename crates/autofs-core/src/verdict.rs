@@ -97,8 +97,9 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
     }
 
     let ends = facts.pipes.ends(ino);
+    // Like CRIU, the pgrp number is used as a pid: whatever process has it is searched.
     let leader_alive = match facts.table.info(pgrp) {
-        Ok(info) => info.pgrp == pgrp,
+        Ok(_) => true,
         Err(Unavailable::Vanished) => false,
         Err(Unavailable::Failed(why)) => {
             report.entry = Some(entry);
@@ -114,6 +115,12 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
             denied.message.clone(),
         );
     }
+
+    // Write end: CRIU stats /proc/<pgrp>/fd/<fd=> and wants the same FIFO opened O_WRONLY.
+    report.write_end_held = leader_alive
+        && ends
+            .iter()
+            .any(|e| e.pid == pgrp && e.fd == options.fd && e.is_write_end());
 
     let leader_read = leader_alive
         .then(|| ends.iter().find(|e| e.pid == pgrp && e.is_read_end()))
@@ -132,10 +139,6 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
         return;
     }
 
-    // Write end: CRIU stats /proc/<pgrp>/fd/<fd=> and wants the same FIFO opened O_WRONLY.
-    report.write_end_held = ends
-        .iter()
-        .any(|e| e.pid == pgrp && e.fd == options.fd && e.is_write_end());
     let criu_sees_write_end = report.write_end_held && ino <= i32::MAX as u64;
     if report.write_end_held && !criu_sees_write_end {
         report.criu_notes.push(format!(
@@ -180,6 +183,12 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
     }
     let write = if criu_sees_write_end {
         format!("and its write end fd {}", options.fd)
+    } else if report.write_end_held {
+        // The truth is "held"; only CRIU's int-truncated inode check misses it (§3.10 #1).
+        format!(
+            "and its write end fd {}, but CRIU's truncated inode check misses it: read_fd {} is recorded",
+            options.fd, read_end.fd
+        )
     } else {
         format!(
             "but not its write end fd {}: read_fd {} is recorded",
@@ -217,14 +226,20 @@ fn orphaned(
         format!("Failed to find read pipe fd (ino {ino}) in process {pgrp}")
     };
 
-    if let Some(holder) = ends.iter().find(|e| e.is_read_end()).copied() {
+    // Ends of a process that has exited since the fd census (the leader included: it counts as
+    // gone) are stale: such a process holds nothing any more. A surviving member of the
+    // leader's own group is preferred as the holder to name, then the lowest pid.
+    let mut holders = Vec::new();
+    for end in ends.iter().filter(|e| e.is_read_end()) {
+        if let Ok(info) = facts.table.info(end.pid) {
+            holders.push((info.pgrp != pgrp, *end, info.pgrp, info.comm.clone()));
+        }
+    }
+    holders.sort_by_key(|(other_group, end, _, _)| (*other_group, end.pid, end.fd));
+    if let Some((_, holder, holder_pgrp, comm)) = holders.into_iter().next() {
         report.read_end_pid = holder.pid;
         report.read_end_fd = holder.fd;
         measure(report, &holder, ino, facts);
-        let (holder_pgrp, comm) = facts
-            .table
-            .info(holder.pid)
-            .map_or((0, String::new()), |i| (i.pgrp, i.comm.clone()));
         let who = format!(
             "pid {} ({comm}, pgrp {holder_pgrp}) fd {}",
             holder.pid, holder.fd
@@ -249,23 +264,23 @@ fn orphaned(
             report,
             MountState::Orphaned,
             Reason::ReadEndDelegated,
-            format!("{criu_says} The read end is held by {who}"),
-        );
-    }
-
-    let unreadable = facts.pipes.unreadable();
-    if let Some(first) = unreadable.first() {
-        return set(
-            report,
-            MountState::Error,
-            Reason::ProcUnreadable,
             format!(
-                "{criu_says} No readable process holds the read end, but the fds of {} process(es) could not be read ({}), so the mount may not be hidden catatonic",
-                unreadable.len(),
-                first.message
+                "{criu_says}{} The read end is held by {who}",
+                if leader_alive { "" } else { "." }
             ),
         );
     }
+
+    // The state is certain either way (the leader holds no read end, so CRIU fails); only
+    // the reason is, when some processes' fds could not be read, a best effort.
+    let caveat = match facts.pipes.unreadable() {
+        [] => String::new(),
+        unreadable => format!(
+            " (the fds of {} process(es) could not be read, e.g. {}; one of them might hold it)",
+            unreadable.len(),
+            unreadable[0].message
+        ),
+    };
     report.criu_notes.push(match options.mode {
         MountMode::Indirect => format!(
             "CRIU's probe cannot trigger an indirect root: it would fail with \"Autofs {} is alive, but unreachable.\"",
@@ -275,11 +290,11 @@ fn orphaned(
     });
     let message = if leader_alive {
         format!(
-            "{criu_says} No process holds a read end: the mount is hidden catatonic (the next lookup makes it catatonic)"
+            "{criu_says} No process holds a read end: the mount is hidden catatonic (the next lookup makes it catatonic){caveat}"
         )
     } else {
         format!(
-            "{criu_says}: the daemon is gone and no process holds a read end: the mount is hidden catatonic (the next lookup makes it catatonic)"
+            "{criu_says}: the daemon is gone and no process holds a read end: the mount is hidden catatonic (the next lookup makes it catatonic){caveat}"
         )
     };
     set(

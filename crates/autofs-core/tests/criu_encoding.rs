@@ -37,7 +37,11 @@ fn entry_encoding_matches_prost_for_edge_values() {
                 gid: optional.map(|x| x.wrapping_add(1)),
                 read_fd: optional,
             };
-            assert_eq!(encode_entry(&entry), to_prost(&entry).encode_to_vec(), "{entry:?}");
+            assert_eq!(
+                encode_entry(&entry),
+                to_prost(&entry).encode_to_vec(),
+                "{entry:?}"
+            );
             let back = ProstEntry::decode(encode_entry(&entry).as_slice()).unwrap();
             assert_eq!(back, to_prost(&entry));
         }
@@ -58,5 +62,8 @@ fn zero_required_fields_are_still_encoded() {
         read_fd: None,
     };
     // Six required fields, tag + one-byte zero each.
-    assert_eq!(encode_entry(&entry), [8, 0, 16, 0, 24, 0, 32, 0, 40, 0, 48, 0]);
+    assert_eq!(
+        encode_entry(&entry),
+        [8, 0, 16, 0, 24, 0, 32, 0, 40, 0, 48, 0]
+    );
 }

@@ -1,0 +1,1191 @@
+//! Scans of fake proc trees (tests/fixtures/proc/<case>/, built by
+//! tests/fixtures/make_proc_trees.py and committed) checked two ways: against a golden
+//! `expected.jsonl` (one `serde_json::to_string(&report)` per line, as the CLI prints them), and
+//! with explicit assertions of the facts the spec (reference/criu-autofs-spec.md §3, §7.2)
+//! demands — a golden alone could bless a wrong answer.
+//!
+//! `UPDATE_GOLDEN=1 cargo nextest run -p autofs-core --test fixtures` rewrites the goldens (the
+//! explicit assertions still run). In goldens the fixture's absolute path is written as `/proc`,
+//! so they read like real output and do not depend on the checkout location.
+//!
+//! Queued bytes come from the case's `queues.json` (`{"<ino>": bytes}`, or a string to make the
+//! probe fail with that message). Like the real probe, the table probe insists that the fd link
+//! it is given still points to `pipe:[ino]`.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use autofs_core::mountinfo::{MountInfo, looks_like_autofs, unescape};
+use autofs_core::options::AutofsOptions;
+use autofs_core::process::ProcessInfo;
+use autofs_core::{AutofsEntry, Error, MountReport, MountState, Reason, Scan, Scanner};
+
+const NODE: &str = "fixture-node";
+const HOST_MNT: u64 = 4026531841;
+const CONTAINER_MNT: u64 = 4026532400;
+const DOCKER_ID: &str = "9d2c7a1f4e8b3c6d5a0f1e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6e5f4a3";
+const CONTAINERD_ID: &str = "4f1c2a9be0d3c7f8a6b5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3";
+const POD_UID: &str = "7c0a1e2f-3b4d-4c5e-8f9a-0b1c2d3e4f5a";
+
+/// Every case directory; `every_fixture_directory_has_a_test` keeps this list honest.
+const CASES: &[&str] = &[
+    "active_direct_write_end_closed",
+    "active_indirect",
+    "catatonic_keeps_raw_pgrp",
+    "escaped_mount_point",
+    "hidden_catatonic_daemon_gone",
+    "hidden_catatonic_leader_alive",
+    "interim_v4",
+    "interim_v5",
+    "malformed_mountinfo_line",
+    "malformed_options",
+    "master_outside_pid_ns",
+    "nested_pid_ns_daemon",
+    "no_autofs_mounts",
+    "offset_mount_options",
+    "orphaned_leader_gone",
+    "orphaned_read_end_delegated",
+    "pgrp_translated_into_container",
+    "pgrp_zero_not_visible",
+    "pipe_ino_above_int_max",
+    "pipe_ino_above_uint32_max",
+    "processes_vanishing",
+    "queue_probe_failure",
+    "two_mount_namespaces",
+    "unreadable_fds_of_leader",
+    "unreadable_fds_of_non_leader",
+    "unsupported_no_pipe_ino",
+];
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------
+
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proc")
+}
+
+fn case_root(case: &str) -> PathBuf {
+    fixtures_dir().join(case)
+}
+
+/// `queues.json`: pipe inode → queued bytes, or the message of a probe failure.
+fn queue_table(root: &Path) -> HashMap<u64, Result<u64, String>> {
+    let text = std::fs::read_to_string(root.join("queues.json")).unwrap_or_else(|_| "{}".into());
+    let value: serde_json::Value = serde_json::from_str(&text).expect("queues.json is JSON");
+    value
+        .as_object()
+        .expect("queues.json is an object")
+        .iter()
+        .map(|(ino, v)| {
+            let ino = ino.parse().expect("queues.json keys are pipe inodes");
+            let entry = match v {
+                serde_json::Value::String(s) => Err(s.clone()),
+                other => Ok(other.as_u64().expect("queues.json values are byte counts")),
+            };
+            (ino, entry)
+        })
+        .collect()
+}
+
+/// A probe answering from the table, refusing (like the real one) a link that is not the pipe.
+fn table_probe(table: HashMap<u64, Result<u64, String>>) -> impl Fn(&Path, u64) -> io::Result<u64> {
+    move |fd_path: &Path, ino: u64| {
+        let target = std::fs::read_link(fd_path)?;
+        assert_eq!(
+            target.as_os_str().as_encoded_bytes(),
+            format!("pipe:[{ino}]").as_bytes(),
+            "the core measured pipe {ino} through {}, which is not that pipe",
+            fd_path.display()
+        );
+        match table.get(&ino) {
+            Some(Ok(bytes)) => Ok(*bytes),
+            Some(Err(message)) => Err(io::Error::other(message.clone())),
+            None => panic!("pipe {ino} was measured but queues.json has no entry for it"),
+        }
+    }
+}
+
+fn scan_tree(root: &Path) -> Scan {
+    Scanner::new(root, NODE)
+        .expect("fixture proc root opens")
+        .with_probe(table_probe(queue_table(root)))
+        .scan()
+        .expect("a fixture scan never fails as a whole")
+}
+
+/// The JSON lines of a scan as the CLI prints them, with the fixture path shown as `/proc`.
+fn json_lines(scan: &Scan, root: &Path) -> String {
+    let root = root.to_str().expect("fixture path is UTF-8");
+    scan.reports
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("reports serialize") + "\n")
+        .map(|line| line.replace(root, "/proc"))
+        .collect()
+}
+
+/// Scans a case and compares it with its golden (rewritten first under `UPDATE_GOLDEN=1`).
+fn scan_case(case: &str) -> Scan {
+    let root = case_root(case);
+    let scan = scan_tree(&root);
+    let actual = json_lines(&scan, &root);
+    let golden = root.join("expected.jsonl");
+    if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+        // Write-then-rename: two tests may share a case and run in parallel processes.
+        let tmp = golden.with_extension(format!("jsonl.{}", std::process::id()));
+        std::fs::write(&tmp, &actual).expect("golden is writable");
+        std::fs::rename(&tmp, &golden).expect("golden is writable");
+    }
+    let expected = std::fs::read_to_string(&golden)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", golden.display()));
+    let (actual_lines, expected_lines): (Vec<_>, Vec<_>) =
+        (actual.lines().collect(), expected.lines().collect());
+    for (i, (a, e)) in actual_lines.iter().zip(&expected_lines).enumerate() {
+        assert_eq!(
+            a,
+            e,
+            "{case}: line {} differs from {}",
+            i + 1,
+            golden.display()
+        );
+    }
+    assert_eq!(
+        actual_lines.len(),
+        expected_lines.len(),
+        "{case}: number of reports differs from {}",
+        golden.display()
+    );
+    assert_eq!(actual, expected, "{case}: {}", golden.display());
+    scan
+}
+
+fn mount(scan: &Scan, mnt_ns: u64, mount_id: u32) -> &MountReport {
+    let found: Vec<_> = scan
+        .reports
+        .iter()
+        .filter(|r| r.mnt_ns == mnt_ns && r.mount_id == mount_id)
+        .collect();
+    assert_eq!(found.len(), 1, "mount {mount_id} in {mnt_ns}: {found:#?}");
+    found[0]
+}
+
+fn only(scan: &Scan) -> &MountReport {
+    assert_eq!(scan.reports.len(), 1, "{:#?}", scan.reports);
+    &scan.reports[0]
+}
+
+fn verdict(r: &MountReport) -> (MountState, Reason) {
+    (r.state, r.reason)
+}
+
+fn entry(fd: i32, pgrp: i32, timeout: i32, minproto: i32, maxproto: i32, mode: i32) -> AutofsEntry {
+    AutofsEntry {
+        fd,
+        pgrp,
+        timeout,
+        minproto,
+        maxproto,
+        mode,
+        uid: None,
+        gid: None,
+        read_fd: None,
+    }
+}
+
+/// CRIU's mode numbering (autofs_entry.mode).
+const DIRECT: i32 = 0;
+const INDIRECT: i32 = 1;
+const OFFSET: i32 = 2;
+
+fn assert_no_pipe_facts(r: &MountReport) {
+    assert_eq!((r.read_end_pid, r.read_end_fd), (0, -1), "{r:#?}");
+    assert!(!r.write_end_held, "{r:#?}");
+    assert_eq!((r.pending_bytes, r.pending_packets), (0, 0), "{r:#?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live mounts CRIU can dump
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn active_indirect_mount_whose_leader_holds_both_ends_is_dumpable() {
+    let scan = scan_case("active_indirect");
+    let r = only(&scan);
+    assert_eq!(verdict(r), (MountState::Active, Reason::MasterHoldsPipe));
+    assert_eq!(
+        r.message,
+        "Master 1234 holds the read end fd 4 of pipe 39876 and its write end fd 5; the pipe is empty"
+    );
+    assert!(r.dumpable && !r.blocks_dump());
+    assert_eq!(r.entry, Some(entry(5, 1234, 300, 5, 5, INDIRECT)));
+    assert_eq!((r.read_end_pid, r.read_end_fd), (1234, 4));
+    assert!(r.write_end_held);
+    assert_eq!((r.pending_bytes, r.pending_packets), (0, 0));
+    assert_eq!((r.pipe_ino, r.host_pgrp), (39876, 1234));
+    assert_eq!((r.mount_id, r.parent_id), (40, 22));
+    assert_eq!(
+        (r.mount_point.as_str(), r.source.as_str()),
+        ("/home", "/etc/auto.home")
+    );
+    assert_eq!((r.major, r.minor, r.criu_s_dev), (0, 52, 52));
+    assert_eq!((r.mnt_ns, r.owner_pid), (HOST_MNT, 1));
+    assert_eq!((r.proto_version, r.timeout), (5, 300));
+    assert_eq!(r.node, NODE);
+    assert!(r.container_id.is_empty() && r.pod_uid.is_empty());
+    assert!(r.criu_notes.is_empty(), "{:?}", r.criu_notes);
+    assert!(!r.strictexpire && !r.ignore);
+    assert_eq!(
+        r.options,
+        "rw,fd=5,pgrp=1234,timeout=300,minproto=5,maxproto=5,indirect,pipe_ino=39876"
+    );
+    // pids 1, 1234, 1500 ("self" and "uptime" are not processes); 5 + 8 + 4 fds listed.
+    assert_eq!(scan.stats.processes, 3);
+    assert_eq!(scan.stats.mount_namespaces, 1);
+    assert_eq!(scan.stats.fds, 17);
+    assert_eq!(
+        (
+            scan.stats.vanished,
+            scan.stats.unreadable,
+            scan.stats.ignored_lines
+        ),
+        (0, 0, 0)
+    );
+}
+
+#[test]
+fn systemd_direct_mount_without_its_write_end_records_read_fd() {
+    // §3.7: fd=31 is closed (the number now names a socket), so CRIU sets read_fd.
+    let scan = scan_case("active_direct_write_end_closed");
+    let r = only(&scan);
+    assert_eq!(verdict(r), (MountState::Active, Reason::MasterHoldsPipe));
+    assert!(r.dumpable);
+    assert_eq!(
+        r.entry,
+        Some(AutofsEntry {
+            read_fd: Some(30),
+            ..entry(31, 1, 0, 5, 5, DIRECT)
+        })
+    );
+    assert!(!r.write_end_held);
+    assert_eq!((r.read_end_pid, r.read_end_fd), (1, 30));
+    assert_eq!(
+        r.message,
+        "Master 1 holds the read end fd 30 of pipe 87983 but not its write end fd 31: read_fd 30 is recorded; the pipe is empty"
+    );
+    assert_eq!(
+        (r.mount_point.as_str(), r.source.as_str()),
+        ("/proc/sys/fs/binfmt_misc", "systemd-1")
+    );
+    assert_eq!((r.criu_s_dev, r.timeout), (45, 0));
+    assert!(r.criu_notes.is_empty(), "{:?}", r.criu_notes);
+}
+
+#[test]
+fn offset_mount_keeps_uid_gid_strictexpire_ignore_and_timeout() {
+    let scan = scan_case("offset_mount_options");
+    let parent = mount(&scan, HOST_MNT, 40);
+    assert_eq!(
+        verdict(parent),
+        (MountState::Active, Reason::MasterHoldsPipe)
+    );
+    assert_eq!(parent.source, "-hosts");
+    assert_eq!(parent.entry, Some(entry(5, 1234, 120, 5, 5, INDIRECT)));
+
+    let r = mount(&scan, HOST_MNT, 41);
+    assert_eq!(verdict(r), (MountState::Active, Reason::MasterHoldsPipe));
+    assert_eq!(
+        r.entry,
+        Some(AutofsEntry {
+            uid: Some(1000),
+            gid: Some(1001),
+            ..entry(8, 1234, 120, 5, 5, OFFSET)
+        })
+    );
+    assert!(r.strictexpire && r.ignore);
+    assert_eq!((r.timeout, r.proto_version), (120, 5));
+    assert_eq!((r.read_end_pid, r.read_end_fd), (1234, 7));
+    assert!(r.write_end_held && r.dumpable);
+    assert_eq!(
+        (r.parent_id, r.mount_point.as_str()),
+        (40, "/net/fileserver")
+    );
+    assert_eq!(r.criu_s_dev, 53);
+}
+
+#[test]
+fn catatonic_mount_is_dumped_with_the_raw_host_pgrp() {
+    // §3.3: fd=-1 stops CRIU before any process check; pgrp is not virtualised even though the
+    // old daemon (host 5000) is pid 7 in the container.
+    let scan = scan_case("catatonic_keeps_raw_pgrp");
+    let r = only(&scan);
+    assert_eq!(verdict(r), (MountState::Catatonic, Reason::Catatonic));
+    assert!(r.dumpable);
+    assert_eq!(r.entry, Some(entry(-1, 5000, 300, 5, 5, INDIRECT)));
+    assert!(r.message.contains("fd=-1"), "{}", r.message);
+    assert!(r.message.contains("raw pgrp 5000"), "{}", r.message);
+    assert_eq!((r.pipe_ino, r.host_pgrp), (0, 5000));
+    assert_no_pipe_facts(r);
+    assert_eq!((r.mnt_ns, r.owner_pid), (CONTAINER_MNT, 4990));
+    assert_eq!(
+        (r.container_id.as_str(), r.pod_uid.as_str()),
+        (DOCKER_ID, "")
+    );
+    assert_eq!(scan.stats.mount_namespaces, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interim
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn interim_mount_reports_two_queued_v5_packets() {
+    let scan = scan_case("interim_v5");
+    let r = only(&scan);
+    assert_eq!(verdict(r), (MountState::Interim, Reason::PipeNotEmpty));
+    assert!(!r.dumpable && r.blocks_dump());
+    // §3.5: CRIU's words, then what it cannot say: 608 bytes = 2 × 304-byte v5 packets.
+    assert!(
+        r.message
+            .starts_with("Process 1234 autofs pipe fd 4 is not empty. Try again later."),
+        "{}",
+        r.message
+    );
+    assert!(r.message.contains("608 bytes"), "{}", r.message);
+    assert_eq!((r.pending_bytes, r.pending_packets), (608, 2));
+    assert_eq!(r.proto_version, 5);
+    assert_eq!((r.read_end_pid, r.read_end_fd), (1234, 4));
+    assert!(r.write_end_held);
+    assert_eq!(r.entry, Some(entry(5, 1234, 300, 5, 5, INDIRECT)));
+}
+
+#[test]
+fn interim_v4_mount_counts_272_byte_packets() {
+    let scan = scan_case("interim_v4");
+    let r = only(&scan);
+    assert_eq!(verdict(r), (MountState::Interim, Reason::PipeNotEmpty));
+    assert_eq!(r.proto_version, 4);
+    // 816 bytes are three 272-byte v4 packets (304-byte arithmetic would say 2).
+    assert_eq!((r.pending_bytes, r.pending_packets), (816, 3));
+    assert!(
+        r.message.contains("is not empty. Try again later."),
+        "{}",
+        r.message
+    );
+    assert_eq!(r.entry, Some(entry(5, 1234, 300, 3, 4, INDIRECT)));
+    assert!(!r.dumpable);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Orphaned
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn read_end_delegated_to_another_process_group_is_orphaned_and_names_the_holder() {
+    let scan = scan_case("orphaned_read_end_delegated");
+    let r = only(&scan);
+    assert_eq!(verdict(r), (MountState::Orphaned, Reason::ReadEndDelegated));
+    assert!(!r.dumpable);
+    // §3.4: the leader is alive but holds no read end.
+    assert!(
+        r.message.starts_with(
+            "Master 1234 doesn't have a read end of the pipe with inode 42424 opened. Abandoned mount or control was delegated to child?"
+        ),
+        "{}",
+        r.message
+    );
+    assert!(
+        r.message
+            .contains("pid 1300 (autofs-helper, pgrp 1300) fd 3"),
+        "{}",
+        r.message
+    );
+    assert_eq!((r.read_end_pid, r.read_end_fd), (1300, 3));
+    // Nothing is translated or recorded for a mount CRIU refuses.
+    assert_eq!(r.entry, Some(entry(5, 1234, 300, 5, 5, INDIRECT)));
+    assert!(
+        r.criu_notes.iter().any(|n| n.contains("probe")),
+        "{:?}",
+        r.criu_notes
+    );
+}
+
+#[test]
+fn group_member_holding_the_read_end_after_the_leader_exited_is_leader_gone() {
+    let scan = scan_case("orphaned_leader_gone");
+    let r = only(&scan);
+    assert_eq!(verdict(r), (MountState::Orphaned, Reason::LeaderGone));
+    assert!(!r.dumpable);
+    // §3.4: opendir(/proc/1234/fd) fails: CRIU's first message.
+    assert!(
+        r.message
+            .starts_with("Failed to find read pipe fd (ino 43210) in process 1234"),
+        "{}",
+        r.message
+    );
+    assert!(
+        r.message.contains("pid 1240 (automount, pgrp 1234) fd 4"),
+        "{}",
+        r.message
+    );
+    assert_eq!((r.read_end_pid, r.read_end_fd), (1240, 4));
+    // §3.10 #7: the leader-only search is CRIU's defect.
+    assert!(
+        r.criu_notes
+            .iter()
+            .any(|n| n.contains("only the process-group leader")),
+        "{:?}",
+        r.criu_notes
+    );
+}
+
+#[test]
+fn leader_alive_without_any_reader_is_hidden_catatonic() {
+    let scan = scan_case("hidden_catatonic_leader_alive");
+    let r = only(&scan);
+    assert_eq!(verdict(r), (MountState::Orphaned, Reason::HiddenCatatonic));
+    assert!(!r.dumpable);
+    assert!(
+        r.message.starts_with(
+            "Master 1234 doesn't have a read end of the pipe with inode 44444 opened. Abandoned mount or control was delegated to child?"
+        ),
+        "{}",
+        r.message
+    );
+    assert!(r.message.contains("hidden catatonic"), "{}", r.message);
+    assert_eq!((r.read_end_pid, r.read_end_fd), (0, -1), "{r:#?}");
+    assert_eq!((r.pending_bytes, r.pending_packets), (0, 0), "{r:#?}");
+    // The live leader still holds the write end fd=5 the kernel writes to.
+    assert!(r.write_end_held, "{r:#?}");
+    // §3.10 #3: CRIU's probe cannot trigger an indirect root.
+    assert!(
+        r.criu_notes
+            .iter()
+            .any(|n| n.contains("Autofs 40 is alive, but unreachable.")),
+        "{:?}",
+        r.criu_notes
+    );
+}
+
+#[test]
+fn daemon_gone_and_only_a_write_end_left_is_hidden_catatonic() {
+    let scan = scan_case("hidden_catatonic_daemon_gone");
+    let r = only(&scan);
+    assert_eq!(verdict(r), (MountState::Orphaned, Reason::HiddenCatatonic));
+    assert!(
+        r.message
+            .starts_with("Failed to find read pipe fd (ino 45555) in process 1234"),
+        "{}",
+        r.message
+    );
+    assert!(r.message.contains("daemon is gone"), "{}", r.message);
+    // The leftover write end (pid 1250, O_WRONLY) is not a reader.
+    assert_no_pipe_facts(r);
+    assert_eq!(r.entry, Some(entry(5, 1234, 600, 5, 5, DIRECT)));
+    // A direct root can be triggered: CRIU's probe would turn the mount catatonic.
+    assert!(
+        r.criu_notes.iter().any(|n| n.contains("catatonic")),
+        "{:?}",
+        r.criu_notes
+    );
+    assert!(!r.dumpable);
+}
+
+#[test]
+fn master_in_the_host_pid_namespace_of_a_container_mount_is_orphaned() {
+    // §3.8: CRIU dumping the container finds no pstree item for host pid 3000.
+    let scan = scan_case("master_outside_pid_ns");
+    let r = only(&scan);
+    assert_eq!(
+        verdict(r),
+        (MountState::Orphaned, Reason::MasterOutsidePidNs)
+    );
+    assert!(!r.dumpable);
+    assert!(
+        r.message.starts_with(
+            "failed to find pstree item with pid 3000. Non-catatonic mount without master?"
+        ),
+        "{}",
+        r.message
+    );
+    assert!(r.message.contains("pid 4990"), "{}", r.message);
+    assert_eq!(r.entry, Some(entry(5, 3000, 300, 5, 5, INDIRECT)));
+    assert_eq!((r.read_end_pid, r.read_end_fd), (3000, 4));
+    assert!(r.write_end_held);
+    assert_eq!((r.mnt_ns, r.owner_pid), (CONTAINER_MNT, 4990));
+    assert_eq!(r.container_id, DOCKER_ID);
+}
+
+// ---------------------------------------------------------------------------------------------
+// pid namespaces and attribution
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn pgrp_is_translated_into_the_container_pid_namespace_with_pod_attribution() {
+    let scan = scan_case("pgrp_translated_into_container");
+    let r = only(&scan);
+    assert_eq!(verdict(r), (MountState::Active, Reason::MasterHoldsPipe));
+    assert!(r.dumpable);
+    assert_eq!(r.entry, Some(entry(5, 7, 300, 5, 5, INDIRECT)));
+    assert_eq!(r.host_pgrp, 5000);
+    assert_eq!((r.read_end_pid, r.read_end_fd), (5000, 4));
+    assert_eq!((r.mnt_ns, r.owner_pid), (CONTAINER_MNT, 4990));
+    assert_eq!(r.container_id, CONTAINERD_ID);
+    assert_eq!(r.pod_uid, POD_UID);
+}
+
+#[test]
+fn daemon_in_a_nested_pid_namespace_gets_its_pid_at_the_owner_level() {
+    // NSpid 5200 25 3: the owner (NSpid 4990 1) is at level 2, so CRIU would store 25. The
+    // ancestor walk 5200 → 5100 (nested init) → 5050 (owner's pid ns) proves membership.
+    let scan = scan_case("nested_pid_ns_daemon");
+    let r = only(&scan);
+    assert_eq!(verdict(r), (MountState::Active, Reason::MasterHoldsPipe));
+    assert_eq!(r.entry, Some(entry(5, 25, 300, 5, 5, INDIRECT)));
+    assert_eq!((r.host_pgrp, r.owner_pid), (5200, 4990));
+    assert_eq!(
+        (r.container_id.as_str(), r.pod_uid.as_str()),
+        (CONTAINERD_ID, POD_UID)
+    );
+}
+
+#[test]
+fn same_superblock_in_two_mount_namespaces_is_reported_in_each() {
+    let scan = scan_case("two_mount_namespaces");
+    assert_eq!(scan.reports.len(), 3);
+    assert_eq!(scan.stats.mount_namespaces, 2);
+    let host = mount(&scan, HOST_MNT, 40);
+    let copy = mount(&scan, 4026532700, 306);
+    for r in [host, copy] {
+        assert_eq!(verdict(r), (MountState::Active, Reason::MasterHoldsPipe));
+        assert_eq!(
+            (r.major, r.minor, r.criu_s_dev, r.pipe_ino),
+            (0, 52, 52, 58001)
+        );
+        assert_eq!(r.entry, Some(entry(5, 1234, 300, 5, 5, INDIRECT)));
+        assert_eq!((r.read_end_pid, r.read_end_fd), (1234, 4));
+    }
+    assert_eq!((host.owner_pid, copy.owner_pid), (1, 700));
+    let private = mount(&scan, 4026532700, 307);
+    assert_eq!(verdict(private), (MountState::Catatonic, Reason::Catatonic));
+    assert_eq!(private.entry, Some(entry(-1, 701, 60, 5, 5, DIRECT)));
+    // Reports come by namespace, then in mountinfo order.
+    let order: Vec<_> = scan
+        .reports
+        .iter()
+        .map(|r| (r.mnt_ns, r.mount_id))
+        .collect();
+    assert_eq!(
+        order,
+        [(HOST_MNT, 40), (4026532700, 306), (4026532700, 307)]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unsupported and malformed input
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn mount_without_pipe_ino_is_unsupported() {
+    let scan = scan_case("unsupported_no_pipe_ino");
+    let r = only(&scan);
+    assert_eq!(verdict(r), (MountState::Unsupported, Reason::NoPipeIno));
+    assert_eq!(r.message, "Failed to find pipe_ino option (old kernel?)");
+    assert!(!r.dumpable);
+    assert_eq!(r.pipe_ino, 0);
+    assert_eq!(r.entry, Some(entry(5, 1234, 300, 5, 5, INDIRECT)));
+    assert_no_pipe_facts(r);
+}
+
+#[test]
+fn each_malformed_option_string_is_its_own_error_and_hides_no_other_mount() {
+    let scan = scan_case("malformed_options");
+    let expected = [
+        (40, Reason::MissingOption, "Failed to find fd option"),
+        (41, Reason::MissingOption, "Failed to find pgrp option"),
+        (42, Reason::MissingOption, "Failed to find timeout option"),
+        (43, Reason::MissingOption, "Failed to find minproto option"),
+        (44, Reason::MissingOption, "Failed to find maxproto option"),
+        (
+            45,
+            Reason::MissingOption,
+            "Failed to find mode (direct,indirect,offset) option",
+        ),
+        (
+            46,
+            Reason::InvalidOption,
+            "invalid autofs option 'fd=abc': not a number",
+        ),
+        (
+            47,
+            Reason::InvalidOption,
+            "invalid autofs option 'timeout=99999999999': out of int range",
+        ),
+        (
+            48,
+            Reason::InvalidOption,
+            "pipe_ino (xyz) mount option parse failed",
+        ),
+    ];
+    for (id, reason, message) in expected {
+        let r = mount(&scan, HOST_MNT, id);
+        assert_eq!(verdict(r), (MountState::Error, reason), "mount {id}");
+        assert_eq!(r.message, message, "mount {id}");
+        assert_eq!(r.entry, None, "mount {id}");
+        assert!(!r.dumpable);
+        assert_eq!(r.mount_point, format!("/mnt/bad{}", id - 40));
+    }
+    // fd=5 with pipe_ino=-1 cannot happen on a sane kernel: an error, not CATATONIC.
+    let r = mount(&scan, HOST_MNT, 49);
+    assert_eq!(verdict(r), (MountState::Error, Reason::InvalidOption));
+    assert!(r.message.contains("pipe_ino=-1"), "{}", r.message);
+    assert!(!r.dumpable);
+
+    let good = mount(&scan, HOST_MNT, 60);
+    assert_eq!(verdict(good), (MountState::Active, Reason::MasterHoldsPipe));
+    assert_eq!(scan.reports.len(), 11);
+}
+
+#[test]
+fn malformed_autofs_mountinfo_lines_are_errors_naming_the_token_and_later_lines_survive() {
+    let scan = scan_case("malformed_mountinfo_line");
+    assert_eq!(scan.reports.len(), 3, "{:#?}", scan.reports);
+
+    let no_separator = &scan.reports[0];
+    assert_eq!(
+        verdict(no_separator),
+        (MountState::Error, Reason::MalformedMountinfo)
+    );
+    assert_eq!(no_separator.mount_id, 40);
+    assert!(
+        no_separator.message.contains("' - ' separator"),
+        "{}",
+        no_separator.message
+    );
+    assert!(no_separator.options.starts_with("40 22 0:52 / /mnt/a "));
+
+    let bad_device = &scan.reports[1];
+    assert_eq!(
+        verdict(bad_device),
+        (MountState::Error, Reason::MalformedMountinfo)
+    );
+    assert_eq!(bad_device.mount_id, 41);
+    assert!(
+        bad_device.message.contains("'0x35'"),
+        "{}",
+        bad_device.message
+    );
+    for r in &scan.reports[..2] {
+        assert!(!r.dumpable && r.entry.is_none());
+    }
+
+    let good = &scan.reports[2];
+    assert_eq!(good.mount_id, 43);
+    assert_eq!(verdict(good), (MountState::Active, Reason::MasterHoldsPipe));
+    // The truncated tmpfs line is not autofs: ignored, but counted.
+    assert_eq!(scan.stats.ignored_lines, 1);
+}
+
+#[test]
+fn octal_escapes_in_mount_point_and_source_are_decoded() {
+    let scan = scan_case("escaped_mount_point");
+    let space = mount(&scan, HOST_MNT, 40);
+    assert_eq!(space.mount_point, "/mnt/with space");
+    assert_eq!(space.source, "/etc/auto maps/auto.space");
+    assert_eq!(
+        verdict(space),
+        (MountState::Active, Reason::MasterHoldsPipe)
+    );
+    let tab = mount(&scan, HOST_MNT, 41);
+    assert_eq!(tab.mount_point, "/mnt/tab\tand\\backslash");
+    assert_eq!((tab.read_end_pid, tab.read_end_fd), (1234, 6));
+    assert_eq!(verdict(tab), (MountState::Active, Reason::MasterHoldsPipe));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Churn and unreadable /proc
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn processes_vanishing_mid_scan_are_counted_not_fatal() {
+    let scan = scan_case("processes_vanishing");
+    // pids 1, 800, 801, 1234, 2000, 3100, 3200; 3100 and 3200 lost ns/mnt, 800 its mountinfo.
+    assert_eq!(scan.stats.processes, 7);
+    assert_eq!(scan.stats.vanished, 3);
+    assert_eq!(scan.stats.unreadable, 0);
+    assert_eq!(scan.stats.mount_namespaces, 2);
+
+    let home = mount(&scan, HOST_MNT, 40);
+    assert_eq!(verdict(home), (MountState::Active, Reason::MasterHoldsPipe));
+
+    // 800 vanished before its mountinfo was read: the namespace is read through 801.
+    let copy = mount(&scan, 4026532600, 140);
+    assert_eq!(verdict(copy), (MountState::Active, Reason::MasterHoldsPipe));
+    assert_eq!(copy.owner_pid, 800);
+}
+
+#[test]
+fn leader_exiting_after_the_fd_census_is_gone_not_a_delegate_of_itself() {
+    // Pid 2000's fds were listed, then it exited before its stat could be read. Its stale
+    // ends must not be reported as a delegated read end held by the (dead) leader itself:
+    // the daemon is gone and nobody else holds a read end.
+    let scan = scan_case("processes_vanishing");
+    let r = mount(&scan, HOST_MNT, 41);
+    assert_eq!(
+        verdict(r),
+        (MountState::Orphaned, Reason::HiddenCatatonic),
+        "{r:#?}"
+    );
+    assert!(
+        r.message
+            .starts_with("Failed to find read pipe fd (ino 53002) in process 2000"),
+        "{}",
+        r.message
+    );
+    assert!(r.message.contains("daemon is gone"), "{}", r.message);
+    assert_no_pipe_facts(r);
+}
+
+#[test]
+fn unreadable_fds_of_a_bystander_qualify_only_hidden_catatonic_claims() {
+    let case = "unreadable_fds_of_non_leader";
+    let scan = scan_case(case);
+    assert_eq!(scan.stats.unreadable, 1);
+
+    let active = mount(&scan, HOST_MNT, 40);
+    assert_eq!(
+        verdict(active),
+        (MountState::Active, Reason::MasterHoldsPipe)
+    );
+
+    // Pid 3000 might hold the read end of 54002. The state is certain (the leader holds no
+    // read end, so CRIU fails); the reason is best effort and the message says why.
+    let r = mount(&scan, HOST_MNT, 41);
+    assert_eq!(verdict(r), (MountState::Orphaned, Reason::HiddenCatatonic));
+    assert!(
+        r.message.starts_with(
+            "Master 2000 doesn't have a read end of the pipe with inode 54002 opened."
+        ),
+        "{}",
+        r.message
+    );
+    let fd_dir = case_root(case).join("3000/fd");
+    assert!(
+        r.message.contains(&format!(
+            "the fds of 1 process(es) could not be read, e.g. cannot read {}: Not a directory",
+            fd_dir.display()
+        )),
+        "{}",
+        r.message
+    );
+    assert!(!r.dumpable);
+
+    let catatonic = mount(&scan, HOST_MNT, 42);
+    assert_eq!(
+        verdict(catatonic),
+        (MountState::Catatonic, Reason::Catatonic)
+    );
+
+    let delegated = mount(&scan, HOST_MNT, 43);
+    assert_eq!(
+        verdict(delegated),
+        (MountState::Orphaned, Reason::ReadEndDelegated)
+    );
+    assert_eq!((delegated.read_end_pid, delegated.read_end_fd), (2150, 3));
+}
+
+#[test]
+fn unreadable_fds_of_the_leader_are_an_error_for_its_mount_only() {
+    let case = "unreadable_fds_of_leader";
+    let scan = scan_case(case);
+    let r = mount(&scan, HOST_MNT, 40);
+    assert_eq!(verdict(r), (MountState::Error, Reason::ProcUnreadable));
+    assert!(
+        r.message.starts_with(&format!(
+            "cannot read {}: Not a directory",
+            case_root(case).join("1234/fd").display()
+        )),
+        "{}",
+        r.message
+    );
+    assert!(!r.dumpable);
+    assert_no_pipe_facts(r);
+    let other = mount(&scan, HOST_MNT, 41);
+    assert_eq!(
+        verdict(other),
+        (MountState::Active, Reason::MasterHoldsPipe)
+    );
+    assert_eq!(scan.stats.unreadable, 1);
+}
+
+#[test]
+fn failing_queue_probe_is_an_error_naming_the_fd_link() {
+    let case = "queue_probe_failure";
+    let scan = scan_case(case);
+    let r = only(&scan);
+    assert_eq!(verdict(r), (MountState::Error, Reason::ProcUnreadable));
+    assert_eq!(
+        r.message,
+        format!(
+            "cannot measure the queue of pipe 56001 through {}: Permission denied (os error 13)",
+            case_root(case).join("1234/fd/4").display()
+        )
+    );
+    assert!(!r.dumpable);
+}
+
+#[test]
+fn pgrp_zero_means_the_master_is_not_visible() {
+    let scan = scan_case("pgrp_zero_not_visible");
+    let r = only(&scan);
+    assert_eq!(verdict(r), (MountState::Error, Reason::PgrpNotVisible));
+    assert!(r.message.starts_with("pgrp=0:"), "{}", r.message);
+    assert!(r.message.contains("pid namespace"), "{}", r.message);
+    assert_eq!((r.host_pgrp, r.pipe_ino), (0, 57001));
+    assert!(!r.dumpable);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CRIU's inode defects (§3.1, §3.10 #1)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn pipe_ino_above_uint32_max_is_not_dumpable_and_says_why() {
+    let scan = scan_case("pipe_ino_above_uint32_max");
+    let r = only(&scan);
+    assert_eq!(r.pipe_ino, 4_294_979_641);
+    assert!(!r.dumpable, "CRIU's parse stage rejects the inode");
+    assert!(
+        r.criu_notes
+            .iter()
+            .any(|n| n.starts_with("overflow: pipe_ino > UINT32_MAX")),
+        "{:?}",
+        r.criu_notes
+    );
+    // The daemon itself is healthy.
+    assert_eq!((r.read_end_pid, r.read_end_fd), (1234, 4));
+    assert!(r.write_end_held);
+}
+
+#[test]
+fn pipe_ino_above_int_max_with_the_write_end_held_still_records_read_fd() {
+    // §3.10 #1: CRIU's int-typed inode never matches, so it records read_fd anyway.
+    let scan = scan_case("pipe_ino_above_int_max");
+    let r = only(&scan);
+    assert_eq!(verdict(r), (MountState::Active, Reason::MasterHoldsPipe));
+    assert!(r.dumpable);
+    assert!(r.write_end_held);
+    assert_eq!(
+        r.entry,
+        Some(AutofsEntry {
+            read_fd: Some(4),
+            ..entry(5, 95929, 300, 5, 5, INDIRECT)
+        })
+    );
+    assert_eq!(r.pipe_ino, 3_480_845_226);
+    assert_eq!(r.criu_notes.len(), 1, "{:?}", r.criu_notes);
+    assert!(r.criu_notes[0].contains("INT_MAX"), "{:?}", r.criu_notes);
+    // The message must not claim the write end is gone while write_end_held says it is held.
+    assert!(
+        r.message.contains("and its write end fd 5"),
+        "{}",
+        r.message
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Whole-scan behaviour
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn proc_root_without_autofs_mounts_yields_no_reports_and_no_fd_census() {
+    let scan = scan_case("no_autofs_mounts");
+    assert!(scan.reports.is_empty());
+    assert_eq!(scan.stats.processes, 3);
+    assert_eq!(scan.stats.mount_namespaces, 1);
+    // No pipe is of interest, so no fd directory is listed.
+    assert_eq!(scan.stats.fds, 0);
+}
+
+#[test]
+fn missing_proc_root_is_a_fatal_error_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-proc");
+    let err = Scanner::new(&missing, NODE).unwrap_err();
+    assert!(
+        matches!(&err, Error::ProcRoot { path, .. } if path == &missing),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
+
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let err = Scanner::new(&file, NODE).unwrap_err();
+    assert!(err.to_string().contains("a-file"), "{err}");
+}
+
+#[test]
+fn every_fixture_directory_has_a_test() {
+    let mut dirs: Vec<String> = std::fs::read_dir(fixtures_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs, CASES);
+    for case in CASES {
+        let golden = case_root(case).join("expected.jsonl");
+        assert!(golden.is_file(), "{}", golden.display());
+    }
+}
+
+#[test]
+fn golden_lines_are_valid_reports_of_the_api_shape() {
+    for case in CASES {
+        let golden = std::fs::read_to_string(case_root(case).join("expected.jsonl")).unwrap();
+        for line in golden.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let state = v["state"].as_str().unwrap();
+            assert!(
+                MountState::ALL.iter().any(|s| s.as_str() == state),
+                "{case}: {state}"
+            );
+            assert_eq!(v["node"], NODE);
+            assert!(
+                v["reason"].is_string() && v["message"].as_str().is_some_and(|m| !m.is_empty())
+            );
+            // ERROR, ORPHANED, INTERIM and UNSUPPORTED never say "dumpable".
+            if !matches!(state, "ACTIVE" | "CATATONIC") {
+                assert_eq!(v["dumpable"], false, "{case}: {line}");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Robustness: deterministic garbage never panics
+// ---------------------------------------------------------------------------------------------
+
+/// A 64-bit LCG (Knuth's MMIX constants): deterministic, no crates.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+
+    /// One random edit of `s`, on chars so the result stays valid UTF-8.
+    fn mutate(&mut self, s: &str) -> String {
+        const PIECES: &[&str] = &[
+            " ",
+            ",",
+            "=",
+            "-",
+            " - ",
+            ":",
+            "\\",
+            "\\040",
+            "\\4",
+            "\t",
+            "0",
+            "-1",
+            "9",
+            "x",
+            "é",
+            "pipe_ino=",
+            "fd=",
+            "pgrp=",
+            "99999999999",
+            "18446744073709551616",
+            "2147483648",
+            "autofs",
+            "indirect",
+            "(",
+            ")",
+            "]",
+            "[",
+            "",
+        ];
+        let mut chars: Vec<char> = s.chars().collect();
+        let len = chars.len();
+        match self.below(7) {
+            0 if len > 0 => {
+                let at = self.below(len);
+                let n = 1 + self.below(8.min(len - at));
+                chars.drain(at..at + n);
+            }
+            1 => {
+                let at = self.below(len + 1);
+                let piece = self.pick(PIECES);
+                chars.splice(at..at, piece.chars());
+            }
+            2 if len > 0 => {
+                let at = self.below(len);
+                chars[at] = self.pick(PIECES).chars().next().unwrap_or('?');
+            }
+            3 => chars.truncate(self.below(len + 1)),
+            4 if len > 1 => {
+                let (a, b) = (self.below(len), self.below(len));
+                chars.swap(a, b);
+            }
+            5 if len > 0 => {
+                let at = self.below(len);
+                let end = (at + 1 + self.below(12)).min(len);
+                let copy: Vec<char> = chars[at..end].to_vec();
+                chars.splice(at..at, copy);
+            }
+            _ => {
+                let piece = self.pick(PIECES);
+                chars.extend(piece.chars());
+            }
+        }
+        chars.into_iter().collect()
+    }
+
+    fn mutate_n(&mut self, s: &str) -> String {
+        let rounds = 1 + self.below(4);
+        (0..rounds).fold(s.to_owned(), |acc, _| self.mutate(&acc))
+    }
+}
+
+const SEED_LINES: &[&str] = &[
+    "40 22 0:52 / /home rw,relatime shared:25 - autofs /etc/auto.home rw,fd=5,pgrp=1234,timeout=300,minproto=5,maxproto=5,indirect,pipe_ino=39876",
+    "41 40 0:53 / /net/fs rw,relatime shared:26 master:3 - autofs -hosts rw,fd=8,uid=1000,gid=1001,pgrp=1234,timeout=120,minproto=5,maxproto=5,offset,strictexpire,ignore,pipe_ino=40012",
+    "42 22 0:54 / /mnt/with\\040space rw,relatime - autofs systemd-1 rw,fd=-1,pgrp=1,timeout=0,minproto=5,maxproto=5,direct,pipe_ino=-1",
+    "43 22 0:55 / /old rw,relatime - autofs /etc/auto.old rw,fd=5,pgrp=0,timeout=300,minproto=3,maxproto=4,indirect",
+    "44 22 0:56 / /big rw,relatime - autofs /etc/auto.big rw,fd=5,pgrp=1234,timeout=300,minproto=5,maxproto=5,indirect,pipe_ino=4294979641",
+    "22 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw,errors=remount-ro",
+];
+
+#[test]
+fn garbage_mountinfo_options_stat_and_status_never_panic() {
+    let mut rng = Lcg(0x5eed_a070);
+    let stat = "1234 (auto mount) S 1 1234 1234 0 -1 4194560 1523 0 12 0 45 30";
+    let status = "Name:\tautomount\nPPid:\t1\nNSpid:\t1234\t7\nNSpgid:\t1234\t7\n";
+    let mut parsed = 0;
+    for i in 0..4000 {
+        let line = rng.mutate_n(SEED_LINES[i % SEED_LINES.len()]);
+        if let Ok(m) = MountInfo::parse(&line) {
+            parsed += 1;
+            let _ = m.criu_s_dev();
+            let _ = AutofsOptions::parse(&m.super_options).map(|o| o.proto_version());
+        }
+        let _ = looks_like_autofs(&line);
+        let _ = unescape(&line);
+        let options = line.rsplit(' ').next().unwrap_or_default();
+        let _ = AutofsOptions::parse(options);
+        let _ = AutofsOptions::parse(&rng.mutate_n(options));
+        let _ = ProcessInfo::parse(1234, &rng.mutate_n(stat), &rng.mutate_n(status));
+    }
+    // The mutations must not be so wild that nothing parses any more.
+    assert!(parsed > 400, "only {parsed} mutated lines parsed");
+}
+
+#[test]
+fn scans_of_garbage_proc_trees_never_panic_and_report_every_autofs_line() {
+    use std::os::unix::fs::symlink;
+
+    let mut rng = Lcg(0xdead_beef);
+    for round in 0..40 {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut lines = Vec::new();
+        for i in 0..100 {
+            let seed = SEED_LINES[(i + round) % SEED_LINES.len()];
+            lines.push(if rng.below(3) == 0 {
+                seed.to_owned()
+            } else {
+                rng.mutate_n(seed)
+            });
+        }
+        let mountinfo: String = lines.iter().map(|l| l.replace('\n', " ") + "\n").collect();
+        let pids = [1, 1234, 1240, 5000];
+        for (k, pid) in pids.into_iter().enumerate() {
+            let p = root.join(pid.to_string());
+            std::fs::create_dir_all(p.join("ns")).unwrap();
+            std::fs::create_dir_all(p.join("fd")).unwrap();
+            std::fs::create_dir_all(p.join("fdinfo")).unwrap();
+            let stat = format!("{pid} (d{k}) S 1 1234 1234 0 -1 4194560");
+            let status = format!("PPid:\t1\nNSpid:\t{pid}\t{}\n", k + 1);
+            let mnt = format!("mnt:[{}]", 4026531841 + (k as u64 % 2));
+            let pidns = format!("pid:[{}]", 4026531836 + rng.below(2));
+            let files = [
+                ("stat", stat),
+                ("status", status),
+                ("mountinfo", mountinfo.clone()),
+            ];
+            for (name, text) in files {
+                // Pid 1 keeps clean files, so its mountinfo is the host namespace's.
+                let text = if pid != 1 && rng.below(4) == 0 {
+                    rng.mutate_n(&text)
+                } else {
+                    text
+                };
+                std::fs::write(p.join(name), text).unwrap();
+            }
+            let cgroup = rng.mutate_n(&format!("0::/system.slice/docker-{DOCKER_ID}.scope"));
+            std::fs::write(p.join("cgroup"), cgroup).unwrap();
+            let mnt = if pid == 1 { mnt } else { rng.mutate_n(&mnt) };
+            symlink(mnt, p.join("ns/mnt")).unwrap();
+            symlink(rng.mutate_n(&pidns), p.join("ns/pid")).unwrap();
+            for fd in 3..8 {
+                let ino: u64 = [39876, 40012, 4_294_979_641, 1][rng.below(4)];
+                let target = rng.mutate_n(&format!("pipe:[{ino}]"));
+                // Symlink targets cannot be empty.
+                let target = if target.is_empty() {
+                    "x".into()
+                } else {
+                    target
+                };
+                symlink(target, p.join(format!("fd/{fd}"))).unwrap();
+                let flags = ["02000000", "02040001", "00", "01", "02"][rng.below(5)];
+                let info = format!("pos:\t0\nflags:\t{flags}\nmnt_id:\t15\nino:\t{ino}\n");
+                std::fs::write(p.join(format!("fdinfo/{fd}")), rng.mutate_n(&info)).unwrap();
+            }
+        }
+        let probe = |_: &Path, ino: u64| -> io::Result<u64> {
+            match ino % 3 {
+                0 => Ok(ino % 1000),
+                1 => Ok(0),
+                _ => Err(io::Error::other("probe failed")),
+            }
+        };
+        let scan = Scanner::new(root, NODE)
+            .unwrap()
+            .with_probe(probe)
+            .scan()
+            .unwrap();
+        // One bad line never hides another: every autofs line of the host namespace (read
+        // through pid 1) is reported, parsed or not.
+        let autofs_lines = lines
+            .iter()
+            .filter(|l| match MountInfo::parse(l) {
+                Ok(m) => m.fstype == "autofs",
+                Err(_) => looks_like_autofs(l),
+            })
+            .count();
+        let host_reports = scan.reports.iter().filter(|r| r.mnt_ns == HOST_MNT).count();
+        assert_eq!(host_reports, autofs_lines, "round {round}");
+        for r in &scan.reports {
+            assert!(!r.message.is_empty(), "{r:#?}");
+            if !matches!(r.state, MountState::Active | MountState::Catatonic) {
+                assert!(!r.dumpable, "{r:#?}");
+            }
+            serde_json::to_string(r).unwrap();
+        }
+    }
+}

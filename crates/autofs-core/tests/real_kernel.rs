@@ -1,0 +1,277 @@
+//! Real-kernel tests: real autofs mounts in private mount and pid namespaces (built by
+//! autofs-testkit), scanned through the host's real `/proc`. They need root and autofs and
+//! fail, never skip, without them. Every scenario is torn down on drop, even on failure.
+
+use std::time::Duration;
+
+use autofs_core::{MountReport, MountState, Reason, Scanner};
+use autofs_testkit::{AutomountSpec, Daemon, MountSpec, RequesterOutcome, Scenario};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Scans the host's /proc and returns the reports of the scenario's mount namespace.
+fn scan_scenario(sc: &Scenario) -> Vec<MountReport> {
+    let scan = Scanner::new("/proc", "test-node").unwrap().scan().unwrap();
+    scan.reports
+        .into_iter()
+        .filter(|r| r.mnt_ns == sc.mnt_ns())
+        .collect()
+}
+
+fn report_of(sc: &Scenario, mount_id: u32) -> MountReport {
+    let reports = scan_scenario(sc);
+    reports
+        .iter()
+        .find(|r| r.mount_id == mount_id)
+        .cloned()
+        .unwrap_or_else(|| panic!("mount {mount_id} not reported; got {reports:#?}"))
+}
+
+fn assert_active_master(r: &MountReport, sc: &Scenario, d: &Daemon) {
+    assert_eq!(r.state, MountState::Active, "{r:#?}");
+    assert_eq!(r.reason, Reason::MasterHoldsPipe);
+    assert!(r.dumpable);
+    assert_eq!(r.mount_point, d.mount_point.to_str().unwrap());
+    assert_eq!(r.pipe_ino, d.pipe_ino);
+    assert_eq!(r.host_pgrp, d.host_pgrp);
+    assert_eq!(r.read_end_pid, d.host_pid);
+    assert_eq!(r.read_end_fd, d.read_fd);
+    assert_eq!(
+        r.owner_pid,
+        sc.init_host_pid(),
+        "the scenario's pid 1 owns its mount namespace"
+    );
+    assert_eq!(r.pending_bytes, 0);
+    let entry = r.entry.unwrap();
+    assert_eq!(entry.fd, d.write_fd);
+    // CRIU stores the pgrp as seen from the dumped container's pid namespace.
+    assert_eq!(entry.pgrp, d.vpgrp);
+    assert_ne!(
+        d.vpgrp, d.host_pgrp,
+        "the scenario pid namespace must make them differ"
+    );
+    assert_eq!((entry.minproto, entry.maxproto), (5, 5));
+}
+
+#[test]
+fn active_indirect_direct_and_offset_mounts_get_criu_mode_numbers() {
+    let mut sc = Scenario::start_or_panic();
+    let indirect = sc.mount(MountSpec::indirect()).unwrap();
+    let direct = sc.mount(MountSpec::direct()).unwrap();
+    let offset = sc.mount(MountSpec::offset()).unwrap();
+    for (d, mode) in [(&indirect, 1), (&direct, 0), (&offset, 2)] {
+        let r = report_of(&sc, d.mount_id);
+        assert_active_master(&r, &sc, d);
+        let entry = r.entry.unwrap();
+        assert_eq!(entry.mode, mode);
+        assert!(r.write_end_held);
+        assert_eq!(entry.read_fd, None, "write end still held: no read_fd");
+        assert_eq!((entry.uid, entry.gid, entry.timeout), (None, None, 0));
+        assert!(r.message.contains("the pipe is empty"), "{}", r.message);
+    }
+}
+
+#[test]
+fn uid_gid_timeout_and_strictexpire_are_reported() {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc
+        .mount(
+            MountSpec::indirect()
+                .uid(1234)
+                .gid(4321)
+                .timeout(77)
+                .strictexpire(),
+        )
+        .unwrap();
+    let r = report_of(&sc, d.mount_id);
+    assert_active_master(&r, &sc, &d);
+    let entry = r.entry.unwrap();
+    assert_eq!((entry.uid, entry.gid), (Some(1234), Some(4321)));
+    assert_eq!(entry.timeout, 77);
+    assert_eq!(r.timeout, 77);
+    assert!(r.strictexpire);
+    assert!(!r.ignore);
+}
+
+#[test]
+fn daemon_that_closed_its_write_end_gets_read_fd_recorded() {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::direct().close_write()).unwrap();
+    let r = report_of(&sc, d.mount_id);
+    assert_active_master(&r, &sc, &d);
+    assert!(!r.write_end_held);
+    assert_eq!(r.entry.unwrap().read_fd, Some(d.read_fd));
+    assert!(r.message.contains("read_fd"), "{}", r.message);
+}
+
+#[test]
+fn mount_becomes_catatonic_after_daemon_exit_and_a_lookup() {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::direct()).unwrap();
+    sc.exit_daemon(&d).unwrap();
+    let req = sc.trigger(&d.name, "").unwrap();
+    let outcome = sc.wait_requester(&req, WAIT).unwrap();
+    assert!(
+        matches!(outcome, RequesterOutcome::Failed(_)),
+        "{outcome:?}"
+    );
+    assert!(sc.wait_until(WAIT, |s| {
+        s.mount_line(d.mount_id)
+            .is_some_and(|l| l.option("fd") == Some("-1"))
+    }));
+
+    let r = report_of(&sc, d.mount_id);
+    assert_eq!(r.state, MountState::Catatonic, "{r:#?}");
+    assert_eq!(r.reason, Reason::Catatonic);
+    assert!(r.dumpable);
+    let entry = r.entry.unwrap();
+    assert_eq!(entry.fd, -1);
+    // Catatonic mounts keep the raw pgrp (not virtualised).
+    assert_eq!(entry.pgrp, d.host_pgrp);
+    assert_eq!(r.pipe_ino, 0);
+}
+
+#[test]
+fn interim_mount_reports_queued_packet_without_consuming_it() {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    let req = sc.trigger(&d.name, "wanted-key").unwrap();
+    assert!(sc.wait_until(WAIT, |s| s.queued_bytes(&d).unwrap_or(0) == 304));
+
+    for _ in 0..3 {
+        let r = report_of(&sc, d.mount_id);
+        assert_eq!(r.state, MountState::Interim, "{r:#?}");
+        assert_eq!(r.reason, Reason::PipeNotEmpty);
+        assert!(!r.dumpable);
+        assert_eq!((r.pending_bytes, r.pending_packets), (304, 1));
+        assert_eq!(r.read_end_pid, d.host_pid);
+        let expected = format!(
+            "Process {} autofs pipe fd {} is not empty. Try again later.",
+            d.host_pgrp, d.read_fd
+        );
+        assert!(r.message.starts_with(&expected), "{}", r.message);
+    }
+
+    // The daemon still gets the exact request the kernel wrote.
+    let packet = sc.read_packet(&d).unwrap();
+    assert_eq!(packet.raw.len(), 304);
+    assert_eq!(packet.name, b"wanted-key");
+    assert_eq!(packet.proto_version, 5);
+    assert_eq!(
+        sc.wait_requester(&req, WAIT).unwrap(),
+        RequesterOutcome::Failed(libc_enoent())
+    );
+    assert_eq!(report_of(&sc, d.mount_id).state, MountState::Active);
+}
+
+#[test]
+fn read_end_delegated_to_another_process_group_is_orphaned() {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    let delegate = sc.delegate(&d).unwrap();
+    assert_ne!(delegate.host_pgrp, d.host_pgrp);
+
+    let r = report_of(&sc, d.mount_id);
+    assert_eq!(r.state, MountState::Orphaned, "{r:#?}");
+    assert_eq!(r.reason, Reason::ReadEndDelegated);
+    assert!(!r.dumpable);
+    assert_eq!(r.read_end_pid, delegate.host_pid);
+    assert_eq!(r.read_end_fd, delegate.read_fd);
+    assert!(
+        r.message.starts_with(&format!(
+            "Failed to find read pipe fd (ino {}) in process {}",
+            d.pipe_ino, d.host_pgrp
+        )),
+        "{}",
+        r.message
+    );
+    assert!(
+        r.message.contains(&format!("pid {}", delegate.host_pid)),
+        "{}",
+        r.message
+    );
+}
+
+#[test]
+fn daemon_gone_without_a_lookup_leaves_a_hidden_catatonic_mount() {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    sc.exit_daemon(&d).unwrap();
+    let line = sc.mount_line(d.mount_id).unwrap();
+    assert_eq!(
+        line.option("fd"),
+        Some(d.write_fd.to_string().as_str()),
+        "not catatonic yet"
+    );
+
+    let r = report_of(&sc, d.mount_id);
+    assert_eq!(r.state, MountState::Orphaned, "{r:#?}");
+    assert_eq!(r.reason, Reason::HiddenCatatonic);
+    assert_eq!(r.read_end_pid, 0);
+    assert!(r.message.contains("hidden catatonic"), "{}", r.message);
+    assert!(
+        r.criu_notes
+            .iter()
+            .any(|n| n.contains("alive, but unreachable")),
+        "{r:#?}"
+    );
+}
+
+#[test]
+fn live_daemon_that_closed_its_read_end_is_hidden_catatonic() {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::direct()).unwrap();
+    sc.close_read(&d).unwrap();
+    let r = report_of(&sc, d.mount_id);
+    assert_eq!(r.state, MountState::Orphaned, "{r:#?}");
+    assert_eq!(r.reason, Reason::HiddenCatatonic);
+    assert!(
+        r.message.starts_with(&format!(
+            "Master {} doesn't have a read end of the pipe with inode {} opened. Abandoned mount or control was delegated to child?",
+            d.host_pgrp, d.pipe_ino
+        )),
+        "{}",
+        r.message
+    );
+}
+
+#[test]
+fn daemon_in_a_nested_pid_namespace_gets_its_pgrp_in_the_owners_namespace() {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect().nested_pidns()).unwrap();
+    assert_eq!(d.nspid.len(), 3, "{d:#?}");
+    let r = report_of(&sc, d.mount_id);
+    assert_active_master(&r, &sc, &d);
+    let entry = r.entry.unwrap();
+    // The scenario's init owns the mount namespace: its pid namespace is the middle level.
+    assert_eq!(entry.pgrp, d.nspid[1]);
+    assert_ne!(entry.pgrp, d.ns_pgrp);
+}
+
+#[test]
+fn real_automount_daemon_is_active_then_orphaned_after_kill_9() {
+    let mut sc = Scenario::start_or_panic();
+    let a = sc.start_automount(AutomountSpec::default()).unwrap();
+    let r = report_of(&sc, a.mount_id);
+    assert_eq!(
+        r.state,
+        MountState::Active,
+        "{r:#?}\nlog: {:?}",
+        sc.read_file(&a.log)
+    );
+    assert_eq!(r.host_pgrp, a.host_pgrp);
+    assert_eq!(r.read_end_pid, a.host_pid);
+    assert_eq!(r.entry.unwrap().pgrp, a.vpgrp);
+    assert_eq!(r.entry.unwrap().mode, 1);
+    assert_eq!(r.timeout, 60);
+
+    sc.kill(&a.name, 9, true).unwrap();
+    let r = report_of(&sc, a.mount_id);
+    assert_eq!(r.state, MountState::Orphaned, "{r:#?}");
+    assert_eq!(r.reason, Reason::HiddenCatatonic);
+    assert!(!r.dumpable);
+}
+
+fn libc_enoent() -> i32 {
+    nix::errno::Errno::ENOENT as i32
+}
