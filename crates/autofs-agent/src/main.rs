@@ -35,6 +35,9 @@ enum Command {
         /// Write CRIU image files (DIR/<mnt_ns>/autofs-<s_dev>.img) for dumpable mounts.
         #[arg(long, value_name = "DIR", env = "AUTOFS_AGENT_CRIU_IMAGES")]
         criu_images: Option<PathBuf>,
+        /// Only the mount namespace of this process (host pid).
+        #[arg(long, env = "AUTOFS_AGENT_PID")]
+        pid: Option<i32>,
     },
 }
 
@@ -45,9 +48,13 @@ fn main() -> ExitCode {
         .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()))
         .or_else(|| nix::unistd::gethostname().ok()?.into_string().ok())
         .unwrap_or_else(|| "unknown".into());
-    let (json, criu_images) = match cli.command {
-        Some(Command::Scan { json, criu_images }) => (json, criu_images),
-        None => (false, None),
+    let (json, criu_images, pid) = match cli.command {
+        Some(Command::Scan {
+            json,
+            criu_images,
+            pid,
+        }) => (json, criu_images, pid),
+        None => (false, None, None),
     };
     let args = ScanArgs {
         proc_root: cli.proc_root,
@@ -58,6 +65,7 @@ fn main() -> ExitCode {
             Format::Table
         },
         criu_images,
+        pid,
     };
     match scan_cmd::run(&args, &mut std::io::stdout().lock()) {
         Ok(code) => ExitCode::from(code),

@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use autofs_core::{Scan, Scanner, criu_image};
 
 /// Exit code when every mount is dumpable (ACTIVE or CATATONIC).
@@ -33,11 +34,27 @@ pub struct ScanArgs {
     pub format: Format,
     /// Where to write CRIU images, if anywhere.
     pub criu_images: Option<PathBuf>,
+    /// Only the mount namespace of this pid.
+    pub pid: Option<i32>,
 }
 
 /// Runs one scan, writes the output to `out`, and returns the exit code.
 pub fn run(args: &ScanArgs, out: &mut impl Write) -> anyhow::Result<u8> {
-    let scan = Scanner::new(&args.proc_root, &args.node_name)?.scan()?;
+    let scanner = Scanner::new(&args.proc_root, &args.node_name)?;
+    let only_ns = match args.pid {
+        Some(pid) if pid <= 0 => anyhow::bail!("--pid must be a positive pid, got {pid}"),
+        Some(pid) => Some(
+            scanner
+                .proc_root()
+                .mount_namespace(pid)
+                .with_context(|| format!("no mount namespace for --pid {pid}"))?,
+        ),
+        None => None,
+    };
+    let mut scan = scanner.scan()?;
+    if let Some(ns) = only_ns {
+        scan.reports.retain(|r| r.mnt_ns == ns);
+    }
     match args.format {
         Format::Table => out.write_all(crate::table::render(&scan.reports).as_bytes())?,
         Format::JsonLines => {

@@ -125,6 +125,20 @@ impl ProcRoot {
         )?)
     }
 
+    /// Inode of the mount namespace of `pid` (`<pid>/ns/mnt`).
+    pub fn mount_namespace(&self, pid: i32) -> io::Result<u64> {
+        let target = self.read_link(pid, "ns/mnt")?;
+        parse_ns_link(target.as_bytes(), "mnt").ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: not a mount namespace link",
+                    self.pid_path(pid, "ns/mnt").display()
+                ),
+            )
+        })
+    }
+
     /// Lists `<pid>/fd` and reads every link, calling `visit(fd, target)` for each.
     /// A fd closed between readdir and readlink is skipped.
     pub fn for_each_fd(&self, pid: i32, mut visit: impl FnMut(i32, &[u8])) -> io::Result<usize> {

@@ -1,0 +1,178 @@
+//! The real `autofs-agent` binary against real autofs mounts (built by autofs-testkit in
+//! private mount and pid namespaces), and its CRIU images against CRIU's own `crit`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use autofs_testkit::{MountSpec, RequesterOutcome, Scenario};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn agent(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_autofs-agent"))
+        .args(args)
+        .env_remove("AUTOFS_AGENT_PROC_ROOT")
+        .output()
+        .expect("run autofs-agent")
+}
+
+fn json_scan(sc: &Scenario, extra: &[&str]) -> (Vec<Value>, i32) {
+    let pid = sc.init_host_pid().to_string();
+    let mut args = vec![
+        "--node-name",
+        "node-a",
+        "scan",
+        "--json",
+        "--pid",
+        pid.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    let out = agent(&args);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let reports = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    (reports, out.status.code().unwrap())
+}
+
+fn by_mount_id(reports: &[Value], id: u32) -> &Value {
+    reports
+        .iter()
+        .find(|r| r["mount_id"] == id)
+        .unwrap_or_else(|| panic!("mount {id} missing from {reports:#?}"))
+}
+
+/// Decodes an image with CRIU's `crit` (Debian's, run by Debian's python3 as CRIU requires).
+fn crit_decode(image: &Path) -> Value {
+    let out = Command::new("/usr/bin/python3")
+        .arg("/usr/bin/crit")
+        .args(["decode", "-i"])
+        .arg(image)
+        .output()
+        .expect("CRIU's crit must be installed (Debian package criu)");
+    assert!(
+        out.status.success(),
+        "crit failed on {}: {}",
+        image.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn json_lines_report_active_mounts_and_exit_zero() {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect().timeout(30)).unwrap();
+    let (reports, code) = json_scan(&sc, &[]);
+    assert_eq!(code, 0, "{reports:#?}");
+    assert_eq!(reports.len(), 1);
+    let r = by_mount_id(&reports, d.mount_id);
+    assert_eq!(r["node"], "node-a");
+    assert_eq!(r["state"], "ACTIVE");
+    assert_eq!(r["reason"], "MASTER_HOLDS_PIPE");
+    assert_eq!(r["mnt_ns"], sc.mnt_ns());
+    assert_eq!(r["host_pgrp"], d.host_pgrp);
+    assert_eq!(r["entry"]["pgrp"], d.vpgrp);
+    assert_eq!(r["entry"]["timeout"], 30);
+}
+
+#[test]
+fn interim_mount_makes_the_scan_exit_one_and_the_table_says_why() {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    let _req = sc.trigger(&d.name, "key").unwrap();
+    assert!(sc.wait_until(WAIT, |s| s.queued_bytes(&d).unwrap_or(0) == 304));
+
+    let pid = sc.init_host_pid().to_string();
+    let out = agent(&["scan", "--pid", &pid]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert!(table.contains("INTERIM"), "{table}");
+    assert!(table.contains("PIPE_NOT_EMPTY"), "{table}");
+    assert!(table.contains("is not empty. Try again later."), "{table}");
+    // The scan consumed nothing: the daemon still reads the request.
+    assert_eq!(sc.read_packet(&d).unwrap().name, b"key");
+}
+
+#[test]
+fn missing_proc_root_exits_two_naming_the_path() {
+    let out = agent(&["--proc-root", "/nonexistent/proc", "scan"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("/nonexistent/proc"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_two() {
+    assert_eq!(agent(&["scan", "--no-such-flag"]).status.code(), Some(2));
+    assert_eq!(agent(&["scan", "--pid", "0"]).status.code(), Some(2));
+    assert_eq!(agent(&["scan", "--pid", "abc"]).status.code(), Some(2));
+}
+
+#[test]
+fn criu_images_decode_with_crit_to_the_reported_entries() {
+    let mut sc = Scenario::start_or_panic();
+    let indirect = sc
+        .mount(MountSpec::indirect().timeout(300).uid(1000).gid(100))
+        .unwrap();
+    let systemd_like = sc.mount(MountSpec::direct().close_write()).unwrap();
+    let offset = sc.mount(MountSpec::offset()).unwrap();
+    let catatonic = sc.mount(MountSpec::direct()).unwrap();
+    sc.exit_daemon(&catatonic).unwrap();
+    let req = sc.trigger(&catatonic.name, "").unwrap();
+    assert!(matches!(
+        sc.wait_requester(&req, WAIT).unwrap(),
+        RequesterOutcome::Failed(_)
+    ));
+    let interim = sc.mount(MountSpec::indirect()).unwrap();
+    let _blocked = sc.trigger(&interim.name, "k").unwrap();
+    assert!(sc.wait_until(WAIT, |s| s.queued_bytes(&interim).unwrap_or(0) == 304));
+
+    let dir = tempfile::tempdir().unwrap();
+    let (reports, code) = json_scan(&sc, &["--criu-images", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "the interim mount blocks");
+    let ns_dir = dir.path().join(sc.mnt_ns().to_string());
+
+    let expected = [
+        (
+            indirect.mount_id,
+            serde_json::json!({"fd": indirect.write_fd, "pgrp": indirect.vpgrp, "timeout": 300, "minproto": 5, "maxproto": 5, "mode": 1, "uid": 1000, "gid": 100}),
+        ),
+        (
+            systemd_like.mount_id,
+            serde_json::json!({"fd": systemd_like.write_fd, "pgrp": systemd_like.vpgrp, "timeout": 0, "minproto": 5, "maxproto": 5, "mode": 0, "read_fd": systemd_like.read_fd}),
+        ),
+        (
+            offset.mount_id,
+            serde_json::json!({"fd": offset.write_fd, "pgrp": offset.vpgrp, "timeout": 0, "minproto": 5, "maxproto": 5, "mode": 2}),
+        ),
+        (
+            catatonic.mount_id,
+            serde_json::json!({"fd": -1, "pgrp": catatonic.host_pgrp, "timeout": 0, "minproto": 5, "maxproto": 5, "mode": 0}),
+        ),
+    ];
+    for (mount_id, entry) in expected {
+        let r = by_mount_id(&reports, mount_id);
+        assert_eq!(r["entry"], entry, "reported entry of mount {mount_id}");
+        let image = ns_dir.join(format!("autofs-{}.img", r["criu_s_dev"]));
+        let decoded = crit_decode(&image);
+        assert_eq!(decoded["magic"], "AUTOFS");
+        assert_eq!(
+            decoded["entries"],
+            serde_json::json!([entry]),
+            "{}",
+            image.display()
+        );
+    }
+    let interim_report = by_mount_id(&reports, interim.mount_id);
+    assert_eq!(interim_report["state"], "INTERIM");
+    let not_written = ns_dir.join(format!("autofs-{}.img", interim_report["criu_s_dev"]));
+    assert!(
+        !not_written.exists(),
+        "no image for a mount CRIU would refuse"
+    );
+    assert_eq!(std::fs::read_dir(&ns_dir).unwrap().count(), 4);
+}
