@@ -583,8 +583,19 @@ impl Scenario {
     ///
     /// `target` is a daemon or automount name (e.g. [`Daemon::name`]).
     pub fn trigger(&mut self, target: &str, rel: &str) -> io::Result<Requester> {
+        self.trigger_impl(target, rel, false)
+    }
+
+    /// Like [`Scenario::trigger`], but the requester always stays in the scenario's pid
+    /// namespace. For a nested daemon it is then invisible in the daemon's namespace: the
+    /// kernel fails the lookup with ENOENT and writes nothing.
+    pub fn trigger_outside(&mut self, target: &str, rel: &str) -> io::Result<Requester> {
+        self.trigger_impl(target, rel, true)
+    }
+
+    fn trigger_impl(&mut self, target: &str, rel: &str, outside: bool) -> io::Result<Requester> {
         let mut f = Fields::default();
-        f.push("name", target);
+        f.push("name", target).push("outside", u8::from(outside));
         if !rel.is_empty() {
             proto::check_plain("path", rel).map_err(bad)?;
             f.push("path", rel);
@@ -737,6 +748,22 @@ impl Scenario {
     /// The scenario's mount table, read from the host (`/proc/<init>/mountinfo`).
     pub fn mountinfo(&self) -> io::Result<Vec<MountInfoLine>> {
         procfs::read_mountinfo(self.init_host_pid)
+    }
+
+    /// The mount table as a process *inside* the scenario reads it: in the scenario's pid
+    /// namespace (`daemon` `None`) or in a nested daemon's one. `pgrp=` is printed in the
+    /// reader's pid namespace, so it differs from the host view.
+    pub fn mountinfo_inside(&mut self, daemon: Option<&Daemon>) -> io::Result<Vec<MountInfoLine>> {
+        let mut f = Fields::default();
+        if let Some(d) = daemon {
+            f.push("name", &d.name);
+        }
+        let r = self.request("mountinfo", &f)?;
+        let raw = proto::hex_decode(r.req("hex").map_err(bad)?).map_err(bad)?;
+        Ok(String::from_utf8_lossy(&raw)
+            .lines()
+            .filter_map(MountInfoLine::parse)
+            .collect())
     }
 
     /// The mountinfo line with this mount id, if mounted.

@@ -9,10 +9,28 @@
 //! banner  := "ready" (SP KEY "=" VALUE)*      (written once, right after start)
 //! ```
 //!
-//! Keys and values never contain whitespace or `=` in keys; values that could
-//! (packet bytes, map text) are hex-encoded. Lists are comma-separated.
-//! The same framing is used on the private control socket between the init and
-//! each fake daemon.
+//! Keys never contain `=`, values never contain whitespace; values that could (packet
+//! bytes, map text, mountinfo) are hex-encoded. Lists are comma-separated. Booleans are
+//! `0`/`1`. The same framing is used on the private control socket between the init and
+//! each fake daemon. "pid" fields are host pids, "vpid" fields pids in the scenario's
+//! pid namespace, `nspid` the full `NSpid:` list (host first).
+//!
+//! | command | fields | reply fields |
+//! |---------|--------|--------------|
+//! | (banner) | | `version host_pid nspid mnt_ns pid_ns work_dir` |
+//! | `mount` | `[name] mode=indirect\|direct\|offset [uid] [gid] [timeout] [strictexpire] [close_write] [nested] [write_fd] [source]` | `name mode nested host_pid vpid nspid host_pgrp vpgrp ns_pgrp read_fd write_fd write_closed mount_point mount_id pipe_ino` |
+//! | `trigger` | `name [path] [outside]` | `id host_pid vpid nspid path` |
+//! | `wait-requester` | `id [timeout_ms]` | `state=running\|exited\|signaled [errno] [signal]` |
+//! | `read-packet` | `name [timeout_ms] [answer=fail\|ready\|none]` | `len hex answered` + decoded `proto_version type token dev ino uid gid pid tgid name_hex` |
+//! | `close-write`, `close-read` | `name` | |
+//! | `exit-daemon` | `name` | (after the daemon is reaped) |
+//! | `kill` | `name [signal=9] [wait=1]` | |
+//! | `delegate` | `name` | `name host_pid vpid nspid host_pgrp read_fd` |
+//! | `automount` | `[name] [timeout=60] [map_hex] [binary]` | `name host_pid vpid host_pgrp vpgrp mount_point mount_id log master map` |
+//! | `umount` | `name` | |
+//! | `mountinfo` | `[name]` (a nested daemon: read from its pid ns) | `hex` |
+//! | `ping` | | |
+//! | `quit` | | (then the init exits; EOF on stdin does the same) |
 
 use std::fmt::Write as _;
 

@@ -38,6 +38,7 @@ fn assert_common(l: &MountInfoLine, d: &Daemon, mode: &str) {
         l.raw
     );
     assert_eq!(l.option("minproto"), Some("5"));
+    assert_eq!(l.source, "autofs-testkit");
     assert_eq!(l.option("maxproto"), Some("5"));
     assert!(l.has_flag(mode), "{}", l.raw);
 }
@@ -69,6 +70,11 @@ fn indirect_mount_shows_write_fd_host_pgrp_and_pipe_ino() {
         procfs::pipe_fds(d.host_pid, d.pipe_ino).unwrap(),
         vec![(d.read_fd, PipeEnd::Read), (d.write_fd, PipeEnd::Write)]
     );
+    // Read from inside the scenario, pgrp= is the scenario-local pgrp.
+    let inside = sc.mountinfo_inside(None).unwrap();
+    let l_in = inside.iter().find(|l| l.mount_id == d.mount_id).unwrap();
+    assert_eq!(l_in.option("pgrp"), Some(d.vpgrp.to_string().as_str()));
+    assert_ne!(d.vpgrp, d.host_pgrp);
     // The mount exists only in the scenario's mount namespace.
     let host = procfs::read_mountinfo(std::process::id() as i32).unwrap();
     assert!(host.iter().all(|h| h.mount_point != d.mount_point));
@@ -270,6 +276,25 @@ fn nested_pidns_daemon_reports_every_level_and_host_pgrp_in_mountinfo() {
         sc.wait_requester(&req, SHORT).unwrap(),
         RequesterOutcome::Failed(libc::ENOENT)
     );
+    // pgrp= is printed in the reader's pid namespace.
+    let pgrp_seen = |v: Vec<MountInfoLine>| {
+        v.into_iter()
+            .find(|l| l.mount_id == d.mount_id)
+            .and_then(|l| l.int_option("pgrp"))
+    };
+    let scenario_view = sc.mountinfo_inside(None).unwrap();
+    assert_eq!(pgrp_seen(scenario_view), Some(d.vpgrp as i64));
+    let nested_view = sc.mountinfo_inside(Some(&d)).unwrap();
+    assert_eq!(pgrp_seen(nested_view), Some(d.ns_pgrp as i64));
+    // A requester the daemon's namespace cannot see gets ENOENT and nothing is queued.
+    let blind = sc.trigger_outside(&d.name, "unseen").unwrap();
+    assert_eq!(blind.nspid.len(), 2);
+    assert_eq!(
+        sc.wait_requester(&blind, SHORT).unwrap(),
+        RequesterOutcome::Failed(libc::ENOENT)
+    );
+    assert_eq!(sc.queued_bytes(&d).unwrap(), 0);
+    assert_common(&line(&sc, &d), &d, "indirect");
     // Delegation survives the daemon inside the nested namespace.
     let del = sc.delegate(&d).unwrap();
     assert!(procfs::process_alive(del.host_pid));
@@ -351,55 +376,33 @@ fn drop_kills_everything_and_frees_the_mount_namespace() {
     assert!(!work.exists());
 }
 
-const HOLD_ENV: &str = "AUTOFS_TESTKIT_HOLD_SCENARIO";
-
-/// Not a test of its own: when re-executed by `a_killed_test_process_takes_its_scenario_down`
-/// (with `AUTOFS_TESTKIT_HOLD_SCENARIO` set) it starts a scenario, prints its ids and
-/// waits to be killed. Without the variable it does nothing.
-#[test]
-fn helper_process_holding_a_scenario_until_killed() {
-    if std::env::var_os(HOLD_ENV).is_none() {
-        return;
-    }
-    let mut sc = Scenario::start_or_panic();
-    let d = sc.mount(MountSpec::indirect()).unwrap();
-    let _req = sc.trigger(&d.name, "blocked").unwrap();
-    println!(
-        "HOLDING {} {} {}",
-        sc.init_host_pid(),
-        sc.mnt_ns(),
-        sc.work_dir().display()
-    );
-    use std::io::Write as _;
-    std::io::stdout().flush().unwrap();
-    loop {
-        std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
 #[test]
 fn a_killed_test_process_takes_its_scenario_down() {
     use std::io::BufRead as _;
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "helper_process_holding_a_scenario_until_killed",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(HOLD_ENV, "1")
+    // Orphans of the killed helper come to us instead of the slow host pid 1, so this
+    // test can check that nothing is left, zombies included.
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_autofs-scenario-holder"))
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let held = loop {
-        match lines.next() {
-            Some(Ok(l)) if l.starts_with("HOLDING ") => break l,
-            Some(Ok(_)) => continue,
-            other => {
-                let _ = child.kill();
-                panic!("helper ended before holding a scenario: {other:?}");
+    // Read the helper's report on a thread so a broken helper cannot hang this test.
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(i) = l.find("HOLDING ") {
+                let _ = tx.send(l[i..].to_string());
+                return;
             }
+        }
+    });
+    let held = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the helper never reported a scenario: {e}");
         }
     };
     let v: Vec<&str> = held.split_whitespace().collect();
@@ -407,13 +410,27 @@ fn a_killed_test_process_takes_its_scenario_down() {
     let mnt_ns: u64 = v[2].parse().unwrap();
     assert!(procfs::process_alive(init));
     assert!(!procfs::pids_in_ns("mnt", mnt_ns).is_empty());
+    let outer = procfs::ppid(init).unwrap(); // the scenario process the library spawned
     child.kill().unwrap(); // SIGKILL: no Drop runs in the helper
     child.wait().unwrap();
     assert!(
         wait_until(SHORT, || procfs::pids_in_ns("mnt", mnt_ns).is_empty()),
         "the scenario's mount namespace outlived the killed test process"
     );
-    assert!(wait_until(SHORT, || !procfs::process_alive(init)));
+    for pid in [outer, init] {
+        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+        let reaped = wait_until(SHORT, || {
+            !matches!(
+                waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)),
+                Ok(WaitStatus::StillAlive)
+            )
+        });
+        assert!(reaped, "pid {pid} never died");
+        assert!(
+            wait_until(SHORT, || procfs::process_state(pid).is_none()),
+            "pid {pid} is left in /proc"
+        );
+    }
     let _ = std::fs::remove_dir(v[3]);
 }
 

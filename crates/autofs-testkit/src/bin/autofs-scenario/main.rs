@@ -252,6 +252,7 @@ impl Init {
             "kill" => self.cmd_kill(f),
             "automount" => self.cmd_automount(f),
             "umount" => self.cmd_umount(f),
+            "mountinfo" => self.cmd_mountinfo(f),
             _ => Err(format!("unknown command `{cmd}`")),
         }
     }
@@ -520,6 +521,7 @@ impl Init {
         if rel.split('/').any(|c| c == "..") || rel.starts_with('/') {
             return Err(format!("path `{rel}` must be relative without `..`"));
         }
+        let outside = f.flag("outside")?;
         let (target, pidns) = {
             let p = self.proc(name)?;
             let mp = p
@@ -527,27 +529,17 @@ impl Init {
                 .clone()
                 .ok_or_else(|| format!("`{name}` has no mount"))?;
             let target = if rel.is_empty() { mp } else { mp.join(rel) };
-            let ns = match &p.pidns {
-                Some(ns) => Some(ns.try_clone().map_err(|e| e.to_string())?),
-                None => None,
+            let ns = match (&p.pidns, outside) {
+                (Some(ns), false) => Some(ns.try_clone().map_err(|e| e.to_string())?),
+                _ => None,
             };
             (target, ns)
         };
         let (r, w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
         let mut r = File::from(r);
         let mut w = File::from(w);
-        if let Some(ns) = &pidns {
-            setns(ns, CloneFlags::CLONE_NEWPID)
-                .map_err(|e| format!("setns into the daemon's pid ns: {e}"))?;
-        }
-        let forked = sys::fork();
-        if pidns.is_some()
-            && !matches!(forked, Ok(sys::Fork::Child))
-            && let Err(e) = setns(&self.own_pidns, CloneFlags::CLONE_NEWPID)
-        {
-            return Err(format!("setns back to the scenario pid ns: {e}"));
-        }
-        let vpid = match forked.map_err(|e| format!("fork: {e}"))? {
+        let forked = self.fork_in(pidns.as_ref());
+        let vpid = match forked? {
             sys::Fork::Child => {
                 use std::os::fd::AsRawFd;
                 drop(r);
@@ -584,6 +576,62 @@ impl Init {
             .push("vpid", vpid)
             .push("nspid", proto::int_list(&nspid))
             .push("path", target.display());
+        Ok(out)
+    }
+
+    /// Forks, with the child in `pidns` (a pid namespace below ours) if given.
+    fn fork_in(&self, pidns: Option<&File>) -> Result<sys::Fork, String> {
+        if let Some(ns) = pidns {
+            setns(ns, CloneFlags::CLONE_NEWPID)
+                .map_err(|e| format!("setns into the daemon's pid ns: {e}"))?;
+        }
+        let forked = sys::fork();
+        if pidns.is_some()
+            && !matches!(forked, Ok(sys::Fork::Child))
+            && let Err(e) = setns(&self.own_pidns, CloneFlags::CLONE_NEWPID)
+        {
+            return Err(format!("setns back to the scenario pid ns: {e}"));
+        }
+        forked.map_err(|e| format!("fork: {e}"))
+    }
+
+    /// `/proc/self/mountinfo` as read by a process of this pid namespace, or of the
+    /// nested one of daemon `name` (the kernel prints `pgrp=` in the reader's pid ns).
+    fn cmd_mountinfo(&mut self, f: &Fields) -> Reply {
+        let pidns = match f.get("name") {
+            None => None,
+            Some(n) => match &self.proc(n)?.pidns {
+                Some(ns) => Some(ns.try_clone().map_err(|e| e.to_string())?),
+                None => None,
+            },
+        };
+        let text = match pidns {
+            None => std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?,
+            Some(ns) => {
+                let (r, w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+                let mut r = File::from(r);
+                let mut w = File::from(w);
+                let pid = match self.fork_in(Some(&ns))? {
+                    sys::Fork::Child => {
+                        use std::os::fd::AsRawFd;
+                        drop(r);
+                        sys::close_all_except(&[w.as_raw_fd()]);
+                        let t = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+                        let _ = w.write_all(t.as_bytes());
+                        drop(w);
+                        sys::exit_now(0);
+                    }
+                    sys::Fork::Parent(pid) => pid,
+                };
+                self.forked(pid);
+                drop(w);
+                let mut t = String::new();
+                r.read_to_string(&mut t).map_err(|e| e.to_string())?;
+                t
+            }
+        };
+        let mut out = Fields::default();
+        out.push("hex", proto::hex_encode(text.as_bytes()));
         Ok(out)
     }
 
