@@ -32,4 +32,4 @@ pub use error::{Error, Result};
 pub use pipes::{Fionread, QueueProbe};
 pub use proc_root::ProcRoot;
 pub use report::{AutofsEntry, MountReport, MountState, Reason};
-pub use scan::{Scan, ScanStats, Scanner};
+pub use scan::{NamespaceInfo, Scan, ScanStats, Scanner};

@@ -31,8 +31,29 @@ pub struct Scanner<Q = Fionread> {
 pub struct Scan {
     /// One report per autofs mount per mount namespace, by namespace then mount id.
     pub reports: Vec<MountReport>,
+    /// Every mount namespace seen, with the container that owns it (so a workload without
+    /// autofs mounts is known to exist and to have nothing blocking).
+    pub namespaces: Vec<NamespaceInfo>,
     /// What the scan looked at.
     pub stats: ScanStats,
+}
+
+/// One mount namespace and who owns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NamespaceInfo {
+    /// Mount namespace inode.
+    pub mnt_ns: u64,
+    /// Host pid of the owner: the container init for namespaces with autofs mounts, the
+    /// lowest pid otherwise.
+    pub owner_pid: i32,
+    /// Container owning the namespace, if any.
+    pub container_id: String,
+    /// Pod owning the namespace, if any.
+    pub pod_uid: String,
+    /// Host pids of the processes in the namespace.
+    pub pids: Vec<i32>,
+    /// Number of autofs mounts in the namespace.
+    pub autofs_mounts: usize,
 }
 
 /// Counters of one scan.
@@ -98,6 +119,23 @@ impl<Q: QueueProbe> Scanner<Q> {
         for ns in namespaces.values_mut() {
             ns.lines = self.autofs_lines(&ns.pids, &mut stats);
         }
+        // Namespaces without autofs mounts only need attribution: one cgroup read each.
+        let mut all_namespaces: Vec<NamespaceInfo> = namespaces
+            .iter()
+            .filter(|(_, ns)| ns.lines.is_empty())
+            .map(|(&mnt_ns, ns)| {
+                let owner_pid = ns.pids[0];
+                let attribution = self.attribution(owner_pid);
+                NamespaceInfo {
+                    mnt_ns,
+                    owner_pid,
+                    container_id: attribution.container_id,
+                    pod_uid: attribution.pod_uid,
+                    pids: ns.pids.clone(),
+                    autofs_mounts: 0,
+                }
+            })
+            .collect();
         namespaces.retain(|_, ns| !ns.lines.is_empty());
 
         let parsed: Vec<_> = namespaces
@@ -129,10 +167,15 @@ impl<Q: QueueProbe> Scanner<Q> {
         let mut owners = BTreeMap::new();
         for (&mnt_ns, ns) in &namespaces {
             let owner = namespace_owner(&mut table, &ns.pids);
-            let attribution = owner
-                .and_then(|pid| self.root.read_to_string(pid, "cgroup").ok())
-                .map(|text| Attribution::from_cgroup(&text))
-                .unwrap_or_default();
+            let attribution = owner.map(|pid| self.attribution(pid)).unwrap_or_default();
+            all_namespaces.push(NamespaceInfo {
+                mnt_ns,
+                owner_pid: owner.unwrap_or(0),
+                container_id: attribution.container_id.clone(),
+                pod_uid: attribution.pod_uid.clone(),
+                pids: ns.pids.clone(),
+                autofs_mounts: ns.lines.len(),
+            });
             owners.insert(mnt_ns, (owner, attribution));
         }
 
@@ -165,7 +208,19 @@ impl<Q: QueueProbe> Scanner<Q> {
             }
             reports.push(report);
         }
-        Ok(Scan { reports, stats })
+        all_namespaces.sort_unstable_by_key(|n| n.mnt_ns);
+        Ok(Scan {
+            reports,
+            namespaces: all_namespaces,
+            stats,
+        })
+    }
+
+    fn attribution(&self, pid: i32) -> Attribution {
+        self.root
+            .read_to_string(pid, "cgroup")
+            .map(|text| Attribution::from_cgroup(&text))
+            .unwrap_or_default()
     }
 
     fn group_by_mount_namespace(
