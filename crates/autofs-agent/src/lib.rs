@@ -1,5 +1,16 @@
-//! The autofs-inspector node agent as a library: the one-shot scan command (`scan`), its
-//! output formats and exit codes. `main.rs` only parses flags and calls in here.
+//! The autofs-inspector node agent as a library: the gRPC service over a background-refreshed
+//! inventory of the node's autofs mounts, its metrics, and the one-shot `scan` command.
+//! `main.rs` only parses flags and calls in here.
 
+pub mod background;
+pub mod convert;
+pub mod duration;
+pub mod filter;
+pub mod metrics;
+pub mod node_info;
 pub mod scan_cmd;
+pub mod serve;
+pub mod service;
+pub mod snapshot;
+pub mod synthetic;
 pub mod table;

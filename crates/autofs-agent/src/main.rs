@@ -1,34 +1,69 @@
 //! `autofs-agent`: flags in, library calls out.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use autofs_agent::duration;
 use autofs_agent::scan_cmd::{self, EXIT_ERROR, Format, ScanArgs};
-use clap::{Parser, Subcommand};
+use autofs_agent::serve::{ServeConfig, TlsFiles};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// autofs-inspector node agent: tells whether CRIU could checkpoint this node's autofs mounts now.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
-    /// Proc filesystem to inspect (`/host/proc` in a container).
-    #[arg(
-        long,
-        global = true,
-        env = "AUTOFS_AGENT_PROC_ROOT",
-        default_value = "/proc"
-    )]
-    proc_root: PathBuf,
-    /// Node name in reports (default: $NODE_NAME, then the hostname).
-    #[arg(long, global = true, env = "AUTOFS_AGENT_NODE_NAME")]
-    node_name: Option<String>,
+    /// With no subcommand the agent serves, taking `serve`'s flags.
+    #[command(flatten)]
+    serve: ServeFlags,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
+/// Flags every subcommand takes.
+#[derive(Debug, Args)]
+struct CommonFlags {
+    /// Proc filesystem to inspect (`/host/proc` in a container).
+    #[arg(long, env = "AUTOFS_AGENT_PROC_ROOT", default_value = "/proc")]
+    proc_root: PathBuf,
+    /// Node name in reports (default: $NODE_NAME, then the hostname).
+    #[arg(long, env = "AUTOFS_AGENT_NODE_NAME")]
+    node_name: Option<String>,
+    /// Log format.
+    #[arg(
+        long,
+        env = "AUTOFS_AGENT_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+}
+
+impl CommonFlags {
+    fn node_name(&self) -> String {
+        self.node_name
+            .clone()
+            .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()))
+            .or_else(|| nix::unistd::gethostname().ok()?.into_string().ok())
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Scan this machine once and print one report per autofs mount (the default).
+    /// Serve the gRPC API and Prometheus metrics (the default).
+    Serve(Box<ServeFlags>),
+    /// Scan this machine once and print one report per autofs mount.
     Scan {
+        #[command(flatten)]
+        common: CommonFlags,
         /// Print JSON lines (one object per mount, fields as in autofs.v1.MountReport).
         #[arg(long, env = "AUTOFS_AGENT_JSON")]
         json: bool,
@@ -41,37 +76,131 @@ enum Command {
     },
 }
 
+#[derive(Debug, Args)]
+struct ServeFlags {
+    #[command(flatten)]
+    common: CommonFlags,
+    /// gRPC listen address. Plaintext stays on loopback unless TLS is configured.
+    #[arg(long, env = "AUTOFS_AGENT_LISTEN", default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// Prometheus listen address (path /metrics).
+    #[arg(
+        long,
+        env = "AUTOFS_AGENT_METRICS_LISTEN",
+        default_value = "127.0.0.1:9477"
+    )]
+    metrics_listen: SocketAddr,
+    /// Extra plaintext listener serving only grpc.health.v1 (kubelet probes when TLS is on).
+    #[arg(long, env = "AUTOFS_AGENT_HEALTH_LISTEN")]
+    health_listen: Option<SocketAddr>,
+    /// Background scan interval (feeds metrics and watchers).
+    #[arg(long, env = "AUTOFS_AGENT_SCAN_INTERVAL", default_value = "10s", value_parser = duration::parse)]
+    scan_interval: Duration,
+    /// On-demand RPCs reuse a scan younger than this; older ones trigger a fresh scan.
+    #[arg(long, env = "AUTOFS_AGENT_MAX_SCAN_AGE", default_value = "1s", value_parser = duration::parse)]
+    max_scan_age: Duration,
+    /// Server certificate (PEM); enables TLS.
+    #[arg(long, env = "AUTOFS_AGENT_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, env = "AUTOFS_AGENT_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA for client certificates; makes mutual TLS mandatory.
+    #[arg(long, env = "AUTOFS_AGENT_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Concurrent ListMounts/WatchMounts streams across all clients.
+    #[arg(long, env = "AUTOFS_AGENT_MAX_STREAMS", default_value_t = 128)]
+    max_streams: usize,
+    /// Concurrent HTTP/2 streams per client connection.
+    #[arg(
+        long,
+        env = "AUTOFS_AGENT_MAX_STREAMS_PER_CONNECTION",
+        default_value_t = 32
+    )]
+    max_streams_per_connection: u32,
+    /// Deadline for unary RPCs whose client sets none.
+    #[arg(long, env = "AUTOFS_AGENT_REQUEST_TIMEOUT", default_value = "30s", value_parser = duration::parse)]
+    request_timeout: Duration,
+    /// Benchmarks only: serve N generated mounts instead of scanning.
+    #[arg(long, hide = true, env = "AUTOFS_AGENT_SYNTHETIC_MOUNTS")]
+    synthetic_mounts: Option<usize>,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let node_name = cli
-        .node_name
-        .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()))
-        .or_else(|| nix::unistd::gethostname().ok()?.into_string().ok())
-        .unwrap_or_else(|| "unknown".into());
-    let (json, criu_images, pid) = match cli.command {
+    let result = match cli.command {
         Some(Command::Scan {
+            common,
             json,
             criu_images,
             pid,
-        }) => (json, criu_images, pid),
-        None => (false, None, None),
+        }) => {
+            init_logging(common.log_format);
+            let args = ScanArgs {
+                node_name: common.node_name(),
+                proc_root: common.proc_root,
+                format: if json {
+                    Format::JsonLines
+                } else {
+                    Format::Table
+                },
+                criu_images,
+                pid,
+            };
+            scan_cmd::run(&args, &mut std::io::stdout().lock())
+        }
+        Some(Command::Serve(flags)) => serve(*flags),
+        None => serve(cli.serve),
     };
-    let args = ScanArgs {
-        proc_root: cli.proc_root,
-        node_name,
-        format: if json {
-            Format::JsonLines
-        } else {
-            Format::Table
-        },
-        criu_images,
-        pid,
-    };
-    match scan_cmd::run(&args, &mut std::io::stdout().lock()) {
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("autofs-agent: {e:#}");
             ExitCode::from(EXIT_ERROR)
         }
+    }
+}
+
+fn serve(flags: ServeFlags) -> anyhow::Result<u8> {
+    init_logging(flags.common.log_format);
+    let config = ServeConfig {
+        listen: flags.listen,
+        metrics_listen: flags.metrics_listen,
+        health_listen: flags.health_listen,
+        node_name: flags.common.node_name(),
+        proc_root: flags.common.proc_root,
+        scan_interval: flags.scan_interval,
+        max_scan_age: flags.max_scan_age,
+        tls: flags
+            .tls_cert
+            .zip(flags.tls_key)
+            .map(|(cert, key)| TlsFiles {
+                cert,
+                key,
+                client_ca: flags.tls_client_ca,
+            }),
+        max_streams: flags.max_streams,
+        max_streams_per_connection: flags.max_streams_per_connection,
+        request_timeout: flags.request_timeout,
+        synthetic_mounts: flags.synthetic_mounts,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()?;
+    runtime.block_on(autofs_agent::serve::run(config))?;
+    Ok(0)
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
     }
 }

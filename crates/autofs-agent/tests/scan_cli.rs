@@ -21,9 +21,9 @@ fn agent(args: &[&str]) -> Output {
 fn json_scan(sc: &Scenario, extra: &[&str]) -> (Vec<Value>, i32) {
     let pid = sc.init_host_pid().to_string();
     let mut args = vec![
+        "scan",
         "--node-name",
         "node-a",
-        "scan",
         "--json",
         "--pid",
         pid.as_str(),
@@ -99,7 +99,7 @@ fn interim_mount_makes_the_scan_exit_one_and_the_table_says_why() {
 
 #[test]
 fn missing_proc_root_exits_two_naming_the_path() {
-    let out = agent(&["--proc-root", "/nonexistent/proc", "scan"]);
+    let out = agent(&["scan", "--proc-root", "/nonexistent/proc"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("/nonexistent/proc"), "{err}");

@@ -1105,21 +1105,21 @@ fn print_table(config: &Config, rows: &[Row]) {
         config.daemons
     );
     println!(
-        "{:>5} {:>6} {:>6} | {:>17} | {:>17} | {:>19} | {:>10} {:>9} | {:>8} {:>7}",
+        "{:>5} {:>6} {:>6} | {:>17} | {:>17} | {:>19} | {:>17} {:>17} | {:>8} {:>7}",
         "M",
         "F",
         "fds",
         "scan ms med (min)",
         "floor ms med (min)",
         "criu ms med (min)",
-        "scan/floor",
-        "criu/scan",
+        "scan/floor (min)",
+        "criu/scan (min)",
         "heap KiB",
         "B/mount"
     );
     for r in rows {
         println!(
-            "{:>5} {:>6} {:>6} | {:>8.2} ({:>6.2}) | {:>8.2} ({:>6.2}) | {:>9.1} ({:>7.1}) | {:>10.2} {:>9.1} | {:>8.1} {:>7}",
+            "{:>5} {:>6} {:>6} | {:>8.2} ({:>6.2}) | {:>8.2} ({:>6.2}) | {:>9.1} ({:>7.1}) | {:>9.2} ({:>5.2}) {:>9.1} ({:>5.1}) | {:>8.1} {:>7}",
             r.m,
             r.f,
             r.fds,
@@ -1130,7 +1130,9 @@ fn print_table(config: &Config, rows: &[Row]) {
             ms(r.criu.median),
             ms(r.criu.min),
             r.scan.median.as_secs_f64() / r.floor.median.as_secs_f64(),
+            r.scan.min.as_secs_f64() / r.floor.min.as_secs_f64(),
             r.criu.median.as_secs_f64() / r.scan.median.as_secs_f64(),
+            r.criu.min.as_secs_f64() / r.scan.min.as_secs_f64(),
             r.heap as f64 / 1024.0,
             r.heap / r.m,
         );

@@ -86,9 +86,10 @@ impl ProcRoot {
             path: self.path.clone(),
             source,
         };
-        let mut dir = Dir::openat(
-            self.dir.as_fd(),
-            ".",
+        // Reopened by path on every scan: a proc root that went away (an unmounted
+        // /host/proc) must fail the scan, not look like a machine without processes.
+        let mut dir = Dir::open(
+            &self.path,
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )

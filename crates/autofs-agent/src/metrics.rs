@@ -1,0 +1,247 @@
+//! Prometheus metrics: what the node's autofs mounts are doing, how scans go, how the gRPC
+//! service is used. Served as text on a separate listener at `/metrics` (anything else: 404).
+//!
+//! The three `*_mounts_total` counters count distinct mounts *entering* a state, keyed by
+//! mount namespace + mount id: a mount stuck INTERIM across many scans counts once, and again
+//! only after it left the state and re-entered it.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use autofs_core::MountState;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+use crate::snapshot::Snapshot;
+
+const SCAN_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+const GRPC_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+];
+
+/// Installs the global recorder with explicit histogram buckets and describes every metric.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("autofs_scan_duration_seconds".into()),
+            SCAN_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("autofs_grpc_request_duration_seconds".into()),
+            GRPC_BUCKETS,
+        )?
+        .install_recorder()?;
+    describe_counter!(
+        "autofs_catatonic_mounts_total",
+        "Distinct autofs mounts seen entering the CATATONIC state (fd=-1: the kernel gave up on the daemon)."
+    );
+    describe_counter!(
+        "autofs_interim_mounts_total",
+        "Distinct autofs mounts seen entering the INTERIM state (requests queued in the pipe; CRIU refuses to dump)."
+    );
+    describe_counter!(
+        "autofs_orphaned_mounts_total",
+        "Distinct autofs mounts seen entering the ORPHANED state (no master holds the read end; CRIU refuses to dump)."
+    );
+    describe_gauge!(
+        "autofs_mounts",
+        "Autofs mounts by state in the latest scan."
+    );
+    describe_gauge!(
+        "autofs_interim_oldest_age_seconds",
+        "Age of the longest continuously INTERIM mount, 0 when none is INTERIM."
+    );
+    describe_histogram!(
+        "autofs_scan_duration_seconds",
+        metrics::Unit::Seconds,
+        "Duration of one full scan of /proc."
+    );
+    describe_counter!(
+        "autofs_scan_errors_total",
+        "Scans that failed as a whole (e.g. unreadable proc root)."
+    );
+    describe_gauge!(
+        "autofs_last_scan_success_timestamp_seconds",
+        metrics::Unit::Seconds,
+        "Unix time of the last successful scan."
+    );
+    describe_counter!(
+        "autofs_grpc_requests_total",
+        "gRPC requests handled, by service, method and status code."
+    );
+    describe_histogram!(
+        "autofs_grpc_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "gRPC request latency (for streams: until the stream ended), by service and method."
+    );
+    describe_gauge!(
+        "autofs_build_info",
+        "Build information; the value is always 1."
+    );
+    gauge!("autofs_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    counter!("autofs_scan_errors_total").absolute(0);
+    for name in [
+        "autofs_catatonic_mounts_total",
+        "autofs_interim_mounts_total",
+        "autofs_orphaned_mounts_total",
+    ] {
+        counter!(name).absolute(0);
+    }
+    Ok(handle)
+}
+
+/// Per-mount memory of the previous scan, to count state entries and INTERIM age.
+#[derive(Debug, Default)]
+pub struct MountStateMetrics {
+    previous: HashMap<(u64, u32), MountState>,
+    interim_since: HashMap<(u64, u32), Instant>,
+}
+
+impl MountStateMetrics {
+    /// Records one successful scan.
+    pub fn observe(&mut self, snapshot: &Snapshot) {
+        let mut current = HashMap::with_capacity(snapshot.scan.reports.len());
+        let mut by_state: HashMap<MountState, u64> = HashMap::new();
+        for r in &snapshot.scan.reports {
+            let key = (r.mnt_ns, r.mount_id);
+            *by_state.entry(r.state).or_default() += 1;
+            if self.previous.get(&key) != Some(&r.state) {
+                match r.state {
+                    MountState::Catatonic => counter!("autofs_catatonic_mounts_total").increment(1),
+                    MountState::Interim => counter!("autofs_interim_mounts_total").increment(1),
+                    MountState::Orphaned => counter!("autofs_orphaned_mounts_total").increment(1),
+                    _ => {}
+                }
+            }
+            current.insert(key, r.state);
+        }
+        self.interim_since
+            .retain(|key, _| current.get(key) == Some(&MountState::Interim));
+        for (key, state) in &current {
+            if *state == MountState::Interim {
+                self.interim_since.entry(*key).or_insert(snapshot.taken);
+            }
+        }
+        self.previous = current;
+
+        for state in MountState::ALL {
+            let n = by_state.get(&state).copied().unwrap_or(0);
+            gauge!("autofs_mounts", "state" => state.as_str()).set(n as f64);
+        }
+        let oldest = self
+            .interim_since
+            .values()
+            .map(|since| snapshot.taken.saturating_duration_since(*since))
+            .max()
+            .unwrap_or(Duration::ZERO);
+        gauge!("autofs_interim_oldest_age_seconds").set(oldest.as_secs_f64());
+        histogram!("autofs_scan_duration_seconds").record(snapshot.duration.as_secs_f64());
+        let wall = snapshot
+            .taken_wall
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        gauge!("autofs_last_scan_success_timestamp_seconds").set(wall.as_secs_f64());
+    }
+}
+
+/// Records a failed scan.
+pub fn scan_failed() {
+    counter!("autofs_scan_errors_total").increment(1);
+}
+
+/// Records one finished gRPC call.
+pub fn grpc_call(method: &'static str, code: tonic::Code, started: Instant) {
+    let service = "autofs.v1.AutofsInspector";
+    counter!("autofs_grpc_requests_total", "service" => service, "method" => method, "code" => code_name(code))
+        .increment(1);
+    histogram!("autofs_grpc_request_duration_seconds", "service" => service, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics listener accept failed");
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| respond(req, handle.clone()));
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(io, service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "metrics connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn respond(
+    req: Request<Incoming>,
+    handle: PrometheusHandle,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let response = match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/metrics") => Response::builder()
+            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+            .body(Full::new(Bytes::from(handle.render()))),
+        _ => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Full::new(Bytes::from_static(
+                b"not found: metrics are at /metrics\n",
+            ))),
+    };
+    Ok(response.expect("static response parts are valid"))
+}
+
+/// Binds the metrics listener.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))
+}

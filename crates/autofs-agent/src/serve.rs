@@ -1,0 +1,230 @@
+//! `autofs-agent serve`: wires the inventory, background scanner, gRPC service (with health
+//! and reflection), metrics listener, TLS and graceful shutdown together.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use autofs_api::v1::autofs_inspector_server::AutofsInspectorServer;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+
+use crate::background;
+use crate::service::{AgentService, ServiceConfig};
+use crate::snapshot::{Inventory, Source};
+
+/// Requests larger than this are refused (every request of the API is tiny).
+const MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// Streams still open after a shutdown signal get this long to end before the agent exits.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// TLS files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Server private key (PEM).
+    pub key: PathBuf,
+    /// CA that client certificates must chain to (mutual TLS), if required.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Prometheus listen address.
+    pub metrics_listen: SocketAddr,
+    /// Optional plaintext listener serving only grpc.health.v1 (for kubelet probes under TLS).
+    pub health_listen: Option<SocketAddr>,
+    /// Proc root to scan.
+    pub proc_root: PathBuf,
+    /// Background scan interval.
+    pub scan_interval: Duration,
+    /// On-demand RPCs reuse a scan younger than this.
+    pub max_scan_age: Duration,
+    /// Node name.
+    pub node_name: String,
+    /// TLS, if any.
+    pub tls: Option<TlsFiles>,
+    /// Concurrent streams across clients.
+    pub max_streams: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_streams_per_connection: u32,
+    /// Deadline for unary RPCs when the client sets none.
+    pub request_timeout: Duration,
+    /// Serve a generated report set instead of scanning (benchmarks only).
+    pub synthetic_mounts: Option<usize>,
+}
+
+/// Runs the agent until SIGTERM or SIGINT; then ends streams cleanly and returns.
+pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let metrics = crate::metrics::install()?;
+    let source = match config.synthetic_mounts {
+        Some(n) => Source::Synthetic(Arc::new(crate::synthetic::scan(n, &config.node_name))),
+        None => Source::Proc(autofs_core::Scanner::new(
+            &config.proc_root,
+            &config.node_name,
+        )?),
+    };
+    let inventory = Arc::new(Inventory::new(source));
+
+    let grpc_listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}", config.listen))?;
+    let metrics_listener = crate::metrics::bind(config.metrics_listen).await?;
+    let health_listener = match config.health_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for health checks on {addr}"))?,
+        ),
+        None => None,
+    };
+    if config.tls.is_none() && !config.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %config.listen,
+            "serving gRPC in PLAINTEXT on a non-loopback address: anyone who can reach it can read this node's mount and process details; configure --tls-cert/--tls-key (and --tls-client-ca)"
+        );
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    background::set_health(&health, ServingStatus::NotServing).await;
+
+    let service = AgentService::new(
+        inventory.clone(),
+        ServiceConfig {
+            node_name: config.node_name.clone(),
+            max_scan_age: config.max_scan_age,
+            scan_interval: config.scan_interval,
+            max_streams: config.max_streams,
+        },
+        stop_rx.clone(),
+    );
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(autofs_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(autofs_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let mut builder = Server::builder()
+        .max_concurrent_streams(Some(config.max_streams_per_connection))
+        .timeout(config.request_timeout)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_keepalive(Some(Duration::from_secs(60)));
+    if let Some(tls) = &config.tls {
+        builder = builder.tls_config(tls_config(tls)?)?;
+    }
+    let router = builder
+        .add_service(health_service.clone())
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            AutofsInspectorServer::new(service)
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
+                .max_encoding_message_size(4 * 1024 * 1024),
+        );
+
+    let changed = Arc::new(Notify::new());
+    let scanner = tokio::spawn(background::run(
+        inventory.clone(),
+        config.scan_interval,
+        health.clone(),
+        changed.clone(),
+        stop_rx.clone(),
+    ));
+    if config.synthetic_mounts.is_none() {
+        let (inventory, root, changed, stop) = (
+            inventory.clone(),
+            config.proc_root.clone(),
+            changed.clone(),
+            stop_rx.clone(),
+        );
+        std::thread::Builder::new()
+            .name("mountinfo-watch".into())
+            .spawn(move || background::watch_mount_tables(inventory, root, changed, stop))?;
+    }
+
+    tracing::info!(
+        grpc = %grpc_listener.local_addr()?,
+        metrics = %metrics_listener.local_addr()?,
+        health = ?health_listener.as_ref().map(|l| l.local_addr()).transpose()?,
+        node = %config.node_name,
+        tls = config.tls.is_some(),
+        mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        "autofs-agent listening"
+    );
+
+    let stopped = || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let grpc = tokio::spawn(
+        router.serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped()),
+    );
+    let metrics_server = tokio::spawn(crate::metrics::serve(metrics_listener, metrics, stopped()));
+    let health_server = health_listener.map(|listener| {
+        tokio::spawn(
+            Server::builder()
+                .add_service(health_service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped()),
+        )
+    });
+
+    let signal = shutdown_signal().await?;
+    tracing::info!(signal, "shutting down: ending streams");
+    let _ = stop_tx.send(true);
+    background::set_health(&health, ServingStatus::NotServing).await;
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let _ = grpc.await;
+        let _ = metrics_server.await;
+        if let Some(h) = health_server {
+            let _ = h.await;
+        }
+        let _ = scanner.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; exiting anyway");
+    }
+    Ok(())
+}
+
+fn tls_config(tls: &TlsFiles) -> anyhow::Result<ServerTlsConfig> {
+    let read = |path: &PathBuf, what: &str| {
+        std::fs::read(path).with_context(|| format!("cannot read TLS {what} {}", path.display()))
+    };
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(
+        read(&tls.cert, "certificate")?,
+        read(&tls.key, "key")?,
+    ));
+    if let Some(ca) = &tls.client_ca {
+        // With a client CA, every client must present a certificate that chains to it.
+        config = config.client_ca_root(Certificate::from_pem(read(ca, "client CA")?));
+    }
+    Ok(config)
+}
+
+/// Waits for SIGTERM or SIGINT (handled explicitly, so it also works as PID 1).
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

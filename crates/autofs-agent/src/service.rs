@@ -1,0 +1,427 @@
+//! The `autofs.v1.AutofsInspector` gRPC service.
+//!
+//! Streams are fed by a producer task through a bounded channel: a slow client applies
+//! backpressure (the producer waits), a client that goes away closes the channel and stops the
+//! producer, and at most `max_streams` producers run at once, so clients that never read
+//! cannot grow the agent's memory without bound.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use autofs_api::v1::{self, autofs_inspector_server::AutofsInspector, mount_event::Kind};
+use autofs_core::MountState;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::filter::{self, Filter};
+use crate::metrics as m;
+use crate::snapshot::{Inventory, Snapshot};
+
+/// Messages buffered per stream before the producer waits for the client.
+const STREAM_BUFFER: usize = 32;
+
+/// Settings of the service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Node name in responses.
+    pub node_name: String,
+    /// On-demand RPCs reuse a scan younger than this, else they scan.
+    pub max_scan_age: Duration,
+    /// Background scan interval (reported by GetNodeInfo, used as retry hint).
+    pub scan_interval: Duration,
+    /// Concurrent streams (ListMounts + WatchMounts) across all clients.
+    pub max_streams: usize,
+}
+
+/// The service implementation.
+#[derive(Clone)]
+pub struct AgentService {
+    inventory: Arc<Inventory>,
+    config: Arc<ServiceConfig>,
+    streams: Arc<Semaphore>,
+    shutdown: watch::Receiver<bool>,
+}
+
+type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+impl AgentService {
+    /// A service over `inventory`; streams end cleanly when `shutdown` turns true.
+    pub fn new(
+        inventory: Arc<Inventory>,
+        config: ServiceConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            streams: Arc::new(Semaphore::new(config.max_streams)),
+            inventory,
+            config: Arc::new(config),
+            shutdown,
+        }
+    }
+
+    fn stream_permit(&self) -> Result<OwnedSemaphorePermit, Status> {
+        self.streams.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "too many concurrent streams (limit {}); retry later",
+                self.config.max_streams
+            ))
+        })
+    }
+
+    async fn fresh(&self) -> Result<Arc<Snapshot>, Status> {
+        self.inventory
+            .fresh(self.config.max_scan_age)
+            .await
+            .map_err(|e| Status::unavailable(format!("scan failed: {e}")))
+    }
+}
+
+/// Runs `call`, recording its code and latency (unary calls).
+async fn observed<T>(
+    method: &'static str,
+    call: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    let started = Instant::now();
+    let result = call.await;
+    m::grpc_call(
+        method,
+        result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok),
+        started,
+    );
+    result
+}
+
+/// The client's deadline (`grpc-timeout`), which a stream must honour itself.
+fn deadline<T>(req: &Request<T>) -> Option<Instant> {
+    let raw = req.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    let d = match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    };
+    Some(Instant::now() + d)
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn shutting_down(mut shutdown: watch::Receiver<bool>) {
+    // A dropped sender also means the server is going away.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+#[tonic::async_trait]
+impl AutofsInspector for AgentService {
+    type ListMountsStream = EventStream<v1::MountReport>;
+    type WatchMountsStream = EventStream<v1::MountEvent>;
+
+    async fn list_mounts(
+        &self,
+        request: Request<v1::ListMountsRequest>,
+    ) -> Result<Response<Self::ListMountsStream>, Status> {
+        let started = Instant::now();
+        let setup = async {
+            let filter = Filter::from_request(request.get_ref(), &self.inventory)?;
+            let permit = self.stream_permit()?;
+            let snapshot = self.fresh().await?;
+            Ok::<_, Status>((filter, permit, snapshot))
+        };
+        let (filter, permit, snapshot) = match setup.await {
+            Ok(ready) => ready,
+            Err(status) => {
+                m::grpc_call("ListMounts", status.code(), started);
+                return Err(status);
+            }
+        };
+        let deadline = deadline(&request);
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let send_all = async {
+                for report in snapshot.reports.iter().filter(|r| filter.matches(r)) {
+                    if tx.send(Ok(report.clone())).await.is_err() {
+                        return tonic::Code::Cancelled; // the client went away
+                    }
+                }
+                tonic::Code::Ok
+            };
+            let code = tokio::select! {
+                code = send_all => code,
+                () = sleep_until(deadline) => {
+                    let _ = tx.send(Err(Status::deadline_exceeded("deadline exceeded while streaming"))).await;
+                    tonic::Code::DeadlineExceeded
+                }
+                () = shutting_down(shutdown) => tonic::Code::Ok,
+            };
+            m::grpc_call("ListMounts", code, started);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn watch_mounts(
+        &self,
+        request: Request<v1::WatchMountsRequest>,
+    ) -> Result<Response<Self::WatchMountsStream>, Status> {
+        let started = Instant::now();
+        let setup = async {
+            let req = request.get_ref().filter.clone().unwrap_or_default();
+            let filter = Filter::from_request(&req, &self.inventory)?;
+            let permit = self.stream_permit()?;
+            let snapshot = self.fresh().await?;
+            Ok::<_, Status>((filter, permit, snapshot))
+        };
+        let (filter, permit, snapshot) = match setup.await {
+            Ok(ready) => ready,
+            Err(status) => {
+                m::grpc_call("WatchMounts", status.code(), started);
+                return Err(status);
+            }
+        };
+        let deadline = deadline(&request);
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let mut updates = self.inventory.subscribe();
+        let shutdown = self.shutdown.clone();
+        let node = self.config.node_name.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut watcher = Watcher {
+                filter,
+                node,
+                sequence: 0,
+                known: HashMap::new(),
+                tx,
+            };
+            let run = async {
+                if !watcher.apply(&snapshot).await {
+                    return tonic::Code::Cancelled;
+                }
+                let mut seen = snapshot.generation;
+                loop {
+                    if updates.changed().await.is_err() {
+                        return tonic::Code::Ok; // the inventory is gone: shutting down
+                    }
+                    let next = updates.borrow_and_update().clone();
+                    if next.generation <= seen {
+                        continue;
+                    }
+                    seen = next.generation;
+                    if !watcher.apply(&next).await {
+                        return tonic::Code::Cancelled;
+                    }
+                }
+            };
+            let code = tokio::select! {
+                code = run => code,
+                () = sleep_until(deadline) => {
+                    let _ = watcher.tx.send(Err(Status::deadline_exceeded("watch deadline reached"))).await;
+                    tonic::Code::DeadlineExceeded
+                }
+                () = shutting_down(shutdown) => tonic::Code::Ok,
+            };
+            m::grpc_call("WatchMounts", code, started);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn check_migratable(
+        &self,
+        request: Request<v1::CheckMigratableRequest>,
+    ) -> Result<Response<v1::CheckMigratableResponse>, Status> {
+        observed("CheckMigratable", self.check(request.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_node_info(
+        &self,
+        _request: Request<v1::GetNodeInfoRequest>,
+    ) -> Result<Response<v1::GetNodeInfoResponse>, Status> {
+        observed("GetNodeInfo", async {
+            let info = crate::node_info::collect(&self.inventory, &self.config);
+            Ok(Response::new(info))
+        })
+        .await
+    }
+}
+
+impl AgentService {
+    async fn check(
+        &self,
+        req: v1::CheckMigratableRequest,
+    ) -> Result<v1::CheckMigratableResponse, Status> {
+        use v1::check_migratable_request::Target;
+        let target = req.target.ok_or_else(|| {
+            Status::invalid_argument("target: one of pid, container_id or pod_uid is required")
+        })?;
+        // Validate before scanning: bad input never costs a scan.
+        let (pid_ns, container, pod) = match &target {
+            Target::Pid(pid) => (
+                Some(filter::mount_namespace_of(*pid, &self.inventory)?),
+                None,
+                None,
+            ),
+            Target::ContainerId(id) => (
+                None,
+                Some(
+                    filter::container_id(id)?
+                        .ok_or_else(|| Status::invalid_argument("container_id: empty"))?,
+                ),
+                None,
+            ),
+            Target::PodUid(uid) => (
+                None,
+                None,
+                Some(
+                    filter::pod_uid(uid)?
+                        .ok_or_else(|| Status::invalid_argument("pod_uid: empty"))?,
+                ),
+            ),
+        };
+        let mut snapshot = self.fresh().await?;
+        if let Some(ns) = pid_ns
+            && snapshot.namespace(ns).is_none()
+        {
+            // The process is newer than the scan: look again.
+            snapshot = self
+                .inventory
+                .rescan()
+                .await
+                .map_err(|e| Status::unavailable(format!("scan failed: {e}")))?;
+        }
+        let namespaces: Vec<u64> = snapshot
+            .scan
+            .namespaces
+            .iter()
+            .filter(|n| {
+                pid_ns.is_some_and(|ns| ns == n.mnt_ns)
+                    || container.as_deref().is_some_and(|id| {
+                        !n.container_id.is_empty() && n.container_id.starts_with(id)
+                    })
+                    || pod.as_deref().is_some_and(|uid| n.pod_uid == uid)
+            })
+            .map(|n| n.mnt_ns)
+            .collect();
+        if namespaces.is_empty() {
+            return Err(Status::not_found(match target {
+                Target::Pid(pid) => format!("pid {pid}: its mount namespace vanished"),
+                Target::ContainerId(id) => {
+                    format!("container {id}: no process of it runs on this node")
+                }
+                Target::PodUid(uid) => format!("pod {uid}: no container of it runs on this node"),
+            }));
+        }
+        if let Some(id) = &container {
+            let mut ids: Vec<&str> = snapshot
+                .scan
+                .namespaces
+                .iter()
+                .filter(|n| namespaces.contains(&n.mnt_ns))
+                .map(|n| n.container_id.as_str())
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            if ids.len() > 1 {
+                return Err(Status::invalid_argument(format!(
+                    "container_id: prefix {id} matches {} containers; give more digits",
+                    ids.len()
+                )));
+            }
+        }
+        let mut mounts_checked = 0;
+        let mut blocking = Vec::new();
+        for (core, report) in snapshot.scan.reports.iter().zip(&snapshot.reports) {
+            if namespaces.contains(&core.mnt_ns) {
+                mounts_checked += 1;
+                if !core.dumpable {
+                    blocking.push(report.clone());
+                }
+            }
+        }
+        let only_interim = !blocking.is_empty()
+            && snapshot
+                .scan
+                .reports
+                .iter()
+                .filter(|r| namespaces.contains(&r.mnt_ns) && !r.dumpable)
+                .all(|r| r.state == MountState::Interim);
+        let retry_after_ms = if only_interim {
+            u32::try_from(self.config.scan_interval.as_millis().clamp(100, 60_000))
+                .unwrap_or(60_000)
+        } else {
+            0
+        };
+        Ok(v1::CheckMigratableResponse {
+            dumpable: blocking.is_empty(),
+            blocking,
+            mounts_checked,
+            retry_after_ms,
+            node: self.config.node_name.clone(),
+        })
+    }
+}
+
+/// Turns successive snapshots into ADDED / CHANGED / REMOVED events for one stream.
+struct Watcher {
+    filter: Filter,
+    node: String,
+    sequence: u64,
+    known: HashMap<(u64, u32), v1::MountReport>,
+    tx: mpsc::Sender<Result<v1::MountEvent, Status>>,
+}
+
+impl Watcher {
+    /// Sends the events that lead from the known state to `snapshot`. False when the client
+    /// has gone away.
+    async fn apply(&mut self, snapshot: &Snapshot) -> bool {
+        let mut current = HashMap::new();
+        let mut events = Vec::new();
+        for report in snapshot.reports.iter().filter(|r| self.filter.matches(r)) {
+            let key = (report.mnt_ns, report.mount_id);
+            match self.known.get(&key) {
+                None => events.push((Kind::Added, report.clone())),
+                Some(old) if old != report => events.push((Kind::Changed, report.clone())),
+                Some(_) => {}
+            }
+            current.insert(key, report.clone());
+        }
+        let mut removed: Vec<_> = self
+            .known
+            .iter()
+            .filter(|(key, _)| !current.contains_key(key))
+            .map(|(_, old)| old.clone())
+            .collect();
+        removed.sort_by_key(|r| (r.mnt_ns, r.mount_id));
+        events.extend(removed.into_iter().map(|r| (Kind::Removed, r)));
+        self.known = current;
+        for (kind, mount) in events {
+            self.sequence += 1;
+            let event = v1::MountEvent {
+                kind: kind.into(),
+                sequence: self.sequence,
+                node: self.node.clone(),
+                mount: Some(mount),
+            };
+            if self.tx.send(Ok(event)).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+}

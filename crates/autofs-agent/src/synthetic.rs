@@ -1,0 +1,66 @@
+//! A generated report set for benchmarks (`--synthetic-mounts N`): realistic reports without
+//! needing N real mounts, so the gRPC path can be measured on its own.
+
+use autofs_core::{AutofsEntry, MountReport, MountState, Reason, Scan, ScanStats};
+
+/// `n` ACTIVE indirect mounts spread over 10 mount namespaces.
+pub fn scan(n: usize, node: &str) -> Scan {
+    let reports = (0..n)
+        .map(|i| {
+            let id = u32::try_from(i).unwrap_or(u32::MAX);
+            MountReport {
+                node: node.to_owned(),
+                mount_id: 1000 + id,
+                parent_id: 25,
+                mount_point: format!("/synthetic/auto/mount-{i:06}"),
+                source: "/etc/auto.synthetic".into(),
+                major: 0,
+                minor: 100 + id,
+                criu_s_dev: 100 + id,
+                mnt_ns: 4026532000 + (i % 10) as u64,
+                state: MountState::Active,
+                reason: Reason::MasterHoldsPipe,
+                message: format!(
+                    "Master 4242 holds the read end fd 3 of pipe {} and its write end fd 4; the pipe is empty",
+                    900_000 + i
+                ),
+                entry: Some(AutofsEntry {
+                    fd: 4,
+                    pgrp: 1,
+                    timeout: 300,
+                    minproto: 5,
+                    maxproto: 5,
+                    mode: 1,
+                    uid: None,
+                    gid: None,
+                    read_fd: None,
+                }),
+                pipe_ino: 900_000 + i as u64,
+                host_pgrp: 4242,
+                pending_bytes: 0,
+                pending_packets: 0,
+                read_end_pid: 4242,
+                read_end_fd: 3,
+                write_end_held: true,
+                strictexpire: false,
+                ignore: false,
+                container_id: String::new(),
+                pod_uid: String::new(),
+                owner_pid: 4242,
+                criu_notes: Vec::new(),
+                options: format!(
+                    "rw,fd=4,pgrp=4242,timeout=300,minproto=5,maxproto=5,indirect,pipe_ino={}",
+                    900_000 + i
+                ),
+                proto_version: 5,
+                timeout: 300,
+                dumpable: true,
+            }
+        })
+        .collect();
+    Scan {
+        reports,
+        namespaces: Vec::new(),
+        stats: ScanStats::default(),
+    }
+}
