@@ -515,8 +515,10 @@ struct FloorPlan {
     fdinfo: Vec<(i32, i32)>,
     /// Members of namespaces with autofs mounts: `stat` + `status` (namespace owner choice).
     members: Vec<i32>,
-    /// Namespace owners: `cgroup` and `ns/pid`.
+    /// Owners of namespaces with autofs mounts: `cgroup` and `ns/pid`.
     owners: Vec<i32>,
+    /// First member of every namespace without autofs mounts: `cgroup` (attribution).
+    attributed: Vec<i32>,
     /// Masters translated into the owner's pid namespace: `ns/pid`.
     masters: Vec<i32>,
     /// Read ends measured with FIONREAD: readlink, open, fstat, ioctl.
@@ -568,6 +570,12 @@ fn plan_floor(scan: &Scan) -> FloorPlan {
         .map(|r| r.owner_pid)
         .filter(|&p| p > 0)
         .collect();
+    let attributed = scan
+        .namespaces
+        .iter()
+        .filter(|n| n.autofs_mounts == 0 && n.owner_pid > 0)
+        .map(|n| n.owner_pid)
+        .collect();
     let masters: BTreeSet<i32> = scan
         .reports
         .iter()
@@ -584,6 +592,7 @@ fn plan_floor(scan: &Scan) -> FloorPlan {
         fdinfo,
         members,
         owners: owners.into_iter().collect(),
+        attributed,
         masters: masters.into_iter().collect(),
         probes,
     }
@@ -742,12 +751,20 @@ fn floor(plan: &FloorPlan, spent: &mut [Duration; 6]) -> Duration {
         );
     }
     mark(&mut last, spent, 3);
-    // stat + status of the namespace members; cgroup and ns/pid of the owners and masters.
+    // stat + status of the members of namespaces with autofs mounts; cgroup of every
+    // namespace's owner; ns/pid of the owners and masters.
     for &pid in &plan.members {
         read_rel(proc.as_fd(), path.set(format_args!("{pid}/stat")), &mut buf);
         read_rel(
             proc.as_fd(),
             path.set(format_args!("{pid}/status")),
+            &mut buf,
+        );
+    }
+    for &pid in &plan.attributed {
+        read_rel(
+            proc.as_fd(),
+            path.set(format_args!("{pid}/cgroup")),
             &mut buf,
         );
     }

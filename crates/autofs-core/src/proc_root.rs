@@ -113,8 +113,10 @@ impl ProcRoot {
             OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
             Mode::empty(),
         )?;
-        let mut text = String::new();
-        File::from(fd).read_to_string(&mut text)?;
+        // `Take` hides the file's size hint: proc files report size 0, so std's statx+lseek
+        // probe would only cost two syscalls per read.
+        let mut text = String::with_capacity(1024);
+        File::from(fd).take(u64::MAX).read_to_string(&mut text)?;
         Ok(text)
     }
 
@@ -152,6 +154,8 @@ impl ProcRoot {
         )?;
         let dir_fd = nix::unistd::dup(dir.as_fd())?;
         let mut seen = 0;
+        // Long targets are truncated: only short ones (`pipe:[N]`) matter to the census.
+        let mut link = [0u8; 256];
         for entry in dir.iter() {
             let entry = entry?;
             let name = entry.file_name();
@@ -159,10 +163,22 @@ impl ProcRoot {
                 continue;
             };
             seen += 1;
-            match readlinkat(dir_fd.as_fd(), name) {
-                Ok(target) => visit(fd, target.as_bytes()),
-                Err(nix::errno::Errno::ENOENT) => continue,
-                Err(e) => return Err(e.into()),
+            // SAFETY: `name` is NUL-terminated and `link` is valid for its length.
+            #[allow(unsafe_code)]
+            let n = unsafe {
+                nix::libc::readlinkat(
+                    std::os::fd::AsRawFd::as_raw_fd(&dir_fd),
+                    name.as_ptr(),
+                    link.as_mut_ptr().cast(),
+                    link.len(),
+                )
+            };
+            match usize::try_from(n) {
+                Ok(n) => visit(fd, &link[..n]),
+                Err(_) => match nix::errno::Errno::last() {
+                    nix::errno::Errno::ENOENT => continue,
+                    e => return Err(e.into()),
+                },
             }
         }
         Ok(seen)
