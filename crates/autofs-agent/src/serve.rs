@@ -156,6 +156,9 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             .spawn(move || background::watch_mount_tables(inventory, root, changed, stop))?;
     }
 
+    // Installed before the agent says it listens: a SIGTERM sent as soon as it is ready must
+    // not kill it mid-stream (default action) nor, as PID 1, be dropped for lack of a handler.
+    let shutdown = shutdown_signal()?;
     tracing::info!(
         grpc = %grpc_listener.local_addr()?,
         metrics = %metrics_listener.local_addr()?,
@@ -184,7 +187,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         )
     });
 
-    let signal = shutdown_signal().await?;
+    let signal = shutdown.await;
     tracing::info!(signal, "shutting down: ending streams");
     let _ = stop_tx.send(true);
     background::set_health(&health, ServingStatus::NotServing).await;
@@ -218,13 +221,16 @@ fn tls_config(tls: &TlsFiles) -> anyhow::Result<ServerTlsConfig> {
     Ok(config)
 }
 
-/// Waits for SIGTERM or SIGINT (handled explicitly, so it also works as PID 1).
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
+/// Installs the SIGTERM and SIGINT handlers now (handled explicitly, so it also works as
+/// PID 1) and returns a future that resolves to the name of the first one received.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     })
 }

@@ -72,6 +72,27 @@ impl AgentService {
         })
     }
 
+    /// What every stream needs before its producer starts: a valid filter, a stream slot and
+    /// a fresh snapshot. A refusal is recorded as the call's outcome.
+    async fn open_stream(
+        &self,
+        method: &'static str,
+        started: Instant,
+        request: &v1::ListMountsRequest,
+    ) -> Result<(Filter, OwnedSemaphorePermit, Arc<Snapshot>), Status> {
+        let setup = async {
+            let filter = Filter::from_request(request, &self.inventory)?;
+            let permit = self.stream_permit()?;
+            let snapshot = self.fresh().await?;
+            Ok::<_, Status>((filter, permit, snapshot))
+        };
+        let result = setup.await;
+        if let Err(status) = &result {
+            m::grpc_call(method, status.code(), started);
+        }
+        result
+    }
+
     async fn fresh(&self) -> Result<Arc<Snapshot>, Status> {
         self.inventory
             .fresh(self.config.max_scan_age)
@@ -136,26 +157,20 @@ impl AutofsInspector for AgentService {
         request: Request<v1::ListMountsRequest>,
     ) -> Result<Response<Self::ListMountsStream>, Status> {
         let started = Instant::now();
-        let setup = async {
-            let filter = Filter::from_request(request.get_ref(), &self.inventory)?;
-            let permit = self.stream_permit()?;
-            let snapshot = self.fresh().await?;
-            Ok::<_, Status>((filter, permit, snapshot))
-        };
-        let (filter, permit, snapshot) = match setup.await {
-            Ok(ready) => ready,
-            Err(status) => {
-                m::grpc_call("ListMounts", status.code(), started);
-                return Err(status);
-            }
-        };
+        let (filter, permit, snapshot) = self
+            .open_stream("ListMounts", started, request.get_ref())
+            .await?;
+        // Hold only the shared API reports, not the whole snapshot: they stay alive for as
+        // long as a slow client takes to read them.
+        let reports = snapshot.reports.clone();
+        drop(snapshot);
         let deadline = deadline(&request);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let send_all = async {
-                for report in snapshot.reports.iter().filter(|r| filter.matches(r)) {
+                for report in reports.iter().filter(|r| filter.matches(r)) {
                     if tx.send(Ok(report.clone())).await.is_err() {
                         return tonic::Code::Cancelled; // the client went away
                     }
@@ -180,25 +195,18 @@ impl AutofsInspector for AgentService {
         request: Request<v1::WatchMountsRequest>,
     ) -> Result<Response<Self::WatchMountsStream>, Status> {
         let started = Instant::now();
-        let setup = async {
-            let req = request.get_ref().filter.clone().unwrap_or_default();
-            let filter = Filter::from_request(&req, &self.inventory)?;
-            let permit = self.stream_permit()?;
-            let snapshot = self.fresh().await?;
-            Ok::<_, Status>((filter, permit, snapshot))
-        };
-        let (filter, permit, snapshot) = match setup.await {
-            Ok(ready) => ready,
-            Err(status) => {
-                m::grpc_call("WatchMounts", status.code(), started);
-                return Err(status);
-            }
-        };
+        let filter_request = request.get_ref().filter.clone().unwrap_or_default();
+        let (filter, permit, snapshot) = self
+            .open_stream("WatchMounts", started, &filter_request)
+            .await?;
         let deadline = deadline(&request);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let mut updates = self.inventory.subscribe();
         let shutdown = self.shutdown.clone();
         let node = self.config.node_name.clone();
+        // A watch with nothing to send never learns from a failed send that its client left,
+        // so it also waits for the client to close the stream (which frees the permit).
+        let gone = tx.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let mut watcher = Watcher {
@@ -213,6 +221,7 @@ impl AutofsInspector for AgentService {
                     return tonic::Code::Cancelled;
                 }
                 let mut seen = snapshot.generation;
+                drop(snapshot); // do not pin the first scan for the life of the watch
                 loop {
                     if updates.changed().await.is_err() {
                         return tonic::Code::Ok; // the inventory is gone: shutting down
@@ -233,6 +242,7 @@ impl AutofsInspector for AgentService {
                     let _ = watcher.tx.send(Err(Status::deadline_exceeded("watch deadline reached"))).await;
                     tonic::Code::DeadlineExceeded
                 }
+                () = gone.closed() => tonic::Code::Cancelled,
                 () = shutting_down(shutdown) => tonic::Code::Ok,
             };
             m::grpc_call("WatchMounts", code, started);
@@ -346,7 +356,7 @@ impl AgentService {
         }
         let mut mounts_checked = 0;
         let mut blocking = Vec::new();
-        for (core, report) in snapshot.scan.reports.iter().zip(&snapshot.reports) {
+        for (core, report) in snapshot.scan.reports.iter().zip(snapshot.reports.iter()) {
             if namespaces.contains(&core.mnt_ns) {
                 mounts_checked += 1;
                 if !core.dumpable {

@@ -24,8 +24,10 @@ pub struct Snapshot {
     pub duration: Duration,
     /// The core reports.
     pub scan: Scan,
-    /// The same reports as API messages, in the same order.
-    pub reports: Vec<v1::MountReport>,
+    /// The same reports as API messages, in the same order. Shared with the previous
+    /// snapshot when a scan changed nothing, so streams still sending older reports to slow
+    /// clients do not pin one copy per scan.
+    pub reports: Arc<Vec<v1::MountReport>>,
 }
 
 impl Snapshot {
@@ -40,7 +42,7 @@ impl Snapshot {
                 namespaces: Vec::new(),
                 stats: Default::default(),
             },
-            reports: Vec::new(),
+            reports: Arc::new(Vec::new()),
         }
     }
 
@@ -115,9 +117,15 @@ impl Inventory {
         })
         .await
         .expect("scan task panicked")?;
-        let reports = scan.reports.iter().map(convert::report).collect();
+        let reports: Vec<v1::MountReport> = scan.reports.iter().map(convert::report).collect();
+        let previous = self.latest();
+        let reports = if *previous.reports == reports {
+            previous.reports.clone()
+        } else {
+            Arc::new(reports)
+        };
         let snapshot = Arc::new(Snapshot {
-            generation: self.latest().generation + 1,
+            generation: previous.generation + 1,
             taken: Instant::now(),
             taken_wall: SystemTime::now(),
             duration: started.elapsed(),

@@ -1,0 +1,191 @@
+//! End-to-end tests of WatchMounts: the real agent binary watching a real autofs mount appear,
+//! turn INTERIM, turn CATATONIC and disappear, and honouring the client's deadline.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use autofs_api::v1::{self, MountState, mount_event::Kind};
+use autofs_testkit::{MountSpec, Scenario};
+use common::{Agent, WAIT, make_catatonic, make_interim, state};
+use tonic::{Code, Streaming};
+
+/// Reads a watch stream, checking that sequence numbers start at 1 and grow by 1 and that
+/// every event names the agent's node.
+struct Events {
+    stream: Streaming<v1::MountEvent>,
+    node: String,
+    next_sequence: u64,
+}
+
+impl Events {
+    async fn open(agent: &Agent, filter: v1::ListMountsRequest) -> Events {
+        let stream = agent
+            .client()
+            .await
+            .watch_mounts(v1::WatchMountsRequest {
+                filter: Some(filter),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        Events {
+            stream,
+            node: agent.node.clone(),
+            next_sequence: 1,
+        }
+    }
+
+    async fn next(&mut self) -> v1::MountEvent {
+        let event = tokio::time::timeout(WAIT, self.stream.message())
+            .await
+            .expect("no event in time")
+            .expect("the watch failed")
+            .expect("the watch ended");
+        assert_eq!(event.sequence, self.next_sequence, "{event:#?}");
+        self.next_sequence += 1;
+        assert_eq!(event.node, self.node);
+        assert!(event.mount.is_some(), "{event:#?}");
+        event
+    }
+
+    /// The first event about `mount_id` that satisfies `pred`; events about it before that
+    /// are returned too.
+    async fn until(
+        &mut self,
+        mount_id: u32,
+        pred: impl Fn(&v1::MountEvent) -> bool,
+    ) -> (v1::MountEvent, Vec<v1::MountEvent>) {
+        let deadline = Instant::now() + WAIT;
+        let mut before = Vec::new();
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no matching event for mount {mount_id}; saw {before:#?}"
+            );
+            let event = self.next().await;
+            if event.mount.as_ref().unwrap().mount_id != mount_id {
+                continue;
+            }
+            if pred(&event) {
+                return (event, before);
+            }
+            before.push(event);
+        }
+    }
+}
+
+fn kind(event: &v1::MountEvent) -> Kind {
+    Kind::try_from(event.kind).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_sees_a_mount_appear_turn_interim_turn_catatonic_and_disappear() {
+    let mut sc = Scenario::start_or_panic();
+    let existing = sc.mount(MountSpec::indirect()).unwrap();
+    let agent = Agent::start(&[]);
+    let mut events = Events::open(
+        &agent,
+        v1::ListMountsRequest {
+            pid: Some(sc.init_host_pid()),
+            ..Default::default()
+        },
+    )
+    .await;
+
+    // The initial snapshot: the existing mount, ADDED, sequence 1.
+    let first = events.next().await;
+    assert_eq!(first.sequence, 1);
+    assert_eq!(kind(&first), Kind::Added);
+    let mount = first.mount.unwrap();
+    assert_eq!(mount.mount_id, existing.mount_id);
+    assert_eq!(mount.mnt_ns, sc.mnt_ns());
+    assert_eq!(state(&mount), MountState::Active);
+
+    // A new mount appears.
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    let (added, before) = events.until(d.mount_id, |_| true).await;
+    assert!(before.is_empty());
+    assert_eq!(kind(&added), Kind::Added, "{added:#?}");
+    let mount = added.mount.unwrap();
+    assert_eq!(state(&mount), MountState::Active, "{mount:#?}");
+    assert_eq!(mount.mnt_ns, sc.mnt_ns());
+    assert_eq!(mount.pipe_ino, d.pipe_ino);
+
+    // A lookup the daemon does not answer: INTERIM.
+    let _blocked = make_interim(&mut sc, &d, "key");
+    let (interim, _) = events
+        .until(d.mount_id, |e| {
+            state(e.mount.as_ref().unwrap()) == MountState::Interim
+        })
+        .await;
+    assert_eq!(kind(&interim), Kind::Changed, "{interim:#?}");
+    assert_eq!(interim.mount.as_ref().unwrap().pending_bytes, 304);
+
+    // The daemon answers, exits, and the next lookup finds no reader: CATATONIC.
+    sc.read_packet(&d).unwrap();
+    make_catatonic(&mut sc, &d);
+    let (catatonic, between) = events
+        .until(d.mount_id, |e| {
+            state(e.mount.as_ref().unwrap()) == MountState::Catatonic
+        })
+        .await;
+    assert_eq!(kind(&catatonic), Kind::Changed, "{catatonic:#?}");
+    assert_eq!(catatonic.mount.as_ref().unwrap().entry.unwrap().fd, -1);
+    // Whatever the scans caught in between (ACTIVE again, ORPHANED while the daemon was
+    // gone) was a change of the same mount.
+    assert!(
+        between.iter().all(|e| kind(e) == Kind::Changed),
+        "{between:#?}"
+    );
+
+    // Unmounted: REMOVED, carrying the mount as it was last seen.
+    sc.umount(&d.name).unwrap();
+    let (removed, _) = events.until(d.mount_id, |_| true).await;
+    assert_eq!(kind(&removed), Kind::Removed, "{removed:#?}");
+    assert_eq!(
+        state(removed.mount.as_ref().unwrap()),
+        MountState::Catatonic
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_with_a_client_deadline_ends_with_deadline_exceeded_and_the_agent_keeps_serving() {
+    let agent = Agent::start(&[]);
+    agent.wait_serving().await;
+    let mut client = agent.client().await;
+    // A namespace nobody has: an empty snapshot, then silence until the deadline.
+    let quiet = || v1::WatchMountsRequest {
+        filter: Some(v1::ListMountsRequest {
+            mnt_ns: Some(1),
+            ..Default::default()
+        }),
+    };
+    let mut request = tonic::Request::new(quiet());
+    request.set_timeout(Duration::from_millis(500));
+    let started = Instant::now();
+    let mut stream = client.watch_mounts(request).await.unwrap().into_inner();
+    let ended = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("the deadline was not honoured");
+    let status = ended.expect_err("the stream should end with a status");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "ended before the deadline: {:?}",
+        started.elapsed()
+    );
+
+    // Still serving, on the same connection and for new watches.
+    client
+        .get_node_info(v1::GetNodeInfoRequest {})
+        .await
+        .unwrap();
+    let mut open = client.watch_mounts(quiet()).await.unwrap().into_inner();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), open.message())
+            .await
+            .is_err(),
+        "a watch without deadline stays open"
+    );
+}
