@@ -1,0 +1,176 @@
+//! One agent connection: channel construction (timeouts, TLS, keep-alive), the version
+//! handshake, and checks that what an agent sends obeys the API contract.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use autofs_api::v1::{self, autofs_inspector_client::AutofsInspectorClient};
+use tokio::time::Instant;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::endpoint::NodeEndpoint;
+use crate::error::{Error, NodeErrorKind};
+
+/// The generated client over a tonic channel.
+pub type Client = AutofsInspectorClient<Channel>;
+
+/// TLS client settings: the CA that agents' certificates chain to, and optionally a client
+/// identity for agents that require mutual TLS.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// CA certificate(s), PEM.
+    pub ca: PathBuf,
+    /// Client certificate chain, PEM (mutual TLS).
+    pub cert: Option<PathBuf>,
+    /// Client private key, PEM (mutual TLS).
+    pub key: Option<PathBuf>,
+    /// Name to verify in every agent's certificate instead of the host of its endpoint
+    /// (agents addressed by pod IP usually carry one shared DNS name).
+    pub domain: Option<String>,
+}
+
+impl TlsOptions {
+    /// Reads the files now, so a missing file is one clear error before any node is asked.
+    pub fn load(&self) -> Result<ClientTlsConfig, Error> {
+        let read = |what: &str, p: &PathBuf| {
+            std::fs::read(p).map_err(|e| Error::Tls(format!("{what} {}: {e}", p.display())))
+        };
+        let ca = read("CA certificate", &self.ca)?;
+        if !String::from_utf8_lossy(&ca).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(Error::Tls(format!(
+                "CA certificate {}: no PEM certificate in it",
+                self.ca.display()
+            )));
+        }
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(Identity::from_pem(
+                    read("client certificate", cert)?,
+                    read("client key", key)?,
+                ));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::Tls(
+                    "a client certificate and its key go together (give both or neither)".into(),
+                ));
+            }
+        }
+        if let Some(domain) = &self.domain {
+            tls = tls.domain_name(domain.clone());
+        }
+        Ok(tls)
+    }
+}
+
+/// Builds channels to agents.
+#[derive(Debug, Clone)]
+pub(crate) struct Connector {
+    pub tls: Option<ClientTlsConfig>,
+    pub connect_timeout: Duration,
+}
+
+impl Connector {
+    /// A lazily connecting channel: connection failures surface as `UNAVAILABLE` statuses
+    /// of the first call, the one code the retry loop acts on.
+    pub fn channel(&self, ep: &NodeEndpoint, keep_alive: bool) -> Result<Channel, NodeErrorKind> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", ep.address))
+            .map_err(|e| NodeErrorKind::InvalidEndpoint(e.to_string()))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true);
+        if keep_alive {
+            // Long-lived watch streams: notice a peer that vanished without a FIN/RST.
+            endpoint = endpoint
+                .http2_keep_alive_interval(Duration::from_secs(15))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .keep_alive_while_idle(true);
+        }
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| NodeErrorKind::InvalidEndpoint(format!("TLS: {e}")))?;
+        }
+        Ok(endpoint.connect_lazy())
+    }
+}
+
+/// A request carrying the time left until `deadline` as its `grpc-timeout`, so the agent
+/// stops working when the controller stops waiting.
+pub(crate) fn request<T>(message: T, deadline: Instant) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    let left = deadline.saturating_duration_since(Instant::now());
+    req.set_timeout(left.max(Duration::from_millis(1)));
+    req
+}
+
+/// Maps a status, recognising undecodable messages as a contract violation.
+pub(crate) fn status_kind(status: &tonic::Status) -> NodeErrorKind {
+    if status.code() == tonic::Code::Internal && status.message().contains("decode") {
+        return NodeErrorKind::Malformed(status.message().to_owned());
+    }
+    NodeErrorKind::from_status(status)
+}
+
+/// GetNodeInfo, as the agent answered it (see [`check_node_info`]).
+pub(crate) async fn node_info(
+    client: &mut Client,
+    deadline: Instant,
+) -> Result<v1::GetNodeInfoResponse, NodeErrorKind> {
+    Ok(client
+        .get_node_info(request(v1::GetNodeInfoRequest {}, deadline))
+        .await
+        .map_err(|s| status_kind(&s))?
+        .into_inner())
+}
+
+/// The handshake's verdict: refuses agents of another API major, nameless agents and agents
+/// that are not the node discovery expected.
+pub(crate) fn check_node_info(
+    info: &v1::GetNodeInfoResponse,
+    ep: &NodeEndpoint,
+) -> Result<(), NodeErrorKind> {
+    if info.api_major != autofs_api::API_MAJOR {
+        return Err(NodeErrorKind::VersionMismatch {
+            agent_major: info.api_major,
+            ours: autofs_api::API_MAJOR,
+            agent_version: info.agent_version.clone(),
+        });
+    }
+    if info.node.trim().is_empty() {
+        return Err(NodeErrorKind::Malformed(
+            "GetNodeInfo returned an empty node name".into(),
+        ));
+    }
+    if let Some(expected) = &ep.expected_node
+        && *expected != info.node
+    {
+        return Err(NodeErrorKind::IdentityMismatch {
+            expected: expected.clone(),
+            actual: info.node.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// A mount report must name the node that sent it and carry a real state.
+pub(crate) fn check_report(m: &v1::MountReport, node: &str) -> Result<(), NodeErrorKind> {
+    if m.node != node {
+        return Err(NodeErrorKind::Malformed(format!(
+            "report of mount {} ({}) names node `{}`",
+            m.mount_id, m.mount_point, m.node
+        )));
+    }
+    match v1::MountState::try_from(m.state) {
+        Ok(v1::MountState::Unspecified) | Err(_) => Err(NodeErrorKind::Malformed(format!(
+            "report of mount {} ({}) has state {}, which is not a verdict",
+            m.mount_id, m.mount_point, m.state
+        ))),
+        Ok(_) if m.mount_point.is_empty() => Err(NodeErrorKind::Malformed(format!(
+            "report of mount {} has no mount point",
+            m.mount_id
+        ))),
+        Ok(_) => Ok(()),
+    }
+}

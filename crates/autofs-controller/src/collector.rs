@@ -1,0 +1,452 @@
+//! The fan-out: every operation runs on every node under a shared concurrency limit, retrying
+//! only `UNAVAILABLE` with backoff and jitter, and every node must answer within the deadline
+//! (`timeout` after the fan-out starts — time spent queued behind the concurrency limit
+//! counts, so the whole answer is bounded by the deadline however many nodes hang). A node
+//! that fails becomes a [`NodeError`] in the result; it never delays the others.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use autofs_api::v1;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::backoff::{Backoff, BackoffConfig};
+use crate::client::{self, Client, Connector, TlsOptions};
+use crate::endpoint::{self, NodeEndpoint};
+use crate::error::{Error, NodeError, NodeErrorKind};
+use crate::report::{CheckOutcome, ClusterReport, NodeResult, NodeStatus};
+
+pub use v1::check_migratable_request::Target;
+
+/// How the collector talks to agents.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    /// Nodes asked at the same time.
+    pub concurrency: usize,
+    /// Deadline of every node, counted from the start of the fan-out (queueing and retries
+    /// included): the whole answer arrives within it.
+    pub timeout: Duration,
+    /// TCP (+ TLS) connect timeout of one attempt.
+    pub connect_timeout: Duration,
+    /// Attempts per node (retries happen only on `UNAVAILABLE`).
+    pub max_attempts: u32,
+    /// Backoff between attempts (and between watch reconnects).
+    pub backoff: BackoffConfig,
+    /// TLS; plaintext when `None`.
+    pub tls: Option<TlsOptions>,
+    /// Refuse a second endpoint that answers as an already-seen node (on by default; turn it
+    /// off only when several endpoints front one agent on purpose, e.g. benchmarks).
+    pub unique_nodes: bool,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            concurrency: 64,
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+            max_attempts: 4,
+            backoff: BackoffConfig::default(),
+            tls: None,
+            unique_nodes: true,
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub config: CollectorConfig,
+    pub connector: Connector,
+    pub endpoints: Vec<NodeEndpoint>,
+    pub limit: Arc<Semaphore>,
+}
+
+/// Asks every discovered agent; cheap to clone.
+///
+/// ```no_run
+/// use autofs_controller::{Collector, CollectorConfig, discovery::{self, Source}};
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let endpoints = discovery::discover(&[Source::Static(vec![
+///     "10.0.0.1:50051".into(),
+///     "10.0.0.2:50051".into(),
+/// ])])
+/// .await?;
+/// let collector = Collector::new(endpoints, CollectorConfig::default())?;
+/// let report = collector.collect(Default::default()).await;
+/// for m in report.mounts() {
+///     println!("{} {} dumpable={}", m.node, m.mount_point, m.dumpable);
+/// }
+/// for e in report.failed() {
+///     eprintln!("{e}");
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Collector {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("endpoints", &self.inner.endpoints.len())
+            .field("config", &self.inner.config)
+            .finish()
+    }
+}
+
+impl Collector {
+    /// A collector for `endpoints`: refuses an empty or duplicated list, out-of-range
+    /// settings and unreadable TLS files.
+    pub fn new(endpoints: Vec<NodeEndpoint>, config: CollectorConfig) -> Result<Collector, Error> {
+        endpoint::validate(&endpoints)?;
+        if config.concurrency == 0 {
+            return Err(Error::Config("concurrency must be at least 1".into()));
+        }
+        if config.timeout.is_zero() {
+            return Err(Error::Config(
+                "the per-node timeout must be positive".into(),
+            ));
+        }
+        if config.max_attempts == 0 {
+            return Err(Error::Config("max_attempts must be at least 1".into()));
+        }
+        let tls = config.tls.as_ref().map(TlsOptions::load).transpose()?;
+        let connector = Connector {
+            tls,
+            connect_timeout: config.connect_timeout.min(config.timeout),
+        };
+        Ok(Collector {
+            inner: Arc::new(Inner {
+                limit: Arc::new(Semaphore::new(config.concurrency)),
+                config,
+                connector,
+                endpoints,
+            }),
+        })
+    }
+
+    /// The endpoints this collector asks.
+    pub fn endpoints(&self) -> &[NodeEndpoint] {
+        &self.inner.endpoints
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CollectorConfig {
+        &self.inner.config
+    }
+
+    /// Every mount of every node (`filter` as in `ListMounts`).
+    pub async fn collect(&self, filter: v1::ListMountsRequest) -> ClusterReport {
+        let started = Instant::now();
+        let filter = Arc::new(filter);
+        let mut nodes = self
+            .fan_out(move |mut c, info, deadline| {
+                let filter = filter.clone();
+                async move { list_mounts(&mut c, &info.node, (*filter).clone(), deadline).await }
+            })
+            .await;
+        if self.inner.config.unique_nodes {
+            mark_duplicates(&mut nodes);
+        }
+        ClusterReport {
+            nodes,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// The handshake of every node: version, kernel, capabilities, reachability.
+    pub async fn nodes(&self) -> Vec<NodeStatus> {
+        let mut nodes = self
+            .fan_out(|_, _, _| async { Ok::<(), NodeErrorKind>(()) })
+            .await;
+        if self.inner.config.unique_nodes {
+            mark_duplicates(&mut nodes);
+        }
+        nodes
+    }
+
+    /// Whether `target` on node `node` could be checkpointed now. `node` is a node name (or
+    /// an endpoint address); without discovery-provided names every agent is asked for its
+    /// name first.
+    pub async fn check(&self, node: &str, target: Target) -> Result<CheckOutcome, Error> {
+        let ep = self.find_node(node).await?;
+        let request = v1::CheckMigratableRequest {
+            target: Some(target),
+        };
+        let deadline = Instant::now() + self.inner.config.timeout;
+        let done = run_node(&self.inner, &ep, deadline, move |mut c, info, deadline| {
+            let request = request.clone();
+            async move {
+                let r = c
+                    .check_migratable(client::request(request, deadline))
+                    .await
+                    .map_err(|s| client::status_kind(&s))?
+                    .into_inner();
+                check_response(&r, &info.node)?;
+                Ok(r)
+            }
+        })
+        .await;
+        let response = done.result?;
+        Ok(CheckOutcome {
+            endpoint: ep,
+            response,
+        })
+    }
+
+    async fn find_node(&self, node: &str) -> Result<NodeEndpoint, Error> {
+        let eps = &self.inner.endpoints;
+        if let Some(ep) = eps
+            .iter()
+            .find(|e| e.expected_node.as_deref() == Some(node) || e.address == node)
+        {
+            return Ok(ep.clone());
+        }
+        let statuses = self.nodes().await;
+        let mut unreachable = Vec::new();
+        let mut known = 0;
+        for s in statuses {
+            match s.result {
+                Ok(()) if s.node_name() == Some(node) => return Ok(s.endpoint),
+                Ok(()) => known += 1,
+                Err(e) => unreachable.push(e.to_string()),
+            }
+        }
+        Err(Error::UnknownNode {
+            name: node.to_owned(),
+            known,
+            unreachable,
+        })
+    }
+
+    /// Runs `op` (after a successful handshake) on every node, `concurrency` at a time.
+    pub(crate) async fn fan_out<T, F, Fut>(&self, op: F) -> Vec<NodeResult<T>>
+    where
+        T: Send + 'static,
+        F: Fn(Client, v1::GetNodeInfoResponse, Instant) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, NodeErrorKind>> + Send,
+    {
+        let mut set = JoinSet::new();
+        let started = Instant::now();
+        let deadline = started + self.inner.config.timeout;
+        for (i, ep) in self.inner.endpoints.iter().enumerate() {
+            let inner = self.inner.clone();
+            let ep = ep.clone();
+            let op = op.clone();
+            set.spawn(async move {
+                // Waiting for a permit counts against the deadline: a node still queued when
+                // it passes is reported, not asked late.
+                let permit =
+                    tokio::time::timeout_at(deadline, inner.limit.clone().acquire_owned()).await;
+                let result = match permit {
+                    Ok(_permit) => run_node(&inner, &ep, deadline, op).await,
+                    Err(_) => queued_too_long(&inner, &ep, started),
+                };
+                (i, result)
+            });
+        }
+        let mut out: Vec<Option<NodeResult<T>>> =
+            (0..self.inner.endpoints.len()).map(|_| None).collect();
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok((i, r)) => out[i] = Some(r),
+                // A panicking task is a bug; its slot is filled below with an error.
+                Err(e) => tracing::error!(error = %e, "node task failed"),
+            }
+        }
+        out.into_iter()
+            .zip(&self.inner.endpoints)
+            .map(|(r, ep)| {
+                r.unwrap_or_else(|| NodeResult {
+                    endpoint: ep.clone(),
+                    info: None,
+                    result: Err(NodeError::new(
+                        &ep.address,
+                        ep.expected_node.as_deref(),
+                        NodeErrorKind::Malformed("internal error: the node task died".into()),
+                    )),
+                    attempts: 0,
+                    elapsed: Duration::ZERO,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Connect, handshake, `op`; retried on `UNAVAILABLE` with backoff, all before `deadline`.
+pub(crate) async fn run_node<T, F, Fut>(
+    inner: &Inner,
+    ep: &NodeEndpoint,
+    deadline: Instant,
+    op: F,
+) -> NodeResult<T>
+where
+    F: Fn(Client, v1::GetNodeInfoResponse, Instant) -> Fut,
+    Fut: Future<Output = Result<T, NodeErrorKind>>,
+{
+    let config = &inner.config;
+    let started = Instant::now();
+    let mut attempts = 0;
+    let mut last: Option<NodeErrorKind> = None;
+    let mut info: Option<v1::GetNodeInfoResponse> = None;
+    let mut said_name: Option<String> = None;
+    let mut backoff = Backoff::new(config.backoff);
+    let attempts_loop = async {
+        loop {
+            attempts += 1;
+            let attempt = async {
+                let channel = inner.connector.channel(ep, false)?;
+                let mut c = Client::new(channel);
+                let i = client::node_info(&mut c, deadline).await?;
+                // Name errors after the node even when its handshake is refused.
+                if !i.node.trim().is_empty() && ep.expected_node.is_none() {
+                    said_name = Some(i.node.clone());
+                }
+                client::check_node_info(&i, ep)?;
+                info = Some(i.clone());
+                op(c, i, deadline).await
+            };
+            match attempt.await {
+                Ok(v) => return Ok(v),
+                Err(kind @ NodeErrorKind::Unavailable(_)) if attempts < config.max_attempts => {
+                    let delay = backoff.next_delay();
+                    if Instant::now() + delay >= deadline {
+                        return Err(kind);
+                    }
+                    tracing::debug!(endpoint = %ep.address, error = %kind, ?delay, "retrying");
+                    last = Some(kind);
+                    tokio::time::sleep(delay).await;
+                }
+                Err(kind) => return Err(kind),
+            }
+        }
+    };
+    let result = match tokio::time::timeout_at(deadline, attempts_loop).await {
+        // tonic enforces the request's grpc-timeout on the client too, racing the timer
+        // above: its "Timeout expired" is this node's deadline as well.
+        Ok(Err(
+            kind @ NodeErrorKind::Rpc {
+                code: tonic::Code::Cancelled | tonic::Code::DeadlineExceeded,
+                ..
+            },
+        )) if Instant::now() + Duration::from_millis(100) >= deadline => {
+            Err(NodeErrorKind::DeadlineExceeded {
+                timeout: config.timeout,
+                last: last.map(|l| l.to_string()).or(Some(kind.to_string())),
+            })
+        }
+        Ok(r) => r,
+        Err(_) => Err(NodeErrorKind::DeadlineExceeded {
+            timeout: config.timeout,
+            last: last.map(|l| l.to_string()),
+        }),
+    };
+    let name = info
+        .as_ref()
+        .map(|i| i.node.as_str())
+        .or(ep.expected_node.as_deref())
+        .or(said_name.as_deref());
+    NodeResult {
+        result: result.map_err(|kind| NodeError::new(&ep.address, name, kind)),
+        endpoint: ep.clone(),
+        info,
+        attempts,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// The result of a node that never got a permit before the deadline.
+fn queued_too_long<T>(inner: &Inner, ep: &NodeEndpoint, started: Instant) -> NodeResult<T> {
+    NodeResult {
+        endpoint: ep.clone(),
+        info: None,
+        result: Err(NodeError::new(
+            &ep.address,
+            ep.expected_node.as_deref(),
+            NodeErrorKind::DeadlineExceeded {
+                timeout: inner.config.timeout,
+                last: Some(format!(
+                    "never asked: all {} concurrent slots stayed busy (raise --concurrency)",
+                    inner.config.concurrency
+                )),
+            },
+        )),
+        attempts: 0,
+        elapsed: started.elapsed(),
+    }
+}
+
+async fn list_mounts(
+    c: &mut Client,
+    node: &str,
+    filter: v1::ListMountsRequest,
+    deadline: Instant,
+) -> Result<Vec<v1::MountReport>, NodeErrorKind> {
+    let mut stream = c
+        .list_mounts(client::request(filter, deadline))
+        .await
+        .map_err(|s| client::status_kind(&s))?
+        .into_inner();
+    let mut mounts = Vec::new();
+    while let Some(m) = stream
+        .message()
+        .await
+        .map_err(|s| client::status_kind(&s))?
+    {
+        client::check_report(&m, node)?;
+        mounts.push(m);
+    }
+    Ok(mounts)
+}
+
+fn check_response(r: &v1::CheckMigratableResponse, node: &str) -> Result<(), NodeErrorKind> {
+    if r.node != node {
+        return Err(NodeErrorKind::Malformed(format!(
+            "CheckMigratable answered for node `{}`",
+            r.node
+        )));
+    }
+    if r.dumpable != r.blocking.is_empty() {
+        return Err(NodeErrorKind::Malformed(format!(
+            "CheckMigratable says dumpable={} with {} blocking mounts",
+            r.dumpable,
+            r.blocking.len()
+        )));
+    }
+    for m in &r.blocking {
+        client::check_report(m, node)?;
+    }
+    Ok(())
+}
+
+/// A node name answered by two endpoints: the later one is an error naming the first.
+fn mark_duplicates<T>(nodes: &mut [NodeResult<T>]) {
+    let mut first: HashMap<String, String> = HashMap::new();
+    for n in nodes.iter_mut() {
+        if n.result.is_err() {
+            continue;
+        }
+        let Some(name) = n.node_name().map(str::to_owned) else {
+            continue;
+        };
+        match first.get(&name) {
+            Some(first_endpoint) => {
+                n.result = Err(NodeError::new(
+                    &n.endpoint.address,
+                    Some(&name),
+                    NodeErrorKind::DuplicateNode {
+                        first_endpoint: first_endpoint.clone(),
+                    },
+                ));
+            }
+            None => {
+                first.insert(name, n.endpoint.address.clone());
+            }
+        }
+    }
+}

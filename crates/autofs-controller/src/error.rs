@@ -1,0 +1,216 @@
+//! Errors, typed where they are made: discovery and configuration errors stop a command before
+//! any node is asked; a [`NodeError`] is per node and lands in the cluster report next to the
+//! answers of the nodes that did respond.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Finding the agents failed; nothing was asked yet.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// Discovery produced no endpoint at all.
+    #[error("no agent endpoints: {0}")]
+    Empty(String),
+    /// An address is not `host:port`.
+    #[error("{origin}: `{input}` is not a host:port address: {reason}")]
+    InvalidAddress {
+        /// Where the address came from (`--nodes`, `FILE:LINE`, a DNS name…).
+        origin: String,
+        /// The address as given.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The same endpoint was listed twice.
+    #[error("duplicate node endpoint {address}: listed by {first} and again by {second}")]
+    Duplicate {
+        /// The endpoint.
+        address: String,
+        /// Where it was first listed.
+        first: String,
+        /// Where it was listed again.
+        second: String,
+    },
+    /// A nodes file could not be read.
+    #[error("cannot read nodes file {path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A DNS lookup failed or returned nothing.
+    #[error("DNS discovery of {name}: {reason}")]
+    Dns {
+        /// The name looked up.
+        name: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// Kubernetes API discovery failed.
+    #[cfg(feature = "kube")]
+    #[error("Kubernetes discovery: {0}")]
+    Kube(#[from] crate::discovery::kube::KubeError),
+}
+
+/// Controller-level errors (bad configuration, unknown node).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Discovery failed.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    /// TLS files are missing or unreadable.
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    /// A setting is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// `check --node NAME` names no discovered agent.
+    #[error("node {name} is not among the {known} discovered agents{}", if unreachable.is_empty() { String::new() } else { format!(" that answered ({} did not: {})", unreachable.len(), unreachable.join("; ")) })]
+    UnknownNode {
+        /// The requested node.
+        name: String,
+        /// How many agents answered the handshake.
+        known: usize,
+        /// Errors of the agents that did not answer (one of them may be the node).
+        unreachable: Vec<String>,
+    },
+    /// The one node asked failed.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+/// One node failed to answer; the others are unaffected.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct NodeError {
+    /// The endpoint (`host:port`) that was asked.
+    pub endpoint: String,
+    /// The node's name, when known (from discovery or the handshake).
+    pub node: Option<String>,
+    /// What went wrong.
+    #[source]
+    pub kind: NodeErrorKind,
+}
+
+impl NodeError {
+    /// An error of the node at `endpoint`.
+    pub fn new(endpoint: &str, node: Option<&str>, kind: NodeErrorKind) -> NodeError {
+        NodeError {
+            endpoint: endpoint.to_owned(),
+            node: node.map(str::to_owned),
+            kind,
+        }
+    }
+
+    /// Whether a retry may help (only transport-level `UNAVAILABLE`).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind, NodeErrorKind::Unavailable(_))
+    }
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.node {
+            Some(node) => write!(f, "node {node} ({}): {}", self.endpoint, self.kind),
+            None => write!(f, "agent at {}: {}", self.endpoint, self.kind),
+        }
+    }
+}
+
+/// Why one node failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NodeErrorKind {
+    /// The endpoint cannot be turned into a gRPC URI.
+    #[error("invalid endpoint: {0}")]
+    InvalidEndpoint(String),
+    /// The agent could not be reached (refused, reset, unreachable, TLS failure); retried.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The per-node deadline passed.
+    #[error("no answer within {}{}", fmt_duration(*.timeout), .last.as_ref().map(|l| format!(" (last error: {l})")).unwrap_or_default())]
+    DeadlineExceeded {
+        /// The per-node deadline.
+        timeout: Duration,
+        /// The error of the last failed attempt, if any.
+        last: Option<String>,
+    },
+    /// The agent answered with a non-retryable gRPC status.
+    #[error("{code:?}: {message}")]
+    Rpc {
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// Its message.
+        message: String,
+    },
+    /// The agent speaks another major API version.
+    #[error(
+        "agent {agent_version} speaks API v{agent_major}, this controller speaks v{ours}; refusing to use it"
+    )]
+    VersionMismatch {
+        /// The agent's `api_major`.
+        agent_major: u32,
+        /// Ours ([`autofs_api::API_MAJOR`]).
+        ours: u32,
+        /// The agent's version string.
+        agent_version: String,
+    },
+    /// Discovery expected another node at this endpoint.
+    #[error("expected node {expected}, but the agent says it is {actual}")]
+    IdentityMismatch {
+        /// The node discovery expected.
+        expected: String,
+        /// The node the agent reported.
+        actual: String,
+    },
+    /// Another endpoint already answered as this node.
+    #[error("the same node already answered at {first_endpoint}; ignoring this endpoint")]
+    DuplicateNode {
+        /// The endpoint that answered first.
+        first_endpoint: String,
+    },
+    /// The agent sent data that violates the API contract.
+    #[error("malformed answer: {0}")]
+    Malformed(String),
+}
+
+impl NodeErrorKind {
+    /// Classifies a gRPC status: `UNAVAILABLE` is the only retryable code.
+    pub fn from_status(status: &tonic::Status) -> NodeErrorKind {
+        let message = status_text(status);
+        match status.code() {
+            tonic::Code::Unavailable => NodeErrorKind::Unavailable(message),
+            code => NodeErrorKind::Rpc { code, message },
+        }
+    }
+}
+
+/// A status's message with its source chain (tonic puts "tcp connect error" etc. there).
+fn status_text(status: &tonic::Status) -> String {
+    let mut text = status.message().to_owned();
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        let s = e.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = e.source();
+    }
+    if text.is_empty() {
+        text = format!("{:?}", status.code());
+    }
+    text
+}
+
+/// `1.5s`, `200ms`.
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 && d.as_secs() > 0 {
+        format!("{}s", d.as_secs())
+    } else if d.as_secs() == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}

@@ -1,0 +1,62 @@
+//! The controller side of autofs-inspector: find every node agent, ask them all at once, and
+//! merge their answers into one cluster report that says plainly which nodes did not answer.
+//!
+//! A migration controller embeds this library; the `autofs-controller` CLI is a thin layer
+//! over it with the same verbs:
+//!
+//! | CLI | library |
+//! | --- | --- |
+//! | `--nodes`, `--nodes-file`, `--dns`, `--kube-*` | [`discovery::discover`] with [`discovery::Source`]s |
+//! | `collect` | [`Collector::collect`] → [`ClusterReport`] |
+//! | `check` | [`Collector::check`] → [`CheckOutcome`] |
+//! | `watch` | [`Collector::watch`] → [`WatchStream`] of [`WatchItem`]s |
+//! | `nodes` | [`Collector::nodes`] → [`NodeStatus`]es |
+//!
+//! Every node is asked under a shared concurrency limit and within its own deadline, with
+//! retries (exponential backoff, jitter) on `UNAVAILABLE` only; the version handshake
+//! (`GetNodeInfo`) runs first on every connection and refuses agents of another API major.
+//! A node that fails is a [`NodeError`] in the report, never a stall of the whole answer.
+//!
+//! ```no_run
+//! use autofs_controller::{Collector, CollectorConfig, Target, discovery::{self, Source}};
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let endpoints = discovery::discover(&[Source::Dns {
+//!     name: "autofs-agent.kube-system.svc.cluster.local".into(),
+//!     port: 50051,
+//!     server: None,
+//! }])
+//! .await?;
+//! let collector = Collector::new(endpoints, CollectorConfig::default())?;
+//!
+//! // Before checkpointing pod P on node N: would CRIU's autofs stage pass now?
+//! let outcome = collector.check("node-n", Target::PodUid("5f1c…".into())).await?;
+//! if !outcome.response.dumpable {
+//!     for m in &outcome.response.blocking {
+//!         println!("{}: {}", m.mount_point, m.message);
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The `kube` cargo feature adds `discovery::Source::Kube` (pods of the agent DaemonSet
+//! read from the Kubernetes API).
+
+pub mod backoff;
+pub mod client;
+pub mod collector;
+pub mod discovery;
+pub mod endpoint;
+pub mod error;
+pub mod render;
+pub mod report;
+pub mod watch;
+
+pub use autofs_api::v1;
+pub use backoff::BackoffConfig;
+pub use client::TlsOptions;
+pub use collector::{Collector, CollectorConfig, Target};
+pub use endpoint::NodeEndpoint;
+pub use error::{DiscoveryError, Error, NodeError, NodeErrorKind};
+pub use report::{CheckOutcome, ClusterReport, NodeResult, NodeStatus};
+pub use watch::{WatchItem, WatchStream};

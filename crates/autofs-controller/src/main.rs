@@ -1,0 +1,429 @@
+//! `autofs-controller`: flags in, library calls out, report and exit code back.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use autofs_controller::discovery::{self, Source};
+use autofs_controller::{
+    BackoffConfig, Collector, CollectorConfig, Target, TlsOptions, WatchItem, render, v1,
+};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Every node answered / the workload is dumpable.
+const EXIT_OK: u8 = 0;
+/// `check`: the workload is blocked.
+const EXIT_BLOCKED: u8 = 1;
+/// Bad input, discovery failure, or (`check`) the node could not answer.
+const EXIT_ERROR: u8 = 2;
+/// Some nodes failed; the report is partial.
+const EXIT_PARTIAL: u8 = 3;
+
+/// Asks every autofs-inspector agent of a cluster whether CRIU could checkpoint its autofs
+/// mounts now, and merges the answers.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Global {
+    /// Agents as host:port, comma-separated.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        env = "AUTOFS_CONTROLLER_NODES"
+    )]
+    nodes: Vec<String>,
+    /// File with one host:port per line (`#` comments, blank lines allowed).
+    #[arg(long, global = true, env = "AUTOFS_CONTROLLER_NODES_FILE")]
+    nodes_file: Vec<PathBuf>,
+    /// Every A/AAAA record of NAME (a headless Service), each with PORT.
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME:PORT",
+        env = "AUTOFS_CONTROLLER_DNS"
+    )]
+    dns: Option<String>,
+    /// Ask this DNS server (IP:PORT) instead of the system resolver.
+    #[arg(
+        long,
+        global = true,
+        requires = "dns",
+        env = "AUTOFS_CONTROLLER_DNS_SERVER"
+    )]
+    dns_server: Option<SocketAddr>,
+    #[cfg(feature = "kube")]
+    #[command(flatten)]
+    kube: KubeFlags,
+    /// Nodes asked at the same time.
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 64,
+        env = "AUTOFS_CONTROLLER_CONCURRENCY"
+    )]
+    concurrency: usize,
+    /// Per-node deadline, retries included (e.g. 10s, 500ms).
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration, env = "AUTOFS_CONTROLLER_TIMEOUT")]
+    timeout: Duration,
+    /// Connect timeout of one attempt.
+    #[arg(long, global = true, default_value = "3s", value_parser = parse_duration, env = "AUTOFS_CONTROLLER_CONNECT_TIMEOUT")]
+    connect_timeout: Duration,
+    /// Attempts per node; only UNAVAILABLE is retried.
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 4,
+        env = "AUTOFS_CONTROLLER_MAX_ATTEMPTS"
+    )]
+    max_attempts: u32,
+    /// CA certificate (PEM) of the agents; enables TLS.
+    #[arg(long, global = true, env = "AUTOFS_CONTROLLER_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for agents requiring mutual TLS.
+    #[arg(long, global = true, requires_all = ["tls_key", "tls_ca"], env = "AUTOFS_CONTROLLER_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(
+        long,
+        global = true,
+        requires = "tls_cert",
+        env = "AUTOFS_CONTROLLER_TLS_KEY"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Name expected in every agent's certificate (default: the endpoint's host).
+    #[arg(
+        long,
+        global = true,
+        requires = "tls_ca",
+        env = "AUTOFS_CONTROLLER_TLS_DOMAIN"
+    )]
+    tls_domain: Option<String>,
+    /// Output format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "table",
+        env = "AUTOFS_CONTROLLER_OUTPUT"
+    )]
+    output: Output,
+    /// Log format (logs go to stderr; RUST_LOG filters).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "AUTOFS_CONTROLLER_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    /// Benchmarks only: accept several endpoints answering as the same node.
+    #[arg(long, global = true, hide = true)]
+    allow_duplicate_nodes: bool,
+}
+
+#[cfg(feature = "kube")]
+#[derive(Debug, Args)]
+struct KubeFlags {
+    /// Discover agents from the Kubernetes API: pods matching this label selector.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SELECTOR",
+        env = "AUTOFS_CONTROLLER_KUBE_SELECTOR"
+    )]
+    kube_selector: Option<String>,
+    /// Namespace of the agent pods.
+    #[arg(
+        long,
+        global = true,
+        default_value = "kube-system",
+        env = "AUTOFS_CONTROLLER_KUBE_NAMESPACE"
+    )]
+    kube_namespace: String,
+    /// The agents' gRPC port.
+    #[arg(
+        long,
+        global = true,
+        default_value_t = 50051,
+        env = "AUTOFS_CONTROLLER_KUBE_PORT"
+    )]
+    kube_port: u16,
+    /// Kubeconfig file (default: in-cluster config, then $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true, env = "AUTOFS_CONTROLLER_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args, Default)]
+struct FilterFlags {
+    /// Only the mount namespace of this host pid.
+    #[arg(long)]
+    pid: Option<i32>,
+    /// Only mount namespaces of this container (id or unique prefix).
+    #[arg(long)]
+    container: Option<String>,
+    /// Only mount namespaces of this pod UID.
+    #[arg(long)]
+    pod: Option<String>,
+    /// Only this mount namespace inode.
+    #[arg(long)]
+    mnt_ns: Option<u64>,
+    /// Only these states (repeatable): active, catatonic, interim, orphaned, unsupported, error.
+    #[arg(long = "state", value_parser = parse_state)]
+    states: Vec<v1::MountState>,
+}
+
+impl FilterFlags {
+    fn request(&self) -> v1::ListMountsRequest {
+        v1::ListMountsRequest {
+            pid: self.pid,
+            container_id: self.container.clone().unwrap_or_default(),
+            pod_uid: self.pod.clone().unwrap_or_default(),
+            mnt_ns: self.mnt_ns,
+            states: self.states.iter().map(|s| *s as i32).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Every autofs mount of every node; exit 0 when every node answered, 3 when partial.
+    Collect(FilterFlags),
+    /// Is a workload on a node migratable now? Exit 0 dumpable, 1 blocked, 2 error.
+    Check(CheckFlags),
+    /// One merged stream of mount events from every node (reconnects by itself).
+    Watch {
+        #[command(flatten)]
+        filter: FilterFlags,
+        /// Stop after this many mount events.
+        #[arg(long)]
+        max_events: Option<u64>,
+    },
+    /// The agents: version, kernel, pipe_ino support, reachability; exit 3 if any failed.
+    Nodes,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["pid", "container", "pod"])))]
+struct CheckFlags {
+    /// The node (as its agent names it, or its endpoint).
+    #[arg(long)]
+    node: String,
+    /// Host pid of any process of the workload.
+    #[arg(long)]
+    pid: Option<i32>,
+    /// Container id (or unique prefix).
+    #[arg(long)]
+    container: Option<String>,
+    /// Pod UID (every container of the pod).
+    #[arg(long)]
+    pod: Option<String>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 10s, 500ms)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}` (ms, s, m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
+}
+
+fn parse_state(s: &str) -> Result<v1::MountState, String> {
+    v1::MountState::from_str_name(&format!("MOUNT_STATE_{}", s.to_ascii_uppercase()))
+        .filter(|s| *s != v1::MountState::Unspecified)
+        .ok_or_else(|| format!("unknown state `{s}`"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("autofs-controller: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("autofs-controller: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn sources(g: &Global) -> anyhow::Result<Vec<Source>> {
+    let mut sources = Vec::new();
+    if !g.nodes.is_empty() {
+        sources.push(Source::Static(g.nodes.clone()));
+    }
+    sources.extend(g.nodes_file.iter().cloned().map(Source::File));
+    if let Some(dns) = &g.dns {
+        sources.push(Source::dns(dns, g.dns_server)?);
+    }
+    #[cfg(feature = "kube")]
+    if let Some(selector) = &g.kube.kube_selector {
+        sources.push(Source::Kube(discovery::kube::KubeDiscovery {
+            namespace: g.kube.kube_namespace.clone(),
+            selector: selector.clone(),
+            port: g.kube.kube_port,
+            kubeconfig: g.kube.kubeconfig.clone(),
+        }));
+    }
+    Ok(sources)
+}
+
+async fn collector(g: &Global) -> anyhow::Result<Collector> {
+    let endpoints = discovery::discover(&sources(g)?).await?;
+    let config = CollectorConfig {
+        concurrency: g.concurrency,
+        timeout: g.timeout,
+        connect_timeout: g.connect_timeout,
+        max_attempts: g.max_attempts,
+        backoff: BackoffConfig::default(),
+        tls: g.tls_ca.clone().map(|ca| TlsOptions {
+            ca,
+            cert: g.tls_cert.clone(),
+            key: g.tls_key.clone(),
+            domain: g.tls_domain.clone(),
+        }),
+        unique_nodes: !g.allow_duplicate_nodes,
+    };
+    Ok(Collector::new(endpoints, config)?)
+}
+
+fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
+    print(&format!("{v}\n"))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let g = &cli.global;
+    let collector = collector(g).await?;
+    match cli.command {
+        Command::Collect(filter) => {
+            let report = collector.collect(filter.request()).await;
+            match g.output {
+                Output::Table => print(&render::collect_table(&report))?,
+                Output::Json => {
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    render::write_collect_json(&report, &mut out)?;
+                    out.flush()?;
+                }
+            }
+            Ok(if report.is_complete() {
+                EXIT_OK
+            } else {
+                EXIT_PARTIAL
+            })
+        }
+        Command::Nodes => {
+            let nodes = collector.nodes().await;
+            match g.output {
+                Output::Table => print(&render::nodes_table(&nodes))?,
+                Output::Json => print_json(&render::nodes_json(&nodes))?,
+            }
+            Ok(if nodes.iter().all(|n| n.result.is_ok()) {
+                EXIT_OK
+            } else {
+                EXIT_PARTIAL
+            })
+        }
+        Command::Check(flags) => {
+            let (target, what) = match (flags.pid, flags.container, flags.pod) {
+                (Some(pid), _, _) => (Target::Pid(pid), format!("pid {pid}")),
+                (_, Some(id), _) => (Target::ContainerId(id.clone()), format!("container {id}")),
+                (_, _, Some(uid)) => (Target::PodUid(uid.clone()), format!("pod {uid}")),
+                _ => anyhow::bail!("give --pid, --container or --pod"),
+            };
+            let outcome = collector
+                .check(&flags.node, target)
+                .await
+                .with_context(|| format!("checking {what} on node {}", flags.node))?;
+            match g.output {
+                Output::Table => print(&render::check_text(&what, &outcome))?,
+                Output::Json => print_json(&render::check_json(&outcome))?,
+            }
+            Ok(if outcome.response.dumpable {
+                EXIT_OK
+            } else {
+                EXIT_BLOCKED
+            })
+        }
+        Command::Watch { filter, max_events } => {
+            let mut stream = collector.watch(filter.request());
+            let mut events = 0u64;
+            loop {
+                let item = tokio::select! {
+                    item = stream.next() => item,
+                    _ = tokio::signal::ctrl_c() => None,
+                };
+                let Some(item) = item else { return Ok(EXIT_OK) };
+                match g.output {
+                    Output::Table => print(&format!("{}\n", render::watch_line(&item)))?,
+                    Output::Json => print_json(&render::watch_json(&item))?,
+                }
+                if matches!(item, WatchItem::Event { .. }) {
+                    events += 1;
+                    if max_events.is_some_and(|m| events >= m) {
+                        return Ok(EXIT_OK);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

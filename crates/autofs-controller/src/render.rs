@@ -1,0 +1,398 @@
+//! Output for people (aligned tables) and programs (JSON), shared by the CLI and embedders.
+
+use std::fmt::Write as _;
+
+use autofs_api::v1;
+use serde_json::{Value, json};
+
+use crate::error::fmt_duration;
+use crate::report::{CheckOutcome, ClusterReport, NodeStatus, reason_name, state_name};
+use crate::watch::WatchItem;
+
+/// Left-aligned columns, two spaces apart.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            if i + 1 == widths.len() {
+                l.push_str(cell);
+            } else {
+                let _ = write!(l, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+/// `container 0123456789ab / pod 5f1c…`, or `-`.
+fn owner(m: &v1::MountReport) -> String {
+    let mut parts = Vec::new();
+    if !m.container_id.is_empty() {
+        parts.push(format!(
+            "container {}",
+            &m.container_id[..m.container_id.len().min(12)]
+        ));
+    }
+    if !m.pod_uid.is_empty() {
+        parts.push(format!("pod {}", m.pod_uid));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(" / ")
+    }
+}
+
+/// The `collect` table, then the per-state summary and the failed nodes.
+pub fn collect_table(report: &ClusterReport) -> String {
+    let rows: Vec<Vec<String>> = report
+        .mounts()
+        .map(|m| {
+            vec![
+                m.node.clone(),
+                m.mount_point.clone(),
+                state_name(m.state),
+                reason_name(m.reason),
+                owner(m),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &["NODE", "MOUNT POINT", "STATE", "REASON", "CONTAINER/POD"],
+        &rows,
+    );
+    let answered = report.nodes.iter().filter(|n| n.result.is_ok()).count();
+    let summary: Vec<String> = report
+        .summary()
+        .iter()
+        .map(|(state, n)| format!("{state} {n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\n{} mounts on {answered}/{} nodes in {}{}{}",
+        rows.len(),
+        report.nodes.len(),
+        fmt_duration(report.elapsed),
+        if summary.is_empty() { "" } else { ": " },
+        summary.join(", ")
+    );
+    let failed: Vec<_> = report.failed().collect();
+    if !failed.is_empty() {
+        let _ = writeln!(out, "PARTIAL: {} nodes failed:", failed.len());
+        for e in failed {
+            let _ = writeln!(out, "  {e}");
+        }
+    }
+    out
+}
+
+/// A mount report as JSON, fields named as in `autofs.v1.MountReport` (the agent's
+/// `scan --json` uses the same names), enums as short names.
+pub fn mount_json(m: &v1::MountReport) -> Value {
+    let entry = m.entry.as_ref().map(|e| {
+        let mut v = json!({
+            "fd": e.fd, "pgrp": e.pgrp, "timeout": e.timeout, "minproto": e.minproto,
+            "maxproto": e.maxproto, "mode": e.mode,
+        });
+        for (k, x) in [("uid", e.uid), ("gid", e.gid), ("read_fd", e.read_fd)] {
+            if let Some(x) = x {
+                v[k] = json!(x);
+            }
+        }
+        v
+    });
+    json!({
+        "node": m.node, "mount_id": m.mount_id, "parent_id": m.parent_id,
+        "mount_point": m.mount_point, "source": m.source, "major": m.major, "minor": m.minor,
+        "criu_s_dev": m.criu_s_dev, "mnt_ns": m.mnt_ns, "state": state_name(m.state),
+        "reason": reason_name(m.reason), "message": m.message, "entry": entry,
+        "pipe_ino": m.pipe_ino, "host_pgrp": m.host_pgrp, "pending_bytes": m.pending_bytes,
+        "pending_packets": m.pending_packets, "read_end_pid": m.read_end_pid,
+        "read_end_fd": m.read_end_fd, "write_end_held": m.write_end_held,
+        "strictexpire": m.strictexpire, "ignore": m.ignore, "container_id": m.container_id,
+        "pod_uid": m.pod_uid, "owner_pid": m.owner_pid, "criu_notes": m.criu_notes,
+        "options": m.options, "proto_version": m.proto_version, "timeout": m.timeout,
+        "dumpable": m.dumpable,
+    })
+}
+
+fn info_json(i: &v1::GetNodeInfoResponse) -> Value {
+    json!({
+        "agent_version": i.agent_version, "api_major": i.api_major, "node": i.node,
+        "kernel_release": i.kernel_release, "pipe_ino_supported": i.pipe_ino_supported,
+        "can_read_fds": i.can_read_fds, "scan_interval_ms": i.scan_interval_ms,
+    })
+}
+
+/// The JSON document of a cluster report without its mounts.
+fn collect_head(report: &ClusterReport) -> serde_json::Map<String, Value> {
+    let nodes: Vec<Value> = report
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "endpoint": n.endpoint.address,
+                "node": n.node_name(),
+                "ok": n.result.is_ok(),
+                "mounts": n.result.as_ref().map(Vec::len).ok(),
+                "error": n.result.as_ref().err().map(ToString::to_string),
+                "attempts": n.attempts,
+                "elapsed_ms": n.elapsed.as_millis() as u64,
+                "agent_version": n.info.as_ref().map(|i| i.agent_version.clone()),
+            })
+        })
+        .collect();
+    let failed: Vec<Value> = report
+        .failed()
+        .map(|e| json!({"endpoint": e.endpoint, "node": e.node, "error": e.to_string()}))
+        .collect();
+    let mut doc = serde_json::Map::new();
+    doc.insert("complete".into(), json!(report.is_complete()));
+    doc.insert(
+        "elapsed_ms".into(),
+        json!(report.elapsed.as_millis() as u64),
+    );
+    doc.insert("summary".into(), json!(report.summary()));
+    doc.insert("nodes".into(), Value::Array(nodes));
+    doc.insert("failed".into(), Value::Array(failed));
+    doc
+}
+
+/// The whole cluster report as one JSON document: `complete`, `elapsed_ms`, `summary`,
+/// `nodes` (one entry per endpoint), `failed` and `mounts` (see [`mount_json`]).
+pub fn collect_json(report: &ClusterReport) -> Value {
+    let mut doc = collect_head(report);
+    doc.insert(
+        "mounts".into(),
+        report.mounts().map(mount_json).collect::<Vec<_>>().into(),
+    );
+    Value::Object(doc)
+}
+
+/// [`collect_json`] written piece by piece, one mount at a time: a 1,000-node report never
+/// exists twice in memory as a JSON tree.
+pub fn write_collect_json(
+    report: &ClusterReport,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    let head = serde_json::to_string(&collect_head(report))?;
+    // `{...}` → `{...,"mounts":[` + mounts + `]}`.
+    out.write_all(&head.as_bytes()[..head.len() - 1])?;
+    out.write_all(b",\"mounts\":[")?;
+    for (i, m) in report.mounts().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *out, &mount_json(m))?;
+    }
+    out.write_all(b"]}\n")
+}
+
+/// The `check` answer for people.
+pub fn check_text(what: &str, c: &CheckOutcome) -> String {
+    let r = &c.response;
+    let mut out = String::new();
+    if r.dumpable {
+        let _ = writeln!(
+            out,
+            "{what} on node {} is migratable now: {} autofs mounts checked, none blocks",
+            r.node, r.mounts_checked
+        );
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{what} on node {} is NOT migratable now: {} of {} autofs mounts block the dump:",
+        r.node,
+        r.blocking.len(),
+        r.mounts_checked
+    );
+    for m in &r.blocking {
+        let _ = writeln!(
+            out,
+            "  {}  {} ({}): {}",
+            m.mount_point,
+            state_name(m.state),
+            reason_name(m.reason),
+            m.message
+        );
+    }
+    if r.retry_after_ms > 0 {
+        let _ = writeln!(
+            out,
+            "only queued requests block: retry in {} ms",
+            r.retry_after_ms
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "retrying will not help until the blocking mounts are fixed"
+        );
+    }
+    out
+}
+
+/// The `check` answer as JSON.
+pub fn check_json(c: &CheckOutcome) -> Value {
+    let r = &c.response;
+    json!({
+        "node": r.node, "endpoint": c.endpoint.address, "dumpable": r.dumpable,
+        "mounts_checked": r.mounts_checked, "retry_after_ms": r.retry_after_ms,
+        "blocking": r.blocking.iter().map(mount_json).collect::<Vec<_>>(),
+    })
+}
+
+/// The `nodes` table.
+pub fn nodes_table(nodes: &[NodeStatus]) -> String {
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            let i = n.info.as_ref();
+            let text = |f: fn(&v1::GetNodeInfoResponse) -> String| i.map_or("-".into(), f);
+            vec![
+                n.node_name().unwrap_or("-").to_owned(),
+                n.endpoint.address.clone(),
+                text(|i| i.agent_version.clone()),
+                text(|i| format!("v{}", i.api_major)),
+                text(|i| i.kernel_release.clone()),
+                text(|i| yes_no(i.pipe_ino_supported)),
+                text(|i| yes_no(i.can_read_fds)),
+                match &n.result {
+                    Ok(()) => format!("ok ({} ms)", n.elapsed.as_millis()),
+                    Err(e) => format!("FAILED: {}", e.kind),
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NODE",
+            "ENDPOINT",
+            "VERSION",
+            "API",
+            "KERNEL",
+            "PIPE_INO",
+            "READ_FDS",
+            "REACHABLE",
+        ],
+        &rows,
+    )
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
+}
+
+/// The `nodes` answer as JSON.
+pub fn nodes_json(nodes: &[NodeStatus]) -> Value {
+    Value::Array(
+        nodes
+            .iter()
+            .map(|n| {
+                json!({
+                    "endpoint": n.endpoint.address, "node": n.node_name(),
+                    "reachable": n.result.is_ok(),
+                    "error": n.result.as_ref().err().map(ToString::to_string),
+                    "info": n.info.as_ref().map(info_json),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// One line per watch item: `node #sequence KIND mount_point STATE REASON`.
+pub fn watch_line(item: &WatchItem) -> String {
+    match item {
+        WatchItem::Connected { endpoint, info } => format!(
+            "{} connected ({}, agent {})",
+            info.node, endpoint.address, info.agent_version
+        ),
+        WatchItem::Event { event, .. } => {
+            let kind = event
+                .kind()
+                .as_str_name()
+                .strip_prefix("KIND_")
+                .unwrap_or("UNSPECIFIED");
+            match &event.mount {
+                Some(m) => format!(
+                    "{} #{} {kind} {} {} {}",
+                    event.node,
+                    event.sequence,
+                    m.mount_point,
+                    state_name(m.state),
+                    reason_name(m.reason)
+                ),
+                None => format!("{} #{} {kind} (no mount)", event.node, event.sequence),
+            }
+        }
+        WatchItem::Disconnected { error, retry_in } => {
+            format!("{error}; reconnecting in {}", fmt_duration(*retry_in))
+        }
+    }
+}
+
+/// One watch item as a JSON line.
+pub fn watch_json(item: &WatchItem) -> Value {
+    match item {
+        WatchItem::Connected { endpoint, info } => json!({
+            "type": "connected", "endpoint": endpoint.address, "node": info.node,
+            "info": info_json(info),
+        }),
+        WatchItem::Event { endpoint, event } => json!({
+            "type": "event", "endpoint": endpoint.address, "node": event.node,
+            "sequence": event.sequence,
+            "kind": event.kind().as_str_name().strip_prefix("KIND_").unwrap_or("UNSPECIFIED"),
+            "mount": event.mount.as_ref().map(mount_json),
+        }),
+        WatchItem::Disconnected { error, retry_in } => json!({
+            "type": "disconnected", "endpoint": error.endpoint, "node": error.node,
+            "error": error.to_string(), "retry_in_ms": retry_in.as_millis() as u64,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::NodeEndpoint;
+    use crate::report::NodeResult;
+
+    #[test]
+    fn streamed_json_equals_the_json_tree() {
+        let mount = v1::MountReport {
+            node: "n1".into(),
+            mount_point: "/a b".into(),
+            state: v1::MountState::Interim as i32,
+            ..Default::default()
+        };
+        let report = ClusterReport {
+            nodes: vec![NodeResult {
+                endpoint: NodeEndpoint::parse("10.0.0.1:1", "t").unwrap(),
+                info: None,
+                result: Ok(vec![mount.clone(), mount]),
+                attempts: 1,
+                elapsed: std::time::Duration::from_millis(3),
+            }],
+            elapsed: std::time::Duration::from_millis(5),
+        };
+        let mut out = Vec::new();
+        write_collect_json(&report, &mut out).unwrap();
+        let streamed: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(streamed, collect_json(&report));
+        assert_eq!(streamed["mounts"][1]["state"], "INTERIM");
+        assert_eq!(streamed["summary"]["INTERIM"], 2);
+    }
+}

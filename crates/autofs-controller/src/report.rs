@@ -1,0 +1,114 @@
+//! What a fan-out returns: one [`NodeResult`] per endpoint — an answer or a [`NodeError`] —
+//! so a partial cluster answer is explicit, never silent.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use autofs_api::v1;
+
+use crate::endpoint::NodeEndpoint;
+use crate::error::NodeError;
+
+/// The outcome of one operation on one node.
+#[derive(Debug, Clone)]
+pub struct NodeResult<T> {
+    /// The endpoint asked.
+    pub endpoint: NodeEndpoint,
+    /// The handshake answer, when the agent got that far.
+    pub info: Option<v1::GetNodeInfoResponse>,
+    /// The answer, or why there is none.
+    pub result: Result<T, NodeError>,
+    /// Attempts made (1 = no retry).
+    pub attempts: u32,
+    /// Time spent on this node, retries included.
+    pub elapsed: Duration,
+}
+
+impl<T> NodeResult<T> {
+    /// The node's name: from the handshake, else what discovery expected, else what a
+    /// refused agent said it was.
+    pub fn node_name(&self) -> Option<&str> {
+        self.info
+            .as_ref()
+            .map(|i| i.node.as_str())
+            .or(self.endpoint.expected_node.as_deref())
+            .or_else(|| self.result.as_ref().err()?.node.as_deref())
+    }
+
+    /// The node name, or the endpoint when the name is unknown.
+    pub fn label(&self) -> &str {
+        self.node_name().unwrap_or(&self.endpoint.address)
+    }
+}
+
+/// Handshake result of one agent (the `nodes` command).
+pub type NodeStatus = NodeResult<()>;
+
+/// Every mount of every node that answered, and the error of every node that did not.
+#[derive(Debug, Clone)]
+pub struct ClusterReport {
+    /// One entry per endpoint, in discovery order.
+    pub nodes: Vec<NodeResult<Vec<v1::MountReport>>>,
+    /// Wall time of the whole fan-out.
+    pub elapsed: Duration,
+}
+
+impl ClusterReport {
+    /// Every mount of every node that answered.
+    pub fn mounts(&self) -> impl Iterator<Item = &v1::MountReport> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.result.as_ref().ok())
+            .flatten()
+    }
+
+    /// The mounts of node `name`, if it answered.
+    pub fn node_mounts(&self, name: &str) -> Option<&[v1::MountReport]> {
+        self.nodes
+            .iter()
+            .find(|n| n.node_name() == Some(name) && n.result.is_ok())
+            .and_then(|n| n.result.as_deref().ok())
+    }
+
+    /// The errors of the nodes that did not answer.
+    pub fn failed(&self) -> impl Iterator<Item = &NodeError> {
+        self.nodes.iter().filter_map(|n| n.result.as_ref().err())
+    }
+
+    /// Whether every node answered.
+    pub fn is_complete(&self) -> bool {
+        self.nodes.iter().all(|n| n.result.is_ok())
+    }
+
+    /// Mount count per state (`ACTIVE`, `INTERIM`, …), states with no mount left out.
+    pub fn summary(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for m in self.mounts() {
+            *counts.entry(state_name(m.state)).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+/// `ACTIVE`, …; `UNKNOWN(n)` for a value this controller does not know.
+pub fn state_name(state: i32) -> String {
+    v1::MountState::try_from(state)
+        .map(|s| s.short_name().to_owned())
+        .unwrap_or_else(|_| format!("UNKNOWN({state})"))
+}
+
+/// `PIPE_NOT_EMPTY`, …; `UNKNOWN(n)` for a value this controller does not know.
+pub fn reason_name(reason: i32) -> String {
+    v1::Reason::try_from(reason)
+        .map(|s| s.short_name().to_owned())
+        .unwrap_or_else(|_| format!("UNKNOWN({reason})"))
+}
+
+/// The answer of `check`: which node answered and what it said.
+#[derive(Debug, Clone)]
+pub struct CheckOutcome {
+    /// The endpoint asked.
+    pub endpoint: NodeEndpoint,
+    /// The agent's answer.
+    pub response: v1::CheckMigratableResponse,
+}

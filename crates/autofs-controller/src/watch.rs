@@ -1,0 +1,202 @@
+//! One merged stream of `WatchMounts` events from every node. Each node has its own task that
+//! connects, shakes hands, follows the stream and, when it breaks, reconnects with backoff;
+//! one broken node never stalls the others. Dropping the [`WatchStream`] stops every task.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use autofs_api::v1;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::backoff::Backoff;
+use crate::client::{self, Client};
+use crate::collector::{Collector, Inner};
+use crate::endpoint::NodeEndpoint;
+use crate::error::{NodeError, NodeErrorKind};
+
+/// Items buffered before node tasks wait for the consumer.
+const BUFFER: usize = 1024;
+
+/// One item of the merged stream.
+#[derive(Debug, Clone)]
+pub enum WatchItem {
+    /// A node's stream (re)started; its current mounts follow as `ADDED` events with
+    /// sequence numbers starting again at 1.
+    Connected {
+        /// The endpoint.
+        endpoint: NodeEndpoint,
+        /// The handshake answer.
+        info: v1::GetNodeInfoResponse,
+    },
+    /// An event of one node (`event.node` names it; `event.sequence` is per stream).
+    Event {
+        /// The endpoint.
+        endpoint: NodeEndpoint,
+        /// The event (boxed: it carries a whole mount report).
+        event: Box<v1::MountEvent>,
+    },
+    /// A node's stream broke or could not start; it is retried after `retry_in`.
+    Disconnected {
+        /// Why.
+        error: NodeError,
+        /// Delay before the next attempt.
+        retry_in: Duration,
+    },
+}
+
+/// The merged stream; also a [`tokio_stream::Stream`].
+#[derive(Debug)]
+pub struct WatchStream {
+    rx: mpsc::Receiver<WatchItem>,
+    // Aborted on drop: no node task outlives the stream.
+    _tasks: JoinSet<()>,
+}
+
+impl WatchStream {
+    /// The next item (`None` never happens while tasks run; they run until dropped).
+    pub async fn next(&mut self) -> Option<WatchItem> {
+        self.rx.recv().await
+    }
+}
+
+impl tokio_stream::Stream for WatchStream {
+    type Item = WatchItem;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<WatchItem>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Collector {
+    /// Follows every node's `WatchMounts` (with `filter`) until the stream is dropped.
+    /// Spawns one task per node, so it must be called within a Tokio runtime.
+    ///
+    /// ```no_run
+    /// use autofs_controller::{Collector, CollectorConfig, NodeEndpoint, WatchItem};
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let nodes = vec![NodeEndpoint::parse("10.0.0.1:50051", "example")?];
+    /// let collector = Collector::new(nodes, CollectorConfig::default())?;
+    /// let mut events = collector.watch(Default::default());
+    /// while let Some(item) = events.next().await {
+    ///     if let WatchItem::Event { event, .. } = item {
+    ///         println!("{} #{} {:?}", event.node, event.sequence, event.kind());
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn watch(&self, filter: v1::ListMountsRequest) -> WatchStream {
+        let (tx, rx) = mpsc::channel(BUFFER);
+        let mut tasks = JoinSet::new();
+        for ep in &self.inner.endpoints {
+            tasks.spawn(follow(
+                self.inner.clone(),
+                ep.clone(),
+                filter.clone(),
+                tx.clone(),
+            ));
+        }
+        WatchStream { rx, _tasks: tasks }
+    }
+}
+
+/// One node, forever: connect, stream, back off, repeat.
+async fn follow(
+    inner: Arc<Inner>,
+    ep: NodeEndpoint,
+    filter: v1::ListMountsRequest,
+    tx: mpsc::Sender<WatchItem>,
+) {
+    let mut backoff = Backoff::new(inner.config.backoff);
+    loop {
+        let mut name = ep.expected_node.clone();
+        let kind = match start(&inner, &ep, &filter).await {
+            Err(kind) => kind,
+            Ok((info, mut stream)) => {
+                name = Some(info.node.clone());
+                let node = info.node.clone();
+                if tx
+                    .send(WatchItem::Connected {
+                        endpoint: ep.clone(),
+                        info,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                loop {
+                    match stream.message().await {
+                        Ok(Some(event)) => {
+                            if event.node != node {
+                                break NodeErrorKind::Malformed(format!(
+                                    "event {} names node `{}`",
+                                    event.sequence, event.node
+                                ));
+                            }
+                            // A stream that delivers is healthy: the next break starts
+                            // the backoff afresh.
+                            backoff.reset();
+                            let item = WatchItem::Event {
+                                endpoint: ep.clone(),
+                                event: Box::new(event),
+                            };
+                            if tx.send(item).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(None) => {
+                            break NodeErrorKind::Unavailable("the agent ended the stream".into());
+                        }
+                        Err(status) => break client::status_kind(&status),
+                    }
+                }
+            }
+        };
+        let retry_in = backoff.next_delay();
+        let error = NodeError::new(&ep.address, name.as_deref(), kind);
+        if tx
+            .send(WatchItem::Disconnected { error, retry_in })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        tokio::time::sleep(retry_in).await;
+    }
+}
+
+/// Connect + handshake + open the stream, within the per-node deadline and the shared
+/// concurrency limit (the stream itself then runs without either).
+async fn start(
+    inner: &Inner,
+    ep: &NodeEndpoint,
+    filter: &v1::ListMountsRequest,
+) -> Result<(v1::GetNodeInfoResponse, tonic::Streaming<v1::MountEvent>), NodeErrorKind> {
+    let _permit = inner.limit.acquire().await;
+    let deadline = Instant::now() + inner.config.timeout;
+    let setup = async {
+        let mut c = Client::new(inner.connector.channel(ep, true)?);
+        let info = client::node_info(&mut c, deadline).await?;
+        client::check_node_info(&info, ep)?;
+        let request = v1::WatchMountsRequest {
+            filter: Some(filter.clone()),
+        };
+        let stream = c
+            .watch_mounts(tonic::Request::new(request))
+            .await
+            .map_err(|s| client::status_kind(&s))?
+            .into_inner();
+        Ok((info, stream))
+    };
+    tokio::time::timeout_at(deadline, setup)
+        .await
+        .unwrap_or(Err(NodeErrorKind::DeadlineExceeded {
+            timeout: inner.config.timeout,
+            last: None,
+        }))
+}

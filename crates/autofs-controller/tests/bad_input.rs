@@ -1,0 +1,287 @@
+//! Bad input and misbehaving agents: unparseable addresses, empty and duplicated node lists, an
+//! agent of another API major, agents that break the API contract. Each is a clear error that
+//! names the node; nothing panics. The misbehaving agents are tiny in-process tonic servers.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use autofs_api::v1::{
+    self,
+    autofs_inspector_server::{AutofsInspector, AutofsInspectorServer},
+};
+use autofs_controller::{Collector, CollectorConfig, NodeEndpoint, NodeErrorKind, Target};
+use common::controller;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// How a fake agent misbehaves.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    None,
+    ApiMajor2,
+    WrongNodeInReport,
+    UnspecifiedState,
+    EmptyNodeName,
+    InconsistentCheck,
+}
+
+#[derive(Clone)]
+struct Fake {
+    node: String,
+    fault: Fault,
+}
+
+type Mounts = Pin<Box<dyn Stream<Item = Result<v1::MountReport, Status>> + Send>>;
+type Events = Pin<Box<dyn Stream<Item = Result<v1::MountEvent, Status>> + Send>>;
+
+impl Fake {
+    fn report(&self) -> v1::MountReport {
+        v1::MountReport {
+            node: match self.fault {
+                Fault::WrongNodeInReport => "someone-else".into(),
+                _ => self.node.clone(),
+            },
+            mount_id: 42,
+            mount_point: "/fake/auto".into(),
+            state: match self.fault {
+                Fault::UnspecifiedState => 0,
+                _ => v1::MountState::Active as i32,
+            },
+            reason: v1::Reason::MasterHoldsPipe as i32,
+            dumpable: true,
+            ..Default::default()
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AutofsInspector for Fake {
+    type ListMountsStream = Mounts;
+    type WatchMountsStream = Events;
+
+    async fn list_mounts(
+        &self,
+        _: Request<v1::ListMountsRequest>,
+    ) -> Result<Response<Mounts>, Status> {
+        let items = vec![Ok(self.report())];
+        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+    }
+
+    async fn watch_mounts(
+        &self,
+        _: Request<v1::WatchMountsRequest>,
+    ) -> Result<Response<Events>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn check_migratable(
+        &self,
+        _: Request<v1::CheckMigratableRequest>,
+    ) -> Result<Response<v1::CheckMigratableResponse>, Status> {
+        Ok(Response::new(v1::CheckMigratableResponse {
+            dumpable: matches!(self.fault, Fault::InconsistentCheck),
+            blocking: vec![self.report()],
+            mounts_checked: 1,
+            retry_after_ms: 0,
+            node: self.node.clone(),
+        }))
+    }
+
+    async fn get_node_info(
+        &self,
+        _: Request<v1::GetNodeInfoRequest>,
+    ) -> Result<Response<v1::GetNodeInfoResponse>, Status> {
+        Ok(Response::new(v1::GetNodeInfoResponse {
+            agent_version: "9.9.9".into(),
+            api_major: match self.fault {
+                Fault::ApiMajor2 => 2,
+                _ => autofs_api::API_MAJOR,
+            },
+            node: match self.fault {
+                Fault::EmptyNodeName => String::new(),
+                _ => self.node.clone(),
+            },
+            kernel_release: "6.18.0-fake".into(),
+            pipe_ino_supported: true,
+            can_read_fds: true,
+            scan_interval_ms: 200,
+        }))
+    }
+}
+
+/// Serves a fake agent on 127.0.0.1:0 for the life of the runtime.
+async fn serve(node: &str, fault: Fault) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let fake = Fake {
+        node: node.into(),
+        fault,
+    };
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AutofsInspectorServer::new(fake))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
+fn collector(addrs: &[SocketAddr]) -> Collector {
+    let eps = addrs
+        .iter()
+        .map(|a| NodeEndpoint::from_socket_addr(*a, "test"))
+        .collect();
+    let config = CollectorConfig {
+        timeout: Duration::from_secs(3),
+        ..CollectorConfig::default()
+    };
+    Collector::new(eps, config).unwrap()
+}
+
+#[tokio::test]
+async fn an_agent_of_another_api_major_is_refused_by_name() {
+    let good = serve("good-node", Fault::None).await;
+    let v2 = serve("future-node", Fault::ApiMajor2).await;
+    let report = collector(&[good, v2]).collect(Default::default()).await;
+    assert!(!report.is_complete());
+    assert_eq!(report.node_mounts("good-node").unwrap().len(), 1);
+    let errors: Vec<_> = report.failed().collect();
+    assert_eq!(errors.len(), 1);
+    assert!(matches!(
+        errors[0].kind,
+        NodeErrorKind::VersionMismatch { agent_major: 2, .. }
+    ));
+    let text = errors[0].to_string();
+    assert!(
+        text.contains("future-node") && text.contains("API v2") && text.contains(&v2.to_string()),
+        "{text}"
+    );
+    // No retry on a refusal: it is not UNAVAILABLE.
+    assert_eq!(report.nodes[1].attempts, 1);
+}
+
+#[tokio::test]
+async fn contract_violations_are_malformed_answers_naming_the_node() {
+    for (fault, needle) in [
+        (Fault::WrongNodeInReport, "names node `someone-else`"),
+        (Fault::UnspecifiedState, "not a verdict"),
+        (Fault::EmptyNodeName, "empty node name"),
+    ] {
+        let addr = serve("odd-node", fault).await;
+        let report = collector(&[addr]).collect(Default::default()).await;
+        let e = report
+            .failed()
+            .next()
+            .unwrap_or_else(|| panic!("{fault:?} accepted"));
+        assert!(
+            matches!(e.kind, NodeErrorKind::Malformed(_)),
+            "{fault:?}: {e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains(needle) && text.contains(&addr.to_string()),
+            "{text}"
+        );
+    }
+    let addr = serve("odd-node", Fault::InconsistentCheck).await;
+    let e = collector(&[addr])
+        .check("odd-node", Target::Pid(1))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("odd-node") && e.contains("dumpable=true with 1 blocking"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn two_endpoints_answering_as_one_node_are_a_duplicate() {
+    let first = serve("twin", Fault::None).await;
+    let second = serve("twin", Fault::None).await;
+    let report = collector(&[first, second])
+        .collect(Default::default())
+        .await;
+    assert!(report.nodes[0].result.is_ok());
+    let e = report.nodes[1].result.as_ref().unwrap_err();
+    assert!(matches!(e.kind, NodeErrorKind::DuplicateNode { .. }), "{e}");
+    assert!(e.to_string().contains(&first.to_string()), "{e}");
+}
+
+#[tokio::test]
+async fn an_address_nobody_listens_on_is_retried_then_reported() {
+    // Bind and drop: the port is (almost certainly) closed now.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let report = collector(&[closed]).collect(Default::default()).await;
+    let n = &report.nodes[0];
+    let e = n.result.as_ref().unwrap_err();
+    assert!(matches!(e.kind, NodeErrorKind::Unavailable(_)), "{e}");
+    assert!(e.to_string().contains("refused"), "{e}");
+    assert_eq!(n.attempts, CollectorConfig::default().max_attempts);
+    assert!(n.elapsed < Duration::from_secs(3));
+}
+
+#[test]
+fn cli_bad_input_exits_two_with_a_clear_message() {
+    for (args, needle) in [
+        (&["collect"][..], "no agent endpoints"),
+        (&["collect", "--nodes", ""][..], "empty"),
+        (&["collect", "--nodes", "10.0.0.1"][..], "missing :port"),
+        (
+            &["collect", "--nodes", "10.0.0.1:1,10.0.0.1:1"][..],
+            "duplicate node endpoint 10.0.0.1:1",
+        ),
+        (&["collect", "--nodes", "fd00::1:5"][..], "[addr]:port"),
+        (
+            &["collect", "--nodes-file", "/nonexistent/nodes"][..],
+            "/nonexistent/nodes",
+        ),
+        (
+            &["collect", "--nodes", "10.0.0.1:1", "--timeout", "soon"][..],
+            "not a duration",
+        ),
+        (
+            &["collect", "--nodes", "10.0.0.1:1", "--concurrency", "0"][..],
+            "concurrency",
+        ),
+        (
+            &["collect", "--nodes", "10.0.0.1:1", "--state", "sleepy"][..],
+            "unknown state",
+        ),
+        (
+            &["check", "--nodes", "10.0.0.1:1", "--node", "n"][..],
+            "--pid",
+        ),
+    ] {
+        let out = controller(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn cli_names_the_node_of_another_api_major() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addr = rt.block_on(serve("future-node", Fault::ApiMajor2));
+    let out = controller(&["nodes", "--nodes", &addr.to_string()]);
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("future-node") && text.contains("API v2"),
+        "{text}"
+    );
+    let out = controller(&["collect", "--nodes", &addr.to_string()]);
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("PARTIAL: 1 nodes failed") && text.contains("future-node"),
+        "{text}"
+    );
+}

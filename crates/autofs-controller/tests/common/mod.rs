@@ -1,0 +1,579 @@
+//! Harness of the controller's tests: network namespaces as nodes, real `autofs-agent`
+//! processes inside them, and the real `autofs-controller` binary.
+//!
+//! A [`Node`] is one network namespace joined to the host by a veth pair (host side
+//! `10.99.N.1/24`, node side `10.99.N.2/24`), with an agent serving on `10.99.N.2:50051`. `N` is
+//! taken from lock files under `/run/autofs-controller-tests`, so test processes running in
+//! parallel never share a subnet; a lock left by a dead process is reclaimed together with its
+//! namespace. Everything is removed on drop, also when the test fails, and agents get
+//! `PR_SET_PDEATHSIG` so they die with the test process.
+//!
+//! All agents read the same host /proc, so every node reports every autofs mount of the
+//! machine (including other tests'): assertions filter by the scenarios' mount namespaces.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// Generous bound for anything that should happen "soon" (shared 2-core machine).
+pub const WAIT: Duration = Duration::from_secs(20);
+/// The agents' port inside their namespaces.
+pub const AGENT_PORT: u16 = 50051;
+const LOCK_DIR: &str = "/run/autofs-controller-tests";
+
+/// Runs a command, panicking with its stderr when it fails.
+#[track_caller]
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e} (is iproute2 installed?)"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn pid_alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Takes a free subnet index 1..=250; reclaims indexes whose owner process is gone.
+fn take_index() -> u8 {
+    std::fs::create_dir_all(LOCK_DIR).expect("create the lock dir");
+    let me = std::process::id();
+    let start = (me as usize * 7 + SEQ.fetch_add(1, Ordering::Relaxed) as usize) % 250;
+    for k in 0..250 {
+        let n = ((start + k) % 250 + 1) as u8;
+        let lock = Path::new(LOCK_DIR).join(n.to_string());
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+        {
+            Ok(_) => {
+                std::fs::write(&lock, me.to_string()).unwrap();
+                remove_leftovers(n);
+                return n;
+            }
+            Err(_) => {
+                let owner: Option<i32> = std::fs::read_to_string(&lock)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok());
+                // An empty file may be a lock being written right now: leave it.
+                if let Some(owner) = owner
+                    && !pid_alive(owner)
+                {
+                    let _ = std::fs::remove_file(&lock);
+                }
+            }
+        }
+    }
+    panic!("no free test subnet index in {LOCK_DIR}");
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn names(n: u8) -> (String, String, String) {
+    (format!("acx{n}"), format!("acxh{n}"), format!("acxn{n}"))
+}
+
+/// Removes a namespace and link of index `n` left by a killed test process.
+fn remove_leftovers(n: u8) {
+    let (ns, host, _) = names(n);
+    let _ = Command::new("ip").args(["link", "del", &host]).output();
+    let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+}
+
+/// One network namespace joined to the host by a veth pair.
+pub struct NetNs {
+    /// Subnet index.
+    pub n: u8,
+    /// Namespace name.
+    pub name: String,
+    host_if: String,
+    node_if: String,
+}
+
+impl NetNs {
+    /// Creates the namespace and its link, up and addressed.
+    pub fn new() -> NetNs {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the multi-node tests must run as root (they create network namespaces)"
+        );
+        let n = take_index();
+        let (name, host_if, node_if) = names(n);
+        let ns = NetNs {
+            n,
+            name,
+            host_if,
+            node_if,
+        };
+        sh(&["ip", "netns", "add", &ns.name]);
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            &ns.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ns.node_if,
+            "netns",
+            &ns.name,
+        ]);
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("10.99.{n}.1/24"),
+            "dev",
+            &ns.host_if,
+        ]);
+        sh(&["ip", "link", "set", &ns.host_if, "up"]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            &format!("10.99.{n}.2/24"),
+            "dev",
+            &ns.node_if,
+        ]);
+        sh(&["ip", "-n", &ns.name, "link", "set", &ns.node_if, "up"]);
+        sh(&["ip", "-n", &ns.name, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// The node's address.
+    pub fn ip(&self) -> String {
+        format!("10.99.{}.2", self.n)
+    }
+
+    /// `10.99.N.2:50051`.
+    pub fn endpoint(&self) -> String {
+        format!("{}:{AGENT_PORT}", self.ip())
+    }
+
+    /// Makes the node drop every packet silently: its link goes down while the host keeps a
+    /// permanent neighbour entry, so SYNs leave the host and vanish (no RST, no ICMP).
+    pub fn black_hole(&self) {
+        let link = sh(&["ip", "-n", &self.name, "-j", "link", "show", &self.node_if]);
+        let link: Value = serde_json::from_str(&link).unwrap();
+        let mac = link[0]["address"].as_str().unwrap().to_owned();
+        sh(&[
+            "ip",
+            "neigh",
+            "replace",
+            &self.ip(),
+            "lladdr",
+            &mac,
+            "dev",
+            &self.host_if,
+            "nud",
+            "permanent",
+        ]);
+        sh(&["ip", "-n", &self.name, "link", "set", &self.node_if, "down"]);
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+        let _ = std::fs::remove_file(Path::new(LOCK_DIR).join(self.n.to_string()));
+    }
+}
+
+/// `<target>/<profile>` of the running test binary.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap();
+    if dir.file_name().unwrap() == "deps" {
+        dir.parent().unwrap().to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+fn newest_mtime(dir: &Path) -> Option<SystemTime> {
+    let mut newest = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        let t = if p.is_dir() {
+            newest_mtime(&p)
+        } else {
+            e.metadata().ok()?.modified().ok()
+        };
+        newest = newest.max(t);
+    }
+    newest
+}
+
+/// The `autofs-agent` binary: `$AUTOFS_AGENT_BIN`, else the one next to this test binary when
+/// it is newer than the agent's and core's sources, else built now with cargo.
+pub fn agent_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("AUTOFS_AGENT_BIN") {
+            return PathBuf::from(p);
+        }
+        let bin = profile_dir().join("autofs-agent");
+        let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let sources = ["autofs-agent/src", "autofs-core/src"]
+            .iter()
+            .filter_map(|d| newest_mtime(&crates.join(d)))
+            .max();
+        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+        if built.is_some() && built >= sources {
+            return bin;
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "autofs-agent",
+            "--bin",
+            "autofs-agent",
+        ]);
+        let profile = profile_dir();
+        match profile.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => {}
+            Some("release") => {
+                cmd.arg("--release");
+            }
+            Some(p) => {
+                cmd.args(["--profile", p]);
+            }
+        }
+        cmd.env("CARGO_TARGET_DIR", profile.parent().unwrap());
+        let status = cmd.status().expect("run cargo build -p autofs-agent");
+        assert!(status.success(), "building autofs-agent failed");
+        bin
+    })
+    .clone()
+}
+
+/// A running `autofs-agent serve`, optionally inside a network namespace; SIGKILLed and
+/// reaped on drop.
+pub struct Agent {
+    child: Child,
+    /// gRPC address it bound.
+    pub grpc: SocketAddr,
+    /// Node name it reports.
+    pub node: String,
+    args: Vec<String>,
+    netns: Option<String>,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Agent {
+    /// Starts an agent named `node` listening on `listen` (inside `netns` when given).
+    pub fn start(netns: Option<&str>, node: &str, listen: &str, extra: &[&str]) -> Agent {
+        let mut args: Vec<String> = [
+            "serve",
+            "--log-format",
+            "json",
+            "--listen",
+            listen,
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--scan-interval",
+            "200ms",
+            "--node-name",
+            node,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Agent::spawn(netns.map(str::to_owned), node.to_owned(), args)
+    }
+
+    // The child is reaped by `Agent`'s drop (or right here when it never comes up).
+    #[allow(clippy::zombie_processes)]
+    fn spawn(netns: Option<String>, node: String, args: Vec<String>) -> Agent {
+        let bin = agent_binary();
+        let mut cmd = match &netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        cmd.args(&args)
+            .env_remove("AUTOFS_AGENT_PROC_ROOT")
+            .env_remove("AUTOFS_AGENT_MAX_STREAMS")
+            .env_remove("AUTOFS_AGENT_SYNTHETIC_MOUNTS")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: runs in the forked child before exec and makes one prctl(2) syscall, which is
+        // async-signal-safe and allocates nothing. `ip netns exec` execs the agent in the same
+        // process, so the agent dies with the test process even if no drop runs.
+        #[allow(unsafe_code)] // pre_exec is the only way to set PR_SET_PDEATHSIG before exec.
+        unsafe {
+            cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(Into::into));
+        }
+        let mut child = cmd.spawn().expect("spawn autofs-agent");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel::<String>();
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|e| {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "autofs-agent {node} never said it listens ({e:?}); log:\n{}",
+                    logs.lock().unwrap().join("\n")
+                )
+            });
+            let Ok(json) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if json["fields"]["message"] == "autofs-agent listening" {
+                let grpc = json["fields"]["grpc"].as_str().unwrap().parse().unwrap();
+                return Agent {
+                    child,
+                    grpc,
+                    node,
+                    args,
+                    netns,
+                    logs,
+                };
+            }
+        }
+    }
+
+    /// Host pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.pid()), signal).expect("signal the agent");
+    }
+
+    /// SIGKILLs and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills it and starts it again with the same flags (same address, same node name).
+    pub fn restart(&mut self) {
+        self.kill();
+        let next = Agent::spawn(self.netns.clone(), self.node.clone(), self.args.clone());
+        *self = next;
+    }
+
+    /// Everything it logged.
+    pub fn log_text(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // A stopped agent must be continued to die promptly.
+        let _ = kill(Pid::from_raw(self.pid()), Signal::SIGCONT);
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- autofs-agent {} log ---\n{}",
+                self.node,
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// A node: a namespace with an agent serving on `10.99.N.2:50051`.
+pub struct Node {
+    /// The agent (dropped before the namespace).
+    pub agent: Agent,
+    /// The namespace.
+    pub ns: NetNs,
+}
+
+impl Node {
+    /// A new namespace and agent named `<prefix>-<N>` (unique across parallel tests).
+    pub fn start(prefix: &str, extra: &[&str]) -> Node {
+        let ns = NetNs::new();
+        let node = format!("{prefix}-{}", ns.n);
+        let agent = Agent::start(Some(&ns.name), &node, &ns.endpoint(), extra);
+        Node { agent, ns }
+    }
+
+    /// The node name.
+    pub fn name(&self) -> &str {
+        &self.agent.node
+    }
+
+    /// `10.99.N.2:50051`.
+    pub fn endpoint(&self) -> String {
+        self.ns.endpoint()
+    }
+}
+
+/// Runs the real `autofs-controller` binary.
+pub fn controller(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_autofs-controller"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run autofs-controller");
+    eprintln!(
+        "autofs-controller {args:?} -> {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// stdout as JSON.
+pub fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The mounts of a `collect --output json` document reported by `node` for `mnt_ns`.
+pub fn mounts_of<'a>(doc: &'a Value, node: &str, mnt_ns: u64) -> Vec<&'a Value> {
+    doc["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["node"] == node && m["mnt_ns"] == mnt_ns)
+        .collect()
+}
+
+/// Waits until `pred` holds, polling every 50 ms; false after `timeout`.
+pub fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if pred() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A cgroup v2 path shaped like a containerd container of a Kubernetes pod, so the agents
+/// attribute the process moved into it (and its mount namespace) to that container and pod.
+pub struct PodCgroup {
+    /// 64-hex container id.
+    pub container_id: String,
+    /// Dashed pod UID.
+    pub pod_uid: String,
+    root: PathBuf,
+    dirs: Vec<PathBuf>,
+}
+
+impl PodCgroup {
+    /// Creates the cgroup and moves `pid` into it.
+    pub fn enter(pid: i32) -> PodCgroup {
+        let seed = format!(
+            "{:08x}{:08x}{:08x}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed),
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        let container_id = format!("{seed}{}", "c0ffee".repeat(7))[..64].to_owned();
+        let pod_uid = format!(
+            "{}-{}-{}-{}-0c0c0c0c0c0c",
+            &seed[..8],
+            &seed[8..12],
+            &seed[12..16],
+            &seed[16..20]
+        );
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let root = mountinfo
+            .lines()
+            .find_map(|line| {
+                let (left, right) = line.split_once(" - ")?;
+                (right.split(' ').next()? == "cgroup2")
+                    .then(|| PathBuf::from(left.split(' ').nth(4).unwrap()))
+            })
+            .expect("pod attribution needs a cgroup v2 hierarchy");
+        let top = root.join(format!("autofs-ctl-{seed}.slice"));
+        let pod = top.join(format!(
+            "kubepods-besteffort-pod{}.slice",
+            pod_uid.replace('-', "_")
+        ));
+        let leaf = pod.join(format!("cri-containerd-{container_id}.scope"));
+        let mut cg = PodCgroup {
+            container_id,
+            pod_uid,
+            root,
+            dirs: Vec::new(),
+        };
+        for dir in [top, pod, leaf] {
+            std::fs::create_dir(&dir).unwrap();
+            cg.dirs.push(dir);
+        }
+        std::fs::write(cg.dirs[2].join("cgroup.procs"), pid.to_string()).unwrap();
+        cg
+    }
+}
+
+impl Drop for PodCgroup {
+    fn drop(&mut self) {
+        if let Some(leaf) = self.dirs.last()
+            && let Ok(pids) = std::fs::read_to_string(leaf.join("cgroup.procs"))
+        {
+            for pid in pids.lines() {
+                let _ = std::fs::write(self.root.join("cgroup.procs"), pid);
+            }
+        }
+        for dir in self.dirs.iter().rev() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::fs::remove_dir(dir).is_err() && dir.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! DNS discovery against a real resolver: `dnsmasq` (Debian package) started by the test on
+//! loopback, serving a hosts file; agents in network namespaces behind the names.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use autofs_controller::discovery::{self, Source, dns};
+use common::*;
+use nix::sys::signal::Signal;
+
+/// A dnsmasq answering only from `hosts`, on 127.0.0.1:<port>; killed on drop.
+struct Dnsmasq {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Dnsmasq {
+    fn start(hosts: &str) -> Dnsmasq {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("hosts");
+        std::fs::write(&file, hosts).unwrap();
+        for _ in 0..5 {
+            // A port that was free a moment ago; dnsmasq fails fast if it was taken since.
+            let port = std::net::UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut cmd = Command::new("dnsmasq");
+            cmd.args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--user=root",
+                "--pid-file=",
+                "--log-facility=-",
+                "--log-queries",
+                "--no-resolv",
+                "--no-hosts",
+                // Answer for the test domain itself: NXDOMAIN / no data, never REFUSED.
+                "--local=/autofs.test/",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--addn-hosts={}", file.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+            // SAFETY: one prctl(2) in the forked child before exec; async-signal-safe.
+            #[allow(unsafe_code)] // the only way to set PR_SET_PDEATHSIG before exec
+            unsafe {
+                cmd.pre_exec(|| {
+                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(Into::into)
+                });
+            }
+            let mut child = cmd
+                .spawn()
+                .expect("dnsmasq must be installed (scripts/install-controller-test-deps)");
+            let stderr = child.stderr.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+            let deadline = Instant::now() + WAIT;
+            while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                if line.contains("read ") && line.contains(" names") {
+                    return Dnsmasq {
+                        child,
+                        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                        _dir: dir,
+                    };
+                }
+                if line.contains("failed to create listening socket") {
+                    break;
+                }
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("dnsmasq did not start");
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn dns_discovery_finds_every_agent_behind_a_name() {
+    let a = Node::start("dns-a", &[]);
+    let b = Node::start("dns-b", &[]);
+    let many: String = (1..=60)
+        .map(|i| format!("10.98.0.{i} many.autofs.test\n"))
+        .collect();
+    let dns = Dnsmasq::start(&format!(
+        "{} agents.autofs.test\n{} agents.autofs.test\n\
+         192.0.2.7 mixed.autofs.test\nfd00:99::7 mixed.autofs.test\n{many}",
+        a.ns.ip(),
+        b.ns.ip()
+    ));
+    let server = dns.addr.to_string();
+
+    let out = controller(&[
+        "nodes",
+        "--dns",
+        "agents.autofs.test:50051",
+        "--dns-server",
+        &server,
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let doc = json(&out);
+    let mut names: Vec<&str> = doc
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    names.sort();
+    let mut want = vec![a.name(), b.name()];
+    want.sort();
+    assert_eq!(names, want);
+
+    let out = controller(&[
+        "collect",
+        "--dns",
+        "agents.autofs.test:50051",
+        "--dns-server",
+        &server,
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // A and AAAA records both count.
+    let mixed = rt
+        .block_on(dns::resolve("mixed.autofs.test", Some(dns.addr)))
+        .unwrap();
+    assert_eq!(
+        mixed,
+        [
+            "192.0.2.7".parse::<IpAddr>().unwrap(),
+            "fd00:99::7".parse().unwrap()
+        ]
+    );
+    let eps = rt
+        .block_on(discovery::discover(&[Source::dns(
+            "mixed.autofs.test:7",
+            Some(dns.addr),
+        )
+        .unwrap()]))
+        .unwrap();
+    assert_eq!(eps[1].address, "[fd00:99::7]:7");
+    // 60 records do not fit a 512-byte UDP answer: the truncated answer is retried over TCP.
+    let all = rt
+        .block_on(dns::resolve("many.autofs.test", Some(dns.addr)))
+        .unwrap();
+    assert_eq!(all.len(), 60);
+
+    // A name that does not exist is a discovery error (exit 2) naming it.
+    let out = controller(&[
+        "collect",
+        "--dns",
+        "nobody.autofs.test:50051",
+        "--dns-server",
+        &server,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nobody.autofs.test") && err.contains("NXDOMAIN"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dns_server_that_never_answers_is_a_clear_error() {
+    // A UDP socket that receives and never replies.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let started = Instant::now();
+    let out = controller(&[
+        "collect",
+        "--dns",
+        "agents.autofs.test:50051",
+        "--dns-server",
+        &silent.local_addr().unwrap().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no answer from"), "{err}");
+}
+
+#[test]
+fn system_resolver_is_used_without_a_server() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ips = rt.block_on(dns::resolve("localhost", None)).unwrap();
+    assert!(ips.iter().all(IpAddr::is_loopback), "{ips:?}");
+}

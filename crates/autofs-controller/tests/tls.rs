@@ -1,0 +1,190 @@
+//! The controller with a client certificate against real agents (each in its own network
+//! namespace) that require one; certificates made in the test with rcgen.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+/// A certificate authority that signs leaves.
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        Ca {
+            pem,
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// (certificate PEM, key PEM) of a leaf for `names`.
+    fn leaf(&self, cn: &str, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![usage];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path: PathBuf = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn client_certificates_open_agents_that_require_them_and_nothing_else_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new("autofs-inspector test CA");
+    // Agents addressed by pod IP share one DNS name in their certificate (--tls-domain).
+    let (scert, skey) = ca.leaf(
+        "autofs-agent",
+        &["agent.autofs.test"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (ccert, ckey) = ca.leaf(
+        "autofs-controller",
+        &["controller"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let rogue = Ca::new("someone else");
+    let (rcert, rkey) = rogue.leaf(
+        "intruder",
+        &["intruder"],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let (ca_pem, scert, skey, ccert, ckey, rcert, rkey) = (
+        write(d, "ca.pem", &ca.pem),
+        write(d, "server.pem", &scert),
+        write(d, "server.key", &skey),
+        write(d, "client.pem", &ccert),
+        write(d, "client.key", &ckey),
+        write(d, "rogue.pem", &rcert),
+        write(d, "rogue.key", &rkey),
+    );
+    let tls = [
+        "--tls-cert",
+        &scert,
+        "--tls-key",
+        &skey,
+        "--tls-client-ca",
+        &ca_pem,
+    ];
+    let a = Node::start("tls-a", &tls);
+    let b = Node::start("tls-b", &tls);
+    let nodes = format!("{},{}", a.endpoint(), b.endpoint());
+    let base = [
+        "nodes",
+        "--nodes",
+        &nodes,
+        "--timeout",
+        "3s",
+        "--output",
+        "json",
+    ];
+    let with = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        controller(&args)
+    };
+
+    let out = with(&[
+        "--tls-ca",
+        &ca_pem,
+        "--tls-cert",
+        &ccert,
+        "--tls-key",
+        &ckey,
+        "--tls-domain",
+        "agent.autofs.test",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let doc = json(&out);
+    assert_eq!(doc[0]["node"], a.name());
+    assert_eq!(doc[1]["node"], b.name());
+
+    // collect over mTLS too.
+    let out = controller(&[
+        "collect",
+        "--nodes",
+        &nodes,
+        "--tls-ca",
+        &ca_pem,
+        "--tls-cert",
+        &ccert,
+        "--tls-key",
+        &ckey,
+        "--tls-domain",
+        "agent.autofs.test",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(json(&out)["complete"], true);
+
+    // No client certificate, a certificate of another CA, plaintext, or a server name the
+    // certificate does not carry: every node fails, each error naming its endpoint.
+    for extra in [
+        &["--tls-ca", &ca_pem, "--tls-domain", "agent.autofs.test"][..],
+        &[
+            "--tls-ca",
+            &ca_pem,
+            "--tls-cert",
+            &rcert,
+            "--tls-key",
+            &rkey,
+            "--tls-domain",
+            "agent.autofs.test",
+        ][..],
+        &[][..],
+        &[
+            "--tls-ca",
+            &ca_pem,
+            "--tls-cert",
+            &ccert,
+            "--tls-key",
+            &ckey,
+        ][..],
+    ] {
+        let out = with(extra);
+        assert_eq!(out.status.code(), Some(3), "{extra:?}");
+        let doc = json(&out);
+        for n in doc.as_array().unwrap() {
+            assert_eq!(n["reachable"], false, "{extra:?}: {n}");
+            let e = n["error"].as_str().unwrap();
+            assert!(e.contains(n["endpoint"].as_str().unwrap()), "{e}");
+        }
+    }
+
+    // Unreadable TLS files are one clear error before any node is asked.
+    let out = with(&["--tls-ca", "/nonexistent/ca.pem"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ca.pem"));
+    let out = with(&["--tls-ca", &ckey]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no PEM certificate"));
+}
