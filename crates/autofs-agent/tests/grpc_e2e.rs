@@ -5,10 +5,11 @@
 mod common;
 
 use autofs_api::v1::{self, MountState, check_migratable_request::Target};
+use autofs_testkit::cgroup::ContainerCgroup;
 use autofs_testkit::{MountSpec, Scenario};
 use common::{
-    Agent, ContainerCgroup, assert_status, eventually, ids, list, list_ns, make_catatonic,
-    make_interim, pid_that_does_not_exist, state,
+    Agent, assert_status, eventually, ids, list, list_ns, make_catatonic, make_interim,
+    pid_that_does_not_exist, state,
 };
 use tonic::Code;
 

@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use autofs_controller::{Collector, CollectorConfig, NodeEndpoint, NodeErrorKind, WatchItem};
+use autofs_testkit::cgroup::ContainerCgroup;
 use autofs_testkit::{MountSpec, Scenario};
 use common::*;
 use nix::sys::signal::Signal;
@@ -178,7 +179,7 @@ fn check_verdicts_and_exit_codes() {
     let mut ok = host("check-ok");
     let mut interim = host("check-interim");
     let mut orphan = host("check-orphan");
-    let cgroup = PodCgroup::enter(ok.sc.init_host_pid());
+    let cgroup = ContainerCgroup::enter(ok.sc.init_host_pid());
     ok.sc.mount(MountSpec::indirect()).unwrap();
     let i1 = interim.sc.mount(MountSpec::indirect()).unwrap();
     let _req = make_interim(&mut interim.sc, &i1);

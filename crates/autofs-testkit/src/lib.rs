@@ -34,7 +34,9 @@
 //! assert_eq!(line.option("fd"), Some(d.write_fd.to_string().as_str()));
 //! ```
 
+pub mod cgroup;
 pub mod packet;
+pub mod pki;
 pub mod procfs;
 pub mod proto;
 
