@@ -332,9 +332,16 @@ fn dead_black_holed_and_slow_nodes_fail_within_the_deadline_and_the_rest_answer(
         "json",
     ]);
     let took = started.elapsed();
-    assert_eq!(out.status.code(), Some(3), "partial results exit 3");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "partial results exit 3; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The margin is generous for a loaded 2-core machine; a node that blocked the answer would
+    // hold it for the TCP timeout (minutes), not seconds.
     assert!(
-        took < Duration::from_millis(4500),
+        took < Duration::from_millis(5500),
         "took {took:?} with a 3 s deadline"
     );
     let doc = json(&out);
