@@ -11,7 +11,6 @@ use tokio::sync::{Notify, watch};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::metrics::{self as m, MountStateMetrics};
 use crate::snapshot::Inventory;
 
 /// Consecutive failed scans after which health turns NOT_SERVING again.
@@ -30,13 +29,11 @@ pub async fn run(
     changed: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut state_metrics = MountStateMetrics::default();
     let mut failures = 0u32;
     let mut serving = false;
     loop {
         match inventory.rescan().await {
             Ok(snapshot) => {
-                state_metrics.observe(&snapshot);
                 failures = 0;
                 if !serving {
                     set_health(&health, ServingStatus::Serving).await;
@@ -51,7 +48,6 @@ pub async fn run(
                 );
             }
             Err(e) => {
-                m::scan_failed();
                 failures += 1;
                 tracing::warn!(error = %e, failures, "scan failed");
                 if serving && failures >= FAILURES_BEFORE_NOT_SERVING {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use autofs_api::v1::{self, autofs_inspector_server::AutofsInspector, mount_event::Kind};
 use autofs_core::MountState;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::filter::{self, Filter};
@@ -23,6 +23,8 @@ use crate::snapshot::{Inventory, Snapshot};
 
 /// Messages buffered per stream before the producer waits for the client.
 const STREAM_BUFFER: usize = 32;
+/// A client that reads nothing for this long loses its stream (and frees the slot).
+const STALL_LIMIT: Duration = Duration::from_secs(60);
 
 /// Settings of the service.
 #[derive(Debug, Clone)]
@@ -118,21 +120,70 @@ async fn observed<T>(
     result
 }
 
-/// The client's deadline (`grpc-timeout`), which a stream must honour itself.
+/// The client's deadline (`grpc-timeout`), which a stream must honour itself. Values beyond
+/// the 8 digits gRPC allows, or otherwise unusable, mean no deadline (never a panic).
 fn deadline<T>(req: &Request<T>) -> Option<Instant> {
     let raw = req.metadata().get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
     let n: u64 = digits.parse().ok()?;
     let d = match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
         "S" => Duration::from_secs(n),
         "m" => Duration::from_millis(n),
         "u" => Duration::from_micros(n),
         "n" => Duration::from_nanos(n),
         _ => return None,
     };
-    Some(Instant::now() + d)
+    Instant::now().checked_add(d)
+}
+
+/// How a stream ends after its last message: normally, or with the status a producer set
+/// when it had to stop early. The status reaches the client even when the channel is full.
+#[derive(Clone, Default)]
+struct Ending(Arc<std::sync::Mutex<Option<Status>>>);
+
+impl Ending {
+    fn fail(&self, status: Status) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(status);
+    }
+
+    fn stream<T: Send + 'static>(self, rx: mpsc::Receiver<Result<T, Status>>) -> EventStream<T> {
+        let last = std::iter::from_fn(move || {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+                .map(Err)
+        });
+        Box::pin(ReceiverStream::new(rx).chain(tokio_stream::iter(last)))
+    }
+}
+
+/// Sends one message, giving up on a client that has not read for [`STALL_LIMIT`]. False when
+/// the stream must stop (client gone or stalled; `ending` says which to the client).
+async fn send<T>(
+    tx: &mpsc::Sender<Result<T, Status>>,
+    item: T,
+    ending: &Ending,
+) -> Result<(), tonic::Code> {
+    match tokio::time::timeout(STALL_LIMIT, tx.send(Ok(item))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(tonic::Code::Cancelled), // the client went away
+        Err(_) => {
+            ending.fail(Status::resource_exhausted(format!(
+                "the client read nothing for {} s; stream closed to free its slot",
+                STALL_LIMIT.as_secs()
+            )));
+            Err(tonic::Code::ResourceExhausted)
+        }
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -166,28 +217,34 @@ impl AutofsInspector for AgentService {
         drop(snapshot);
         let deadline = deadline(&request);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let ending = Ending::default();
         let shutdown = self.shutdown.clone();
+        let end = ending.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let send_all = async {
                 for report in reports.iter().filter(|r| filter.matches(r)) {
-                    if tx.send(Ok(report.clone())).await.is_err() {
-                        return tonic::Code::Cancelled; // the client went away
+                    if let Err(code) = send(&tx, report.clone(), &end).await {
+                        return code;
                     }
                 }
                 tonic::Code::Ok
             };
+            // A list cut short must never look complete to the client.
             let code = tokio::select! {
                 code = send_all => code,
                 () = sleep_until(deadline) => {
-                    let _ = tx.send(Err(Status::deadline_exceeded("deadline exceeded while streaming"))).await;
+                    end.fail(Status::deadline_exceeded("deadline exceeded while streaming"));
                     tonic::Code::DeadlineExceeded
                 }
-                () = shutting_down(shutdown) => tonic::Code::Ok,
+                () = shutting_down(shutdown) => {
+                    end.fail(Status::unavailable("agent shutting down; the list is incomplete, retry"));
+                    tonic::Code::Unavailable
+                }
             };
             m::grpc_call("ListMounts", code, started);
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(ending.stream(rx)))
     }
 
     async fn watch_mounts(
@@ -196,12 +253,15 @@ impl AutofsInspector for AgentService {
     ) -> Result<Response<Self::WatchMountsStream>, Status> {
         let started = Instant::now();
         let filter_request = request.get_ref().filter.clone().unwrap_or_default();
+        // Subscribe first, so a scan published while the first snapshot is taken is not missed.
+        let mut updates = self.inventory.subscribe();
         let (filter, permit, snapshot) = self
             .open_stream("WatchMounts", started, &filter_request)
             .await?;
         let deadline = deadline(&request);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let mut updates = self.inventory.subscribe();
+        let ending = Ending::default();
+        let end = ending.clone();
         let shutdown = self.shutdown.clone();
         let node = self.config.node_name.clone();
         // A watch with nothing to send never learns from a failed send that its client left,
@@ -215,10 +275,11 @@ impl AutofsInspector for AgentService {
                 sequence: 0,
                 known: HashMap::new(),
                 tx,
+                ending: ending.clone(),
             };
             let run = async {
-                if !watcher.apply(&snapshot).await {
-                    return tonic::Code::Cancelled;
+                if let Err(code) = watcher.apply(&snapshot).await {
+                    return code;
                 }
                 let mut seen = snapshot.generation;
                 drop(snapshot); // do not pin the first scan for the life of the watch
@@ -231,15 +292,15 @@ impl AutofsInspector for AgentService {
                         continue;
                     }
                     seen = next.generation;
-                    if !watcher.apply(&next).await {
-                        return tonic::Code::Cancelled;
+                    if let Err(code) = watcher.apply(&next).await {
+                        return code;
                     }
                 }
             };
             let code = tokio::select! {
                 code = run => code,
                 () = sleep_until(deadline) => {
-                    let _ = watcher.tx.send(Err(Status::deadline_exceeded("watch deadline reached"))).await;
+                    ending.fail(Status::deadline_exceeded("watch deadline reached"));
                     tonic::Code::DeadlineExceeded
                 }
                 () = gone.closed() => tonic::Code::Cancelled,
@@ -247,7 +308,7 @@ impl AutofsInspector for AgentService {
             };
             m::grpc_call("WatchMounts", code, started);
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(end.stream(rx)))
     }
 
     async fn check_migratable(
@@ -394,12 +455,13 @@ struct Watcher {
     sequence: u64,
     known: HashMap<(u64, u32), v1::MountReport>,
     tx: mpsc::Sender<Result<v1::MountEvent, Status>>,
+    ending: Ending,
 }
 
 impl Watcher {
-    /// Sends the events that lead from the known state to `snapshot`. False when the client
-    /// has gone away.
-    async fn apply(&mut self, snapshot: &Snapshot) -> bool {
+    /// Sends the events that lead from the known state to `snapshot`. An error code when the
+    /// stream must stop (client gone or stalled).
+    async fn apply(&mut self, snapshot: &Snapshot) -> Result<(), tonic::Code> {
         let mut current = HashMap::new();
         let mut events = Vec::new();
         for report in snapshot.reports.iter().filter(|r| self.filter.matches(r)) {
@@ -428,10 +490,8 @@ impl Watcher {
                 node: self.node.clone(),
                 mount: Some(mount),
             };
-            if self.tx.send(Ok(event)).await.is_err() {
-                return false;
-            }
+            send(&self.tx, event, &self.ending).await?;
         }
-        true
+        Ok(())
     }
 }

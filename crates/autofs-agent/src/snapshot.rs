@@ -10,6 +10,7 @@ use autofs_core::{NamespaceInfo, Scan, Scanner};
 use tokio::sync::{Mutex, watch};
 
 use crate::convert;
+use crate::metrics::MountStateMetrics;
 
 /// One completed scan, converted once for every consumer.
 #[derive(Debug)]
@@ -60,11 +61,24 @@ pub enum Source {
     Synthetic(Arc<Scan>),
 }
 
-/// Holds the latest snapshot and runs scans, one at a time.
+/// Why a scan produced no snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The core could not scan (e.g. the proc root is gone).
+    #[error(transparent)]
+    Scan(#[from] autofs_core::Error),
+    /// The scan panicked; the agent keeps running and reports it as a failed scan.
+    #[error("scan panicked: {0}")]
+    Panicked(String),
+}
+
+/// Holds the latest snapshot and runs scans, one at a time. Every published scan also feeds
+/// the mount-state metrics, whoever asked for it.
 pub struct Inventory {
     source: Arc<Source>,
     latest: watch::Sender<Arc<Snapshot>>,
     scanning: Mutex<()>,
+    state_metrics: std::sync::Mutex<MountStateMetrics>,
 }
 
 impl Inventory {
@@ -74,6 +88,7 @@ impl Inventory {
             source: Arc::new(source),
             latest: watch::Sender::new(Arc::new(Snapshot::empty())),
             scanning: Mutex::new(()),
+            state_metrics: std::sync::Mutex::new(MountStateMetrics::default()),
         }
     }
 
@@ -89,26 +104,46 @@ impl Inventory {
 
     /// A snapshot no older than `max_age`: the latest if fresh enough, else a new scan.
     /// Concurrent callers share one scan.
-    pub async fn fresh(&self, max_age: Duration) -> Result<Arc<Snapshot>, autofs_core::Error> {
+    pub async fn fresh(self: &Arc<Self>, max_age: Duration) -> Result<Arc<Snapshot>, ScanError> {
         let latest = self.latest();
-        if latest.generation > 0 && latest.taken.elapsed() <= max_age {
+        if is_fresh(&latest, max_age) {
             return Ok(latest);
         }
-        let _one_at_a_time = self.scanning.lock().await;
-        let latest = self.latest();
-        if latest.generation > 0 && latest.taken.elapsed() <= max_age {
-            return Ok(latest);
-        }
-        self.scan_now().await
+        self.scan_detached(Some(max_age)).await
     }
 
     /// Runs a scan now (on the blocking pool) and publishes it.
-    pub async fn rescan(&self) -> Result<Arc<Snapshot>, autofs_core::Error> {
-        let _one_at_a_time = self.scanning.lock().await;
-        self.scan_now().await
+    pub async fn rescan(self: &Arc<Self>) -> Result<Arc<Snapshot>, ScanError> {
+        self.scan_detached(None).await
     }
 
-    async fn scan_now(&self) -> Result<Arc<Snapshot>, autofs_core::Error> {
+    /// Scans in a task of its own: a caller that gives up (deadline, disconnect) neither
+    /// cancels the scan nor loses its result for the next caller, so impatient clients cannot
+    /// pile up abandoned scans.
+    async fn scan_detached(
+        self: &Arc<Self>,
+        reuse_younger_than: Option<Duration>,
+    ) -> Result<Arc<Snapshot>, ScanError> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _one_at_a_time = this.scanning.lock().await;
+            if let Some(max_age) = reuse_younger_than {
+                let latest = this.latest();
+                if is_fresh(&latest, max_age) {
+                    return Ok(latest);
+                }
+            }
+            let result = this.scan_now().await;
+            if result.is_err() {
+                crate::metrics::scan_failed();
+            }
+            result
+        })
+        .await
+        .map_err(|e| ScanError::Panicked(e.to_string()))?
+    }
+
+    async fn scan_now(&self) -> Result<Arc<Snapshot>, ScanError> {
         let source = self.source.clone();
         let started = Instant::now();
         let scan = tokio::task::spawn_blocking(move || match &*source {
@@ -116,7 +151,7 @@ impl Inventory {
             Source::Synthetic(scan) => Ok(Scan::clone(scan)),
         })
         .await
-        .expect("scan task panicked")?;
+        .map_err(|e| ScanError::Panicked(e.to_string()))??;
         let reports: Vec<v1::MountReport> = scan.reports.iter().map(convert::report).collect();
         let previous = self.latest();
         let reports = if *previous.reports == reports {
@@ -132,6 +167,10 @@ impl Inventory {
             scan,
             reports,
         });
+        self.state_metrics
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .observe(&snapshot);
         self.latest.send_replace(snapshot.clone());
         Ok(snapshot)
     }
@@ -143,4 +182,8 @@ impl Inventory {
             Source::Synthetic(_) => None,
         }
     }
+}
+
+fn is_fresh(snapshot: &Snapshot, max_age: Duration) -> bool {
+    snapshot.generation > 0 && snapshot.taken.elapsed() <= max_age
 }

@@ -284,3 +284,51 @@ async fn clients_that_never_read_a_large_list_cannot_grow_the_agent_memory() {
     }
     assert_eq!(n, MOUNTS);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_grpc_timeout_headers_neither_panic_nor_stop_the_agent() {
+    // tonic's client will not send a reserved header verbatim, so a raw HTTP/2 client does.
+    let agent = Agent::start(&["--synthetic-mounts", "10"]);
+    agent.wait_serving().await;
+    let dir = tempfile::tempdir().unwrap();
+    let frame = dir.path().join("empty-request");
+    std::fs::write(&frame, [0u8; 5]).unwrap(); // uncompressed, zero-length ListMountsRequest
+    let url = format!("http://{}/autofs.v1.AutofsInspector/ListMounts", agent.grpc);
+    for timeout in [
+        "18446744073709551615S",
+        "99999999H",
+        "12345678901n",
+        "5X",
+        "S",
+    ] {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "--http2-prior-knowledge",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+            .args(["-H", &format!("grpc-timeout: {timeout}")])
+            .arg("--data-binary")
+            .arg(format!("@{}", frame.display()))
+            .arg(&url)
+            .output()
+            .expect("curl runs");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "200",
+            "grpc-timeout {timeout}"
+        );
+    }
+    let log = agent.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+    let mut client = agent.client().await;
+    let info = client
+        .get_node_info(v1::GetNodeInfoRequest {})
+        .await
+        .expect("the agent keeps serving");
+    assert_eq!(info.into_inner().api_major, 1);
+}

@@ -168,3 +168,37 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_cut_short_by_sigterm_ends_with_unavailable_never_ok() {
+    // 20,000 reports cannot all be buffered: the list is mid-way when the signal comes. A
+    // client must not mistake what it got for the complete list.
+    let mut agent = Agent::start(&["--synthetic-mounts", "20000"]);
+    agent.wait_serving().await;
+    let mut client = agent.client().await;
+    let mut stream = client
+        .list_mounts(v1::ListMountsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.expect("first report");
+    assert!(first.is_some());
+    agent.signal(Signal::SIGTERM);
+    let mut received = 1;
+    let end = loop {
+        match tokio::time::timeout(EXIT_BOUND, stream.message()).await {
+            Ok(Ok(Some(_))) => received += 1,
+            Ok(Ok(None)) => break Ok(()),
+            Ok(Err(status)) => break Err(status),
+            Err(_) => panic!("the list did not end within {EXIT_BOUND:?} of SIGTERM"),
+        }
+    };
+    assert!(
+        received < 20_000,
+        "the list was not cut short ({received} reports)"
+    );
+    let status = end.expect_err("a truncated list must not end with OK");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let exit = agent.wait_exit(EXIT_BOUND).expect("agent exits");
+    assert_eq!(exit.code(), Some(0));
+}
