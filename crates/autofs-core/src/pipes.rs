@@ -56,6 +56,7 @@ pub struct Unreadable {
 pub struct PipeIndex {
     ends: HashMap<u64, Vec<PipeEnd>>,
     unreadable: Vec<Unreadable>,
+    unreadable_by_pid: HashMap<i32, usize>,
     fds_seen: usize,
 }
 
@@ -102,6 +103,9 @@ impl PipeIndex {
 
     fn note_failure(&mut self, root: &ProcRoot, pid: i32, rel: &str, err: &io::Error) {
         if ReadFailure::of(err) != ReadFailure::Vanished {
+            self.unreadable_by_pid
+                .entry(pid)
+                .or_insert(self.unreadable.len());
             self.unreadable.push(Unreadable {
                 pid,
                 message: format!("cannot read {}: {err}", root.pid_path(pid, rel).display()),
@@ -121,7 +125,9 @@ impl PipeIndex {
 
     /// Whether `pid`'s fds could not be read.
     pub fn is_unreadable(&self, pid: i32) -> Option<&Unreadable> {
-        self.unreadable.iter().find(|u| u.pid == pid)
+        self.unreadable_by_pid
+            .get(&pid)
+            .map(|&i| &self.unreadable[i])
     }
 
     /// Number of fds listed in the census.
@@ -166,15 +172,22 @@ impl QueueProbe for Fionread {
         if target.as_os_str().as_encoded_bytes() != format!("pipe:[{ino}]").as_bytes() {
             return Err(stale_link(fd_path, ino));
         }
-        let file = std::fs::OpenOptions::new()
+        // Pin whatever the link points to now with O_PATH (no open of the file itself) and
+        // check it is our pipe; only then open that very inode for reading. The fd number
+        // being reused in between can no longer make us open a tty or a device.
+        let pinned = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(nix::libc::O_NONBLOCK)
+            .custom_flags(nix::libc::O_PATH)
             .open(fd_path)?;
-        let meta = file.metadata()?;
-        // The fd may have been closed and its number reused since the census.
+        let meta = pinned.metadata()?;
         if !meta.file_type().is_fifo() || meta.ino() != ino {
             return Err(stale_link(fd_path, ino));
         }
+        let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pinned));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+            .open(reopen)?;
         fionread(&file)
     }
 }

@@ -257,9 +257,13 @@ fn orphaned(
                 ),
             );
         }
-        report.criu_notes.push(
-            "CRIU's hidden-catatonic probe would send a real request that the delegate may never answer, stalling the dump".into(),
-        );
+        // CRIU probes only when the leader is alive but lacks the read end; when the leader
+        // is gone, opendir of its fd dir fails first and the dump just fails.
+        if leader_alive {
+            report.criu_notes.push(
+                "CRIU's hidden-catatonic probe would send a real request that the delegate may never answer, stalling the dump".into(),
+            );
+        }
         return set(
             report,
             MountState::Orphaned,
@@ -281,13 +285,15 @@ fn orphaned(
             unreadable[0].message
         ),
     };
-    report.criu_notes.push(match options.mode {
-        MountMode::Indirect => format!(
-            "CRIU's probe cannot trigger an indirect root: it would fail with \"Autofs {} is alive, but unreachable.\"",
-            report.mount_id
-        ),
-        MountMode::Direct | MountMode::Offset => "CRIU's probe would make this mount catatonic by touching its root (if uncovered) and then dump it".into(),
-    });
+    if leader_alive {
+        report.criu_notes.push(match options.mode {
+            MountMode::Indirect => format!(
+                "CRIU's probe cannot trigger an indirect root: it would fail with \"Autofs {} is alive, but unreachable.\"",
+                report.mount_id
+            ),
+            MountMode::Direct | MountMode::Offset => "CRIU's probe would make this mount catatonic by touching its root (if uncovered) and then dump it".into(),
+        });
+    }
     let message = if leader_alive {
         format!(
             "{criu_says} No process holds a read end: the mount is hidden catatonic (the next lookup makes it catatonic){caveat}"

@@ -209,12 +209,8 @@ fn daemon_gone_without_a_lookup_leaves_a_hidden_catatonic_mount() {
     assert_eq!(r.reason, Reason::HiddenCatatonic);
     assert_eq!(r.read_end_pid, 0);
     assert!(r.message.contains("hidden catatonic"), "{}", r.message);
-    assert!(
-        r.criu_notes
-            .iter()
-            .any(|n| n.contains("alive, but unreachable")),
-        "{r:#?}"
-    );
+    // The daemon is gone: CRIU fails on opendir of its fd dir before any probe.
+    assert!(r.criu_notes.is_empty(), "{r:#?}");
 }
 
 #[test]
