@@ -167,10 +167,22 @@ pub(crate) fn check_report(m: &v1::MountReport, node: &str) -> Result<(), NodeEr
             "report of mount {} ({}) has state {}, which is not a verdict",
             m.mount_id, m.mount_point, m.state
         ))),
-        Ok(_) if m.mount_point.is_empty() => Err(NodeErrorKind::Malformed(format!(
-            "report of mount {} has no mount point",
-            m.mount_id
+        // An ERROR report of an unparseable mountinfo line may have no mount point: it is a
+        // per-mount verdict, not a malformed answer, and must not hide the node's other mounts.
+        Ok(state) if m.mount_point.is_empty() && state != v1::MountState::Error => Err(
+            NodeErrorKind::Malformed(format!("report of mount {} has no mount point", m.mount_id)),
+        ),
+        Ok(_) if !is_container_id(&m.container_id) => Err(NodeErrorKind::Malformed(format!(
+            "report of mount {} ({}) has container id {:?}, which is not hex",
+            m.mount_id,
+            m.mount_point,
+            m.container_id.chars().take(80).collect::<String>()
         ))),
         Ok(_) => Ok(()),
     }
+}
+
+/// Empty, or up to 64 hex digits.
+fn is_container_id(id: &str) -> bool {
+    id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }

@@ -147,7 +147,7 @@ struct KubeFlags {
     #[arg(
         long,
         global = true,
-        default_value = "kube-system",
+        default_value = "autofs-inspector",
         env = "AUTOFS_CONTROLLER_KUBE_NAMESPACE"
     )]
     kube_namespace: String,

@@ -41,10 +41,8 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 fn owner(m: &v1::MountReport) -> String {
     let mut parts = Vec::new();
     if !m.container_id.is_empty() {
-        parts.push(format!(
-            "container {}",
-            &m.container_id[..m.container_id.len().min(12)]
-        ));
+        let short: String = m.container_id.chars().take(12).collect();
+        parts.push(format!("container {short}"));
     }
     if !m.pod_uid.is_empty() {
         parts.push(format!("pod {}", m.pod_uid));

@@ -26,6 +26,8 @@ enum Fault {
     UnspecifiedState,
     EmptyNodeName,
     InconsistentCheck,
+    MultibyteContainerId,
+    AlsoAnUnparseableLine,
 }
 
 #[derive(Clone)]
@@ -52,6 +54,23 @@ impl Fake {
             },
             reason: v1::Reason::MasterHoldsPipe as i32,
             dumpable: true,
+            container_id: match self.fault {
+                Fault::MultibyteContainerId => "0123456789aé€b".into(),
+                _ => String::new(),
+            },
+            ..Default::default()
+        }
+    }
+
+    /// What an agent reports for an autofs mountinfo line it could not parse.
+    fn unparseable_line_report(&self) -> v1::MountReport {
+        v1::MountReport {
+            node: self.node.clone(),
+            mount_id: 43,
+            state: v1::MountState::Error as i32,
+            reason: v1::Reason::MalformedMountinfo as i32,
+            message: "malformed mountinfo line: no ' - ' separator after the optional fields"
+                .into(),
             ..Default::default()
         }
     }
@@ -66,7 +85,10 @@ impl AutofsInspector for Fake {
         &self,
         _: Request<v1::ListMountsRequest>,
     ) -> Result<Response<Mounts>, Status> {
-        let items = vec![Ok(self.report())];
+        let mut items = vec![Ok(self.report())];
+        if matches!(self.fault, Fault::AlsoAnUnparseableLine) {
+            items.push(Ok(self.unparseable_line_report()));
+        }
         Ok(Response::new(Box::pin(tokio_stream::iter(items))))
     }
 
@@ -168,6 +190,7 @@ async fn contract_violations_are_malformed_answers_naming_the_node() {
         (Fault::WrongNodeInReport, "names node `someone-else`"),
         (Fault::UnspecifiedState, "not a verdict"),
         (Fault::EmptyNodeName, "empty node name"),
+        (Fault::MultibyteContainerId, "which is not hex"),
     ] {
         let addr = serve("odd-node", fault).await;
         let report = collector(&[addr]).collect(Default::default()).await;
@@ -283,5 +306,24 @@ fn cli_names_the_node_of_another_api_major() {
     assert!(
         text.contains("PARTIAL: 1 nodes failed") && text.contains("future-node"),
         "{text}"
+    );
+}
+
+#[tokio::test]
+async fn an_unparseable_mount_reported_as_error_does_not_hide_the_nodes_other_mounts() {
+    let addr = serve("half-broken", Fault::AlsoAnUnparseableLine).await;
+    let report = collector(&[addr]).collect(Default::default()).await;
+    assert!(
+        report.is_complete(),
+        "the node answered: {:?}",
+        report.failed().next()
+    );
+    let mounts = report.node_mounts("half-broken").expect("the node answered");
+    assert_eq!(mounts.len(), 2, "{mounts:?}");
+    assert!(mounts.iter().any(|m| m.mount_point == "/fake/auto"));
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.state == v1::MountState::Error as i32 && m.mount_point.is_empty())
     );
 }
