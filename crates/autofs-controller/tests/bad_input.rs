@@ -318,7 +318,9 @@ async fn an_unparseable_mount_reported_as_error_does_not_hide_the_nodes_other_mo
         "the node answered: {:?}",
         report.failed().next()
     );
-    let mounts = report.node_mounts("half-broken").expect("the node answered");
+    let mounts = report
+        .node_mounts("half-broken")
+        .expect("the node answered");
     assert_eq!(mounts.len(), 2, "{mounts:?}");
     assert!(mounts.iter().any(|m| m.mount_point == "/fake/auto"));
     assert!(
