@@ -161,8 +161,13 @@ impl Collector {
 
     /// The handshake of every node: version, kernel, capabilities, reachability.
     pub async fn nodes(&self) -> Vec<NodeStatus> {
+        self.nodes_until(Instant::now() + self.inner.config.timeout)
+            .await
+    }
+
+    async fn nodes_until(&self, deadline: Instant) -> Vec<NodeStatus> {
         let mut nodes = self
-            .fan_out(|_, _, _| async { Ok::<(), NodeErrorKind>(()) })
+            .fan_out_until(deadline, |_, _, _| async { Ok::<(), NodeErrorKind>(()) })
             .await;
         if self.inner.config.unique_nodes {
             mark_duplicates(&mut nodes);
@@ -174,11 +179,12 @@ impl Collector {
     /// an endpoint address); without discovery-provided names every agent is asked for its
     /// name first.
     pub async fn check(&self, node: &str, target: Target) -> Result<CheckOutcome, Error> {
-        let ep = self.find_node(node).await?;
+        // One deadline for finding the node and asking it: `--timeout` bounds the answer.
+        let deadline = Instant::now() + self.inner.config.timeout;
+        let ep = self.find_node(node, deadline).await?;
         let request = v1::CheckMigratableRequest {
             target: Some(target),
         };
-        let deadline = Instant::now() + self.inner.config.timeout;
         let done = run_node(&self.inner, &ep, deadline, move |mut c, info, deadline| {
             let request = request.clone();
             async move {
@@ -199,7 +205,7 @@ impl Collector {
         })
     }
 
-    async fn find_node(&self, node: &str) -> Result<NodeEndpoint, Error> {
+    async fn find_node(&self, node: &str, deadline: Instant) -> Result<NodeEndpoint, Error> {
         let eps = &self.inner.endpoints;
         if let Some(ep) = eps
             .iter()
@@ -207,7 +213,7 @@ impl Collector {
         {
             return Ok(ep.clone());
         }
-        let statuses = self.nodes().await;
+        let statuses = self.nodes_until(deadline).await;
         let mut unreachable = Vec::new();
         let mut known = 0;
         for s in statuses {
@@ -231,9 +237,19 @@ impl Collector {
         F: Fn(Client, v1::GetNodeInfoResponse, Instant) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<T, NodeErrorKind>> + Send,
     {
+        self.fan_out_until(Instant::now() + self.inner.config.timeout, op)
+            .await
+    }
+
+    /// [`Self::fan_out`] with an explicit deadline shared with the caller's other steps.
+    async fn fan_out_until<T, F, Fut>(&self, deadline: Instant, op: F) -> Vec<NodeResult<T>>
+    where
+        T: Send + 'static,
+        F: Fn(Client, v1::GetNodeInfoResponse, Instant) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, NodeErrorKind>> + Send,
+    {
         let mut set = JoinSet::new();
         let started = Instant::now();
-        let deadline = started + self.inner.config.timeout;
         for (i, ep) in self.inner.endpoints.iter().enumerate() {
             let inner = self.inner.clone();
             let ep = ep.clone();
