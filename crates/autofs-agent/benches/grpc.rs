@@ -25,7 +25,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -35,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use autofs_api::v1::{self, autofs_inspector_client::AutofsInspectorClient};
 use autofs_testkit::{MountSpec, Scenario};
-use nix::sys::signal::Signal;
 use tonic::transport::{Channel, Endpoint};
 
 const SYNTHETIC_MOUNTS: usize = 10_000;
@@ -376,14 +374,7 @@ impl Sampler {
 
 /// Spawns `cmd` so that it is SIGKILLed if the bench dies before dropping it.
 fn spawn_dying_with_us(cmd: &mut Command) -> Child {
-    // SAFETY: runs in the forked child before exec and makes one prctl(2) syscall, which is
-    // async-signal-safe and allocates nothing.
-    #[allow(unsafe_code)] // pre_exec is the only way to set PR_SET_PDEATHSIG before exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-        });
-    }
+    autofs_testkit::child::die_with_parent(cmd);
     cmd.spawn()
         .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()))
 }

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use autofs_api::v1::{self, autofs_inspector_server::AutofsInspector, mount_event::Kind};
-use autofs_core::MountState;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -426,12 +425,9 @@ impl AgentService {
             }
         }
         let only_interim = !blocking.is_empty()
-            && snapshot
-                .scan
-                .reports
+            && blocking
                 .iter()
-                .filter(|r| namespaces.contains(&r.mnt_ns) && !r.dumpable)
-                .all(|r| r.state == MountState::Interim);
+                .all(|r| r.state == v1::MountState::Interim as i32);
         let retry_after_ms = if only_interim {
             u32::try_from(self.config.scan_interval.as_millis().clamp(100, 60_000))
                 .unwrap_or(60_000)

@@ -11,7 +11,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -554,14 +553,7 @@ fn url_encode(s: &str) -> String {
 
 /// Spawns `cmd` so that it is SIGKILLed if the test process dies before dropping it.
 fn spawn_dying_with_us(cmd: &mut Command) -> Child {
-    // SAFETY: runs in the forked child before exec and makes one prctl(2) syscall, which is
-    // async-signal-safe and allocates nothing.
-    #[allow(unsafe_code)] // pre_exec is the only way to set PR_SET_PDEATHSIG before exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-        });
-    }
+    autofs_testkit::child::die_with_parent(cmd);
     cmd.spawn().unwrap_or_else(|e| {
         panic!(
             "cannot start {:?} (Debian package prometheus; scripts/install-test-deps): {e}",

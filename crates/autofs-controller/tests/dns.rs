@@ -5,13 +5,11 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use autofs_controller::discovery::{self, Source, dns};
 use common::*;
-use nix::sys::signal::Signal;
 
 /// A dnsmasq answering only from `hosts`, on 127.0.0.1:<port>; killed on drop.
 struct Dnsmasq {
@@ -52,13 +50,7 @@ impl Dnsmasq {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-            // SAFETY: one prctl(2) in the forked child before exec; async-signal-safe.
-            #[allow(unsafe_code)] // the only way to set PR_SET_PDEATHSIG before exec
-            unsafe {
-                cmd.pre_exec(|| {
-                    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(Into::into)
-                });
-            }
+            autofs_testkit::child::die_with_parent(&mut cmd);
             let mut child = cmd
                 .spawn()
                 .expect("dnsmasq must be installed (scripts/install-controller-test-deps)");

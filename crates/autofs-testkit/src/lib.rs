@@ -34,15 +34,15 @@
 //! assert_eq!(line.option("fd"), Some(d.write_fd.to_string().as_str()));
 //! ```
 
+pub mod binaries;
 pub mod cgroup;
+pub mod child;
 pub mod packet;
 pub mod pki;
 pub mod procfs;
 pub mod proto;
 
-use std::ffi::OsString;
 use std::io::{self, Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -54,7 +54,7 @@ pub use procfs::{MountInfoLine, wait_until};
 use proto::Fields;
 
 /// Env var naming the `autofs-scenario` binary explicitly.
-pub const SCENARIO_BIN_ENV: &str = "AUTOFS_SCENARIO_BIN";
+pub const SCENARIO_BIN_ENV: &str = binaries::SCENARIO.env;
 
 /// Type of an autofs mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -416,15 +416,7 @@ impl Scenario {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        // SAFETY: the closure runs in the forked child before exec and only makes one
-        // prctl(2) syscall, which is async-signal-safe and allocates nothing.
-        #[allow(unsafe_code)] // pre_exec is the only way to set PR_SET_PDEATHSIG before exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-                    .map_err(io::Error::from)
-            });
-        }
+        child::die_with_parent(&mut cmd);
         let mut child =
             spawn_detached(cmd).map_err(|e| bad(format!("spawning {}: {e}", bin.display())))?;
         let stdin = child.stdin.take();
@@ -938,119 +930,16 @@ pub fn preflight() -> io::Result<()> {
     Ok(())
 }
 
-/// Locates the `autofs-scenario` binary: `$AUTOFS_SCENARIO_BIN`; else
-/// `<target>/<profile>/autofs-scenario` next to the running test binary (if it is newer
-/// than this crate's sources); else builds it with `$CARGO build -p autofs-testkit`.
-/// The flag says whether it was just built.
+/// Locates the `autofs-scenario` binary: `$AUTOFS_SCENARIO_BIN`; else the one next to the
+/// running test binary (if newer than this crate's sources); else builds it. The flag says
+/// whether it was just built.
 pub fn scenario_binary() -> io::Result<(PathBuf, bool)> {
-    if let Some(p) = std::env::var_os(SCENARIO_BIN_ENV) {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok((p, true))
-        } else {
-            Err(bad(format!(
-                "{SCENARIO_BIN_ENV}={} is not a file",
-                p.display()
-            )))
-        };
-    }
-    if let Some(p) = derived_binary_path()
-        && p.is_file()
-        && !older_than_sources(&p)
-    {
-        return Ok((p, false));
-    }
-    build_scenario_binary().map(|p| (p, true))
+    binaries::SCENARIO.locate()
 }
 
-/// `<target>/<profile>` of the running binary (test binaries live in `<profile>/deps`).
-fn profile_dir() -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?;
-    Some(if dir.file_name()? == "deps" {
-        dir.parent()?.to_path_buf()
-    } else {
-        dir.to_path_buf()
-    })
-}
-
-fn derived_binary_path() -> Option<PathBuf> {
-    Some(profile_dir()?.join("autofs-scenario"))
-}
-
-fn newest_mtime(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let p = e.path();
-        let t = if p.is_dir() {
-            newest_mtime(&p)
-        } else {
-            e.metadata().ok()?.modified().ok()
-        };
-        newest = newest.max(t);
-    }
-    newest
-}
-
-fn older_than_sources(bin: &Path) -> bool {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let src = newest_mtime(&manifest.join("src"));
-    let bin_t = std::fs::metadata(bin).and_then(|m| m.modified()).ok();
-    matches!((src, bin_t), (Some(s), Some(b)) if s > b)
-}
-
-/// Builds `autofs-scenario` with cargo (once per process) into the running binary's
-/// target dir and profile.
+/// Builds `autofs-scenario` with cargo (once per process).
 pub fn build_scenario_binary() -> io::Result<PathBuf> {
-    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-            let mut cmd = Command::new(&cargo);
-            cmd.args(["build", "--quiet", "-p", "autofs-testkit", "--bin", "autofs-scenario"])
-                .arg("--manifest-path")
-                .arg(&manifest);
-            let out = match profile_dir() {
-                Some(pd) => {
-                    let profile = pd.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
-                    match profile {
-                        "debug" => {}
-                        "release" => {
-                            cmd.arg("--release");
-                        }
-                        p => {
-                            cmd.args(["--profile", p]);
-                        }
-                    }
-                    if let Some(target) = pd.parent() {
-                        cmd.env("CARGO_TARGET_DIR", target);
-                    }
-                    pd.join("autofs-scenario")
-                }
-                None => manifest
-                    .parent()
-                    .and_then(|p| p.parent())
-                    .and_then(|p| p.parent())
-                    .map(|ws| ws.join("target/debug/autofs-scenario"))
-                    .ok_or("cannot guess the target dir")?,
-            };
-            let status = cmd.status().map_err(|e| {
-                format!(
-                    "autofs-scenario not found and running `{} build` failed: {e}; set {SCENARIO_BIN_ENV}",
-                    cargo.to_string_lossy()
-                )
-            })?;
-            if !status.success() || !out.is_file() {
-                return Err(format!(
-                    "building autofs-scenario failed ({status}); expected it at {}; set {SCENARIO_BIN_ENV}",
-                    out.display()
-                ));
-            }
-            Ok(out)
-        })
-        .clone()
-        .map_err(bad)
+    binaries::SCENARIO.build()
 }
 
 /// Reads lines from the init's stdout with a deadline (non-blocking fd + short sleeps).

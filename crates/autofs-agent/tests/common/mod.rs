@@ -11,7 +11,6 @@
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -79,15 +78,7 @@ impl Agent {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-        // SAFETY: runs in the forked child before exec and makes one prctl(2) syscall, which is
-        // async-signal-safe and allocates nothing. The agent then dies with the test process
-        // even when the test is killed before any drop runs.
-        #[allow(unsafe_code)] // pre_exec is the only way to set PR_SET_PDEATHSIG before exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
-            });
-        }
+        autofs_testkit::child::die_with_parent(&mut cmd);
         let mut child = cmd.spawn().expect("spawn autofs-agent");
 
         // Drain stderr for the whole life of the agent (a full pipe would block its logging).

@@ -13,15 +13,13 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
-use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -206,75 +204,13 @@ impl Drop for NetNs {
     }
 }
 
-/// `<target>/<profile>` of the running test binary.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap();
-    if dir.file_name().unwrap() == "deps" {
-        dir.parent().unwrap().to_path_buf()
-    } else {
-        dir.to_path_buf()
-    }
-}
-
-fn newest_mtime(dir: &Path) -> Option<SystemTime> {
-    let mut newest = None;
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let p = e.path();
-        let t = if p.is_dir() {
-            newest_mtime(&p)
-        } else {
-            e.metadata().ok()?.modified().ok()
-        };
-        newest = newest.max(t);
-    }
-    newest
-}
-
 /// The `autofs-agent` binary: `$AUTOFS_AGENT_BIN`, else the one next to this test binary when
-/// it is newer than the agent's and core's sources, else built now with cargo.
+/// it is newer than its sources, else built now with cargo.
 pub fn agent_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("AUTOFS_AGENT_BIN") {
-            return PathBuf::from(p);
-        }
-        let bin = profile_dir().join("autofs-agent");
-        let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let sources = ["autofs-agent/src", "autofs-core/src"]
-            .iter()
-            .filter_map(|d| newest_mtime(&crates.join(d)))
-            .max();
-        let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
-        if built.is_some() && built >= sources {
-            return bin;
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "autofs-agent",
-            "--bin",
-            "autofs-agent",
-        ]);
-        let profile = profile_dir();
-        match profile.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => {}
-            Some("release") => {
-                cmd.arg("--release");
-            }
-            Some(p) => {
-                cmd.args(["--profile", p]);
-            }
-        }
-        cmd.env("CARGO_TARGET_DIR", profile.parent().unwrap());
-        let status = cmd.status().expect("run cargo build -p autofs-agent");
-        assert!(status.success(), "building autofs-agent failed");
-        bin
-    })
-    .clone()
+    autofs_testkit::binaries::AGENT
+        .locate()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .0
 }
 
 /// A running `autofs-agent serve`, optionally inside a network namespace; SIGKILLed and
@@ -333,13 +269,7 @@ impl Agent {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        // SAFETY: runs in the forked child before exec and makes one prctl(2) syscall, which is
-        // async-signal-safe and allocates nothing. `ip netns exec` execs the agent in the same
-        // process, so the agent dies with the test process even if no drop runs.
-        #[allow(unsafe_code)] // pre_exec is the only way to set PR_SET_PDEATHSIG before exec.
-        unsafe {
-            cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(Into::into));
-        }
+        autofs_testkit::child::die_with_parent(&mut cmd);
         let mut child = cmd.spawn().expect("spawn autofs-agent");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel::<String>();
