@@ -15,46 +15,37 @@ use crate::snapshot::Inventory;
 
 /// Consecutive failed scans after which health turns NOT_SERVING again.
 const FAILURES_BEFORE_NOT_SERVING: u32 = 3;
-/// At most this many mountinfo files are polled (one per mount namespace).
-const MAX_WATCHED_NAMESPACES: usize = 512;
+/// How often health and the stall metric are brought in line with scanning.
+const SUPERVISE_EVERY: Duration = Duration::from_millis(100);
 
 /// Health service names the agent reports on.
 pub const HEALTH_SERVICES: [&str; 2] = ["", "autofs.v1.AutofsInspector"];
 
-/// Scans forever (until `shutdown`), every `interval` or when `changed` is notified.
+/// Scans forever (until `shutdown`), every `interval` or when `changed` is notified. A scan
+/// that hangs holds up only this loop; [`supervise`] notices it.
 pub async fn run(
     inventory: Arc<Inventory>,
     interval: Duration,
-    health: HealthReporter,
     changed: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut failures = 0u32;
-    let mut serving = false;
     loop {
-        match inventory.rescan().await {
-            Ok(snapshot) => {
-                failures = 0;
-                if !serving {
-                    set_health(&health, ServingStatus::Serving).await;
-                    serving = true;
-                    tracing::info!(mounts = snapshot.reports.len(), "first scan done; serving");
-                }
-                tracing::debug!(
-                    generation = snapshot.generation,
-                    mounts = snapshot.reports.len(),
-                    took_ms = snapshot.duration.as_millis() as u64,
-                    "scan"
-                );
-            }
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(error = %e, failures, "scan failed");
-                if serving && failures >= FAILURES_BEFORE_NOT_SERVING {
-                    set_health(&health, ServingStatus::NotServing).await;
-                    serving = false;
-                }
-            }
+        let scanned = tokio::select! {
+            scanned = inventory.rescan() => scanned,
+            () = stop(&mut shutdown) => return,
+        };
+        match scanned {
+            Ok(snapshot) => tracing::debug!(
+                generation = snapshot.generation,
+                mounts = snapshot.reports.len(),
+                took_ms = snapshot.duration.as_millis() as u64,
+                "scan"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                failures = inventory.consecutive_failures(),
+                "scan failed"
+            ),
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
@@ -62,7 +53,69 @@ pub async fn run(
                 // Let a burst of mount changes settle into one scan.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => return,
+            () = stop(&mut shutdown) => return,
+        }
+    }
+}
+
+async fn stop(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// The scan watchdog: health is SERVING only after a first good scan, while scans do not fail
+/// in a row, and while no scan has run past the stall bound; `autofs_scan_stalled` says when
+/// one has. Runs until `shutdown`.
+pub async fn supervise(
+    inventory: Arc<Inventory>,
+    health: HealthReporter,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut serving = false;
+    let mut stalled = false;
+    let mut ever_served = false;
+    let mut tick = tokio::time::interval(SUPERVISE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            biased;
+            () = stop(&mut shutdown) => return,
+            _ = tick.tick() => {}
+        }
+        let now_stalled = inventory.is_stalled();
+        if now_stalled != stalled {
+            stalled = now_stalled;
+            crate::metrics::scan_stalled(stalled);
+            if stalled {
+                tracing::warn!(
+                    running_s = inventory.scan_running_for().unwrap_or_default().as_secs(),
+                    bound = ?inventory.policy().stall_timeout,
+                    "a scan has stalled (a /proc read does not return): NOT_SERVING; answers come from the last good scan"
+                );
+            } else {
+                tracing::info!("the stalled scan ended");
+            }
+        }
+        let ok = inventory.latest().generation > 0
+            && inventory.consecutive_failures() < FAILURES_BEFORE_NOT_SERVING
+            && !stalled;
+        if ok != serving {
+            serving = ok;
+            set_health(
+                &health,
+                if ok {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                },
+            )
+            .await;
+            if ok && !ever_served {
+                ever_served = true;
+                tracing::info!(
+                    mounts = inventory.latest().reports.len(),
+                    "first scan done; serving"
+                );
+            }
         }
     }
 }
@@ -75,10 +128,12 @@ pub async fn set_health(health: &HealthReporter, status: ServingStatus) {
 }
 
 /// Watches the mount tables of every known mount namespace on a dedicated thread and
-/// notifies `changed` when one changes. Returns when `shutdown` turns true.
+/// notifies `changed` when one changes (at most `max_files` of them: the descriptor budget).
+/// Returns when `shutdown` turns true.
 pub fn watch_mount_tables(
     inventory: Arc<Inventory>,
     proc_root: PathBuf,
+    max_files: usize,
     changed: Arc<Notify>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -93,7 +148,7 @@ pub fn watch_mount_tables(
                 .scan
                 .namespaces
                 .iter()
-                .take(MAX_WATCHED_NAMESPACES)
+                .take(max_files)
                 .filter_map(|ns| {
                     std::fs::File::open(proc_root.join(ns.pids[0].to_string()).join("mountinfo"))
                         .ok()

@@ -5,7 +5,9 @@
 pub mod background;
 pub mod convert;
 pub mod duration;
+pub mod fds;
 pub mod filter;
+pub mod listener;
 pub mod metrics;
 pub mod node_info;
 pub mod scan_cmd;
@@ -14,3 +16,4 @@ pub mod service;
 pub mod snapshot;
 pub mod synthetic;
 pub mod table;
+pub mod tls;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use autofs_agent::duration;
 use autofs_agent::scan_cmd::{self, EXIT_ERROR, Format, ScanArgs};
 use autofs_agent::serve::{ServeConfig, TlsFiles};
+use autofs_agent::snapshot::StallPolicy;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// autofs-inspector node agent: tells whether CRIU could checkpoint this node's autofs mounts now.
@@ -121,6 +122,22 @@ struct ServeFlags {
     /// Deadline for unary RPCs whose client sets none.
     #[arg(long, env = "AUTOFS_AGENT_REQUEST_TIMEOUT", default_value = "30s", value_parser = duration::parse)]
     request_timeout: Duration,
+    /// Concurrent gRPC connections (default: what the descriptor limit allows after the
+    /// scanner's reserve, at most 1024).
+    #[arg(long, env = "AUTOFS_AGENT_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// A new connection must finish its TLS handshake and send the HTTP/2 preface (metrics:
+    /// its request headers) within this, or it is closed.
+    #[arg(long, env = "AUTOFS_AGENT_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = duration::parse)]
+    handshake_timeout: Duration,
+    /// A scan running longer than this is stalled: health NOT_SERVING, and RPCs answer from
+    /// the last good scan instead of waiting.
+    #[arg(long, env = "AUTOFS_AGENT_SCAN_STALL_TIMEOUT", default_value = "30s", value_parser = duration::parse)]
+    scan_stall_timeout: Duration,
+    /// While a scan is stalled, RPCs answer from a last good scan up to this old, else
+    /// UNAVAILABLE.
+    #[arg(long, env = "AUTOFS_AGENT_MAX_STALE_AGE", default_value = "5m", value_parser = duration::parse)]
+    max_stale_age: Duration,
     /// Benchmarks only: serve N generated mounts instead of scanning.
     #[arg(long, hide = true, env = "AUTOFS_AGENT_SYNTHETIC_MOUNTS")]
     synthetic_mounts: Option<usize>,
@@ -183,13 +200,23 @@ fn serve(flags: ServeFlags) -> anyhow::Result<u8> {
         max_streams_per_connection: flags.max_streams_per_connection,
         request_timeout: flags.request_timeout,
         synthetic_mounts: flags.synthetic_mounts,
+        max_connections: flags.max_connections,
+        handshake_timeout: flags.handshake_timeout,
+        stall: StallPolicy {
+            stall_timeout: flags.scan_stall_timeout,
+            max_stale_age: flags.max_stale_age,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(4)
         .enable_all()
         .build()?;
-    runtime.block_on(autofs_agent::serve::run(config))?;
+    let served = runtime.block_on(autofs_agent::serve::run(config));
+    // Scans and the mount-table watcher run on threads of their own that may be stuck in a
+    // /proc read; nothing waits for them, and the runtime gets a bounded moment to wind down.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    served?;
     Ok(0)
 }
 

@@ -17,6 +17,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+
+use crate::listener::Conn;
 
 use crate::snapshot::Snapshot;
 
@@ -83,11 +86,33 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "gRPC request latency (for streams: until the stream ended), by service and method."
     );
     describe_gauge!(
+        "autofs_connections",
+        "Connections open, by listener (grpc, metrics, health), admitted or being admitted."
+    );
+    describe_counter!(
+        "autofs_connections_refused_total",
+        "Connections closed before they were served, by listener and reason (handshake_timeout, client_certificate, tls, not_http2, io)."
+    );
+    describe_counter!(
+        "autofs_accept_errors_total",
+        "Failed accept() calls by listener (e.g. EMFILE); the listener backs off after each."
+    );
+    describe_gauge!(
+        "autofs_scan_stalled",
+        "1 while the running scan has taken longer than --scan-stall-timeout (health is NOT_SERVING then), else 0."
+    );
+    describe_counter!(
+        "autofs_scan_stalls_total",
+        "Scans that ran longer than --scan-stall-timeout."
+    );
+    describe_gauge!(
         "autofs_build_info",
         "Build information; the value is always 1."
     );
     gauge!("autofs_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     counter!("autofs_scan_errors_total").absolute(0);
+    counter!("autofs_scan_stalls_total").absolute(0);
+    gauge!("autofs_scan_stalled").set(0.0);
     for name in [
         "autofs_catatonic_mounts_total",
         "autofs_interim_mounts_total",
@@ -157,6 +182,35 @@ pub fn scan_failed() {
     counter!("autofs_scan_errors_total").increment(1);
 }
 
+/// A scan has run past the stall bound (`true`), or the stalled scan ended (`false`).
+pub fn scan_stalled(stalled: bool) {
+    if stalled {
+        counter!("autofs_scan_stalls_total").increment(1);
+    }
+    gauge!("autofs_scan_stalled").set(if stalled { 1.0 } else { 0.0 });
+}
+
+/// A connection took a slot of `listener`.
+pub fn connection_opened(listener: &'static str) {
+    gauge!("autofs_connections", "listener" => listener).increment(1.0);
+}
+
+/// A connection freed its slot of `listener`.
+pub fn connection_closed(listener: &'static str) {
+    gauge!("autofs_connections", "listener" => listener).decrement(1.0);
+}
+
+/// A connection was closed before it was served.
+pub fn connection_refused(listener: &'static str, reason: &'static str) {
+    counter!("autofs_connections_refused_total", "listener" => listener, "reason" => reason)
+        .increment(1);
+}
+
+/// accept() failed.
+pub fn accept_error(listener: &'static str) {
+    counter!("autofs_accept_errors_total", "listener" => listener).increment(1);
+}
+
 /// Records one finished gRPC call.
 pub fn grpc_call(method: &'static str, code: tonic::Code, started: Instant) {
     let service = "autofs.v1.AutofsInspector";
@@ -189,31 +243,33 @@ fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+/// Serves `GET /metrics` on the admitted connections of `incoming` until `shutdown` resolves.
 pub async fn serve(
-    listener: TcpListener,
+    incoming: impl tokio_stream::Stream<Item = std::io::Result<Conn>>,
     handle: PrometheusHandle,
+    header_timeout: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    tokio::pin!(incoming);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics listener accept failed");
-                    continue;
-                }
+        let conn = tokio::select! {
+            next = incoming.next() => match next {
+                Some(Ok(conn)) => conn,
+                Some(Err(_)) => continue,
+                None => return,
             },
             () = &mut shutdown => return,
         };
         let handle = handle.clone();
         tokio::spawn(async move {
+            let peer = conn.peer().remote;
             let service = hyper::service::service_fn(move |req| respond(req, handle.clone()));
-            let io = hyper_util::rt::TokioIo::new(stream);
+            let io = hyper_util::rt::TokioIo::new(conn);
+            // The header deadline also closes connections that never send a request.
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(header_timeout)
                 .serve_connection(io, service);
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "metrics connection ended with an error");

@@ -10,18 +10,21 @@ use anyhow::Context;
 use autofs_api::v1::autofs_inspector_server::AutofsInspectorServer;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
 use crate::background;
+use crate::fds::FdBudget;
+use crate::listener::{self, Admission};
 use crate::service::{AgentService, ServiceConfig};
-use crate::snapshot::{Inventory, Source};
+use crate::snapshot::{Inventory, Source, StallPolicy};
 
 /// Requests larger than this are refused (every request of the API is tiny).
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
 /// Streams still open after a shutdown signal get this long to end before the agent exits.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Idle time after which TCP keepalive probes a connection's peer.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// TLS files.
 #[derive(Debug, Clone)]
@@ -61,10 +64,19 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Serve a generated report set instead of scanning (benchmarks only).
     pub synthetic_mounts: Option<usize>,
+    /// Cap of concurrent gRPC connections (default: from the descriptor limit).
+    pub max_connections: Option<usize>,
+    /// Deadline for the TLS handshake and the HTTP/2 preface of a new connection.
+    pub handshake_timeout: Duration,
+    /// Scan stall bound and how old answers may be while a scan hangs.
+    pub stall: StallPolicy,
 }
 
 /// Runs the agent until SIGTERM or SIGINT; then ends streams cleanly and returns.
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let nofile = crate::fds::raise_nofile_limit().context("cannot read RLIMIT_NOFILE")?;
+    let budget = FdBudget::split(nofile, config.max_connections);
+    tracing::debug!(?budget, "descriptor budget");
     let metrics = crate::metrics::install()?;
     let source = match config.synthetic_mounts {
         Some(n) => Source::Synthetic(Arc::new(crate::synthetic::scan(n, &config.node_name))),
@@ -73,7 +85,8 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             &config.node_name,
         )?),
     };
-    let inventory = Arc::new(Inventory::new(source));
+    let inventory =
+        Arc::new(Inventory::new(source, config.stall).context("cannot start the scan thread")?);
 
     let grpc_listener = TcpListener::bind(config.listen)
         .await
@@ -93,6 +106,19 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             "serving gRPC in PLAINTEXT on a non-loopback address: anyone who can reach it can read this node's mount and process details; configure --tls-cert/--tls-key (and --tls-client-ca)"
         );
     }
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|t| crate::tls::acceptor(&t.cert, &t.key, t.client_ca.as_deref()))
+        .transpose()?;
+    let admission = |name, max_connections, tls, http2| Admission {
+        name,
+        max_connections,
+        handshake_timeout: config.handshake_timeout,
+        keepalive: TCP_KEEPALIVE,
+        tls,
+        http2,
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -117,16 +143,12 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let mut builder = Server::builder()
+    // TCP keepalive and TLS are applied by the listener (see `listener`), not here.
+    let router = Server::builder()
         .max_concurrent_streams(Some(config.max_streams_per_connection))
         .timeout(config.request_timeout)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .tcp_keepalive(Some(Duration::from_secs(60)));
-    if let Some(tls) = &config.tls {
-        builder = builder.tls_config(tls_config(tls)?)?;
-    }
-    let router = builder
         .add_service(health_service.clone())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -140,8 +162,12 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let scanner = tokio::spawn(background::run(
         inventory.clone(),
         config.scan_interval,
-        health.clone(),
         changed.clone(),
+        stop_rx.clone(),
+    ));
+    let supervisor = tokio::spawn(background::supervise(
+        inventory.clone(),
+        health.clone(),
         stop_rx.clone(),
     ));
     if config.synthetic_mounts.is_none() {
@@ -151,9 +177,13 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             changed.clone(),
             stop_rx.clone(),
         );
+        let max_files = budget.watched_namespaces;
+        // Never joined: an open() of a hung mountinfo must not hold up shutdown.
         std::thread::Builder::new()
             .name("mountinfo-watch".into())
-            .spawn(move || background::watch_mount_tables(inventory, root, changed, stop))?;
+            .spawn(move || {
+                background::watch_mount_tables(inventory, root, max_files, changed, stop)
+            })?;
     }
 
     // Installed before the agent says it listens: a SIGTERM sent as soon as it is ready must
@@ -166,6 +196,8 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         node = %config.node_name,
         tls = config.tls.is_some(),
         mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        max_connections = budget.grpc_connections,
+        nofile = budget.nofile,
         "autofs-agent listening"
     );
 
@@ -175,15 +207,35 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
-    let grpc = tokio::spawn(
-        router.serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped()),
-    );
-    let metrics_server = tokio::spawn(crate::metrics::serve(metrics_listener, metrics, stopped()));
+    let grpc = tokio::spawn(router.serve_with_incoming_shutdown(
+        listener::incoming(
+            grpc_listener,
+            admission("grpc", budget.grpc_connections, tls, true),
+        ),
+        stopped(),
+    ));
+    let metrics_server = tokio::spawn(crate::metrics::serve(
+        listener::incoming(
+            metrics_listener,
+            admission("metrics", budget.metrics_connections, None, false),
+        ),
+        metrics,
+        config.handshake_timeout,
+        stopped(),
+    ));
     let health_server = health_listener.map(|listener| {
         tokio::spawn(
             Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(10)))
                 .add_service(health_service)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped()),
+                .serve_with_incoming_shutdown(
+                    listener::incoming(
+                        listener,
+                        admission("health", budget.health_connections, None, true),
+                    ),
+                    stopped(),
+                ),
         )
     });
 
@@ -198,27 +250,13 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             let _ = h.await;
         }
         let _ = scanner.await;
+        let _ = supervisor.await;
     })
     .await;
     if drained.is_err() {
         tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; exiting anyway");
     }
     Ok(())
-}
-
-fn tls_config(tls: &TlsFiles) -> anyhow::Result<ServerTlsConfig> {
-    let read = |path: &PathBuf, what: &str| {
-        std::fs::read(path).with_context(|| format!("cannot read TLS {what} {}", path.display()))
-    };
-    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(
-        read(&tls.cert, "certificate")?,
-        read(&tls.key, "key")?,
-    ));
-    if let Some(ca) = &tls.client_ca {
-        // With a client CA, every client must present a certificate that chains to it.
-        config = config.client_ca_root(Certificate::from_pem(read(ca, "client CA")?));
-    }
-    Ok(config)
 }
 
 /// Installs the SIGTERM and SIGINT handlers now (handled explicitly, so it also works as

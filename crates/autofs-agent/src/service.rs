@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 
 use crate::filter::{self, Filter};
 use crate::metrics as m;
-use crate::snapshot::{Inventory, Snapshot};
+use crate::snapshot::{Answer, Inventory, ScanError, Snapshot};
 
 /// Messages buffered per stream before the producer waits for the client.
 const STREAM_BUFFER: usize = 32;
@@ -80,12 +80,12 @@ impl AgentService {
         method: &'static str,
         started: Instant,
         request: &v1::ListMountsRequest,
-    ) -> Result<(Filter, OwnedSemaphorePermit, Arc<Snapshot>), Status> {
+    ) -> Result<(Filter, OwnedSemaphorePermit, Answer), Status> {
         let setup = async {
             let filter = Filter::from_request(request, &self.inventory)?;
             let permit = self.stream_permit()?;
-            let snapshot = self.fresh().await?;
-            Ok::<_, Status>((filter, permit, snapshot))
+            let answer = self.fresh().await?;
+            Ok::<_, Status>((filter, permit, answer))
         };
         let result = setup.await;
         if let Err(status) = &result {
@@ -94,13 +94,43 @@ impl AgentService {
         result
     }
 
-    async fn fresh(&self) -> Result<Arc<Snapshot>, Status> {
+    async fn fresh(&self) -> Result<Answer, Status> {
         self.inventory
             .fresh(self.config.max_scan_age)
             .await
-            .map_err(|e| Status::unavailable(format!("scan failed: {e}")))
+            .map_err(scan_status)
     }
 }
+
+/// A scan that could not answer: the agent cannot say anything true right now.
+fn scan_status(e: ScanError) -> Status {
+    match e {
+        ScanError::Stalled { .. } => Status::unavailable(e.to_string()),
+        e => Status::unavailable(format!("scan failed: {e}")),
+    }
+}
+
+/// Response metadata saying how old the scan behind an answer is, and whether it is the last
+/// good one of a stalled scan.
+fn mark_age<T>(response: &mut Response<T>, answer: &Answer) {
+    let age_ms = u64::try_from(answer.age().as_millis()).unwrap_or(u64::MAX);
+    let md = response.metadata_mut();
+    md.insert(SCAN_AGE_HEADER, age_ms.into());
+    if answer.stale {
+        md.insert(
+            STALE_HEADER,
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+    }
+}
+
+/// Initial metadata of ListMounts and CheckMigratable: age of the scan answered from (ms).
+pub const SCAN_AGE_HEADER: &str = "autofs-scan-age-ms";
+/// Initial metadata set (`true`) when the answer comes from the last good scan because the
+/// current one has stalled.
+pub const STALE_HEADER: &str = "autofs-scan-stale";
+
+impl AgentService {}
 
 /// Runs `call`, recording its code and latency (unary calls).
 async fn observed<T>(
@@ -207,13 +237,12 @@ impl AutofsInspector for AgentService {
         request: Request<v1::ListMountsRequest>,
     ) -> Result<Response<Self::ListMountsStream>, Status> {
         let started = Instant::now();
-        let (filter, permit, snapshot) = self
+        let (filter, permit, answer) = self
             .open_stream("ListMounts", started, request.get_ref())
             .await?;
         // Hold only the shared API reports, not the whole snapshot: they stay alive for as
         // long as a slow client takes to read them.
-        let reports = snapshot.reports.clone();
-        drop(snapshot);
+        let reports = answer.snapshot.reports.clone();
         let deadline = deadline(&request);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let ending = Ending::default();
@@ -243,7 +272,9 @@ impl AutofsInspector for AgentService {
             };
             m::grpc_call("ListMounts", code, started);
         });
-        Ok(Response::new(ending.stream(rx)))
+        let mut response = Response::new(ending.stream(rx));
+        mark_age(&mut response, &answer);
+        Ok(response)
     }
 
     async fn watch_mounts(
@@ -254,9 +285,10 @@ impl AutofsInspector for AgentService {
         let filter_request = request.get_ref().filter.clone().unwrap_or_default();
         // Subscribe first, so a scan published while the first snapshot is taken is not missed.
         let mut updates = self.inventory.subscribe();
-        let (filter, permit, snapshot) = self
+        let (filter, permit, answer) = self
             .open_stream("WatchMounts", started, &filter_request)
             .await?;
+        let snapshot = answer.snapshot;
         let deadline = deadline(&request);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let ending = Ending::default();
@@ -314,9 +346,11 @@ impl AutofsInspector for AgentService {
         &self,
         request: Request<v1::CheckMigratableRequest>,
     ) -> Result<Response<v1::CheckMigratableResponse>, Status> {
-        observed("CheckMigratable", self.check(request.into_inner()))
-            .await
-            .map(Response::new)
+        let (response, answer) =
+            observed("CheckMigratable", self.check(request.into_inner())).await?;
+        let mut response = Response::new(response);
+        mark_age(&mut response, &answer);
+        Ok(response)
     }
 
     async fn get_node_info(
@@ -335,7 +369,7 @@ impl AgentService {
     async fn check(
         &self,
         req: v1::CheckMigratableRequest,
-    ) -> Result<v1::CheckMigratableResponse, Status> {
+    ) -> Result<(v1::CheckMigratableResponse, Answer), Status> {
         use v1::check_migratable_request::Target;
         let target = req.target.ok_or_else(|| {
             Status::invalid_argument("target: one of pid, container_id or pod_uid is required")
@@ -364,17 +398,15 @@ impl AgentService {
                 ),
             ),
         };
-        let mut snapshot = self.fresh().await?;
+        let mut answer = self.fresh().await?;
         if let Some(ns) = pid_ns
-            && snapshot.namespace(ns).is_none()
+            && answer.snapshot.namespace(ns).is_none()
+            && !answer.stale
         {
             // The process is newer than the scan: look again.
-            snapshot = self
-                .inventory
-                .rescan()
-                .await
-                .map_err(|e| Status::unavailable(format!("scan failed: {e}")))?;
+            answer = self.inventory.rescan_bounded().await.map_err(scan_status)?;
         }
+        let snapshot = answer.snapshot.clone();
         let namespaces: Vec<u64> = snapshot
             .scan
             .namespaces
@@ -434,13 +466,16 @@ impl AgentService {
         } else {
             0
         };
-        Ok(v1::CheckMigratableResponse {
+        let response = v1::CheckMigratableResponse {
             dumpable: blocking.is_empty(),
             blocking,
             mounts_checked,
             retry_after_ms,
             node: self.config.node_name.clone(),
-        })
+            scan_age_ms: u64::try_from(answer.age().as_millis()).unwrap_or(u64::MAX),
+            stale: answer.stale,
+        };
+        Ok((response, answer))
     }
 }
 

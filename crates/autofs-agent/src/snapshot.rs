@@ -1,13 +1,20 @@
 //! The agent's view of the node: the latest scan as an immutable, shared snapshot, where
 //! scans come from (the real /proc, or a synthetic set for benchmarks), and single-flight
 //! fresh scans for on-demand RPCs.
+//!
+//! Scans run on a dedicated thread, never on the runtime's blocking pool: a /proc read that
+//! never returns (mountinfo behind a hung unmount) blocks that thread only, the runtime can
+//! still shut down (it never waits for it), and callers wait for a scan no longer than the
+//! stall bound — past it they get the last good scan, marked with its age, or UNAVAILABLE.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use autofs_api::v1;
 use autofs_core::{NamespaceInfo, Scan, Scanner};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, oneshot, watch};
 
 use crate::convert;
 use crate::metrics::MountStateMetrics;
@@ -70,26 +77,163 @@ pub enum ScanError {
     /// The scan panicked; the agent keeps running and reports it as a failed scan.
     #[error("scan panicked: {0}")]
     Panicked(String),
+    /// The scan thread is gone (it cannot be restarted: the agent is shutting down).
+    #[error("the scan thread is gone")]
+    WorkerGone,
+    /// A scan has run past the stall bound and the last good scan is too old to answer from.
+    #[error("the current scan has been running for {}s (a /proc read hangs?) and the last good scan is {}", running.as_secs(), last_good.map_or("missing".to_owned(), |age| format!("{}s old", age.as_secs())))]
+    Stalled {
+        /// How long the current scan has been running.
+        running: Duration,
+        /// Age of the last good scan, if there is one.
+        last_good: Option<Duration>,
+    },
+}
+
+/// How long scans may run, and how old an answer may be when they hang.
+#[derive(Debug, Clone, Copy)]
+pub struct StallPolicy {
+    /// A scan running longer than this is stalled: health turns NOT_SERVING and callers stop
+    /// waiting for it.
+    pub stall_timeout: Duration,
+    /// While a scan is stalled, callers get the last good scan if it is at most this old.
+    pub max_stale_age: Duration,
+}
+
+impl Default for StallPolicy {
+    fn default() -> Self {
+        StallPolicy {
+            stall_timeout: Duration::from_secs(30),
+            max_stale_age: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A snapshot for an on-demand RPC, and whether it is the last good one of a stalled scan.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The snapshot to answer from.
+    pub snapshot: Arc<Snapshot>,
+    /// True when the current scan is stalled and this is the last good one.
+    pub stale: bool,
+}
+
+impl Answer {
+    /// Age of the scan behind the answer.
+    pub fn age(&self) -> Duration {
+        self.snapshot.taken.elapsed()
+    }
+}
+
+type Job = oneshot::Sender<Result<Scan, ScanError>>;
+
+/// The thread scans run on, and when its current scan started.
+struct Worker {
+    jobs: std::sync::mpsc::Sender<Job>,
+    running_since: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl Worker {
+    fn spawn(source: Arc<Source>) -> std::io::Result<Worker> {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let running_since = Arc::new(std::sync::Mutex::new(None));
+        let since = running_since.clone();
+        // Detached on purpose: nobody ever joins it, so a scan stuck in the kernel cannot hold
+        // up shutdown. It ends when the inventory (the job sender) is dropped.
+        std::thread::Builder::new()
+            .name("scanner".into())
+            .spawn(move || {
+                for reply in rx {
+                    set(&since, Some(Instant::now()));
+                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| match &*source {
+                        Source::Proc(scanner) => scanner.scan().map_err(ScanError::from),
+                        Source::Synthetic(scan) => Ok(Scan::clone(scan)),
+                    }))
+                    .unwrap_or_else(|panic| Err(ScanError::Panicked(panic_text(&panic))));
+                    set(&since, None);
+                    let _ = reply.send(result);
+                }
+            })?;
+        Ok(Worker {
+            jobs,
+            running_since,
+        })
+    }
+
+    async fn scan(&self) -> Result<Scan, ScanError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send(tx).map_err(|_| ScanError::WorkerGone)?;
+        rx.await.map_err(|_| ScanError::WorkerGone)?
+    }
+
+    fn running_for(&self) -> Option<Duration> {
+        self.running_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map(|since| since.elapsed())
+    }
+}
+
+fn set(slot: &std::sync::Mutex<Option<Instant>>, value: Option<Instant>) {
+    *slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Holds the latest snapshot and runs scans, one at a time. Every published scan also feeds
 /// the mount-state metrics, whoever asked for it.
 pub struct Inventory {
+    worker: Worker,
     source: Arc<Source>,
+    policy: StallPolicy,
     latest: watch::Sender<Arc<Snapshot>>,
     scanning: Mutex<()>,
+    failures: AtomicU32,
     state_metrics: std::sync::Mutex<MountStateMetrics>,
 }
 
 impl Inventory {
-    /// An inventory with no scan yet.
-    pub fn new(source: Source) -> Self {
-        Self {
-            source: Arc::new(source),
+    /// An inventory with no scan yet; starts the scan thread.
+    pub fn new(source: Source, policy: StallPolicy) -> std::io::Result<Self> {
+        let source = Arc::new(source);
+        Ok(Self {
+            worker: Worker::spawn(source.clone())?,
+            source,
+            policy,
             latest: watch::Sender::new(Arc::new(Snapshot::empty())),
             scanning: Mutex::new(()),
+            failures: AtomicU32::new(0),
             state_metrics: std::sync::Mutex::new(MountStateMetrics::default()),
-        }
+        })
+    }
+
+    /// The stall policy.
+    pub fn policy(&self) -> StallPolicy {
+        self.policy
+    }
+
+    /// How long the scan in progress has been running, if one is.
+    pub fn scan_running_for(&self) -> Option<Duration> {
+        self.worker.running_for()
+    }
+
+    /// Whether the scan in progress has run past the stall bound.
+    pub fn is_stalled(&self) -> bool {
+        self.scan_running_for()
+            .is_some_and(|running| running > self.policy.stall_timeout)
+    }
+
+    /// Scans that failed in a row (0 after a successful one).
+    pub fn consecutive_failures(&self) -> u32 {
+        self.failures.load(Ordering::Relaxed)
     }
 
     /// The latest snapshot (generation 0 before the first scan).
@@ -103,18 +247,59 @@ impl Inventory {
     }
 
     /// A snapshot no older than `max_age`: the latest if fresh enough, else a new scan.
-    /// Concurrent callers share one scan.
-    pub async fn fresh(self: &Arc<Self>, max_age: Duration) -> Result<Arc<Snapshot>, ScanError> {
+    /// Concurrent callers share one scan. Never waits past the stall bound of the scan in
+    /// progress: then the last good scan answers (`stale`), or [`ScanError::Stalled`].
+    pub async fn fresh(self: &Arc<Self>, max_age: Duration) -> Result<Answer, ScanError> {
         let latest = self.latest();
         if is_fresh(&latest, max_age) {
-            return Ok(latest);
+            return Ok(Answer {
+                snapshot: latest,
+                stale: false,
+            });
         }
-        self.scan_detached(Some(max_age)).await
+        self.bounded(self.scan_detached(Some(max_age))).await
     }
 
-    /// Runs a scan now (on the blocking pool) and publishes it.
+    /// Runs a scan now and publishes it; bounded like [`Self::fresh`].
+    pub async fn rescan_bounded(self: &Arc<Self>) -> Result<Answer, ScanError> {
+        self.bounded(self.scan_detached(None)).await
+    }
+
+    /// Runs a scan now and publishes it, however long it takes (the background scanner).
     pub async fn rescan(self: &Arc<Self>) -> Result<Arc<Snapshot>, ScanError> {
         self.scan_detached(None).await
+    }
+
+    async fn bounded(
+        &self,
+        scan: impl std::future::Future<Output = Result<Arc<Snapshot>, ScanError>>,
+    ) -> Result<Answer, ScanError> {
+        // Wait until the scan in progress (or the one about to start) reaches the bound.
+        let running = self.scan_running_for().unwrap_or_default();
+        let wait = self.policy.stall_timeout.saturating_sub(running);
+        match tokio::time::timeout(wait, scan).await {
+            Ok(result) => result.map(|snapshot| Answer {
+                snapshot,
+                stale: false,
+            }),
+            Err(_) => self.last_good(),
+        }
+    }
+
+    /// The last good scan while the current one hangs, if it is recent enough.
+    fn last_good(&self) -> Result<Answer, ScanError> {
+        let latest = self.latest();
+        let age = (latest.generation > 0).then(|| latest.taken.elapsed());
+        match age {
+            Some(age) if age <= self.policy.max_stale_age => Ok(Answer {
+                snapshot: latest,
+                stale: true,
+            }),
+            _ => Err(ScanError::Stalled {
+                running: self.scan_running_for().unwrap_or_default(),
+                last_good: age,
+            }),
+        }
     }
 
     /// Scans in a task of its own: a caller that gives up (deadline, disconnect) neither
@@ -135,7 +320,10 @@ impl Inventory {
             }
             let result = this.scan_now().await;
             if result.is_err() {
+                this.failures.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::scan_failed();
+            } else {
+                this.failures.store(0, Ordering::Relaxed);
             }
             result
         })
@@ -144,14 +332,8 @@ impl Inventory {
     }
 
     async fn scan_now(&self) -> Result<Arc<Snapshot>, ScanError> {
-        let source = self.source.clone();
         let started = Instant::now();
-        let scan = tokio::task::spawn_blocking(move || match &*source {
-            Source::Proc(scanner) => scanner.scan(),
-            Source::Synthetic(scan) => Ok(Scan::clone(scan)),
-        })
-        .await
-        .map_err(|e| ScanError::Panicked(e.to_string()))??;
+        let scan = self.worker.scan().await?;
         let reports: Vec<v1::MountReport> = scan.reports.iter().map(convert::report).collect();
         let previous = self.latest();
         let reports = if *previous.reports == reports {
