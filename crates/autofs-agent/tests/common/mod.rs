@@ -49,13 +49,33 @@ impl Agent {
     /// `serve --log-format json --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0
     /// --scan-interval 200ms --node-name <unique>` plus `extra`.
     pub fn start(extra: &[&str]) -> Agent {
+        Agent::start_with(extra, None)
+    }
+
+    /// [`Agent::start`] with `RLIMIT_NOFILE` (soft and hard) set to `nofile` through
+    /// `prlimit`, which then execs the agent (same pid).
+    pub fn start_with_nofile(extra: &[&str], nofile: u64) -> Agent {
+        Agent::start_with(extra, Some(nofile))
+    }
+
+    fn start_with(extra: &[&str], nofile: Option<u64>) -> Agent {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let node = format!(
             "e2e-node-{}-{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_autofs-agent"));
+        let agent_exe = env!("CARGO_BIN_EXE_autofs-agent");
+        let mut cmd = match nofile {
+            None => Command::new(agent_exe),
+            Some(n) => {
+                let mut cmd = Command::new("prlimit");
+                cmd.arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(agent_exe);
+                cmd
+            }
+        };
         cmd.args([
             "serve",
             "--log-format",
@@ -239,6 +259,39 @@ impl Drop for Agent {
             eprintln!("--- autofs-agent log ---\n{}", self.log_text());
         }
     }
+}
+
+/// A plain HTTP/1.0 GET of `/metrics` (no chunked encoding to decode): the body.
+pub fn scrape(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, WAIT)
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .unwrap_or_else(|e| panic!("GET http://{addr}/metrics: {e}"));
+    let raw = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    assert!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "{head}"
+    );
+    body.to_owned()
+}
+
+/// The value of the sample whose name and labels are exactly `series` (0 when absent, as
+/// for a counter never incremented).
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| {
+            v.trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{series}: {v}: {e}"))
+        })
 }
 
 /// Polls `probe` every 50 ms until it yields a value; panics naming `what` after [`WAIT`].

@@ -1,0 +1,118 @@
+//! Nothing unbounded before a peer has authenticated: the real agent, run with a small
+//! `RLIMIT_NOFILE`, against peers that connect and then say nothing. More idle peers than the
+//! agent has descriptors must neither exhaust them (scans keep working, accept never fails)
+//! nor stay connected past the handshake deadline, and a real client is served afterwards.
+
+mod common;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::{Agent, WAIT};
+
+/// The agent's descriptor limit in these tests (soft and hard).
+const NOFILE: u64 = 256;
+/// Idle peers per test: more than the agent has descriptors.
+const IDLE_PEERS: usize = 300;
+
+/// Opens `n` connections to `addr` that never send a byte. The kernel completes the TCP
+/// handshake for queued ones too (listen backlog), so all of them connect.
+fn idle_peers(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|i| {
+            TcpStream::connect_timeout(&addr, WAIT)
+                .unwrap_or_else(|e| panic!("idle peer {i} to {addr}: {e}"))
+        })
+        .collect()
+}
+
+/// Waits until the agent has closed every one of `peers` (EOF or reset), reading nothing.
+fn assert_all_closed_by_the_agent(peers: Vec<TcpStream>) {
+    for (i, mut peer) in peers.into_iter().enumerate() {
+        // Generous: the agent closes them a batch per handshake deadline; the machine is busy.
+        peer.set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        match peer.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Ok(n) => panic!("idle peer {i} got {n} bytes instead of being closed"),
+            Err(e) => panic!("idle peer {i} was never closed: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_idle_peers_than_descriptors_are_closed_and_never_starve_scans_or_clients() {
+    let agent = Agent::start_with_nofile(&["--handshake-timeout", "1s"], NOFILE);
+    agent.wait_serving().await;
+
+    let grpc_peers = idle_peers(agent.grpc, IDLE_PEERS);
+    let metrics_peers = idle_peers(agent.metrics, 40);
+    assert_all_closed_by_the_agent(grpc_peers);
+    assert_all_closed_by_the_agent(metrics_peers);
+
+    // A real client is served, and health never noticed anything.
+    let mut client = agent.client().await;
+    common::list(&mut client, Default::default())
+        .await
+        .expect("ListMounts after the flood");
+    agent.wait_serving().await;
+
+    let text = common::scrape(agent.metrics);
+    let refused = common::sample(
+        &text,
+        r#"autofs_connections_refused_total{listener="grpc",reason="handshake_timeout"}"#,
+    );
+    assert!(
+        refused >= IDLE_PEERS as f64,
+        "every idle peer counts as refused for its handshake deadline: {refused}\n{text}"
+    );
+    assert_eq!(
+        common::sample(&text, r#"autofs_accept_errors_total{listener="grpc"}"#),
+        0.0,
+        "the connection cap keeps accept() clear of EMFILE:\n{text}"
+    );
+    assert_eq!(
+        common::sample(&text, r#"autofs_accept_errors_total{listener="metrics"}"#),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        common::sample(&text, "autofs_scan_errors_total"),
+        0.0,
+        "scans kept their descriptors during the flood:\n{text}"
+    );
+    let warnings = agent
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("\"WARN\""))
+        .count();
+    assert!(
+        warnings < 5,
+        "the flood must not flood the log:\n{}",
+        agent.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_is_not_http2_is_closed_at_once() {
+    use std::io::Write;
+    let agent = Agent::start(&["--handshake-timeout", "1m"]);
+    agent.wait_serving().await;
+    let mut peer = TcpStream::connect_timeout(&agent.grpc, WAIT).unwrap();
+    peer.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    // Closed without waiting for the (one minute) deadline.
+    assert_all_closed_by_the_agent(vec![peer]);
+    let text = common::scrape(agent.metrics);
+    assert_eq!(
+        common::sample(
+            &text,
+            r#"autofs_connections_refused_total{listener="grpc",reason="not_http2"}"#
+        ),
+        1.0,
+        "{text}"
+    );
+}

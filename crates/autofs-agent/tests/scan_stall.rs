@@ -1,0 +1,206 @@
+//! A scan that hangs is noticed and does not hold the agent hostage: the real agent over a
+//! fixture proc tree whose `mountinfo` files turn into FIFOs nobody writes (the reader blocks
+//! in open(), as on a node where a read hangs behind a stuck unmount). Health turns
+//! NOT_SERVING, RPCs answer at once from the last good scan (marked stale, with its age) or
+//! say UNAVAILABLE when it is too old, SIGTERM still stops the agent, and it recovers when
+//! the read returns.
+
+mod common;
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use autofs_api::v1::{self, check_migratable_request::Target};
+use common::{Agent, WAIT, fixture_proc_root};
+use nix::sys::signal::Signal;
+use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+/// The fixture's mount namespace and its one mount.
+const MNT_NS: u64 = 4026531841;
+const MOUNT_ID: u32 = 40;
+
+/// Every `mountinfo` of a fixture proc tree replaced by a FIFO without a writer; released
+/// (readers unblocked, real files back) on [`HungMountinfo::release`] or drop.
+struct HungMountinfo {
+    files: Vec<PathBuf>,
+    released: bool,
+}
+
+impl HungMountinfo {
+    fn hang(proc_root: &Path) -> HungMountinfo {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(proc_root).unwrap() {
+            let path = entry.unwrap().path().join("mountinfo");
+            if path.is_file() {
+                std::fs::rename(&path, real(&path)).unwrap();
+                nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                    .unwrap();
+                files.push(path);
+            }
+        }
+        assert!(!files.is_empty(), "no mountinfo in {}", proc_root.display());
+        HungMountinfo {
+            files,
+            released: false,
+        }
+    }
+
+    /// Puts the real files back, then opens each FIFO for writing and closes it: a reader
+    /// blocked in open() gets an empty file, later opens the real one.
+    fn release(&mut self) {
+        if std::mem::replace(&mut self.released, true) {
+            return;
+        }
+        for path in &self.files {
+            let fifo = path.with_extension("fifo");
+            let _ = std::fs::rename(path, &fifo);
+            let _ = std::fs::rename(real(path), path);
+            // ENXIO when nobody waits on it; then there is nothing to unblock.
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+                .open(&fifo);
+            let _ = std::fs::remove_file(&fifo);
+        }
+    }
+}
+
+impl Drop for HungMountinfo {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+fn real(path: &Path) -> PathBuf {
+    path.with_extension("real")
+}
+
+/// ListMounts of the fixture namespace: the reports and the response metadata.
+async fn list_with_metadata(
+    agent: &Agent,
+) -> Result<(Vec<v1::MountReport>, tonic::metadata::MetadataMap), tonic::Status> {
+    let mut client = agent.client().await;
+    let response = client
+        .list_mounts(v1::ListMountsRequest {
+            mnt_ns: Some(MNT_NS),
+            ..Default::default()
+        })
+        .await?;
+    let metadata = response.metadata().clone();
+    let mut stream = response.into_inner();
+    let mut reports = Vec::new();
+    while let Some(r) = stream.message().await? {
+        reports.push(r);
+    }
+    Ok((reports, metadata))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_proc_read_turns_health_not_serving_and_rpcs_answer_from_the_last_good_scan() {
+    let (_dir, proc_root) = fixture_proc_root("active_indirect");
+    let agent = Agent::start(&[
+        "--proc-root",
+        proc_root.to_str().unwrap(),
+        "--scan-stall-timeout",
+        "1s",
+    ]);
+    agent.wait_serving().await;
+    let (reports, metadata) = list_with_metadata(&agent).await.unwrap();
+    assert_eq!(common::ids(&reports), [MOUNT_ID]);
+    assert!(metadata.get("autofs-scan-stale").is_none(), "{metadata:?}");
+
+    let mut hung = HungMountinfo::hang(&proc_root);
+    agent
+        .wait_health(common::API_SERVICE, ServingStatus::NotServing)
+        .await;
+    let text = common::scrape(agent.metrics);
+    assert_eq!(common::sample(&text, "autofs_scan_stalled"), 1.0, "{text}");
+    assert!(
+        common::sample(&text, "autofs_scan_stalls_total") >= 1.0,
+        "{text}"
+    );
+
+    // Answered at once, from the last good scan, and said so.
+    let (reports, metadata) = list_with_metadata(&agent).await.unwrap();
+    assert_eq!(common::ids(&reports), [MOUNT_ID]);
+    assert_eq!(metadata.get("autofs-scan-stale").unwrap(), "true");
+    let age: u64 = metadata
+        .get("autofs-scan-age-ms")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(age >= 1000, "older than the stall bound: {age} ms");
+    let check = agent
+        .client()
+        .await
+        .check_migratable(v1::CheckMigratableRequest {
+            target: Some(Target::Pid(1234)),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(check.stale, "{check:?}");
+    assert!(check.scan_age_ms >= 1000, "{check:?}");
+    assert_eq!(check.mounts_checked, 1, "{check:?}");
+
+    // The read returns: scans go on and the agent serves fresh answers again.
+    hung.release();
+    agent
+        .wait_health(common::API_SERVICE, ServingStatus::Serving)
+        .await;
+    // (The scan that was stuck read an empty file; the next ones read the real one.)
+    let metadata = common::eventually("the mount is listed from a fresh scan", || async {
+        let (reports, metadata) = list_with_metadata(&agent).await.ok()?;
+        (common::ids(&reports) == [MOUNT_ID]).then_some(metadata)
+    })
+    .await;
+    assert!(metadata.get("autofs-scan-stale").is_none(), "{metadata:?}");
+    common::eventually("autofs_scan_stalled is 0 again", || async {
+        (common::sample(&common::scrape(agent.metrics), "autofs_scan_stalled") == 0.0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_proc_read_with_an_old_last_scan_is_unavailable_and_sigterm_still_stops_the_agent() {
+    let (_dir, proc_root) = fixture_proc_root("active_indirect");
+    let mut agent = Agent::start(&[
+        "--proc-root",
+        proc_root.to_str().unwrap(),
+        "--scan-stall-timeout",
+        "1s",
+        "--max-stale-age",
+        "1s",
+    ]);
+    agent.wait_serving().await;
+    let _hung = HungMountinfo::hang(&proc_root);
+    agent
+        .wait_health(common::API_SERVICE, ServingStatus::NotServing)
+        .await;
+
+    // Never a silent hang: the client's own deadline is far away, the answer comes now.
+    let mut client = agent.client().await;
+    let mut request = tonic::Request::new(v1::ListMountsRequest::default());
+    request.set_timeout(Duration::from_secs(600));
+    let status = client.list_mounts(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("running for"), "{status:?}");
+    let status = client
+        .check_migratable(v1::CheckMigratableRequest {
+            target: Some(Target::Pid(1234)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    // The scan thread is still stuck in open(); the agent exits anyway, cleanly.
+    agent.signal(Signal::SIGTERM);
+    let status = agent
+        .wait_exit(WAIT)
+        .expect("the agent must exit within the shutdown grace despite a stuck scan");
+    assert!(status.success(), "{status:?}\n{}", agent.log_text());
+}
