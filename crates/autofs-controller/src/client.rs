@@ -94,6 +94,51 @@ impl Connector {
         }
         Ok(endpoint.connect_lazy())
     }
+
+    /// A connected channel, or why there is none. The attempt's connect timeout is cut to
+    /// the node's deadline; when that cut is what ended it, the answer is the deadline
+    /// (`None` in the error), never an `UNAVAILABLE` racing it.
+    pub async fn connect(
+        &self,
+        ep: &NodeEndpoint,
+        deadline: Instant,
+    ) -> Result<Channel, Option<NodeErrorKind>> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", ep.address))
+            .map_err(|e| Some(NodeErrorKind::InvalidEndpoint(e.to_string())))?
+            .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| Some(NodeErrorKind::InvalidEndpoint(format!("TLS: {e}"))))?;
+        }
+        let own_limit = Instant::now() + self.connect_timeout;
+        let cut_by_deadline = deadline <= own_limit;
+        match tokio::time::timeout_at(own_limit.min(deadline), endpoint.connect()).await {
+            Ok(Ok(channel)) => Ok(channel),
+            Ok(Err(e)) => Err(Some(NodeErrorKind::Unavailable(error_chain(&e)))),
+            Err(_) if cut_by_deadline => Err(None),
+            Err(_) => Err(Some(NodeErrorKind::Unavailable(format!(
+                "no connection within the connect timeout of {}",
+                crate::error::fmt_duration(self.connect_timeout)
+            )))),
+        }
+    }
+}
+
+/// An error and its sources, `: `-separated, without repeats.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s = s.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = source.and_then(std::error::Error::source);
+    }
+    text
 }
 
 /// A request carrying the time left until `deadline` as its `grpc-timeout`, so the agent
@@ -105,12 +150,62 @@ pub(crate) fn request<T>(message: T, deadline: Instant) -> tonic::Request<T> {
     req
 }
 
-/// Maps a status, recognising undecodable messages as a contract violation.
+/// Classifies a failed call, once, from what happened:
+/// - `DEADLINE_EXCEEDED` (the agent enforcing the `grpc-timeout` we sent) and tonic's own
+///   "Timeout expired" (the client enforcing it) are the node's deadline — every request
+///   carries exactly the time left until it ([`request`]). Its `timeout` is filled in by the
+///   caller, which knows the configured one.
+/// - A connection the agent reset or closed under the call is `UNAVAILABLE` (retried), whatever
+///   code the transport gave it.
+/// - An undecodable message is a contract violation.
 pub(crate) fn status_kind(status: &tonic::Status) -> NodeErrorKind {
-    if status.code() == tonic::Code::Internal && status.message().contains("decode") {
+    let code = status.code();
+    let timeout_expired = tonic::TimeoutExpired(()).to_string();
+    if code == tonic::Code::DeadlineExceeded
+        || (code == tonic::Code::Cancelled && status.message() == timeout_expired)
+    {
+        return NodeErrorKind::DeadlineExceeded {
+            timeout: Duration::ZERO,
+            last: None,
+        };
+    }
+    if code != tonic::Code::Unavailable
+        && let Some(cause) = connection_lost(status)
+    {
+        return NodeErrorKind::Unavailable(format!("the connection was lost: {cause}"));
+    }
+    if code == tonic::Code::Internal && status.message().contains("decode") {
         return NodeErrorKind::Malformed(status.message().to_owned());
     }
     NodeErrorKind::from_status(status)
+}
+
+/// What happened, when the call failed because the connection went away (reset, closed,
+/// broken, or the request was cancelled with it) rather than because the agent answered with
+/// an error.
+fn connection_lost(status: &tonic::Status) -> Option<String> {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            )
+        {
+            return Some(io.to_string());
+        }
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>()
+            && (hyper.is_canceled() || hyper.is_closed() || hyper.is_incomplete_message())
+        {
+            return Some(
+                e.source()
+                    .map_or_else(|| hyper.to_string(), |cause| format!("{hyper}: {cause}")),
+            );
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// GetNodeInfo, as the agent answered it (see [`check_node_info`]).

@@ -41,6 +41,11 @@ pub struct CollectorConfig {
     /// Refuse a second endpoint that answers as an already-seen node (on by default; turn it
     /// off only when several endpoints front one agent on purpose, e.g. benchmarks).
     pub unique_nodes: bool,
+    /// A node that streams more mount reports than this fails ("sent more than N mounts").
+    pub max_mounts_per_node: usize,
+    /// Memory all nodes' reports of one `collect` may take together (decoded size); the node
+    /// whose report crosses it fails, the others keep theirs.
+    pub max_report_bytes: usize,
 }
 
 impl Default for CollectorConfig {
@@ -53,8 +58,44 @@ impl Default for CollectorConfig {
             backoff: BackoffConfig::default(),
             tls: None,
             unique_nodes: true,
+            max_mounts_per_node: DEFAULT_MAX_MOUNTS_PER_NODE,
+            max_report_bytes: DEFAULT_MAX_REPORT_BYTES,
         }
     }
+}
+
+/// Default of [`CollectorConfig::max_mounts_per_node`]: far more autofs mounts than a node has.
+pub const DEFAULT_MAX_MOUNTS_PER_NODE: usize = 100_000;
+/// Default of [`CollectorConfig::max_report_bytes`]: 512 MiB.
+pub const DEFAULT_MAX_REPORT_BYTES: usize = 512 << 20;
+
+/// Memory the reports of one `collect` hold, across nodes.
+struct ReportBudget {
+    limit: usize,
+    used: std::sync::atomic::AtomicUsize,
+}
+
+impl ReportBudget {
+    /// Takes `bytes`, or nothing when that would cross the limit.
+    fn take(&self, bytes: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.used
+            .fetch_update(Relaxed, Relaxed, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.used
+            .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// What one decoded report holds in memory (approximately: its encoding plus the struct).
+fn report_size(m: &v1::MountReport) -> usize {
+    use prost::Message;
+    m.encoded_len() + std::mem::size_of::<v1::MountReport>()
 }
 
 pub(crate) struct Inner {
@@ -144,10 +185,22 @@ impl Collector {
     pub async fn collect(&self, filter: v1::ListMountsRequest) -> ClusterReport {
         let started = Instant::now();
         let filter = Arc::new(filter);
+        let budget = Arc::new(ReportBudget {
+            limit: self.inner.config.max_report_bytes,
+            used: Default::default(),
+        });
+        let per_node = self.inner.config.max_mounts_per_node;
         let mut nodes = self
             .fan_out(move |mut c, info, deadline| {
                 let filter = filter.clone();
-                async move { list_mounts(&mut c, &info.node, (*filter).clone(), deadline).await }
+                let budget = budget.clone();
+                async move {
+                    let limits = Limits {
+                        per_node,
+                        budget: &budget,
+                    };
+                    list_mounts(&mut c, &info.node, (*filter).clone(), deadline, limits).await
+                }
             })
             .await;
         if self.inner.config.unique_nodes {
@@ -256,12 +309,15 @@ impl Collector {
             let op = op.clone();
             set.spawn(async move {
                 // Waiting for a permit counts against the deadline: a node still queued when
-                // it passes is reported, not asked late.
+                // it passes is reported as never asked. A permit handed over at the deadline
+                // (the node before it gave up exactly then) is no chance to ask either.
                 let permit =
                     tokio::time::timeout_at(deadline, inner.limit.clone().acquire_owned()).await;
                 let result = match permit {
-                    Ok(_permit) => run_node(&inner, &ep, deadline, op).await,
-                    Err(_) => queued_too_long(&inner, &ep, started),
+                    Ok(_permit) if Instant::now() < deadline => {
+                        run_node(&inner, &ep, deadline, op).await
+                    }
+                    _ => queued_too_long(&inner, &ep, started),
                 };
                 (i, result)
             });
@@ -295,6 +351,10 @@ impl Collector {
 }
 
 /// Connect, handshake, `op`; retried on `UNAVAILABLE` with backoff, all before `deadline`.
+///
+/// The cause of a failure is classified once, from what happened: whatever timer noticed it
+/// (the outer deadline, the connect timeout cut to it, the `grpc-timeout` the agent or tonic
+/// enforces), running out of time is "no answer within D", with the last real error.
 pub(crate) async fn run_node<T, F, Fut>(
     inner: &Inner,
     ep: &NodeEndpoint,
@@ -312,11 +372,19 @@ where
     let mut info: Option<v1::GetNodeInfoResponse> = None;
     let mut said_name: Option<String> = None;
     let mut backoff = Backoff::new(config.backoff);
+    let out_of_time = || NodeErrorKind::DeadlineExceeded {
+        timeout: Duration::ZERO,
+        last: None,
+    };
     let attempts_loop = async {
         loop {
             attempts += 1;
             let attempt = async {
-                let channel = inner.connector.channel(ep, false)?;
+                let channel = inner
+                    .connector
+                    .connect(ep, deadline)
+                    .await
+                    .map_err(|e| e.unwrap_or_else(out_of_time))?;
                 let mut c = Client::new(channel);
                 let i = client::node_info(&mut c, deadline).await?;
                 // Name errors after the node even when its handshake is refused.
@@ -342,26 +410,16 @@ where
             }
         }
     };
-    let result = match tokio::time::timeout_at(deadline, attempts_loop).await {
-        // tonic enforces the request's grpc-timeout on the client too, racing the timer
-        // above: its "Timeout expired" is this node's deadline as well.
-        Ok(Err(
-            kind @ NodeErrorKind::Rpc {
-                code: tonic::Code::Cancelled | tonic::Code::DeadlineExceeded,
-                ..
-            },
-        )) if Instant::now() + Duration::from_millis(100) >= deadline => {
-            Err(NodeErrorKind::DeadlineExceeded {
+    let result = tokio::time::timeout_at(deadline, attempts_loop)
+        .await
+        .unwrap_or_else(|_| Err(out_of_time()))
+        .map_err(|kind| match kind {
+            NodeErrorKind::DeadlineExceeded { .. } => NodeErrorKind::DeadlineExceeded {
                 timeout: config.timeout,
-                last: last.map(|l| l.to_string()).or(Some(kind.to_string())),
-            })
-        }
-        Ok(r) => r,
-        Err(_) => Err(NodeErrorKind::DeadlineExceeded {
-            timeout: config.timeout,
-            last: last.map(|l| l.to_string()),
-        }),
-    };
+                last: last.as_ref().map(ToString::to_string),
+            },
+            kind => kind,
+        });
     let name = info
         .as_ref()
         .map(|i| i.node.as_str())
@@ -376,7 +434,7 @@ where
     }
 }
 
-/// The result of a node that never got a permit before the deadline.
+/// The result of a node that never got a permit before the deadline (or got it only then).
 fn queued_too_long<T>(inner: &Inner, ep: &NodeEndpoint, started: Instant) -> NodeResult<T> {
     NodeResult {
         endpoint: ep.clone(),
@@ -384,12 +442,9 @@ fn queued_too_long<T>(inner: &Inner, ep: &NodeEndpoint, started: Instant) -> Nod
         result: Err(NodeError::new(
             &ep.address,
             ep.expected_node.as_deref(),
-            NodeErrorKind::DeadlineExceeded {
+            NodeErrorKind::NeverAsked {
                 timeout: inner.config.timeout,
-                last: Some(format!(
-                    "never asked: all {} concurrent slots stayed busy (raise --concurrency)",
-                    inner.config.concurrency
-                )),
+                concurrency: inner.config.concurrency,
             },
         )),
         attempts: 0,
@@ -397,27 +452,55 @@ fn queued_too_long<T>(inner: &Inner, ep: &NodeEndpoint, started: Instant) -> Nod
     }
 }
 
+/// Bounds on what one node's list may take.
+struct Limits<'a> {
+    per_node: usize,
+    budget: &'a ReportBudget,
+}
+
 async fn list_mounts(
     c: &mut Client,
     node: &str,
     filter: v1::ListMountsRequest,
     deadline: Instant,
+    limits: Limits<'_>,
 ) -> Result<Vec<v1::MountReport>, NodeErrorKind> {
-    let mut stream = c
-        .list_mounts(client::request(filter, deadline))
-        .await
-        .map_err(|s| client::status_kind(&s))?
-        .into_inner();
-    let mut mounts = Vec::new();
-    while let Some(m) = stream
-        .message()
-        .await
-        .map_err(|s| client::status_kind(&s))?
-    {
-        client::check_report(&m, node)?;
-        mounts.push(m);
+    let mut held = 0;
+    let result = async {
+        let mut stream = c
+            .list_mounts(client::request(filter, deadline))
+            .await
+            .map_err(|s| client::status_kind(&s))?
+            .into_inner();
+        let mut mounts = Vec::new();
+        while let Some(m) = stream
+            .message()
+            .await
+            .map_err(|s| client::status_kind(&s))?
+        {
+            if mounts.len() == limits.per_node {
+                return Err(NodeErrorKind::TooManyMounts {
+                    limit: limits.per_node,
+                });
+            }
+            let size = report_size(&m);
+            if !limits.budget.take(size) {
+                return Err(NodeErrorKind::ReportMemory {
+                    limit_bytes: limits.budget.limit,
+                });
+            }
+            held += size;
+            client::check_report(&m, node)?;
+            mounts.push(m);
+        }
+        Ok(mounts)
     }
-    Ok(mounts)
+    .await;
+    if result.is_err() {
+        // The node's reports are dropped with the error; the memory goes back to the others.
+        limits.budget.give_back(held);
+    }
+    result
 }
 
 fn check_response(r: &v1::CheckMigratableResponse, node: &str) -> Result<(), NodeErrorKind> {

@@ -136,6 +136,14 @@ pub enum NodeErrorKind {
         /// The error of the last failed attempt, if any.
         last: Option<String>,
     },
+    /// The node was never asked: every concurrency slot stayed busy until its deadline.
+    #[error("never asked: all {concurrency} concurrent slots stayed busy until the deadline of {} (raise --concurrency or --timeout)", fmt_duration(*.timeout))]
+    NeverAsked {
+        /// The per-node deadline.
+        timeout: Duration,
+        /// The concurrency limit.
+        concurrency: usize,
+    },
     /// The agent answered with a non-retryable gRPC status.
     #[error("{code:?}: {message}")]
     Rpc {
@@ -169,6 +177,21 @@ pub enum NodeErrorKind {
     DuplicateNode {
         /// The endpoint that answered first.
         first_endpoint: String,
+    },
+    /// The agent streamed more reports than the per-node limit; its list was dropped.
+    #[error(
+        "sent more than {limit} mounts (the per-node limit, --max-mounts-per-node); its list was dropped"
+    )]
+    TooManyMounts {
+        /// The limit.
+        limit: usize,
+    },
+    /// The reports of all nodes reached the memory bound while this node was streaming; its
+    /// list was dropped, the others kept.
+    #[error("the cluster report reached its memory bound of {} MiB (--max-report-memory) while this node was streaming; its list was dropped", .limit_bytes >> 20)]
+    ReportMemory {
+        /// The bound, in bytes.
+        limit_bytes: usize,
     },
     /// The agent sent data that violates the API contract.
     #[error("malformed answer: {0}")]

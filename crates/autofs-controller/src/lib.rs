@@ -55,7 +55,9 @@ pub mod watch;
 pub use autofs_api::v1;
 pub use backoff::BackoffConfig;
 pub use client::TlsOptions;
-pub use collector::{Collector, CollectorConfig, Target};
+pub use collector::{
+    Collector, CollectorConfig, DEFAULT_MAX_MOUNTS_PER_NODE, DEFAULT_MAX_REPORT_BYTES, Target,
+};
 pub use endpoint::NodeEndpoint;
 pub use error::{DiscoveryError, Error, NodeError, NodeErrorKind};
 pub use report::{CheckOutcome, ClusterReport, NodeResult, NodeStatus};

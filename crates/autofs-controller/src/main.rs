@@ -87,6 +87,23 @@ struct Global {
         env = "AUTOFS_CONTROLLER_MAX_ATTEMPTS"
     )]
     max_attempts: u32,
+    /// A node that sends more mount reports than this fails ("sent more than N mounts").
+    #[arg(
+        long,
+        global = true,
+        default_value_t = autofs_controller::DEFAULT_MAX_MOUNTS_PER_NODE,
+        env = "AUTOFS_CONTROLLER_MAX_MOUNTS_PER_NODE"
+    )]
+    max_mounts_per_node: usize,
+    /// Memory (MiB) the reports of all nodes may take together; the node that crosses it
+    /// fails, the others keep their answers.
+    #[arg(
+        long,
+        global = true,
+        default_value_t = autofs_controller::DEFAULT_MAX_REPORT_BYTES >> 20,
+        env = "AUTOFS_CONTROLLER_MAX_REPORT_MEMORY"
+    )]
+    max_report_memory: usize,
     /// CA certificate (PEM) of the agents; enables TLS.
     #[arg(long, global = true, env = "AUTOFS_CONTROLLER_TLS_CA")]
     tls_ca: Option<PathBuf>,
@@ -324,6 +341,8 @@ async fn collector(g: &Global) -> anyhow::Result<Collector> {
             domain: g.tls_domain.clone(),
         }),
         unique_nodes: !g.allow_duplicate_nodes,
+        max_mounts_per_node: g.max_mounts_per_node,
+        max_report_bytes: g.max_report_memory.saturating_mul(1 << 20),
     };
     Ok(Collector::new(endpoints, config)?)
 }

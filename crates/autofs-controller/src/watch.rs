@@ -199,4 +199,12 @@ async fn start(
             timeout: inner.config.timeout,
             last: None,
         }))
+        .map_err(|kind| match kind {
+            // The agent or tonic enforcing the handshake's grpc-timeout: the same deadline.
+            NodeErrorKind::DeadlineExceeded { .. } => NodeErrorKind::DeadlineExceeded {
+                timeout: inner.config.timeout,
+                last: None,
+            },
+            kind => kind,
+        })
 }

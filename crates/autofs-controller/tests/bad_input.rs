@@ -109,6 +109,7 @@ impl AutofsInspector for Fake {
             mounts_checked: 1,
             retry_after_ms: 0,
             node: self.node.clone(),
+            ..Default::default()
         }))
     }
 
