@@ -109,9 +109,21 @@ struct ServeFlags {
     /// CA for client certificates; makes mutual TLS mandatory.
     #[arg(long, env = "AUTOFS_AGENT_TLS_CLIENT_CA", requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
-    /// Concurrent ListMounts/WatchMounts streams across all clients.
+    /// Concurrent ListMounts streams across all clients.
     #[arg(long, env = "AUTOFS_AGENT_MAX_STREAMS", default_value_t = 128)]
     max_streams: usize,
+    /// Concurrent WatchMounts streams across all clients (apart from ListMounts: idle
+    /// watches never starve lists).
+    #[arg(long, env = "AUTOFS_AGENT_MAX_WATCHES", default_value_t = 128)]
+    max_watches: usize,
+    /// Concurrent ListMounts, and WatchMounts, streams per client: its certificate identity
+    /// under mutual TLS, else its IP address.
+    #[arg(
+        long,
+        env = "AUTOFS_AGENT_MAX_STREAMS_PER_CLIENT",
+        default_value_t = 32
+    )]
+    max_streams_per_client: usize,
     /// Concurrent HTTP/2 streams per client connection.
     #[arg(
         long,
@@ -197,6 +209,8 @@ fn serve(flags: ServeFlags) -> anyhow::Result<u8> {
                 client_ca: flags.tls_client_ca,
             }),
         max_streams: flags.max_streams,
+        max_watches: flags.max_watches,
+        max_streams_per_client: flags.max_streams_per_client,
         max_streams_per_connection: flags.max_streams_per_connection,
         request_timeout: flags.request_timeout,
         synthetic_mounts: flags.synthetic_mounts,

@@ -56,8 +56,12 @@ pub struct ServeConfig {
     pub node_name: String,
     /// TLS, if any.
     pub tls: Option<TlsFiles>,
-    /// Concurrent streams across clients.
+    /// Concurrent ListMounts streams across clients.
     pub max_streams: usize,
+    /// Concurrent WatchMounts streams across clients.
+    pub max_watches: usize,
+    /// Concurrent streams of each kind per client.
+    pub max_streams_per_client: usize,
     /// Concurrent HTTP/2 streams per connection.
     pub max_streams_per_connection: u32,
     /// Deadline for unary RPCs when the client sets none.
@@ -131,6 +135,8 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             max_scan_age: config.max_scan_age,
             scan_interval: config.scan_interval,
             max_streams: config.max_streams,
+            max_watches: config.max_watches,
+            max_streams_per_client: config.max_streams_per_client,
         },
         stop_rx.clone(),
     );

@@ -2,8 +2,11 @@
 //!
 //! Streams are fed by a producer task through a bounded channel: a slow client applies
 //! backpressure (the producer waits), a client that goes away closes the channel and stops the
-//! producer, and at most `max_streams` producers run at once, so clients that never read
-//! cannot grow the agent's memory without bound.
+//! producer, and producers are bounded, so clients that never read cannot grow the agent's
+//! memory without bound. Lists and watches have budgets of their own (idle watches never
+//! starve lists), and each client — its certificate identity under mutual TLS, else its IP
+//! address — gets at most `max_streams_per_client` of each, so one client cannot take them all.
+//! Watchers share the inventory's snapshots and the changes computed once per scan.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -16,9 +19,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
+use crate::changes::Change;
 use crate::filter::{self, Filter};
+use crate::listener::PeerInfo;
 use crate::metrics as m;
-use crate::snapshot::{Answer, Inventory, ScanError, Snapshot};
+use crate::snapshot::{Answer, Inventory, ScanError};
 
 /// Messages buffered per stream before the producer waits for the client.
 const STREAM_BUFFER: usize = 32;
@@ -34,8 +39,12 @@ pub struct ServiceConfig {
     pub max_scan_age: Duration,
     /// Background scan interval (reported by GetNodeInfo, used as retry hint).
     pub scan_interval: Duration,
-    /// Concurrent streams (ListMounts + WatchMounts) across all clients.
+    /// Concurrent ListMounts streams across all clients.
     pub max_streams: usize,
+    /// Concurrent WatchMounts streams across all clients.
+    pub max_watches: usize,
+    /// Concurrent streams of each kind per client (certificate identity, else IP address).
+    pub max_streams_per_client: usize,
 }
 
 /// The service implementation.
@@ -43,8 +52,88 @@ pub struct ServiceConfig {
 pub struct AgentService {
     inventory: Arc<Inventory>,
     config: Arc<ServiceConfig>,
-    streams: Arc<Semaphore>,
+    lists: Arc<Semaphore>,
+    watches: Arc<Semaphore>,
+    per_client: Arc<PerClient>,
     shutdown: watch::Receiver<bool>,
+}
+
+/// The two kinds of stream, budgeted apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum StreamKind {
+    List,
+    Watch,
+}
+
+impl StreamKind {
+    fn name(self) -> &'static str {
+        match self {
+            StreamKind::List => "ListMounts",
+            StreamKind::Watch => "WatchMounts",
+        }
+    }
+}
+
+/// Streams open per client and kind. Entries exist only while a stream is open, so the map is
+/// bounded by the global budgets.
+struct PerClient {
+    limit: usize,
+    open: std::sync::Mutex<HashMap<(StreamKind, String), usize>>,
+}
+
+/// One client's share of a stream; given back on drop.
+struct ClientSlot {
+    owner: Arc<PerClient>,
+    key: (StreamKind, String),
+}
+
+impl PerClient {
+    fn try_take(self: &Arc<Self>, kind: StreamKind, client: &str) -> Option<ClientSlot> {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (kind, client.to_owned());
+        let n = open.entry(key.clone()).or_default();
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            owner: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .owner
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// What a running stream holds: its client's share and a global slot.
+struct StreamSlot {
+    _client: ClientSlot,
+    _global: OwnedSemaphorePermit,
+}
+
+/// Who sent a request, for budgets: the certificate identity, else the peer's IP address.
+fn client_of<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<PeerInfo>()
+        .map_or_else(|| "unknown".to_owned(), PeerInfo::client_key)
 }
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -57,19 +146,41 @@ impl AgentService {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
-            streams: Arc::new(Semaphore::new(config.max_streams)),
+            lists: Arc::new(Semaphore::new(config.max_streams)),
+            watches: Arc::new(Semaphore::new(config.max_watches)),
+            per_client: Arc::new(PerClient {
+                limit: config.max_streams_per_client,
+                open: Default::default(),
+            }),
             inventory,
             config: Arc::new(config),
             shutdown,
         }
     }
 
-    fn stream_permit(&self) -> Result<OwnedSemaphorePermit, Status> {
-        self.streams.clone().try_acquire_owned().map_err(|_| {
+    /// The client's share first (a client at its limit takes nothing global), then a global
+    /// slot of the kind.
+    fn stream_slot(&self, kind: StreamKind, client: &str) -> Result<StreamSlot, Status> {
+        let client_slot = self.per_client.try_take(kind, client).ok_or_else(|| {
             Status::resource_exhausted(format!(
-                "too many concurrent streams (limit {}); retry later",
-                self.config.max_streams
+                "this client ({client}) already has {} {} streams open (--max-streams-per-client); close one or retry later",
+                self.config.max_streams_per_client,
+                kind.name()
             ))
+        })?;
+        let (global, limit) = match kind {
+            StreamKind::List => (&self.lists, self.config.max_streams),
+            StreamKind::Watch => (&self.watches, self.config.max_watches),
+        };
+        let global = global.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "too many concurrent streams ({} limit {limit}); retry later",
+                kind.name()
+            ))
+        })?;
+        Ok(StreamSlot {
+            _client: client_slot,
+            _global: global,
         })
     }
 
@@ -77,19 +188,20 @@ impl AgentService {
     /// a fresh snapshot. A refusal is recorded as the call's outcome.
     async fn open_stream(
         &self,
-        method: &'static str,
+        kind: StreamKind,
+        client: &str,
         started: Instant,
         request: &v1::ListMountsRequest,
-    ) -> Result<(Filter, OwnedSemaphorePermit, Answer), Status> {
+    ) -> Result<(Filter, StreamSlot, Answer), Status> {
         let setup = async {
             let filter = Filter::from_request(request, &self.inventory)?;
-            let permit = self.stream_permit()?;
+            let slot = self.stream_slot(kind, client)?;
             let answer = self.fresh().await?;
-            Ok::<_, Status>((filter, permit, answer))
+            Ok::<_, Status>((filter, slot, answer))
         };
         let result = setup.await;
         if let Err(status) = &result {
-            m::grpc_call(method, status.code(), started);
+            m::grpc_call(kind.name(), status.code(), started);
         }
         result
     }
@@ -237,8 +349,9 @@ impl AutofsInspector for AgentService {
         request: Request<v1::ListMountsRequest>,
     ) -> Result<Response<Self::ListMountsStream>, Status> {
         let started = Instant::now();
+        let client = client_of(&request);
         let (filter, permit, answer) = self
-            .open_stream("ListMounts", started, request.get_ref())
+            .open_stream(StreamKind::List, &client, started, request.get_ref())
             .await?;
         // Hold only the shared API reports, not the whole snapshot: they stay alive for as
         // long as a slow client takes to read them.
@@ -283,12 +396,12 @@ impl AutofsInspector for AgentService {
     ) -> Result<Response<Self::WatchMountsStream>, Status> {
         let started = Instant::now();
         let filter_request = request.get_ref().filter.clone().unwrap_or_default();
+        let client = client_of(&request);
         // Subscribe first, so a scan published while the first snapshot is taken is not missed.
         let mut updates = self.inventory.subscribe();
         let (filter, permit, answer) = self
-            .open_stream("WatchMounts", started, &filter_request)
+            .open_stream(StreamKind::Watch, &client, started, &filter_request)
             .await?;
-        let snapshot = answer.snapshot;
         let deadline = deadline(&request);
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let ending = Ending::default();
@@ -302,30 +415,40 @@ impl AutofsInspector for AgentService {
             let _permit = permit;
             let mut watcher = Watcher {
                 filter,
-                node,
-                sequence: 0,
-                known: HashMap::new(),
-                tx,
-                ending: ending.clone(),
+                out: EventSender {
+                    node,
+                    sequence: 0,
+                    tx,
+                    ending: ending.clone(),
+                },
             };
             let run = async {
-                if let Err(code) = watcher.apply(&snapshot).await {
+                // The position: the snapshot delivered so far, shared, never copied.
+                let mut position = answer.snapshot;
+                let initial = position.reports.clone();
+                if let Err(code) = watcher.send_initial(&initial).await {
                     return code;
                 }
-                let mut seen = snapshot.generation;
-                drop(snapshot); // do not pin the first scan for the life of the watch
+                drop(initial);
                 loop {
                     if updates.changed().await.is_err() {
                         return tonic::Code::Ok; // the inventory is gone: shutting down
                     }
                     let next = updates.borrow_and_update().clone();
-                    if next.generation <= seen {
+                    if next.generation <= position.generation {
                         continue;
                     }
-                    seen = next.generation;
-                    if let Err(code) = watcher.apply(&next).await {
+                    let sent = if next.generation == position.generation + 1 {
+                        watcher.send_change(&next.change, &next.reports).await
+                    } else {
+                        // Fell behind by more than one scan: diff from the position.
+                        let change = Change::between(&position.reports, &next.reports);
+                        watcher.send_change(&change, &next.reports).await
+                    };
+                    if let Err(code) = sent {
                         return code;
                     }
+                    position = next;
                 }
             };
             let code = tokio::select! {
@@ -479,50 +602,54 @@ impl AgentService {
     }
 }
 
-/// Turns successive snapshots into ADDED / CHANGED / REMOVED events for one stream.
+/// Sends one stream's ADDED / CHANGED / REMOVED events. Holds no reports of its own: the
+/// shared snapshots and their changes say what to send.
 struct Watcher {
     filter: Filter,
+    out: EventSender,
+}
+
+/// The numbered events of one stream.
+struct EventSender {
     node: String,
     sequence: u64,
-    known: HashMap<(u64, u32), v1::MountReport>,
     tx: mpsc::Sender<Result<v1::MountEvent, Status>>,
     ending: Ending,
 }
 
 impl Watcher {
-    /// Sends the events that lead from the known state to `snapshot`. An error code when the
-    /// stream must stop (client gone or stalled).
-    async fn apply(&mut self, snapshot: &Snapshot) -> Result<(), tonic::Code> {
-        let mut current = HashMap::new();
-        let mut events = Vec::new();
-        for report in snapshot.reports.iter().filter(|r| self.filter.matches(r)) {
-            let key = (report.mnt_ns, report.mount_id);
-            match self.known.get(&key) {
-                None => events.push((Kind::Added, report.clone())),
-                Some(old) if old != report => events.push((Kind::Changed, report.clone())),
-                Some(_) => {}
-            }
-            current.insert(key, report.clone());
-        }
-        let mut removed: Vec<_> = self
-            .known
-            .iter()
-            .filter(|(key, _)| !current.contains_key(key))
-            .map(|(_, old)| old.clone())
-            .collect();
-        removed.sort_by_key(|r| (r.mnt_ns, r.mount_id));
-        events.extend(removed.into_iter().map(|r| (Kind::Removed, r)));
-        self.known = current;
-        for (kind, mount) in events {
-            self.sequence += 1;
-            let event = v1::MountEvent {
-                kind: kind.into(),
-                sequence: self.sequence,
-                node: self.node.clone(),
-                mount: Some(mount),
-            };
-            send(&self.tx, event, &self.ending).await?;
+    /// Every matching mount of the first snapshot, as ADDED. An error code when the stream
+    /// must stop (client gone or stalled).
+    async fn send_initial(&mut self, reports: &[v1::MountReport]) -> Result<(), tonic::Code> {
+        for report in reports.iter().filter(|r| self.filter.matches(r)) {
+            self.out.send(Kind::Added, report).await?;
         }
         Ok(())
+    }
+
+    /// The events of `change` (to the report set `reports`) that concern this watcher.
+    async fn send_change(
+        &mut self,
+        change: &Change,
+        reports: &[v1::MountReport],
+    ) -> Result<(), tonic::Code> {
+        let filter = &self.filter;
+        for (kind, report) in change.events(reports, |r| filter.matches(r)) {
+            self.out.send(kind, report).await?;
+        }
+        Ok(())
+    }
+}
+
+impl EventSender {
+    async fn send(&mut self, kind: Kind, report: &v1::MountReport) -> Result<(), tonic::Code> {
+        self.sequence += 1;
+        let event = v1::MountEvent {
+            kind: kind.into(),
+            sequence: self.sequence,
+            node: self.node.clone(),
+            mount: Some(report.clone()),
+        };
+        send(&self.tx, event, &self.ending).await
     }
 }

@@ -16,6 +16,7 @@ use autofs_api::v1;
 use autofs_core::{NamespaceInfo, Scan, Scanner};
 use tokio::sync::{Mutex, oneshot, watch};
 
+use crate::changes::Change;
 use crate::convert;
 use crate::metrics::MountStateMetrics;
 
@@ -36,6 +37,8 @@ pub struct Snapshot {
     /// snapshot when a scan changed nothing, so streams still sending older reports to slow
     /// clients do not pin one copy per scan.
     pub reports: Arc<Vec<v1::MountReport>>,
+    /// What changed since the previous snapshot (computed once, for every watcher).
+    pub change: Change,
 }
 
 impl Snapshot {
@@ -51,6 +54,7 @@ impl Snapshot {
                 stats: Default::default(),
             },
             reports: Arc::new(Vec::new()),
+            change: Change::default(),
         }
     }
 
@@ -336,10 +340,11 @@ impl Inventory {
         let scan = self.worker.scan().await?;
         let reports: Vec<v1::MountReport> = scan.reports.iter().map(convert::report).collect();
         let previous = self.latest();
-        let reports = if *previous.reports == reports {
-            previous.reports.clone()
+        let (reports, change) = if *previous.reports == reports {
+            (previous.reports.clone(), Change::default())
         } else {
-            Arc::new(reports)
+            let change = Change::between(&previous.reports, &reports);
+            (Arc::new(reports), change)
         };
         let snapshot = Arc::new(Snapshot {
             generation: previous.generation + 1,
@@ -348,6 +353,7 @@ impl Inventory {
             duration: started.elapsed(),
             scan,
             reports,
+            change,
         });
         self.state_metrics
             .lock()

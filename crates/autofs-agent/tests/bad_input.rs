@@ -147,7 +147,7 @@ async fn pids_and_ids_from_clients_never_lead_outside_the_proc_root() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_stream_over_the_limit_is_refused_with_resource_exhausted_until_one_ends() {
-    let agent = Agent::start(&["--max-streams", "8"]);
+    let agent = Agent::start(&["--max-watches", "8"]);
     let mut client = agent.client().await;
     let mut open = Vec::new();
     for _ in 0..8 {
@@ -165,13 +165,11 @@ async fn one_stream_over_the_limit_is_refused_with_resource_exhausted_until_one_
         Code::ResourceExhausted,
         "too many concurrent streams",
     );
-    // ListMounts shares the limit.
-    assert_status(
-        list(&mut client, v1::ListMountsRequest::default()).await,
-        Code::ResourceExhausted,
-        "limit 8",
-    );
-    // Unary calls do not.
+    // ListMounts has a budget of its own: idle watches never starve lists. Unary calls have
+    // no such limit.
+    list(&mut client, v1::ListMountsRequest::default())
+        .await
+        .unwrap();
     client
         .get_node_info(v1::GetNodeInfoRequest {})
         .await
@@ -194,7 +192,7 @@ async fn one_stream_over_the_limit_is_refused_with_resource_exhausted_until_one_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_open_streams_and_disconnect_do_not_keep_their_slots() {
-    let agent = Agent::start(&["--max-streams", "8"]);
+    let agent = Agent::start(&["--max-watches", "8"]);
     for round in 0..3 {
         // Eight clients open quiet watches and vanish (connection closed), round after round:
         // without the slots coming back, the second round would be refused.
