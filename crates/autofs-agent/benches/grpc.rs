@@ -9,6 +9,8 @@
 //!   synthetic mounts each: target peak < 64 MiB (VmRSS sampled every 5 ms, and VmHWM).
 //! * Debian's `prometheus-node-exporter` (default collectors, one scrape) measured in the same
 //!   run, and the ratio printed.
+//! * Resident memory with 1 and with 128 idle WatchMounts streams on 3,000 synthetic mounts
+//!   (issue 14: watchers share state; 128 must cost within a few MiB of one).
 //!
 //! Run as root (real mounts), on an otherwise quiet machine:
 //!
@@ -21,7 +23,8 @@
 //! into `target/release/` and this bench runs exactly that binary (`CARGO_BIN_EXE_autofs-agent`),
 //! so no separate `cargo build --release` is needed. Without `--bench` (as `cargo test
 //! --benches` runs it, with a debug binary) it does nothing.
-//! `AUTOFS_BENCH_STREAMS` (default 20) sets the timed ListMounts streams.
+//! `AUTOFS_BENCH_STREAMS` (default 20) sets the timed ListMounts streams;
+//! `AUTOFS_BENCH_ONLY=watchers` runs only the watcher rows (no root, no node exporter).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -41,6 +44,11 @@ const REAL_MOUNTS: usize = 100;
 const CONCURRENT_CLIENTS: usize = 50;
 const MIB: f64 = 1024.0 * 1024.0;
 
+const WATCHED_MOUNTS: usize = 3_000;
+const WATCHERS: usize = 128;
+/// 128 watchers may cost at most this much more than one.
+const TARGET_WATCHERS_EXTRA_MIB: f64 = 8.0;
+
 const TARGET_MSGS_PER_S: f64 = 100_000.0;
 const TARGET_IDLE_MIB: f64 = 20.0;
 const TARGET_LOADED_MIB: f64 = 64.0;
@@ -54,6 +62,17 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    if std::env::var("AUTOFS_BENCH_ONLY").as_deref() == Ok("watchers") {
+        let mut rows = Vec::new();
+        watcher_rows(&runtime, &mut rows);
+        print_table(&rows);
+        return;
+    }
     let exporter = Path::new("/usr/bin/prometheus-node-exporter");
     if !exporter.exists() {
         eprintln!(
@@ -62,11 +81,6 @@ fn main() {
         );
         std::process::exit(2);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let mut rows = Vec::new();
 
     // (a) Throughput.
@@ -127,7 +141,13 @@ fn main() {
     eprintln!(
         "grpc bench: {CONCURRENT_CLIENTS} concurrent clients x {SYNTHETIC_MOUNTS} synthetic mounts"
     );
-    let agent = Agent::start(&["--synthetic-mounts", &SYNTHETIC_MOUNTS.to_string()]);
+    // One loopback address for all 50: lift the per-client stream share for them.
+    let agent = Agent::start(&[
+        "--synthetic-mounts",
+        &SYNTHETIC_MOUNTS.to_string(),
+        "--max-streams-per-client",
+        "128",
+    ]);
     let sampler = Sampler::start(agent.pid());
     let before = Memory::of(agent.pid());
     let started = Instant::now();
@@ -182,11 +202,69 @@ fn main() {
         "x",
     ));
 
+    // (d) Watchers share state.
+    watcher_rows(&runtime, &mut rows);
+
     print_table(&rows);
+}
+
+/// RSS with 1, then 128, idle watchers of every mount (each having read its initial snapshot).
+fn watcher_rows(runtime: &tokio::runtime::Runtime, rows: &mut Vec<Row>) {
+    eprintln!("grpc bench: 1 vs {WATCHERS} watchers of {WATCHED_MOUNTS} synthetic mounts");
+    let agent = Agent::start(&[
+        "--synthetic-mounts",
+        &WATCHED_MOUNTS.to_string(),
+        "--max-streams-per-client",
+        &WATCHERS.to_string(),
+    ]);
+    let one = runtime.block_on(watchers(agent.grpc, 1));
+    std::thread::sleep(Duration::from_secs(2));
+    let with_one = Memory::of(agent.pid());
+    let many = runtime.block_on(watchers(agent.grpc, WATCHERS - 1));
+    std::thread::sleep(Duration::from_secs(2));
+    let with_all = Memory::of(agent.pid());
+    rows.push(Row::info(
+        format!("agent RSS, 1 watcher, {WATCHED_MOUNTS} mounts"),
+        with_one.rss_mib(),
+        "MiB VmRSS",
+    ));
+    rows.push(Row::lower(
+        format!("agent RSS, {WATCHERS} watchers, {WATCHED_MOUNTS} mounts"),
+        with_all.rss_mib(),
+        "MiB VmRSS",
+        with_one.rss_mib() + TARGET_WATCHERS_EXTRA_MIB,
+    ));
+    drop((one, many));
+    drop(agent);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Measurements.
+
+/// Opens `n` watches of every mount (32 per connection) and reads each initial snapshot.
+async fn watchers(addr: SocketAddr, n: usize) -> Vec<tonic::Streaming<v1::MountEvent>> {
+    let mut streams = Vec::with_capacity(n);
+    let mut client = connect(addr).await;
+    for i in 0..n {
+        if i % 32 == 0 {
+            client = connect(addr).await;
+        }
+        let mut stream = client
+            .watch_mounts(v1::WatchMountsRequest::default())
+            .await
+            .expect("WatchMounts")
+            .into_inner();
+        for _ in 0..WATCHED_MOUNTS {
+            stream
+                .message()
+                .await
+                .expect("watch")
+                .expect("initial snapshot");
+        }
+        streams.push(stream);
+    }
+    streams
+}
 
 struct Throughput {
     /// Seconds per stream, sorted.

@@ -358,17 +358,29 @@ async fn admit(
         _slot: slot,
     };
     if admission.http2 {
-        let mut preface = [0u8; H2_PREFACE.len()];
-        tokio::time::timeout_at(deadline, conn.io.read_exact(&mut preface))
+        tokio::time::timeout_at(deadline, read_preface(&mut conn.io))
             .await
-            .map_err(|_| timeout())?
-            .map_err(Refusal::Io)?;
-        if &preface != H2_PREFACE {
-            return Err(Refusal::NotHttp2);
-        }
-        conn.replay = preface.to_vec();
+            .map_err(|_| timeout())??;
+        conn.replay = H2_PREFACE.to_vec();
     }
     Ok(conn)
+}
+
+/// Reads the HTTP/2 preface, refusing the peer at the first byte that differs from it.
+async fn read_preface(io: &mut Io) -> Result<(), Refusal> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = io.read(&mut buf[filled..]).await.map_err(Refusal::Io)?;
+        if n == 0 {
+            return Err(Refusal::Io(io::ErrorKind::UnexpectedEof.into()));
+        }
+        filled += n;
+        if buf[..filled] != H2_PREFACE[..filled] {
+            return Err(Refusal::NotHttp2);
+        }
+    }
+    Ok(())
 }
 
 fn classify_tls_error(e: io::Error) -> Refusal {

@@ -114,3 +114,78 @@ async fn a_peer_that_is_not_http2_is_closed_at_once() {
     })
     .await;
 }
+
+/// Sets the soft descriptor limit of a running process (the hard one stays [`NOFILE`]).
+fn set_nofile(pid: i32, n: u64) {
+    let status = std::process::Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--nofile={n}:{NOFILE}"))
+        .status()
+        .expect("run prlimit");
+    assert!(status.success(), "prlimit --pid {pid} --nofile={n}");
+}
+
+/// Descriptors `pid` has open.
+fn open_fds(pid: i32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_failing_with_emfile_backs_off_logs_little_and_recovers() {
+    let agent = Agent::start_with_nofile(&["--handshake-timeout", "1m"], NOFILE);
+    agent.wait_serving().await;
+    // Whatever happens to the descriptors from outside (here: the limit drops under what is
+    // open), accept() fails with EMFILE. Peers keep knocking meanwhile.
+    let open = open_fds(agent.pid());
+    set_nofile(agent.pid(), open);
+    let knocking = idle_peers(agent.grpc, 20);
+    // While they wait, the agent tries again now and then, not in a loop: a few seconds of
+    // EMFILE are a handful of attempts (its backoff doubles up to 1 s), never thousands.
+    std::thread::sleep(Duration::from_secs(3));
+    set_nofile(agent.pid(), NOFILE);
+    assert_all_closed_by_the_agent_or_served(knocking);
+
+    let text = common::scrape(agent.metrics);
+    let errors = common::sample(&text, r#"autofs_accept_errors_total{listener="grpc"}"#);
+    assert!(errors >= 1.0, "accept() must have failed:\n{text}");
+    assert!(
+        errors < 50.0,
+        "accept() must back off, not spin: {errors} failures\n{text}"
+    );
+    let logged = agent
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("accept failed"))
+        .count();
+    assert!(
+        logged <= 2,
+        "one warning per 10 s at most:\n{}",
+        agent.log_text()
+    );
+    // And a real client is served again.
+    let mut client = agent.client().await;
+    client
+        .get_node_info(autofs_api::v1::GetNodeInfoRequest {})
+        .await
+        .unwrap();
+}
+
+/// The knocking peers get in once accept() works again (then closed at the deadline or
+/// with the agent); they must not be left hanging by a listener that gave up.
+fn assert_all_closed_by_the_agent_or_served(peers: Vec<TcpStream>) {
+    use std::io::Write;
+    for (i, mut peer) in peers.into_iter().enumerate() {
+        // Not HTTP/2: once accepted, the agent closes it at once.
+        peer.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        match peer.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("knocking peer {i}: {other:?}"),
+        }
+    }
+}
