@@ -543,6 +543,13 @@ impl AgentService {
             })
             .map(|n| n.mnt_ns)
             .collect();
+        if namespaces.is_empty() && answer.stale {
+            // Not in a scan that predates the stall is no proof of absence.
+            return Err(Status::unavailable(format!(
+                "the current scan has stalled and the last good one ({} s old) does not show this workload; retry later",
+                answer.age().as_secs()
+            )));
+        }
         if namespaces.is_empty() {
             return Err(Status::not_found(match target {
                 Target::Pid(pid) => format!("pid {pid}: its mount namespace vanished"),

@@ -146,6 +146,18 @@ async fn a_hung_proc_read_turns_health_not_serving_and_rpcs_answer_from_the_last
     assert!(check.stale, "{check:?}");
     assert!(check.scan_age_ms >= 1000, "{check:?}");
     assert_eq!(check.mounts_checked, 1, "{check:?}");
+    // Absent from a scan that predates the stall is no proof of absence: not NOT_FOUND.
+    let status = agent
+        .client()
+        .await
+        .check_migratable(v1::CheckMigratableRequest {
+            target: Some(Target::PodUid(
+                "7c0a1e2f-3b4d-4c5e-8f9a-0b1c2d3e4f5a".into(),
+            )),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 
     // The read returns: scans go on and the agent serves fresh answers again.
     hung.release();
