@@ -203,6 +203,14 @@ pub fn write_collect_json(
 pub fn check_text(what: &str, c: &CheckOutcome) -> String {
     let r = &c.response;
     let mut out = String::new();
+    if r.stale {
+        let _ = writeln!(
+            out,
+            "warning: node {}'s current scan has stalled; this answer comes from its last good scan, {} s old",
+            r.node,
+            r.scan_age_ms / 1000
+        );
+    }
     if r.dumpable {
         let _ = writeln!(
             out,
@@ -249,6 +257,7 @@ pub fn check_json(c: &CheckOutcome) -> Value {
     json!({
         "node": r.node, "endpoint": c.endpoint.address, "dumpable": r.dumpable,
         "mounts_checked": r.mounts_checked, "retry_after_ms": r.retry_after_ms,
+        "scan_age_ms": r.scan_age_ms, "stale": r.stale,
         "blocking": r.blocking.iter().map(mount_json).collect::<Vec<_>>(),
     })
 }
@@ -392,5 +401,25 @@ mod tests {
         assert_eq!(streamed, collect_json(&report));
         assert_eq!(streamed["mounts"][1]["state"], "INTERIM");
         assert_eq!(streamed["summary"]["INTERIM"], 2);
+    }
+
+    #[test]
+    fn a_stale_check_answer_says_so() {
+        let outcome = CheckOutcome {
+            endpoint: NodeEndpoint::parse("10.0.0.1:1", "t").unwrap(),
+            response: v1::CheckMigratableResponse {
+                dumpable: true,
+                node: "n1".into(),
+                scan_age_ms: 42_500,
+                stale: true,
+                ..Default::default()
+            },
+        };
+        let text = check_text("pod p", &outcome);
+        assert!(
+            text.starts_with("warning: node n1's current scan has stalled; this answer comes from its last good scan, 42 s old"),
+            "{text}"
+        );
+        assert_eq!(check_json(&outcome)["stale"], true);
     }
 }
