@@ -2,26 +2,27 @@
 
 use autofs_api::v1;
 
+use autofs_core::view::{CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE, SelfFacts};
+
 use crate::service::ServiceConfig;
 use crate::snapshot::Inventory;
-
-/// `CAP_DAC_READ_SEARCH`: list other users' `/proc/<pid>/fd` (mode 0500).
-const CAP_DAC_READ_SEARCH: u32 = 2;
-/// `CAP_SYS_PTRACE`: pass the ptrace access check on other processes' fd links.
-const CAP_SYS_PTRACE: u32 = 19;
 
 /// Collects the handshake answer.
 pub fn collect(inventory: &Inventory, config: &ServiceConfig) -> v1::GetNodeInfoResponse {
     let kernel_release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
+    let view = inventory.latest().scan.view.clone();
     v1::GetNodeInfoResponse {
+        view_restricted: view.restricted,
+        view_problems: view.reasons,
+        hidepid: view.hidepid.unwrap_or_default(),
         agent_version: env!("CARGO_PKG_VERSION").into(),
         api_major: autofs_api::API_MAJOR,
         node: config.node_name.clone(),
         pipe_ino_supported: pipe_ino_supported(inventory, &kernel_release),
         kernel_release,
-        can_read_fds: can_read_fds(),
+        can_read_fds: can_read_fds(inventory),
         scan_interval_ms: u32::try_from(config.scan_interval.as_millis()).unwrap_or(u32::MAX),
     }
 }
@@ -50,17 +51,11 @@ fn pipe_ino_supported(inventory: &Inventory, release: &str) -> bool {
     at_least_4_6 && proc_root.join("sys/kernel/ns_last_pid").exists()
 }
 
-/// Whether the agent holds what reading other processes' fds takes.
-fn can_read_fds() -> bool {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
-    let effective = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .unwrap_or(0);
-    [CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE]
-        .iter()
-        .all(|cap| effective & (1 << cap) != 0)
+/// Whether the agent holds what reading other processes' fds takes (its own `CapEff:`, read
+/// through the proc root's `self`).
+fn can_read_fds(inventory: &Inventory) -> bool {
+    inventory.proc_root().is_some_and(|root| {
+        let facts = SelfFacts::read(root);
+        facts.has_cap(CAP_DAC_READ_SEARCH) && facts.has_cap(CAP_SYS_PTRACE)
+    })
 }

@@ -553,8 +553,19 @@ fn same_superblock_in_two_mount_namespaces_is_reported_in_each() {
     assert_eq!(scan.stats.mount_namespaces, 2);
     let host = mount(&scan, HOST_MNT, 40);
     let copy = mount(&scan, 4026532700, 306);
+    // The host's automount is in the host tree, not in the `unshare -m` session's tree.
+    assert_eq!(verdict(host), (MountState::Active, Reason::MasterHoldsPipe));
+    assert_eq!(
+        verdict(copy),
+        (MountState::Orphaned, Reason::MasterOutsideTree)
+    );
+    assert!(
+        copy.message
+            .contains("CRIU dumps the tree rooted at pid 700 (unshare)"),
+        "{}",
+        copy.message
+    );
     for r in [host, copy] {
-        assert_eq!(verdict(r), (MountState::Active, Reason::MasterHoldsPipe));
         assert_eq!(
             (r.major, r.minor, r.criu_s_dev, r.pipe_ino),
             (0, 52, 52, 58001)
@@ -614,16 +625,26 @@ fn each_malformed_option_string_is_its_own_error_and_hides_no_other_mount() {
             "invalid autofs option 'fd=abc': not a number",
         ),
         (
-            47,
-            Reason::InvalidOption,
-            "invalid autofs option 'timeout=99999999999': out of int range",
-        ),
-        (
             48,
             Reason::InvalidOption,
             "pipe_ino (xyz) mount option parse failed",
         ),
     ];
+    // timeout is an unsigned long the kernel may print: not an inspection error, but CRIU's
+    // xatoi refuses it and the dump fails.
+    let big = mount(&scan, HOST_MNT, 47);
+    assert_eq!(
+        verdict(big),
+        (MountState::Unsupported, Reason::OptionOutOfIntRange)
+    );
+    assert!(
+        big.message
+            .starts_with("value 0x174876e7ff (99999999999) is out of int range"),
+        "{}",
+        big.message
+    );
+    assert_eq!(big.timeout, 99_999_999_999);
+    assert!(!big.dumpable);
     for (id, reason, message) in expected {
         let r = mount(&scan, HOST_MNT, id);
         assert_eq!(verdict(r), (MountState::Error, reason), "mount {id}");
@@ -694,7 +715,11 @@ fn octal_escapes_in_mount_point_and_source_are_decoded() {
         (MountState::Active, Reason::MasterHoldsPipe)
     );
     let tab = mount(&scan, HOST_MNT, 41);
-    assert_eq!(tab.mount_point, "/mnt/tab\tand\\backslash");
+    // Lossless string form: a backslash is written `\\`; the bytes are exact.
+    assert_eq!(tab.mount_point, "/mnt/tab\tand\\\\backslash");
+    assert_eq!(tab.mount_point_bytes, b"/mnt/tab\tand\\backslash");
+    assert_eq!(space.mount_point_bytes, b"/mnt/with space");
+    assert_eq!(space.source_bytes, b"/etc/auto maps/auto.space");
     assert_eq!((tab.read_end_pid, tab.read_end_fd), (1234, 6));
     assert_eq!(verdict(tab), (MountState::Active, Reason::MasterHoldsPipe));
 }
@@ -715,9 +740,14 @@ fn processes_vanishing_mid_scan_are_counted_not_fatal() {
     let home = mount(&scan, HOST_MNT, 40);
     assert_eq!(verdict(home), (MountState::Active, Reason::MasterHoldsPipe));
 
-    // 800 vanished before its mountinfo was read: the namespace is read through 801.
+    // 800 vanished before its mountinfo was read: the namespace is read through 801. Its
+    // copy of /home is served by the host's automount, which CRIU dumping 800's tree (the
+    // `unshare -m` session) does not dump.
     let copy = mount(&scan, 4026532600, 140);
-    assert_eq!(verdict(copy), (MountState::Active, Reason::MasterHoldsPipe));
+    assert_eq!(
+        verdict(copy),
+        (MountState::Orphaned, Reason::MasterOutsideTree)
+    );
     assert_eq!(copy.owner_pid, 800);
 }
 
@@ -1057,6 +1087,18 @@ impl Lcg {
         let rounds = 1 + self.below(4);
         (0..rounds).fold(s.to_owned(), |acc, _| self.mutate(&acc))
     }
+
+    /// Like `mutate_n`, and then sometimes bytes that are not UTF-8 (Latin-1, a cut UTF-8
+    /// sequence, 0xff) at random places: /proc text is bytes.
+    fn mutate_bytes(&mut self, s: &str) -> Vec<u8> {
+        let mut bytes = self.mutate_n(s).into_bytes();
+        for _ in 0..self.below(3) {
+            let at = self.below(bytes.len() + 1);
+            let bad: &[u8] = [&b"\xe9"[..], b"\xc3", b"\xff\xfe"][self.below(3)];
+            bytes.splice(at..at, bad.iter().copied());
+        }
+        bytes
+    }
 }
 
 const SEED_LINES: &[&str] = &[
@@ -1071,11 +1113,11 @@ const SEED_LINES: &[&str] = &[
 #[test]
 fn garbage_mountinfo_options_stat_and_status_never_panic() {
     let mut rng = Lcg(0x5eed_a070);
-    let stat = "1234 (auto mount) S 1 1234 1234 0 -1 4194560 1523 0 12 0 45 30";
+    let stat = "1234 (auto mount) S 1 1234 1234 0 -1 4194560 1523 0 12 0 45 30 0 0 20 0 1 0 2817 1189277696";
     let status = "Name:\tautomount\nPPid:\t1\nNSpid:\t1234\t7\nNSpgid:\t1234\t7\n";
     let mut parsed = 0;
     for i in 0..4000 {
-        let line = rng.mutate_n(SEED_LINES[i % SEED_LINES.len()]);
+        let line = rng.mutate_bytes(SEED_LINES[i % SEED_LINES.len()]);
         if let Ok(m) = MountInfo::parse(&line) {
             parsed += 1;
             let _ = m.criu_s_dev();
@@ -1083,10 +1125,10 @@ fn garbage_mountinfo_options_stat_and_status_never_panic() {
         }
         let _ = looks_like_autofs(&line);
         let _ = unescape(&line);
-        let options = line.rsplit(' ').next().unwrap_or_default();
+        let options = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
         let _ = AutofsOptions::parse(options);
-        let _ = AutofsOptions::parse(&rng.mutate_n(options));
-        let _ = ProcessInfo::parse(1234, &rng.mutate_n(stat), &rng.mutate_n(status));
+        let _ = AutofsOptions::parse(rng.mutate_bytes(&String::from_utf8_lossy(options)));
+        let _ = ProcessInfo::parse(1234, &rng.mutate_bytes(stat), &rng.mutate_bytes(status));
     }
     // The mutations must not be so wild that nothing parses any more.
     assert!(parsed > 400, "only {parsed} mutated lines parsed");
@@ -1103,42 +1145,60 @@ fn scans_of_garbage_proc_trees_never_panic_and_report_every_autofs_line() {
         let mut lines = Vec::new();
         for i in 0..100 {
             let seed = SEED_LINES[(i + round) % SEED_LINES.len()];
-            lines.push(if rng.below(3) == 0 {
-                seed.to_owned()
+            let mut line = if rng.below(3) == 0 {
+                seed.as_bytes().to_vec()
             } else {
-                rng.mutate_n(seed)
-            });
+                rng.mutate_bytes(seed)
+            };
+            for b in &mut line {
+                if *b == b'\n' {
+                    *b = b' ';
+                }
+            }
+            lines.push(line);
         }
-        let mountinfo: String = lines.iter().map(|l| l.replace('\n', " ") + "\n").collect();
+        let mountinfo: Vec<u8> = lines
+            .iter()
+            .flat_map(|l| l.iter().chain(b"\n"))
+            .copied()
+            .collect();
         let pids = [1, 1234, 1240, 5000];
         for (k, pid) in pids.into_iter().enumerate() {
             let p = root.join(pid.to_string());
             std::fs::create_dir_all(p.join("ns")).unwrap();
             std::fs::create_dir_all(p.join("fd")).unwrap();
             std::fs::create_dir_all(p.join("fdinfo")).unwrap();
-            let stat = format!("{pid} (d{k}) S 1 1234 1234 0 -1 4194560");
+            let stat = format!(
+                "{pid} (d{k}) S 1 1234 1234 0 -1 4194560 1523 0 12 0 45 30 0 0 20 0 1 0 2817 1189277696"
+            );
             let status = format!("PPid:\t1\nNSpid:\t{pid}\t{}\n", k + 1);
             let mnt = format!("mnt:[{}]", 4026531841 + (k as u64 % 2));
             let pidns = format!("pid:[{}]", 4026531836 + rng.below(2));
             let files = [
-                ("stat", stat),
-                ("status", status),
+                ("stat", stat.into_bytes()),
+                ("status", status.into_bytes()),
                 ("mountinfo", mountinfo.clone()),
             ];
             for (name, text) in files {
                 // Pid 1 keeps clean files, so its mountinfo is the host namespace's.
                 let text = if pid != 1 && rng.below(4) == 0 {
-                    rng.mutate_n(&text)
+                    rng.mutate_bytes(&String::from_utf8_lossy(&text))
                 } else {
                     text
                 };
                 std::fs::write(p.join(name), text).unwrap();
             }
-            let cgroup = rng.mutate_n(&format!("0::/system.slice/docker-{DOCKER_ID}.scope"));
+            symlink("/", p.join("root")).unwrap();
+            let cgroup = rng.mutate_bytes(&format!("0::/system.slice/docker-{DOCKER_ID}.scope"));
             std::fs::write(p.join("cgroup"), cgroup).unwrap();
-            let mnt = if pid == 1 { mnt } else { rng.mutate_n(&mnt) };
+            let nonempty = |t: String| if t.is_empty() { "x".to_owned() } else { t };
+            let mnt = if pid == 1 {
+                mnt
+            } else {
+                nonempty(rng.mutate_n(&mnt))
+            };
             symlink(mnt, p.join("ns/mnt")).unwrap();
-            symlink(rng.mutate_n(&pidns), p.join("ns/pid")).unwrap();
+            symlink(nonempty(rng.mutate_n(&pidns)), p.join("ns/pid")).unwrap();
             for fd in 3..8 {
                 let ino: u64 = [39876, 40012, 4_294_979_641, 1][rng.below(4)];
                 let target = rng.mutate_n(&format!("pipe:[{ino}]"));
@@ -1170,10 +1230,8 @@ fn scans_of_garbage_proc_trees_never_panic_and_report_every_autofs_line() {
         // through pid 1) is reported, parsed or not.
         let autofs_lines = lines
             .iter()
-            .filter(|l| match MountInfo::parse(l) {
-                Ok(m) => m.fstype == "autofs",
-                Err(_) => looks_like_autofs(l),
-            })
+            .filter(|l| !l.is_empty())
+            .filter(|l| MountInfo::parse(l).is_ok_and(|m| m.is_autofs()) || looks_like_autofs(l))
             .count();
         let host_reports = scan.reports.iter().filter(|r| r.mnt_ns == HOST_MNT).count();
         assert_eq!(host_reports, autofs_lines, "round {round}");
