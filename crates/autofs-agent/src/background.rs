@@ -31,14 +31,29 @@ pub async fn run(
 ) {
     let mut failures = 0u32;
     let mut serving = false;
+    let mut restricted = false;
     loop {
         match inventory.rescan().await {
             Ok(snapshot) => {
                 failures = 0;
+                let started = !serving;
                 if !serving {
                     set_health(&health, ServingStatus::Serving).await;
                     serving = true;
                     tracing::info!(mounts = snapshot.reports.len(), "first scan done; serving");
+                }
+                // A restricted view cannot answer for absent processes: the inspector
+                // service says so, while "" (liveness) keeps reporting that scans run.
+                let view = &snapshot.scan.view;
+                if started || view.restricted != restricted {
+                    restricted = view.restricted;
+                    let status = if restricted {
+                        tracing::warn!(problems = ?view.reasons, "the view of /proc is restricted; verdicts that rest on an absence are ERROR");
+                        ServingStatus::NotServing
+                    } else {
+                        ServingStatus::Serving
+                    };
+                    health.set_service_status(HEALTH_SERVICES[1], status).await;
                 }
                 tracing::debug!(
                     generation = snapshot.generation,

@@ -322,7 +322,7 @@ mod tests {
 
     #[test]
     fn last_mode_keyword_wins() {
-        let o = AutofsOptions::parse(&FULL.replace("indirect", "direct,offset,indirect")).unwrap();
+        let o = AutofsOptions::parse(FULL.replace("indirect", "direct,offset,indirect")).unwrap();
         assert_eq!(o.mode, MountMode::Indirect);
     }
 
@@ -340,7 +340,7 @@ mod tests {
             ),
         ];
         for (remove, message) in cases {
-            let err = AutofsOptions::parse(&FULL.replacen(remove, "", 1)).unwrap_err();
+            let err = AutofsOptions::parse(FULL.replacen(remove, "", 1)).unwrap_err();
             assert_eq!(err.to_string(), message, "removing {remove}");
             assert!(err.is_missing());
         }
@@ -353,7 +353,7 @@ mod tests {
 
     #[test]
     fn missing_pipe_ino_is_not_an_option_error() {
-        let o = AutofsOptions::parse(&FULL.replace(",pipe_ino=3480845226", "")).unwrap();
+        let o = AutofsOptions::parse(FULL.replace(",pipe_ino=3480845226", "")).unwrap();
         assert_eq!(o.pipe_ino, None);
     }
 
@@ -368,7 +368,7 @@ mod tests {
             "uid=-1",
         ] {
             // Errors stop the parse at the first bad token, so prepending it is enough.
-            let err = AutofsOptions::parse(&format!("{bad},{FULL}")).unwrap_err();
+            let err = AutofsOptions::parse(format!("{bad},{FULL}")).unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!("invalid autofs option '{bad}': not a number")
@@ -425,11 +425,10 @@ mod tests {
 
     #[test]
     fn pipe_ino_accepts_u64_and_minus_one_only() {
-        let big =
-            AutofsOptions::parse(&FULL.replace("3480845226", "18446744073709551615")).unwrap();
+        let big = AutofsOptions::parse(FULL.replace("3480845226", "18446744073709551615")).unwrap();
         assert_eq!(big.pipe_ino, Some(PipeIno::Ino(u64::MAX)));
         for bad in ["-2", "abc", "", "18446744073709551616"] {
-            let err = AutofsOptions::parse(&FULL.replace("3480845226", bad)).unwrap_err();
+            let err = AutofsOptions::parse(FULL.replace("3480845226", bad)).unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!("pipe_ino ({bad}) mount option parse failed")

@@ -343,48 +343,42 @@ impl<Q: QueueProbe> Scanner<Q> {
         stats: &mut ScanStats,
     ) -> std::result::Result<Table, String> {
         let mut tried = Vec::new();
+        let mut rootless = Vec::new();
         for &pid in pids {
-            let attempt = self
-                .root
-                .read_link(pid, "root")
-                .map_err(|e| (ReadFailure::of(&e), format!("root: {e}")))
-                .and_then(|root| {
-                    if root.as_encoded_bytes() == b"/" {
-                        Ok(())
-                    } else {
-                        Err((
-                            ReadFailure::Other,
-                            format!(
-                                "its root is {} (chrooted: a partial view)",
-                                escape(root.as_encoded_bytes())
-                            ),
-                        ))
-                    }
-                })
-                .and_then(|()| {
-                    self.root
-                        .read(pid, "mountinfo")
-                        .map_err(|e| (ReadFailure::of(&e), format!("mountinfo: {e}")))
-                })
-                .and_then(|text| {
-                    if text.iter().all(u8::is_ascii_whitespace) {
-                        Err((ReadFailure::Other, "mountinfo: empty".to_owned()))
-                    } else {
-                        Ok(text)
-                    }
-                });
-            match attempt {
-                Ok(text) => return Ok(parse_table(pid, &text, stats)),
-                Err((failure, why)) => {
-                    match failure {
-                        ReadFailure::Vanished => stats.vanished += 1,
-                        ReadFailure::Denied => stats.unreadable += 1,
-                        ReadFailure::Other => {}
-                    }
-                    if tried.len() < 4 {
-                        tried.push(format!("pid {pid}: {why}"));
-                    }
+            match self.root.read_link(pid, "root") {
+                Ok(root) if root.as_encoded_bytes() == b"/" => {}
+                Ok(root) => {
+                    note_attempt(
+                        &mut tried,
+                        pid,
+                        format!(
+                            "its root is {} (chrooted: a partial view)",
+                            escape(root.as_encoded_bytes())
+                        ),
+                    );
+                    continue;
                 }
+                // A tree shaped like /proc without `root` links (a live process always has
+                // one): whether the view is complete cannot be checked; tried last.
+                Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => {
+                    rootless.push(pid);
+                    continue;
+                }
+                Err(e) => {
+                    stats.unreadable += 1;
+                    note_attempt(&mut tried, pid, format!("root: {e}"));
+                    continue;
+                }
+            }
+            match self.read_mountinfo(pid, stats) {
+                Ok(text) => return Ok(parse_table(pid, &text, stats)),
+                Err(why) => note_attempt(&mut tried, pid, why),
+            }
+        }
+        for pid in rootless {
+            match self.read_mountinfo(pid, stats) {
+                Ok(text) => return Ok(parse_table(pid, &text, stats)),
+                Err(why) => note_attempt(&mut tried, pid, why),
             }
         }
         Err(format!(
@@ -396,6 +390,28 @@ impl<Q: QueueProbe> Scanner<Q> {
                 String::new()
             }
         ))
+    }
+
+    /// `mountinfo` of `pid`, never empty (every namespace has a root mount).
+    fn read_mountinfo(
+        &self,
+        pid: i32,
+        stats: &mut ScanStats,
+    ) -> std::result::Result<Vec<u8>, String> {
+        match self.root.read(pid, "mountinfo") {
+            Ok(text) if text.iter().all(u8::is_ascii_whitespace) => {
+                Err("mountinfo: empty".to_owned())
+            }
+            Ok(text) => Ok(text),
+            Err(e) => {
+                match ReadFailure::of(&e) {
+                    ReadFailure::Vanished => stats.vanished += 1,
+                    ReadFailure::Denied => stats.unreadable += 1,
+                    ReadFailure::Other => {}
+                }
+                Err(format!("mountinfo: {e}"))
+            }
+        }
     }
 
     /// Whether the namespace has `/dev/autofs`, looked up through the table's reader (whose
@@ -551,6 +567,13 @@ fn parse_table(reader: i32, text: &[u8], stats: &mut ScanStats) -> Table {
         autofs,
         covered,
         autofs_on_dev_path,
+    }
+}
+
+/// Keeps the first few failed attempts for the error message.
+fn note_attempt(tried: &mut Vec<String>, pid: i32, why: String) {
+    if tried.len() < 4 {
+        tried.push(format!("pid {pid}: {why}"));
     }
 }
 

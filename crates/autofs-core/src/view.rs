@@ -151,9 +151,9 @@ fn proc_mount_options(root: &ProcRoot) -> Option<Vec<u8>> {
     let table = root.read_file("self/mountinfo").ok()?;
     table
         .split(|&b| b == b'\n')
+        .rev()
         .filter_map(|line| MountInfo::parse(line).ok())
-        .filter(|m| m.fstype == b"proc" && m.mount_point == path)
-        .last()
+        .find(|m| m.fstype == b"proc" && m.mount_point == path)
         .map(|m| m.super_options)
 }
 
