@@ -158,7 +158,7 @@ pub fn explain_denial(confinement: Option<&Confinement>, denied: usize) -> Strin
             c.label
         ),
         Lsm::SeLinux => format!(
-            "likely cause: SELinux type {} confines the agent (if SELinux is enforcing); set seLinux.enabled=true with seLinux.type=spc_t",
+            "likely cause: SELinux type {} confines the agent (if SELinux is enforcing); set seLinux.enabled=true and seLinux.type=spc_t (super_t on Bottlerocket)",
             c.selinux_type().unwrap_or("?")
         ),
         Lsm::Unknown => format!(
