@@ -32,11 +32,18 @@ pub async fn run(
     let mut failures = 0u32;
     let mut serving = false;
     let mut restricted = false;
+    let mut denied_before = false;
     loop {
         match inventory.rescan().await {
             Ok(snapshot) => {
                 failures = 0;
                 let started = !serving;
+                // Once per episode: access denied although the capabilities should allow it.
+                let cause = crate::node_info::access_denied_cause(&inventory);
+                if let (Some(cause), false) = (&cause, denied_before) {
+                    tracing::warn!(cause = %cause, "scan denied access to processes");
+                }
+                denied_before = cause.is_some();
                 if !serving {
                     set_health(&health, ServingStatus::Serving).await;
                     serving = true;

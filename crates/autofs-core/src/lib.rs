@@ -26,6 +26,7 @@ pub mod proc_root;
 pub mod process;
 pub mod report;
 pub mod scan;
+pub mod security;
 pub mod tree;
 pub mod verdict;
 pub mod view;

@@ -49,13 +49,27 @@ impl Agent {
     /// `serve --log-format json --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0
     /// --scan-interval 200ms --node-name <unique>` plus `extra`.
     pub fn start(extra: &[&str]) -> Agent {
+        Self::start_wrapped(&[], extra)
+    }
+
+    /// Like [`Agent::start`], run through `wrapper` (a command that execs its arguments in
+    /// the same process, e.g. `unshare --user`), so the pid is still the agent's.
+    pub fn start_wrapped(wrapper: &[&str], extra: &[&str]) -> Agent {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let node = format!(
             "e2e-node-{}-{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_autofs-agent"));
+        let agent_bin = env!("CARGO_BIN_EXE_autofs-agent");
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(agent_bin),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(agent_bin);
+                cmd
+            }
+        };
         cmd.args([
             "serve",
             "--log-format",
