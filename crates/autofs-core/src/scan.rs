@@ -358,9 +358,13 @@ impl<Q: QueueProbe> Scanner<Q> {
                     );
                     continue;
                 }
-                // A tree shaped like /proc without `root` links (a live process always has
-                // one): whether the view is complete cannot be checked; tried last.
-                Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => {
+                // A tree shaped like /proc without `root` links, or with a directory in their
+                // place (a live process always has the link): whether the view is complete
+                // cannot be checked; tried last.
+                Err(e)
+                    if ReadFailure::of(&e) == ReadFailure::Vanished
+                        || e.raw_os_error() == Some(nix::libc::EINVAL) =>
+                {
                     rootless.push(pid);
                     continue;
                 }
@@ -434,7 +438,12 @@ impl<Q: QueueProbe> Scanner<Q> {
                 )
             })?;
         // ENOENT from a reader that has exited is no answer about /dev.
-        if !found && self.root.read_link(table.reader, "root").is_err() {
+        if !found
+            && self
+                .root
+                .read_link(table.reader, "root")
+                .is_err_and(|e| ReadFailure::of(&e) == ReadFailure::Vanished)
+        {
             return Err(format!(
                 "pid {} exited while /dev/autofs was looked up through it",
                 table.reader

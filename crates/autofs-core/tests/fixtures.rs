@@ -33,25 +33,32 @@ const CASES: &[&str] = &[
     "active_direct_write_end_closed",
     "active_indirect",
     "catatonic_keeps_raw_pgrp",
+    "chrooted_members",
+    "criu_probe_of_direct_mounts",
     "escaped_mount_point",
     "hidden_catatonic_daemon_gone",
     "hidden_catatonic_leader_alive",
+    "host_pid_container_master_outside_tree",
     "interim_v4",
     "interim_v5",
     "malformed_mountinfo_line",
     "malformed_options",
     "master_outside_pid_ns",
+    "names_that_are_not_utf8",
     "nested_pid_ns_daemon",
     "no_autofs_mounts",
+    "numbers_criu_parses_differently",
     "offset_mount_options",
     "orphaned_leader_gone",
     "orphaned_read_end_delegated",
     "pgrp_translated_into_container",
     "pgrp_zero_not_visible",
+    "pid1_hidden_daemon_missing",
     "pipe_ino_above_int_max",
     "pipe_ino_above_uint32_max",
     "processes_vanishing",
     "queue_probe_failure",
+    "shared_pod_pid_namespace",
     "two_mount_namespaces",
     "unreadable_fds_of_leader",
     "unreadable_fds_of_non_leader",
@@ -1243,4 +1250,182 @@ fn scans_of_garbage_proc_trees_never_panic_and_report_every_autofs_line() {
             serde_json::to_string(r).unwrap();
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CRIU's dumped tree, bytes, complete views, restricted views, CRIU's probe and numbers
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn host_pid_container_copy_is_orphaned_because_systemd_is_not_in_its_tree() {
+    let scan = scan_case("host_pid_container_master_outside_tree");
+    let host = mount(&scan, HOST_MNT, 41);
+    assert_eq!(verdict(host), (MountState::Active, Reason::MasterHoldsPipe));
+    assert_eq!(host.entry.unwrap().read_fd, Some(30));
+    let copy = mount(&scan, 4026532500, 612);
+    assert_eq!(
+        verdict(copy),
+        (MountState::Orphaned, Reason::MasterOutsideTree)
+    );
+    assert!(!copy.dumpable);
+    assert_eq!(copy.owner_pid, 2345);
+    assert_eq!(copy.container_id, DOCKER_ID);
+    assert_eq!(
+        copy.message,
+        "failed to find pstree item with pid 1. Non-catatonic mount without master? (the master is not in the process tree CRIU dumps for this mount namespace: the master is pid 1 (systemd) of the host; CRIU dumps the tree rooted at pid 2345 (node_exporter) of container 9d2c7a1f4e8b)"
+    );
+    // Not translated into a tree it is no part of.
+    assert_eq!(copy.entry.unwrap().pgrp, 1);
+}
+
+#[test]
+fn application_container_of_a_shared_pid_pod_does_not_dump_the_sidecar_master() {
+    let scan = scan_case("shared_pod_pid_namespace");
+    let side = mount(&scan, 4026532810, 700);
+    assert_eq!(verdict(side), (MountState::Active, Reason::MasterHoldsPipe));
+    // The sidecar's own tree: pgrp 6000 is pid 7 of the pod's pid namespace.
+    assert_eq!(side.entry.unwrap().pgrp, 7);
+    let app = mount(&scan, 4026532820, 801);
+    assert_eq!(
+        verdict(app),
+        (MountState::Orphaned, Reason::MasterOutsideTree)
+    );
+    assert_eq!(app.owner_pid, 6100);
+    assert_eq!(app.container_id, "a".repeat(64));
+    assert_eq!(app.pod_uid, POD_UID);
+    assert!(
+        app.message.contains(&format!(
+            "the master is pid 6000 (automount) of container {}",
+            "b".repeat(12)
+        )),
+        "{}",
+        app.message
+    );
+    assert_eq!(app.entry.unwrap().pgrp, 6000);
+}
+
+#[test]
+fn names_that_are_not_utf8_keep_their_bytes_and_change_no_verdict() {
+    let scan = scan_case("names_that_are_not_utf8");
+    let cafe = mount(&scan, HOST_MNT, 40);
+    assert_eq!(verdict(cafe), (MountState::Active, Reason::MasterHoldsPipe));
+    assert_eq!(cafe.mount_point_bytes, b"/mnt/caf\xe9");
+    assert_eq!(cafe.mount_point, "/mnt/caf\\xe9");
+    assert_eq!(cafe.source_bytes, b"auto.\xff");
+    assert_eq!(cafe.source, "auto.\\xff");
+    let delegated = mount(&scan, HOST_MNT, 41);
+    assert_eq!(
+        verdict(delegated),
+        (MountState::Orphaned, Reason::ReadEndDelegated)
+    );
+    assert!(
+        delegated
+            .message
+            .ends_with("The read end is held by pid 1310 (help\\xe9r, pgrp 1310) fd 3"),
+        "{}",
+        delegated.message
+    );
+    // The container: owner named in Latin-1, a Latin-1 segment in its cgroup path.
+    let c = mount(&scan, 4026532400, 612);
+    assert_eq!(verdict(c), (MountState::Active, Reason::MasterHoldsPipe));
+    assert_eq!(c.mount_point_bytes, b"/mnt/\xc3");
+    assert_eq!((c.owner_pid, c.entry.unwrap().pgrp), (4990, 7));
+    assert_eq!((c.container_id.as_str(), c.pod_uid.as_str()), (CONTAINERD_ID, POD_UID));
+    // The non-autofs Latin-1 mount hides nothing: three reports, nothing else.
+    assert_eq!(scan.reports.len(), 3);
+}
+
+#[test]
+fn criu_probe_saves_only_uncovered_direct_mounts_with_a_small_minor_and_dev_autofs() {
+    let scan = scan_case("criu_probe_of_direct_mounts");
+    let saved = mount(&scan, HOST_MNT, 40);
+    assert_eq!(
+        verdict(saved),
+        (MountState::Catatonic, Reason::ProbeMakesCatatonic)
+    );
+    assert!(saved.dumpable);
+    assert_eq!(saved.entry, Some(entry(-1, 1234, 300, 5, 5, DIRECT)));
+    assert!(saved.criu_notes[0].contains("leaves this mount catatonic"));
+    let unreachable = |r: &MountReport, why: &str| {
+        assert_eq!(
+            verdict(r),
+            (MountState::Orphaned, Reason::HiddenCatatonic),
+            "{r:#?}"
+        );
+        assert!(!r.dumpable);
+        assert!(
+            r.message.ends_with(&format!(
+                "Autofs {} is alive, but unreachable.",
+                r.mount_id
+            )),
+            "{}",
+            r.message
+        );
+        assert!(r.message.contains(why), "{}", r.message);
+    };
+    unreachable(mount(&scan, HOST_MNT, 41), "another mount covers its root");
+    unreachable(mount(&scan, HOST_MNT, 42), "minor 300 ≥ 256");
+    unreachable(mount(&scan, 4026532400, 612), "has no /dev/autofs");
+    // Indirect roots are never probed.
+    let indirect = mount(&scan, HOST_MNT, 43);
+    assert_eq!(
+        verdict(indirect),
+        (MountState::Orphaned, Reason::HiddenCatatonic)
+    );
+}
+
+#[test]
+fn numbers_the_kernel_prints_get_criu_values_and_outcomes() {
+    let scan = scan_case("numbers_criu_parses_differently");
+    let wrapped = mount(&scan, HOST_MNT, 40);
+    assert_eq!(
+        verdict(wrapped),
+        (MountState::Active, Reason::MasterHoldsPipe)
+    );
+    let e = wrapped.entry.unwrap();
+    assert_eq!((e.uid, e.gid), (Some(-2), Some(-1_294_967_296)));
+    assert_eq!(wrapped.criu_notes.len(), 2, "{:?}", wrapped.criu_notes);
+    assert!(wrapped.criu_notes[0].starts_with("uid=4294967294 exceeds INT_MAX"));
+    assert!(wrapped.criu_notes[1].contains("the restore fails"));
+    // timeout beyond INT_MAX: CRIU's parse fails even for a catatonic mount.
+    let long = mount(&scan, HOST_MNT, 41);
+    assert_eq!(
+        verdict(long),
+        (MountState::Unsupported, Reason::OptionOutOfIntRange)
+    );
+    assert!(!long.dumpable);
+    assert!(long.message.starts_with("value 0x80000000 (2147483648) is out of int range"));
+}
+
+#[test]
+fn with_pid1_hidden_a_missing_daemon_is_unknown_not_gone() {
+    let scan = scan_case("pid1_hidden_daemon_missing");
+    assert!(scan.view.restricted, "{:?}", scan.view);
+    let r = only(&scan);
+    assert_eq!(verdict(r), (MountState::Error, Reason::ProcUnreadable));
+    assert!(!r.dumpable);
+    assert!(
+        r.message.starts_with("cannot tell a live master from a gone one"),
+        "{}",
+        r.message
+    );
+    assert!(r.message.contains("pid 1 is not listed"), "{}", r.message);
+}
+
+#[test]
+fn chrooted_members_never_give_a_partial_view() {
+    let scan = scan_case("chrooted_members");
+    // The owner 700 is chrooted; its child 701 sees the whole table.
+    let copy = mount(&scan, 4026532700, 306);
+    assert_eq!(copy.owner_pid, 700);
+    assert_ne!(copy.reason, Reason::MountTableUnreadable);
+    // Every member of 4026532710 is chrooted: no complete view, said so.
+    let none = mount(&scan, 4026532710, 0);
+    assert_eq!(
+        verdict(none),
+        (MountState::Error, Reason::MountTableUnreadable)
+    );
+    assert!(none.message.contains("pid 710: its root is /srv/jail (chrooted: a partial view)"), "{}", none.message);
+    let ns = scan.namespaces.iter().find(|n| n.mnt_ns == 4026532710).unwrap();
+    assert!(ns.mount_table_error.is_some());
 }
