@@ -88,6 +88,15 @@ pub fn run(args: &ScanArgs, out: &mut impl Write) -> anyhow::Result<u8> {
             ns.mount_table_error.as_deref().unwrap_or_default()
         );
     }
+    // A whole-node scan that could not place some processes in a mount namespace may have
+    // missed whole namespaces; a scan of one pid's namespace has not.
+    if only_ns.is_none() && scan.view.unknown_namespaces > 0 {
+        eprintln!(
+            "autofs-agent scan: error: the mount namespaces of {} process(es) could not be read; their autofs mounts, if any, are not reported",
+            scan.view.unknown_namespaces
+        );
+        return Ok(EXIT_ERROR);
+    }
     Ok(exit_code(&scan))
 }
 

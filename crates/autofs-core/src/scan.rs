@@ -211,13 +211,15 @@ impl<Q: QueueProbe> Scanner<Q> {
         let pipes = PipeIndex::build(&self.root, &pids, &wanted);
         stats.fds = pipes.fds_seen();
         stats.unreadable += pipes.unreadable().len();
-        denied.extend(pipes.unreadable().iter().map(|u| u.message.clone()));
 
-        let view = View::judge(
+        let unknown_namespaces = denied.len();
+        denied.extend(pipes.unreadable().iter().map(|u| u.message.clone()));
+        let mut view = View::judge(
             &SelfFacts::read(&self.root),
             pids.contains(&1),
             (&denied, denied.len()),
         );
+        view.unknown_namespaces = unknown_namespaces;
 
         let mut owners = BTreeMap::new();
         let mut reports = Vec::with_capacity(parsed.len());

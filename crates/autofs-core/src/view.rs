@@ -29,6 +29,9 @@ pub struct View {
     /// What could not be read without restricting the view (refusals despite
     /// `CAP_SYS_PTRACE`): the mount namespaces of those processes are unknown.
     pub warnings: Vec<String>,
+    /// Processes whose mount namespace could not be read (`ns/mnt` refused): the namespaces
+    /// they are in may be missing from the scan altogether.
+    pub unknown_namespaces: usize,
     /// The proc mount's `hidepid=` value as the kernel prints it (`invisible`, `2`, …), if any.
     pub hidepid: Option<String>,
     /// The inspector's effective capabilities (`CapEff:` of its own status), if readable.
@@ -126,6 +129,7 @@ impl View {
             warnings,
             hidepid: facts.hidepid.as_ref().map(|(v, _)| v.clone()),
             cap_eff: facts.cap_eff,
+            unknown_namespaces: 0,
         }
     }
 

@@ -1330,7 +1330,10 @@ fn names_that_are_not_utf8_keep_their_bytes_and_change_no_verdict() {
     assert_eq!(verdict(c), (MountState::Active, Reason::MasterHoldsPipe));
     assert_eq!(c.mount_point_bytes, b"/mnt/\xc3");
     assert_eq!((c.owner_pid, c.entry.unwrap().pgrp), (4990, 7));
-    assert_eq!((c.container_id.as_str(), c.pod_uid.as_str()), (CONTAINERD_ID, POD_UID));
+    assert_eq!(
+        (c.container_id.as_str(), c.pod_uid.as_str()),
+        (CONTAINERD_ID, POD_UID)
+    );
     // The non-autofs Latin-1 mount hides nothing: three reports, nothing else.
     assert_eq!(scan.reports.len(), 3);
 }
@@ -1354,10 +1357,8 @@ fn criu_probe_saves_only_uncovered_direct_mounts_with_a_small_minor_and_dev_auto
         );
         assert!(!r.dumpable);
         assert!(
-            r.message.ends_with(&format!(
-                "Autofs {} is alive, but unreachable.",
-                r.mount_id
-            )),
+            r.message
+                .ends_with(&format!("Autofs {} is alive, but unreachable.", r.mount_id)),
             "{}",
             r.message
         );
@@ -1394,7 +1395,10 @@ fn numbers_the_kernel_prints_get_criu_values_and_outcomes() {
         (MountState::Unsupported, Reason::OptionOutOfIntRange)
     );
     assert!(!long.dumpable);
-    assert!(long.message.starts_with("value 0x80000000 (2147483648) is out of int range"));
+    assert!(
+        long.message
+            .starts_with("value 0x80000000 (2147483648) is out of int range")
+    );
 }
 
 #[test]
@@ -1405,7 +1409,8 @@ fn with_pid1_hidden_a_missing_daemon_is_unknown_not_gone() {
     assert_eq!(verdict(r), (MountState::Error, Reason::ProcUnreadable));
     assert!(!r.dumpable);
     assert!(
-        r.message.starts_with("cannot tell a live master from a gone one"),
+        r.message
+            .starts_with("cannot tell a live master from a gone one"),
         "{}",
         r.message
     );
@@ -1425,7 +1430,16 @@ fn chrooted_members_never_give_a_partial_view() {
         verdict(none),
         (MountState::Error, Reason::MountTableUnreadable)
     );
-    assert!(none.message.contains("pid 710: its root is /srv/jail (chrooted: a partial view)"), "{}", none.message);
-    let ns = scan.namespaces.iter().find(|n| n.mnt_ns == 4026532710).unwrap();
+    assert!(
+        none.message
+            .contains("pid 710: its root is /srv/jail (chrooted: a partial view)"),
+        "{}",
+        none.message
+    );
+    let ns = scan
+        .namespaces
+        .iter()
+        .find(|n| n.mnt_ns == 4026532710)
+        .unwrap();
     assert!(ns.mount_table_error.is_some());
 }
