@@ -19,6 +19,7 @@ pub mod attribution;
 pub mod criu_image;
 pub mod error;
 pub mod escape;
+pub mod holders;
 pub mod mountinfo;
 pub mod options;
 pub mod pipes;

@@ -55,20 +55,33 @@ pub struct Unreadable {
 #[derive(Debug, Default)]
 pub struct PipeIndex {
     ends: HashMap<u64, Vec<PipeEnd>>,
+    scanned: HashSet<i32>,
     unreadable: Vec<Unreadable>,
     unreadable_by_pid: HashMap<i32, usize>,
     fds_seen: usize,
 }
 
 impl PipeIndex {
-    /// Scans the fds of `pids`, keeping ends of the pipes in `wanted`.
+    /// Scans the fds of `pids`, keeping ends of the pipes in `wanted` (a whole-node census
+    /// when `pids` is every process).
     pub fn build(root: &ProcRoot, pids: &[i32], wanted: &HashSet<u64>) -> Self {
         let mut index = Self::default();
+        index.scan(root, pids, wanted);
+        index
+    }
+
+    /// Adds the ends that the fds of `pids` hold of the pipes in `wanted`. A pid scanned
+    /// before is skipped: callers scan first with every pipe of interest (the leaders), then
+    /// with a subset (the census of orphan candidates).
+    pub fn scan(&mut self, root: &ProcRoot, pids: &[i32], wanted: &HashSet<u64>) {
         if wanted.is_empty() {
-            return index;
+            return;
         }
         let mut hits: Vec<(u64, i32)> = Vec::new();
         for &pid in pids {
+            if !self.scanned.insert(pid) {
+                continue;
+            }
             hits.clear();
             let listed = root.for_each_fd(pid, |fd, target| {
                 if let Some(ino) = parse_pipe_link(target).filter(|ino| wanted.contains(ino)) {
@@ -76,29 +89,45 @@ impl PipeIndex {
                 }
             });
             match listed {
-                Ok(n) => index.fds_seen += n,
+                Ok(n) => self.fds_seen += n,
                 Err(e) => {
-                    index.note_failure(root, pid, "fd", &e);
+                    self.note_failure(root, pid, "fd", &e);
                     continue;
                 }
             }
             for &(ino, fd) in &hits {
                 match read_flags(root, pid, fd) {
-                    Ok(flags) => {
-                        index
-                            .ends
-                            .entry(ino)
-                            .or_default()
-                            .push(PipeEnd { pid, fd, flags })
-                    }
-                    Err(e) => index.note_failure(root, pid, &format!("fdinfo/{fd}"), &e),
+                    Ok(flags) => self.insert(ino, PipeEnd { pid, fd, flags }),
+                    Err(e) => self.note_failure(root, pid, &format!("fdinfo/{fd}"), &e),
                 }
             }
         }
-        for ends in index.ends.values_mut() {
+    }
+
+    /// Re-checks an end found by an earlier scan with one `readlink` and one `fdinfo` read:
+    /// adds it when `<pid>/fd/<fd>` still is pipe `ino`. Returns whether it was added.
+    pub fn verify(&mut self, root: &ProcRoot, ino: u64, pid: i32, fd: i32) -> bool {
+        let still = root
+            .read_link(pid, &format!("fd/{fd}"))
+            .is_ok_and(|t| parse_pipe_link(t.as_encoded_bytes()) == Some(ino));
+        if !still || self.ends(ino).iter().any(|e| e.pid == pid && e.fd == fd) {
+            return still;
+        }
+        match read_flags(root, pid, fd) {
+            Ok(flags) => {
+                self.insert(ino, PipeEnd { pid, fd, flags });
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn insert(&mut self, ino: u64, end: PipeEnd) {
+        let ends = self.ends.entry(ino).or_default();
+        if !ends.iter().any(|e| e.pid == end.pid && e.fd == end.fd) {
+            ends.push(end);
             ends.sort_unstable_by_key(|e| (e.pid, e.fd));
         }
-        index
     }
 
     fn note_failure(&mut self, root: &ProcRoot, pid: i32, rel: &str, err: &io::Error) {

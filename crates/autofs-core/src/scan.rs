@@ -4,12 +4,14 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 
 use serde::Serialize;
 
 use crate::attribution::Attribution;
 use crate::error::Result;
 use crate::escape::escape;
+use crate::holders::HolderMemo;
 use crate::mountinfo::{MountInfo, looks_like_autofs};
 use crate::options::{AutofsOptions, MountMode, PipeIno};
 use crate::pipes::{Fionread, PipeIndex, QueueProbe};
@@ -20,12 +22,14 @@ use crate::tree::namespace_owner;
 use crate::verdict::{Facts, ProbeReach, judge};
 use crate::view::{SelfFacts, View};
 
-/// Scans one proc root.
+/// Scans one proc root. Keeps, across scans, where the read ends of orphan candidates were
+/// found ([`HolderMemo`]), so that repeated scans stay cheap on busy nodes.
 #[derive(Debug)]
 pub struct Scanner<Q = Fionread> {
     root: ProcRoot,
     node: String,
     probe: Q,
+    holders: Mutex<HolderMemo>,
 }
 
 /// The result of one scan.
@@ -76,8 +80,10 @@ pub struct ScanStats {
     pub unreadable: usize,
     /// Mount namespaces seen.
     pub mount_namespaces: usize,
-    /// fds listed by the pipe census.
+    /// fds listed: the leaders' and, when a census ran, every process's.
     pub fds: usize,
+    /// Pipes that needed a whole-node census this scan (0 in the steady state).
+    pub census_pipes: usize,
     /// Mountinfo lines that were not autofs and could not be parsed (ignored).
     pub ignored_lines: usize,
 }
@@ -117,6 +123,7 @@ impl Scanner<Fionread> {
             root: ProcRoot::open(proc_root)?,
             node: node.into(),
             probe: Fionread,
+            holders: Mutex::default(),
         })
     }
 }
@@ -128,6 +135,7 @@ impl<Q: QueueProbe> Scanner<Q> {
             root: self.root,
             node: self.node,
             probe,
+            holders: self.holders,
         }
     }
 
@@ -208,7 +216,42 @@ impl<Q: QueueProbe> Scanner<Q> {
                 _ => None,
             })
             .collect();
-        let pipes = PipeIndex::build(&self.root, &pids, &wanted);
+        // CRIU's lookup first: each distinct leader's fds, once. Then only the pipes whose
+        // leader holds no read end are looked for elsewhere (see `holders`).
+        let mut leaders: Vec<i32> = parsed
+            .iter()
+            .filter_map(|(_, _, o)| match o {
+                Some(Ok(o)) if o.fd != -1 && o.pgrp > 0 => Some(o.pgrp),
+                _ => None,
+            })
+            .collect();
+        leaders.sort_unstable();
+        leaders.dedup();
+        let mut pipes = PipeIndex::build(&self.root, &leaders, &wanted);
+        let candidates: HashSet<u64> = parsed
+            .iter()
+            .filter_map(|(_, _, o)| match o {
+                Some(Ok(AutofsOptions {
+                    fd,
+                    pgrp,
+                    pipe_ino: Some(PipeIno::Ino(ino)),
+                    ..
+                })) if *fd != -1 && *pgrp > 0 => {
+                    let leader_reads = pipes
+                        .ends(*ino)
+                        .iter()
+                        .any(|e| e.pid == *pgrp && e.is_read_end());
+                    (!leader_reads).then_some(*ino)
+                }
+                _ => None,
+            })
+            .collect();
+        {
+            let mut holders = self.holders.lock().unwrap_or_else(PoisonError::into_inner);
+            holders.retain(&wanted);
+            stats.census_pipes =
+                holders.locate(&self.root, &self.probe, &pids, &mut pipes, &candidates);
+        }
         stats.fds = pipes.fds_seen();
         stats.unreadable += pipes.unreadable().len();
 

@@ -246,10 +246,12 @@ fn active_indirect_mount_whose_leader_holds_both_ends_is_dumpable() {
         r.options,
         "rw,fd=5,pgrp=1234,timeout=300,minproto=5,maxproto=5,indirect,pipe_ino=39876"
     );
-    // pids 1, 1234, 1500 ("self" and "uptime" are not processes); 5 + 8 + 4 fds listed.
+    // pids 1, 1234, 1500 ("self" and "uptime" are not processes); only the leader's 8 fds
+    // are listed, as CRIU does: its read end answers everything.
     assert_eq!(scan.stats.processes, 3);
     assert_eq!(scan.stats.mount_namespaces, 1);
-    assert_eq!(scan.stats.fds, 17);
+    assert_eq!(scan.stats.fds, 8);
+    assert_eq!(scan.stats.census_pipes, 0);
     assert_eq!(
         (
             scan.stats.vanished,
@@ -1442,4 +1444,28 @@ fn chrooted_members_never_give_a_partial_view() {
         .find(|n| n.mnt_ns == 4026532710)
         .unwrap();
     assert!(ns.mount_table_error.is_some());
+}
+
+#[test]
+fn a_delegated_read_end_found_once_is_rechecked_without_a_census() {
+    let root = case_root("orphaned_read_end_delegated");
+    let scanner = Scanner::new(&root, NODE)
+        .unwrap()
+        .with_probe(table_probe(queue_table(&root)));
+    let first = scanner.scan().unwrap();
+    let second = scanner.scan().unwrap();
+    // The first scan had to look for the holder everywhere; the second re-checks it.
+    assert_eq!(first.stats.census_pipes, 1);
+    assert_eq!(second.stats.census_pipes, 0);
+    assert!(
+        second.stats.fds < first.stats.fds,
+        "{:?} {:?}",
+        first.stats,
+        second.stats
+    );
+    assert_eq!(first.reports, second.reports);
+    assert_eq!(
+        verdict(only(&second)),
+        (MountState::Orphaned, Reason::ReadEndDelegated)
+    );
 }

@@ -479,3 +479,37 @@ fn real_automount_daemon_is_active_then_orphaned_after_kill_9() {
 fn libc_enoent() -> i32 {
     nix::errno::Errno::ENOENT as i32
 }
+
+#[test]
+fn repeated_scans_find_orphan_holders_without_listing_every_fd_again() {
+    let mut sc = Scenario::start_or_panic();
+    let delegated = sc.mount(MountSpec::indirect()).unwrap();
+    let holder = sc.delegate(&delegated).unwrap();
+    let hidden = sc.mount(MountSpec::indirect()).unwrap();
+    sc.close_read(&hidden).unwrap();
+    let scanner = Scanner::new("/proc", "test-node").unwrap();
+    let first = scanner.scan().unwrap();
+    let second = scanner.scan().unwrap();
+    let mine = |scan: &autofs_core::Scan, id: u32| {
+        scan.reports
+            .iter()
+            .find(|r| r.mnt_ns == sc.mnt_ns() && r.mount_id == id)
+            .cloned()
+            .unwrap()
+    };
+    for scan in [&first, &second] {
+        let d = mine(scan, delegated.mount_id);
+        assert_eq!(d.reason, Reason::ReadEndDelegated, "{d:#?}");
+        assert_eq!(d.read_end_pid, holder.host_pid);
+        // The kernel's reader count proves nobody reads the other pipe: no search needed.
+        let h = mine(scan, hidden.mount_id);
+        assert_eq!(h.reason, Reason::HiddenCatatonic, "{h:#?}");
+    }
+    // Only the first scan looked for the delegate among all processes (other tests' pipes
+    // may need a census of their own, so the count is of this scenario's pipe).
+    assert!(first.stats.census_pipes >= 1, "{:?}", first.stats);
+    assert_eq!(
+        mine(&first, delegated.mount_id),
+        mine(&second, delegated.mount_id)
+    );
+}
