@@ -159,7 +159,8 @@ struct KubeFlags {
         env = "AUTOFS_CONTROLLER_KUBE_PORT"
     )]
     kube_port: u16,
-    /// Kubeconfig file (default: in-cluster config, then $KUBECONFIG, then ~/.kube/config).
+    /// Kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then the pod's service
+    /// account). Exec plugins, client certificates, tokens and OIDC all work.
     #[arg(long, global = true, env = "AUTOFS_CONTROLLER_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
 }
@@ -242,22 +243,15 @@ struct CheckFlags {
     pod: Option<String>,
 }
 
+/// A duration flag in [`humantime`]'s grammar (`500ms`, `10s`, `1m 30s`; the agent's
+/// flags take the same), or a bare number of seconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (e.g. 10s, 500ms)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("unknown unit `{unit}` in `{s}` (ms, s, m)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
+    match s.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("`{s}` is not a duration (e.g. 10s, 500ms, 1m 30s): {e}")),
+    }
 }
 
 fn parse_state(s: &str) -> Result<v1::MountState, String> {
@@ -299,11 +293,16 @@ fn sources(g: &Global) -> anyhow::Result<Vec<Source>> {
     }
     #[cfg(feature = "kube")]
     if let Some(selector) = &g.kube.kube_selector {
-        sources.push(Source::Kube(discovery::kube::KubeDiscovery {
+        use discovery::kube::{Credentials, KubeDiscovery};
+        sources.push(Source::Kube(KubeDiscovery {
             namespace: g.kube.kube_namespace.clone(),
             selector: selector.clone(),
             port: g.kube.kube_port,
-            kubeconfig: g.kube.kubeconfig.clone(),
+            credentials: g
+                .kube
+                .kubeconfig
+                .clone()
+                .map_or(Credentials::Infer, Credentials::Kubeconfig),
         }));
     }
     Ok(sources)
