@@ -1,5 +1,5 @@
 //! Durations on the command line, in [`humantime`]'s grammar (`500ms`, `10s`, `2m`, `1h`,
-//! `1m 30s`, …; the controller accepts the same), plus a bare number meaning seconds, as
+//! `1.5s`, `1m 30s`, …; the controller accepts the same), plus a bare number meaning seconds, as
 //! before humantime.
 
 use std::time::Duration;
@@ -35,6 +35,7 @@ mod tests {
         assert_eq!(parse("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse("1m 30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse("0s").is_err());
         assert!(parse("0").is_err());
         assert!(parse("ten").is_err());

@@ -167,11 +167,14 @@ fn a_pod_ip_that_is_no_ip_is_a_malformed_pod_list() {
 /// token.
 type Responder = dyn Fn(&str, Option<&str>) -> (&'static str, Vec<u8>) + Send + Sync;
 
-/// A fake API server on 127.0.0.1 over TLS; records `(path, bearer token)` of each request.
+/// `(path, bearer token)` of a request the fake API server received.
+type Request = (String, Option<String>);
+
+/// A fake API server on 127.0.0.1 over TLS; records every request.
 struct FakeApi {
     port: u16,
     ca_pem: String,
-    requests: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    requests: Arc<Mutex<Vec<Request>>>,
     _task: tokio::task::JoinHandle<()>,
 }
 
@@ -269,7 +272,7 @@ impl FakeApi {
         .await
     }
 
-    fn requests(&self) -> Vec<(String, Option<String>)> {
+    fn requests(&self) -> Vec<Request> {
         self.requests.lock().unwrap().clone()
     }
 

@@ -30,7 +30,7 @@ pub const SERVER_ATTEMPTS: usize = 2;
 pub enum DnsError {
     /// The system resolver configuration (`/etc/resolv.conf`) could not be read.
     #[error("cannot read the system DNS configuration")]
-    SystemConfig(#[source] NetError),
+    SystemConfig(#[source] Box<NetError>),
     /// The name does not exist.
     #[error("no such name (NXDOMAIN from {server})")]
     NoSuchName {
@@ -47,12 +47,12 @@ pub enum DnsError {
         server: String,
         /// The resolver's last error.
         #[source]
-        source: NetError,
+        source: Box<NetError>,
     },
     /// Any other failure (an error response code such as SERVFAIL or REFUSED, an invalid
     /// name, an I/O error).
     #[error("lookup failed")]
-    Lookup(#[source] NetError),
+    Lookup(#[source] Box<NetError>),
 }
 
 /// Every address of `name`, A records first, without duplicates.
@@ -85,9 +85,9 @@ async fn lookup(name: &str, server: Option<SocketAddr>) -> Result<Vec<IpAddr>, D
         e if e.is_no_records_found() => DnsError::NoRecords,
         e @ NetError::Timeout => DnsError::NoAnswer {
             server: asked.clone(),
-            source: e,
+            source: Box::new(e),
         },
-        e => DnsError::Lookup(e),
+        e => DnsError::Lookup(Box::new(e)),
     })?;
     let mut out: Vec<IpAddr> = Vec::new();
     for ip in found.iter() {
@@ -104,7 +104,7 @@ async fn lookup(name: &str, server: Option<SocketAddr>) -> Result<Vec<IpAddr>, D
 /// A resolver for one lookup: the system's, or one asking only `server`.
 fn resolver(server: Option<SocketAddr>) -> Result<TokioResolver, DnsError> {
     let mut builder = match server {
-        None => TokioResolver::builder_tokio().map_err(DnsError::SystemConfig)?,
+        None => TokioResolver::builder_tokio().map_err(|e| DnsError::SystemConfig(Box::new(e)))?,
         Some(server) => {
             let connection = |mut c: ConnectionConfig| {
                 c.port = server.port();
@@ -133,5 +133,5 @@ fn resolver(server: Option<SocketAddr>) -> Result<TokioResolver, DnsError> {
     let opts: &mut ResolverOpts = builder.options_mut();
     // Both families, A first: a dual-stack DaemonSet lists every agent under both.
     opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-    builder.build().map_err(DnsError::Lookup)
+    builder.build().map_err(|e| DnsError::Lookup(Box::new(e)))
 }

@@ -38,14 +38,14 @@ pub enum KubeError {
         path: PathBuf,
         /// Why.
         #[source]
-        source: kube::config::KubeconfigError,
+        source: Box<kube::config::KubeconfigError>,
     },
     /// Neither `$KUBECONFIG`, `~/.kube/config` nor in-cluster credentials are usable.
     #[error("no Kubernetes credentials (give --kubeconfig)")]
-    Infer(#[source] kube::config::InferConfigError),
+    Infer(#[source] Box<kube::config::InferConfigError>),
     /// A client could not be built from the configuration (TLS material, credentials).
     #[error("cannot build a Kubernetes client")]
-    Client(#[source] kube::Error),
+    Client(#[source] Box<kube::Error>),
     /// The credentials could not be obtained (an exec plugin failed, a token file is
     /// unreadable).
     #[error("getting credentials from {provider}")]
@@ -54,7 +54,7 @@ pub enum KubeError {
         provider: String,
         /// What failed.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// The API server refused the list (RBAC, a missing namespace, …).
     #[error("listing pods in namespace {namespace}: HTTP {code} {reason}: {message}")]
@@ -75,7 +75,7 @@ pub enum KubeError {
         namespace: String,
         /// What failed.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// The answer is not a usable `PodList`.
     #[error("malformed PodList: {0}")]
@@ -168,7 +168,7 @@ impl KubeDiscovery {
             }
         }
         for s in &pods.skipped {
-            tracing::warn!(pod = %s, "agent pod left out");
+            tracing::info!(pod = %s, "agent pod left out");
         }
         let endpoints = pods.endpoints();
         if endpoints.is_empty() {
@@ -192,14 +192,16 @@ impl KubeDiscovery {
             Credentials::Kubeconfig(path) => {
                 let err = |source| KubeError::Kubeconfig {
                     path: path.clone(),
-                    source,
+                    source: Box::new(source),
                 };
                 let kc = Kubeconfig::read_from(path).map_err(err)?;
                 kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                     .await
                     .map_err(err)?
             }
-            Credentials::Infer => kube::Config::infer().await.map_err(KubeError::Infer)?,
+            Credentials::Infer => kube::Config::infer()
+                .await
+                .map_err(|e| KubeError::Infer(Box::new(e)))?,
         };
         config.read_timeout = Some(READ_TIMEOUT);
         let auth = &config.auth_info;
@@ -221,9 +223,9 @@ impl KubeDiscovery {
         let client = Client::try_from(config).map_err(|e| match e {
             e @ kube::Error::Auth(_) => KubeError::Credentials {
                 provider: provider.clone().unwrap_or_else(|| "the kubeconfig".into()),
-                source: e,
+                source: Box::new(e),
             },
-            e => KubeError::Client(e),
+            e => KubeError::Client(Box::new(e)),
         })?;
         Ok((client, provider))
     }
@@ -241,12 +243,12 @@ impl KubeDiscovery {
             e if matches!(e, kube::Error::Auth(_)) || is_auth_failure(&e) => {
                 KubeError::Credentials {
                     provider: provider.unwrap_or("the client's configuration").to_owned(),
-                    source: e,
+                    source: Box::new(e),
                 }
             }
             source => KubeError::Request {
                 namespace: self.namespace.clone(),
-                source,
+                source: Box::new(source),
             },
         }
     }
