@@ -10,7 +10,7 @@
 //! `gke-gcloud-auth-plugin` or `kubelogin`, client certificates, tokens, token files, OIDC)
 //! or the pod's service account.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -266,14 +266,15 @@ fn is_auth_failure(e: &kube::Error) -> bool {
     false
 }
 
-/// The pods of every page, sorted out.
+/// The pods of every page, sorted out: [`PodPage::add`] each page, then take the
+/// [`PodPage::endpoints`].
 #[derive(Debug, Default)]
 pub struct PodPage {
     /// One endpoint per running pod with an IP and a node.
-    pub ready: Vec<NodeEndpoint>,
+    ready: Vec<NodeEndpoint>,
     /// One not-ready endpoint per pod that is on a node (or waiting for one) but cannot be
     /// asked, with whether its phase is terminal (`Failed`, `Succeeded`).
-    pub not_ready: Vec<(NodeEndpoint, bool)>,
+    not_ready: Vec<(NodeEndpoint, bool)>,
     /// `ns/name: why` of pods left out (terminating).
     pub skipped: Vec<String>,
 }
@@ -359,7 +360,7 @@ impl PodPage {
     /// evicted one), then the not-ready pods that have no node yet.
     pub fn endpoints(&self) -> Vec<NodeEndpoint> {
         let mut out = self.ready.clone();
-        let ready: std::collections::HashSet<&str> = self
+        let ready: HashSet<&str> = self
             .ready
             .iter()
             .filter_map(|e| e.expected_node.as_deref())
