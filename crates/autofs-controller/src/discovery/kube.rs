@@ -41,7 +41,9 @@ pub enum KubeError {
         source: Box<kube::config::KubeconfigError>,
     },
     /// Neither `$KUBECONFIG`, `~/.kube/config` nor in-cluster credentials are usable.
-    #[error("no Kubernetes credentials (give --kubeconfig)")]
+    #[error(
+        "no Kubernetes credentials: no usable kubeconfig ($KUBECONFIG, ~/.kube/config) and not in a cluster"
+    )]
     Infer(#[source] Box<kube::config::InferConfigError>),
     /// A client could not be built from the configuration (TLS material, credentials).
     #[error("cannot build a Kubernetes client")]
@@ -114,6 +116,23 @@ impl fmt::Debug for Credentials {
 }
 
 /// Where and how to look for agent pods.
+///
+/// A controller that already holds a client passes it in:
+///
+/// ```no_run
+/// use autofs_controller::discovery::kube::{Client, Credentials, KubeDiscovery};
+/// use autofs_controller::discovery::{self, Source};
+/// # async fn run(client: Client) -> Result<(), Box<dyn std::error::Error>> {
+/// let agents = KubeDiscovery {
+///     namespace: "autofs-inspector".into(),
+///     selector: "app.kubernetes.io/name=autofs-inspector".into(),
+///     port: 50051,
+///     credentials: Credentials::Client(client),
+/// };
+/// let endpoints = discovery::discover(&[Source::Kube(agents)]).await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct KubeDiscovery {
     /// Namespace of the DaemonSet.
