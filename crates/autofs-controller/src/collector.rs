@@ -307,6 +307,19 @@ where
 {
     let config = &inner.config;
     let started = Instant::now();
+    if let Some(why) = &ep.not_ready {
+        return NodeResult {
+            endpoint: ep.clone(),
+            info: None,
+            result: Err(NodeError::new(
+                &ep.address,
+                ep.expected_node.as_deref(),
+                NodeErrorKind::NotReady(why.clone()),
+            )),
+            attempts: 0,
+            elapsed: started.elapsed(),
+        };
+    }
     let mut attempts = 0;
     let mut last: Option<NodeErrorKind> = None;
     let mut info: Option<v1::GetNodeInfoResponse> = None;
@@ -343,17 +356,25 @@ where
         }
     };
     let result = match tokio::time::timeout_at(deadline, attempts_loop).await {
-        // tonic enforces the request's grpc-timeout on the client too, racing the timer
-        // above: its "Timeout expired" is this node's deadline as well.
+        // tonic enforces the request's grpc-timeout on the client too, and the connect
+        // timeout of an attempt can end with the deadline; both race the timer above, which
+        // polls the attempt first when both are due (a loaded machine): a timeout or an
+        // unretried UNAVAILABLE at the deadline is this node's deadline as well.
         Ok(Err(
-            kind @ NodeErrorKind::Rpc {
+            kind @ (NodeErrorKind::Unavailable(_)
+            | NodeErrorKind::Rpc {
                 code: tonic::Code::Cancelled | tonic::Code::DeadlineExceeded,
                 ..
-            },
+            }),
         )) if Instant::now() + Duration::from_millis(100) >= deadline => {
+            // tonic's "Timeout expired" says less than the attempt before it.
+            let last = match &kind {
+                NodeErrorKind::Unavailable(_) => Some(kind.to_string()),
+                _ => last.map(|l| l.to_string()).or(Some(kind.to_string())),
+            };
             Err(NodeErrorKind::DeadlineExceeded {
                 timeout: config.timeout,
-                last: last.map(|l| l.to_string()).or(Some(kind.to_string())),
+                last,
             })
         }
         Ok(r) => r,
