@@ -15,6 +15,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::background;
+use crate::change_watch;
 use crate::service::{AgentService, ServiceConfig};
 use crate::snapshot::{Inventory, Source};
 
@@ -45,8 +46,10 @@ pub struct ServeConfig {
     pub health_listen: Option<SocketAddr>,
     /// Proc root to scan.
     pub proc_root: PathBuf,
-    /// Background scan interval.
+    /// Background scan interval (the safety net behind change detection).
     pub scan_interval: Duration,
+    /// How often the known read ends are re-measured with `FIONREAD` between scans.
+    pub queue_poll_interval: Duration,
     /// On-demand RPCs reuse a scan younger than this.
     pub max_scan_age: Duration,
     /// Node name.
@@ -144,6 +147,12 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         changed.clone(),
         stop_rx.clone(),
     ));
+    let change_watch = tokio::spawn(change_watch::run(
+        inventory.clone(),
+        config.queue_poll_interval,
+        changed.clone(),
+        stop_rx.clone(),
+    ));
     if config.synthetic_mounts.is_none() {
         let (inventory, root, changed, stop) = (
             inventory.clone(),
@@ -198,6 +207,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             let _ = h.await;
         }
         let _ = scanner.await;
+        let _ = change_watch.await;
     })
     .await;
     if drained.is_err() {

@@ -16,6 +16,7 @@
 //! ```
 
 pub mod attribution;
+pub mod changes;
 pub mod criu_image;
 pub mod error;
 pub mod escape;

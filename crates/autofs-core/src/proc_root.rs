@@ -79,6 +79,14 @@ impl ProcRoot {
         &self.path
     }
 
+    /// Whether this root shows the caller's own pid namespace (`<root>/self` names the
+    /// caller's pid): only then do its pids name the processes the caller can signal or open
+    /// pidfds for. False for fixture trees and for a proc of another pid namespace.
+    pub fn is_own_pid_namespace(&self) -> bool {
+        readlinkat(self.dir.as_fd(), "self")
+            .is_ok_and(|t| t.as_bytes() == std::process::id().to_string().as_bytes())
+    }
+
     /// Absolute path of `<root>/<pid>/<rel>`, for messages and reopening.
     pub fn pid_path(&self, pid: i32, rel: &str) -> PathBuf {
         self.path.join(pid.to_string()).join(rel)

@@ -78,11 +78,16 @@ impl Agent {
             "127.0.0.1:0",
             "--metrics-listen",
             "127.0.0.1:0",
-            "--scan-interval",
-            "200ms",
             "--node-name",
             &node,
         ])
+        // Tests that set their own interval replace the default one.
+        .args(
+            (!extra.contains(&"--scan-interval"))
+                .then_some(["--scan-interval", "200ms"])
+                .into_iter()
+                .flatten(),
+        )
         .args(extra)
         // Only the flags above configure it, whatever the environment of the test says.
         .env_remove("AUTOFS_AGENT_PROC_ROOT")
