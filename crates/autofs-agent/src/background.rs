@@ -29,18 +29,27 @@ pub async fn run(
     changed: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut denied_before = false;
     loop {
         let scanned = tokio::select! {
             scanned = inventory.rescan() => scanned,
             () = stop(&mut shutdown) => return,
         };
         match scanned {
-            Ok(snapshot) => tracing::debug!(
-                generation = snapshot.generation,
-                mounts = snapshot.reports.len(),
-                took_ms = snapshot.duration.as_millis() as u64,
-                "scan"
-            ),
+            Ok(snapshot) => {
+                // Once per episode: access denied although the capabilities should allow it.
+                let cause = crate::node_info::access_denied_cause(&inventory);
+                if let (Some(cause), false) = (&cause, denied_before) {
+                    tracing::warn!(cause = %cause, "scan denied access to processes");
+                }
+                denied_before = cause.is_some();
+                tracing::debug!(
+                    generation = snapshot.generation,
+                    mounts = snapshot.reports.len(),
+                    took_ms = snapshot.duration.as_millis() as u64,
+                    "scan"
+                );
+            }
             Err(e) => tracing::warn!(
                 error = %e,
                 failures = inventory.consecutive_failures(),
@@ -62,16 +71,19 @@ async fn stop(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// The scan watchdog: health is SERVING only after a first good scan, while scans do not fail
-/// in a row, and while no scan has run past the stall bound; `autofs_scan_stalled` says when
-/// one has. Runs until `shutdown`.
+/// The scan watchdog and health: both services are SERVING only after a first good scan, while
+/// scans do not fail in a row, and while no scan has run past the stall bound
+/// (`autofs_scan_stalled` says when one has). A restricted view of /proc cannot answer for
+/// absent processes: then the inspector service is NOT_SERVING while `""` (liveness) keeps
+/// saying that scans run. Runs until `shutdown`.
 pub async fn supervise(
     inventory: Arc<Inventory>,
     health: HealthReporter,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut serving = false;
+    let mut serving: Option<(bool, bool)> = None;
     let mut stalled = false;
+    let mut restricted = false;
     let mut ever_served = false;
     let mut tick = tokio::time::interval(SUPERVISE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -95,26 +107,36 @@ pub async fn supervise(
                 tracing::info!("the stalled scan ended");
             }
         }
-        let ok = inventory.latest().generation > 0
+        let latest = inventory.latest();
+        let view = &latest.scan.view;
+        if latest.generation > 0 && view.restricted != restricted {
+            restricted = view.restricted;
+            if restricted {
+                tracing::warn!(problems = ?view.reasons, "the view of /proc is restricted; verdicts that rest on an absence are ERROR");
+            }
+        }
+        let scans_run = latest.generation > 0
             && inventory.consecutive_failures() < FAILURES_BEFORE_NOT_SERVING
             && !stalled;
-        if ok != serving {
-            serving = ok;
-            set_health(
-                &health,
+        let wanted = (scans_run, scans_run && !restricted);
+        if serving != Some(wanted) {
+            serving = Some(wanted);
+            let status = |ok: bool| {
                 if ok {
                     ServingStatus::Serving
                 } else {
                     ServingStatus::NotServing
-                },
-            )
-            .await;
-            if ok && !ever_served {
+                }
+            };
+            health
+                .set_service_status(HEALTH_SERVICES[0], status(wanted.0))
+                .await;
+            health
+                .set_service_status(HEALTH_SERVICES[1], status(wanted.1))
+                .await;
+            if scans_run && !ever_served {
                 ever_served = true;
-                tracing::info!(
-                    mounts = inventory.latest().reports.len(),
-                    "first scan done; serving"
-                );
+                tracing::info!(mounts = latest.reports.len(), "first scan done; serving");
             }
         }
     }

@@ -74,6 +74,8 @@ pub fn report(r: &MountReport) -> v1::MountReport {
         proto_version: r.proto_version,
         timeout: r.timeout,
         dumpable: r.dumpable,
+        mount_point_bytes: r.mount_point_bytes.clone(),
+        source_bytes: r.source_bytes.clone(),
     }
 }
 
@@ -102,6 +104,10 @@ mod tests {
             Reason::MalformedMountinfo,
             Reason::ProcUnreadable,
             Reason::PgrpNotVisible,
+            Reason::MasterOutsideTree,
+            Reason::ProbeMakesCatatonic,
+            Reason::OptionOutOfIntRange,
+            Reason::MountTableUnreadable,
         ] {
             assert_ne!(reason(r), v1::Reason::Unspecified, "{r}");
         }

@@ -1,25 +1,21 @@
-//! Durations on the command line: `500ms`, `10s`, `2m`, `1h` (a bare number means seconds).
+//! Durations on the command line, in [`humantime`]'s grammar (`500ms`, `10s`, `2m`, `1h`,
+//! `1.5s`, `1m 30s`, …; the controller accepts the same), plus a bare number meaning seconds, as
+//! before humantime.
 
 use std::time::Duration;
 
-/// Parses a duration flag.
+/// Parses a duration flag; zero is refused (every duration flag of the agent is a period or
+/// a timeout).
+///
+/// # Errors
+///
+/// A message naming the input when it is not a positive duration.
 pub fn parse(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
-    let split = raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len());
-    let (digits, unit) = raw.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("invalid duration {raw:?}: expected e.g. 500ms, 10s, 2m"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {raw:?}: use ms, s, m or h"
-            ));
-        }
+    let d = match raw.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(raw)
+            .map_err(|e| format!("invalid duration {raw:?}: {e} (e.g. 500ms, 10s, 2m)"))?,
     };
     if d.is_zero() {
         return Err(format!("invalid duration {raw:?}: must be positive"));
@@ -37,8 +33,13 @@ mod tests {
         assert_eq!(parse("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse("10"), Ok(Duration::from_secs(10)));
         assert_eq!(parse("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse("1m 30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse("0s").is_err());
+        assert!(parse("0").is_err());
         assert!(parse("ten").is_err());
         assert!(parse("5 parsecs").is_err());
+        assert!(parse("").is_err());
     }
 }

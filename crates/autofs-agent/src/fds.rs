@@ -1,15 +1,17 @@
 //! File descriptors as a budget: the soft `RLIMIT_NOFILE` is raised to the hard limit at start
 //! (systemd services and containerd ≥ 2.0 containers get a soft limit of 1024), and the limit is
 //! split so that connections can never take the descriptors a scan needs. Each listener gets a
-//! connection cap; what remains is kept for scans, the mount-table watcher and the runtime.
+//! connection cap; what remains is kept for scans, the mount-table watcher, the pidfds of the
+//! change watcher and the runtime.
 
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 
 /// Descriptors kept for everything but connections: the scanner (a few open at a time), the
 /// runtime (epoll, eventfds, signal pipe), listeners, stdio, logs.
 const RESERVED: u64 = 96;
-/// Upper bound on mountinfo files the watcher polls (one per mount namespace).
-const MAX_WATCHED_NAMESPACES: u64 = 512;
+/// Upper bound on mountinfo files the watcher polls (one per mount namespace), and on the
+/// pidfds of masters the change watcher holds.
+const MAX_WATCHED: u64 = 512;
 /// Default cap of concurrent gRPC connections when the descriptor limit allows more.
 const DEFAULT_GRPC_CONNECTIONS: u64 = 1024;
 /// Cap of the metrics and health listeners (a Prometheus and a kubelet need a few each).
@@ -22,6 +24,8 @@ pub struct FdBudget {
     pub nofile: u64,
     /// Mount namespaces whose mountinfo the watcher may keep open.
     pub watched_namespaces: usize,
+    /// Masters whose exit the change watcher may follow (one pidfd each).
+    pub watched_processes: usize,
     /// Concurrent connections on the gRPC listener.
     pub grpc_connections: usize,
     /// Concurrent connections on the metrics listener.
@@ -34,8 +38,8 @@ impl FdBudget {
     /// Splits `nofile` descriptors. `grpc_cap` (the `--max-connections` flag) lowers the gRPC
     /// share, never raises it past what the descriptors allow.
     pub fn split(nofile: u64, grpc_cap: Option<usize>) -> FdBudget {
-        let watched = (nofile / 4).min(MAX_WATCHED_NAMESPACES);
-        let for_connections = nofile.saturating_sub(RESERVED + watched).max(3);
+        let watched = (nofile / 8).min(MAX_WATCHED);
+        let for_connections = nofile.saturating_sub(RESERVED + 2 * watched).max(3);
         let small = (for_connections / 8).clamp(1, SMALL_LISTENER_CONNECTIONS);
         let grpc_room = for_connections.saturating_sub(2 * small).max(1);
         let grpc = grpc_cap
@@ -47,6 +51,7 @@ impl FdBudget {
         FdBudget {
             nofile,
             watched_namespaces: as_usize(watched),
+            watched_processes: as_usize(watched),
             grpc_connections: as_usize(grpc),
             metrics_connections: as_usize(small),
             health_connections: as_usize(small),
@@ -73,7 +78,8 @@ mod tests {
     fn the_common_1024_limit_keeps_a_reserve_for_scans() {
         let b = FdBudget::split(1024, None);
         let total = b.grpc_connections + b.metrics_connections + b.health_connections;
-        assert!(total as u64 + RESERVED + b.watched_namespaces as u64 <= 1024);
+        let watched = (b.watched_namespaces + b.watched_processes) as u64;
+        assert!(total as u64 + RESERVED + watched <= 1024);
         assert!(b.grpc_connections >= 500, "{b:?}");
     }
 
@@ -90,7 +96,7 @@ mod tests {
         let b = FdBudget::split(256, Some(100_000));
         assert!(
             b.grpc_connections + b.metrics_connections + b.health_connections
-                <= 256 - RESERVED as usize - b.watched_namespaces
+                <= 256 - RESERVED as usize - b.watched_namespaces - b.watched_processes
         );
         assert_eq!(FdBudget::split(1 << 20, Some(10)).grpc_connections, 10);
     }

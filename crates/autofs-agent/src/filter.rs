@@ -84,9 +84,17 @@ pub fn mount_namespace_of(pid: i32, inventory: &Inventory) -> Result<u64, Status
             "pid {pid}: this agent serves a synthetic report set"
         ))
     })?;
+    let path = root.pid_path(pid, "ns/mnt");
     root.mount_namespace(pid).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Status::not_found(format!("pid {pid}: no such process")),
-        _ => Status::internal(format!("pid {pid}: cannot read its mount namespace: {e}")),
+        std::io::ErrorKind::PermissionDenied => Status::permission_denied(format!(
+            "pid {pid}: the agent may not read {}: {e} (reading another process's namespaces takes CAP_SYS_PTRACE; a confining AppArmor/SELinux profile can deny it too)",
+            path.display()
+        )),
+        _ => Status::internal(format!(
+            "pid {pid}: cannot read {}: {e}",
+            path.display()
+        )),
     })
 }
 

@@ -3,6 +3,7 @@
 //! `main.rs` only parses flags and calls in here.
 
 pub mod background;
+pub mod change_watch;
 pub mod changes;
 pub mod convert;
 pub mod duration;

@@ -97,6 +97,10 @@ struct ServeFlags {
     /// Background scan interval (feeds metrics and watchers).
     #[arg(long, env = "AUTOFS_AGENT_SCAN_INTERVAL", default_value = "10s", value_parser = duration::parse)]
     scan_interval: Duration,
+    /// Between scans, re-measure the known read ends with FIONREAD this often, so a queue
+    /// appearing or draining is seen within about this long (master exits are seen at once).
+    #[arg(long, env = "AUTOFS_AGENT_QUEUE_POLL_INTERVAL", default_value = "1s", value_parser = duration::parse)]
+    queue_poll_interval: Duration,
     /// On-demand RPCs reuse a scan younger than this; older ones trigger a fresh scan.
     #[arg(long, env = "AUTOFS_AGENT_MAX_SCAN_AGE", default_value = "1s", value_parser = duration::parse)]
     max_scan_age: Duration,
@@ -199,6 +203,7 @@ fn serve(flags: ServeFlags) -> anyhow::Result<u8> {
         node_name: flags.common.node_name(),
         proc_root: flags.common.proc_root,
         scan_interval: flags.scan_interval,
+        queue_poll_interval: flags.queue_poll_interval,
         max_scan_age: flags.max_scan_age,
         tls: flags
             .tls_cert

@@ -106,6 +106,14 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         "Scans that ran longer than --scan-stall-timeout."
     );
     describe_gauge!(
+        "autofs_view_restricted",
+        "1 when the agent's view of /proc is restricted (hidepid, missing CAP_SYS_PTRACE, pid 1 hidden): processes may be invisible, verdicts that would rest on an absence are ERROR and mount namespaces may be missing."
+    );
+    describe_gauge!(
+        "autofs_unreadable_processes",
+        "Processes some fact of which the last scan could not read (permission denied)."
+    );
+    describe_gauge!(
         "autofs_build_info",
         "Build information; the value is always 1."
     );
@@ -174,6 +182,12 @@ impl MountStateMetrics {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         gauge!("autofs_last_scan_success_timestamp_seconds").set(wall.as_secs_f64());
+        gauge!("autofs_view_restricted").set(if snapshot.scan.view.restricted {
+            1.0
+        } else {
+            0.0
+        });
+        gauge!("autofs_unreadable_processes").set(snapshot.scan.stats.unreadable as f64);
     }
 }
 

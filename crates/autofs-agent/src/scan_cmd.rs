@@ -4,14 +4,14 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use autofs_core::{Scan, Scanner, criu_image};
 
 /// Exit code when every mount is dumpable (ACTIVE or CATATONIC).
 pub const EXIT_DUMPABLE: u8 = 0;
 /// Exit code when some mount would make CRIU's dump fail.
 pub const EXIT_BLOCKED: u8 = 1;
-/// Exit code for usage and fatal errors.
+/// Exit code for usage and fatal errors, and for a scan that could not see everything (a
+/// restricted view of /proc, or a mount namespace whose table could not be read).
 pub const EXIT_ERROR: u8 = 2;
 
 /// Output format of `scan`.
@@ -43,12 +43,19 @@ pub fn run(args: &ScanArgs, out: &mut impl Write) -> anyhow::Result<u8> {
     let scanner = Scanner::new(&args.proc_root, &args.node_name)?;
     let only_ns = match args.pid {
         Some(pid) if pid <= 0 => anyhow::bail!("--pid must be a positive pid, got {pid}"),
-        Some(pid) => Some(
-            scanner
-                .proc_root()
-                .mount_namespace(pid)
-                .with_context(|| format!("no mount namespace for --pid {pid}"))?,
-        ),
+        Some(pid) => Some(scanner.proc_root().mount_namespace(pid).map_err(|e| {
+            let path = scanner.proc_root().pid_path(pid, "ns/mnt");
+            match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    anyhow::anyhow!("--pid {pid}: no such process ({}: {e})", path.display())
+                }
+                std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+                    "--pid {pid}: permission denied reading {} (needs CAP_SYS_PTRACE, or the same user without hidepid): {e}",
+                    path.display()
+                ),
+                _ => anyhow::anyhow!("--pid {pid}: cannot read {}: {e}", path.display()),
+            }
+        })?),
         None => None,
     };
     let mut scan = scanner.scan()?;
@@ -68,12 +75,42 @@ pub fn run(args: &ScanArgs, out: &mut impl Write) -> anyhow::Result<u8> {
         write_images(&scan, dir)?;
     }
     out.flush()?;
+    // "Could not see" must never read as "nothing there": say what was not seen.
+    for problem in scan.view.problems() {
+        eprintln!("autofs-agent scan: warning: {problem}");
+    }
+    for ns in scan.namespaces.iter().filter(|n| {
+        n.mount_table_error.is_some() && only_ns.is_none_or(|wanted| wanted == n.mnt_ns)
+    }) {
+        eprintln!(
+            "autofs-agent scan: error: mount namespace {}: {}",
+            ns.mnt_ns,
+            ns.mount_table_error.as_deref().unwrap_or_default()
+        );
+    }
+    // A whole-node scan that could not place some processes in a mount namespace may have
+    // missed whole namespaces; a scan of one pid's namespace has not.
+    if only_ns.is_none() && scan.view.unknown_namespaces > 0 {
+        eprintln!(
+            "autofs-agent scan: error: the mount namespaces of {} process(es) could not be read; their autofs mounts, if any, are not reported",
+            scan.view.unknown_namespaces
+        );
+        return Ok(EXIT_ERROR);
+    }
     Ok(exit_code(&scan))
 }
 
-/// 0 when nothing blocks a dump, 1 otherwise.
+/// 2 when the scan could not see everything (restricted view, an unreadable mount table),
+/// else 1 when something blocks a dump, else 0.
 pub fn exit_code(scan: &Scan) -> u8 {
-    if scan.reports.iter().any(|r| r.blocks_dump()) {
+    let incomplete = scan.view.restricted
+        || scan
+            .reports
+            .iter()
+            .any(|r| r.reason == autofs_core::Reason::MountTableUnreadable);
+    if incomplete {
+        EXIT_ERROR
+    } else if scan.reports.iter().any(|r| r.blocks_dump()) {
         EXIT_BLOCKED
     } else {
         EXIT_DUMPABLE

@@ -14,6 +14,7 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
 use crate::background;
+use crate::change_watch;
 use crate::fds::FdBudget;
 use crate::listener::{self, Admission};
 use crate::service::{AgentService, ServiceConfig};
@@ -48,8 +49,10 @@ pub struct ServeConfig {
     pub health_listen: Option<SocketAddr>,
     /// Proc root to scan.
     pub proc_root: PathBuf,
-    /// Background scan interval.
+    /// Background scan interval (the safety net behind change detection).
     pub scan_interval: Duration,
+    /// How often the known read ends are re-measured with `FIONREAD` between scans.
+    pub queue_poll_interval: Duration,
     /// On-demand RPCs reuse a scan younger than this.
     pub max_scan_age: Duration,
     /// Node name.
@@ -176,6 +179,13 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         health.clone(),
         stop_rx.clone(),
     ));
+    let change_watch = tokio::spawn(change_watch::run(
+        inventory.clone(),
+        config.queue_poll_interval,
+        budget.watched_processes,
+        changed.clone(),
+        stop_rx.clone(),
+    ));
     if config.synthetic_mounts.is_none() {
         let (inventory, root, changed, stop) = (
             inventory.clone(),
@@ -257,6 +267,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         }
         let _ = scanner.await;
         let _ = supervisor.await;
+        let _ = change_watch.await;
     })
     .await;
     if drained.is_err() {

@@ -51,6 +51,7 @@ impl Snapshot {
             scan: Scan {
                 reports: Vec::new(),
                 namespaces: Vec::new(),
+                view: Default::default(),
                 stats: Default::default(),
             },
             reports: Arc::new(Vec::new()),

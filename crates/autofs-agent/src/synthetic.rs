@@ -13,7 +13,9 @@ pub fn scan(n: usize, node: &str) -> Scan {
                 mount_id: 1000 + id,
                 parent_id: 25,
                 mount_point: format!("/synthetic/auto/mount-{i:06}"),
+                mount_point_bytes: format!("/synthetic/auto/mount-{i:06}").into_bytes(),
                 source: "/etc/auto.synthetic".into(),
+                source_bytes: b"/etc/auto.synthetic".to_vec(),
                 major: 0,
                 minor: 100 + id,
                 criu_s_dev: 100 + id,
@@ -61,6 +63,7 @@ pub fn scan(n: usize, node: &str) -> Scan {
     Scan {
         reports,
         namespaces: Vec::new(),
+        view: Default::default(),
         stats: ScanStats::default(),
     }
 }

@@ -12,6 +12,7 @@ use common::{
     pid_that_does_not_exist, state,
 };
 use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 fn list_request() -> v1::ListMountsRequest {
     v1::ListMountsRequest::default()
@@ -557,4 +558,51 @@ async fn check_migratable_rejects_bad_targets_and_does_not_find_unknown_ones() {
         .get_node_info(v1::GetNodeInfoRequest {})
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_migratable_for_a_process_the_agent_may_not_read_is_permission_denied() {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    // Root without CAP_SYS_PTRACE may not read the namespaces of a full-capability daemon.
+    let agent = Agent::start_wrapped(
+        &[
+            "setpriv",
+            "--inh-caps=-sys_ptrace",
+            "--bounding-set=-sys_ptrace",
+            "--",
+        ],
+        &[],
+    );
+    // Scans run ("" serves) but the inspector service does not: the view is restricted.
+    agent.wait_health("", ServingStatus::Serving).await;
+    agent
+        .wait_health("autofs.v1.AutofsInspector", ServingStatus::NotServing)
+        .await;
+    let mut client = agent.client().await;
+    let status = client
+        .check_migratable(check_pid(d.host_pid))
+        .await
+        .expect_err("the daemon's namespace cannot be read");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let message = status.message();
+    assert!(
+        message.contains(&format!("/proc/{}/ns/mnt", d.host_pid)),
+        "{message}"
+    );
+    assert!(message.contains("CAP_SYS_PTRACE"), "{message}");
+    // The view is restricted, and the agent says so.
+    let info = client
+        .get_node_info(v1::GetNodeInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(info.view_restricted, "{info:?}");
+    assert!(
+        info.view_problems
+            .iter()
+            .any(|p| p.contains("lacks CAP_SYS_PTRACE")),
+        "{info:?}"
+    );
+    assert!(!info.can_read_fds, "{info:?}");
 }

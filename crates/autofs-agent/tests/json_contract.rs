@@ -31,8 +31,10 @@ fn sample() -> MountReport {
         node: "n".into(),
         mount_id: 40,
         parent_id: 25,
-        mount_point: "/auto".into(),
+        mount_point: "/caf\\xe9".into(),
+        mount_point_bytes: b"/caf\xe9".to_vec(),
         source: "map".into(),
+        source_bytes: b"map".to_vec(),
         major: 0,
         minor: 52,
         criu_s_dev: 52,
@@ -95,4 +97,13 @@ fn json_states_and_reasons_are_the_proto_enum_names_without_prefix() {
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["reason"], "READ_END_DELEGATED");
     assert!(autofs_api::v1::Reason::from_str_name("REASON_READ_END_DELEGATED").is_some());
+}
+
+#[test]
+fn json_bytes_fields_are_base64_as_in_proto3_json() {
+    let json = serde_json::to_value(sample()).unwrap();
+    // base64("/caf\xe9") and base64("map"), as the proto3 JSON mapping writes `bytes`.
+    assert_eq!(json["mount_point_bytes"], "L2NhZuk=");
+    assert_eq!(json["source_bytes"], "bWFw");
+    assert_eq!(json["mount_point"], "/caf\\xe9");
 }

@@ -176,3 +176,107 @@ fn criu_images_decode_with_crit_to_the_reported_entries() {
     );
     assert_eq!(std::fs::read_dir(&ns_dir).unwrap().count(), 4);
 }
+
+/// Kills and reaps a helper process however the test ends.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `scan --json` as root without CAP_SYS_PTRACE, through a fresh proc instance mounted
+/// with `proc_options` in a throwaway mount namespace (nothing outlives the command).
+fn scan_without_ptrace(proc_options: &str) -> (Vec<Value>, i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let proc_dir = dir.path().join("proc");
+    std::fs::create_dir(&proc_dir).unwrap();
+    let script = format!(
+        "mount -t proc -o {proc_options} proc {dir} && exec capsh --drop=cap_sys_ptrace -- -c 'exec {agent} scan --json --node-name node-a --proc-root {dir}'",
+        dir = proc_dir.display(),
+        agent = env!("CARGO_BIN_EXE_autofs-agent"),
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("unshare and capsh (util-linux, libcap2-bin) run the reduced scan");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let reports = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (reports, out.status.code().unwrap(), stderr)
+}
+
+#[test]
+fn hidden_daemons_are_never_taken_for_gone_ones_and_the_scan_exits_two() {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    // A bystander without capabilities in the daemon's mount namespace: an agent without
+    // CAP_SYS_PTRACE still sees it (and the namespace's mountinfo through it), but not the
+    // full-capability daemon, which hidepid makes look exactly like an exited one.
+    let init = sc.init_host_pid().to_string();
+    let _bystander = Reaped(
+        Command::new("nsenter")
+            .args(["-t", &init, "-m", "--", "setpriv", "--inh-caps=-all"])
+            .args(["--bounding-set=-all", "--", "sleep", "600"])
+            .spawn()
+            .expect("nsenter and setpriv (util-linux)"),
+    );
+    assert!(
+        autofs_testkit::wait_until(WAIT, || autofs_testkit::procfs::pids_in_ns(
+            "mnt",
+            sc.mnt_ns()
+        )
+        .iter()
+        .any(
+            |&p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c == "sleep\n")
+        )),
+        "the bystander entered the namespace"
+    );
+    for options in ["hidepid=invisible,gid=4242", "hidepid=2,gid=4242"] {
+        let (reports, code, stderr) = scan_without_ptrace(options);
+        assert_eq!(
+            code, 2,
+            "{options}: a restricted view never exits 0 or 1; {stderr}"
+        );
+        assert!(stderr.contains("hidepid="), "{options}: {stderr}");
+        let mine: Vec<_> = reports
+            .iter()
+            .filter(|r| r["mnt_ns"] == sc.mnt_ns())
+            .collect();
+        assert_eq!(mine.len(), 1, "{options}: {mine:#?}");
+        let r = mine[0];
+        assert_eq!(r["mount_id"], d.mount_id);
+        assert_eq!(
+            (r["state"].as_str(), r["reason"].as_str()),
+            (Some("ERROR"), Some("PROC_UNREADABLE")),
+            "{options}: {r:#?}"
+        );
+        assert_eq!(r["dumpable"], false);
+        // Nowhere on the node does an absence become a verdict.
+        for r in &reports {
+            assert!(
+                !matches!(
+                    r["reason"].as_str(),
+                    Some("HIDDEN_CATATONIC" | "LEADER_GONE")
+                ),
+                "{options}: {r:#?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn without_cap_sys_ptrace_unreadable_namespaces_make_the_scan_exit_two() {
+    // The daemon is alone in its mount namespace: without CAP_SYS_PTRACE its ns/mnt cannot be
+    // read, so the namespace cannot even be found. That must not look like "no mounts".
+    let mut sc = Scenario::start_or_panic();
+    sc.mount(MountSpec::indirect()).unwrap();
+    let (_, code, stderr) = scan_without_ptrace("rw");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("lacks CAP_SYS_PTRACE"), "{stderr}");
+}

@@ -189,3 +189,57 @@ async fn watch_with_a_client_deadline_ends_with_deadline_exceeded_and_the_agent_
         "a watch without deadline stays open"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_and_master_exits_are_noticed_between_scans() {
+    // The background scan runs once, at start: every later event comes from change detection
+    // (a FIONREAD pass over the known read ends, a pidfd per master), not from the safety net.
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    let agent = Agent::start(&["--scan-interval", "1h", "--queue-poll-interval", "200ms"]);
+    let mut events = Events::open(
+        &agent,
+        v1::ListMountsRequest {
+            pid: Some(sc.init_host_pid()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (first, _) = events.until(d.mount_id, |_| true).await;
+    assert_eq!(state(first.mount.as_ref().unwrap()), MountState::Active);
+
+    // A queue appears on the known read end: INTERIM.
+    let _blocked = make_interim(&mut sc, &d, "key");
+    let (interim, _) = events
+        .until(d.mount_id, |e| {
+            state(e.mount.as_ref().unwrap()) == MountState::Interim
+        })
+        .await;
+    assert_eq!(interim.mount.as_ref().unwrap().pending_bytes, 304);
+
+    // The daemon reads the request (answering it): the queue drains, ACTIVE again.
+    let packet = sc
+        .read_packet_with(&d.name, autofs_testkit::Answer::Ready, WAIT)
+        .unwrap();
+    assert_eq!(packet.name, b"key");
+    let (active, _) = events
+        .until(d.mount_id, |e| {
+            state(e.mount.as_ref().unwrap()) == MountState::Active
+        })
+        .await;
+    assert_eq!(active.mount.as_ref().unwrap().pending_bytes, 0);
+
+    // The master exits without anybody looking the mount up: nothing in the mount table
+    // changes, only its pidfd tells.
+    sc.exit_daemon(&d).unwrap();
+    let (orphaned, _) = events
+        .until(d.mount_id, |e| {
+            state(e.mount.as_ref().unwrap()) == MountState::Orphaned
+        })
+        .await;
+    assert_eq!(
+        orphaned.mount.as_ref().unwrap().reason,
+        v1::Reason::HiddenCatatonic as i32,
+        "{orphaned:#?}"
+    );
+}

@@ -1,39 +1,7 @@
-//! Exponential backoff with jitter, and the tiny generator behind the jitter (and DNS query
-//! ids): nothing here needs cryptographic randomness, only nodes that do not retry in step.
+//! Exponential backoff with jitter. The jitter needs no cryptographic randomness, only nodes
+//! that do not retry in step: [`fastrand`] (seeded per generator from the OS's randomness).
 
 use std::time::Duration;
-
-/// xorshift64* — small, fast, good enough to spread retries.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// Seeded from the clock, the pid and a per-process counter.
-    pub fn seeded() -> Rng {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static COUNTER: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let c = COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-        Rng::from_seed(nanos ^ c ^ u64::from(std::process::id()).rotate_left(32))
-    }
-
-    /// A generator with a fixed seed (tests).
-    pub fn from_seed(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    /// The next value.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
 
 /// Settings of exponential backoff.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +27,7 @@ impl Default for BackoffConfig {
 pub struct Backoff {
     config: BackoffConfig,
     attempt: u32,
-    rng: Rng,
+    rng: fastrand::Rng,
 }
 
 impl Backoff {
@@ -68,7 +36,7 @@ impl Backoff {
         Backoff {
             config,
             attempt: 0,
-            rng: Rng::seeded(),
+            rng: fastrand::Rng::new(),
         }
     }
 
@@ -81,8 +49,8 @@ impl Backoff {
             .min(self.config.max);
         self.attempt = self.attempt.saturating_add(1);
         let half = nominal / 2;
-        let span = u64::try_from(half.as_micros()).unwrap_or(u64::MAX).max(1);
-        half + Duration::from_micros(self.rng.next_u64() % span)
+        let span = u64::try_from(half.as_micros()).unwrap_or(u64::MAX);
+        half + Duration::from_micros(self.rng.u64(0..=span))
     }
 
     /// Back to the first delay (after a success).
@@ -113,9 +81,16 @@ mod tests {
 
     #[test]
     fn jitter_spreads_retries() {
-        let mut a = Rng::from_seed(1);
-        let values: std::collections::HashSet<u64> =
-            (0..100).map(|_| a.next_u64() % 1000).collect();
-        assert!(values.len() > 50);
+        let config = BackoffConfig {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(1),
+        };
+        let mut b = Backoff {
+            rng: fastrand::Rng::with_seed(1),
+            ..Backoff::new(config)
+        };
+        let values: std::collections::HashSet<Duration> =
+            (0..100).map(|_| b.next_delay()).collect();
+        assert!(values.len() > 50, "{values:?}");
     }
 }

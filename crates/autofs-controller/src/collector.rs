@@ -367,6 +367,19 @@ where
 {
     let config = &inner.config;
     let started = Instant::now();
+    if let Some(why) = &ep.not_ready {
+        return NodeResult {
+            endpoint: ep.clone(),
+            info: None,
+            result: Err(NodeError::new(
+                &ep.address,
+                ep.expected_node.as_deref(),
+                NodeErrorKind::NotReady(why.clone()),
+            )),
+            attempts: 0,
+            elapsed: started.elapsed(),
+        };
+    }
     let mut attempts = 0;
     let mut last: Option<NodeErrorKind> = None;
     let mut info: Option<v1::GetNodeInfoResponse> = None;

@@ -15,6 +15,11 @@ pub struct NodeEndpoint {
     pub expected_node: Option<String>,
     /// Where the endpoint came from (`--nodes`, `nodes.txt:3`, `dns agents.ns:50051`, …).
     pub origin: String,
+    /// Discovery found this node's agent but it cannot be asked (its pod is Pending, has no
+    /// IP yet, was evicted…): why. Such an endpoint is never connected to; every operation
+    /// reports it as a failed node ([`crate::NodeErrorKind::NotReady`]). Its `address` is
+    /// then the pod IP and port when the pod has an IP, else `pod/NAMESPACE/NAME`.
+    pub not_ready: Option<String>,
 }
 
 impl NodeEndpoint {
@@ -55,6 +60,7 @@ impl NodeEndpoint {
             address: format!("{}:{port}", host.to_ascii_lowercase()),
             expected_node: None,
             origin: origin.to_owned(),
+            not_ready: None,
         })
     }
 
@@ -64,6 +70,7 @@ impl NodeEndpoint {
             address: addr.to_string(),
             expected_node: None,
             origin: origin.to_owned(),
+            not_ready: None,
         }
     }
 

@@ -42,16 +42,17 @@ pub enum DiscoveryError {
         source: std::io::Error,
     },
     /// A DNS lookup failed or returned nothing.
-    #[error("DNS discovery of {name}: {reason}")]
+    #[error("DNS discovery of {name}")]
     Dns {
         /// The name looked up.
         name: String,
         /// Why it failed.
-        reason: String,
+        #[source]
+        source: crate::discovery::dns::DnsError,
     },
     /// Kubernetes API discovery failed.
     #[cfg(feature = "kube")]
-    #[error("Kubernetes discovery: {0}")]
+    #[error("Kubernetes discovery")]
     Kube(#[from] crate::discovery::kube::KubeError),
 }
 
@@ -193,6 +194,10 @@ pub enum NodeErrorKind {
         /// The bound, in bytes.
         limit_bytes: usize,
     },
+    /// Discovery found the node's agent but it cannot be asked (its pod is not running or
+    /// has no IP); the node was not contacted.
+    #[error("not ready: {0}")]
+    NotReady(String),
     /// The agent sent data that violates the API contract.
     #[error("malformed answer: {0}")]
     Malformed(String),

@@ -39,8 +39,11 @@
 //! # }
 //! ```
 //!
-//! The `kube` cargo feature adds `discovery::Source::Kube` (pods of the agent DaemonSet
-//! read from the Kubernetes API).
+//! DNS discovery resolves through hickory-resolver. The `kube` cargo feature adds
+//! `discovery::Source::Kube`: the pods of the agent DaemonSet, listed with kube-rs through the
+//! embedder's own `kube::Client` or credentials found the way `kubectl` finds them (exec
+//! plugins included). Agent pods that are not running become failed nodes in every report
+//! ([`NodeErrorKind::NotReady`]) rather than missing ones.
 
 pub mod backoff;
 pub mod client;

@@ -176,7 +176,8 @@ struct KubeFlags {
         env = "AUTOFS_CONTROLLER_KUBE_PORT"
     )]
     kube_port: u16,
-    /// Kubeconfig file (default: in-cluster config, then $KUBECONFIG, then ~/.kube/config).
+    /// Kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then the pod's service
+    /// account). Exec plugins, client certificates, tokens and OIDC all work.
     #[arg(long, global = true, env = "AUTOFS_CONTROLLER_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
 }
@@ -259,22 +260,15 @@ struct CheckFlags {
     pod: Option<String>,
 }
 
+/// A duration flag in [`humantime`]'s grammar (`500ms`, `10s`, `1m 30s`; the agent's
+/// flags take the same), or a bare number of seconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (e.g. 10s, 500ms)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("unknown unit `{unit}` in `{s}` (ms, s, m)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
+    match s.parse::<u64>() {
+        Ok(secs) => Ok(Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("`{s}` is not a duration (e.g. 10s, 500ms, 1m 30s): {e}")),
+    }
 }
 
 fn parse_state(s: &str) -> Result<v1::MountState, String> {
@@ -299,10 +293,27 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("autofs-controller: {e:#}");
+            eprintln!("autofs-controller: {}", error_text(&e));
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause whose text the message
+/// before it already quotes (some libraries' errors print their source and also return it).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if text.contains(&s) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&s);
+    }
+    text
 }
 
 fn sources(g: &Global) -> anyhow::Result<Vec<Source>> {
@@ -316,11 +327,16 @@ fn sources(g: &Global) -> anyhow::Result<Vec<Source>> {
     }
     #[cfg(feature = "kube")]
     if let Some(selector) = &g.kube.kube_selector {
-        sources.push(Source::Kube(discovery::kube::KubeDiscovery {
+        use discovery::kube::{Credentials, KubeDiscovery};
+        sources.push(Source::Kube(KubeDiscovery {
             namespace: g.kube.kube_namespace.clone(),
             selector: selector.clone(),
             port: g.kube.kube_port,
-            kubeconfig: g.kube.kubeconfig.clone(),
+            credentials: g
+                .kube
+                .kubeconfig
+                .clone()
+                .map_or(Credentials::Infer, Credentials::Kubeconfig),
         }));
     }
     Ok(sources)
@@ -444,5 +460,21 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_humantime_and_bare_seconds() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        let e = parse_duration("soon").unwrap_err();
+        assert!(e.contains("`soon` is not a duration"), "{e}");
     }
 }

@@ -345,6 +345,7 @@ pub fn watch_line(item: &WatchItem) -> String {
                 None => format!("{} #{} {kind} (no mount)", event.node, event.sequence),
             }
         }
+        WatchItem::NotReady { error } => format!("{error}; not watched"),
         WatchItem::Disconnected { error, retry_in } => {
             format!("{error}; reconnecting in {}", fmt_duration(*retry_in))
         }
@@ -363,6 +364,10 @@ pub fn watch_json(item: &WatchItem) -> Value {
             "sequence": event.sequence,
             "kind": event.kind().as_str_name().strip_prefix("KIND_").unwrap_or("UNSPECIFIED"),
             "mount": event.mount.as_ref().map(mount_json),
+        }),
+        WatchItem::NotReady { error } => json!({
+            "type": "not_ready", "endpoint": error.endpoint, "node": error.node,
+            "error": error.to_string(),
         }),
         WatchItem::Disconnected { error, retry_in } => json!({
             "type": "disconnected", "endpoint": error.endpoint, "node": error.node,

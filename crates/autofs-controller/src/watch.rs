@@ -39,6 +39,12 @@ pub enum WatchItem {
         /// The event (boxed: it carries a whole mount report).
         event: Box<v1::MountEvent>,
     },
+    /// Discovery found the node's agent not ready (its pod is not running or has no IP):
+    /// the node is not watched. Sent once, first.
+    NotReady {
+        /// Why ([`NodeErrorKind::NotReady`]).
+        error: NodeError,
+    },
     /// A node's stream broke or could not start; it is retried after `retry_in`.
     Disconnected {
         /// Why.
@@ -111,6 +117,15 @@ async fn follow(
     filter: v1::ListMountsRequest,
     tx: mpsc::Sender<WatchItem>,
 ) {
+    if let Some(why) = &ep.not_ready {
+        let error = NodeError::new(
+            &ep.address,
+            ep.expected_node.as_deref(),
+            NodeErrorKind::NotReady(why.clone()),
+        );
+        let _ = tx.send(WatchItem::NotReady { error }).await;
+        return;
+    }
     let mut backoff = Backoff::new(inner.config.backoff);
     loop {
         let mut name = ep.expected_node.clone();

@@ -131,6 +131,7 @@ impl AutofsInspector for Fake {
             pipe_ino_supported: true,
             can_read_fds: true,
             scan_interval_ms: 200,
+            ..Default::default()
         }))
     }
 }

@@ -1,15 +1,28 @@
-//! Kubernetes API discovery (feature `kube`): PodList parsing against recorded API responses
-//! (tests/fixtures/kube), kubeconfig handling, and the whole discovery against a tiny HTTPS
-//! API server (rustls, rcgen certificates) serving those responses page by page.
+//! Kubernetes API discovery (feature `kube`) with kube-rs against a fake API server: a small
+//! HTTPS server (rustls, rcgen certificates) that checks the bearer token and serves recorded
+//! API responses (tests/fixtures/kube) page by page. Credentials come the ways users give
+//! them: a kubeconfig token, an exec credential plugin (a script printing an
+//! `ExecCredential`, as `aws eks get-token` does), and in-cluster service account files.
+//! The end-to-end tests run the real CLI against a real agent on loopback.
 #![cfg(feature = "kube")]
 
-use std::path::Path;
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
-use autofs_controller::discovery::kube::{ApiConfig, KubeDiscovery, KubeError, parse_pod_list};
+use autofs_controller::discovery::kube::{Credentials, KubeDiscovery, KubeError, PodPage};
 use autofs_controller::discovery::{self, Source};
+use autofs_controller::{DiscoveryError, NodeEndpoint};
+use common::Agent;
+use k8s_openapi::api::core::v1::Pod;
 use rcgen::{CertificateParams, KeyPair};
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const TOKEN: &str = "t0ken";
+const SELECTOR: &str = "app.kubernetes.io/name=autofs-agent";
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(
@@ -20,252 +33,696 @@ fn fixture(name: &str) -> Vec<u8> {
     .unwrap()
 }
 
+fn pods(list: &[u8]) -> Vec<Pod> {
+    let list: Value = serde_json::from_slice(list).unwrap();
+    serde_json::from_value(list["items"].clone()).unwrap()
+}
+
+/// `(address, expected node, not ready)` of each endpoint.
+fn summary(eps: &[NodeEndpoint]) -> Vec<(String, Option<String>, Option<String>)> {
+    eps.iter()
+        .map(|e| {
+            (
+                e.address.clone(),
+                e.expected_node.clone(),
+                e.not_ready.clone(),
+            )
+        })
+        .collect()
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 #[test]
-fn running_pods_become_endpoints_expecting_their_node() {
-    let page = parse_pod_list(&fixture("pods-page1.json"), 50051).unwrap();
-    let got: Vec<(&str, Option<&str>, &str)> = page
-        .endpoints
+fn running_pods_become_endpoints_and_pending_ones_not_ready_endpoints() {
+    let mut page = PodPage::default();
+    page.add(&pods(&fixture("pods-page1.json")), 50051).unwrap();
+    page.add(&pods(&fixture("pods-page2.json")), 50051).unwrap();
+    let eps = page.endpoints();
+    let s = |a: &str, n: &str, r: Option<&str>| {
+        (a.to_owned(), Some(n.to_owned()), r.map(str::to_owned))
+    };
+    assert_eq!(
+        summary(&eps),
+        [
+            s("10.244.1.17:50051", "worker-a", None),
+            s("10.244.2.9:50051", "worker-b", None),
+            s("[fd00:10:244:5::7]:50051", "worker-e", None),
+            s(
+                "pod/kube-system/autofs-agent-9pl3v",
+                "worker-c",
+                Some("agent pod is Pending")
+            ),
+        ]
+    );
+    assert_eq!(eps[0].origin, "pod kube-system/autofs-agent-4m9sd");
+    assert_eq!(
+        page.skipped,
+        ["kube-system/autofs-agent-zz81q: terminating"]
+    );
+}
+
+#[test]
+fn not_ready_pods_say_their_phase_and_reason_once_per_node() {
+    let list = json!({"kind": "PodList", "items": [
+        // Crash-looping out of Running, with its IP still set.
+        {"metadata": {"name": "a", "namespace": "ns"}, "spec": {"nodeName": "n1"},
+         "status": {"phase": "Pending", "podIP": "10.0.0.1", "containerStatuses": [
+            {"name": "agent", "image": "i", "imageID": "", "ready": false, "restartCount": 7,
+             "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 5m0s"}}}]}},
+        {"metadata": {"name": "b", "namespace": "ns"}, "spec": {"nodeName": "n2"},
+         "status": {"phase": "Running"}},
+        // Evicted, and its replacement still pending on the same node: one entry, the new pod.
+        {"metadata": {"name": "c-old", "namespace": "ns"}, "spec": {"nodeName": "n3"},
+         "status": {"phase": "Failed", "reason": "Evicted", "message": "low on memory"}},
+        {"metadata": {"name": "c-new", "namespace": "ns"}, "spec": {"nodeName": "n3"},
+         "status": {"phase": "Pending", "conditions": [
+            {"type": "Ready", "status": "False", "reason": "ContainersNotReady"}]}},
+        // A rolling update: the new pod waits while the old one still serves.
+        {"metadata": {"name": "d-new", "namespace": "ns"}, "spec": {"nodeName": "n4"},
+         "status": {"phase": "Pending"}},
+        {"metadata": {"name": "d-old", "namespace": "ns"}, "spec": {"nodeName": "n4"},
+         "status": {"phase": "Running", "podIP": "10.0.0.4"}},
+        {"metadata": {"name": "e", "namespace": "ns"}, "spec": {},
+         "status": {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+             "message": "0/3 nodes are available"}]}},
+    ]});
+    let mut page = PodPage::default();
+    page.add(&pods(list.to_string().as_bytes()), 7).unwrap();
+    let eps = page.endpoints();
+    let s = |a: &str, n: Option<&str>, r: &str| {
+        (
+            a.to_owned(),
+            n.map(str::to_owned),
+            (!r.is_empty()).then(|| r.to_owned()),
+        )
+    };
+    assert_eq!(
+        summary(&eps),
+        [
+            s("10.0.0.4:7", Some("n4"), ""),
+            s(
+                "10.0.0.1:7",
+                Some("n1"),
+                "agent pod is Pending (CrashLoopBackOff: back-off 5m0s)"
+            ),
+            s(
+                "pod/ns/b",
+                Some("n2"),
+                "agent pod is Running, no pod IP yet"
+            ),
+            s(
+                "pod/ns/c-new",
+                Some("n3"),
+                "agent pod is Pending (ContainersNotReady)"
+            ),
+            s(
+                "pod/ns/e",
+                None,
+                "agent pod is Pending, not scheduled on a node (Unschedulable: 0/3 nodes are available)"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_pod_ip_that_is_no_ip_is_a_malformed_pod_list() {
+    let list = br#"{"kind":"PodList","items":[{"metadata":{"name":"p"},"spec":{"nodeName":"n"},"status":{"phase":"Running","podIP":"nope"}}]}"#;
+    let e = PodPage::default().add(&pods(list), 1).unwrap_err();
+    assert!(matches!(e, KubeError::Parse(_)), "{e}");
+    assert!(e.to_string().contains("nope"), "{e}");
+}
+
+/// What the fake API server answers: `(status line, body)` for a request path and bearer
+/// token.
+type Responder = dyn Fn(&str, Option<&str>) -> (&'static str, Vec<u8>) + Send + Sync;
+
+/// `(path, bearer token)` of a request the fake API server received.
+type Request = (String, Option<String>);
+
+/// A fake API server on 127.0.0.1 over TLS; records every request.
+struct FakeApi {
+    port: u16,
+    ca_pem: String,
+    requests: Arc<Mutex<Vec<Request>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeApi {
+    async fn start(respond: Arc<Responder>) -> FakeApi {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let seen = seen.clone();
+                let respond = respond.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let req = String::from_utf8_lossy(&req).into_owned();
+                    let path = req.split(' ').nth(1).unwrap_or("").to_owned();
+                    let token = req.lines().find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        let value = value.trim();
+                        (name.eq_ignore_ascii_case("authorization"))
+                            .then(|| value.strip_prefix("Bearer ").unwrap_or(value).to_owned())
+                    });
+                    let (status, body) = respond(&path, token.as_deref());
+                    seen.lock().unwrap().push((path, token));
+                    let head = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = tls.write_all(head.as_bytes()).await;
+                    let _ = tls.write_all(&body).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        FakeApi {
+            port,
+            ca_pem: cert.pem(),
+            requests,
+            _task: task,
+        }
+    }
+
+    /// Serves the fixture pages to `TOKEN`, 403 to anyone else.
+    async fn paged() -> FakeApi {
+        FakeApi::start(Arc::new(|path: &str, token: Option<&str>| {
+            if token != Some(TOKEN) {
+                ("403 Forbidden", fixture("forbidden.json"))
+            } else if path.contains("continue=") {
+                ("200 OK", fixture("pods-page2.json"))
+            } else {
+                ("200 OK", fixture("pods-page1.json"))
+            }
+        }))
+        .await
+    }
+
+    /// Serves `body` to `TOKEN`, 403 to anyone else.
+    async fn serving(body: Vec<u8>) -> FakeApi {
+        FakeApi::start(Arc::new(move |_: &str, token: Option<&str>| {
+            if token == Some(TOKEN) {
+                ("200 OK", body.clone())
+            } else {
+                ("403 Forbidden", fixture("forbidden.json"))
+            }
+        }))
+        .await
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// A kubeconfig for this server whose user is `user` (YAML flow mapping), with the CA
+    /// in a file next to it (a relative path, as kubectl allows).
+    fn kubeconfig(&self, dir: &Path, ca_pem: &str, user: &str) -> PathBuf {
+        std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
+        let path = dir.join("config");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
+                 contexts: [{{name: test, context: {{cluster: test, user: test}}}}]\n\
+                 clusters: [{{name: test, cluster: {{server: 'https://127.0.0.1:{}', certificate-authority: ca.pem}}}}]\n\
+                 users: [{{name: test, user: {user}}}]\n",
+                self.port
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn token_kubeconfig(&self, dir: &Path, token: &str) -> PathBuf {
+        self.kubeconfig(dir, &self.ca_pem, &format!("{{token: {token}}}"))
+    }
+}
+
+fn discovery(credentials: Credentials) -> KubeDiscovery {
+    KubeDiscovery {
+        namespace: "kube-system".into(),
+        selector: SELECTOR.into(),
+        port: 50051,
+        credentials,
+    }
+}
+
+/// The query parameters of a request path.
+fn query(path: &str) -> Vec<(String, String)> {
+    let q = path.split_once('?').map_or("", |(_, q)| q);
+    q.split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn discovery_pages_through_the_api_and_names_not_ready_nodes() {
+    let api = FakeApi::paged().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kd = discovery(Credentials::Kubeconfig(
+        api.token_kubeconfig(dir.path(), TOKEN),
+    ));
+    let eps = discovery::discover(&[Source::Kube(kd.clone())])
+        .await
+        .unwrap();
+    let got: Vec<(&str, &str, bool)> = eps
         .iter()
         .map(|e| {
             (
                 e.address.as_str(),
-                e.expected_node.as_deref(),
-                e.origin.as_str(),
+                e.expected_node.as_deref().unwrap(),
+                e.not_ready.is_some(),
             )
         })
         .collect();
     assert_eq!(
         got,
         [
-            (
-                "10.244.1.17:50051",
-                Some("worker-a"),
-                "pod kube-system/autofs-agent-4m9sd"
-            ),
-            (
-                "10.244.2.9:50051",
-                Some("worker-b"),
-                "pod kube-system/autofs-agent-7xq2k"
-            ),
+            ("10.244.1.17:50051", "worker-a", false),
+            ("10.244.2.9:50051", "worker-b", false),
+            ("[fd00:10:244:5::7]:50051", "worker-e", false),
+            ("pod/kube-system/autofs-agent-9pl3v", "worker-c", true),
         ]
     );
+    let requests = api.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    for (path, token) in &requests {
+        assert!(
+            path.starts_with("/api/v1/namespaces/kube-system/pods?"),
+            "{path}"
+        );
+        assert_eq!(token.as_deref(), Some(TOKEN));
+    }
+    let first = query(&requests[0].0);
     assert!(
-        page.continue_token
-            .as_deref()
-            .unwrap()
-            .starts_with("eyJ2Ij")
+        first.contains(&(
+            "labelSelector".into(),
+            "app.kubernetes.io%2Fname%3Dautofs-agent".into()
+        )),
+        "{first:?}"
+    );
+    assert!(first.contains(&("limit".into(), "500".into())), "{first:?}");
+    assert!(!first.iter().any(|(k, _)| k == "continue"), "{first:?}");
+    let second = query(&requests[1].0);
+    assert!(
+        second
+            .iter()
+            .any(|(k, v)| k == "continue" && v.starts_with("eyJ2Ij")),
+        "{second:?}"
     );
 
-    let page = parse_pod_list(&fixture("pods-page2.json"), 7).unwrap();
-    assert_eq!(page.endpoints.len(), 1);
-    assert_eq!(page.endpoints[0].address, "[fd00:10:244:5::7]:7");
-    assert_eq!(page.endpoints[0].expected_node.as_deref(), Some("worker-e"));
-    assert_eq!(
-        page.skipped,
-        [
-            "kube-system/autofs-agent-9pl3v: phase Pending",
-            "kube-system/autofs-agent-zz81q: terminating",
-        ]
-    );
-    assert!(page.continue_token.is_none());
-}
-
-#[test]
-fn other_documents_are_malformed_pod_lists() {
-    for (body, needle) in [
-        (fixture("not-a-podlist.json"), "ConfigMapList"),
-        (fixture("forbidden.json"), "Status"),
-        (b"<html>".to_vec(), "expected value"),
-        (br#"{"kind":"PodList","items":[{"metadata":{"name":"p"},"spec":{"nodeName":"n"},"status":{"phase":"Running","podIP":"nope"}}]}"#.to_vec(), "nope"),
-    ] {
-        let e = parse_pod_list(&body, 1).unwrap_err();
-        assert!(matches!(e, KubeError::Parse(_)), "{e}");
-        assert!(e.to_string().contains(needle), "{e}");
-    }
-}
-
-#[test]
-fn kubeconfig_current_context_with_relative_ca_and_token() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
-    let kc = "apiVersion: v1\nkind: Config\ncurrent-context: prod\n\
-        contexts:\n- name: dev\n  context: {cluster: dev, user: dev}\n\
-        - name: prod\n  context:\n    cluster: prod\n    user: ops\n    namespace: kube-system\n\
-        clusters:\n- name: prod\n  cluster:\n    server: https://10.0.0.1:6443/\n    certificate-authority: ca.pem\n\
-        users:\n- name: ops\n  user:\n    token: s3cret\n";
-    let api = ApiConfig::from_kubeconfig(kc, dir.path()).unwrap();
-    assert_eq!(api.server, "https://10.0.0.1:6443");
-    assert_eq!(api.token.as_deref(), Some("s3cret"));
-    assert!(api.ca_pem.starts_with(b"-----BEGIN"));
-
-    for (text, needle) in [
-        ("current-context: x\ncontexts: []\n", "no context `x`"),
-        ("clusters: []\n", "no current-context"),
-        (
-            "current-context: c\ncontexts: [{name: c, context: {cluster: k, user: u}}]\nclusters: [{name: k, cluster: {server: 'https://a', insecure-skip-tls-verify: true}}]\n",
-            "insecure-skip-tls-verify",
-        ),
-        (
-            "current-context: c\ncontexts: [{name: c, context: {cluster: k, user: u}}]\nclusters: [{name: k, cluster: {server: 'https://a', certificate-authority-data: 'QQ=='}}]\nusers: [{name: u, user: {exec: {command: aws}}}]\n",
-            "exec",
-        ),
-        (
-            "current-context: c\ncontexts: [{name: c, context: {cluster: k, user: u}}]\nclusters: [{name: k, cluster: {server: 'http://a', certificate-authority-data: 'QQ=='}}]\n",
-            "https://",
-        ),
-        ("[not yaml", "kubeconfig"),
-    ] {
-        let e = ApiConfig::from_kubeconfig(text, dir.path()).unwrap_err();
-        assert!(e.to_string().contains(needle), "{needle}: {e}");
-    }
-}
-
-/// A fake API server: serves page 1, then page 2 when `continue` is given, or 403 without the
-/// bearer token; records the request paths.
-async fn fake_api(token: &'static str) -> (u16, String, Arc<Mutex<Vec<String>>>) {
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let ca_pem = cert.pem();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![cert.der().clone()],
-        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-    )
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let paths = Arc::new(Mutex::new(Vec::new()));
-    let seen = paths.clone();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let acceptor = acceptor.clone();
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let mut req = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = tls.read(&mut buf).await.unwrap();
-                    if n == 0 {
-                        return;
-                    }
-                    req.extend_from_slice(&buf[..n]);
-                }
-                let req = String::from_utf8_lossy(&req).into_owned();
-                let path = req.split(' ').nth(1).unwrap().to_owned();
-                seen.lock().unwrap().push(path.clone());
-                let authorized = req
-                    .lines()
-                    .any(|l| l.eq_ignore_ascii_case(&format!("authorization: Bearer {token}")));
-                let (status, body) = if !authorized {
-                    ("403 Forbidden", fixture("forbidden.json"))
-                } else if path.contains("continue=") {
-                    ("200 OK", fixture("pods-page2.json"))
-                } else {
-                    ("200 OK", fixture("pods-page1.json"))
-                };
-                let head = format!(
-                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = tls.write_all(head.as_bytes()).await;
-                let _ = tls.write_all(&body).await;
-                let _ = tls.shutdown().await;
-            });
-        }
-    });
-    (port, ca_pem, paths)
-}
-
-fn kubeconfig(dir: &Path, port: u16, ca_pem: &str, token: &str) -> std::path::PathBuf {
-    std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
-    let path = dir.join("config");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
-             contexts: [{{name: test, context: {{cluster: test, user: test}}}}]\n\
-             clusters: [{{name: test, cluster: {{server: 'https://127.0.0.1:{port}', certificate-authority: ca.pem}}}}]\n\
-             users: [{{name: test, user: {{token: {token}}}}}]\n"
-        ),
-    )
-    .unwrap();
-    path
-}
-
-#[tokio::test]
-async fn discovery_pages_through_the_api_and_keeps_running_pods() {
-    let (port, ca, paths) = fake_api("t0ken").await;
-    let dir = tempfile::tempdir().unwrap();
-    let kd = KubeDiscovery {
-        namespace: "kube-system".into(),
-        selector: "app.kubernetes.io/name=autofs-agent".into(),
-        port: 50051,
-        kubeconfig: Some(kubeconfig(dir.path(), port, &ca, "t0ken")),
-    };
-    let eps = discovery::discover(&[Source::Kube(kd.clone())])
-        .await
-        .unwrap();
-    let got: Vec<(&str, &str)> = eps
-        .iter()
-        .map(|e| (e.address.as_str(), e.expected_node.as_deref().unwrap()))
-        .collect();
-    assert_eq!(
-        got,
-        [
-            ("10.244.1.17:50051", "worker-a"),
-            ("10.244.2.9:50051", "worker-b"),
-            ("[fd00:10:244:5::7]:50051", "worker-e"),
-        ]
-    );
-    let paths = paths.lock().unwrap().clone();
-    assert_eq!(paths.len(), 2, "{paths:?}");
-    assert_eq!(
-        paths[0],
-        "/api/v1/namespaces/kube-system/pods?labelSelector=app.kubernetes.io%2Fname%3Dautofs-agent&limit=500"
-    );
-    assert!(paths[1].contains("&continue=eyJ2Ij"), "{paths:?}");
-
-    // A wrong token: the API's own message comes through.
+    // A wrong token: RBAC's answer comes through with its status and message.
     let dir2 = tempfile::tempdir().unwrap();
     let bad = KubeDiscovery {
-        kubeconfig: Some(kubeconfig(dir2.path(), port, &ca, "wrong")),
+        credentials: Credentials::Kubeconfig(api.token_kubeconfig(dir2.path(), "wrong")),
         ..kd
     };
-    let e = bad.discover().await.unwrap_err().to_string();
+    let e = bad.discover().await.unwrap_err();
+    assert!(matches!(e, KubeError::Api { code: 403, .. }), "{e:?}");
+    let e = e.to_string();
     assert!(
-        e.contains("HTTP 403") && e.contains("cannot list resource"),
+        e.contains("HTTP 403 Forbidden") && e.contains("cannot list resource \"pods\""),
         "{e}"
     );
 }
 
 #[tokio::test]
+async fn the_embedders_client_is_used_as_given() {
+    let api = FakeApi::paged().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kube::config::Kubeconfig::read_from(api.token_kubeconfig(dir.path(), TOKEN)).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let eps = discovery(Credentials::Client(client))
+        .discover()
+        .await
+        .unwrap();
+    assert_eq!(eps.len(), 4);
+}
+
+#[tokio::test]
+async fn answers_that_are_not_pod_lists_are_refused() {
+    for (body, needle) in [
+        (fixture("not-a-podlist.json"), "ConfigMapList"),
+        (b"<html>".to_vec(), "expected value"),
+        (br#"{"kind":"PodList","metadata":{}}"#.to_vec(), "items"),
+    ] {
+        let api = FakeApi::serving(body).await;
+        let dir = tempfile::tempdir().unwrap();
+        let e = discovery(Credentials::Kubeconfig(
+            api.token_kubeconfig(dir.path(), TOKEN),
+        ))
+        .discover()
+        .await
+        .unwrap_err();
+        let chain = error_chain(&e);
+        assert!(chain.contains(needle), "{needle}: {chain}");
+    }
+
+    // An empty list names the selector.
+    let api = FakeApi::serving(br#"{"kind":"PodList","metadata":{},"items":[]}"#.to_vec()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let e = discovery::discover(&[Source::Kube(discovery(Credentials::Kubeconfig(
+        api.token_kubeconfig(dir.path(), TOKEN),
+    )))])
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(e, DiscoveryError::Kube(KubeError::NoPods { .. })),
+        "{e:?}"
+    );
+    assert!(error_chain(&e).contains(SELECTOR), "{e}");
+}
+
+#[tokio::test]
 async fn an_untrusted_api_server_is_refused() {
-    let (port, _ca, _) = fake_api("t0ken").await;
+    let api = FakeApi::paged().await;
     let other = CertificateParams::new(vec!["127.0.0.1".into()])
         .unwrap()
         .self_signed(&KeyPair::generate().unwrap())
         .unwrap()
         .pem();
     let dir = tempfile::tempdir().unwrap();
-    let kd = KubeDiscovery {
-        namespace: "kube-system".into(),
-        selector: "a=b".into(),
-        port: 1,
-        kubeconfig: Some(kubeconfig(dir.path(), port, &other, "t0ken")),
+    let kc = api.kubeconfig(dir.path(), &other, &format!("{{token: {TOKEN}}}"));
+    let e = discovery(Credentials::Kubeconfig(kc))
+        .discover()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, KubeError::Request { .. }), "{e:?}");
+    let chain = error_chain(&e);
+    assert!(chain.contains("invalid peer certificate"), "{chain}");
+    assert!(api.requests().is_empty());
+}
+
+/// A shell script in `dir` named `name`; run through `/bin/sh` so that no test ever executes
+/// a file it has just written (another thread's fork could still hold it open: ETXTBSY).
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    path
+}
+
+/// A kubeconfig `user` running an exec credential plugin.
+fn exec_user(plugin: &Path) -> String {
+    format!(
+        "{{exec: {{apiVersion: client.authentication.k8s.io/v1beta1, command: /bin/sh, args: ['{}'], interactiveMode: Never}}}}",
+        plugin.display()
+    )
+}
+
+#[tokio::test]
+async fn an_exec_credential_plugin_provides_the_bearer_token() {
+    let api = FakeApi::paged().await;
+    let dir = tempfile::tempdir().unwrap();
+    // As `aws eks get-token` or `gke-gcloud-auth-plugin` do: an ExecCredential on stdout.
+    let plugin = script(
+        dir.path(),
+        "token-plugin",
+        &format!(
+            "echo '{{\"apiVersion\":\"client.authentication.k8s.io/v1beta1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"{TOKEN}\"}}}}'"
+        ),
+    );
+    let kc = api.kubeconfig(dir.path(), &api.ca_pem, &exec_user(&plugin));
+    let eps = discovery(Credentials::Kubeconfig(kc))
+        .discover()
+        .await
+        .unwrap();
+    assert_eq!(eps.len(), 4);
+    assert!(
+        api.requests()
+            .iter()
+            .all(|(_, token)| token.as_deref() == Some(TOKEN)),
+        "{:?}",
+        api.requests()
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_token_file_is_a_credentials_error_naming_it() {
+    let api = FakeApi::paged().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = api.kubeconfig(dir.path(), &api.ca_pem, "{tokenFile: no-such-token}");
+    let e = discovery(Credentials::Kubeconfig(kc))
+        .discover()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, KubeError::Credentials { .. }), "{e:?}");
+    assert!(e.to_string().contains("no-such-token"), "{e}");
+    assert!(api.requests().is_empty(), "{:?}", api.requests());
+}
+
+/// Runs the real `autofs-controller` with only the given environment.
+fn controller_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_autofs-controller"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run autofs-controller");
+    eprintln!(
+        "autofs-controller {args:?} -> {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[tokio::test]
+async fn a_failing_exec_plugin_is_named_and_the_cli_exits_2() {
+    let api = FakeApi::paged().await;
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = script(
+        dir.path(),
+        "gke-auth-plugin",
+        "echo 'error: the refresh token has expired, log in again' >&2; exit 1",
+    );
+    let kc = api.kubeconfig(dir.path(), &api.ca_pem, &exec_user(&plugin));
+    let e = discovery(Credentials::Kubeconfig(kc.clone()))
+        .discover()
+        .await
+        .unwrap_err();
+    assert!(matches!(e, KubeError::Credentials { .. }), "{e:?}");
+    let chain = error_chain(&e);
+    assert!(chain.contains("exec plugin `/bin/sh /"), "{chain}");
+    assert!(chain.contains("gke-auth-plugin"), "{chain}");
+    assert!(chain.contains("refresh token has expired"), "{chain}");
+
+    let out = tokio::task::spawn_blocking(move || {
+        controller_env(
+            &[
+                "collect",
+                "--kube-selector",
+                SELECTOR,
+                "--kubeconfig",
+                kc.to_str().unwrap(),
+            ],
+            &[("HOME", "/nonexistent")],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("exec plugin") && err.contains("gke-auth-plugin"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(api.requests().is_empty(), "{:?}", api.requests());
+}
+
+/// A PodList with a running agent at 127.0.0.1 on `node`, a pending pod and a running one
+/// without an IP.
+fn cluster_pods(node: &str) -> Vec<u8> {
+    json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [
+        {"metadata": {"name": "agent-a", "namespace": "autofs-inspector"},
+         "spec": {"nodeName": node}, "status": {"phase": "Running", "podIP": "127.0.0.1"}},
+        {"metadata": {"name": "agent-c", "namespace": "autofs-inspector"},
+         "spec": {"nodeName": "worker-c"}, "status": {"phase": "Pending", "containerStatuses": [
+            {"name": "agent", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+             "state": {"waiting": {"reason": "ContainerCreating"}}}]}},
+        {"metadata": {"name": "agent-d", "namespace": "autofs-inspector"},
+         "spec": {"nodeName": "worker-d"}, "status": {"phase": "Running"}},
+    ]})
+    .to_string()
+    .into_bytes()
+}
+
+/// `collect --output json` of the CLI: the agent answered, the two not-ready nodes failed
+/// with their pods' phase and reason, exit 3 (partial).
+fn assert_partial_collect(out: &Output, node: &str) {
+    assert_eq!(out.status.code(), Some(3));
+    let doc = common::json(out);
+    let nodes = doc["nodes"].as_array().unwrap();
+    let entry = |name: &str| {
+        nodes
+            .iter()
+            .find(|n| n["node"] == name)
+            .unwrap_or_else(|| panic!("no node {name} in {doc}"))
     };
-    let e = kd.discover().await.unwrap_err().to_string();
-    assert!(e.contains("TLS"), "{e}");
+    assert_eq!(entry(node)["ok"], true, "{doc}");
+    let c = entry("worker-c");
+    assert_eq!(c["ok"], false);
+    assert_eq!(c["attempts"], 0);
+    let err = c["error"].as_str().unwrap();
+    assert!(
+        err.contains("not ready: agent pod is Pending (ContainerCreating)"),
+        "{err}"
+    );
+    let d = entry("worker-d")["error"].as_str().unwrap().to_owned();
+    assert!(d.contains("no pod IP yet"), "{d}");
+    assert_eq!(doc["failed"].as_array().unwrap().len(), 2, "{doc}");
+}
+
+#[test]
+fn cli_finds_agents_with_an_exec_plugin_and_reports_pods_that_are_not_ready() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let agent = Agent::start(None, "worker-kube-exec", "127.0.0.1:0", &[]);
+    let api = rt.block_on(FakeApi::serving(cluster_pods(&agent.node)));
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = script(
+        dir.path(),
+        "token-plugin",
+        &format!(
+            "echo '{{\"apiVersion\":\"client.authentication.k8s.io/v1beta1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"{TOKEN}\"}}}}'"
+        ),
+    );
+    let kc = api.kubeconfig(dir.path(), &api.ca_pem, &exec_user(&plugin));
+    let port = agent.grpc.port().to_string();
+    let out = controller_env(
+        &[
+            "collect",
+            "--kube-selector",
+            "app=autofs-agent",
+            "--kube-port",
+            &port,
+            "--output",
+            "json",
+        ],
+        &[
+            ("KUBECONFIG", kc.to_str().unwrap()),
+            ("HOME", "/nonexistent"),
+        ],
+    );
+    assert_partial_collect(&out, &agent.node);
+    let requests = api.requests();
+    assert!(
+        requests[0]
+            .0
+            .starts_with("/api/v1/namespaces/autofs-inspector/pods?"),
+        "{requests:?}"
+    );
+}
+
+#[test]
+fn cli_uses_in_cluster_service_account_credentials() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let agent = Agent::start(None, "worker-kube-sa", "127.0.0.1:0", &[]);
+    let api = rt.block_on(FakeApi::serving(cluster_pods(&agent.node)));
+    let sa = tempfile::tempdir().unwrap();
+    std::fs::write(sa.path().join("token"), TOKEN).unwrap();
+    std::fs::write(sa.path().join("ca.crt"), &api.ca_pem).unwrap();
+    std::fs::write(sa.path().join("namespace"), "autofs-inspector").unwrap();
+    // The service account directory is a fixed path: give the controller its own mount
+    // namespace with a private /run holding it (/var/run links there).
+    let script = format!(
+        "set -e; mount -t tmpfs tmpfs /run; d=/run/secrets/kubernetes.io/serviceaccount; \
+         mkdir -p $d; cp {sa}/token {sa}/ca.crt {sa}/namespace $d/; exec \"$@\"",
+        sa = sa.path().display()
+    );
+    let port = agent.grpc.port().to_string();
+    let api_port = api.port.to_string();
+    let bin = env!("CARGO_BIN_EXE_autofs-controller");
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+        "sh",
+        bin,
+    ])
+    .args([
+        "collect",
+        "--kube-selector",
+        "app=autofs-agent",
+        "--kube-port",
+        &port,
+        "--output",
+        "json",
+    ])
+    .env_clear()
+    .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    .env("HOME", "/nonexistent")
+    .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    .env("KUBERNETES_SERVICE_PORT", &api_port)
+    .env("RUST_LOG", "warn")
+    .stdin(Stdio::null());
+    let out = cmd.output().expect("run unshare (util-linux)");
+    eprintln!(
+        "in-cluster collect -> {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_partial_collect(&out, &agent.node);
+    let requests = api.requests();
+    assert!(!requests.is_empty());
+    assert!(
+        requests.iter().all(|(_, t)| t.as_deref() == Some(TOKEN)),
+        "{requests:?}"
+    );
 }

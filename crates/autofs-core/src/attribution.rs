@@ -16,12 +16,13 @@ pub struct Attribution {
 const ID_PREFIXES: &[&str] = &["cri-containerd-", "crio-", "docker-", "libpod-", ""];
 
 impl Attribution {
-    /// Parses the text of `/proc/<pid>/cgroup`. The v2 line (`0::`) is preferred.
-    pub fn from_cgroup(text: &str) -> Self {
-        let mut lines: Vec<&str> = text.lines().collect();
-        lines.sort_by_key(|l| !l.starts_with("0::"));
+    /// Parses `/proc/<pid>/cgroup` as bytes. The v2 line (`0::`) is preferred. Cgroup paths
+    /// are bytes like any path: a segment that is not UTF-8 is skipped, never fatal.
+    pub fn from_cgroup(text: &[u8]) -> Self {
+        let mut lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+        lines.sort_by_key(|l| !l.starts_with(b"0::"));
         for line in lines {
-            let path = line.splitn(3, ':').nth(2).unwrap_or_default();
+            let path = line.splitn(3, |&b| b == b':').nth(2).unwrap_or_default();
             let found = Self::from_path(path);
             if !found.container_id.is_empty() || !found.pod_uid.is_empty() {
                 return found;
@@ -30,9 +31,12 @@ impl Attribution {
         Self::default()
     }
 
-    fn from_path(path: &str) -> Self {
+    fn from_path(path: &[u8]) -> Self {
         let mut out = Self::default();
-        for segment in path.split('/') {
+        for segment in path
+            .split(|&b| b == b'/')
+            .filter_map(|s| std::str::from_utf8(s).ok())
+        {
             if let Some(uid) = pod_uid(segment) {
                 out.pod_uid = uid;
             }
@@ -82,7 +86,7 @@ mod tests {
             "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{ID}.scope\n",
             UID.replace('-', "_")
         );
-        let a = Attribution::from_cgroup(&text);
+        let a = Attribution::from_cgroup(text.as_bytes());
         assert_eq!(a.container_id, ID);
         assert_eq!(a.pod_uid, UID);
     }
@@ -92,27 +96,40 @@ mod tests {
         let text = format!(
             "12:pids:/kubepods/burstable/pod{UID}/{ID}\n11:cpu:/kubepods/burstable/pod{UID}/{ID}\n"
         );
-        let a = Attribution::from_cgroup(&text);
+        let a = Attribution::from_cgroup(text.as_bytes());
         assert_eq!((a.container_id.as_str(), a.pod_uid.as_str()), (ID, UID));
     }
 
     #[test]
     fn crio_docker_and_podman_scopes() {
         for prefix in ["crio-", "docker-", "libpod-"] {
-            let a = Attribution::from_cgroup(&format!("0::/machine.slice/{prefix}{ID}.scope\n"));
+            let a = Attribution::from_cgroup(
+                format!("0::/machine.slice/{prefix}{ID}.scope\n").as_bytes(),
+            );
             assert_eq!(a.container_id, ID, "{prefix}");
             assert_eq!(a.pod_uid, "");
         }
-        let a = Attribution::from_cgroup(&format!("0::/docker/{ID}\n"));
+        let a = Attribution::from_cgroup(format!("0::/docker/{ID}\n").as_bytes());
         assert_eq!(a.container_id, ID);
     }
 
     #[test]
     fn conmon_and_host_processes_are_not_containers() {
-        let a = Attribution::from_cgroup(&format!("0::/system.slice/crio-conmon-{ID}.scope\n"));
+        let a = Attribution::from_cgroup(
+            format!("0::/system.slice/crio-conmon-{ID}.scope\n").as_bytes(),
+        );
         assert_eq!(a, Attribution::default());
-        let a = Attribution::from_cgroup("0::/system.slice/autofs.service\n");
+        let a = Attribution::from_cgroup(b"0::/system.slice/autofs.service\n");
         assert_eq!(a, Attribution::default());
-        assert_eq!(Attribution::from_cgroup(""), Attribution::default());
+        assert_eq!(Attribution::from_cgroup(b""), Attribution::default());
+    }
+
+    #[test]
+    fn a_segment_that_is_not_utf8_does_not_hide_the_container() {
+        let mut text = format!("0::/kubepods/besteffort/pod{UID}/").into_bytes();
+        text.extend_from_slice(b"caf\xe9/");
+        text.extend_from_slice(ID.as_bytes());
+        let a = Attribution::from_cgroup(&text);
+        assert_eq!((a.container_id.as_str(), a.pod_uid.as_str()), (ID, UID));
     }
 }

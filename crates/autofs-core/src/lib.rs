@@ -16,20 +16,26 @@
 //! ```
 
 pub mod attribution;
+pub mod changes;
 pub mod criu_image;
 pub mod error;
+pub mod escape;
+pub mod holders;
 pub mod mountinfo;
 pub mod options;
-pub mod pidns;
 pub mod pipes;
 pub mod proc_root;
 pub mod process;
 pub mod report;
 pub mod scan;
+pub mod security;
+pub mod tree;
 pub mod verdict;
+pub mod view;
 
 pub use error::{Error, Result};
 pub use pipes::{Fionread, QueueProbe};
 pub use proc_root::ProcRoot;
 pub use report::{AutofsEntry, MountReport, MountState, Reason};
 pub use scan::{NamespaceInfo, Scan, ScanStats, Scanner};
+pub use view::View;

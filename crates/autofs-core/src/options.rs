@@ -1,8 +1,11 @@
 //! Strict parsing of autofs super options (`fd=5,pgrp=1,timeout=300,...,pipe_ino=123`).
 //!
 //! Decisions and messages follow CRIU's `parse_options()` (reference §3.2): the same required
-//! options in the same order, the last mode keyword wins, unknown tokens are kept. Unlike CRIU's
-//! `atoi`, garbage and out-of-range numbers are errors that name the token.
+//! options in the same order, the last mode keyword wins, unknown tokens are kept. Text the kernel
+//! never prints (garbage, bytes that are not ASCII, numbers beyond the kernel's own types) is an
+//! error that names the token. Numbers the kernel does print keep their true value here; what
+//! CRIU makes of them (`uid=`/`gid=` read with `%d`, `timeout=` with `xatoi`) is computed by
+//! [`AutofsOptions::criu_uid`], [`AutofsOptions::criu_gid`] and [`AutofsOptions::criu_timeout`].
 
 use serde::Serialize;
 
@@ -45,18 +48,18 @@ pub struct AutofsOptions {
     pub fd: i32,
     /// `pgrp=`: the daemon's process group, in the reader's pid namespace.
     pub pgrp: i32,
-    /// `timeout=` in seconds.
-    pub timeout: i32,
+    /// `timeout=` in seconds (the kernel prints an unsigned long).
+    pub timeout: u64,
     /// `minproto=`.
     pub minproto: i32,
     /// `maxproto=`.
     pub maxproto: i32,
     /// Last of `direct` / `indirect` / `offset`.
     pub mode: MountMode,
-    /// `uid=` when present.
-    pub uid: Option<i32>,
-    /// `gid=` when present.
-    pub gid: Option<i32>,
+    /// `uid=` when present (the kernel prints a u32 in the initial user namespace).
+    pub uid: Option<u32>,
+    /// `gid=` when present (a u32, like `uid=`).
+    pub gid: Option<u32>,
     /// `pipe_ino=`; `None` when the kernel does not show it (< 4.6, no CHECKPOINT_RESTORE).
     pub pipe_ino: Option<PipeIno>,
     /// `strictexpire` (dropped by CRIU).
@@ -90,6 +93,12 @@ pub enum OptionsError {
         /// The offending `key=value` token.
         token: String,
     },
+    /// The options are not ASCII text (the kernel prints only ASCII here).
+    #[error("invalid autofs options '{options}': not ASCII text")]
+    NotText {
+        /// The options, escaped as in [`crate::escape`].
+        options: String,
+    },
     /// `pipe_ino=` is neither an unsigned 64-bit number nor -1. The message is CRIU's.
     #[error("pipe_ino ({value}) mount option parse failed")]
     PipeIno {
@@ -110,7 +119,19 @@ impl AutofsOptions {
     ///
     /// A missing `pipe_ino` is not an error here: it makes the mount UNSUPPORTED, and CRIU
     /// checks it last, after every other required option.
-    pub fn parse(options: &str) -> Result<Self, OptionsError> {
+    ///
+    /// # Errors
+    ///
+    /// [`OptionsError`]: a required option missing (CRIU's message), or text the kernel never
+    /// prints (naming the token).
+    pub fn parse(options: impl AsRef<[u8]>) -> Result<Self, OptionsError> {
+        let options = options.as_ref();
+        let options = std::str::from_utf8(options)
+            .ok()
+            .filter(|o| o.is_ascii())
+            .ok_or_else(|| OptionsError::NotText {
+                options: crate::escape::escape(options),
+            })?;
         let mut fd = None;
         let mut pgrp = None;
         let mut timeout = None;
@@ -130,11 +151,11 @@ impl AutofsOptions {
             match (key, token.contains('=')) {
                 ("fd", true) => fd = Some(int(token, value, true)?),
                 ("pgrp", true) => pgrp = Some(int(token, value, false)?),
-                ("timeout", true) => timeout = Some(int(token, value, false)?),
+                ("timeout", true) => timeout = Some(unsigned(token, value)?),
                 ("minproto", true) => minproto = Some(int(token, value, false)?),
                 ("maxproto", true) => maxproto = Some(int(token, value, false)?),
-                ("uid", true) => uid = Some(int(token, value, false)?),
-                ("gid", true) => gid = Some(int(token, value, false)?),
+                ("uid", true) => uid = Some(unsigned(token, value)?),
+                ("gid", true) => gid = Some(unsigned(token, value)?),
                 ("pipe_ino", true) => pipe_ino = Some(parse_pipe_ino(value)?),
                 ("direct", false) => mode = Some(MountMode::Direct),
                 ("indirect", false) => mode = Some(MountMode::Indirect),
@@ -166,6 +187,34 @@ impl AutofsOptions {
         })
     }
 
+    /// The `uid` CRIU records: `sb_opt_cb()` reads `uid=` with `sscanf("%d")`, so a uid above
+    /// `INT_MAX` wraps to a negative number (the kernel then rejects it at restore).
+    pub fn criu_uid(&self) -> Option<i32> {
+        self.uid.map(wrap_i32)
+    }
+
+    /// The `gid` CRIU records (wrapped like [`Self::criu_uid`]).
+    pub fn criu_gid(&self) -> Option<i32> {
+        self.gid.map(wrap_i32)
+    }
+
+    /// The `timeout` CRIU records, or CRIU's `xatoi` error for a timeout beyond `INT_MAX`
+    /// (the kernel prints any unsigned long; CRIU's `parse_options()` then fails and so does
+    /// the dump).
+    ///
+    /// # Errors
+    ///
+    /// CRIU's message for a value its `xatoi` rejects.
+    pub fn criu_timeout(&self) -> Result<i32, String> {
+        i32::try_from(self.timeout).map_err(|_| match i64::try_from(self.timeout) {
+            Ok(v) => format!("value {v:#x} ({v}) is out of int range"),
+            Err(_) => format!(
+                "failed to convert string '{}': Numerical result out of range",
+                self.timeout
+            ),
+        })
+    }
+
     /// The protocol version the kernel speaks to the daemon: `min(maxproto, 5)`.
     pub fn proto_version(&self) -> u32 {
         u32::try_from(self.maxproto.clamp(0, 5)).unwrap_or(0)
@@ -188,6 +237,23 @@ fn int(token: &str, value: &str, allow_negative: bool) -> Result<i32, OptionsErr
     value.parse::<i32>().map_err(|_| OptionsError::OutOfRange {
         token: token.to_owned(),
     })
+}
+
+/// An unsigned decimal of the kernel's width `T` (`%u`, `%lu`).
+fn unsigned<T: std::str::FromStr>(token: &str, value: &str) -> Result<T, OptionsError> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(OptionsError::NotANumber {
+            token: token.to_owned(),
+        });
+    }
+    value.parse::<T>().map_err(|_| OptionsError::OutOfRange {
+        token: token.to_owned(),
+    })
+}
+
+/// `(int)` of an unsigned 32-bit value, as `sscanf("%d")` stores it.
+fn wrap_i32(value: u32) -> i32 {
+    i32::from_ne_bytes(value.to_ne_bytes())
 }
 
 /// `pipe_ino=` is an unsigned 64-bit inode or `-1` (kernels are moving to a 64-bit format).
@@ -256,7 +322,7 @@ mod tests {
 
     #[test]
     fn last_mode_keyword_wins() {
-        let o = AutofsOptions::parse(&FULL.replace("indirect", "direct,offset,indirect")).unwrap();
+        let o = AutofsOptions::parse(FULL.replace("indirect", "direct,offset,indirect")).unwrap();
         assert_eq!(o.mode, MountMode::Indirect);
     }
 
@@ -274,7 +340,7 @@ mod tests {
             ),
         ];
         for (remove, message) in cases {
-            let err = AutofsOptions::parse(&FULL.replacen(remove, "", 1)).unwrap_err();
+            let err = AutofsOptions::parse(FULL.replacen(remove, "", 1)).unwrap_err();
             assert_eq!(err.to_string(), message, "removing {remove}");
             assert!(err.is_missing());
         }
@@ -287,7 +353,7 @@ mod tests {
 
     #[test]
     fn missing_pipe_ino_is_not_an_option_error() {
-        let o = AutofsOptions::parse(&FULL.replace(",pipe_ino=3480845226", "")).unwrap();
+        let o = AutofsOptions::parse(FULL.replace(",pipe_ino=3480845226", "")).unwrap();
         assert_eq!(o.pipe_ino, None);
     }
 
@@ -302,7 +368,7 @@ mod tests {
             "uid=-1",
         ] {
             // Errors stop the parse at the first bad token, so prepending it is enough.
-            let err = AutofsOptions::parse(&format!("{bad},{FULL}")).unwrap_err();
+            let err = AutofsOptions::parse(format!("{bad},{FULL}")).unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!("invalid autofs option '{bad}': not a number")
@@ -311,24 +377,58 @@ mod tests {
     }
 
     #[test]
-    fn values_beyond_int32_overflow_like_criu_xatoi() {
-        let err =
-            AutofsOptions::parse(&FULL.replace("timeout=300", "timeout=4294967296")).unwrap_err();
+    fn numbers_beyond_the_kernels_own_types_are_errors() {
+        let err = AutofsOptions::parse(FULL.replace("pgrp=95929", "pgrp=2147483648")).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid autofs option 'timeout=4294967296': out of int range"
+            "invalid autofs option 'pgrp=2147483648': out of int range"
         );
-        let err = AutofsOptions::parse(&FULL.replace("pgrp=95929", "pgrp=2147483648")).unwrap_err();
-        assert!(matches!(err, OptionsError::OutOfRange { .. }));
+        let err = AutofsOptions::parse(format!("uid=4294967296,{FULL}")).unwrap_err();
+        assert!(matches!(err, OptionsError::OutOfRange { .. }), "{err}");
+        let err = AutofsOptions::parse(FULL.replace("timeout=300", "timeout=18446744073709551616"))
+            .unwrap_err();
+        assert!(matches!(err, OptionsError::OutOfRange { .. }), "{err}");
+    }
+
+    #[test]
+    fn numbers_the_kernel_prints_get_criu_values() {
+        // uid/gid are u32 (`%u`): CRIU's `sscanf("%d")` wraps them.
+        let o = AutofsOptions::parse(format!("uid=4294967295,gid=3000000000,{FULL}")).unwrap();
+        assert_eq!((o.uid, o.gid), (Some(u32::MAX), Some(3_000_000_000)));
+        assert_eq!(
+            (o.criu_uid(), o.criu_gid()),
+            (Some(-1), Some(-1_294_967_296))
+        );
+        let o = AutofsOptions::parse(format!("uid=1000,{FULL}")).unwrap();
+        assert_eq!(o.criu_uid(), Some(1000));
+        // timeout is an unsigned long: CRIU's xatoi refuses what does not fit an int.
+        let o = AutofsOptions::parse(FULL.replace("timeout=300", "timeout=4294967296")).unwrap();
+        assert_eq!(o.timeout, 4_294_967_296);
+        assert_eq!(
+            o.criu_timeout().unwrap_err(),
+            "value 0x100000000 (4294967296) is out of int range"
+        );
+        let o = AutofsOptions::parse(FULL.replace("timeout=300", "timeout=18446744073709551615"))
+            .unwrap();
+        assert!(o.criu_timeout().unwrap_err().contains("failed to convert"));
+        assert_eq!(AutofsOptions::parse(FULL).unwrap().criu_timeout(), Ok(300));
+    }
+
+    #[test]
+    fn bytes_that_are_not_ascii_are_an_error_naming_them() {
+        let err = AutofsOptions::parse(b"fd=5,pgrp=\xe9").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid autofs options 'fd=5,pgrp=\\xe9': not ASCII text"
+        );
     }
 
     #[test]
     fn pipe_ino_accepts_u64_and_minus_one_only() {
-        let big =
-            AutofsOptions::parse(&FULL.replace("3480845226", "18446744073709551615")).unwrap();
+        let big = AutofsOptions::parse(FULL.replace("3480845226", "18446744073709551615")).unwrap();
         assert_eq!(big.pipe_ino, Some(PipeIno::Ino(u64::MAX)));
         for bad in ["-2", "abc", "", "18446744073709551616"] {
-            let err = AutofsOptions::parse(&FULL.replace("3480845226", bad)).unwrap_err();
+            let err = AutofsOptions::parse(FULL.replace("3480845226", bad)).unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!("pipe_ino ({bad}) mount option parse failed")

@@ -55,20 +55,33 @@ pub struct Unreadable {
 #[derive(Debug, Default)]
 pub struct PipeIndex {
     ends: HashMap<u64, Vec<PipeEnd>>,
+    scanned: HashSet<i32>,
     unreadable: Vec<Unreadable>,
     unreadable_by_pid: HashMap<i32, usize>,
     fds_seen: usize,
 }
 
 impl PipeIndex {
-    /// Scans the fds of `pids`, keeping ends of the pipes in `wanted`.
+    /// Scans the fds of `pids`, keeping ends of the pipes in `wanted` (a whole-node census
+    /// when `pids` is every process).
     pub fn build(root: &ProcRoot, pids: &[i32], wanted: &HashSet<u64>) -> Self {
         let mut index = Self::default();
+        index.scan(root, pids, wanted);
+        index
+    }
+
+    /// Adds the ends that the fds of `pids` hold of the pipes in `wanted`. A pid scanned
+    /// before is skipped: callers scan first with every pipe of interest (the leaders), then
+    /// with a subset (the census of orphan candidates).
+    pub fn scan(&mut self, root: &ProcRoot, pids: &[i32], wanted: &HashSet<u64>) {
         if wanted.is_empty() {
-            return index;
+            return;
         }
         let mut hits: Vec<(u64, i32)> = Vec::new();
         for &pid in pids {
+            if !self.scanned.insert(pid) {
+                continue;
+            }
             hits.clear();
             let listed = root.for_each_fd(pid, |fd, target| {
                 if let Some(ino) = parse_pipe_link(target).filter(|ino| wanted.contains(ino)) {
@@ -76,29 +89,45 @@ impl PipeIndex {
                 }
             });
             match listed {
-                Ok(n) => index.fds_seen += n,
+                Ok(n) => self.fds_seen += n,
                 Err(e) => {
-                    index.note_failure(root, pid, "fd", &e);
+                    self.note_failure(root, pid, "fd", &e);
                     continue;
                 }
             }
             for &(ino, fd) in &hits {
                 match read_flags(root, pid, fd) {
-                    Ok(flags) => {
-                        index
-                            .ends
-                            .entry(ino)
-                            .or_default()
-                            .push(PipeEnd { pid, fd, flags })
-                    }
-                    Err(e) => index.note_failure(root, pid, &format!("fdinfo/{fd}"), &e),
+                    Ok(flags) => self.insert(ino, PipeEnd { pid, fd, flags }),
+                    Err(e) => self.note_failure(root, pid, &format!("fdinfo/{fd}"), &e),
                 }
             }
         }
-        for ends in index.ends.values_mut() {
+    }
+
+    /// Re-checks an end found by an earlier scan with one `readlink` and one `fdinfo` read:
+    /// adds it when `<pid>/fd/<fd>` still is pipe `ino`. Returns whether it was added.
+    pub fn verify(&mut self, root: &ProcRoot, ino: u64, pid: i32, fd: i32) -> bool {
+        let still = root
+            .read_link(pid, &format!("fd/{fd}"))
+            .is_ok_and(|t| parse_pipe_link(t.as_encoded_bytes()) == Some(ino));
+        if !still || self.ends(ino).iter().any(|e| e.pid == pid && e.fd == fd) {
+            return still;
+        }
+        match read_flags(root, pid, fd) {
+            Ok(flags) => {
+                self.insert(ino, PipeEnd { pid, fd, flags });
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn insert(&mut self, ino: u64, end: PipeEnd) {
+        let ends = self.ends.entry(ino).or_default();
+        if !ends.iter().any(|e| e.pid == end.pid && e.fd == end.fd) {
+            ends.push(end);
             ends.sort_unstable_by_key(|e| (e.pid, e.fd));
         }
-        index
     }
 
     fn note_failure(&mut self, root: &ProcRoot, pid: i32, rel: &str, err: &io::Error) {
@@ -138,9 +167,10 @@ impl PipeIndex {
 
 /// Reads the `flags:` line of `<pid>/fdinfo/<fd>`.
 fn read_flags(root: &ProcRoot, pid: i32, fd: i32) -> io::Result<u32> {
-    let text = root.read_to_string(pid, &format!("fdinfo/{fd}"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("flags:"))
+    let text = root.read(pid, &format!("fdinfo/{fd}"))?;
+    text.split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"flags:"))
+        .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no octal flags: line"))
 }
@@ -148,7 +178,23 @@ fn read_flags(root: &ProcRoot, pid: i32, fd: i32) -> io::Result<u32> {
 /// Measures how many bytes are queued in a pipe without consuming any.
 pub trait QueueProbe {
     /// Bytes queued in pipe `ino`, reached through the fd link at `fd_path`.
+    ///
+    /// # Errors
+    ///
+    /// The error of reaching the pipe (the link is gone or now points elsewhere, access).
     fn queued_bytes(&self, fd_path: &Path, ino: u64) -> io::Result<u64>;
+
+    /// Whether any process holds a read end of pipe `ino`, reached through the fd link at
+    /// `fd_path` (either end), answered by the kernel's own reader count. `None` when this
+    /// probe cannot tell (the default, e.g. for fixture trees).
+    ///
+    /// # Errors
+    ///
+    /// The error of reaching the pipe.
+    fn has_readers(&self, fd_path: &Path, ino: u64) -> io::Result<Option<bool>> {
+        let _ = (fd_path, ino);
+        Ok(None)
+    }
 }
 
 /// Any `Fn(fd_path, ino) -> io::Result<u64>` is a probe (fixture trees use a table).
@@ -166,23 +212,7 @@ pub struct Fionread;
 
 impl QueueProbe for Fionread {
     fn queued_bytes(&self, fd_path: &Path, ino: u64) -> io::Result<u64> {
-        // Re-check the link first: if the fd number was reused for a directory on an autofs
-        // mount, opening it could wait on the daemon. Only a pipe link is ever opened.
-        let target = std::fs::read_link(fd_path)?;
-        if target.as_os_str().as_encoded_bytes() != format!("pipe:[{ino}]").as_bytes() {
-            return Err(stale_link(fd_path, ino));
-        }
-        // Pin whatever the link points to now with O_PATH (no open of the file itself) and
-        // check it is our pipe; only then open that very inode for reading. The fd number
-        // being reused in between can no longer make us open a tty or a device.
-        let pinned = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_PATH)
-            .open(fd_path)?;
-        let meta = pinned.metadata()?;
-        if !meta.file_type().is_fifo() || meta.ino() != ino {
-            return Err(stale_link(fd_path, ino));
-        }
+        let pinned = pin_pipe(fd_path, ino)?;
         let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pinned));
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -190,6 +220,45 @@ impl QueueProbe for Fionread {
             .open(reopen)?;
         fionread(&file)
     }
+
+    fn has_readers(&self, fd_path: &Path, ino: u64) -> io::Result<Option<bool>> {
+        let pinned = pin_pipe(fd_path, ino)?;
+        // A pipe's write end polls POLLERR exactly when the pipe has no reader (pipe_poll()).
+        // Opening a pipe (pipefs) for writing never waits for a partner, the poll has a zero
+        // timeout and nothing is written. The extra writer is closed at once; the kernel holds
+        // its own write end, so the close ends nobody's stream.
+        let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pinned));
+        let writer = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+            .open(reopen)?;
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&writer),
+            nix::poll::PollFlags::POLLOUT,
+        )];
+        nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO)?;
+        let events = fds[0].revents().unwrap_or(nix::poll::PollFlags::empty());
+        Ok(Some(!events.contains(nix::poll::PollFlags::POLLERR)))
+    }
+}
+
+/// Pins the pipe behind `fd_path` with `O_PATH` (no open of the file itself) after checking
+/// that the link names pipe `ino`, and checks the pinned inode again: a reused fd number can
+/// never make the caller open a tty, a device or a directory on an autofs mount.
+fn pin_pipe(fd_path: &Path, ino: u64) -> io::Result<File> {
+    let target = std::fs::read_link(fd_path)?;
+    if target.as_os_str().as_encoded_bytes() != format!("pipe:[{ino}]").as_bytes() {
+        return Err(stale_link(fd_path, ino));
+    }
+    let pinned = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_PATH)
+        .open(fd_path)?;
+    let meta = pinned.metadata()?;
+    if !meta.file_type().is_fifo() || meta.ino() != ino {
+        return Err(stale_link(fd_path, ino));
+    }
+    Ok(pinned)
 }
 
 fn stale_link(fd_path: &Path, ino: u64) -> io::Error {
@@ -249,6 +318,31 @@ mod tests {
         let mut all = Vec::new();
         reader.read_to_end(&mut all).unwrap();
         assert_eq!(all.len(), 304, "the probe must not consume anything");
+    }
+
+    #[test]
+    fn reader_count_is_read_without_writing_or_waiting() {
+        use std::io::Read;
+        let (reader, writer) = std::io::pipe().unwrap();
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&writer));
+        let ino = std::fs::metadata(&path).unwrap().ino();
+        assert_eq!(
+            Fionread.has_readers(Path::new(&path), ino).unwrap(),
+            Some(true)
+        );
+        let mut reader = reader;
+        let mut nothing = [0u8; 1];
+        nix::fcntl::fcntl(
+            &reader,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .unwrap();
+        assert!(reader.read(&mut nothing).is_err(), "nothing was written");
+        drop(reader);
+        assert_eq!(
+            Fionread.has_readers(Path::new(&path), ino).unwrap(),
+            Some(false)
+        );
     }
 
     #[test]

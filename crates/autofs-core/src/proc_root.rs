@@ -55,7 +55,11 @@ mod libc_errno {
 }
 
 impl ProcRoot {
-    /// Opens a proc root. A missing or unreadable root is fatal, with the path in the message.
+    /// Opens a proc root.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ProcRoot`] with the path when the root is missing or unreadable.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
         let dir = nix::fcntl::open(
@@ -75,12 +79,24 @@ impl ProcRoot {
         &self.path
     }
 
+    /// Whether this root shows the caller's own pid namespace (`<root>/self` names the
+    /// caller's pid): only then do its pids name the processes the caller can signal or open
+    /// pidfds for. False for fixture trees and for a proc of another pid namespace.
+    pub fn is_own_pid_namespace(&self) -> bool {
+        readlinkat(self.dir.as_fd(), "self")
+            .is_ok_and(|t| t.as_bytes() == std::process::id().to_string().as_bytes())
+    }
+
     /// Absolute path of `<root>/<pid>/<rel>`, for messages and reopening.
     pub fn pid_path(&self, pid: i32, rel: &str) -> PathBuf {
         self.path.join(pid.to_string()).join(rel)
     }
 
     /// Every numeric entry of the root: the visible processes (thread-group leaders).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ProcRoot`] when the root cannot be listed.
     pub fn pids(&self) -> Result<Vec<i32>> {
         let fatal = |source: io::Error| Error::ProcRoot {
             path: self.path.clone(),
@@ -105,8 +121,14 @@ impl ProcRoot {
         Ok(pids)
     }
 
-    /// Reads `<pid>/<rel>` whole (proc files are generated on read; one read loop each).
-    pub fn read_to_string(&self, pid: i32, rel: &str) -> io::Result<String> {
+    /// Reads `<pid>/<rel>` whole, as bytes (proc files are generated on read; one read loop
+    /// each). /proc text is bytes: paths, process names and cgroup paths need not be UTF-8.
+    ///
+    /// # Errors
+    ///
+    /// The `openat`/`read` error; [`ReadFailure::of`] tells a vanished process from a denied
+    /// read.
+    pub fn read(&self, pid: i32, rel: &str) -> io::Result<Vec<u8>> {
         let fd = openat(
             self.dir.as_fd(),
             format!("{pid}/{rel}").as_str(),
@@ -115,12 +137,33 @@ impl ProcRoot {
         )?;
         // `Take` hides the file's size hint: proc files report size 0, so std's statx+lseek
         // probe would only cost two syscalls per read.
-        let mut text = String::with_capacity(1024);
-        File::from(fd).take(u64::MAX).read_to_string(&mut text)?;
+        let mut text = Vec::with_capacity(1024);
+        File::from(fd).take(u64::MAX).read_to_end(&mut text)?;
+        Ok(text)
+    }
+
+    /// Reads `<rel>` below the root itself (e.g. `self/mountinfo`, `self/status`).
+    ///
+    /// # Errors
+    ///
+    /// The `openat`/`read` error.
+    pub fn read_file(&self, rel: &str) -> io::Result<Vec<u8>> {
+        let fd = openat(
+            self.dir.as_fd(),
+            rel,
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut text = Vec::with_capacity(1024);
+        File::from(fd).take(u64::MAX).read_to_end(&mut text)?;
         Ok(text)
     }
 
     /// Reads the target of the symlink `<pid>/<rel>` (e.g. `ns/mnt` → `mnt:[4026531841]`).
+    ///
+    /// # Errors
+    ///
+    /// The `readlinkat` error.
     pub fn read_link(&self, pid: i32, rel: &str) -> io::Result<OsString> {
         Ok(readlinkat(
             self.dir.as_fd(),
@@ -128,7 +171,32 @@ impl ProcRoot {
         )?)
     }
 
+    /// Whether `<pid>/root/<path>` exists, looked up without following a final symlink and
+    /// without triggering an automount on the last component (`AT_NO_AUTOMOUNT`). Every
+    /// directory on the way is still walked: callers must know that none of them is an autofs
+    /// mount (a walk onto an autofs trap would send the daemon a request).
+    ///
+    /// # Errors
+    ///
+    /// The `fstatat` error other than ENOENT (which is `Ok(false)`).
+    pub fn exists_in_root(&self, pid: i32, path: &str) -> io::Result<bool> {
+        let rel = format!("{pid}/root/{}", path.trim_start_matches('/'));
+        match nix::sys::stat::fstatat(
+            self.dir.as_fd(),
+            rel.as_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW | nix::fcntl::AtFlags::AT_NO_AUTOMOUNT,
+        ) {
+            Ok(_) => Ok(true),
+            Err(nix::errno::Errno::ENOENT) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Inode of the mount namespace of `pid` (`<pid>/ns/mnt`).
+    ///
+    /// # Errors
+    ///
+    /// The `readlinkat` error, or `InvalidData` when the link is not a mount namespace link.
     pub fn mount_namespace(&self, pid: i32) -> io::Result<u64> {
         let target = self.read_link(pid, "ns/mnt")?;
         parse_ns_link(target.as_bytes(), "mnt").ok_or_else(|| {
@@ -144,6 +212,10 @@ impl ProcRoot {
 
     /// Lists `<pid>/fd` and reads every link, calling `visit(fd, target)` for each.
     /// A fd closed between readdir and readlink is skipped.
+    ///
+    /// # Errors
+    ///
+    /// The error of opening or listing `<pid>/fd`, or of a `readlinkat` other than ENOENT.
     pub fn for_each_fd(&self, pid: i32, mut visit: impl FnMut(i32, &[u8])) -> io::Result<usize> {
         let rel = format!("{pid}/fd");
         let mut dir = Dir::openat(

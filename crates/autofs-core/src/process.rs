@@ -5,6 +5,9 @@
 use std::collections::HashMap;
 use std::io;
 
+use std::os::unix::ffi::OsStrExt;
+
+use crate::attribution::Attribution;
 use crate::proc_root::{ProcRoot, ReadFailure, parse_ns_link};
 
 /// Fields of `/proc/<pid>/stat` and `/proc/<pid>/status` the inspector uses.
@@ -12,14 +15,18 @@ use crate::proc_root::{ProcRoot, ReadFailure, parse_ns_link};
 pub struct ProcessInfo {
     /// Host pid (as named in the proc root).
     pub pid: i32,
-    /// Parent pid (`PPid:`).
+    /// Parent pid (`PPid:`; 0 for pid 1, kernel threads' parent 2 is kthreadd).
     pub ppid: i32,
     /// Process group (`stat` field 5).
     pub pgrp: i32,
+    /// Start time in clock ticks after boot (`stat` field 22): tells a process from a later
+    /// one that reused its pid.
+    pub starttime: u64,
     /// The pid at each pid-namespace level, outermost first (`NSpid:`).
     pub nspid: Vec<i32>,
-    /// Command name (`stat` field 2).
-    pub comm: String,
+    /// Command name (`stat` field 2), exact bytes: the kernel cuts it at 15 bytes, possibly in
+    /// the middle of a UTF-8 character.
+    pub comm: Vec<u8>,
 }
 
 /// Malformed `stat` or `status` text.
@@ -35,40 +42,53 @@ pub struct ProcessParseError {
 }
 
 impl ProcessInfo {
-    /// Parses `stat` (after the last `)`, since `comm` may contain anything) and `status`.
-    pub fn parse(pid: i32, stat: &str, status: &str) -> Result<Self, ProcessParseError> {
+    /// Parses `stat` (after the last `)`, since `comm` may contain anything, any byte
+    /// included) and `status`, both as bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessParseError`] naming the file and the field that is missing or malformed.
+    pub fn parse(pid: i32, stat: &[u8], status: &[u8]) -> Result<Self, ProcessParseError> {
         let bad = |file, what: &str| ProcessParseError {
             pid,
             file,
             what: what.to_owned(),
         };
         let open = stat
-            .find('(')
+            .iter()
+            .position(|&b| b == b'(')
             .ok_or_else(|| bad("stat", "no '(' before comm"))?;
         let close = stat
-            .rfind(')')
+            .iter()
+            .rposition(|&b| b == b')')
+            .filter(|&close| close > open)
             .ok_or_else(|| bad("stat", "no ')' after comm"))?;
-        let comm = stat.get(open + 1..close).unwrap_or_default().to_owned();
-        // After ") ": state ppid pgrp ...
-        let mut rest = stat[close + 1..].split_ascii_whitespace();
-        let _state = rest.next();
-        let _ppid = rest.next();
+        let comm = stat[open + 1..close].to_vec();
+        // After ") ": field 3 state, 4 ppid, 5 pgrp, ..., 22 starttime.
+        let rest: Vec<&[u8]> = stat[close + 1..]
+            .split(u8::is_ascii_whitespace)
+            .filter(|t| !t.is_empty())
+            .collect();
         let pgrp = rest
-            .next()
-            .and_then(|t| t.parse().ok())
+            .get(2)
+            .and_then(|t| number::<i32>(t))
             .ok_or_else(|| bad("stat", "field 5 (pgrp) missing or not a number"))?;
+        let starttime = rest
+            .get(19)
+            .and_then(|t| number::<u64>(t))
+            .ok_or_else(|| bad("stat", "field 22 (starttime) missing or not a number"))?;
 
         let mut ppid = None;
         let mut nspid = None;
-        for line in status.lines() {
-            if let Some(v) = line.strip_prefix("PPid:") {
-                ppid = v.trim().parse().ok();
-            } else if let Some(v) = line.strip_prefix("NSpid:") {
+        for line in status.split(|&b| b == b'\n') {
+            if let Some(v) = line.strip_prefix(b"PPid:") {
+                ppid = number(v.trim_ascii());
+            } else if let Some(v) = line.strip_prefix(b"NSpid:") {
                 nspid = v
-                    .split_ascii_whitespace()
-                    .map(str::parse)
-                    .collect::<Result<Vec<i32>, _>>()
-                    .ok();
+                    .split(u8::is_ascii_whitespace)
+                    .filter(|t| !t.is_empty())
+                    .map(number::<i32>)
+                    .collect::<Option<Vec<i32>>>();
             }
         }
         let ppid = ppid.ok_or_else(|| bad("status", "no valid PPid: line"))?;
@@ -78,9 +98,20 @@ impl ProcessInfo {
             pid,
             ppid,
             pgrp,
+            starttime,
             nspid,
             comm,
         })
+    }
+
+    /// The command name, escaped for messages (see [`crate::escape`]).
+    pub fn comm(&self) -> String {
+        crate::escape::escape(&self.comm)
+    }
+
+    /// Whether the process is the init (pid 1) of its pid namespace.
+    pub fn is_pidns_init(&self) -> bool {
+        self.nspid.last() == Some(&1)
     }
 
     /// Nesting depth of the process's pid namespace, counted from the proc root's (1 = same).
@@ -98,12 +129,22 @@ pub enum Unavailable {
     Failed(String),
 }
 
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Vanished => f.write_str("the process exited"),
+            Self::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
 /// Lazily filled, per-scan cache of process facts.
 #[derive(Debug)]
 pub struct ProcessTable<'a> {
     root: &'a ProcRoot,
     info: HashMap<i32, Result<ProcessInfo, Unavailable>>,
-    pid_ns: HashMap<i32, Option<u64>>,
+    pid_ns: HashMap<i32, Result<u64, Unavailable>>,
+    attribution: HashMap<i32, Attribution>,
 }
 
 impl<'a> ProcessTable<'a> {
@@ -113,6 +154,7 @@ impl<'a> ProcessTable<'a> {
             root,
             info: HashMap::new(),
             pid_ns: HashMap::new(),
+            attribution: HashMap::new(),
         }
     }
 
@@ -128,7 +170,7 @@ impl<'a> ProcessTable<'a> {
             .entry(pid)
             .or_insert_with(|| {
                 let read = |file: &str| {
-                    root.read_to_string(pid, file)
+                    root.read(pid, file)
                         .map_err(|e| unavailable(root, pid, file, &e))
                 };
                 let stat = read("stat")?;
@@ -140,43 +182,113 @@ impl<'a> ProcessTable<'a> {
             .map_err(Clone::clone)
     }
 
-    /// Inode of the pid namespace `pid` lives in (`ns/pid`), if readable.
-    pub fn pid_ns(&mut self, pid: i32) -> Option<u64> {
+    /// Inode of the pid namespace `pid` lives in (`ns/pid`).
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`]: the process is gone, or the link could not be read (the message names
+    /// the path).
+    pub fn pid_ns(&mut self, pid: i32) -> Result<u64, Unavailable> {
         let root = self.root;
-        *self.pid_ns.entry(pid).or_insert_with(|| {
-            let target = root.read_link(pid, "ns/pid").ok()?;
-            parse_ns_link(
-                std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()),
-                "pid",
-            )
+        self.pid_ns
+            .entry(pid)
+            .or_insert_with(|| {
+                let target = root
+                    .read_link(pid, "ns/pid")
+                    .map_err(|e| unavailable(root, pid, "ns/pid", &e))?;
+                parse_ns_link(target.as_bytes(), "pid").ok_or_else(|| {
+                    Unavailable::Failed(format!(
+                        "{}: not a pid namespace link",
+                        root.pid_path(pid, "ns/pid").display()
+                    ))
+                })
+            })
+            .clone()
+    }
+
+    /// Container and pod of `pid`, from its `cgroup` (empty when unreadable or not in a
+    /// container: attribution is a label, never a verdict).
+    pub fn attribution(&mut self, pid: i32) -> &Attribution {
+        let root = self.root;
+        self.attribution.entry(pid).or_insert_with(|| {
+            root.read(pid, "cgroup")
+                .map(|text| Attribution::from_cgroup(&text))
+                .unwrap_or_default()
         })
     }
 
     /// Translates host pid `pid` into the pid namespace of `owner`: the value CRIU would store
-    /// when dumping the container whose init is `owner`. `None` when `pid` is not a member of
-    /// that namespace (or of a namespace nested in it).
-    pub fn translate(&mut self, pid: i32, owner: i32) -> Option<i32> {
-        let owner_depth = self.info(owner).ok()?.pidns_depth();
+    /// when dumping the container whose init is `owner`. `Ok(None)` when `pid` is not a member
+    /// of that namespace (or of a namespace nested in it).
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`] when a fact the answer rests on (`stat`, `status` or `ns/pid` of `pid`,
+    /// `owner` or an ancestor of `pid`) could not be read: never taken for "not a member".
+    pub fn translate(&mut self, pid: i32, owner: i32) -> Result<Option<i32>, Unavailable> {
+        let owner_depth = self.info(owner)?.pidns_depth();
         let owner_ns = self.pid_ns(owner)?;
-        let target = self.info(pid).ok()?.clone();
+        let target = self.info(pid)?.clone();
         if target.pidns_depth() < owner_depth {
-            return None;
+            return Ok(None);
         }
         // Walk up the parents to the first ancestor at the owner's depth: a process is in a
         // descendant of the owner's namespace iff that ancestor is in the owner's namespace.
         let mut probe = target.clone();
-        for _ in 0..4096 {
+        for _ in 0..MAX_DEPTH {
             if probe.pidns_depth() == owner_depth {
-                return (self.pid_ns(probe.pid)? == owner_ns)
-                    .then(|| target.nspid[owner_depth - 1]);
+                return Ok(
+                    (self.pid_ns(probe.pid)? == owner_ns).then(|| target.nspid[owner_depth - 1])
+                );
             }
             if probe.pidns_depth() < owner_depth || probe.ppid <= 0 {
-                return None;
+                return Ok(None);
             }
-            probe = self.info(probe.ppid).ok()?.clone();
+            probe = self.info(probe.ppid)?.clone();
         }
-        None
+        Err(Unavailable::Failed(format!(
+            "the parent chain of pid {pid} is longer than {MAX_DEPTH}"
+        )))
     }
+
+    /// Whether `pid` is `root` or one of its descendants, by the `PPid:` links: CRIU dumps the
+    /// process tree rooted at the task it is given, and `pid_to_virt()` finds only those tasks.
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`] when a link of the chain could not be read (a process that vanished
+    /// mid-walk included: its children were reparented and the chain is no longer known).
+    pub fn descends_from(&mut self, pid: i32, root: i32) -> Result<bool, Unavailable> {
+        let mut at = pid;
+        for _ in 0..MAX_DEPTH {
+            if at == root {
+                return Ok(true);
+            }
+            if at <= 1 {
+                return Ok(false);
+            }
+            at = match self.info(at) {
+                Ok(info) => info.ppid,
+                Err(Unavailable::Vanished) if at != pid => {
+                    return Err(Unavailable::Failed(format!(
+                        "pid {at}, an ancestor of pid {pid}, exited while its parent chain was read"
+                    )));
+                }
+                Err(e) => return Err(e),
+            };
+        }
+        Err(Unavailable::Failed(format!(
+            "the parent chain of pid {pid} is longer than {MAX_DEPTH}"
+        )))
+    }
+}
+
+/// Longest parent chain followed (pid namespaces nest at most 32 deep; process trees are
+/// rarely more than a few dozen deep).
+const MAX_DEPTH: usize = 4096;
+
+fn number<T: std::str::FromStr>(token: &[u8]) -> Option<T> {
+    std::str::from_utf8(token).ok()?.parse().ok()
 }
 
 fn unavailable(root: &ProcRoot, pid: i32, file: &str, err: &io::Error) -> Unavailable {
@@ -193,32 +305,53 @@ fn unavailable(root: &ProcRoot, pid: i32, file: &str, err: &io::Error) -> Unavai
 mod tests {
     use super::*;
 
-    const STATUS: &str = "Name:\tautomount\nPPid:\t1\nNSpid:\t4242\t17\t1\n";
+    const STATUS: &[u8] = b"Name:\tautomount\nPPid:\t1\nNSpid:\t4242\t17\t1\n";
+
+    /// A stat line: `head` (pid, comm, state, ppid, pgrp...) then filler up to starttime 777.
+    fn stat(head: &str) -> Vec<u8> {
+        let fields = head.rsplit(')').next().unwrap().split_whitespace().count();
+        let filler = " 0".repeat(19 - fields);
+        format!("{head}{filler} 777 1189277696").into_bytes()
+    }
 
     #[test]
     fn parses_pgrp_after_a_comm_with_spaces_and_parentheses() {
-        let stat = "4242 (we (ird) name) S 1 4240 4240 0 -1 4194560";
-        let p = ProcessInfo::parse(4242, stat, STATUS).unwrap();
-        assert_eq!(p.comm, "we (ird) name");
+        let p =
+            ProcessInfo::parse(4242, &stat("4242 (we (ird) name) S 1 4240 4240"), STATUS).unwrap();
+        assert_eq!(p.comm, b"we (ird) name");
         assert_eq!(p.pgrp, 4240);
         assert_eq!(p.ppid, 1);
+        assert_eq!(p.starttime, 777);
         assert_eq!(p.nspid, [4242, 17, 1]);
         assert_eq!(p.pidns_depth(), 3);
     }
 
     #[test]
+    fn a_comm_cut_in_a_utf8_character_keeps_its_bytes() {
+        let mut line = b"4242 (d\xc3\xa9mon-\xc3) S 1 4240 4240".to_vec();
+        line.extend_from_slice(&b" 0".repeat(15));
+        line.extend_from_slice(b" 777 1189277696");
+        let p = ProcessInfo::parse(4242, &line, STATUS).unwrap();
+        assert_eq!(p.comm, b"d\xc3\xa9mon-\xc3");
+        assert_eq!(p.comm(), "démon-\\xc3");
+        assert_eq!(p.pgrp, 4240);
+    }
+
+    #[test]
     fn missing_nspid_means_a_single_pid_namespace() {
-        let p = ProcessInfo::parse(9, "9 (x) S 1 9 9", "PPid:\t1\n").unwrap();
+        let p = ProcessInfo::parse(9, &stat("9 (x) S 1 9 9"), b"PPid:\t1\n").unwrap();
         assert_eq!(p.nspid, [9]);
     }
 
     #[test]
     fn malformed_stat_and_status_are_errors_naming_the_file() {
-        let err = ProcessInfo::parse(9, "9 (x S 1", STATUS).unwrap_err();
+        let err = ProcessInfo::parse(9, b"9 (x S 1", STATUS).unwrap_err();
         assert_eq!(err.to_string(), "malformed /proc/9/stat: no ')' after comm");
-        let err = ProcessInfo::parse(9, "9 (x) S 1 zz", STATUS).unwrap_err();
+        let err = ProcessInfo::parse(9, &stat("9 (x) S 1 zz"), STATUS).unwrap_err();
         assert!(err.to_string().contains("pgrp"), "{err}");
-        let err = ProcessInfo::parse(9, "9 (x) S 1 9", "Name: x\n").unwrap_err();
+        let err = ProcessInfo::parse(9, b"9 (x) S 1 9 9", STATUS).unwrap_err();
+        assert!(err.to_string().contains("starttime"), "{err}");
+        let err = ProcessInfo::parse(9, &stat("9 (x) S 1 9"), b"Name: x\n").unwrap_err();
         assert!(err.to_string().contains("status"), "{err}");
     }
 }

@@ -69,6 +69,20 @@ pub enum Reason {
     HiddenCatatonic,
     /// ORPHANED: the master is outside the pid namespace CRIU would dump.
     MasterOutsidePidNs,
+    /// ORPHANED: the master is in the owner's pid namespace but not in the process tree CRIU
+    /// dumps (the owner and its descendants): a `--pid=host` container, a shared pod pid
+    /// namespace, `--pid=container:X`.
+    MasterOutsideTree,
+    /// CATATONIC: the leader is alive but nobody holds a read end of this uncovered direct or
+    /// offset mount; CRIU's probe (reference §3.6) makes it catatonic and CRIU dumps it so,
+    /// leaving it catatonic.
+    ProbeMakesCatatonic,
+    /// UNSUPPORTED: an option the kernel printed does not fit CRIU's int (`timeout=`), and
+    /// CRIU's `parse_options()` fails.
+    OptionOutOfIntRange,
+    /// ERROR: no complete mount table of the namespace could be read (one report stands for
+    /// the whole namespace, `mount_id` 0).
+    MountTableUnreadable,
     /// UNSUPPORTED: no `pipe_ino`.
     NoPipeIno,
     /// ERROR: a required option is missing.
@@ -94,6 +108,10 @@ impl Reason {
             Self::ReadEndDelegated => "READ_END_DELEGATED",
             Self::HiddenCatatonic => "HIDDEN_CATATONIC",
             Self::MasterOutsidePidNs => "MASTER_OUTSIDE_PID_NS",
+            Self::MasterOutsideTree => "MASTER_OUTSIDE_TREE",
+            Self::ProbeMakesCatatonic => "PROBE_MAKES_CATATONIC",
+            Self::OptionOutOfIntRange => "OPTION_OUT_OF_INT_RANGE",
+            Self::MountTableUnreadable => "MOUNT_TABLE_UNREADABLE",
             Self::NoPipeIno => "NO_PIPE_INO",
             Self::MissingOption => "MISSING_OPTION",
             Self::InvalidOption => "INVALID_OPTION",
@@ -145,10 +163,17 @@ pub struct MountReport {
     pub mount_id: u32,
     /// Parent mount id.
     pub parent_id: u32,
-    /// Mount point, unescaped.
+    /// Mount point as a string: the unescaped bytes written with [`crate::escape`]'s lossless
+    /// convention (invalid UTF-8 as `\xHH`, backslash as `\\`).
     pub mount_point: String,
-    /// Mount source.
+    /// Mount point, exact bytes (base64 in JSON, as proto3's JSON mapping writes `bytes`).
+    #[serde(serialize_with = "base64_bytes")]
+    pub mount_point_bytes: Vec<u8>,
+    /// Mount source as a string (same convention as `mount_point`).
     pub source: String,
+    /// Mount source, exact bytes.
+    #[serde(serialize_with = "base64_bytes")]
+    pub source_bytes: Vec<u8>,
     /// Device major.
     pub major: u32,
     /// Device minor.
@@ -199,6 +224,11 @@ pub struct MountReport {
     pub timeout: u64,
     /// Whether CRIU could dump this mount now.
     pub dumpable: bool,
+}
+
+fn base64_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    use base64::Engine as _;
+    s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 impl MountReport {

@@ -1,39 +1,50 @@
-//! One scan of a node: processes grouped by mount namespace, one `mountinfo` read per
-//! namespace, one pipe census, one verdict per autofs mount. Nothing here opens or stats a
-//! mount point, and nothing reads from a pipe.
+//! One scan of a node: processes grouped by mount namespace, one complete `mountinfo` read
+//! per namespace, one pipe census, the view judged, one verdict per autofs mount. Nothing here
+//! opens or stats a mount point, and nothing reads from a pipe.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 
 use serde::Serialize;
 
 use crate::attribution::Attribution;
 use crate::error::Result;
+use crate::escape::escape;
+use crate::holders::HolderMemo;
 use crate::mountinfo::{MountInfo, looks_like_autofs};
-use crate::options::{AutofsOptions, PipeIno};
-use crate::pidns::namespace_owner;
+use crate::options::{AutofsOptions, MountMode, PipeIno};
 use crate::pipes::{Fionread, PipeIndex, QueueProbe};
 use crate::proc_root::{ProcRoot, ReadFailure, parse_ns_link};
 use crate::process::ProcessTable;
 use crate::report::{MountReport, MountState, Reason};
-use crate::verdict::{Facts, judge};
+use crate::tree::namespace_owner;
+use crate::verdict::{Facts, ProbeReach, judge};
+use crate::view::{SelfFacts, View};
 
-/// Scans one proc root.
+/// Scans one proc root. Keeps, across scans, where the read ends of orphan candidates were
+/// found ([`HolderMemo`]), so that repeated scans stay cheap on busy nodes.
 #[derive(Debug)]
 pub struct Scanner<Q = Fionread> {
     root: ProcRoot,
     node: String,
     probe: Q,
+    holders: Mutex<HolderMemo>,
 }
 
 /// The result of one scan.
 #[derive(Debug, Clone, Serialize)]
 pub struct Scan {
-    /// One report per autofs mount per mount namespace, by namespace then mount id.
+    /// One report per autofs mount per mount namespace, by namespace then mount id; plus one
+    /// ERROR report (`mount_id` 0, reason `MOUNT_TABLE_UNREADABLE`) per namespace whose mount
+    /// table could not be read completely.
     pub reports: Vec<MountReport>,
     /// Every mount namespace seen, with the container that owns it (so a workload without
     /// autofs mounts is known to exist and to have nothing blocking).
     pub namespaces: Vec<NamespaceInfo>,
+    /// What the scan could see. When restricted, namespaces may be missing altogether and
+    /// verdicts that would rest on an absence are ERROR.
+    pub view: View,
     /// What the scan looked at.
     pub stats: ScanStats,
 }
@@ -43,8 +54,8 @@ pub struct Scan {
 pub struct NamespaceInfo {
     /// Mount namespace inode.
     pub mnt_ns: u64,
-    /// Host pid of the owner: the container init for namespaces with autofs mounts, the
-    /// lowest pid otherwise.
+    /// Host pid of the owner: the root of the process tree CRIU dumps (the container init);
+    /// 0 when it could not be read.
     pub owner_pid: i32,
     /// Container owning the namespace, if any.
     pub container_id: String,
@@ -54,6 +65,8 @@ pub struct NamespaceInfo {
     pub pids: Vec<i32>,
     /// Number of autofs mounts in the namespace.
     pub autofs_mounts: usize,
+    /// Why the namespace's mount table could not be read completely, if it could not.
+    pub mount_table_error: Option<String>,
 }
 
 /// Counters of one scan.
@@ -67,26 +80,50 @@ pub struct ScanStats {
     pub unreadable: usize,
     /// Mount namespaces seen.
     pub mount_namespaces: usize,
-    /// fds listed by the pipe census.
+    /// fds listed: the leaders' and, when a census ran, every process's.
     pub fds: usize,
+    /// Pipes that needed a whole-node census this scan (0 in the steady state).
+    pub census_pipes: usize,
     /// Mountinfo lines that were not autofs and could not be parsed (ignored).
     pub ignored_lines: usize,
 }
 
-/// The processes of one mount namespace and its autofs lines.
+/// An autofs line: parsed, or its raw bytes with why it could not be parsed.
+type AutofsLine = std::result::Result<MountInfo, (Vec<u8>, String)>;
+
+/// The processes of one mount namespace and what its mount table says.
+#[derive(Default)]
 struct Namespace {
     pids: Vec<i32>,
-    lines: Vec<Result<MountInfo, (String, String)>>,
+    table: Option<Table>,
+    table_error: Option<String>,
+}
+
+/// The parts of one complete mount table the verdicts need.
+struct Table {
+    /// Pid whose `mountinfo` (and root) gave the complete view.
+    reader: i32,
+    autofs: Vec<AutofsLine>,
+    /// Mount ids whose root another mount sits on.
+    covered: HashSet<u32>,
+    /// An autofs mount at `/`, `/dev` or `/dev/autofs`: looking up `/dev/autofs` would walk
+    /// onto it.
+    autofs_on_dev_path: bool,
 }
 
 impl Scanner<Fionread> {
     /// A scanner of `proc_root` (normally `/proc`, or `/host/proc` in a container) reporting
-    /// as `node`. Fails when the proc root cannot be opened.
+    /// as `node`.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::ProcRoot`] when the proc root cannot be opened.
     pub fn new(proc_root: impl Into<PathBuf>, node: impl Into<String>) -> Result<Self> {
         Ok(Self {
             root: ProcRoot::open(proc_root)?,
             node: node.into(),
             probe: Fionread,
+            holders: Mutex::default(),
         })
     }
 }
@@ -98,6 +135,7 @@ impl<Q: QueueProbe> Scanner<Q> {
             root: self.root,
             node: self.node,
             probe,
+            holders: self.holders,
         }
     }
 
@@ -107,25 +145,38 @@ impl<Q: QueueProbe> Scanner<Q> {
     }
 
     /// Runs one scan. Only an unreadable proc root is an error; everything per-process or
-    /// per-mount ends up in the reports or the stats.
+    /// per-mount ends up in the reports, the view or the stats.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::ProcRoot`] when the proc root cannot be listed.
     pub fn scan(&self) -> Result<Scan> {
         let pids = self.root.pids()?;
         let mut stats = ScanStats {
             processes: pids.len(),
             ..ScanStats::default()
         };
-        let mut namespaces = self.group_by_mount_namespace(&pids, &mut stats);
+        let mut denied = Vec::new();
+        let mut namespaces = self.group_by_mount_namespace(&pids, &mut stats, &mut denied);
         stats.mount_namespaces = namespaces.len();
         for ns in namespaces.values_mut() {
-            ns.lines = self.autofs_lines(&ns.pids, &mut stats);
+            match self.mount_table(&ns.pids, &mut stats) {
+                Ok(table) => ns.table = Some(table),
+                Err(why) => ns.table_error = Some(why),
+            }
         }
+        let needs_verdicts = |ns: &Namespace| {
+            ns.table_error.is_some() || ns.table.as_ref().is_some_and(|t| !t.autofs.is_empty())
+        };
+
         // Namespaces without autofs mounts only need attribution: one cgroup read each.
+        let mut table = ProcessTable::new(&self.root);
         let mut all_namespaces: Vec<NamespaceInfo> = namespaces
             .iter()
-            .filter(|(_, ns)| ns.lines.is_empty())
+            .filter(|(_, ns)| !needs_verdicts(ns))
             .map(|(&mnt_ns, ns)| {
                 let owner_pid = ns.pids[0];
-                let attribution = self.attribution(owner_pid);
+                let attribution = table.attribution(owner_pid).clone();
                 NamespaceInfo {
                     mnt_ns,
                     owner_pid,
@@ -133,14 +184,20 @@ impl<Q: QueueProbe> Scanner<Q> {
                     pod_uid: attribution.pod_uid,
                     pids: ns.pids.clone(),
                     autofs_mounts: 0,
+                    mount_table_error: None,
                 }
             })
             .collect();
-        namespaces.retain(|_, ns| !ns.lines.is_empty());
+        namespaces.retain(|_, ns| needs_verdicts(ns));
 
         let parsed: Vec<_> = namespaces
             .iter()
-            .flat_map(|(&mnt_ns, ns)| ns.lines.iter().map(move |line| (mnt_ns, line)))
+            .flat_map(|(&mnt_ns, ns)| {
+                ns.table
+                    .iter()
+                    .flat_map(|t| t.autofs.iter())
+                    .map(move |line| (mnt_ns, line))
+            })
             .map(|(mnt_ns, line)| {
                 let options = line
                     .as_ref()
@@ -159,30 +216,84 @@ impl<Q: QueueProbe> Scanner<Q> {
                 _ => None,
             })
             .collect();
-        let pipes = PipeIndex::build(&self.root, &pids, &wanted);
+        // CRIU's lookup first: each distinct leader's fds, once. Then only the pipes whose
+        // leader holds no read end are looked for elsewhere (see `holders`).
+        let mut leaders: Vec<i32> = parsed
+            .iter()
+            .filter_map(|(_, _, o)| match o {
+                Some(Ok(o)) if o.fd != -1 && o.pgrp > 0 => Some(o.pgrp),
+                _ => None,
+            })
+            .collect();
+        leaders.sort_unstable();
+        leaders.dedup();
+        let mut pipes = PipeIndex::build(&self.root, &leaders, &wanted);
+        let candidates: HashSet<u64> = parsed
+            .iter()
+            .filter_map(|(_, _, o)| match o {
+                Some(Ok(AutofsOptions {
+                    fd,
+                    pgrp,
+                    pipe_ino: Some(PipeIno::Ino(ino)),
+                    ..
+                })) if *fd != -1 && *pgrp > 0 => {
+                    let leader_reads = pipes
+                        .ends(*ino)
+                        .iter()
+                        .any(|e| e.pid == *pgrp && e.is_read_end());
+                    (!leader_reads).then_some(*ino)
+                }
+                _ => None,
+            })
+            .collect();
+        {
+            let mut holders = self.holders.lock().unwrap_or_else(PoisonError::into_inner);
+            holders.retain(&wanted);
+            stats.census_pipes =
+                holders.locate(&self.root, &self.probe, &pids, &mut pipes, &candidates);
+        }
         stats.fds = pipes.fds_seen();
         stats.unreadable += pipes.unreadable().len();
 
-        let mut table = ProcessTable::new(&self.root);
+        let unknown_namespaces = denied.len();
+        denied.extend(pipes.unreadable().iter().map(|u| u.message.clone()));
+        let mut view = View::judge(
+            &SelfFacts::read(&self.root),
+            pids.contains(&1),
+            (&denied, denied.len()),
+        );
+        view.unknown_namespaces = unknown_namespaces;
+
         let mut owners = BTreeMap::new();
+        let mut reports = Vec::with_capacity(parsed.len());
         for (&mnt_ns, ns) in &namespaces {
             let owner = namespace_owner(&mut table, &ns.pids);
-            let attribution = owner.map(|pid| self.attribution(pid)).unwrap_or_default();
+            let attribution = owner
+                .map(|pid| table.attribution(pid).clone())
+                .unwrap_or_default();
             all_namespaces.push(NamespaceInfo {
                 mnt_ns,
                 owner_pid: owner.unwrap_or(0),
                 container_id: attribution.container_id.clone(),
                 pod_uid: attribution.pod_uid.clone(),
                 pids: ns.pids.clone(),
-                autofs_mounts: ns.lines.len(),
+                autofs_mounts: ns.table.as_ref().map_or(0, |t| t.autofs.len()),
+                mount_table_error: ns.table_error.clone(),
             });
+            if let Some(why) = &ns.table_error {
+                let mut report = self.base_report(mnt_ns, None, owner, &attribution);
+                report.message =
+                    format!("cannot list the autofs mounts of mount namespace {mnt_ns}: {why}");
+                report.reason = Reason::MountTableUnreadable;
+                reports.push(report);
+            }
             owners.insert(mnt_ns, (owner, attribution));
         }
 
-        let mut reports = Vec::with_capacity(parsed.len());
+        let mut dev_autofs: HashMap<u64, std::result::Result<bool, String>> = HashMap::new();
         for (mnt_ns, line, options) in parsed {
             let (owner, attribution) = &owners[&mnt_ns];
-            let mut report = self.base_report(mnt_ns, line, *owner, attribution);
+            let mut report = self.base_report(mnt_ns, Some(line), *owner, attribution);
             match (line, options) {
                 (Err((_, why)), _) => {
                     set_error(&mut report, Reason::MalformedMountinfo, why.clone());
@@ -195,12 +306,29 @@ impl<Q: QueueProbe> Scanner<Q> {
                     };
                     set_error(&mut report, reason, e.to_string());
                 }
-                (Ok(_), Some(Ok(options))) => {
+                (Ok(m), Some(Ok(options))) => {
+                    let ns = &namespaces[&mnt_ns];
+                    let Some(ns_table) = ns.table.as_ref() else {
+                        unreachable!("autofs lines come from a namespace's table")
+                    };
+                    let reach = ProbeReach {
+                        covered: ns_table.covered.contains(&m.mount_id),
+                        dev_autofs: if options.mode == MountMode::Indirect {
+                            Ok(false) // never consulted: indirect roots are never probed
+                        } else {
+                            dev_autofs
+                                .entry(mnt_ns)
+                                .or_insert_with(|| self.dev_autofs(ns_table))
+                                .clone()
+                        },
+                    };
                     let mut facts = Facts {
                         table: &mut table,
                         pipes: &pipes,
                         probe: &self.probe,
                         owner: *owner,
+                        view: &view,
+                        reach: &reach,
                     };
                     judge(&mut report, &options, &mut facts);
                 }
@@ -208,25 +336,22 @@ impl<Q: QueueProbe> Scanner<Q> {
             }
             reports.push(report);
         }
+        // Stable: within a namespace, mountinfo order (its placeholder, if any, first).
+        reports.sort_by_key(|r| r.mnt_ns);
         all_namespaces.sort_unstable_by_key(|n| n.mnt_ns);
         Ok(Scan {
             reports,
             namespaces: all_namespaces,
+            view,
             stats,
         })
-    }
-
-    fn attribution(&self, pid: i32) -> Attribution {
-        self.root
-            .read_to_string(pid, "cgroup")
-            .map(|text| Attribution::from_cgroup(&text))
-            .unwrap_or_default()
     }
 
     fn group_by_mount_namespace(
         &self,
         pids: &[i32],
         stats: &mut ScanStats,
+        denied: &mut Vec<String>,
     ) -> BTreeMap<u64, Namespace> {
         let mut namespaces: BTreeMap<u64, Namespace> = BTreeMap::new();
         for &pid in pids {
@@ -234,63 +359,148 @@ impl<Q: QueueProbe> Scanner<Q> {
                 Ok(target) => {
                     let bytes = std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str());
                     if let Some(ino) = parse_ns_link(bytes, "mnt") {
-                        namespaces
-                            .entry(ino)
-                            .or_insert_with(|| Namespace {
-                                pids: Vec::new(),
-                                lines: Vec::new(),
-                            })
-                            .pids
-                            .push(pid);
+                        namespaces.entry(ino).or_default().pids.push(pid);
                     }
                 }
                 Err(e) => match ReadFailure::of(&e) {
                     ReadFailure::Vanished => stats.vanished += 1,
-                    _ => stats.unreadable += 1,
+                    _ => {
+                        stats.unreadable += 1;
+                        denied.push(format!(
+                            "cannot read {}: {e}",
+                            self.root.pid_path(pid, "ns/mnt").display()
+                        ));
+                    }
                 },
             }
         }
         namespaces
     }
 
-    /// Reads the namespace's mountinfo through the first member still alive and keeps the
-    /// autofs lines: parsed, or the raw line with why it could not be parsed.
-    fn autofs_lines(
+    /// Reads one complete view of the namespace's mount table: through a member whose root is
+    /// the namespace root (`mountinfo` only shows what the reader's root can reach, so a
+    /// chrooted member hides every mount outside its root), never accepting an empty table.
+    ///
+    /// Returns why no member gave a complete view (each member tried, and what was wrong).
+    fn mount_table(
         &self,
         pids: &[i32],
         stats: &mut ScanStats,
-    ) -> Vec<Result<MountInfo, (String, String)>> {
+    ) -> std::result::Result<Table, String> {
+        let mut tried = Vec::new();
+        let mut rootless = Vec::new();
         for &pid in pids {
-            let text = match self.root.read_to_string(pid, "mountinfo") {
-                Ok(text) => text,
-                Err(e) => {
-                    match ReadFailure::of(&e) {
-                        ReadFailure::Vanished => stats.vanished += 1,
-                        _ => stats.unreadable += 1,
-                    }
+            match self.root.read_link(pid, "root") {
+                Ok(root) if root.as_encoded_bytes() == b"/" => {}
+                Ok(root) => {
+                    note_attempt(
+                        &mut tried,
+                        pid,
+                        format!(
+                            "its root is {} (chrooted: a partial view)",
+                            escape(root.as_encoded_bytes())
+                        ),
+                    );
                     continue;
                 }
-            };
-            let mut lines = Vec::new();
-            for line in text.lines() {
-                match MountInfo::parse(line) {
-                    Ok(m) if m.fstype == "autofs" => lines.push(Ok(m)),
-                    Ok(_) => {}
-                    Err(e) if looks_like_autofs(line) => {
-                        lines.push(Err((line.to_owned(), e.to_string())))
-                    }
-                    Err(_) => stats.ignored_lines += 1,
+                // A tree shaped like /proc without `root` links, or with a directory in their
+                // place (a live process always has the link): whether the view is complete
+                // cannot be checked; tried last.
+                Err(e)
+                    if ReadFailure::of(&e) == ReadFailure::Vanished
+                        || e.raw_os_error() == Some(nix::libc::EINVAL) =>
+                {
+                    rootless.push(pid);
+                    continue;
+                }
+                Err(e) => {
+                    stats.unreadable += 1;
+                    note_attempt(&mut tried, pid, format!("root: {e}"));
+                    continue;
                 }
             }
-            return lines;
+            match self.read_mountinfo(pid, stats) {
+                Ok(text) => return Ok(parse_table(pid, &text, stats)),
+                Err(why) => note_attempt(&mut tried, pid, why),
+            }
         }
-        Vec::new()
+        for pid in rootless {
+            match self.read_mountinfo(pid, stats) {
+                Ok(text) => return Ok(parse_table(pid, &text, stats)),
+                Err(why) => note_attempt(&mut tried, pid, why),
+            }
+        }
+        Err(format!(
+            "no member gave a complete mount table ({}{})",
+            tried.join("; "),
+            if pids.len() > tried.len() {
+                format!("; {} member(s) in all", pids.len())
+            } else {
+                String::new()
+            }
+        ))
+    }
+
+    /// `mountinfo` of `pid`, never empty (every namespace has a root mount).
+    fn read_mountinfo(
+        &self,
+        pid: i32,
+        stats: &mut ScanStats,
+    ) -> std::result::Result<Vec<u8>, String> {
+        match self.root.read(pid, "mountinfo") {
+            Ok(text) if text.iter().all(u8::is_ascii_whitespace) => {
+                Err("mountinfo: empty".to_owned())
+            }
+            Ok(text) => Ok(text),
+            Err(e) => {
+                match ReadFailure::of(&e) {
+                    ReadFailure::Vanished => stats.vanished += 1,
+                    ReadFailure::Denied => stats.unreadable += 1,
+                    ReadFailure::Other => {}
+                }
+                Err(format!("mountinfo: {e}"))
+            }
+        }
+    }
+
+    /// Whether the namespace has `/dev/autofs`, looked up through the table's reader (whose
+    /// root is the namespace root, as CRIU's after `setns`) — but only when no autofs mount
+    /// sits on the way, so the lookup can never trigger one.
+    fn dev_autofs(&self, table: &Table) -> std::result::Result<bool, String> {
+        if table.autofs_on_dev_path {
+            return Err(
+                "an autofs mount sits on /, /dev or /dev/autofs, so /dev/autofs is not looked up (that could trigger it)"
+                    .into(),
+            );
+        }
+        let found = self
+            .root
+            .exists_in_root(table.reader, "dev/autofs")
+            .map_err(|e| {
+                format!(
+                    "cannot look up /dev/autofs through {}: {e}",
+                    self.root.pid_path(table.reader, "root").display()
+                )
+            })?;
+        // ENOENT from a reader that has exited is no answer about /dev.
+        if !found
+            && self
+                .root
+                .read_link(table.reader, "root")
+                .is_err_and(|e| ReadFailure::of(&e) == ReadFailure::Vanished)
+        {
+            return Err(format!(
+                "pid {} exited while /dev/autofs was looked up through it",
+                table.reader
+            ));
+        }
+        Ok(found)
     }
 
     fn base_report(
         &self,
         mnt_ns: u64,
-        line: &Result<MountInfo, (String, String)>,
+        line: Option<&AutofsLine>,
         owner: Option<i32>,
         attribution: &Attribution,
     ) -> MountReport {
@@ -299,7 +509,9 @@ impl<Q: QueueProbe> Scanner<Q> {
             mount_id: 0,
             parent_id: 0,
             mount_point: String::new(),
+            mount_point_bytes: Vec::new(),
             source: String::new(),
+            source_bytes: Vec::new(),
             major: 0,
             minor: 0,
             criu_s_dev: 0,
@@ -327,24 +539,95 @@ impl<Q: QueueProbe> Scanner<Q> {
             dumpable: false,
         };
         match line {
-            Ok(m) => {
+            Some(Ok(m)) => {
                 report.mount_id = m.mount_id;
                 report.parent_id = m.parent_id;
-                report.mount_point = m.mount_point.clone();
-                report.source = m.source.clone();
+                report.mount_point = escape(&m.mount_point);
+                report.mount_point_bytes = m.mount_point.clone();
+                report.source = escape(&m.source);
+                report.source_bytes = m.source.clone();
                 report.major = m.major;
                 report.minor = m.minor;
                 report.criu_s_dev = m.criu_s_dev();
-                report.options = m.super_options.clone();
+                report.options = escape(&m.super_options);
             }
-            Err((raw, _)) => {
+            Some(Err((raw, _))) => {
                 // Keep what can be salvaged so the operator can find the mount.
-                let mut fields = raw.split(' ');
-                report.mount_id = fields.next().and_then(|t| t.parse().ok()).unwrap_or(0);
-                report.options = raw.clone();
+                let mut fields = raw.split(|&b| b == b' ');
+                report.mount_id = fields
+                    .next()
+                    .and_then(|t| std::str::from_utf8(t).ok()?.parse().ok())
+                    .unwrap_or(0);
+                if let Some(point) = fields.nth(3) {
+                    let point = crate::mountinfo::unescape(point);
+                    report.mount_point = escape(&point);
+                    report.mount_point_bytes = point;
+                }
+                report.options = escape(raw);
             }
+            None => {}
         }
         report
+    }
+}
+
+/// Parses a complete mount table: its autofs lines, which mounts are covered, and whether an
+/// autofs mount lies on the path to `/dev/autofs`.
+fn parse_table(reader: i32, text: &[u8], stats: &mut ScanStats) -> Table {
+    let mut autofs = Vec::new();
+    let mut all = Vec::new();
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        match MountInfo::parse(line) {
+            Ok(m) if m.is_autofs() => autofs.push(Ok(m)),
+            Ok(m) if looks_like_autofs(line) => {
+                autofs.push(Err((line.to_vec(), format!(
+                    "malformed mountinfo line: it names autofs after a separator, but parses as a {} mount",
+                    escape(&m.fstype)
+                ))));
+            }
+            Ok(m) => all.push((m.parent_id, m.mount_point)),
+            Err(e) if looks_like_autofs(line) => autofs.push(Err((line.to_vec(), e.to_string()))),
+            Err(_) => stats.ignored_lines += 1,
+        }
+    }
+    let mut covered = HashSet::new();
+    let mut autofs_on_dev_path = false;
+    if !autofs.is_empty() {
+        let autofs_points: HashMap<u32, &[u8]> = autofs
+            .iter()
+            .filter_map(|l| l.as_ref().ok())
+            .map(|m| (m.mount_id, m.mount_point.as_slice()))
+            .collect();
+        let on_top = all
+            .iter()
+            .map(|(parent, point)| (*parent, point.as_slice()))
+            .chain(
+                autofs
+                    .iter()
+                    .filter_map(|l| l.as_ref().ok())
+                    .map(|m| (m.parent_id, m.mount_point.as_slice())),
+            );
+        for (parent, point) in on_top {
+            if autofs_points.get(&parent).is_some_and(|p| *p == point) {
+                covered.insert(parent);
+            }
+        }
+        autofs_on_dev_path = autofs_points
+            .values()
+            .any(|p| matches!(*p, b"/" | b"/dev" | b"/dev/autofs"));
+    }
+    Table {
+        reader,
+        autofs,
+        covered,
+        autofs_on_dev_path,
+    }
+}
+
+/// Keeps the first few failed attempts for the error message.
+fn note_attempt(tried: &mut Vec<String>, pid: i32, why: String) {
+    if tried.len() < 4 {
+        tried.push(format!("pid {pid}: {why}"));
     }
 }
 

@@ -5,6 +5,7 @@ use crate::options::{AutofsOptions, MountMode, PipeIno};
 use crate::pipes::{PipeEnd, PipeIndex, QueueProbe};
 use crate::process::{ProcessTable, Unavailable};
 use crate::report::{AutofsEntry, MountReport, MountState, Reason};
+use crate::view::View;
 
 /// Size of one request packet as the kernel writes it for protocol `version`
 /// (reference §7.4): `autofs_v5_packet` is 304 bytes on 64-bit, 300 on 32-bit; v3/v4 272.
@@ -16,6 +17,17 @@ pub fn packet_size(version: u32) -> u64 {
     }
 }
 
+/// Whether CRIU's probe (reference §3.6) can reach a mount's root, as far as the mount
+/// namespace decides it: the mount table and `/dev/autofs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeReach {
+    /// Another mount sits on the mount's root (the open would land in it).
+    pub covered: bool,
+    /// Whether the namespace has `/dev/autofs` (CRIU opens it after entering the namespace);
+    /// `Err` with why it could not be told.
+    pub dev_autofs: Result<bool, String>,
+}
+
 /// Everything a verdict may consult.
 pub struct Facts<'t, 'r> {
     /// Process facts of this scan.
@@ -24,20 +36,41 @@ pub struct Facts<'t, 'r> {
     pub pipes: &'t PipeIndex,
     /// How queued bytes are measured.
     pub probe: &'t dyn QueueProbe,
-    /// Host pid owning the mount's namespace.
+    /// Host pid owning the mount's namespace: the root of the process tree CRIU dumps.
     pub owner: Option<i32>,
+    /// What the inspector can see; when restricted, no verdict rests on an absence.
+    pub view: &'t View,
+    /// Whether CRIU's probe could reach this mount's root.
+    pub reach: &'t ProbeReach,
 }
 
 /// Fills state, reason, message, entry and pipe details of `report` for a mount whose options
-/// parsed, following CRIU's order: catatonic fast path, read end in the leader, emptiness,
-/// write end, pgrp virtualisation.
+/// parsed, following CRIU's order: option conversion, catatonic fast path, read end in the
+/// leader, emptiness, probe, write end, pgrp virtualisation.
 pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Facts<'_, '_>) {
     report.host_pgrp = options.pgrp;
     report.strictexpire = options.strictexpire;
     report.ignore = options.ignore;
     report.proto_version = options.proto_version();
-    report.timeout = u64::try_from(options.timeout).unwrap_or(0);
-    let mut entry = base_entry(options);
+    report.timeout = options.timeout;
+    note_wrapped_ids(report, options);
+
+    // CRIU's parse_options() converts every number before it looks at any of them.
+    let timeout = match options.criu_timeout() {
+        Ok(timeout) => timeout,
+        Err(criu_says) => {
+            return set(
+                report,
+                MountState::Unsupported,
+                Reason::OptionOutOfIntRange,
+                format!(
+                    "{criu_says}: CRIU cannot parse timeout={} (the kernel prints an unsigned long, CRIU's xatoi wants an int) and the dump fails",
+                    options.timeout
+                ),
+            );
+        }
+    };
+    let mut entry = base_entry(options, timeout);
 
     let ino = match options.pipe_ino {
         None => {
@@ -149,10 +182,17 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
         entry.read_fd = Some(read_end.fd);
     }
 
-    let virtual_pgrp = facts
+    // CRIU's pid_to_virt(): the master must be a task of the dumped tree.
+    let master = facts
         .owner
-        .and_then(|owner| facts.table.translate(pgrp, owner));
-    if let Some(vpgrp) = virtual_pgrp {
+        .ok_or_else(|| {
+            Unavailable::Failed(format!(
+                "the owner of mount namespace {} (the root of the process tree CRIU dumps) could not be read",
+                report.mnt_ns
+            ))
+        })
+        .and_then(|owner| dumped_tree_membership(facts.table, pgrp, owner));
+    if let Ok(Membership::Inside(vpgrp)) = master {
         entry.pgrp = vpgrp;
     }
     report.entry = Some(entry);
@@ -168,18 +208,28 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
             ),
         );
     }
-    if virtual_pgrp.is_none() {
-        let owner = facts
-            .owner
-            .map_or_else(|| "unknown".to_owned(), |o| o.to_string());
-        return set(
-            report,
-            MountState::Orphaned,
-            Reason::MasterOutsidePidNs,
-            format!(
-                "failed to find pstree item with pid {pgrp}. Non-catatonic mount without master? (the master is outside the pid namespace of the mount namespace's owner, pid {owner})"
-            ),
-        );
+    match master {
+        Err(why) => {
+            return set(
+                report,
+                MountState::Error,
+                Reason::ProcUnreadable,
+                format!(
+                    "cannot tell whether master {pgrp} is in the process tree CRIU dumps: {why}"
+                ),
+            );
+        }
+        Ok(Membership::Inside(_)) => {}
+        Ok(outside) => {
+            let (reason, why) = outside_message(facts, pgrp, &outside);
+            let criu_says = format!(
+                "failed to find pstree item with pid {pgrp}. Non-catatonic mount without master? ({why})"
+            );
+            if facts.view.restricted {
+                return restricted(report, &criu_says, facts.view);
+            }
+            return set(report, MountState::Orphaned, reason, criu_says);
+        }
     }
     let write = if criu_sees_write_end {
         format!("and its write end fd {}", options.fd)
@@ -206,9 +256,108 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
     );
 }
 
-/// The leader holds no read end: delegated, leader gone with its group alive, or hidden
-/// catatonic. CRIU fails on all of them (or, for an uncovered direct mount, turns it catatonic
-/// with its probe).
+/// Where a master stands relative to the process tree CRIU dumps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Membership {
+    /// A task of the tree; its pid in the owner's pid namespace.
+    Inside(i32),
+    /// Not even visible in the owner's pid namespace.
+    OutsidePidNs { owner: i32 },
+    /// In the owner's pid namespace, but not the owner nor a descendant of it.
+    OutsideTree { owner: i32 },
+}
+
+fn dumped_tree_membership(
+    table: &mut ProcessTable<'_>,
+    pgrp: i32,
+    owner: i32,
+) -> Result<Membership, Unavailable> {
+    let Some(vpgrp) = table.translate(pgrp, owner)? else {
+        return Ok(Membership::OutsidePidNs { owner });
+    };
+    Ok(if table.descends_from(pgrp, owner)? {
+        Membership::Inside(vpgrp)
+    } else {
+        Membership::OutsideTree { owner }
+    })
+}
+
+/// Reason and explanation for a master outside the dumped tree: who the master is, which
+/// container it belongs to, and which tree CRIU dumps.
+fn outside_message(facts: &mut Facts<'_, '_>, pgrp: i32, outside: &Membership) -> (Reason, String) {
+    let (reason, owner, place) = match *outside {
+        Membership::OutsidePidNs { owner } => (
+            Reason::MasterOutsidePidNs,
+            owner,
+            "the master is outside the pid namespace of the mount namespace's owner",
+        ),
+        Membership::OutsideTree { owner } => (
+            Reason::MasterOutsideTree,
+            owner,
+            "the master is not in the process tree CRIU dumps for this mount namespace",
+        ),
+        Membership::Inside(_) => unreachable!("only called for masters outside the tree"),
+    };
+    let who = |facts: &mut Facts<'_, '_>, pid: i32| {
+        let comm = facts
+            .table
+            .info(pid)
+            .map(|i| i.comm())
+            .unwrap_or_else(|_| "?".into());
+        let attribution = facts.table.attribution(pid);
+        let home = if !attribution.container_id.is_empty() {
+            format!("container {}", short_id(&attribution.container_id))
+        } else if !attribution.pod_uid.is_empty() {
+            format!("pod {}", attribution.pod_uid)
+        } else {
+            "the host".to_owned()
+        };
+        format!("pid {pid} ({comm}) of {home}")
+    };
+    let master = who(facts, pgrp);
+    let root = who(facts, owner);
+    (
+        reason,
+        format!("{place}: the master is {master}; CRIU dumps the tree rooted at {root}"),
+    )
+}
+
+fn short_id(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
+}
+
+/// An ORPHANED verdict that rests on something being absent, in a view where absent may mean
+/// hidden: ERROR instead, saying what CRIU would do if the absence is real.
+fn restricted(report: &mut MountReport, criu_says: &str, view: &View) {
+    set(
+        report,
+        MountState::Error,
+        Reason::ProcUnreadable,
+        format!(
+            "cannot tell a live master from a gone one: {}. If nothing is hidden, CRIU would fail: {criu_says}",
+            view.summary()
+        ),
+    );
+}
+
+/// Notes where CRIU's `%d` reading of `uid=`/`gid=` changes the value (reference §2).
+fn note_wrapped_ids(report: &mut MountReport, options: &AutofsOptions) {
+    for (name, raw, criu) in [
+        ("uid", options.uid, options.criu_uid()),
+        ("gid", options.gid, options.criu_gid()),
+    ] {
+        if let (Some(raw), Some(criu)) = (raw, criu)
+            && i64::from(raw) != i64::from(criu)
+        {
+            report.criu_notes.push(format!(
+                "{name}={raw} exceeds INT_MAX: CRIU reads it with sscanf(\"%d\") and records {name} {criu}; its restore then mounts with {name}={criu}, which the kernel rejects (EINVAL), so the restore fails"
+            ));
+        }
+    }
+}
+
+/// The leader holds no read end: delegated, leader gone with its group alive, hidden
+/// catatonic, or (direct and offset mounts) saved by CRIU's probe.
 fn orphaned(
     report: &mut MountReport,
     options: &AutofsOptions,
@@ -232,7 +381,7 @@ fn orphaned(
     let mut holders = Vec::new();
     for end in ends.iter().filter(|e| e.is_read_end()) {
         if let Ok(info) = facts.table.info(end.pid) {
-            holders.push((info.pgrp != pgrp, *end, info.pgrp, info.comm.clone()));
+            holders.push((info.pgrp != pgrp, *end, info.pgrp, info.comm()));
         }
     }
     holders.sort_by_key(|(other_group, end, _, _)| (*other_group, end.pid, end.fd));
@@ -244,6 +393,9 @@ fn orphaned(
             "pid {} ({comm}, pgrp {holder_pgrp}) fd {}",
             holder.pid, holder.fd
         );
+        if !leader_alive && facts.view.restricted {
+            return restricted(report, &criu_says, facts.view);
+        }
         if !leader_alive && holder_pgrp == pgrp {
             report.criu_notes.push(
                 "CRIU searches only the process-group leader's fds, so it misses the group member that holds the read end".into(),
@@ -275,40 +427,205 @@ fn orphaned(
         );
     }
 
-    // The state is certain either way (the leader holds no read end, so CRIU fails); only
-    // the reason is, when some processes' fds could not be read, a best effort.
-    let caveat = match facts.pipes.unreadable() {
-        [] => String::new(),
-        unreadable => format!(
-            " (the fds of {} process(es) could not be read, e.g. {}; one of them might hold it)",
-            unreadable.len(),
-            unreadable[0].message
-        ),
-    };
-    if leader_alive {
-        report.criu_notes.push(match options.mode {
-            MountMode::Indirect => format!(
-                "CRIU's probe cannot trigger an indirect root: it would fail with \"Autofs {} is alive, but unreachable.\"",
-                report.mount_id
-            ),
-            MountMode::Direct | MountMode::Offset => "CRIU's probe would make this mount catatonic by touching its root (if uncovered) and then dump it".into(),
-        });
+    if !leader_alive {
+        let message = format!(
+            "{criu_says}: the daemon is gone and no process holds a read end: the mount is hidden catatonic (the next lookup makes it catatonic)"
+        );
+        if facts.view.restricted {
+            return restricted(report, &message, facts.view);
+        }
+        return set(
+            report,
+            MountState::Orphaned,
+            Reason::HiddenCatatonic,
+            message,
+        );
     }
-    let message = if leader_alive {
-        format!(
-            "{criu_says} No process holds a read end: the mount is hidden catatonic (the next lookup makes it catatonic){caveat}"
-        )
-    } else {
-        format!(
-            "{criu_says}: the daemon is gone and no process holds a read end: the mount is hidden catatonic (the next lookup makes it catatonic){caveat}"
-        )
-    };
-    set(
-        report,
-        MountState::Orphaned,
-        Reason::HiddenCatatonic,
-        message,
+    let hidden = format!(
+        "{criu_says} No process holds a read end: the mount is hidden catatonic (the next lookup makes it catatonic)"
     );
+    if options.mode == MountMode::Indirect {
+        // Certain whoever else holds what: CRIU's probe cannot trigger an indirect root.
+        report.criu_notes.push(format!(
+            "CRIU's probe cannot trigger an indirect root: it fails with \"Autofs {} is alive, but unreachable.\"",
+            report.mount_id
+        ));
+        // The state is certain (the leader holds no read end); only the reason is a best
+        // effort when some processes' fds could not be read.
+        let caveat = match facts.pipes.unreadable() {
+            [] => String::new(),
+            unreadable => format!(
+                " (the fds of {} process(es) could not be read, e.g. {}; one of them might hold it)",
+                unreadable.len(),
+                unreadable[0].message
+            ),
+        };
+        return set(
+            report,
+            MountState::Orphaned,
+            Reason::HiddenCatatonic,
+            format!("{hidden}{caveat}"),
+        );
+    }
+    probe(report, options, ino, &criu_says, &hidden, facts);
+}
+
+/// CRIU's probe of a direct or offset mount whose live leader holds no read end and for
+/// which nobody else holds one either (reference §3.6, §3.10 #2, #3): CRIU opens the root
+/// from the owner's pid namespace, the kernel's request finds no reader, the mount turns
+/// catatonic and is dumped so — unless the open cannot reach the kernel.
+fn probe(
+    report: &mut MountReport,
+    options: &AutofsOptions,
+    ino: u64,
+    criu_says: &str,
+    hidden: &str,
+    facts: &mut Facts<'_, '_>,
+) {
+    let pgrp = options.pgrp;
+    if facts.view.restricted {
+        // A hidden reader would answer the probe's request: the outcome rests on absence.
+        return restricted(report, hidden, facts.view);
+    }
+    if let [first, ..] = facts.pipes.unreadable() {
+        // Some fds could not be listed, so the census cannot prove that nobody reads the pipe;
+        // the kernel's reader count can, through any end the census did see.
+        let unknown = |why: String| {
+            format!(
+                "{hidden}. Whether CRIU's probe turns it catatonic (no reader anywhere) or fails (a reader answers) depends on the fds of {} process(es) that could not be read, e.g. {}{why}",
+                facts.pipes.unreadable().len(),
+                first.message
+            )
+        };
+        let through = facts.pipes.ends(ino).first().copied();
+        let readers = through.map(|end| {
+            let path = facts
+                .table
+                .root()
+                .pid_path(end.pid, &format!("fd/{}", end.fd));
+            facts.probe.has_readers(&path, ino)
+        });
+        match readers {
+            Some(Ok(Some(false))) => {}
+            Some(Ok(Some(true))) => {
+                return set(
+                    report,
+                    MountState::Orphaned,
+                    Reason::ReadEndDelegated,
+                    format!(
+                        "{criu_says} A process whose fds the agent cannot read holds a read end (the kernel counts a reader), e.g. {}: CRIU's probe request would go to it",
+                        first.message
+                    ),
+                );
+            }
+            Some(Err(e)) => {
+                return set(
+                    report,
+                    MountState::Error,
+                    Reason::ProcUnreadable,
+                    unknown(format!(
+                        "; the pipe's reader count could not be read either: {e}"
+                    )),
+                );
+            }
+            Some(Ok(None)) | None => {
+                return set(
+                    report,
+                    MountState::Error,
+                    Reason::ProcUnreadable,
+                    unknown(String::new()),
+                );
+            }
+        }
+    }
+    let unreachable = format!("Autofs {} is alive, but unreachable.", report.mount_id);
+    let blocked =
+        |why: String| format!("{hidden}. CRIU's probe cannot reach it ({why}): {unreachable}");
+    if facts.reach.covered {
+        return set(
+            report,
+            MountState::Orphaned,
+            Reason::HiddenCatatonic,
+            blocked("another mount covers its root, so CRIU's open lands in that mount".into()),
+        );
+    }
+    if report.minor >= 256 {
+        return set(
+            report,
+            MountState::Orphaned,
+            Reason::HiddenCatatonic,
+            blocked(format!(
+                "minor {} ≥ 256: CRIU passes the MKKDEV s_dev to AUTOFS_DEV_IOCTL_OPENMOUNT, which decodes it differently and finds no such mount",
+                report.minor
+            )),
+        );
+    }
+    match &facts.reach.dev_autofs {
+        Ok(true) => {}
+        Ok(false) => {
+            return set(
+                report,
+                MountState::Orphaned,
+                Reason::HiddenCatatonic,
+                blocked("the mount namespace has no /dev/autofs".into()),
+            );
+        }
+        Err(why) => {
+            return set(
+                report,
+                MountState::Error,
+                Reason::ProcUnreadable,
+                format!("{hidden}. Whether CRIU's probe can reach it is unknown: {why}"),
+            );
+        }
+    }
+    let Some(owner) = facts.owner else {
+        return set(
+            report,
+            MountState::Error,
+            Reason::ProcUnreadable,
+            format!(
+                "{hidden}. Whether CRIU's probe can reach it is unknown: the owner of mount namespace {} could not be read",
+                report.mnt_ns
+            ),
+        );
+    };
+    // The kernel writes a request only for a requester visible in the daemon's pid
+    // namespace; CRIU's requester lives in the owner's.
+    match facts.table.translate(owner, pgrp) {
+        Err(why) => set(
+            report,
+            MountState::Error,
+            Reason::ProcUnreadable,
+            format!("{hidden}. Whether CRIU's probe can reach it is unknown: {why}"),
+        ),
+        Ok(None) => set(
+            report,
+            MountState::Orphaned,
+            Reason::HiddenCatatonic,
+            blocked(format!(
+                "the leader {pgrp} lives in a pid namespace nested below that of pid {owner}, where CRIU's requester runs, so the kernel writes no request"
+            )),
+        ),
+        Ok(Some(_)) => {
+            report.entry = Some(AutofsEntry {
+                fd: -1,
+                read_fd: None,
+                ..report.entry.unwrap_or_else(|| base_entry(options, 0))
+            });
+            report.criu_notes.push(
+                "the dump leaves this mount catatonic: CRIU's probe makes the kernel give up on the daemon, and the mount never triggers again on this node until it is remounted".into(),
+            );
+            set(
+                report,
+                MountState::Catatonic,
+                Reason::ProbeMakesCatatonic,
+                format!(
+                    "{hidden}. CRIU's probe opens the uncovered root from the pid namespace of pid {owner}; the request finds no reader, the mount turns catatonic and CRIU dumps it so (fd -1, pgrp {pgrp})"
+                ),
+            )
+        }
+    }
 }
 
 /// Measures the queue behind `end`. Returns false (after setting an ERROR verdict) when it
@@ -339,16 +656,16 @@ fn measure(report: &mut MountReport, end: &PipeEnd, ino: u64, facts: &mut Facts<
     }
 }
 
-fn base_entry(o: &AutofsOptions) -> AutofsEntry {
+fn base_entry(o: &AutofsOptions, timeout: i32) -> AutofsEntry {
     AutofsEntry {
         fd: o.fd,
         pgrp: o.pgrp,
-        timeout: o.timeout,
+        timeout,
         minproto: o.minproto,
         maxproto: o.maxproto,
         mode: o.mode.criu_code(),
-        uid: o.uid,
-        gid: o.gid,
+        uid: o.criu_uid(),
+        gid: o.criu_gid(),
         read_fd: None,
     }
 }

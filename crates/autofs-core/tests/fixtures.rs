@@ -33,25 +33,32 @@ const CASES: &[&str] = &[
     "active_direct_write_end_closed",
     "active_indirect",
     "catatonic_keeps_raw_pgrp",
+    "chrooted_members",
+    "criu_probe_of_direct_mounts",
     "escaped_mount_point",
     "hidden_catatonic_daemon_gone",
     "hidden_catatonic_leader_alive",
+    "host_pid_container_master_outside_tree",
     "interim_v4",
     "interim_v5",
     "malformed_mountinfo_line",
     "malformed_options",
     "master_outside_pid_ns",
+    "names_that_are_not_utf8",
     "nested_pid_ns_daemon",
     "no_autofs_mounts",
+    "numbers_criu_parses_differently",
     "offset_mount_options",
     "orphaned_leader_gone",
     "orphaned_read_end_delegated",
     "pgrp_translated_into_container",
     "pgrp_zero_not_visible",
+    "pid1_hidden_daemon_missing",
     "pipe_ino_above_int_max",
     "pipe_ino_above_uint32_max",
     "processes_vanishing",
     "queue_probe_failure",
+    "shared_pod_pid_namespace",
     "two_mount_namespaces",
     "unreadable_fds_of_leader",
     "unreadable_fds_of_non_leader",
@@ -239,10 +246,12 @@ fn active_indirect_mount_whose_leader_holds_both_ends_is_dumpable() {
         r.options,
         "rw,fd=5,pgrp=1234,timeout=300,minproto=5,maxproto=5,indirect,pipe_ino=39876"
     );
-    // pids 1, 1234, 1500 ("self" and "uptime" are not processes); 5 + 8 + 4 fds listed.
+    // pids 1, 1234, 1500 ("self" and "uptime" are not processes); only the leader's 8 fds
+    // are listed, as CRIU does: its read end answers everything.
     assert_eq!(scan.stats.processes, 3);
     assert_eq!(scan.stats.mount_namespaces, 1);
-    assert_eq!(scan.stats.fds, 17);
+    assert_eq!(scan.stats.fds, 8);
+    assert_eq!(scan.stats.census_pipes, 0);
     assert_eq!(
         (
             scan.stats.vanished,
@@ -553,8 +562,19 @@ fn same_superblock_in_two_mount_namespaces_is_reported_in_each() {
     assert_eq!(scan.stats.mount_namespaces, 2);
     let host = mount(&scan, HOST_MNT, 40);
     let copy = mount(&scan, 4026532700, 306);
+    // The host's automount is in the host tree, not in the `unshare -m` session's tree.
+    assert_eq!(verdict(host), (MountState::Active, Reason::MasterHoldsPipe));
+    assert_eq!(
+        verdict(copy),
+        (MountState::Orphaned, Reason::MasterOutsideTree)
+    );
+    assert!(
+        copy.message
+            .contains("CRIU dumps the tree rooted at pid 700 (unshare)"),
+        "{}",
+        copy.message
+    );
     for r in [host, copy] {
-        assert_eq!(verdict(r), (MountState::Active, Reason::MasterHoldsPipe));
         assert_eq!(
             (r.major, r.minor, r.criu_s_dev, r.pipe_ino),
             (0, 52, 52, 58001)
@@ -614,16 +634,26 @@ fn each_malformed_option_string_is_its_own_error_and_hides_no_other_mount() {
             "invalid autofs option 'fd=abc': not a number",
         ),
         (
-            47,
-            Reason::InvalidOption,
-            "invalid autofs option 'timeout=99999999999': out of int range",
-        ),
-        (
             48,
             Reason::InvalidOption,
             "pipe_ino (xyz) mount option parse failed",
         ),
     ];
+    // timeout is an unsigned long the kernel may print: not an inspection error, but CRIU's
+    // xatoi refuses it and the dump fails.
+    let big = mount(&scan, HOST_MNT, 47);
+    assert_eq!(
+        verdict(big),
+        (MountState::Unsupported, Reason::OptionOutOfIntRange)
+    );
+    assert!(
+        big.message
+            .starts_with("value 0x174876e7ff (99999999999) is out of int range"),
+        "{}",
+        big.message
+    );
+    assert_eq!(big.timeout, 99_999_999_999);
+    assert!(!big.dumpable);
     for (id, reason, message) in expected {
         let r = mount(&scan, HOST_MNT, id);
         assert_eq!(verdict(r), (MountState::Error, reason), "mount {id}");
@@ -694,7 +724,11 @@ fn octal_escapes_in_mount_point_and_source_are_decoded() {
         (MountState::Active, Reason::MasterHoldsPipe)
     );
     let tab = mount(&scan, HOST_MNT, 41);
-    assert_eq!(tab.mount_point, "/mnt/tab\tand\\backslash");
+    // Lossless string form: a backslash is written `\\`; the bytes are exact.
+    assert_eq!(tab.mount_point, "/mnt/tab\tand\\\\backslash");
+    assert_eq!(tab.mount_point_bytes, b"/mnt/tab\tand\\backslash");
+    assert_eq!(space.mount_point_bytes, b"/mnt/with space");
+    assert_eq!(space.source_bytes, b"/etc/auto maps/auto.space");
     assert_eq!((tab.read_end_pid, tab.read_end_fd), (1234, 6));
     assert_eq!(verdict(tab), (MountState::Active, Reason::MasterHoldsPipe));
 }
@@ -715,9 +749,14 @@ fn processes_vanishing_mid_scan_are_counted_not_fatal() {
     let home = mount(&scan, HOST_MNT, 40);
     assert_eq!(verdict(home), (MountState::Active, Reason::MasterHoldsPipe));
 
-    // 800 vanished before its mountinfo was read: the namespace is read through 801.
+    // 800 vanished before its mountinfo was read: the namespace is read through 801. Its
+    // copy of /home is served by the host's automount, which CRIU dumping 800's tree (the
+    // `unshare -m` session) does not dump.
     let copy = mount(&scan, 4026532600, 140);
-    assert_eq!(verdict(copy), (MountState::Active, Reason::MasterHoldsPipe));
+    assert_eq!(
+        verdict(copy),
+        (MountState::Orphaned, Reason::MasterOutsideTree)
+    );
     assert_eq!(copy.owner_pid, 800);
 }
 
@@ -1057,6 +1096,18 @@ impl Lcg {
         let rounds = 1 + self.below(4);
         (0..rounds).fold(s.to_owned(), |acc, _| self.mutate(&acc))
     }
+
+    /// Like `mutate_n`, and then sometimes bytes that are not UTF-8 (Latin-1, a cut UTF-8
+    /// sequence, 0xff) at random places: /proc text is bytes.
+    fn mutate_bytes(&mut self, s: &str) -> Vec<u8> {
+        let mut bytes = self.mutate_n(s).into_bytes();
+        for _ in 0..self.below(3) {
+            let at = self.below(bytes.len() + 1);
+            let bad: &[u8] = [&b"\xe9"[..], b"\xc3", b"\xff\xfe"][self.below(3)];
+            bytes.splice(at..at, bad.iter().copied());
+        }
+        bytes
+    }
 }
 
 const SEED_LINES: &[&str] = &[
@@ -1071,11 +1122,11 @@ const SEED_LINES: &[&str] = &[
 #[test]
 fn garbage_mountinfo_options_stat_and_status_never_panic() {
     let mut rng = Lcg(0x5eed_a070);
-    let stat = "1234 (auto mount) S 1 1234 1234 0 -1 4194560 1523 0 12 0 45 30";
+    let stat = "1234 (auto mount) S 1 1234 1234 0 -1 4194560 1523 0 12 0 45 30 0 0 20 0 1 0 2817 1189277696";
     let status = "Name:\tautomount\nPPid:\t1\nNSpid:\t1234\t7\nNSpgid:\t1234\t7\n";
     let mut parsed = 0;
     for i in 0..4000 {
-        let line = rng.mutate_n(SEED_LINES[i % SEED_LINES.len()]);
+        let line = rng.mutate_bytes(SEED_LINES[i % SEED_LINES.len()]);
         if let Ok(m) = MountInfo::parse(&line) {
             parsed += 1;
             let _ = m.criu_s_dev();
@@ -1083,10 +1134,10 @@ fn garbage_mountinfo_options_stat_and_status_never_panic() {
         }
         let _ = looks_like_autofs(&line);
         let _ = unescape(&line);
-        let options = line.rsplit(' ').next().unwrap_or_default();
+        let options = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
         let _ = AutofsOptions::parse(options);
-        let _ = AutofsOptions::parse(&rng.mutate_n(options));
-        let _ = ProcessInfo::parse(1234, &rng.mutate_n(stat), &rng.mutate_n(status));
+        let _ = AutofsOptions::parse(rng.mutate_bytes(&String::from_utf8_lossy(options)));
+        let _ = ProcessInfo::parse(1234, &rng.mutate_bytes(stat), &rng.mutate_bytes(status));
     }
     // The mutations must not be so wild that nothing parses any more.
     assert!(parsed > 400, "only {parsed} mutated lines parsed");
@@ -1103,42 +1154,60 @@ fn scans_of_garbage_proc_trees_never_panic_and_report_every_autofs_line() {
         let mut lines = Vec::new();
         for i in 0..100 {
             let seed = SEED_LINES[(i + round) % SEED_LINES.len()];
-            lines.push(if rng.below(3) == 0 {
-                seed.to_owned()
+            let mut line = if rng.below(3) == 0 {
+                seed.as_bytes().to_vec()
             } else {
-                rng.mutate_n(seed)
-            });
+                rng.mutate_bytes(seed)
+            };
+            for b in &mut line {
+                if *b == b'\n' {
+                    *b = b' ';
+                }
+            }
+            lines.push(line);
         }
-        let mountinfo: String = lines.iter().map(|l| l.replace('\n', " ") + "\n").collect();
+        let mountinfo: Vec<u8> = lines
+            .iter()
+            .flat_map(|l| l.iter().chain(b"\n"))
+            .copied()
+            .collect();
         let pids = [1, 1234, 1240, 5000];
         for (k, pid) in pids.into_iter().enumerate() {
             let p = root.join(pid.to_string());
             std::fs::create_dir_all(p.join("ns")).unwrap();
             std::fs::create_dir_all(p.join("fd")).unwrap();
             std::fs::create_dir_all(p.join("fdinfo")).unwrap();
-            let stat = format!("{pid} (d{k}) S 1 1234 1234 0 -1 4194560");
+            let stat = format!(
+                "{pid} (d{k}) S 1 1234 1234 0 -1 4194560 1523 0 12 0 45 30 0 0 20 0 1 0 2817 1189277696"
+            );
             let status = format!("PPid:\t1\nNSpid:\t{pid}\t{}\n", k + 1);
             let mnt = format!("mnt:[{}]", 4026531841 + (k as u64 % 2));
             let pidns = format!("pid:[{}]", 4026531836 + rng.below(2));
             let files = [
-                ("stat", stat),
-                ("status", status),
+                ("stat", stat.into_bytes()),
+                ("status", status.into_bytes()),
                 ("mountinfo", mountinfo.clone()),
             ];
             for (name, text) in files {
                 // Pid 1 keeps clean files, so its mountinfo is the host namespace's.
                 let text = if pid != 1 && rng.below(4) == 0 {
-                    rng.mutate_n(&text)
+                    rng.mutate_bytes(&String::from_utf8_lossy(&text))
                 } else {
                     text
                 };
                 std::fs::write(p.join(name), text).unwrap();
             }
-            let cgroup = rng.mutate_n(&format!("0::/system.slice/docker-{DOCKER_ID}.scope"));
+            symlink("/", p.join("root")).unwrap();
+            let cgroup = rng.mutate_bytes(&format!("0::/system.slice/docker-{DOCKER_ID}.scope"));
             std::fs::write(p.join("cgroup"), cgroup).unwrap();
-            let mnt = if pid == 1 { mnt } else { rng.mutate_n(&mnt) };
+            let nonempty = |t: String| if t.is_empty() { "x".to_owned() } else { t };
+            let mnt = if pid == 1 {
+                mnt
+            } else {
+                nonempty(rng.mutate_n(&mnt))
+            };
             symlink(mnt, p.join("ns/mnt")).unwrap();
-            symlink(rng.mutate_n(&pidns), p.join("ns/pid")).unwrap();
+            symlink(nonempty(rng.mutate_n(&pidns)), p.join("ns/pid")).unwrap();
             for fd in 3..8 {
                 let ino: u64 = [39876, 40012, 4_294_979_641, 1][rng.below(4)];
                 let target = rng.mutate_n(&format!("pipe:[{ino}]"));
@@ -1170,10 +1239,8 @@ fn scans_of_garbage_proc_trees_never_panic_and_report_every_autofs_line() {
         // through pid 1) is reported, parsed or not.
         let autofs_lines = lines
             .iter()
-            .filter(|l| match MountInfo::parse(l) {
-                Ok(m) => m.fstype == "autofs",
-                Err(_) => looks_like_autofs(l),
-            })
+            .filter(|l| !l.is_empty())
+            .filter(|l| MountInfo::parse(l).is_ok_and(|m| m.is_autofs()) || looks_like_autofs(l))
             .count();
         let host_reports = scan.reports.iter().filter(|r| r.mnt_ns == HOST_MNT).count();
         assert_eq!(host_reports, autofs_lines, "round {round}");
@@ -1185,4 +1252,220 @@ fn scans_of_garbage_proc_trees_never_panic_and_report_every_autofs_line() {
             serde_json::to_string(r).unwrap();
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CRIU's dumped tree, bytes, complete views, restricted views, CRIU's probe and numbers
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn host_pid_container_copy_is_orphaned_because_systemd_is_not_in_its_tree() {
+    let scan = scan_case("host_pid_container_master_outside_tree");
+    let host = mount(&scan, HOST_MNT, 41);
+    assert_eq!(verdict(host), (MountState::Active, Reason::MasterHoldsPipe));
+    assert_eq!(host.entry.unwrap().read_fd, Some(30));
+    let copy = mount(&scan, 4026532500, 612);
+    assert_eq!(
+        verdict(copy),
+        (MountState::Orphaned, Reason::MasterOutsideTree)
+    );
+    assert!(!copy.dumpable);
+    assert_eq!(copy.owner_pid, 2345);
+    assert_eq!(copy.container_id, DOCKER_ID);
+    assert_eq!(
+        copy.message,
+        "failed to find pstree item with pid 1. Non-catatonic mount without master? (the master is not in the process tree CRIU dumps for this mount namespace: the master is pid 1 (systemd) of the host; CRIU dumps the tree rooted at pid 2345 (node_exporter) of container 9d2c7a1f4e8b)"
+    );
+    // Not translated into a tree it is no part of.
+    assert_eq!(copy.entry.unwrap().pgrp, 1);
+}
+
+#[test]
+fn application_container_of_a_shared_pid_pod_does_not_dump_the_sidecar_master() {
+    let scan = scan_case("shared_pod_pid_namespace");
+    let side = mount(&scan, 4026532810, 700);
+    assert_eq!(verdict(side), (MountState::Active, Reason::MasterHoldsPipe));
+    // The sidecar's own tree: pgrp 6000 is pid 7 of the pod's pid namespace.
+    assert_eq!(side.entry.unwrap().pgrp, 7);
+    let app = mount(&scan, 4026532820, 801);
+    assert_eq!(
+        verdict(app),
+        (MountState::Orphaned, Reason::MasterOutsideTree)
+    );
+    assert_eq!(app.owner_pid, 6100);
+    assert_eq!(app.container_id, "a".repeat(64));
+    assert_eq!(app.pod_uid, POD_UID);
+    assert!(
+        app.message.contains(&format!(
+            "the master is pid 6000 (automount) of container {}",
+            "b".repeat(12)
+        )),
+        "{}",
+        app.message
+    );
+    assert_eq!(app.entry.unwrap().pgrp, 6000);
+}
+
+#[test]
+fn names_that_are_not_utf8_keep_their_bytes_and_change_no_verdict() {
+    let scan = scan_case("names_that_are_not_utf8");
+    let cafe = mount(&scan, HOST_MNT, 40);
+    assert_eq!(verdict(cafe), (MountState::Active, Reason::MasterHoldsPipe));
+    assert_eq!(cafe.mount_point_bytes, b"/mnt/caf\xe9");
+    assert_eq!(cafe.mount_point, "/mnt/caf\\xe9");
+    assert_eq!(cafe.source_bytes, b"auto.\xff");
+    assert_eq!(cafe.source, "auto.\\xff");
+    let delegated = mount(&scan, HOST_MNT, 41);
+    assert_eq!(
+        verdict(delegated),
+        (MountState::Orphaned, Reason::ReadEndDelegated)
+    );
+    assert!(
+        delegated
+            .message
+            .ends_with("The read end is held by pid 1310 (help\\xe9r, pgrp 1310) fd 3"),
+        "{}",
+        delegated.message
+    );
+    // The container: owner named in Latin-1, a Latin-1 segment in its cgroup path.
+    let c = mount(&scan, 4026532400, 612);
+    assert_eq!(verdict(c), (MountState::Active, Reason::MasterHoldsPipe));
+    assert_eq!(c.mount_point_bytes, b"/mnt/\xc3");
+    assert_eq!((c.owner_pid, c.entry.unwrap().pgrp), (4990, 7));
+    assert_eq!(
+        (c.container_id.as_str(), c.pod_uid.as_str()),
+        (CONTAINERD_ID, POD_UID)
+    );
+    // The non-autofs Latin-1 mount hides nothing: three reports, nothing else.
+    assert_eq!(scan.reports.len(), 3);
+}
+
+#[test]
+fn criu_probe_saves_only_uncovered_direct_mounts_with_a_small_minor_and_dev_autofs() {
+    let scan = scan_case("criu_probe_of_direct_mounts");
+    let saved = mount(&scan, HOST_MNT, 40);
+    assert_eq!(
+        verdict(saved),
+        (MountState::Catatonic, Reason::ProbeMakesCatatonic)
+    );
+    assert!(saved.dumpable);
+    assert_eq!(saved.entry, Some(entry(-1, 1234, 300, 5, 5, DIRECT)));
+    assert!(saved.criu_notes[0].contains("leaves this mount catatonic"));
+    let unreachable = |r: &MountReport, why: &str| {
+        assert_eq!(
+            verdict(r),
+            (MountState::Orphaned, Reason::HiddenCatatonic),
+            "{r:#?}"
+        );
+        assert!(!r.dumpable);
+        assert!(
+            r.message
+                .ends_with(&format!("Autofs {} is alive, but unreachable.", r.mount_id)),
+            "{}",
+            r.message
+        );
+        assert!(r.message.contains(why), "{}", r.message);
+    };
+    unreachable(mount(&scan, HOST_MNT, 41), "another mount covers its root");
+    unreachable(mount(&scan, HOST_MNT, 42), "minor 300 ≥ 256");
+    unreachable(mount(&scan, 4026532400, 612), "has no /dev/autofs");
+    // Indirect roots are never probed.
+    let indirect = mount(&scan, HOST_MNT, 43);
+    assert_eq!(
+        verdict(indirect),
+        (MountState::Orphaned, Reason::HiddenCatatonic)
+    );
+}
+
+#[test]
+fn numbers_the_kernel_prints_get_criu_values_and_outcomes() {
+    let scan = scan_case("numbers_criu_parses_differently");
+    let wrapped = mount(&scan, HOST_MNT, 40);
+    assert_eq!(
+        verdict(wrapped),
+        (MountState::Active, Reason::MasterHoldsPipe)
+    );
+    let e = wrapped.entry.unwrap();
+    assert_eq!((e.uid, e.gid), (Some(-2), Some(-1_294_967_296)));
+    assert_eq!(wrapped.criu_notes.len(), 2, "{:?}", wrapped.criu_notes);
+    assert!(wrapped.criu_notes[0].starts_with("uid=4294967294 exceeds INT_MAX"));
+    assert!(wrapped.criu_notes[1].contains("the restore fails"));
+    // timeout beyond INT_MAX: CRIU's parse fails even for a catatonic mount.
+    let long = mount(&scan, HOST_MNT, 41);
+    assert_eq!(
+        verdict(long),
+        (MountState::Unsupported, Reason::OptionOutOfIntRange)
+    );
+    assert!(!long.dumpable);
+    assert!(
+        long.message
+            .starts_with("value 0x80000000 (2147483648) is out of int range")
+    );
+}
+
+#[test]
+fn with_pid1_hidden_a_missing_daemon_is_unknown_not_gone() {
+    let scan = scan_case("pid1_hidden_daemon_missing");
+    assert!(scan.view.restricted, "{:?}", scan.view);
+    let r = only(&scan);
+    assert_eq!(verdict(r), (MountState::Error, Reason::ProcUnreadable));
+    assert!(!r.dumpable);
+    assert!(
+        r.message
+            .starts_with("cannot tell a live master from a gone one"),
+        "{}",
+        r.message
+    );
+    assert!(r.message.contains("pid 1 is not listed"), "{}", r.message);
+}
+
+#[test]
+fn chrooted_members_never_give_a_partial_view() {
+    let scan = scan_case("chrooted_members");
+    // The owner 700 is chrooted; its child 701 sees the whole table.
+    let copy = mount(&scan, 4026532700, 306);
+    assert_eq!(copy.owner_pid, 700);
+    assert_ne!(copy.reason, Reason::MountTableUnreadable);
+    // Every member of 4026532710 is chrooted: no complete view, said so.
+    let none = mount(&scan, 4026532710, 0);
+    assert_eq!(
+        verdict(none),
+        (MountState::Error, Reason::MountTableUnreadable)
+    );
+    assert!(
+        none.message
+            .contains("pid 710: its root is /srv/jail (chrooted: a partial view)"),
+        "{}",
+        none.message
+    );
+    let ns = scan
+        .namespaces
+        .iter()
+        .find(|n| n.mnt_ns == 4026532710)
+        .unwrap();
+    assert!(ns.mount_table_error.is_some());
+}
+
+#[test]
+fn a_delegated_read_end_found_once_is_rechecked_without_a_census() {
+    let root = case_root("orphaned_read_end_delegated");
+    let scanner = Scanner::new(&root, NODE)
+        .unwrap()
+        .with_probe(table_probe(queue_table(&root)));
+    let first = scanner.scan().unwrap();
+    let second = scanner.scan().unwrap();
+    // The first scan had to look for the holder everywhere; the second re-checks it.
+    assert_eq!(first.stats.census_pipes, 1);
+    assert_eq!(second.stats.census_pipes, 0);
+    assert!(
+        second.stats.fds < first.stats.fds,
+        "{:?} {:?}",
+        first.stats,
+        second.stats
+    );
+    assert_eq!(first.reports, second.reports);
+    assert_eq!(
+        verdict(only(&second)),
+        (MountState::Orphaned, Reason::ReadEndDelegated)
+    );
 }

@@ -214,21 +214,229 @@ fn daemon_gone_without_a_lookup_leaves_a_hidden_catatonic_mount() {
 }
 
 #[test]
-fn live_daemon_that_closed_its_read_end_is_hidden_catatonic() {
+fn live_leader_without_any_reader_of_a_direct_mount_is_saved_by_criu_probe() {
+    // CRIU's probe (reference §3.6): the root of an uncovered direct mount is opened from the
+    // owner's pid namespace; nobody reads the pipe, the kernel's write fails, the mount turns
+    // catatonic and is dumped so. Predicted from /proc alone: the mount stays untouched.
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::direct()).unwrap();
     sc.close_read(&d).unwrap();
     let r = report_of(&sc, d.mount_id);
-    assert_eq!(r.state, MountState::Orphaned, "{r:#?}");
-    assert_eq!(r.reason, Reason::HiddenCatatonic);
+    let criu_says = format!(
+        "Master {} doesn't have a read end of the pipe with inode {} opened. Abandoned mount or control was delegated to child?",
+        d.host_pgrp, d.pipe_ino
+    );
+    assert!(r.message.starts_with(&criu_says), "{}", r.message);
+    if r.minor < 256 {
+        assert_eq!(
+            (r.state, r.reason, r.dumpable),
+            (MountState::Catatonic, Reason::ProbeMakesCatatonic, true),
+            "{r:#?}"
+        );
+        let entry = r.entry.unwrap();
+        assert_eq!(
+            (entry.fd, entry.pgrp, entry.read_fd),
+            (-1, d.host_pgrp, None)
+        );
+        assert!(
+            r.criu_notes
+                .iter()
+                .any(|n| n.contains("leaves this mount catatonic"))
+        );
+    } else {
+        // CRIU's MKKDEV devid defect: OPENMOUNT finds no mount with a minor ≥ 256.
+        assert_eq!(
+            (r.state, r.reason),
+            (MountState::Orphaned, Reason::HiddenCatatonic)
+        );
+        assert!(
+            r.message.contains("is alive, but unreachable."),
+            "{}",
+            r.message
+        );
+    }
+    // Nothing touched the mount: it is still not catatonic.
+    let line = sc.mount_line(d.mount_id).unwrap();
+    assert_eq!(line.option("fd"), Some(d.write_fd.to_string().as_str()));
+}
+
+#[test]
+fn live_leader_without_a_reader_of_an_indirect_mount_is_orphaned() {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    sc.close_read(&d).unwrap();
+    let r = report_of(&sc, d.mount_id);
+    assert_eq!(
+        (r.state, r.reason, r.dumpable),
+        (MountState::Orphaned, Reason::HiddenCatatonic, false),
+        "{r:#?}"
+    );
     assert!(
-        r.message.starts_with(&format!(
-            "Master {} doesn't have a read end of the pipe with inode {} opened. Abandoned mount or control was delegated to child?",
-            d.host_pgrp, d.pipe_ino
-        )),
+        r.criu_notes
+            .iter()
+            .any(|n| n.contains(&format!("Autofs {} is alive, but unreachable.", d.mount_id))),
+        "{r:#?}"
+    );
+}
+
+#[test]
+fn probe_cannot_reach_a_daemon_in_a_nested_pid_namespace() {
+    // The kernel writes a request only for a requester visible in the daemon's pid
+    // namespace; CRIU's child lives in the owner's, one level up.
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::direct().nested_pidns()).unwrap();
+    sc.close_read(&d).unwrap();
+    let r = report_of(&sc, d.mount_id);
+    assert_eq!(
+        (r.state, r.reason, r.dumpable),
+        (MountState::Orphaned, Reason::HiddenCatatonic, false),
+        "{r:#?}"
+    );
+    assert!(
+        r.message.contains("is alive, but unreachable."),
         "{}",
         r.message
     );
+    if r.minor < 256 {
+        assert!(r.message.contains("nested below"), "{}", r.message);
+    }
+}
+
+#[test]
+fn mount_points_that_are_not_utf8_keep_their_bytes_and_hide_nothing() {
+    let mut sc = Scenario::start_or_panic();
+    // An ordinary mount with a Latin-1 name next to the autofs mounts, and autofs mounts
+    // named in Latin-1 and with a UTF-8 character cut in half.
+    sc.tmpfs(b"caf\xe9").unwrap();
+    let latin1 = sc
+        .mount(MountSpec::indirect().dir(b"auto-caf\xe9"))
+        .unwrap();
+    let cut = sc.mount(MountSpec::direct().dir(b"d\xc3")).unwrap();
+    let plain = sc.mount(MountSpec::indirect()).unwrap();
+    let reports = scan_scenario(&sc);
+    assert_eq!(reports.len(), 3, "{reports:#?}");
+    for d in [&latin1, &cut, &plain] {
+        let r = report_of(&sc, d.mount_id);
+        assert_eq!(
+            (r.state, r.reason, r.dumpable),
+            (MountState::Active, Reason::MasterHoldsPipe, true),
+            "{r:#?}"
+        );
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(d.mount_point.as_os_str());
+        assert_eq!(r.mount_point_bytes, bytes);
+        assert_eq!(r.mount_point, autofs_core::escape::escape(bytes));
+        assert_eq!(
+            autofs_core::escape::unescape(&r.mount_point).unwrap(),
+            bytes
+        );
+    }
+    assert!(
+        report_of(&sc, latin1.mount_id)
+            .mount_point
+            .ends_with("/auto-caf\\xe9")
+    );
+    assert!(
+        report_of(&sc, cut.mount_id)
+            .mount_point
+            .ends_with("/d\\xc3")
+    );
+}
+
+#[test]
+fn copy_of_a_mount_in_a_host_pid_container_is_orphaned_master_outside_the_tree() {
+    // A `--pid=host` container (own mount namespace, shared pid namespace) that carries a
+    // copy of a mount served by a daemon that is none of its processes: CRIU dumping the
+    // container finds no pstree item for the master.
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::direct().close_write()).unwrap();
+    let c = sc.ns_member(None, false).unwrap();
+    let scan = Scanner::new("/proc", "test-node").unwrap().scan().unwrap();
+    let own = scan
+        .reports
+        .iter()
+        .find(|r| r.mnt_ns == sc.mnt_ns() && r.mount_id == d.mount_id)
+        .expect("the daemon's own mount is reported");
+    assert_eq!(own.state, MountState::Active, "{own:#?}");
+    let copies: Vec<_> = scan
+        .reports
+        .iter()
+        .filter(|r| r.mnt_ns == c.mnt_ns)
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:#?}");
+    let copy = copies[0];
+    assert_eq!(copy.mount_point_bytes, own.mount_point_bytes);
+    assert_eq!(copy.owner_pid, c.owner_host_pid);
+    assert_eq!(
+        (copy.state, copy.reason, copy.dumpable),
+        (MountState::Orphaned, Reason::MasterOutsideTree, false),
+        "{copy:#?}"
+    );
+    assert!(
+        copy.message.starts_with(&format!(
+            "failed to find pstree item with pid {}. Non-catatonic mount without master?",
+            d.host_pgrp
+        )),
+        "{}",
+        copy.message
+    );
+    assert!(
+        copy.message.contains(&format!(
+            "CRIU dumps the tree rooted at pid {}",
+            c.owner_host_pid
+        )),
+        "{}",
+        copy.message
+    );
+    // The entry keeps the raw pgrp: it is not translated into a tree it is not part of.
+    assert_eq!(copy.entry.unwrap().pgrp, d.host_pgrp);
+}
+
+#[test]
+fn a_chrooted_owner_does_not_hide_the_mounts_outside_its_root() {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    // The owner (lowest pid) chroots into an empty directory; its mountinfo shows only what
+    // is below it. Its child is not chrooted and sees the whole table.
+    let c = sc.ns_member(Some(b"jail"), false).unwrap();
+    let scan = Scanner::new("/proc", "test-node").unwrap().scan().unwrap();
+    let copies: Vec<_> = scan
+        .reports
+        .iter()
+        .filter(|r| r.mnt_ns == c.mnt_ns)
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:#?}");
+    assert_eq!(
+        copies[0].mount_point_bytes,
+        d.mount_point.as_os_str().as_encoded_bytes()
+    );
+    assert_ne!(copies[0].reason, Reason::MountTableUnreadable);
+}
+
+#[test]
+fn a_namespace_without_a_complete_view_is_an_error_never_an_empty_table() {
+    let mut sc = Scenario::start_or_panic();
+    sc.mount(MountSpec::indirect()).unwrap();
+    let c = sc.ns_member(Some(b"jail"), true).unwrap();
+    let scan = Scanner::new("/proc", "test-node").unwrap().scan().unwrap();
+    let reports: Vec<_> = scan
+        .reports
+        .iter()
+        .filter(|r| r.mnt_ns == c.mnt_ns)
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    let r = reports[0];
+    assert_eq!(
+        (r.state, r.reason, r.mount_id, r.dumpable),
+        (MountState::Error, Reason::MountTableUnreadable, 0, false),
+        "{r:#?}"
+    );
+    assert!(r.message.contains("chrooted"), "{}", r.message);
+    let ns = scan
+        .namespaces
+        .iter()
+        .find(|n| n.mnt_ns == c.mnt_ns)
+        .unwrap();
+    assert!(ns.mount_table_error.is_some());
 }
 
 #[test]
@@ -270,4 +478,38 @@ fn real_automount_daemon_is_active_then_orphaned_after_kill_9() {
 
 fn libc_enoent() -> i32 {
     nix::errno::Errno::ENOENT as i32
+}
+
+#[test]
+fn repeated_scans_find_orphan_holders_without_listing_every_fd_again() {
+    let mut sc = Scenario::start_or_panic();
+    let delegated = sc.mount(MountSpec::indirect()).unwrap();
+    let holder = sc.delegate(&delegated).unwrap();
+    let hidden = sc.mount(MountSpec::indirect()).unwrap();
+    sc.close_read(&hidden).unwrap();
+    let scanner = Scanner::new("/proc", "test-node").unwrap();
+    let first = scanner.scan().unwrap();
+    let second = scanner.scan().unwrap();
+    let mine = |scan: &autofs_core::Scan, id: u32| {
+        scan.reports
+            .iter()
+            .find(|r| r.mnt_ns == sc.mnt_ns() && r.mount_id == id)
+            .cloned()
+            .unwrap()
+    };
+    for scan in [&first, &second] {
+        let d = mine(scan, delegated.mount_id);
+        assert_eq!(d.reason, Reason::ReadEndDelegated, "{d:#?}");
+        assert_eq!(d.read_end_pid, holder.host_pid);
+        // The kernel's reader count proves nobody reads the other pipe: no search needed.
+        let h = mine(scan, hidden.mount_id);
+        assert_eq!(h.reason, Reason::HiddenCatatonic, "{h:#?}");
+    }
+    // Only the first scan looked for the delegate among all processes (other tests' pipes
+    // may need a census of their own, so the count is of this scenario's pipe).
+    assert!(first.stats.census_pipes >= 1, "{:?}", first.stats);
+    assert_eq!(
+        mine(&first, delegated.mount_id),
+        mine(&second, delegated.mount_id)
+    );
 }

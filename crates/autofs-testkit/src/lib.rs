@@ -114,6 +114,9 @@ pub struct MountSpec {
     pub write_fd: Option<i32>,
     /// Mount source (mountinfo field after the fs type); default `autofs-testkit`.
     pub source: Option<String>,
+    /// The mount point's directory name as bytes (below the work dir), instead of the
+    /// name: Linux paths need not be UTF-8.
+    pub dir: Option<Vec<u8>>,
 }
 
 impl MountSpec {
@@ -130,6 +133,7 @@ impl MountSpec {
             nested_pidns: false,
             write_fd: None,
             source: None,
+            dir: None,
         }
     }
     /// An indirect mount.
@@ -189,6 +193,22 @@ impl MountSpec {
         self.source = Some(source.to_string());
         self
     }
+    /// Sets [`MountSpec::dir`].
+    pub fn dir(mut self, dir: &[u8]) -> Self {
+        self.dir = Some(dir.to_vec());
+        self
+    }
+}
+
+/// A process in a mount namespace of its own and its child ([`Scenario::ns_member`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NsMember {
+    /// Host pid of the namespace's owner (its parent is outside the namespace).
+    pub owner_host_pid: i32,
+    /// Host pid of its child, in the same mount namespace.
+    pub child_host_pid: i32,
+    /// The mount namespace inode.
+    pub mnt_ns: u64,
 }
 
 /// A fake daemon and the autofs mount it made, as reported right after mounting.
@@ -547,10 +567,19 @@ impl Scenario {
             proto::check_plain("source", s).map_err(bad)?;
             f.push("source", s);
         }
+        if let Some(d) = &spec.dir {
+            f.push("dir_hex", proto::hex_encode(d));
+        }
         f.push("strictexpire", u8::from(spec.strictexpire))
             .push("close_write", u8::from(spec.close_write))
             .push("nested", u8::from(spec.nested_pidns));
         let r = self.request("mount", &f)?;
+        let mount_point = match &spec.dir {
+            Some(d) => self
+                .work_dir()
+                .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(d)),
+            None => PathBuf::from(r.req("mount_point").map_err(bad)?),
+        };
         Ok(Daemon {
             name: r.req("name").map_err(bad)?.to_string(),
             mode: Mode::parse(r.req("mode").map_err(bad)?)?,
@@ -563,10 +592,39 @@ impl Scenario {
             read_fd: num(&r, "read_fd")?,
             write_fd: num(&r, "write_fd")?,
             write_closed: r.flag("write_closed").map_err(bad)?,
-            mount_point: PathBuf::from(r.req("mount_point").map_err(bad)?),
+            mount_point,
             mount_id: num(&r, "mount_id")?,
             pipe_ino: num(&r, "pipe_ino")?,
             nested_pidns: r.flag("nested").map_err(bad)?,
+        })
+    }
+
+    /// Mounts a small tmpfs (not autofs) on `<work dir>/<dir>`, `dir` given as bytes.
+    pub fn tmpfs(&mut self, dir: &[u8]) -> io::Result<PathBuf> {
+        let mut f = Fields::default();
+        f.push("dir_hex", proto::hex_encode(dir));
+        self.request("tmpfs", &f)?;
+        Ok(self
+            .work_dir()
+            .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(dir)))
+    }
+
+    /// Starts a process in a mount namespace of its own (a copy of the scenario's, made
+    /// with `unshare(CLONE_NEWNS)`, no new pid namespace: a `--pid=host`-like container)
+    /// and a child of it in the same namespace. The owner chroots into `<work dir>/<chroot>`
+    /// when `chroot` is given (so it sees only part of the mount table); with `chroot_all`
+    /// the child does too.
+    pub fn ns_member(&mut self, chroot: Option<&[u8]>, chroot_all: bool) -> io::Result<NsMember> {
+        let mut f = Fields::default();
+        if let Some(c) = chroot {
+            f.push("chroot_hex", proto::hex_encode(c));
+        }
+        f.push("chroot_all", u8::from(chroot_all));
+        let r = self.request("ns-member", &f)?;
+        Ok(NsMember {
+            owner_host_pid: num(&r, "owner_host_pid")?,
+            child_host_pid: num(&r, "child_host_pid")?,
+            mnt_ns: num(&r, "mnt_ns")?,
         })
     }
 
@@ -754,10 +812,7 @@ impl Scenario {
         }
         let r = self.request("mountinfo", &f)?;
         let raw = proto::hex_decode(r.req("hex").map_err(bad)?).map_err(bad)?;
-        Ok(String::from_utf8_lossy(&raw)
-            .lines()
-            .filter_map(MountInfoLine::parse)
-            .collect())
+        procfs::parse_table(&raw)
     }
 
     /// The mountinfo line with this mount id, if mounted.

@@ -36,6 +36,17 @@ pub struct MountInfoLine {
 impl MountInfoLine {
     /// Parses one mountinfo line.
     pub fn parse(line: &str) -> Option<MountInfoLine> {
+        Self::parse_bytes(line.as_bytes())
+    }
+
+    /// Parses one mountinfo line given as bytes: the mount point keeps its exact bytes (paths
+    /// need not be UTF-8); the other fields are read lossily.
+    pub fn parse_bytes(bytes: &[u8]) -> Option<MountInfoLine> {
+        use std::os::unix::ffi::OsStringExt;
+        let point = bytes.split(|&b| b == b' ').nth(4)?;
+        let mount_point = PathBuf::from(std::ffi::OsString::from_vec(unescape_bytes(point)));
+        let line = String::from_utf8_lossy(bytes);
+        let line = line.as_ref();
         let fields: Vec<&str> = line.split(' ').collect();
         let sep = fields.iter().position(|f| *f == "-")?;
         if sep < 6 || fields.len() < sep + 4 {
@@ -46,7 +57,7 @@ impl MountInfoLine {
             parent_id: fields[1].parse().ok()?,
             dev: fields[2].to_string(),
             root: unescape(fields[3]),
-            mount_point: PathBuf::from(unescape(fields[4])),
+            mount_point,
             mount_options: fields[5].to_string(),
             fstype: fields[sep + 1].to_string(),
             source: unescape(fields[sep + 2]),
@@ -74,7 +85,10 @@ impl MountInfoLine {
 }
 
 fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
+    String::from_utf8_lossy(&unescape_bytes(s.as_bytes())).into_owned()
+}
+
+fn unescape_bytes(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -90,19 +104,25 @@ fn unescape(s: &str) -> String {
             i += 1;
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// Reads and parses `/proc/self/mountinfo` of the calling process.
 pub fn read_mountinfo_self() -> io::Result<Vec<MountInfoLine>> {
-    let text = fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(text.lines().filter_map(MountInfoLine::parse).collect())
+    parse_table(&fs::read("/proc/self/mountinfo")?)
 }
 
 /// Reads and parses `/proc/<pid>/mountinfo` (the mount table of `pid`'s mount namespace).
 pub fn read_mountinfo(pid: i32) -> io::Result<Vec<MountInfoLine>> {
-    let text = fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
-    Ok(text.lines().filter_map(MountInfoLine::parse).collect())
+    parse_table(&fs::read(format!("/proc/{pid}/mountinfo"))?)
+}
+
+/// Parses a whole mount table given as bytes.
+pub fn parse_table(text: &[u8]) -> io::Result<Vec<MountInfoLine>> {
+    Ok(text
+        .split(|&b| b == b'\n')
+        .filter_map(MountInfoLine::parse_bytes)
+        .collect())
 }
 
 /// The `NSpid:` values of the calling process (via the host's `/proc/self`).

@@ -71,6 +71,44 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* The agent container's securityContext: .Values.securityContext plus appArmor.* and seLinux.*. */}}
+{{- define "autofs-inspector.containerSecurityContext" -}}
+{{- $sc := deepCopy .Values.securityContext }}
+{{- $aa := dict "type" .Values.appArmor.type }}
+{{- if eq .Values.appArmor.type "Localhost" }}
+{{- $_ := set $aa "localhostProfile" .Values.appArmor.localhostProfile }}
+{{- end }}
+{{- $_ := set $sc "appArmorProfile" $aa }}
+{{- if .Values.seLinux.enabled }}
+{{- $_ := set $sc "seLinuxOptions" (dict "type" .Values.seLinux.type) }}
+{{- end }}
+{{- toYaml $sc }}
+{{- end }}
+
+{{/* Whether the AppArmor profile loader DaemonSet is rendered. */}}
+{{- define "autofs-inspector.apparmorLoader" -}}
+{{- if and (eq .Values.appArmor.type "Localhost") .Values.appArmor.loader.enabled }}true{{ end }}
+{{- end }}
+
+{{/* Selector labels of the AppArmor profile loader. */}}
+{{- define "autofs-inspector.loaderSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "autofs-inspector.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: apparmor-loader
+{{- end }}
+
+{{/* Labels of the AppArmor profile loader's objects. */}}
+{{- define "autofs-inspector.loaderLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "autofs-inspector.loaderSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: autofs-inspector
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
 {{/* Render-time checks of combinations the schema cannot express. */}}
 {{- define "autofs-inspector.validate" -}}
 {{- if and .Values.tls.enabled (not .Values.tls.existingSecret) (not .Values.tls.generate) }}
@@ -81,6 +119,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- if and (not .Values.tls.enabled) (or .Values.tls.existingSecret .Values.tls.generate) }}
 {{- fail "tls.existingSecret or tls.generate is set but tls.enabled=false: set tls.enabled=true to serve TLS" }}
+{{- end }}
+{{- if and (include "autofs-inspector.apparmorLoader" .) (ne .Values.appArmor.localhostProfile "autofs-inspector-agent") }}
+{{- fail (printf "appArmor.localhostProfile=%s, but appArmor.loader loads the chart's profile, named autofs-inspector-agent: keep that name, or set appArmor.loader.enabled=false and load your profile with your node tooling" .Values.appArmor.localhostProfile) }}
 {{- end }}
 {{- $ports := list .Values.ports.grpc .Values.ports.metrics }}
 {{- if .Values.tls.enabled }}{{- $ports = append $ports .Values.ports.health }}{{- end }}

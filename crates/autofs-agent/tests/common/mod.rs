@@ -49,30 +49,30 @@ impl Agent {
     /// `serve --log-format json --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0
     /// --scan-interval 200ms --node-name <unique>` plus `extra`.
     pub fn start(extra: &[&str]) -> Agent {
-        Agent::start_with(extra, None)
+        Self::start_wrapped(&[], extra)
     }
 
-    /// [`Agent::start`] with `RLIMIT_NOFILE` (soft and hard) set to `nofile` through
-    /// `prlimit`, which then execs the agent (same pid).
+    /// [`Agent::start`] with `RLIMIT_NOFILE` (soft and hard) set to `nofile` by `prlimit`.
     pub fn start_with_nofile(extra: &[&str], nofile: u64) -> Agent {
-        Agent::start_with(extra, Some(nofile))
+        let limit = format!("--nofile={nofile}:{nofile}");
+        Self::start_wrapped(&["prlimit", &limit, "--"], extra)
     }
 
-    fn start_with(extra: &[&str], nofile: Option<u64>) -> Agent {
+    /// Like [`Agent::start`], run through `wrapper` (a command that execs its arguments in
+    /// the same process, e.g. `unshare --user`), so the pid is still the agent's.
+    pub fn start_wrapped(wrapper: &[&str], extra: &[&str]) -> Agent {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let node = format!(
             "e2e-node-{}-{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        let agent_exe = env!("CARGO_BIN_EXE_autofs-agent");
-        let mut cmd = match nofile {
-            None => Command::new(agent_exe),
-            Some(n) => {
-                let mut cmd = Command::new("prlimit");
-                cmd.arg(format!("--nofile={n}:{n}"))
-                    .arg("--")
-                    .arg(agent_exe);
+        let agent_bin = env!("CARGO_BIN_EXE_autofs-agent");
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(agent_bin),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(agent_bin);
                 cmd
             }
         };
@@ -84,11 +84,16 @@ impl Agent {
             "127.0.0.1:0",
             "--metrics-listen",
             "127.0.0.1:0",
-            "--scan-interval",
-            "200ms",
             "--node-name",
             &node,
         ])
+        // Tests that set their own interval replace the default one.
+        .args(
+            (!extra.contains(&"--scan-interval"))
+                .then_some(["--scan-interval", "200ms"])
+                .into_iter()
+                .flatten(),
+        )
         .args(extra)
         // Only the flags above configure it, whatever the environment of the test says.
         .env_remove("AUTOFS_AGENT_PROC_ROOT")

@@ -24,17 +24,21 @@ pub enum Source {
         name: String,
         /// The agents' gRPC port.
         port: u16,
-        /// Ask this DNS server directly (UDP, TCP on truncation) instead of the system
-        /// resolver.
+        /// Ask only this DNS server (UDP, TCP when the answer is truncated) instead of the
+        /// system configuration.
         server: Option<SocketAddr>,
     },
-    /// Pods of the agent DaemonSet, from the Kubernetes API.
+    /// Pods of the agent DaemonSet, from the Kubernetes API (kube-rs).
     #[cfg(feature = "kube")]
     Kube(kube::KubeDiscovery),
 }
 
 impl Source {
     /// Parses the CLI's `--dns NAME:PORT`.
+    ///
+    /// # Errors
+    ///
+    /// [`DiscoveryError::InvalidAddress`] when `spec` is not `NAME:PORT`.
     pub fn dns(spec: &str, server: Option<SocketAddr>) -> Result<Source, DiscoveryError> {
         let ep = NodeEndpoint::parse(spec, "--dns")?;
         let (name, port) = ep
@@ -51,6 +55,12 @@ impl Source {
 }
 
 /// Runs every source and returns the union, refusing an empty result and duplicates.
+///
+/// # Errors
+///
+/// The first source that fails ([`DiscoveryError::File`], [`DiscoveryError::Dns`], a
+/// Kubernetes error, an invalid address), or [`DiscoveryError::Empty`] /
+/// [`DiscoveryError::Duplicate`] for the union.
 pub async fn discover(sources: &[Source]) -> Result<Vec<NodeEndpoint>, DiscoveryError> {
     let mut all = Vec::new();
     for source in sources {
@@ -79,6 +89,11 @@ pub async fn discover(sources: &[Source]) -> Result<Vec<NodeEndpoint>, Discovery
 }
 
 /// Reads a nodes file (see [`Source::File`]).
+///
+/// # Errors
+///
+/// [`DiscoveryError::File`] when it cannot be read, [`DiscoveryError::InvalidAddress`] naming
+/// the line of a bad address.
 pub fn read_nodes_file(path: &Path) -> Result<Vec<NodeEndpoint>, DiscoveryError> {
     let text = std::fs::read_to_string(path).map_err(|source| DiscoveryError::File {
         path: path.to_owned(),
@@ -88,6 +103,10 @@ pub fn read_nodes_file(path: &Path) -> Result<Vec<NodeEndpoint>, DiscoveryError>
 }
 
 /// Parses the text of a nodes file; `name` prefixes the origin of each endpoint (`name:LINE`).
+///
+/// # Errors
+///
+/// [`DiscoveryError::InvalidAddress`] naming the line of a bad address.
 pub fn parse_nodes_file(text: &str, name: &str) -> Result<Vec<NodeEndpoint>, DiscoveryError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {

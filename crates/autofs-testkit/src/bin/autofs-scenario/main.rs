@@ -15,6 +15,7 @@ mod sys;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -253,6 +254,8 @@ impl Init {
             "automount" => self.cmd_automount(f),
             "umount" => self.cmd_umount(f),
             "mountinfo" => self.cmd_mountinfo(f),
+            "tmpfs" => self.cmd_tmpfs(f),
+            "ns-member" => self.cmd_ns_member(f),
             _ => Err(format!("unknown command `{cmd}`")),
         }
     }
@@ -332,8 +335,14 @@ impl Init {
         if !matches!(mode, "indirect" | "direct" | "offset") {
             return Err(format!("mode must be indirect|direct|offset, not `{mode}`"));
         }
+        let mount_point = match f.get("dir_hex") {
+            Some(hex) => self
+                .work
+                .join(std::ffi::OsStr::from_bytes(&proto::hex_decode(hex)?)),
+            None => self.work.join(&name),
+        };
         let cfg = daemon::Config {
-            mount_point: self.work.join(&name),
+            mount_point: mount_point.clone(),
             source: f.get("source").unwrap_or("autofs-testkit").to_string(),
             mode: mode.to_string(),
             uid: f.parse_opt("uid")?,
@@ -388,7 +397,6 @@ impl Init {
         };
         let nspid = f.int_list("nspid")?;
         let vpid = *nspid.get(1).ok_or("daemon reported a short NSpid")?;
-        let mount_point = self.work.join(&name);
         self.mounts.push(mount_point.clone());
         self.procs.insert(
             name.clone(),
@@ -595,6 +603,70 @@ impl Init {
         forked.map_err(|e| format!("fork: {e}"))
     }
 
+    /// A tmpfs on `<work>/<dir_hex>` (an ordinary mount, e.g. with a name that is not UTF-8).
+    fn cmd_tmpfs(&mut self, f: &Fields) -> Reply {
+        let dir = self
+            .work
+            .join(std::ffi::OsStr::from_bytes(&proto::hex_decode(
+                f.req("dir_hex")?,
+            )?));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir: {e}"))?;
+        mount(
+            Some("tmpfs"),
+            &dir,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("size=64k"),
+        )
+        .map_err(|e| format!("mount tmpfs: {e}"))?;
+        self.mounts.push(dir);
+        Ok(Fields::default())
+    }
+
+    /// A process in a copy of this mount namespace (no new pid namespace) and its child;
+    /// `chroot_hex` makes the owner (and with `chroot_all` the child) chroot there.
+    fn cmd_ns_member(&mut self, f: &Fields) -> Reply {
+        let chroot = match f.get("chroot_hex") {
+            Some(hex) => Some(
+                self.work
+                    .join(std::ffi::OsStr::from_bytes(&proto::hex_decode(hex)?)),
+            ),
+            None => None,
+        };
+        if let Some(dir) = &chroot {
+            std::fs::create_dir_all(dir).map_err(|e| format!("mkdir: {e}"))?;
+        }
+        let chroot_all = f.flag("chroot_all")?;
+        let (r, w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+        let mut r = File::from(r);
+        let w = File::from(w);
+        let pid = match sys::fork().map_err(|e| format!("fork: {e}"))? {
+            sys::Fork::Child => {
+                drop(r);
+                ns_member(w, chroot, chroot_all)
+            }
+            sys::Fork::Parent(pid) => pid,
+        };
+        self.forked(pid);
+        drop(w);
+        let mut text = String::new();
+        r.read_to_string(&mut text).map_err(|e| e.to_string())?;
+        let (head, fields) = proto::parse_line(&text)?;
+        if head != "ok" {
+            return Err(format!("ns-member: {}", text.trim()));
+        }
+        self.procs.insert(
+            self.new_name(&Fields::default(), "ns")?,
+            Proc {
+                host_pid: fields.parse("owner_host_pid")?,
+                vpid: pid,
+                mount_point: None,
+                pidns: None,
+            },
+        );
+        Ok(fields)
+    }
+
     /// `/proc/self/mountinfo` as read by a process of this pid namespace, or of the
     /// nested one of daemon `name` (the kernel prints `pgrp=` in the reader's pid ns).
     fn cmd_mountinfo(&mut self, f: &Fields) -> Reply {
@@ -606,7 +678,7 @@ impl Init {
             },
         };
         let text = match pidns {
-            None => std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| e.to_string())?,
+            None => std::fs::read("/proc/self/mountinfo").map_err(|e| e.to_string())?,
             Some(ns) => {
                 let (r, w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
                 let mut r = File::from(r);
@@ -616,8 +688,8 @@ impl Init {
                         use std::os::fd::AsRawFd;
                         drop(r);
                         sys::close_all_except(&[w.as_raw_fd()]);
-                        let t = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-                        let _ = w.write_all(t.as_bytes());
+                        let t = std::fs::read("/proc/self/mountinfo").unwrap_or_default();
+                        let _ = w.write_all(&t);
                         drop(w);
                         sys::exit_now(0);
                     }
@@ -625,13 +697,13 @@ impl Init {
                 };
                 self.forked(pid);
                 drop(w);
-                let mut t = String::new();
-                r.read_to_string(&mut t).map_err(|e| e.to_string())?;
+                let mut t = Vec::new();
+                r.read_to_end(&mut t).map_err(|e| e.to_string())?;
                 t
             }
         };
         let mut out = Fields::default();
-        out.push("hex", proto::hex_encode(text.as_bytes()));
+        out.push("hex", proto::hex_encode(&text));
         Ok(out)
     }
 
@@ -877,4 +949,68 @@ fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+/// The `ns-member` process: unshares a mount namespace (a private copy of the scenario's),
+/// forks a child there, optionally chroots, reports both host pids on `w`, then waits to be
+/// killed with the scenario's pid namespace.
+fn ns_member(w: File, chroot: Option<PathBuf>, chroot_all: bool) -> ! {
+    use std::os::fd::AsRawFd;
+    sys::close_all_except(&[w.as_raw_fd()]);
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+    let report = |w: &mut File, line: String| {
+        let _ = w.write_all(line.as_bytes());
+    };
+    let mut w = w;
+    let result = (|| -> Result<String, String> {
+        nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+        unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare(NEWNS): {e}"))?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(|e| format!("making / private: {e}"))?;
+        let (cr, cw) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+        match sys::fork().map_err(|e| format!("fork: {e}"))? {
+            sys::Fork::Child => {
+                drop(cr);
+                // The reply pipe must see EOF once the owner has answered.
+                sys::close_all_except(&[cw.as_raw_fd()]);
+                let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+                // Read before a chroot hides /proc.
+                let host = procfs::nspid_self().map(|p| p[0]).unwrap_or(0);
+                if chroot_all && let Some(dir) = &chroot {
+                    let _ = nix::unistd::chroot(dir);
+                }
+                let mut cw = File::from(cw);
+                let _ = cw.write_all(host.to_string().as_bytes());
+                drop(cw);
+                sys::pause_forever()
+            }
+            sys::Fork::Parent(_) => {}
+        }
+        drop(cw);
+        let mut child_host = String::new();
+        let _ = File::from(cr).read_to_string(&mut child_host);
+        let own = procfs::nspid_self().map_err(|e| format!("NSpid: {e}"))?;
+        let ns = procfs::ns_inode("self", "mnt").map_err(|e| format!("ns/mnt: {e}"))?;
+        if let Some(dir) = &chroot {
+            nix::unistd::chroot(dir).map_err(|e| format!("chroot: {e}"))?;
+            nix::unistd::chdir("/").map_err(|e| format!("chdir: {e}"))?;
+        }
+        Ok(format!(
+            "ok owner_host_pid={} child_host_pid={} mnt_ns={ns}\n",
+            own[0],
+            child_host.trim()
+        ))
+    })();
+    match result {
+        Ok(line) => report(&mut w, line),
+        Err(e) => report(&mut w, format!("error {e}\n")),
+    }
+    drop(w);
+    sys::pause_forever()
 }

@@ -1,0 +1,142 @@
+//! Cheap signs that a verdict may have changed since a scan, for an agent that would rather
+//! notice changes than rescan the world: a queue appearing or draining on a known read end
+//! (one `FIONREAD` each), and a master exiting (a pidfd per master turns readable).
+//!
+//! Neither replaces a scan; each only says when one is worth running now.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use crate::pipes::QueueProbe;
+use crate::proc_root::ProcRoot;
+use crate::report::MountState;
+use crate::scan::Scan;
+
+/// One read end a scan measured, and what it measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct KnownQueue {
+    pid: i32,
+    fd: i32,
+    ino: u64,
+    pending_bytes: u64,
+}
+
+/// The read ends of a scan's live mounts, to re-measure between scans.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnownQueues {
+    queues: Vec<KnownQueue>,
+}
+
+impl KnownQueues {
+    /// The read ends measured by `scan` (ACTIVE, INTERIM, and orphans whose holder is known).
+    pub fn from_scan(scan: &Scan) -> Self {
+        let mut queues: Vec<KnownQueue> = scan
+            .reports
+            .iter()
+            .filter(|r| r.read_end_pid > 0 && r.read_end_fd >= 0 && r.pipe_ino > 0)
+            .filter(|r| {
+                matches!(
+                    r.state,
+                    MountState::Active | MountState::Interim | MountState::Orphaned
+                )
+            })
+            .map(|r| KnownQueue {
+                pid: r.read_end_pid,
+                fd: r.read_end_fd,
+                ino: r.pipe_ino,
+                pending_bytes: r.pending_bytes,
+            })
+            .collect();
+        // Copies of one mount in several namespaces share the pipe: measure it once.
+        queues.sort_unstable_by_key(|q| (q.pid, q.fd, q.ino));
+        queues.dedup_by_key(|q| (q.pid, q.fd, q.ino));
+        Self { queues }
+    }
+
+    /// How many read ends are known.
+    pub fn len(&self) -> usize {
+        self.queues.len()
+    }
+
+    /// Whether no read end is known.
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+
+    /// Whether any queue differs from what the scan measured, or can no longer be measured
+    /// (the fd was closed, the process exited): one `FIONREAD` per known read end, nothing
+    /// consumed, nothing else read.
+    pub fn changed(&self, root: &ProcRoot, probe: &dyn QueueProbe) -> bool {
+        self.queues.iter().any(|q| {
+            let path = root.pid_path(q.pid, &format!("fd/{}", q.fd));
+            probe
+                .queued_bytes(&path, q.ino)
+                .map_or(true, |bytes| bytes != q.pending_bytes)
+        })
+    }
+}
+
+/// Host pids whose exit changes a verdict of `scan`: the leaders of live mounts and the
+/// holders of read ends.
+pub fn masters(scan: &Scan) -> BTreeSet<i32> {
+    scan.reports
+        .iter()
+        .filter(|r| r.pipe_ino > 0)
+        .flat_map(|r| [r.host_pgrp, r.read_end_pid])
+        .filter(|&pid| pid > 0)
+        .collect()
+}
+
+/// A pidfd for `pid` (`pidfd_open(2)`): it polls readable once the process has exited.
+///
+/// Only meaningful when the proc root shows the caller's own pid namespace
+/// ([`ProcRoot::is_own_pid_namespace`]): pids of another namespace name other processes.
+///
+/// # Errors
+///
+/// The `pidfd_open` error (`ESRCH`: the process is already gone).
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is
+    // passed. The fd is owned by nobody else, so OwnedFd may close it.
+    #[allow(unsafe_code)]
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("pidfd_open returned no fd"))?;
+    // SAFETY: `fd` was just returned by the kernel and is not owned elsewhere.
+    #[allow(unsafe_code)]
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pidfd_turns_readable_when_its_process_exits() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let pidfd = pidfd_open(i32::try_from(child.id()).unwrap()).unwrap();
+        let readable = |fd: &OwnedFd| {
+            let mut fds = [nix::poll::PollFd::new(
+                std::os::fd::AsFd::as_fd(fd),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap() > 0
+        };
+        assert!(!readable(&pidfd));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(readable(&pidfd));
+    }
+
+    #[test]
+    fn a_pid_that_does_not_exist_has_no_pidfd() {
+        // Above the kernel's largest pid_max.
+        assert!(pidfd_open(4_194_305).is_err());
+    }
+}

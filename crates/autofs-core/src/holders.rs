@@ -1,0 +1,93 @@
+//! Where the read ends of orphan candidates live, remembered across scans, so that a scan
+//! costs what autofs costs and not what the node costs.
+//!
+//! CRIU looks only at the master's fds (reference §3.4), and so does a scan first: the fds of
+//! each distinct leader, once. Only a mount whose leader holds no read end needs to know who
+//! else holds the pipe. For those, in order:
+//!
+//! 1. ends found by an earlier scan are re-checked, one `readlink` and one `fdinfo` each;
+//! 2. a pipe that no process held any end of stays that way (an anonymous pipe cannot be
+//!    opened again without an fd to it), so that answer is kept;
+//! 3. the kernel's reader count, through any end still known, says whether anybody reads the
+//!    pipe at all ([`QueueProbe::has_readers`]): nobody means there is no holder to find;
+//! 4. only then the fds of every process are listed, for those pipes alone.
+//!
+//! Verdicts are the same as with a census of every fd on every scan; only the cost differs.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::pipes::{PipeIndex, QueueProbe};
+use crate::proc_root::ProcRoot;
+
+/// What earlier scans found about one pipe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Memo {
+    /// Ends held by processes (read and write ends), as `(pid, fd)`.
+    Ends(Vec<(i32, i32)>),
+    /// A complete census found no process holding any end.
+    Nobody,
+}
+
+/// Pipe holders remembered across scans, by pipe inode.
+#[derive(Debug, Default)]
+pub struct HolderMemo {
+    pipes: HashMap<u64, Memo>,
+}
+
+impl HolderMemo {
+    /// Completes `index` for the orphan candidates `candidates` (pipe inodes whose leader
+    /// holds no read end): re-checks remembered ends, asks the kernel's reader count, and
+    /// lists the fds of `pids` only for the pipes still unexplained. Returns how many pipes
+    /// needed that census.
+    pub fn locate(
+        &mut self,
+        root: &ProcRoot,
+        probe: &dyn QueueProbe,
+        pids: &[i32],
+        index: &mut PipeIndex,
+        candidates: &HashSet<u64>,
+    ) -> usize {
+        let mut census = HashSet::new();
+        for &ino in candidates {
+            match self.pipes.get(&ino) {
+                Some(Memo::Nobody) => continue,
+                Some(Memo::Ends(ends)) => {
+                    for &(pid, fd) in ends {
+                        index.verify(root, ino, pid, fd);
+                    }
+                }
+                None => {}
+            }
+            if index.ends(ino).iter().any(|e| e.is_read_end()) {
+                continue;
+            }
+            let nobody_reads = index.ends(ino).first().is_some_and(|end| {
+                let path = root.pid_path(end.pid, &format!("fd/{}", end.fd));
+                matches!(probe.has_readers(&path, ino), Ok(Some(false)))
+            });
+            if !nobody_reads {
+                census.insert(ino);
+            }
+        }
+        if census.is_empty() {
+            return 0;
+        }
+        let unreadable_before = index.unreadable().len();
+        index.scan(root, pids, &census);
+        let complete = index.unreadable().len() == unreadable_before;
+        for &ino in &census {
+            let ends: Vec<(i32, i32)> = index.ends(ino).iter().map(|e| (e.pid, e.fd)).collect();
+            if !ends.is_empty() {
+                self.pipes.insert(ino, Memo::Ends(ends));
+            } else if complete {
+                self.pipes.insert(ino, Memo::Nobody);
+            }
+        }
+        census.len()
+    }
+
+    /// Forgets pipes no mount uses any more.
+    pub fn retain(&mut self, in_use: &HashSet<u64>) {
+        self.pipes.retain(|ino, _| in_use.contains(ino));
+    }
+}

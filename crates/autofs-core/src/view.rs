@@ -1,0 +1,263 @@
+//! How much of the node the inspector can see. A process the inspector may not see looks
+//! exactly like one that exited (with `hidepid=invisible` its `/proc/<pid>` is ENOENT), so a
+//! restricted view must be known before any verdict rests on something being absent.
+//!
+//! The view is restricted when the proc mount hides processes from us (`hidepid=` without
+//! `CAP_SYS_PTRACE` or membership of its `gid=`), when pid 1 is missing, or when the scan met
+//! processes whose mount namespace or fds it was refused.
+
+use std::os::unix::ffi::OsStrExt;
+
+use serde::Serialize;
+
+use crate::mountinfo::MountInfo;
+use crate::proc_root::ProcRoot;
+
+/// `CAP_SYS_PTRACE`: reading other processes' fds and namespaces, and seeing through hidepid.
+pub const CAP_SYS_PTRACE: u32 = 19;
+/// `CAP_DAC_READ_SEARCH`: reading `/proc/<pid>/fd` directories of other users.
+pub const CAP_DAC_READ_SEARCH: u32 = 2;
+
+/// What the inspector can see of the node, judged once per scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct View {
+    /// Whether anything may be hidden from the inspector. When true, no verdict rests on a
+    /// process or fd being absent.
+    pub restricted: bool,
+    /// Why, one sentence each (empty when not restricted).
+    pub reasons: Vec<String>,
+    /// What could not be read without restricting the view (refusals despite
+    /// `CAP_SYS_PTRACE`): the mount namespaces of those processes are unknown.
+    pub warnings: Vec<String>,
+    /// Processes whose mount namespace could not be read (`ns/mnt` refused): the namespaces
+    /// they are in may be missing from the scan altogether.
+    pub unknown_namespaces: usize,
+    /// The proc mount's `hidepid=` value as the kernel prints it (`invisible`, `2`, …), if any.
+    pub hidepid: Option<String>,
+    /// The inspector's effective capabilities (`CapEff:` of its own status), if readable.
+    pub cap_eff: Option<u64>,
+}
+
+/// Facts about the inspector itself, read once per scan through the proc root's `self` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SelfFacts {
+    /// `hidepid=` and `gid=` of the proc mount the proc root is, if it is one.
+    pub hidepid: Option<(String, Option<u32>)>,
+    /// Effective capabilities.
+    pub cap_eff: Option<u64>,
+    /// Real, effective, saved and fs gids plus supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+impl SelfFacts {
+    /// Reads the facts from `<root>/self/mountinfo` and `<root>/self/status`. Unreadable
+    /// facts stay unknown (a fixture tree is no proc mount and may have no `self`).
+    pub fn read(root: &ProcRoot) -> Self {
+        let mut facts = Self::default();
+        if let Ok(status) = root.read_file("self/status") {
+            for line in status.split(|&b| b == b'\n') {
+                if let Some(v) = line.strip_prefix(b"CapEff:") {
+                    facts.cap_eff = std::str::from_utf8(v.trim_ascii())
+                        .ok()
+                        .and_then(|v| u64::from_str_radix(v, 16).ok());
+                } else if let Some(v) = line
+                    .strip_prefix(b"Gid:")
+                    .or_else(|| line.strip_prefix(b"Groups:"))
+                {
+                    facts.groups.extend(
+                        v.split(u8::is_ascii_whitespace)
+                            .filter_map(|t| std::str::from_utf8(t).ok()?.parse::<u32>().ok()),
+                    );
+                }
+            }
+        }
+        facts.hidepid = proc_mount_options(root).and_then(|options| hidepid(&options));
+        facts
+    }
+
+    /// Whether the inspector has capability `cap` (unknown counts as no).
+    pub fn has_cap(&self, cap: u32) -> bool {
+        self.cap_eff.is_some_and(|caps| caps & (1 << cap) != 0)
+    }
+}
+
+impl View {
+    /// Judges the view from the inspector's own facts and what the scan met.
+    ///
+    /// `pid1_visible`: whether the proc root lists pid 1. `denied`: a few of the reads the
+    /// scan was refused (path and error), and how many there were in all.
+    ///
+    /// Refused reads restrict the view only when the inspector lacks `CAP_SYS_PTRACE` (then
+    /// every more privileged process is out of reach). With it, a refusal comes from a
+    /// confining security module or a specially protected process: it is listed in
+    /// `warnings`, and the verdicts that depend on that process say so themselves.
+    pub fn judge(facts: &SelfFacts, pid1_visible: bool, denied: (&[String], usize)) -> Self {
+        let mut reasons = Vec::new();
+        let mut warnings = Vec::new();
+        if let Some((value, gid)) = &facts.hidepid {
+            // The kernel prints no `gid=` for gid 0. With `ptraceable` only ptrace access
+            // counts (`has_pid_permissions()`); otherwise members of the group see everything.
+            let in_group = !matches!(value.as_str(), "4" | "ptraceable")
+                && facts.groups.contains(&gid.unwrap_or(0));
+            let exempt = facts.has_cap(CAP_SYS_PTRACE) || in_group;
+            if !exempt {
+                reasons.push(format!(
+                    "the proc root is mounted hidepid={value}{} and the agent has neither CAP_SYS_PTRACE nor that group: processes it may not trace are invisible, exactly as if they had exited",
+                    gid.map(|g| format!(",gid={g}")).unwrap_or_default()
+                ));
+            }
+        }
+        if !pid1_visible {
+            reasons.push("pid 1 is not listed in the proc root: processes are hidden".into());
+        }
+        let (examples, count) = denied;
+        if count > 0 {
+            let e = examples.first().map(String::as_str).unwrap_or("?");
+            if facts.cap_eff.is_some() && !facts.has_cap(CAP_SYS_PTRACE) {
+                reasons.push(format!(
+                    "{count} read(s) of other processes' /proc entries were refused and the agent lacks CAP_SYS_PTRACE, e.g. {e}"
+                ));
+            } else {
+                warnings.push(format!(
+                    "{count} read(s) of other processes' /proc entries were refused although the agent has CAP_SYS_PTRACE (a confining security module, or a protected process), e.g. {e}"
+                ));
+            }
+        }
+        Self {
+            restricted: !reasons.is_empty(),
+            reasons,
+            warnings,
+            hidepid: facts.hidepid.as_ref().map(|(v, _)| v.clone()),
+            cap_eff: facts.cap_eff,
+            unknown_namespaces: 0,
+        }
+    }
+
+    /// One sentence for messages: why absences cannot be trusted.
+    pub fn summary(&self) -> String {
+        format!(
+            "the agent's view of /proc is restricted: {}",
+            self.reasons.join("; ")
+        )
+    }
+
+    /// Everything the operator should know about the view: reasons, then warnings.
+    pub fn problems(&self) -> impl Iterator<Item = &String> {
+        self.reasons.iter().chain(&self.warnings)
+    }
+}
+
+/// The super options of the proc mount at the proc root, from the inspector's own mountinfo:
+/// the last mount whose mount point is the proc root's canonical path and whose type is proc.
+fn proc_mount_options(root: &ProcRoot) -> Option<Vec<u8>> {
+    let path = std::fs::canonicalize(root.path()).ok()?;
+    let path = path.as_os_str().as_bytes();
+    let table = root.read_file("self/mountinfo").ok()?;
+    table
+        .split(|&b| b == b'\n')
+        .rev()
+        .filter_map(|line| MountInfo::parse(line).ok())
+        .find(|m| m.fstype == b"proc" && m.mount_point == path)
+        .map(|m| m.super_options)
+}
+
+/// `hidepid=` (when it hides anything) and `gid=` from proc's super options.
+fn hidepid(options: &[u8]) -> Option<(String, Option<u32>)> {
+    let options = std::str::from_utf8(options).ok()?;
+    let mut value = None;
+    let mut gid = None;
+    for token in options.split(',') {
+        if let Some(v) = token.strip_prefix("hidepid=") {
+            value = Some(v.to_owned());
+        } else if let Some(v) = token.strip_prefix("gid=") {
+            gid = v.parse().ok();
+        }
+    }
+    // 0/off shows everything; 1/noaccess, 2/invisible and 4/ptraceable restrict.
+    value
+        .filter(|v| !matches!(v.as_str(), "0" | "off"))
+        .map(|v| (v, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(hidepid: Option<(&str, Option<u32>)>, caps: u64, groups: &[u32]) -> SelfFacts {
+        SelfFacts {
+            hidepid: hidepid.map(|(v, g)| (v.to_owned(), g)),
+            cap_eff: Some(caps),
+            groups: groups.to_vec(),
+        }
+    }
+
+    const ALL: u64 = 0x1ff_ffff_ffff;
+    const NO_PTRACE: u64 = ALL & !(1 << CAP_SYS_PTRACE);
+
+    #[test]
+    fn hidepid_restricts_unless_ptrace_or_its_group_exempts() {
+        let v = View::judge(
+            &facts(Some(("invisible", Some(4242))), NO_PTRACE, &[0]),
+            true,
+            (&[], 0),
+        );
+        assert!(v.restricted);
+        assert!(v.reasons[0].contains("hidepid=invisible,gid=4242"), "{v:?}");
+        let v = View::judge(
+            &facts(Some(("invisible", Some(4242))), ALL, &[0]),
+            true,
+            (&[], 0),
+        );
+        assert!(!v.restricted, "{v:?}");
+        let v = View::judge(
+            &facts(Some(("2", Some(4242))), NO_PTRACE, &[0, 4242]),
+            true,
+            (&[], 0),
+        );
+        assert!(!v.restricted, "{v:?}");
+        let v = View::judge(&facts(None, NO_PTRACE, &[0]), true, (&[], 0));
+        assert!(!v.restricted, "{v:?}");
+        // No `gid=` printed means gid 0: root's group sees everything...
+        let v = View::judge(
+            &facts(Some(("invisible", None)), NO_PTRACE, &[0]),
+            true,
+            (&[], 0),
+        );
+        assert!(!v.restricted, "{v:?}");
+        // ...except with `ptraceable`, where only ptrace access counts.
+        let v = View::judge(
+            &facts(Some(("ptraceable", None)), NO_PTRACE, &[0]),
+            true,
+            (&[], 0),
+        );
+        assert!(v.restricted, "{v:?}");
+    }
+
+    #[test]
+    fn missing_pid1_and_refused_reads_restrict() {
+        let v = View::judge(&facts(None, ALL, &[0]), false, (&[], 0));
+        assert!(v.restricted && v.reasons[0].contains("pid 1"), "{v:?}");
+        let denied = ["/proc/77/ns/mnt: Permission denied (os error 13)".to_owned()];
+        let v = View::judge(&facts(None, NO_PTRACE, &[0]), true, (&denied, 3));
+        assert!(v.restricted);
+        assert!(v.reasons[0].starts_with("3 read(s)"), "{v:?}");
+        assert!(v.reasons[0].contains("lacks CAP_SYS_PTRACE"), "{v:?}");
+        assert!(v.summary().contains("/proc/77/ns/mnt"), "{v:?}");
+        // With CAP_SYS_PTRACE a refusal is a warning about that process, not a blind view.
+        let v = View::judge(&facts(None, ALL, &[0]), true, (&denied, 1));
+        assert!(!v.restricted, "{v:?}");
+        assert!(v.warnings[0].contains("/proc/77/ns/mnt"), "{v:?}");
+        assert_eq!(v.problems().count(), 1);
+    }
+
+    #[test]
+    fn hidepid_options_are_read_as_the_kernel_prints_them() {
+        assert_eq!(
+            hidepid(b"rw,gid=4242,hidepid=invisible"),
+            Some(("invisible".into(), Some(4242)))
+        );
+        assert_eq!(hidepid(b"rw,hidepid=2"), Some(("2".into(), None)));
+        assert_eq!(hidepid(b"rw,hidepid=off"), None);
+        assert_eq!(hidepid(b"rw"), None);
+    }
+}
