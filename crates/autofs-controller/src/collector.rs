@@ -76,14 +76,23 @@ struct ReportBudget {
 }
 
 impl ReportBudget {
-    /// Takes `bytes`, or nothing when that would cross the limit.
-    fn take(&self, bytes: usize) -> bool {
+    /// Takes `bytes` for a node already holding `held`; or, when that would cross the limit,
+    /// gives back the node's `held` in the same step — so the node that crosses the bound is
+    /// the only one that fails: another node never sees memory a failed node still holds.
+    fn take(&self, bytes: usize, held: usize) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
-        self.used
+        let fits = |used: usize| used.checked_add(bytes).is_some_and(|t| t <= self.limit);
+        let before = self
+            .used
             .fetch_update(Relaxed, Relaxed, |used| {
-                used.checked_add(bytes).filter(|total| *total <= self.limit)
+                Some(if fits(used) {
+                    used + bytes
+                } else {
+                    used.saturating_sub(held)
+                })
             })
-            .is_ok()
+            .unwrap_or_else(|used| used);
+        fits(before)
     }
 
     fn give_back(&self, bytes: usize) {
@@ -497,7 +506,8 @@ async fn list_mounts(
                 });
             }
             let size = report_size(&m);
-            if !limits.budget.take(size) {
+            if !limits.budget.take(size, held) {
+                held = 0; // given back by `take`
                 return Err(NodeErrorKind::ReportMemory {
                     limit_bytes: limits.budget.limit,
                 });
