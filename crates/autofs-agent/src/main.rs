@@ -99,7 +99,7 @@ struct ServeFlags {
     scan_interval: Duration,
     /// Between scans, re-measure the known read ends with FIONREAD this often, so a queue
     /// appearing or draining is seen within about this long (master exits are seen at once).
-    #[arg(long, env = "AUTOFS_AGENT_QUEUE_POLL_INTERVAL", default_value = "1s", value_parser = duration::parse)]
+    #[arg(long, env = "AUTOFS_AGENT_QUEUE_POLL_INTERVAL", default_value = "500ms", value_parser = duration::parse)]
     queue_poll_interval: Duration,
     /// On-demand RPCs reuse a scan younger than this; older ones trigger a fresh scan.
     #[arg(long, env = "AUTOFS_AGENT_MAX_SCAN_AGE", default_value = "1s", value_parser = duration::parse)]

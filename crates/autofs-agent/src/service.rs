@@ -23,7 +23,7 @@ use crate::changes::Change;
 use crate::filter::{self, Filter};
 use crate::listener::PeerInfo;
 use crate::metrics as m;
-use crate::snapshot::{Answer, Inventory, ScanError};
+use crate::snapshot::{Answer, Inventory, ScanError, Snapshot};
 
 /// Messages buffered per stream before the producer waits for the client.
 const STREAM_BUFFER: usize = 32;
@@ -41,7 +41,7 @@ pub struct ServiceConfig {
     pub scan_interval: Duration,
     /// Concurrent ListMounts streams across all clients.
     pub max_streams: usize,
-    /// Concurrent WatchMounts streams across all clients.
+    /// Concurrent WatchMounts streams across all clients (and as many WaitMigratable).
     pub max_watches: usize,
     /// Concurrent streams of each kind per client (certificate identity, else IP address).
     pub max_streams_per_client: usize,
@@ -54,6 +54,7 @@ pub struct AgentService {
     config: Arc<ServiceConfig>,
     lists: Arc<Semaphore>,
     watches: Arc<Semaphore>,
+    waits: Arc<Semaphore>,
     per_client: Arc<PerClient>,
     shutdown: watch::Receiver<bool>,
 }
@@ -63,6 +64,7 @@ pub struct AgentService {
 enum StreamKind {
     List,
     Watch,
+    Wait,
 }
 
 impl StreamKind {
@@ -70,6 +72,7 @@ impl StreamKind {
         match self {
             StreamKind::List => "ListMounts",
             StreamKind::Watch => "WatchMounts",
+            StreamKind::Wait => "WaitMigratable",
         }
     }
 }
@@ -148,6 +151,7 @@ impl AgentService {
         Self {
             lists: Arc::new(Semaphore::new(config.max_streams)),
             watches: Arc::new(Semaphore::new(config.max_watches)),
+            waits: Arc::new(Semaphore::new(config.max_watches)),
             per_client: Arc::new(PerClient {
                 limit: config.max_streams_per_client,
                 open: Default::default(),
@@ -171,6 +175,7 @@ impl AgentService {
         let (global, limit) = match kind {
             StreamKind::List => (&self.lists, self.config.max_streams),
             StreamKind::Watch => (&self.watches, self.config.max_watches),
+            StreamKind::Wait => (&self.waits, self.config.max_watches),
         };
         let global = global.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
@@ -343,6 +348,7 @@ async fn shutting_down(mut shutdown: watch::Receiver<bool>) {
 impl AutofsInspector for AgentService {
     type ListMountsStream = EventStream<v1::MountReport>;
     type WatchMountsStream = EventStream<v1::MountEvent>;
+    type WaitMigratableStream = EventStream<v1::WaitMigratableResponse>;
 
     async fn list_mounts(
         &self,
@@ -476,6 +482,103 @@ impl AutofsInspector for AgentService {
         Ok(response)
     }
 
+    async fn wait_migratable(
+        &self,
+        request: Request<v1::WaitMigratableRequest>,
+    ) -> Result<Response<Self::WaitMigratableStream>, Status> {
+        use v1::check_migratable_request::Target;
+        use v1::wait_migratable_request::Target as WaitTarget;
+        let started = Instant::now();
+        let target = request.get_ref().target.clone().map(|t| match t {
+            WaitTarget::Pid(pid) => Target::Pid(pid),
+            WaitTarget::ContainerId(id) => Target::ContainerId(id),
+            WaitTarget::PodUid(uid) => Target::PodUid(uid),
+        });
+        let client = client_of(&request);
+        // Subscribe first, so a scan published while the first verdict is taken is not missed.
+        let mut updates = self.inventory.subscribe();
+        let setup = async {
+            let workload = self.workload(target)?;
+            let permit = self.stream_slot(StreamKind::Wait, &client)?;
+            let answer = self.snapshot_for(&workload).await?;
+            if answer.stale {
+                // A gate must not open on a scan older than the stall: wait for a real one.
+                return Err(Status::unavailable(format!(
+                    "the current scan has stalled; the last good one is {} s old; retry later",
+                    answer.age().as_secs()
+                )));
+            }
+            Ok::<_, Status>((workload, permit, answer.snapshot))
+        };
+        let (workload, permit, snapshot) = match setup.await {
+            Ok(ready) => ready,
+            Err(status) => {
+                m::grpc_call("WaitMigratable", status.code(), started);
+                return Err(status);
+            }
+        };
+        let deadline = deadline(&request);
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let ending = Ending::default();
+        let end = ending.clone();
+        let shutdown = self.shutdown.clone();
+        // A waiter that sends nothing while blockers do not change learns that its client
+        // left from the channel closing, which frees its slot at once.
+        let gone = tx.clone();
+        let mut wait = Wait {
+            node: self.config.node_name.clone(),
+            sequence: 0,
+            last: None,
+            tx,
+            ending: ending.clone(),
+        };
+        tokio::spawn(async move {
+            let _permit = permit;
+            let run = async {
+                match wait.apply(&snapshot, &workload).await {
+                    Ok(true) => return tonic::Code::Ok,
+                    Ok(false) => {}
+                    Err(code) => return code,
+                }
+                let mut seen = snapshot.generation;
+                drop(snapshot);
+                loop {
+                    // Waiters share the agent's change detection: no scan per waiter.
+                    if updates.changed().await.is_err() {
+                        ending.fail(Status::unavailable("agent shutting down; wait again"));
+                        return tonic::Code::Unavailable;
+                    }
+                    let next = updates.borrow_and_update().clone();
+                    if next.generation <= seen {
+                        continue;
+                    }
+                    seen = next.generation;
+                    match wait.apply(&next, &workload).await {
+                        Ok(true) => return tonic::Code::Ok,
+                        Ok(false) => {}
+                        Err(code) => return code,
+                    }
+                }
+            };
+            let code = tokio::select! {
+                code = run => code,
+                () = sleep_until(deadline) => {
+                    ending.fail(Status::deadline_exceeded(
+                        "deadline reached while INTERIM mounts still block; the last message lists them",
+                    ));
+                    tonic::Code::DeadlineExceeded
+                }
+                () = gone.closed() => tonic::Code::Cancelled,
+                () = shutting_down(shutdown) => {
+                    ending.fail(Status::unavailable("agent shutting down; wait again"));
+                    tonic::Code::Unavailable
+                }
+            };
+            m::grpc_call("WaitMigratable", code, started);
+        });
+        Ok(Response::new(end.stream(rx)))
+    }
+
     async fn get_node_info(
         &self,
         _request: Request<v1::GetNodeInfoRequest>,
@@ -488,104 +591,90 @@ impl AutofsInspector for AgentService {
     }
 }
 
+/// A validated workload: the mount namespace of a pid, a container id prefix, or a pod UID.
+#[derive(Debug, Clone)]
+struct Workload {
+    target: v1::check_migratable_request::Target,
+    pid_ns: Option<u64>,
+    container: Option<String>,
+    pod: Option<String>,
+}
+
+/// What one snapshot says about a workload.
+struct Judgement {
+    mounts_checked: u32,
+    blocking: Vec<v1::MountReport>,
+}
+
 impl AgentService {
+    /// Validates a target before any scan: bad input never costs one.
+    fn workload(
+        &self,
+        target: Option<v1::check_migratable_request::Target>,
+    ) -> Result<Workload, Status> {
+        use v1::check_migratable_request::Target;
+        let target = target.ok_or_else(|| {
+            Status::invalid_argument("target: one of pid, container_id or pod_uid is required")
+        })?;
+        let mut workload = Workload {
+            target: target.clone(),
+            pid_ns: None,
+            container: None,
+            pod: None,
+        };
+        match &target {
+            Target::Pid(pid) => {
+                workload.pid_ns = Some(filter::mount_namespace_of(*pid, &self.inventory)?);
+            }
+            Target::ContainerId(id) => {
+                workload.container = Some(
+                    filter::container_id(id)?
+                        .ok_or_else(|| Status::invalid_argument("container_id: empty"))?,
+                );
+            }
+            Target::PodUid(uid) => {
+                workload.pod = Some(
+                    filter::pod_uid(uid)?
+                        .ok_or_else(|| Status::invalid_argument("pod_uid: empty"))?,
+                );
+            }
+        }
+        Ok(workload)
+    }
+
+    /// A fresh snapshot that knows the workload's namespace (a process newer than the latest
+    /// scan makes it look again).
+    /// (While a scan is stalled, the last good scan answers as it is: see [`Answer`].)
+    async fn snapshot_for(&self, workload: &Workload) -> Result<Answer, Status> {
+        let answer = self.fresh().await?;
+        if let Some(ns) = workload.pid_ns
+            && answer.snapshot.namespace(ns).is_none()
+            && !answer.stale
+        {
+            return self.inventory.rescan_bounded().await.map_err(scan_status);
+        }
+        Ok(answer)
+    }
+
     async fn check(
         &self,
         req: v1::CheckMigratableRequest,
     ) -> Result<(v1::CheckMigratableResponse, Answer), Status> {
-        use v1::check_migratable_request::Target;
-        let target = req.target.ok_or_else(|| {
-            Status::invalid_argument("target: one of pid, container_id or pod_uid is required")
-        })?;
-        // Validate before scanning: bad input never costs a scan.
-        let (pid_ns, container, pod) = match &target {
-            Target::Pid(pid) => (
-                Some(filter::mount_namespace_of(*pid, &self.inventory)?),
-                None,
-                None,
-            ),
-            Target::ContainerId(id) => (
-                None,
-                Some(
-                    filter::container_id(id)?
-                        .ok_or_else(|| Status::invalid_argument("container_id: empty"))?,
-                ),
-                None,
-            ),
-            Target::PodUid(uid) => (
-                None,
-                None,
-                Some(
-                    filter::pod_uid(uid)?
-                        .ok_or_else(|| Status::invalid_argument("pod_uid: empty"))?,
-                ),
-            ),
-        };
-        let mut answer = self.fresh().await?;
-        if let Some(ns) = pid_ns
-            && answer.snapshot.namespace(ns).is_none()
-            && !answer.stale
-        {
-            // The process is newer than the scan: look again.
-            answer = self.inventory.rescan_bounded().await.map_err(scan_status)?;
-        }
-        let snapshot = answer.snapshot.clone();
-        let namespaces: Vec<u64> = snapshot
-            .scan
-            .namespaces
-            .iter()
-            .filter(|n| {
-                pid_ns.is_some_and(|ns| ns == n.mnt_ns)
-                    || container.as_deref().is_some_and(|id| {
-                        !n.container_id.is_empty() && n.container_id.starts_with(id)
-                    })
-                    || pod.as_deref().is_some_and(|uid| n.pod_uid == uid)
-            })
-            .map(|n| n.mnt_ns)
-            .collect();
-        if namespaces.is_empty() && answer.stale {
-            // Not in a scan that predates the stall is no proof of absence.
-            return Err(Status::unavailable(format!(
-                "the current scan has stalled and the last good one ({} s old) does not show this workload; retry later",
-                answer.age().as_secs()
-            )));
-        }
-        if namespaces.is_empty() {
-            return Err(Status::not_found(match target {
-                Target::Pid(pid) => format!("pid {pid}: its mount namespace vanished"),
-                Target::ContainerId(id) => {
-                    format!("container {id}: no process of it runs on this node")
-                }
-                Target::PodUid(uid) => format!("pod {uid}: no container of it runs on this node"),
-            }));
-        }
-        if let Some(id) = &container {
-            let mut ids: Vec<&str> = snapshot
-                .scan
-                .namespaces
-                .iter()
-                .filter(|n| namespaces.contains(&n.mnt_ns))
-                .map(|n| n.container_id.as_str())
-                .collect();
-            ids.sort_unstable();
-            ids.dedup();
-            if ids.len() > 1 {
-                return Err(Status::invalid_argument(format!(
-                    "container_id: prefix {id} matches {} containers; give more digits",
-                    ids.len()
+        let workload = self.workload(req.target)?;
+        let answer = self.snapshot_for(&workload).await?;
+        let Judgement {
+            mounts_checked,
+            blocking,
+        } = match judge(&answer.snapshot, &workload) {
+            Err(status) if status.code() == tonic::Code::NotFound && answer.stale => {
+                // Not in a scan that predates the stall is no proof of absence.
+                return Err(Status::unavailable(format!(
+                    "the current scan has stalled and the last good one ({} s old) does not show this workload; retry later",
+                    answer.age().as_secs()
                 )));
             }
-        }
-        let mut mounts_checked = 0;
-        let mut blocking = Vec::new();
-        for (core, report) in snapshot.scan.reports.iter().zip(snapshot.reports.iter()) {
-            if namespaces.contains(&core.mnt_ns) {
-                mounts_checked += 1;
-                if !core.dumpable {
-                    blocking.push(report.clone());
-                }
-            }
-        }
+            judged => judged?,
+        };
         let only_interim = !blocking.is_empty()
             && blocking
                 .iter()
@@ -606,6 +695,149 @@ impl AgentService {
             stale: answer.stale,
         };
         Ok((response, answer))
+    }
+}
+
+/// The workload's mounts in `snapshot` and those that block a dump. NOT_FOUND when nothing of
+/// the workload runs on the node; INVALID_ARGUMENT for an ambiguous container id prefix.
+fn judge(snapshot: &Snapshot, workload: &Workload) -> Result<Judgement, Status> {
+    use v1::check_migratable_request::Target;
+    let namespaces: Vec<u64> = snapshot
+        .scan
+        .namespaces
+        .iter()
+        .filter(|n| {
+            workload.pid_ns.is_some_and(|ns| ns == n.mnt_ns)
+                || workload
+                    .container
+                    .as_deref()
+                    .is_some_and(|id| !n.container_id.is_empty() && n.container_id.starts_with(id))
+                || workload.pod.as_deref().is_some_and(|uid| n.pod_uid == uid)
+        })
+        .map(|n| n.mnt_ns)
+        .collect();
+    if namespaces.is_empty() {
+        return Err(Status::not_found(match &workload.target {
+            Target::Pid(pid) => format!("pid {pid}: its mount namespace vanished"),
+            Target::ContainerId(id) => {
+                format!("container {id}: no process of it runs on this node")
+            }
+            Target::PodUid(uid) => format!("pod {uid}: no container of it runs on this node"),
+        }));
+    }
+    if let Some(id) = &workload.container {
+        let mut ids: Vec<&str> = snapshot
+            .scan
+            .namespaces
+            .iter()
+            .filter(|n| namespaces.contains(&n.mnt_ns))
+            .map(|n| n.container_id.as_str())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() > 1 {
+            return Err(Status::invalid_argument(format!(
+                "container_id: prefix {id} matches {} containers; give more digits",
+                ids.len()
+            )));
+        }
+    }
+    let mut mounts_checked = 0;
+    let mut blocking = Vec::new();
+    for (core, report) in snapshot.scan.reports.iter().zip(snapshot.reports.iter()) {
+        if namespaces.contains(&core.mnt_ns) {
+            mounts_checked += 1;
+            if !core.dumpable {
+                blocking.push(report.clone());
+            }
+        }
+    }
+    Ok(Judgement {
+        mounts_checked,
+        blocking,
+    })
+}
+
+/// One wait: the messages of a WaitMigratable stream, sent when the blocking set changes.
+struct Wait {
+    node: String,
+    sequence: u64,
+    /// What the last message said: (namespace, mount, state, queued packets) per blocker.
+    last: Option<Vec<(u64, u32, i32, u64)>>,
+    tx: mpsc::Sender<Result<v1::WaitMigratableResponse, Status>>,
+    ending: Ending,
+}
+
+impl Wait {
+    /// Sends the verdict of `snapshot` if it differs from the last one. `Ok(true)` when the
+    /// wait is over (dumpable, or blocked for good); `Err` when the stream must stop.
+    async fn apply(
+        &mut self,
+        snapshot: &Snapshot,
+        workload: &Workload,
+    ) -> Result<bool, tonic::Code> {
+        use v1::wait_migratable_response::Outcome;
+        let Judgement {
+            mounts_checked,
+            blocking,
+        } = match judge(snapshot, workload) {
+            Ok(j) => j,
+            Err(status) => {
+                let code = status.code();
+                self.ending.fail(status);
+                return Err(code);
+            }
+        };
+        let stuck: Vec<&v1::MountReport> = blocking
+            .iter()
+            .filter(|r| r.state != v1::MountState::Interim as i32)
+            .collect();
+        let (outcome, message) = if blocking.is_empty() {
+            (
+                Outcome::Dumpable,
+                format!("nothing blocks: {mounts_checked} autofs mount(s) CRIU can dump now"),
+            )
+        } else if let Some(first) = stuck.first() {
+            (
+                Outcome::WillNotClear,
+                format!(
+                    "waiting will not help: {} blocking mount(s) cannot clear by themselves, e.g. {} ({}): {}",
+                    stuck.len(),
+                    first.mount_point,
+                    v1::MountState::try_from(first.state).map_or("?", |s| s.as_str_name()),
+                    first.message
+                ),
+            )
+        } else {
+            let packets: u64 = blocking.iter().map(|r| r.pending_packets).sum();
+            (
+                Outcome::Waiting,
+                format!(
+                    "waiting: {} mount(s) INTERIM with {packets} queued request(s) the daemon has not read yet",
+                    blocking.len()
+                ),
+            )
+        };
+        let key: Vec<_> = blocking
+            .iter()
+            .map(|r| (r.mnt_ns, r.mount_id, r.state, r.pending_packets))
+            .collect();
+        let done = outcome != Outcome::Waiting;
+        if self.last.as_ref() != Some(&key) || done {
+            self.last = Some(key);
+            self.sequence += 1;
+            let response = v1::WaitMigratableResponse {
+                dumpable: blocking.is_empty(),
+                blocking,
+                mounts_checked,
+                node: self.node.clone(),
+                outcome: outcome.into(),
+                message,
+                sequence: self.sequence,
+            };
+            send(&self.tx, response, &self.ending).await?;
+        }
+        Ok(done)
     }
 }
 

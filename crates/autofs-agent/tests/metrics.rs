@@ -607,3 +607,65 @@ fn which(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_a_hundred_waiters_cost_no_more_scans_than_one() {
+    use v1::wait_migratable_response::Outcome;
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    let _blocked = common::make_interim(&mut sc, &d, "shared");
+    // Scans only at start and when change detection sees something: waiters must not add any.
+    let agent = Agent::start(&["--scan-interval", "1h", "--max-scan-age", "1h"]);
+    agent.wait_serving().await;
+    let scans = |text: &str| value(text, "autofs_scan_duration_seconds_count");
+    let before = scans(&scrape(&agent));
+    let request = v1::WaitMigratableRequest {
+        target: Some(v1::wait_migratable_request::Target::Pid(sc.init_host_pid())),
+    };
+    let mut streams = Vec::new();
+    for _ in 0..100 {
+        // One connection each: a connection carries at most --max-streams-per-connection.
+        let mut stream = agent
+            .client()
+            .await
+            .wait_migratable(request.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        let first = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .expect("a first message in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.outcome, Outcome::Waiting as i32, "{first:#?}");
+        streams.push(stream);
+    }
+    // No scan per waiter (a hundred would show). Changes elsewhere on the node may still
+    // cause a scan or two meanwhile; those are shared by every waiter too.
+    let during = scans(&scrape(&agent)) - before;
+    assert!(
+        during < 10.0,
+        "{during} scans while a hundred waiters started"
+    );
+    // One drain, seen once by change detection, answers every waiter.
+    sc.read_packet_with(&d.name, autofs_testkit::Answer::Ready, WAIT)
+        .unwrap();
+    for stream in &mut streams {
+        let last = loop {
+            let m = tokio::time::timeout(WAIT, stream.message())
+                .await
+                .expect("an answer in time")
+                .unwrap()
+                .expect("a final message");
+            if m.outcome != Outcome::Waiting as i32 {
+                break m;
+            }
+        };
+        assert_eq!(last.outcome, Outcome::Dumpable as i32, "{last:#?}");
+    }
+    let after = scans(&scrape(&agent)) - before;
+    assert!(
+        after < 10.0,
+        "{after} scans for one drain seen by a hundred waiters"
+    );
+}

@@ -38,6 +38,7 @@ struct Fake {
 
 type Mounts = Pin<Box<dyn Stream<Item = Result<v1::MountReport, Status>> + Send>>;
 type Events = Pin<Box<dyn Stream<Item = Result<v1::MountEvent, Status>> + Send>>;
+type Waits = Pin<Box<dyn Stream<Item = Result<v1::WaitMigratableResponse, Status>> + Send>>;
 
 impl Fake {
     fn report(&self) -> v1::MountReport {
@@ -80,6 +81,7 @@ impl Fake {
 impl AutofsInspector for Fake {
     type ListMountsStream = Mounts;
     type WatchMountsStream = Events;
+    type WaitMigratableStream = Waits;
 
     async fn list_mounts(
         &self,
@@ -96,6 +98,13 @@ impl AutofsInspector for Fake {
         &self,
         _: Request<v1::WatchMountsRequest>,
     ) -> Result<Response<Events>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn wait_migratable(
+        &self,
+        _: Request<v1::WaitMigratableRequest>,
+    ) -> Result<Response<Waits>, Status> {
         Err(Status::unimplemented("fake"))
     }
 

@@ -34,11 +34,13 @@ struct Fake {
 
 type Mounts = Pin<Box<dyn Stream<Item = Result<v1::MountReport, Status>> + Send>>;
 type Events = Pin<Box<dyn Stream<Item = Result<v1::MountEvent, Status>> + Send>>;
+type Waits = Pin<Box<dyn Stream<Item = Result<v1::WaitMigratableResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AutofsInspector for Fake {
     type ListMountsStream = Mounts;
     type WatchMountsStream = Events;
+    type WaitMigratableStream = Waits;
 
     async fn list_mounts(
         &self,
@@ -73,6 +75,13 @@ impl AutofsInspector for Fake {
         &self,
         _: Request<v1::CheckMigratableRequest>,
     ) -> Result<Response<v1::CheckMigratableResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn wait_migratable(
+        &self,
+        _: Request<v1::WaitMigratableRequest>,
+    ) -> Result<Response<Waits>, Status> {
         Err(Status::unimplemented("fake"))
     }
 
