@@ -615,7 +615,15 @@ async fn exclusive_a_hundred_waiters_cost_no_more_scans_than_one() {
     let d = sc.mount(MountSpec::indirect()).unwrap();
     let _blocked = common::make_interim(&mut sc, &d, "shared");
     // Scans only at start and when change detection sees something: waiters must not add any.
-    let agent = Agent::start(&["--scan-interval", "1h", "--max-scan-age", "1h"]);
+    // A hundred waiters from one address: lift the per-client share for them.
+    let agent = Agent::start(&[
+        "--scan-interval",
+        "1h",
+        "--max-scan-age",
+        "1h",
+        "--max-streams-per-client",
+        "128",
+    ]);
     agent.wait_serving().await;
     let scans = |text: &str| value(text, "autofs_scan_duration_seconds_count");
     let before = scans(&scrape(&agent));

@@ -174,7 +174,8 @@ async fn a_cancelled_wait_frees_its_stream_slot() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
     let _blocked = make_interim(&mut sc, &d, "held");
-    let agent = Agent::start(&["--max-streams", "1"]);
+    // Waits have a budget of their own, sized like the watches'.
+    let agent = Agent::start(&["--max-watches", "1"]);
     let mut first = open(&agent, Request::new(wait_pid(sc.init_host_pid()))).await;
     assert_eq!(
         outcome(&next(&mut first).await.unwrap().unwrap()),
