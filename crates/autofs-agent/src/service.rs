@@ -337,7 +337,17 @@ impl AutofsInspector for AgentService {
         let setup = async {
             let workload = self.workload(target)?;
             let permit = self.stream_permit()?;
-            let snapshot = self.snapshot_for(&workload).await?;
+            let mut snapshot = self.snapshot_for(&workload).await?;
+            // A final answer must come from a scan newer than the question: a mount created
+            // just before it may not be in an older one. (Waiting answers can be older: every
+            // later change is seen anyway; concurrent waiters share the scan.)
+            if snapshot.taken < started && is_final(&snapshot, &workload) {
+                snapshot = self
+                    .inventory
+                    .fresh(Duration::ZERO)
+                    .await
+                    .map_err(|e| Status::unavailable(format!("scan failed: {e}")))?;
+            }
             Ok::<_, Status>((workload, permit, snapshot))
         };
         let (workload, permit, snapshot) = match setup.await {
@@ -575,6 +585,18 @@ fn judge(snapshot: &Snapshot, workload: &Workload) -> Result<Judgement, Status> 
     Ok(Judgement {
         mounts_checked,
         blocking,
+    })
+}
+
+/// Whether `snapshot` would end a wait for `workload` (dumpable, or blocked for good), or
+/// refuse it (nothing of the workload found).
+fn is_final(snapshot: &Snapshot, workload: &Workload) -> bool {
+    judge(snapshot, workload).map_or(true, |j| {
+        j.blocking.is_empty()
+            || j
+                .blocking
+                .iter()
+                .any(|r| r.state != v1::MountState::Interim as i32)
     })
 }
 

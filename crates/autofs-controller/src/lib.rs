@@ -58,7 +58,7 @@ pub mod watch;
 pub use autofs_api::v1;
 pub use backoff::BackoffConfig;
 pub use client::TlsOptions;
-pub use collector::{Collector, CollectorConfig, Target};
+pub use collector::{Collector, CollectorConfig, Target, WaitEnd, WaitOutcome};
 pub use endpoint::NodeEndpoint;
 pub use error::{DiscoveryError, Error, NodeError, NodeErrorKind};
 pub use report::{CheckOutcome, ClusterReport, NodeResult, NodeStatus};
