@@ -67,11 +67,18 @@ fn sample(pid: u32) -> Option<Sample> {
     })
 }
 
-/// The agent's log so far.
+/// The agent's log so far, without terminal colours.
 fn log_text(log: &mut File) -> String {
-    let mut text = String::new();
+    let mut raw = String::new();
     let _ = log.rewind();
-    let _ = log.read_to_string(&mut text);
+    let _ = log.read_to_string(&mut raw);
+    let mut text = String::with_capacity(raw.len());
+    let mut rest = raw.as_str();
+    while let Some(at) = rest.find('\x1b') {
+        text.push_str(&rest[..at]);
+        rest = rest[at..].find('m').map_or("", |end| &rest[at + end + 1..]);
+    }
+    text.push_str(rest);
     text
 }
 
