@@ -12,14 +12,18 @@
 //!   few dozen readlinks), so the baseline column is, per iteration, scan + census.
 
 use std::collections::HashSet;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use autofs_core::Scanner;
 use autofs_core::pipes::PipeIndex;
 use autofs_core::proc_root::ProcRoot;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 use super::criu::{LOOKUP_PHASES, lookup_floor, ns_walk};
 use super::node::{NodeSpec, build_node};
+use super::sys::{CPath, read_rel};
 use super::{Config, Stats, check_scan, fail, heap_of, ms, stats};
 
 /// Extra fds of the one daemon (dups of /dev/null): an `automount` holds a handful.
@@ -100,6 +104,14 @@ fn run_one(config: &Config, p: usize, pf: usize) -> Row {
         .filter(|r| r.mnt_ns == node.mnt_ns)
         .map(|r| r.pipe_ino)
         .collect();
+    // Members of the node's namespace: the scan reads `stat` + `status` of each to choose the
+    // namespace's owner (the tree CRIU dumps); timed alone for the verbose breakdown.
+    let members: Vec<i32> = first
+        .namespaces
+        .iter()
+        .filter(|n| n.mnt_ns == node.mnt_ns)
+        .flat_map(|n| n.pids.iter().copied())
+        .collect();
     drop(first);
     let root = ProcRoot::open("/proc").unwrap_or_else(|e| fail(&format!("/proc: {e}")));
     let census = |root: &ProcRoot| {
@@ -126,6 +138,7 @@ fn run_one(config: &Config, p: usize, pf: usize) -> Row {
     let mut census_pipes = 0;
     let (mut scans, mut floors, mut nss, mut censuses, mut baselines) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut member_times = Vec::new();
     let mut i = 0;
     while i < iters {
         let round = Instant::now();
@@ -143,6 +156,9 @@ fn run_one(config: &Config, p: usize, pf: usize) -> Row {
         let (c, _) = census(&root);
         censuses.push(c);
         baselines.push(t + c);
+        if config.verbose {
+            member_times.push(member_reads(&members));
+        }
         if i == 0 {
             // Slow points run fewer iterations (at least 5) within the budget.
             let budget = config.budget * 3;
@@ -173,8 +189,10 @@ fn run_one(config: &Config, p: usize, pf: usize) -> Row {
             .map(|(name, t)| format!("{name} {:.2}", ms(t / runs)))
             .collect();
         eprintln!(
-            "  P={p} F={pf}: lookup floor breakdown (ms, mean): {}",
-            parts.join(", ")
+            "  P={p} F={pf}: lookup floor breakdown (ms, mean): {}; stat + status of the node namespace's {} members (median): {:.2}",
+            parts.join(", "),
+            members.len(),
+            ms(stats(member_times).median)
         );
     }
     eprintln!(
@@ -196,6 +214,28 @@ fn run_one(config: &Config, p: usize, pf: usize) -> Row {
         baseline: stats(baselines),
         heap,
     }
+}
+
+/// `stat` + `status` of every pid, raw reads into one buffer (no parsing).
+fn member_reads(pids: &[i32]) -> Duration {
+    let start = Instant::now();
+    let mut path = CPath(String::with_capacity(64));
+    let mut buf = Vec::with_capacity(1 << 14);
+    let proc = nix::fcntl::open(
+        "/proc",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .expect("/proc");
+    for &pid in pids {
+        read_rel(proc.as_fd(), path.set(format_args!("{pid}/stat")), &mut buf);
+        read_rel(
+            proc.as_fd(),
+            path.set(format_args!("{pid}/status")),
+            &mut buf,
+        );
+    }
+    start.elapsed()
 }
 
 fn ratio(a: Duration, b: Duration) -> f64 {
