@@ -172,7 +172,7 @@ fn fail(msg: &str) -> ! {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Measurement 1: the full scan.
+// The scan and its checks (both benchmarks).
 
 fn full_scan() -> (Duration, Scan) {
     let start = Instant::now();
@@ -222,7 +222,7 @@ fn heap_of(scan: impl FnOnce() -> Scan) -> usize {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Statistics and the table.
+// Statistics and the matrix.
 
 #[derive(Clone, Copy)]
 struct Stats {

@@ -13,6 +13,7 @@ use nix::sys::stat::Mode;
 pub struct CPath(pub String);
 
 impl CPath {
+    /// The path formatted from `args`, NUL-terminated.
     pub fn set(&mut self, args: std::fmt::Arguments<'_>) -> &CStr {
         self.0.clear();
         let _ = self.0.write_fmt(args);
