@@ -593,8 +593,7 @@ fn judge(snapshot: &Snapshot, workload: &Workload) -> Result<Judgement, Status> 
 fn is_final(snapshot: &Snapshot, workload: &Workload) -> bool {
     judge(snapshot, workload).map_or(true, |j| {
         j.blocking.is_empty()
-            || j
-                .blocking
+            || j.blocking
                 .iter()
                 .any(|r| r.state != v1::MountState::Interim as i32)
     })
