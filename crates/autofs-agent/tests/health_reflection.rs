@@ -193,7 +193,8 @@ async fn reflection_serves_the_api_descriptor_and_its_dependencies_by_name() {
             "ListMounts",
             "WatchMounts",
             "CheckMigratable",
-            "GetNodeInfo"
+            "GetNodeInfo",
+            "WaitMigratable"
         ]
     );
     // Clients (grpcurl, grpcio) then fetch the imports by file name.
