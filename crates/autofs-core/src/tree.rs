@@ -29,17 +29,19 @@ pub fn namespace_owner(table: &mut ProcessTable<'_>, pids: &[i32]) -> Option<i32
     let members: HashSet<i32> = pids.iter().copied().collect();
     let mut candidates = Vec::new();
     for &pid in pids {
-        let Ok(info) = table.info(pid) else { continue };
-        if members.contains(&info.ppid) {
-            continue;
+        // Every member's parent (one `stat` each); full facts only for the roots.
+        match table.parent(pid) {
+            Ok(ppid) if !members.contains(&ppid) => {}
+            _ => continue,
         }
+        let Ok(info) = table.info(pid) else { continue };
         let root = info.clone();
         let mut owner = root.clone();
         if !root.is_pidns_init() {
             let children: Vec<i32> = pids
                 .iter()
                 .copied()
-                .filter(|&c| table.info(c).is_ok_and(|i| i.ppid == root.pid))
+                .filter(|&c| table.parent(c).is_ok_and(|ppid| ppid == root.pid))
                 .collect();
             if let [only] = children[..]
                 && let Ok(child) = table.info(only)
