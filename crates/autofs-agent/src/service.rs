@@ -500,13 +500,29 @@ impl AutofsInspector for AgentService {
         let setup = async {
             let workload = self.workload(target)?;
             let permit = self.stream_slot(StreamKind::Wait, &client)?;
-            let answer = self.snapshot_for(&workload).await?;
+            let mut answer = self.snapshot_for(&workload).await?;
             if answer.stale {
                 // A gate must not open on a scan older than the stall: wait for a real one.
                 return Err(Status::unavailable(format!(
                     "the current scan has stalled; the last good one is {} s old; retry later",
                     answer.age().as_secs()
                 )));
+            }
+            // A final answer must come from a scan newer than the question: a mount created
+            // just before it may not be in an older one. (Waiting answers can be older: every
+            // later change is seen anyway; concurrent waiters share the scan.)
+            if answer.snapshot.taken < started && is_final(&answer.snapshot, &workload) {
+                answer = self
+                    .inventory
+                    .fresh(Duration::ZERO)
+                    .await
+                    .map_err(scan_status)?;
+                if answer.stale {
+                    return Err(Status::unavailable(format!(
+                        "the current scan has stalled; the last good one is {} s old; retry later",
+                        answer.age().as_secs()
+                    )));
+                }
             }
             Ok::<_, Status>((workload, permit, answer.snapshot))
         };
@@ -755,6 +771,17 @@ fn judge(snapshot: &Snapshot, workload: &Workload) -> Result<Judgement, Status> 
     Ok(Judgement {
         mounts_checked,
         blocking,
+    })
+}
+
+/// Whether `snapshot` would end a wait for `workload` (dumpable, or blocked for good), or
+/// refuse it (nothing of the workload found).
+fn is_final(snapshot: &Snapshot, workload: &Workload) -> bool {
+    judge(snapshot, workload).map_or(true, |j| {
+        j.blocking.is_empty()
+            || j.blocking
+                .iter()
+                .any(|r| r.state != v1::MountState::Interim as i32)
     })
 }
 

@@ -168,3 +168,25 @@ fn python_client_exits_non_zero_when_the_agent_is_unreachable() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("UNAVAILABLE"), "{stderr}");
 }
+
+#[test]
+fn python_grpcio_client_waits_for_a_workload_until_it_is_dumpable() {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    sc.close_read(&d).unwrap();
+    let agent = Agent::start(&[]);
+    wait_first_scan(&agent);
+    let mnt_ns = sc.mnt_ns().to_string();
+    let pid = sc.init_host_pid().to_string();
+    // A blocker that cannot clear: one message, WILL_NOT_CLEAR, and a clean end.
+    let doc = run_client(&agent, &["--mnt-ns", &mnt_ns, "--wait-pid", &pid]);
+    let wait = &doc["wait"];
+    assert_eq!(wait["status"], "OK", "{wait:#}");
+    let messages = wait["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "{wait:#}");
+    assert_eq!(messages[0]["outcome"], "OUTCOME_WILL_NOT_CLEAR", "{wait:#}");
+    assert_eq!(
+        messages[0]["blocking"][0]["mount_id"], d.mount_id,
+        "{wait:#}"
+    );
+}

@@ -267,6 +267,92 @@ impl Collector {
         })
     }
 
+    /// Waits until `target` on node `node` could be checkpointed, calling `progress` with the
+    /// agent's verdict at the start and each time the set of blocking mounts changes
+    /// (`WaitMigratable`). Ends with [`WaitEnd::Dumpable`] as soon as nothing blocks, with
+    /// [`WaitEnd::WillNotClear`] at once when a blocker cannot clear by itself, and with
+    /// [`WaitEnd::StillBlocked`] at `deadline`. Finding the node is bounded by the configured
+    /// timeout as well.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownNode`] when no agent is that node, [`Error::Node`] when the node could
+    /// not be asked or refused the request (an unknown pid: `NotFound`).
+    pub async fn wait_migratable(
+        &self,
+        node: &str,
+        target: Target,
+        deadline: Instant,
+        progress: impl Fn(&v1::WaitMigratableResponse) + Send + Sync + 'static,
+    ) -> Result<WaitOutcome, Error> {
+        use v1::wait_migratable_request::Target as WaitTarget;
+        let find_by = deadline.min(Instant::now() + self.inner.config.timeout);
+        let ep = self.find_node(node, find_by).await?;
+        let request = v1::WaitMigratableRequest {
+            target: Some(match target {
+                Target::Pid(pid) => WaitTarget::Pid(pid),
+                Target::ContainerId(id) => WaitTarget::ContainerId(id),
+                Target::PodUid(uid) => WaitTarget::PodUid(uid),
+            }),
+        };
+        let progress = std::sync::Arc::new(progress);
+        // The agent ends the wait at `deadline` with DEADLINE_EXCEEDED; the node's own bound
+        // is a little later, so that ending arrives instead of a timer racing it.
+        let grace = deadline + WAIT_GRACE;
+        let done = run_node(&self.inner, &ep, grace, move |mut c, info, _| {
+            let (request, progress) = (request.clone(), progress.clone());
+            async move {
+                let mut stream = c
+                    .wait_migratable(client::request(request, deadline))
+                    .await
+                    .map_err(|s| client::status_kind(&s))?
+                    .into_inner();
+                let mut last: Option<v1::WaitMigratableResponse> = None;
+                loop {
+                    match stream.message().await {
+                        Ok(Some(message)) => {
+                            check_wait_message(&message, &info.node)?;
+                            progress(&message);
+                            last = Some(message);
+                        }
+                        Ok(None) => {
+                            let last = last.ok_or_else(|| {
+                                NodeErrorKind::Malformed(
+                                    "WaitMigratable ended without a verdict".into(),
+                                )
+                            })?;
+                            return match wait_end(&last) {
+                                Some(end) => Ok((end, last)),
+                                None => Err(NodeErrorKind::Malformed(
+                                    "WaitMigratable ended while its last message said to wait"
+                                        .into(),
+                                )),
+                            };
+                        }
+                        // The wait's deadline, whichever side noticed it first.
+                        Err(status)
+                            if matches!(
+                                status.code(),
+                                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                            ) && last.is_some()
+                                && Instant::now() + Duration::from_millis(100) >= deadline =>
+                        {
+                            return Ok((WaitEnd::StillBlocked, last.unwrap_or_default()));
+                        }
+                        Err(status) => return Err(client::status_kind(&status)),
+                    }
+                }
+            }
+        })
+        .await;
+        let (end, last) = done.result?;
+        Ok(WaitOutcome {
+            endpoint: ep,
+            end,
+            last,
+        })
+    }
+
     async fn find_node(&self, node: &str, deadline: Instant) -> Result<NodeEndpoint, Error> {
         let eps = &self.inner.endpoints;
         if let Some(ep) = eps
@@ -571,4 +657,58 @@ fn mark_duplicates<T>(nodes: &mut [NodeResult<T>]) {
             }
         }
     }
+}
+
+/// How long after a wait's deadline the node may still take to say that it was reached.
+const WAIT_GRACE: Duration = Duration::from_secs(2);
+
+/// How a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitEnd {
+    /// Nothing blocks: checkpoint now.
+    Dumpable,
+    /// A blocker cannot clear by itself (ORPHANED, UNSUPPORTED, ERROR).
+    WillNotClear,
+    /// The deadline came while INTERIM mounts still blocked.
+    StillBlocked,
+}
+
+/// The result of [`Collector::wait_migratable`].
+#[derive(Debug, Clone)]
+pub struct WaitOutcome {
+    /// The endpoint asked.
+    pub endpoint: NodeEndpoint,
+    /// How the wait ended.
+    pub end: WaitEnd,
+    /// The agent's last verdict (the blockers at the end).
+    pub last: v1::WaitMigratableResponse,
+}
+
+fn wait_end(m: &v1::WaitMigratableResponse) -> Option<WaitEnd> {
+    use v1::wait_migratable_response::Outcome;
+    match Outcome::try_from(m.outcome).ok()? {
+        Outcome::Dumpable => Some(WaitEnd::Dumpable),
+        Outcome::WillNotClear => Some(WaitEnd::WillNotClear),
+        Outcome::Waiting | Outcome::Unspecified => None,
+    }
+}
+
+fn check_wait_message(m: &v1::WaitMigratableResponse, node: &str) -> Result<(), NodeErrorKind> {
+    if m.node != node {
+        return Err(NodeErrorKind::Malformed(format!(
+            "WaitMigratable answered for node `{}`",
+            m.node
+        )));
+    }
+    if m.dumpable != m.blocking.is_empty() {
+        return Err(NodeErrorKind::Malformed(format!(
+            "WaitMigratable says dumpable={} with {} blocking mounts",
+            m.dumpable,
+            m.blocking.len()
+        )));
+    }
+    for r in &m.blocking {
+        client::check_report(r, node)?;
+    }
+    Ok(())
 }

@@ -258,6 +258,10 @@ struct CheckFlags {
     /// Pod UID (every container of the pod).
     #[arg(long)]
     pod: Option<String>,
+    /// Wait up to this long until nothing blocks (WaitMigratable): exit 0 as soon as the
+    /// workload is dumpable, 1 at the deadline or at once when a blocker cannot clear.
+    #[arg(long, value_parser = parse_duration)]
+    wait: Option<Duration>,
 }
 
 /// A duration flag in [`humantime`]'s grammar (`500ms`, `10s`, `1m 30s`; the agent's
@@ -413,6 +417,28 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 (_, _, Some(uid)) => (Target::PodUid(uid.clone()), format!("pod {uid}")),
                 _ => anyhow::bail!("give --pid, --container or --pod"),
             };
+            if let Some(wait) = flags.wait {
+                let deadline = tokio::time::Instant::now() + wait;
+                let progress_what = what.clone();
+                let table = matches!(g.output, Output::Table);
+                let outcome = collector
+                    .wait_migratable(&flags.node, target, deadline, move |m| {
+                        if table {
+                            let _ = print(&render::wait_progress(&progress_what, m));
+                        }
+                    })
+                    .await
+                    .with_context(|| format!("waiting for {what} on node {}", flags.node))?;
+                match g.output {
+                    Output::Table => print(&render::wait_text(&what, &outcome, wait))?,
+                    Output::Json => print_json(&render::wait_json(&outcome, wait))?,
+                }
+                return Ok(if outcome.end == autofs_controller::WaitEnd::Dumpable {
+                    EXIT_OK
+                } else {
+                    EXIT_BLOCKED
+                });
+            }
             let outcome = collector
                 .check(&flags.node, target)
                 .await

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use autofs_api::v1;
 use serde_json::{Value, json};
 
+use crate::collector::{WaitEnd, WaitOutcome};
 use crate::error::fmt_duration;
 use crate::report::{CheckOutcome, ClusterReport, NodeStatus, reason_name, state_name};
 use crate::watch::WatchItem;
@@ -258,6 +259,63 @@ pub fn check_json(c: &CheckOutcome) -> Value {
         "node": r.node, "endpoint": c.endpoint.address, "dumpable": r.dumpable,
         "mounts_checked": r.mounts_checked, "retry_after_ms": r.retry_after_ms,
         "scan_age_ms": r.scan_age_ms, "stale": r.stale,
+        "blocking": r.blocking.iter().map(mount_json).collect::<Vec<_>>(),
+    })
+}
+
+/// One progress line of `check --wait`: the verdict at that moment.
+pub fn wait_progress(what: &str, m: &v1::WaitMigratableResponse) -> String {
+    let mut out = format!(
+        "[{}] {what} on node {}: {}\n",
+        m.sequence, m.node, m.message
+    );
+    for b in &m.blocking {
+        let _ = writeln!(
+            out,
+            "  {}  {} ({}), {} queued request(s)",
+            b.mount_point,
+            state_name(b.state),
+            reason_name(b.reason),
+            b.pending_packets
+        );
+    }
+    out
+}
+
+/// The closing lines of `check --wait`.
+pub fn wait_text(what: &str, w: &WaitOutcome, waited: std::time::Duration) -> String {
+    let r = &w.last;
+    match w.end {
+        WaitEnd::Dumpable => format!(
+            "{what} on node {} is migratable now: checkpoint it ({} autofs mounts, none blocks)\n",
+            r.node, r.mounts_checked
+        ),
+        WaitEnd::WillNotClear => format!(
+            "{what} on node {} will not become migratable by waiting: {}\n",
+            r.node, r.message
+        ),
+        WaitEnd::StillBlocked => format!(
+            "{what} on node {} is still NOT migratable after {}: {} mount(s) still block\n",
+            r.node,
+            fmt_duration(waited),
+            r.blocking.len()
+        ),
+    }
+}
+
+/// `check --wait --output json`: one document.
+pub fn wait_json(w: &WaitOutcome, waited: std::time::Duration) -> Value {
+    let r = &w.last;
+    json!({
+        "node": r.node, "endpoint": w.endpoint.address, "dumpable": r.dumpable,
+        "outcome": match w.end {
+            WaitEnd::Dumpable => "DUMPABLE",
+            WaitEnd::WillNotClear => "WILL_NOT_CLEAR",
+            WaitEnd::StillBlocked => "DEADLINE_EXCEEDED",
+        },
+        "message": r.message, "mounts_checked": r.mounts_checked,
+        "wait_ms": u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+        "messages": r.sequence,
         "blocking": r.blocking.iter().map(mount_json).collect::<Vec<_>>(),
     })
 }

@@ -576,3 +576,91 @@ fn file_discovery_reads_comments_and_blank_lines() {
         "{err}"
     );
 }
+
+#[test]
+fn check_wait_returns_as_soon_as_the_workload_is_dumpable_and_says_why_otherwise() {
+    let mut interim = host("wait-interim");
+    let mut orphan = host("wait-orphan");
+    let i1 = interim.sc.mount(MountSpec::indirect()).unwrap();
+    let _req = make_interim(&mut interim.sc, &i1);
+    let o1 = orphan.sc.mount(MountSpec::indirect()).unwrap();
+    orphan.sc.close_read(&o1).unwrap();
+    let nodes = nodes_flag(&[&interim, &orphan]);
+
+    // A blocker that cannot clear: the wait ends at once, exit 1, whatever the deadline.
+    let pid = orphan.sc.init_host_pid().to_string();
+    let out = controller(&[
+        "check",
+        "--nodes",
+        &nodes,
+        "--node",
+        orphan.node.name(),
+        "--pid",
+        &pid,
+        "--wait",
+        "1h",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc = json(&out);
+    assert_eq!(doc["outcome"], "WILL_NOT_CLEAR");
+    assert_eq!(doc["blocking"][0]["mount_id"], o1.mount_id);
+
+    // A daemon that does not answer within the wait: exit 1 at the deadline, blocker listed.
+    let pid = interim.sc.init_host_pid().to_string();
+    let out = controller(&[
+        "check",
+        "--nodes",
+        &nodes,
+        "--node",
+        interim.node.name(),
+        "--pid",
+        &pid,
+        "--wait",
+        "2s",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc = json(&out);
+    assert_eq!(doc["outcome"], "DEADLINE_EXCEEDED");
+    assert_eq!(doc["blocking"][0]["state"], "INTERIM");
+
+    // The daemon answers while the controller waits: exit 0, with progress lines.
+    let mut waiting = std::process::Command::new(env!("CARGO_BIN_EXE_autofs-controller"))
+        .args([
+            "check",
+            "--nodes",
+            &nodes,
+            "--node",
+            interim.node.name(),
+            "--pid",
+            &pid,
+            "--wait",
+            "60s",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Answer only once the controller has seen the blocker (its first progress line).
+    let mut stdout = std::io::BufReader::new(waiting.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert!(first.starts_with("[1] "), "{first}");
+    assert!(first.contains("waiting"), "{first}");
+    interim
+        .sc
+        .read_packet_with(&i1.name, autofs_testkit::Answer::Ready, WAIT)
+        .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(
+        rest.contains("is migratable now: checkpoint it"),
+        "{first}{rest}"
+    );
+    assert_eq!(waiting.wait().unwrap().code(), Some(0));
+}

@@ -21,6 +21,7 @@ pub mod criu_image;
 pub mod error;
 pub mod escape;
 pub mod holders;
+pub mod host;
 pub mod mountinfo;
 pub mod options;
 pub mod pipes;

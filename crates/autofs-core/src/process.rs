@@ -145,6 +145,7 @@ pub struct ProcessTable<'a> {
     info: HashMap<i32, Result<ProcessInfo, Unavailable>>,
     pid_ns: HashMap<i32, Result<u64, Unavailable>>,
     attribution: HashMap<i32, Attribution>,
+    parent: HashMap<i32, Result<i32, Unavailable>>,
 }
 
 impl<'a> ProcessTable<'a> {
@@ -155,6 +156,7 @@ impl<'a> ProcessTable<'a> {
             info: HashMap::new(),
             pid_ns: HashMap::new(),
             attribution: HashMap::new(),
+            parent: HashMap::new(),
         }
     }
 
@@ -180,6 +182,32 @@ impl<'a> ProcessTable<'a> {
             })
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    /// The parent pid of `pid` from `stat` alone (half the reads of [`Self::info`]): what
+    /// finding the roots of a namespace's process forest needs of every member.
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`]: the process is gone, or `stat` could not be read or parsed.
+    pub fn parent(&mut self, pid: i32) -> Result<i32, Unavailable> {
+        if let Some(info) = self.info.get(&pid) {
+            return info.as_ref().map(|i| i.ppid).map_err(Clone::clone);
+        }
+        let root = self.root;
+        self.parent
+            .entry(pid)
+            .or_insert_with(|| {
+                let stat = root
+                    .read(pid, "stat")
+                    .map_err(|e| unavailable(root, pid, "stat", &e))?;
+                stat_ppid(&stat).ok_or_else(|| {
+                    Unavailable::Failed(format!(
+                        "malformed /proc/{pid}/stat: field 4 (ppid) missing"
+                    ))
+                })
+            })
+            .clone()
     }
 
     /// Inode of the pid namespace `pid` lives in (`ns/pid`).
@@ -286,6 +314,16 @@ impl<'a> ProcessTable<'a> {
 /// Longest parent chain followed (pid namespaces nest at most 32 deep; process trees are
 /// rarely more than a few dozen deep).
 const MAX_DEPTH: usize = 4096;
+
+/// Field 4 (ppid) of a `stat` line, read after the last `)` (comm may contain anything).
+fn stat_ppid(stat: &[u8]) -> Option<i32> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    stat[close + 1..]
+        .split(u8::is_ascii_whitespace)
+        .filter(|t| !t.is_empty())
+        .nth(1)
+        .and_then(number)
+}
 
 fn number<T: std::str::FromStr>(token: &[u8]) -> Option<T> {
     std::str::from_utf8(token).ok()?.parse().ok()

@@ -20,20 +20,28 @@ use crate::process::ProcessTable;
 /// The host pid of the owner of the mount namespace whose members are `pids` (ascending).
 /// `None` when no member's facts could be read.
 pub fn namespace_owner(table: &mut ProcessTable<'_>, pids: &[i32]) -> Option<i32> {
+    // Pid 1 of the proc root's pid namespace outranks every other candidate (an init, of the
+    // shallowest pid namespace, the oldest process): on the host's namespace, with thousands
+    // of members, nothing else needs reading.
+    if pids.first() == Some(&1) && table.info(1).is_ok_and(|i| i.ppid == 0) {
+        return Some(1);
+    }
     let members: HashSet<i32> = pids.iter().copied().collect();
     let mut candidates = Vec::new();
     for &pid in pids {
-        let Ok(info) = table.info(pid) else { continue };
-        if members.contains(&info.ppid) {
-            continue;
+        // Every member's parent (one `stat` each); full facts only for the roots.
+        match table.parent(pid) {
+            Ok(ppid) if !members.contains(&ppid) => {}
+            _ => continue,
         }
+        let Ok(info) = table.info(pid) else { continue };
         let root = info.clone();
         let mut owner = root.clone();
         if !root.is_pidns_init() {
             let children: Vec<i32> = pids
                 .iter()
                 .copied()
-                .filter(|&c| table.info(c).is_ok_and(|i| i.ppid == root.pid))
+                .filter(|&c| table.parent(c).is_ok_and(|ppid| ppid == root.pid))
                 .collect();
             if let [only] = children[..]
                 && let Ok(child) = table.info(only)

@@ -110,6 +110,23 @@ def reflected_services(channel):
     return sorted(services)
 
 
+def wait_migratable(channel, pb2, pb2_grpc, pid):
+    """Every message of a WaitMigratable stream for `pid`, and how the stream ended."""
+    stub = pb2_grpc.AutofsInspectorStub(channel)
+    messages = []
+    status = "OK"
+    try:
+        for message in stub.WaitMigratable(
+            pb2.WaitMigratableRequest(pid=pid), timeout=RPC_TIMEOUT_S
+        ):
+            messages.append(
+                json_format.MessageToDict(message, preserving_proto_field_name=True)
+            )
+    except grpc.RpcError as e:
+        status = e.code().name
+    return {"messages": messages, "status": status}
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--address", required=True, help="host:port of the agent (plaintext)")
@@ -121,6 +138,7 @@ def parse_args(argv):
         help="only this state (e.g. MOUNT_STATE_INTERIM); repeatable",
     )
     parser.add_argument("--proto-dir", type=Path, default=default_proto_dir())
+    parser.add_argument("--wait-pid", type=int, help="also WaitMigratable for this pid")
     return parser.parse_args(argv)
 
 
@@ -138,6 +156,8 @@ def main(argv) -> int:
                     "health": health(channel),
                     "services": reflected_services(channel),
                 }
+                if args.wait_pid is not None:
+                    document["wait"] = wait_migratable(channel, pb2, pb2_grpc, args.wait_pid)
         except grpc.RpcError as e:
             print(f"autofs_client: RPC failed: {e.code().name}: {e.details()}", file=sys.stderr)
             return 1

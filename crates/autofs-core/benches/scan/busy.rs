@@ -1,0 +1,331 @@
+//! The busy node: M autofs mounts of one daemon among P bystander processes holding F open
+//! fds each, for every (P, F) asked. Per point, interleaved in one run on the same node state:
+//!
+//! * the scan, with one `Scanner` reused across iterations as the agent does (its holder memo
+//!   carries over), and the first scan of a fresh `Scanner` on its own;
+//! * CRIU's lookup floor ([`lookup_floor`]);
+//! * the readlink of every process's `ns/mnt` ([`ns_walk`]), the part of that floor that must
+//!   touch every process;
+//! * the whole-node census every scan ran before the leader-first census:
+//!   `PipeIndex::build` over every process for the mounts' pipes. The scan of that time was
+//!   today's scan plus that census (the leaders' fds, which today's scan lists instead, are a
+//!   few dozen readlinks), so the baseline column is, per iteration, scan + census.
+
+use std::collections::HashSet;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use autofs_core::Scanner;
+use autofs_core::pipes::PipeIndex;
+use autofs_core::proc_root::ProcRoot;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
+use super::criu::{LOOKUP_PHASES, lookup_floor, ns_walk};
+use super::node::{NodeSpec, build_node};
+use super::sys::{CPath, read_rel};
+use super::{Config, Stats, check_scan, fail, heap_of, ms, stats};
+
+/// Extra fds of the one daemon (dups of /dev/null): an `automount` holds a handful.
+const DAEMON_FDS: usize = 10;
+
+struct Row {
+    p: usize,
+    pf: usize,
+    processes: usize,
+    /// fds on the machine (counted by the whole-node census).
+    node_fds: usize,
+    first: Duration,
+    /// Pipes the first scan and the later ones needed a whole-node census for.
+    census_pipes: (usize, usize),
+    scan: Stats,
+    floor: Stats,
+    ns: Stats,
+    census: Stats,
+    baseline: Stats,
+    heap: usize,
+}
+
+pub fn run(config: &Config) {
+    eprintln!(
+        "autofs-core scan bench, busy node: M={} (1 daemon), P in {:?}, F in {:?} (bystanders in the {} namespace), up to {} iterations",
+        config.busy_m,
+        config.ps,
+        config.pfs,
+        match config.place {
+            super::Place::Node => "node's",
+            super::Place::Host => "bench's",
+        },
+        config.iters
+    );
+    let mut rows = Vec::new();
+    for &pf in &config.pfs {
+        for &p in &config.ps {
+            rows.push(run_one(config, p, pf));
+        }
+    }
+    print_table(config, &rows);
+}
+
+fn run_one(config: &Config, p: usize, pf: usize) -> Row {
+    let m = config.busy_m;
+    let spec = NodeSpec {
+        mounts: m,
+        daemon_fds: DAEMON_FDS,
+        daemons: 1,
+        bystanders: p,
+        bystander_fds: pf,
+        place: config.place,
+    };
+    let setup = Instant::now();
+    let node = build_node(spec)
+        .unwrap_or_else(|e| fail(&format!("building the busy node (P={p}, F={pf}): {e}")));
+    let setup = setup.elapsed();
+
+    let scanner = Scanner::new("/proc", "bench").unwrap_or_else(|e| fail(&format!("scanner: {e}")));
+    let start = Instant::now();
+    let first = scanner
+        .scan()
+        .unwrap_or_else(|e| fail(&format!("scan failed: {e}")));
+    let first_time = start.elapsed();
+    check_scan(&first, &node, m);
+    let processes = first.stats.processes;
+    let first_census = first.stats.census_pipes;
+    // The pipes the scan before the leader-first census looked for: every mount's.
+    let wanted: HashSet<u64> = first
+        .reports
+        .iter()
+        .map(|r| r.pipe_ino)
+        .filter(|&i| i != 0)
+        .collect();
+    let ours: Vec<u64> = first
+        .reports
+        .iter()
+        .filter(|r| r.mnt_ns == node.mnt_ns)
+        .map(|r| r.pipe_ino)
+        .collect();
+    // Members of the node's namespace: the scan reads `stat` + `status` of each to choose the
+    // namespace's owner (the tree CRIU dumps); timed alone for the verbose breakdown.
+    let members: Vec<i32> = first
+        .namespaces
+        .iter()
+        .filter(|n| n.mnt_ns == node.mnt_ns)
+        .flat_map(|n| n.pids.iter().copied())
+        .collect();
+    drop(first);
+    let root = ProcRoot::open("/proc").unwrap_or_else(|e| fail(&format!("/proc: {e}")));
+    let census = |root: &ProcRoot| {
+        let pids = root.pids().unwrap_or_else(|e| fail(&format!("/proc: {e}")));
+        let start = Instant::now();
+        let index = PipeIndex::build(root, &pids, &wanted);
+        let elapsed = start.elapsed();
+        assert!(
+            ours.iter()
+                .all(|&ino| index.ends(ino).iter().any(|e| e.is_read_end())),
+            "the whole-node census missed a read end of the node's mounts"
+        );
+        (elapsed, index.fds_seen())
+    };
+
+    // Warm-up of the references (the first scan warmed the scan's path).
+    let mut spent = [Duration::ZERO; 4];
+    lookup_floor(m, &mut spent);
+    ns_walk();
+    let (_, node_fds) = census(&root);
+    spent = [Duration::ZERO; 4];
+
+    let mut iters = config.iters;
+    let mut census_pipes = 0;
+    let (mut scans, mut floors, mut nss, mut censuses, mut baselines) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut member_times = Vec::new();
+    let mut i = 0;
+    while i < iters {
+        let round = Instant::now();
+        let start = Instant::now();
+        let scan = scanner
+            .scan()
+            .unwrap_or_else(|e| fail(&format!("scan failed: {e}")));
+        let t = start.elapsed();
+        census_pipes = census_pipes.max(scan.stats.census_pipes);
+        check_scan(&scan, &node, m);
+        drop(scan);
+        scans.push(t);
+        floors.push(lookup_floor(m, &mut spent));
+        nss.push(ns_walk().0);
+        let (c, _) = census(&root);
+        censuses.push(c);
+        baselines.push(t + c);
+        if config.verbose {
+            member_times.push(member_reads(&members));
+        }
+        if i == 0 {
+            // Slow points run fewer iterations (at least 5) within the budget.
+            let budget = config.budget * 3;
+            let fit = budget.as_nanos() / round.elapsed().as_nanos().max(1);
+            iters = usize::try_from(fit)
+                .unwrap_or(usize::MAX)
+                .clamp(5, config.iters.max(5));
+        }
+        i += 1;
+    }
+    let heap = (0..3)
+        .map(|_| {
+            heap_of(|| {
+                scanner
+                    .scan()
+                    .unwrap_or_else(|e| fail(&format!("scan failed: {e}")))
+            })
+        })
+        .min()
+        .unwrap_or(0);
+    drop(node);
+    let floor = stats(floors);
+    if config.verbose {
+        let runs = u32::try_from(floor.runs).unwrap_or(1);
+        let parts: Vec<String> = LOOKUP_PHASES
+            .iter()
+            .zip(spent)
+            .map(|(name, t)| format!("{name} {:.2}", ms(t / runs)))
+            .collect();
+        eprintln!(
+            "  P={p} F={pf}: lookup floor breakdown (ms, mean): {}; stat + status of the node namespace's {} members (median): {:.2}",
+            parts.join(", "),
+            members.len(),
+            ms(stats(member_times).median)
+        );
+    }
+    eprintln!(
+        "  P={p} F={pf}: node built in {:.0} ms; {} iterations",
+        ms(setup),
+        floor.runs
+    );
+    Row {
+        p,
+        pf,
+        processes,
+        node_fds,
+        first: first_time,
+        census_pipes: (first_census, census_pipes),
+        scan: stats(scans),
+        floor,
+        ns: stats(nss),
+        census: stats(censuses),
+        baseline: stats(baselines),
+        heap,
+    }
+}
+
+/// `stat` + `status` of every pid, raw reads into one buffer (no parsing).
+fn member_reads(pids: &[i32]) -> Duration {
+    let start = Instant::now();
+    let mut path = CPath(String::with_capacity(64));
+    let mut buf = Vec::with_capacity(1 << 14);
+    let proc = nix::fcntl::open(
+        "/proc",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .expect("/proc");
+    for &pid in pids {
+        read_rel(proc.as_fd(), path.set(format_args!("{pid}/stat")), &mut buf);
+        read_rel(
+            proc.as_fd(),
+            path.set(format_args!("{pid}/status")),
+            &mut buf,
+        );
+    }
+    start.elapsed()
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64()
+}
+
+fn print_table(config: &Config, rows: &[Row]) {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!();
+    println!(
+        "busy node: M={} autofs mounts of 1 daemon among P bystanders with F fds each (pipe ends), {cores} cores; ms, median (min)",
+        config.busy_m
+    );
+    println!(
+        "{:>5} {:>4} {:>5} {:>7} | {:>7} | {:>15} | {:>15} | {:>7} | {:>8} | {:>15} | {:>11} {:>14} | {:>6} | {:>8}",
+        "P",
+        "F",
+        "procs",
+        "fds",
+        "1st",
+        "scan",
+        "criu floor",
+        "ns/mnt",
+        "census",
+        "baseline",
+        "scan/floor",
+        "baseline/scan",
+        "census",
+        "heap KiB"
+    );
+    for r in rows {
+        println!(
+            "{:>5} {:>4} {:>5} {:>7} | {:>7.2} | {:>6.2} ({:>6.2}) | {:>6.2} ({:>6.2}) | {:>7.2} | {:>8.1} | {:>6.1} ({:>6.1}) | {:>4.2} ({:>4.2}) {:>6.1} ({:>5.1}) | {:>2} / {:>1} | {:>8.1}",
+            r.p,
+            r.pf,
+            r.processes,
+            r.node_fds,
+            ms(r.first),
+            ms(r.scan.median),
+            ms(r.scan.min),
+            ms(r.floor.median),
+            ms(r.floor.min),
+            ms(r.ns.median),
+            ms(r.census.median),
+            ms(r.baseline.median),
+            ms(r.baseline.min),
+            ratio(r.scan.median, r.floor.median),
+            ratio(r.scan.min, r.floor.min),
+            ratio(r.baseline.median, r.scan.median),
+            ratio(r.baseline.min, r.scan.min),
+            r.census_pipes.0,
+            r.census_pipes.1,
+            r.heap as f64 / 1024.0,
+        );
+    }
+    // Growth with P at the same F: the scan's marginal cost per process against the ns/mnt
+    // walk's (the floor's part that must touch every process).
+    for &pf in &config.pfs {
+        let same: Vec<_> = rows.iter().filter(|r| r.pf == pf).collect();
+        let slopes: Vec<String> = same
+            .windows(2)
+            .filter(|w| w[1].p > w[0].p)
+            .map(|w| {
+                let per = |a: Duration, b: Duration| {
+                    (b.as_secs_f64() - a.as_secs_f64()) * 1e6 / (w[1].p - w[0].p) as f64
+                };
+                let scan = per(w[0].scan.median, w[1].scan.median);
+                let ns = per(w[0].ns.median, w[1].ns.median);
+                format!(
+                    "P {}→{}: scan {scan:.1} µs/process, ns/mnt {ns:.1} µs/process ({:.1}×)",
+                    w[0].p,
+                    w[1].p,
+                    scan / ns
+                )
+            })
+            .collect();
+        if !slopes.is_empty() {
+            println!("growth at F={pf}: {}", slopes.join("; "));
+        }
+    }
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    if let Some(r) = rows
+        .iter()
+        .find(|r| r.p == 2000 && r.pf == 100 && config.busy_m == 3)
+    {
+        let vs_floor = ratio(r.scan.median, r.floor.median);
+        println!(
+            "target at M=3 P=2000 F=100: scan/floor {vs_floor:.2} <= 1.5: {} (whole-node census baseline {:.1}× the scan)",
+            verdict(vs_floor <= 1.5),
+            ratio(r.baseline.median, r.scan.median)
+        );
+    }
+}

@@ -1,0 +1,283 @@
+//! The floor: the /proc reads the scan performs, with no parsing.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::time::{Duration, Instant};
+
+use autofs_core::Scan;
+use nix::dir::Dir;
+use nix::fcntl::{OFlag, openat};
+use nix::libc;
+use nix::sys::stat::Mode;
+
+use super::node::ns_inode;
+use super::sys::{CPath, read_rel, readlink_raw, unsafe_borrow};
+
+/// What the scan read beyond `ns/mnt` and the mount tables, taken from one scan's result and
+/// a listing of the leaders' fds done once outside the timing, so the floor issues exactly
+/// the scan's reads for this node state.
+pub struct FloorPlan {
+    /// Distinct leaders (`pgrp=` of the mounts): their fd dirs are listed, each link read.
+    leaders: Vec<i32>,
+    /// `(pid, fd)` whose fdinfo the scan reads: the leaders' fds on a pipe some mount uses.
+    fdinfo: Vec<(i32, i32)>,
+    /// Members of namespaces with autofs mounts: `stat` + `status` (namespace owner choice).
+    members: Vec<i32>,
+    /// Owners of namespaces with autofs mounts: `cgroup` and `ns/pid`.
+    owners: Vec<i32>,
+    /// First member of every namespace without autofs mounts: `cgroup` (attribution).
+    attributed: Vec<i32>,
+    /// Masters translated into the owner's pid namespace: `ns/pid`.
+    masters: Vec<i32>,
+    /// Read ends measured with FIONREAD: readlink, open, fstat, ioctl.
+    probes: Vec<(i32, i32)>,
+}
+
+/// The floor's reads for the node state `scan` saw. Every read end of the bench's mounts is
+/// with its leader, so the scan runs no census beyond the leaders (`census_pipes` is 0).
+pub fn plan_floor(scan: &Scan) -> FloorPlan {
+    let wanted: HashSet<u64> = scan
+        .reports
+        .iter()
+        .map(|r| r.pipe_ino)
+        .filter(|&i| i != 0)
+        .collect();
+    let namespaces: HashSet<u64> = scan.reports.iter().map(|r| r.mnt_ns).collect();
+    let leaders: BTreeSet<i32> = scan
+        .reports
+        .iter()
+        .map(|r| r.host_pgrp)
+        .filter(|&p| p > 0)
+        .collect();
+    let mut fdinfo = Vec::new();
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc") {
+        let name = entry.expect("/proc entry").file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(link) = std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
+            && ns_inode(link.as_os_str().as_bytes()).is_some_and(|ns| namespaces.contains(&ns))
+        {
+            members.push(pid);
+        }
+        if !leaders.contains(&pid) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let ino = target
+                .to_str()
+                .and_then(|t| t.strip_prefix("pipe:["))
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|t| t.parse::<u64>().ok());
+            if ino.is_some_and(|i| wanted.contains(&i))
+                && let Some(fd) = fd.file_name().to_str().and_then(|s| s.parse().ok())
+            {
+                fdinfo.push((pid, fd));
+            }
+        }
+    }
+    let owners: BTreeSet<i32> = scan
+        .reports
+        .iter()
+        .map(|r| r.owner_pid)
+        .filter(|&p| p > 0)
+        .collect();
+    let attributed = scan
+        .namespaces
+        .iter()
+        .filter(|n| n.autofs_mounts == 0 && n.owner_pid > 0)
+        .map(|n| n.owner_pid)
+        .collect();
+    let masters: BTreeSet<i32> = scan
+        .reports
+        .iter()
+        .filter(|r| r.read_end_fd >= 0 && r.owner_pid > 0)
+        .map(|r| r.host_pgrp)
+        .collect();
+    let probes = scan
+        .reports
+        .iter()
+        .filter(|r| r.read_end_fd >= 0)
+        .map(|r| (r.read_end_pid, r.read_end_fd))
+        .collect();
+    FloorPlan {
+        leaders: leaders.into_iter().collect(),
+        fdinfo,
+        members,
+        owners: owners.into_iter().collect(),
+        attributed,
+        masters: masters.into_iter().collect(),
+        probes,
+    }
+}
+
+/// Phases of the floor, for the breakdown printed with `AUTOFS_BENCH_VERBOSE=1`.
+pub const FLOOR_PHASES: [&str; 6] = [
+    "readdir /proc",
+    "ns/mnt + root + mountinfo",
+    "leaders' fds",
+    "fdinfo",
+    "stat/status/cgroup/ns",
+    "FIONREAD probes",
+];
+
+/// Adds the time since the previous mark to `spent[phase]`.
+fn mark(last: &mut Instant, spent: &mut [Duration; 6], phase: usize) {
+    let now = Instant::now();
+    spent[phase] += now - *last;
+    *last = now;
+}
+
+pub fn floor(plan: &FloorPlan, spent: &mut [Duration; 6]) -> Duration {
+    let start = Instant::now();
+    let mut last = start;
+    let mut path = CPath(String::with_capacity(64));
+    let mut link = [0u8; 256];
+    let mut buf = Vec::with_capacity(1 << 16);
+    let proc = nix::fcntl::open(
+        "/proc",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .expect("/proc");
+    // readdir /proc.
+    let mut pids: Vec<i32> = Vec::with_capacity(1024);
+    let mut root = Dir::openat(
+        proc.as_fd(),
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .expect("/proc");
+    for entry in root.iter().flatten() {
+        let name = entry.file_name().to_bytes();
+        if name.first().is_some_and(u8::is_ascii_digit) {
+            // Needed only to name paths; the scan parses it too.
+            pids.push(name.iter().fold(0, |n, d| n * 10 + i32::from(d - b'0')));
+        }
+    }
+    mark(&mut last, spent, 0);
+    // ns/mnt of every process; the first member of each namespace reads its mountinfo.
+    let mut first_of_ns: HashMap<Vec<u8>, i32> = HashMap::new();
+    for &pid in &pids {
+        let n = readlink_raw(
+            proc.as_fd(),
+            path.set(format_args!("{pid}/ns/mnt")),
+            &mut link,
+        );
+        if let Ok(n) = usize::try_from(n)
+            && !first_of_ns.contains_key(&link[..n])
+        {
+            first_of_ns.insert(link[..n].to_vec(), pid);
+        }
+    }
+    for &pid in first_of_ns.values() {
+        // The scan checks the reader's root is the namespace root (a complete view).
+        readlink_raw(
+            proc.as_fd(),
+            path.set(format_args!("{pid}/root")),
+            &mut link,
+        );
+        read_rel(
+            proc.as_fd(),
+            path.set(format_args!("{pid}/mountinfo")),
+            &mut buf,
+        );
+    }
+    mark(&mut last, spent, 1);
+    // Each distinct leader's fds, once: readdir of its fd dir, readlink of every fd.
+    for &pid in &plan.leaders {
+        let Ok(mut dir) = Dir::openat(
+            proc.as_fd(),
+            path.set(format_args!("{pid}/fd")),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) else {
+            continue;
+        };
+        let dir_fd = unsafe_borrow(dir.as_raw_fd());
+        for entry in dir.iter().flatten() {
+            let name = entry.file_name();
+            if name.to_bytes().first().is_some_and(u8::is_ascii_digit) {
+                readlink_raw(dir_fd, name, &mut link);
+            }
+        }
+    }
+    mark(&mut last, spent, 2);
+    // fdinfo of the pipes of interest.
+    for &(pid, fd) in &plan.fdinfo {
+        read_rel(
+            proc.as_fd(),
+            path.set(format_args!("{pid}/fdinfo/{fd}")),
+            &mut buf,
+        );
+    }
+    mark(&mut last, spent, 3);
+    // stat + status of the members of namespaces with autofs mounts; cgroup of every
+    // namespace's owner; ns/pid of the owners and masters.
+    for &pid in &plan.members {
+        read_rel(proc.as_fd(), path.set(format_args!("{pid}/stat")), &mut buf);
+        read_rel(
+            proc.as_fd(),
+            path.set(format_args!("{pid}/status")),
+            &mut buf,
+        );
+    }
+    for &pid in &plan.attributed {
+        read_rel(
+            proc.as_fd(),
+            path.set(format_args!("{pid}/cgroup")),
+            &mut buf,
+        );
+    }
+    for &pid in &plan.owners {
+        read_rel(
+            proc.as_fd(),
+            path.set(format_args!("{pid}/cgroup")),
+            &mut buf,
+        );
+        readlink_raw(
+            proc.as_fd(),
+            path.set(format_args!("{pid}/ns/pid")),
+            &mut link,
+        );
+    }
+    for &pid in &plan.masters {
+        readlink_raw(
+            proc.as_fd(),
+            path.set(format_args!("{pid}/ns/pid")),
+            &mut link,
+        );
+    }
+    mark(&mut last, spent, 4);
+    // The queue probe of every read end: readlink, open, fstat, FIONREAD.
+    for &(pid, fd) in &plan.probes {
+        let p = path.set(format_args!("{pid}/fd/{fd}"));
+        readlink_raw(proc.as_fd(), p, &mut link);
+        let Ok(end) = openat(
+            proc.as_fd(),
+            p,
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) else {
+            continue;
+        };
+        let _ = nix::sys::stat::fstat(end.as_fd());
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one c_int through a pointer valid for the call.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::ioctl(end.as_raw_fd(), libc::FIONREAD, &mut queued);
+        }
+    }
+    mark(&mut last, spent, 5);
+    start.elapsed()
+}

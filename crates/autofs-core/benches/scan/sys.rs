@@ -1,0 +1,77 @@
+//! Raw /proc access without allocation or parsing, shared by the reference measurements.
+
+use std::ffi::CStr;
+use std::fmt::Write as _;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, openat};
+use nix::libc;
+use nix::sys::stat::Mode;
+
+/// A reusable NUL-terminated path buffer.
+pub struct CPath(pub String);
+
+impl CPath {
+    /// The path formatted from `args`, NUL-terminated.
+    pub fn set(&mut self, args: std::fmt::Arguments<'_>) -> &CStr {
+        self.0.clear();
+        let _ = self.0.write_fmt(args);
+        self.0.push('\0');
+        CStr::from_bytes_with_nul(self.0.as_bytes()).expect("no interior NUL")
+    }
+}
+
+/// `readlinkat` into a caller's buffer (no allocation).
+pub fn readlink_raw(dir: BorrowedFd<'_>, path: &CStr, buf: &mut [u8]) -> isize {
+    // SAFETY: `path` is NUL-terminated and `buf` is valid for `buf.len()` bytes.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    }
+}
+
+/// Reads `path` (relative to `dir`) whole into `buf`: `openat`, `read` until EOF, `close` —
+/// no `statx`/`lseek` size probe (proc files report size 0) and no allocation once `buf` is
+/// large enough.
+pub fn read_rel(dir: BorrowedFd<'_>, path: &CStr, buf: &mut Vec<u8>) -> bool {
+    buf.clear();
+    let Ok(fd) = openat(
+        dir,
+        path,
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    ) else {
+        return false;
+    };
+    loop {
+        let len = buf.len();
+        buf.resize(len + 16384, 0);
+        match nix::unistd::read(fd.as_fd(), &mut buf[len..]) {
+            Ok(0) => {
+                buf.truncate(len);
+                return true;
+            }
+            Ok(n) => buf.truncate(len + n),
+            Err(Errno::EINTR) => buf.truncate(len),
+            Err(_) => {
+                buf.truncate(len);
+                return false;
+            }
+        }
+    }
+}
+
+pub fn unsafe_borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
+    // SAFETY: callers pass fds that stay open for as long as the borrow is used (the readiness
+    // pipe in a child, or a `Dir`'s fd while the `Dir` is alive).
+    #[allow(unsafe_code)]
+    unsafe {
+        BorrowedFd::borrow_raw(fd)
+    }
+}
