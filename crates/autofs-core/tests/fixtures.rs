@@ -60,6 +60,7 @@ const CASES: &[&str] = &[
     "queue_probe_failure",
     "shared_pod_pid_namespace",
     "two_mount_namespaces",
+    "unreadable_facts_are_errors",
     "unreadable_fds_of_leader",
     "unreadable_fds_of_non_leader",
     "unsupported_no_pipe_ino",
@@ -1468,4 +1469,25 @@ fn a_delegated_read_end_found_once_is_rechecked_without_a_census() {
         verdict(only(&second)),
         (MountState::Orphaned, Reason::ReadEndDelegated)
     );
+}
+
+#[test]
+fn facts_that_cannot_be_read_are_errors_never_orphans() {
+    let scan = scan_case("unreadable_facts_are_errors");
+    // The daemon's ns/pid cannot be read: whether it is in the dumped tree is unknown.
+    let r = mount(&scan, 4026532400, 612);
+    assert_eq!(
+        verdict(r),
+        (MountState::Error, Reason::ProcUnreadable),
+        "{r:#?}"
+    );
+    assert!(!r.dumpable);
+    assert!(r.message.contains("5000/ns/pid"), "{}", r.message);
+    // A stray separator: reported as an error, not read as another filesystem type.
+    let stray = mount(&scan, 4026532400, 613);
+    assert_eq!(
+        verdict(stray),
+        (MountState::Error, Reason::MalformedMountinfo)
+    );
+    assert_eq!(stray.mount_point, "/mnt/stray");
 }
