@@ -280,3 +280,28 @@ fn without_cap_sys_ptrace_unreadable_namespaces_make_the_scan_exit_two() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("lacks CAP_SYS_PTRACE"), "{stderr}");
 }
+
+#[test]
+fn unreadable_facts_and_stray_separators_are_errors_in_the_real_binary() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../autofs-core/tests/fixtures/proc/unreadable_facts_are_errors");
+    let out = agent(&[
+        "scan",
+        "--json",
+        "--node-name",
+        "node-a",
+        "--proc-root",
+        root.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let reports: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let unreadable = by_mount_id(&reports, 612);
+    assert_eq!(unreadable["state"], "ERROR");
+    assert_eq!(unreadable["reason"], "PROC_UNREADABLE");
+    let stray = by_mount_id(&reports, 613);
+    assert_eq!(stray["reason"], "MALFORMED_MOUNTINFO");
+}
