@@ -367,13 +367,39 @@ fn drop_kills_everything_and_frees_the_mount_namespace() {
         "{procs:?} lacks the nested daemon"
     );
     assert!(procs.contains(&init) && procs.contains(&d.host_pid) && procs.contains(&del.host_pid));
+    // Every process of the scenario's namespaces, with its start time: the kernel reuses
+    // namespace inode numbers at once, so after the drop a namespace of another test may carry
+    // the same number; only these very processes must be gone.
+    let members: Vec<(i32, u64)> = procfs::pids_in_ns("mnt", mnt_ns)
+        .into_iter()
+        .chain(procfs::pids_in_ns("pid", pid_ns))
+        .filter_map(|p| Some((p, start_time(p)?)))
+        .collect();
+    assert!(members.len() >= procs.len(), "{members:?} {procs:?}");
     drop(sc);
     for p in procs {
         assert!(procfs::process_state(p).is_none(), "pid {p} left behind");
     }
-    assert!(procfs::pids_in_ns("mnt", mnt_ns).is_empty());
-    assert!(procfs::pids_in_ns("pid", pid_ns).is_empty());
+    for (p, started) in members {
+        assert_ne!(
+            start_time(p),
+            Some(started),
+            "pid {p} of the namespaces left behind"
+        );
+    }
     assert!(!work.exists());
+}
+
+/// Field 22 of `/proc/<pid>/stat`: when the process started (tells it from a later one that
+/// got the same pid).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 #[test]
