@@ -435,12 +435,20 @@ fn a_killed_test_process_takes_its_scenario_down() {
     let init: i32 = v[1].parse().unwrap();
     let mnt_ns: u64 = v[2].parse().unwrap();
     assert!(procfs::process_alive(init));
-    assert!(!procfs::pids_in_ns("mnt", mnt_ns).is_empty());
+    // The namespace's processes with their start times: its inode number may be reused by
+    // another test's namespace as soon as it is freed.
+    let members: Vec<(i32, u64)> = procfs::pids_in_ns("mnt", mnt_ns)
+        .into_iter()
+        .filter_map(|p| Some((p, start_time(p)?)))
+        .collect();
+    assert!(!members.is_empty());
     let outer = procfs::ppid(init).unwrap(); // the scenario process the library spawned
     child.kill().unwrap(); // SIGKILL: no Drop runs in the helper
     child.wait().unwrap();
     assert!(
-        wait_until(SHORT, || procfs::pids_in_ns("mnt", mnt_ns).is_empty()),
+        wait_until(SHORT, || members
+            .iter()
+            .all(|&(p, started)| start_time(p) != Some(started))),
         "the scenario's mount namespace outlived the killed test process"
     );
     for pid in [outer, init] {
