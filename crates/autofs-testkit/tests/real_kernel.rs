@@ -446,9 +446,10 @@ fn a_killed_test_process_takes_its_scenario_down() {
     child.kill().unwrap(); // SIGKILL: no Drop runs in the helper
     child.wait().unwrap();
     assert!(
-        wait_until(SHORT, || members
-            .iter()
-            .all(|&(p, started)| start_time(p) != Some(started))),
+        // A zombie (reaped below) holds no namespace any more.
+        wait_until(SHORT, || members.iter().all(|&(p, started)| {
+            start_time(p) != Some(started) || procfs::process_state(p) == Some('Z')
+        })),
         "the scenario's mount namespace outlived the killed test process"
     );
     for pid in [outer, init] {
