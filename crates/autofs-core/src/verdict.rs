@@ -487,55 +487,67 @@ fn probe(
         // A hidden reader would answer the probe's request: the outcome rests on absence.
         return restricted(report, hidden, facts.view);
     }
-    if let [first, ..] = facts.pipes.unreadable() {
-        // Some fds could not be listed, so the census cannot prove that nobody reads the pipe;
-        // the kernel's reader count can, through any end the census did see.
-        let unknown = |why: String| {
-            format!(
-                "{hidden}. Whether CRIU's probe turns it catatonic (no reader anywhere) or fails (a reader answers) depends on the fds of {} process(es) that could not be read, e.g. {}{why}",
-                facts.pipes.unreadable().len(),
-                first.message
-            )
-        };
-        let through = facts.pipes.ends(ino).first().copied();
-        let readers = through.map(|end| {
-            let path = facts
-                .table
-                .root()
-                .pid_path(end.pid, &format!("fd/{}", end.fd));
-            facts.probe.has_readers(&path, ino)
-        });
-        match readers {
-            Some(Ok(Some(false))) => {}
-            Some(Ok(Some(true))) => {
-                return set(
-                    report,
-                    MountState::Orphaned,
-                    Reason::ReadEndDelegated,
-                    format!(
-                        "{criu_says} A process whose fds the agent cannot read holds a read end (the kernel counts a reader), e.g. {}: CRIU's probe request would go to it",
-                        first.message
-                    ),
-                );
-            }
-            Some(Err(e)) => {
-                return set(
-                    report,
-                    MountState::Error,
-                    Reason::ProcUnreadable,
-                    unknown(format!(
-                        "; the pipe's reader count could not be read either: {e}"
-                    )),
-                );
-            }
-            Some(Ok(None)) | None => {
-                return set(
-                    report,
-                    MountState::Error,
-                    Reason::ProcUnreadable,
-                    unknown(String::new()),
-                );
-            }
+    // The census names holders it can see; the kernel's reader count, through any end the
+    // census did see, also counts read ends it cannot (unreadable fd tables, fds in flight).
+    let through = facts.pipes.ends(ino).first().copied();
+    let readers = through.map(|end| {
+        let path = facts
+            .table
+            .root()
+            .pid_path(end.pid, &format!("fd/{}", end.fd));
+        facts.probe.has_readers(&path, ino)
+    });
+    let unreadable = facts.pipes.unreadable();
+    let unknown = |why: String| {
+        format!(
+            "{hidden}. Whether CRIU's probe turns it catatonic (no reader anywhere) or fails (a reader answers) depends on the fds of {} process(es) that could not be read, e.g. {}{why}",
+            unreadable.len(),
+            unreadable.first().map_or("?", |u| u.message.as_str())
+        )
+    };
+    match readers {
+        Some(Ok(Some(false))) => {}
+        Some(Ok(Some(true))) => {
+            let example = unreadable
+                .first()
+                .map(|u| format!(" (fds the agent could not read: e.g. {})", u.message))
+                .unwrap_or_else(|| " (an fd in flight or outside every fd table)".into());
+            return set(
+                report,
+                MountState::Orphaned,
+                Reason::ReadEndDelegated,
+                format!(
+                    "{criu_says} A read end is held where the agent cannot see it, but the kernel counts a reader{example}: CRIU's probe request would go to it"
+                ),
+            );
+        }
+        // Without the kernel's count the census decides, if it is complete.
+        Some(Ok(None)) | None if unreadable.is_empty() => {}
+        Some(Err(e)) if unreadable.is_empty() => {
+            return set(
+                report,
+                MountState::Error,
+                Reason::ProcUnreadable,
+                format!("{hidden}. The pipe's reader count could not be read: {e}"),
+            );
+        }
+        Some(Err(e)) => {
+            return set(
+                report,
+                MountState::Error,
+                Reason::ProcUnreadable,
+                unknown(format!(
+                    "; the pipe's reader count could not be read either: {e}"
+                )),
+            );
+        }
+        Some(Ok(None)) | None => {
+            return set(
+                report,
+                MountState::Error,
+                Reason::ProcUnreadable,
+                unknown(String::new()),
+            );
         }
     }
     let unreachable = format!("Autofs {} is alive, but unreachable.", report.mount_id);
