@@ -4,6 +4,7 @@
 //! length are accepted (CRIU's 1024-byte re-read is not).
 
 use crate::escape::escape;
+use crate::proc_root::parse_decimal;
 
 /// One parsed mountinfo line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +78,7 @@ impl MountInfo {
             .position(|&b| b == b':')
             .and_then(|at| {
                 let (ma, mi) = (&device[..at], &device[at + 1..]);
-                Some((decimal(ma)?, decimal(mi)?))
+                Some((parse_decimal(ma)?, parse_decimal(mi)?))
             })
             .ok_or_else(|| MountInfoError::BadDevice {
                 token: escape(device),
@@ -153,15 +154,8 @@ fn next_field<'a>(
         .ok_or(MountInfoError::MissingField { field })
 }
 
-fn decimal(token: &[u8]) -> Option<u32> {
-    if token.is_empty() || !token.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(token).ok()?.parse().ok()
-}
-
 fn number(token: &[u8], field: &'static str) -> Result<u32, MountInfoError> {
-    decimal(token).ok_or_else(|| MountInfoError::BadNumber {
+    parse_decimal(token).ok_or_else(|| MountInfoError::BadNumber {
         field,
         token: escape(token),
     })

@@ -113,7 +113,7 @@ impl ProcRoot {
         let mut pids = Vec::new();
         for entry in dir.iter() {
             let entry = entry.map_err(|e| fatal(e.into()))?;
-            if let Some(pid) = parse_decimal(entry.file_name().to_bytes()) {
+            if let Some(pid) = parse_decimal::<i32>(entry.file_name().to_bytes()) {
                 pids.push(pid);
             }
         }
@@ -129,17 +129,7 @@ impl ProcRoot {
     /// The `openat`/`read` error; [`ReadFailure::of`] tells a vanished process from a denied
     /// read.
     pub fn read(&self, pid: i32, rel: &str) -> io::Result<Vec<u8>> {
-        let fd = openat(
-            self.dir.as_fd(),
-            format!("{pid}/{rel}").as_str(),
-            OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-            Mode::empty(),
-        )?;
-        // `Take` hides the file's size hint: proc files report size 0, so std's statx+lseek
-        // probe would only cost two syscalls per read.
-        let mut text = Vec::with_capacity(1024);
-        File::from(fd).take(u64::MAX).read_to_end(&mut text)?;
-        Ok(text)
+        self.read_whole(&format!("{pid}/{rel}"), OFlag::O_NOFOLLOW)
     }
 
     /// Reads `<rel>` below the root itself (e.g. `self/mountinfo`, `self/status`).
@@ -148,12 +138,19 @@ impl ProcRoot {
     ///
     /// The `openat`/`read` error.
     pub fn read_file(&self, rel: &str) -> io::Result<Vec<u8>> {
+        self.read_whole(rel, OFlag::empty())
+    }
+
+    /// Opens `rel` below the root with `extra` flags and reads it to the end.
+    fn read_whole(&self, rel: &str, extra: OFlag) -> io::Result<Vec<u8>> {
         let fd = openat(
             self.dir.as_fd(),
             rel,
-            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC | extra,
             Mode::empty(),
         )?;
+        // `Take` hides the file's size hint: proc files report size 0, so std's statx+lseek
+        // probe would only cost two syscalls per read.
         let mut text = Vec::with_capacity(1024);
         File::from(fd).take(u64::MAX).read_to_end(&mut text)?;
         Ok(text)
@@ -231,7 +228,7 @@ impl ProcRoot {
         for entry in dir.iter() {
             let entry = entry?;
             let name = entry.file_name();
-            let Some(fd) = parse_decimal(name.to_bytes()) else {
+            let Some(fd) = parse_decimal::<i32>(name.to_bytes()) else {
                 continue;
             };
             seen += 1;
@@ -257,9 +254,10 @@ impl ProcRoot {
     }
 }
 
-/// Parses a non-negative decimal that fits an i32; `None` for anything else.
-pub(crate) fn parse_decimal(bytes: &[u8]) -> Option<i32> {
-    if bytes.is_empty() || bytes.len() > 10 || !bytes.iter().all(u8::is_ascii_digit) {
+/// Parses a non-negative decimal of type `T` (digits only: no sign, no space); `None` for
+/// anything else, overflow included.
+pub(crate) fn parse_decimal<T: std::str::FromStr>(bytes: &[u8]) -> Option<T> {
+    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
         return None;
     }
     std::str::from_utf8(bytes).ok()?.parse().ok()
@@ -293,10 +291,11 @@ mod tests {
 
     #[test]
     fn decimal_names_reject_everything_but_digits() {
-        assert_eq!(parse_decimal(b"123"), Some(123));
-        assert_eq!(parse_decimal(b"self"), None);
-        assert_eq!(parse_decimal(b""), None);
-        assert_eq!(parse_decimal(b"99999999999"), None);
+        assert_eq!(parse_decimal::<i32>(b"123"), Some(123));
+        assert_eq!(parse_decimal::<i32>(b"self"), None);
+        assert_eq!(parse_decimal::<i32>(b""), None);
+        assert_eq!(parse_decimal::<i32>(b"99999999999"), None);
+        assert_eq!(parse_decimal::<u32>(b"-1"), None);
     }
 
     #[test]

@@ -12,10 +12,15 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Scans the host's /proc and returns the reports of the scenario's mount namespace.
 fn scan_scenario(sc: &Scenario) -> Vec<MountReport> {
     let scan = Scanner::new("/proc", "test-node").unwrap().scan().unwrap();
-    scan.reports
+    in_namespace(&scan, sc.mnt_ns())
         .into_iter()
-        .filter(|r| r.mnt_ns == sc.mnt_ns())
+        .cloned()
         .collect()
+}
+
+/// The reports of one mount namespace.
+fn in_namespace(scan: &autofs_core::Scan, mnt_ns: u64) -> Vec<&MountReport> {
+    scan.reports.iter().filter(|r| r.mnt_ns == mnt_ns).collect()
 }
 
 fn report_of(sc: &Scenario, mount_id: u32) -> MountReport {
@@ -357,11 +362,7 @@ fn copy_of_a_mount_in_a_host_pid_container_is_orphaned_master_outside_the_tree()
         .find(|r| r.mnt_ns == sc.mnt_ns() && r.mount_id == d.mount_id)
         .expect("the daemon's own mount is reported");
     assert_eq!(own.state, MountState::Active, "{own:#?}");
-    let copies: Vec<_> = scan
-        .reports
-        .iter()
-        .filter(|r| r.mnt_ns == c.mnt_ns)
-        .collect();
+    let copies: Vec<_> = in_namespace(&scan, c.mnt_ns);
     assert_eq!(copies.len(), 1, "{copies:#?}");
     let copy = copies[0];
     assert_eq!(copy.mount_point_bytes, own.mount_point_bytes);
@@ -399,11 +400,7 @@ fn a_chrooted_owner_does_not_hide_the_mounts_outside_its_root() {
     // is below it. Its child is not chrooted and sees the whole table.
     let c = sc.ns_member(Some(b"jail"), false).unwrap();
     let scan = Scanner::new("/proc", "test-node").unwrap().scan().unwrap();
-    let copies: Vec<_> = scan
-        .reports
-        .iter()
-        .filter(|r| r.mnt_ns == c.mnt_ns)
-        .collect();
+    let copies: Vec<_> = in_namespace(&scan, c.mnt_ns);
     assert_eq!(copies.len(), 1, "{copies:#?}");
     assert_eq!(
         copies[0].mount_point_bytes,
@@ -418,11 +415,7 @@ fn a_namespace_without_a_complete_view_is_an_error_never_an_empty_table() {
     sc.mount(MountSpec::indirect()).unwrap();
     let c = sc.ns_member(Some(b"jail"), true).unwrap();
     let scan = Scanner::new("/proc", "test-node").unwrap().scan().unwrap();
-    let reports: Vec<_> = scan
-        .reports
-        .iter()
-        .filter(|r| r.mnt_ns == c.mnt_ns)
-        .collect();
+    let reports: Vec<_> = in_namespace(&scan, c.mnt_ns);
     assert_eq!(reports.len(), 1, "{reports:#?}");
     let r = reports[0];
     assert_eq!(
