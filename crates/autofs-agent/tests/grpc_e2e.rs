@@ -8,8 +8,7 @@ use autofs_api::v1::{self, MountState, check_migratable_request::Target};
 use autofs_testkit::cgroup::ContainerCgroup;
 use autofs_testkit::{MountSpec, Scenario};
 use common::{
-    Agent, assert_status, eventually, ids, list, list_ns, make_catatonic, make_interim,
-    pid_that_does_not_exist, state,
+    Agent, WAIT, assert_status, eventually, ids, list, list_ns, pid_that_does_not_exist, state,
 };
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -31,8 +30,8 @@ async fn list_mounts_reports_each_state_and_filters_by_pid_namespace_and_state()
     let interim = sc.mount(MountSpec::indirect()).unwrap();
     let catatonic = sc.mount(MountSpec::indirect()).unwrap();
     let orphaned = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = make_interim(&mut sc, &interim, "key");
-    make_catatonic(&mut sc, &catatonic);
+    let _blocked = sc.make_interim(&interim, "key", WAIT).unwrap();
+    sc.make_catatonic(&catatonic, WAIT).unwrap();
     sc.exit_daemon(&orphaned).unwrap(); // no lookup since: hidden catatonic, ORPHANED
     let all_ids = {
         let mut v = vec![
@@ -287,7 +286,7 @@ async fn container_and_pod_filters_follow_the_cgroup_of_the_namespace_owner() {
     let cgroup = ContainerCgroup::enter(sc.init_host_pid());
     let active = sc.mount(MountSpec::indirect()).unwrap();
     let interim = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = make_interim(&mut sc, &interim, "key");
+    let _blocked = sc.make_interim(&interim, "key", WAIT).unwrap();
     let mut want = vec![active.mount_id, interim.mount_id];
     want.sort_unstable();
 
@@ -370,7 +369,7 @@ async fn check_migratable_is_dumpable_with_only_active_and_catatonic_mounts() {
     let mut sc = Scenario::start_or_panic();
     let active = sc.mount(MountSpec::indirect()).unwrap();
     let catatonic = sc.mount(MountSpec::direct()).unwrap();
-    make_catatonic(&mut sc, &catatonic);
+    sc.make_catatonic(&catatonic, WAIT).unwrap();
 
     let agent = Agent::start(&[]);
     let mut client = agent.client().await;
@@ -394,7 +393,7 @@ async fn check_migratable_blocks_on_an_interim_mount_with_a_retry_hint_until_it_
     let mut sc = Scenario::start_or_panic();
     let _active = sc.mount(MountSpec::indirect()).unwrap();
     let interim = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = make_interim(&mut sc, &interim, "key");
+    let _blocked = sc.make_interim(&interim, "key", WAIT).unwrap();
 
     let agent = Agent::start(&[]);
     let mut client = agent.client().await;
@@ -441,7 +440,7 @@ async fn check_migratable_blocks_on_an_orphaned_mount_without_a_retry_hint() {
     let orphaned = sc.mount(MountSpec::indirect()).unwrap();
     let delegate = sc.delegate(&orphaned).unwrap();
     let interim = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = make_interim(&mut sc, &interim, "key");
+    let _blocked = sc.make_interim(&interim, "key", WAIT).unwrap();
 
     let agent = Agent::start(&[]);
     let mut client = agent.client().await;

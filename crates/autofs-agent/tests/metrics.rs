@@ -293,7 +293,7 @@ fn exclusive_state_counters_count_each_mount_entering_a_state_once() {
     };
 
     // INTERIM: an unanswered lookup.
-    let _blocked = common::make_interim(&mut sc, &interim, "key");
+    let _blocked = sc.make_interim(&interim, "key", WAIT).unwrap();
     wait_state(&agent, &sc, interim.mount_id, v1::MountState::Interim);
     wait_scans(&agent, 1);
     expect("interim mount", [cat0, int0 + 1.0, orph0]);
@@ -346,7 +346,7 @@ fn exclusive_interim_counts_again_only_after_leaving_and_reentering() {
     let interim = || counters(&agent)[1];
     let base = interim();
 
-    let _first = common::make_interim(&mut sc, &d, "one");
+    let _first = sc.make_interim(&d, "one", WAIT).unwrap();
     wait_state(&agent, &sc, d.mount_id, v1::MountState::Interim);
     std::thread::sleep(SEVERAL_SCANS);
     wait_scans(&agent, 2);
@@ -367,7 +367,7 @@ fn exclusive_interim_counts_again_only_after_leaving_and_reentering() {
         "leaving INTERIM takes nothing back; {}",
         foreign_mounts(&agent, ns)
     );
-    let _second = common::make_interim(&mut sc, &d, "two");
+    let _second = sc.make_interim(&d, "two", WAIT).unwrap();
     wait_state(&agent, &sc, d.mount_id, v1::MountState::Interim);
     std::thread::sleep(SEVERAL_SCANS);
     wait_scans(&agent, 2);
@@ -406,7 +406,7 @@ fn exclusive_mounts_gauge_and_interim_age_follow_the_latest_scan() {
         );
     }
 
-    let _blocked = common::make_interim(&mut sc, &a, "key");
+    let _blocked = sc.make_interim(&a, "key", WAIT).unwrap();
     sc.exit_daemon(&b).unwrap();
     wait_state(&agent, &sc, a.mount_id, v1::MountState::Interim);
     wait_state(&agent, &sc, b.mount_id, v1::MountState::Orphaned);
@@ -572,7 +572,7 @@ fn real_prometheus_scrapes_the_interim_counter() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
     let agent = Agent::start(&[]);
-    let _blocked = common::make_interim(&mut sc, &d, "key");
+    let _blocked = sc.make_interim(&d, "key", WAIT).unwrap();
     wait_state(&agent, &sc, d.mount_id, v1::MountState::Interim);
 
     let prometheus = PrometheusServer::start(agent.metrics);
@@ -613,7 +613,7 @@ async fn exclusive_a_hundred_waiters_cost_no_more_scans_than_one() {
     use v1::wait_migratable_response::Outcome;
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = common::make_interim(&mut sc, &d, "shared");
+    let _blocked = sc.make_interim(&d, "shared", WAIT).unwrap();
     // Scans only at start and when change detection sees something: waiters must not add any.
     // A hundred waiters from one address: lift the per-client share for them.
     let agent = Agent::start(&[

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use autofs_api::v1::{self, MountState, mount_event::Kind};
 use autofs_testkit::{MountSpec, Scenario};
-use common::{Agent, WAIT, make_catatonic, make_interim, state};
+use common::{Agent, WAIT, state};
 use tonic::{Code, Streaming};
 
 /// Reads a watch stream, checking that sequence numbers start at 1 and grow by 1 and that
@@ -113,7 +113,7 @@ async fn watch_sees_a_mount_appear_turn_interim_turn_catatonic_and_disappear() {
     assert_eq!(mount.pipe_ino, d.pipe_ino);
 
     // A lookup the daemon does not answer: INTERIM.
-    let _blocked = make_interim(&mut sc, &d, "key");
+    let _blocked = sc.make_interim(&d, "key", WAIT).unwrap();
     let (interim, _) = events
         .until(d.mount_id, |e| {
             state(e.mount.as_ref().unwrap()) == MountState::Interim
@@ -124,7 +124,7 @@ async fn watch_sees_a_mount_appear_turn_interim_turn_catatonic_and_disappear() {
 
     // The daemon answers, exits, and the next lookup finds no reader: CATATONIC.
     sc.read_packet(&d).unwrap();
-    make_catatonic(&mut sc, &d);
+    sc.make_catatonic(&d, WAIT).unwrap();
     let (catatonic, between) = events
         .until(d.mount_id, |e| {
             state(e.mount.as_ref().unwrap()) == MountState::Catatonic
@@ -210,7 +210,7 @@ async fn queues_and_master_exits_are_noticed_between_scans() {
 
     // A queue appears on the known read end: INTERIM. (Latencies are printed, not asserted:
     // the README's figures come from here.)
-    let _blocked = make_interim(&mut sc, &d, "key");
+    let _blocked = sc.make_interim(&d, "key", WAIT).unwrap();
     let seen = Instant::now();
     let (interim, _) = events
         .until(d.mount_id, |e| {

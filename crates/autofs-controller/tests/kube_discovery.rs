@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use autofs_controller::discovery::kube::{Credentials, KubeDiscovery, KubeError, PodPage};
 use autofs_controller::discovery::{self, Source};
 use autofs_controller::{DiscoveryError, NodeEndpoint};
-use common::Agent;
+use common::start_agent;
 use k8s_openapi::api::core::v1::Pod;
 use rcgen::{CertificateParams, KeyPair};
 use serde_json::{Value, json};
@@ -470,6 +470,18 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     path
 }
 
+/// An exec credential plugin that prints [`TOKEN`] as an ExecCredential on stdout, as
+/// `aws eks get-token` or `gke-gcloud-auth-plugin` do.
+fn token_plugin(dir: &Path) -> PathBuf {
+    script(
+        dir,
+        "token-plugin",
+        &format!(
+            "echo '{{\"apiVersion\":\"client.authentication.k8s.io/v1beta1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"{TOKEN}\"}}}}'"
+        ),
+    )
+}
+
 /// A kubeconfig `user` running an exec credential plugin.
 fn exec_user(plugin: &Path) -> String {
     format!(
@@ -482,14 +494,7 @@ fn exec_user(plugin: &Path) -> String {
 async fn an_exec_credential_plugin_provides_the_bearer_token() {
     let api = FakeApi::paged().await;
     let dir = tempfile::tempdir().unwrap();
-    // As `aws eks get-token` or `gke-gcloud-auth-plugin` do: an ExecCredential on stdout.
-    let plugin = script(
-        dir.path(),
-        "token-plugin",
-        &format!(
-            "echo '{{\"apiVersion\":\"client.authentication.k8s.io/v1beta1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"{TOKEN}\"}}}}'"
-        ),
-    );
+    let plugin = token_plugin(dir.path());
     let kc = api.kubeconfig(dir.path(), &api.ca_pem, &exec_user(&plugin));
     let eps = discovery(Credentials::Kubeconfig(kc))
         .discover()
@@ -521,21 +526,12 @@ async fn an_unreadable_token_file_is_a_credentials_error_naming_it() {
 
 /// Runs the real `autofs-controller` with only the given environment.
 fn controller_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_autofs-controller"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run autofs-controller");
-    eprintln!(
-        "autofs-controller {args:?} -> {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::run_logged(
+        common::controller_command(args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn"),
+    )
 }
 
 #[tokio::test]
@@ -628,16 +624,10 @@ fn assert_partial_collect(out: &Output, node: &str) {
 #[test]
 fn cli_finds_agents_with_an_exec_plugin_and_reports_pods_that_are_not_ready() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let agent = Agent::start(None, "worker-kube-exec", "127.0.0.1:0", &[]);
+    let agent = start_agent(None, "worker-kube-exec", "127.0.0.1:0", &[]);
     let api = rt.block_on(FakeApi::serving(cluster_pods(&agent.node)));
     let dir = tempfile::tempdir().unwrap();
-    let plugin = script(
-        dir.path(),
-        "token-plugin",
-        &format!(
-            "echo '{{\"apiVersion\":\"client.authentication.k8s.io/v1beta1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"{TOKEN}\"}}}}'"
-        ),
-    );
+    let plugin = token_plugin(dir.path());
     let kc = api.kubeconfig(dir.path(), &api.ca_pem, &exec_user(&plugin));
     let port = agent.grpc.port().to_string();
     let out = controller_env(
@@ -668,7 +658,7 @@ fn cli_finds_agents_with_an_exec_plugin_and_reports_pods_that_are_not_ready() {
 #[test]
 fn cli_uses_in_cluster_service_account_credentials() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let agent = Agent::start(None, "worker-kube-sa", "127.0.0.1:0", &[]);
+    let agent = start_agent(None, "worker-kube-sa", "127.0.0.1:0", &[]);
     let api = rt.block_on(FakeApi::serving(cluster_pods(&agent.node)));
     let sa = tempfile::tempdir().unwrap();
     std::fs::write(sa.path().join("token"), TOKEN).unwrap();
@@ -711,13 +701,7 @@ fn cli_uses_in_cluster_service_account_credentials() {
     .env("KUBERNETES_SERVICE_PORT", &api_port)
     .env("RUST_LOG", "warn")
     .stdin(Stdio::null());
-    let out = cmd.output().expect("run unshare (util-linux)");
-    eprintln!(
-        "in-cluster collect -> {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::run_logged(&mut cmd);
     assert_partial_collect(&out, &agent.node);
     let requests = api.requests();
     assert!(!requests.is_empty());

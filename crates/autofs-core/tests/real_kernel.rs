@@ -140,8 +140,7 @@ fn mount_becomes_catatonic_after_daemon_exit_and_a_lookup() {
 fn interim_mount_reports_queued_packet_without_consuming_it() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
-    let req = sc.trigger(&d.name, "wanted-key").unwrap();
-    assert!(sc.wait_until(WAIT, |s| s.queued_bytes(&d).unwrap_or(0) == 304));
+    let req = sc.make_interim(&d, "wanted-key", WAIT).unwrap();
 
     for _ in 0..3 {
         let r = report_of(&sc, d.mount_id);

@@ -3,6 +3,7 @@
 //! The typed commands are in `commands`, the host's views of the scenario in `views`.
 
 mod commands;
+mod states;
 mod views;
 
 use std::io::{self, Write};
