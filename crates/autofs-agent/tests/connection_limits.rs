@@ -85,11 +85,7 @@ async fn more_idle_peers_than_descriptors_are_closed_and_never_starve_scans_or_c
         0.0,
         "scans kept their descriptors during the flood:\n{text}"
     );
-    let warnings = agent
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("\"WARN\""))
-        .count();
+    let warnings = agent.log_lines_with("\"WARN\"");
     assert!(
         warnings < 5,
         "the flood must not flood the log:\n{}",
@@ -154,11 +150,7 @@ async fn accept_failing_with_emfile_backs_off_logs_little_and_recovers() {
         errors < 50.0,
         "accept() must back off, not spin: {errors} failures\n{text}"
     );
-    let logged = agent
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("accept failed"))
-        .count();
+    let logged = agent.log_lines_with("accept failed");
     assert!(
         logged <= 2,
         "one warning per 10 s at most:\n{}",
@@ -166,10 +158,7 @@ async fn accept_failing_with_emfile_backs_off_logs_little_and_recovers() {
     );
     // And a real client is served again.
     let mut client = agent.client().await;
-    client
-        .get_node_info(autofs_api::v1::GetNodeInfoRequest {})
-        .await
-        .unwrap();
+    common::node_info(&mut client).await;
 }
 
 /// The knocking peers get in once accept() works again (then closed at the deadline or

@@ -4,13 +4,17 @@
 
 mod common;
 
-use autofs_api::v1::{self, MountState, check_migratable_request::Target};
+use autofs_api::v1::{
+    self, MountState, autofs_inspector_client::AutofsInspectorClient,
+    check_migratable_request::Target,
+};
 use autofs_testkit::cgroup::ContainerCgroup;
 use autofs_testkit::{MountSpec, Scenario};
 use common::{
     Agent, WAIT, assert_status, eventually, ids, list, list_ns, pid_that_does_not_exist, state,
 };
 use tonic::Code;
+use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 fn list_request() -> v1::ListMountsRequest {
@@ -21,6 +25,18 @@ fn check_pid(pid: i32) -> v1::CheckMigratableRequest {
     v1::CheckMigratableRequest {
         target: Some(Target::Pid(pid)),
     }
+}
+
+/// CheckMigratable of the workload of host pid `pid`; panics on an error status.
+async fn check(
+    client: &mut AutofsInspectorClient<Channel>,
+    pid: i32,
+) -> v1::CheckMigratableResponse {
+    client
+        .check_migratable(check_pid(pid))
+        .await
+        .unwrap_or_else(|s| panic!("CheckMigratable of pid {pid}: {s:?}"))
+        .into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,11 +365,7 @@ async fn container_and_pod_filters_follow_the_cgroup_of_the_namespace_owner() {
 async fn get_node_info_answers_the_version_handshake() {
     let agent = Agent::start(&[]);
     let mut client = agent.client().await;
-    let info = client
-        .get_node_info(v1::GetNodeInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let info = common::node_info(&mut client).await;
     assert_eq!(info.agent_version, env!("CARGO_PKG_VERSION"));
     assert_eq!(info.api_major, 1);
     assert_eq!(info.node, agent.node);
@@ -375,11 +387,7 @@ async fn check_migratable_is_dumpable_with_only_active_and_catatonic_mounts() {
     let mut client = agent.client().await;
     // Any process of the workload names it: the init or the daemon.
     for pid in [sc.init_host_pid(), active.host_pid] {
-        let answer = client
-            .check_migratable(check_pid(pid))
-            .await
-            .unwrap()
-            .into_inner();
+        let answer = check(&mut client, pid).await;
         assert!(answer.dumpable, "pid {pid}: {answer:#?}");
         assert!(answer.blocking.is_empty());
         assert_eq!(answer.mounts_checked, 2);
@@ -397,11 +405,7 @@ async fn check_migratable_blocks_on_an_interim_mount_with_a_retry_hint_until_it_
 
     let agent = Agent::start(&[]);
     let mut client = agent.client().await;
-    let answer = client
-        .check_migratable(check_pid(sc.init_host_pid()))
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = check(&mut client, sc.init_host_pid()).await;
     assert!(!answer.dumpable, "{answer:#?}");
     assert_eq!(answer.mounts_checked, 2);
     assert_eq!(ids(&answer.blocking), [interim.mount_id]);
@@ -444,11 +448,7 @@ async fn check_migratable_blocks_on_an_orphaned_mount_without_a_retry_hint() {
 
     let agent = Agent::start(&[]);
     let mut client = agent.client().await;
-    let answer = client
-        .check_migratable(check_pid(sc.init_host_pid()))
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = check(&mut client, sc.init_host_pid()).await;
     assert!(!answer.dumpable, "{answer:#?}");
     let mut want = vec![orphaned.mount_id, interim.mount_id];
     want.sort_unstable();
@@ -553,10 +553,7 @@ async fn check_migratable_rejects_bad_targets_and_does_not_find_unknown_ones() {
         "7c0a1e2f-3b4d-4c5e-8f9a-0b1c2d3e4f5a",
     );
     // Still serving after all that.
-    client
-        .get_node_info(v1::GetNodeInfoRequest {})
-        .await
-        .unwrap();
+    common::node_info(&mut client).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -591,11 +588,7 @@ async fn check_migratable_for_a_process_the_agent_may_not_read_is_permission_den
     );
     assert!(message.contains("CAP_SYS_PTRACE"), "{message}");
     // The view is restricted, and the agent says so.
-    let info = client
-        .get_node_info(v1::GetNodeInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let info = common::node_info(&mut client).await;
     assert!(info.view_restricted, "{info:?}");
     assert!(
         info.view_problems

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -38,50 +38,17 @@ fn exclusive() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A plain HTTP/1.0 GET (no chunked encoding to decode): status code and body.
+/// A plain HTTP/1.0 GET: status code and body.
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    http_request(addr, "GET", path)
-}
-
-fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, WAIT)
-        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    write!(stream, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("{method} http://{addr}{path}: {e}"));
-    let raw = String::from_utf8(raw).expect("UTF-8 response");
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let code = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {head:?}"));
-    (code, body.to_owned())
+    common::http_request(addr, "GET", path)
 }
 
 fn scrape(agent: &Agent) -> String {
-    let (code, body) = http_get(agent.metrics, "/metrics");
-    assert_eq!(code, 200, "{body}");
-    body
-}
-
-/// The value of the sample whose name and labels are exactly `series` (as exposed).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| {
-            v.trim()
-                .parse()
-                .unwrap_or_else(|e| panic!("{series}: {v}: {e}"))
-        })
+    common::scrape(agent.metrics)
 }
 
 fn value(text: &str, series: &str) -> f64 {
-    sample(text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+    common::sample_value(text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
 }
 
 /// The three state counters, in the order catatonic, interim, orphaned.
@@ -259,9 +226,9 @@ fn any_path_but_metrics_is_not_found() {
         let (code, body) = http_get(agent.metrics, path);
         assert_eq!(code, 404, "GET {path}: {body}");
     }
-    let (code, _) = http_request(agent.metrics, "POST", "/metrics");
+    let (code, _) = common::http_request(agent.metrics, "POST", "/metrics");
     assert_eq!(code, 404, "POST /metrics");
-    let (code, body) = http_request(agent.metrics, "HEAD", "/metrics");
+    let (code, body) = common::http_request(agent.metrics, "HEAD", "/metrics");
     assert_eq!(code, 200, "HEAD /metrics");
     assert!(body.is_empty(), "HEAD has no body: {body}");
 }
@@ -401,7 +368,7 @@ fn exclusive_mounts_gauge_and_interim_age_follow_the_latest_scan() {
         "ERROR",
     ] {
         assert!(
-            sample(&before, &format!("autofs_mounts{{state=\"{state}\"}}")).is_some(),
+            common::sample_value(&before, &format!("autofs_mounts{{state=\"{state}\"}}")).is_some(),
             "every state has a gauge, zero included: {state}\n{before}"
         );
     }

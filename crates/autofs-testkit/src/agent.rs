@@ -406,6 +406,16 @@ impl AgentProcess {
             .join("\n")
     }
 
+    /// How many lines the agent logged so far contain `needle`.
+    pub fn log_lines_with(&self, needle: &str) -> usize {
+        self.logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
     /// Sends `signal` to the agent.
     ///
     /// # Panics

@@ -140,37 +140,49 @@ impl Agent {
     }
 }
 
-/// A plain HTTP/1.0 GET of `/metrics` (no chunked encoding to decode): the body.
-pub fn scrape(addr: SocketAddr) -> String {
+/// A plain HTTP/1.0 request (no chunked encoding to decode): status code and body.
+pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, WAIT)
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     stream.set_read_timeout(Some(WAIT)).unwrap();
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    write!(stream, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
     let mut raw = Vec::new();
     stream
         .read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("GET http://{addr}/metrics: {e}"));
+        .unwrap_or_else(|e| panic!("{method} http://{addr}{path}: {e}"));
     let raw = String::from_utf8(raw).expect("UTF-8 response");
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    assert!(
-        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
-        "{head}"
-    );
-    body.to_owned()
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    (code, body.to_owned())
 }
 
-/// The value of the sample whose name and labels are exactly `series` (0 when absent, as
-/// for a counter never incremented).
-pub fn sample(text: &str, series: &str) -> f64 {
+/// The body of `GET /metrics`, which must answer 200.
+pub fn scrape(addr: SocketAddr) -> String {
+    let (code, body) = http_request(addr, "GET", "/metrics");
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+/// The value of the sample whose name and labels are exactly `series` (as exposed), if any.
+pub fn sample_value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| {
+        .map(|v| {
             v.trim()
                 .parse()
                 .unwrap_or_else(|e| panic!("{series}: {v}: {e}"))
         })
+}
+
+/// [`sample_value`], 0 when absent (as for a counter never incremented).
+pub fn sample(text: &str, series: &str) -> f64 {
+    sample_value(text, series).unwrap_or(0.0)
 }
 
 /// Polls `probe` every 50 ms until it yields a value; panics naming `what` after [`WAIT`].
@@ -187,6 +199,15 @@ where
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// GetNodeInfo over `client`'s connection; panics on an error status.
+pub async fn node_info(client: &mut AutofsInspectorClient<Channel>) -> v1::GetNodeInfoResponse {
+    client
+        .get_node_info(v1::GetNodeInfoRequest {})
+        .await
+        .unwrap_or_else(|s| panic!("GetNodeInfo: {s:?}"))
+        .into_inner()
 }
 
 /// Collects a whole ListMounts stream.

@@ -19,7 +19,7 @@ pub mod fake_agent;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use autofs_testkit::agent::{AgentBuilder, AgentProcess as Agent};
 use serde_json::Value;
@@ -291,18 +291,4 @@ pub fn mounts_of<'a>(doc: &'a Value, node: &str, mnt_ns: u64) -> Vec<&'a Value> 
         .iter()
         .filter(|m| m["node"] == node && m["mnt_ns"] == mnt_ns)
         .collect()
-}
-
-/// Waits until `pred` holds, polling every 50 ms; false after `timeout`.
-pub fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if pred() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

@@ -6,8 +6,7 @@ use std::path::Path;
 
 use autofs_testkit::procfs;
 use nix::errno::Errno;
-use nix::mount::{MsFlags, mount};
-use nix::sched::{CloneFlags, unshare};
+use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, getppid};
@@ -36,16 +35,7 @@ pub(crate) fn run(work: &Path, parent: Option<i32>) -> Result<(), String> {
             work.display()
         ));
     }
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID)
-        .map_err(|e| format!("unshare(CLONE_NEWNS|CLONE_NEWPID): {e}"))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("making / private: {e}"))?;
+    sys::unshare_private_mounts(CloneFlags::CLONE_NEWPID)?;
     match sys::fork().map_err(|e| format!("fork: {e}"))? {
         sys::Fork::Child => {
             let code = match crate::init::Init::boot(work) {

@@ -8,8 +8,7 @@ use std::path::PathBuf;
 
 use autofs_testkit::procfs;
 use autofs_testkit::proto::{self, Fields};
-use nix::mount::{MsFlags, mount};
-use nix::sched::{CloneFlags, unshare};
+use nix::sched::CloneFlags;
 use nix::sys::signal::Signal;
 
 use super::{Init, Proc, Reply};
@@ -114,15 +113,7 @@ fn ns_member(w: File, chroot: Option<PathBuf>, chroot_all: bool) -> ! {
     let mut w = w;
     let result = (|| -> Result<String, String> {
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
-        unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare(NEWNS): {e}"))?;
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .map_err(|e| format!("making / private: {e}"))?;
+        sys::unshare_private_mounts(CloneFlags::empty())?;
         let (cr, cw) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
         match sys::fork().map_err(|e| format!("fork: {e}"))? {
             sys::Fork::Child => {
