@@ -309,6 +309,13 @@ fn discovery(credentials: Credentials) -> KubeDiscovery {
     }
 }
 
+/// [`discovery`] with the kubeconfig at `kubeconfig`, run once.
+async fn discover_with(kubeconfig: PathBuf) -> Result<Vec<NodeEndpoint>, KubeError> {
+    discovery(Credentials::Kubeconfig(kubeconfig))
+        .discover()
+        .await
+}
+
 /// The query parameters of a request path.
 fn query(path: &str) -> Vec<(String, String)> {
     let q = path.split_once('?').map_or("", |(_, q)| q);
@@ -452,10 +459,7 @@ async fn an_untrusted_api_server_is_refused() {
         .pem();
     let dir = tempfile::tempdir().unwrap();
     let kc = api.kubeconfig(dir.path(), &other, &format!("{{token: {TOKEN}}}"));
-    let e = discovery(Credentials::Kubeconfig(kc))
-        .discover()
-        .await
-        .unwrap_err();
+    let e = discover_with(kc).await.unwrap_err();
     assert!(matches!(e, KubeError::Request { .. }), "{e:?}");
     let chain = error_chain(&e);
     assert!(chain.contains("invalid peer certificate"), "{chain}");
@@ -496,10 +500,7 @@ async fn an_exec_credential_plugin_provides_the_bearer_token() {
     let dir = tempfile::tempdir().unwrap();
     let plugin = token_plugin(dir.path());
     let kc = api.kubeconfig(dir.path(), &api.ca_pem, &exec_user(&plugin));
-    let eps = discovery(Credentials::Kubeconfig(kc))
-        .discover()
-        .await
-        .unwrap();
+    let eps = discover_with(kc).await.unwrap();
     assert_eq!(eps.len(), 4);
     assert!(
         api.requests()
@@ -515,10 +516,7 @@ async fn an_unreadable_token_file_is_a_credentials_error_naming_it() {
     let api = FakeApi::paged().await;
     let dir = tempfile::tempdir().unwrap();
     let kc = api.kubeconfig(dir.path(), &api.ca_pem, "{tokenFile: no-such-token}");
-    let e = discovery(Credentials::Kubeconfig(kc))
-        .discover()
-        .await
-        .unwrap_err();
+    let e = discover_with(kc).await.unwrap_err();
     assert!(matches!(e, KubeError::Credentials { .. }), "{e:?}");
     assert!(e.to_string().contains("no-such-token"), "{e}");
     assert!(api.requests().is_empty(), "{:?}", api.requests());
@@ -544,10 +542,7 @@ async fn a_failing_exec_plugin_is_named_and_the_cli_exits_2() {
         "echo 'error: the refresh token has expired, log in again' >&2; exit 1",
     );
     let kc = api.kubeconfig(dir.path(), &api.ca_pem, &exec_user(&plugin));
-    let e = discovery(Credentials::Kubeconfig(kc.clone()))
-        .discover()
-        .await
-        .unwrap_err();
+    let e = discover_with(kc.clone()).await.unwrap_err();
     assert!(matches!(e, KubeError::Credentials { .. }), "{e:?}");
     let chain = error_chain(&e);
     assert!(chain.contains("exec plugin `/bin/sh /"), "{chain}");
