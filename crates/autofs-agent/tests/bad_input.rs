@@ -76,7 +76,7 @@ async fn pids_and_ids_from_clients_never_lead_outside_the_proc_root() {
     // A fixture proc root with processes 1, 1234 and 1500: every pid a client names must be
     // looked up there, never in the host's /proc.
     let (_dir, proc_root) = fixture_proc_root("active_indirect");
-    let agent = Agent::start(&["--proc-root", proc_root.to_str().unwrap()]);
+    let agent = Agent::from_builder(Agent::builder().proc_root(&proc_root));
     let mut client = agent.client().await;
     let by_pid = |pid: i32| v1::ListMountsRequest {
         pid: Some(pid),

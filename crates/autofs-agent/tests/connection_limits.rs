@@ -27,19 +27,24 @@ fn idle_peers(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
         .collect()
 }
 
+/// Waits until the agent closes `peer` (EOF or reset); what happened instead, if not.
+fn wait_closed(peer: &mut TcpStream) -> Result<(), String> {
+    // Generous: the agent closes peers a batch per handshake deadline; the machine is busy.
+    peer.set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    match peer.read(&mut buf) {
+        Ok(0) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+        Ok(n) => Err(format!("got {n} bytes instead of being closed")),
+        Err(e) => Err(format!("was never closed: {e}")),
+    }
+}
+
 /// Waits until the agent has closed every one of `peers` (EOF or reset), reading nothing.
 fn assert_all_closed_by_the_agent(peers: Vec<TcpStream>) {
     for (i, mut peer) in peers.into_iter().enumerate() {
-        // Generous: the agent closes them a batch per handshake deadline; the machine is busy.
-        peer.set_read_timeout(Some(Duration::from_secs(120)))
-            .unwrap();
-        let mut buf = [0u8; 64];
-        match peer.read(&mut buf) {
-            Ok(0) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-            Ok(n) => panic!("idle peer {i} got {n} bytes instead of being closed"),
-            Err(e) => panic!("idle peer {i} was never closed: {e}"),
-        }
+        wait_closed(&mut peer).unwrap_or_else(|e| panic!("idle peer {i} {e}"));
     }
 }
 
@@ -168,13 +173,6 @@ fn assert_all_closed_by_the_agent_or_served(peers: Vec<TcpStream>) {
     for (i, mut peer) in peers.into_iter().enumerate() {
         // Not HTTP/2: once accepted, the agent closes it at once.
         peer.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-        peer.set_read_timeout(Some(Duration::from_secs(120)))
-            .unwrap();
-        let mut buf = [0u8; 64];
-        match peer.read(&mut buf) {
-            Ok(0) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-            other => panic!("knocking peer {i}: {other:?}"),
-        }
+        wait_closed(&mut peer).unwrap_or_else(|e| panic!("knocking peer {i} {e}"));
     }
 }

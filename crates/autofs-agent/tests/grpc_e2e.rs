@@ -39,6 +39,29 @@ async fn check(
         .into_inner()
 }
 
+/// Asks CheckMigratable of `pid` (a new call each time, errors ignored) until the answer
+/// satisfies `pred`; that answer. Panics naming `what` after [`common::WAIT`].
+async fn check_until(
+    client: &AutofsInspectorClient<Channel>,
+    pid: i32,
+    what: &str,
+    pred: impl Fn(&v1::CheckMigratableResponse) -> bool,
+) -> v1::CheckMigratableResponse {
+    let pred = &pred;
+    eventually(what, || {
+        let mut client = client.clone();
+        async move {
+            let a = client
+                .check_migratable(check_pid(pid))
+                .await
+                .ok()?
+                .into_inner();
+            pred(&a).then_some(a)
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_mounts_reports_each_state_and_filters_by_pid_namespace_and_state() {
     let mut sc = Scenario::start_or_panic();
@@ -421,18 +444,12 @@ async fn check_migratable_blocks_on_an_interim_mount_with_a_retry_hint_until_it_
     // The daemon reads the request (the agent consumed nothing): dumpable again, once a
     // fresh enough scan sees it.
     assert_eq!(sc.read_packet(&interim).unwrap().name, b"key");
-    let pid = sc.init_host_pid();
-    let answer = eventually("the answered mount stops blocking", || {
-        let mut client = client.clone();
-        async move {
-            let a = client
-                .check_migratable(check_pid(pid))
-                .await
-                .ok()?
-                .into_inner();
-            a.dumpable.then_some(a)
-        }
-    })
+    let answer = check_until(
+        &client,
+        sc.init_host_pid(),
+        "the answered mount stops blocking",
+        |a| a.dumpable,
+    )
     .await;
     assert_eq!(answer.retry_after_ms, 0);
     assert!(answer.blocking.is_empty());
@@ -472,18 +489,12 @@ async fn check_migratable_blocks_on_an_orphaned_mount_without_a_retry_hint() {
 
     // Only the orphaned one left: still no hint.
     sc.read_packet(&interim).unwrap();
-    let pid = sc.init_host_pid();
-    let answer = eventually("only the orphaned mount blocks", || {
-        let mut client = client.clone();
-        async move {
-            let a = client
-                .check_migratable(check_pid(pid))
-                .await
-                .ok()?
-                .into_inner();
-            (a.blocking.len() == 1).then_some(a)
-        }
-    })
+    let answer = check_until(
+        &client,
+        sc.init_host_pid(),
+        "only the orphaned mount blocks",
+        |a| a.blocking.len() == 1,
+    )
     .await;
     assert!(!answer.dumpable);
     assert_eq!(answer.blocking[0].mount_id, orphaned.mount_id);

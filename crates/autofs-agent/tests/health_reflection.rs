@@ -29,7 +29,7 @@ async fn health_is_serving_after_the_first_scan_and_unknown_services_are_not_fou
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_turns_not_serving_while_scans_keep_failing_and_serving_when_they_recover() {
     let (dir, proc_root) = fixture_proc_root("active_indirect");
-    let agent = Agent::start(&["--proc-root", proc_root.to_str().unwrap()]);
+    let agent = Agent::from_builder(Agent::builder().proc_root(&proc_root));
     for service in ["", API_SERVICE] {
         agent.wait_health(service, ServingStatus::Serving).await;
     }
