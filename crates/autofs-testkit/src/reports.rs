@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+#[cfg(doc)]
+use crate::Scenario;
 use crate::spec::Mode;
 
 /// A process in a mount namespace of its own and its child ([`Scenario::ns_member`]).

@@ -4,6 +4,8 @@
 
 use std::io;
 
+#[cfg(doc)]
+use crate::Scenario;
 use crate::bad;
 
 /// Type of an autofs mount.
