@@ -43,8 +43,9 @@ pub const LISTENING: &str = "autofs-agent listening";
 /// How an agent of a test is run; build it up, then [`AgentBuilder::spawn`] it (any number of
 /// times: each spawn is a new process with the same command line).
 ///
-/// Flags given with [`AgentBuilder::args`] replace the builder's own `--listen`,
-/// `--metrics-listen` and `--scan-interval`, so a test can override a default of its harness.
+/// Flags given with [`AgentBuilder::args`] (`--flag value` or `--flag=value`) replace the
+/// builder's own `--listen`, `--metrics-listen` and `--scan-interval`, so a test can override
+/// a default of its harness.
 #[derive(Debug, Clone)]
 pub struct AgentBuilder {
     binary: PathBuf,
@@ -210,7 +211,12 @@ impl AgentBuilder {
     fn command(&self, node: &str) -> Command {
         let mut argv: Vec<OsString> = self.wrappers.iter().flatten().cloned().collect();
         argv.push(self.binary.clone().into());
-        let given = |flag: &str| self.args.iter().any(|a| a == flag);
+        let given = |flag: &str| {
+            self.args.iter().any(|a| {
+                a.to_str()
+                    .is_some_and(|a| a == flag || a.starts_with(&format!("{flag}=")))
+            })
+        };
         let mut flags: Vec<(&str, &str)> = vec![("--log-format", "json"), ("--node-name", node)];
         for (flag, value) in [
             ("--listen", Some(&self.listen)),
