@@ -488,3 +488,77 @@ impl Drop for AgentProcess {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(builder: &AgentBuilder) -> Vec<String> {
+        let cmd = builder.command("n1");
+        std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_flag_among_the_args_replaces_the_builders_default_in_either_form() {
+        let builder = AgentBuilder::new("/bin/agent")
+            .scan_interval("200ms")
+            .args(["--scan-interval=1h", "--listen", "10.0.0.1:1"]);
+        assert_eq!(
+            argv(&builder),
+            [
+                "/bin/agent",
+                "serve",
+                "--log-format",
+                "json",
+                "--node-name",
+                "n1",
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--scan-interval=1h",
+                "--listen",
+                "10.0.0.1:1",
+            ]
+        );
+    }
+
+    #[test]
+    fn wrappers_nest_outermost_first_and_the_agent_gets_the_builders_environment() {
+        let builder = AgentBuilder::new("/bin/agent")
+            .netns("ns1")
+            .nofile(64)
+            .env("RUST_LOG", "warn");
+        let args = argv(&builder);
+        assert_eq!(
+            args[..8],
+            [
+                "ip",
+                "netns",
+                "exec",
+                "ns1",
+                "prlimit",
+                "--nofile=64:64",
+                "--",
+                "/bin/agent"
+            ]
+        );
+        let cmd = builder.command("n1");
+        let rust_log: Vec<_> = cmd.get_envs().filter(|(k, _)| *k == "RUST_LOG").collect();
+        assert_eq!(
+            rust_log,
+            [(OsStr::new("RUST_LOG"), Some(OsStr::new("warn")))]
+        );
+    }
+
+    #[test]
+    fn each_spawn_without_a_node_name_gets_a_unique_one() {
+        let builder = AgentBuilder::new("/bin/agent");
+        let (a, b) = (builder.resolved().node, builder.resolved().node);
+        assert_ne!(a, b);
+        assert!(a.unwrap().starts_with("testkit-node-"));
+        let named = builder.node_name("worker-1");
+        assert_eq!(named.resolved().node.as_deref(), Some("worker-1"));
+    }
+}
