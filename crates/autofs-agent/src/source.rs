@@ -1,6 +1,6 @@
 //! Where the inventory's scans come from: anything that can produce a [`Scan`]. The agent
 //! serves a live proc root ([`Scanner`]); benchmarks plug in a generated set
-//! ([`crate::synthetic`]) without the production types knowing about it.
+//! (the `synthetic` module) without the production types knowing about it.
 
 use autofs_core::{ProcRoot, Scan, Scanner};
 
