@@ -94,6 +94,7 @@ pub async fn supervise(
         let now_stalled = inventory.is_stalled();
         if now_stalled != stalled {
             stalled = now_stalled;
+            inventory.declare_stalled(stalled);
             crate::metrics::scan_stalled(stalled);
             if stalled {
                 tracing::warn!(

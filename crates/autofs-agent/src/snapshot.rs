@@ -212,6 +212,7 @@ pub struct Inventory {
     scanning: Mutex<()>,
     failures: AtomicU32,
     observers: std::sync::Mutex<Vec<Box<dyn ScanObserver>>>,
+    stalled: watch::Sender<bool>,
 }
 
 impl Inventory {
@@ -226,6 +227,7 @@ impl Inventory {
             scanning: Mutex::new(()),
             failures: AtomicU32::new(0),
             observers: std::sync::Mutex::new(Vec::new()),
+            stalled: watch::Sender::new(false),
         })
     }
 
@@ -254,6 +256,18 @@ impl Inventory {
     pub fn is_stalled(&self) -> bool {
         self.scan_running_for()
             .is_some_and(|running| running > self.policy.stall_timeout)
+    }
+
+    /// Records the watchdog's word on the scan in progress: stalled (`true`) or not. Waiters
+    /// that follow new scans learn from [`Self::stalls`] that none is coming.
+    pub fn declare_stalled(&self, stalled: bool) {
+        self.stalled
+            .send_if_modified(|was| std::mem::replace(was, stalled) != stalled);
+    }
+
+    /// A receiver of the watchdog's word (see [`Self::declare_stalled`]).
+    pub fn stalls(&self) -> watch::Receiver<bool> {
+        self.stalled.subscribe()
     }
 
     /// Scans that failed in a row (0 after a successful one).

@@ -156,8 +156,9 @@ impl ProcRoot {
         Ok(text)
     }
 
-    /// Opens `<pid>/<rel>` read-only without reading it, e.g. `mountinfo` to poll it for
-    /// changes of the mount table.
+    /// Opens `<pid>/<rel>` read-only and non-blocking, to poll it rather than read it (e.g.
+    /// `mountinfo` for changes of the mount table). The open itself never blocks, even on
+    /// a FIFO standing in for a file that hangs (tests do that).
     ///
     /// # Errors
     ///
@@ -166,7 +167,7 @@ impl ProcRoot {
         Ok(openat(
             self.dir.as_fd(),
             format!("{pid}/{rel}").as_str(),
-            OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
             Mode::empty(),
         )?)
     }

@@ -36,3 +36,19 @@ async fn a_member_that_does_not_exist_is_counted_not_watched() {
     assert_eq!((watch.len(), watch.unopened()), (0, 1));
     assert!(watch.is_empty());
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_table_that_would_block_in_open_is_opened_without_waiting() {
+    // A FIFO without a writer blocks a plain open(); the watcher's open must not (a proc
+    // root whose reads hang must not hang the watcher too).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("42")).unwrap();
+    nix::unistd::mkfifo(
+        &dir.path().join("42/mountinfo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let root = ProcRoot::open(dir.path()).unwrap();
+    let watch = MountTableWatch::open(&root, [42]).unwrap();
+    assert_eq!((watch.len(), watch.unopened()), (1, 0));
+}

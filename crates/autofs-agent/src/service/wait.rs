@@ -1,6 +1,8 @@
 //! `WaitMigratable`: the core's check of a workload against every new snapshot, one message
 //! each time the blocking set changes, ending as soon as nothing blocks or waiting cannot help.
-//! Waiters share the agent's change detection: no scan per waiter.
+//! Waiters share the agent's change detection: no scan per waiter. A wait cannot follow its
+//! workload while a scan is stalled: it ends UNAVAILABLE as soon as the watchdog says so,
+//! not at its client's deadline.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +31,7 @@ pub(super) async fn wait_migratable(
     let client = client_of(&request);
     // Subscribe first, so a scan published while the first verdict is taken is not missed.
     let mut updates = ctx.inventory.subscribe();
+    let mut stalls = ctx.inventory.stalls();
     let setup = async {
         let workload = request::workload(target, &ctx.inventory)?;
         let permit = ctx.stream_slot(StreamKind::Wait, &client)?;
@@ -118,6 +121,12 @@ pub(super) async fn wait_migratable(
             () = gone.closed() => tonic::Code::Cancelled,
             () = shutting_down(shutdown) => {
                 ending.fail(Status::unavailable("agent shutting down; wait again"));
+                tonic::Code::Unavailable
+            }
+            Ok(_) = stalls.wait_for(|stalled| *stalled) => {
+                ending.fail(Status::unavailable(
+                    "the current scan has stalled (a /proc read does not return): no verdict can follow the workload; wait again later",
+                ));
                 tonic::Code::Unavailable
             }
         };
