@@ -244,14 +244,7 @@ async fn mounts_appearing_and_vanishing_are_noticed_between_scans() {
     let mut sc = Scenario::start_or_panic();
     let agent = Agent::start(&["--scan-interval", "1h"]);
     agent.wait_serving().await;
-    let mut events = Events::open(
-        &agent,
-        v1::ListMountsRequest {
-            pid: Some(sc.init_host_pid()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut events = Events::of_pid(&agent, sc.init_host_pid()).await;
 
     let d = sc.mount(MountSpec::indirect()).unwrap();
     let mounted = Instant::now();
