@@ -399,13 +399,13 @@ fn exclusive_mounts_gauge_and_interim_age_follow_the_latest_scan() {
     );
     let age = |text: &str| value(text, "autofs_interim_oldest_age_seconds");
     assert!(age(&stuck) > 0.0, "{stuck}");
-    std::thread::sleep(SEVERAL_SCANS);
-    let later = scrape(&agent);
-    assert!(
-        age(&later) >= age(&stuck) + 1.0,
-        "the INTERIM age grows while the mount stays stuck: {} then {}",
-        age(&stuck),
-        age(&later)
+    // The age is taken at each scan, so it is waited for, not slept for: on a busy machine no
+    // scan may finish within any fixed sleep. A gauge that reset or stood still times out.
+    let first = age(&stuck);
+    wait_metrics(
+        &agent,
+        &format!("the INTERIM age grows past {first} + 1 s while the mount stays stuck"),
+        |text| age(text) >= first + 1.0,
     );
 }
 

