@@ -6,9 +6,10 @@
 //! Queued bytes are measured with `FIONREAD` on the read end reopened through `/proc`, never
 //! with `read()`: reading would steal a kernel request and leave its requester hanging.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io;
+use std::ops::ControlFlow;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -87,9 +88,10 @@ impl PipeIndex {
                 if let Some(ino) = parse_pipe_link(target).filter(|ino| wanted.contains(ino)) {
                     hits.push((ino, fd));
                 }
+                ControlFlow::Continue(())
             });
             match listed {
-                Ok(n) => self.fds_seen += n,
+                Ok((n, _)) => self.fds_seen += n,
                 Err(e) => {
                     self.note_failure(root, pid, "fd", &e);
                     continue;
@@ -99,6 +101,82 @@ impl PipeIndex {
                 match read_flags(root, pid, fd) {
                     Ok(flags) => self.insert(ino, PipeEnd { pid, fd, flags }),
                     Err(e) => self.note_failure(root, pid, &format!("fdinfo/{fd}"), &e),
+                }
+            }
+        }
+    }
+
+    /// Lists the fds of each process-group leader in `leaders` (each with the pipe inode and
+    /// `fd=` of every mount it leads), keeping the ends of every pipe in `wanted`, as
+    /// [`PipeIndex::scan`] does, but stopping a leader's listing as CRIU's search does: once
+    /// each of its own pipes has shown a read end. Only on procfs, which lists fds in
+    /// ascending order, so that the read end found first is the lowest-numbered one (the one
+    /// a complete listing would name). The `fd=` of a mount that lies beyond the stop is then
+    /// checked with one `readlink` (and its `fdinfo` when it is the mount's pipe), as CRIU
+    /// checks the write end. A leader whose listing stopped early is listed again by a later
+    /// census ([`PipeIndex::scan`]).
+    pub fn scan_leaders(
+        &mut self,
+        root: &ProcRoot,
+        leaders: &BTreeMap<i32, Vec<(u64, i32)>>,
+        wanted: &HashSet<u64>,
+    ) {
+        if wanted.is_empty() {
+            return;
+        }
+        let ordered = root.is_procfs();
+        let mut hits: Vec<(u64, i32, io::Result<u32>)> = Vec::new();
+        for (&pid, own) in leaders {
+            if self.scanned.contains(&pid) {
+                continue;
+            }
+            let mut pending: HashSet<u64> = own
+                .iter()
+                .map(|&(ino, _)| ino)
+                .filter(|ino| wanted.contains(ino))
+                .collect();
+            let stop_early = ordered && !pending.is_empty();
+            let mut last_fd = -1;
+            hits.clear();
+            let listed = root.for_each_fd(pid, |fd, target| {
+                last_fd = fd;
+                let Some(ino) = parse_pipe_link(target).filter(|ino| wanted.contains(ino)) else {
+                    return ControlFlow::Continue(());
+                };
+                let flags = read_flags(root, pid, fd);
+                let read_end = flags
+                    .as_ref()
+                    .is_ok_and(|&flags| PipeEnd { pid, fd, flags }.is_read_end());
+                hits.push((ino, fd, flags));
+                if stop_early && read_end && pending.remove(&ino) && pending.is_empty() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+            let complete = match listed {
+                Ok((n, complete)) => {
+                    self.fds_seen += n;
+                    complete
+                }
+                Err(e) => {
+                    // Not listed again by a census, as with `scan`.
+                    self.scanned.insert(pid);
+                    self.note_failure(root, pid, "fd", &e);
+                    continue;
+                }
+            };
+            for (ino, fd, flags) in hits.drain(..) {
+                match flags {
+                    Ok(flags) => self.insert(ino, PipeEnd { pid, fd, flags }),
+                    Err(e) => self.note_failure(root, pid, &format!("fdinfo/{fd}"), &e),
+                }
+            }
+            if complete {
+                self.scanned.insert(pid);
+            } else {
+                for &(ino, fd) in own.iter().filter(|&&(_, fd)| fd > last_fd) {
+                    self.verify(root, ino, pid, fd);
                 }
             }
         }

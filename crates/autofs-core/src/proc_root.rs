@@ -7,6 +7,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read};
+use std::ops::ControlFlow;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use crate::error::{Error, Result};
 pub struct ProcRoot {
     path: PathBuf,
     dir: OwnedFd,
+    procfs: bool,
 }
 
 /// What became of a per-process read that failed.
@@ -71,7 +73,16 @@ impl ProcRoot {
             path: path.clone(),
             source: errno.into(),
         })?;
-        Ok(Self { path, dir })
+        let procfs = nix::sys::statfs::fstatfs(&dir)
+            .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC);
+        Ok(Self { path, dir, procfs })
+    }
+
+    /// Whether the root is a real proc filesystem (`statfs` magic `PROC_SUPER_MAGIC`), not a
+    /// fixture tree. Only procfs lists `<pid>/fd` in ascending fd order and gives each
+    /// process directory an inode number of its own (see [`ProcRoot::pid_entries`]).
+    pub fn is_procfs(&self) -> bool {
+        self.procfs
     }
 
     /// The path this root was opened from.
@@ -98,6 +109,29 @@ impl ProcRoot {
     ///
     /// [`Error::ProcRoot`] when the root cannot be listed.
     pub fn pids(&self) -> Result<Vec<i32>> {
+        Ok(self
+            .pid_entries()?
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect())
+    }
+
+    /// Every numeric entry of the root with the inode number its directory entry reports
+    /// (`d_ino`), by ascending pid.
+    ///
+    /// On procfs that number tells one process from a later one that reused its pid: procfs
+    /// gives a `/proc/<pid>` directory an inode number from the kernel's node-wide
+    /// `get_next_ino()` counter when it instantiates it, keeps it while the process lives
+    /// (unless memory pressure evicts the entry, which yields a new number), and drops the
+    /// entry when the process is reaped (`proc_flush_pid()`), so a later holder of the pid gets
+    /// a new number. The same number on the same pid is the same process, unless the 32-bit
+    /// counter wrapped in between and landed on it again. On other trees the number is the
+    /// file system's and says nothing about processes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ProcRoot`] when the root cannot be listed.
+    pub fn pid_entries(&self) -> Result<Vec<(i32, u64)>> {
         let fatal = |source: io::Error| Error::ProcRoot {
             path: self.path.clone(),
             source,
@@ -114,7 +148,7 @@ impl ProcRoot {
         for entry in dir.iter() {
             let entry = entry.map_err(|e| fatal(e.into()))?;
             if let Some(pid) = parse_decimal::<i32>(entry.file_name().to_bytes()) {
-                pids.push(pid);
+                pids.push((pid, entry.ino()));
             }
         }
         pids.sort_unstable();
@@ -207,13 +241,19 @@ impl ProcRoot {
         })
     }
 
-    /// Lists `<pid>/fd` and reads every link, calling `visit(fd, target)` for each.
-    /// A fd closed between readdir and readlink is skipped.
+    /// Lists `<pid>/fd` and reads every link, calling `visit(fd, target)` for each in the
+    /// order of the listing (ascending fd numbers on procfs), until `visit` breaks. A fd
+    /// closed between readdir and readlink is skipped. Returns how many fds were visited and
+    /// whether the listing ran to its end.
     ///
     /// # Errors
     ///
     /// The error of opening or listing `<pid>/fd`, or of a `readlinkat` other than ENOENT.
-    pub fn for_each_fd(&self, pid: i32, mut visit: impl FnMut(i32, &[u8])) -> io::Result<usize> {
+    pub fn for_each_fd(
+        &self,
+        pid: i32,
+        mut visit: impl FnMut(i32, &[u8]) -> ControlFlow<()>,
+    ) -> io::Result<(usize, bool)> {
         let rel = format!("{pid}/fd");
         let mut dir = Dir::openat(
             self.dir.as_fd(),
@@ -243,14 +283,18 @@ impl ProcRoot {
                 )
             };
             match usize::try_from(n) {
-                Ok(n) => visit(fd, &link[..n]),
+                Ok(n) => {
+                    if visit(fd, &link[..n]).is_break() {
+                        return Ok((seen, false));
+                    }
+                }
                 Err(_) => match nix::errno::Errno::last() {
                     nix::errno::Errno::ENOENT => continue,
                     e => return Err(e.into()),
                 },
             }
         }
-        Ok(seen)
+        Ok((seen, true))
     }
 }
 
