@@ -137,12 +137,22 @@ fn ns_of(pid: i32) -> Option<u64> {
 
 fn state_of(pid: i32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')').next()?.split_whitespace().next()?.chars().next()
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
 }
 
 fn ppid_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')').next()?.split_whitespace().nth(1)?.parse().ok()
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// One scan's owner, remembered and fresh; asserts they agree and returns it with the number of
@@ -233,7 +243,12 @@ fn spawn_subreaper(forest: &mut Forest, script: &str) -> i32 {
     let arg0 = CString::new("sh").unwrap();
     let arg1 = CString::new("-c").unwrap();
     let arg2 = CString::new(script).unwrap();
-    let argv = [arg0.as_ptr(), arg1.as_ptr(), arg2.as_ptr(), std::ptr::null()];
+    let argv = [
+        arg0.as_ptr(),
+        arg1.as_ptr(),
+        arg2.as_ptr(),
+        std::ptr::null(),
+    ];
     // SAFETY: the child only calls async-signal-safe functions (setns, prctl, execv, _exit) on
     // data prepared before the fork.
     #[allow(unsafe_code)]
@@ -288,7 +303,9 @@ fn remembered_owner_equals_a_fresh_walk_while_the_forest_changes() {
         .expect("sh, unshare's child");
     let me = i32::try_from(std::process::id()).unwrap();
     kill(Pid::from_raw(unshare), Signal::SIGKILL).unwrap();
-    forest.wait_for("sh to be reparented to the test", |_| ppid_of(sh) == Some(me));
+    forest.wait_for("sh to be reparented to the test", |_| {
+        ppid_of(sh) == Some(me)
+    });
     forest.wait_for("unshare to be a zombie", |_| state_of(unshare) == Some('Z'));
     let (owner, _) = owners_agree(&mut memo, &forest, "the owner is a zombie");
     assert_eq!(owner, sh);
@@ -317,11 +334,7 @@ fn remembered_owner_equals_a_fresh_walk_while_the_forest_changes() {
         .members()
         .iter()
         .find(|&&p| {
-            ppid_of(p) == Some(subreaper)
-                && forest
-                    .members()
-                    .iter()
-                    .any(|&c| ppid_of(c) == Some(p))
+            ppid_of(p) == Some(subreaper) && forest.members().iter().any(|&c| ppid_of(c) == Some(p))
         })
         .expect("unshare --pid under the subreaper");
     let init = *forest
@@ -395,9 +408,7 @@ fn remembered_owner_equals_a_fresh_walk_while_the_forest_changes() {
 
     // Its waiting parent dies: the init is reparented to the test and becomes a root itself.
     kill(Pid::from_raw(outer), Signal::SIGKILL).unwrap();
-    forest.wait_for("the init to be reparented", |_| {
-        ppid_of(handed) == Some(me)
-    });
+    forest.wait_for("the init to be reparented", |_| ppid_of(handed) == Some(me));
     let (owner, _) = owners_agree(&mut memo, &forest, "the init was reparented");
     assert_eq!(owner, handed);
     forest.reap();
