@@ -57,6 +57,8 @@ pub struct Unreadable {
 pub struct PipeIndex {
     ends: HashMap<u64, Vec<PipeEnd>>,
     scanned: HashSet<i32>,
+    /// Leaders whose listing stopped early, with the last fd listed.
+    partial: HashMap<i32, i32>,
     unreadable: Vec<Unreadable>,
     unreadable_by_pid: HashMap<i32, usize>,
     fds_seen: usize,
@@ -72,8 +74,9 @@ impl PipeIndex {
     }
 
     /// Adds the ends that the fds of `pids` hold of the pipes in `wanted`. A pid scanned
-    /// before is skipped: callers scan first with every pipe of interest (the leaders), then
-    /// with a subset (the census of orphan candidates).
+    /// before is skipped, and a leader whose listing stopped early
+    /// ([`PipeIndex::scan_leaders`]) is listed on from where it stopped: callers scan first
+    /// with every pipe of interest (the leaders), then with a subset (the orphan candidates).
     pub fn scan(&mut self, root: &ProcRoot, pids: &[i32], wanted: &HashSet<u64>) {
         if wanted.is_empty() {
             return;
@@ -84,7 +87,8 @@ impl PipeIndex {
                 continue;
             }
             hits.clear();
-            let listed = root.for_each_fd(pid, |fd, target| {
+            let from = self.partial.remove(&pid).map_or(0, |last| last + 1);
+            let listed = root.for_each_fd(pid, from, |fd, target| {
                 if let Some(ino) = parse_pipe_link(target).filter(|ino| wanted.contains(ino)) {
                     hits.push((ino, fd));
                 }
@@ -113,8 +117,8 @@ impl PipeIndex {
     /// ascending order, so that the read end found first is the lowest-numbered one (the one
     /// a complete listing would name). The `fd=` of a mount that lies beyond the stop is then
     /// checked with one `readlink` (and its `fdinfo` when it is the mount's pipe), as CRIU
-    /// checks the write end. A leader whose listing stopped early is listed again by a later
-    /// census ([`PipeIndex::scan`]).
+    /// checks the write end. A later [`PipeIndex::scan`] lists a leader whose listing
+    /// stopped early on from where it stopped.
     pub fn scan_leaders(
         &mut self,
         root: &ProcRoot,
@@ -138,7 +142,7 @@ impl PipeIndex {
             let stop_early = ordered && !pending.is_empty();
             let mut last_fd = -1;
             hits.clear();
-            let listed = root.for_each_fd(pid, |fd, target| {
+            let listed = root.for_each_fd(pid, 0, |fd, target| {
                 last_fd = fd;
                 let Some(ino) = parse_pipe_link(target).filter(|ino| wanted.contains(ino)) else {
                     return ControlFlow::Continue(());
@@ -175,6 +179,7 @@ impl PipeIndex {
             if complete {
                 self.scanned.insert(pid);
             } else {
+                self.partial.insert(pid, last_fd);
                 for &(ino, fd) in own.iter().filter(|&&(_, fd)| fd > last_fd) {
                     self.verify(root, ino, pid, fd);
                 }
@@ -421,6 +426,41 @@ mod tests {
             Fionread.has_readers(Path::new(&path), ino).unwrap(),
             Some(false)
         );
+    }
+
+    #[test]
+    fn a_leaders_listing_stops_at_its_read_end_and_a_later_scan_goes_on_from_there() {
+        use std::os::fd::AsRawFd;
+        let ino_of = |fd: &dyn AsRawFd| {
+            std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                .unwrap()
+                .ino()
+        };
+        // This process as a leader: its own pipe first, filler, then another pipe's ends.
+        let (own_r, own_w) = std::io::pipe().unwrap();
+        let filler: Vec<File> = (0..20).map(|_| File::open("/dev/null").unwrap()).collect();
+        let (other_r, other_w) = std::io::pipe().unwrap();
+        let (own, other) = (ino_of(&own_r), ino_of(&other_r));
+        let pid = i32::try_from(std::process::id()).unwrap();
+        let root = ProcRoot::open("/proc").unwrap();
+        assert!(root.is_procfs());
+        let own_w_fd = own_w.as_raw_fd();
+        let leaders = BTreeMap::from([(pid, vec![(own, own_w_fd)])]);
+        let mut index = PipeIndex::default();
+        index.scan_leaders(&root, &leaders, &HashSet::from([own, other]));
+        let ends =
+            |index: &PipeIndex, ino| -> Vec<i32> { index.ends(ino).iter().map(|e| e.fd).collect() };
+        assert_eq!(ends(&index, own), [own_r.as_raw_fd(), own_w_fd]);
+        assert!(
+            ends(&index, other).is_empty(),
+            "the listing went past the read end"
+        );
+        index.scan(&root, &[pid], &HashSet::from([other]));
+        assert_eq!(
+            ends(&index, other),
+            [other_r.as_raw_fd(), other_w.as_raw_fd()]
+        );
+        drop(filler);
     }
 
     #[test]

@@ -241,10 +241,10 @@ impl ProcRoot {
         })
     }
 
-    /// Lists `<pid>/fd` and reads every link, calling `visit(fd, target)` for each in the
-    /// order of the listing (ascending fd numbers on procfs), until `visit` breaks. A fd
-    /// closed between readdir and readlink is skipped. Returns how many fds were visited and
-    /// whether the listing ran to its end.
+    /// Lists `<pid>/fd` and reads the link of every fd numbered `from` or above, calling
+    /// `visit(fd, target)` for each in the order of the listing (ascending fd numbers on
+    /// procfs), until `visit` breaks. A fd closed between readdir and readlink is skipped.
+    /// Returns how many links were read and whether the listing ran to its end.
     ///
     /// # Errors
     ///
@@ -252,6 +252,7 @@ impl ProcRoot {
     pub fn for_each_fd(
         &self,
         pid: i32,
+        from: i32,
         mut visit: impl FnMut(i32, &[u8]) -> ControlFlow<()>,
     ) -> io::Result<(usize, bool)> {
         let rel = format!("{pid}/fd");
@@ -268,7 +269,7 @@ impl ProcRoot {
         for entry in dir.iter() {
             let entry = entry?;
             let name = entry.file_name();
-            let Some(fd) = parse_decimal::<i32>(name.to_bytes()) else {
+            let Some(fd) = parse_decimal::<i32>(name.to_bytes()).filter(|&fd| fd >= from) else {
                 continue;
             };
             seen += 1;

@@ -257,7 +257,7 @@ impl<Q: QueueProbe> Scanner<Q> {
             .collect();
         if !candidates.is_empty() {
             // Every leader's ends of those pipes, as a complete listing gives them: the
-            // listings that stopped early are completed for these pipes alone.
+            // listings that stopped early go on from their stop, for these pipes alone.
             let leaders: Vec<i32> = leaders.keys().copied().collect();
             pipes.scan(&self.root, &leaders, &candidates);
         }

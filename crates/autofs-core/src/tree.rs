@@ -252,10 +252,10 @@ impl Forest for Cached<'_, '_, '_, '_> {
         let Some(ino) = self.scan.ino(pid) else {
             return Fresh(self.table).parent(pid);
         };
-        if let Some(parent) = self.entry(pid, ino).parent {
-            if self.still_parent(parent) {
-                return Some(parent.pid);
-            }
+        if let Some(parent) = self.entry(pid, ino).parent
+            && self.still_parent(parent)
+        {
+            return Some(parent.pid);
         }
         let ppid = self.table.parent(pid).ok();
         let parent = match ppid {
