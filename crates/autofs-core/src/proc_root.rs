@@ -223,14 +223,31 @@ impl ProcRoot {
         }
     }
 
-    /// Inode of the mount namespace of `pid` (`<pid>/ns/mnt`).
+    /// Inode of the mount namespace of `pid` (`<pid>/ns/mnt`). Reads the link into stack
+    /// buffers: it runs once per process per scan.
     ///
     /// # Errors
     ///
     /// The `readlinkat` error, or `InvalidData` when the link is not a mount namespace link.
     pub fn mount_namespace(&self, pid: i32) -> io::Result<u64> {
-        let target = self.read_link(pid, "ns/mnt")?;
-        parse_ns_link(target.as_bytes(), "mnt").ok_or_else(|| {
+        use std::io::Write;
+        let mut path = [0u8; 32];
+        let mut cursor = &mut path[..];
+        write!(cursor, "{pid}/ns/mnt\0")?;
+        let mut target = [0u8; 64];
+        // SAFETY: `path` is NUL-terminated (written above, zero-filled after) and `target` is
+        // valid for its length.
+        #[allow(unsafe_code)]
+        let n = unsafe {
+            nix::libc::readlinkat(
+                std::os::fd::AsRawFd::as_raw_fd(&self.dir),
+                path.as_ptr().cast(),
+                target.as_mut_ptr().cast(),
+                target.len(),
+            )
+        };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        parse_ns_link(&target[..n], "mnt").ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(

@@ -15,7 +15,7 @@ use crate::holders::HolderMemo;
 use crate::mountinfo::{MountInfo, looks_like_autofs};
 use crate::options::{AutofsOptions, MountMode, PipeIno};
 use crate::pipes::{Fionread, PipeIndex, QueueProbe};
-use crate::proc_root::{ProcRoot, ReadFailure, parse_ns_link};
+use crate::proc_root::{ProcRoot, ReadFailure};
 use crate::process::ProcessTable;
 use crate::report::{MountReport, MountState, Reason};
 use crate::tree::{ForestMemo, namespace_owner};
@@ -379,13 +379,10 @@ impl<Q: QueueProbe> Scanner<Q> {
     ) -> BTreeMap<u64, Namespace> {
         let mut namespaces: BTreeMap<u64, Namespace> = BTreeMap::new();
         for &pid in pids {
-            match self.root.read_link(pid, "ns/mnt") {
-                Ok(target) => {
-                    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str());
-                    if let Some(ino) = parse_ns_link(bytes, "mnt") {
-                        namespaces.entry(ino).or_default().pids.push(pid);
-                    }
-                }
+            match self.root.mount_namespace(pid) {
+                Ok(ino) => namespaces.entry(ino).or_default().pids.push(pid),
+                // A link that names no mount namespace (a malformed tree): no member.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {}
                 Err(e) => match ReadFailure::of(&e) {
                     ReadFailure::Vanished => stats.vanished += 1,
                     _ => {

@@ -61,8 +61,15 @@ pub fn run(config: &Config) {
     let mut rows = Vec::new();
     for &pf in &config.pfs {
         for &p in &config.ps {
+            if config.only.as_deref() == Some("scan") {
+                profile_scan(config, p, pf);
+                continue;
+            }
             rows.push(run_one(config, p, pf));
         }
+    }
+    if rows.is_empty() {
+        return;
     }
     print_table(config, &rows);
 }
@@ -214,6 +221,45 @@ fn run_one(config: &Config, p: usize, pf: usize) -> Row {
         baseline: stats(baselines),
         heap,
     }
+}
+
+/// `AUTOFS_BENCH_ONLY=scan`: the kept `Scanner`'s scans alone, `ITERS` times after a first
+/// one (for `perf record`, `strace -c`).
+fn profile_scan(config: &Config, p: usize, pf: usize) {
+    let spec = NodeSpec {
+        mounts: config.busy_m,
+        daemon_fds: DAEMON_FDS,
+        daemons: 1,
+        bystanders: p,
+        bystander_fds: pf,
+        place: config.place,
+    };
+    let node = build_node(spec)
+        .unwrap_or_else(|e| fail(&format!("building the busy node (P={p}, F={pf}): {e}")));
+    let scanner = Scanner::new("/proc", "bench").unwrap_or_else(|e| fail(&format!("scanner: {e}")));
+    let first = scanner
+        .scan()
+        .unwrap_or_else(|e| fail(&format!("scan failed: {e}")));
+    check_scan(&first, &node, config.busy_m);
+    drop(first);
+    let times: Vec<Duration> = (0..config.iters)
+        .map(|_| {
+            let start = Instant::now();
+            let scan = scanner
+                .scan()
+                .unwrap_or_else(|e| fail(&format!("scan failed: {e}")));
+            let t = start.elapsed();
+            drop(scan);
+            t
+        })
+        .collect();
+    let s = stats(times);
+    eprintln!(
+        "P={p} F={pf}: kept scanner's scan median {:.2} ms (min {:.2}) over {} runs",
+        ms(s.median),
+        ms(s.min),
+        s.runs
+    );
 }
 
 /// `stat` + `status` of every pid, raw reads into one buffer (no parsing).
