@@ -23,7 +23,9 @@ use crate::verdict::{Facts, ProbeReach, judge};
 use crate::view::{SelfFacts, View};
 
 /// Scans one proc root. Keeps, across scans, where the read ends of orphan candidates were
-/// found ([`HolderMemo`]), so that repeated scans stay cheap on busy nodes.
+/// found ([`HolderMemo`]) and the process forests of namespaces with autofs mounts
+/// ([`ForestMemo`], on procfs), so that repeated scans stay cheap on busy nodes; a kept
+/// scanner answers as a fresh one would.
 #[derive(Debug)]
 pub struct Scanner<Q = Fionread> {
     root: ProcRoot,
@@ -81,7 +83,8 @@ pub struct ScanStats {
     pub unreadable: usize,
     /// Mount namespaces seen.
     pub mount_namespaces: usize,
-    /// fds listed: the leaders' and, when a census ran, every process's.
+    /// fd links read: the leaders' (up to the read end that completes each leader's own
+    /// pipes, as CRIU's search stops) and, when a census ran, every process's.
     pub fds: usize,
     /// Pipes that needed a whole-node census this scan (0 in the steady state).
     pub census_pipes: usize,
