@@ -75,11 +75,12 @@ impl Forest for Fresh<'_, '_> {
 /// over to a deeper pid-namespace init that is its only child, ranked; the best one.
 fn choose_owner(forest: &mut dyn Forest, pids: &[i32]) -> Option<i32> {
     let members: HashSet<i32> = pids.iter().copied().collect();
+    // Every member's parent, once; full facts only for the roots.
+    let parents: Vec<Option<i32>> = pids.iter().map(|&pid| forest.parent(pid)).collect();
     let mut candidates = Vec::new();
-    for &pid in pids {
-        // Every member's parent; full facts only for the roots.
-        match forest.parent(pid) {
-            Some(ppid) if !members.contains(&ppid) => {}
+    for (&pid, parent) in pids.iter().zip(&parents) {
+        match parent {
+            Some(ppid) if !members.contains(ppid) => {}
             _ => continue,
         }
         let Some(root) = forest.rank(pid) else {
@@ -89,8 +90,9 @@ fn choose_owner(forest: &mut dyn Forest, pids: &[i32]) -> Option<i32> {
         if root.not_init {
             let children: Vec<i32> = pids
                 .iter()
-                .copied()
-                .filter(|&c| forest.parent(c) == Some(pid))
+                .zip(&parents)
+                .filter(|&(_, &parent)| parent == Some(pid))
+                .map(|(&c, _)| c)
                 .collect();
             if let [only] = children[..]
                 && let Some(child) = forest.rank(only)
@@ -185,7 +187,14 @@ impl ForestScan<'_> {
         let owner = if pid_one_owns(table, pids) {
             Some(1)
         } else {
-            choose_owner(&mut Cached { scan: self, table }, pids)
+            choose_owner(
+                &mut Cached {
+                    scan: self,
+                    table,
+                    last: None,
+                },
+                pids,
+            )
         };
         self.memo.reads += table.files_read() - before;
         owner
@@ -212,13 +221,22 @@ impl Drop for ForestScan<'_> {
 struct Cached<'s, 'm, 't, 'a> {
     scan: &'s mut ForestScan<'m>,
     table: &'t mut ProcessTable<'a>,
+    /// The last parent checked and the answer (members mostly share a few parents).
+    last: Option<(i32, u64, u64, bool)>,
 }
 
 impl Cached<'_, '_, '_, '_> {
     /// Whether `parent` still holds its pid and has not begun to exit.
     fn still_parent(&mut self, parent: Parent) -> bool {
-        self.scan.ino(parent.pid) == Some(parent.ino)
-            && self.unexited(parent.pid) == Some(parent.starttime)
+        if let Some((pid, ino, starttime, answer)) = self.last
+            && (pid, ino, starttime) == (parent.pid, parent.ino, parent.starttime)
+        {
+            return answer;
+        }
+        let answer = self.scan.ino(parent.pid) == Some(parent.ino)
+            && self.unexited(parent.pid) == Some(parent.starttime);
+        self.last = Some((parent.pid, parent.ino, parent.starttime, answer));
+        answer
     }
 
     fn unexited(&mut self, pid: i32) -> Option<u64> {
