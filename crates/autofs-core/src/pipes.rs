@@ -6,9 +6,10 @@
 //! Queued bytes are measured with `FIONREAD` on the read end reopened through `/proc`, never
 //! with `read()`: reading would steal a kernel request and leave its requester hanging.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io;
+use std::ops::ControlFlow;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
@@ -56,6 +57,8 @@ pub struct Unreadable {
 pub struct PipeIndex {
     ends: HashMap<u64, Vec<PipeEnd>>,
     scanned: HashSet<i32>,
+    /// Leaders whose listing stopped early, with the last fd listed.
+    partial: HashMap<i32, i32>,
     unreadable: Vec<Unreadable>,
     unreadable_by_pid: HashMap<i32, usize>,
     fds_seen: usize,
@@ -71,8 +74,9 @@ impl PipeIndex {
     }
 
     /// Adds the ends that the fds of `pids` hold of the pipes in `wanted`. A pid scanned
-    /// before is skipped: callers scan first with every pipe of interest (the leaders), then
-    /// with a subset (the census of orphan candidates).
+    /// before is skipped, and a leader whose listing stopped early
+    /// ([`PipeIndex::scan_leaders`]) is listed on from where it stopped: callers scan first
+    /// with every pipe of interest (the leaders), then with a subset (the orphan candidates).
     pub fn scan(&mut self, root: &ProcRoot, pids: &[i32], wanted: &HashSet<u64>) {
         if wanted.is_empty() {
             return;
@@ -83,13 +87,15 @@ impl PipeIndex {
                 continue;
             }
             hits.clear();
-            let listed = root.for_each_fd(pid, |fd, target| {
+            let from = self.partial.remove(&pid).map_or(0, |last| last + 1);
+            let listed = root.for_each_fd(pid, from, |fd, target| {
                 if let Some(ino) = parse_pipe_link(target).filter(|ino| wanted.contains(ino)) {
                     hits.push((ino, fd));
                 }
+                ControlFlow::Continue(())
             });
             match listed {
-                Ok(n) => self.fds_seen += n,
+                Ok((n, _)) => self.fds_seen += n,
                 Err(e) => {
                     self.note_failure(root, pid, "fd", &e);
                     continue;
@@ -99,6 +105,83 @@ impl PipeIndex {
                 match read_flags(root, pid, fd) {
                     Ok(flags) => self.insert(ino, PipeEnd { pid, fd, flags }),
                     Err(e) => self.note_failure(root, pid, &format!("fdinfo/{fd}"), &e),
+                }
+            }
+        }
+    }
+
+    /// Lists the fds of each process-group leader in `leaders` (each with the pipe inode and
+    /// `fd=` of every mount it leads), keeping the ends of every pipe in `wanted`, as
+    /// [`PipeIndex::scan`] does, but stopping a leader's listing as CRIU's search does: once
+    /// each of its own pipes has shown a read end. Only on procfs, which lists fds in
+    /// ascending order, so that the read end found first is the lowest-numbered one (the one
+    /// a complete listing would name). The `fd=` of a mount that lies beyond the stop is then
+    /// checked with one `readlink` (and its `fdinfo` when it is the mount's pipe), as CRIU
+    /// checks the write end. A later [`PipeIndex::scan`] lists a leader whose listing
+    /// stopped early on from where it stopped.
+    pub fn scan_leaders(
+        &mut self,
+        root: &ProcRoot,
+        leaders: &BTreeMap<i32, Vec<(u64, i32)>>,
+        wanted: &HashSet<u64>,
+    ) {
+        if wanted.is_empty() {
+            return;
+        }
+        let ordered = root.is_procfs();
+        let mut hits: Vec<(u64, i32, io::Result<u32>)> = Vec::new();
+        for (&pid, own) in leaders {
+            if self.scanned.contains(&pid) {
+                continue;
+            }
+            let mut pending: HashSet<u64> = own
+                .iter()
+                .map(|&(ino, _)| ino)
+                .filter(|ino| wanted.contains(ino))
+                .collect();
+            let stop_early = ordered && !pending.is_empty();
+            let mut last_fd = -1;
+            hits.clear();
+            let listed = root.for_each_fd(pid, 0, |fd, target| {
+                last_fd = fd;
+                let Some(ino) = parse_pipe_link(target).filter(|ino| wanted.contains(ino)) else {
+                    return ControlFlow::Continue(());
+                };
+                let flags = read_flags(root, pid, fd);
+                let read_end = flags
+                    .as_ref()
+                    .is_ok_and(|&flags| PipeEnd { pid, fd, flags }.is_read_end());
+                hits.push((ino, fd, flags));
+                if stop_early && read_end && pending.remove(&ino) && pending.is_empty() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+            let complete = match listed {
+                Ok((n, complete)) => {
+                    self.fds_seen += n;
+                    complete
+                }
+                Err(e) => {
+                    // Not listed again by a census, as with `scan`.
+                    self.scanned.insert(pid);
+                    self.note_failure(root, pid, "fd", &e);
+                    continue;
+                }
+            };
+            for (ino, fd, flags) in hits.drain(..) {
+                match flags {
+                    Ok(flags) => self.insert(ino, PipeEnd { pid, fd, flags }),
+                    Err(e) => self.note_failure(root, pid, &format!("fdinfo/{fd}"), &e),
+                }
+            }
+            if complete {
+                self.scanned.insert(pid);
+            } else {
+                self.partial.insert(pid, last_fd);
+                for &(ino, fd) in own.iter().filter(|&&(_, fd)| fd > last_fd) {
+                    self.verify(root, ino, pid, fd);
                 }
             }
         }
@@ -343,6 +426,41 @@ mod tests {
             Fionread.has_readers(Path::new(&path), ino).unwrap(),
             Some(false)
         );
+    }
+
+    #[test]
+    fn a_leaders_listing_stops_at_its_read_end_and_a_later_scan_goes_on_from_there() {
+        use std::os::fd::AsRawFd;
+        let ino_of = |fd: &dyn AsRawFd| {
+            std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                .unwrap()
+                .ino()
+        };
+        // This process as a leader: its own pipe first, filler, then another pipe's ends.
+        let (own_r, own_w) = std::io::pipe().unwrap();
+        let filler: Vec<File> = (0..20).map(|_| File::open("/dev/null").unwrap()).collect();
+        let (other_r, other_w) = std::io::pipe().unwrap();
+        let (own, other) = (ino_of(&own_r), ino_of(&other_r));
+        let pid = i32::try_from(std::process::id()).unwrap();
+        let root = ProcRoot::open("/proc").unwrap();
+        assert!(root.is_procfs());
+        let own_w_fd = own_w.as_raw_fd();
+        let leaders = BTreeMap::from([(pid, vec![(own, own_w_fd)])]);
+        let mut index = PipeIndex::default();
+        index.scan_leaders(&root, &leaders, &HashSet::from([own, other]));
+        let ends =
+            |index: &PipeIndex, ino| -> Vec<i32> { index.ends(ino).iter().map(|e| e.fd).collect() };
+        assert_eq!(ends(&index, own), [own_r.as_raw_fd(), own_w_fd]);
+        assert!(
+            ends(&index, other).is_empty(),
+            "the listing went past the read end"
+        );
+        index.scan(&root, &[pid], &HashSet::from([other]));
+        assert_eq!(
+            ends(&index, other),
+            [other_r.as_raw_fd(), other_w.as_raw_fd()]
+        );
+        drop(filler);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read};
+use std::ops::ControlFlow;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use crate::error::{Error, Result};
 pub struct ProcRoot {
     path: PathBuf,
     dir: OwnedFd,
+    procfs: bool,
 }
 
 /// What became of a per-process read that failed.
@@ -71,7 +73,16 @@ impl ProcRoot {
             path: path.clone(),
             source: errno.into(),
         })?;
-        Ok(Self { path, dir })
+        let procfs = nix::sys::statfs::fstatfs(&dir)
+            .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC);
+        Ok(Self { path, dir, procfs })
+    }
+
+    /// Whether the root is a real proc filesystem (`statfs` magic `PROC_SUPER_MAGIC`), not a
+    /// fixture tree. Only procfs lists `<pid>/fd` in ascending fd order and gives each
+    /// process directory an inode number of its own (see [`ProcRoot::pid_entries`]).
+    pub fn is_procfs(&self) -> bool {
+        self.procfs
     }
 
     /// The path this root was opened from.
@@ -98,6 +109,29 @@ impl ProcRoot {
     ///
     /// [`Error::ProcRoot`] when the root cannot be listed.
     pub fn pids(&self) -> Result<Vec<i32>> {
+        Ok(self
+            .pid_entries()?
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect())
+    }
+
+    /// Every numeric entry of the root with the inode number its directory entry reports
+    /// (`d_ino`), by ascending pid.
+    ///
+    /// On procfs that number tells one process from a later one that reused its pid: procfs
+    /// gives a `/proc/<pid>` directory an inode number from the kernel's node-wide
+    /// `get_next_ino()` counter when it instantiates it, keeps it while the process lives
+    /// (unless memory pressure evicts the entry, which yields a new number), and drops the
+    /// entry when the process is reaped (`proc_flush_pid()`), so a later holder of the pid gets
+    /// a new number. The same number on the same pid is the same process, unless the 32-bit
+    /// counter wrapped in between and landed on it again. On other trees the number is the
+    /// file system's and says nothing about processes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ProcRoot`] when the root cannot be listed.
+    pub fn pid_entries(&self) -> Result<Vec<(i32, u64)>> {
         let fatal = |source: io::Error| Error::ProcRoot {
             path: self.path.clone(),
             source,
@@ -114,7 +148,7 @@ impl ProcRoot {
         for entry in dir.iter() {
             let entry = entry.map_err(|e| fatal(e.into()))?;
             if let Some(pid) = parse_decimal::<i32>(entry.file_name().to_bytes()) {
-                pids.push(pid);
+                pids.push((pid, entry.ino()));
             }
         }
         pids.sort_unstable();
@@ -205,14 +239,31 @@ impl ProcRoot {
         }
     }
 
-    /// Inode of the mount namespace of `pid` (`<pid>/ns/mnt`).
+    /// Inode of the mount namespace of `pid` (`<pid>/ns/mnt`). Reads the link into stack
+    /// buffers: it runs once per process per scan.
     ///
     /// # Errors
     ///
     /// The `readlinkat` error, or `InvalidData` when the link is not a mount namespace link.
     pub fn mount_namespace(&self, pid: i32) -> io::Result<u64> {
-        let target = self.read_link(pid, "ns/mnt")?;
-        parse_ns_link(target.as_bytes(), "mnt").ok_or_else(|| {
+        use std::io::Write;
+        let mut path = [0u8; 32];
+        let mut cursor = &mut path[..];
+        write!(cursor, "{pid}/ns/mnt\0")?;
+        let mut target = [0u8; 64];
+        // SAFETY: `path` is NUL-terminated (written above, zero-filled after) and `target` is
+        // valid for its length.
+        #[allow(unsafe_code)]
+        let n = unsafe {
+            nix::libc::readlinkat(
+                std::os::fd::AsRawFd::as_raw_fd(&self.dir),
+                path.as_ptr().cast(),
+                target.as_mut_ptr().cast(),
+                target.len(),
+            )
+        };
+        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        parse_ns_link(&target[..n], "mnt").ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
@@ -223,13 +274,20 @@ impl ProcRoot {
         })
     }
 
-    /// Lists `<pid>/fd` and reads every link, calling `visit(fd, target)` for each.
-    /// A fd closed between readdir and readlink is skipped.
+    /// Lists `<pid>/fd` and reads the link of every fd numbered `from` or above, calling
+    /// `visit(fd, target)` for each in the order of the listing (ascending fd numbers on
+    /// procfs), until `visit` breaks. A fd closed between readdir and readlink is skipped.
+    /// Returns how many links were read and whether the listing ran to its end.
     ///
     /// # Errors
     ///
     /// The error of opening or listing `<pid>/fd`, or of a `readlinkat` other than ENOENT.
-    pub fn for_each_fd(&self, pid: i32, mut visit: impl FnMut(i32, &[u8])) -> io::Result<usize> {
+    pub fn for_each_fd(
+        &self,
+        pid: i32,
+        from: i32,
+        mut visit: impl FnMut(i32, &[u8]) -> ControlFlow<()>,
+    ) -> io::Result<(usize, bool)> {
         let rel = format!("{pid}/fd");
         let mut dir = Dir::openat(
             self.dir.as_fd(),
@@ -244,7 +302,7 @@ impl ProcRoot {
         for entry in dir.iter() {
             let entry = entry?;
             let name = entry.file_name();
-            let Some(fd) = parse_decimal::<i32>(name.to_bytes()) else {
+            let Some(fd) = parse_decimal::<i32>(name.to_bytes()).filter(|&fd| fd >= from) else {
                 continue;
             };
             seen += 1;
@@ -259,14 +317,18 @@ impl ProcRoot {
                 )
             };
             match usize::try_from(n) {
-                Ok(n) => visit(fd, &link[..n]),
+                Ok(n) => {
+                    if visit(fd, &link[..n]).is_break() {
+                        return Ok((seen, false));
+                    }
+                }
                 Err(_) => match nix::errno::Errno::last() {
                     nix::errno::Errno::ENOENT => continue,
                     e => return Err(e.into()),
                 },
             }
         }
-        Ok(seen)
+        Ok((seen, true))
     }
 }
 

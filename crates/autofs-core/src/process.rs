@@ -145,8 +145,26 @@ pub struct ProcessTable<'a> {
     info: HashMap<i32, Result<ProcessInfo, Unavailable>>,
     pid_ns: HashMap<i32, Result<u64, Unavailable>>,
     attribution: HashMap<i32, Attribution>,
-    parent: HashMap<i32, Result<i32, Unavailable>>,
+    stat: HashMap<i32, Result<StatFields, Unavailable>>,
+    files_read: usize,
 }
+
+/// The fields of one `stat` line the process forest needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StatFields {
+    /// Field 3: one letter (`Z` zombie, `X` dead...).
+    state: u8,
+    /// Field 4.
+    ppid: i32,
+    /// Field 9: the kernel's `task->flags` of the thread-group leader.
+    flags: u64,
+    /// Field 22, clock ticks after boot.
+    starttime: u64,
+}
+
+/// `PF_EXITING` in `task->flags` (include/linux/sched.h): set when a task enters `do_exit()`,
+/// never cleared.
+const PF_EXITING: u64 = 0x4;
 
 impl<'a> ProcessTable<'a> {
     /// A cache over one proc root.
@@ -156,7 +174,8 @@ impl<'a> ProcessTable<'a> {
             info: HashMap::new(),
             pid_ns: HashMap::new(),
             attribution: HashMap::new(),
-            parent: HashMap::new(),
+            stat: HashMap::new(),
+            files_read: 0,
         }
     }
 
@@ -165,12 +184,19 @@ impl<'a> ProcessTable<'a> {
         self.root
     }
 
+    /// How many `stat` and `status` files this table has read.
+    pub fn files_read(&self) -> usize {
+        self.files_read
+    }
+
     /// `stat` + `status` facts of `pid`.
     pub fn info(&mut self, pid: i32) -> Result<&ProcessInfo, Unavailable> {
         let root = self.root;
+        let files_read = &mut self.files_read;
         self.info
             .entry(pid)
             .or_insert_with(|| {
+                *files_read += 2;
                 let read = |file: &str| {
                     root.read(pid, file)
                         .map_err(|e| unavailable(root, pid, file, &e))
@@ -194,16 +220,38 @@ impl<'a> ProcessTable<'a> {
         if let Some(info) = self.info.get(&pid) {
             return info.as_ref().map(|i| i.ppid).map_err(Clone::clone);
         }
+        self.stat_fields(pid).map(|s| s.ppid)
+    }
+
+    /// The start time of `pid` (`stat` field 22) if its thread-group leader has not begun to
+    /// exit (`stat` field 9 without `PF_EXITING`, state neither `Z` nor `X`); `None` when it
+    /// has. While the leader has not, the process's children keep it as their parent: the
+    /// kernel hands a dying thread's children to a live thread of the same process first
+    /// (`find_alive_thread()`), and the leader is one until `PF_EXITING` is set.
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`]: the process is gone, or `stat` could not be read or parsed.
+    pub fn unexited_starttime(&mut self, pid: i32) -> Result<Option<u64>, Unavailable> {
+        let s = self.stat_fields(pid)?;
+        let exiting = s.flags & PF_EXITING != 0 || matches!(s.state, b'Z' | b'X' | b'x');
+        Ok((!exiting).then_some(s.starttime))
+    }
+
+    /// `stat` of `pid`, read once per table.
+    fn stat_fields(&mut self, pid: i32) -> Result<StatFields, Unavailable> {
         let root = self.root;
-        self.parent
+        let files_read = &mut self.files_read;
+        self.stat
             .entry(pid)
             .or_insert_with(|| {
+                *files_read += 1;
                 let stat = root
                     .read(pid, "stat")
                     .map_err(|e| unavailable(root, pid, "stat", &e))?;
-                stat_ppid(&stat).ok_or_else(|| {
+                parse_stat_fields(&stat).ok_or_else(|| {
                     Unavailable::Failed(format!(
-                        "malformed /proc/{pid}/stat: field 4 (ppid) missing"
+                        "malformed /proc/{pid}/stat: field 3, 4, 9 or 22 missing or not a number"
                     ))
                 })
             })
@@ -315,14 +363,26 @@ impl<'a> ProcessTable<'a> {
 /// rarely more than a few dozen deep).
 const MAX_DEPTH: usize = 4096;
 
-/// Field 4 (ppid) of a `stat` line, read after the last `)` (comm may contain anything).
-fn stat_ppid(stat: &[u8]) -> Option<i32> {
+/// Fields 3, 4, 9 and 22 of a `stat` line, read after the last `)` (comm may contain
+/// anything).
+fn parse_stat_fields(stat: &[u8]) -> Option<StatFields> {
     let close = stat.iter().rposition(|&b| b == b')')?;
-    stat[close + 1..]
+    let mut fields = stat[close + 1..]
         .split(u8::is_ascii_whitespace)
-        .filter(|t| !t.is_empty())
-        .nth(1)
-        .and_then(number)
+        .filter(|t| !t.is_empty());
+    let state = match fields.next()? {
+        [letter] => *letter,
+        _ => return None,
+    };
+    let ppid = number(fields.next()?)?;
+    let flags = number(fields.nth(4)?)?;
+    let starttime = number(fields.nth(12)?)?;
+    Some(StatFields {
+        state,
+        ppid,
+        flags,
+        starttime,
+    })
 }
 
 fn number<T: std::str::FromStr>(token: &[u8]) -> Option<T> {
@@ -373,6 +433,20 @@ mod tests {
         assert_eq!(p.comm, b"d\xc3\xa9mon-\xc3");
         assert_eq!(p.comm(), "démon-\\xc3");
         assert_eq!(p.pgrp, 4240);
+    }
+
+    #[test]
+    fn stat_fields_are_read_after_the_last_parenthesis() {
+        let mut line = b"4242 (a) b) S 17 4240 4240 0 -1 4194624".to_vec();
+        line.extend_from_slice(&b" 0".repeat(12));
+        line.extend_from_slice(b" 777 1189277696");
+        let s = parse_stat_fields(&line).unwrap();
+        assert_eq!(
+            (s.state, s.ppid, s.flags, s.starttime),
+            (b'S', 17, 4194624, 777)
+        );
+        // A shorter line (no starttime) is no answer.
+        assert_eq!(parse_stat_fields(b"4242 (a) S 17 4240 4240 0 -1 4"), None);
     }
 
     #[test]

@@ -15,21 +15,24 @@ use crate::holders::HolderMemo;
 use crate::mountinfo::{MountInfo, looks_like_autofs};
 use crate::options::{AutofsOptions, MountMode, PipeIno};
 use crate::pipes::{Fionread, PipeIndex, QueueProbe};
-use crate::proc_root::{ProcRoot, ReadFailure, parse_ns_link};
+use crate::proc_root::{ProcRoot, ReadFailure};
 use crate::process::ProcessTable;
 use crate::report::{MountReport, MountState, Reason};
-use crate::tree::namespace_owner;
+use crate::tree::{ForestMemo, namespace_owner};
 use crate::verdict::{Facts, ProbeReach, judge};
 use crate::view::{SelfFacts, View};
 
 /// Scans one proc root. Keeps, across scans, where the read ends of orphan candidates were
-/// found ([`HolderMemo`]), so that repeated scans stay cheap on busy nodes.
+/// found ([`HolderMemo`]) and the process forests of namespaces with autofs mounts
+/// ([`ForestMemo`], on procfs), so that repeated scans stay cheap on busy nodes; a kept
+/// scanner answers as a fresh one would.
 #[derive(Debug)]
 pub struct Scanner<Q = Fionread> {
     root: ProcRoot,
     node: String,
     probe: Q,
     holders: Mutex<HolderMemo>,
+    forests: Mutex<ForestMemo>,
 }
 
 /// The result of one scan.
@@ -80,7 +83,8 @@ pub struct ScanStats {
     pub unreadable: usize,
     /// Mount namespaces seen.
     pub mount_namespaces: usize,
-    /// fds listed: the leaders' and, when a census ran, every process's.
+    /// fd links read: the leaders' (up to the read end that completes each leader's own
+    /// pipes, as CRIU's search stops) and, when a census ran, every process's.
     pub fds: usize,
     /// Pipes that needed a whole-node census this scan (0 in the steady state).
     pub census_pipes: usize,
@@ -124,6 +128,7 @@ impl Scanner<Fionread> {
             node: node.into(),
             probe: Fionread,
             holders: Mutex::default(),
+            forests: Mutex::default(),
         })
     }
 }
@@ -136,6 +141,7 @@ impl<Q: QueueProbe> Scanner<Q> {
             node: self.node,
             probe,
             holders: self.holders,
+            forests: self.forests,
         }
     }
 
@@ -151,7 +157,8 @@ impl<Q: QueueProbe> Scanner<Q> {
     ///
     /// [`crate::Error::ProcRoot`] when the proc root cannot be listed.
     pub fn scan(&self) -> Result<Scan> {
-        let pids = self.root.pids()?;
+        let listing = self.root.pid_entries()?;
+        let pids: Vec<i32> = listing.iter().map(|&(pid, _)| pid).collect();
         let mut stats = ScanStats {
             processes: pids.len(),
             ..ScanStats::default()
@@ -216,18 +223,23 @@ impl<Q: QueueProbe> Scanner<Q> {
                 _ => None,
             })
             .collect();
-        // CRIU's lookup first: each distinct leader's fds, once. Then only the pipes whose
-        // leader holds no read end are looked for elsewhere (see `holders`).
-        let mut leaders: Vec<i32> = parsed
-            .iter()
-            .filter_map(|(_, _, o)| match o {
-                Some(Ok(o)) if o.fd != -1 && o.pgrp > 0 => Some(o.pgrp),
-                _ => None,
-            })
-            .collect();
-        leaders.sort_unstable();
-        leaders.dedup();
-        let mut pipes = PipeIndex::build(&self.root, &leaders, &wanted);
+        // CRIU's lookup first: each distinct leader's fds, once, each listing stopping once
+        // the leader's own pipes have shown their read ends. Then only the pipes whose leader
+        // holds no read end are looked for elsewhere (see `holders`).
+        let mut leaders: BTreeMap<i32, Vec<(u64, i32)>> = BTreeMap::new();
+        for (_, _, o) in &parsed {
+            if let Some(Ok(o)) = o
+                && o.fd != -1
+                && o.pgrp > 0
+            {
+                let own = leaders.entry(o.pgrp).or_default();
+                if let Some(PipeIno::Ino(ino)) = o.pipe_ino {
+                    own.push((ino, o.fd));
+                }
+            }
+        }
+        let mut pipes = PipeIndex::default();
+        pipes.scan_leaders(&self.root, &leaders, &wanted);
         let candidates: HashSet<u64> = parsed
             .iter()
             .filter_map(|(_, _, o)| match o {
@@ -246,6 +258,12 @@ impl<Q: QueueProbe> Scanner<Q> {
                 _ => None,
             })
             .collect();
+        if !candidates.is_empty() {
+            // Every leader's ends of those pipes, as a complete listing gives them: the
+            // listings that stopped early go on from their stop, for these pipes alone.
+            let leaders: Vec<i32> = leaders.keys().copied().collect();
+            pipes.scan(&self.root, &leaders, &candidates);
+        }
         {
             let mut holders = self.holders.lock().unwrap_or_else(PoisonError::into_inner);
             holders.retain(&wanted);
@@ -266,8 +284,14 @@ impl<Q: QueueProbe> Scanner<Q> {
 
         let mut owners = BTreeMap::new();
         let mut reports = Vec::with_capacity(parsed.len());
+        let mut forests = self.forests.lock().unwrap_or_else(PoisonError::into_inner);
+        // The inode numbers of the listing tell processes apart only on procfs.
+        let mut forest = self.root.is_procfs().then(|| forests.begin(&listing));
         for (&mnt_ns, ns) in &namespaces {
-            let owner = namespace_owner(&mut table, &ns.pids);
+            let owner = match forest.as_mut() {
+                Some(forest) => forest.owner(&mut table, &ns.pids),
+                None => namespace_owner(&mut table, &ns.pids),
+            };
             let attribution = owner
                 .map(|pid| table.attribution(pid).clone())
                 .unwrap_or_default();
@@ -289,6 +313,9 @@ impl<Q: QueueProbe> Scanner<Q> {
             }
             owners.insert(mnt_ns, (owner, attribution));
         }
+        // Forgets the processes no namespace with autofs mounts has any more.
+        drop(forest);
+        drop(forests);
 
         let mut dev_autofs: HashMap<u64, std::result::Result<bool, String>> = HashMap::new();
         for (mnt_ns, line, options) in parsed {
@@ -355,13 +382,10 @@ impl<Q: QueueProbe> Scanner<Q> {
     ) -> BTreeMap<u64, Namespace> {
         let mut namespaces: BTreeMap<u64, Namespace> = BTreeMap::new();
         for &pid in pids {
-            match self.root.read_link(pid, "ns/mnt") {
-                Ok(target) => {
-                    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str());
-                    if let Some(ino) = parse_ns_link(bytes, "mnt") {
-                        namespaces.entry(ino).or_default().pids.push(pid);
-                    }
-                }
+            match self.root.mount_namespace(pid) {
+                Ok(ino) => namespaces.entry(ino).or_default().pids.push(pid),
+                // A link that names no mount namespace (a malformed tree): no member.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {}
                 Err(e) => match ReadFailure::of(&e) {
                     ReadFailure::Vanished => stats.vanished += 1,
                     _ => {

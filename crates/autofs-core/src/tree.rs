@@ -13,50 +13,292 @@
 //! init it forked (`unshare --mount --pid --fork`: the parent enters the new mount namespace but
 //! stays in the outer pid namespace) hands ownership to that init, which is the container.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::process::ProcessTable;
 
 /// The host pid of the owner of the mount namespace whose members are `pids` (ascending).
-/// `None` when no member's facts could be read.
+/// `None` when no member's facts could be read. Reads every member's parent: see
+/// [`ForestMemo`] for the same answer across scans without that.
 pub fn namespace_owner(table: &mut ProcessTable<'_>, pids: &[i32]) -> Option<i32> {
-    // Pid 1 of the proc root's pid namespace outranks every other candidate (an init, of the
-    // shallowest pid namespace, the oldest process): on the host's namespace, with thousands
-    // of members, nothing else needs reading.
-    if pids.first() == Some(&1) && table.info(1).is_ok_and(|i| i.ppid == 0) {
+    if pid_one_owns(table, pids) {
         return Some(1);
     }
+    choose_owner(&mut Fresh(table), pids)
+}
+
+/// Pid 1 of the proc root's pid namespace outranks every other candidate (an init, of the
+/// shallowest pid namespace, the oldest process): on the host's namespace, with thousands of
+/// members, nothing else needs reading.
+fn pid_one_owns(table: &mut ProcessTable<'_>, pids: &[i32]) -> bool {
+    pids.first() == Some(&1) && table.info(1).is_ok_and(|i| i.ppid == 0)
+}
+
+/// How a candidate owner ranks: pid-namespace inits first, then the shallowest pid namespace,
+/// then the oldest (start time), then the lowest pid. Fixed for a process's lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Rank {
+    not_init: bool,
+    depth: usize,
+    starttime: u64,
+    pid: i32,
+}
+
+/// The facts the owner choice rests on.
+trait Forest {
+    /// The parent pid of `pid`; `None` when it could not be read.
+    fn parent(&mut self, pid: i32) -> Option<i32>;
+    /// The rank of `pid`; `None` when its facts could not be read.
+    fn rank(&mut self, pid: i32) -> Option<Rank>;
+}
+
+/// Everything read from the proc root, for this scan only.
+struct Fresh<'t, 'a>(&'t mut ProcessTable<'a>);
+
+impl Forest for Fresh<'_, '_> {
+    fn parent(&mut self, pid: i32) -> Option<i32> {
+        self.0.parent(pid).ok()
+    }
+
+    fn rank(&mut self, pid: i32) -> Option<Rank> {
+        let info = self.0.info(pid).ok()?;
+        Some(Rank {
+            not_init: !info.is_pidns_init(),
+            depth: info.pidns_depth(),
+            starttime: info.starttime,
+            pid,
+        })
+    }
+}
+
+/// The roots of the members' forest (a member whose parent is not a member), each handing
+/// over to a deeper pid-namespace init that is its only child, ranked; the best one.
+fn choose_owner(forest: &mut dyn Forest, pids: &[i32]) -> Option<i32> {
     let members: HashSet<i32> = pids.iter().copied().collect();
+    // Every member's parent, once; full facts only for the roots.
+    let parents: Vec<Option<i32>> = pids.iter().map(|&pid| forest.parent(pid)).collect();
     let mut candidates = Vec::new();
-    for &pid in pids {
-        // Every member's parent (one `stat` each); full facts only for the roots.
-        match table.parent(pid) {
-            Ok(ppid) if !members.contains(&ppid) => {}
+    for (&pid, parent) in pids.iter().zip(&parents) {
+        match parent {
+            Some(ppid) if !members.contains(ppid) => {}
             _ => continue,
         }
-        let Ok(info) = table.info(pid) else { continue };
-        let root = info.clone();
-        let mut owner = root.clone();
-        if !root.is_pidns_init() {
+        let Some(root) = forest.rank(pid) else {
+            continue;
+        };
+        let mut owner = root;
+        if root.not_init {
             let children: Vec<i32> = pids
                 .iter()
-                .copied()
-                .filter(|&c| table.parent(c).is_ok_and(|ppid| ppid == root.pid))
+                .zip(&parents)
+                .filter(|&(_, &parent)| parent == Some(pid))
+                .map(|(&c, _)| c)
                 .collect();
             if let [only] = children[..]
-                && let Ok(child) = table.info(only)
-                && child.is_pidns_init()
-                && child.pidns_depth() > root.pidns_depth()
+                && let Some(child) = forest.rank(only)
+                && !child.not_init
+                && child.depth > root.depth
             {
-                owner = child.clone();
+                owner = child;
             }
         }
-        candidates.push((
-            !owner.is_pidns_init(),
-            owner.pidns_depth(),
-            owner.starttime,
-            owner.pid,
-        ));
+        candidates.push(owner);
     }
-    candidates.into_iter().min().map(|(_, _, _, pid)| pid)
+    candidates.into_iter().min().map(|rank| rank.pid)
+}
+
+/// The process forests of earlier scans, so that a scan need not read the parent of every
+/// member of a namespace with autofs mounts (on a host namespace: of every process) to find
+/// the namespace's owner. Gives the answer of [`namespace_owner`] on the same facts.
+///
+/// Only on procfs, where the inode number of `/proc/<pid>` tells one process from a later
+/// holder of its pid ([`crate::ProcRoot::pid_entries`]). Per member it keeps:
+///
+/// * its rank (pid-namespace level, start time), which never changes while it lives;
+/// * its parent pid, with the parent's `/proc` inode number and start time. A process's parent
+///   changes only when the parent process exits (its children then go to a reaper; a dying
+///   thread's children go to a live thread of the same process first). So the parent pid is
+///   still right while the parent is listed with the same inode number (it has held its pid
+///   without a break since the member's `stat` was read) and its `stat` shows the same start
+///   time and a leader that has not begun to exit (see
+///   [`ProcessTable::unexited_starttime`]).
+///
+/// A member whose inode number changed (a new process, a reused pid, or an entry the kernel
+/// evicted), whose parent fails that check, or whose parent is outside the proc root's view
+/// (ppid 0) has its `stat` read again. Membership itself is never remembered: the members are
+/// the scan's. So a scan reads one `stat` per distinct parent instead of one per member.
+#[derive(Debug, Default)]
+pub struct ForestMemo {
+    known: HashMap<i32, Known>,
+    scan: u64,
+    reads: usize,
+}
+
+/// What is remembered of one process.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    /// `/proc/<pid>` inode number when its facts were read.
+    ino: u64,
+    /// Its parent, when that can be re-checked.
+    parent: Option<Parent>,
+    rank: Option<Rank>,
+    /// Last scan that listed it as a member of a namespace with autofs mounts.
+    seen: u64,
+}
+
+/// A parent as it was when its child's `stat` was read.
+#[derive(Debug, Clone, Copy)]
+struct Parent {
+    pid: i32,
+    ino: u64,
+    starttime: u64,
+}
+
+impl ForestMemo {
+    /// Starts a scan: `listing` is [`crate::ProcRoot::pid_entries`] of this scan.
+    pub fn begin<'m>(&'m mut self, listing: &'m [(i32, u64)]) -> ForestScan<'m> {
+        self.scan += 1;
+        self.reads = 0;
+        ForestScan {
+            memo: self,
+            listing,
+        }
+    }
+
+    /// `stat` and `status` files the last scan read to choose owners (members re-read,
+    /// parents checked, ranks of new roots).
+    pub fn reads(&self) -> usize {
+        self.reads
+    }
+}
+
+/// One scan's use of a [`ForestMemo`]; forgets the processes it did not see when dropped.
+#[derive(Debug)]
+pub struct ForestScan<'m> {
+    memo: &'m mut ForestMemo,
+    listing: &'m [(i32, u64)],
+}
+
+impl ForestScan<'_> {
+    /// [`namespace_owner`] of the members `pids` (ascending), from remembered facts where
+    /// they still hold.
+    pub fn owner(&mut self, table: &mut ProcessTable<'_>, pids: &[i32]) -> Option<i32> {
+        let before = table.files_read();
+        let owner = if pid_one_owns(table, pids) {
+            Some(1)
+        } else {
+            choose_owner(
+                &mut Cached {
+                    scan: self,
+                    table,
+                    last: None,
+                },
+                pids,
+            )
+        };
+        self.memo.reads += table.files_read() - before;
+        owner
+    }
+
+    /// Inode number of `/proc/<pid>` in this scan's listing; `None` when not listed or not a
+    /// real number (procfs reports 1 when it could not instantiate the entry).
+    fn ino(&self, pid: i32) -> Option<u64> {
+        self.listing
+            .binary_search_by_key(&pid, |&(p, _)| p)
+            .ok()
+            .map(|i| self.listing[i].1)
+            .filter(|&ino| ino > 1)
+    }
+}
+
+impl Drop for ForestScan<'_> {
+    fn drop(&mut self) {
+        let scan = self.memo.scan;
+        self.memo.known.retain(|_, k| k.seen == scan);
+    }
+}
+
+struct Cached<'s, 'm, 't, 'a> {
+    scan: &'s mut ForestScan<'m>,
+    table: &'t mut ProcessTable<'a>,
+    /// The last parent checked and the answer (members mostly share a few parents).
+    last: Option<(i32, u64, u64, bool)>,
+}
+
+impl Cached<'_, '_, '_, '_> {
+    /// Whether `parent` still holds its pid and has not begun to exit.
+    fn still_parent(&mut self, parent: Parent) -> bool {
+        if let Some((pid, ino, starttime, answer)) = self.last
+            && (pid, ino, starttime) == (parent.pid, parent.ino, parent.starttime)
+        {
+            return answer;
+        }
+        let answer = self.scan.ino(parent.pid) == Some(parent.ino)
+            && self.unexited(parent.pid) == Some(parent.starttime);
+        self.last = Some((parent.pid, parent.ino, parent.starttime, answer));
+        answer
+    }
+
+    fn unexited(&mut self, pid: i32) -> Option<u64> {
+        self.table.unexited_starttime(pid).ok().flatten()
+    }
+
+    /// The entry of `pid` if it describes the process listed now, else a fresh one.
+    fn entry(&mut self, pid: i32, ino: u64) -> &mut Known {
+        let scan = self.scan.memo.scan;
+        let known = self.scan.memo.known.entry(pid).or_insert(Known {
+            ino,
+            parent: None,
+            rank: None,
+            seen: scan,
+        });
+        if known.ino != ino {
+            *known = Known {
+                ino,
+                parent: None,
+                rank: None,
+                seen: scan,
+            };
+        }
+        known.seen = scan;
+        known
+    }
+}
+
+impl Forest for Cached<'_, '_, '_, '_> {
+    fn parent(&mut self, pid: i32) -> Option<i32> {
+        let Some(ino) = self.scan.ino(pid) else {
+            return Fresh(self.table).parent(pid);
+        };
+        if let Some(parent) = self.entry(pid, ino).parent
+            && self.still_parent(parent)
+        {
+            return Some(parent.pid);
+        }
+        let ppid = self.table.parent(pid).ok();
+        let parent = match ppid {
+            Some(ppid) if ppid > 0 => self.scan.ino(ppid).and_then(|ino| {
+                self.unexited(ppid).map(|starttime| Parent {
+                    pid: ppid,
+                    ino,
+                    starttime,
+                })
+            }),
+            _ => None,
+        };
+        self.entry(pid, ino).parent = parent;
+        ppid
+    }
+
+    fn rank(&mut self, pid: i32) -> Option<Rank> {
+        let Some(ino) = self.scan.ino(pid) else {
+            return Fresh(self.table).rank(pid);
+        };
+        if let Some(rank) = self.entry(pid, ino).rank {
+            return Some(rank);
+        }
+        let rank = Fresh(self.table).rank(pid);
+        self.entry(pid, ino).rank = rank;
+        rank
+    }
 }

@@ -506,3 +506,141 @@ fn repeated_scans_find_orphan_holders_without_listing_every_fd_again() {
         mine(&second, delegated.mount_id)
     );
 }
+
+#[test]
+fn a_leaders_listing_stops_at_its_read_end_and_checks_the_write_end_beyond_it() {
+    use std::collections::{BTreeMap, HashSet};
+
+    use autofs_core::ProcRoot;
+    use autofs_core::pipes::PipeIndex;
+
+    let mut sc = Scenario::start_or_panic();
+    // The write end renumbered far above the read end, as CRIU's search meets them.
+    let d = sc.mount(MountSpec::indirect().write_fd(200)).unwrap();
+    assert!(d.read_fd < d.write_fd, "{d:#?}");
+    let root = ProcRoot::open("/proc").unwrap();
+    assert!(root.is_procfs());
+    let leaders = BTreeMap::from([(d.host_pgrp, vec![(d.pipe_ino, d.write_fd)])]);
+    let mut index = PipeIndex::default();
+    index.scan_leaders(&root, &leaders, &HashSet::from([d.pipe_ino]));
+    let ends: Vec<_> = index
+        .ends(d.pipe_ino)
+        .iter()
+        .map(|e| (e.pid, e.fd))
+        .collect();
+    assert_eq!(
+        ends,
+        [(d.host_pid, d.read_fd), (d.host_pid, d.write_fd)],
+        "the read end from the listing, the write end from one readlink"
+    );
+    assert!(index.ends(d.pipe_ino)[0].is_read_end());
+    assert!(index.ends(d.pipe_ino)[1].is_write_end());
+    let listed = std::fs::read_dir(format!("/proc/{}/fd", d.host_pid))
+        .unwrap()
+        .count();
+    assert_eq!(
+        index.fds_seen(),
+        usize::try_from(d.read_fd).unwrap() + 1,
+        "the listing stops at the read end (fds 0..=read_fd of {listed})"
+    );
+
+    // The scan's verdict is the one a complete listing gives.
+    let r = report_of(&sc, d.mount_id);
+    assert_active_master(&r, &sc, &d);
+    assert!(r.write_end_held, "{r:#?}");
+    assert_eq!(r.entry.unwrap().read_fd, None);
+}
+
+/// The scenario's namespace in one scan: its reports and its entry of `namespaces`.
+fn scenario_view(
+    scan: &autofs_core::Scan,
+    mnt_ns: u64,
+) -> (Vec<MountReport>, autofs_core::NamespaceInfo) {
+    let reports = in_namespace(scan, mnt_ns).into_iter().cloned().collect();
+    let ns = scan
+        .namespaces
+        .iter()
+        .find(|n| n.mnt_ns == mnt_ns)
+        .cloned()
+        .expect("the scenario's namespace is listed");
+    (reports, ns)
+}
+
+#[test]
+fn a_scanner_kept_across_scans_answers_as_a_fresh_one_while_processes_come_and_go() {
+    use std::process::{Command, Stdio};
+
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::direct()).unwrap();
+    let kept = Scanner::new("/proc", "test-node").unwrap();
+    let mut joined = Vec::new();
+    let check = |kept: &Scanner, step: &str| {
+        let remembered = scenario_view(&kept.scan().unwrap(), sc.mnt_ns());
+        let fresh = scenario_view(
+            &Scanner::new("/proc", "test-node").unwrap().scan().unwrap(),
+            sc.mnt_ns(),
+        );
+        assert_eq!(remembered, fresh, "{step}");
+        assert_eq!(remembered.1.owner_pid, sc.init_host_pid(), "{step}");
+        assert_eq!(remembered.0.len(), 1, "{step}");
+        assert_eq!(remembered.0[0].mount_id, d.mount_id);
+    };
+    let root = autofs_core::ProcRoot::open("/proc").unwrap();
+    let members = || -> Vec<i32> {
+        root.pids()
+            .unwrap()
+            .into_iter()
+            .filter(|&p| root.mount_namespace(p).ok() == Some(sc.mnt_ns()))
+            .collect()
+    };
+    let before = members();
+    check(&kept, "first scan");
+    check(&kept, "unchanged");
+    // Processes join the namespace from outside (`docker exec`): roots of their own, younger
+    // than the scenario's init, and one with a pid-namespace init below it.
+    let target = sc.init_host_pid().to_string();
+    for args in [
+        &["sleep", "infinity"][..],
+        &[
+            "unshare",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "sleep",
+            "infinity",
+        ][..],
+    ] {
+        let child = Command::new("nsenter")
+            .args(["--target", &target, "--mount", "--"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        joined.push(child);
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while !joined
+        .iter()
+        .all(|c| root.mount_namespace(i32::try_from(c.id()).unwrap()).ok() == Some(sc.mnt_ns()))
+    {
+        assert!(std::time::Instant::now() < deadline, "nsenter never joined");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    check(&kept, "two roots joined");
+    check(&kept, "two roots joined, unchanged");
+    for mut child in joined {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    // `--kill-child` kills the init below; wait until it has left the namespace too.
+    while members() != before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the joined processes never left"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    check(&kept, "the joined roots exited");
+}

@@ -16,14 +16,23 @@ use super::sys::{CPath, read_rel, readlink_raw, unsafe_borrow};
 
 /// What the scan read beyond `ns/mnt` and the mount tables, taken from one scan's result and
 /// a listing of the leaders' fds done once outside the timing, so the floor issues exactly
-/// the scan's reads for this node state.
+/// the scan's reads for this node state (the first scan of a fresh `Scanner`: nothing
+/// remembered).
 pub struct FloorPlan {
-    /// Distinct leaders (`pgrp=` of the mounts): their fd dirs are listed, each link read.
-    leaders: Vec<i32>,
-    /// `(pid, fd)` whose fdinfo the scan reads: the leaders' fds on a pipe some mount uses.
+    /// Distinct leaders (`pgrp=` of the mounts) with the fd at which the scan's listing stops
+    /// (the read end that completes the leader's own pipes; `None`: listed to the end): their
+    /// fd dirs are listed up to there, each link read.
+    leaders: Vec<(i32, Option<i32>)>,
+    /// `fd=` of a mount beyond its leader's stop: one readlink each.
+    beyond: Vec<(i32, i32)>,
+    /// `(pid, fd)` whose fdinfo the scan reads: the leaders' listed fds on a pipe some mount
+    /// uses, and the `fd=` beyond the stop that are the mount's pipe.
     fdinfo: Vec<(i32, i32)>,
-    /// Members of namespaces with autofs mounts: `stat` + `status` (namespace owner choice).
-    members: Vec<i32>,
+    /// Members of namespaces with autofs mounts, and their parents outside them: `stat`
+    /// (the parents of the namespace's process forest).
+    stat: Vec<i32>,
+    /// Roots of those forests: `stat` + `status` (their rank).
+    roots: Vec<i32>,
     /// Owners of namespaces with autofs mounts: `cgroup` and `ns/pid`.
     owners: Vec<i32>,
     /// First member of every namespace without autofs mounts: `cgroup` (attribution).
@@ -32,6 +41,35 @@ pub struct FloorPlan {
     masters: Vec<i32>,
     /// Read ends measured with FIONREAD: readlink, open, fstat, ioctl.
     probes: Vec<(i32, i32)>,
+}
+
+fn pipe_of(target: &std::path::Path) -> Option<u64> {
+    target
+        .to_str()
+        .and_then(|t| t.strip_prefix("pipe:["))
+        .and_then(|t| t.strip_suffix(']'))
+        .and_then(|t| t.parse::<u64>().ok())
+}
+
+fn read_end(pid: i32, fd: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .is_some_and(|flags| flags & 1 == 0)
+}
+
+fn ppid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// The floor's reads for the node state `scan` saw. Every read end of the bench's mounts is
@@ -44,6 +82,16 @@ pub fn plan_floor(scan: &Scan) -> FloorPlan {
         .filter(|&i| i != 0)
         .collect();
     let namespaces: HashSet<u64> = scan.reports.iter().map(|r| r.mnt_ns).collect();
+    // Each leader's own pipes, with the mounts' `fd=`.
+    let mut own: HashMap<i32, Vec<(u64, i32)>> = HashMap::new();
+    for r in &scan.reports {
+        if r.host_pgrp > 0
+            && r.pipe_ino != 0
+            && let Some(e) = r.entry
+        {
+            own.entry(r.host_pgrp).or_default().push((r.pipe_ino, e.fd));
+        }
+    }
     let leaders: BTreeSet<i32> = scan
         .reports
         .iter()
@@ -52,6 +100,8 @@ pub fn plan_floor(scan: &Scan) -> FloorPlan {
         .collect();
     let mut fdinfo = Vec::new();
     let mut members = Vec::new();
+    let mut planned = Vec::new();
+    let mut beyond = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc") {
         let name = entry.expect("/proc entry").file_name();
         let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
@@ -68,20 +118,62 @@ pub fn plan_floor(scan: &Scan) -> FloorPlan {
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue;
         };
-        for fd in fds.flatten() {
-            let Ok(target) = std::fs::read_link(fd.path()) else {
+        // Ascending, as procfs lists them; the scan stops once each own pipe showed a read end.
+        let mut fds: Vec<(i32, Option<u64>)> = fds
+            .flatten()
+            .filter_map(|fd| {
+                let n = fd.file_name().to_str()?.parse().ok()?;
+                Some((
+                    n,
+                    std::fs::read_link(fd.path())
+                        .ok()
+                        .as_deref()
+                        .and_then(pipe_of),
+                ))
+            })
+            .collect();
+        fds.sort_unstable();
+        let mine = own.get(&pid).cloned().unwrap_or_default();
+        let mut pending: HashSet<u64> = mine.iter().map(|&(ino, _)| ino).collect();
+        let mut stop = None;
+        for &(fd, ino) in &fds {
+            let Some(ino) = ino.filter(|i| wanted.contains(i)) else {
                 continue;
             };
-            let ino = target
-                .to_str()
-                .and_then(|t| t.strip_prefix("pipe:["))
-                .and_then(|t| t.strip_suffix(']'))
-                .and_then(|t| t.parse::<u64>().ok());
-            if ino.is_some_and(|i| wanted.contains(&i))
-                && let Some(fd) = fd.file_name().to_str().and_then(|s| s.parse().ok())
+            fdinfo.push((pid, fd));
+            if !pending.is_empty()
+                && read_end(pid, fd)
+                && pending.remove(&ino)
+                && pending.is_empty()
             {
-                fdinfo.push((pid, fd));
+                stop = Some(fd);
+                break;
             }
+        }
+        if let Some(stop) = stop {
+            for &(ino, fd) in mine.iter().filter(|&&(_, fd)| fd > stop) {
+                beyond.push((pid, fd));
+                let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok();
+                if target.as_deref().and_then(pipe_of) == Some(ino) {
+                    fdinfo.push((pid, fd));
+                }
+            }
+        }
+        planned.push((pid, stop));
+    }
+    // The forest: every member's stat; the parents outside the namespace too; the roots' status.
+    let member_set: HashSet<i32> = members.iter().copied().collect();
+    let mut stat = members.clone();
+    let mut roots = Vec::new();
+    for &pid in &members {
+        match ppid(pid) {
+            Some(parent) if !member_set.contains(&parent) => {
+                roots.push(pid);
+                if parent > 0 && !stat.contains(&parent) {
+                    stat.push(parent);
+                }
+            }
+            _ => {}
         }
     }
     let owners: BTreeSet<i32> = scan
@@ -109,9 +201,11 @@ pub fn plan_floor(scan: &Scan) -> FloorPlan {
         .map(|r| (r.read_end_pid, r.read_end_fd))
         .collect();
     FloorPlan {
-        leaders: leaders.into_iter().collect(),
+        leaders: planned,
+        beyond,
         fdinfo,
-        members,
+        stat,
+        roots,
         owners: owners.into_iter().collect(),
         attributed,
         masters: masters.into_iter().collect(),
@@ -193,8 +287,9 @@ pub fn floor(plan: &FloorPlan, spent: &mut [Duration; 6]) -> Duration {
         );
     }
     mark(&mut last, spent, 1);
-    // Each distinct leader's fds, once: readdir of its fd dir, readlink of every fd.
-    for &pid in &plan.leaders {
+    // Each distinct leader's fds, once: readdir of its fd dir, readlink of every fd up to the
+    // stop; then one readlink per `fd=` beyond it.
+    for &(pid, stop) in &plan.leaders {
         let Ok(mut dir) = Dir::openat(
             proc.as_fd(),
             path.set(format_args!("{pid}/fd")),
@@ -206,10 +301,22 @@ pub fn floor(plan: &FloorPlan, spent: &mut [Duration; 6]) -> Duration {
         let dir_fd = unsafe_borrow(dir.as_raw_fd());
         for entry in dir.iter().flatten() {
             let name = entry.file_name();
-            if name.to_bytes().first().is_some_and(u8::is_ascii_digit) {
+            let digits = name.to_bytes();
+            if digits.first().is_some_and(u8::is_ascii_digit) {
                 readlink_raw(dir_fd, name, &mut link);
+                let fd = digits.iter().fold(0, |n, d| n * 10 + i32::from(d - b'0'));
+                if Some(fd) == stop {
+                    break;
+                }
             }
         }
+    }
+    for &(pid, fd) in &plan.beyond {
+        readlink_raw(
+            proc.as_fd(),
+            path.set(format_args!("{pid}/fd/{fd}")),
+            &mut link,
+        );
     }
     mark(&mut last, spent, 2);
     // fdinfo of the pipes of interest.
@@ -221,9 +328,13 @@ pub fn floor(plan: &FloorPlan, spent: &mut [Duration; 6]) -> Duration {
         );
     }
     mark(&mut last, spent, 3);
-    // stat + status of the members of namespaces with autofs mounts; cgroup of every
-    // namespace's owner; ns/pid of the owners and masters.
-    for &pid in &plan.members {
+    // stat of the members of namespaces with autofs mounts (and of their parents outside),
+    // stat + status of the forests' roots; cgroup of every namespace's owner; ns/pid of the
+    // owners and masters.
+    for &pid in &plan.stat {
+        read_rel(proc.as_fd(), path.set(format_args!("{pid}/stat")), &mut buf);
+    }
+    for &pid in &plan.roots {
         read_rel(proc.as_fd(), path.set(format_args!("{pid}/stat")), &mut buf);
         read_rel(
             proc.as_fd(),

@@ -80,7 +80,7 @@ struct Config {
     verbose: bool,
     /// `AUTOFS_BENCH_ONLY=scan|floor|criu`: only run that measurement, `ITERS` times, for
     /// profiling under `valgrind --tool=callgrind` or `strace -c`.
-    only: Option<String>,
+    pub only: Option<String>,
 }
 
 fn env_list(name: &str, default: &[usize]) -> Vec<usize> {
