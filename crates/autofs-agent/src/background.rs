@@ -13,8 +13,14 @@ use crate::snapshot::Inventory;
 
 /// Consecutive failed scans after which health turns NOT_SERVING again.
 const FAILURES_BEFORE_NOT_SERVING: u32 = 3;
-/// How often health and the stall metric are brought in line with scanning.
-const SUPERVISE_EVERY: Duration = Duration::from_millis(100);
+/// Longest the watchdog sleeps while no scan runs: a scan that starts meanwhile is judged
+/// stalled at most this late, and a failed scan (which publishes nothing) is counted at most this
+/// late. Between, the watchdog wakes for published scans and for a running scan's stall bound
+/// only, so an idle agent does not wake ten times a second.
+const SUPERVISE_IDLE: Duration = Duration::from_secs(1);
+/// How often a stalled scan is looked at for its end (a stalled scan that fails publishes
+/// nothing).
+const SUPERVISE_STALLED: Duration = Duration::from_millis(100);
 
 /// Health service names the agent reports on.
 pub const HEALTH_SERVICES: [&str; 2] = ["", "autofs.v1.AutofsInspector"];
@@ -83,13 +89,29 @@ pub async fn supervise(
     let mut stalled = false;
     let mut restricted = false;
     let mut ever_served = false;
-    let mut tick = tokio::time::interval(SUPERVISE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut published = inventory.subscribe();
+    let mut first = true;
     loop {
-        tokio::select! {
-            biased;
-            () = stop(&mut shutdown) => return,
-            _ = tick.tick() => {}
+        if !std::mem::take(&mut first) {
+            // Until the running scan would pass its stall bound (just after it), else a while.
+            let wake_in = match inventory.scan_running_for() {
+                Some(_) if stalled => SUPERVISE_STALLED,
+                Some(running) => (inventory.policy().stall_timeout + Duration::from_millis(1))
+                    .saturating_sub(running)
+                    .min(SUPERVISE_IDLE),
+                None if stalled => SUPERVISE_STALLED,
+                None => SUPERVISE_IDLE,
+            };
+            tokio::select! {
+                biased;
+                () = stop(&mut shutdown) => return,
+                changed = published.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(wake_in) => {}
+            }
         }
         let now_stalled = inventory.is_stalled();
         if now_stalled != stalled {
