@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::endpoint::NodeEndpoint;
-use crate::error::{Error, NodeErrorKind};
+use crate::error::{Cause, Error, NodeErrorKind};
 
 /// The generated client over a tonic channel.
 pub type Client = AutofsInspectorClient<Channel>;
@@ -31,9 +31,20 @@ pub struct TlsOptions {
 
 impl TlsOptions {
     /// Reads the files now, so a missing file is one clear error before any node is asked.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::TlsFile`] when the CA certificate, client certificate or client key cannot
+    ///   be read (the [`std::io::Error`] is its source).
+    /// - [`Error::Tls`] when the CA file holds no PEM certificate, or only one of `cert` and
+    ///   `key` is given.
     pub fn load(&self) -> Result<ClientTlsConfig, Error> {
-        let read = |what: &str, p: &PathBuf| {
-            std::fs::read(p).map_err(|e| Error::Tls(format!("{what} {}: {e}", p.display())))
+        let read = |what: &'static str, p: &PathBuf| {
+            std::fs::read(p).map_err(|source| Error::TlsFile {
+                what,
+                path: p.clone(),
+                source,
+            })
         };
         let ca = read("CA certificate", &self.ca)?;
         if !String::from_utf8_lossy(&ca).contains("-----BEGIN CERTIFICATE-----") {
@@ -74,10 +85,15 @@ pub(crate) struct Connector {
 impl Connector {
     /// A lazily connecting channel: connection failures surface as `UNAVAILABLE` statuses
     /// of the first call, the one code the retry loop acts on.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeErrorKind::InvalidEndpoint`] when the address makes no URI or the TLS settings
+    /// no channel (the tonic error is its source).
     pub fn channel(&self, ep: &NodeEndpoint, keep_alive: bool) -> Result<Channel, NodeErrorKind> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", ep.address))
-            .map_err(|e| NodeErrorKind::InvalidEndpoint(e.to_string()))?
+            .map_err(|e| NodeErrorKind::InvalidEndpoint(Cause::with_source(e.to_string(), e)))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true);
         if keep_alive {
@@ -88,9 +104,9 @@ impl Connector {
                 .keep_alive_while_idle(true);
         }
         if let Some(tls) = &self.tls {
-            endpoint = endpoint
-                .tls_config(tls.clone())
-                .map_err(|e| NodeErrorKind::InvalidEndpoint(format!("TLS: {e}")))?;
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| {
+                NodeErrorKind::InvalidEndpoint(Cause::with_source(format!("TLS: {e}"), e))
+            })?;
         }
         Ok(endpoint.connect_lazy())
     }
@@ -105,23 +121,34 @@ impl Connector {
     ) -> Result<Channel, Option<NodeErrorKind>> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", ep.address))
-            .map_err(|e| Some(NodeErrorKind::InvalidEndpoint(e.to_string())))?
+            .map_err(|e| {
+                Some(NodeErrorKind::InvalidEndpoint(Cause::with_source(
+                    e.to_string(),
+                    e,
+                )))
+            })?
             .tcp_nodelay(true);
         if let Some(tls) = &self.tls {
-            endpoint = endpoint
-                .tls_config(tls.clone())
-                .map_err(|e| Some(NodeErrorKind::InvalidEndpoint(format!("TLS: {e}"))))?;
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| {
+                Some(NodeErrorKind::InvalidEndpoint(Cause::with_source(
+                    format!("TLS: {e}"),
+                    e,
+                )))
+            })?;
         }
         let own_limit = Instant::now() + self.connect_timeout;
         let cut_by_deadline = deadline <= own_limit;
         match tokio::time::timeout_at(own_limit.min(deadline), endpoint.connect()).await {
             Ok(Ok(channel)) => Ok(channel),
-            Ok(Err(e)) => Err(Some(NodeErrorKind::Unavailable(error_chain(&e)))),
+            Ok(Err(e)) => Err(Some(NodeErrorKind::Unavailable(Cause::with_source(
+                error_chain(&e),
+                e,
+            )))),
             Err(_) if cut_by_deadline => Err(None),
-            Err(_) => Err(Some(NodeErrorKind::Unavailable(format!(
+            Err(_) => Err(Some(NodeErrorKind::Unavailable(Cause::text(format!(
                 "no connection within the connect timeout of {}",
                 crate::error::fmt_duration(self.connect_timeout)
-            )))),
+            ))))),
         }
     }
 }
@@ -172,7 +199,9 @@ pub(crate) fn status_kind(status: &tonic::Status) -> NodeErrorKind {
     if code != tonic::Code::Unavailable
         && let Some(cause) = connection_lost(status)
     {
-        return NodeErrorKind::Unavailable(format!("the connection was lost: {cause}"));
+        return NodeErrorKind::Unavailable(Cause::text(format!(
+            "the connection was lost: {cause}"
+        )));
     }
     if code == tonic::Code::Internal && status.message().contains("decode") {
         return NodeErrorKind::Malformed(status.message().to_owned());
