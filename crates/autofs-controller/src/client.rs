@@ -310,3 +310,103 @@ pub(crate) fn check_report(m: &v1::MountReport, node: &str) -> Result<(), NodeEr
 fn is_container_id(id: &str) -> bool {
     id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// Every error in the chain below `e`, outermost first.
+    fn chain<'a>(
+        e: &'a (dyn std::error::Error + 'static),
+    ) -> Vec<&'a (dyn std::error::Error + 'static)> {
+        std::iter::successors(Some(e), |&e| e.source()).collect()
+    }
+
+    #[test]
+    fn an_unreadable_tls_file_keeps_its_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("missing-ca.pem");
+        let err = TlsOptions {
+            ca: ca.clone(),
+            ..TlsOptions::default()
+        }
+        .load()
+        .unwrap_err();
+        let Error::TlsFile { what, path, source } = &err else {
+            panic!("expected TlsFile, got {err:?}");
+        };
+        assert_eq!((*what, path), ("CA certificate", &ca));
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        // The chain reads as the flattened message did: message, then cause.
+        let io = err
+            .source()
+            .unwrap()
+            .downcast_ref::<std::io::Error>()
+            .unwrap();
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(
+            err.to_string(),
+            format!("TLS configuration: CA certificate {}", ca.display())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_keeps_the_transport_error_and_its_io_cause() {
+        // A port that was just free: bound, then released, so nothing listens on it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let ep = NodeEndpoint::parse(&format!("127.0.0.1:{port}"), "test").unwrap();
+        let connector = Connector {
+            tls: None,
+            connect_timeout: Duration::from_secs(30),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let kind = connector.connect(&ep, deadline).await.unwrap_err().unwrap();
+        let NodeErrorKind::Unavailable(cause) = &kind else {
+            panic!("expected Unavailable, got {kind:?}");
+        };
+        let links = chain(&kind);
+        assert!(
+            links[2].downcast_ref::<tonic::transport::Error>().is_some(),
+            "the cause's source is the transport error: {links:?}"
+        );
+        let refused = links
+            .iter()
+            .filter_map(|e| e.downcast_ref::<std::io::Error>())
+            .any(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+        assert!(refused, "an io::Error ConnectionRefused in {links:?}");
+        // The text still quotes the whole chain for people.
+        assert!(cause.as_str().contains("Connection refused"), "{cause}");
+        assert!(kind.to_string().starts_with("unavailable: "), "{kind}");
+    }
+
+    #[test]
+    fn an_invalid_endpoint_keeps_the_uri_error() {
+        let ep = NodeEndpoint {
+            address: "bad host:1".into(),
+            expected_node: None,
+            origin: "test".into(),
+            not_ready: None,
+        };
+        let connector = Connector {
+            tls: None,
+            connect_timeout: Duration::from_secs(1),
+        };
+        let kind = connector.channel(&ep, false).unwrap_err();
+        assert!(
+            matches!(kind, NodeErrorKind::InvalidEndpoint(_)),
+            "{kind:?}"
+        );
+        assert!(
+            chain(&kind)
+                .iter()
+                .any(|e| e.downcast_ref::<tonic::transport::Error>().is_some()),
+            "{kind:?}"
+        );
+    }
+}
