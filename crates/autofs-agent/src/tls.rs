@@ -59,7 +59,7 @@ pub enum LeafRefusal {
     /// No extendedKeyUsage, or one without clientAuth.
     #[error("its extendedKeyUsage does not include clientAuth")]
     NoClientAuth,
-    /// An RSA key shorter than [`MIN_RSA_BITS`].
+    /// An RSA key shorter than 2048 bits (`MIN_RSA_BITS`).
     #[error("its RSA key has {0} bits (at least 2048 required)")]
     WeakKey(usize),
 }

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::endpoint::NodeEndpoint;
-use crate::error::{Error, NodeErrorKind};
+use crate::error::{Cause, Error, NodeErrorKind};
 
 /// The generated client over a tonic channel.
 pub type Client = AutofsInspectorClient<Channel>;
@@ -31,9 +31,20 @@ pub struct TlsOptions {
 
 impl TlsOptions {
     /// Reads the files now, so a missing file is one clear error before any node is asked.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::TlsFile`] when the CA certificate, client certificate or client key cannot
+    ///   be read (the [`std::io::Error`] is its source).
+    /// - [`Error::Tls`] when the CA file holds no PEM certificate, or only one of `cert` and
+    ///   `key` is given.
     pub fn load(&self) -> Result<ClientTlsConfig, Error> {
-        let read = |what: &str, p: &PathBuf| {
-            std::fs::read(p).map_err(|e| Error::Tls(format!("{what} {}: {e}", p.display())))
+        let read = |what: &'static str, p: &PathBuf| {
+            std::fs::read(p).map_err(|source| Error::TlsFile {
+                what,
+                path: p.clone(),
+                source,
+            })
         };
         let ca = read("CA certificate", &self.ca)?;
         if !String::from_utf8_lossy(&ca).contains("-----BEGIN CERTIFICATE-----") {
@@ -74,10 +85,15 @@ pub(crate) struct Connector {
 impl Connector {
     /// A lazily connecting channel: connection failures surface as `UNAVAILABLE` statuses
     /// of the first call, the one code the retry loop acts on.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeErrorKind::InvalidEndpoint`] when the address makes no URI or the TLS settings
+    /// no channel (the tonic error is its source).
     pub fn channel(&self, ep: &NodeEndpoint, keep_alive: bool) -> Result<Channel, NodeErrorKind> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", ep.address))
-            .map_err(|e| NodeErrorKind::InvalidEndpoint(e.to_string()))?
+            .map_err(|e| NodeErrorKind::InvalidEndpoint(Cause::with_source(e.to_string(), e)))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true);
         if keep_alive {
@@ -88,9 +104,9 @@ impl Connector {
                 .keep_alive_while_idle(true);
         }
         if let Some(tls) = &self.tls {
-            endpoint = endpoint
-                .tls_config(tls.clone())
-                .map_err(|e| NodeErrorKind::InvalidEndpoint(format!("TLS: {e}")))?;
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| {
+                NodeErrorKind::InvalidEndpoint(Cause::with_source(format!("TLS: {e}"), e))
+            })?;
         }
         Ok(endpoint.connect_lazy())
     }
@@ -105,23 +121,34 @@ impl Connector {
     ) -> Result<Channel, Option<NodeErrorKind>> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", ep.address))
-            .map_err(|e| Some(NodeErrorKind::InvalidEndpoint(e.to_string())))?
+            .map_err(|e| {
+                Some(NodeErrorKind::InvalidEndpoint(Cause::with_source(
+                    e.to_string(),
+                    e,
+                )))
+            })?
             .tcp_nodelay(true);
         if let Some(tls) = &self.tls {
-            endpoint = endpoint
-                .tls_config(tls.clone())
-                .map_err(|e| Some(NodeErrorKind::InvalidEndpoint(format!("TLS: {e}"))))?;
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| {
+                Some(NodeErrorKind::InvalidEndpoint(Cause::with_source(
+                    format!("TLS: {e}"),
+                    e,
+                )))
+            })?;
         }
         let own_limit = Instant::now() + self.connect_timeout;
         let cut_by_deadline = deadline <= own_limit;
         match tokio::time::timeout_at(own_limit.min(deadline), endpoint.connect()).await {
             Ok(Ok(channel)) => Ok(channel),
-            Ok(Err(e)) => Err(Some(NodeErrorKind::Unavailable(error_chain(&e)))),
+            Ok(Err(e)) => Err(Some(NodeErrorKind::Unavailable(Cause::with_source(
+                error_chain(&e),
+                e,
+            )))),
             Err(_) if cut_by_deadline => Err(None),
-            Err(_) => Err(Some(NodeErrorKind::Unavailable(format!(
+            Err(_) => Err(Some(NodeErrorKind::Unavailable(Cause::text(format!(
                 "no connection within the connect timeout of {}",
                 crate::error::fmt_duration(self.connect_timeout)
-            )))),
+            ))))),
         }
     }
 }
@@ -172,7 +199,9 @@ pub(crate) fn status_kind(status: &tonic::Status) -> NodeErrorKind {
     if code != tonic::Code::Unavailable
         && let Some(cause) = connection_lost(status)
     {
-        return NodeErrorKind::Unavailable(format!("the connection was lost: {cause}"));
+        return NodeErrorKind::Unavailable(Cause::text(format!(
+            "the connection was lost: {cause}"
+        )));
     }
     if code == tonic::Code::Internal && status.message().contains("decode") {
         return NodeErrorKind::Malformed(status.message().to_owned());
@@ -280,4 +309,104 @@ pub(crate) fn check_report(m: &v1::MountReport, node: &str) -> Result<(), NodeEr
 /// Empty, or up to 64 hex digits.
 fn is_container_id(id: &str) -> bool {
     id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// Every error in the chain below `e`, outermost first.
+    fn chain<'a>(
+        e: &'a (dyn std::error::Error + 'static),
+    ) -> Vec<&'a (dyn std::error::Error + 'static)> {
+        std::iter::successors(Some(e), |&e| e.source()).collect()
+    }
+
+    #[test]
+    fn an_unreadable_tls_file_keeps_its_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("missing-ca.pem");
+        let err = TlsOptions {
+            ca: ca.clone(),
+            ..TlsOptions::default()
+        }
+        .load()
+        .unwrap_err();
+        let Error::TlsFile { what, path, source } = &err else {
+            panic!("expected TlsFile, got {err:?}");
+        };
+        assert_eq!((*what, path), ("CA certificate", &ca));
+        assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        // The chain reads as the flattened message did: message, then cause.
+        let io = err
+            .source()
+            .unwrap()
+            .downcast_ref::<std::io::Error>()
+            .unwrap();
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(
+            err.to_string(),
+            format!("TLS configuration: CA certificate {}", ca.display())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_keeps_the_transport_error_and_its_io_cause() {
+        // A port that was just free: bound, then released, so nothing listens on it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let ep = NodeEndpoint::parse(&format!("127.0.0.1:{port}"), "test").unwrap();
+        let connector = Connector {
+            tls: None,
+            connect_timeout: Duration::from_secs(30),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let kind = connector.connect(&ep, deadline).await.unwrap_err().unwrap();
+        let NodeErrorKind::Unavailable(cause) = &kind else {
+            panic!("expected Unavailable, got {kind:?}");
+        };
+        let links = chain(&kind);
+        assert!(
+            links[2].downcast_ref::<tonic::transport::Error>().is_some(),
+            "the cause's source is the transport error: {links:?}"
+        );
+        let refused = links
+            .iter()
+            .filter_map(|e| e.downcast_ref::<std::io::Error>())
+            .any(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+        assert!(refused, "an io::Error ConnectionRefused in {links:?}");
+        // The text still quotes the whole chain for people.
+        assert!(cause.as_str().contains("Connection refused"), "{cause}");
+        assert!(kind.to_string().starts_with("unavailable: "), "{kind}");
+    }
+
+    #[test]
+    fn an_invalid_endpoint_keeps_the_uri_error() {
+        let ep = NodeEndpoint {
+            address: "bad host:1".into(),
+            expected_node: None,
+            origin: "test".into(),
+            not_ready: None,
+        };
+        let connector = Connector {
+            tls: None,
+            connect_timeout: Duration::from_secs(1),
+        };
+        let kind = connector.channel(&ep, false).unwrap_err();
+        assert!(
+            matches!(kind, NodeErrorKind::InvalidEndpoint(_)),
+            "{kind:?}"
+        );
+        assert!(
+            chain(&kind)
+                .iter()
+                .any(|e| e.downcast_ref::<tonic::transport::Error>().is_some()),
+            "{kind:?}"
+        );
+    }
 }

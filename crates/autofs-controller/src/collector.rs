@@ -151,7 +151,14 @@ impl std::fmt::Debug for Collector {
 
 impl Collector {
     /// A collector for `endpoints`: refuses an empty or duplicated list, out-of-range
-    /// settings and unreadable TLS files.
+    /// settings and unreadable TLS files. Nothing is connected yet.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Discovery`] with [`DiscoveryError::Empty`](crate::DiscoveryError::Empty) or
+    ///   [`DiscoveryError::Duplicate`](crate::DiscoveryError::Duplicate) for the endpoint list.
+    /// - [`Error::Config`] when `concurrency` or `max_attempts` is 0, or `timeout` is zero.
+    /// - [`Error::TlsFile`] / [`Error::Tls`] from [`TlsOptions::load`] when `config.tls` is set.
     pub fn new(endpoints: Vec<NodeEndpoint>, config: CollectorConfig) -> Result<Collector, Error> {
         endpoint::validate(&endpoints)?;
         if config.concurrency == 0 {
@@ -240,6 +247,15 @@ impl Collector {
     /// Whether `target` on node `node` could be checkpointed now. `node` is a node name (or
     /// an endpoint address); without discovery-provided names every agent is asked for its
     /// name first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownNode`] when no agent is that node (listing, in `unreachable`, the
+    /// agents that did not answer); [`Error::Node`] when the node could not be asked within
+    /// the configured timeout or refused the request (an unknown pid or container:
+    /// [`NodeErrorKind::Rpc`] with `NotFound`; an ambiguous container prefix:
+    /// `InvalidArgument`), or answered against the API contract
+    /// ([`NodeErrorKind::Malformed`]).
     pub async fn check(&self, node: &str, target: Target) -> Result<CheckOutcome, Error> {
         // One deadline for finding the node and asking it: `--timeout` bounds the answer.
         let deadline = Instant::now() + self.inner.config.timeout;

@@ -24,6 +24,12 @@ pub struct NodeEndpoint {
 
 impl NodeEndpoint {
     /// Parses `host:port` (host: IPv4, `[IPv6]` or a DNS name) from `origin`.
+    ///
+    /// # Errors
+    ///
+    /// [`DiscoveryError::InvalidAddress`] (naming `origin` and why) when `input` is empty,
+    /// has a scheme, lacks a port, has port 0 or one above 65535, writes an IPv6 address
+    /// without brackets, or its host is neither an IP address nor an RFC 1123 name.
     pub fn parse(input: &str, origin: &str) -> Result<NodeEndpoint, DiscoveryError> {
         let invalid = |reason: &str| DiscoveryError::InvalidAddress {
             origin: origin.to_owned(),
@@ -99,7 +105,12 @@ fn valid_hostname(host: &str) -> bool {
         && !host.split('.').all(|l| l.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Fails on an empty list or on an endpoint listed twice (naming both origins).
+/// Checks a whole endpoint list before any node is asked.
+///
+/// # Errors
+///
+/// [`DiscoveryError::Empty`] for an empty list; [`DiscoveryError::Duplicate`] (naming both
+/// origins) for an address listed twice.
 pub fn validate(endpoints: &[NodeEndpoint]) -> Result<(), DiscoveryError> {
     if endpoints.is_empty() {
         return Err(DiscoveryError::Empty(

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Finding the agents failed; nothing was asked yet.
@@ -62,9 +63,20 @@ pub enum Error {
     /// Discovery failed.
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
-    /// TLS files are missing or unreadable.
+    /// The TLS settings do not fit together or a file holds no certificate.
     #[error("TLS configuration: {0}")]
     Tls(String),
+    /// A TLS file could not be read.
+    #[error("TLS configuration: {what} {}", path.display())]
+    TlsFile {
+        /// Which file (`CA certificate`, `client certificate`, `client key`).
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
     /// A setting is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -123,12 +135,12 @@ impl fmt::Display for NodeError {
 /// Why one node failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum NodeErrorKind {
-    /// The endpoint cannot be turned into a gRPC URI.
+    /// The endpoint cannot be turned into a gRPC URI, or the TLS settings into a channel.
     #[error("invalid endpoint: {0}")]
-    InvalidEndpoint(String),
+    InvalidEndpoint(#[source] Cause),
     /// The agent could not be reached (refused, reset, unreachable, TLS failure); retried.
     #[error("unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// The per-node deadline passed.
     #[error("no answer within {}{}", fmt_duration(*.timeout), .last.as_ref().map(|l| format!(" (last error: {l})")).unwrap_or_default())]
     DeadlineExceeded {
@@ -208,9 +220,74 @@ impl NodeErrorKind {
     pub fn from_status(status: &tonic::Status) -> NodeErrorKind {
         let message = status_text(status);
         match status.code() {
-            tonic::Code::Unavailable => NodeErrorKind::Unavailable(message),
+            tonic::Code::Unavailable => NodeErrorKind::Unavailable(Cause::text(message)),
             code => NodeErrorKind::Rpc { code, message },
         }
+    }
+}
+
+/// The text of a node's failure as people read it, and — when it came from an error value
+/// (a transport error of the connection, an invalid URI) — that error as its
+/// [`source`](std::error::Error::source), so a program can walk to the cause (for example
+/// down to the [`std::io::Error`] of a refused connection) instead of parsing the text.
+///
+/// The text already quotes the source chain, so `{cause}` alone reads completely; shared,
+/// so a [`NodeError`] stays [`Clone`].
+#[derive(Debug, Clone)]
+pub struct Cause {
+    text: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Cause {
+    /// A cause that is only text (a status the agent answered with, a stream that ended).
+    pub fn text(text: impl Into<String>) -> Cause {
+        Cause {
+            text: text.into(),
+            source: None,
+        }
+    }
+
+    /// A cause that keeps the error it came from as its source; `text` is what to print.
+    pub fn with_source(
+        text: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Cause {
+        Cause {
+            text: text.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// The text, as `Display` writes it.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<String> for Cause {
+    fn from(text: String) -> Cause {
+        Cause::text(text)
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(text: &str) -> Cause {
+        Cause::text(text)
     }
 }
 

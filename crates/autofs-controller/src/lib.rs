@@ -45,12 +45,17 @@
 //! plugins included). Agent pods that are not running become failed nodes in every report
 //! ([`NodeErrorKind::NotReady`]) rather than missing ones.
 
+// Every fallible public function says how it fails (`# Errors`).
+#![warn(clippy::missing_errors_doc)]
+
 pub mod backoff;
 pub mod client;
 pub mod collector;
 pub mod discovery;
 pub mod endpoint;
 pub mod error;
+// `write_collect_json` still lacks its `# Errors` section.
+#[allow(clippy::missing_errors_doc)]
 pub mod render;
 pub mod report;
 pub mod watch;
@@ -63,6 +68,6 @@ pub use collector::{
     WaitEnd, WaitOutcome,
 };
 pub use endpoint::NodeEndpoint;
-pub use error::{DiscoveryError, Error, NodeError, NodeErrorKind};
+pub use error::{Cause, DiscoveryError, Error, NodeError, NodeErrorKind};
 pub use report::{CheckOutcome, ClusterReport, NodeResult, NodeStatus};
 pub use watch::{WatchItem, WatchStream};

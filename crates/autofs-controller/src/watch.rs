@@ -16,7 +16,7 @@ use crate::backoff::Backoff;
 use crate::client::{self, Client};
 use crate::collector::{Collector, Inner};
 use crate::endpoint::NodeEndpoint;
-use crate::error::{NodeError, NodeErrorKind};
+use crate::error::{Cause, NodeError, NodeErrorKind};
 
 /// Items buffered before node tasks wait for the consumer.
 const BUFFER: usize = 1024;
@@ -165,7 +165,9 @@ async fn follow(
                             }
                         }
                         Ok(None) => {
-                            break NodeErrorKind::Unavailable("the agent ended the stream".into());
+                            break NodeErrorKind::Unavailable(Cause::text(
+                                "the agent ended the stream",
+                            ));
                         }
                         Err(status) => break client::status_kind(&status),
                     }

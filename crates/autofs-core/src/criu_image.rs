@@ -65,7 +65,13 @@ pub fn encode_image(entry: &AutofsEntry) -> Vec<u8> {
     out
 }
 
-/// Writes `dir/autofs-<criu_s_dev>.img`, replacing any previous file (CRIU's `O_TRUNC`).
+/// Writes `dir/autofs-<criu_s_dev>.img`, replacing any previous file (CRIU's `O_TRUNC`),
+/// creating `dir` first if needed. Returns the image's path.
+///
+/// # Errors
+///
+/// [`ImageError`] (the image path, with the [`io::Error`] as its source) when `dir` cannot
+/// be created or the file cannot be written.
 pub fn write_image(
     dir: &Path,
     criu_s_dev: u32,

@@ -15,6 +15,9 @@
 //! # Ok::<(), autofs_core::Error>(())
 //! ```
 
+// Every fallible public function says how it fails (`# Errors`).
+#![warn(clippy::missing_errors_doc)]
+
 pub mod attribution;
 pub mod changes;
 pub mod criu_image;
@@ -28,6 +31,8 @@ pub mod mountinfo;
 pub mod options;
 pub mod pipes;
 pub mod proc_root;
+// `ProcessTable::info` still lacks its `# Errors` section.
+#[allow(clippy::missing_errors_doc)]
 pub mod process;
 pub mod report;
 pub mod scan;
