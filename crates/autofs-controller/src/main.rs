@@ -276,7 +276,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_state(s: &str) -> Result<v1::MountState, String> {
-    v1::MountState::from_str_name(&format!("MOUNT_STATE_{}", s.to_ascii_uppercase()))
+    <v1::MountState as autofs_api::ShortName>::from_short_name(&s.to_ascii_uppercase())
         .filter(|s| *s != v1::MountState::Unspecified)
         .ok_or_else(|| format!("unknown state `{s}`"))
 }
