@@ -3,40 +3,13 @@
 use std::fmt::Write as _;
 
 use autofs_api::{json, v1};
+use autofs_cli::table::render as table;
 use serde_json::{Value, json};
 
 use crate::collector::{WaitEnd, WaitOutcome};
 use crate::error::fmt_duration;
 use crate::report::{CheckOutcome, ClusterReport, NodeStatus, reason_name, state_name};
 use crate::watch::WatchItem;
-
-/// Left-aligned columns, two spaces apart.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let mut l = String::new();
-        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
-            if i + 1 == widths.len() {
-                l.push_str(cell);
-            } else {
-                let _ = write!(l, "{cell:<w$}  ");
-            }
-        }
-        out.push_str(l.trim_end());
-        out.push('\n');
-    };
-    line(&mut header.iter().copied());
-    for row in rows {
-        line(&mut row.iter().map(String::as_str));
-    }
-    out
-}
 
 /// `container 0123456789ab / pod 5f1c…`, or `-`.
 fn owner(m: &v1::MountReport) -> String {
