@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use autofs_api::{json, v1};
+use autofs_api::v1;
 use autofs_cli::table::render as table;
 use serde_json::{Value, json};
 
@@ -339,7 +339,7 @@ pub fn watch_line(item: &WatchItem) -> String {
             info.node, endpoint.address, info.agent_version
         ),
         WatchItem::Event { event, .. } => {
-            let kind = json::name::<v1::mount_event::Kind>(event.kind);
+            let kind = autofs_api::json::name::<v1::mount_event::Kind>(event.kind);
             match &event.mount {
                 Some(m) => format!(
                     "{} #{} {kind} {} {} {}",

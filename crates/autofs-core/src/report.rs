@@ -3,7 +3,7 @@
 //! `autofs.v1` message does ([`autofs_api::json`]), so the CLI's JSON and the gRPC messages
 //! read the same.
 
-use autofs_api::{ShortName as _, criu, v1};
+use autofs_api::{ShortName as _, v1};
 use serde::Serialize;
 
 /// What CRIU's autofs dump stage would do with a mount right now.
@@ -157,28 +157,12 @@ impl std::fmt::Display for Reason {
     }
 }
 
-/// CRIU's `autofs_entry` (images/autofs.proto), fields 1–9 as CRIU would write them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AutofsEntry {
-    /// 1: `fd=` (-1 when catatonic).
-    pub fd: i32,
-    /// 2: pgrp in the dumped pid namespace; the raw value when catatonic.
-    pub pgrp: i32,
-    /// 3: `timeout=` seconds.
-    pub timeout: i32,
-    /// 4: `minproto=`.
-    pub minproto: i32,
-    /// 5: `maxproto=`.
-    pub maxproto: i32,
-    /// 6: 0 direct, 1 indirect, 2 offset.
-    pub mode: i32,
-    /// 7: `uid=`, only when present.
-    pub uid: Option<i32>,
-    /// 8: `gid=`, only when present.
-    pub gid: Option<i32>,
-    /// 9: the master's read-end fd, only when it no longer holds the write end.
-    pub read_fd: Option<i32>,
-}
+/// CRIU's `autofs_entry` (images/autofs.proto, reproduced in `proto/criu/autofs.proto`), fields
+/// 1–9 as CRIU would write them: 1 `fd=` (-1 when catatonic); 2 pgrp in the dumped pid
+/// namespace, the raw value when catatonic; 3 `timeout=` seconds; 4 `minproto=`; 5
+/// `maxproto=`; 6 mode, 0 direct, 1 indirect, 2 offset; 7 `uid=` and 8 `gid=`, only when
+/// present; 9 the master's read-end fd, only when it no longer holds the write end.
+pub use autofs_api::criu::AutofsEntry;
 
 /// One autofs mount as seen from one mount namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,22 +241,6 @@ impl MountReport {
     }
 }
 
-impl From<&AutofsEntry> for criu::AutofsEntry {
-    fn from(e: &AutofsEntry) -> Self {
-        Self {
-            fd: e.fd,
-            pgrp: e.pgrp,
-            timeout: e.timeout,
-            minproto: e.minproto,
-            maxproto: e.maxproto,
-            mode: e.mode,
-            uid: e.uid,
-            gid: e.gid,
-            read_fd: e.read_fd,
-        }
-    }
-}
-
 impl From<&MountReport> for v1::MountReport {
     /// The report as the API sends it, field for field.
     fn from(r: &MountReport) -> Self {
@@ -291,7 +259,7 @@ impl From<&MountReport> for v1::MountReport {
             state: v1::MountState::from(r.state).into(),
             reason: v1::Reason::from(r.reason).into(),
             message: r.message.clone(),
-            entry: r.entry.as_ref().map(Into::into),
+            entry: r.entry,
             pipe_ino: r.pipe_ino,
             host_pgrp: r.host_pgrp,
             pending_bytes: r.pending_bytes,
@@ -324,12 +292,6 @@ impl Serialize for MountState {
 impl Serialize for Reason {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
-    }
-}
-
-impl Serialize for AutofsEntry {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        criu::AutofsEntry::from(self).serialize(s)
     }
 }
 
