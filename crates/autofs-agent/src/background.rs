@@ -1,12 +1,10 @@
-//! The background scanner: a scan every `--scan-interval`, and at once when a mount table
-//! changes (mountinfo polled for POLLPRI), feeding metrics, health and watchers.
+//! The background scanner: a scan every `--scan-interval`, and at once when something says a
+//! verdict may have changed (`mount_watch`, `change_watch`), feeding metrics, health and
+//! watchers; and the watchdog that keeps health in line with scanning.
 
-use std::os::fd::AsFd;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use tokio::sync::{Notify, watch};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -96,6 +94,7 @@ pub async fn supervise(
         let now_stalled = inventory.is_stalled();
         if now_stalled != stalled {
             stalled = now_stalled;
+            inventory.declare_stalled(stalled);
             crate::metrics::scan_stalled(stalled);
             if stalled {
                 tracing::warn!(
@@ -146,68 +145,5 @@ pub async fn supervise(
 pub async fn set_health(health: &HealthReporter, status: ServingStatus) {
     for service in HEALTH_SERVICES {
         health.set_service_status(service, status).await;
-    }
-}
-
-/// Watches the mount tables of every known mount namespace on a dedicated thread and
-/// notifies `changed` when one changes (at most `max_files` of them: the descriptor budget).
-/// Returns when `shutdown` turns true.
-pub fn watch_mount_tables(
-    inventory: Arc<Inventory>,
-    proc_root: PathBuf,
-    max_files: usize,
-    changed: Arc<Notify>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let mut watched_generation = u64::MAX;
-    let mut files: Vec<std::fs::File> = Vec::new();
-    while !*shutdown.borrow() {
-        let snapshot = inventory.latest();
-        if snapshot.generation != watched_generation {
-            watched_generation = snapshot.generation;
-            // One member of each namespace; the set is refreshed after every scan.
-            files = snapshot
-                .scan
-                .namespaces
-                .iter()
-                .take(max_files)
-                .filter_map(|ns| {
-                    std::fs::File::open(proc_root.join(ns.pids[0].to_string()).join("mountinfo"))
-                        .ok()
-                })
-                .collect();
-        }
-        if files.is_empty() {
-            std::thread::sleep(Duration::from_millis(500));
-            continue;
-        }
-        let mut fds: Vec<PollFd<'_>> = files
-            .iter()
-            .map(|f| PollFd::new(f.as_fd(), PollFlags::POLLPRI))
-            .collect();
-        match poll(&mut fds, PollTimeout::from(500u16)) {
-            Ok(n) if n > 0 => {
-                let fired = fds.iter().any(|fd| {
-                    fd.revents()
-                        .is_some_and(|r| r.intersects(PollFlags::POLLPRI | PollFlags::POLLERR))
-                });
-                if fired {
-                    changed.notify_one();
-                    // Wait for the rescan so the same change is not seen twice.
-                    let until = std::time::Instant::now() + Duration::from_secs(2);
-                    while inventory.latest().generation == watched_generation
-                        && std::time::Instant::now() < until
-                        && !*shutdown.borrow()
-                    {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!(error = %e, "poll on mountinfo failed");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
     }
 }

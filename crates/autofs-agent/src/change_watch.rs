@@ -29,7 +29,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Some(root) = inventory.proc_root() else {
-        return; // a synthetic report set has no queues and no masters
+        return; // no live proc root (benchmarks): no queues, no masters
     };
     let own_pids = root.is_own_pid_namespace();
     if !own_pids {

@@ -227,8 +227,8 @@ fn serve(flags: ServeFlags) -> anyhow::Result<u8> {
         .enable_all()
         .build()?;
     let served = runtime.block_on(autofs_agent::serve::run(config));
-    // Scans and the mount-table watcher run on threads of their own that may be stuck in a
-    // /proc read; nothing waits for them, and the runtime gets a bounded moment to wind down.
+    // Scans run on a thread of their own that may be stuck in a /proc read; nothing waits
+    // for it, and the runtime gets a bounded moment to wind down.
     runtime.shutdown_timeout(Duration::from_secs(1));
     served?;
     Ok(0)

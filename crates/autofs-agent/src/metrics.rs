@@ -1,27 +1,19 @@
 //! Prometheus metrics: what the node's autofs mounts are doing, how scans go, how the gRPC
-//! service is used. Served as text on a separate listener at `/metrics` (anything else: 404).
+//! service is used. The mount and scan metrics observe the inventory ([`ScanMetrics`]);
+//! `metrics_endpoint` serves them all as text.
 //!
 //! The three `*_mounts_total` counters count distinct mounts *entering* a state, keyed by
 //! mount namespace + mount id: a mount stuck INTERIM across many scans counts once, and again
 //! only after it left the state and re-entered it.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use autofs_core::MountState;
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::net::TcpListener;
-use tokio_stream::StreamExt;
 
-use crate::listener::Conn;
-
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ScanError, ScanObserver, Snapshot};
 
 const SCAN_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -131,16 +123,28 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
-/// Per-mount memory of the previous scan, to count state entries and INTERIM age.
+/// The metrics of every scan outcome, and per-mount memory of the previous scan to count
+/// state entries and INTERIM age. Subscribed to the inventory with
+/// [`crate::snapshot::Inventory::observe`].
 #[derive(Debug, Default)]
-pub struct MountStateMetrics {
+pub struct ScanMetrics {
     previous: HashMap<(u64, u32), MountState>,
     interim_since: HashMap<(u64, u32), Instant>,
 }
 
-impl MountStateMetrics {
+impl ScanObserver for ScanMetrics {
+    fn published(&mut self, snapshot: &Snapshot) {
+        self.observe(snapshot);
+    }
+
+    fn failed(&mut self, _error: &ScanError) {
+        counter!("autofs_scan_errors_total").increment(1);
+    }
+}
+
+impl ScanMetrics {
     /// Records one successful scan.
-    pub fn observe(&mut self, snapshot: &Snapshot) {
+    fn observe(&mut self, snapshot: &Snapshot) {
         let mut current = HashMap::with_capacity(snapshot.scan.reports.len());
         let mut by_state: HashMap<MountState, u64> = HashMap::new();
         for r in &snapshot.scan.reports {
@@ -189,11 +193,6 @@ impl MountStateMetrics {
         });
         gauge!("autofs_unreadable_processes").set(snapshot.scan.stats.unreadable as f64);
     }
-}
-
-/// Records a failed scan.
-pub fn scan_failed() {
-    counter!("autofs_scan_errors_total").increment(1);
 }
 
 /// A scan has run past the stall bound (`true`), or the stalled scan ended (`false`).
@@ -255,63 +254,4 @@ fn code_name(code: tonic::Code) -> &'static str {
         DataLoss => "DATA_LOSS",
         Unauthenticated => "UNAUTHENTICATED",
     }
-}
-
-/// Serves `GET /metrics` on the admitted connections of `incoming` until `shutdown` resolves.
-pub async fn serve(
-    incoming: impl tokio_stream::Stream<Item = std::io::Result<Conn>>,
-    handle: PrometheusHandle,
-    header_timeout: Duration,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    tokio::pin!(incoming);
-    loop {
-        let conn = tokio::select! {
-            next = incoming.next() => match next {
-                Some(Ok(conn)) => conn,
-                Some(Err(_)) => continue,
-                None => return,
-            },
-            () = &mut shutdown => return,
-        };
-        let handle = handle.clone();
-        tokio::spawn(async move {
-            let peer = conn.peer().remote;
-            let service = hyper::service::service_fn(move |req| respond(req, handle.clone()));
-            let io = hyper_util::rt::TokioIo::new(conn);
-            // The header deadline also closes connections that never send a request.
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(io, service);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "metrics connection ended with an error");
-            }
-        });
-    }
-}
-
-async fn respond(
-    req: Request<Incoming>,
-    handle: PrometheusHandle,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let response = match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/metrics") => Response::builder()
-            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-            .body(Full::new(Bytes::from(handle.render()))),
-        _ => Response::builder()
-            .status(StatusCode::NOT_FOUND)
-            .body(Full::new(Bytes::from_static(
-                b"not found: metrics are at /metrics\n",
-            ))),
-    };
-    Ok(response.expect("static response parts are valid"))
-}
-
-/// Binds the metrics listener.
-pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))
 }

@@ -1,19 +1,25 @@
 //! GetNodeInfo: the version handshake and what this node and agent can do.
 
+use std::time::Duration;
+
 use autofs_api::v1;
 use autofs_core::host::HostFacts;
 
-use crate::service::ServiceConfig;
 use crate::snapshot::Inventory;
 
-/// Collects the handshake answer.
-pub fn collect(inventory: &Inventory, config: &ServiceConfig) -> v1::GetNodeInfoResponse {
+/// Collects the handshake answer of the agent serving `inventory` as `node`, scanning every
+/// `scan_interval`.
+pub fn collect(
+    inventory: &Inventory,
+    node: &str,
+    scan_interval: Duration,
+) -> v1::GetNodeInfoResponse {
     let kernel_release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
     let snapshot = inventory.latest();
     let view = snapshot.scan.view.clone();
-    // A synthetic report set (benchmarks) has no proc root: nothing to tell.
+    // A source without a live proc root (benchmarks) has no host facts to tell.
     let host = inventory
         .proc_root()
         .map(|root| HostFacts::read(root, &snapshot.scan, &kernel_release))
@@ -25,11 +31,11 @@ pub fn collect(inventory: &Inventory, config: &ServiceConfig) -> v1::GetNodeInfo
         hidepid: view.hidepid.unwrap_or_default(),
         agent_version: env!("CARGO_PKG_VERSION").into(),
         api_major: autofs_api::API_MAJOR,
-        node: config.node_name.clone(),
+        node: node.to_owned(),
         pipe_ino_supported: host.pipe_ino_supported,
         kernel_release,
         can_read_fds: host.can_read_fds,
-        scan_interval_ms: u32::try_from(config.scan_interval.as_millis()).unwrap_or(u32::MAX),
+        scan_interval_ms: u32::try_from(scan_interval.as_millis()).unwrap_or(u32::MAX),
         security_label: confinement.map(|c| c.label.clone()).unwrap_or_default(),
         security_module: confinement
             .map(|c| c.lsm.as_str().into())

@@ -2,9 +2,11 @@
 //! writing CRIU image files. The exit code says whether everything is dumpable.
 
 use std::io::Write;
+
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 
-use autofs_core::{Scan, Scanner, criu_image};
+use autofs_core::{Scan, Scanner, Selector, criu_image};
 
 /// Exit code when every mount is dumpable (ACTIVE or CATATONIC).
 pub const EXIT_DUMPABLE: u8 = 0;
@@ -42,27 +44,15 @@ pub struct ScanArgs {
 /// Runs one scan, writes the output to `out`, and returns the exit code.
 pub fn run(args: &ScanArgs, out: &mut impl Write) -> anyhow::Result<u8> {
     let scanner = Scanner::new(&args.proc_root, &args.node_name)?;
-    let only_ns = match args.pid {
-        Some(pid) if pid <= 0 => anyhow::bail!("--pid must be a positive pid, got {pid}"),
-        Some(pid) => Some(scanner.proc_root().mount_namespace(pid).map_err(|e| {
-            let path = scanner.proc_root().pid_path(pid, "ns/mnt");
-            match e.kind() {
-                std::io::ErrorKind::NotFound => {
-                    anyhow::anyhow!("--pid {pid}: no such process ({}: {e})", path.display())
-                }
-                std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
-                    "--pid {pid}: permission denied reading {} (needs CAP_SYS_PTRACE, or the same user without hidepid): {e}",
-                    path.display()
-                ),
-                _ => anyhow::anyhow!("--pid {pid}: cannot read {}: {e}", path.display()),
-            }
-        })?),
-        None => None,
+    let selector = match args.pid {
+        Some(pid) => Selector::default()
+            .with_pid(scanner.proc_root(), pid)
+            .context("--pid")?,
+        None => Selector::default(),
     };
+    let only_ns = selector.mnt_ns;
     let mut scan = scanner.scan()?;
-    if let Some(ns) = only_ns {
-        scan.reports.retain(|r| r.mnt_ns == ns);
-    }
+    scan.reports.retain(|r| selector.matches(r));
     match args.format {
         Format::Table => out.write_all(crate::table::render(&scan.reports).as_bytes())?,
         Format::JsonLines => {

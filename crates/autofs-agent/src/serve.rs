@@ -17,8 +17,11 @@ use crate::background;
 use crate::change_watch;
 use crate::fds::FdBudget;
 use crate::listener::{self, Admission};
+use crate::metrics_endpoint;
+use crate::mount_watch;
 use crate::service::{AgentService, ServiceConfig};
-use crate::snapshot::{Inventory, Source, StallPolicy};
+use crate::snapshot::{Inventory, StallPolicy};
+use crate::synthetic::Synthetic;
 
 /// Requests larger than this are refused (every request of the API is tiny).
 const MAX_REQUEST_BYTES: usize = 16 * 1024;
@@ -85,20 +88,20 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let budget = FdBudget::split(nofile, config.max_connections);
     tracing::debug!(?budget, "descriptor budget");
     let metrics = crate::metrics::install()?;
-    let source = match config.synthetic_mounts {
-        Some(n) => Source::Synthetic(Arc::new(crate::synthetic::scan(n, &config.node_name))),
-        None => Source::Proc(autofs_core::Scanner::new(
-            &config.proc_root,
-            &config.node_name,
-        )?),
+    let inventory = match config.synthetic_mounts {
+        Some(n) => Inventory::new(Synthetic::new(n, &config.node_name), config.stall),
+        None => Inventory::new(
+            autofs_core::Scanner::new(&config.proc_root, &config.node_name)?,
+            config.stall,
+        ),
     };
-    let inventory =
-        Arc::new(Inventory::new(source, config.stall).context("cannot start the scan thread")?);
+    let inventory = Arc::new(inventory.context("cannot start the scan thread")?);
+    inventory.observe(Box::new(crate::metrics::ScanMetrics::default()));
 
     let grpc_listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen for gRPC on {}", config.listen))?;
-    let metrics_listener = crate::metrics::bind(config.metrics_listen).await?;
+    let metrics_listener = metrics_endpoint::bind(config.metrics_listen).await?;
     let health_listener = match config.health_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -186,21 +189,12 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         changed.clone(),
         stop_rx.clone(),
     ));
-    if config.synthetic_mounts.is_none() {
-        let (inventory, root, changed, stop) = (
-            inventory.clone(),
-            config.proc_root.clone(),
-            changed.clone(),
-            stop_rx.clone(),
-        );
-        let max_files = budget.watched_namespaces;
-        // Never joined: an open() of a hung mountinfo must not hold up shutdown.
-        std::thread::Builder::new()
-            .name("mountinfo-watch".into())
-            .spawn(move || {
-                background::watch_mount_tables(inventory, root, max_files, changed, stop)
-            })?;
-    }
+    let mount_watch = tokio::spawn(mount_watch::run(
+        inventory.clone(),
+        budget.watched_namespaces,
+        changed.clone(),
+        stop_rx.clone(),
+    ));
 
     // Installed before the agent says it listens: a SIGTERM sent as soon as it is ready must
     // not kill it mid-stream (default action) nor, as PID 1, be dropped for lack of a handler.
@@ -230,7 +224,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         ),
         stopped(),
     ));
-    let metrics_server = tokio::spawn(crate::metrics::serve(
+    let metrics_server = tokio::spawn(metrics_endpoint::serve(
         listener::incoming(
             metrics_listener,
             admission("metrics", budget.metrics_connections, None, false),
@@ -268,6 +262,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         let _ = scanner.await;
         let _ = supervisor.await;
         let _ = change_watch.await;
+        let _ = mount_watch.await;
     })
     .await;
     if drained.is_err() {

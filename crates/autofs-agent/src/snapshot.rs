@@ -1,6 +1,7 @@
-//! The agent's view of the node: the latest scan as an immutable, shared snapshot, where
-//! scans come from (the real /proc, or a synthetic set for benchmarks), and single-flight
-//! fresh scans for on-demand RPCs.
+//! The agent's view of the node: the latest scan as an immutable, shared snapshot, converted
+//! to the wire once, published to subscribers (streams, watches, metrics, health), and
+//! single-flight fresh scans for on-demand RPCs. Where scans come from is a
+//! [`ScanSource`].
 //!
 //! Scans run on a dedicated thread, never on the runtime's blocking pool: a /proc read that
 //! never returns (mountinfo behind a hung unmount) blocks that thread only, the runtime can
@@ -13,12 +14,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use autofs_api::v1;
-use autofs_core::{NamespaceInfo, Scan, Scanner};
+use autofs_core::{NamespaceInfo, ProcRoot, Scan};
 use tokio::sync::{Mutex, oneshot, watch};
 
 use crate::changes::Change;
 use crate::convert;
-use crate::metrics::MountStateMetrics;
+use crate::source::ScanSource;
 
 /// One completed scan, converted once for every consumer.
 #[derive(Debug)]
@@ -59,18 +60,27 @@ impl Snapshot {
         }
     }
 
+    /// The API reports at these indices of the core reports (a core check's answer).
+    pub fn api_reports(&self, indices: &[usize]) -> Vec<v1::MountReport> {
+        indices
+            .iter()
+            .filter_map(|&i| self.reports.get(i).cloned())
+            .collect()
+    }
+
     /// The namespace with this inode.
     pub fn namespace(&self, mnt_ns: u64) -> Option<&NamespaceInfo> {
         self.scan.namespaces.iter().find(|n| n.mnt_ns == mnt_ns)
     }
 }
 
-/// Where scans come from.
-pub enum Source {
-    /// The real proc root.
-    Proc(Scanner),
-    /// A fixed, generated report set (benchmarks only: `--synthetic-mounts`).
-    Synthetic(Arc<Scan>),
+/// Told of every scan outcome as it happens, in order (e.g. the mount-state metrics). Runs
+/// on the task that finished the scan: it must be quick and must not block.
+pub trait ScanObserver: Send {
+    /// A scan succeeded; `snapshot` is about to be published.
+    fn published(&mut self, snapshot: &Snapshot);
+    /// A scan failed.
+    fn failed(&mut self, error: &ScanError);
 }
 
 /// Why a scan produced no snapshot.
@@ -139,7 +149,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(source: Arc<Source>) -> std::io::Result<Worker> {
+    fn spawn(source: Arc<dyn ScanSource>) -> std::io::Result<Worker> {
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         let running_since = Arc::new(std::sync::Mutex::new(None));
         let since = running_since.clone();
@@ -150,9 +160,8 @@ impl Worker {
             .spawn(move || {
                 for reply in rx {
                     set(&since, Some(Instant::now()));
-                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| match &*source {
-                        Source::Proc(scanner) => scanner.scan().map_err(ScanError::from),
-                        Source::Synthetic(scan) => Ok(Scan::clone(scan)),
+                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        source.scan().map_err(ScanError::from)
                     }))
                     .unwrap_or_else(|panic| Err(ScanError::Panicked(panic_text(&panic))));
                     set(&since, None);
@@ -193,22 +202,23 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// Holds the latest snapshot and runs scans, one at a time. Every published scan also feeds
-/// the mount-state metrics, whoever asked for it.
+/// Holds the latest snapshot and runs scans, one at a time. Every scan outcome, whoever asked
+/// for the scan, is told to the observers before the snapshot is published.
 pub struct Inventory {
     worker: Worker,
-    source: Arc<Source>,
+    source: Arc<dyn ScanSource>,
     policy: StallPolicy,
     latest: watch::Sender<Arc<Snapshot>>,
     scanning: Mutex<()>,
     failures: AtomicU32,
-    state_metrics: std::sync::Mutex<MountStateMetrics>,
+    observers: std::sync::Mutex<Vec<Box<dyn ScanObserver>>>,
+    stalled: watch::Sender<bool>,
 }
 
 impl Inventory {
-    /// An inventory with no scan yet; starts the scan thread.
-    pub fn new(source: Source, policy: StallPolicy) -> std::io::Result<Self> {
-        let source = Arc::new(source);
+    /// An inventory of the scans of `source`, with no scan yet; starts the scan thread.
+    pub fn new(source: impl ScanSource, policy: StallPolicy) -> std::io::Result<Self> {
+        let source: Arc<dyn ScanSource> = Arc::new(source);
         Ok(Self {
             worker: Worker::spawn(source.clone())?,
             source,
@@ -216,8 +226,20 @@ impl Inventory {
             latest: watch::Sender::new(Arc::new(Snapshot::empty())),
             scanning: Mutex::new(()),
             failures: AtomicU32::new(0),
-            state_metrics: std::sync::Mutex::new(MountStateMetrics::default()),
+            observers: std::sync::Mutex::new(Vec::new()),
+            stalled: watch::Sender::new(false),
         })
+    }
+
+    /// Adds an observer of every later scan outcome.
+    pub fn observe(&self, observer: Box<dyn ScanObserver>) {
+        self.observers().push(observer);
+    }
+
+    fn observers(&self) -> std::sync::MutexGuard<'_, Vec<Box<dyn ScanObserver>>> {
+        self.observers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The stall policy.
@@ -234,6 +256,18 @@ impl Inventory {
     pub fn is_stalled(&self) -> bool {
         self.scan_running_for()
             .is_some_and(|running| running > self.policy.stall_timeout)
+    }
+
+    /// Records the watchdog's word on the scan in progress: stalled (`true`) or not. Waiters
+    /// that follow new scans learn from [`Self::stalls`] that none is coming.
+    pub fn declare_stalled(&self, stalled: bool) {
+        self.stalled
+            .send_if_modified(|was| std::mem::replace(was, stalled) != stalled);
+    }
+
+    /// A receiver of the watchdog's word (see [`Self::declare_stalled`]).
+    pub fn stalls(&self) -> watch::Receiver<bool> {
+        self.stalled.subscribe()
     }
 
     /// Scans that failed in a row (0 after a successful one).
@@ -324,9 +358,11 @@ impl Inventory {
                 }
             }
             let result = this.scan_now().await;
-            if result.is_err() {
+            if let Err(e) = &result {
                 this.failures.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::scan_failed();
+                for observer in this.observers().iter_mut() {
+                    observer.failed(e);
+                }
             } else {
                 this.failures.store(0, Ordering::Relaxed);
             }
@@ -356,20 +392,16 @@ impl Inventory {
             reports,
             change,
         });
-        self.state_metrics
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .observe(&snapshot);
+        for observer in self.observers().iter_mut() {
+            observer.published(&snapshot);
+        }
         self.latest.send_replace(snapshot.clone());
         Ok(snapshot)
     }
 
-    /// The proc root scans read, when scanning the real one.
-    pub fn proc_root(&self) -> Option<&autofs_core::ProcRoot> {
-        match &*self.source {
-            Source::Proc(scanner) => Some(scanner.proc_root()),
-            Source::Synthetic(_) => None,
-        }
+    /// The live proc root the scans read, if they read one (see [`ScanSource::proc_root`]).
+    pub fn proc_root(&self) -> Option<&ProcRoot> {
+        self.source.proc_root()
     }
 }
 

@@ -1,10 +1,34 @@
 //! A generated report set for benchmarks (`--synthetic-mounts N`): realistic reports without
 //! needing N real mounts, so the gRPC path can be measured on its own.
 
-use autofs_core::{AutofsEntry, MountReport, MountState, Reason, Scan, ScanStats};
+use autofs_core::{AutofsEntry, MountReport, MountState, ProcRoot, Reason, Scan, ScanStats};
+
+use crate::source::ScanSource;
+
+/// The same generated scan every time; no proc root behind it, so no pid lookups, host
+/// facts or change signs.
+#[derive(Debug, Clone)]
+pub struct Synthetic(Scan);
+
+impl Synthetic {
+    /// `n` ACTIVE indirect mounts spread over 10 mount namespaces, reported as `node`.
+    pub fn new(n: usize, node: &str) -> Self {
+        Self(scan(n, node))
+    }
+}
+
+impl ScanSource for Synthetic {
+    fn scan(&self) -> Result<Scan, autofs_core::Error> {
+        Ok(self.0.clone())
+    }
+
+    fn proc_root(&self) -> Option<&ProcRoot> {
+        None
+    }
+}
 
 /// `n` ACTIVE indirect mounts spread over 10 mount namespaces.
-pub fn scan(n: usize, node: &str) -> Scan {
+fn scan(n: usize, node: &str) -> Scan {
     let reports = (0..n)
         .map(|i| {
             let id = u32::try_from(i).unwrap_or(u32::MAX);

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use autofs_api::v1::{self, check_migratable_request::Target};
+use autofs_testkit::{MountSpec, Scenario};
 use common::{Agent, WAIT, fixture_proc_root};
 use nix::sys::signal::Signal;
 use tonic::Code;
@@ -30,17 +31,21 @@ struct HungMountinfo {
 
 impl HungMountinfo {
     fn hang(proc_root: &Path) -> HungMountinfo {
-        let mut files = Vec::new();
-        for entry in std::fs::read_dir(proc_root).unwrap() {
-            let path = entry.unwrap().path().join("mountinfo");
-            if path.is_file() {
-                std::fs::rename(&path, real(&path)).unwrap();
-                nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
-                    .unwrap();
-                files.push(path);
-            }
-        }
+        let files: Vec<PathBuf> = std::fs::read_dir(proc_root)
+            .unwrap()
+            .map(|entry| entry.unwrap().path().join("mountinfo"))
+            .filter(|path| path.is_file())
+            .collect();
         assert!(!files.is_empty(), "no mountinfo in {}", proc_root.display());
+        HungMountinfo::hang_files(files)
+    }
+
+    /// Only these `mountinfo` files.
+    fn hang_files(files: Vec<PathBuf>) -> HungMountinfo {
+        for path in &files {
+            std::fs::rename(path, real(path)).unwrap();
+            nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        }
         HungMountinfo {
             files,
             released: false,
@@ -215,4 +220,80 @@ async fn a_hung_proc_read_with_an_old_last_scan_is_unavailable_and_sigterm_still
         .wait_exit(WAIT)
         .expect("the agent must exit within the shutdown grace despite a stuck scan");
     assert!(status.success(), "{status:?}\n{}", agent.log_text());
+}
+
+/// A fake process in a mount namespace of its own, next to real ones in a proc root: its
+/// `mountinfo` can be made to hang while the real processes stay real.
+const FAKE_PID: i32 = 4_000_001;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_wait_ends_unavailable_when_the_watchdog_declares_a_stall() {
+    // A real INTERIM mount in a real private namespace: the wait for it keeps waiting.
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    let _requester = common::make_interim(&mut sc, &d, "key");
+    // A proc root that shows the scenario's real processes (links into /proc) and pid 1,
+    // plus one fake process whose mount table can hang.
+    let dir = tempfile::tempdir().unwrap();
+    let proc_root = dir.path().join("proc");
+    std::fs::create_dir(&proc_root).unwrap();
+    let pids: Vec<i32> = std::iter::once(1).chain(sc.processes()).collect();
+    assert!(!pids.contains(&FAKE_PID), "{pids:?}");
+    for pid in pids {
+        std::os::unix::fs::symlink(format!("/proc/{pid}"), proc_root.join(pid.to_string()))
+            .unwrap();
+    }
+    let fake = proc_root.join(FAKE_PID.to_string());
+    let (_fixture_dir, fixture) = fixture_proc_root("no_autofs_mounts");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(fixture.join("500"))
+        .arg(&fake)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::remove_file(fake.join("ns/mnt")).unwrap();
+    std::os::unix::fs::symlink("mnt:[4026599999]", fake.join("ns/mnt")).unwrap();
+
+    let agent = Agent::start(&[
+        "--proc-root",
+        proc_root.to_str().unwrap(),
+        "--scan-stall-timeout",
+        "1s",
+    ]);
+    agent.wait_serving().await;
+    // The client's own deadline is far away: the end must come from the agent.
+    let mut request = tonic::Request::new(v1::WaitMigratableRequest {
+        target: Some(v1::wait_migratable_request::Target::Pid(sc.init_host_pid())),
+    });
+    request.set_timeout(Duration::from_secs(600));
+    let mut stream = agent
+        .client()
+        .await
+        .wait_migratable(request)
+        .await
+        .expect("the wait starts")
+        .into_inner();
+    let first = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("the first verdict in time")
+        .unwrap()
+        .expect("a first verdict");
+    assert_eq!(
+        first.outcome(),
+        v1::wait_migratable_response::Outcome::Waiting,
+        "{first:?}"
+    );
+
+    let mut hung = HungMountinfo::hang_files(vec![fake.join("mountinfo")]);
+    let end = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("the wait ends once the stall is declared, long before its deadline");
+    let status = end.expect_err("a stall is no verdict");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("stalled"), "{status:?}");
+
+    hung.release();
+    drop(agent);
+    sc.shutdown().unwrap();
 }

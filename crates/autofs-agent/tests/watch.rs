@@ -248,3 +248,31 @@ async fn queues_and_master_exits_are_noticed_between_scans() {
         "{orphaned:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mounts_appearing_and_vanishing_are_noticed_between_scans() {
+    // The background scan runs once, at start: the mount table's change (POLLPRI on the
+    // namespace's mountinfo, watched by the agent) is what makes it scan again.
+    let mut sc = Scenario::start_or_panic();
+    let agent = Agent::start(&["--scan-interval", "1h"]);
+    agent.wait_serving().await;
+    let mut events = Events::open(
+        &agent,
+        v1::ListMountsRequest {
+            pid: Some(sc.init_host_pid()),
+            ..Default::default()
+        },
+    )
+    .await;
+
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    let mounted = Instant::now();
+    let (added, _) = events.until(d.mount_id, |_| true).await;
+    eprintln!("mounted-to-event latency: {:?}", mounted.elapsed());
+    assert_eq!(kind(&added), Kind::Added, "{added:#?}");
+    assert_eq!(state(added.mount.as_ref().unwrap()), MountState::Active);
+
+    sc.umount(&d.name).unwrap();
+    let (removed, _) = events.until(d.mount_id, |e| kind(e) == Kind::Removed).await;
+    assert_eq!(removed.mount.as_ref().unwrap().mount_id, d.mount_id);
+}

@@ -18,6 +18,9 @@ pub enum Error {
     /// Writing a CRIU image failed.
     #[error(transparent)]
     Image(#[from] crate::criu_image::ImageError),
+    /// A question about some mounts could not be answered (see [`crate::selector`]).
+    #[error(transparent)]
+    Select(#[from] crate::selector::SelectError),
 }
 
 /// Result of the core's fallible entry points.

@@ -1,0 +1,238 @@
+//! `WaitMigratable`: the core's check of a workload against every new snapshot, one message
+//! each time the blocking set changes, ending as soon as nothing blocks or waiting cannot help.
+//! Waiters share the agent's change detection: no scan per waiter. A wait cannot follow its
+//! workload while a scan is stalled: it ends UNAVAILABLE as soon as the watchdog says so,
+//! not at its client's deadline.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use autofs_api::v1;
+use autofs_core::selector::{Check, Outcome, Workload};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+
+use super::budget::{StreamKind, client_of};
+use super::context::Context;
+use super::request;
+use super::status::ApiError;
+use super::stream::{
+    Ending, EventStream, STREAM_BUFFER, deadline, send, shutting_down, sleep_until,
+};
+use crate::metrics as m;
+use crate::snapshot::Snapshot;
+
+pub(super) async fn wait_migratable(
+    ctx: &Context,
+    request: Request<v1::WaitMigratableRequest>,
+) -> Result<Response<EventStream<v1::WaitMigratableResponse>>, Status> {
+    let started = Instant::now();
+    let target = request::wait_target(request.get_ref().target.clone());
+    let client = client_of(&request);
+    // Subscribe first, so a scan published while the first verdict is taken is not missed.
+    let mut updates = ctx.inventory.subscribe();
+    let mut stalls = ctx.inventory.stalls();
+    let setup = async {
+        let workload = request::workload(target, &ctx.inventory)?;
+        let permit = ctx.stream_slot(StreamKind::Wait, &client)?;
+        let mut answer = ctx.snapshot_for(&workload).await?;
+        if answer.stale {
+            // A gate must not open on a scan older than the stall: wait for a real one.
+            return Err(Status::unavailable(format!(
+                "the current scan has stalled; the last good one is {} s old; retry later",
+                answer.age().as_secs()
+            )));
+        }
+        // A final answer must come from a scan newer than the question: a mount created
+        // just before it may not be in an older one. (Waiting answers can be older: every
+        // later change is seen anyway; concurrent waiters share the scan.)
+        if answer.snapshot.taken < started && is_final(&answer.snapshot, &workload) {
+            answer = ctx
+                .inventory
+                .fresh(Duration::ZERO)
+                .await
+                .map_err(ApiError::from)?;
+            if answer.stale {
+                return Err(Status::unavailable(format!(
+                    "the current scan has stalled; the last good one is {} s old; retry later",
+                    answer.age().as_secs()
+                )));
+            }
+        }
+        Ok::<_, Status>((workload, permit, answer.snapshot))
+    };
+    let (workload, permit, snapshot) = match setup.await {
+        Ok(ready) => ready,
+        Err(status) => {
+            m::grpc_call("WaitMigratable", status.code(), started);
+            return Err(status);
+        }
+    };
+    let deadline = deadline(&request);
+    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+    let ending = Ending::default();
+    let end = ending.clone();
+    let shutdown = ctx.shutdown.clone();
+    // A waiter that sends nothing while blockers do not change learns that its client
+    // left from the channel closing, which frees its slot at once.
+    let gone = tx.clone();
+    let mut wait = Wait {
+        node: ctx.config.node_name.clone(),
+        sequence: 0,
+        last: None,
+        tx,
+        ending: ending.clone(),
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let run = async {
+            match wait.apply(&snapshot, &workload).await {
+                Ok(true) => return tonic::Code::Ok,
+                Ok(false) => {}
+                Err(code) => return code,
+            }
+            let mut seen = snapshot.generation;
+            drop(snapshot);
+            loop {
+                if updates.changed().await.is_err() {
+                    ending.fail(Status::unavailable("agent shutting down; wait again"));
+                    return tonic::Code::Unavailable;
+                }
+                let next: Arc<Snapshot> = updates.borrow_and_update().clone();
+                if next.generation <= seen {
+                    continue;
+                }
+                seen = next.generation;
+                match wait.apply(&next, &workload).await {
+                    Ok(true) => return tonic::Code::Ok,
+                    Ok(false) => {}
+                    Err(code) => return code,
+                }
+            }
+        };
+        let code = tokio::select! {
+            code = run => code,
+            () = sleep_until(deadline) => {
+                ending.fail(Status::deadline_exceeded(
+                    "deadline reached while INTERIM mounts still block; the last message lists them",
+                ));
+                tonic::Code::DeadlineExceeded
+            }
+            () = gone.closed() => tonic::Code::Cancelled,
+            () = shutting_down(shutdown) => {
+                ending.fail(Status::unavailable("agent shutting down; wait again"));
+                tonic::Code::Unavailable
+            }
+            Ok(_) = stalls.wait_for(|stalled| *stalled) => {
+                ending.fail(Status::unavailable(
+                    "the current scan has stalled (a /proc read does not return): no verdict can follow the workload; wait again later",
+                ));
+                tonic::Code::Unavailable
+            }
+        };
+        m::grpc_call("WaitMigratable", code, started);
+    });
+    Ok(Response::new(end.stream(rx)))
+}
+
+/// Whether `snapshot` would end a wait for `workload` (dumpable, or blocked for good), or
+/// refuse it (nothing of the workload found).
+fn is_final(snapshot: &Snapshot, workload: &Workload) -> bool {
+    workload
+        .check(&snapshot.scan)
+        .map_or(true, |check| check.outcome() != Outcome::Waiting)
+}
+
+/// One wait: the messages of a WaitMigratable stream, sent when the blocking set changes.
+struct Wait {
+    node: String,
+    sequence: u64,
+    /// What the last message said: (namespace, mount, state, queued packets) per blocker.
+    last: Option<Vec<(u64, u32, i32, u64)>>,
+    tx: mpsc::Sender<Result<v1::WaitMigratableResponse, Status>>,
+    ending: Ending,
+}
+
+impl Wait {
+    /// Sends the verdict of `snapshot` if it differs from the last one. `Ok(true)` when the
+    /// wait is over (dumpable, or blocked for good); `Err` when the stream must stop.
+    async fn apply(
+        &mut self,
+        snapshot: &Snapshot,
+        workload: &Workload,
+    ) -> Result<bool, tonic::Code> {
+        let check = match workload.check(&snapshot.scan) {
+            Ok(check) => check,
+            Err(e) => {
+                let status = Status::from(ApiError::from(e));
+                let code = status.code();
+                self.ending.fail(status);
+                return Err(code);
+            }
+        };
+        let blocking = snapshot.api_reports(&check.blocking);
+        let (outcome, message) = describe(&check, snapshot, blocking.len());
+        let key: Vec<_> = blocking
+            .iter()
+            .map(|r| (r.mnt_ns, r.mount_id, r.state, r.pending_packets))
+            .collect();
+        let done = outcome != v1::wait_migratable_response::Outcome::Waiting;
+        if self.last.as_ref() != Some(&key) || done {
+            self.last = Some(key);
+            self.sequence += 1;
+            let response = v1::WaitMigratableResponse {
+                dumpable: check.dumpable(),
+                blocking,
+                mounts_checked: check.mounts_checked,
+                node: self.node.clone(),
+                outcome: outcome.into(),
+                message,
+                sequence: self.sequence,
+            };
+            send(&self.tx, response, &self.ending).await?;
+        }
+        Ok(done)
+    }
+}
+
+/// The wire outcome of a check and the message that explains it.
+fn describe(
+    check: &Check,
+    snapshot: &Snapshot,
+    blocking: usize,
+) -> (v1::wait_migratable_response::Outcome, String) {
+    use v1::wait_migratable_response::Outcome as Wire;
+    match check.outcome() {
+        Outcome::Dumpable => (
+            Wire::Dumpable,
+            format!(
+                "nothing blocks: {} autofs mount(s) CRIU can dump now",
+                check.mounts_checked
+            ),
+        ),
+        Outcome::WillNotClear => {
+            let first = snapshot.api_reports(&check.stuck[..check.stuck.len().min(1)]);
+            let (mount_point, state, message) = first.first().map_or(("", "?", ""), |r| {
+                (
+                    r.mount_point.as_str(),
+                    v1::MountState::try_from(r.state).map_or("?", |s| s.as_str_name()),
+                    r.message.as_str(),
+                )
+            });
+            (
+                Wire::WillNotClear,
+                format!(
+                    "waiting will not help: {} blocking mount(s) cannot clear by themselves, e.g. {mount_point} ({state}): {message}",
+                    check.stuck.len(),
+                ),
+            )
+        }
+        Outcome::Waiting => (
+            Wire::Waiting,
+            format!(
+                "waiting: {blocking} mount(s) INTERIM with {} queued request(s) the daemon has not read yet",
+                check.queued_packets
+            ),
+        ),
+    }
+}

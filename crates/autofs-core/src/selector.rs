@@ -1,0 +1,780 @@
+//! Which mounts a question is about, answered once for every front end.
+//!
+//! - A list's filters (`ListMounts`, `WatchMounts`, `scan --pid`) become a [`Selector`]: a
+//!   pid's mount namespace, a mount namespace, a container id prefix, a pod UID, states.
+//! - A workload (`CheckMigratable`, `WaitMigratable`) becomes a [`Workload`], and
+//!   [`Workload::check`] says which of its mounts block a CRIU dump now, and whether waiting
+//!   can help ([`Outcome`]).
+//!
+//! Everything a client sends is validated here, and a pid only ever becomes
+//! `<proc_root>/<pid>/ns/mnt`: nothing a client sends can make the inspector read a path
+//! outside its proc root.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::proc_root::{ProcRoot, ReadFailure};
+use crate::report::{MountReport, MountState};
+use crate::scan::Scan;
+
+/// Why a question about mounts cannot be answered. Each variant says what was wrong with the
+/// question, or what of the workload could not be found; [`SelectError::kind`] groups them.
+#[derive(Debug, thiserror::Error)]
+pub enum SelectError {
+    /// A pid that cannot name a process (≤ 0).
+    #[error("pid: must be a positive process id, got {pid}")]
+    InvalidPid {
+        /// The pid given.
+        pid: i32,
+    },
+    /// A container id that is not 1–64 lowercase hex digits.
+    #[error("container_id: expected up to 64 lowercase hex digits, got {given:?}")]
+    InvalidContainerId {
+        /// The id given (its first 80 characters).
+        given: String,
+    },
+    /// A pod UID not in the dashed 8-4-4-4-12 hex form.
+    #[error("pod_uid: expected a UUID like 7c0a1e2f-3b4d-4c5e-8f9a-0b1c2d3e4f5a, got {given:?}")]
+    InvalidPodUid {
+        /// The UID given (its first 80 characters).
+        given: String,
+    },
+    /// A workload target given as an empty string.
+    #[error("{field}: empty")]
+    EmptyTarget {
+        /// `container_id` or `pod_uid`.
+        field: &'static str,
+    },
+    /// No process with this pid (`<pid>/ns/mnt` does not exist).
+    #[error("pid {pid}: no such process")]
+    NoSuchProcess {
+        /// The pid asked about.
+        pid: i32,
+        /// The failed `readlink`.
+        #[source]
+        source: io::Error,
+    },
+    /// The process exists but its mount namespace may not be read.
+    #[error(
+        "pid {pid}: the inspector may not read {} (reading another process's namespaces takes CAP_SYS_PTRACE, or the same user without hidepid; a confining AppArmor/SELinux profile can deny it too)",
+        path.display()
+    )]
+    PidDenied {
+        /// The pid asked about.
+        pid: i32,
+        /// `<proc_root>/<pid>/ns/mnt`.
+        path: PathBuf,
+        /// The refused `readlink`.
+        #[source]
+        source: io::Error,
+    },
+    /// Reading the mount namespace of the process failed otherwise.
+    #[error("pid {pid}: cannot read {}", path.display())]
+    PidUnreadable {
+        /// The pid asked about.
+        pid: i32,
+        /// `<proc_root>/<pid>/ns/mnt`.
+        path: PathBuf,
+        /// The failed `readlink`, or a link that names no mount namespace.
+        #[source]
+        source: io::Error,
+    },
+    /// Both a pid and a mount namespace were given, and the pid lives elsewhere.
+    #[error("pid {pid} is in mount namespace {mnt_ns}, not in the requested mnt_ns")]
+    PidOutsideNamespace {
+        /// The pid given.
+        pid: i32,
+        /// Its mount namespace (inode).
+        mnt_ns: u64,
+    },
+    /// The pid's mount namespace is not in the scan (the process and its namespace are gone).
+    #[error("pid {pid}: its mount namespace vanished")]
+    NamespaceVanished {
+        /// The pid asked about.
+        pid: i32,
+    },
+    /// No mount namespace of the scan belongs to a container with this id prefix.
+    #[error("container {id}: no process of it runs on this node")]
+    ContainerNotFound {
+        /// The container id prefix asked about.
+        id: String,
+    },
+    /// No mount namespace of the scan belongs to a container of this pod.
+    #[error("pod {uid}: no container of it runs on this node")]
+    PodNotFound {
+        /// The pod UID asked about.
+        uid: String,
+    },
+    /// A container id prefix that matches more than one container.
+    #[error("container_id: prefix {prefix} matches {matches} containers; give more digits")]
+    AmbiguousContainer {
+        /// The prefix given.
+        prefix: String,
+        /// How many distinct containers it matches.
+        matches: usize,
+    },
+}
+
+/// The groups of [`SelectError`], for callers that map them to protocol status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelectErrorKind {
+    /// The question itself is malformed or ambiguous: asking again unchanged cannot help.
+    InvalidArgument,
+    /// Nothing of the workload exists on this node (now).
+    NotFound,
+    /// The inspector may not look.
+    PermissionDenied,
+    /// Looking failed for another reason.
+    Unreadable,
+}
+
+impl SelectError {
+    /// Which group this error belongs to.
+    pub fn kind(&self) -> SelectErrorKind {
+        use SelectError::*;
+        match self {
+            InvalidPid { .. }
+            | InvalidContainerId { .. }
+            | InvalidPodUid { .. }
+            | EmptyTarget { .. }
+            | PidOutsideNamespace { .. }
+            | AmbiguousContainer { .. } => SelectErrorKind::InvalidArgument,
+            NoSuchProcess { .. }
+            | NamespaceVanished { .. }
+            | ContainerNotFound { .. }
+            | PodNotFound { .. } => SelectErrorKind::NotFound,
+            PidDenied { .. } => SelectErrorKind::PermissionDenied,
+            PidUnreadable { .. } => SelectErrorKind::Unreadable,
+        }
+    }
+}
+
+/// The mount namespace (inode) of host pid `pid`, read from `<proc_root>/<pid>/ns/mnt`.
+///
+/// # Errors
+///
+/// [`SelectError::InvalidPid`] for a pid ≤ 0 (nothing is read), [`SelectError::NoSuchProcess`]
+/// when the process does not exist, [`SelectError::PidDenied`] when its namespace may not be
+/// read, [`SelectError::PidUnreadable`] for any other failure.
+pub fn mount_namespace_of(root: &ProcRoot, pid: i32) -> Result<u64, SelectError> {
+    if pid <= 0 {
+        return Err(SelectError::InvalidPid { pid });
+    }
+    root.mount_namespace(pid).map_err(|source| {
+        let path = root.pid_path(pid, "ns/mnt");
+        match ReadFailure::of(&source) {
+            ReadFailure::Vanished => SelectError::NoSuchProcess { pid, source },
+            ReadFailure::Denied => SelectError::PidDenied { pid, path, source },
+            ReadFailure::Other => SelectError::PidUnreadable { pid, path, source },
+        }
+    })
+}
+
+/// A container id filter: `None` for an empty one, else 1–64 lowercase hex digits (a unique
+/// prefix of the id is enough).
+///
+/// # Errors
+///
+/// [`SelectError::InvalidContainerId`] for anything else.
+pub fn container_id_prefix(raw: &str) -> Result<Option<String>, SelectError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    if raw.len() > 64
+        || !raw
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(SelectError::InvalidContainerId {
+            given: truncate(raw),
+        });
+    }
+    Ok(Some(raw.to_owned()))
+}
+
+/// A pod UID filter: `None` for an empty one, else the dashed 8-4-4-4-12 hex form, lowercased
+/// (as the kubelet names pods in cgroup paths).
+///
+/// # Errors
+///
+/// [`SelectError::InvalidPodUid`] for anything else.
+pub fn pod_uid(raw: &str) -> Result<Option<String>, SelectError> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let groups: Vec<&str> = raw.split('-').collect();
+    let ok = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !ok {
+        return Err(SelectError::InvalidPodUid {
+            given: truncate(raw),
+        });
+    }
+    Ok(Some(raw.to_ascii_lowercase()))
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+fn container_matches(prefix: &str, container_id: &str) -> bool {
+    !container_id.is_empty() && container_id.starts_with(prefix)
+}
+
+/// Which mounts a list is about; a field left empty matches every mount.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selector {
+    /// Mount namespace (inode): the one asked for, or that of the pid asked for.
+    pub mnt_ns: Option<u64>,
+    /// Container id prefix (validated: lowercase hex).
+    pub container_id: Option<String>,
+    /// Pod UID (validated, lowercase).
+    pub pod_uid: Option<String>,
+    /// Accepted states (empty: all).
+    pub states: Vec<MountState>,
+}
+
+impl Selector {
+    /// A selector of the given filters; empty strings and `None` match everything.
+    ///
+    /// # Errors
+    ///
+    /// [`SelectError::InvalidContainerId`] or [`SelectError::InvalidPodUid`].
+    pub fn new(
+        mnt_ns: Option<u64>,
+        container_id: &str,
+        pod_uid: &str,
+        states: Vec<MountState>,
+    ) -> Result<Self, SelectError> {
+        Ok(Self {
+            mnt_ns,
+            container_id: container_id_prefix(container_id)?,
+            pod_uid: self::pod_uid(pod_uid)?,
+            states,
+        })
+    }
+
+    /// Narrows the selector to the mount namespace of host pid `pid`.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`mount_namespace_of`], and [`SelectError::PidOutsideNamespace`] when the
+    /// selector already names another mount namespace.
+    pub fn with_pid(mut self, root: &ProcRoot, pid: i32) -> Result<Self, SelectError> {
+        let mnt_ns = mount_namespace_of(root, pid)?;
+        if self.mnt_ns.is_some_and(|wanted| wanted != mnt_ns) {
+            return Err(SelectError::PidOutsideNamespace { pid, mnt_ns });
+        }
+        self.mnt_ns = Some(mnt_ns);
+        Ok(self)
+    }
+
+    /// Whether a mount with these facts is selected; `state` is `None` for a state the caller
+    /// could not name (selected only when no state is asked for).
+    pub fn admits(
+        &self,
+        mnt_ns: u64,
+        container_id: &str,
+        pod_uid: &str,
+        state: Option<MountState>,
+    ) -> bool {
+        self.mnt_ns.is_none_or(|ns| mnt_ns == ns)
+            && self
+                .container_id
+                .as_deref()
+                .is_none_or(|prefix| container_matches(prefix, container_id))
+            && self.pod_uid.as_deref().is_none_or(|uid| pod_uid == uid)
+            && (self.states.is_empty() || state.is_some_and(|s| self.states.contains(&s)))
+    }
+
+    /// Whether `report` is selected.
+    pub fn matches(&self, report: &MountReport) -> bool {
+        self.admits(
+            report.mnt_ns,
+            &report.container_id,
+            &report.pod_uid,
+            Some(report.state),
+        )
+    }
+}
+
+/// What a workload question names: a process, a container or a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A host pid: the workload is its mount namespace.
+    Pid(i32),
+    /// A container id, or a unique prefix of it.
+    ContainerId(String),
+    /// A pod UID: every container of the pod.
+    PodUid(String),
+}
+
+/// A validated workload: the mount namespaces of a pid, a container, or a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    target: Target,
+    /// For a pid: its mount namespace, resolved when the question was asked.
+    pid_ns: Option<u64>,
+}
+
+impl Workload {
+    /// Validates `target`; a pid is resolved to its mount namespace through `root` now, so a
+    /// process that exits later is still answered for by its namespace.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Workload::of_pid`], [`Workload::of_container`] and [`Workload::of_pod`].
+    pub fn resolve(target: Target, root: &ProcRoot) -> Result<Self, SelectError> {
+        match target {
+            Target::Pid(pid) => Self::of_pid(root, pid),
+            Target::ContainerId(id) => Self::of_container(&id),
+            Target::PodUid(uid) => Self::of_pod(&uid),
+        }
+    }
+
+    /// The mount namespace of host pid `pid`.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`mount_namespace_of`].
+    pub fn of_pid(root: &ProcRoot, pid: i32) -> Result<Self, SelectError> {
+        Ok(Self {
+            target: Target::Pid(pid),
+            pid_ns: Some(mount_namespace_of(root, pid)?),
+        })
+    }
+
+    /// The container whose id starts with `prefix`.
+    ///
+    /// # Errors
+    ///
+    /// [`SelectError::EmptyTarget`] or [`SelectError::InvalidContainerId`].
+    pub fn of_container(prefix: &str) -> Result<Self, SelectError> {
+        let id = container_id_prefix(prefix)?.ok_or(SelectError::EmptyTarget {
+            field: "container_id",
+        })?;
+        Ok(Self {
+            target: Target::ContainerId(id),
+            pid_ns: None,
+        })
+    }
+
+    /// Every container of the pod with UID `uid`.
+    ///
+    /// # Errors
+    ///
+    /// [`SelectError::EmptyTarget`] or [`SelectError::InvalidPodUid`].
+    pub fn of_pod(uid: &str) -> Result<Self, SelectError> {
+        let uid = pod_uid(uid)?.ok_or(SelectError::EmptyTarget { field: "pod_uid" })?;
+        Ok(Self {
+            target: Target::PodUid(uid),
+            pid_ns: None,
+        })
+    }
+
+    /// What was asked for (validated; a pod UID lowercased).
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// For a pid target, its mount namespace: a scan that does not know it predates the
+    /// process (look again) or postdates its exit.
+    pub fn pid_namespace(&self) -> Option<u64> {
+        self.pid_ns
+    }
+
+    /// Whether a mount namespace with this attribution belongs to the workload.
+    fn owns(&self, mnt_ns: u64, container_id: &str, pod_uid: &str) -> bool {
+        match &self.target {
+            Target::Pid(_) => self.pid_ns == Some(mnt_ns),
+            Target::ContainerId(prefix) => container_matches(prefix, container_id),
+            Target::PodUid(uid) => pod_uid == uid,
+        }
+    }
+
+    /// The workload's mounts in `scan`, and those that block a dump (CRIU dumps a mount
+    /// namespace whole: one blocking mount blocks the workload).
+    ///
+    /// # Errors
+    ///
+    /// [`SelectError::NamespaceVanished`], [`SelectError::ContainerNotFound`] or
+    /// [`SelectError::PodNotFound`] when no mount namespace of `scan` belongs to the workload;
+    /// [`SelectError::AmbiguousContainer`] when a container id prefix matches several
+    /// containers.
+    pub fn check(&self, scan: &Scan) -> Result<Check, SelectError> {
+        let owned: Vec<&crate::scan::NamespaceInfo> = scan
+            .namespaces
+            .iter()
+            .filter(|n| self.owns(n.mnt_ns, &n.container_id, &n.pod_uid))
+            .collect();
+        if owned.is_empty() {
+            return Err(match &self.target {
+                Target::Pid(pid) => SelectError::NamespaceVanished { pid: *pid },
+                Target::ContainerId(id) => SelectError::ContainerNotFound { id: id.clone() },
+                Target::PodUid(uid) => SelectError::PodNotFound { uid: uid.clone() },
+            });
+        }
+        if let Target::ContainerId(prefix) = &self.target {
+            let mut ids: Vec<&str> = owned.iter().map(|n| n.container_id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            if ids.len() > 1 {
+                return Err(SelectError::AmbiguousContainer {
+                    prefix: prefix.clone(),
+                    matches: ids.len(),
+                });
+            }
+        }
+        let namespaces: Vec<u64> = owned.iter().map(|n| n.mnt_ns).collect();
+        let mut check = Check::default();
+        for (i, report) in scan.reports.iter().enumerate() {
+            if !namespaces.contains(&report.mnt_ns) {
+                continue;
+            }
+            check.mounts_checked += 1;
+            if report.blocks_dump() {
+                check.blocking.push(i);
+                if report.state == MountState::Interim {
+                    check.queued_packets += report.pending_packets;
+                } else {
+                    check.stuck.push(i);
+                }
+            }
+        }
+        Ok(check)
+    }
+}
+
+/// What one scan says about a workload. Indices point into the scan's `reports`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Check {
+    /// The workload's autofs mounts.
+    pub mounts_checked: u32,
+    /// Those that block a dump now, in report order.
+    pub blocking: Vec<usize>,
+    /// The blocking mounts that cannot clear by themselves (every state but INTERIM).
+    pub stuck: Vec<usize>,
+    /// Kernel requests queued in the pipes of the INTERIM blocking mounts (packets).
+    pub queued_packets: u64,
+}
+
+/// Whether waiting can make a workload dumpable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing blocks: CRIU can dump it now.
+    Dumpable,
+    /// Only INTERIM mounts block: they clear once their daemon reads its queue.
+    Waiting,
+    /// A blocking mount cannot clear by itself (ORPHANED, ERROR, UNSUPPORTED…).
+    WillNotClear,
+}
+
+impl Check {
+    /// Whether CRIU could dump the workload now.
+    pub fn dumpable(&self) -> bool {
+        self.blocking.is_empty()
+    }
+
+    /// Whether waiting can help.
+    pub fn outcome(&self) -> Outcome {
+        if self.blocking.is_empty() {
+            Outcome::Dumpable
+        } else if self.stuck.is_empty() {
+            Outcome::Waiting
+        } else {
+            Outcome::WillNotClear
+        }
+    }
+
+    /// Whether only INTERIM mounts block (a retry soon may succeed).
+    pub fn only_interim(&self) -> bool {
+        self.outcome() == Outcome::Waiting
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::pipes::QueueProbe;
+    use crate::scan::{NamespaceInfo, Scanner};
+
+    /// Queued bytes per pipe inode, as the fixture's `queues.json` says.
+    struct Queues(&'static [(u64, u64)]);
+
+    impl QueueProbe for Queues {
+        fn queued_bytes(&self, _fd_path: &Path, ino: u64) -> io::Result<u64> {
+            Ok(self
+                .0
+                .iter()
+                .find(|(i, _)| *i == ino)
+                .map_or(0, |(_, bytes)| *bytes))
+        }
+    }
+
+    fn fixture(case: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/proc")
+            .join(case)
+    }
+
+    fn scan(case: &str, queues: &'static [(u64, u64)]) -> (Scan, ProcRoot) {
+        let scan = Scanner::new(fixture(case), "node")
+            .unwrap()
+            .with_probe(Queues(queues))
+            .scan()
+            .unwrap();
+        (scan, ProcRoot::open(fixture(case)).unwrap())
+    }
+
+    const POD: &str = "7c0a1e2f-3b4d-4c5e-8f9a-0b1c2d3e4f5a";
+
+    #[test]
+    fn a_pid_resolves_to_its_mount_namespace_through_the_proc_root() {
+        let root = ProcRoot::open(fixture("two_mount_namespaces")).unwrap();
+        assert_eq!(mount_namespace_of(&root, 700).unwrap(), 4026532700);
+        assert_eq!(mount_namespace_of(&root, 1234).unwrap(), 4026531841);
+        let gone = mount_namespace_of(&root, 999).unwrap_err();
+        assert!(matches!(gone, SelectError::NoSuchProcess { pid: 999, .. }));
+        assert_eq!(gone.kind(), SelectErrorKind::NotFound);
+        assert_eq!(gone.to_string(), "pid 999: no such process");
+        assert!(
+            std::error::Error::source(&gone).is_some(),
+            "the cause is kept"
+        );
+        for bad in [0, -1] {
+            let err = mount_namespace_of(&root, bad).unwrap_err();
+            assert!(matches!(err, SelectError::InvalidPid { .. }), "{err}");
+            assert_eq!(err.kind(), SelectErrorKind::InvalidArgument);
+        }
+    }
+
+    #[test]
+    fn a_namespace_link_of_another_kind_is_unreadable_not_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("42/ns")).unwrap();
+        std::os::unix::fs::symlink("pid:[4026531836]", dir.path().join("42/ns/mnt")).unwrap();
+        let root = ProcRoot::open(dir.path()).unwrap();
+        let err = mount_namespace_of(&root, 42).unwrap_err();
+        assert_eq!(err.kind(), SelectErrorKind::Unreadable, "{err}");
+        assert!(err.to_string().contains("42/ns/mnt"), "{err}");
+    }
+
+    #[test]
+    fn container_ids_must_be_lowercase_hex_prefixes() {
+        assert_eq!(container_id_prefix("").unwrap(), None);
+        assert_eq!(
+            container_id_prefix("4f1c").unwrap().as_deref(),
+            Some("4f1c")
+        );
+        for bad in ["../../etc", "4F1C", &"a".repeat(65), "xyz"] {
+            let err = container_id_prefix(bad).unwrap_err();
+            assert!(matches!(err, SelectError::InvalidContainerId { .. }));
+            assert!(err.to_string().starts_with("container_id:"), "{err}");
+        }
+    }
+
+    #[test]
+    fn pod_uids_must_be_uuids_and_are_lowercased() {
+        assert_eq!(
+            pod_uid("7C0A1E2F-3B4D-4C5E-8F9A-0B1C2D3E4F5A")
+                .unwrap()
+                .as_deref(),
+            Some(POD)
+        );
+        for bad in ["7c0a1e2f", "7c0a1e2f_3b4d_4c5e_8f9a_0b1c2d3e4f5a", "../x"] {
+            let err = pod_uid(bad).unwrap_err();
+            assert_eq!(err.kind(), SelectErrorKind::InvalidArgument, "{err}");
+        }
+        let long = "x".repeat(500);
+        let err = pod_uid(&long).unwrap_err();
+        assert!(err.to_string().len() < 200, "the echo is truncated: {err}");
+    }
+
+    #[test]
+    fn a_selector_matches_namespace_container_pod_and_states() {
+        let (scan, root) = scan("shared_pod_pid_namespace", &[]);
+        let all = Selector::default();
+        assert_eq!(scan.reports.iter().filter(|r| all.matches(r)).count(), 2);
+
+        let by_pod = Selector::new(None, "", POD, Vec::new()).unwrap();
+        assert_eq!(scan.reports.iter().filter(|r| by_pod.matches(r)).count(), 2);
+        let by_prefix = Selector::new(None, "aaaa", "", Vec::new()).unwrap();
+        let ids: Vec<u32> = scan
+            .reports
+            .iter()
+            .filter(|r| by_prefix.matches(r))
+            .map(|r| r.mount_id)
+            .collect();
+        assert_eq!(ids, [801]);
+        let orphaned = Selector::new(None, "", "", vec![MountState::Orphaned]).unwrap();
+        assert!(
+            scan.reports
+                .iter()
+                .filter(|r| orphaned.matches(r))
+                .all(|r| r.state == MountState::Orphaned)
+        );
+        assert!(
+            !orphaned.admits(4026532820, "", "", None),
+            "an unnamed state"
+        );
+
+        let by_pid = Selector::default().with_pid(&root, 6000).unwrap();
+        assert_eq!(by_pid.mnt_ns, Some(4026532810));
+        let ids: Vec<u32> = scan
+            .reports
+            .iter()
+            .filter(|r| by_pid.matches(r))
+            .map(|r| r.mount_id)
+            .collect();
+        assert_eq!(ids, [700]);
+    }
+
+    #[test]
+    fn a_pid_outside_the_requested_namespace_is_refused() {
+        let root = ProcRoot::open(fixture("shared_pod_pid_namespace")).unwrap();
+        let err = Selector::new(Some(4026532820), "", "", Vec::new())
+            .unwrap()
+            .with_pid(&root, 6000)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SelectError::PidOutsideNamespace {
+                    pid: 6000,
+                    mnt_ns: 4026532810
+                }
+            ),
+            "{err}"
+        );
+        let same = Selector::new(Some(4026532810), "", "", Vec::new())
+            .unwrap()
+            .with_pid(&root, 6000)
+            .unwrap();
+        assert_eq!(same.mnt_ns, Some(4026532810));
+    }
+
+    #[test]
+    fn a_pod_is_blocked_by_any_of_its_containers() {
+        let (scan, _) = scan("shared_pod_pid_namespace", &[]);
+        let check = Workload::of_pod(POD).unwrap().check(&scan).unwrap();
+        assert_eq!(check.mounts_checked, 2);
+        let blocking: Vec<u32> = check
+            .blocking
+            .iter()
+            .map(|&i| scan.reports[i].mount_id)
+            .collect();
+        assert_eq!(blocking, [801], "the ORPHANED mount of container aaaa…");
+        assert_eq!(check.stuck, check.blocking);
+        assert_eq!(check.outcome(), Outcome::WillNotClear);
+        assert!(!check.dumpable());
+
+        let bbbb = Workload::of_container("bbbb")
+            .unwrap()
+            .check(&scan)
+            .unwrap();
+        assert_eq!(
+            (bbbb.mounts_checked, bbbb.outcome()),
+            (1, Outcome::Dumpable)
+        );
+    }
+
+    #[test]
+    fn a_container_without_mounts_is_checked_and_dumpable() {
+        let (scan, _) = scan("shared_pod_pid_namespace", &[]);
+        let check = Workload::of_container("cccc")
+            .unwrap()
+            .check(&scan)
+            .unwrap();
+        assert_eq!(check, Check::default());
+        assert_eq!(check.outcome(), Outcome::Dumpable);
+    }
+
+    #[test]
+    fn interim_mounts_say_waiting_helps_with_their_queued_requests() {
+        let (scan, root) = scan("interim_v5", &[(41001, 608)]);
+        let check = Workload::resolve(Target::Pid(1234), &root)
+            .unwrap()
+            .check(&scan)
+            .unwrap();
+        assert_eq!(check.blocking.len(), 1);
+        assert!(check.stuck.is_empty());
+        assert_eq!(check.queued_packets, 2, "608 bytes of v5 packets");
+        assert_eq!(check.outcome(), Outcome::Waiting);
+        assert!(check.only_interim());
+    }
+
+    #[test]
+    fn nothing_of_the_workload_on_the_node_is_not_found() {
+        let (mut scan, root) = scan("two_mount_namespaces", &[]);
+        let pid = Workload::of_pid(&root, 700).unwrap();
+        assert_eq!(pid.pid_namespace(), Some(4026532700));
+        assert_eq!(pid.check(&scan).unwrap().mounts_checked, 2);
+        scan.namespaces.retain(|n| n.mnt_ns != 4026532700);
+        let gone = pid.check(&scan).unwrap_err();
+        assert_eq!(gone.to_string(), "pid 700: its mount namespace vanished");
+        assert_eq!(gone.kind(), SelectErrorKind::NotFound);
+
+        let err = Workload::of_container("4f1c")
+            .unwrap()
+            .check(&scan)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "container 4f1c: no process of it runs on this node"
+        );
+        let err = Workload::of_pod(POD).unwrap().check(&scan).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("pod {POD}: no container of it runs on this node")
+        );
+    }
+
+    #[test]
+    fn an_ambiguous_container_prefix_is_refused_with_the_count() {
+        let namespace = |mnt_ns, id: &str| NamespaceInfo {
+            mnt_ns,
+            owner_pid: 1,
+            container_id: id.to_owned(),
+            pod_uid: String::new(),
+            pids: vec![1],
+            autofs_mounts: 0,
+            mount_table_error: None,
+        };
+        let scan = Scan {
+            reports: Vec::new(),
+            namespaces: vec![
+                namespace(1, &format!("ab{}", "0".repeat(62))),
+                namespace(2, &format!("ab{}", "1".repeat(62))),
+                namespace(3, &format!("ab{}", "1".repeat(62))),
+            ],
+            view: Default::default(),
+            stats: Default::default(),
+        };
+        let err = Workload::of_container("ab")
+            .unwrap()
+            .check(&scan)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "container_id: prefix ab matches 2 containers; give more digits"
+        );
+        assert_eq!(err.kind(), SelectErrorKind::InvalidArgument);
+        assert!(Workload::of_container("ab1").unwrap().check(&scan).is_ok());
+    }
+
+    #[test]
+    fn empty_workload_targets_are_refused() {
+        for (target, field) in [
+            (Target::ContainerId(String::new()), "container_id"),
+            (Target::PodUid(String::new()), "pod_uid"),
+        ] {
+            let root = ProcRoot::open(fixture("two_mount_namespaces")).unwrap();
+            let err = Workload::resolve(target, &root).unwrap_err();
+            assert_eq!(err.to_string(), format!("{field}: empty"));
+        }
+    }
+}
