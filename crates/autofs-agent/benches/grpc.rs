@@ -26,17 +26,17 @@
 //! `AUTOFS_BENCH_STREAMS` (default 20) sets the timed ListMounts streams;
 //! `AUTOFS_BENCH_ONLY=watchers` runs only the watcher rows (no root, no node exporter).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use autofs_api::v1::{self, autofs_inspector_client::AutofsInspectorClient};
-use autofs_testkit::{MountSpec, Scenario};
+use autofs_testkit::agent::{AgentBuilder, AgentProcess};
+use autofs_testkit::{MountSpec, Scenario, procfs};
 use tonic::transport::{Channel, Endpoint};
 
 const SYNTHETIC_MOUNTS: usize = 10_000;
@@ -87,7 +87,7 @@ fn main() {
     eprintln!(
         "grpc bench: ListMounts throughput, {SYNTHETIC_MOUNTS} synthetic mounts, {streams} streams"
     );
-    let agent = Agent::start(&["--synthetic-mounts", &SYNTHETIC_MOUNTS.to_string()]);
+    let agent = start_agent(&["--synthetic-mounts", &SYNTHETIC_MOUNTS.to_string()]);
     let t = runtime.block_on(throughput(agent.grpc, streams));
     rows.push(Row::higher(
         format!("ListMounts, 1 client, {SYNTHETIC_MOUNTS} mounts x {streams} streams"),
@@ -114,7 +114,7 @@ fn main() {
         sc.mount(MountSpec::indirect().name(&format!("b{i:03}")).timeout(300))
             .unwrap_or_else(|e| panic!("mount {i}: {e}"));
     }
-    let agent = Agent::start(&["--scan-interval", "1s"]);
+    let agent = start_agent(&["--scan-interval", "1s"]);
     let seen = runtime.block_on(count_mounts(agent.grpc, sc.mnt_ns()));
     assert_eq!(
         seen, REAL_MOUNTS,
@@ -142,7 +142,7 @@ fn main() {
         "grpc bench: {CONCURRENT_CLIENTS} concurrent clients x {SYNTHETIC_MOUNTS} synthetic mounts"
     );
     // One loopback address for all 50: lift the per-client stream share for them.
-    let agent = Agent::start(&[
+    let agent = start_agent(&[
         "--synthetic-mounts",
         &SYNTHETIC_MOUNTS.to_string(),
         "--max-streams-per-client",
@@ -211,7 +211,7 @@ fn main() {
 /// RSS with 1, then 128, idle watchers of every mount (each having read its initial snapshot).
 fn watcher_rows(runtime: &tokio::runtime::Runtime, rows: &mut Vec<Row>) {
     eprintln!("grpc bench: 1 vs {WATCHERS} watchers of {WATCHED_MOUNTS} synthetic mounts");
-    let agent = Agent::start(&[
+    let agent = start_agent(&[
         "--synthetic-mounts",
         &WATCHED_MOUNTS.to_string(),
         "--max-streams-per-client",
@@ -396,18 +396,11 @@ struct Memory {
 
 impl Memory {
     fn of(pid: i32) -> Memory {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
-        let field = |name: &str| -> u64 {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
-        };
+        let field =
+            |name: &str| -> u64 { procfs::status_kib(pid, name).unwrap_or_else(|e| panic!("{e}")) };
         Memory {
-            rss_kib: field("VmRSS:"),
-            hwm_kib: field("VmHWM:"),
+            rss_kib: field("VmRSS"),
+            hwm_kib: field("VmHWM"),
         }
     }
 
@@ -457,78 +450,14 @@ fn spawn_dying_with_us(cmd: &mut Command) -> Child {
         .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()))
 }
 
-/// The release `autofs-agent serve` on loopback ports; SIGKILLed and reaped on drop.
-struct Agent {
-    child: Child,
-    grpc: SocketAddr,
-}
-
-impl Agent {
-    fn start(extra: &[&str]) -> Agent {
-        let child = spawn_dying_with_us(
-            Command::new(env!("CARGO_BIN_EXE_autofs-agent"))
-                .args([
-                    "serve",
-                    "--log-format",
-                    "json",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--metrics-listen",
-                    "127.0.0.1:0",
-                    "--node-name",
-                    "bench-node",
-                ])
-                .args(extra)
-                .env_remove("AUTOFS_AGENT_SYNTHETIC_MOUNTS")
-                .env_remove("AUTOFS_AGENT_PROC_ROOT")
-                .env_remove("AUTOFS_AGENT_SCAN_INTERVAL")
-                .env("RUST_LOG", "warn,autofs_agent::serve=info")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped()),
-        );
-        // Owned (killed on drop) before anything below can panic.
-        let mut agent = Agent {
-            child,
-            grpc: SocketAddr::from(([0, 0, 0, 0], 0)),
-        };
-        // Drain stderr for the agent's whole life; hand over the listening line.
-        let (tx, rx) = mpsc::channel();
-        let stderr = agent.child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("autofs-agent never logged that it listens");
-            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if json["fields"]["message"] == "autofs-agent listening" {
-                agent.grpc = json["fields"]["grpc"]
-                    .as_str()
-                    .and_then(|a| a.parse().ok())
-                    .unwrap_or_else(|| panic!("no grpc address in {line}"));
-                return agent;
-            }
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        i32::try_from(self.child.id()).unwrap()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The release `autofs-agent serve` on loopback ports (the agent's own scan interval, warnings
+/// and the listening line only in its log); SIGKILLed and reaped on drop.
+fn start_agent(extra: &[&str]) -> AgentProcess {
+    AgentBuilder::new(env!("CARGO_BIN_EXE_autofs-agent"))
+        .node_name("bench-node")
+        .env("RUST_LOG", "warn,autofs_agent::serve=info")
+        .args(extra)
+        .start()
 }
 
 /// Debian's node exporter with its default collectors on a free loopback port.

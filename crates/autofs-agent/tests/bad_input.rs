@@ -62,10 +62,7 @@ async fn oversize_requests_are_refused_and_the_agent_keeps_serving() {
         "container_id",
     );
     // Same connection, and a new one: still serving.
-    client
-        .get_node_info(v1::GetNodeInfoRequest {})
-        .await
-        .unwrap();
+    common::node_info(&mut client).await;
     agent
         .client()
         .await
@@ -79,7 +76,7 @@ async fn pids_and_ids_from_clients_never_lead_outside_the_proc_root() {
     // A fixture proc root with processes 1, 1234 and 1500: every pid a client names must be
     // looked up there, never in the host's /proc.
     let (_dir, proc_root) = fixture_proc_root("active_indirect");
-    let agent = Agent::start(&["--proc-root", proc_root.to_str().unwrap()]);
+    let agent = Agent::from_builder(Agent::builder().proc_root(&proc_root));
     let mut client = agent.client().await;
     let by_pid = |pid: i32| v1::ListMountsRequest {
         pid: Some(pid),
@@ -139,10 +136,7 @@ async fn pids_and_ids_from_clients_never_lead_outside_the_proc_root() {
             "pod_uid",
         );
     }
-    client
-        .get_node_info(v1::GetNodeInfoRequest {})
-        .await
-        .unwrap();
+    common::node_info(&mut client).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,10 +164,7 @@ async fn one_stream_over_the_limit_is_refused_with_resource_exhausted_until_one_
     list(&mut client, v1::ListMountsRequest::default())
         .await
         .unwrap();
-    client
-        .get_node_info(v1::GetNodeInfoRequest {})
-        .await
-        .unwrap();
+    common::node_info(&mut client).await;
 
     // A client cancels one watch: its slot comes back.
     drop(open.pop());
@@ -205,10 +196,7 @@ async fn clients_that_open_streams_and_disconnect_do_not_keep_their_slots() {
             })
             .await;
             clients.push((client.clone(), stream));
-            client
-                .get_node_info(v1::GetNodeInfoRequest {})
-                .await
-                .unwrap();
+            common::node_info(&mut client).await;
         }
         drop(clients);
     }
@@ -271,10 +259,7 @@ async fn clients_that_never_read_a_large_list_cannot_grow_the_agent_memory() {
 
     // The stalled streams were throttled, not dropped: one of them still delivers everything,
     // and the agent serves others meanwhile.
-    reader
-        .get_node_info(v1::GetNodeInfoRequest {})
-        .await
-        .unwrap();
+    common::node_info(&mut reader).await;
     let (_, mut stream) = stalled.pop().unwrap();
     let mut n = 0;
     while let Some(_report) = stream.message().await.unwrap() {

@@ -9,7 +9,6 @@
 
 mod common;
 
-use autofs_api::v1;
 use common::Agent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,11 +17,7 @@ async fn denied_scan_names_the_likely_cause_in_the_log_and_in_get_node_info() {
     // Denials are not fatal: the first scan succeeds with the processes it could read.
     agent.wait_serving().await;
     let mut client = agent.client().await;
-    let info = client
-        .get_node_info(v1::GetNodeInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let info = common::node_info(&mut client).await;
     assert!(
         info.can_read_fds,
         "root of a user namespace holds every capability there: {info:?}"

@@ -27,19 +27,24 @@ fn idle_peers(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
         .collect()
 }
 
+/// Waits until the agent closes `peer` (EOF or reset); what happened instead, if not.
+fn wait_closed(peer: &mut TcpStream) -> Result<(), String> {
+    // Generous: the agent closes peers a batch per handshake deadline; the machine is busy.
+    peer.set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    match peer.read(&mut buf) {
+        Ok(0) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+        Ok(n) => Err(format!("got {n} bytes instead of being closed")),
+        Err(e) => Err(format!("was never closed: {e}")),
+    }
+}
+
 /// Waits until the agent has closed every one of `peers` (EOF or reset), reading nothing.
 fn assert_all_closed_by_the_agent(peers: Vec<TcpStream>) {
     for (i, mut peer) in peers.into_iter().enumerate() {
-        // Generous: the agent closes them a batch per handshake deadline; the machine is busy.
-        peer.set_read_timeout(Some(Duration::from_secs(120)))
-            .unwrap();
-        let mut buf = [0u8; 64];
-        match peer.read(&mut buf) {
-            Ok(0) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-            Ok(n) => panic!("idle peer {i} got {n} bytes instead of being closed"),
-            Err(e) => panic!("idle peer {i} was never closed: {e}"),
-        }
+        wait_closed(&mut peer).unwrap_or_else(|e| panic!("idle peer {i} {e}"));
     }
 }
 
@@ -85,11 +90,7 @@ async fn more_idle_peers_than_descriptors_are_closed_and_never_starve_scans_or_c
         0.0,
         "scans kept their descriptors during the flood:\n{text}"
     );
-    let warnings = agent
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("\"WARN\""))
-        .count();
+    let warnings = agent.log_lines_with("\"WARN\"");
     assert!(
         warnings < 5,
         "the flood must not flood the log:\n{}",
@@ -154,11 +155,7 @@ async fn accept_failing_with_emfile_backs_off_logs_little_and_recovers() {
         errors < 50.0,
         "accept() must back off, not spin: {errors} failures\n{text}"
     );
-    let logged = agent
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("accept failed"))
-        .count();
+    let logged = agent.log_lines_with("accept failed");
     assert!(
         logged <= 2,
         "one warning per 10 s at most:\n{}",
@@ -166,10 +163,7 @@ async fn accept_failing_with_emfile_backs_off_logs_little_and_recovers() {
     );
     // And a real client is served again.
     let mut client = agent.client().await;
-    client
-        .get_node_info(autofs_api::v1::GetNodeInfoRequest {})
-        .await
-        .unwrap();
+    common::node_info(&mut client).await;
 }
 
 /// The knocking peers get in once accept() works again (then closed at the deadline or
@@ -179,13 +173,6 @@ fn assert_all_closed_by_the_agent_or_served(peers: Vec<TcpStream>) {
     for (i, mut peer) in peers.into_iter().enumerate() {
         // Not HTTP/2: once accepted, the agent closes it at once.
         peer.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-        peer.set_read_timeout(Some(Duration::from_secs(120)))
-            .unwrap();
-        let mut buf = [0u8; 64];
-        match peer.read(&mut buf) {
-            Ok(0) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-            other => panic!("knocking peer {i}: {other:?}"),
-        }
+        wait_closed(&mut peer).unwrap_or_else(|e| panic!("knocking peer {i} {e}"));
     }
 }

@@ -4,14 +4,17 @@
 
 mod common;
 
-use autofs_api::v1::{self, MountState, check_migratable_request::Target};
+use autofs_api::v1::{
+    self, MountState, autofs_inspector_client::AutofsInspectorClient,
+    check_migratable_request::Target,
+};
 use autofs_testkit::cgroup::ContainerCgroup;
 use autofs_testkit::{MountSpec, Scenario};
 use common::{
-    Agent, assert_status, eventually, ids, list, list_ns, make_catatonic, make_interim,
-    pid_that_does_not_exist, state,
+    Agent, WAIT, assert_status, eventually, ids, list, list_ns, pid_that_does_not_exist, state,
 };
 use tonic::Code;
+use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 fn list_request() -> v1::ListMountsRequest {
@@ -24,6 +27,41 @@ fn check_pid(pid: i32) -> v1::CheckMigratableRequest {
     }
 }
 
+/// CheckMigratable of the workload of host pid `pid`; panics on an error status.
+async fn check(
+    client: &mut AutofsInspectorClient<Channel>,
+    pid: i32,
+) -> v1::CheckMigratableResponse {
+    client
+        .check_migratable(check_pid(pid))
+        .await
+        .unwrap_or_else(|s| panic!("CheckMigratable of pid {pid}: {s:?}"))
+        .into_inner()
+}
+
+/// Asks CheckMigratable of `pid` (a new call each time, errors ignored) until the answer
+/// satisfies `pred`; that answer. Panics naming `what` after [`common::WAIT`].
+async fn check_until(
+    client: &AutofsInspectorClient<Channel>,
+    pid: i32,
+    what: &str,
+    pred: impl Fn(&v1::CheckMigratableResponse) -> bool,
+) -> v1::CheckMigratableResponse {
+    let pred = &pred;
+    eventually(what, || {
+        let mut client = client.clone();
+        async move {
+            let a = client
+                .check_migratable(check_pid(pid))
+                .await
+                .ok()?
+                .into_inner();
+            pred(&a).then_some(a)
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_mounts_reports_each_state_and_filters_by_pid_namespace_and_state() {
     let mut sc = Scenario::start_or_panic();
@@ -31,8 +69,8 @@ async fn list_mounts_reports_each_state_and_filters_by_pid_namespace_and_state()
     let interim = sc.mount(MountSpec::indirect()).unwrap();
     let catatonic = sc.mount(MountSpec::indirect()).unwrap();
     let orphaned = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = make_interim(&mut sc, &interim, "key");
-    make_catatonic(&mut sc, &catatonic);
+    let _blocked = sc.make_interim(&interim, "key", WAIT).unwrap();
+    sc.make_catatonic(&catatonic, WAIT).unwrap();
     sc.exit_daemon(&orphaned).unwrap(); // no lookup since: hidden catatonic, ORPHANED
     let all_ids = {
         let mut v = vec![
@@ -287,7 +325,7 @@ async fn container_and_pod_filters_follow_the_cgroup_of_the_namespace_owner() {
     let cgroup = ContainerCgroup::enter(sc.init_host_pid());
     let active = sc.mount(MountSpec::indirect()).unwrap();
     let interim = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = make_interim(&mut sc, &interim, "key");
+    let _blocked = sc.make_interim(&interim, "key", WAIT).unwrap();
     let mut want = vec![active.mount_id, interim.mount_id];
     want.sort_unstable();
 
@@ -350,11 +388,7 @@ async fn container_and_pod_filters_follow_the_cgroup_of_the_namespace_owner() {
 async fn get_node_info_answers_the_version_handshake() {
     let agent = Agent::start(&[]);
     let mut client = agent.client().await;
-    let info = client
-        .get_node_info(v1::GetNodeInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let info = common::node_info(&mut client).await;
     assert_eq!(info.agent_version, env!("CARGO_PKG_VERSION"));
     assert_eq!(info.api_major, 1);
     assert_eq!(info.node, agent.node);
@@ -370,17 +404,13 @@ async fn check_migratable_is_dumpable_with_only_active_and_catatonic_mounts() {
     let mut sc = Scenario::start_or_panic();
     let active = sc.mount(MountSpec::indirect()).unwrap();
     let catatonic = sc.mount(MountSpec::direct()).unwrap();
-    make_catatonic(&mut sc, &catatonic);
+    sc.make_catatonic(&catatonic, WAIT).unwrap();
 
     let agent = Agent::start(&[]);
     let mut client = agent.client().await;
     // Any process of the workload names it: the init or the daemon.
     for pid in [sc.init_host_pid(), active.host_pid] {
-        let answer = client
-            .check_migratable(check_pid(pid))
-            .await
-            .unwrap()
-            .into_inner();
+        let answer = check(&mut client, pid).await;
         assert!(answer.dumpable, "pid {pid}: {answer:#?}");
         assert!(answer.blocking.is_empty());
         assert_eq!(answer.mounts_checked, 2);
@@ -394,15 +424,11 @@ async fn check_migratable_blocks_on_an_interim_mount_with_a_retry_hint_until_it_
     let mut sc = Scenario::start_or_panic();
     let _active = sc.mount(MountSpec::indirect()).unwrap();
     let interim = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = make_interim(&mut sc, &interim, "key");
+    let _blocked = sc.make_interim(&interim, "key", WAIT).unwrap();
 
     let agent = Agent::start(&[]);
     let mut client = agent.client().await;
-    let answer = client
-        .check_migratable(check_pid(sc.init_host_pid()))
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = check(&mut client, sc.init_host_pid()).await;
     assert!(!answer.dumpable, "{answer:#?}");
     assert_eq!(answer.mounts_checked, 2);
     assert_eq!(ids(&answer.blocking), [interim.mount_id]);
@@ -418,18 +444,12 @@ async fn check_migratable_blocks_on_an_interim_mount_with_a_retry_hint_until_it_
     // The daemon reads the request (the agent consumed nothing): dumpable again, once a
     // fresh enough scan sees it.
     assert_eq!(sc.read_packet(&interim).unwrap().name, b"key");
-    let pid = sc.init_host_pid();
-    let answer = eventually("the answered mount stops blocking", || {
-        let mut client = client.clone();
-        async move {
-            let a = client
-                .check_migratable(check_pid(pid))
-                .await
-                .ok()?
-                .into_inner();
-            a.dumpable.then_some(a)
-        }
-    })
+    let answer = check_until(
+        &client,
+        sc.init_host_pid(),
+        "the answered mount stops blocking",
+        |a| a.dumpable,
+    )
     .await;
     assert_eq!(answer.retry_after_ms, 0);
     assert!(answer.blocking.is_empty());
@@ -441,15 +461,11 @@ async fn check_migratable_blocks_on_an_orphaned_mount_without_a_retry_hint() {
     let orphaned = sc.mount(MountSpec::indirect()).unwrap();
     let delegate = sc.delegate(&orphaned).unwrap();
     let interim = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = make_interim(&mut sc, &interim, "key");
+    let _blocked = sc.make_interim(&interim, "key", WAIT).unwrap();
 
     let agent = Agent::start(&[]);
     let mut client = agent.client().await;
-    let answer = client
-        .check_migratable(check_pid(sc.init_host_pid()))
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = check(&mut client, sc.init_host_pid()).await;
     assert!(!answer.dumpable, "{answer:#?}");
     let mut want = vec![orphaned.mount_id, interim.mount_id];
     want.sort_unstable();
@@ -473,18 +489,12 @@ async fn check_migratable_blocks_on_an_orphaned_mount_without_a_retry_hint() {
 
     // Only the orphaned one left: still no hint.
     sc.read_packet(&interim).unwrap();
-    let pid = sc.init_host_pid();
-    let answer = eventually("only the orphaned mount blocks", || {
-        let mut client = client.clone();
-        async move {
-            let a = client
-                .check_migratable(check_pid(pid))
-                .await
-                .ok()?
-                .into_inner();
-            (a.blocking.len() == 1).then_some(a)
-        }
-    })
+    let answer = check_until(
+        &client,
+        sc.init_host_pid(),
+        "only the orphaned mount blocks",
+        |a| a.blocking.len() == 1,
+    )
     .await;
     assert!(!answer.dumpable);
     assert_eq!(answer.blocking[0].mount_id, orphaned.mount_id);
@@ -554,10 +564,7 @@ async fn check_migratable_rejects_bad_targets_and_does_not_find_unknown_ones() {
         "7c0a1e2f-3b4d-4c5e-8f9a-0b1c2d3e4f5a",
     );
     // Still serving after all that.
-    client
-        .get_node_info(v1::GetNodeInfoRequest {})
-        .await
-        .unwrap();
+    common::node_info(&mut client).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -592,11 +599,7 @@ async fn check_migratable_for_a_process_the_agent_may_not_read_is_permission_den
     );
     assert!(message.contains("CAP_SYS_PTRACE"), "{message}");
     // The view is restricted, and the agent says so.
-    let info = client
-        .get_node_info(v1::GetNodeInfoRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let info = common::node_info(&mut client).await;
     assert!(info.view_restricted, "{info:?}");
     assert!(
         info.view_problems

@@ -29,7 +29,7 @@ async fn health_is_serving_after_the_first_scan_and_unknown_services_are_not_fou
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_turns_not_serving_while_scans_keep_failing_and_serving_when_they_recover() {
     let (dir, proc_root) = fixture_proc_root("active_indirect");
-    let agent = Agent::start(&["--proc-root", proc_root.to_str().unwrap()]);
+    let agent = Agent::from_builder(Agent::builder().proc_root(&proc_root));
     for service in ["", API_SERVICE] {
         agent.wait_health(service, ServingStatus::Serving).await;
     }
@@ -72,55 +72,48 @@ async fn health_turns_not_serving_while_scans_keep_failing_and_serving_when_they
     );
 }
 
-/// Services listed by reflection v1.
-async fn services_v1(agent: &Agent) -> Vec<String> {
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let mut client = ServerReflectionClient::new(agent.channel().await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().expect("one response");
-    match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            list.service.into_iter().map(|s| s.name).collect()
+/// `async fn $name(agent) -> Vec<String>`: the services reflection `$version` lists, asked
+/// over a new connection (the two versions have the same shape in different modules).
+macro_rules! reflected_services {
+    ($(#[$doc:meta])* $name:ident, $version:ident) => {
+        $(#[$doc])*
+        async fn $name(agent: &Agent) -> Vec<String> {
+            use tonic_reflection::pb::$version::{
+                ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+                server_reflection_request::MessageRequest,
+                server_reflection_response::MessageResponse,
+            };
+            let mut client = ServerReflectionClient::new(agent.channel().await);
+            let request = ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut responses = client
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await
+                .unwrap()
+                .into_inner();
+            let response = responses.message().await.unwrap().expect("one response");
+            match response.message_response {
+                Some(MessageResponse::ListServicesResponse(list)) => {
+                    list.service.into_iter().map(|s| s.name).collect()
+                }
+                other => panic!("not a service list: {other:?}"),
+            }
         }
-        other => panic!("not a service list: {other:?}"),
-    }
+    };
 }
 
-/// Services listed by reflection v1alpha (what grpcurl and Python's grpcio speak).
-async fn services_v1alpha(agent: &Agent) -> Vec<String> {
-    use tonic_reflection::pb::v1alpha::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let mut client = ServerReflectionClient::new(agent.channel().await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let response = responses.message().await.unwrap().expect("one response");
-    match response.message_response {
-        Some(MessageResponse::ListServicesResponse(list)) => {
-            list.service.into_iter().map(|s| s.name).collect()
-        }
-        other => panic!("not a service list: {other:?}"),
-    }
-}
+reflected_services!(
+    /// Services listed by reflection v1.
+    services_v1,
+    v1
+);
+reflected_services!(
+    /// Services listed by reflection v1alpha (what grpcurl and Python's grpcio speak).
+    services_v1alpha,
+    v1alpha
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_v1_and_v1alpha_list_the_api_and_health_services() {

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -38,50 +38,17 @@ fn exclusive() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A plain HTTP/1.0 GET (no chunked encoding to decode): status code and body.
+/// A plain HTTP/1.0 GET: status code and body.
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    http_request(addr, "GET", path)
-}
-
-fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, WAIT)
-        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    write!(stream, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("{method} http://{addr}{path}: {e}"));
-    let raw = String::from_utf8(raw).expect("UTF-8 response");
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let code = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {head:?}"));
-    (code, body.to_owned())
+    common::http_request(addr, "GET", path)
 }
 
 fn scrape(agent: &Agent) -> String {
-    let (code, body) = http_get(agent.metrics, "/metrics");
-    assert_eq!(code, 200, "{body}");
-    body
-}
-
-/// The value of the sample whose name and labels are exactly `series` (as exposed).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| {
-            v.trim()
-                .parse()
-                .unwrap_or_else(|e| panic!("{series}: {v}: {e}"))
-        })
+    common::scrape(agent.metrics)
 }
 
 fn value(text: &str, series: &str) -> f64 {
-    sample(text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+    common::sample_value(text, series).unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
 }
 
 /// The three state counters, in the order catatonic, interim, orphaned.
@@ -259,9 +226,9 @@ fn any_path_but_metrics_is_not_found() {
         let (code, body) = http_get(agent.metrics, path);
         assert_eq!(code, 404, "GET {path}: {body}");
     }
-    let (code, _) = http_request(agent.metrics, "POST", "/metrics");
+    let (code, _) = common::http_request(agent.metrics, "POST", "/metrics");
     assert_eq!(code, 404, "POST /metrics");
-    let (code, body) = http_request(agent.metrics, "HEAD", "/metrics");
+    let (code, body) = common::http_request(agent.metrics, "HEAD", "/metrics");
     assert_eq!(code, 200, "HEAD /metrics");
     assert!(body.is_empty(), "HEAD has no body: {body}");
 }
@@ -293,7 +260,7 @@ fn exclusive_state_counters_count_each_mount_entering_a_state_once() {
     };
 
     // INTERIM: an unanswered lookup.
-    let _blocked = common::make_interim(&mut sc, &interim, "key");
+    let _blocked = sc.make_interim(&interim, "key", WAIT).unwrap();
     wait_state(&agent, &sc, interim.mount_id, v1::MountState::Interim);
     wait_scans(&agent, 1);
     expect("interim mount", [cat0, int0 + 1.0, orph0]);
@@ -346,7 +313,7 @@ fn exclusive_interim_counts_again_only_after_leaving_and_reentering() {
     let interim = || counters(&agent)[1];
     let base = interim();
 
-    let _first = common::make_interim(&mut sc, &d, "one");
+    let _first = sc.make_interim(&d, "one", WAIT).unwrap();
     wait_state(&agent, &sc, d.mount_id, v1::MountState::Interim);
     std::thread::sleep(SEVERAL_SCANS);
     wait_scans(&agent, 2);
@@ -367,7 +334,7 @@ fn exclusive_interim_counts_again_only_after_leaving_and_reentering() {
         "leaving INTERIM takes nothing back; {}",
         foreign_mounts(&agent, ns)
     );
-    let _second = common::make_interim(&mut sc, &d, "two");
+    let _second = sc.make_interim(&d, "two", WAIT).unwrap();
     wait_state(&agent, &sc, d.mount_id, v1::MountState::Interim);
     std::thread::sleep(SEVERAL_SCANS);
     wait_scans(&agent, 2);
@@ -401,12 +368,12 @@ fn exclusive_mounts_gauge_and_interim_age_follow_the_latest_scan() {
         "ERROR",
     ] {
         assert!(
-            sample(&before, &format!("autofs_mounts{{state=\"{state}\"}}")).is_some(),
+            common::sample_value(&before, &format!("autofs_mounts{{state=\"{state}\"}}")).is_some(),
             "every state has a gauge, zero included: {state}\n{before}"
         );
     }
 
-    let _blocked = common::make_interim(&mut sc, &a, "key");
+    let _blocked = sc.make_interim(&a, "key", WAIT).unwrap();
     sc.exit_daemon(&b).unwrap();
     wait_state(&agent, &sc, a.mount_id, v1::MountState::Interim);
     wait_state(&agent, &sc, b.mount_id, v1::MountState::Orphaned);
@@ -432,13 +399,13 @@ fn exclusive_mounts_gauge_and_interim_age_follow_the_latest_scan() {
     );
     let age = |text: &str| value(text, "autofs_interim_oldest_age_seconds");
     assert!(age(&stuck) > 0.0, "{stuck}");
-    std::thread::sleep(SEVERAL_SCANS);
-    let later = scrape(&agent);
-    assert!(
-        age(&later) >= age(&stuck) + 1.0,
-        "the INTERIM age grows while the mount stays stuck: {} then {}",
-        age(&stuck),
-        age(&later)
+    // The age is taken at each scan, so it is waited for, not slept for: on a busy machine no
+    // scan may finish within any fixed sleep. A gauge that reset or stood still times out.
+    let first = age(&stuck);
+    wait_metrics(
+        &agent,
+        &format!("the INTERIM age grows past {first} + 1 s while the mount stays stuck"),
+        |text| age(text) >= first + 1.0,
     );
 }
 
@@ -572,7 +539,7 @@ fn real_prometheus_scrapes_the_interim_counter() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
     let agent = Agent::start(&[]);
-    let _blocked = common::make_interim(&mut sc, &d, "key");
+    let _blocked = sc.make_interim(&d, "key", WAIT).unwrap();
     wait_state(&agent, &sc, d.mount_id, v1::MountState::Interim);
 
     let prometheus = PrometheusServer::start(agent.metrics);
@@ -613,7 +580,7 @@ async fn exclusive_a_hundred_waiters_cost_no_more_scans_than_one() {
     use v1::wait_migratable_response::Outcome;
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = common::make_interim(&mut sc, &d, "shared");
+    let _blocked = sc.make_interim(&d, "shared", WAIT).unwrap();
     // Scans only at start and when change detection sees something: waiters must not add any.
     // A hundred waiters from one address: lift the per-client share for them.
     let agent = Agent::start(&[

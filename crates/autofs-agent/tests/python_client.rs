@@ -72,7 +72,7 @@ fn python_grpcio_client_lists_mounts_checks_health_and_reflects_services() {
     let mut sc = Scenario::start_or_panic();
     let active = sc.mount(MountSpec::indirect().timeout(30)).unwrap();
     let interim = sc.mount(MountSpec::direct()).unwrap();
-    let _blocked = common::make_interim(&mut sc, &interim, "");
+    let _blocked = sc.make_interim(&interim, "", WAIT).unwrap();
     let agent = Agent::start(&[]);
     wait_first_scan(&agent);
 

@@ -83,8 +83,7 @@ fn json_lines_report_active_mounts_and_exit_zero() {
 fn interim_mount_makes_the_scan_exit_one_and_the_table_says_why() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
-    let _req = sc.trigger(&d.name, "key").unwrap();
-    assert!(sc.wait_until(WAIT, |s| s.queued_bytes(&d).unwrap_or(0) == 304));
+    let _req = sc.make_interim(&d, "key", WAIT).unwrap();
 
     let pid = sc.init_host_pid().to_string();
     let out = agent(&["scan", "--pid", &pid]);
@@ -128,8 +127,7 @@ fn criu_images_decode_with_crit_to_the_reported_entries() {
         RequesterOutcome::Failed(_)
     ));
     let interim = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = sc.trigger(&interim.name, "k").unwrap();
-    assert!(sc.wait_until(WAIT, |s| s.queued_bytes(&interim).unwrap_or(0) == 304));
+    let _blocked = sc.make_interim(&interim, "k", WAIT).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let (reports, code) = json_scan(&sc, &["--criu-images", dir.path().to_str().unwrap()]);

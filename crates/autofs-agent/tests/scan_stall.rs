@@ -231,7 +231,7 @@ async fn a_running_wait_ends_unavailable_when_the_watchdog_declares_a_stall() {
     // A real INTERIM mount in a real private namespace: the wait for it keeps waiting.
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
-    let _requester = common::make_interim(&mut sc, &d, "key");
+    let _requester = sc.make_interim(&d, "key", WAIT).unwrap();
     // A proc root that shows the scenario's real processes (links into /proc) and pid 1,
     // plus one fake process whose mount table can hang.
     let dir = tempfile::tempdir().unwrap();

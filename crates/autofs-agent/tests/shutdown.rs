@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use autofs_api::v1;
-use common::{Agent, WAIT};
+use autofs_testkit::agent::AgentBuilder;
+use common::Agent;
 use nix::sys::signal::Signal;
 
 /// The bound the issue sets on shutdown.
@@ -89,84 +88,21 @@ async fn sigterm_ends_the_agent_running_as_pid_1_of_its_own_pid_namespace() {
     // The kernel drops signals sent to a pid-namespace init that has no handler for them, so
     // this passes only because the agent handles SIGTERM itself (from before it says it
     // listens).
-    let mut outer = KillOnDrop(
-        Command::new("unshare")
-            .args(["--pid", "--fork", "--kill-child"])
-            .arg(env!("CARGO_BIN_EXE_autofs-agent"))
-            .args([
-                "serve",
-                "--log-format",
-                "json",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-                "--node-name",
-                "pid1",
-            ])
-            .env_remove("AUTOFS_AGENT_PROC_ROOT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run unshare (util-linux)"),
+    let mut agent = Agent::from_builder(
+        AgentBuilder::new(env!("CARGO_BIN_EXE_autofs-agent"))
+            .node_name("pid1")
+            .pid_namespace(),
     );
-    let outer = &mut outer.0;
-    let stderr = outer.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let listening = loop {
-        match rx.recv_timeout(WAIT) {
-            Ok(line) if line.contains("autofs-agent listening") => break true,
-            Ok(_) => continue,
-            Err(_) => break false,
-        }
-    };
-    assert!(listening, "the agent under unshare never said it listens");
     // The agent is unshare's only child; inside its namespace it is pid 1.
-    let outer_pid = outer.id();
-    let children =
-        std::fs::read_to_string(format!("/proc/{outer_pid}/task/{outer_pid}/children")).unwrap();
-    let agent_pid: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{agent_pid}/status")).unwrap();
-    let nspid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("NSpid:"))
-        .unwrap();
-    assert_eq!(nspid.split_whitespace().last(), Some("1"), "{status}");
+    let nspid = autofs_testkit::procfs::nspid(agent.pid()).unwrap();
+    assert_eq!(nspid.last(), Some(&1), "NSpid of the agent: {nspid:?}");
 
-    let signalled = Instant::now();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent_pid), Signal::SIGTERM).unwrap();
-    let status = loop {
-        if let Some(status) = outer.try_wait().unwrap() {
-            break Some(status);
-        }
-        if signalled.elapsed() > EXIT_BOUND {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    let status =
-        status.unwrap_or_else(|| panic!("the agent as pid 1 ignored SIGTERM for {EXIT_BOUND:?}"));
+    agent.signal(Signal::SIGTERM);
+    let status = agent
+        .wait_exit(EXIT_BOUND)
+        .unwrap_or_else(|| panic!("the agent as pid 1 ignored SIGTERM for {EXIT_BOUND:?}"));
     // unshare exits with its child's exit code.
     assert_eq!(status.code(), Some(0), "{status:?}");
-}
-
-/// Kills (`--kill-child` then takes the agent along) and reaps the child if a test fails.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

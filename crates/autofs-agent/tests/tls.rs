@@ -3,9 +3,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use autofs_api::v1::{self, autofs_inspector_client::AutofsInspectorClient};
+use autofs_testkit::agent::AgentBuilder;
 use autofs_testkit::pki::Ca;
 use common::{Agent, WAIT};
 use rcgen::ExtendedKeyUsagePurpose;
@@ -43,18 +44,18 @@ impl Pki {
         }
     }
 
+    /// The agent serving TLS with the server certificate.
+    fn server(&self) -> AgentBuilder {
+        Agent::builder().tls(&self.server_cert, &self.server_key)
+    }
+
     fn agent(&self, mutual: bool) -> Agent {
-        let path = |p: &Path| p.to_str().unwrap().to_owned();
-        let mut args = vec![
-            "--tls-cert".to_owned(),
-            path(&self.server_cert),
-            "--tls-key".to_owned(),
-            path(&self.server_key),
-        ];
-        if mutual {
-            args.extend(["--tls-client-ca".to_owned(), path(&self.client_ca)]);
-        }
-        Agent::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        let builder = self.server();
+        Agent::from_builder(if mutual {
+            builder.tls_client_ca(&self.client_ca)
+        } else {
+            builder
+        })
     }
 }
 
@@ -259,14 +260,7 @@ async fn mutual_tls_refuses_every_client_leaf_unfit_for_client_authentication() 
     let dir = tempfile::tempdir().unwrap();
     let client_ca = dir.path().join("client-ca.pem");
     std::fs::write(&client_ca, &root.pem).unwrap();
-    let agent = Agent::start(&[
-        "--tls-cert",
-        pki.server_cert.to_str().unwrap(),
-        "--tls-key",
-        pki.server_key.to_str().unwrap(),
-        "--tls-client-ca",
-        client_ca.to_str().unwrap(),
-    ]);
+    let agent = Agent::from_builder(pki.server().tls_client_ca(&client_ca));
     let tls_with =
         |cert: &str, key: &str| client_tls(&pki.ca.pem, Some(&(cert.into(), key.into())));
 
@@ -391,17 +385,11 @@ async fn mutual_tls_refuses_every_client_leaf_unfit_for_client_authentication() 
 async fn tls_peers_that_never_finish_the_handshake_are_closed_at_the_deadline() {
     use std::io::{Read, Write};
     let pki = Pki::new();
-    let path = |p: &Path| p.to_str().unwrap().to_owned();
-    let agent = Agent::start(&[
-        "--tls-cert",
-        &path(&pki.server_cert),
-        "--tls-key",
-        &path(&pki.server_key),
-        "--tls-client-ca",
-        &path(&pki.client_ca),
-        "--handshake-timeout",
-        "1s",
-    ]);
+    let agent = Agent::from_builder(
+        pki.server()
+            .tls_client_ca(&pki.client_ca)
+            .args(["--handshake-timeout", "1s"]),
+    );
     // A real ClientHello, then nothing: the peer never reads the answer nor goes on.
     let mut roots = rustls::RootCertStore::empty();
     use rustls::pki_types::pem::PemObject;

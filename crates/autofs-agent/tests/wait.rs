@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use autofs_api::v1::{self, MountState, wait_migratable_response::Outcome};
 use autofs_testkit::{Answer, MountSpec, Scenario};
-use common::{Agent, WAIT, make_interim};
+use common::{Agent, WAIT};
 use tonic::{Code, Request, Streaming};
 
 fn wait_pid(pid: i32) -> v1::WaitMigratableRequest {
@@ -47,7 +47,7 @@ fn outcome(r: &v1::WaitMigratableResponse) -> Outcome {
 async fn the_wait_ends_dumpable_once_the_daemon_answers_and_nothing_is_consumed() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = make_interim(&mut sc, &d, "late");
+    let _blocked = sc.make_interim(&d, "late", WAIT).unwrap();
     // No background scan after the first: the drain is seen by change detection alone.
     let agent = Agent::start(&["--scan-interval", "1h"]);
     let mut stream = open(&agent, Request::new(wait_pid(sc.init_host_pid()))).await;
@@ -85,7 +85,7 @@ async fn the_wait_ends_dumpable_once_the_daemon_answers_and_nothing_is_consumed(
 async fn a_daemon_that_never_answers_ends_the_wait_at_the_deadline_with_its_blocker() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = make_interim(&mut sc, &d, "never");
+    let _blocked = sc.make_interim(&d, "never", WAIT).unwrap();
     let agent = Agent::start(&[]);
     let mut request = Request::new(wait_pid(sc.init_host_pid()));
     request.set_timeout(Duration::from_secs(2));
@@ -173,7 +173,7 @@ async fn bad_targets_are_refused_before_any_wait() {
 async fn a_cancelled_wait_frees_its_stream_slot() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = make_interim(&mut sc, &d, "held");
+    let _blocked = sc.make_interim(&d, "held", WAIT).unwrap();
     // Waits have a budget of their own, sized like the watches'.
     let agent = Agent::start(&["--max-watches", "1"]);
     let mut first = open(&agent, Request::new(wait_pid(sc.init_host_pid()))).await;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use autofs_api::v1::{self, MountState, mount_event::Kind};
 use autofs_testkit::{MountSpec, Scenario};
-use common::{Agent, WAIT, make_catatonic, make_interim, state};
+use common::{Agent, WAIT, state};
 use tonic::{Code, Streaming};
 
 /// Reads a watch stream, checking that sequence numbers start at 1 and grow by 1 and that
@@ -19,7 +19,12 @@ struct Events {
 }
 
 impl Events {
-    async fn open(agent: &Agent, filter: v1::ListMountsRequest) -> Events {
+    /// Watches the mounts of the mount namespace of host pid `pid`.
+    async fn of_pid(agent: &Agent, pid: i32) -> Events {
+        let filter = v1::ListMountsRequest {
+            pid: Some(pid),
+            ..Default::default()
+        };
         let stream = agent
             .client()
             .await
@@ -84,14 +89,7 @@ async fn watch_sees_a_mount_appear_turn_interim_turn_catatonic_and_disappear() {
     let mut sc = Scenario::start_or_panic();
     let existing = sc.mount(MountSpec::indirect()).unwrap();
     let agent = Agent::start(&[]);
-    let mut events = Events::open(
-        &agent,
-        v1::ListMountsRequest {
-            pid: Some(sc.init_host_pid()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut events = Events::of_pid(&agent, sc.init_host_pid()).await;
 
     // The initial snapshot: the existing mount, ADDED, sequence 1.
     let first = events.next().await;
@@ -113,7 +111,7 @@ async fn watch_sees_a_mount_appear_turn_interim_turn_catatonic_and_disappear() {
     assert_eq!(mount.pipe_ino, d.pipe_ino);
 
     // A lookup the daemon does not answer: INTERIM.
-    let _blocked = make_interim(&mut sc, &d, "key");
+    let _blocked = sc.make_interim(&d, "key", WAIT).unwrap();
     let (interim, _) = events
         .until(d.mount_id, |e| {
             state(e.mount.as_ref().unwrap()) == MountState::Interim
@@ -124,7 +122,7 @@ async fn watch_sees_a_mount_appear_turn_interim_turn_catatonic_and_disappear() {
 
     // The daemon answers, exits, and the next lookup finds no reader: CATATONIC.
     sc.read_packet(&d).unwrap();
-    make_catatonic(&mut sc, &d);
+    sc.make_catatonic(&d, WAIT).unwrap();
     let (catatonic, between) = events
         .until(d.mount_id, |e| {
             state(e.mount.as_ref().unwrap()) == MountState::Catatonic
@@ -177,10 +175,7 @@ async fn watch_with_a_client_deadline_ends_with_deadline_exceeded_and_the_agent_
     );
 
     // Still serving, on the same connection and for new watches.
-    client
-        .get_node_info(v1::GetNodeInfoRequest {})
-        .await
-        .unwrap();
+    common::node_info(&mut client).await;
     let mut open = client.watch_mounts(quiet()).await.unwrap().into_inner();
     assert!(
         tokio::time::timeout(Duration::from_millis(300), open.message())
@@ -197,20 +192,13 @@ async fn queues_and_master_exits_are_noticed_between_scans() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
     let agent = Agent::start(&["--scan-interval", "1h", "--queue-poll-interval", "200ms"]);
-    let mut events = Events::open(
-        &agent,
-        v1::ListMountsRequest {
-            pid: Some(sc.init_host_pid()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut events = Events::of_pid(&agent, sc.init_host_pid()).await;
     let (first, _) = events.until(d.mount_id, |_| true).await;
     assert_eq!(state(first.mount.as_ref().unwrap()), MountState::Active);
 
     // A queue appears on the known read end: INTERIM. (Latencies are printed, not asserted:
     // the README's figures come from here.)
-    let _blocked = make_interim(&mut sc, &d, "key");
+    let _blocked = sc.make_interim(&d, "key", WAIT).unwrap();
     let seen = Instant::now();
     let (interim, _) = events
         .until(d.mount_id, |e| {
@@ -256,14 +244,7 @@ async fn mounts_appearing_and_vanishing_are_noticed_between_scans() {
     let mut sc = Scenario::start_or_panic();
     let agent = Agent::start(&["--scan-interval", "1h"]);
     agent.wait_serving().await;
-    let mut events = Events::open(
-        &agent,
-        v1::ListMountsRequest {
-            pid: Some(sc.init_host_pid()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let mut events = Events::of_pid(&agent, sc.init_host_pid()).await;
 
     let d = sc.mount(MountSpec::indirect()).unwrap();
     let mounted = Instant::now();

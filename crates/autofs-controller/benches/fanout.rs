@@ -25,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use autofs_controller::{Collector, CollectorConfig, NodeEndpoint};
-use common::{Agent, sh};
+use common::{Agent, sh, start_agent};
 
 const ENDPOINTS: usize = 1000;
 const AGENTS: usize = 4;
@@ -153,7 +153,7 @@ fn main() {
     let mounts = MOUNTS.to_string();
     let agents: Vec<Agent> = (0..AGENTS)
         .map(|i| {
-            Agent::start(
+            start_agent(
                 None,
                 &format!("bench-agent-{i}"),
                 &format!("0.0.0.0:{}", 50051 + i),

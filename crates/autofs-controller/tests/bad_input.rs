@@ -5,17 +5,12 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::time::Duration;
 
-use autofs_api::v1::{
-    self,
-    autofs_inspector_server::{AutofsInspector, AutofsInspectorServer},
-};
-use autofs_controller::{Collector, CollectorConfig, NodeEndpoint, NodeErrorKind, Target};
+use autofs_api::v1;
+use autofs_controller::{Collector, CollectorConfig, NodeErrorKind, Target};
 use common::controller;
-use tokio_stream::Stream;
-use tonic::{Request, Response, Status};
+use common::fake_agent::{self, FakeAgent};
 
 /// How a fake agent misbehaves.
 #[derive(Clone, Copy, Debug)]
@@ -30,147 +25,69 @@ enum Fault {
     AlsoAnUnparseableLine,
 }
 
-#[derive(Clone)]
-struct Fake {
-    node: String,
-    fault: Fault,
-}
-
-type Mounts = Pin<Box<dyn Stream<Item = Result<v1::MountReport, Status>> + Send>>;
-type Events = Pin<Box<dyn Stream<Item = Result<v1::MountEvent, Status>> + Send>>;
-type Waits = Pin<Box<dyn Stream<Item = Result<v1::WaitMigratableResponse, Status>> + Send>>;
-
-impl Fake {
-    fn report(&self) -> v1::MountReport {
-        v1::MountReport {
-            node: match self.fault {
-                Fault::WrongNodeInReport => "someone-else".into(),
-                _ => self.node.clone(),
-            },
-            mount_id: 42,
-            mount_point: "/fake/auto".into(),
-            state: match self.fault {
-                Fault::UnspecifiedState => 0,
-                _ => v1::MountState::Active as i32,
-            },
-            reason: v1::Reason::MasterHoldsPipe as i32,
-            dumpable: true,
-            container_id: match self.fault {
-                Fault::MultibyteContainerId => "0123456789aé€b".into(),
-                _ => String::new(),
-            },
-            ..Default::default()
-        }
-    }
-
-    /// What an agent reports for an autofs mountinfo line it could not parse.
-    fn unparseable_line_report(&self) -> v1::MountReport {
-        v1::MountReport {
-            node: self.node.clone(),
-            mount_id: 43,
-            state: v1::MountState::Error as i32,
-            reason: v1::Reason::MalformedMountinfo as i32,
-            message: "malformed mountinfo line: no ' - ' separator after the optional fields"
-                .into(),
-            ..Default::default()
-        }
+/// A report of node `node` as `fault` bends it.
+fn report(node: &str, fault: Fault) -> v1::MountReport {
+    v1::MountReport {
+        node: match fault {
+            Fault::WrongNodeInReport => "someone-else".into(),
+            _ => node.into(),
+        },
+        mount_id: 42,
+        mount_point: "/fake/auto".into(),
+        state: match fault {
+            Fault::UnspecifiedState => 0,
+            _ => v1::MountState::Active as i32,
+        },
+        reason: v1::Reason::MasterHoldsPipe as i32,
+        dumpable: true,
+        container_id: match fault {
+            Fault::MultibyteContainerId => "0123456789aé€b".into(),
+            _ => String::new(),
+        },
+        ..Default::default()
     }
 }
 
-#[tonic::async_trait]
-impl AutofsInspector for Fake {
-    type ListMountsStream = Mounts;
-    type WatchMountsStream = Events;
-    type WaitMigratableStream = Waits;
-
-    async fn list_mounts(
-        &self,
-        _: Request<v1::ListMountsRequest>,
-    ) -> Result<Response<Mounts>, Status> {
-        let mut items = vec![Ok(self.report())];
-        if matches!(self.fault, Fault::AlsoAnUnparseableLine) {
-            items.push(Ok(self.unparseable_line_report()));
-        }
-        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
-    }
-
-    async fn watch_mounts(
-        &self,
-        _: Request<v1::WatchMountsRequest>,
-    ) -> Result<Response<Events>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-
-    async fn wait_migratable(
-        &self,
-        _: Request<v1::WaitMigratableRequest>,
-    ) -> Result<Response<Waits>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-
-    async fn check_migratable(
-        &self,
-        _: Request<v1::CheckMigratableRequest>,
-    ) -> Result<Response<v1::CheckMigratableResponse>, Status> {
-        Ok(Response::new(v1::CheckMigratableResponse {
-            dumpable: matches!(self.fault, Fault::InconsistentCheck),
-            blocking: vec![self.report()],
-            mounts_checked: 1,
-            retry_after_ms: 0,
-            node: self.node.clone(),
-            ..Default::default()
-        }))
-    }
-
-    async fn get_node_info(
-        &self,
-        _: Request<v1::GetNodeInfoRequest>,
-    ) -> Result<Response<v1::GetNodeInfoResponse>, Status> {
-        Ok(Response::new(v1::GetNodeInfoResponse {
-            agent_version: "9.9.9".into(),
-            api_major: match self.fault {
-                Fault::ApiMajor2 => 2,
-                _ => autofs_api::API_MAJOR,
-            },
-            node: match self.fault {
-                Fault::EmptyNodeName => String::new(),
-                _ => self.node.clone(),
-            },
-            kernel_release: "6.18.0-fake".into(),
-            pipe_ino_supported: true,
-            can_read_fds: true,
-            scan_interval_ms: 200,
-            ..Default::default()
-        }))
-    }
-}
-
-/// Serves a fake agent on 127.0.0.1:0 for the life of the runtime.
-async fn serve(node: &str, fault: Fault) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let fake = Fake {
+/// What an agent reports for an autofs mountinfo line it could not parse.
+fn unparseable_line_report(node: &str) -> v1::MountReport {
+    v1::MountReport {
         node: node.into(),
-        fault,
+        mount_id: 43,
+        state: v1::MountState::Error as i32,
+        reason: v1::Reason::MalformedMountinfo as i32,
+        message: "malformed mountinfo line: no ' - ' separator after the optional fields".into(),
+        ..Default::default()
+    }
+}
+
+/// Serves a fake agent `node` that misbehaves as `fault` says, for the life of the runtime.
+async fn serve(node: &str, fault: Fault) -> SocketAddr {
+    let mut fake = FakeAgent::new(node);
+    match fault {
+        Fault::ApiMajor2 => fake.info.api_major = 2,
+        Fault::EmptyNodeName => fake.info.node = String::new(),
+        _ => {}
+    }
+    let mut items = vec![report(node, fault)];
+    if matches!(fault, Fault::AlsoAnUnparseableLine) {
+        items.push(unparseable_line_report(node));
+    }
+    let check = v1::CheckMigratableResponse {
+        dumpable: matches!(fault, Fault::InconsistentCheck),
+        blocking: vec![report(node, fault)],
+        mounts_checked: 1,
+        retry_after_ms: 0,
+        node: node.into(),
+        ..Default::default()
     };
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AutofsInspectorServer::new(fake))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    addr
+    fake.listing(move || Box::pin(tokio_stream::iter(items.clone().into_iter().map(Ok))))
+        .checking(check)
+        .serve()
+        .await
 }
 
 fn collector(addrs: &[SocketAddr]) -> Collector {
-    let eps = addrs
-        .iter()
-        .map(|a| NodeEndpoint::from_socket_addr(*a, "test"))
-        .collect();
-    let config = CollectorConfig {
-        timeout: Duration::from_secs(3),
-        ..CollectorConfig::default()
-    };
-    Collector::new(eps, config).unwrap()
+    fake_agent::collector(addrs, fake_agent::three_second_deadline())
 }
 
 #[tokio::test]

@@ -8,110 +8,42 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use autofs_api::v1::{
-    self,
-    autofs_inspector_server::{AutofsInspector, AutofsInspectorServer},
-};
-use autofs_controller::{Collector, CollectorConfig, NodeEndpoint, NodeErrorKind};
+use autofs_api::v1;
+use autofs_controller::{CollectorConfig, NodeErrorKind};
+use common::fake_agent::{FakeAgent, Mounts, collector};
 use tokio::io::AsyncReadExt;
-use tokio_stream::Stream;
-use tonic::{Request, Response, Status};
 
 /// Rounds of each race.
 const ROUNDS: usize = 15;
 
-/// A fake agent: answers the handshake, lists `mounts` reports (`None`: without end).
-#[derive(Clone)]
-struct Fake {
-    node: String,
-    mounts: Option<usize>,
-}
-
-type Mounts = Pin<Box<dyn Stream<Item = Result<v1::MountReport, Status>> + Send>>;
-type Events = Pin<Box<dyn Stream<Item = Result<v1::MountEvent, Status>> + Send>>;
-type Waits = Pin<Box<dyn Stream<Item = Result<v1::WaitMigratableResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl AutofsInspector for Fake {
-    type ListMountsStream = Mounts;
-    type WatchMountsStream = Events;
-    type WaitMigratableStream = Waits;
-
-    async fn list_mounts(
-        &self,
-        _: Request<v1::ListMountsRequest>,
-    ) -> Result<Response<Mounts>, Status> {
-        let node = self.node.clone();
-        let report = move |i: usize| {
-            Ok(v1::MountReport {
-                node: node.clone(),
-                mount_id: u32::try_from(i % 1_000_000).unwrap(),
-                mount_point: format!("/flood/{i:09}"),
-                state: v1::MountState::Active as i32,
-                dumpable: true,
-                ..Default::default()
-            })
-        };
-        let stream: Mounts = match self.mounts {
-            Some(n) => Box::pin(tokio_stream::iter((0..n).map(report))),
-            None => Box::pin(tokio_stream::iter((0..).map(report))),
-        };
-        Ok(Response::new(stream))
-    }
-
-    async fn watch_mounts(
-        &self,
-        _: Request<v1::WatchMountsRequest>,
-    ) -> Result<Response<Events>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-
-    async fn check_migratable(
-        &self,
-        _: Request<v1::CheckMigratableRequest>,
-    ) -> Result<Response<v1::CheckMigratableResponse>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-
-    async fn wait_migratable(
-        &self,
-        _: Request<v1::WaitMigratableRequest>,
-    ) -> Result<Response<Waits>, Status> {
-        Err(Status::unimplemented("fake"))
-    }
-
-    async fn get_node_info(
-        &self,
-        _: Request<v1::GetNodeInfoRequest>,
-    ) -> Result<Response<v1::GetNodeInfoResponse>, Status> {
-        Ok(Response::new(v1::GetNodeInfoResponse {
-            agent_version: "9.9.9".into(),
-            api_major: autofs_api::API_MAJOR,
-            node: self.node.clone(),
-            ..Default::default()
-        }))
-    }
-}
-
-/// Serves a fake agent on 127.0.0.1:0 for the life of the runtime.
+/// Serves a fake agent `node` that lists `mounts` reports (`None`: without end), for the
+/// life of the runtime.
 async fn serve(node: &str, mounts: Option<usize>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let fake = Fake {
-        node: node.into(),
-        mounts,
+    let name = node.to_owned();
+    let report = move |i: usize| {
+        Ok(v1::MountReport {
+            node: name.clone(),
+            mount_id: u32::try_from(i % 1_000_000).unwrap(),
+            mount_point: format!("/flood/{i:09}"),
+            state: v1::MountState::Active as i32,
+            dumpable: true,
+            ..Default::default()
+        })
     };
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AutofsInspectorServer::new(fake))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    addr
+    FakeAgent::new(node)
+        .listing(move || -> Mounts {
+            let report = report.clone();
+            match mounts {
+                Some(n) => Box::pin(tokio_stream::iter((0..n).map(report))),
+                None => Box::pin(tokio_stream::iter((0..).map(report))),
+            }
+        })
+        .serve()
+        .await
 }
 
 /// A loopback address whose SYNs are dropped: a listener with a full accept queue (Linux
@@ -186,14 +118,6 @@ async fn resetting_peer(resets: usize, backend: SocketAddr) -> SocketAddr {
         }
     });
     addr
-}
-
-fn collector(addrs: &[SocketAddr], config: CollectorConfig) -> Collector {
-    let eps = addrs
-        .iter()
-        .map(|a| NodeEndpoint::from_socket_addr(*a, "test"))
-        .collect();
-    Collector::new(eps, config).unwrap()
 }
 
 fn equal_timeouts(d: Duration) -> CollectorConfig {

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use autofs_controller::discovery::kube::{Credentials, KubeDiscovery, KubeError, PodPage};
 use autofs_controller::discovery::{self, Source};
 use autofs_controller::{DiscoveryError, NodeEndpoint};
-use common::Agent;
+use common::start_agent;
 use k8s_openapi::api::core::v1::Pod;
 use rcgen::{CertificateParams, KeyPair};
 use serde_json::{Value, json};
@@ -309,6 +309,13 @@ fn discovery(credentials: Credentials) -> KubeDiscovery {
     }
 }
 
+/// [`discovery`] with the kubeconfig at `kubeconfig`, run once.
+async fn discover_with(kubeconfig: PathBuf) -> Result<Vec<NodeEndpoint>, KubeError> {
+    discovery(Credentials::Kubeconfig(kubeconfig))
+        .discover()
+        .await
+}
+
 /// The query parameters of a request path.
 fn query(path: &str) -> Vec<(String, String)> {
     let q = path.split_once('?').map_or("", |(_, q)| q);
@@ -452,10 +459,7 @@ async fn an_untrusted_api_server_is_refused() {
         .pem();
     let dir = tempfile::tempdir().unwrap();
     let kc = api.kubeconfig(dir.path(), &other, &format!("{{token: {TOKEN}}}"));
-    let e = discovery(Credentials::Kubeconfig(kc))
-        .discover()
-        .await
-        .unwrap_err();
+    let e = discover_with(kc).await.unwrap_err();
     assert!(matches!(e, KubeError::Request { .. }), "{e:?}");
     let chain = error_chain(&e);
     assert!(chain.contains("invalid peer certificate"), "{chain}");
@@ -470,6 +474,18 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     path
 }
 
+/// An exec credential plugin that prints [`TOKEN`] as an ExecCredential on stdout, as
+/// `aws eks get-token` or `gke-gcloud-auth-plugin` do.
+fn token_plugin(dir: &Path) -> PathBuf {
+    script(
+        dir,
+        "token-plugin",
+        &format!(
+            "echo '{{\"apiVersion\":\"client.authentication.k8s.io/v1beta1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"{TOKEN}\"}}}}'"
+        ),
+    )
+}
+
 /// A kubeconfig `user` running an exec credential plugin.
 fn exec_user(plugin: &Path) -> String {
     format!(
@@ -482,19 +498,9 @@ fn exec_user(plugin: &Path) -> String {
 async fn an_exec_credential_plugin_provides_the_bearer_token() {
     let api = FakeApi::paged().await;
     let dir = tempfile::tempdir().unwrap();
-    // As `aws eks get-token` or `gke-gcloud-auth-plugin` do: an ExecCredential on stdout.
-    let plugin = script(
-        dir.path(),
-        "token-plugin",
-        &format!(
-            "echo '{{\"apiVersion\":\"client.authentication.k8s.io/v1beta1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"{TOKEN}\"}}}}'"
-        ),
-    );
+    let plugin = token_plugin(dir.path());
     let kc = api.kubeconfig(dir.path(), &api.ca_pem, &exec_user(&plugin));
-    let eps = discovery(Credentials::Kubeconfig(kc))
-        .discover()
-        .await
-        .unwrap();
+    let eps = discover_with(kc).await.unwrap();
     assert_eq!(eps.len(), 4);
     assert!(
         api.requests()
@@ -510,10 +516,7 @@ async fn an_unreadable_token_file_is_a_credentials_error_naming_it() {
     let api = FakeApi::paged().await;
     let dir = tempfile::tempdir().unwrap();
     let kc = api.kubeconfig(dir.path(), &api.ca_pem, "{tokenFile: no-such-token}");
-    let e = discovery(Credentials::Kubeconfig(kc))
-        .discover()
-        .await
-        .unwrap_err();
+    let e = discover_with(kc).await.unwrap_err();
     assert!(matches!(e, KubeError::Credentials { .. }), "{e:?}");
     assert!(e.to_string().contains("no-such-token"), "{e}");
     assert!(api.requests().is_empty(), "{:?}", api.requests());
@@ -521,21 +524,12 @@ async fn an_unreadable_token_file_is_a_credentials_error_naming_it() {
 
 /// Runs the real `autofs-controller` with only the given environment.
 fn controller_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_autofs-controller"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run autofs-controller");
-    eprintln!(
-        "autofs-controller {args:?} -> {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    common::run_logged(
+        common::controller_command(args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn"),
+    )
 }
 
 #[tokio::test]
@@ -548,10 +542,7 @@ async fn a_failing_exec_plugin_is_named_and_the_cli_exits_2() {
         "echo 'error: the refresh token has expired, log in again' >&2; exit 1",
     );
     let kc = api.kubeconfig(dir.path(), &api.ca_pem, &exec_user(&plugin));
-    let e = discovery(Credentials::Kubeconfig(kc.clone()))
-        .discover()
-        .await
-        .unwrap_err();
+    let e = discover_with(kc.clone()).await.unwrap_err();
     assert!(matches!(e, KubeError::Credentials { .. }), "{e:?}");
     let chain = error_chain(&e);
     assert!(chain.contains("exec plugin `/bin/sh /"), "{chain}");
@@ -628,16 +619,10 @@ fn assert_partial_collect(out: &Output, node: &str) {
 #[test]
 fn cli_finds_agents_with_an_exec_plugin_and_reports_pods_that_are_not_ready() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let agent = Agent::start(None, "worker-kube-exec", "127.0.0.1:0", &[]);
+    let agent = start_agent(None, "worker-kube-exec", "127.0.0.1:0", &[]);
     let api = rt.block_on(FakeApi::serving(cluster_pods(&agent.node)));
     let dir = tempfile::tempdir().unwrap();
-    let plugin = script(
-        dir.path(),
-        "token-plugin",
-        &format!(
-            "echo '{{\"apiVersion\":\"client.authentication.k8s.io/v1beta1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"{TOKEN}\"}}}}'"
-        ),
-    );
+    let plugin = token_plugin(dir.path());
     let kc = api.kubeconfig(dir.path(), &api.ca_pem, &exec_user(&plugin));
     let port = agent.grpc.port().to_string();
     let out = controller_env(
@@ -668,7 +653,7 @@ fn cli_finds_agents_with_an_exec_plugin_and_reports_pods_that_are_not_ready() {
 #[test]
 fn cli_uses_in_cluster_service_account_credentials() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let agent = Agent::start(None, "worker-kube-sa", "127.0.0.1:0", &[]);
+    let agent = start_agent(None, "worker-kube-sa", "127.0.0.1:0", &[]);
     let api = rt.block_on(FakeApi::serving(cluster_pods(&agent.node)));
     let sa = tempfile::tempdir().unwrap();
     std::fs::write(sa.path().join("token"), TOKEN).unwrap();
@@ -711,13 +696,7 @@ fn cli_uses_in_cluster_service_account_credentials() {
     .env("KUBERNETES_SERVICE_PORT", &api_port)
     .env("RUST_LOG", "warn")
     .stdin(Stdio::null());
-    let out = cmd.output().expect("run unshare (util-linux)");
-    eprintln!(
-        "in-cluster collect -> {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::run_logged(&mut cmd);
     assert_partial_collect(&out, &agent.node);
     let requests = api.requests();
     assert!(!requests.is_empty());

@@ -32,11 +32,9 @@ fn nodes_flag(hosts: &[&Host]) -> String {
         .join(",")
 }
 
-/// Makes a daemon's mount INTERIM (a request waits unread in its pipe).
-fn make_interim(sc: &mut Scenario, d: &autofs_testkit::Daemon) -> autofs_testkit::Requester {
-    let req = sc.trigger(&d.name, "key").unwrap();
-    assert!(sc.wait_until(WAIT, |s| s.queued_bytes(d).unwrap_or(0) == 304));
-    req
+/// `autofs-controller check --nodes <nodes> --node <node>` plus `rest`.
+fn check(nodes: &str, node: &str, rest: &[&str]) -> std::process::Output {
+    controller(&[&["check", "--nodes", nodes, "--node", node], rest].concat())
 }
 
 #[test]
@@ -47,7 +45,7 @@ fn collect_returns_every_mount_of_every_node_under_its_node_name() {
     let a1 = a.sc.mount(MountSpec::indirect().timeout(30)).unwrap();
     let a2 = a.sc.mount(MountSpec::direct()).unwrap();
     let b1 = b.sc.mount(MountSpec::indirect()).unwrap();
-    let _req = make_interim(&mut b.sc, &b1);
+    let _req = b.sc.make_interim(&b1, "key", WAIT).unwrap();
     let c1 = c.sc.mount(MountSpec::indirect()).unwrap();
     let _delegate = c.sc.delegate(&c1).unwrap();
     // The agents scan every 200 ms and reuse a scan up to 1 s old.
@@ -182,62 +180,36 @@ fn check_verdicts_and_exit_codes() {
     let cgroup = ContainerCgroup::enter(ok.sc.init_host_pid());
     ok.sc.mount(MountSpec::indirect()).unwrap();
     let i1 = interim.sc.mount(MountSpec::indirect()).unwrap();
-    let _req = make_interim(&mut interim.sc, &i1);
+    let _req = interim.sc.make_interim(&i1, "key", WAIT).unwrap();
     let o1 = orphan.sc.mount(MountSpec::indirect()).unwrap();
     let _delegate = orphan.sc.delegate(&o1).unwrap();
     std::thread::sleep(Duration::from_millis(1200));
     let nodes = nodes_flag(&[&ok, &interim, &orphan]);
 
     let pid = ok.sc.init_host_pid().to_string();
-    let out = controller(&[
-        "check",
-        "--nodes",
-        &nodes,
-        "--node",
-        ok.node.name(),
-        "--pid",
-        &pid,
-    ]);
+    let out = check(&nodes, ok.node.name(), &["--pid", &pid]);
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("is migratable now"));
 
-    let out = controller(&[
-        "check",
-        "--nodes",
+    let out = check(
         &nodes,
-        "--node",
         ok.node.name(),
-        "--pod",
-        &cgroup.pod_uid,
-        "--output",
-        "json",
-    ]);
+        &["--pod", &cgroup.pod_uid, "--output", "json"],
+    );
     assert_eq!(out.status.code(), Some(0));
     let doc = json(&out);
     assert_eq!(doc["dumpable"], true);
     assert_eq!(doc["node"], ok.node.name());
     assert_eq!(doc["mounts_checked"], 1);
-    let out = controller(&[
-        "check",
-        "--nodes",
+    let out = check(
         &nodes,
-        "--node",
         ok.node.name(),
-        "--container",
-        &cgroup.container_id[..16],
-    ]);
+        &["--container", &cgroup.container_id[..16]],
+    );
     assert_eq!(out.status.code(), Some(0));
 
     let pid = interim.sc.init_host_pid().to_string();
-    let out = controller(&[
-        "check",
-        "--nodes",
-        &nodes,
-        "--node",
-        interim.node.name(),
-        "--pid",
-        &pid,
-    ]);
+    let out = check(&nodes, interim.node.name(), &["--pid", &pid]);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(i1.mount_point.to_str().unwrap()), "{text}");
@@ -246,17 +218,11 @@ fn check_verdicts_and_exit_codes() {
     assert!(text.contains("retry in 200 ms"), "{text}");
 
     let pid = orphan.sc.init_host_pid().to_string();
-    let out = controller(&[
-        "check",
-        "--nodes",
+    let out = check(
         &nodes,
-        "--node",
         orphan.node.name(),
-        "--pid",
-        &pid,
-        "--output",
-        "json",
-    ]);
+        &["--pid", &pid, "--output", "json"],
+    );
     assert_eq!(out.status.code(), Some(1));
     let doc = json(&out);
     assert_eq!(doc["dumpable"], false);
@@ -265,37 +231,21 @@ fn check_verdicts_and_exit_codes() {
     assert_eq!(doc["blocking"][0]["mount_id"], o1.mount_id);
 
     // Errors: an unknown node, a pid the agent refuses, a missing target.
-    let out = controller(&[
-        "check",
-        "--nodes",
-        &nodes,
-        "--node",
-        "no-such-node",
-        "--pid",
-        "1",
-    ]);
+    let out = check(&nodes, "no-such-node", &["--pid", "1"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("no-such-node") && err.contains("3 discovered"),
         "{err}"
     );
-    let out = controller(&[
-        "check",
-        "--nodes",
-        &nodes,
-        "--node",
-        ok.node.name(),
-        "--pid",
-        "0",
-    ]);
+    let out = check(&nodes, ok.node.name(), &["--pid", "0"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(ok.node.name()) && err.contains("InvalidArgument"),
         "{err}"
     );
-    let out = controller(&["check", "--nodes", &nodes, "--node", ok.node.name()]);
+    let out = check(&nodes, ok.node.name(), &[]);
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -327,7 +277,7 @@ fn dead_black_holed_and_slow_nodes_fail_within_the_deadline_and_the_rest_answer(
         "--nodes",
         &nodes,
         "--timeout",
-        "3s",
+        "5s",
         "--output",
         "json",
     ]);
@@ -338,11 +288,12 @@ fn dead_black_holed_and_slow_nodes_fail_within_the_deadline_and_the_rest_answer(
         "partial results exit 3; stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The margin is generous for a loaded 2-core machine; a node that blocked the answer would
-    // hold it for the TCP timeout (minutes), not seconds.
+    // A hang guard, not a timing: a node that blocked the answer would hold it for the TCP
+    // timeout (a black hole's SYN retries: over two minutes). The deadline itself is proved by
+    // the silent nodes' "no answer within 5s" below, whatever the machine's speed.
     assert!(
-        took < Duration::from_millis(5500),
-        "took {took:?} with a 3 s deadline"
+        took < Duration::from_secs(60),
+        "took {took:?} with a 5 s deadline"
     );
     let doc = json(&out);
     assert_eq!(doc["complete"], false);
@@ -378,7 +329,7 @@ fn dead_black_holed_and_slow_nodes_fail_within_the_deadline_and_the_rest_answer(
     assert!(dead_n["attempts"].as_u64().unwrap() > 1, "{dead_n}");
     for n in [by_endpoint(&hole.endpoint()), by_endpoint(&slow.endpoint())] {
         assert!(
-            n["error"].as_str().unwrap().contains("no answer within 3s"),
+            n["error"].as_str().unwrap().contains("no answer within 5s"),
             "{n}"
         );
     }
@@ -387,7 +338,7 @@ fn dead_black_holed_and_slow_nodes_fail_within_the_deadline_and_the_rest_answer(
         assert_eq!(mine.len(), 1);
         assert_eq!(mine[0]["mount_id"], d.mount_id);
     }
-    let table = controller(&["collect", "--nodes", &nodes, "--timeout", "2s"]);
+    let table = controller(&["collect", "--nodes", &nodes, "--timeout", "5s"]);
     assert_eq!(table.status.code(), Some(3));
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(
@@ -397,7 +348,7 @@ fn dead_black_holed_and_slow_nodes_fail_within_the_deadline_and_the_rest_answer(
     assert!(text.contains(&hole.endpoint()), "{text}");
 
     // `nodes` shows reachability the same way.
-    let out = controller(&["nodes", "--nodes", &nodes, "--timeout", "2s"]);
+    let out = controller(&["nodes", "--nodes", &nodes, "--timeout", "5s"]);
     assert_eq!(out.status.code(), Some(3));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -471,7 +422,7 @@ fn watch_merges_nodes_and_recovers_a_node_whose_agent_restarts() {
     }
 
     // Node b's agent dies and comes back on the same address.
-    b.node.agent.restart();
+    b.node.agent.restart().unwrap();
     let (seq, seen) = next_event_any(&rt, &mut stream, &mut |n, ns, id| {
         n == b.node.name() && ns == b.sc.mnt_ns() && id == b1.mount_id
     });
@@ -582,26 +533,18 @@ fn check_wait_returns_as_soon_as_the_workload_is_dumpable_and_says_why_otherwise
     let mut interim = host("wait-interim");
     let mut orphan = host("wait-orphan");
     let i1 = interim.sc.mount(MountSpec::indirect()).unwrap();
-    let _req = make_interim(&mut interim.sc, &i1);
+    let _req = interim.sc.make_interim(&i1, "key", WAIT).unwrap();
     let o1 = orphan.sc.mount(MountSpec::indirect()).unwrap();
     orphan.sc.close_read(&o1).unwrap();
     let nodes = nodes_flag(&[&interim, &orphan]);
 
     // A blocker that cannot clear: the wait ends at once, exit 1, whatever the deadline.
     let pid = orphan.sc.init_host_pid().to_string();
-    let out = controller(&[
-        "check",
-        "--nodes",
+    let out = check(
         &nodes,
-        "--node",
         orphan.node.name(),
-        "--pid",
-        &pid,
-        "--wait",
-        "1h",
-        "--output",
-        "json",
-    ]);
+        &["--pid", &pid, "--wait", "1h", "--output", "json"],
+    );
     assert_eq!(out.status.code(), Some(1));
     let doc = json(&out);
     assert_eq!(doc["outcome"], "WILL_NOT_CLEAR");
@@ -609,7 +552,18 @@ fn check_wait_returns_as_soon_as_the_workload_is_dumpable_and_says_why_otherwise
 
     // A daemon that does not answer within the wait: exit 1 at the deadline, blocker listed.
     let pid = interim.sc.init_host_pid().to_string();
-    let out = controller(&[
+    let out = check(
+        &nodes,
+        interim.node.name(),
+        &["--pid", &pid, "--wait", "2s", "--output", "json"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let doc = json(&out);
+    assert_eq!(doc["outcome"], "DEADLINE_EXCEEDED");
+    assert_eq!(doc["blocking"][0]["state"], "INTERIM");
+
+    // The daemon answers while the controller waits: exit 0, with progress lines.
+    let mut waiting = controller_command(&[
         "check",
         "--nodes",
         &nodes,
@@ -618,34 +572,12 @@ fn check_wait_returns_as_soon_as_the_workload_is_dumpable_and_says_why_otherwise
         "--pid",
         &pid,
         "--wait",
-        "2s",
-        "--output",
-        "json",
-    ]);
-    assert_eq!(out.status.code(), Some(1));
-    let doc = json(&out);
-    assert_eq!(doc["outcome"], "DEADLINE_EXCEEDED");
-    assert_eq!(doc["blocking"][0]["state"], "INTERIM");
-
-    // The daemon answers while the controller waits: exit 0, with progress lines.
-    let mut waiting = std::process::Command::new(env!("CARGO_BIN_EXE_autofs-controller"))
-        .args([
-            "check",
-            "--nodes",
-            &nodes,
-            "--node",
-            interim.node.name(),
-            "--pid",
-            &pid,
-            "--wait",
-            "60s",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        "60s",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
     // Answer only once the controller has seen the blocker (its first progress line).
     let mut stdout = std::io::BufReader::new(waiting.stdout.take().unwrap());
     let mut first = String::new();

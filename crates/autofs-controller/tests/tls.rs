@@ -72,7 +72,8 @@ fn client_certificates_open_agents_that_require_them_and_nothing_else_does() {
         controller(&args)
     };
 
-    let out = with(&[
+    // The client's TLS flags; the certificate names the agents `agent.autofs.test`.
+    let mtls = [
         "--tls-ca",
         &ca_pem,
         "--tls-cert",
@@ -81,28 +82,22 @@ fn client_certificates_open_agents_that_require_them_and_nothing_else_does() {
         &ckey,
         "--tls-domain",
         "agent.autofs.test",
-    ]);
+    ];
+    let out = with(&mtls);
     assert_eq!(out.status.code(), Some(0));
     let doc = json(&out);
     assert_eq!(doc[0]["node"], a.name());
     assert_eq!(doc[1]["node"], b.name());
 
     // collect over mTLS too.
-    let out = controller(&[
-        "collect",
-        "--nodes",
-        &nodes,
-        "--tls-ca",
-        &ca_pem,
-        "--tls-cert",
-        &ccert,
-        "--tls-key",
-        &ckey,
-        "--tls-domain",
-        "agent.autofs.test",
-        "--output",
-        "json",
-    ]);
+    let out = controller(
+        &[
+            &["collect", "--nodes", &nodes][..],
+            &mtls,
+            &["--output", "json"],
+        ]
+        .concat(),
+    );
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(json(&out)["complete"], true);
 
@@ -121,14 +116,8 @@ fn client_certificates_open_agents_that_require_them_and_nothing_else_does() {
             "agent.autofs.test",
         ][..],
         &[][..],
-        &[
-            "--tls-ca",
-            &ca_pem,
-            "--tls-cert",
-            &ccert,
-            "--tls-key",
-            &ckey,
-        ][..],
+        // The right certificate, but no --tls-domain: the name is the pod IP.
+        &mtls[..6],
     ] {
         let out = with(extra);
         assert_eq!(out.status.code(), Some(3), "{extra:?}");

@@ -32,6 +32,16 @@ fn report_of(sc: &Scenario, mount_id: u32) -> MountReport {
         .unwrap_or_else(|| panic!("mount {mount_id} not reported; got {reports:#?}"))
 }
 
+/// A scenario with one mount of `spec` whose live daemon closed its read end (nobody reads
+/// the pipe), the daemon, and the core's report of that mount.
+fn without_reader(spec: MountSpec) -> (Scenario, Daemon, MountReport) {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(spec).unwrap();
+    sc.close_read(&d).unwrap();
+    let r = report_of(&sc, d.mount_id);
+    (sc, d, r)
+}
+
 fn assert_active_master(r: &MountReport, sc: &Scenario, d: &Daemon) {
     assert_eq!(r.state, MountState::Active, "{r:#?}");
     assert_eq!(r.reason, Reason::MasterHoldsPipe);
@@ -140,8 +150,7 @@ fn mount_becomes_catatonic_after_daemon_exit_and_a_lookup() {
 fn interim_mount_reports_queued_packet_without_consuming_it() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
-    let req = sc.trigger(&d.name, "wanted-key").unwrap();
-    assert!(sc.wait_until(WAIT, |s| s.queued_bytes(&d).unwrap_or(0) == 304));
+    let req = sc.make_interim(&d, "wanted-key", WAIT).unwrap();
 
     for _ in 0..3 {
         let r = report_of(&sc, d.mount_id);
@@ -223,10 +232,7 @@ fn live_leader_without_any_reader_of_a_direct_mount_is_saved_by_criu_probe() {
     // CRIU's probe (reference §3.6): the root of an uncovered direct mount is opened from the
     // owner's pid namespace; nobody reads the pipe, the kernel's write fails, the mount turns
     // catatonic and is dumped so. Predicted from /proc alone: the mount stays untouched.
-    let mut sc = Scenario::start_or_panic();
-    let d = sc.mount(MountSpec::direct()).unwrap();
-    sc.close_read(&d).unwrap();
-    let r = report_of(&sc, d.mount_id);
+    let (sc, d, r) = without_reader(MountSpec::direct());
     let criu_says = format!(
         "Master {} doesn't have a read end of the pipe with inode {} opened. Abandoned mount or control was delegated to child?",
         d.host_pgrp, d.pipe_ino
@@ -267,10 +273,7 @@ fn live_leader_without_any_reader_of_a_direct_mount_is_saved_by_criu_probe() {
 
 #[test]
 fn live_leader_without_a_reader_of_an_indirect_mount_is_orphaned() {
-    let mut sc = Scenario::start_or_panic();
-    let d = sc.mount(MountSpec::indirect()).unwrap();
-    sc.close_read(&d).unwrap();
-    let r = report_of(&sc, d.mount_id);
+    let (_sc, d, r) = without_reader(MountSpec::indirect());
     assert_eq!(
         (r.state, r.reason, r.dumpable),
         (MountState::Orphaned, Reason::HiddenCatatonic, false),
@@ -288,10 +291,7 @@ fn live_leader_without_a_reader_of_an_indirect_mount_is_orphaned() {
 fn probe_cannot_reach_a_daemon_in_a_nested_pid_namespace() {
     // The kernel writes a request only for a requester visible in the daemon's pid
     // namespace; CRIU's child lives in the owner's, one level up.
-    let mut sc = Scenario::start_or_panic();
-    let d = sc.mount(MountSpec::direct().nested_pidns()).unwrap();
-    sc.close_read(&d).unwrap();
-    let r = report_of(&sc, d.mount_id);
+    let (_sc, _d, r) = without_reader(MountSpec::direct().nested_pidns());
     assert_eq!(
         (r.state, r.reason, r.dumpable),
         (MountState::Orphaned, Reason::HiddenCatatonic, false),

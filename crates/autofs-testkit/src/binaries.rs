@@ -39,6 +39,9 @@ pub const AGENT: WorkspaceBinary = WorkspaceBinary {
     sources: &[
         "crates/autofs-agent/src",
         "crates/autofs-core/src",
+        // The generated API: the root package today, `crates/autofs-api` once it moves there
+        // (a dir that does not exist is skipped).
+        "crates/autofs-api",
         "src",
         "proto",
     ],

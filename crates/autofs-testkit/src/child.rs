@@ -1,6 +1,8 @@
 //! Helper processes that never outlive the test that started them.
 
-use std::process::Command;
+use std::io;
+use std::process::{Child, Command};
+use std::sync::{Mutex, OnceLock, mpsc};
 
 /// Makes the child get SIGKILL when the thread that spawns it exits (`PR_SET_PDEATHSIG`), so
 /// an agent, DNS server or Prometheus started by a test dies with the test even when the test
@@ -17,4 +19,37 @@ pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
         });
     }
     cmd
+}
+
+/// Spawns `cmd` with [`die_with_parent`] from one long-lived thread. `PR_SET_PDEATHSIG` fires
+/// when the *thread* that forked the child exits; spawning from a thread that lives as long as
+/// the process makes the child die with the test process, not with the thread (a tokio worker,
+/// a scoped thread) that asked for it.
+///
+/// # Errors
+///
+/// The error of [`Command::spawn`], or an error saying the spawner thread is gone.
+pub fn spawn_detached(mut cmd: Command) -> io::Result<Child> {
+    type SpawnJob = (Command, mpsc::Sender<io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnJob>>> = OnceLock::new();
+    die_with_parent(&mut cmd);
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("autofs-testkit-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("spawning the autofs-testkit spawner thread");
+        Mutex::new(tx)
+    });
+    let gone = || io::Error::other("the autofs-testkit spawner thread is gone");
+    let (rtx, rrx) = mpsc::channel();
+    tx.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send((cmd, rtx))
+        .map_err(|_| gone())?;
+    rrx.recv().map_err(|_| gone())?
 }

@@ -148,6 +148,20 @@ fn nspid_of(pid: impl std::fmt::Display) -> io::Result<Vec<i32>> {
         .ok_or_else(|| io::Error::other(format!("no NSpid line for pid {pid}")))
 }
 
+/// A `kB` line of `/proc/<pid>/status` in KiB, e.g. `VmRSS` or `VmHWM`.
+///
+/// # Errors
+///
+/// The process is gone, or has no such line (a kernel thread has no `Vm*` lines).
+pub fn status_kib(pid: i32, key: &str) -> io::Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no `{key}: N kB` line for pid {pid}")))
+}
+
 /// Fields of `/proc/<pid>/stat` after the command name: index 0 is the state.
 fn stat_fields(pid: i32) -> io::Result<Vec<String>> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;

@@ -1,6 +1,7 @@
-//! Harness of the end-to-end tests: starts the real `autofs-agent` binary on `127.0.0.1:0`
-//! ports, finds its addresses in its JSON log, talks to it through real tonic clients and
-//! kills it on drop (also when the test fails or the test process dies).
+//! Harness of the end-to-end tests: the real `autofs-agent` binary of this package, started
+//! by the testkit's agent builder on `127.0.0.1:0` ports (it finds the addresses in the JSON
+//! log and kills the agent on drop, also when the test fails or the test process dies), and
+//! the real tonic clients the tests talk to it through.
 //!
 //! Other test processes create their own autofs mounts on the same machine at the same time,
 //! so every assertion about mounts filters by the scenario's mount namespace.
@@ -9,19 +10,14 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use autofs_api::v1::{self, autofs_inspector_client::AutofsInspectorClient};
-use autofs_testkit::{Daemon, Requester, RequesterOutcome, Scenario};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use serde_json::Value;
+use autofs_testkit::agent::{AgentBuilder, AgentProcess};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -32,168 +28,58 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// Health service name of the API.
 pub const API_SERVICE: &str = "autofs.v1.AutofsInspector";
 
-/// A running `autofs-agent serve`; SIGKILLed and reaped on drop.
-pub struct Agent {
-    child: Child,
-    /// gRPC address.
-    pub grpc: SocketAddr,
-    /// Prometheus address.
-    pub metrics: SocketAddr,
-    /// Node name it reports.
-    pub node: String,
-    logs: Arc<Mutex<Vec<String>>>,
-    exited: Option<ExitStatus>,
+/// A running `autofs-agent serve` of these tests (the testkit's [`AgentProcess`]: SIGKILLed
+/// and reaped on drop), with the gRPC clients the tests talk to it through.
+pub struct Agent(AgentProcess);
+
+impl Deref for Agent {
+    type Target = AgentProcess;
+    fn deref(&self) -> &AgentProcess {
+        &self.0
+    }
+}
+
+impl DerefMut for Agent {
+    fn deref_mut(&mut self) -> &mut AgentProcess {
+        &mut self.0
+    }
 }
 
 impl Agent {
-    /// `serve --log-format json --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0
-    /// --scan-interval 200ms --node-name <unique>` plus `extra`.
+    /// This package's agent on `127.0.0.1:0` ports with `--scan-interval 200ms` (replaced by
+    /// a `--scan-interval` among the builder's args) and a unique node name.
+    pub fn builder() -> AgentBuilder {
+        AgentBuilder::new(env!("CARGO_BIN_EXE_autofs-agent")).scan_interval("200ms")
+    }
+
+    /// Starts `builder`'s agent.
+    #[track_caller]
+    pub fn from_builder(builder: AgentBuilder) -> Agent {
+        Agent(builder.start())
+    }
+
+    /// [`Agent::builder`] plus `extra` flags, started.
+    #[track_caller]
     pub fn start(extra: &[&str]) -> Agent {
-        Self::start_wrapped(&[], extra)
+        Agent::from_builder(Agent::builder().args(extra))
     }
 
     /// [`Agent::start`] with `RLIMIT_NOFILE` (soft and hard) set to `nofile` by `prlimit`.
+    #[track_caller]
     pub fn start_with_nofile(extra: &[&str], nofile: u64) -> Agent {
-        let limit = format!("--nofile={nofile}:{nofile}");
-        Self::start_wrapped(&["prlimit", &limit, "--"], extra)
+        Agent::from_builder(Agent::builder().nofile(nofile).args(extra))
     }
 
     /// Like [`Agent::start`], run through `wrapper` (a command that execs its arguments in
     /// the same process, e.g. `unshare --user`), so the pid is still the agent's.
+    #[track_caller]
     pub fn start_wrapped(wrapper: &[&str], extra: &[&str]) -> Agent {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        let node = format!(
-            "e2e-node-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let agent_bin = env!("CARGO_BIN_EXE_autofs-agent");
-        let mut cmd = match wrapper.split_first() {
-            None => Command::new(agent_bin),
-            Some((program, args)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(args).arg(agent_bin);
-                cmd
-            }
-        };
-        cmd.args([
-            "serve",
-            "--log-format",
-            "json",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--node-name",
-            &node,
-        ])
-        // Tests that set their own interval replace the default one.
-        .args(
-            (!extra.contains(&"--scan-interval"))
-                .then_some(["--scan-interval", "200ms"])
-                .into_iter()
-                .flatten(),
-        )
-        .args(extra)
-        // Only the flags above configure it, whatever the environment of the test says.
-        .env_remove("AUTOFS_AGENT_PROC_ROOT")
-        .env_remove("AUTOFS_AGENT_MAX_STREAMS")
-        .env_remove("AUTOFS_AGENT_SYNTHETIC_MOUNTS")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        autofs_testkit::child::die_with_parent(&mut cmd);
-        let mut child = cmd.spawn().expect("spawn autofs-agent");
-
-        // Drain stderr for the whole life of the agent (a full pipe would block its logging).
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel::<String>();
-        let stderr = child.stderr.take().expect("piped stderr");
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
-
-        let mut agent = Agent {
-            child,
-            grpc: "0.0.0.0:0".parse().unwrap(),
-            metrics: "0.0.0.0:0".parse().unwrap(),
-            node,
-            logs,
-            exited: None,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(left) {
-                Ok(line) => line,
-                Err(e) => panic!(
-                    "autofs-agent never logged that it listens ({e:?}); its log:\n{}",
-                    agent.log_text()
-                ),
-            };
-            let Ok(json) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            let fields = &json["fields"];
-            if fields["message"] == "autofs-agent listening" {
-                let addr = |key: &str| -> SocketAddr {
-                    fields[key]
-                        .as_str()
-                        .and_then(|a| a.parse().ok())
-                        .unwrap_or_else(|| panic!("no `{key}` address in {line}"))
-                };
-                agent.grpc = addr("grpc");
-                agent.metrics = addr("metrics");
-                assert_eq!(fields["node"], agent.node.as_str(), "{line}");
-                return agent;
-            }
-        }
-    }
-
-    /// Host pid of the agent.
-    pub fn pid(&self) -> i32 {
-        i32::try_from(self.child.id()).unwrap()
-    }
-
-    /// Everything the agent logged so far.
-    pub fn log_text(&self) -> String {
-        self.logs.lock().unwrap().join("\n")
-    }
-
-    /// Sends `signal` to the agent.
-    pub fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.pid()), signal).expect("signal the agent");
-    }
-
-    /// Waits up to `timeout` for the agent to exit; its status, if it did.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                self.exited = Some(status);
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        Agent::from_builder(Agent::builder().wrapper(wrapper).args(extra))
     }
 
     /// Resident set size of the agent in KiB (`VmRSS` of /proc/<pid>/status).
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("no VmRSS in {status}"))
+        autofs_testkit::procfs::status_kib(self.pid(), "VmRSS").unwrap()
     }
 
     /// A plaintext endpoint of the gRPC listener.
@@ -254,49 +140,49 @@ impl Agent {
     }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if self.exited.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("--- autofs-agent log ---\n{}", self.log_text());
-        }
-    }
-}
-
-/// A plain HTTP/1.0 GET of `/metrics` (no chunked encoding to decode): the body.
-pub fn scrape(addr: SocketAddr) -> String {
+/// A plain HTTP/1.0 request (no chunked encoding to decode): status code and body.
+pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, WAIT)
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     stream.set_read_timeout(Some(WAIT)).unwrap();
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    write!(stream, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
     let mut raw = Vec::new();
     stream
         .read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("GET http://{addr}/metrics: {e}"));
+        .unwrap_or_else(|e| panic!("{method} http://{addr}{path}: {e}"));
     let raw = String::from_utf8(raw).expect("UTF-8 response");
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    assert!(
-        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
-        "{head}"
-    );
-    body.to_owned()
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {head:?}"));
+    (code, body.to_owned())
 }
 
-/// The value of the sample whose name and labels are exactly `series` (0 when absent, as
-/// for a counter never incremented).
-pub fn sample(text: &str, series: &str) -> f64 {
+/// The body of `GET /metrics`, which must answer 200.
+pub fn scrape(addr: SocketAddr) -> String {
+    let (code, body) = http_request(addr, "GET", "/metrics");
+    assert_eq!(code, 200, "{body}");
+    body
+}
+
+/// The value of the sample whose name and labels are exactly `series` (as exposed), if any.
+pub fn sample_value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| {
+        .map(|v| {
             v.trim()
                 .parse()
                 .unwrap_or_else(|e| panic!("{series}: {v}: {e}"))
         })
+}
+
+/// [`sample_value`], 0 when absent (as for a counter never incremented).
+pub fn sample(text: &str, series: &str) -> f64 {
+    sample_value(text, series).unwrap_or(0.0)
 }
 
 /// Polls `probe` every 50 ms until it yields a value; panics naming `what` after [`WAIT`].
@@ -313,6 +199,15 @@ where
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// GetNodeInfo over `client`'s connection; panics on an error status.
+pub async fn node_info(client: &mut AutofsInspectorClient<Channel>) -> v1::GetNodeInfoResponse {
+    client
+        .get_node_info(v1::GetNodeInfoRequest {})
+        .await
+        .unwrap_or_else(|s| panic!("GetNodeInfo: {s:?}"))
+        .into_inner()
 }
 
 /// Collects a whole ListMounts stream.
@@ -402,31 +297,4 @@ pub fn fixture_proc_root(name: &str) -> (tempfile::TempDir, PathBuf) {
         .expect("run cp");
     assert!(status.success(), "cp -a {} failed", src.display());
     (dir, root)
-}
-
-/// Makes `d`'s mount INTERIM: a requester looks up a missing name and the daemon does not
-/// read the request. The requester stays blocked until the packet is read.
-pub fn make_interim(sc: &mut Scenario, d: &Daemon, key: &str) -> Requester {
-    let req = sc.trigger(&d.name, key).unwrap();
-    assert!(
-        sc.wait_until(WAIT, |s| s.queued_bytes(d).unwrap_or(0) == 304),
-        "the request never reached the pipe of {}",
-        d.name
-    );
-    req
-}
-
-/// Makes `d`'s mount CATATONIC: its daemon exits, then a lookup finds no reader and the
-/// kernel sets `fd=-1`.
-pub fn make_catatonic(sc: &mut Scenario, d: &Daemon) {
-    sc.exit_daemon(d).unwrap();
-    let req = sc.trigger(&d.name, "after-exit").unwrap();
-    assert!(matches!(
-        sc.wait_requester(&req, WAIT).unwrap(),
-        RequesterOutcome::Failed(_)
-    ));
-    assert!(sc.wait_until(WAIT, |s| {
-        s.mount_line(d.mount_id)
-            .is_some_and(|l| l.option("fd") == Some("-1"))
-    }));
 }

@@ -1,5 +1,6 @@
 //! Harness of the controller's tests: network namespaces as nodes, real `autofs-agent`
-//! processes inside them, and the real `autofs-controller` binary.
+//! processes inside them (started by the testkit's agent builder), and the real
+//! `autofs-controller` binary.
 //!
 //! A [`Node`] is one network namespace joined to the host by a veth pair (host side
 //! `10.99.N.1/24`, node side `10.99.N.2/24`), with an agent serving on `10.99.N.2:50051`. `N` is
@@ -13,16 +14,14 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+pub mod fake_agent;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+pub use autofs_testkit::agent::{AgentBuilder, AgentProcess as Agent};
 use serde_json::Value;
 
 /// Generous bound for anything that should happen "soon" (shared 2-core machine).
@@ -204,154 +203,24 @@ impl Drop for NetNs {
     }
 }
 
-/// The `autofs-agent` binary: `$AUTOFS_AGENT_BIN`, else the one next to this test binary when
-/// it is newer than its sources, else built now with cargo.
-pub fn agent_binary() -> PathBuf {
-    autofs_testkit::binaries::AGENT
-        .locate()
+/// The agents of these tests: the workspace's `autofs-agent` (`$AUTOFS_AGENT_BIN`, else the
+/// one next to this test binary when it is newer than its sources, else built now with cargo)
+/// with `--scan-interval 200ms`.
+pub fn agent_builder() -> AgentBuilder {
+    AgentBuilder::workspace()
         .unwrap_or_else(|e| panic!("{e}"))
-        .0
+        .scan_interval("200ms")
 }
 
-/// A running `autofs-agent serve`, optionally inside a network namespace; SIGKILLed and
-/// reaped on drop.
-pub struct Agent {
-    child: Child,
-    /// gRPC address it bound.
-    pub grpc: SocketAddr,
-    /// Node name it reports.
-    pub node: String,
-    args: Vec<String>,
-    netns: Option<String>,
-    logs: Arc<Mutex<Vec<String>>>,
-}
-
-impl Agent {
-    /// Starts an agent named `node` listening on `listen` (inside `netns` when given).
-    pub fn start(netns: Option<&str>, node: &str, listen: &str, extra: &[&str]) -> Agent {
-        let mut args: Vec<String> = [
-            "serve",
-            "--log-format",
-            "json",
-            "--listen",
-            listen,
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--scan-interval",
-            "200ms",
-            "--node-name",
-            node,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Agent::spawn(netns.map(str::to_owned), node.to_owned(), args)
+/// Starts an agent named `node` listening on `listen` (inside `netns` when given) plus
+/// `extra` flags; SIGKILLed and reaped on drop.
+#[track_caller]
+pub fn start_agent(netns: Option<&str>, node: &str, listen: &str, extra: &[&str]) -> Agent {
+    let mut builder = agent_builder().node_name(node).listen(listen).args(extra);
+    if let Some(netns) = netns {
+        builder = builder.netns(netns);
     }
-
-    // The child is reaped by `Agent`'s drop (or right here when it never comes up).
-    #[allow(clippy::zombie_processes)]
-    fn spawn(netns: Option<String>, node: String, args: Vec<String>) -> Agent {
-        let bin = agent_binary();
-        let mut cmd = match &netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&bin);
-                c
-            }
-            None => Command::new(&bin),
-        };
-        cmd.args(&args)
-            .env_remove("AUTOFS_AGENT_PROC_ROOT")
-            .env_remove("AUTOFS_AGENT_MAX_STREAMS")
-            .env_remove("AUTOFS_AGENT_SYNTHETIC_MOUNTS")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        autofs_testkit::child::die_with_parent(&mut cmd);
-        let mut child = cmd.spawn().expect("spawn autofs-agent");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel::<String>();
-        let stderr = child.stderr.take().unwrap();
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|e| {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "autofs-agent {node} never said it listens ({e:?}); log:\n{}",
-                    logs.lock().unwrap().join("\n")
-                )
-            });
-            let Ok(json) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if json["fields"]["message"] == "autofs-agent listening" {
-                let grpc = json["fields"]["grpc"].as_str().unwrap().parse().unwrap();
-                return Agent {
-                    child,
-                    grpc,
-                    node,
-                    args,
-                    netns,
-                    logs,
-                };
-            }
-        }
-    }
-
-    /// Host pid.
-    pub fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// Sends a signal.
-    pub fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.pid()), signal).expect("signal the agent");
-    }
-
-    /// SIGKILLs and reaps it.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Kills it and starts it again with the same flags (same address, same node name).
-    pub fn restart(&mut self) {
-        self.kill();
-        let next = Agent::spawn(self.netns.clone(), self.node.clone(), self.args.clone());
-        *self = next;
-    }
-
-    /// Everything it logged.
-    pub fn log_text(&self) -> String {
-        self.logs.lock().unwrap().join("\n")
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // A stopped agent must be continued to die promptly.
-        let _ = kill(Pid::from_raw(self.pid()), Signal::SIGCONT);
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- autofs-agent {} log ---\n{}",
-                self.node,
-                self.log_text()
-            );
-        }
-    }
+    builder.start()
 }
 
 /// A node: a namespace with an agent serving on `10.99.N.2:50051`.
@@ -367,7 +236,7 @@ impl Node {
     pub fn start(prefix: &str, extra: &[&str]) -> Node {
         let ns = NetNs::new();
         let node = format!("{prefix}-{}", ns.n);
-        let agent = Agent::start(Some(&ns.name), &node, &ns.endpoint(), extra);
+        let agent = start_agent(Some(&ns.name), &node, &ns.endpoint(), extra);
         Node { agent, ns }
     }
 
@@ -382,21 +251,30 @@ impl Node {
     }
 }
 
-/// Runs the real `autofs-controller` binary.
-pub fn controller(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_autofs-controller"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
+/// The real `autofs-controller` binary with `args`, `RUST_LOG=warn` and no stdin.
+pub fn controller_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_autofs-controller"));
+    cmd.args(args).env("RUST_LOG", "warn").stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `cmd` to its end; its exit code and output go to the test's log.
+pub fn run_logged(cmd: &mut Command) -> Output {
+    let out = cmd
         .output()
-        .expect("run autofs-controller");
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     eprintln!(
-        "autofs-controller {args:?} -> {:?}\nstdout:\n{}\nstderr:\n{}",
+        "{cmd:?} -> {:?}\nstdout:\n{}\nstderr:\n{}",
         out.status.code(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Runs the real `autofs-controller` binary with `args`.
+pub fn controller(args: &[&str]) -> Output {
+    run_logged(&mut controller_command(args))
 }
 
 /// stdout as JSON.
@@ -413,18 +291,4 @@ pub fn mounts_of<'a>(doc: &'a Value, node: &str, mnt_ns: u64) -> Vec<&'a Value> 
         .iter()
         .filter(|m| m["node"] == node && m["mnt_ns"] == mnt_ns)
         .collect()
-}
-
-/// Waits until `pred` holds, polling every 50 ms; false after `timeout`.
-pub fn wait_until(timeout: Duration, mut pred: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if pred() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

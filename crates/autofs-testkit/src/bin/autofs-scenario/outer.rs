@@ -1,0 +1,64 @@
+//! The scenario process the library spawned: unshares a mount and pid namespace, forks
+//! the namespace's pid 1 (the [`Init`](crate::init::Init)) and exits with its status.
+
+use std::io::Write;
+use std::path::Path;
+
+use autofs_testkit::procfs;
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{Pid, getppid};
+
+use crate::sys;
+
+/// The process the library spawned: unshares, forks pid 1, waits for it.
+pub(crate) fn run(work: &Path, parent: Option<i32>) -> Result<(), String> {
+    // Die with the test process (also set by the library before exec; set again because
+    // exec may clear it), and close the race where the parent died before this line.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| format!("prctl: {e}"))?;
+    if let Some(p) = parent
+        && getppid().as_raw() != p
+    {
+        return Err("the parent died before the scenario started".into());
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Err("must run as root (real-kernel autofs scenarios need CAP_SYS_ADMIN)".into());
+    }
+    if !procfs::autofs_available() {
+        return Err("the autofs filesystem is not available (/proc/filesystems)".into());
+    }
+    if !work.is_absolute() || !work.is_dir() {
+        return Err(format!(
+            "work dir {} must be an existing absolute directory",
+            work.display()
+        ));
+    }
+    sys::unshare_private_mounts(CloneFlags::CLONE_NEWPID)?;
+    match sys::fork().map_err(|e| format!("fork: {e}"))? {
+        sys::Fork::Child => {
+            let code = match crate::init::Init::boot(work) {
+                Ok(mut init) => init.serve(),
+                Err(e) => {
+                    println!("error autofs-scenario init: {e}");
+                    1
+                }
+            };
+            let _ = std::io::stdout().flush();
+            sys::exit_now(code);
+        }
+        sys::Fork::Parent(pid) => {
+            // Only pid 1 talks on the protocol pipes.
+            let _ = sys::stdio_to_devnull();
+            loop {
+                match waitpid(Pid::from_raw(pid), None) {
+                    Ok(WaitStatus::Exited(_, c)) => std::process::exit(c),
+                    Ok(WaitStatus::Signaled(_, s, _)) => std::process::exit(128 + s as i32),
+                    Ok(_) | Err(Errno::EINTR) => continue,
+                    Err(e) => return Err(format!("waitpid: {e}")),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! The typed commands of a [`Scenario`]: each builds one request line, sends it to the
+//! scenario's init and turns the reply into a typed report.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::Scenario;
+use crate::packet::Packet;
+use crate::procfs::{self, MountInfoLine};
+use crate::proto::{self, Fields};
+use crate::reports::{Automount, Daemon, Delegate, NsMember, Requester, RequesterOutcome};
+use crate::spec::{Answer, AutomountSpec, Mode, MountSpec};
+use crate::{bad, num};
+
+impl Scenario {
+    /// Forks a fake daemon that mounts autofs as `spec` says (see [`Daemon`]).
+    pub fn mount(&mut self, spec: MountSpec) -> io::Result<Daemon> {
+        let mut f = Fields::default();
+        if let Some(n) = &spec.name {
+            proto::check_plain("name", n).map_err(bad)?;
+            f.push("name", n);
+        }
+        f.push("mode", spec.mode.as_str());
+        if let Some(u) = spec.uid {
+            f.push("uid", u);
+        }
+        if let Some(g) = spec.gid {
+            f.push("gid", g);
+        }
+        if let Some(t) = spec.timeout {
+            f.push("timeout", t);
+        }
+        if let Some(w) = spec.write_fd {
+            f.push("write_fd", w);
+        }
+        if let Some(s) = &spec.source {
+            proto::check_plain("source", s).map_err(bad)?;
+            f.push("source", s);
+        }
+        if let Some(d) = &spec.dir {
+            f.push("dir_hex", proto::hex_encode(d));
+        }
+        f.push("strictexpire", u8::from(spec.strictexpire))
+            .push("close_write", u8::from(spec.close_write))
+            .push("nested", u8::from(spec.nested_pidns));
+        let r = self.request("mount", &f)?;
+        let mount_point = match &spec.dir {
+            Some(d) => self
+                .work_dir()
+                .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(d)),
+            None => PathBuf::from(r.req("mount_point").map_err(bad)?),
+        };
+        Ok(Daemon {
+            name: r.req("name").map_err(bad)?.to_string(),
+            mode: Mode::parse(r.req("mode").map_err(bad)?)?,
+            host_pid: num(&r, "host_pid")?,
+            vpid: num(&r, "vpid")?,
+            nspid: r.int_list("nspid").map_err(bad)?,
+            host_pgrp: num(&r, "host_pgrp")?,
+            vpgrp: num(&r, "vpgrp")?,
+            ns_pgrp: num(&r, "ns_pgrp")?,
+            read_fd: num(&r, "read_fd")?,
+            write_fd: num(&r, "write_fd")?,
+            write_closed: r.flag("write_closed").map_err(bad)?,
+            mount_point,
+            mount_id: num(&r, "mount_id")?,
+            pipe_ino: num(&r, "pipe_ino")?,
+            nested_pidns: r.flag("nested").map_err(bad)?,
+        })
+    }
+
+    /// Mounts a small tmpfs (not autofs) on `<work dir>/<dir>`, `dir` given as bytes.
+    pub fn tmpfs(&mut self, dir: &[u8]) -> io::Result<PathBuf> {
+        let mut f = Fields::default();
+        f.push("dir_hex", proto::hex_encode(dir));
+        self.request("tmpfs", &f)?;
+        Ok(self
+            .work_dir()
+            .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(dir)))
+    }
+
+    /// Starts a process in a mount namespace of its own (a copy of the scenario's, made
+    /// with `unshare(CLONE_NEWNS)`, no new pid namespace: a `--pid=host`-like container)
+    /// and a child of it in the same namespace. The owner chroots into `<work dir>/<chroot>`
+    /// when `chroot` is given (so it sees only part of the mount table); with `chroot_all`
+    /// the child does too.
+    pub fn ns_member(&mut self, chroot: Option<&[u8]>, chroot_all: bool) -> io::Result<NsMember> {
+        let mut f = Fields::default();
+        if let Some(c) = chroot {
+            f.push("chroot_hex", proto::hex_encode(c));
+        }
+        f.push("chroot_all", u8::from(chroot_all));
+        let r = self.request("ns-member", &f)?;
+        Ok(NsMember {
+            owner_host_pid: num(&r, "owner_host_pid")?,
+            child_host_pid: num(&r, "child_host_pid")?,
+            mnt_ns: num(&r, "mnt_ns")?,
+        })
+    }
+
+    /// Starts a requester (child of the scenario's pid 1, own process group, SIGPIPE
+    /// ignored, in the daemon's pid namespace) that `statx`es `<mount point>/<rel>`
+    /// (`rel` empty: the mount root itself). Returns once it is about to look up; it then
+    /// blocks in the kernel until the daemon answers.
+    ///
+    /// `target` is a daemon or automount name (e.g. [`Daemon::name`]).
+    pub fn trigger(&mut self, target: &str, rel: &str) -> io::Result<Requester> {
+        self.trigger_impl(target, rel, false)
+    }
+
+    /// Like [`Scenario::trigger`], but the requester always stays in the scenario's pid
+    /// namespace. For a nested daemon it is then invisible in the daemon's namespace: the
+    /// kernel fails the lookup with ENOENT and writes nothing.
+    pub fn trigger_outside(&mut self, target: &str, rel: &str) -> io::Result<Requester> {
+        self.trigger_impl(target, rel, true)
+    }
+
+    fn trigger_impl(&mut self, target: &str, rel: &str, outside: bool) -> io::Result<Requester> {
+        let mut f = Fields::default();
+        f.push("name", target).push("outside", u8::from(outside));
+        if !rel.is_empty() {
+            proto::check_plain("path", rel).map_err(bad)?;
+            f.push("path", rel);
+        }
+        let r = self.request("trigger", &f)?;
+        Ok(Requester {
+            id: num(&r, "id")?,
+            host_pid: num(&r, "host_pid")?,
+            vpid: num(&r, "vpid")?,
+            nspid: r.int_list("nspid").map_err(bad)?,
+            path: PathBuf::from(r.req("path").map_err(bad)?),
+        })
+    }
+
+    /// Waits up to `timeout` for a requester to finish.
+    pub fn wait_requester(
+        &mut self,
+        req: &Requester,
+        timeout: Duration,
+    ) -> io::Result<RequesterOutcome> {
+        let mut f = Fields::default();
+        f.push("id", req.id).push("timeout_ms", timeout.as_millis());
+        let r = self.request("wait-requester", &f)?;
+        match r.req("state").map_err(bad)? {
+            "running" => Ok(RequesterOutcome::Running),
+            "exited" => match num::<i32>(&r, "errno")? {
+                0 => Ok(RequesterOutcome::Succeeded),
+                e => Ok(RequesterOutcome::Failed(e)),
+            },
+            "signaled" => Ok(RequesterOutcome::Signaled(num(&r, "signal")?)),
+            s => Err(bad(format!("unknown requester state `{s}`"))),
+        }
+    }
+
+    /// The daemon reads exactly one packet (waiting up to 5 s) and answers it with
+    /// `AUTOFS_IOC_FAIL`, so the requester unblocks with ENOENT.
+    pub fn read_packet(&mut self, daemon: &Daemon) -> io::Result<Packet> {
+        self.read_packet_with(&daemon.name, Answer::Fail, Duration::from_secs(5))
+    }
+
+    /// [`Scenario::read_packet`] with an explicit answer and wait bound.
+    pub fn read_packet_with(
+        &mut self,
+        daemon: &str,
+        answer: Answer,
+        timeout: Duration,
+    ) -> io::Result<Packet> {
+        let mut f = Fields::default();
+        f.push("name", daemon)
+            .push("timeout_ms", timeout.as_millis())
+            .push(
+                "answer",
+                match answer {
+                    Answer::Fail => "fail",
+                    Answer::Ready => "ready",
+                    Answer::None => "none",
+                },
+            );
+        let r = self.request("read-packet", &f)?;
+        let raw = proto::hex_decode(r.req("hex").map_err(bad)?).map_err(bad)?;
+        Packet::decode(&raw).map_err(bad)
+    }
+
+    fn named(&mut self, cmd: &str, name: &str) -> io::Result<Fields> {
+        let mut f = Fields::default();
+        f.push("name", name);
+        self.request(cmd, &f)
+    }
+
+    /// The daemon closes its write end now.
+    pub fn close_write(&mut self, daemon: &Daemon) -> io::Result<()> {
+        self.named("close-write", &daemon.name).map(drop)
+    }
+
+    /// The daemon closes its read end now (it stays alive).
+    pub fn close_read(&mut self, daemon: &Daemon) -> io::Result<()> {
+        self.named("close-read", &daemon.name).map(drop)
+    }
+
+    /// The daemon closes both ends and exits; returns once it is reaped. The mount stays
+    /// ("hidden catatonic" until the next lookup).
+    pub fn exit_daemon(&mut self, daemon: &Daemon) -> io::Result<()> {
+        self.named("exit-daemon", &daemon.name).map(drop)
+    }
+
+    /// Sends `signal` to the daemon and waits until it is gone.
+    pub fn kill_daemon(&mut self, daemon: &Daemon, signal: i32) -> io::Result<()> {
+        self.kill(&daemon.name, signal, true)
+    }
+
+    /// Sends `signal` to a named process (daemon, delegate, automount); with `wait`,
+    /// returns only once it is gone (error if it survives 5 s).
+    pub fn kill(&mut self, name: &str, signal: i32, wait: bool) -> io::Result<()> {
+        let mut f = Fields::default();
+        f.push("name", name)
+            .push("signal", signal)
+            .push("wait", u8::from(wait));
+        self.request("kill", &f).map(drop)
+    }
+
+    /// The daemon forks a child in another process group that keeps only the read end,
+    /// then closes its own ends and exits (returns once it is reaped).
+    pub fn delegate(&mut self, daemon: &Daemon) -> io::Result<Delegate> {
+        let r = self.named("delegate", &daemon.name)?;
+        Ok(Delegate {
+            name: r.req("name").map_err(bad)?.to_string(),
+            host_pid: num(&r, "host_pid")?,
+            vpid: num(&r, "vpid")?,
+            nspid: r.int_list("nspid").map_err(bad)?,
+            host_pgrp: num(&r, "host_pgrp")?,
+            read_fd: num(&r, "read_fd")?,
+        })
+    }
+
+    /// Lazily unmounts (`MNT_DETACH`) a daemon's or automount's mount.
+    pub fn umount(&mut self, name: &str) -> io::Result<()> {
+        self.named("umount", name).map(drop)
+    }
+
+    /// Starts the real `/usr/sbin/automount` in daemon mode with a one-line master map
+    /// (`<work_dir>/<name> <map> --timeout=N`) and waits until its mount appears.
+    pub fn start_automount(&mut self, spec: AutomountSpec) -> io::Result<Automount> {
+        let mut f = Fields::default();
+        if let Some(n) = &spec.name {
+            proto::check_plain("name", n).map_err(bad)?;
+            f.push("name", n);
+        }
+        f.push("timeout", spec.timeout)
+            .push("map_hex", proto::hex_encode(spec.map.as_bytes()));
+        let r = self.request("automount", &f)?;
+        Ok(Automount {
+            name: r.req("name").map_err(bad)?.to_string(),
+            host_pid: num(&r, "host_pid")?,
+            vpid: num(&r, "vpid")?,
+            host_pgrp: num(&r, "host_pgrp")?,
+            vpgrp: num(&r, "vpgrp")?,
+            mount_point: PathBuf::from(r.req("mount_point").map_err(bad)?),
+            mount_id: num(&r, "mount_id")?,
+            log: PathBuf::from(r.req("log").map_err(bad)?),
+        })
+    }
+
+    /// The mount table as a process *inside* the scenario reads it: in the scenario's pid
+    /// namespace (`daemon` `None`) or in a nested daemon's one. `pgrp=` is printed in the
+    /// reader's pid namespace, so it differs from the host view.
+    pub fn mountinfo_inside(&mut self, daemon: Option<&Daemon>) -> io::Result<Vec<MountInfoLine>> {
+        let mut f = Fields::default();
+        if let Some(d) = daemon {
+            f.push("name", &d.name);
+        }
+        let r = self.request("mountinfo", &f)?;
+        let raw = proto::hex_decode(r.req("hex").map_err(bad)?).map_err(bad)?;
+        procfs::parse_table(&raw)
+    }
+}
