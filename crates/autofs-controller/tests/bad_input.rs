@@ -283,11 +283,16 @@ fn both_binaries_refuse_a_bad_duration_with_the_same_clear_message() {
             "10.0.0.1:1",
             &format!("--timeout={bad}"),
         ]));
-        let agent = std::process::Command::new(common::agent_binary())
-            .args(["serve", &format!("--scan-interval={bad}")])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run autofs-agent");
+        let agent = std::process::Command::new(
+            autofs_testkit::binaries::AGENT
+                .locate()
+                .unwrap_or_else(|e| panic!("{e}"))
+                .0,
+        )
+        .args(["serve", &format!("--scan-interval={bad}")])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run autofs-agent");
         let from_agent = detail(&agent);
         assert!(
             from_controller.contains(needle),

@@ -7,9 +7,17 @@ mod common;
 use std::process::Command;
 
 use autofs_controller::{Collector, CollectorConfig, NodeEndpoint, v1};
-use autofs_testkit::{MountSpec, Scenario};
+use autofs_testkit::{MountSpec, Scenario, wait_until};
 use common::*;
 use serde_json::Value;
+
+/// The workspace's `autofs-agent` binary.
+fn agent_binary() -> std::path::PathBuf {
+    autofs_testkit::binaries::AGENT
+        .locate()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .0
+}
 
 /// Values of the mounts of `mnt_ns`, by mount id.
 fn by_mount_id<'a>(mounts: impl IntoIterator<Item = &'a Value>, mnt_ns: u64) -> Vec<Value> {
