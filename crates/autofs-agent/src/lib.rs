@@ -6,7 +6,6 @@ pub mod background;
 pub mod change_watch;
 pub mod changes;
 pub mod convert;
-pub mod duration;
 pub mod fds;
 pub mod listener;
 pub mod metrics;

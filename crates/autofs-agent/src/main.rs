@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use autofs_agent::duration;
 use autofs_agent::scan_cmd::{self, EXIT_ERROR, Format, ScanArgs};
 use autofs_agent::serve::{ServeConfig, TlsFiles};
 use autofs_agent::snapshot::StallPolicy;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use autofs_cli::duration;
+use autofs_cli::logging::{self, LogFormat};
+use clap::{Args, Parser, Subcommand};
 
 /// autofs-inspector node agent: tells whether CRIU could checkpoint this node's autofs mounts now.
 #[derive(Debug, Parser)]
@@ -49,12 +50,6 @@ impl CommonFlags {
             .or_else(|| nix::unistd::gethostname().ok()?.into_string().ok())
             .unwrap_or_else(|| "unknown".into())
     }
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,13 +235,5 @@ fn serve(flags: ServeFlags) -> anyhow::Result<u8> {
 }
 
 fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    logging::init(format, "info");
 }

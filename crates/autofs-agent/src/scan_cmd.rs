@@ -21,7 +21,8 @@ pub const EXIT_ERROR: u8 = 2;
 pub enum Format {
     /// Aligned table plus a summary.
     Table,
-    /// One JSON object per mount per line, fields named as in `MountReport`.
+    /// One JSON object per mount per line: the `autofs.v1.MountReport` message in its one
+    /// JSON shape (`autofs_api::json`).
     JsonLines,
 }
 
@@ -56,7 +57,7 @@ pub fn run(args: &ScanArgs, out: &mut impl Write) -> anyhow::Result<u8> {
         Format::Table => out.write_all(crate::table::render(&scan.reports).as_bytes())?,
         Format::JsonLines => {
             for report in &scan.reports {
-                serde_json::to_writer(&mut *out, report)?;
+                serde_json::to_writer(&mut *out, &autofs_api::v1::MountReport::from(report))?;
                 out.write_all(b"\n")?;
             }
         }

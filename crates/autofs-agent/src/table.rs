@@ -1,4 +1,5 @@
-//! Human-readable output: one aligned row per mount, then a summary per state.
+//! Human-readable output of `scan`: one aligned row per mount (the table layout both binaries
+//! share, [`autofs_cli::table`]), then a summary per state.
 
 use std::fmt::Write as _;
 
@@ -20,10 +21,10 @@ pub fn render(reports: &[MountReport]) -> String {
     if reports.is_empty() {
         return "no autofs mounts\n".into();
     }
-    let rows: Vec<[String; 8]> = reports
+    let rows: Vec<Vec<String>> = reports
         .iter()
         .map(|r| {
-            [
+            vec![
                 r.mnt_ns.to_string(),
                 r.mount_id.to_string(),
                 r.mount_point.clone(),
@@ -35,17 +36,7 @@ pub fn render(reports: &[MountReport]) -> String {
             ]
         })
         .collect();
-    let mut widths = HEADERS.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    push_row(&mut out, &HEADERS.map(str::to_owned), &widths);
-    for row in &rows {
-        push_row(&mut out, row, &widths);
-    }
+    let mut out = autofs_cli::table::render(&HEADERS, &rows);
     out.push('\n');
     for state in MountState::ALL {
         let n = reports.iter().filter(|r| r.state == state).count();
@@ -57,16 +48,6 @@ pub fn render(reports: &[MountReport]) -> String {
         let _ = writeln!(out, "{} {}: {}", r.state, r.mount_point, r.message);
     }
     out
-}
-
-fn push_row(out: &mut String, cells: &[String; 8], widths: &[usize; 8]) {
-    let line: Vec<String> = cells
-        .iter()
-        .zip(widths)
-        .map(|(c, w)| format!("{c:<w$}"))
-        .collect();
-    out.push_str(line.join("  ").trim_end());
-    out.push('\n');
 }
 
 fn short_id(id: &str) -> String {

@@ -107,3 +107,41 @@ fn json_bytes_fields_are_base64_as_in_proto3_json() {
     assert_eq!(json["source_bytes"], "bWFw");
     assert_eq!(json["mount_point"], "/caf\\xe9");
 }
+
+#[test]
+fn every_json_answer_of_the_api_has_exactly_its_proto_fields() {
+    use autofs_api::v1;
+    macro_rules! keys {
+        ($message:expr) => {
+            json_keys(&serde_json::to_value($message).unwrap())
+        };
+    }
+    let event = v1::MountEvent {
+        mount: Some(v1::MountReport::default()),
+        ..Default::default()
+    };
+    assert_eq!(keys!(&event), proto_fields("autofs.v1.MountEvent"));
+    assert_eq!(
+        keys!(v1::CheckMigratableResponse::default()),
+        proto_fields("autofs.v1.CheckMigratableResponse")
+    );
+    assert_eq!(
+        keys!(v1::WaitMigratableResponse::default()),
+        proto_fields("autofs.v1.WaitMigratableResponse")
+    );
+    assert_eq!(
+        keys!(v1::GetNodeInfoResponse::default()),
+        proto_fields("autofs.v1.GetNodeInfoResponse")
+    );
+    let event = serde_json::to_value(&event).unwrap();
+    assert_eq!(
+        (&event["kind"], &event["mount"]["state"]),
+        (&"UNSPECIFIED".into(), &"UNSPECIFIED".into())
+    );
+    // The core report and its wire message write the same JSON.
+    let wire = v1::MountReport::from(&sample());
+    assert_eq!(
+        serde_json::to_value(&wire).unwrap(),
+        serde_json::to_value(sample()).unwrap()
+    );
+}

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use autofs_cli::duration;
+use autofs_cli::logging::{self, LogFormat};
 use autofs_controller::discovery::{self, Source};
 use autofs_controller::{
     BackoffConfig, Collector, CollectorConfig, Target, TlsOptions, WatchItem, render, v1,
@@ -74,10 +76,10 @@ struct Global {
     )]
     concurrency: usize,
     /// Per-node deadline, retries included (e.g. 10s, 500ms).
-    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration, env = "AUTOFS_CONTROLLER_TIMEOUT")]
+    #[arg(long, global = true, default_value = "10s", value_parser = duration::parse, env = "AUTOFS_CONTROLLER_TIMEOUT")]
     timeout: Duration,
     /// Connect timeout of one attempt.
-    #[arg(long, global = true, default_value = "3s", value_parser = parse_duration, env = "AUTOFS_CONTROLLER_CONNECT_TIMEOUT")]
+    #[arg(long, global = true, default_value = "3s", value_parser = duration::parse, env = "AUTOFS_CONTROLLER_CONNECT_TIMEOUT")]
     connect_timeout: Duration,
     /// Attempts per node; only UNAVAILABLE is retried.
     #[arg(
@@ -188,12 +190,6 @@ enum Output {
     Json,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 #[derive(Debug, Args, Default)]
 struct FilterFlags {
     /// Only the mount namespace of this host pid.
@@ -260,23 +256,12 @@ struct CheckFlags {
     pod: Option<String>,
     /// Wait up to this long until nothing blocks (WaitMigratable): exit 0 as soon as the
     /// workload is dumpable, 1 at the deadline or at once when a blocker cannot clear.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = duration::parse)]
     wait: Option<Duration>,
 }
 
-/// A duration flag in [`humantime`]'s grammar (`500ms`, `10s`, `1m 30s`; the agent's
-/// flags take the same), or a bare number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    match s.parse::<u64>() {
-        Ok(secs) => Ok(Duration::from_secs(secs)),
-        Err(_) => humantime::parse_duration(s)
-            .map_err(|e| format!("`{s}` is not a duration (e.g. 10s, 500ms, 1m 30s): {e}")),
-    }
-}
-
 fn parse_state(s: &str) -> Result<v1::MountState, String> {
-    v1::MountState::from_str_name(&format!("MOUNT_STATE_{}", s.to_ascii_uppercase()))
+    <v1::MountState as autofs_api::ShortName>::from_short_name(&s.to_ascii_uppercase())
         .filter(|s| *s != v1::MountState::Unspecified)
         .ok_or_else(|| format!("unknown state `{s}`"))
 }
@@ -478,29 +463,5 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
 }
 
 fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_take_humantime_and_bare_seconds() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        let e = parse_duration("soon").unwrap_err();
-        assert!(e.contains("`soon` is not a duration"), "{e}");
-    }
+    logging::init(format, "warn");
 }

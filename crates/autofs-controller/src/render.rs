@@ -3,40 +3,13 @@
 use std::fmt::Write as _;
 
 use autofs_api::v1;
+use autofs_cli::table::render as table;
 use serde_json::{Value, json};
 
 use crate::collector::{WaitEnd, WaitOutcome};
 use crate::error::fmt_duration;
 use crate::report::{CheckOutcome, ClusterReport, NodeStatus, reason_name, state_name};
 use crate::watch::WatchItem;
-
-/// Left-aligned columns, two spaces apart.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let mut l = String::new();
-        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
-            if i + 1 == widths.len() {
-                l.push_str(cell);
-            } else {
-                let _ = write!(l, "{cell:<w$}  ");
-            }
-        }
-        out.push_str(l.trim_end());
-        out.push('\n');
-    };
-    line(&mut header.iter().copied());
-    for row in rows {
-        line(&mut row.iter().map(String::as_str));
-    }
-    out
-}
 
 /// `container 0123456789ab / pod 5f1c…`, or `-`.
 fn owner(m: &v1::MountReport) -> String {
@@ -98,42 +71,25 @@ pub fn collect_table(report: &ClusterReport) -> String {
     out
 }
 
-/// A mount report as JSON, fields named as in `autofs.v1.MountReport` (the agent's
-/// `scan --json` uses the same names), enums as short names.
+/// A mount report as JSON: the `autofs.v1.MountReport` message in the API's one JSON shape
+/// ([`autofs_api::json`]), the same as the agent's `scan --json` writes.
 pub fn mount_json(m: &v1::MountReport) -> Value {
-    let entry = m.entry.as_ref().map(|e| {
-        let mut v = json!({
-            "fd": e.fd, "pgrp": e.pgrp, "timeout": e.timeout, "minproto": e.minproto,
-            "maxproto": e.maxproto, "mode": e.mode,
-        });
-        for (k, x) in [("uid", e.uid), ("gid", e.gid), ("read_fd", e.read_fd)] {
-            if let Some(x) = x {
-                v[k] = json!(x);
-            }
-        }
-        v
-    });
-    json!({
-        "node": m.node, "mount_id": m.mount_id, "parent_id": m.parent_id,
-        "mount_point": m.mount_point, "source": m.source, "major": m.major, "minor": m.minor,
-        "criu_s_dev": m.criu_s_dev, "mnt_ns": m.mnt_ns, "state": state_name(m.state),
-        "reason": reason_name(m.reason), "message": m.message, "entry": entry,
-        "pipe_ino": m.pipe_ino, "host_pgrp": m.host_pgrp, "pending_bytes": m.pending_bytes,
-        "pending_packets": m.pending_packets, "read_end_pid": m.read_end_pid,
-        "read_end_fd": m.read_end_fd, "write_end_held": m.write_end_held,
-        "strictexpire": m.strictexpire, "ignore": m.ignore, "container_id": m.container_id,
-        "pod_uid": m.pod_uid, "owner_pid": m.owner_pid, "criu_notes": m.criu_notes,
-        "options": m.options, "proto_version": m.proto_version, "timeout": m.timeout,
-        "dumpable": m.dumpable,
-    })
+    to_json(m)
 }
 
-fn info_json(i: &v1::GetNodeInfoResponse) -> Value {
-    json!({
-        "agent_version": i.agent_version, "api_major": i.api_major, "node": i.node,
-        "kernel_release": i.kernel_release, "pipe_ino_supported": i.pipe_ino_supported,
-        "can_read_fds": i.can_read_fds, "scan_interval_ms": i.scan_interval_ms,
-    })
+/// A message as a JSON tree. Messages are strings, numbers, lists and nested messages, so
+/// serde_json cannot refuse them.
+fn to_json(message: &impl serde::Serialize) -> Value {
+    serde_json::to_value(message).expect("an autofs.v1 message always serializes")
+}
+
+/// `message` as a JSON object, with `extra` fields set over it.
+fn json_with(message: &impl serde::Serialize, extra: Value) -> Value {
+    let mut doc = to_json(message);
+    if let (Some(doc), Value::Object(extra)) = (doc.as_object_mut(), extra) {
+        doc.extend(extra);
+    }
+    doc
 }
 
 /// The JSON document of a cluster report without its mounts.
@@ -195,7 +151,7 @@ pub fn write_collect_json(
         if i > 0 {
             out.write_all(b",")?;
         }
-        serde_json::to_writer(&mut *out, &mount_json(m))?;
+        serde_json::to_writer(&mut *out, m)?;
     }
     out.write_all(b"]}\n")
 }
@@ -252,15 +208,9 @@ pub fn check_text(what: &str, c: &CheckOutcome) -> String {
     out
 }
 
-/// The `check` answer as JSON.
+/// The `check` answer as JSON: the `CheckMigratableResponse` and the `endpoint` asked.
 pub fn check_json(c: &CheckOutcome) -> Value {
-    let r = &c.response;
-    json!({
-        "node": r.node, "endpoint": c.endpoint.address, "dumpable": r.dumpable,
-        "mounts_checked": r.mounts_checked, "retry_after_ms": r.retry_after_ms,
-        "scan_age_ms": r.scan_age_ms, "stale": r.stale,
-        "blocking": r.blocking.iter().map(mount_json).collect::<Vec<_>>(),
-    })
+    json_with(&c.response, json!({"endpoint": c.endpoint.address}))
 }
 
 /// One progress line of `check --wait`: the verdict at that moment.
@@ -303,21 +253,24 @@ pub fn wait_text(what: &str, w: &WaitOutcome, waited: std::time::Duration) -> St
     }
 }
 
-/// `check --wait --output json`: one document.
+/// `check --wait --output json`: one document, the last `WaitMigratableResponse` with the
+/// `endpoint` asked, how the wait ended (`outcome`: `DUMPABLE`, `WILL_NOT_CLEAR` or
+/// `DEADLINE_EXCEEDED`), its length (`wait_ms`) and the number of `messages` received.
 pub fn wait_json(w: &WaitOutcome, waited: std::time::Duration) -> Value {
     let r = &w.last;
-    json!({
-        "node": r.node, "endpoint": w.endpoint.address, "dumpable": r.dumpable,
-        "outcome": match w.end {
-            WaitEnd::Dumpable => "DUMPABLE",
-            WaitEnd::WillNotClear => "WILL_NOT_CLEAR",
-            WaitEnd::StillBlocked => "DEADLINE_EXCEEDED",
-        },
-        "message": r.message, "mounts_checked": r.mounts_checked,
-        "wait_ms": u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
-        "messages": r.sequence,
-        "blocking": r.blocking.iter().map(mount_json).collect::<Vec<_>>(),
-    })
+    json_with(
+        r,
+        json!({
+            "endpoint": w.endpoint.address,
+            "outcome": match w.end {
+                WaitEnd::Dumpable => "DUMPABLE",
+                WaitEnd::WillNotClear => "WILL_NOT_CLEAR",
+                WaitEnd::StillBlocked => "DEADLINE_EXCEEDED",
+            },
+            "wait_ms": u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+            "messages": r.sequence,
+        }),
+    )
 }
 
 /// The `nodes` table.
@@ -371,7 +324,7 @@ pub fn nodes_json(nodes: &[NodeStatus]) -> Value {
                     "endpoint": n.endpoint.address, "node": n.node_name(),
                     "reachable": n.result.is_ok(),
                     "error": n.result.as_ref().err().map(ToString::to_string),
-                    "info": n.info.as_ref().map(info_json),
+                    "info": n.info.as_ref().map(to_json),
                 })
             })
             .collect(),
@@ -386,11 +339,7 @@ pub fn watch_line(item: &WatchItem) -> String {
             info.node, endpoint.address, info.agent_version
         ),
         WatchItem::Event { event, .. } => {
-            let kind = event
-                .kind()
-                .as_str_name()
-                .strip_prefix("KIND_")
-                .unwrap_or("UNSPECIFIED");
+            let kind = autofs_api::json::name::<v1::mount_event::Kind>(event.kind);
             match &event.mount {
                 Some(m) => format!(
                     "{} #{} {kind} {} {} {}",
@@ -415,14 +364,12 @@ pub fn watch_json(item: &WatchItem) -> Value {
     match item {
         WatchItem::Connected { endpoint, info } => json!({
             "type": "connected", "endpoint": endpoint.address, "node": info.node,
-            "info": info_json(info),
+            "info": to_json(info),
         }),
-        WatchItem::Event { endpoint, event } => json!({
-            "type": "event", "endpoint": endpoint.address, "node": event.node,
-            "sequence": event.sequence,
-            "kind": event.kind().as_str_name().strip_prefix("KIND_").unwrap_or("UNSPECIFIED"),
-            "mount": event.mount.as_ref().map(mount_json),
-        }),
+        WatchItem::Event { endpoint, event } => json_with(
+            event,
+            json!({"type": "event", "endpoint": endpoint.address}),
+        ),
         WatchItem::NotReady { error } => json!({
             "type": "not_ready", "endpoint": error.endpoint, "node": error.node,
             "error": error.to_string(),

@@ -90,18 +90,14 @@ impl ClusterReport {
     }
 }
 
-/// `ACTIVE`, …; `UNKNOWN(n)` for a value this controller does not know.
+/// `ACTIVE`, …; `UNKNOWN(n)` for a value this controller does not know (as in JSON).
 pub fn state_name(state: i32) -> String {
-    v1::MountState::try_from(state)
-        .map(|s| s.short_name().to_owned())
-        .unwrap_or_else(|_| format!("UNKNOWN({state})"))
+    autofs_api::json::name::<v1::MountState>(state).into_owned()
 }
 
-/// `PIPE_NOT_EMPTY`, …; `UNKNOWN(n)` for a value this controller does not know.
+/// `PIPE_NOT_EMPTY`, …; `UNKNOWN(n)` for a value this controller does not know (as in JSON).
 pub fn reason_name(reason: i32) -> String {
-    v1::Reason::try_from(reason)
-        .map(|s| s.short_name().to_owned())
-        .unwrap_or_else(|_| format!("UNKNOWN({reason})"))
+    autofs_api::json::name::<v1::Reason>(reason).into_owned()
 }
 
 /// The answer of `check`: which node answered and what it said.

@@ -257,3 +257,47 @@ async fn an_unparseable_mount_reported_as_error_does_not_hide_the_nodes_other_mo
             .any(|m| m.state == v1::MountState::Error as i32 && m.mount_point.is_empty())
     );
 }
+
+#[test]
+fn both_binaries_refuse_a_bad_duration_with_the_same_clear_message() {
+    // The detail after clap's "invalid value 'X' for '--flag <FLAG>': ".
+    let detail = |out: &std::process::Output| -> String {
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        let line = err
+            .lines()
+            .find(|l| l.contains("invalid value"))
+            .unwrap_or_else(|| panic!("no 'invalid value' line in {err}"));
+        line.split_once("': ").unwrap().1.to_owned()
+    };
+    for (bad, needle) in [
+        ("soon", "`soon` is not a duration: "),
+        ("5 parsecs", "unknown time unit \"parsecs\""),
+        ("-1s", "`-1s` is not a duration"),
+        ("0s", "`0s` is not a positive duration"),
+    ] {
+        let from_controller = detail(&controller(&[
+            "collect",
+            "--nodes",
+            "10.0.0.1:1",
+            &format!("--timeout={bad}"),
+        ]));
+        let agent = std::process::Command::new(
+            autofs_testkit::binaries::AGENT
+                .locate()
+                .unwrap_or_else(|e| panic!("{e}"))
+                .0,
+        )
+        .args(["serve", &format!("--scan-interval={bad}")])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run autofs-agent");
+        let from_agent = detail(&agent);
+        assert!(
+            from_controller.contains(needle),
+            "{bad:?}: {from_controller}"
+        );
+        assert_eq!(from_agent, from_controller, "{bad:?}");
+    }
+}

@@ -1,11 +1,13 @@
-//! What a scan says about each mount. Field names match `autofs.v1.MountReport` exactly, so the
-//! JSON of the CLI and the gRPC messages read the same.
+//! What a scan says about each mount, and its one conversion to the wire (`autofs.v1`). The
+//! proto is the only schema: value names come from it, and these types serialize as their
+//! `autofs.v1` message does ([`autofs_api::json`]), so the CLI's JSON and the gRPC messages
+//! read the same.
 
+use autofs_api::{ShortName as _, v1};
 use serde::Serialize;
 
 /// What CRIU's autofs dump stage would do with a mount right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MountState {
     /// A live master holds the read end and the pipe is empty: CRIU dumps it.
     Active,
@@ -32,16 +34,38 @@ impl MountState {
         Self::Error,
     ];
 
-    /// Upper-case name as in the API (`ACTIVE`, …).
+    /// The API's name of the state without its prefix (`ACTIVE`, …).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "ACTIVE",
-            Self::Catatonic => "CATATONIC",
-            Self::Interim => "INTERIM",
-            Self::Orphaned => "ORPHANED",
-            Self::Unsupported => "UNSUPPORTED",
-            Self::Error => "ERROR",
+        v1::MountState::from(self).short_name()
+    }
+}
+
+impl From<MountState> for v1::MountState {
+    fn from(s: MountState) -> Self {
+        match s {
+            MountState::Active => Self::Active,
+            MountState::Catatonic => Self::Catatonic,
+            MountState::Interim => Self::Interim,
+            MountState::Orphaned => Self::Orphaned,
+            MountState::Unsupported => Self::Unsupported,
+            MountState::Error => Self::Error,
         }
+    }
+}
+
+impl TryFrom<v1::MountState> for MountState {
+    type Error = v1::MountState;
+
+    /// The core state of an API value.
+    ///
+    /// # Errors
+    ///
+    /// `UNSPECIFIED`, which no report carries.
+    fn try_from(s: v1::MountState) -> Result<Self, v1::MountState> {
+        Self::ALL
+            .into_iter()
+            .find(|c| v1::MountState::from(*c) == s)
+            .ok_or(s)
     }
 }
 
@@ -52,8 +76,7 @@ impl std::fmt::Display for MountState {
 }
 
 /// Machine-readable cause of a verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Reason {
     /// ACTIVE: the process-group leader holds the read end and the pipe is empty.
     MasterHoldsPipe,
@@ -98,26 +121,32 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Upper-case name as in the API without its prefix (`PIPE_NOT_EMPTY`, …).
+    /// The API's name of the reason without its prefix (`PIPE_NOT_EMPTY`, …).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::MasterHoldsPipe => "MASTER_HOLDS_PIPE",
-            Self::Catatonic => "CATATONIC",
-            Self::PipeNotEmpty => "PIPE_NOT_EMPTY",
-            Self::LeaderGone => "LEADER_GONE",
-            Self::ReadEndDelegated => "READ_END_DELEGATED",
-            Self::HiddenCatatonic => "HIDDEN_CATATONIC",
-            Self::MasterOutsidePidNs => "MASTER_OUTSIDE_PID_NS",
-            Self::MasterOutsideTree => "MASTER_OUTSIDE_TREE",
-            Self::ProbeMakesCatatonic => "PROBE_MAKES_CATATONIC",
-            Self::OptionOutOfIntRange => "OPTION_OUT_OF_INT_RANGE",
-            Self::MountTableUnreadable => "MOUNT_TABLE_UNREADABLE",
-            Self::NoPipeIno => "NO_PIPE_INO",
-            Self::MissingOption => "MISSING_OPTION",
-            Self::InvalidOption => "INVALID_OPTION",
-            Self::MalformedMountinfo => "MALFORMED_MOUNTINFO",
-            Self::ProcUnreadable => "PROC_UNREADABLE",
-            Self::PgrpNotVisible => "PGRP_NOT_VISIBLE",
+        v1::Reason::from(self).short_name()
+    }
+}
+
+impl From<Reason> for v1::Reason {
+    fn from(r: Reason) -> Self {
+        match r {
+            Reason::MasterHoldsPipe => Self::MasterHoldsPipe,
+            Reason::Catatonic => Self::Catatonic,
+            Reason::PipeNotEmpty => Self::PipeNotEmpty,
+            Reason::LeaderGone => Self::LeaderGone,
+            Reason::ReadEndDelegated => Self::ReadEndDelegated,
+            Reason::HiddenCatatonic => Self::HiddenCatatonic,
+            Reason::MasterOutsidePidNs => Self::MasterOutsidePidNs,
+            Reason::MasterOutsideTree => Self::MasterOutsideTree,
+            Reason::ProbeMakesCatatonic => Self::ProbeMakesCatatonic,
+            Reason::OptionOutOfIntRange => Self::OptionOutOfIntRange,
+            Reason::MountTableUnreadable => Self::MountTableUnreadable,
+            Reason::NoPipeIno => Self::NoPipeIno,
+            Reason::MissingOption => Self::MissingOption,
+            Reason::InvalidOption => Self::InvalidOption,
+            Reason::MalformedMountinfo => Self::MalformedMountinfo,
+            Reason::ProcUnreadable => Self::ProcUnreadable,
+            Reason::PgrpNotVisible => Self::PgrpNotVisible,
         }
     }
 }
@@ -128,34 +157,15 @@ impl std::fmt::Display for Reason {
     }
 }
 
-/// CRIU's `autofs_entry` (images/autofs.proto), fields 1–9 as CRIU would write them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct AutofsEntry {
-    /// 1: `fd=` (-1 when catatonic).
-    pub fd: i32,
-    /// 2: pgrp in the dumped pid namespace; the raw value when catatonic.
-    pub pgrp: i32,
-    /// 3: `timeout=` seconds.
-    pub timeout: i32,
-    /// 4: `minproto=`.
-    pub minproto: i32,
-    /// 5: `maxproto=`.
-    pub maxproto: i32,
-    /// 6: 0 direct, 1 indirect, 2 offset.
-    pub mode: i32,
-    /// 7: `uid=`, only when present.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub uid: Option<i32>,
-    /// 8: `gid=`, only when present.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gid: Option<i32>,
-    /// 9: the master's read-end fd, only when it no longer holds the write end.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub read_fd: Option<i32>,
-}
+/// CRIU's `autofs_entry` (images/autofs.proto, reproduced in `proto/criu/autofs.proto`), fields
+/// 1–9 as CRIU would write them: 1 `fd=` (-1 when catatonic); 2 pgrp in the dumped pid
+/// namespace, the raw value when catatonic; 3 `timeout=` seconds; 4 `minproto=`; 5
+/// `maxproto=`; 6 mode, 0 direct, 1 indirect, 2 offset; 7 `uid=` and 8 `gid=`, only when
+/// present; 9 the master's read-end fd, only when it no longer holds the write end.
+pub use autofs_api::criu::AutofsEntry;
 
 /// One autofs mount as seen from one mount namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountReport {
     /// Node name given to the scan.
     pub node: String,
@@ -167,12 +177,10 @@ pub struct MountReport {
     /// convention (invalid UTF-8 as `\xHH`, backslash as `\\`).
     pub mount_point: String,
     /// Mount point, exact bytes (base64 in JSON, as proto3's JSON mapping writes `bytes`).
-    #[serde(serialize_with = "base64_bytes")]
     pub mount_point_bytes: Vec<u8>,
     /// Mount source as a string (same convention as `mount_point`).
     pub source: String,
     /// Mount source, exact bytes.
-    #[serde(serialize_with = "base64_bytes")]
     pub source_bytes: Vec<u8>,
     /// Device major.
     pub major: u32,
@@ -226,14 +234,108 @@ pub struct MountReport {
     pub dumpable: bool,
 }
 
-fn base64_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-    use base64::Engine as _;
-    s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
-}
-
 impl MountReport {
     /// Whether this mount blocks a CRIU dump of its mount namespace.
     pub fn blocks_dump(&self) -> bool {
         !self.dumpable
+    }
+}
+
+impl From<&MountReport> for v1::MountReport {
+    /// The report as the API sends it, field for field.
+    fn from(r: &MountReport) -> Self {
+        Self {
+            node: r.node.clone(),
+            mount_id: r.mount_id,
+            parent_id: r.parent_id,
+            mount_point: r.mount_point.clone(),
+            mount_point_bytes: r.mount_point_bytes.clone(),
+            source: r.source.clone(),
+            source_bytes: r.source_bytes.clone(),
+            major: r.major,
+            minor: r.minor,
+            criu_s_dev: r.criu_s_dev,
+            mnt_ns: r.mnt_ns,
+            state: v1::MountState::from(r.state).into(),
+            reason: v1::Reason::from(r.reason).into(),
+            message: r.message.clone(),
+            entry: r.entry,
+            pipe_ino: r.pipe_ino,
+            host_pgrp: r.host_pgrp,
+            pending_bytes: r.pending_bytes,
+            pending_packets: r.pending_packets,
+            read_end_pid: r.read_end_pid,
+            read_end_fd: r.read_end_fd,
+            write_end_held: r.write_end_held,
+            strictexpire: r.strictexpire,
+            ignore: r.ignore,
+            container_id: r.container_id.clone(),
+            pod_uid: r.pod_uid.clone(),
+            owner_pid: r.owner_pid,
+            criu_notes: r.criu_notes.clone(),
+            options: r.options.clone(),
+            proto_version: r.proto_version,
+            timeout: r.timeout,
+            dumpable: r.dumpable,
+        }
+    }
+}
+
+// The JSON of the core types is their wire message's: one shape, written in one place.
+
+impl Serialize for MountState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl Serialize for MountReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        v1::MountReport::from(self).serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_and_reason_has_a_specified_api_value_and_its_name() {
+        for s in MountState::ALL {
+            let api = v1::MountState::from(s);
+            assert_ne!(api, v1::MountState::Unspecified);
+            assert_eq!(MountState::try_from(api), Ok(s));
+            assert_eq!(format!("MOUNT_STATE_{s}"), api.as_str_name());
+        }
+        assert!(MountState::try_from(v1::MountState::Unspecified).is_err());
+        for r in [
+            Reason::MasterHoldsPipe,
+            Reason::Catatonic,
+            Reason::PipeNotEmpty,
+            Reason::LeaderGone,
+            Reason::ReadEndDelegated,
+            Reason::HiddenCatatonic,
+            Reason::MasterOutsidePidNs,
+            Reason::MasterOutsideTree,
+            Reason::ProbeMakesCatatonic,
+            Reason::OptionOutOfIntRange,
+            Reason::MountTableUnreadable,
+            Reason::NoPipeIno,
+            Reason::MissingOption,
+            Reason::InvalidOption,
+            Reason::MalformedMountinfo,
+            Reason::ProcUnreadable,
+            Reason::PgrpNotVisible,
+        ] {
+            let api = v1::Reason::from(r);
+            assert_ne!(api, v1::Reason::Unspecified, "{r:?}");
+            assert_eq!(format!("REASON_{r}"), api.as_str_name());
+        }
     }
 }
