@@ -54,8 +54,6 @@ pub mod collector;
 pub mod discovery;
 pub mod endpoint;
 pub mod error;
-// `write_collect_json` still lacks its `# Errors` section.
-#[allow(clippy::missing_errors_doc)]
 pub mod render;
 pub mod report;
 pub mod watch;

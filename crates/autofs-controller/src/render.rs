@@ -139,6 +139,11 @@ pub fn collect_json(report: &ClusterReport) -> Value {
 
 /// [`collect_json`] written piece by piece, one mount at a time: a 1,000-node report never
 /// exists twice in memory as a JSON tree.
+///
+/// # Errors
+///
+/// The [`std::io::Error`] of the first write to `out` that fails (a closed pipe, a full disk);
+/// what was written before it stays written.
 pub fn write_collect_json(
     report: &ClusterReport,
     out: &mut impl std::io::Write,

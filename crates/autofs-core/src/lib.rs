@@ -31,8 +31,6 @@ pub mod mountinfo;
 pub mod options;
 pub mod pipes;
 pub mod proc_root;
-// `ProcessTable::info` still lacks its `# Errors` section.
-#[allow(clippy::missing_errors_doc)]
 pub mod process;
 pub mod report;
 pub mod scan;

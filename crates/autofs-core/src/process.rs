@@ -189,7 +189,13 @@ impl<'a> ProcessTable<'a> {
         self.files_read
     }
 
-    /// `stat` + `status` facts of `pid`.
+    /// `stat` + `status` facts of `pid`, read once per table.
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable::Vanished`] when the process is gone; [`Unavailable::Failed`] when `stat`
+    /// or `status` cannot be read (the message names the file and the missing capability) or
+    /// does not parse.
     pub fn info(&mut self, pid: i32) -> Result<&ProcessInfo, Unavailable> {
         let root = self.root;
         let files_read = &mut self.files_read;

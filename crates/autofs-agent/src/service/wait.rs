@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use autofs_api::json::ShortName;
 use autofs_api::v1;
 use autofs_core::selector::{Check, Outcome, Workload};
 use tokio::sync::mpsc;
@@ -215,7 +216,7 @@ fn describe(
             let (mount_point, state, message) = first.first().map_or(("", "?", ""), |r| {
                 (
                     r.mount_point.as_str(),
-                    v1::MountState::try_from(r.state).map_or("?", |s| s.as_str_name()),
+                    v1::MountState::try_from(r.state).map_or("?", ShortName::short_name),
                     r.message.as_str(),
                 )
             });
