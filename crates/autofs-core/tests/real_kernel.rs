@@ -620,10 +620,13 @@ fn a_scanner_kept_across_scans_answers_as_a_fresh_one_while_processes_come_and_g
             .unwrap();
         joined.push(child);
     }
+    // Both have joined, and so has the init `unshare --fork` forks below the second: three new
+    // members. Until then the kept and the fresh scan could list different members.
     let deadline = std::time::Instant::now() + WAIT;
-    while !joined
+    while !(joined
         .iter()
         .all(|c| root.mount_namespace(i32::try_from(c.id()).unwrap()).ok() == Some(sc.mnt_ns()))
+        && members().len() == before.len() + 3)
     {
         assert!(std::time::Instant::now() < deadline, "nsenter never joined");
         std::thread::sleep(Duration::from_millis(10));
