@@ -3,17 +3,18 @@
 //! `mountinfo` once, each master's fds once) and the part of that floor that must touch every
 //! process (the readlink of each `ns/mnt`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::dir::Dir;
-use nix::fcntl::{OFlag, openat};
-use nix::libc;
+use nix::fcntl::OFlag;
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::Pid;
 
-use super::sys::{CPath, read_rel, readlink_raw, unsafe_borrow};
+use super::sys::{
+    CPath, first_member_of_each_namespace, poll_read_end, read_rel, readlink_raw, unsafe_borrow,
+};
 
 /// `flags:` of `<pid>/fdinfo/<fd>` (octal), as CRIU's `parse_fdinfo_pid` reads it.
 pub fn fdinfo_flags(
@@ -38,12 +39,7 @@ pub fn criu(builder: Pid, m: usize) -> Duration {
     let start = Instant::now();
     let mut path = CPath(String::with_capacity(64));
     let mut buf = Vec::with_capacity(1 << 16);
-    let proc = nix::fcntl::open(
-        "/proc",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .expect("/proc");
+    let proc = open_proc();
     // §3.1/3.2: the options of every autofs mount, from mountinfo read once.
     let mut mountinfo = Vec::new();
     read_rel(
@@ -113,20 +109,9 @@ pub fn criu(builder: Pid, m: usize) -> Duration {
             continue;
         }
         // §3.5: reopen the read end and poll it for queued data.
-        let p = format!("/proc/{pgrp}/fd/{read_fd}");
-        if let Ok(end) = nix::fcntl::open(
-            p.as_str(),
-            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        ) {
-            let mut pfd = libc::pollfd {
-                fd: end.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd for the duration of the call.
-            #[allow(unsafe_code)]
-            let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if let Some(ready) =
+            poll_read_end(proc.as_fd(), path.set(format_args!("{pgrp}/fd/{read_fd}")))
+        {
             assert_eq!(ready, 0, "an idle bench pipe has no data");
         }
         // §3.7: is the write end fd= still held?
@@ -191,19 +176,7 @@ pub fn lookup_floor(m: usize, spent: &mut [Duration; 4]) -> Duration {
     let mut buf = Vec::with_capacity(1 << 16);
     let proc = open_proc();
     let pids = list_pids(proc.as_fd());
-    let mut first_of_ns: HashMap<Vec<u8>, i32> = HashMap::new();
-    for &pid in &pids {
-        let n = readlink_raw(
-            proc.as_fd(),
-            path.set(format_args!("{pid}/ns/mnt")),
-            &mut link,
-        );
-        if let Ok(n) = usize::try_from(n)
-            && !first_of_ns.contains_key(&link[..n])
-        {
-            first_of_ns.insert(link[..n].to_vec(), pid);
-        }
-    }
+    let first_of_ns = first_member_of_each_namespace(proc.as_fd(), &pids, &mut path, &mut link);
     lap(&mut last, spent, 0);
     // (pgrp, pipe_ino) of every autofs mount of every namespace.
     let mut mounts: Vec<(i32, u64)> = Vec::new();
@@ -268,24 +241,9 @@ pub fn lookup_floor(m: usize, spent: &mut [Duration; 4]) -> Duration {
     }
     lap(&mut last, spent, 2);
     for &(pgrp, fd) in &read_ends {
-        if let Ok(end) = openat(
-            proc.as_fd(),
-            path.set(format_args!("{pgrp}/fd/{fd}")),
-            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        ) {
-            let mut pfd = libc::pollfd {
-                fd: end.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd for the duration of the call. Not checked: the
-            // machine's other autofs mounts (other tests, other users) may have queued data.
-            #[allow(unsafe_code)]
-            unsafe {
-                libc::poll(&mut pfd, 1, 0);
-            }
-        }
+        // Not checked: the machine's other autofs mounts (other tests, other users) may have
+        // queued data.
+        let _ = poll_read_end(proc.as_fd(), path.set(format_args!("{pgrp}/fd/{fd}")));
     }
     lap(&mut last, spent, 3);
     let elapsed = start.elapsed();

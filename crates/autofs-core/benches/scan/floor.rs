@@ -12,7 +12,7 @@ use nix::libc;
 use nix::sys::stat::Mode;
 
 use super::node::ns_inode;
-use super::sys::{CPath, read_rel, readlink_raw, unsafe_borrow};
+use super::sys::{CPath, first_member_of_each_namespace, read_rel, readlink_raw, unsafe_borrow};
 
 /// What the scan read beyond `ns/mnt` and the mount tables, taken from one scan's result and
 /// a listing of the leaders' fds done once outside the timing, so the floor issues exactly
@@ -260,19 +260,7 @@ pub fn floor(plan: &FloorPlan, spent: &mut [Duration; 6]) -> Duration {
     }
     mark(&mut last, spent, 0);
     // ns/mnt of every process; the first member of each namespace reads its mountinfo.
-    let mut first_of_ns: HashMap<Vec<u8>, i32> = HashMap::new();
-    for &pid in &pids {
-        let n = readlink_raw(
-            proc.as_fd(),
-            path.set(format_args!("{pid}/ns/mnt")),
-            &mut link,
-        );
-        if let Ok(n) = usize::try_from(n)
-            && !first_of_ns.contains_key(&link[..n])
-        {
-            first_of_ns.insert(link[..n].to_vec(), pid);
-        }
-    }
+    let first_of_ns = first_member_of_each_namespace(proc.as_fd(), &pids, &mut path, &mut link);
     for &pid in first_of_ns.values() {
         // The scan checks the reader's root is the namespace root (a complete view).
         readlink_raw(

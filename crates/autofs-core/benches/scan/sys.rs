@@ -75,3 +75,45 @@ pub fn unsafe_borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
         BorrowedFd::borrow_raw(fd)
     }
 }
+
+/// The first pid (in `pids` order) of each mount namespace, keyed by its `ns/mnt` link text:
+/// one `readlink` of every process, as the scan and CRIU's lookup both must.
+pub fn first_member_of_each_namespace(
+    proc: BorrowedFd<'_>,
+    pids: &[i32],
+    path: &mut CPath,
+    link: &mut [u8],
+) -> std::collections::HashMap<Vec<u8>, i32> {
+    let mut first_of_ns = std::collections::HashMap::new();
+    for &pid in pids {
+        let n = readlink_raw(proc, path.set(format_args!("{pid}/ns/mnt")), link);
+        if let Ok(n) = usize::try_from(n)
+            && !first_of_ns.contains_key(&link[..n])
+        {
+            first_of_ns.insert(link[..n].to_vec(), pid);
+        }
+    }
+    first_of_ns
+}
+
+/// Reopens a pipe's read end (`path` below `dir`) non-blocking and polls it for queued data
+/// without waiting, as CRIU's §3.5 check does; nothing is read. The number of ready fds
+/// (0 or 1), `None` when the end could not be reopened.
+pub fn poll_read_end(dir: BorrowedFd<'_>, path: &CStr) -> Option<i32> {
+    let end = openat(
+        dir,
+        path,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut pfd = libc::pollfd {
+        fd: end.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    #[allow(unsafe_code)]
+    let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+    Some(ready)
+}
