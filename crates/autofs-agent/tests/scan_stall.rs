@@ -19,6 +19,18 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 /// The fixture's mount namespace and its one mount.
+/// An agent on `proc_root` whose scans count as stalled after 1 s.
+fn stalling_agent(proc_root: &Path, extra: &[&str]) -> Agent {
+    let mut args = vec![
+        "--proc-root",
+        proc_root.to_str().unwrap(),
+        "--scan-stall-timeout",
+        "1s",
+    ];
+    args.extend_from_slice(extra);
+    Agent::start(&args)
+}
+
 const MNT_NS: u64 = 4026531841;
 const MOUNT_ID: u32 = 40;
 
@@ -105,12 +117,7 @@ async fn list_with_metadata(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_proc_read_turns_health_not_serving_and_rpcs_answer_from_the_last_good_scan() {
     let (_dir, proc_root) = fixture_proc_root("active_indirect");
-    let agent = Agent::start(&[
-        "--proc-root",
-        proc_root.to_str().unwrap(),
-        "--scan-stall-timeout",
-        "1s",
-    ]);
+    let agent = stalling_agent(&proc_root, &[]);
     agent.wait_serving().await;
     let (reports, metadata) = list_with_metadata(&agent).await.unwrap();
     assert_eq!(common::ids(&reports), [MOUNT_ID]);
@@ -185,14 +192,7 @@ async fn a_hung_proc_read_turns_health_not_serving_and_rpcs_answer_from_the_last
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_proc_read_with_an_old_last_scan_is_unavailable_and_sigterm_still_stops_the_agent() {
     let (_dir, proc_root) = fixture_proc_root("active_indirect");
-    let mut agent = Agent::start(&[
-        "--proc-root",
-        proc_root.to_str().unwrap(),
-        "--scan-stall-timeout",
-        "1s",
-        "--max-stale-age",
-        "1s",
-    ]);
+    let mut agent = stalling_agent(&proc_root, &["--max-stale-age", "1s"]);
     agent.wait_serving().await;
     let _hung = HungMountinfo::hang(&proc_root);
     agent
@@ -255,12 +255,7 @@ async fn a_running_wait_ends_unavailable_when_the_watchdog_declares_a_stall() {
     std::fs::remove_file(fake.join("ns/mnt")).unwrap();
     std::os::unix::fs::symlink("mnt:[4026599999]", fake.join("ns/mnt")).unwrap();
 
-    let agent = Agent::start(&[
-        "--proc-root",
-        proc_root.to_str().unwrap(),
-        "--scan-stall-timeout",
-        "1s",
-    ]);
+    let agent = stalling_agent(&proc_root, &[]);
     agent.wait_serving().await;
     // The client's own deadline is far away: the end must come from the agent.
     let mut request = tonic::Request::new(v1::WaitMigratableRequest {

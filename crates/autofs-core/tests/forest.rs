@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use autofs_core::ProcRoot;
 use autofs_core::process::ProcessTable;
 use autofs_core::tree::{ForestMemo, namespace_owner};
+use autofs_testkit::procfs;
 use nix::libc;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -133,26 +134,6 @@ fn pid_of(child: &Child) -> i32 {
 
 fn ns_of(pid: i32) -> Option<u64> {
     ProcRoot::open("/proc").unwrap().mount_namespace(pid).ok()
-}
-
-fn state_of(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')')
-        .next()?
-        .split_whitespace()
-        .next()?
-        .chars()
-        .next()
-}
-
-fn ppid_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')')
-        .next()?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 /// One scan's owner, remembered and fresh; asserts they agree and returns it with the number of
@@ -299,14 +280,16 @@ fn remembered_owner_equals_a_fresh_walk_while_the_forest_changes() {
     let sh = *forest
         .members()
         .iter()
-        .find(|&&p| ppid_of(p) == Some(unshare))
+        .find(|&&p| procfs::ppid(p) == Some(unshare))
         .expect("sh, unshare's child");
     let me = i32::try_from(std::process::id()).unwrap();
     kill(Pid::from_raw(unshare), Signal::SIGKILL).unwrap();
     forest.wait_for("sh to be reparented to the test", |_| {
-        ppid_of(sh) == Some(me)
+        procfs::ppid(sh) == Some(me)
     });
-    forest.wait_for("unshare to be a zombie", |_| state_of(unshare) == Some('Z'));
+    forest.wait_for("unshare to be a zombie", |_| {
+        procfs::process_state(unshare) == Some('Z')
+    });
     let (owner, _) = owners_agree(&mut memo, &forest, "the owner is a zombie");
     assert_eq!(owner, sh);
     forest.children[0].wait().unwrap();
@@ -324,8 +307,8 @@ fn remembered_owner_equals_a_fresh_walk_while_the_forest_changes() {
     // Its init: a grandchild of the subreaper.
     forest.wait_for("the subreaper's init", |f| {
         f.members().iter().any(|&p| {
-            ppid_of(p) != Some(subreaper)
-                && ppid_of(p).is_some_and(|parent| ppid_of(parent) == Some(subreaper))
+            procfs::ppid(p) != Some(subreaper)
+                && procfs::ppid(p).is_some_and(|parent| procfs::ppid(parent) == Some(subreaper))
         })
     });
     let (owner, _) = owners_agree(&mut memo, &forest, "a subreaper root");
@@ -334,18 +317,19 @@ fn remembered_owner_equals_a_fresh_walk_while_the_forest_changes() {
         .members()
         .iter()
         .find(|&&p| {
-            ppid_of(p) == Some(subreaper) && forest.members().iter().any(|&c| ppid_of(c) == Some(p))
+            procfs::ppid(p) == Some(subreaper)
+                && forest.members().iter().any(|&c| procfs::ppid(c) == Some(p))
         })
         .expect("unshare --pid under the subreaper");
     let init = *forest
         .members()
         .iter()
-        .find(|&&p| ppid_of(p) == Some(waiting))
+        .find(|&&p| procfs::ppid(p) == Some(waiting))
         .unwrap();
     owners_agree(&mut memo, &forest, "the subreaper's tree, unchanged");
     kill(Pid::from_raw(waiting), Signal::SIGKILL).unwrap();
     forest.wait_for("the init to go to the subreaper", |_| {
-        ppid_of(init) == Some(subreaper) && state_of(waiting) == Some('Z')
+        procfs::ppid(init) == Some(subreaper) && procfs::process_state(waiting) == Some('Z')
     });
     let (owner, _) = owners_agree(&mut memo, &forest, "an init reparented inside");
     assert_eq!(owner, sh);
@@ -355,7 +339,7 @@ fn remembered_owner_equals_a_fresh_walk_while_the_forest_changes() {
     let sleeps: Vec<i32> = forest
         .members()
         .into_iter()
-        .filter(|&p| ppid_of(p) == Some(sh))
+        .filter(|&p| procfs::ppid(p) == Some(sh))
         .collect();
     let mut reused = None;
     for victim in sleeps {
@@ -387,7 +371,7 @@ fn remembered_owner_equals_a_fresh_walk_while_the_forest_changes() {
     // that init is younger than `reused`, so the owner stays.
     let outer = forest.enter(&["unshare", "--pid", "--fork", "sleep", "infinity"]);
     forest.wait_for("unshare's init", |f| {
-        f.members().iter().any(|&p| ppid_of(p) == Some(outer))
+        f.members().iter().any(|&p| procfs::ppid(p) == Some(outer))
     });
     let (owner, _) = owners_agree(&mut memo, &forest, "a handing-over root");
     assert_eq!(owner, reused);
@@ -401,14 +385,16 @@ fn remembered_owner_equals_a_fresh_walk_while_the_forest_changes() {
     let handed = *forest
         .members()
         .iter()
-        .find(|&&p| ppid_of(p) == Some(outer))
+        .find(|&&p| procfs::ppid(p) == Some(outer))
         .unwrap();
     let (owner, _) = owners_agree(&mut memo, &forest, "the older init exited");
     assert_eq!(owner, handed);
 
     // Its waiting parent dies: the init is reparented to the test and becomes a root itself.
     kill(Pid::from_raw(outer), Signal::SIGKILL).unwrap();
-    forest.wait_for("the init to be reparented", |_| ppid_of(handed) == Some(me));
+    forest.wait_for("the init to be reparented", |_| {
+        procfs::ppid(handed) == Some(me)
+    });
     let (owner, _) = owners_agree(&mut memo, &forest, "the init was reparented");
     assert_eq!(owner, handed);
     forest.reap();
