@@ -40,6 +40,7 @@ pub mod cgroup;
 pub mod child;
 mod host;
 mod line_reader;
+pub mod mount_ns;
 pub mod packet;
 pub mod pki;
 pub mod procfs;

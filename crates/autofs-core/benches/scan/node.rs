@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::libc;
 use nix::mount::{MsFlags, mount};
-use nix::sched::{CloneFlags, unshare};
+use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid, fork, getpid, getppid, pipe2, setpgid};
@@ -261,15 +261,7 @@ fn builder_main(bench: Pid, spec: NodeSpec, ready: RawFd) -> Result<(), String> 
     if spec.place == Place::Host {
         spawn_bystanders(me, spec, ready)?;
     }
-    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("make / rprivate: {e}"))?;
+    autofs_testkit::mount_ns::unshare_private_mounts(CloneFlags::empty())?;
     // A tmpfs over /tmp, visible in this namespace only: the node leaves nothing on the host,
     // even when the bench is killed.
     mount(

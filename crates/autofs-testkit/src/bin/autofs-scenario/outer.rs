@@ -35,7 +35,7 @@ pub(crate) fn run(work: &Path, parent: Option<i32>) -> Result<(), String> {
             work.display()
         ));
     }
-    sys::unshare_private_mounts(CloneFlags::CLONE_NEWPID)?;
+    autofs_testkit::mount_ns::unshare_private_mounts(CloneFlags::CLONE_NEWPID)?;
     match sys::fork().map_err(|e| format!("fork: {e}"))? {
         sys::Fork::Child => {
             let code = match crate::init::Init::boot(work) {

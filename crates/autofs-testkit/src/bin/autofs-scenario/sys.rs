@@ -195,20 +195,3 @@ pub fn read(fd: i32, buf: &mut [u8]) -> io::Result<usize> {
         Ok(n as usize)
     }
 }
-
-/// Unshares a mount namespace (`extra`: more namespaces, e.g. `CLONE_NEWPID`) and makes every
-/// mount in it private, so nothing mounted here propagates back to the host (nor the other way).
-pub fn unshare_private_mounts(extra: nix::sched::CloneFlags) -> Result<(), String> {
-    use nix::mount::{MsFlags, mount};
-    use nix::sched::CloneFlags;
-    let flags = CloneFlags::CLONE_NEWNS | extra;
-    nix::sched::unshare(flags).map_err(|e| format!("unshare({flags:?}): {e}"))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("making / private: {e}"))
-}

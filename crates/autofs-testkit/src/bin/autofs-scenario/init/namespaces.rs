@@ -113,7 +113,7 @@ fn ns_member(w: File, chroot: Option<PathBuf>, chroot_all: bool) -> ! {
     let mut w = w;
     let result = (|| -> Result<String, String> {
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
-        sys::unshare_private_mounts(CloneFlags::empty())?;
+        autofs_testkit::mount_ns::unshare_private_mounts(CloneFlags::empty())?;
         let (cr, cw) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
         match sys::fork().map_err(|e| format!("fork: {e}"))? {
             sys::Fork::Child => {
