@@ -5,7 +5,6 @@
 pub mod background;
 pub mod change_watch;
 pub mod changes;
-pub mod convert;
 pub mod fds;
 pub mod listener;
 pub mod metrics;

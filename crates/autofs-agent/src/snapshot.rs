@@ -18,7 +18,6 @@ use autofs_core::{NamespaceInfo, ProcRoot, Scan};
 use tokio::sync::{Mutex, oneshot, watch};
 
 use crate::changes::Change;
-use crate::convert;
 use crate::source::ScanSource;
 
 /// One completed scan, converted once for every consumer.
@@ -375,7 +374,8 @@ impl Inventory {
     async fn scan_now(&self) -> Result<Arc<Snapshot>, ScanError> {
         let started = Instant::now();
         let scan = self.worker.scan().await?;
-        let reports: Vec<v1::MountReport> = scan.reports.iter().map(convert::report).collect();
+        let reports: Vec<v1::MountReport> =
+            scan.reports.iter().map(v1::MountReport::from).collect();
         let previous = self.latest();
         let (reports, change) = if *previous.reports == reports {
             (previous.reports.clone(), Change::default())

@@ -3,11 +3,11 @@
 //! unknown enum value, a missing oneof) is refused here.
 
 use autofs_api::v1;
+use autofs_core::MountState;
 use autofs_core::selector::{SelectError, Selector, Workload};
 use tonic::Status;
 
 use super::status::ApiError;
-use crate::convert;
 use crate::snapshot::Inventory;
 
 /// The selector of a list or watch request; a pid is resolved to its mount namespace now.
@@ -18,12 +18,9 @@ pub(super) fn selector(
     let mut selector = Selector::new(req.mnt_ns, &req.container_id, &req.pod_uid, Vec::new())
         .map_err(ApiError::from)?;
     for (i, &raw) in req.states.iter().enumerate() {
-        let state = v1::MountState::try_from(raw)
-            .ok()
-            .and_then(convert::core_state)
-            .ok_or_else(|| {
-                Status::invalid_argument(format!("states[{i}]: unknown mount state {raw}"))
-            })?;
+        let state = core_state(raw).ok_or_else(|| {
+            Status::invalid_argument(format!("states[{i}]: unknown mount state {raw}"))
+        })?;
         selector.states.push(state);
     }
     if let Some(pid) = req.pid {
@@ -35,10 +32,14 @@ pub(super) fn selector(
 
 /// Whether an API report passes `selector`.
 pub(super) fn matches(selector: &Selector, r: &v1::MountReport) -> bool {
-    let state = v1::MountState::try_from(r.state)
+    selector.admits(r.mnt_ns, &r.container_id, &r.pod_uid, core_state(r.state))
+}
+
+/// The core state of a wire `MountState` value (`None` for UNSPECIFIED and unknown numbers).
+fn core_state(raw: i32) -> Option<MountState> {
+    v1::MountState::try_from(raw)
         .ok()
-        .and_then(convert::core_state);
-    selector.admits(r.mnt_ns, &r.container_id, &r.pod_uid, state)
+        .and_then(|s| MountState::try_from(s).ok())
 }
 
 /// The workload of a CheckMigratable or WaitMigratable target, validated before any scan: bad
