@@ -23,6 +23,7 @@ pub mod changes;
 pub mod criu_image;
 pub mod error;
 pub mod escape;
+pub mod fd_table;
 pub mod holders;
 pub mod host;
 #[cfg(feature = "watch")]

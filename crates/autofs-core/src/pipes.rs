@@ -1,5 +1,6 @@
 //! One census of pipe ends per scan: every fd of every process that is `pipe:[ino]` for an
-//! inode some autofs mount uses, with its access mode from `fdinfo`. Building it costs
+//! inode some autofs mount uses, with its access mode (from the procfs link's mode bits, or
+//! `fdinfo`). Building it costs
 //! O(processes + fds); each mount then looks its pipe up in O(1) (CRIU rescans
 //! `/proc/<pgrp>/fd` once per mount).
 //!
@@ -27,7 +28,10 @@ pub struct PipeEnd {
     pub pid: i32,
     /// Its fd number in that process.
     pub fd: i32,
-    /// `flags:` from `fdinfo` (octal in the file).
+    /// The open flags as far as CRIU's tests read them: the access mode (`O_ACCMODE` bits)
+    /// from the procfs link's mode bits ([`ProcRoot::fd_access_mode`]), or the whole
+    /// `flags:` of `fdinfo` (octal in the file) when the link does not tell (`O_PATH`) and on
+    /// fixture trees.
     pub flags: u32,
 }
 
@@ -102,9 +106,9 @@ impl PipeIndex {
                 }
             }
             for &(ino, fd) in &hits {
-                match read_flags(root, pid, fd) {
+                match open_flags(root, pid, fd) {
                     Ok(flags) => self.insert(ino, PipeEnd { pid, fd, flags }),
-                    Err(e) => self.note_failure(root, pid, &format!("fdinfo/{fd}"), &e),
+                    Err((rel, e)) => self.note_failure(root, pid, &rel, &e),
                 }
             }
         }
@@ -129,7 +133,7 @@ impl PipeIndex {
             return;
         }
         let ordered = root.is_procfs();
-        let mut hits: Vec<(u64, i32, io::Result<u32>)> = Vec::new();
+        let mut hits: Vec<(u64, i32, FlagsRead)> = Vec::new();
         for (&pid, own) in leaders {
             if self.scanned.contains(&pid) {
                 continue;
@@ -147,7 +151,7 @@ impl PipeIndex {
                 let Some(ino) = parse_pipe_link(target).filter(|ino| wanted.contains(ino)) else {
                     return ControlFlow::Continue(());
                 };
-                let flags = read_flags(root, pid, fd);
+                let flags = open_flags(root, pid, fd);
                 let read_end = flags
                     .as_ref()
                     .is_ok_and(|&flags| PipeEnd { pid, fd, flags }.is_read_end());
@@ -173,7 +177,7 @@ impl PipeIndex {
             for (ino, fd, flags) in hits.drain(..) {
                 match flags {
                     Ok(flags) => self.insert(ino, PipeEnd { pid, fd, flags }),
-                    Err(e) => self.note_failure(root, pid, &format!("fdinfo/{fd}"), &e),
+                    Err((rel, e)) => self.note_failure(root, pid, &rel, &e),
                 }
             }
             if complete {
@@ -187,7 +191,7 @@ impl PipeIndex {
         }
     }
 
-    /// Re-checks an end found by an earlier scan with one `readlink` and one `fdinfo` read:
+    /// Re-checks an end found by an earlier scan with one `readlink` and its access mode:
     /// adds it when `<pid>/fd/<fd>` still is pipe `ino`. Returns whether it was added.
     pub fn verify(&mut self, root: &ProcRoot, ino: u64, pid: i32, fd: i32) -> bool {
         let still = root
@@ -196,7 +200,7 @@ impl PipeIndex {
         if !still || self.ends(ino).iter().any(|e| e.pid == pid && e.fd == fd) {
             return still;
         }
-        match read_flags(root, pid, fd) {
+        match open_flags(root, pid, fd) {
             Ok(flags) => {
                 self.insert(ino, PipeEnd { pid, fd, flags });
                 true
@@ -245,6 +249,20 @@ impl PipeIndex {
     /// Number of fds listed in the census.
     pub fn fds_seen(&self) -> usize {
         self.fds_seen
+    }
+}
+
+/// The open flags of a fd, or the path (relative to the pid) whose read failed, with the error.
+type FlagsRead = Result<u32, (String, io::Error)>;
+
+/// The open flags of `<pid>/fd/<fd>` as [`PipeEnd::flags`] keeps them: one `lstat` of the
+/// link on procfs, the `flags:` of `fdinfo` when that does not tell. The error names the path
+/// (relative to the pid) that failed.
+fn open_flags(root: &ProcRoot, pid: i32, fd: i32) -> FlagsRead {
+    match root.fd_access_mode(pid, fd) {
+        Ok(Some(mode)) => Ok(mode),
+        Ok(None) => read_flags(root, pid, fd).map_err(|e| (format!("fdinfo/{fd}"), e)),
+        Err(e) => Err((format!("fd/{fd}"), e)),
     }
 }
 

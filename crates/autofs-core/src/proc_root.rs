@@ -17,6 +17,7 @@ use nix::fcntl::{OFlag, openat, readlinkat};
 use nix::sys::stat::Mode;
 
 use crate::error::{Error, Result};
+use crate::fd_table;
 
 /// A proc filesystem (or a fixture tree shaped like one).
 #[derive(Debug)]
@@ -274,61 +275,48 @@ impl ProcRoot {
         })
     }
 
-    /// Lists `<pid>/fd` and reads the link of every fd numbered `from` or above, calling
-    /// `visit(fd, target)` for each in the order of the listing (ascending fd numbers on
-    /// procfs), until `visit` breaks. A fd closed between readdir and readlink is skipped.
-    /// Returns how many links were read and whether the listing ran to its end.
+    /// Reads the link of every fd of `pid` numbered `from` or above, calling
+    /// `visit(fd, target)` for each in ascending fd order on procfs (listing order on a
+    /// fixture tree), until `visit` breaks; see [`fd_table::walk`] for how. A fd closed
+    /// meanwhile is skipped. Returns how many links were read and whether the walk reached
+    /// the end of the table.
     ///
     /// # Errors
     ///
-    /// The error of opening or listing `<pid>/fd`, or of a `readlinkat` other than ENOENT.
+    /// The error of opening `<pid>/fd`, or of walking it ([`fd_table::walk`]).
     pub fn for_each_fd(
         &self,
         pid: i32,
         from: i32,
-        mut visit: impl FnMut(i32, &[u8]) -> ControlFlow<()>,
+        visit: impl FnMut(i32, &[u8]) -> ControlFlow<()>,
     ) -> io::Result<(usize, bool)> {
-        let rel = format!("{pid}/fd");
-        let mut dir = Dir::openat(
+        let dir = openat(
             self.dir.as_fd(),
-            rel.as_str(),
+            format!("{pid}/fd").as_str(),
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )?;
-        let dir_fd = nix::unistd::dup(dir.as_fd())?;
-        let mut seen = 0;
-        // Long targets are truncated: only short ones (`pipe:[N]`) matter to the census.
-        let mut link = [0u8; 256];
-        for entry in dir.iter() {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(fd) = parse_decimal::<i32>(name.to_bytes()).filter(|&fd| fd >= from) else {
-                continue;
-            };
-            seen += 1;
-            // SAFETY: `name` is NUL-terminated and `link` is valid for its length.
-            #[allow(unsafe_code)]
-            let n = unsafe {
-                nix::libc::readlinkat(
-                    std::os::fd::AsRawFd::as_raw_fd(&dir_fd),
-                    name.as_ptr(),
-                    link.as_mut_ptr().cast(),
-                    link.len(),
-                )
-            };
-            match usize::try_from(n) {
-                Ok(n) => {
-                    if visit(fd, &link[..n]).is_break() {
-                        return Ok((seen, false));
-                    }
-                }
-                Err(_) => match nix::errno::Errno::last() {
-                    nix::errno::Errno::ENOENT => continue,
-                    e => return Err(e.into()),
-                },
-            }
+        let walked = fd_table::walk(dir, self.procfs, from, visit)?;
+        Ok((walked.links, walked.complete))
+    }
+
+    /// The access mode (`O_ACCMODE` bits) of `<pid>/fd/<fd>` from one `lstat` of the link
+    /// ([`fd_table::access_mode_of_link`]); `None` on a fixture tree and for a fd whose mode
+    /// the link does not tell (`O_PATH`): read `fdinfo` then.
+    ///
+    /// # Errors
+    ///
+    /// The `fstatat` error (ENOENT when the fd or the process is gone).
+    pub fn fd_access_mode(&self, pid: i32, fd: i32) -> io::Result<Option<u32>> {
+        if !self.procfs {
+            return Ok(None);
         }
-        Ok((seen, true))
+        let st = nix::sys::stat::fstatat(
+            self.dir.as_fd(),
+            format!("{pid}/fd/{fd}").as_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?;
+        Ok(fd_table::access_mode_of_link(st.st_mode))
     }
 }
 

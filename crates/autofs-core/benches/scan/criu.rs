@@ -13,7 +13,8 @@ use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::Pid;
 
 use super::sys::{
-    CPath, first_member_of_each_namespace, poll_read_end, read_rel, readlink_raw, unsafe_borrow,
+    CPath, first_member_of_each_namespace, link_readable, poll_read_end, read_rel, readlink_raw,
+    unsafe_borrow, walk_fds,
 };
 
 /// `flags:` of `<pid>/fdinfo/<fd>` (octal), as CRIU's `parse_fdinfo_pid` reads it.
@@ -164,11 +165,11 @@ pub fn ns_walk() -> (Duration, usize) {
 /// syscalls relative to a `/proc` dir fd, reused buffers, only the parsing the lookup needs):
 /// readdir `/proc` and readlink every `ns/mnt` (to find the namespaces), each namespace's
 /// `mountinfo` once through its first member (the `pgrp=` and `pipe_ino=` of its autofs lines),
-/// then each distinct master's fd dir once: readlink every entry, `fdinfo` of the fds on a
-/// mount's pipe (read or write end?), and, as CRIU does per mount (§3.5), the read end reopened
+/// then each distinct master's fd table once, walked by number as the scan walks it (readlink
+/// of every fd; the access mode of the fds on a mount's pipe from one `lstat` of the link:
+/// read or write end?), and, as CRIU does per mount (§3.5), the read end reopened
 /// and polled. Returns the time; panics unless it found `m` read ends.
 pub fn lookup_floor(m: usize, spent: &mut [Duration; 4]) -> Duration {
-    const O_WRONLY: u32 = 0o1;
     let start = Instant::now();
     let mut last = start;
     let mut path = CPath(String::with_capacity(64));
@@ -206,36 +207,23 @@ pub fn lookup_floor(m: usize, spent: &mut [Duration; 4]) -> Duration {
     masters.dedup();
     let wanted: HashSet<u64> = mounts.iter().map(|&(_, i)| i).collect();
     let mut read_ends: Vec<(i32, i32)> = Vec::new();
+    let mut pipes: Vec<i32> = Vec::new();
+    let mut mode_path = CPath(String::with_capacity(64));
     for &pgrp in &masters {
-        let Ok(mut dir) = Dir::openat(
-            proc.as_fd(),
-            path.set(format_args!("{pgrp}/fd")),
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        ) else {
-            continue;
-        };
-        let dir_fd = unsafe_borrow(dir.as_raw_fd());
-        for entry in dir.iter().flatten() {
-            let name = entry.file_name();
-            if !name.to_bytes().first().is_some_and(u8::is_ascii_digit) {
-                continue;
-            }
-            let Ok(n) = usize::try_from(readlink_raw(dir_fd, name, &mut link)) else {
-                continue;
-            };
-            let Some(ino) = link[..n]
+        pipes.clear();
+        walk_fds(proc.as_fd(), pgrp, &mut path, &mut link, |fd, target| {
+            let ino = target
                 .strip_prefix(b"pipe:[")
                 .and_then(|t| t.strip_suffix(b"]"))
-                .map(digits)
-            else {
-                continue;
-            };
-            if wanted.contains(&ino) {
-                let fd = i32::try_from(digits(name.to_bytes())).unwrap_or(-1);
-                if fdinfo_flags(proc.as_fd(), &mut path, &mut buf, pgrp, fd) & O_WRONLY == 0 {
-                    read_ends.push((pgrp, fd));
-                }
+                .map(digits);
+            if ino.is_some_and(|ino| wanted.contains(&ino)) {
+                pipes.push(fd);
+            }
+            true
+        });
+        for &fd in &pipes {
+            if link_readable(proc.as_fd(), mode_path.set(format_args!("{pgrp}/fd/{fd}"))) {
+                read_ends.push((pgrp, fd));
             }
         }
     }

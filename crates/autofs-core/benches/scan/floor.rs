@@ -12,22 +12,26 @@ use nix::libc;
 use nix::sys::stat::Mode;
 
 use super::node::ns_inode;
-use super::sys::{CPath, first_member_of_each_namespace, read_rel, readlink_raw, unsafe_borrow};
+use super::sys::{
+    CPath, first_member_of_each_namespace, link_readable, read_rel, readlink_raw, walk_fds,
+};
 
 /// What the scan read beyond `ns/mnt` and the mount tables, taken from one scan's result and
 /// a listing of the leaders' fds done once outside the timing, so the floor issues exactly
 /// the scan's reads for this node state (the first scan of a fresh `Scanner`: nothing
 /// remembered).
 pub struct FloorPlan {
-    /// Distinct leaders (`pgrp=` of the mounts) with the fd at which the scan's listing stops
-    /// (the read end that completes the leader's own pipes; `None`: listed to the end): their
-    /// fd dirs are listed up to there, each link read.
+    /// Distinct leaders (`pgrp=` of the mounts) with the fd at which the scan's walk stops
+    /// (the read end that completes the leader's own pipes; `None`: walked to the end): the
+    /// size of their fd dir (the number of open fds), then each link up to there read by fd
+    /// number (the bench's leaders have dense fd tables).
     leaders: Vec<(i32, Option<i32>)>,
     /// `fd=` of a mount beyond its leader's stop: one readlink each.
     beyond: Vec<(i32, i32)>,
-    /// `(pid, fd)` whose fdinfo the scan reads: the leaders' listed fds on a pipe some mount
-    /// uses, and the `fd=` beyond the stop that are the mount's pipe.
-    fdinfo: Vec<(i32, i32)>,
+    /// `(pid, fd)` whose access mode the scan reads with one `lstat` of the link: the
+    /// leaders' walked fds on a pipe some mount uses, and the `fd=` beyond the stop that are
+    /// the mount's pipe.
+    modes: Vec<(i32, i32)>,
     /// Members of namespaces with autofs mounts, and their parents outside them: `stat`
     /// (the parents of the namespace's process forest).
     stat: Vec<i32>,
@@ -51,15 +55,10 @@ fn pipe_of(target: &std::path::Path) -> Option<u64> {
         .and_then(|t| t.parse::<u64>().ok())
 }
 
+/// Whether `<pid>/fd/<fd>` is open for reading: the link's `S_IRUSR` bit (procfs).
 fn read_end(pid: i32, fd: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("flags:"))
-                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-        })
-        .is_some_and(|flags| flags & 1 == 0)
+    nix::sys::stat::lstat(format!("/proc/{pid}/fd/{fd}").as_str())
+        .is_ok_and(|st| st.st_mode & 0o400 != 0)
 }
 
 fn ppid(pid: i32) -> Option<i32> {
@@ -98,7 +97,7 @@ pub fn plan_floor(scan: &Scan) -> FloorPlan {
         .map(|r| r.host_pgrp)
         .filter(|&p| p > 0)
         .collect();
-    let mut fdinfo = Vec::new();
+    let mut modes = Vec::new();
     let mut members = Vec::new();
     let mut planned = Vec::new();
     let mut beyond = Vec::new();
@@ -140,7 +139,7 @@ pub fn plan_floor(scan: &Scan) -> FloorPlan {
             let Some(ino) = ino.filter(|i| wanted.contains(i)) else {
                 continue;
             };
-            fdinfo.push((pid, fd));
+            modes.push((pid, fd));
             if !pending.is_empty()
                 && read_end(pid, fd)
                 && pending.remove(&ino)
@@ -155,7 +154,7 @@ pub fn plan_floor(scan: &Scan) -> FloorPlan {
                 beyond.push((pid, fd));
                 let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok();
                 if target.as_deref().and_then(pipe_of) == Some(ino) {
-                    fdinfo.push((pid, fd));
+                    modes.push((pid, fd));
                 }
             }
         }
@@ -203,7 +202,7 @@ pub fn plan_floor(scan: &Scan) -> FloorPlan {
     FloorPlan {
         leaders: planned,
         beyond,
-        fdinfo,
+        modes,
         stat,
         roots,
         owners: owners.into_iter().collect(),
@@ -218,7 +217,7 @@ pub const FLOOR_PHASES: [&str; 6] = [
     "readdir /proc",
     "ns/mnt + root + mountinfo",
     "leaders' fds",
-    "fdinfo",
+    "fd modes",
     "stat/status/cgroup/ns",
     "FIONREAD probes",
 ];
@@ -275,29 +274,12 @@ pub fn floor(plan: &FloorPlan, spent: &mut [Duration; 6]) -> Duration {
         );
     }
     mark(&mut last, spent, 1);
-    // Each distinct leader's fds, once: readdir of its fd dir, readlink of every fd up to the
-    // stop; then one readlink per `fd=` beyond it.
+    // Each distinct leader's fds, once: the size of its fd dir (how many are open), then the
+    // link of every fd by number up to the stop; then one readlink per `fd=` beyond it.
     for &(pid, stop) in &plan.leaders {
-        let Ok(mut dir) = Dir::openat(
-            proc.as_fd(),
-            path.set(format_args!("{pid}/fd")),
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        ) else {
-            continue;
-        };
-        let dir_fd = unsafe_borrow(dir.as_raw_fd());
-        for entry in dir.iter().flatten() {
-            let name = entry.file_name();
-            let digits = name.to_bytes();
-            if digits.first().is_some_and(u8::is_ascii_digit) {
-                readlink_raw(dir_fd, name, &mut link);
-                let fd = digits.iter().fold(0, |n, d| n * 10 + i32::from(d - b'0'));
-                if Some(fd) == stop {
-                    break;
-                }
-            }
-        }
+        walk_fds(proc.as_fd(), pid, &mut path, &mut link, |fd, _| {
+            Some(fd) != stop
+        });
     }
     for &(pid, fd) in &plan.beyond {
         readlink_raw(
@@ -307,13 +289,9 @@ pub fn floor(plan: &FloorPlan, spent: &mut [Duration; 6]) -> Duration {
         );
     }
     mark(&mut last, spent, 2);
-    // fdinfo of the pipes of interest.
-    for &(pid, fd) in &plan.fdinfo {
-        read_rel(
-            proc.as_fd(),
-            path.set(format_args!("{pid}/fdinfo/{fd}")),
-            &mut buf,
-        );
+    // The access mode of the pipes of interest: one lstat of the link.
+    for &(pid, fd) in &plan.modes {
+        link_readable(proc.as_fd(), path.set(format_args!("{pid}/fd/{fd}")));
     }
     mark(&mut last, spent, 3);
     // stat of the members of namespaces with autofs mounts (and of their parents outside),

@@ -36,6 +36,48 @@ pub fn readlink_raw(dir: BorrowedFd<'_>, path: &CStr, buf: &mut [u8]) -> isize {
     }
 }
 
+/// Reads the links of `<pid>/fd` by fd number, `0, 1, 2, …`, as the scan walks a fd table,
+/// until it has read as many as the table holds (the size procfs gives `<pid>/fd`) or `visit`
+/// returns false. The bench's fd tables are dense: no listing of a sparse tail.
+pub fn walk_fds(
+    proc: BorrowedFd<'_>,
+    pid: i32,
+    path: &mut CPath,
+    link: &mut [u8],
+    mut visit: impl FnMut(i32, &[u8]) -> bool,
+) {
+    let Ok(dir) = openat(
+        proc,
+        path.set(format_args!("{pid}/fd")),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return;
+    };
+    let open = nix::sys::stat::fstat(dir.as_fd()).map_or(0, |st| st.st_size);
+    let (mut seen, mut fd) = (0, 0);
+    while seen < open {
+        if let Ok(n) = usize::try_from(readlink_raw(
+            dir.as_fd(),
+            path.set(format_args!("{fd}")),
+            link,
+        )) {
+            seen += 1;
+            if !visit(fd, &link[..n]) {
+                return;
+            }
+        }
+        fd += 1;
+    }
+}
+
+/// Whether the fd link `path` (relative to `dir`) is open for reading: one `lstat`, whose mode
+/// procfs gives `S_IRUSR` for a file opened for reading.
+pub fn link_readable(dir: BorrowedFd<'_>, path: &CStr) -> bool {
+    nix::sys::stat::fstatat(dir, path, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| st.st_mode & 0o400 != 0)
+}
+
 /// Reads `path` (relative to `dir`) whole into `buf`: `openat`, `read` until EOF, `close` —
 /// no `statx`/`lseek` size probe (proc files report size 0) and no allocation once `buf` is
 /// large enough.

@@ -1,0 +1,331 @@
+//! Walking one process's fd table through `<pid>/fd`, in ascending fd order on procfs, and
+//! telling a fd's access mode from its link without reading `fdinfo`.
+//!
+//! On procfs a listing (`getdents64` of `<pid>/fd`) costs about as much per entry as the
+//! `readlink` that follows it: the kernel instantiates a dentry for every fd it lists. The
+//! walk therefore reads the links by number, `0, 1, 2, …`, which visits exactly the fds a
+//! listing would, in the same order, and stops when it has seen as many as the table holds
+//! (procfs reports that count as the size of `<pid>/fd`, Linux 6.2). A run of absent numbers
+//! (a sparse table, or a count that changed meanwhile) hands the rest to a listing that
+//! resumes at that number. Fixture trees are always listed.
+
+use std::io;
+use std::ops::ControlFlow;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::sys::stat::SFlag;
+use nix::unistd::{Whence, lseek};
+
+use crate::proc_root::parse_decimal;
+
+/// Consecutive absent fd numbers after which the walk stops reading links by number and
+/// lists the rest: a miss costs about as much as a hit, a listing of an empty tail little.
+const MISS_BUDGET: u32 = 8;
+
+/// Longest link target kept; longer ones are truncated (only short ones, `pipe:[N]`, matter).
+const LINK_MAX: usize = 256;
+
+/// What a walk of a fd table read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Walked {
+    /// Links read (fds visited).
+    pub links: usize,
+    /// Whether the walk reached the end of the table (`false`: the visitor stopped it).
+    pub complete: bool,
+}
+
+/// Visits every fd numbered `from` or above of the table open as `dir` (`<pid>/fd`), calling
+/// `visit(fd, link target)` in ascending fd order on procfs (`procfs`), in listing order
+/// elsewhere, until `visit` breaks. A fd closed between being found and its link being read
+/// is skipped.
+///
+/// # Errors
+///
+/// The error of `fstat`, `readlinkat` (other than ENOENT: a fd closed meanwhile) or the
+/// listing of `dir`, e.g. ENOENT or ESRCH from the listing of a process that exited.
+pub fn walk(
+    dir: OwnedFd,
+    procfs: bool,
+    from: i32,
+    mut visit: impl FnMut(i32, &[u8]) -> ControlFlow<()>,
+) -> io::Result<Walked> {
+    let mut link = [0u8; LINK_MAX];
+    let mut links = 0;
+    let mut next = from.max(0);
+    if procfs && next == 0 {
+        // `st_size` of `<pid>/fd` is the number of open fds (Linux 6.2, `proc_fd_getattr`);
+        // 0 on older kernels, or for an empty table: listed instead, which costs nothing then.
+        let open = usize::try_from(nix::sys::stat::fstat(dir.as_fd())?.st_size).unwrap_or(0);
+        let mut misses = 0;
+        let mut name = [0u8; 12];
+        while open > 0 && links < open && misses < MISS_BUDGET {
+            let fd = next;
+            next += 1;
+            match read_link(&dir, fd_name(fd, &mut name), &mut link) {
+                Ok(n) => {
+                    misses = 0;
+                    links += 1;
+                    if visit(fd, &link[..n]).is_break() {
+                        return Ok(Walked {
+                            links,
+                            complete: false,
+                        });
+                    }
+                }
+                Err(Errno::ENOENT) => misses += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if open > 0 && links >= open {
+            return Ok(Walked {
+                links,
+                complete: true,
+            });
+        }
+    }
+    if procfs && next > 0 {
+        // procfs positions `<pid>/fd` at `fd + 2` (after `.` and `..`): list from `next` on.
+        lseek(&dir, i64::from(next) + 2, Whence::SeekSet)?;
+    }
+    // The listing owns one fd of the directory; the links are read through the other.
+    let mut listing = Dir::from_fd(nix::unistd::dup(dir.as_fd())?)?;
+    for entry in listing.iter() {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(fd) = parse_decimal::<i32>(name.to_bytes()).filter(|&fd| fd >= next) else {
+            continue;
+        };
+        match read_link(&dir, name.to_bytes(), &mut link) {
+            Ok(n) => {
+                links += 1;
+                if visit(fd, &link[..n]).is_break() {
+                    return Ok(Walked {
+                        links,
+                        complete: false,
+                    });
+                }
+            }
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Walked {
+        links,
+        complete: true,
+    })
+}
+
+/// The decimal name of `fd` (not negative) in `<pid>/fd`, formatted on the stack.
+fn fd_name(fd: i32, buf: &mut [u8; 12]) -> &[u8] {
+    let mut n = fd.unsigned_abs();
+    let mut start = buf.len();
+    for slot in buf.iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        start -= 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[start..]
+}
+
+/// `readlinkat(dir, name)` into `buf`, without allocating; the target's length.
+fn read_link(dir: &impl AsRawFd, name: &[u8], buf: &mut [u8; LINK_MAX]) -> Result<usize, Errno> {
+    let mut path = [0u8; 16];
+    let Some(slot) = path.get_mut(..name.len()) else {
+        return Err(Errno::ENAMETOOLONG);
+    };
+    slot.copy_from_slice(name);
+    // SAFETY: `path` is NUL-terminated (zero-filled, at most 15 name bytes copied) and `buf`
+    // is valid for its length.
+    #[allow(unsafe_code)]
+    let n = unsafe {
+        nix::libc::readlinkat(
+            dir.as_raw_fd(),
+            path.as_ptr().cast(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    usize::try_from(n).map_err(|_| Errno::last())
+}
+
+/// The access mode (`O_RDONLY`, `O_WRONLY` or `O_RDWR`) of the file behind a procfs fd link,
+/// from the link's own mode bits: procfs gives `<pid>/fd/<fd>` `S_IRUSR` when the file was
+/// opened for reading and `S_IWUSR` when for writing (`tid_fd_update_inode`, refreshed on
+/// every lookup). `None` when it has neither (an `O_PATH` fd, or access mode 3): only the
+/// `flags:` of `fdinfo` tell those apart. One `fstatat` instead of reading `fdinfo`.
+///
+/// `mode` is the `st_mode` of an `lstat` of the link.
+pub fn access_mode_of_link(mode: u32) -> Option<u32> {
+    const O_RDONLY: u32 = 0;
+    const O_WRONLY: u32 = 1;
+    const O_RDWR: u32 = 2;
+    if mode & SFlag::S_IFMT.bits() != SFlag::S_IFLNK.bits() {
+        return None;
+    }
+    let read = mode & 0o400 != 0;
+    let write = mode & 0o200 != 0;
+    match (read, write) {
+        (true, false) => Some(O_RDONLY),
+        (false, true) => Some(O_WRONLY),
+        (true, true) => Some(O_RDWR),
+        (false, false) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    use nix::fcntl::{OFlag, open};
+    use nix::sys::stat::Mode;
+
+    fn fd_dir(pid: u32) -> OwnedFd {
+        open(
+            format!("/proc/{pid}/fd").as_str(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .expect("/proc/<pid>/fd")
+    }
+
+    fn visit_all(pid: u32, procfs: bool, from: i32) -> Vec<(i32, Vec<u8>)> {
+        let mut seen = Vec::new();
+        let walked = walk(fd_dir(pid), procfs, from, |fd, link| {
+            seen.push((fd, link.to_vec()));
+            ControlFlow::Continue(())
+        })
+        .expect("walk");
+        assert!(walked.complete);
+        assert_eq!(walked.links, seen.len());
+        seen
+    }
+
+    /// A child whose fd table stays fixed while it sleeps; killed and reaped on drop.
+    struct Sleeper(std::process::Child);
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// The walk by number visits what a listing visits, in ascending order, on a child's
+    /// table with a dense start, a hole longer than the miss budget and a far, sparse tail
+    /// (fds without `O_CLOEXEC` are inherited across exec).
+    #[test]
+    fn the_walk_by_number_sees_what_a_listing_sees_in_ascending_order() {
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        let far = [200, 201, 4000];
+        let mut held = Vec::new();
+        for &fd in &far {
+            // SAFETY: dup2 onto a number this test owns; the OwnedFd closes it.
+            #[allow(unsafe_code)]
+            let n = unsafe { nix::libc::dup2(r.as_raw_fd(), fd) };
+            assert_eq!(n, fd, "dup2 {fd}: {}", io::Error::last_os_error());
+            #[allow(unsafe_code)]
+            held.push(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+        }
+        let child = Sleeper(
+            std::process::Command::new("sleep")
+                .arg("600")
+                .spawn()
+                .expect("spawn sleep"),
+        );
+        drop((r, w, held));
+        let pid = child.0.id();
+        let by_number = visit_all(pid, true, 0);
+        let fds: Vec<i32> = by_number.iter().map(|&(fd, _)| fd).collect();
+        let mut sorted = fds.clone();
+        sorted.sort_unstable();
+        assert_eq!(fds, sorted, "ascending");
+        for fd in far {
+            assert!(fds.contains(&fd), "fd {fd} missing from {fds:?}");
+        }
+        let mut listed = visit_all(pid, false, 0);
+        listed.sort();
+        assert_eq!(by_number, listed);
+        // Resuming above a number visits exactly the fds at or above it.
+        let tail: Vec<_> = by_number
+            .iter()
+            .filter(|&&(fd, _)| fd >= 201)
+            .cloned()
+            .collect();
+        assert_eq!(tail.first().map(|t| t.0), Some(201), "{tail:?}");
+        assert!(tail.iter().any(|t| t.0 == 4000), "{tail:?}");
+        assert_eq!(visit_all(pid, true, 201), tail);
+    }
+
+    #[test]
+    fn a_visitor_that_breaks_stops_the_walk_at_that_fd() {
+        let (r, _w) = nix::unistd::pipe().expect("pipe");
+        let mut last = -1;
+        let walked = walk(fd_dir(std::process::id()), true, 0, |fd, _| {
+            last = fd;
+            if fd == r.as_raw_fd() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .expect("walk");
+        assert!(!walked.complete);
+        assert_eq!(last, r.as_raw_fd());
+    }
+
+    #[test]
+    fn fd_names_are_decimal() {
+        let mut buf = [0u8; 12];
+        assert_eq!(fd_name(0, &mut buf), b"0");
+        assert_eq!(fd_name(7, &mut buf), b"7");
+        assert_eq!(fd_name(4000, &mut buf), b"4000");
+        assert_eq!(fd_name(i32::MAX, &mut buf), b"2147483647");
+    }
+
+    /// The link's mode bits give the same access mode as `fdinfo`'s `flags:` for every way
+    /// a pipe end can be open, and nothing for `O_PATH`, which only `fdinfo` tells.
+    #[test]
+    fn link_mode_bits_give_the_access_mode_fdinfo_gives() {
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        let reopen = |flags: OFlag| {
+            open(
+                format!("/proc/self/fd/{}", r.as_raw_fd()).as_str(),
+                flags | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+                Mode::empty(),
+            )
+            .expect("reopen the pipe")
+        };
+        let rdwr = reopen(OFlag::O_RDWR);
+        let path = reopen(OFlag::O_PATH);
+        let fdinfo_mode = |fd: i32| {
+            let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).expect("fdinfo");
+            let flags = text
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .map(|v| u32::from_str_radix(v.trim(), 8).expect("octal"))
+                .expect("flags: line");
+            flags & 0o3
+        };
+        let link_mode = |fd: i32| {
+            let st = nix::sys::stat::lstat(format!("/proc/self/fd/{fd}").as_str()).expect("lstat");
+            access_mode_of_link(st.st_mode)
+        };
+        for (fd, expected) in [
+            (r.as_raw_fd(), 0),
+            (w.as_raw_fd(), 1),
+            (rdwr.as_raw_fd(), 2),
+        ] {
+            assert_eq!(fdinfo_mode(fd), expected, "fdinfo of fd {fd}");
+            assert_eq!(link_mode(fd), Some(expected), "link of fd {fd}");
+        }
+        assert_eq!(link_mode(path.as_raw_fd()), None, "O_PATH needs fdinfo");
+        // Not a link: no answer.
+        assert_eq!(access_mode_of_link(SFlag::S_IFREG.bits() | 0o600), None);
+    }
+}
