@@ -89,8 +89,9 @@ struct ServeFlags {
     /// Extra plaintext listener serving only grpc.health.v1 (kubelet probes when TLS is on).
     #[arg(long, env = "AUTOFS_AGENT_HEALTH_LISTEN")]
     health_listen: Option<SocketAddr>,
-    /// Background scan interval (feeds metrics and watchers).
-    #[arg(long, env = "AUTOFS_AGENT_SCAN_INTERVAL", default_value = "10s", value_parser = duration::parse)]
+    /// Background full-scan interval: the safety net behind change detection (new mount
+    /// namespaces, anything no event reports); feeds metrics and watchers.
+    #[arg(long, env = "AUTOFS_AGENT_SCAN_INTERVAL", default_value = "30s", value_parser = duration::parse)]
     scan_interval: Duration,
     /// Between scans, re-measure the known read ends with FIONREAD this often, so a queue
     /// appearing or draining is seen within about this long (master exits are seen at once).

@@ -140,6 +140,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             node_name: config.node_name.clone(),
             max_scan_age: config.max_scan_age,
             scan_interval: config.scan_interval,
+            queue_poll_interval: config.queue_poll_interval,
             max_streams: config.max_streams,
             max_watches: config.max_watches,
             max_streams_per_client: config.max_streams_per_client,

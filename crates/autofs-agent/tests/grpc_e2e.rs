@@ -378,7 +378,8 @@ async fn container_and_pod_filters_follow_the_cgroup_of_the_namespace_owner() {
         assert!(!answer.dumpable, "{target:?}");
         assert_eq!(answer.mounts_checked, 2, "{target:?}");
         assert_eq!(ids(&answer.blocking), [interim.mount_id], "{target:?}");
-        assert!(answer.retry_after_ms > 0, "{target:?}");
+        // The agent's defaults: --queue-poll-interval 500ms, --max-scan-age 1s.
+        assert_eq!(answer.retry_after_ms, 1000, "{target:?}");
     }
     drop(sc);
     drop(cgroup);
@@ -439,7 +440,7 @@ async fn check_migratable_blocks_on_an_interim_mount_with_a_retry_hint_until_it_
         "{}",
         blocking.message
     );
-    assert!(answer.retry_after_ms > 0, "{answer:#?}");
+    assert_eq!(answer.retry_after_ms, 1000, "{answer:#?}");
 
     // The daemon reads the request (the agent consumed nothing): dumpable again, once a
     // fresh enough scan sees it.

@@ -215,7 +215,8 @@ fn check_verdicts_and_exit_codes() {
     assert!(text.contains(i1.mount_point.to_str().unwrap()), "{text}");
     assert!(text.contains("INTERIM (PIPE_NOT_EMPTY)"), "{text}");
     assert!(text.contains("Try again later"), "{text}");
-    assert!(text.contains("retry in 200 ms"), "{text}");
+    // The agent's --queue-poll-interval (500ms) and --max-scan-age (1s) defaults.
+    assert!(text.contains("retry in 1000 ms"), "{text}");
 
     let pid = orphan.sc.init_host_pid().to_string();
     let out = check(

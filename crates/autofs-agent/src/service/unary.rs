@@ -72,8 +72,11 @@ async fn check(
         }
         checked => checked.map_err(ApiError::from)?,
     };
+    // A drain is seen within one queue poll, and a retry then gets a scan at most
+    // `max_scan_age` old: waiting longer than both tells nothing new.
     let retry_after_ms = if check.only_interim() {
-        u32::try_from(ctx.config.scan_interval.as_millis().clamp(100, 60_000)).unwrap_or(60_000)
+        let noticed = ctx.config.queue_poll_interval.max(ctx.config.max_scan_age);
+        u32::try_from(noticed.as_millis().clamp(100, 60_000)).unwrap_or(60_000)
     } else {
         0
     };

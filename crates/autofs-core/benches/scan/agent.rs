@@ -17,7 +17,7 @@ use super::node::{NodeSpec, build_node};
 use super::{Config, fail};
 
 /// `autofs-agent serve --scan-interval` by default (crates/autofs-agent/src/main.rs).
-const DEFAULT_INTERVAL_SECS: f64 = 10.0;
+const DEFAULT_INTERVAL_SECS: f64 = 30.0;
 
 /// The agent's process; killed and reaped when dropped (before the node, declared after it).
 struct Agent(Child);
