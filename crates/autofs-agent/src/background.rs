@@ -13,14 +13,6 @@ use crate::snapshot::Inventory;
 
 /// Consecutive failed scans after which health turns NOT_SERVING again.
 const FAILURES_BEFORE_NOT_SERVING: u32 = 3;
-/// Longest the watchdog sleeps while no scan runs: a scan that starts meanwhile is judged
-/// stalled at most this late, and a failed scan (which publishes nothing) is counted at most this
-/// late. Between, the watchdog wakes for published scans and for a running scan's stall bound
-/// only, so an idle agent does not wake ten times a second.
-const SUPERVISE_IDLE: Duration = Duration::from_secs(1);
-/// How often a stalled scan is looked at for its end (a stalled scan that fails publishes
-/// nothing).
-const SUPERVISE_STALLED: Duration = Duration::from_millis(100);
 
 /// Health service names the agent reports on.
 pub const HEALTH_SERVICES: [&str; 2] = ["", "autofs.v1.AutofsInspector"];
@@ -80,6 +72,10 @@ async fn stop(shutdown: &mut watch::Receiver<bool>) {
 /// (`autofs_scan_stalled` says when one has). A restricted view of /proc cannot answer for
 /// absent processes: then the inspector service is NOT_SERVING while `""` (liveness) keeps
 /// saying that scans run. Runs until `shutdown`.
+///
+/// Wakes only for events: a scan starting, ending or failing ([`Inventory::activity`]), a
+/// snapshot published, and the stall bound of the scan in progress. An idle agent's watchdog
+/// sleeps until the next scan.
 pub async fn supervise(
     inventory: Arc<Inventory>,
     health: HealthReporter,
@@ -90,17 +86,18 @@ pub async fn supervise(
     let mut restricted = false;
     let mut ever_served = false;
     let mut published = inventory.subscribe();
+    let mut activity = inventory.activity();
     let mut first = true;
     loop {
         if !std::mem::take(&mut first) {
-            // Until the running scan would pass its stall bound (just after it), else a while.
-            let wake_in = match inventory.scan_running_for() {
-                Some(_) if stalled => SUPERVISE_STALLED,
-                Some(running) => (inventory.policy().stall_timeout + Duration::from_millis(1))
-                    .saturating_sub(running)
-                    .min(SUPERVISE_IDLE),
-                None if stalled => SUPERVISE_STALLED,
-                None => SUPERVISE_IDLE,
+            // Just after the scan in progress would pass its stall bound; a stalled scan's
+            // end, like any scan's, is an activity event.
+            let stall_in = match inventory.scan_running_for() {
+                Some(running) if !stalled => Some(
+                    (inventory.policy().stall_timeout + Duration::from_millis(1))
+                        .saturating_sub(running),
+                ),
+                _ => None,
             };
             tokio::select! {
                 biased;
@@ -110,7 +107,12 @@ pub async fn supervise(
                         return;
                     }
                 }
-                () = tokio::time::sleep(wake_in) => {}
+                changed = activity.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = sleep_for(stall_in) => {}
             }
         }
         let now_stalled = inventory.is_stalled();
@@ -160,6 +162,14 @@ pub async fn supervise(
                 tracing::info!(mounts = latest.reports.len(), "first scan done; serving");
             }
         }
+    }
+}
+
+/// Sleeps for `duration`, or forever when there is none.
+async fn sleep_for(duration: Option<Duration>) {
+    match duration {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -2,7 +2,8 @@
 //! metrics see it within about a second instead of at the next full scan:
 //!
 //! - a queue appearing or draining on a known read end: one `FIONREAD` per read end every
-//!   `interval` (nothing else is read, nothing is consumed);
+//!   `interval`, on a thread of its own that sleeps in between (nothing else is read, nothing
+//!   is consumed, and no runtime thread wakes for it);
 //! - a master exiting: one pidfd per master, which the runtime polls for free.
 //!
 //! Either wakes the background scanner, which then runs a scan (cheap: leader first).
@@ -14,67 +15,107 @@ use autofs_core::Fionread;
 use autofs_core::changes::{KnownQueues, masters, pidfd_open};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+use tokio::runtime::Handle;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::snapshot::Inventory;
 
-/// Runs until `shutdown` turns true, notifying `changed` whenever a queue or a master changed.
-/// Holds at most `max_pidfds` pidfds (its share of the descriptor budget).
+/// Runs until `shutdown` turns true, notifying `changed` whenever a master of the latest scan
+/// exits. Holds at most `max_pidfds` pidfds (its share of the descriptor budget).
 pub async fn run(
     inventory: Arc<Inventory>,
-    interval: Duration,
     max_pidfds: usize,
     changed: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Some(root) = inventory.proc_root() else {
-        return; // no live proc root (benchmarks): no queues, no masters
+        return; // no live proc root (benchmarks): no masters
     };
-    let own_pids = root.is_own_pid_namespace();
-    if !own_pids {
+    if !root.is_own_pid_namespace() {
         tracing::info!(
             "the proc root is not this agent's pid namespace: master exits are seen at the next scan"
         );
+        return;
     }
+    let mut snapshots = inventory.subscribe();
+    let mut exits: JoinSet<()> = JoinSet::new();
+    loop {
+        let snapshot = snapshots.borrow_and_update().clone();
+        exits.abort_all();
+        // At most the descriptors budgeted for it; others are seen at the next scan.
+        for pid in masters(&snapshot.scan).into_iter().take(max_pidfds) {
+            watch_exit(&mut exits, pid, changed.clone());
+        }
+        tokio::select! {
+            changed = snapshots.changed() => if changed.is_err() { return },
+            () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => return,
+        }
+    }
+}
+
+/// Starts the thread that measures the latest scan's read ends every `interval` and notifies
+/// `changed` when a queue differs from what the scan measured (or can no longer be measured).
+/// It sleeps between passes, waits for a scan while no read end is known, and ends at
+/// `shutdown`; like the scan thread, nobody joins it, so a `/proc` read stuck in the kernel
+/// cannot hold up shutdown. `runtime` is the runtime whose channels it waits on.
+///
+/// # Errors
+///
+/// The error of spawning the thread.
+pub fn spawn_queue_poll(
+    inventory: Arc<Inventory>,
+    interval: Duration,
+    changed: Arc<Notify>,
+    shutdown: watch::Receiver<bool>,
+    runtime: Handle,
+) -> std::io::Result<()> {
+    if inventory.proc_root().is_none() {
+        return Ok(()); // no live proc root (benchmarks): no queues
+    }
+    std::thread::Builder::new()
+        .name("queue-poll".into())
+        .spawn(move || poll_queues(&inventory, interval, &changed, shutdown, &runtime))?;
+    Ok(())
+}
+
+fn poll_queues(
+    inventory: &Inventory,
+    interval: Duration,
+    changed: &Notify,
+    mut shutdown: watch::Receiver<bool>,
+    runtime: &Handle,
+) {
     let mut snapshots = inventory.subscribe();
     let mut generation = u64::MAX;
     let mut queues = KnownQueues::default();
-    let mut exits: JoinSet<()> = JoinSet::new();
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
         if snapshot.generation != generation {
             generation = snapshot.generation;
             queues = KnownQueues::from_scan(&snapshot.scan);
-            exits.abort_all();
-            if own_pids {
-                // At most the descriptors budgeted for it; others are seen at the next scan.
-                for pid in masters(&snapshot.scan).into_iter().take(max_pidfds) {
-                    watch_exit(&mut exits, pid, changed.clone());
-                }
-            }
         }
-        tokio::select! {
-            _ = ticker.tick() => {
-                if queues.is_empty() {
-                    continue;
+        if queues.is_empty() {
+            let ended = runtime.block_on(async {
+                tokio::select! {
+                    changed = snapshots.changed() => changed.is_err(),
+                    _ = shutdown.wait_for(|stop| *stop) => true,
                 }
-                let (inventory, known) = (inventory.clone(), queues.clone());
-                let moved = tokio::task::spawn_blocking(move || {
-                    inventory
-                        .proc_root()
-                        .is_some_and(|root| known.changed(root, &Fionread))
-                })
-                .await
-                .unwrap_or(true);
-                if moved {
-                    changed.notify_one();
-                }
+            });
+            if ended {
+                return;
             }
-            Ok(()) = snapshots.changed() => {}
-            () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => return,
+            continue;
+        }
+        std::thread::sleep(interval);
+        if *shutdown.borrow() {
+            return;
+        }
+        if inventory
+            .proc_root()
+            .is_some_and(|root| queues.changed(root, &Fionread))
+        {
+            changed.notify_one();
         }
     }
 }

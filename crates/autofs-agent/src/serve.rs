@@ -185,11 +185,17 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     ));
     let change_watch = tokio::spawn(change_watch::run(
         inventory.clone(),
-        config.queue_poll_interval,
         budget.watched_processes,
         changed.clone(),
         stop_rx.clone(),
     ));
+    change_watch::spawn_queue_poll(
+        inventory.clone(),
+        config.queue_poll_interval,
+        changed.clone(),
+        stop_rx.clone(),
+        tokio::runtime::Handle::current(),
+    )?;
     let mount_watch = tokio::spawn(mount_watch::run(
         inventory.clone(),
         budget.watched_namespaces,

@@ -141,6 +141,14 @@ impl Answer {
 
 type Job = oneshot::Sender<Result<Scan, ScanError>>;
 
+/// Counts scan events (a scan started, ended, or its failure was counted), so that the
+/// watchdog wakes for them rather than on a timer.
+type Activity = Arc<watch::Sender<u64>>;
+
+fn bump(activity: &Activity) {
+    activity.send_modify(|n| *n = n.wrapping_add(1));
+}
+
 /// The thread scans run on, and when its current scan started.
 struct Worker {
     jobs: std::sync::mpsc::Sender<Job>,
@@ -148,7 +156,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(source: Arc<dyn ScanSource>) -> std::io::Result<Worker> {
+    fn spawn(source: Arc<dyn ScanSource>, activity: Activity) -> std::io::Result<Worker> {
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         let running_since = Arc::new(std::sync::Mutex::new(None));
         let since = running_since.clone();
@@ -159,11 +167,13 @@ impl Worker {
             .spawn(move || {
                 for reply in rx {
                     set(&since, Some(Instant::now()));
+                    bump(&activity);
                     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
                         source.scan().map_err(ScanError::from)
                     }))
                     .unwrap_or_else(|panic| Err(ScanError::Panicked(panic_text(&panic))));
                     set(&since, None);
+                    bump(&activity);
                     let _ = reply.send(result);
                 }
             })?;
@@ -212,14 +222,16 @@ pub struct Inventory {
     failures: AtomicU32,
     observers: std::sync::Mutex<Vec<Box<dyn ScanObserver>>>,
     stalled: watch::Sender<bool>,
+    activity: Activity,
 }
 
 impl Inventory {
     /// An inventory of the scans of `source`, with no scan yet; starts the scan thread.
     pub fn new(source: impl ScanSource, policy: StallPolicy) -> std::io::Result<Self> {
         let source: Arc<dyn ScanSource> = Arc::new(source);
+        let activity: Activity = Arc::new(watch::Sender::new(0));
         Ok(Self {
-            worker: Worker::spawn(source.clone())?,
+            worker: Worker::spawn(source.clone(), activity.clone())?,
             source,
             policy,
             latest: watch::Sender::new(Arc::new(Snapshot::empty())),
@@ -227,6 +239,7 @@ impl Inventory {
             failures: AtomicU32::new(0),
             observers: std::sync::Mutex::new(Vec::new()),
             stalled: watch::Sender::new(false),
+            activity,
         })
     }
 
@@ -267,6 +280,12 @@ impl Inventory {
     /// A receiver of the watchdog's word (see [`Self::declare_stalled`]).
     pub fn stalls(&self) -> watch::Receiver<bool> {
         self.stalled.subscribe()
+    }
+
+    /// A receiver that sees each scan start, each scan end, and each failure counted in
+    /// [`Self::consecutive_failures`]: what the watchdog wakes for besides new snapshots.
+    pub fn activity(&self) -> watch::Receiver<u64> {
+        self.activity.subscribe()
     }
 
     /// Scans that failed in a row (0 after a successful one).
@@ -362,6 +381,7 @@ impl Inventory {
                 for observer in this.observers().iter_mut() {
                     observer.failed(e);
                 }
+                bump(&this.activity);
             } else {
                 this.failures.store(0, Ordering::Relaxed);
             }
