@@ -66,7 +66,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(grpc)
         .build_client(grpc)
         // Consumers bring their own channel; keeps tonic's transport out of this crate.
-        .build_transport(false);
+        .build_transport(false)
+        // Streams that sit idle keep a small encoding buffer (src/codec.rs).
+        .codec_path("crate::codec::StreamCodec");
     for message in JSON_MESSAGES {
         builder = builder.message_attribute(
             message,

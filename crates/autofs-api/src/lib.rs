@@ -6,6 +6,8 @@
 //! `proto/` is the only schema: the wire, `autofs-agent scan --json` and the controller's
 //! `--output json` all serialize these types.
 
+#[cfg(feature = "grpc")]
+pub mod codec;
 pub mod json;
 
 /// CRIU's image messages (proto2, CRIU's field numbers).

@@ -18,7 +18,7 @@ use super::context::Context;
 use super::request;
 use super::status::ApiError;
 use super::stream::{
-    Ending, EventStream, STREAM_BUFFER, deadline, send, shutting_down, sleep_until,
+    Ending, EventStream, Outgoing, STREAM_BUFFER, deadline, send, shutting_down, sleep_until,
 };
 use crate::metrics as m;
 use crate::snapshot::Snapshot;
@@ -150,7 +150,7 @@ struct Wait {
     sequence: u64,
     /// What the last message said: (namespace, mount, state, queued packets) per blocker.
     last: Option<Vec<(u64, u32, i32, u64)>>,
-    tx: mpsc::Sender<Result<v1::WaitMigratableResponse, Status>>,
+    tx: mpsc::Sender<Outgoing<v1::WaitMigratableResponse>>,
     ending: Ending,
 }
 

@@ -13,7 +13,7 @@ use super::budget::{StreamKind, client_of};
 use super::context::Context;
 use super::request;
 use super::stream::{
-    Ending, EventStream, STREAM_BUFFER, deadline, send, shutting_down, sleep_until,
+    Ending, EventStream, Outgoing, STREAM_BUFFER, deadline, send, shutting_down, sleep_until,
 };
 use crate::changes::Change;
 use crate::metrics as m;
@@ -104,7 +104,7 @@ struct Watcher {
 struct EventSender {
     node: String,
     sequence: u64,
-    tx: mpsc::Sender<Result<v1::MountEvent, Status>>,
+    tx: mpsc::Sender<Outgoing<v1::MountEvent>>,
     ending: Ending,
 }
 
