@@ -8,18 +8,19 @@
 //!
 //! Either wakes the background scanner, which then runs a scan (cheap: leader first).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use autofs_core::Fionread;
-use autofs_core::changes::{KnownQueues, masters, pidfd_open};
+use autofs_core::changes::{KnownQueues, Readings, masters, pidfd_open};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use crate::snapshot::Inventory;
+use crate::snapshot::{Inventory, Snapshot};
 
 /// Runs until `shutdown` turns true, notifying `changed` whenever a master of the latest scan
 /// exits. Holds at most `max_pidfds` pidfds (its share of the descriptor budget).
@@ -40,13 +41,16 @@ pub async fn run(
     }
     let mut snapshots = inventory.subscribe();
     let mut exits: JoinSet<()> = JoinSet::new();
+    let mut gone = BTreeSet::new();
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
         exits.abort_all();
         // At most the descriptors budgeted for it; others are seen at the next scan.
-        for pid in masters(&snapshot.scan).into_iter().take(max_pidfds) {
-            watch_exit(&mut exits, pid, changed.clone());
+        let now_gone = arm(&mut exits, masters(&snapshot.scan), max_pidfds, &changed);
+        if exit_news(&now_gone, &gone) {
+            changed.notify_one();
         }
+        gone = now_gone;
         tokio::select! {
             changed = snapshots.changed() => if changed.is_err() { return },
             () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => return,
@@ -87,15 +91,11 @@ fn poll_queues(
     runtime: &Handle,
 ) {
     let mut snapshots = inventory.subscribe();
-    let mut generation = u64::MAX;
-    let mut queues = KnownQueues::default();
+    let mut baseline = Baseline::default();
+    let mut readings = Readings::default();
     loop {
-        let snapshot = snapshots.borrow_and_update().clone();
-        if snapshot.generation != generation {
-            generation = snapshot.generation;
-            queues = KnownQueues::from_scan(&snapshot.scan);
-        }
-        if queues.is_empty() {
+        baseline.refresh(&mut snapshots);
+        if baseline.queues.is_empty() {
             let ended = runtime.block_on(async {
                 tokio::select! {
                     changed = snapshots.changed() => changed.is_err(),
@@ -111,17 +111,61 @@ fn poll_queues(
         if *shutdown.borrow() {
             return;
         }
+        // Compare with the scan published during the sleep, if any: a queue that drained just
+        // after a scan showed it INTERIM is then noticed at this pass, not one pass later.
+        baseline.refresh(&mut snapshots);
         if inventory
             .proc_root()
-            .is_some_and(|root| queues.changed(root, &Fionread))
+            .is_some_and(|root| baseline.queues.changed(root, &Fionread, &mut readings))
         {
             changed.notify_one();
         }
     }
 }
 
-/// Notifies `changed` once `pid` exits (at once if it is already gone).
-fn watch_exit(exits: &mut JoinSet<()>, pid: i32, changed: Arc<Notify>) {
+/// The read ends of the latest scan and what it measured on them.
+#[derive(Default)]
+struct Baseline {
+    generation: Option<u64>,
+    queues: KnownQueues,
+}
+
+impl Baseline {
+    /// Takes the latest snapshot's read ends if a scan was published since the last call.
+    fn refresh(&mut self, snapshots: &mut watch::Receiver<Arc<Snapshot>>) {
+        let snapshot = snapshots.borrow_and_update().clone();
+        if self.generation != Some(snapshot.generation) {
+            self.generation = Some(snapshot.generation);
+            self.queues = KnownQueues::from_scan(&snapshot.scan);
+        }
+    }
+}
+
+/// Whether masters found gone when their pidfds were armed (`now_gone`) call for a scan: a
+/// master that exited between the scan and the arming does, once. The scan that follows may
+/// still name it (the leader of a mount whose daemon died stays its `pgrp=`): found gone
+/// again (`gone_before`), it is not news, and asking again would rescan without end.
+fn exit_news(now_gone: &BTreeSet<i32>, gone_before: &BTreeSet<i32>) -> bool {
+    !now_gone.is_subset(gone_before)
+}
+
+/// Arms a pidfd watch for each of the first `max_pidfds` of `pids` (see [`watch_exit`]);
+/// returns the pids that had already exited.
+fn arm(
+    exits: &mut JoinSet<()>,
+    pids: BTreeSet<i32>,
+    max_pidfds: usize,
+    changed: &Arc<Notify>,
+) -> BTreeSet<i32> {
+    pids.into_iter()
+        .take(max_pidfds)
+        .filter(|&pid| !watch_exit(exits, pid, changed.clone()))
+        .collect()
+}
+
+/// Notifies `changed` once `pid` exits. Returns false when `pid` has exited already (no
+/// process: `ESRCH`); other failures leave its exit to the next scan.
+fn watch_exit(exits: &mut JoinSet<()>, pid: i32, changed: Arc<Notify>) -> bool {
     let registered = pidfd_open(pid).and_then(|fd| {
         // SAFETY: an `OwnedFd` keeps its descriptor open and unchanged until it is dropped,
         // which happens only when the `AsyncFd` holding it is dropped.
@@ -132,10 +176,7 @@ fn watch_exit(exits: &mut JoinSet<()>, pid: i32, changed: Arc<Notify>) {
         Ok(fd) => fd,
         Err(e) => {
             tracing::debug!(pid, error = %e, "no pidfd; the master's exit is seen at the next scan");
-            if e.raw_os_error() == Some(nix::libc::ESRCH) {
-                changed.notify_one();
-            }
-            return;
+            return e.raw_os_error() != Some(nix::libc::ESRCH);
         }
     };
     exits.spawn(async move {
@@ -143,4 +184,44 @@ fn watch_exit(exits: &mut JoinSet<()>, pid: i32, changed: Arc<Notify>) {
             changed.notify_one();
         }
     });
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_master_found_gone_asks_for_one_scan_not_one_per_scan() {
+        let set = |pids: &[i32]| pids.iter().copied().collect::<BTreeSet<i32>>();
+        assert!(!exit_news(&set(&[]), &set(&[])));
+        assert!(exit_news(&set(&[7]), &set(&[])), "exited after the scan");
+        assert!(
+            !exit_news(&set(&[7]), &set(&[7])),
+            "the next scan still names it"
+        );
+        assert!(exit_news(&set(&[7, 9]), &set(&[7])), "another one exited");
+        assert!(!exit_news(&set(&[]), &set(&[7])));
+    }
+
+    #[tokio::test]
+    async fn arming_tells_exited_masters_and_watches_live_ones() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .expect("spawn sleep");
+        let live = i32::try_from(child.id()).expect("pid");
+        // Above the kernel's largest pid_max: no such process.
+        let gone = 4_194_305;
+        let changed = Arc::new(Notify::new());
+        let mut exits = JoinSet::new();
+        let found_gone = arm(&mut exits, [live, gone].into(), 16, &changed);
+        assert_eq!(found_gone, [gone].into());
+        // Only the live master's exit notifies.
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+        tokio::time::timeout(Duration::from_secs(60), changed.notified())
+            .await
+            .expect("the exit of a watched master is noticed (hang guard)");
+    }
 }

@@ -4,7 +4,7 @@
 //!
 //! Neither replaces a scan; each only says when one is worth running now.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 
@@ -64,18 +64,35 @@ impl KnownQueues {
         self.queues.is_empty()
     }
 
-    /// Whether any queue differs from what the scan measured, or can no longer be measured
-    /// (the fd was closed, the process exited): one `FIONREAD` per known read end, nothing
-    /// consumed, nothing else read.
-    pub fn changed(&self, root: &ProcRoot, probe: &dyn QueueProbe) -> bool {
-        self.queues.iter().any(|q| {
+    /// One pass: whether a queue differs from what the scan measured, or can no longer be
+    /// measured (the fd was closed, the process exited), in a way `last` has not seen yet. One
+    /// `FIONREAD` per known read end, nothing consumed, nothing else read.
+    ///
+    /// A difference is reported once, not at every pass until a scan accounts for it: when the
+    /// scan that follows still says what it said (a read end it names but that cannot be
+    /// measured, a queue it could not see change), reporting it again would ask for a scan at
+    /// every pass, forever. `last` keeps each read end's reading for the measurement the scan
+    /// made, so a new measurement starts afresh.
+    pub fn changed(&self, root: &ProcRoot, probe: &dyn QueueProbe, last: &mut Readings) -> bool {
+        let mut changed = false;
+        let mut readings = HashMap::with_capacity(self.queues.len());
+        for q in &self.queues {
             let path = root.pid_path(q.pid, &format!("fd/{}", q.fd));
-            probe
-                .queued_bytes(&path, q.ino)
-                .map_or(true, |bytes| bytes != q.pending_bytes)
-        })
+            let reading = probe.queued_bytes(&path, q.ino).ok();
+            let key = (q.pid, q.fd, q.ino, q.pending_bytes);
+            let before = last.0.get(&key).copied().unwrap_or(Some(q.pending_bytes));
+            changed |= reading != Some(q.pending_bytes) && reading != before;
+            readings.insert(key, reading);
+        }
+        last.0 = readings;
+        changed
     }
 }
+
+/// What the last [`KnownQueues::changed`] pass read on each read end (`None`: could not
+/// measure), keyed by the read end and the scan's measurement of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Readings(HashMap<(i32, i32, u64, u64), Option<u64>>);
 
 /// Host pids whose exit changes a verdict of `scan`: the leaders of live mounts and the
 /// holders of read ends.
@@ -132,6 +149,80 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(readable(&pidfd));
+    }
+
+    /// A probe that reads queue sizes from a table the test sets (`None`: cannot measure).
+    struct Table(std::cell::RefCell<HashMap<u64, Option<u64>>>);
+
+    impl QueueProbe for Table {
+        fn queued_bytes(&self, _fd_path: &std::path::Path, ino: u64) -> io::Result<u64> {
+            self.0
+                .borrow()
+                .get(&ino)
+                .copied()
+                .flatten()
+                .ok_or_else(|| io::Error::from_raw_os_error(nix::libc::ENOENT))
+        }
+    }
+
+    fn queue(ino: u64, pending_bytes: u64) -> KnownQueue {
+        KnownQueue {
+            pid: 100,
+            fd: 3,
+            ino,
+            pending_bytes,
+        }
+    }
+
+    #[test]
+    fn a_difference_from_the_scan_is_reported_once_until_a_scan_measures_anew() {
+        let root = ProcRoot::open("/proc").unwrap();
+        let probe = Table(Default::default());
+        let mut last = Readings::default();
+        let set = |ino: u64, bytes: Option<u64>| probe.0.borrow_mut().insert(ino, bytes);
+        // The scan measured an empty queue on pipe 7.
+        let scanned_empty = KnownQueues {
+            queues: vec![queue(7, 0)],
+        };
+        set(7, Some(0));
+        assert!(
+            !scanned_empty.changed(&root, &probe, &mut last),
+            "as scanned"
+        );
+        set(7, Some(304));
+        assert!(
+            scanned_empty.changed(&root, &probe, &mut last),
+            "a queue appeared"
+        );
+        assert!(
+            !scanned_empty.changed(&root, &probe, &mut last),
+            "reported already: no scan at every pass"
+        );
+        // It drained before a scan saw it: as scanned again, nothing to report.
+        set(7, Some(0));
+        assert!(!scanned_empty.changed(&root, &probe, &mut last));
+
+        // A scan measured the queue (304): its draining is news even though the last pass
+        // read 0 against the earlier measurement.
+        let scanned_full = KnownQueues {
+            queues: vec![queue(7, 304)],
+        };
+        set(7, Some(304));
+        assert!(!scanned_full.changed(&root, &probe, &mut last));
+        set(7, Some(0));
+        assert!(scanned_full.changed(&root, &probe, &mut last), "drained");
+
+        // A read end that cannot be measured any more is reported once; a scan that still
+        // names it (as it did) does not make every later pass report it again.
+        set(7, None);
+        assert!(scanned_empty.changed(&root, &probe, &mut last), "gone");
+        assert!(!scanned_empty.changed(&root, &probe, &mut last));
+        assert!(!scanned_empty.changed(&root, &probe, &mut last));
+        // Measurable again and as scanned: nothing to report; then a queue: reported.
+        set(7, Some(0));
+        assert!(!scanned_empty.changed(&root, &probe, &mut last));
+        set(7, Some(608));
+        assert!(scanned_empty.changed(&root, &probe, &mut last));
     }
 
     #[test]
