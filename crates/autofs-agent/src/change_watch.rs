@@ -40,20 +40,33 @@ pub async fn run(
         return;
     }
     let mut snapshots = inventory.subscribe();
-    let mut exits: JoinSet<()> = JoinSet::new();
+    let mut exits: JoinSet<i32> = JoinSet::new();
     let mut gone = BTreeSet::new();
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
-        exits.abort_all();
+        exits.shutdown().await;
         // At most the descriptors budgeted for it; others are seen at the next scan.
-        let now_gone = arm(&mut exits, masters(&snapshot.scan), max_pidfds, &changed);
+        let now_gone = arm(&mut exits, masters(&snapshot.scan), max_pidfds);
         if exit_news(&now_gone, &gone) {
             changed.notify_one();
         }
         gone = now_gone;
-        tokio::select! {
-            changed = snapshots.changed() => if changed.is_err() { return },
-            () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => return,
+        loop {
+            tokio::select! {
+                Some(exited) = exits.join_next() => if let Ok(pid) = exited {
+                    // The scan this asks for may still name it (a dead leader stays the
+                    // `pgrp=` of its mounts): found gone then, it is not news again.
+                    gone.insert(pid);
+                    changed.notify_one();
+                },
+                next = snapshots.changed() => {
+                    if next.is_err() {
+                        return;
+                    }
+                    break;
+                }
+                () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => return,
+            }
         }
     }
 }
@@ -94,7 +107,7 @@ fn poll_queues(
     let mut baseline = Baseline::default();
     let mut readings = Readings::default();
     loop {
-        baseline.refresh(&mut snapshots);
+        baseline.refresh(&mut snapshots, &mut readings);
         if baseline.queues.is_empty() {
             let ended = runtime.block_on(async {
                 tokio::select! {
@@ -108,12 +121,13 @@ fn poll_queues(
             continue;
         }
         std::thread::sleep(interval);
-        if *shutdown.borrow() {
+        // Shutdown said, or the agent gone without saying it (its sender dropped).
+        if *shutdown.borrow() || shutdown.has_changed().is_err() {
             return;
         }
         // Compare with the scan published during the sleep, if any: a queue that drained just
         // after a scan showed it INTERIM is then noticed at this pass, not one pass later.
-        baseline.refresh(&mut snapshots);
+        baseline.refresh(&mut snapshots, &mut readings);
         if inventory
             .proc_root()
             .is_some_and(|root| baseline.queues.changed(root, &Fionread, &mut readings))
@@ -131,12 +145,14 @@ struct Baseline {
 }
 
 impl Baseline {
-    /// Takes the latest snapshot's read ends if a scan was published since the last call.
-    fn refresh(&mut self, snapshots: &mut watch::Receiver<Arc<Snapshot>>) {
+    /// Takes the latest snapshot's read ends if a scan was published since the last call
+    /// (its measurements are then the baseline of `readings`).
+    fn refresh(&mut self, snapshots: &mut watch::Receiver<Arc<Snapshot>>, readings: &mut Readings) {
         let snapshot = snapshots.borrow_and_update().clone();
         if self.generation != Some(snapshot.generation) {
             self.generation = Some(snapshot.generation);
             self.queues = KnownQueues::from_scan(&snapshot.scan);
+            readings.new_scan();
         }
     }
 }
@@ -151,22 +167,24 @@ fn exit_news(now_gone: &BTreeSet<i32>, gone_before: &BTreeSet<i32>) -> bool {
 
 /// Arms a pidfd watch for each of the first `max_pidfds` of `pids` (see [`watch_exit`]);
 /// returns the pids that had already exited.
-fn arm(
-    exits: &mut JoinSet<()>,
-    pids: BTreeSet<i32>,
-    max_pidfds: usize,
-    changed: &Arc<Notify>,
-) -> BTreeSet<i32> {
+fn arm(exits: &mut JoinSet<i32>, pids: BTreeSet<i32>, max_pidfds: usize) -> BTreeSet<i32> {
     pids.into_iter()
         .take(max_pidfds)
-        .filter(|&pid| !watch_exit(exits, pid, changed.clone()))
+        .filter(|&pid| !watch_exit(exits, pid))
         .collect()
 }
 
-/// Notifies `changed` once `pid` exits. Returns false when `pid` has exited already (no
-/// process: `ESRCH`); other failures leave its exit to the next scan.
-fn watch_exit(exits: &mut JoinSet<()>, pid: i32, changed: Arc<Notify>) -> bool {
-    let registered = pidfd_open(pid).and_then(|fd| {
+/// Adds to `exits` a task that ends with `pid` once `pid` exits. Returns false when `pid` has
+/// exited already: no such process (`ESRCH`), or a zombie, whose pidfd is readable at once;
+/// other failures leave its exit to the next scan.
+fn watch_exit(exits: &mut JoinSet<i32>, pid: i32) -> bool {
+    let opened = pidfd_open(pid).and_then(|fd| {
+        if exited(&fd)? {
+            return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+        }
+        Ok(fd)
+    });
+    let registered = opened.and_then(|fd| {
         // SAFETY: an `OwnedFd` keeps its descriptor open and unchanged until it is dropped,
         // which happens only when the `AsyncFd` holding it is dropped.
         #[allow(unsafe_code)]
@@ -180,11 +198,21 @@ fn watch_exit(exits: &mut JoinSet<()>, pid: i32, changed: Arc<Notify>) -> bool {
         }
     };
     exits.spawn(async move {
-        if pidfd.readable().await.is_ok() {
-            changed.notify_one();
-        }
+        // An error here means the reactor is going away: the agent is shutting down.
+        let _ = pidfd.readable().await;
+        pid
     });
     true
+}
+
+/// Whether the process behind `pidfd` has exited (its pidfd polls readable; a zombie's does).
+fn exited(pidfd: &std::os::fd::OwnedFd) -> std::io::Result<bool> {
+    use std::os::fd::AsFd;
+    let mut fds = [nix::poll::PollFd::new(
+        pidfd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    Ok(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO)? > 0)
 }
 
 #[cfg(test)]
@@ -213,15 +241,24 @@ mod tests {
         let live = i32::try_from(child.id()).expect("pid");
         // Above the kernel's largest pid_max: no such process.
         let gone = 4_194_305;
-        let changed = Arc::new(Notify::new());
+        // A zombie: exited, not reaped yet.
+        let mut zombie = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let zombie_pid = i32::try_from(zombie.id()).expect("pid");
+        while autofs_testkit::procfs::process_state(zombie_pid) != Some('Z') {
+            tokio::task::yield_now().await;
+        }
         let mut exits = JoinSet::new();
-        let found_gone = arm(&mut exits, [live, gone].into(), 16, &changed);
-        assert_eq!(found_gone, [gone].into());
-        // Only the live master's exit notifies.
+        let found_gone = arm(&mut exits, [live, gone, zombie_pid].into(), 16);
+        assert_eq!(found_gone, [gone, zombie_pid].into());
+        zombie.wait().expect("reap the zombie");
+        // The live master's exit ends its watch.
         child.kill().expect("kill");
         child.wait().expect("reap");
-        tokio::time::timeout(Duration::from_secs(60), changed.notified())
+        let exited = tokio::time::timeout(Duration::from_secs(60), exits.join_next())
             .await
             .expect("the exit of a watched master is noticed (hang guard)");
+        assert_eq!(exited.map(|joined| joined.expect("watch task")), Some(live));
     }
 }

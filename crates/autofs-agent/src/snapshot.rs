@@ -282,7 +282,7 @@ impl Inventory {
         self.stalled.subscribe()
     }
 
-    /// A receiver that sees each scan start, each scan end, and each failure counted in
+    /// A receiver that sees each scan start, each scan end, and each update of
     /// [`Self::consecutive_failures`]: what the watchdog wakes for besides new snapshots.
     pub fn activity(&self) -> watch::Receiver<u64> {
         self.activity.subscribe()
@@ -381,10 +381,12 @@ impl Inventory {
                 for observer in this.observers().iter_mut() {
                     observer.failed(e);
                 }
-                bump(&this.activity);
             } else {
                 this.failures.store(0, Ordering::Relaxed);
             }
+            // The count changed after the scan thread's end of scan (and, on success, after
+            // the publication): the watchdog must look again.
+            bump(&this.activity);
             result
         })
         .await

@@ -65,34 +65,45 @@ impl KnownQueues {
     }
 
     /// One pass: whether a queue differs from what the scan measured, or can no longer be
-    /// measured (the fd was closed, the process exited), in a way `last` has not seen yet. One
-    /// `FIONREAD` per known read end, nothing consumed, nothing else read.
+    /// measured (the fd was closed, the process exited), in a way not reported yet (`last`).
+    /// One `FIONREAD` per known read end, nothing consumed, nothing else read.
     ///
-    /// A difference is reported once, not at every pass until a scan accounts for it: when the
-    /// scan that follows still says what it said (a read end it names but that cannot be
-    /// measured, a queue it could not see change), reporting it again would ask for a scan at
-    /// every pass, forever. `last` keeps each read end's reading for the measurement the scan
-    /// made, so a new measurement starts afresh.
+    /// A difference is reported once, not at every pass until a scan accounts for it: the
+    /// scan it asks for may come back with the same measurement (the queue drained and
+    /// filled again meanwhile), or may fail. Reported queue sizes are forgotten when a scan is
+    /// published ([`Readings::new_scan`]), so a later difference is news again; a read end
+    /// that cannot be measured stays reported for as long as scans keep naming it, since a
+    /// scan that still names it would otherwise be asked for at every pass, forever.
     pub fn changed(&self, root: &ProcRoot, probe: &dyn QueueProbe, last: &mut Readings) -> bool {
         let mut changed = false;
-        let mut readings = HashMap::with_capacity(self.queues.len());
+        let mut reported = HashMap::new();
         for q in &self.queues {
             let path = root.pid_path(q.pid, &format!("fd/{}", q.fd));
             let reading = probe.queued_bytes(&path, q.ino).ok();
-            let key = (q.pid, q.fd, q.ino, q.pending_bytes);
-            let before = last.0.get(&key).copied().unwrap_or(Some(q.pending_bytes));
-            changed |= reading != Some(q.pending_bytes) && reading != before;
-            readings.insert(key, reading);
+            if reading == Some(q.pending_bytes) {
+                continue; // as scanned: nothing outstanding
+            }
+            let key = (q.pid, q.fd, q.ino);
+            changed |= last.0.get(&key) != Some(&reading);
+            reported.insert(key, reading);
         }
-        last.0 = readings;
+        last.0 = reported;
         changed
     }
 }
 
-/// What the last [`KnownQueues::changed`] pass read on each read end (`None`: could not
-/// measure), keyed by the read end and the scan's measurement of it.
+/// The differences [`KnownQueues::changed`] reported and that are still outstanding: the
+/// reading (`None`: could not measure) of each read end that differs from its scan.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Readings(HashMap<(i32, i32, u64, u64), Option<u64>>);
+pub struct Readings(HashMap<(i32, i32, u64), Option<u64>>);
+
+impl Readings {
+    /// A scan was published: its measurements are the new baseline, so reported queue sizes
+    /// are forgotten; read ends reported as unmeasurable stay reported.
+    pub fn new_scan(&mut self) {
+        self.0.retain(|_, reading| reading.is_none());
+    }
+}
 
 /// Host pids whose exit changes a verdict of `scan`: the leaders of live mounts and the
 /// holders of read ends.
@@ -198,25 +209,36 @@ mod tests {
             !scanned_empty.changed(&root, &probe, &mut last),
             "reported already: no scan at every pass"
         );
+        // A scan published meanwhile measured the same empty queue (the daemon had read the
+        // first request): a queue seen now is news again.
+        last.new_scan();
+        assert!(
+            scanned_empty.changed(&root, &probe, &mut last),
+            "news after a scan"
+        );
         // It drained before a scan saw it: as scanned again, nothing to report.
         set(7, Some(0));
         assert!(!scanned_empty.changed(&root, &probe, &mut last));
+        // Filled again before any scan: reported again (it was no longer outstanding).
+        set(7, Some(304));
+        assert!(scanned_empty.changed(&root, &probe, &mut last));
 
-        // A scan measured the queue (304): its draining is news even though the last pass
-        // read 0 against the earlier measurement.
+        // A scan measured the queue (304): its draining is news.
+        last.new_scan();
         let scanned_full = KnownQueues {
             queues: vec![queue(7, 304)],
         };
-        set(7, Some(304));
         assert!(!scanned_full.changed(&root, &probe, &mut last));
         set(7, Some(0));
         assert!(scanned_full.changed(&root, &probe, &mut last), "drained");
 
-        // A read end that cannot be measured any more is reported once; a scan that still
-        // names it (as it did) does not make every later pass report it again.
+        // A read end that cannot be measured any more is reported once; scans that still name
+        // it (as they did) do not make every later pass report it again.
+        last.new_scan();
         set(7, None);
         assert!(scanned_empty.changed(&root, &probe, &mut last), "gone");
         assert!(!scanned_empty.changed(&root, &probe, &mut last));
+        last.new_scan();
         assert!(!scanned_empty.changed(&root, &probe, &mut last));
         // Measurable again and as scanned: nothing to report; then a queue: reported.
         set(7, Some(0));

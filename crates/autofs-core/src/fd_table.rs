@@ -3,11 +3,13 @@
 //!
 //! On procfs a listing (`getdents64` of `<pid>/fd`) costs about as much per entry as the
 //! `readlink` that follows it: the kernel instantiates a dentry for every fd it lists. The
-//! walk therefore reads the links by number, `0, 1, 2, …`, which visits exactly the fds a
-//! listing would, in the same order, and stops when it has seen as many as the table holds
-//! (procfs reports that count as the size of `<pid>/fd`, Linux 6.2). A run of absent numbers
-//! (a sparse table, or a count that changed meanwhile) hands the rest to a listing that
-//! resumes at that number. Fixture trees are always listed.
+//! walk therefore reads the links by number, `0, 1, 2, …`, in the order a listing gives them,
+//! for as many as the table holds (procfs reports that count as the size of `<pid>/fd`, Linux
+//! 6.2), then lists the rest of the table from the next number: a listing of an empty tail
+//! costs little, and it finds what the count did not cover (a fd opened into a lower hole
+//! meanwhile uses up part of the count). A run of absent numbers (a sparse table) hands the
+//! rest to that listing early. Every fd that stays open throughout is visited, as a listing
+//! visits it. Fixture trees are always listed.
 
 use std::io;
 use std::ops::ControlFlow;
@@ -49,15 +51,31 @@ pub fn walk(
     dir: OwnedFd,
     procfs: bool,
     from: i32,
+    visit: impl FnMut(i32, &[u8]) -> ControlFlow<()>,
+) -> io::Result<Walked> {
+    // `st_size` of `<pid>/fd` is the number of open fds (Linux 6.2, `proc_fd_getattr`); 0 on
+    // older kernels, or for an empty table: listed instead, which costs nothing then.
+    let open = if procfs && from <= 0 {
+        usize::try_from(nix::sys::stat::fstat(dir.as_fd())?.st_size).unwrap_or(0)
+    } else {
+        0
+    };
+    walk_counted(dir, procfs, from, open, visit)
+}
+
+/// [`walk`] with the table's fd count given: links are read by number until `open` were read
+/// (or the miss budget ran out), then the rest is listed.
+fn walk_counted(
+    dir: OwnedFd,
+    procfs: bool,
+    from: i32,
+    open: usize,
     mut visit: impl FnMut(i32, &[u8]) -> ControlFlow<()>,
 ) -> io::Result<Walked> {
     let mut link = [0u8; LINK_MAX];
     let mut links = 0;
     let mut next = from.max(0);
     if procfs && next == 0 {
-        // `st_size` of `<pid>/fd` is the number of open fds (Linux 6.2, `proc_fd_getattr`);
-        // 0 on older kernels, or for an empty table: listed instead, which costs nothing then.
-        let open = usize::try_from(nix::sys::stat::fstat(dir.as_fd())?.st_size).unwrap_or(0);
         let mut misses = 0;
         let mut name = [0u8; 12];
         while open > 0 && links < open && misses < MISS_BUDGET {
@@ -77,12 +95,6 @@ pub fn walk(
                 Err(Errno::ENOENT) => misses += 1,
                 Err(e) => return Err(e.into()),
             }
-        }
-        if open > 0 && links >= open {
-            return Ok(Walked {
-                links,
-                complete: true,
-            });
         }
     }
     if procfs && next > 0 {
@@ -222,16 +234,9 @@ mod tests {
     #[test]
     fn the_walk_by_number_sees_what_a_listing_sees_in_ascending_order() {
         let (r, w) = nix::unistd::pipe().expect("pipe");
-        let far = [200, 201, 4000];
-        let mut held = Vec::new();
-        for &fd in &far {
-            // SAFETY: dup2 onto a number this test owns; the OwnedFd closes it.
-            #[allow(unsafe_code)]
-            let n = unsafe { nix::libc::dup2(r.as_raw_fd(), fd) };
-            assert_eq!(n, fd, "dup2 {fd}: {}", io::Error::last_os_error());
-            #[allow(unsafe_code)]
-            held.push(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
-        }
+        // Inherited across exec (no O_CLOEXEC): the lowest free numbers from 200, 201, 4000.
+        let held: Vec<OwnedFd> = [200, 201, 4000].iter().map(|&at| dup_at(&r, at)).collect();
+        let far: Vec<i32> = held.iter().map(AsRawFd::as_raw_fd).collect();
         let child = Sleeper(
             std::process::Command::new("sleep")
                 .arg("600")
@@ -245,8 +250,8 @@ mod tests {
         let mut sorted = fds.clone();
         sorted.sort_unstable();
         assert_eq!(fds, sorted, "ascending");
-        for fd in far {
-            assert!(fds.contains(&fd), "fd {fd} missing from {fds:?}");
+        for fd in &far {
+            assert!(fds.contains(fd), "fd {fd} missing from {fds:?}");
         }
         let mut listed = visit_all(pid, false, 0);
         listed.sort();
@@ -254,12 +259,86 @@ mod tests {
         // Resuming above a number visits exactly the fds at or above it.
         let tail: Vec<_> = by_number
             .iter()
-            .filter(|&&(fd, _)| fd >= 201)
+            .filter(|&&(fd, _)| fd >= far[1])
             .cloned()
             .collect();
-        assert_eq!(tail.first().map(|t| t.0), Some(201), "{tail:?}");
-        assert!(tail.iter().any(|t| t.0 == 4000), "{tail:?}");
-        assert_eq!(visit_all(pid, true, 201), tail);
+        assert_eq!(tail.first().map(|t| t.0), Some(far[1]), "{tail:?}");
+        assert!(tail.iter().any(|t| t.0 == far[2]), "{tail:?}");
+        assert_eq!(visit_all(pid, true, far[1]), tail);
+    }
+
+    /// A count used up before the table's end (fds opened into low holes while the walk ran)
+    /// does not end the walk: the rest of the table is listed, every fd visited.
+    #[test]
+    fn a_count_used_up_early_still_visits_every_fd() {
+        let (r, _w) = nix::unistd::pipe().expect("pipe");
+        let held = dup_at(&r, 40);
+        let child = Sleeper(
+            std::process::Command::new("sleep")
+                .arg("600")
+                .spawn()
+                .expect("spawn sleep"),
+        );
+        drop(held);
+        let pid = child.0.id();
+        let every = visit_all(pid, true, 0);
+        assert!(every.len() > 3, "{every:?}");
+        let mut seen = Vec::new();
+        let walked = walk_counted(fd_dir(pid), true, 0, 3, |fd, link| {
+            seen.push((fd, link.to_vec()));
+            ControlFlow::Continue(())
+        })
+        .expect("walk");
+        assert!(walked.complete);
+        assert_eq!(seen, every);
+    }
+
+    /// A fd opened into a low hole while the walk runs uses up part of the count the walk
+    /// began with: the fds above it are still visited (the tail is listed).
+    #[test]
+    fn a_fd_opened_during_the_walk_does_not_hide_a_higher_one() {
+        // Two holes at the lowest free numbers (the walk's own dir fd takes the first, the
+        // visitor's new fd the second) and `high` as the process's highest fd, one number
+        // above the last one (closer than the miss budget: only the count can end the walk
+        // before it).
+        let (a, b) = nix::unistd::pipe().expect("pipe");
+        let (r, _w) = nix::unistd::pipe().expect("pipe");
+        let top = std::fs::read_dir("/proc/self/fd")
+            .expect("list /proc/self/fd")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .max()
+            .expect("some fd");
+        let high = dup_at(&r, top + 2);
+        drop((a, b));
+        let mut opened = Vec::new();
+        let mut seen = Vec::new();
+        let walked = walk(fd_dir(std::process::id()), true, 0, |fd, _| {
+            if opened.is_empty() {
+                opened.push(nix::unistd::dup(&r).expect("dup into the hole"));
+            }
+            seen.push(fd);
+            ControlFlow::Continue(())
+        })
+        .expect("walk");
+        assert!(walked.complete);
+        let new = opened[0].as_raw_fd();
+        assert!(new < high.as_raw_fd(), "the new fd {new} fills a hole");
+        assert!(
+            seen.contains(&high.as_raw_fd()),
+            "fd {} missing from {seen:?}",
+            high.as_raw_fd()
+        );
+    }
+
+    /// `fcntl(F_DUPFD)`: a copy of `fd` at the lowest free number from `at` (never replacing
+    /// another thread's fd, as `dup2` could), without `O_CLOEXEC`.
+    fn dup_at(fd: &OwnedFd, at: i32) -> OwnedFd {
+        let n = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD(at)).expect("F_DUPFD");
+        // SAFETY: `n` is a new fd the kernel just returned, owned by nobody else.
+        #[allow(unsafe_code)]
+        unsafe {
+            <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(n)
+        }
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! each distinct leader, once. Only a mount whose leader holds no read end needs to know who
 //! else holds the pipe. For those, in order:
 //!
-//! 1. ends found by an earlier scan are re-checked, one `readlink` and one `fdinfo` each;
+//! 1. ends found by an earlier scan are re-checked, one `readlink` and one access-mode read
+//!    (an `lstat` of the link on procfs) each;
 //! 2. a pipe that no process held any end of stays that way (an anonymous pipe cannot be
 //!    opened again without an fd to it), so that answer is kept;
 //! 3. the kernel's reader count, through any end still known, says whether anybody reads the

@@ -120,7 +120,7 @@ impl PipeIndex {
     /// each of its own pipes has shown a read end. Only on procfs, which lists fds in
     /// ascending order, so that the read end found first is the lowest-numbered one (the one
     /// a complete listing would name). The `fd=` of a mount that lies beyond the stop is then
-    /// checked with one `readlink` (and its `fdinfo` when it is the mount's pipe), as CRIU
+    /// checked with one `readlink` (and its access mode when it is the mount's pipe), as CRIU
     /// checks the write end. A later [`PipeIndex::scan`] lists a leader whose listing
     /// stopped early on from where it stopped.
     pub fn scan_leaders(
