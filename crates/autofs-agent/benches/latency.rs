@@ -146,17 +146,10 @@ fn main() {
     );
 }
 
-/// `autofs_scan_duration_seconds_count` from the agent's `/metrics` (plain HTTP/1.0).
+/// `autofs_scan_duration_seconds_count` from the agent's `/metrics`.
 fn scans_run(metrics: std::net::SocketAddr) -> u64 {
-    use std::io::{Read, Write};
-    let mut conn = std::net::TcpStream::connect(metrics).expect("connect to /metrics");
-    conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
-        .expect("request /metrics");
-    let mut text = String::new();
-    conn.read_to_string(&mut text).expect("read /metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix("autofs_scan_duration_seconds_count "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
+    let text = autofs_testkit::http::scrape(metrics).unwrap_or_else(|e| panic!("{e}"));
+    autofs_testkit::http::sample_value(&text, "autofs_scan_duration_seconds_count")
         .map(|v| v as u64)
         .expect("autofs_scan_duration_seconds_count in /metrics")
 }

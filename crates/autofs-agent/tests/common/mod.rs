@@ -140,44 +140,19 @@ impl Agent {
     }
 }
 
-/// A plain HTTP/1.0 request (no chunked encoding to decode): status code and body.
+/// A plain HTTP/1.0 request ([`autofs_testkit::http::request`]): status code and body.
 pub fn http_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, WAIT)
-        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    write!(stream, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("{method} http://{addr}{path}: {e}"));
-    let raw = String::from_utf8(raw).expect("UTF-8 response");
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let code = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {head:?}"));
-    (code, body.to_owned())
+    autofs_testkit::http::request(addr, method, path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The body of `GET /metrics`, which must answer 200.
 pub fn scrape(addr: SocketAddr) -> String {
-    let (code, body) = http_request(addr, "GET", "/metrics");
-    assert_eq!(code, 200, "{body}");
-    body
+    autofs_testkit::http::scrape(addr).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The value of the sample whose name and labels are exactly `series` (as exposed), if any.
 pub fn sample_value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| {
-            v.trim()
-                .parse()
-                .unwrap_or_else(|e| panic!("{series}: {v}: {e}"))
-        })
+    autofs_testkit::http::sample_value(text, series)
 }
 
 /// [`sample_value`], 0 when absent (as for a counter never incremented).

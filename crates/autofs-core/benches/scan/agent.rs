@@ -6,7 +6,7 @@
 //! node's mounts.
 
 use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Seek};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -85,29 +85,15 @@ fn log_text(log: &mut File) -> String {
     text
 }
 
-/// `GET /metrics` over plain HTTP/1.0.
+/// `GET /metrics` from the agent's metrics address as it logged it.
 fn scrape(addr: &str) -> Result<String, String> {
-    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut body = String::new();
-    stream
-        .read_to_string(&mut body)
-        .map_err(|e| e.to_string())?;
-    Ok(body)
+    let addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    autofs_testkit::http::scrape(addr).map_err(|e| e.to_string())
 }
 
-/// The value of the first sample line of `name` (no labels) in a Prometheus text body.
+/// The value of the sample `name` (no labels) in a Prometheus text body.
 fn metric(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))?
-        .trim()
-        .parse()
-        .ok()
+    autofs_testkit::http::sample_value(body, name)
 }
 
 pub fn run(config: &Config) {
