@@ -75,25 +75,32 @@ fn walk_counted(
     let mut link = [0u8; LINK_MAX];
     let mut links = 0;
     let mut next = from.max(0);
+    // Reads `fd`'s link and visits it: `None` when the fd is not there (closed meanwhile).
+    let mut step = |fd: i32| -> io::Result<Option<ControlFlow<()>>> {
+        match read_link(&dir, fd, &mut link) {
+            Ok(n) => Ok(Some(visit(fd, &link[..n]))),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    };
+    let stopped = |links| Walked {
+        links,
+        complete: false,
+    };
     if procfs && next == 0 {
         let mut misses = 0;
-        let mut name = [0u8; 12];
         while open > 0 && links < open && misses < MISS_BUDGET {
             let fd = next;
             next += 1;
-            match read_link(&dir, fd_name(fd, &mut name), &mut link) {
-                Ok(n) => {
+            match step(fd)? {
+                Some(flow) => {
                     misses = 0;
                     links += 1;
-                    if visit(fd, &link[..n]).is_break() {
-                        return Ok(Walked {
-                            links,
-                            complete: false,
-                        });
+                    if flow.is_break() {
+                        return Ok(stopped(links));
                     }
                 }
-                Err(Errno::ENOENT) => misses += 1,
-                Err(e) => return Err(e.into()),
+                None => misses += 1,
             }
         }
     }
@@ -109,18 +116,11 @@ fn walk_counted(
         let Some(fd) = parse_decimal::<i32>(name.to_bytes()).filter(|&fd| fd >= next) else {
             continue;
         };
-        match read_link(&dir, name.to_bytes(), &mut link) {
-            Ok(n) => {
-                links += 1;
-                if visit(fd, &link[..n]).is_break() {
-                    return Ok(Walked {
-                        links,
-                        complete: false,
-                    });
-                }
+        if let Some(flow) = step(fd)? {
+            links += 1;
+            if flow.is_break() {
+                return Ok(stopped(links));
             }
-            Err(Errno::ENOENT) => {}
-            Err(e) => return Err(e.into()),
         }
     }
     Ok(Walked {
@@ -129,30 +129,13 @@ fn walk_counted(
     })
 }
 
-/// The decimal name of `fd` (not negative) in `<pid>/fd`, formatted on the stack.
-fn fd_name(fd: i32, buf: &mut [u8; 12]) -> &[u8] {
-    let mut n = fd.unsigned_abs();
-    let mut start = buf.len();
-    for slot in buf.iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        start -= 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    &buf[start..]
-}
-
-/// `readlinkat(dir, name)` into `buf`, without allocating; the target's length.
-fn read_link(dir: &impl AsRawFd, name: &[u8], buf: &mut [u8; LINK_MAX]) -> Result<usize, Errno> {
+/// `readlinkat(dir, "<fd>")` into `buf`, without allocating; the target's length.
+fn read_link(dir: &impl AsRawFd, fd: i32, buf: &mut [u8; LINK_MAX]) -> Result<usize, Errno> {
+    use std::io::Write;
     let mut path = [0u8; 16];
-    let Some(slot) = path.get_mut(..name.len()) else {
-        return Err(Errno::ENAMETOOLONG);
-    };
-    slot.copy_from_slice(name);
-    // SAFETY: `path` is NUL-terminated (zero-filled, at most 15 name bytes copied) and `buf`
-    // is valid for its length.
+    write!(&mut path[..15], "{fd}").map_err(|_| Errno::ENAMETOOLONG)?;
+    // SAFETY: `path` is NUL-terminated (zero-filled, at most 15 bytes written) and `buf` is
+    // valid for its length.
     #[allow(unsafe_code)]
     let n = unsafe {
         nix::libc::readlinkat(
@@ -356,15 +339,6 @@ mod tests {
         .expect("walk");
         assert!(!walked.complete);
         assert_eq!(last, r.as_raw_fd());
-    }
-
-    #[test]
-    fn fd_names_are_decimal() {
-        let mut buf = [0u8; 12];
-        assert_eq!(fd_name(0, &mut buf), b"0");
-        assert_eq!(fd_name(7, &mut buf), b"7");
-        assert_eq!(fd_name(4000, &mut buf), b"4000");
-        assert_eq!(fd_name(i32::MAX, &mut buf), b"2147483647");
     }
 
     /// The link's mode bits give the same access mode as `fdinfo`'s `flags:` for every way
