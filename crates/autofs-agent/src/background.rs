@@ -3,7 +3,7 @@
 //! watchers; and the watchdog that keeps health in line with scanning.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 use tonic_health::ServingStatus;
@@ -112,7 +112,7 @@ pub async fn supervise(
                         return;
                     }
                 }
-                () = sleep_for(stall_in) => {}
+                () = crate::timer::sleep_until(stall_in.map(|d| Instant::now() + d)) => {}
             }
         }
         let now_stalled = inventory.is_stalled();
@@ -162,14 +162,6 @@ pub async fn supervise(
                 tracing::info!(mounts = latest.reports.len(), "first scan done; serving");
             }
         }
-    }
-}
-
-/// Sleeps for `duration`, or forever when there is none.
-async fn sleep_for(duration: Option<Duration>) {
-    match duration {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
     }
 }
 

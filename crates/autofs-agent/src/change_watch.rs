@@ -120,19 +120,18 @@ fn poll_queues(
             }
             continue;
         }
-        std::thread::sleep(interval);
-        // Shutdown said, or the agent gone without saying it (its sender dropped).
-        if *shutdown.borrow() || shutdown.has_changed().is_err() {
-            return;
-        }
-        // Compare with the scan published during the sleep, if any: a queue that drained just
-        // after a scan showed it INTERIM is then noticed at this pass, not one pass later.
-        baseline.refresh(&mut snapshots, &mut readings);
+        // Measured right after taking the latest scan: a queue that drained just after a scan
+        // showed it INTERIM is noticed at this pass, not one pass later.
         if inventory
             .proc_root()
             .is_some_and(|root| baseline.queues.changed(root, &Fionread, &mut readings))
         {
             changed.notify_one();
+        }
+        std::thread::sleep(interval);
+        // Shutdown said, or the agent gone without saying it (its sender dropped).
+        if *shutdown.borrow() || shutdown.has_changed().is_err() {
+            return;
         }
     }
 }

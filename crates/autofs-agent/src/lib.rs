@@ -18,4 +18,5 @@ pub mod snapshot;
 pub mod source;
 pub mod synthetic;
 pub mod table;
+mod timer;
 pub mod tls;

@@ -101,13 +101,7 @@ pub(super) fn deadline<T>(req: &Request<T>) -> Option<Instant> {
     Instant::now().checked_add(d)
 }
 
-/// Resolves at `deadline`; never without one.
-pub(super) async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
-}
+pub(super) use crate::timer::sleep_until;
 
 /// Resolves once the server is shutting down.
 pub(super) async fn shutting_down(mut shutdown: watch::Receiver<bool>) {
