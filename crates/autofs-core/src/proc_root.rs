@@ -185,8 +185,10 @@ impl ProcRoot {
             Mode::empty(),
         )?;
         // `Take` hides the file's size hint: proc files report size 0, so std's statx+lseek
-        // probe would only cost two syscalls per read.
-        let mut text = Vec::with_capacity(1024);
+        // probe would only cost two syscalls per read. One page takes a `stat`, `status` or
+        // `cgroup` whole in one read (a seq_file fills the reader's buffer): with less, std
+        // would add a probing read and a refill.
+        let mut text = Vec::with_capacity(4096);
         File::from(fd).take(u64::MAX).read_to_end(&mut text)?;
         Ok(text)
     }

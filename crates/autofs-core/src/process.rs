@@ -49,37 +49,19 @@ impl ProcessInfo {
     ///
     /// [`ProcessParseError`] naming the file and the field that is missing or malformed.
     pub fn parse(pid: i32, stat: &[u8], status: &[u8]) -> Result<Self, ProcessParseError> {
-        let bad = |file, what: &str| ProcessParseError {
+        let line = StatLine::parse(stat).map_err(|what| ProcessParseError {
             pid,
-            file,
+            file: "stat",
             what: what.to_owned(),
-        };
-        let open = stat
-            .iter()
-            .position(|&b| b == b'(')
-            .ok_or_else(|| bad("stat", "no '(' before comm"))?;
-        let close = stat
-            .iter()
-            .rposition(|&b| b == b')')
-            .filter(|&close| close > open)
-            .ok_or_else(|| bad("stat", "no ')' after comm"))?;
-        let comm = stat[open + 1..close].to_vec();
-        // After ") ": field 3 state, 4 ppid, 5 pgrp, ..., 22 starttime.
-        let rest: Vec<&[u8]> = stat[close + 1..]
-            .split(u8::is_ascii_whitespace)
-            .filter(|t| !t.is_empty())
-            .collect();
-        let pgrp = rest
-            .get(2)
-            .and_then(|t| number::<i32>(t))
-            .ok_or_else(|| bad("stat", "field 5 (pgrp) missing or not a number"))?;
-        let starttime = rest
-            .get(19)
-            .and_then(|t| number::<u64>(t))
-            .ok_or_else(|| bad("stat", "field 22 (starttime) missing or not a number"))?;
+        })?;
+        Self::with_status(pid, &line, status)
+    }
 
+    /// Completes a parsed `stat` line with `status` (`PPid:`, `NSpid:`).
+    fn with_status(pid: i32, line: &StatLine, status: &[u8]) -> Result<Self, ProcessParseError> {
         let mut ppid = None;
         let mut nspid = None;
+        // `PPid:` comes before `NSpid:` (fs/proc/array.c): the rest of the file is not needed.
         for line in status.split(|&b| b == b'\n') {
             if let Some(v) = line.strip_prefix(b"PPid:") {
                 ppid = number(v.trim_ascii());
@@ -89,18 +71,25 @@ impl ProcessInfo {
                     .filter(|t| !t.is_empty())
                     .map(number::<i32>)
                     .collect::<Option<Vec<i32>>>();
+                if ppid.is_some() {
+                    break;
+                }
             }
         }
-        let ppid = ppid.ok_or_else(|| bad("status", "no valid PPid: line"))?;
+        let ppid = ppid.ok_or_else(|| ProcessParseError {
+            pid,
+            file: "status",
+            what: "no valid PPid: line".to_owned(),
+        })?;
         // Kernels before 4.1 have no NSpid: everything is in one pid namespace.
         let nspid = nspid.filter(|v| !v.is_empty()).unwrap_or_else(|| vec![pid]);
         Ok(Self {
             pid,
             ppid,
-            pgrp,
-            starttime,
+            pgrp: line.pgrp,
+            starttime: line.starttime,
             nspid,
-            comm,
+            comm: line.comm.clone(),
         })
     }
 
@@ -145,17 +134,22 @@ pub struct ProcessTable<'a> {
     info: HashMap<i32, Result<ProcessInfo, Unavailable>>,
     pid_ns: HashMap<i32, Result<u64, Unavailable>>,
     attribution: HashMap<i32, Attribution>,
-    stat: HashMap<i32, Result<StatFields, Unavailable>>,
+    stat: HashMap<i32, Result<StatLine, Unavailable>>,
     files_read: usize,
 }
 
-/// The fields of one `stat` line the process forest needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct StatFields {
+/// The fields of one `stat` line the inspector uses: the process forest needs fields 3, 4, 9
+/// and 22, [`ProcessInfo`] fields 2, 5 and 22.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StatLine {
+    /// Field 2, exact bytes.
+    comm: Vec<u8>,
     /// Field 3: one letter (`Z` zombie, `X` dead...).
     state: u8,
     /// Field 4.
     ppid: i32,
+    /// Field 5.
+    pgrp: i32,
     /// Field 9: the kernel's `task->flags` of the thread-group leader.
     flags: u64,
     /// Field 22, clock ticks after boot.
@@ -197,23 +191,33 @@ impl<'a> ProcessTable<'a> {
     /// or `status` cannot be read (the message names the file and the missing capability) or
     /// does not parse.
     pub fn info(&mut self, pid: i32) -> Result<&ProcessInfo, Unavailable> {
-        let root = self.root;
-        let files_read = &mut self.files_read;
-        self.info
-            .entry(pid)
-            .or_insert_with(|| {
-                *files_read += 2;
-                let read = |file: &str| {
-                    root.read(pid, file)
-                        .map_err(|e| unavailable(root, pid, file, &e))
-                };
-                let stat = read("stat")?;
-                let status = read("status")?;
-                ProcessInfo::parse(pid, &stat, &status)
-                    .map_err(|e| Unavailable::Failed(e.to_string()))
-            })
-            .as_ref()
-            .map_err(Clone::clone)
+        if !self.info.contains_key(&pid) {
+            let info = self.read_info(pid);
+            self.info.insert(pid, info);
+        }
+        self.info[&pid].as_ref().map_err(Clone::clone)
+    }
+
+    /// `status` of `pid` on top of its `stat` (read once per table, shared with the forest).
+    fn read_info(&mut self, pid: i32) -> Result<ProcessInfo, Unavailable> {
+        let line = self.stat_line(pid)?;
+        self.files_read += 1;
+        let status = self
+            .root
+            .read(pid, "status")
+            .map_err(|e| unavailable(self.root, pid, "status", &e))?;
+        ProcessInfo::with_status(pid, &line, &status)
+            .map_err(|e| Unavailable::Failed(e.to_string()))
+    }
+
+    /// Whether `pid` exists: its `stat` could be read (once per table, shared with
+    /// [`Self::parent`]). CRIU uses a `pgrp=` number as a pid, whatever process has it.
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`]: the process is gone, or `stat` could not be read or parsed.
+    pub fn check_exists(&mut self, pid: i32) -> Result<(), Unavailable> {
+        self.stat_line(pid).map(|_| ())
     }
 
     /// The parent pid of `pid` from `stat` alone (half the reads of [`Self::info`]): what
@@ -223,10 +227,7 @@ impl<'a> ProcessTable<'a> {
     ///
     /// [`Unavailable`]: the process is gone, or `stat` could not be read or parsed.
     pub fn parent(&mut self, pid: i32) -> Result<i32, Unavailable> {
-        if let Some(info) = self.info.get(&pid) {
-            return info.as_ref().map(|i| i.ppid).map_err(Clone::clone);
-        }
-        self.stat_fields(pid).map(|s| s.ppid)
+        self.stat_line(pid).map(|s| s.ppid)
     }
 
     /// The start time of `pid` (`stat` field 22) if its thread-group leader has not begun to
@@ -239,13 +240,13 @@ impl<'a> ProcessTable<'a> {
     ///
     /// [`Unavailable`]: the process is gone, or `stat` could not be read or parsed.
     pub fn unexited_starttime(&mut self, pid: i32) -> Result<Option<u64>, Unavailable> {
-        let s = self.stat_fields(pid)?;
+        let s = self.stat_line(pid)?;
         let exiting = s.flags & PF_EXITING != 0 || matches!(s.state, b'Z' | b'X' | b'x');
         Ok((!exiting).then_some(s.starttime))
     }
 
     /// `stat` of `pid`, read once per table.
-    fn stat_fields(&mut self, pid: i32) -> Result<StatFields, Unavailable> {
+    fn stat_line(&mut self, pid: i32) -> Result<StatLine, Unavailable> {
         let root = self.root;
         let files_read = &mut self.files_read;
         self.stat
@@ -255,10 +256,8 @@ impl<'a> ProcessTable<'a> {
                 let stat = root
                     .read(pid, "stat")
                     .map_err(|e| unavailable(root, pid, "stat", &e))?;
-                parse_stat_fields(&stat).ok_or_else(|| {
-                    Unavailable::Failed(format!(
-                        "malformed /proc/{pid}/stat: field 3, 4, 9 or 22 missing or not a number"
-                    ))
+                StatLine::parse(&stat).map_err(|what| {
+                    Unavailable::Failed(format!("malformed /proc/{pid}/stat: {what}"))
                 })
             })
             .clone()
@@ -309,6 +308,13 @@ impl<'a> ProcessTable<'a> {
     /// `owner` or an ancestor of `pid`) could not be read: never taken for "not a member".
     pub fn translate(&mut self, pid: i32, owner: i32) -> Result<Option<i32>, Unavailable> {
         let owner_depth = self.info(owner)?.pidns_depth();
+        if owner_depth == 1 {
+            // The owner lives in the proc root's own pid namespace, and every process the
+            // root shows is a member of it or of a namespace nested in it, under the pid the
+            // root names it by (the first `NSpid:` field).
+            self.stat_line(pid)?;
+            return Ok(Some(pid));
+        }
         let owner_ns = self.pid_ns(owner)?;
         let target = self.info(pid)?.clone();
         if target.pidns_depth() < owner_depth {
@@ -349,8 +355,8 @@ impl<'a> ProcessTable<'a> {
             if at <= 1 {
                 return Ok(false);
             }
-            at = match self.info(at) {
-                Ok(info) => info.ppid,
+            at = match self.parent(at) {
+                Ok(ppid) => ppid,
                 Err(Unavailable::Vanished) if at != pid => {
                     return Err(Unavailable::Failed(format!(
                         "pid {at}, an ancestor of pid {pid}, exited while its parent chain was read"
@@ -369,26 +375,56 @@ impl<'a> ProcessTable<'a> {
 /// rarely more than a few dozen deep).
 const MAX_DEPTH: usize = 4096;
 
-/// Fields 3, 4, 9 and 22 of a `stat` line, read after the last `)` (comm may contain
-/// anything).
-fn parse_stat_fields(stat: &[u8]) -> Option<StatFields> {
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let mut fields = stat[close + 1..]
-        .split(u8::is_ascii_whitespace)
-        .filter(|t| !t.is_empty());
-    let state = match fields.next()? {
-        [letter] => *letter,
-        _ => return None,
-    };
-    let ppid = number(fields.next()?)?;
-    let flags = number(fields.nth(4)?)?;
-    let starttime = number(fields.nth(12)?)?;
-    Some(StatFields {
-        state,
-        ppid,
-        flags,
-        starttime,
-    })
+impl StatLine {
+    /// Parses a `stat` line: comm between the first `(` and the last `)` (comm may contain
+    /// anything, any byte included), the numbered fields after it.
+    ///
+    /// # Errors
+    ///
+    /// What is missing or malformed, naming the field.
+    fn parse(stat: &[u8]) -> Result<Self, &'static str> {
+        let open = stat
+            .iter()
+            .position(|&b| b == b'(')
+            .ok_or("no '(' before comm")?;
+        let close = stat
+            .iter()
+            .rposition(|&b| b == b')')
+            .filter(|&close| close > open)
+            .ok_or("no ')' after comm")?;
+        // After ") ": field 3 state, 4 ppid, 5 pgrp, ..., 9 flags, ..., 22 starttime.
+        let mut fields = stat[close + 1..]
+            .split(u8::is_ascii_whitespace)
+            .filter(|t| !t.is_empty());
+        let state = match fields.next() {
+            Some([letter]) => *letter,
+            _ => return Err("field 3 (state) missing or not one letter"),
+        };
+        let ppid = fields
+            .next()
+            .and_then(number)
+            .ok_or("field 4 (ppid) missing or not a number")?;
+        let pgrp = fields
+            .next()
+            .and_then(number)
+            .ok_or("field 5 (pgrp) missing or not a number")?;
+        let flags = fields
+            .nth(3)
+            .and_then(number)
+            .ok_or("field 9 (flags) missing or not a number")?;
+        let starttime = fields
+            .nth(12)
+            .and_then(number)
+            .ok_or("field 22 (starttime) missing or not a number")?;
+        Ok(Self {
+            comm: stat[open + 1..close].to_vec(),
+            state,
+            ppid,
+            pgrp,
+            flags,
+            starttime,
+        })
+    }
 }
 
 fn number<T: std::str::FromStr>(token: &[u8]) -> Option<T> {
@@ -446,13 +482,23 @@ mod tests {
         let mut line = b"4242 (a) b) S 17 4240 4240 0 -1 4194624".to_vec();
         line.extend_from_slice(&b" 0".repeat(12));
         line.extend_from_slice(b" 777 1189277696");
-        let s = parse_stat_fields(&line).unwrap();
+        let s = StatLine::parse(&line).unwrap();
         assert_eq!(
-            (s.state, s.ppid, s.flags, s.starttime),
-            (b'S', 17, 4194624, 777)
+            (
+                s.comm.as_slice(),
+                s.state,
+                s.ppid,
+                s.pgrp,
+                s.flags,
+                s.starttime
+            ),
+            (&b"a) b"[..], b'S', 17, 4240, 4194624, 777)
         );
         // A shorter line (no starttime) is no answer.
-        assert_eq!(parse_stat_fields(b"4242 (a) S 17 4240 4240 0 -1 4"), None);
+        assert_eq!(
+            StatLine::parse(b"4242 (a) S 17 4240 4240 0 -1 4"),
+            Err("field 22 (starttime) missing or not a number")
+        );
     }
 
     #[test]
@@ -468,6 +514,8 @@ mod tests {
         let err = ProcessInfo::parse(9, &stat("9 (x) S 1 zz"), STATUS).unwrap_err();
         assert!(err.to_string().contains("pgrp"), "{err}");
         let err = ProcessInfo::parse(9, b"9 (x) S 1 9 9", STATUS).unwrap_err();
+        assert!(err.to_string().contains("field 9 (flags)"), "{err}");
+        let err = ProcessInfo::parse(9, b"9 (x) S 1 9 9 0 0 0 4", STATUS).unwrap_err();
         assert!(err.to_string().contains("starttime"), "{err}");
         let err = ProcessInfo::parse(9, &stat("9 (x) S 1 9"), b"Name: x\n").unwrap_err();
         assert!(err.to_string().contains("status"), "{err}");

@@ -131,7 +131,7 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
 
     let ends = facts.pipes.ends(ino);
     // Like CRIU, the pgrp number is used as a pid: whatever process has it is searched.
-    let leader_alive = match facts.table.info(pgrp) {
+    let leader_alive = match facts.table.check_exists(pgrp) {
         Ok(_) => true,
         Err(Unavailable::Vanished) => false,
         Err(Unavailable::Failed(why)) => {

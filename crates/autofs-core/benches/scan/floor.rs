@@ -35,14 +35,16 @@ pub struct FloorPlan {
     /// Members of namespaces with autofs mounts, and their parents outside them: `stat`
     /// (the parents of the namespace's process forest).
     stat: Vec<i32>,
-    /// Roots of those forests: `stat` + `status` (their rank).
-    roots: Vec<i32>,
-    /// Owners of namespaces with autofs mounts: `cgroup` and `ns/pid`.
+    /// Roots of those forests: `status` (their rank and pid-namespace chain), their `stat`
+    /// being among the members'. (A leader's `stat` tells that it exists and its parent.)
+    status: Vec<i32>,
+    /// Owners of namespaces with autofs mounts: `cgroup`.
     owners: Vec<i32>,
     /// First member of every namespace without autofs mounts: `cgroup` (attribution).
     attributed: Vec<i32>,
-    /// Masters translated into the owner's pid namespace: `ns/pid`.
-    masters: Vec<i32>,
+    /// Owners in a nested pid namespace and the masters translated into it: `ns/pid` (an
+    /// owner in the proc root's own pid namespace needs none).
+    pid_ns: Vec<i32>,
     /// Read ends measured with FIONREAD: readlink, open, fstat, ioctl.
     probes: Vec<(i32, i32)>,
 }
@@ -59,6 +61,18 @@ fn pipe_of(target: &std::path::Path) -> Option<u64> {
 fn read_end(pid: i32, fd: i32) -> bool {
     nix::sys::stat::lstat(format!("/proc/{pid}/fd/{fd}").as_str())
         .is_ok_and(|st| st.st_mode & 0o400 != 0)
+}
+
+/// Levels of `pid`'s pid namespace below the proc root's (`NSpid:` entries).
+fn pidns_depth(pid: i32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .map(|v| v.split_whitespace().count())
+        })
+        .unwrap_or(1)
 }
 
 fn ppid(pid: i32) -> Option<i32> {
@@ -187,12 +201,13 @@ pub fn plan_floor(scan: &Scan) -> FloorPlan {
         .filter(|n| n.autofs_mounts == 0 && n.owner_pid > 0)
         .map(|n| n.owner_pid)
         .collect();
-    let masters: BTreeSet<i32> = scan
-        .reports
-        .iter()
-        .filter(|r| r.read_end_fd >= 0 && r.owner_pid > 0)
-        .map(|r| r.host_pgrp)
-        .collect();
+    let status: BTreeSet<i32> = roots.iter().copied().collect();
+    let mut pid_ns: BTreeSet<i32> = BTreeSet::new();
+    for r in &scan.reports {
+        if r.read_end_fd >= 0 && r.owner_pid > 0 && pidns_depth(r.owner_pid) > 1 {
+            pid_ns.extend([r.owner_pid, r.host_pgrp]);
+        }
+    }
     let probes = scan
         .reports
         .iter()
@@ -204,10 +219,10 @@ pub fn plan_floor(scan: &Scan) -> FloorPlan {
         beyond,
         modes,
         stat,
-        roots,
+        status: status.into_iter().collect(),
         owners: owners.into_iter().collect(),
         attributed,
-        masters: masters.into_iter().collect(),
+        pid_ns: pid_ns.into_iter().collect(),
         probes,
     }
 }
@@ -295,13 +310,12 @@ pub fn floor(plan: &FloorPlan, spent: &mut [Duration; 6]) -> Duration {
     }
     mark(&mut last, spent, 3);
     // stat of the members of namespaces with autofs mounts (and of their parents outside),
-    // stat + status of the forests' roots; cgroup of every namespace's owner; ns/pid of the
-    // owners and masters.
+    // status of the forests' roots; cgroup of every namespace's owner;
+    // ns/pid of owners in nested pid namespaces and of their masters.
     for &pid in &plan.stat {
         read_rel(proc.as_fd(), path.set(format_args!("{pid}/stat")), &mut buf);
     }
-    for &pid in &plan.roots {
-        read_rel(proc.as_fd(), path.set(format_args!("{pid}/stat")), &mut buf);
+    for &pid in &plan.status {
         read_rel(
             proc.as_fd(),
             path.set(format_args!("{pid}/status")),
@@ -321,13 +335,8 @@ pub fn floor(plan: &FloorPlan, spent: &mut [Duration; 6]) -> Duration {
             path.set(format_args!("{pid}/cgroup")),
             &mut buf,
         );
-        readlink_raw(
-            proc.as_fd(),
-            path.set(format_args!("{pid}/ns/pid")),
-            &mut link,
-        );
     }
-    for &pid in &plan.masters {
+    for &pid in &plan.pid_ns {
         readlink_raw(
             proc.as_fd(),
             path.set(format_args!("{pid}/ns/pid")),
