@@ -14,6 +14,11 @@ use std::fmt::Write as _;
 
 /// The lossless string form of `bytes` (see the module documentation).
 pub fn escape(bytes: &[u8]) -> String {
+    if let Ok(text) = std::str::from_utf8(bytes)
+        && !text.contains('\\')
+    {
+        return text.to_owned();
+    }
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {

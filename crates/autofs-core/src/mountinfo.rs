@@ -61,13 +61,39 @@ pub enum MountInfoError {
     AmbiguousSeparator,
 }
 
-impl MountInfo {
+/// One mountinfo line, checked field by field but not copied: the fields are slices of the
+/// line, paths still escaped as the kernel prints them (`seq_path`: space, tab, newline and
+/// backslash as `\ooo`). What a mount table needs of the lines that are not autofs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MountLine<'a> {
+    /// Field 1: unique mount id.
+    pub mount_id: u32,
+    /// Field 2: parent mount id.
+    pub parent_id: u32,
+    /// Field 3: device major of the superblock.
+    pub major: u32,
+    /// Field 3: device minor of the superblock.
+    pub minor: u32,
+    /// Field 4, escaped.
+    pub root: &'a [u8],
+    /// Field 5, escaped. The kernel escapes the same path the same way, so two escaped mount
+    /// points are equal exactly when the paths are.
+    pub mount_point: &'a [u8],
+    /// Filesystem type (first field after ` - `).
+    pub fstype: &'a [u8],
+    /// Mount source, escaped (may be empty).
+    pub source: &'a [u8],
+    /// Super-block options.
+    pub super_options: &'a [u8],
+}
+
+impl<'a> MountLine<'a> {
     /// Parses one line (without its trailing newline).
     ///
     /// # Errors
     ///
     /// [`MountInfoError`] naming the first field that is missing or malformed.
-    pub fn parse(line: &[u8]) -> Result<Self, MountInfoError> {
+    pub fn parse(line: &'a [u8]) -> Result<Self, MountInfoError> {
         let mut fields = line.split(|&b| b == b' ');
         let mut next = |field| next_field(&mut fields, field);
         let mount_id = number(next("mount id")?, "mount id")?;
@@ -83,8 +109,8 @@ impl MountInfo {
             .ok_or_else(|| MountInfoError::BadDevice {
                 token: escape(device),
             })?;
-        let root = unescape(next("root")?);
-        let mount_point = unescape(next("mount point")?);
+        let root = next("root")?;
+        let mount_point = next("mount point")?;
         next("mount options")?;
         loop {
             match fields.next() {
@@ -93,12 +119,12 @@ impl MountInfo {
                 None => return Err(MountInfoError::NoSeparator),
             }
         }
-        let fstype = next_field(&mut fields, "filesystem type")?.to_vec();
+        let fstype = next_field(&mut fields, "filesystem type")?;
         // The source may be empty (two spaces in a row); the super options never are.
-        let source = unescape(fields.next().ok_or(MountInfoError::MissingField {
+        let source = fields.next().ok_or(MountInfoError::MissingField {
             field: "mount source",
-        })?);
-        let super_options = next_field(&mut fields, "super options")?.to_vec();
+        })?;
+        let super_options = next_field(&mut fields, "super options")?;
         if fields.next().is_some() {
             // The kernel escapes spaces in every field: more fields means a second separator
             // was taken for the first one (a stray `-` among the optional fields).
@@ -115,6 +141,32 @@ impl MountInfo {
             source,
             super_options,
         })
+    }
+
+    /// The line with its paths unescaped and its fields copied.
+    pub fn to_owned(&self) -> MountInfo {
+        MountInfo {
+            mount_id: self.mount_id,
+            parent_id: self.parent_id,
+            major: self.major,
+            minor: self.minor,
+            root: unescape(self.root),
+            mount_point: unescape(self.mount_point),
+            fstype: self.fstype.to_vec(),
+            source: unescape(self.source),
+            super_options: self.super_options.to_vec(),
+        }
+    }
+}
+
+impl MountInfo {
+    /// Parses one line (without its trailing newline).
+    ///
+    /// # Errors
+    ///
+    /// [`MountInfoError`] naming the first field that is missing or malformed.
+    pub fn parse(line: &[u8]) -> Result<Self, MountInfoError> {
+        MountLine::parse(line).map(|m| m.to_owned())
     }
 
     /// Whether this is an autofs mount.
@@ -141,7 +193,12 @@ pub fn looks_like_autofs(line: &[u8]) -> bool {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    let Some((&first, _)) = needle.split_first() else {
+        return true;
+    };
+    (0..haystack.len())
+        .filter(|&at| haystack[at] == first)
+        .any(|at| haystack[at..].starts_with(needle))
 }
 
 fn next_field<'a>(

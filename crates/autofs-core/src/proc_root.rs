@@ -4,7 +4,7 @@
 //! Reads are relative to an open directory fd (`openat`/`readlinkat`), which keeps path
 //! resolution off the hot path of the fd census.
 
-use std::ffi::OsString;
+use std::ffi::{CStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
 use std::ops::ControlFlow;
@@ -12,6 +12,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use nix::NixPath;
 use nix::dir::Dir;
 use nix::fcntl::{OFlag, openat, readlinkat};
 use nix::sys::stat::Mode;
@@ -25,6 +26,37 @@ pub struct ProcRoot {
     path: PathBuf,
     dir: OwnedFd,
     procfs: bool,
+}
+
+/// `<pid>/<rel>` below the root, NUL-terminated in a stack buffer: the per-process and per-fd
+/// reads of a scan name their files without allocating.
+struct PidPath {
+    buf: [u8; 96],
+}
+
+impl PidPath {
+    /// # Errors
+    ///
+    /// `InvalidInput` when the path does not fit (no caller's does).
+    fn new(pid: i32, rel: std::fmt::Arguments<'_>) -> io::Result<Self> {
+        use std::io::Write;
+        let mut buf = [0u8; 96];
+        let mut cursor = &mut buf[..];
+        // A zero byte must remain after the path: the buffer is zero-filled.
+        if write!(cursor, "{pid}/{rel}").is_err() || cursor.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("/proc path {pid}/{rel} is too long"),
+            ));
+        }
+        Ok(Self { buf })
+    }
+
+    fn as_c_str(&self) -> &CStr {
+        // `new` leaves a zero byte after the path; without one this names the empty path,
+        // which every call refuses (ENOENT).
+        CStr::from_bytes_until_nul(&self.buf).unwrap_or_default()
+    }
 }
 
 /// What became of a per-process read that failed.
@@ -164,7 +196,10 @@ impl ProcRoot {
     /// The `openat`/`read` error; [`ReadFailure::of`] tells a vanished process from a denied
     /// read.
     pub fn read(&self, pid: i32, rel: &str) -> io::Result<Vec<u8>> {
-        self.read_whole(&format!("{pid}/{rel}"), OFlag::O_NOFOLLOW)
+        self.read_whole(
+            PidPath::new(pid, format_args!("{rel}"))?.as_c_str(),
+            OFlag::O_NOFOLLOW,
+        )
     }
 
     /// Reads `<rel>` below the root itself (e.g. `self/mountinfo`, `self/status`).
@@ -177,7 +212,7 @@ impl ProcRoot {
     }
 
     /// Opens `rel` below the root with `extra` flags and reads it to the end.
-    fn read_whole(&self, rel: &str, extra: OFlag) -> io::Result<Vec<u8>> {
+    fn read_whole<P: ?Sized + NixPath>(&self, rel: &P, extra: OFlag) -> io::Result<Vec<u8>> {
         let fd = openat(
             self.dir.as_fd(),
             rel,
@@ -203,7 +238,7 @@ impl ProcRoot {
     pub fn open_pid_file(&self, pid: i32, rel: &str) -> io::Result<OwnedFd> {
         Ok(openat(
             self.dir.as_fd(),
-            format!("{pid}/{rel}").as_str(),
+            PidPath::new(pid, format_args!("{rel}"))?.as_c_str(),
             OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
             Mode::empty(),
         )?)
@@ -217,7 +252,7 @@ impl ProcRoot {
     pub fn read_link(&self, pid: i32, rel: &str) -> io::Result<OsString> {
         Ok(readlinkat(
             self.dir.as_fd(),
-            format!("{pid}/{rel}").as_str(),
+            PidPath::new(pid, format_args!("{rel}"))?.as_c_str(),
         )?)
     }
 
@@ -249,18 +284,14 @@ impl ProcRoot {
     ///
     /// The `readlinkat` error, or `InvalidData` when the link is not a mount namespace link.
     pub fn mount_namespace(&self, pid: i32) -> io::Result<u64> {
-        use std::io::Write;
-        let mut path = [0u8; 32];
-        let mut cursor = &mut path[..];
-        write!(cursor, "{pid}/ns/mnt\0")?;
+        let path = PidPath::new(pid, format_args!("ns/mnt"))?;
         let mut target = [0u8; 64];
-        // SAFETY: `path` is NUL-terminated (written above, zero-filled after) and `target` is
-        // valid for its length.
+        // SAFETY: `path` is a NUL-terminated string and `target` is valid for its length.
         #[allow(unsafe_code)]
         let n = unsafe {
             nix::libc::readlinkat(
                 std::os::fd::AsRawFd::as_raw_fd(&self.dir),
-                path.as_ptr().cast(),
+                path.as_c_str().as_ptr(),
                 target.as_mut_ptr().cast(),
                 target.len(),
             )
@@ -294,7 +325,7 @@ impl ProcRoot {
     ) -> io::Result<(usize, bool)> {
         let dir = openat(
             self.dir.as_fd(),
-            format!("{pid}/fd").as_str(),
+            PidPath::new(pid, format_args!("fd"))?.as_c_str(),
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )?;
@@ -315,7 +346,7 @@ impl ProcRoot {
         }
         let st = nix::sys::stat::fstatat(
             self.dir.as_fd(),
-            format!("{pid}/fd/{fd}").as_str(),
+            PidPath::new(pid, format_args!("fd/{fd}"))?.as_c_str(),
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         )?;
         Ok(fd_table::access_mode_of_link(st.st_mode))
@@ -346,6 +377,25 @@ pub(crate) fn parse_pipe_link(target: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pid_paths_are_nul_terminated_and_refuse_what_does_not_fit() {
+        let path = PidPath::new(2147483647, format_args!("fd/{}", 2147483647)).unwrap();
+        assert_eq!(path.as_c_str().to_bytes(), b"2147483647/fd/2147483647");
+        let long = "x".repeat(84); // 1 + 1 + 84 = 86 bytes, with room for the NUL
+        assert_eq!(
+            PidPath::new(1, format_args!("{long}"))
+                .unwrap()
+                .as_c_str()
+                .to_bytes()
+                .len(),
+            86
+        );
+        let err = PidPath::new(1, format_args!("{}", "x".repeat(94)))
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
 
     #[test]
     fn namespace_and_pipe_links_parse_only_when_well_formed() {

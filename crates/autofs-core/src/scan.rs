@@ -12,7 +12,7 @@ use crate::attribution::Attribution;
 use crate::error::Result;
 use crate::escape::escape;
 use crate::holders::HolderMemo;
-use crate::mountinfo::{MountInfo, looks_like_autofs};
+use crate::mountinfo::{MountInfo, MountLine, looks_like_autofs};
 use crate::options::{AutofsOptions, MountMode, PipeIno};
 use crate::pipes::{Fionread, PipeIndex, QueueProbe};
 use crate::proc_root::{ProcRoot, ReadFailure};
@@ -599,47 +599,36 @@ impl<Q: QueueProbe> Scanner<Q> {
 /// autofs mount lies on the path to `/dev/autofs`.
 fn parse_table(reader: i32, text: &[u8], stats: &mut ScanStats) -> Table {
     let mut autofs = Vec::new();
-    let mut all = Vec::new();
+    // Mount points as the kernel escapes them (equal exactly when the paths are): of the
+    // autofs mounts by id, and (parent, point) of every mount. Only autofs lines are copied.
+    let mut autofs_points: HashMap<u32, &[u8]> = HashMap::new();
+    let mut on_top: Vec<(u32, &[u8])> = Vec::new();
     for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        match MountInfo::parse(line) {
-            Ok(m) if m.is_autofs() => autofs.push(Ok(m)),
+        match MountLine::parse(line) {
+            Ok(m) if m.fstype == b"autofs" => {
+                autofs_points.insert(m.mount_id, m.mount_point);
+                on_top.push((m.parent_id, m.mount_point));
+                autofs.push(Ok(m.to_owned()));
+            }
             Ok(m) if looks_like_autofs(line) => {
                 autofs.push(Err((line.to_vec(), format!(
                     "malformed mountinfo line: it names autofs after a separator, but parses as a {} mount",
-                    escape(&m.fstype)
+                    escape(m.fstype)
                 ))));
             }
-            Ok(m) => all.push((m.parent_id, m.mount_point)),
+            Ok(m) => on_top.push((m.parent_id, m.mount_point)),
             Err(e) if looks_like_autofs(line) => autofs.push(Err((line.to_vec(), e.to_string()))),
             Err(_) => stats.ignored_lines += 1,
         }
     }
-    let mut covered = HashSet::new();
-    let mut autofs_on_dev_path = false;
-    if !autofs.is_empty() {
-        let autofs_points: HashMap<u32, &[u8]> = autofs
-            .iter()
-            .filter_map(|l| l.as_ref().ok())
-            .map(|m| (m.mount_id, m.mount_point.as_slice()))
-            .collect();
-        let on_top = all
-            .iter()
-            .map(|(parent, point)| (*parent, point.as_slice()))
-            .chain(
-                autofs
-                    .iter()
-                    .filter_map(|l| l.as_ref().ok())
-                    .map(|m| (m.parent_id, m.mount_point.as_slice())),
-            );
-        for (parent, point) in on_top {
-            if autofs_points.get(&parent).is_some_and(|p| *p == point) {
-                covered.insert(parent);
-            }
-        }
-        autofs_on_dev_path = autofs_points
-            .values()
-            .any(|p| matches!(*p, b"/" | b"/dev" | b"/dev/autofs"));
-    }
+    let covered = on_top
+        .iter()
+        .filter(|(parent, point)| autofs_points.get(parent) == Some(point))
+        .map(|&(parent, _)| parent)
+        .collect();
+    let autofs_on_dev_path = autofs_points
+        .values()
+        .any(|p| matches!(*p, b"/" | b"/dev" | b"/dev/autofs"));
     Table {
         reader,
         autofs,

@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use serde::Serialize;
 
-use crate::mountinfo::MountInfo;
+use crate::mountinfo::{MountLine, unescape};
 use crate::proc_root::ProcRoot;
 
 /// `CAP_SYS_PTRACE`: reading other processes' fds and namespaces, and seeing through hidepid.
@@ -156,9 +156,9 @@ fn proc_mount_options(root: &ProcRoot) -> Option<Vec<u8>> {
     table
         .split(|&b| b == b'\n')
         .rev()
-        .filter_map(|line| MountInfo::parse(line).ok())
-        .find(|m| m.fstype == b"proc" && m.mount_point == path)
-        .map(|m| m.super_options)
+        .filter_map(|line| MountLine::parse(line).ok())
+        .find(|m| m.fstype == b"proc" && unescape(m.mount_point) == path)
+        .map(|m| m.super_options.to_vec())
 }
 
 /// `hidepid=` (when it hides anything) and `gid=` from proc's super options.

@@ -1,5 +1,6 @@
 //! CRIU's side: its per-mount algorithm (reference §3.2, §3.4, §3.5, §3.7) reimplemented for
-//! the M × F matrix, and, for the busy node, the floor of its lookup (each mount namespace's
+//! the M × F matrix, in the node's namespace (`criu`) and over every mount namespace of the
+//! machine (`criu_node`), and, for the busy node, the floor of its lookup (each mount namespace's
 //! `mountinfo` once, each master's fds once) and the part of that floor that must touch every
 //! process (the readlink of each `ns/mnt`).
 
@@ -35,17 +36,55 @@ pub fn fdinfo_flags(
         .unwrap_or(u32::MAX)
 }
 
+/// CRIU's per-mount algorithm on the node's mount namespace, the one it is told to dump:
+/// the time it takes.
 pub fn criu(builder: Pid, m: usize) -> Duration {
-    const O_WRONLY: u32 = 0o1;
     let start = Instant::now();
     let mut path = CPath(String::with_capacity(64));
     let mut buf = Vec::with_capacity(1 << 16);
     let proc = open_proc();
+    let found = criu_in(proc.as_fd(), builder.as_raw(), &mut path, &mut buf);
+    let elapsed = start.elapsed();
+    assert!(
+        found >= m,
+        "CRIU's algorithm found {found} live masters, expected at least {m}"
+    );
+    elapsed
+}
+
+/// CRIU's per-mount algorithm over every mount namespace of the machine, the ground a scan
+/// covers: readdir `/proc` and the readlink of every process's `ns/mnt` to find the
+/// namespaces (what the busy node's lookup floor does too), then [`criu`]'s work in each
+/// through its first member. The time it takes.
+pub fn criu_node(m: usize) -> Duration {
+    let start = Instant::now();
+    let mut path = CPath(String::with_capacity(64));
+    let mut link = [0u8; 64];
+    let mut buf = Vec::with_capacity(1 << 16);
+    let proc = open_proc();
+    let pids = list_pids(proc.as_fd());
+    let first_of_ns = first_member_of_each_namespace(proc.as_fd(), &pids, &mut path, &mut link);
+    let found: usize = first_of_ns
+        .values()
+        .map(|&pid| criu_in(proc.as_fd(), pid, &mut path, &mut buf))
+        .sum();
+    let elapsed = start.elapsed();
+    assert!(
+        found >= m,
+        "CRIU's algorithm over every namespace found {found} live masters, expected at least {m}"
+    );
+    elapsed
+}
+
+/// CRIU's per-mount algorithm on the mount namespace of `reader`: the number of mounts whose
+/// master holds both ends.
+fn criu_in(proc: BorrowedFd<'_>, reader: i32, path: &mut CPath, buf: &mut Vec<u8>) -> usize {
+    const O_WRONLY: u32 = 0o1;
     // §3.1/3.2: the options of every autofs mount, from mountinfo read once.
     let mut mountinfo = Vec::new();
     read_rel(
-        proc.as_fd(),
-        path.set(format_args!("{builder}/mountinfo")),
+        proc,
+        path.set(format_args!("{reader}/mountinfo")),
         &mut mountinfo,
     );
     let text = std::str::from_utf8(&mountinfo).expect("mountinfo is UTF-8");
@@ -77,7 +116,7 @@ pub fn criu(builder: Pid, m: usize) -> Duration {
     for &(write_fd, pgrp, ino) in &mounts {
         // §3.4: rescan the leader's fds until the first read end of this pipe.
         let Ok(mut dir) = Dir::openat(
-            proc.as_fd(),
+            proc,
             path.set(format_args!("{pgrp}/fd")),
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
@@ -99,7 +138,7 @@ pub fn criu(builder: Pid, m: usize) -> Duration {
             };
             if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO
                 && st.st_ino == ino
-                && fdinfo_flags(proc.as_fd(), &mut path, &mut buf, pgrp, fd) & O_WRONLY == 0
+                && fdinfo_flags(proc, path, buf, pgrp, fd) & O_WRONLY == 0
             {
                 read_fd = fd;
                 break;
@@ -110,9 +149,7 @@ pub fn criu(builder: Pid, m: usize) -> Duration {
             continue;
         }
         // §3.5: reopen the read end and poll it for queued data.
-        if let Some(ready) =
-            poll_read_end(proc.as_fd(), path.set(format_args!("{pgrp}/fd/{read_fd}")))
-        {
+        if let Some(ready) = poll_read_end(proc, path.set(format_args!("{pgrp}/fd/{read_fd}"))) {
             assert_eq!(ready, 0, "an idle bench pipe has no data");
         }
         // §3.7: is the write end fd= still held?
@@ -120,18 +157,13 @@ pub fn criu(builder: Pid, m: usize) -> Duration {
         let alive = nix::sys::stat::stat(p.as_str()).is_ok_and(|st| {
             SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFIFO
                 && st.st_ino == ino
-                && fdinfo_flags(proc.as_fd(), &mut path, &mut buf, pgrp, write_fd) & 0o3 == O_WRONLY
+                && fdinfo_flags(proc, path, buf, pgrp, write_fd) & 0o3 == O_WRONLY
         });
         if alive {
             found += 1;
         }
     }
-    let elapsed = start.elapsed();
-    assert!(
-        found >= m,
-        "CRIU's algorithm found {found} live masters, expected at least {m}"
-    );
-    elapsed
+    found
 }
 
 /// Phases of the lookup floor, for the breakdown printed with `AUTOFS_BENCH_VERBOSE=1`.

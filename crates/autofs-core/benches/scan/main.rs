@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use autofs_core::{MountState, Scan, Scanner};
 
 use alloc::{LIVE, PEAK};
-use criu::criu;
+use criu::{criu, criu_node};
 use floor::{FLOOR_PHASES, floor, plan_floor};
 use node::{Node, NodeSpec, Place, build_node};
 
@@ -78,7 +78,7 @@ struct Config {
     budget: Duration,
     /// `AUTOFS_BENCH_VERBOSE=1`: print the floors' per-phase breakdown.
     verbose: bool,
-    /// `AUTOFS_BENCH_ONLY=scan|floor|criu`: only run that measurement, `ITERS` times, for
+    /// `AUTOFS_BENCH_ONLY=scan|floor|criu|criu-node`: only run that measurement, `ITERS` times, for
     /// profiling under `valgrind --tool=callgrind` or `strace -c`.
     pub only: Option<String>,
 }
@@ -153,10 +153,10 @@ impl Config {
             only: env_str("AUTOFS_BENCH_ONLY"),
         };
         if let Some(only) = &config.only
-            && !["scan", "floor", "criu"].contains(&only.as_str())
+            && !["scan", "floor", "criu", "criu-node"].contains(&only.as_str())
         {
             fail(&format!(
-                "AUTOFS_BENCH_ONLY: '{only}' is not scan, floor or criu"
+                "AUTOFS_BENCH_ONLY: '{only}' is not scan, floor, criu or criu-node"
             ));
         }
         if config.ms.contains(&0) || config.busy_m == 0 {
@@ -253,6 +253,7 @@ struct Row {
     scan: Stats,
     floor: Stats,
     criu: Stats,
+    criu_node: Stats,
     heap: usize,
 }
 
@@ -275,6 +276,7 @@ fn run_one(config: &Config, m: usize, f: usize) -> Row {
     floor(&plan, &mut spent); // warm-up (the first scan above warmed the scan's path)
     spent = [Duration::ZERO; 6];
     let mut criu_times = vec![criu(node.builder, m)];
+    let mut criu_node_times = vec![criu_node(m)];
     // CRIU's algorithm is slow at large M×F: fewer runs (at least one) within the budget.
     let criu_runs = usize::try_from(config.budget.as_nanos() / criu_times[0].as_nanos().max(1))
         .unwrap_or(usize::MAX)
@@ -290,11 +292,13 @@ fn run_one(config: &Config, m: usize, f: usize) -> Row {
         floor_times.push(floor(&plan, &mut spent));
         if criu_times.len() < criu_runs && i % criu_every == criu_every - 1 {
             criu_times.push(criu(node.builder, m));
+            criu_node_times.push(criu_node(m));
         }
     }
     check_scan(last_scan.as_ref().expect("at least one scan"), &node, m);
     drop(last_scan);
-    let (scan, floor, criu) = (stats(scan_times), stats(floor_times), stats(criu_times));
+    let (scan, floor) = (stats(scan_times), stats(floor_times));
+    let (criu, criu_node) = (stats(criu_times), stats(criu_node_times));
     if config.verbose {
         let runs = u32::try_from(floor.runs).unwrap_or(1);
         let parts: Vec<String> = FLOOR_PHASES
@@ -327,6 +331,7 @@ fn run_one(config: &Config, m: usize, f: usize) -> Row {
         scan,
         floor,
         criu,
+        criu_node,
         heap,
     }
 }
@@ -344,6 +349,7 @@ fn profile_one(config: &Config, m: usize, f: usize, only: &str) {
         .map(|_| match only {
             "scan" => full_scan().0,
             "floor" => floor(&plan, &mut spent),
+            "criu-node" => criu_node(m),
             _ => criu(node.builder, m),
         })
         .collect();
@@ -405,21 +411,23 @@ fn print_table(config: &Config, rows: &[Row]) {
         config.daemons
     );
     println!(
-        "{:>5} {:>6} {:>6} | {:>17} | {:>17} | {:>19} | {:>17} {:>17} | {:>8} {:>7}",
+        "{:>5} {:>6} {:>6} | {:>17} | {:>17} | {:>19} | {:>19} | {:>17} {:>17} {:>17} | {:>8} {:>7}",
         "M",
         "F",
         "fds",
         "scan ms med (min)",
         "floor ms med (min)",
         "criu ms med (min)",
+        "node ms med (min)",
         "scan/floor (min)",
         "criu/scan (min)",
+        "node/scan (min)",
         "heap KiB",
         "B/mount"
     );
     for r in rows {
         println!(
-            "{:>5} {:>6} {:>6} | {:>8.2} ({:>6.2}) | {:>8.2} ({:>6.2}) | {:>9.1} ({:>7.1}) | {:>9.2} ({:>5.2}) {:>9.1} ({:>5.1}) | {:>8.1} {:>7}",
+            "{:>5} {:>6} {:>6} | {:>8.2} ({:>6.2}) | {:>8.2} ({:>6.2}) | {:>9.1} ({:>7.1}) | {:>9.1} ({:>7.1}) | {:>9.2} ({:>5.2}) {:>9.1} ({:>5.1}) {:>9.1} ({:>5.1}) | {:>8.1} {:>7}",
             r.m,
             r.f,
             r.fds,
@@ -429,10 +437,14 @@ fn print_table(config: &Config, rows: &[Row]) {
             ms(r.floor.min),
             ms(r.criu.median),
             ms(r.criu.min),
+            ms(r.criu_node.median),
+            ms(r.criu_node.min),
             r.scan.median.as_secs_f64() / r.floor.median.as_secs_f64(),
             r.scan.min.as_secs_f64() / r.floor.min.as_secs_f64(),
             r.criu.median.as_secs_f64() / r.scan.median.as_secs_f64(),
             r.criu.min.as_secs_f64() / r.scan.min.as_secs_f64(),
+            r.criu_node.median.as_secs_f64() / r.scan.median.as_secs_f64(),
+            r.criu_node.min.as_secs_f64() / r.scan.min.as_secs_f64(),
             r.heap as f64 / 1024.0,
             r.heap / r.m,
         );
@@ -458,24 +470,27 @@ fn print_table(config: &Config, rows: &[Row]) {
         }
     }
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    if !rows.is_empty() {
-        let slowest = rows
-            .iter()
+    let slowest = |reference: fn(&Row) -> Duration| {
+        rows.iter()
             .map(|r| {
                 (
-                    r.criu.median.as_secs_f64() / r.scan.median.as_secs_f64(),
+                    reference(r).as_secs_f64() / r.scan.median.as_secs_f64(),
                     r.m,
                     r.f,
                 )
             })
             .min_by(|a, b| a.0.total_cmp(&b.0))
-            .unwrap_or_default();
+    };
+    if let Some((ratio, m, f)) = slowest(|r| r.criu.median) {
         println!(
-            "target at every point: faster than CRIU's per-mount algorithm (criu/scan > 1): {} (lowest criu/scan {:.2} at M={} F={})",
-            verdict(slowest.0 > 1.0),
-            slowest.0,
-            slowest.1,
-            slowest.2
+            "target at every point: faster than CRIU's per-mount algorithm (criu/scan > 1): {} (lowest criu/scan {ratio:.2} at M={m} F={f})",
+            verdict(ratio > 1.0),
+        );
+    }
+    if let Some((ratio, m, f)) = slowest(|r| r.criu_node.median) {
+        println!(
+            "  the same algorithm over every mount namespace of the node, as a scan covers (node/scan > 1): {} (lowest node/scan {ratio:.2} at M={m} F={f})",
+            verdict(ratio > 1.0),
         );
     }
     if let Some(r) = rows.iter().find(|r| r.m == 1000 && r.f == 10000) {
