@@ -22,8 +22,11 @@ pub struct ProcessInfo {
     /// Start time in clock ticks after boot (`stat` field 22): tells a process from a later
     /// one that reused its pid.
     pub starttime: u64,
-    /// The pid at each pid-namespace level, outermost first (`NSpid:`).
+    /// The pid at each pid-namespace level, outermost first (`NSpid:`; `[pid]` when `status`
+    /// has no such line).
     pub nspid: Vec<i32>,
+    /// Whether `nspid` was read from an `NSpid:` line (Linux 4.1) rather than assumed.
+    pub nspid_listed: bool,
     /// Command name (`stat` field 2), exact bytes: the kernel cuts it at 15 bytes, possibly in
     /// the middle of a UTF-8 character.
     pub comm: Vec<u8>,
@@ -82,13 +85,14 @@ impl ProcessInfo {
             what: "no valid PPid: line".to_owned(),
         })?;
         // Kernels before 4.1 have no NSpid: everything is in one pid namespace.
-        let nspid = nspid.filter(|v| !v.is_empty()).unwrap_or_else(|| vec![pid]);
+        let listed = nspid.filter(|v| !v.is_empty());
         Ok(Self {
             pid,
             ppid,
             pgrp: line.pgrp,
             starttime: line.starttime,
-            nspid,
+            nspid_listed: listed.is_some(),
+            nspid: listed.unwrap_or_else(|| vec![pid]),
             comm: line.comm.clone(),
         })
     }
@@ -307,15 +311,17 @@ impl<'a> ProcessTable<'a> {
     /// [`Unavailable`] when a fact the answer rests on (`stat`, `status` or `ns/pid` of `pid`,
     /// `owner` or an ancestor of `pid`) could not be read: never taken for "not a member".
     pub fn translate(&mut self, pid: i32, owner: i32) -> Result<Option<i32>, Unavailable> {
-        let owner_depth = self.info(owner)?.pidns_depth();
-        if owner_depth == 1 {
-            // The owner lives in the proc root's own pid namespace, and every process the
-            // root shows is a member of it or of a namespace nested in it, under the pid the
-            // root names it by (the first `NSpid:` field).
+        let owner = self.info(owner)?;
+        let (owner_depth, owner_pid) = (owner.pidns_depth(), owner.pid);
+        if owner_depth == 1 && owner.nspid_listed {
+            // The owner lives in the proc root's own pid namespace (its `NSpid:` says so), and
+            // every process the root shows is a member of it or of a namespace nested in it,
+            // under the pid the root names it by (the first `NSpid:` field). Without an
+            // `NSpid:` line the depth is assumed, and the `ns/pid` links below decide.
             self.stat_line(pid)?;
             return Ok(Some(pid));
         }
-        let owner_ns = self.pid_ns(owner)?;
+        let owner_ns = self.pid_ns(owner_pid)?;
         let target = self.info(pid)?.clone();
         if target.pidns_depth() < owner_depth {
             return Ok(None);
@@ -339,7 +345,7 @@ impl<'a> ProcessTable<'a> {
         )))
     }
 
-    /// Whether `pid` is `root` or one of its descendants, by the `PPid:` links: CRIU dumps the
+    /// Whether `pid` is `root` or one of its descendants, by the parent links (`stat` field 4): CRIU dumps the
     /// process tree rooted at the task it is given, and `pid_to_virt()` finds only those tasks.
     ///
     /// # Errors
@@ -463,6 +469,7 @@ mod tests {
         assert_eq!(p.ppid, 1);
         assert_eq!(p.starttime, 777);
         assert_eq!(p.nspid, [4242, 17, 1]);
+        assert!(p.nspid_listed);
         assert_eq!(p.pidns_depth(), 3);
     }
 
@@ -505,6 +512,7 @@ mod tests {
     fn missing_nspid_means_a_single_pid_namespace() {
         let p = ProcessInfo::parse(9, &stat("9 (x) S 1 9 9"), b"PPid:\t1\n").unwrap();
         assert_eq!(p.nspid, [9]);
+        assert!(!p.nspid_listed);
     }
 
     #[test]

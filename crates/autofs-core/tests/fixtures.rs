@@ -523,6 +523,59 @@ fn master_in_the_host_pid_namespace_of_a_container_mount_is_orphaned() {
     assert_eq!(r.container_id, DOCKER_ID);
 }
 
+#[test]
+fn without_nspid_lines_the_ns_pid_links_still_tell_a_master_outside_the_pid_namespace() {
+    // A status without `NSpid:` (kernels before 4.1, or a stripped fixture) makes every depth
+    // 1 by assumption: membership must then come from the `ns/pid` links, not the assumption.
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&case_root("master_outside_pid_ns"), dir.path());
+    for pid in ["1", "3000", "4950", "4990"] {
+        let status = dir.path().join(pid).join("status");
+        let text = std::fs::read_to_string(&status).unwrap();
+        assert!(
+            text.contains("NSpid:"),
+            "{pid}/status has an NSpid line to remove"
+        );
+        let kept: String = text
+            .lines()
+            .filter(|l| !l.starts_with("NSpid:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&status, kept).unwrap();
+    }
+    // Without `NSpid:` no member is known to be a pid namespace's init: the container's init
+    // stays the owner by starting first.
+    let stat = dir.path().join("4990/stat");
+    let text = std::fs::read_to_string(&stat).unwrap();
+    assert_eq!(text.matches(" 2817 ").count(), 1, "starttime is field 22");
+    std::fs::write(&stat, text.replace(" 2817 ", " 1000 ")).unwrap();
+    let scan = scan_tree(dir.path());
+    let r = only(&scan);
+    assert_eq!(r.owner_pid, 4990);
+    assert_eq!(
+        verdict(r),
+        (MountState::Orphaned, Reason::MasterOutsidePidNs)
+    );
+    assert!(!r.dumpable);
+}
+
+/// Copies a fixture tree (directories, files and symlinks as they are) into `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type().unwrap();
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &target).unwrap();
+        } else if kind.is_dir() {
+            std::fs::create_dir(&target).unwrap();
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // pid namespaces and attribution
 // ---------------------------------------------------------------------------------------------
