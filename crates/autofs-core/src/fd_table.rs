@@ -131,9 +131,13 @@ fn walk_counted(
 
 /// `readlinkat(dir, "<fd>")` into `buf`, without allocating; the target's length.
 fn read_link(dir: &impl AsRawFd, fd: i32, buf: &mut [u8; LINK_MAX]) -> Result<usize, Errno> {
-    use std::io::Write;
+    let mut digits = itoa::Buffer::new();
+    let name = digits.format(fd).as_bytes();
     let mut path = [0u8; 16];
-    write!(&mut path[..15], "{fd}").map_err(|_| Errno::ENAMETOOLONG)?;
+    // At most 11 bytes (i32::MIN), so a zero byte always follows.
+    path.get_mut(..name.len())
+        .ok_or(Errno::ENAMETOOLONG)?
+        .copy_from_slice(name);
     // SAFETY: `path` is NUL-terminated (zero-filled, at most 15 bytes written) and `buf` is
     // valid for its length.
     #[allow(unsafe_code)]

@@ -35,19 +35,49 @@ struct PidPath {
 }
 
 impl PidPath {
+    /// `<pid>/<rel>`.
+    ///
     /// # Errors
     ///
-    /// `InvalidInput` when the path does not fit (no caller's does).
-    fn new(pid: i32, rel: std::fmt::Arguments<'_>) -> io::Result<Self> {
-        use std::io::Write;
+    /// `InvalidInput` when the path does not fit or `rel` holds a zero byte (no caller's does).
+    fn new(pid: i32, rel: &str) -> io::Result<Self> {
+        Self::join(&[
+            itoa::Buffer::new().format(pid).as_bytes(),
+            b"/",
+            rel.as_bytes(),
+        ])
+    }
+
+    /// `<pid>/fd/<fd>`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::new`].
+    fn fd(pid: i32, fd: i32) -> io::Result<Self> {
+        Self::join(&[
+            itoa::Buffer::new().format(pid).as_bytes(),
+            b"/fd/",
+            itoa::Buffer::new().format(fd).as_bytes(),
+        ])
+    }
+
+    fn join(parts: &[&[u8]]) -> io::Result<Self> {
         let mut buf = [0u8; 96];
-        let mut cursor = &mut buf[..];
-        // A zero byte must remain after the path: the buffer is zero-filled.
-        if write!(cursor, "{pid}/{rel}").is_err() || cursor.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("/proc path {pid}/{rel} is too long"),
-            ));
+        let mut at = 0;
+        for part in parts {
+            // A zero byte must remain after the path: the buffer is zero-filled.
+            let end = at + part.len();
+            if end >= buf.len() || part.contains(&0) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "/proc path {} is too long or holds a zero byte",
+                        crate::escape::escape(&parts.concat())
+                    ),
+                ));
+            }
+            buf[at..end].copy_from_slice(part);
+            at = end;
         }
         Ok(Self { buf })
     }
@@ -196,10 +226,7 @@ impl ProcRoot {
     /// The `openat`/`read` error; [`ReadFailure::of`] tells a vanished process from a denied
     /// read.
     pub fn read(&self, pid: i32, rel: &str) -> io::Result<Vec<u8>> {
-        self.read_whole(
-            PidPath::new(pid, format_args!("{rel}"))?.as_c_str(),
-            OFlag::O_NOFOLLOW,
-        )
+        self.read_whole(PidPath::new(pid, rel)?.as_c_str(), OFlag::O_NOFOLLOW)
     }
 
     /// Reads `<rel>` below the root itself (e.g. `self/mountinfo`, `self/status`).
@@ -238,7 +265,7 @@ impl ProcRoot {
     pub fn open_pid_file(&self, pid: i32, rel: &str) -> io::Result<OwnedFd> {
         Ok(openat(
             self.dir.as_fd(),
-            PidPath::new(pid, format_args!("{rel}"))?.as_c_str(),
+            PidPath::new(pid, rel)?.as_c_str(),
             OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
             Mode::empty(),
         )?)
@@ -252,7 +279,7 @@ impl ProcRoot {
     pub fn read_link(&self, pid: i32, rel: &str) -> io::Result<OsString> {
         Ok(readlinkat(
             self.dir.as_fd(),
-            PidPath::new(pid, format_args!("{rel}"))?.as_c_str(),
+            PidPath::new(pid, rel)?.as_c_str(),
         )?)
     }
 
@@ -284,7 +311,7 @@ impl ProcRoot {
     ///
     /// The `readlinkat` error, or `InvalidData` when the link is not a mount namespace link.
     pub fn mount_namespace(&self, pid: i32) -> io::Result<u64> {
-        let path = PidPath::new(pid, format_args!("ns/mnt"))?;
+        let path = PidPath::new(pid, "ns/mnt")?;
         let mut target = [0u8; 64];
         // SAFETY: `path` is a NUL-terminated string and `target` is valid for its length.
         #[allow(unsafe_code)]
@@ -325,7 +352,7 @@ impl ProcRoot {
     ) -> io::Result<(usize, bool)> {
         let dir = openat(
             self.dir.as_fd(),
-            PidPath::new(pid, format_args!("fd"))?.as_c_str(),
+            PidPath::new(pid, "fd")?.as_c_str(),
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )?;
@@ -346,7 +373,7 @@ impl ProcRoot {
         }
         let st = nix::sys::stat::fstatat(
             self.dir.as_fd(),
-            PidPath::new(pid, format_args!("fd/{fd}"))?.as_c_str(),
+            PidPath::fd(pid, fd)?.as_c_str(),
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         )?;
         Ok(fd_table::access_mode_of_link(st.st_mode))
@@ -380,20 +407,20 @@ mod tests {
 
     #[test]
     fn pid_paths_are_nul_terminated_and_refuse_what_does_not_fit() {
-        let path = PidPath::new(2147483647, format_args!("fd/{}", 2147483647)).unwrap();
+        let path = PidPath::fd(2147483647, 2147483647).unwrap();
         assert_eq!(path.as_c_str().to_bytes(), b"2147483647/fd/2147483647");
-        let long = "x".repeat(84); // 1 + 1 + 84 = 86 bytes, with room for the NUL
         assert_eq!(
-            PidPath::new(1, format_args!("{long}"))
-                .unwrap()
-                .as_c_str()
-                .to_bytes()
-                .len(),
-            86
+            PidPath::new(-1, "ns/mnt").unwrap().as_c_str().to_bytes(),
+            b"-1/ns/mnt"
         );
-        let err = PidPath::new(1, format_args!("{}", "x".repeat(94)))
-            .err()
-            .unwrap();
+        let long = "x".repeat(93); // 1 + 1 + 93 = 95 bytes, with room for the NUL
+        assert_eq!(
+            PidPath::new(1, &long).unwrap().as_c_str().to_bytes().len(),
+            95
+        );
+        let err = PidPath::new(1, &"x".repeat(94)).err().unwrap();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        let err = PidPath::new(1, "st\0at").err().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 
