@@ -193,12 +193,7 @@ pub fn looks_like_autofs(line: &[u8]) -> bool {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    let Some((&first, _)) = needle.split_first() else {
-        return true;
-    };
-    (0..haystack.len())
-        .filter(|&at| haystack[at] == first)
-        .any(|at| haystack[at..].starts_with(needle))
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 fn next_field<'a>(

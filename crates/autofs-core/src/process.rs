@@ -389,13 +389,8 @@ impl StatLine {
     ///
     /// What is missing or malformed, naming the field.
     fn parse(stat: &[u8]) -> Result<Self, &'static str> {
-        let open = stat
-            .iter()
-            .position(|&b| b == b'(')
-            .ok_or("no '(' before comm")?;
-        let close = stat
-            .iter()
-            .rposition(|&b| b == b')')
+        let open = memchr::memchr(b'(', stat).ok_or("no '(' before comm")?;
+        let close = memchr::memrchr(b')', stat)
             .filter(|&close| close > open)
             .ok_or("no ')' after comm")?;
         // After ") ": field 3 state, 4 ppid, 5 pgrp, ..., 9 flags, ..., 22 starttime.
