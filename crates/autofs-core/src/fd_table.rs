@@ -134,10 +134,11 @@ fn read_link(dir: &impl AsRawFd, fd: i32, buf: &mut [u8; LINK_MAX]) -> Result<us
     let mut digits = itoa::Buffer::new();
     let name = digits.format(fd).as_bytes();
     let mut path = [0u8; 16];
-    // At most 11 bytes (i32::MIN), so a zero byte always follows.
-    path.get_mut(..name.len())
-        .ok_or(Errno::ENAMETOOLONG)?
-        .copy_from_slice(name);
+    // At most 11 bytes (i32::MIN): a zero byte always follows.
+    if name.len() >= path.len() {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    path[..name.len()].copy_from_slice(name);
     // SAFETY: `path` is NUL-terminated (zero-filled, at most 15 bytes written) and `buf` is
     // valid for its length.
     #[allow(unsafe_code)]

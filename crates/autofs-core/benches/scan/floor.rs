@@ -42,8 +42,8 @@ pub struct FloorPlan {
     owners: Vec<i32>,
     /// First member of every namespace without autofs mounts: `cgroup` (attribution).
     attributed: Vec<i32>,
-    /// Owners in a nested pid namespace and the masters translated into it: `ns/pid` (an
-    /// owner in the proc root's own pid namespace needs none).
+    /// Owners in a nested pid namespace (or without an `NSpid:` line) and the masters
+    /// translated into it: `ns/pid` (an owner listed in the proc root's own needs none).
     pid_ns: Vec<i32>,
     /// Read ends measured with FIONREAD: readlink, open, fstat, ioctl.
     probes: Vec<(i32, i32)>,
@@ -63,8 +63,9 @@ fn read_end(pid: i32, fd: i32) -> bool {
         .is_ok_and(|st| st.st_mode & 0o400 != 0)
 }
 
-/// Levels of `pid`'s pid namespace below the proc root's (`NSpid:` entries).
-fn pidns_depth(pid: i32) -> usize {
+/// Levels of `pid`'s pid namespace below the proc root's (`NSpid:` entries); `None` without
+/// such a line.
+fn pidns_depth(pid: i32) -> Option<usize> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -72,7 +73,6 @@ fn pidns_depth(pid: i32) -> usize {
                 .find_map(|l| l.strip_prefix("NSpid:"))
                 .map(|v| v.split_whitespace().count())
         })
-        .unwrap_or(1)
 }
 
 fn ppid(pid: i32) -> Option<i32> {
@@ -204,7 +204,7 @@ pub fn plan_floor(scan: &Scan) -> FloorPlan {
     let status: BTreeSet<i32> = roots.iter().copied().collect();
     let mut pid_ns: BTreeSet<i32> = BTreeSet::new();
     for r in &scan.reports {
-        if r.read_end_fd >= 0 && r.owner_pid > 0 && pidns_depth(r.owner_pid) > 1 {
+        if r.read_end_fd >= 0 && r.owner_pid > 0 && pidns_depth(r.owner_pid) != Some(1) {
             pid_ns.extend([r.owner_pid, r.host_pgrp]);
         }
     }
