@@ -20,7 +20,7 @@ use nix::errno::Errno;
 use nix::sys::stat::SFlag;
 use nix::unistd::{Whence, lseek};
 
-use crate::proc_root::parse_decimal;
+use crate::proc_root::{PidPath, parse_decimal, readlink_into};
 
 /// Consecutive absent fd numbers after which the walk stops reading links by number and
 /// lists the rest: a miss costs about as much as a hit, a listing of an empty tail little.
@@ -131,26 +131,8 @@ fn walk_counted(
 
 /// `readlinkat(dir, "<fd>")` into `buf`, without allocating; the target's length.
 fn read_link(dir: &impl AsRawFd, fd: i32, buf: &mut [u8; LINK_MAX]) -> Result<usize, Errno> {
-    let mut digits = itoa::Buffer::new();
-    let name = digits.format(fd).as_bytes();
-    let mut path = [0u8; 16];
-    // At most 11 bytes (i32::MIN): a zero byte always follows.
-    if name.len() >= path.len() {
-        return Err(Errno::ENAMETOOLONG);
-    }
-    path[..name.len()].copy_from_slice(name);
-    // SAFETY: `path` is NUL-terminated (zero-filled, at most 15 bytes written) and `buf` is
-    // valid for its length.
-    #[allow(unsafe_code)]
-    let n = unsafe {
-        nix::libc::readlinkat(
-            dir.as_raw_fd(),
-            path.as_ptr().cast(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    usize::try_from(n).map_err(|_| Errno::last())
+    let name = PidPath::fd_name(fd).map_err(|_| Errno::ENAMETOOLONG)?;
+    readlink_into(dir, name.as_c_str(), buf)
 }
 
 /// The access mode (`O_RDONLY`, `O_WRONLY` or `O_RDWR`) of the file behind a procfs fd link,

@@ -28,9 +28,9 @@ pub struct ProcRoot {
     procfs: bool,
 }
 
-/// `<pid>/<rel>` below the root, NUL-terminated in a stack buffer: the per-process and per-fd
-/// reads of a scan name their files without allocating.
-struct PidPath {
+/// A relative path such as `<pid>/<rel>` or `<fd>`, NUL-terminated in a stack buffer: the
+/// per-process and per-fd reads of a scan name their files without allocating.
+pub(crate) struct PidPath {
     buf: [u8; 96],
 }
 
@@ -61,6 +61,15 @@ impl PidPath {
         ])
     }
 
+    /// `<fd>` alone, below an open `<pid>/fd`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::new`] (never: a number fits).
+    pub(crate) fn fd_name(fd: i32) -> io::Result<Self> {
+        Self::join(&[itoa::Buffer::new().format(fd).as_bytes()])
+    }
+
     fn join(parts: &[&[u8]]) -> io::Result<Self> {
         let mut buf = [0u8; 96];
         let mut at = 0;
@@ -82,7 +91,7 @@ impl PidPath {
         Ok(Self { buf })
     }
 
-    fn as_c_str(&self) -> &CStr {
+    pub(crate) fn as_c_str(&self) -> &CStr {
         // `new` leaves a zero byte after the path; without one this names the empty path,
         // which every call refuses (ENOENT).
         CStr::from_bytes_until_nul(&self.buf).unwrap_or_default()
@@ -313,17 +322,7 @@ impl ProcRoot {
     pub fn mount_namespace(&self, pid: i32) -> io::Result<u64> {
         let path = PidPath::new(pid, "ns/mnt")?;
         let mut target = [0u8; 64];
-        // SAFETY: `path` is a NUL-terminated string and `target` is valid for its length.
-        #[allow(unsafe_code)]
-        let n = unsafe {
-            nix::libc::readlinkat(
-                std::os::fd::AsRawFd::as_raw_fd(&self.dir),
-                path.as_c_str().as_ptr(),
-                target.as_mut_ptr().cast(),
-                target.len(),
-            )
-        };
-        let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+        let n = readlink_into(&self.dir, path.as_c_str(), &mut target)?;
         parse_ns_link(&target[..n], "mnt").ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -380,6 +379,30 @@ impl ProcRoot {
     }
 }
 
+/// `readlinkat(dir, path)` into `buf`, without allocating (nix's `readlinkat` returns an
+/// `OsString`): the target's length, truncated to `buf`'s.
+///
+/// # Errors
+///
+/// The `readlinkat` error.
+pub(crate) fn readlink_into(
+    dir: &impl std::os::fd::AsRawFd,
+    path: &CStr,
+    buf: &mut [u8],
+) -> std::result::Result<usize, nix::errno::Errno> {
+    // SAFETY: `path` is NUL-terminated and `buf` is valid for writes of its length.
+    #[allow(unsafe_code)]
+    let n = unsafe {
+        nix::libc::readlinkat(
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    usize::try_from(n).map_err(|_| nix::errno::Errno::last())
+}
+
 /// Parses a non-negative decimal of type `T` (digits only: no sign, no space); `None` for
 /// anything else, overflow included.
 pub(crate) fn parse_decimal<T: std::str::FromStr>(bytes: &[u8]) -> Option<T> {
@@ -409,6 +432,8 @@ mod tests {
     fn pid_paths_are_nul_terminated_and_refuse_what_does_not_fit() {
         let path = PidPath::fd(2147483647, 2147483647).unwrap();
         assert_eq!(path.as_c_str().to_bytes(), b"2147483647/fd/2147483647");
+        let name = PidPath::fd_name(i32::MIN).unwrap();
+        assert_eq!(name.as_c_str().to_bytes(), b"-2147483648");
         assert_eq!(
             PidPath::new(-1, "ns/mnt").unwrap().as_c_str().to_bytes(),
             b"-1/ns/mnt"
