@@ -18,12 +18,10 @@ use std::time::{Duration, Instant};
 use autofs_core::Scanner;
 use autofs_core::pipes::PipeIndex;
 use autofs_core::proc_root::ProcRoot;
-use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
 
 use super::criu::{LOOKUP_PHASES, lookup_floor, ns_walk};
 use super::node::{NodeSpec, build_node};
-use super::sys::{CPath, read_rel};
+use super::sys::{CPath, open_proc, read_rel};
 use super::{Config, Stats, check_scan, fail, heap_of, ms, stats};
 
 /// Extra fds of the one daemon (dups of /dev/null): an `automount` holds a handful.
@@ -290,12 +288,7 @@ fn member_reads(pids: &[i32]) -> Duration {
     let start = Instant::now();
     let mut path = CPath(String::with_capacity(64));
     let mut buf = Vec::with_capacity(1 << 14);
-    let proc = nix::fcntl::open(
-        "/proc",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .expect("/proc");
+    let proc = open_proc();
     for &pid in pids {
         read_rel(proc.as_fd(), path.set(format_args!("{pid}/stat")), &mut buf);
         read_rel(

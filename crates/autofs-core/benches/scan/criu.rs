@@ -5,7 +5,7 @@
 //! process (the readlink of each `ns/mnt`).
 
 use std::collections::HashSet;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use nix::dir::Dir;
@@ -14,8 +14,8 @@ use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::Pid;
 
 use super::sys::{
-    CPath, first_member_of_each_namespace, link_readable, poll_read_end, read_rel, readlink_raw,
-    unsafe_borrow, walk_fds,
+    CPath, first_member_of_each_namespace, lap, link_readable, list_pids, open_proc, poll_read_end,
+    read_rel, readlink_raw, unsafe_borrow, walk_fds,
 };
 
 /// `flags:` of `<pid>/fdinfo/<fd>` (octal), as CRIU's `parse_fdinfo_pid` reads it.
@@ -275,34 +275,6 @@ pub fn lookup_floor(m: usize, spent: &mut [Duration; 4]) -> Duration {
     elapsed
 }
 
-fn open_proc() -> OwnedFd {
-    nix::fcntl::open(
-        "/proc",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .expect("/proc")
-}
-
-/// The pids listed in `/proc` (readdir of a fresh open: `/proc` is listed anew each time).
-fn list_pids(proc: BorrowedFd<'_>) -> Vec<i32> {
-    let mut pids = Vec::with_capacity(8192);
-    let mut root = Dir::openat(
-        proc,
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .expect("/proc");
-    for entry in root.iter().flatten() {
-        let name = entry.file_name().to_bytes();
-        if name.first().is_some_and(u8::is_ascii_digit) {
-            pids.push(i32::try_from(digits(name)).unwrap_or(0));
-        }
-    }
-    pids
-}
-
 /// The decimal number at the start of `s` (0 when there is none).
 fn digits(s: &[u8]) -> u64 {
     s.iter()
@@ -318,10 +290,4 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 fn option(tail: &[u8], key: &[u8]) -> Option<u64> {
     let at = find(tail, key)?;
     (at > 0 && matches!(tail[at - 1], b',' | b' ')).then(|| digits(&tail[at + key.len()..]))
-}
-
-fn lap(last: &mut Instant, spent: &mut [Duration; 4], phase: usize) {
-    let now = Instant::now();
-    spent[phase] += now - *last;
-    *last = now;
 }

@@ -6,14 +6,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
 use autofs_core::Scan;
-use nix::dir::Dir;
 use nix::fcntl::{OFlag, openat};
 use nix::libc;
 use nix::sys::stat::Mode;
 
 use super::node::ns_inode;
 use super::sys::{
-    CPath, first_member_of_each_namespace, link_readable, read_rel, readlink_raw, walk_fds,
+    CPath, first_member_of_each_namespace, lap, link_readable, list_pids, open_proc, read_rel,
+    readlink_raw, walk_fds,
 };
 
 /// What the scan read beyond `ns/mnt` and the mount tables, taken from one scan's result and
@@ -237,42 +237,15 @@ pub const FLOOR_PHASES: [&str; 6] = [
     "FIONREAD probes",
 ];
 
-/// Adds the time since the previous mark to `spent[phase]`.
-fn mark(last: &mut Instant, spent: &mut [Duration; 6], phase: usize) {
-    let now = Instant::now();
-    spent[phase] += now - *last;
-    *last = now;
-}
-
 pub fn floor(plan: &FloorPlan, spent: &mut [Duration; 6]) -> Duration {
     let start = Instant::now();
     let mut last = start;
     let mut path = CPath(String::with_capacity(64));
     let mut link = [0u8; 256];
     let mut buf = Vec::with_capacity(1 << 16);
-    let proc = nix::fcntl::open(
-        "/proc",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .expect("/proc");
-    // readdir /proc.
-    let mut pids: Vec<i32> = Vec::with_capacity(1024);
-    let mut root = Dir::openat(
-        proc.as_fd(),
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .expect("/proc");
-    for entry in root.iter().flatten() {
-        let name = entry.file_name().to_bytes();
-        if name.first().is_some_and(u8::is_ascii_digit) {
-            // Needed only to name paths; the scan parses it too.
-            pids.push(name.iter().fold(0, |n, d| n * 10 + i32::from(d - b'0')));
-        }
-    }
-    mark(&mut last, spent, 0);
+    let proc = open_proc();
+    let pids = list_pids(proc.as_fd());
+    lap(&mut last, spent, 0);
     // ns/mnt of every process; the first member of each namespace reads its mountinfo.
     let first_of_ns = first_member_of_each_namespace(proc.as_fd(), &pids, &mut path, &mut link);
     for &pid in first_of_ns.values() {
@@ -288,7 +261,7 @@ pub fn floor(plan: &FloorPlan, spent: &mut [Duration; 6]) -> Duration {
             &mut buf,
         );
     }
-    mark(&mut last, spent, 1);
+    lap(&mut last, spent, 1);
     // Each distinct leader's fds, once: the size of its fd dir (how many are open), then the
     // link of every fd by number up to the stop; then one readlink per `fd=` beyond it.
     for &(pid, stop) in &plan.leaders {
@@ -303,12 +276,12 @@ pub fn floor(plan: &FloorPlan, spent: &mut [Duration; 6]) -> Duration {
             &mut link,
         );
     }
-    mark(&mut last, spent, 2);
+    lap(&mut last, spent, 2);
     // The access mode of the pipes of interest: one lstat of the link.
     for &(pid, fd) in &plan.modes {
         link_readable(proc.as_fd(), path.set(format_args!("{pid}/fd/{fd}")));
     }
-    mark(&mut last, spent, 3);
+    lap(&mut last, spent, 3);
     // stat of the members of namespaces with autofs mounts (and of their parents outside),
     // status of the forests' roots; cgroup of every namespace's owner;
     // ns/pid of owners in nested pid namespaces and of their masters.
@@ -343,7 +316,7 @@ pub fn floor(plan: &FloorPlan, spent: &mut [Duration; 6]) -> Duration {
             &mut link,
         );
     }
-    mark(&mut last, spent, 4);
+    lap(&mut last, spent, 4);
     // The queue probe of every read end: readlink, open, fstat, FIONREAD.
     for &(pid, fd) in &plan.probes {
         let p = path.set(format_args!("{pid}/fd/{fd}"));
@@ -364,6 +337,6 @@ pub fn floor(plan: &FloorPlan, spent: &mut [Duration; 6]) -> Duration {
             libc::ioctl(end.as_raw_fd(), libc::FIONREAD, &mut queued);
         }
     }
-    mark(&mut last, spent, 5);
+    lap(&mut last, spent, 5);
     start.elapsed()
 }

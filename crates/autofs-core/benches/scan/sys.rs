@@ -2,8 +2,10 @@
 
 use std::ffi::CStr;
 use std::fmt::Write as _;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
+use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, openat};
 use nix::libc;
@@ -167,4 +169,41 @@ pub fn poll_read_end(dir: BorrowedFd<'_>, path: &CStr) -> Option<i32> {
     #[allow(unsafe_code)]
     let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
     Some(ready)
+}
+
+/// `/proc` opened as a directory, for `openat`/`readlinkat` relative to it.
+pub fn open_proc() -> OwnedFd {
+    nix::fcntl::open(
+        "/proc",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .expect("/proc")
+}
+
+/// The pids listed in `/proc` (readdir of a fresh open: `/proc` is listed anew each time).
+pub fn list_pids(proc: BorrowedFd<'_>) -> Vec<i32> {
+    let mut pids = Vec::with_capacity(8192);
+    let mut root = Dir::openat(
+        proc,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .expect("/proc");
+    for entry in root.iter().flatten() {
+        let name = entry.file_name().to_bytes();
+        if name.first().is_some_and(u8::is_ascii_digit) {
+            pids.push(name.iter().fold(0, |n, d| n * 10 + i32::from(d - b'0')));
+        }
+    }
+    pids
+}
+
+/// Adds the time since `last` to `spent[phase]` and moves `last` to now: the floors' per-phase
+/// breakdowns.
+pub fn lap<const N: usize>(last: &mut Instant, spent: &mut [Duration; N], phase: usize) {
+    let now = Instant::now();
+    spent[phase] += now - *last;
+    *last = now;
 }
