@@ -204,13 +204,14 @@ impl<'a> ProcessTable<'a> {
 
     /// `status` of `pid` on top of its `stat` (read once per table, shared with the forest).
     fn read_info(&mut self, pid: i32) -> Result<ProcessInfo, Unavailable> {
-        let line = self.stat_line(pid)?;
+        let root = self.root;
+        self.stat_line(pid)?;
         self.files_read += 1;
-        let status = self
-            .root
+        let status = root
             .read(pid, "status")
-            .map_err(|e| unavailable(self.root, pid, "status", &e))?;
-        ProcessInfo::with_status(pid, &line, &status)
+            .map_err(|e| unavailable(root, pid, "status", &e))?;
+        // The line cached above: no second read.
+        ProcessInfo::with_status(pid, self.stat_line(pid)?, &status)
             .map_err(|e| Unavailable::Failed(e.to_string()))
     }
 
@@ -249,8 +250,8 @@ impl<'a> ProcessTable<'a> {
         Ok((!exiting).then_some(s.starttime))
     }
 
-    /// `stat` of `pid`, read once per table.
-    fn stat_line(&mut self, pid: i32) -> Result<StatLine, Unavailable> {
+    /// `stat` of `pid`, read once per table (borrowed: the forest asks for every member's).
+    fn stat_line(&mut self, pid: i32) -> Result<&StatLine, Unavailable> {
         let root = self.root;
         let files_read = &mut self.files_read;
         self.stat
@@ -264,7 +265,8 @@ impl<'a> ProcessTable<'a> {
                     Unavailable::Failed(format!("malformed /proc/{pid}/stat: {what}"))
                 })
             })
-            .clone()
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// Inode of the pid namespace `pid` lives in (`ns/pid`).
