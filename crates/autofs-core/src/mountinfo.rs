@@ -143,6 +143,11 @@ impl<'a> MountLine<'a> {
         })
     }
 
+    /// Whether this is an autofs mount.
+    pub fn is_autofs(&self) -> bool {
+        self.fstype == b"autofs"
+    }
+
     /// The line with its paths unescaped and its fields copied.
     pub fn to_owned(&self) -> MountInfo {
         MountInfo {
@@ -167,11 +172,6 @@ impl MountInfo {
     /// [`MountInfoError`] naming the first field that is missing or malformed.
     pub fn parse(line: &[u8]) -> Result<Self, MountInfoError> {
         MountLine::parse(line).map(|m| m.to_owned())
-    }
-
-    /// Whether this is an autofs mount.
-    pub fn is_autofs(&self) -> bool {
-        self.fstype == b"autofs"
     }
 
     /// CRIU's s_dev: `MKKDEV(major, minor) = (major << 20) | minor` (not `st_dev`'s encoding).
@@ -254,7 +254,7 @@ mod tests {
         assert_eq!(m.parent_id, 25);
         assert_eq!((m.major, m.minor), (0, 52));
         assert_eq!(m.mount_point, b"/mnt/auto dir");
-        assert!(m.is_autofs());
+        assert!(MountLine::parse(AUTOFS.as_bytes()).unwrap().is_autofs());
         assert_eq!(m.source, b"/etc/auto.misc");
         assert!(m.super_options.ends_with(b"pipe_ino=3480845226"));
         assert_eq!(m.criu_s_dev(), 52);

@@ -605,7 +605,7 @@ fn parse_table(reader: i32, text: &[u8], stats: &mut ScanStats) -> Table {
     let mut on_top: Vec<(u32, &[u8])> = Vec::new();
     for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         match MountLine::parse(line) {
-            Ok(m) if m.fstype == b"autofs" => {
+            Ok(m) if m.is_autofs() => {
                 autofs_points.insert(m.mount_id, m.mount_point);
                 on_top.push((m.parent_id, m.mount_point));
                 autofs.push(Ok(m.to_owned()));

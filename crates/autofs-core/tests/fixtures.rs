@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use autofs_core::mountinfo::{MountInfo, looks_like_autofs, unescape};
+use autofs_core::mountinfo::{MountInfo, MountLine, looks_like_autofs, unescape};
 use autofs_core::options::AutofsOptions;
 use autofs_core::process::ProcessInfo;
 use autofs_core::{AutofsEntry, Error, MountReport, MountState, Reason, Scan, Scanner};
@@ -1294,7 +1294,7 @@ fn scans_of_garbage_proc_trees_never_panic_and_report_every_autofs_line() {
         let autofs_lines = lines
             .iter()
             .filter(|l| !l.is_empty())
-            .filter(|l| MountInfo::parse(l).is_ok_and(|m| m.is_autofs()) || looks_like_autofs(l))
+            .filter(|l| MountLine::parse(l).is_ok_and(|m| m.is_autofs()) || looks_like_autofs(l))
             .count();
         let host_reports = scan.reports.iter().filter(|r| r.mnt_ns == HOST_MNT).count();
         assert_eq!(host_reports, autofs_lines, "round {round}");
