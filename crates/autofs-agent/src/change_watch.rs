@@ -177,31 +177,32 @@ fn arm(exits: &mut JoinSet<i32>, pids: BTreeSet<i32>, max_pidfds: usize) -> BTre
 /// exited already: no such process (`ESRCH`), or a zombie, whose pidfd is readable at once;
 /// other failures leave its exit to the next scan.
 fn watch_exit(exits: &mut JoinSet<i32>, pid: i32) -> bool {
-    let opened = pidfd_open(pid).and_then(|fd| {
+    let armed = pidfd_open(pid).and_then(|fd| {
         if exited(&fd)? {
-            return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+            return Ok(None);
         }
-        Ok(fd)
-    });
-    let registered = opened.and_then(|fd| {
         // SAFETY: an `OwnedFd` keeps its descriptor open and unchanged until it is dropped,
         // which happens only when the `AsyncFd` holding it is dropped.
         #[allow(unsafe_code)]
-        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(|e| e.into())
+        unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+            .map(Some)
+            .map_err(Into::into)
     });
-    let pidfd = match registered {
-        Ok(fd) => fd,
+    match armed {
+        Ok(Some(pidfd)) => {
+            exits.spawn(async move {
+                // An error here means the reactor is going away: the agent is shutting down.
+                let _ = pidfd.readable().await;
+                pid
+            });
+            true
+        }
+        Ok(None) => false, // a zombie
         Err(e) => {
             tracing::debug!(pid, error = %e, "no pidfd; the master's exit is seen at the next scan");
-            return e.raw_os_error() != Some(nix::libc::ESRCH);
+            e.raw_os_error() != Some(nix::libc::ESRCH)
         }
-    };
-    exits.spawn(async move {
-        // An error here means the reactor is going away: the agent is shutting down.
-        let _ = pidfd.readable().await;
-        pid
-    });
-    true
+    }
 }
 
 /// Whether the process behind `pidfd` has exited (its pidfd polls readable; a zombie's does).
