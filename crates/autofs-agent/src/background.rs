@@ -1,6 +1,7 @@
-//! The background scanner: a scan every `--scan-interval`, and at once when something says a
-//! verdict may have changed (`mount_watch`, `change_watch`), feeding metrics, health and
-//! watchers; and the watchdog that keeps health in line with scanning.
+//! The background scanner: a scan every `--scan-interval`, at once when something says a
+//! verdict may have changed (`mount_watch`, `change_watch`), and soon after a failed one,
+//! feeding metrics, health and watchers; and the watchdog that keeps health in line with
+//! scanning.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,11 +15,17 @@ use crate::snapshot::Inventory;
 /// Consecutive failed scans after which health turns NOT_SERVING again.
 const FAILURES_BEFORE_NOT_SERVING: u32 = 3;
 
+/// Delay before the first retry of a failed scan; it doubles with each failure in a row, up
+/// to the scan interval.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
 /// Health service names the agent reports on.
 pub const HEALTH_SERVICES: [&str; 2] = ["", "autofs.v1.AutofsInspector"];
 
-/// Scans forever (until `shutdown`), every `interval` or when `changed` is notified. A scan
-/// that hangs holds up only this loop; [`supervise`] notices it.
+/// Scans forever (until `shutdown`): every `interval`, when `changed` is notified, and after
+/// a failed scan (this loop's or an on-demand one) again after [`retry_delay`], so that a
+/// failure that lasts turns health NOT_SERVING within seconds and its end is seen as soon,
+/// whatever the interval. A scan that hangs holds up only this loop; [`supervise`] notices it.
 pub async fn run(
     inventory: Arc<Inventory>,
     interval: Duration,
@@ -26,6 +33,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut denied_before = false;
+    let mut activity = inventory.activity();
     loop {
         let scanned = tokio::select! {
             scanned = inventory.rescan() => scanned,
@@ -49,17 +57,45 @@ pub async fn run(
             Err(e) => tracing::warn!(
                 error = %e,
                 failures = inventory.consecutive_failures(),
+                retry_in_ms = retry_delay(interval, inventory.consecutive_failures()).as_millis() as u64,
                 "scan failed"
             ),
         }
-        tokio::select! {
-            () = tokio::time::sleep(interval) => {}
-            () = changed.notified() => {
-                // Let a burst of mount changes settle into one scan.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        // This scan's own activity is accounted for; later activity is on-demand scans'.
+        activity.borrow_and_update();
+        let mut due = Instant::now() + retry_delay(interval, inventory.consecutive_failures());
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(due.into()) => break,
+                () = changed.notified() => {
+                    // Let a burst of mount changes settle into one scan.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    break;
+                }
+                seen = activity.changed() => {
+                    if seen.is_err() {
+                        return;
+                    }
+                    // An on-demand scan failed: retry as after a failure of this loop's own.
+                    let after = retry_delay(interval, inventory.consecutive_failures());
+                    due = due.min(Instant::now() + after);
+                }
+                () = stop(&mut shutdown) => return,
             }
-            () = stop(&mut shutdown) => return,
         }
+    }
+}
+
+/// How long the background scanner waits after a scan that left `failures` failed scans in a
+/// row: `interval` after a success; after a failure [`FIRST_RETRY`] (1 s), doubling with each
+/// further failure, never more than `interval`. Three failures in a row (NOT_SERVING) take
+/// about 3 s from the first.
+pub fn retry_delay(interval: Duration, failures: u32) -> Duration {
+    match failures {
+        0 => interval,
+        n => FIRST_RETRY
+            .saturating_mul(1u32.checked_shl(n - 1).unwrap_or(u32::MAX))
+            .min(interval),
     }
 }
 
@@ -169,5 +205,25 @@ pub async fn supervise(
 pub async fn set_health(health: &HealthReporter, status: ServingStatus) {
     for service in HEALTH_SERVICES {
         health.set_service_status(service, status).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_scans_are_retried_after_doubling_delays_up_to_the_interval() {
+        let interval = Duration::from_secs(30);
+        let delays: Vec<u64> = (0..8)
+            .map(|failures| retry_delay(interval, failures).as_secs())
+            .collect();
+        assert_eq!(delays, [30, 1, 2, 4, 8, 16, 30, 30]);
+        // No overflow however long the failures last; never longer than the interval.
+        assert_eq!(retry_delay(interval, u32::MAX), interval);
+        assert_eq!(retry_delay(interval, 40), interval);
+        // An interval shorter than the first retry bounds it too.
+        let short = Duration::from_millis(200);
+        assert_eq!(retry_delay(short, 1), short);
     }
 }

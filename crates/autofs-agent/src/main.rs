@@ -90,7 +90,8 @@ struct ServeFlags {
     #[arg(long, env = "AUTOFS_AGENT_HEALTH_LISTEN")]
     health_listen: Option<SocketAddr>,
     /// Background full-scan interval: the safety net behind change detection (new mount
-    /// namespaces, anything no event reports); feeds metrics and watchers.
+    /// namespaces, anything no event reports); feeds metrics and watchers. A failed scan is
+    /// retried after 1 s, doubling up to this interval.
     #[arg(long, env = "AUTOFS_AGENT_SCAN_INTERVAL", default_value = "30s", value_parser = duration::parse)]
     scan_interval: Duration,
     /// Between scans, re-measure the known read ends with FIONREAD this often, so a queue

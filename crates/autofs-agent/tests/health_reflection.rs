@@ -6,6 +6,7 @@ mod common;
 use autofs_api::v1;
 use common::{API_SERVICE, Agent, fixture_proc_root};
 use prost::Message;
+use std::time::Duration;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -65,6 +66,52 @@ async fn health_turns_not_serving_while_scans_keep_failing_and_serving_when_they
     std::fs::rename(&gone, &proc_root).unwrap();
     for service in ["", API_SERVICE] {
         agent.wait_health(service, ServingStatus::Serving).await;
+    }
+    assert_eq!(
+        common::ids(&common::list_ns(&mut client, 4026531841).await),
+        [40]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_scan_is_retried_within_seconds_whatever_the_scan_interval() {
+    // With an hour between full scans, only the retries of failed scans can turn health
+    // NOT_SERVING and back: nothing else scans this fixture tree (no mount table of it
+    // changes) and the test makes no RPC that scans after the first failure.
+    let (dir, proc_root) = fixture_proc_root("active_indirect");
+    let agent = Agent::from_builder(Agent::builder().scan_interval("1h").proc_root(&proc_root));
+    for service in ["", API_SERVICE] {
+        agent.wait_health(service, ServingStatus::Serving).await;
+    }
+    let mut client = agent.client().await;
+
+    // One on-demand scan fails (the last scan is older than --max-scan-age, 1 s); the
+    // background scanner retries after 1 s and 2 s: three failures in a row.
+    let gone = dir.path().join("proc.gone");
+    std::fs::rename(&proc_root, &gone).unwrap();
+    let status = common::eventually("an on-demand scan fails", || {
+        let mut client = client.clone();
+        async move {
+            common::list(&mut client, v1::ListMountsRequest::default())
+                .await
+                .err()
+        }
+    })
+    .await;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    for service in ["", API_SERVICE] {
+        agent
+            .wait_health_within(service, ServingStatus::NotServing, Duration::from_secs(60))
+            .await;
+    }
+
+    // The proc root is back: a retry finds it (an hour away without retries). Retries
+    // double (1, 2, 4, 8 s, …): the wait allows for a test that renames late.
+    std::fs::rename(&gone, &proc_root).unwrap();
+    for service in ["", API_SERVICE] {
+        agent
+            .wait_health_within(service, ServingStatus::Serving, Duration::from_secs(120))
+            .await;
     }
     assert_eq!(
         common::ids(&common::list_ns(&mut client, 4026531841).await),

@@ -109,21 +109,30 @@ impl Agent {
 
     /// Waits until health reports `want` for `service`.
     pub async fn wait_health(&self, service: &str, want: ServingStatus) {
+        self.wait_health_within(service, want, WAIT).await;
+    }
+
+    /// [`Self::wait_health`] waiting up to `within`.
+    pub async fn wait_health_within(&self, service: &str, want: ServingStatus, within: Duration) {
         let mut health = self.health().await;
-        eventually(&format!("health of {service:?} is {want:?}"), || {
-            let mut health = health.clone();
-            async move {
-                let got = health
-                    .check(HealthCheckRequest {
-                        service: service.to_owned(),
-                    })
-                    .await
-                    .ok()?
-                    .into_inner()
-                    .status;
-                (got == want as i32).then_some(())
-            }
-        })
+        eventually_within(
+            &format!("health of {service:?} is {want:?}"),
+            within,
+            || {
+                let mut health = health.clone();
+                async move {
+                    let got = health
+                        .check(HealthCheckRequest {
+                            service: service.to_owned(),
+                        })
+                        .await
+                        .ok()?
+                        .into_inner()
+                        .status;
+                    (got == want as i32).then_some(())
+                }
+            },
+        )
         .await;
         // One more call on the same connection proves it is still usable.
         health
@@ -161,12 +170,22 @@ pub fn sample(text: &str, series: &str) -> f64 {
 }
 
 /// Polls `probe` every 50 ms until it yields a value; panics naming `what` after [`WAIT`].
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + WAIT;
+    eventually_within(what, WAIT, probe).await
+}
+
+/// [`eventually`] with a bound of its own, for what waits on an agent's timer measured in
+/// seconds.
+pub async fn eventually_within<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
     loop {
         if let Some(v) = probe().await {
             return v;
