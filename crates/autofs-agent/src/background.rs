@@ -16,16 +16,21 @@ use crate::snapshot::Inventory;
 const FAILURES_BEFORE_NOT_SERVING: u32 = 3;
 
 /// Delay before the first retry of a failed scan; it doubles with each failure in a row, up
-/// to the scan interval.
+/// to [`MAX_RETRY`] (or the scan interval, if shorter).
 const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// Longest delay between retries of failed scans: the end of a failure is seen within this
+/// long (a failed scan costs one listing of the proc root; the bound keeps its warnings to a
+/// few a minute).
+const MAX_RETRY: Duration = Duration::from_secs(8);
 
 /// Health service names the agent reports on.
 pub const HEALTH_SERVICES: [&str; 2] = ["", "autofs.v1.AutofsInspector"];
 
 /// Scans forever (until `shutdown`): every `interval`, when `changed` is notified, and after
-/// a failed scan (this loop's or an on-demand one) again after [`retry_delay`], so that a
-/// failure that lasts turns health NOT_SERVING within seconds and its end is seen as soon,
-/// whatever the interval. A scan that hangs holds up only this loop; [`supervise`] notices it.
+/// a failed scan (this loop's, an on-demand one or one a change asked for) again after
+/// [`retry_delay`], so that a failure that lasts turns health NOT_SERVING within seconds and
+/// its end is seen within 8 s, whatever the interval. A scan that hangs holds up only this loop; [`supervise`] notices it.
 pub async fn run(
     inventory: Arc<Inventory>,
     interval: Duration,
@@ -88,13 +93,14 @@ pub async fn run(
 
 /// How long the background scanner waits after a scan that left `failures` failed scans in a
 /// row: `interval` after a success; after a failure [`FIRST_RETRY`] (1 s), doubling with each
-/// further failure, never more than `interval`. Three failures in a row (NOT_SERVING) take
-/// about 3 s from the first.
+/// further failure up to [`MAX_RETRY`] (8 s), never more than `interval`. Three failures in a
+/// row (NOT_SERVING) take about 3 s from the first; a failure's end is seen within 8 s.
 pub fn retry_delay(interval: Duration, failures: u32) -> Duration {
     match failures {
         0 => interval,
         n => FIRST_RETRY
             .saturating_mul(1u32.checked_shl(n - 1).unwrap_or(u32::MAX))
+            .min(MAX_RETRY)
             .min(interval),
     }
 }
@@ -213,17 +219,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failed_scans_are_retried_after_doubling_delays_up_to_the_interval() {
+    fn failed_scans_are_retried_after_doubling_delays_up_to_8_s_or_the_interval() {
         let interval = Duration::from_secs(30);
         let delays: Vec<u64> = (0..8)
             .map(|failures| retry_delay(interval, failures).as_secs())
             .collect();
-        assert_eq!(delays, [30, 1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(delays, [30, 1, 2, 4, 8, 8, 8, 8]);
         // No overflow however long the failures last; never longer than the interval.
-        assert_eq!(retry_delay(interval, u32::MAX), interval);
-        assert_eq!(retry_delay(interval, 40), interval);
-        // An interval shorter than the first retry bounds it too.
+        assert_eq!(retry_delay(interval, u32::MAX), MAX_RETRY);
+        assert_eq!(retry_delay(interval, 40), MAX_RETRY);
+        // An interval shorter than a retry delay bounds it too.
         let short = Duration::from_millis(200);
         assert_eq!(retry_delay(short, 1), short);
+        assert_eq!(
+            retry_delay(Duration::from_secs(5), 5),
+            Duration::from_secs(5)
+        );
     }
 }

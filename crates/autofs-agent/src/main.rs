@@ -91,7 +91,7 @@ struct ServeFlags {
     health_listen: Option<SocketAddr>,
     /// Background full-scan interval: the safety net behind change detection (new mount
     /// namespaces, anything no event reports); feeds metrics and watchers. A failed scan is
-    /// retried after 1 s, doubling up to this interval.
+    /// retried after 1 s, 2 s, 4 s, then every 8 s (or this interval, if shorter).
     #[arg(long, env = "AUTOFS_AGENT_SCAN_INTERVAL", default_value = "30s", value_parser = duration::parse)]
     scan_interval: Duration,
     /// Between scans, re-measure the known read ends with FIONREAD this often, so a queue
