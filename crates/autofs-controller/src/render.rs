@@ -437,4 +437,35 @@ mod tests {
         );
         assert_eq!(check_json(&outcome)["stale"], true);
     }
+
+    #[test]
+    fn every_document_writes_a_mount_report_in_the_order_scan_json_does() {
+        let mount = v1::MountReport {
+            node: "n1".into(),
+            mount_point: "/home".into(),
+            state: v1::MountState::Interim as i32,
+            ..Default::default()
+        };
+        // The agent's `scan --json` serializes the message straight: declaration order.
+        let scan_json = serde_json::to_string(&mount).unwrap();
+        let check = CheckOutcome {
+            endpoint: NodeEndpoint::parse("10.0.0.1:1", "t").unwrap(),
+            response: v1::CheckMigratableResponse {
+                blocking: vec![mount.clone()],
+                ..Default::default()
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&check_json(&check)["blocking"][0]).unwrap(),
+            scan_json
+        );
+        assert_eq!(
+            serde_json::to_string(&mount_json(&mount)).unwrap(),
+            scan_json
+        );
+        // Extra fields follow the message's own.
+        let doc = serde_json::to_string(&check_json(&check)).unwrap();
+        assert!(doc.starts_with("{\"dumpable\":"), "{doc}");
+        assert!(doc.ends_with(",\"endpoint\":\"10.0.0.1:1\"}"), "{doc}");
+    }
 }
