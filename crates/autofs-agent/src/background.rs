@@ -87,7 +87,7 @@ pub async fn run(
 }
 
 /// How long the background scanner waits after a scan that left `failures` failed scans in a
-/// row: `interval` after a success; after a failure [`FIRST_RETRY`] (1 s), doubling with each
+/// row: `interval` after a success; after a failure `FIRST_RETRY` (1 s), doubling with each
 /// further failure, never more than `interval`. Three failures in a row (NOT_SERVING) take
 /// about 3 s from the first.
 pub fn retry_delay(interval: Duration, failures: u32) -> Duration {
