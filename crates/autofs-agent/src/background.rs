@@ -92,8 +92,8 @@ pub async fn run(
 }
 
 /// How long the background scanner waits after a scan that left `failures` failed scans in a
-/// row: `interval` after a success; after a failure [`FIRST_RETRY`] (1 s), doubling with each
-/// further failure up to [`MAX_RETRY`] (8 s), never more than `interval`. Three failures in a
+/// row: `interval` after a success; after a failure `FIRST_RETRY` (1 s), doubling with each
+/// further failure up to `MAX_RETRY` (8 s), never more than `interval`. Three failures in a
 /// row (NOT_SERVING) take about 3 s from the first; a failure's end is seen within 8 s.
 pub fn retry_delay(interval: Duration, failures: u32) -> Duration {
     match failures {

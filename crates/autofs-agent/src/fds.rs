@@ -60,6 +60,10 @@ impl FdBudget {
 }
 
 /// Raises the soft descriptor limit to the hard one and returns the limit now in force.
+///
+/// # Errors
+///
+/// The `getrlimit` or `setrlimit` error of `RLIMIT_NOFILE`.
 pub fn raise_nofile_limit() -> std::io::Result<u64> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     if soft < hard {

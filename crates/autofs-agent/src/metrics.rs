@@ -23,6 +23,10 @@ const GRPC_BUCKETS: &[f64] = &[
 ];
 
 /// Installs the global recorder with explicit histogram buckets and describes every metric.
+///
+/// # Errors
+///
+/// The exporter's `BuildError` when a global recorder is already installed (a second call).
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(

@@ -67,6 +67,10 @@ async fn respond(
 }
 
 /// Binds the metrics listener.
+///
+/// # Errors
+///
+/// An error naming `addr`, with the bind error, when it cannot be listened on.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await

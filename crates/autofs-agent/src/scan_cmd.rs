@@ -42,6 +42,14 @@ pub struct ScanArgs {
 }
 
 /// Runs one scan, writes the output to `out`, and returns the exit code.
+///
+/// # Errors
+///
+/// [`autofs_core::Error::ProcRoot`] when the proc root cannot be opened or listed; for `--pid`, the
+/// [`autofs_core::SelectError`] of [`autofs_core::selector::mount_namespace_of`] with the context
+/// `--pid`; the I/O or JSON error of writing to `out`; the [`criu_image::ImageError`] of the first
+/// image that cannot be written ([`write_images`]). A scan that could not see everything is not an
+/// error: it is [`EXIT_ERROR`] and a message on stderr.
 pub fn run(args: &ScanArgs, out: &mut impl Write) -> anyhow::Result<u8> {
     let scanner = Scanner::new(&args.proc_root, &args.node_name)?;
     let selector = match args.pid {
@@ -111,6 +119,11 @@ pub fn exit_code(scan: &Scan) -> u8 {
 /// Writes `DIR/<mnt_ns>/autofs-<s_dev>.img` for every dumpable mount, as CRIU would when
 /// dumping that mount namespace (pgrp is namespace-relative, so namespaces get their own
 /// directory). Returns the paths written.
+///
+/// # Errors
+///
+/// The [`criu_image::ImageError`] of the first image (or its directory) that cannot be written; the
+/// images written before it stay.
 pub fn write_images(scan: &Scan, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for report in scan.reports.iter().filter(|r| r.dumpable) {

@@ -83,6 +83,15 @@ pub struct ServeConfig {
 }
 
 /// Runs the agent until SIGTERM or SIGINT; then ends streams cleanly and returns.
+///
+/// # Errors
+///
+/// Only while starting, before anything is served: `RLIMIT_NOFILE` cannot be read or raised; a
+/// global metrics recorder is already installed; the proc root cannot be opened
+/// ([`autofs_core::Error::ProcRoot`]); the scan or queue-poll thread cannot be spawned; the gRPC,
+/// metrics or health address cannot be listened on; the TLS files are unusable
+/// ([`crate::tls::TlsError`]); the reflection service refuses the descriptor sets; the signal
+/// handlers cannot be installed. Once listening it returns `Ok` at the signal.
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let nofile = crate::fds::raise_nofile_limit().context("cannot read RLIMIT_NOFILE")?;
     let budget = FdBudget::split(nofile, config.max_connections);

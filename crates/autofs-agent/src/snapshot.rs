@@ -227,6 +227,10 @@ pub struct Inventory {
 
 impl Inventory {
     /// An inventory of the scans of `source`, with no scan yet; starts the scan thread.
+    ///
+    /// # Errors
+    ///
+    /// The error of spawning the scan thread.
     pub fn new(source: impl ScanSource, policy: StallPolicy) -> std::io::Result<Self> {
         let source: Arc<dyn ScanSource> = Arc::new(source);
         let activity: Activity = Arc::new(watch::Sender::new(0));
@@ -306,6 +310,14 @@ impl Inventory {
     /// A snapshot no older than `max_age`: the latest if fresh enough, else a new scan.
     /// Concurrent callers share one scan. Never waits past the stall bound of the scan in
     /// progress: then the last good scan answers (`stale`), or [`ScanError::Stalled`].
+    ///
+    /// # Errors
+    ///
+    /// When a new scan was needed: [`ScanError::Scan`] when the source could not scan (the proc
+    /// root cannot be listed), [`ScanError::Panicked`] when the scan panicked,
+    /// [`ScanError::WorkerGone`] when the scan thread is gone, and [`ScanError::Stalled`] when the
+    /// scan ran past the stall bound and the last good scan is missing or older than
+    /// [`StallPolicy::max_stale_age`].
     pub async fn fresh(self: &Arc<Self>, max_age: Duration) -> Result<Answer, ScanError> {
         let latest = self.latest();
         if is_fresh(&latest, max_age) {
@@ -318,11 +330,21 @@ impl Inventory {
     }
 
     /// Runs a scan now and publishes it; bounded like [`Self::fresh`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::fresh`] when it scans.
     pub async fn rescan_bounded(self: &Arc<Self>) -> Result<Answer, ScanError> {
         self.bounded(self.scan_detached(None)).await
     }
 
     /// Runs a scan now and publishes it, however long it takes (the background scanner).
+    ///
+    /// # Errors
+    ///
+    /// [`ScanError::Scan`] when the source could not scan, [`ScanError::Panicked`] when the scan
+    /// panicked, [`ScanError::WorkerGone`] when the scan thread is gone; never
+    /// [`ScanError::Stalled`] (it does not give up on a slow scan).
     pub async fn rescan(self: &Arc<Self>) -> Result<Arc<Snapshot>, ScanError> {
         self.scan_detached(None).await
     }

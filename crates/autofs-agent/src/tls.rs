@@ -65,6 +65,13 @@ pub enum LeafRefusal {
 }
 
 /// The acceptor of the gRPC listener (HTTP/2 only).
+///
+/// # Errors
+///
+/// [`TlsError::File`] naming the file when the certificate, key or client CA cannot be read, is not
+/// PEM, or holds no certificate or key; [`TlsError::ClientCa`] when the client CA verifier cannot
+/// be built from it; [`TlsError::Config`] when rustls refuses the configuration (e.g. the key does
+/// not match the certificate).
 pub fn acceptor(
     cert: &Path,
     key: &Path,
@@ -121,6 +128,12 @@ pub fn subject(cert: &CertificateDer<'_>) -> Option<String> {
 }
 
 /// Whether `der` is a leaf fit for TLS client authentication.
+///
+/// # Errors
+///
+/// The [`LeafRefusal`] of the first check it fails, in this order: not parseable as X.509 (or one
+/// of the extensions checked is malformed), a CA certificate, keyUsage without digitalSignature,
+/// extendedKeyUsage missing or without clientAuth, an RSA key below 2048 bits.
 pub fn check_client_leaf(der: &[u8]) -> Result<(), LeafRefusal> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|_| LeafRefusal::Unparseable)?;
     let constraints = cert

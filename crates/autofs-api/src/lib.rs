@@ -19,7 +19,19 @@ pub mod criu {
 /// The public API, package `autofs.v1` (nested so generated `super::super::criu` paths resolve).
 pub mod autofs {
     /// Package `autofs.v1`.
-    #[allow(clippy::all)]
+    ///
+    /// # Errors
+    ///
+    /// Every RPC method of the client (`autofs_inspector_client::AutofsInspectorClient`, with
+    /// the `grpc` feature) returns the `tonic::Status` the agent refused the call with (e.g.
+    /// `INVALID_ARGUMENT` for a malformed request, `NOT_FOUND` for an absent workload,
+    /// `PERMISSION_DENIED`, `UNAVAILABLE` when no scan can answer, `RESOURCE_EXHAUSTED` past a
+    /// stream budget; autofs-agent's `service::status` maps the core's errors), the status of
+    /// a transport failure, or `UNKNOWN` ("Service was not ready") when the channel cannot
+    /// become ready. A stream that fails later ends with a status among its items instead.
+    // Generated code: its docs come from the proto's comments, which stay free of Rust
+    // headings, so the client's errors are documented once above instead of per method.
+    #[allow(clippy::all, clippy::missing_errors_doc)]
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/autofs.v1.rs"));
     }

@@ -6,6 +6,10 @@ use std::io::Write as _;
 /// Renders `header` and `rows` as aligned lines, each ending in `\n`. A cell's control
 /// characters (a tab or newline in a path) are written `\xHH` so that they cannot break the
 /// layout; the exact text is in the JSON output.
+///
+/// # Panics
+///
+/// Never: [`tabwriter`] writes into a `Vec`, which cannot fail.
 pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut tw = tabwriter::TabWriter::new(Vec::new()).minwidth(0).padding(2);
     let mut line = String::new();

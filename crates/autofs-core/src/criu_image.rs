@@ -54,6 +54,11 @@ pub fn encode_entry(entry: &AutofsEntry) -> Vec<u8> {
 }
 
 /// The whole image file: magics, length, message (host byte order, as CRIU writes it).
+///
+/// # Panics
+///
+/// Never: the message is at most 99 bytes (nine int32 fields of at most 11 bytes each), so
+/// its length fits the image's `u32`.
 pub fn encode_image(entry: &AutofsEntry) -> Vec<u8> {
     let payload = encode_entry(entry);
     let mut out = Vec::with_capacity(12 + payload.len());

@@ -296,6 +296,10 @@ impl AgentBuilder {
     }
 
     /// [`AgentBuilder::spawn`], panicking with the reason (and the agent's log) on failure.
+    ///
+    /// # Panics
+    ///
+    /// When [`AgentBuilder::spawn`] fails, with its error.
     #[track_caller]
     pub fn start(&self) -> AgentProcess {
         self.spawn()

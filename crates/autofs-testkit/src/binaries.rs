@@ -49,6 +49,11 @@ pub const AGENT: WorkspaceBinary = WorkspaceBinary {
 
 impl WorkspaceBinary {
     /// The binary's path, and whether it was just built (or named explicitly).
+    ///
+    /// # Errors
+    ///
+    /// An error naming the variable when [`Self::env`] is set but is not a file; else, when no
+    /// up-to-date binary is next to the test binary, the error of [`Self::build`].
     pub fn locate(&self) -> io::Result<(PathBuf, bool)> {
         if let Some(p) = std::env::var_os(self.env) {
             let p = PathBuf::from(p);
@@ -72,6 +77,11 @@ impl WorkspaceBinary {
     }
 
     /// Builds the binary with cargo, once per process.
+    ///
+    /// # Errors
+    ///
+    /// An error naming the binary and [`Self::env`] when cargo cannot be run, fails, or leaves no
+    /// binary where it was expected. A failure is remembered: later calls return it again.
     pub fn build(&self) -> io::Result<PathBuf> {
         static BUILT: Mutex<Vec<(&'static str, Result<PathBuf, String>)>> = Mutex::new(Vec::new());
         let mut built = BUILT

@@ -21,6 +21,12 @@ pub struct ContainerCgroup {
 impl ContainerCgroup {
     /// Creates the cgroup and moves `pid` into it. Panics with the reason when it cannot (no
     /// cgroup v2 hierarchy, not root): tests that need it fail rather than skip.
+    ///
+    /// # Panics
+    ///
+    /// When `/proc/self/mountinfo` shows no cgroup v2 hierarchy, when a cgroup dir cannot be
+    /// created (not root), or when `pid` cannot be written to the leaf's `cgroup.procs` (e.g. no
+    /// such process).
     pub fn enter(pid: i32) -> ContainerCgroup {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let nanos = SystemTime::now()

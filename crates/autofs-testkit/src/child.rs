@@ -29,6 +29,10 @@ pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
 /// # Errors
 ///
 /// The error of [`Command::spawn`], or an error saying the spawner thread is gone.
+///
+/// # Panics
+///
+/// When the spawner thread cannot be started (the first call only).
 pub fn spawn_detached(mut cmd: Command) -> io::Result<Child> {
     type SpawnJob = (Command, mpsc::Sender<io::Result<Child>>);
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnJob>>> = OnceLock::new();

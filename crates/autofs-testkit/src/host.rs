@@ -11,6 +11,10 @@ use crate::{bad, binaries, procfs};
 pub const SCENARIO_BIN_ENV: &str = binaries::SCENARIO.env;
 
 /// Fails with a clear message when real-kernel scenarios cannot run here.
+///
+/// # Errors
+///
+/// An error saying why: the effective user is not root, or `/proc/filesystems` lists no `autofs`.
 pub fn preflight() -> io::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         return Err(bad(
@@ -28,11 +32,21 @@ pub fn preflight() -> io::Result<()> {
 /// Locates the `autofs-scenario` binary: `$AUTOFS_SCENARIO_BIN`; else the one next to the
 /// running test binary (if newer than this crate's sources); else builds it. The flag says
 /// whether it was just built.
+///
+/// # Errors
+///
+/// Those of [`binaries::WorkspaceBinary::locate`]: `$AUTOFS_SCENARIO_BIN` is not a file, or
+/// building the binary failed (the error says how, and names the variable).
 pub fn scenario_binary() -> io::Result<(PathBuf, bool)> {
     binaries::SCENARIO.locate()
 }
 
 /// Builds `autofs-scenario` with cargo (once per process).
+///
+/// # Errors
+///
+/// Those of [`binaries::WorkspaceBinary::build`]: cargo cannot be run, fails, or leaves no binary;
+/// the first failure is returned again on later calls.
 pub fn build_scenario_binary() -> io::Result<PathBuf> {
     binaries::SCENARIO.build()
 }

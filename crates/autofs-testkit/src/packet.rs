@@ -46,6 +46,14 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
 
 impl Packet {
     /// Decodes a v5 packet. Needs at least the 300 bytes of fields.
+    ///
+    /// # Errors
+    ///
+    /// A message giving the length when `raw` is shorter than 300 bytes.
+    ///
+    /// # Panics
+    ///
+    /// Never: every field is read after that length check.
     pub fn decode(raw: &[u8]) -> Result<Packet, String> {
         if raw.len() < 300 {
             return Err(format!(

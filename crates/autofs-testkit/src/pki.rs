@@ -14,6 +14,10 @@ pub struct Ca {
 
 impl Ca {
     /// A new self-signed CA named `name`.
+    ///
+    /// # Panics
+    ///
+    /// When rcgen cannot generate the key pair or self-sign the certificate.
     pub fn new(name: &str) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("no names");
         params.distinguished_name.push(DnType::CommonName, name);
@@ -33,6 +37,11 @@ impl Ca {
 
     /// A leaf (certificate PEM, key PEM) with common name `cn` and subject alternative names
     /// `names` (DNS names or IP addresses), usable for `usage` (server or client auth).
+    ///
+    /// # Panics
+    ///
+    /// When a name in `names` is neither an IP address nor ASCII (rcgen's DNS names are
+    /// IA5Strings), or when rcgen cannot generate the key pair or sign the certificate.
     pub fn leaf(
         &self,
         cn: &str,

@@ -108,16 +108,29 @@ fn unescape_bytes(b: &[u8]) -> Vec<u8> {
 }
 
 /// Reads and parses `/proc/self/mountinfo` of the calling process.
+///
+/// # Errors
+///
+/// The error of reading the file. Lines that do not parse are skipped, not errors.
 pub fn read_mountinfo_self() -> io::Result<Vec<MountInfoLine>> {
     parse_table(&fs::read("/proc/self/mountinfo")?)
 }
 
 /// Reads and parses `/proc/<pid>/mountinfo` (the mount table of `pid`'s mount namespace).
+///
+/// # Errors
+///
+/// The error of reading the file (`NotFound` when `pid` is gone). Lines that do not parse are
+/// skipped, not errors.
 pub fn read_mountinfo(pid: i32) -> io::Result<Vec<MountInfoLine>> {
     parse_table(&fs::read(format!("/proc/{pid}/mountinfo"))?)
 }
 
 /// Parses a whole mount table given as bytes.
+///
+/// # Errors
+///
+/// Never: lines that do not parse are skipped.
 pub fn parse_table(text: &[u8]) -> io::Result<Vec<MountInfoLine>> {
     Ok(text
         .split(|&b| b == b'\n')
@@ -126,11 +139,21 @@ pub fn parse_table(text: &[u8]) -> io::Result<Vec<MountInfoLine>> {
 }
 
 /// The `NSpid:` values of the calling process (via the host's `/proc/self`).
+///
+/// # Errors
+///
+/// The error of reading `/proc/self/status`, or an error when it has no `NSpid:` line (a kernel
+/// older than 4.1).
 pub fn nspid_self() -> io::Result<Vec<i32>> {
     nspid_of("self")
 }
 
 /// The `NSpid:` values of `pid` (outermost first; the first is the host pid).
+///
+/// # Errors
+///
+/// The error of reading `/proc/<pid>/status` (`NotFound` when `pid` is gone), or an error naming
+/// `pid` when it has no `NSpid:` line (a kernel older than 4.1).
 pub fn nspid(pid: i32) -> io::Result<Vec<i32>> {
     nspid_of(pid)
 }
@@ -185,6 +208,11 @@ pub fn process_alive(pid: i32) -> bool {
 }
 
 /// Process group of `pid` as seen from the host pid namespace.
+///
+/// # Errors
+///
+/// The error of reading `/proc/<pid>/stat` (`NotFound` when `pid` is gone), or a `malformed stat`
+/// error when it has no closing `)` or no number in the pgrp field.
 pub fn host_pgrp(pid: i32) -> io::Result<i32> {
     stat_fields(pid)?
         .get(2)
@@ -193,11 +221,21 @@ pub fn host_pgrp(pid: i32) -> io::Result<i32> {
 }
 
 /// The kernel function `pid` sleeps in (`/proc/<pid>/wchan`), e.g. `autofs_wait`.
+///
+/// # Errors
+///
+/// The error of reading the file (`NotFound` when `pid` is gone).
 pub fn wchan(pid: i32) -> io::Result<String> {
     fs::read_to_string(format!("/proc/{pid}/wchan"))
 }
 
 /// The inode of namespace `kind` (`mnt`, `pid`, ...) of `pid`, from `readlink /proc/<pid>/ns/<kind>`.
+///
+/// # Errors
+///
+/// The `readlink` error (`NotFound` when `pid` is gone or the kernel has no such namespace,
+/// `PermissionDenied` for another user's process without privilege), or an error quoting the link
+/// when it is not `<kind>:[<inode>]`.
 pub fn ns_inode(pid: impl std::fmt::Display, kind: &str) -> io::Result<u64> {
     let link = fs::read_link(format!("/proc/{pid}/ns/{kind}"))?;
     let s = link.to_string_lossy();
@@ -273,6 +311,11 @@ pub enum PipeEnd {
 }
 
 /// The fds of `pid` that refer to pipe inode `ino`, with the end each one is.
+///
+/// # Errors
+///
+/// The error of listing `/proc/<pid>/fd` (`NotFound` when `pid` is gone), or of reading the
+/// `fdinfo` of a matching fd (e.g. closed meanwhile). An fd whose link cannot be read is skipped.
 pub fn pipe_fds(pid: i32, ino: u64) -> io::Result<Vec<(i32, PipeEnd)>> {
     let want = format!("pipe:[{ino}]");
     let mut out = Vec::new();
@@ -309,6 +352,11 @@ pub fn pipe_fds(pid: i32, ino: u64) -> io::Result<Vec<(i32, PipeEnd)>> {
 ///
 /// Reopens `/proc/<pid>/fd/<fd>` `O_RDONLY|O_NONBLOCK|O_CLOEXEC` and never reads from it,
 /// so the queue is left intact. (While the probe fd is open the pipe has one more reader.)
+///
+/// # Errors
+///
+/// The error of reopening `/proc/<pid>/fd/<fd>` (`NotFound` when the process or the fd is gone), or
+/// the `FIONREAD` error.
 pub fn queued_bytes(pid: i32, fd: i32) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
@@ -352,6 +400,10 @@ pub fn autofs_available() -> bool {
 }
 
 /// The last (topmost) mountinfo line of `pid` whose mount point is `path`.
+///
+/// # Errors
+///
+/// Those of [`read_mountinfo`]. No line at `path` is `Ok(None)`.
 pub fn mount_at(pid: i32, path: &Path) -> io::Result<Option<MountInfoLine>> {
     Ok(read_mountinfo(pid)?
         .into_iter()

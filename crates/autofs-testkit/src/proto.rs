@@ -51,12 +51,21 @@ impl Fields {
     }
 
     /// The value of `key`, or an error naming the missing key.
+    ///
+    /// # Errors
+    ///
+    /// An error `missing field` naming `key` when it is absent.
     pub fn req(&self, key: &str) -> Result<&str, String> {
         self.get(key)
             .ok_or_else(|| format!("missing field `{key}`"))
     }
 
     /// `key` parsed with [`str::parse`], or an error.
+    ///
+    /// # Errors
+    ///
+    /// That of [`Self::req`] when `key` is absent, or an error quoting the value when it does not
+    /// parse as `T`.
     pub fn parse<T: std::str::FromStr>(&self, key: &str) -> Result<T, String> {
         let v = self.req(key)?;
         v.parse()
@@ -64,6 +73,10 @@ impl Fields {
     }
 
     /// `key` parsed if present; `Ok(None)` when absent.
+    ///
+    /// # Errors
+    ///
+    /// An error quoting the value when `key` is present but does not parse as `T`.
     pub fn parse_opt<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, String> {
         match self.get(key) {
             None => Ok(None),
@@ -72,6 +85,10 @@ impl Fields {
     }
 
     /// A boolean flag: `1`/`true` is true, absent/`0`/`false` is false.
+    ///
+    /// # Errors
+    ///
+    /// An error quoting the value when it is anything else.
     pub fn flag(&self, key: &str) -> Result<bool, String> {
         match self.get(key) {
             None | Some("0") | Some("false") => Ok(false),
@@ -81,6 +98,11 @@ impl Fields {
     }
 
     /// A comma-separated list of integers (e.g. `nspid=812,5`).
+    ///
+    /// # Errors
+    ///
+    /// That of [`Self::req`] when `key` is absent, or an error quoting the first item that is not
+    /// an `i32` (empty items are skipped).
     pub fn int_list(&self, key: &str) -> Result<Vec<i32>, String> {
         self.req(key)?
             .split(',')
@@ -111,6 +133,11 @@ impl Fields {
 /// Splits a line into its first word (command or `ok`/`error`/`ready`) and its fields.
 ///
 /// For an `error` line the rest of the line is returned as a single field `message`.
+///
+/// # Errors
+///
+/// `empty line` when the line (without its line ending) is empty or starts with a space, or an
+/// error quoting the first token after the head that is not `key=value`.
 pub fn parse_line(line: &str) -> Result<(String, Fields), String> {
     let line = line.trim_end_matches(['\n', '\r']);
     let (head, rest) = match line.split_once(' ') {
@@ -135,6 +162,11 @@ pub fn parse_line(line: &str) -> Result<(String, Fields), String> {
 }
 
 /// Checks that a value can be sent unencoded (no whitespace, not empty).
+///
+/// # Errors
+///
+/// An error naming `what` and quoting `value` when it is empty or holds whitespace or a control
+/// character.
 pub fn check_plain(what: &str, value: &str) -> Result<(), String> {
     if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!(
@@ -154,6 +186,16 @@ pub fn hex_encode(bytes: &[u8]) -> String {
 }
 
 /// Decodes [`hex_encode`] output.
+///
+/// # Errors
+///
+/// `odd-length hex string` when `s` has an odd number of bytes, or an error giving the offset of
+/// the first pair that does not parse as a hex byte.
+///
+/// # Panics
+///
+/// When `s` is not ASCII and a character straddles a two-byte pair (slicing inside a character);
+/// [`hex_encode`] output never does.
 pub fn hex_decode(s: &str) -> Result<Vec<u8>, String> {
     if !s.len().is_multiple_of(2) {
         return Err("odd-length hex string".into());

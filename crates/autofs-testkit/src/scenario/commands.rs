@@ -15,6 +15,13 @@ use crate::{bad, num};
 
 impl Scenario {
     /// Forks a fake daemon that mounts autofs as `spec` says (see [`Daemon`]).
+    ///
+    /// # Errors
+    ///
+    /// An error before sending when the name or source holds whitespace; those of
+    /// [`Scenario::request`], the init's reply saying e.g. that the name is taken or invalid, or
+    /// which step of the mount failed (`mkdir`, `pipe`, a `write_fd` in use, the mount itself); or
+    /// an error naming a field of the reply that is missing or malformed.
     pub fn mount(&mut self, spec: MountSpec) -> io::Result<Daemon> {
         let mut f = Fields::default();
         if let Some(n) = &spec.name {
@@ -71,6 +78,10 @@ impl Scenario {
     }
 
     /// Mounts a small tmpfs (not autofs) on `<work dir>/<dir>`, `dir` given as bytes.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Scenario::request`] (the init's reply when the dir or the mount fails).
     pub fn tmpfs(&mut self, dir: &[u8]) -> io::Result<PathBuf> {
         let mut f = Fields::default();
         f.push("dir_hex", proto::hex_encode(dir));
@@ -85,6 +96,12 @@ impl Scenario {
     /// and a child of it in the same namespace. The owner chroots into `<work dir>/<chroot>`
     /// when `chroot` is given (so it sees only part of the mount table); with `chroot_all`
     /// the child does too.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Scenario::request`] (the init's reply when the chroot dir cannot be made, the
+    /// fork fails, or the process cannot unshare or chroot), or an error naming a field of the
+    /// reply that is missing or malformed.
     pub fn ns_member(&mut self, chroot: Option<&[u8]>, chroot_all: bool) -> io::Result<NsMember> {
         let mut f = Fields::default();
         if let Some(c) = chroot {
@@ -105,6 +122,12 @@ impl Scenario {
     /// blocks in the kernel until the daemon answers.
     ///
     /// `target` is a daemon or automount name (e.g. [`Daemon::name`]).
+    ///
+    /// # Errors
+    ///
+    /// An error before sending when `rel` holds whitespace; those of [`Scenario::request`], the
+    /// init's reply saying e.g. that `target` is unknown or `rel` is not relative or holds `..`; or
+    /// an error naming a field of the reply that is missing or malformed.
     pub fn trigger(&mut self, target: &str, rel: &str) -> io::Result<Requester> {
         self.trigger_impl(target, rel, false)
     }
@@ -112,6 +135,10 @@ impl Scenario {
     /// Like [`Scenario::trigger`], but the requester always stays in the scenario's pid
     /// namespace. For a nested daemon it is then invisible in the daemon's namespace: the
     /// kernel fails the lookup with ENOENT and writes nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`Scenario::trigger`].
     pub fn trigger_outside(&mut self, target: &str, rel: &str) -> io::Result<Requester> {
         self.trigger_impl(target, rel, true)
     }
@@ -134,6 +161,13 @@ impl Scenario {
     }
 
     /// Waits up to `timeout` for a requester to finish.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Scenario::request`] (the init's reply for an unknown requester id), an error for
+    /// a `state` other than running, exited or signaled, or an error naming a field of the reply
+    /// that is missing or malformed. A requester still running at `timeout` is
+    /// `Ok(RequesterOutcome::Running)`, not an error.
     pub fn wait_requester(
         &mut self,
         req: &Requester,
@@ -155,11 +189,22 @@ impl Scenario {
 
     /// The daemon reads exactly one packet (waiting up to 5 s) and answers it with
     /// `AUTOFS_IOC_FAIL`, so the requester unblocks with ENOENT.
+    ///
+    /// # Errors
+    ///
+    /// As [`Scenario::read_packet_with`].
     pub fn read_packet(&mut self, daemon: &Daemon) -> io::Result<Packet> {
         self.read_packet_with(&daemon.name, Answer::Fail, Duration::from_secs(5))
     }
 
     /// [`Scenario::read_packet`] with an explicit answer and wait bound.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Scenario::request`], the daemon's reply saying e.g. that no packet arrived within
+    /// `timeout`, that the daemon is unknown or has exited, or that the read or the answer failed;
+    /// or an error when the reply's `hex` field is missing, is not hex, or holds fewer than 300
+    /// bytes ([`Packet::decode`]).
     pub fn read_packet_with(
         &mut self,
         daemon: &str,
@@ -189,28 +234,52 @@ impl Scenario {
     }
 
     /// The daemon closes its write end now.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Scenario::request`], the daemon's reply saying e.g. that the end is already
+    /// closed or the daemon has exited.
     pub fn close_write(&mut self, daemon: &Daemon) -> io::Result<()> {
         self.named("close-write", &daemon.name).map(drop)
     }
 
     /// The daemon closes its read end now (it stays alive).
+    ///
+    /// # Errors
+    ///
+    /// As [`Scenario::close_write`].
     pub fn close_read(&mut self, daemon: &Daemon) -> io::Result<()> {
         self.named("close-read", &daemon.name).map(drop)
     }
 
     /// The daemon closes both ends and exits; returns once it is reaped. The mount stays
     /// ("hidden catatonic" until the next lookup).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Scenario::request`], the init's reply saying e.g. that the daemon is unknown, has
+    /// exited already, or did not go away within 5 s.
     pub fn exit_daemon(&mut self, daemon: &Daemon) -> io::Result<()> {
         self.named("exit-daemon", &daemon.name).map(drop)
     }
 
     /// Sends `signal` to the daemon and waits until it is gone.
+    ///
+    /// # Errors
+    ///
+    /// As [`Scenario::kill`] with `wait`.
     pub fn kill_daemon(&mut self, daemon: &Daemon, signal: i32) -> io::Result<()> {
         self.kill(&daemon.name, signal, true)
     }
 
     /// Sends `signal` to a named process (daemon, delegate, automount); with `wait`,
     /// returns only once it is gone (error if it survives 5 s).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Scenario::request`], the init's reply saying e.g. that `name` is unknown or not
+    /// running, that `signal` is not a signal, or (with `wait`) that the process survived it
+    /// for 5 s.
     pub fn kill(&mut self, name: &str, signal: i32, wait: bool) -> io::Result<()> {
         let mut f = Fields::default();
         f.push("name", name)
@@ -221,6 +290,12 @@ impl Scenario {
 
     /// The daemon forks a child in another process group that keeps only the read end,
     /// then closes its own ends and exits (returns once it is reaped).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Scenario::request`], the init's reply saying e.g. that the daemon is unknown or
+    /// has exited, that the fork failed, or that the daemon did not go away within 5 s; or an error
+    /// naming a field of the reply that is missing or malformed.
     pub fn delegate(&mut self, daemon: &Daemon) -> io::Result<Delegate> {
         let r = self.named("delegate", &daemon.name)?;
         Ok(Delegate {
@@ -234,12 +309,23 @@ impl Scenario {
     }
 
     /// Lazily unmounts (`MNT_DETACH`) a daemon's or automount's mount.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Scenario::request`] (the init's reply for an unknown name, a name with no mount,
+    /// or a failed `umount2`).
     pub fn umount(&mut self, name: &str) -> io::Result<()> {
         self.named("umount", name).map(drop)
     }
 
     /// Starts the real `/usr/sbin/automount` in daemon mode with a one-line master map
     /// (`<work_dir>/<name> <map> --timeout=N`) and waits until its mount appears.
+    ///
+    /// # Errors
+    ///
+    /// An error before sending when the name holds whitespace; those of [`Scenario::request`], the
+    /// init's reply saying e.g. that automount failed or did not start (with its log); or an error
+    /// naming a field of the reply that is missing or malformed.
     pub fn start_automount(&mut self, spec: AutomountSpec) -> io::Result<Automount> {
         let mut f = Fields::default();
         if let Some(n) = &spec.name {
@@ -264,6 +350,11 @@ impl Scenario {
     /// The mount table as a process *inside* the scenario reads it: in the scenario's pid
     /// namespace (`daemon` `None`) or in a nested daemon's one. `pgrp=` is printed in the
     /// reader's pid namespace, so it differs from the host view.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Scenario::request`] (the init's reply when the daemon is unknown or the table
+    /// cannot be read), or an error when the reply's `hex` field is missing or not hex.
     pub fn mountinfo_inside(&mut self, daemon: Option<&Daemon>) -> io::Result<Vec<MountInfoLine>> {
         let mut f = Fields::default();
         if let Some(d) = daemon {

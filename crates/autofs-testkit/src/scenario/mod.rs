@@ -46,6 +46,12 @@ impl std::fmt::Debug for Scenario {
 
 impl Scenario {
     /// Starts a scenario, or says clearly why it cannot (not root, no autofs, no binary).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`preflight`] (not root, no autofs), of [`scenario_binary`] (the binary cannot be
+    /// found or built) and of [`Scenario::start_with`]. A binary found next to the test binary that
+    /// speaks another protocol version is rebuilt once before giving up.
     pub fn start() -> io::Result<Scenario> {
         preflight()?;
         let (bin, fresh) = scenario_binary()?;
@@ -60,6 +66,10 @@ impl Scenario {
 
     /// [`Scenario::start`], panicking with the reason on failure (real-kernel tests must
     /// fail, not skip, when they cannot run).
+    ///
+    /// # Panics
+    ///
+    /// When [`Scenario::start`] fails, with its error.
     #[track_caller]
     pub fn start_or_panic() -> Scenario {
         match Scenario::start() {
@@ -69,6 +79,14 @@ impl Scenario {
     }
 
     /// Starts a scenario with an explicit `autofs-scenario` binary.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`preflight`]; an error naming the work dir when it cannot be created, or `bin`
+    /// when it cannot be spawned; no `ready` banner within 20 s (`TimedOut`) or the init exited
+    /// first; the scenario's `error` banner (it could not set itself up, e.g. unshare its
+    /// namespaces); a banner in another protocol version ("stale binary?"); a banner missing a
+    /// field. The work dir is removed again on any of them.
     pub fn start_with(bin: &Path) -> io::Result<Scenario> {
         preflight()?;
         remove_stale_work_dirs();
@@ -178,6 +196,14 @@ impl Scenario {
 
     /// Sends one command and returns the `ok` fields, or the `error` text as an error.
     /// Low-level: prefer the typed methods.
+    ///
+    /// # Errors
+    ///
+    /// An error when an earlier request left the scenario unusable or it was stopped; when writing
+    /// the command fails, or no reply comes within the timeout ([`Self::set_timeout`], 30 s by
+    /// default) or the init exits first (both also make the scenario unusable);
+    /// `scenario: <message>` for the init's `error` reply; an error quoting a reply that is
+    /// neither `ok` nor `error` or does not parse.
     pub fn request(&mut self, cmd: &str, fields: &Fields) -> io::Result<Fields> {
         if let Some(b) = &self.broken {
             return Err(bad(format!("the scenario is unusable: {b}")));
@@ -210,6 +236,12 @@ impl Scenario {
 impl Scenario {
     /// Stops the scenario now: everything in it is killed and reaped, the namespaces go
     /// away and the work dir is removed. Drop does the same, ignoring errors.
+    ///
+    /// # Errors
+    ///
+    /// An error when the init did not quit within 10 s (it is killed then), when its pid is still
+    /// in `/proc` 5 s later, or when the work dir cannot be removed. The first one is returned; the
+    /// cleanup goes on past each.
     pub fn shutdown(mut self) -> io::Result<()> {
         self.stop()
     }

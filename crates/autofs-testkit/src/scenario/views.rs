@@ -12,12 +12,20 @@ use crate::reports::Daemon;
 impl Scenario {
     /// Reads a regular file as the scenario sees it (through `/proc/<init>/root`). Do not
     /// use it on a path inside an autofs mount.
+    ///
+    /// # Errors
+    ///
+    /// The error of reading `/proc/<init>/root/<path>` (`NotFound` also when the scenario is gone).
     pub fn read_file(&self, path: &Path) -> io::Result<String> {
         let rel = path.strip_prefix("/").unwrap_or(path);
         std::fs::read_to_string(Path::new(&format!("/proc/{}/root", self.init_host_pid)).join(rel))
     }
 
     /// The scenario's mount table, read from the host (`/proc/<init>/mountinfo`).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`procfs::read_mountinfo`] (`NotFound` when the scenario's init is gone).
     pub fn mountinfo(&self) -> io::Result<Vec<MountInfoLine>> {
         procfs::read_mountinfo(self.init_host_pid)
     }
@@ -37,6 +45,10 @@ impl Scenario {
 
     /// Bytes queued in the daemon's autofs pipe (`FIONREAD` on a reopened read end,
     /// never read). Needs the daemon to still hold its read end.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`procfs::queued_bytes`]: `NotFound` when the daemon or its read end is gone.
     pub fn queued_bytes(&self, daemon: &Daemon) -> io::Result<usize> {
         procfs::queued_bytes(daemon.host_pid, daemon.read_fd)
     }
