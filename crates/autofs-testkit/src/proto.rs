@@ -190,20 +190,31 @@ pub fn hex_encode(bytes: &[u8]) -> String {
 /// # Errors
 ///
 /// `odd-length hex string` when `s` has an odd number of bytes, or an error giving the offset of
-/// the first pair that does not parse as a hex byte.
-///
-/// # Panics
-///
-/// When `s` is not ASCII and a character straddles a two-byte pair (slicing inside a character);
-/// [`hex_encode`] output never does.
+/// the first pair that is not two hex digits.
 pub fn hex_decode(s: &str) -> Result<Vec<u8>, String> {
-    if !s.len().is_multiple_of(2) {
+    let bytes = s.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
         return Err("odd-length hex string".into());
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| format!("bad hex at offset {i}")))
+    bytes
+        .chunks_exact(2)
+        .enumerate()
+        .map(|(i, pair)| match pair {
+            [hi, lo] if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
+                Ok(hex_digit(*hi) << 4 | hex_digit(*lo))
+            }
+            _ => Err(format!("bad hex at offset {}", 2 * i)),
+        })
         .collect()
+}
+
+/// The value of an ASCII hex digit (`0-9a-fA-F`).
+fn hex_digit(d: u8) -> u8 {
+    match d {
+        b'0'..=b'9' => d - b'0',
+        b'a'..=b'f' => d - b'a' + 10,
+        _ => d - b'A' + 10,
+    }
 }
 
 /// Renders a list of integers as `a,b,c`.
@@ -234,5 +245,8 @@ mod tests {
         let b = [0u8, 1, 0xab, 0xff];
         assert_eq!(hex_decode(&hex_encode(&b)).unwrap(), b);
         assert!(hex_decode("abc").is_err());
+        // A character that straddles a pair is an error, not a panic.
+        assert_eq!(hex_decode("aé1").unwrap_err(), "bad hex at offset 0");
+        assert_eq!(hex_decode("+1ab").unwrap_err(), "bad hex at offset 0");
     }
 }
