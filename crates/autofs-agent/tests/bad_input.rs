@@ -315,3 +315,44 @@ async fn absurd_grpc_timeout_headers_neither_panic_nor_stop_the_agent() {
         .expect("the agent keeps serving");
     assert_eq!(info.into_inner().api_major, 1);
 }
+
+#[test]
+fn text_logs_through_a_pipe_carry_no_colour_escapes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    // As a container runtime collects them: stderr is a pipe, NO_COLOR unset.
+    let (_dir, proc_root) = fixture_proc_root("active_indirect");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_autofs-agent"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(["--log-format", "text", "--proc-root"])
+        .arg(&proc_root)
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(agent.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("first scan done") {
+            break;
+        }
+    }
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    assert!(
+        seen.iter().any(|l| l.contains("first scan done")),
+        "the agent ended before its first scan: {seen:#?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.contains(" INFO ") && l.contains("listening")),
+        "{seen:#?}"
+    );
+    assert!(seen.iter().all(|l| !l.contains('\u{1b}')), "{seen:#?}");
+}

@@ -113,9 +113,12 @@ fn valid_hostname(host: &str) -> bool {
 /// origins) for an address listed twice.
 pub fn validate(endpoints: &[NodeEndpoint]) -> Result<(), DiscoveryError> {
     if endpoints.is_empty() {
-        return Err(DiscoveryError::Empty(
-            "give --nodes, --nodes-file, --dns or --kube".into(),
-        ));
+        let sources = if cfg!(feature = "kube") {
+            "give --nodes, --nodes-file, --dns or --kube-selector"
+        } else {
+            "give --nodes, --nodes-file or --dns"
+        };
+        return Err(DiscoveryError::Empty(sources.into()));
     }
     let mut seen: HashMap<&str, &str> = HashMap::new();
     for ep in endpoints {

@@ -204,8 +204,9 @@ struct FilterFlags {
     /// Only this mount namespace inode.
     #[arg(long)]
     mnt_ns: Option<u64>,
-    /// Only these states (repeatable): active, catatonic, interim, orphaned, unsupported, error.
-    #[arg(long = "state", value_parser = parse_state)]
+    /// Only these states (repeatable or comma-separated): active, catatonic, interim,
+    /// orphaned, unsupported, error.
+    #[arg(long = "state", value_parser = parse_state, value_delimiter = ',')]
     states: Vec<v1::MountState>,
 }
 
@@ -464,4 +465,33 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
 
 fn init_logging(format: LogFormat) {
     logging::init(format, "warn");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_are_repeatable_and_comma_separated() {
+        let cli = Cli::try_parse_from([
+            "autofs-controller",
+            "collect",
+            "--state",
+            "active,Interim",
+            "--state",
+            "error",
+        ])
+        .unwrap();
+        let Command::Collect(filter) = cli.command else {
+            panic!("{:?}", cli.command)
+        };
+        assert_eq!(
+            filter.states,
+            [
+                v1::MountState::Active,
+                v1::MountState::Interim,
+                v1::MountState::Error
+            ]
+        );
+    }
 }

@@ -204,6 +204,19 @@ fn cli_bad_input_exits_two_with_a_clear_message() {
             &["collect", "--nodes", "10.0.0.1:1", "--state", "sleepy"][..],
             "unknown state",
         ),
+        // Comma-separated states are split, each checked.
+        (
+            &[
+                "collect",
+                "--nodes",
+                "10.0.0.1:1",
+                "--state",
+                "active,sleepy",
+            ][..],
+            "unknown state `sleepy`",
+        ),
+        // The message names the flags this build has.
+        (&["collect"][..], "give --nodes, --nodes-file"),
         (
             &["check", "--nodes", "10.0.0.1:1", "--node", "n"][..],
             "--pid",
