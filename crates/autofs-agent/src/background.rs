@@ -28,9 +28,9 @@ const MAX_RETRY: Duration = Duration::from_secs(8);
 pub const HEALTH_SERVICES: [&str; 2] = ["", "autofs.v1.AutofsInspector"];
 
 /// Scans forever (until `shutdown`): every `interval`, when `changed` is notified, and after
-/// a failed scan (this loop's, an on-demand one or one a change asked for) again after
-/// [`retry_delay`], so that a failure that lasts turns health NOT_SERVING within seconds and
-/// its end is seen within 8 s, whatever the interval. A scan that hangs holds up only this loop; [`supervise`] notices it.
+/// a failed scan (this loop's or an on-demand one) again after [`retry_delay`], so that a
+/// failure that lasts turns health NOT_SERVING within seconds and its end is seen within 8 s,
+/// whatever the interval. While scans fail, changes wait for the next retry. A scan that hangs holds up only this loop; [`supervise`] notices it.
 pub async fn run(
     inventory: Arc<Inventory>,
     interval: Duration,
@@ -73,6 +73,11 @@ pub async fn run(
             tokio::select! {
                 () = tokio::time::sleep_until(due.into()) => break,
                 () = changed.notified() => {
+                    // While scans fail, a change waits for the next retry: it would fail
+                    // too, and three quick failures would flap health.
+                    if inventory.consecutive_failures() > 0 {
+                        continue;
+                    }
                     // Let a burst of mount changes settle into one scan.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     break;
