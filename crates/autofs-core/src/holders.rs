@@ -7,15 +7,20 @@
 //!
 //! 1. ends found by an earlier scan are re-checked, one `readlink` and one access-mode read
 //!    (an `lstat` of the link on procfs) each;
-//! 2. a pipe that no process held any end of stays that way (an anonymous pipe cannot be
-//!    opened again without an fd to it), so that answer is kept;
+//! 2. a pipe that no process held any end of is taken to stay that way for
+//!    [`NOBODY_RECHECK`] (30 s) after the census that found it so, then listed for again: an
+//!    anonymous pipe cannot be opened again without an fd to it, but an end sent over a unix
+//!    socket (`SCM_RIGHTS`) is in no fd table while in flight and lands in one when received;
 //! 3. the kernel's reader count, through any end still known, says whether anybody reads the
 //!    pipe at all ([`QueueProbe::has_readers`]): nobody means there is no holder to find;
 //! 4. only then the fds of every process are listed, for those pipes alone.
 //!
-//! Verdicts are the same as with a census of every fd on every scan; only the cost differs.
+//! Verdicts are the same as with a census of every fd on every scan, except for a pipe nobody
+//! held, whose end received from a unix socket is found up to 30 s later; only the cost
+//! differs.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use crate::pipes::{PipeIndex, QueueProbe};
 use crate::proc_root::ProcRoot;
@@ -25,9 +30,14 @@ use crate::proc_root::ProcRoot;
 enum Memo {
     /// Ends held by processes (read and write ends), as `(pid, fd)`.
     Ends(Vec<(i32, i32)>),
-    /// A complete census found no process holding any end.
-    Nobody,
+    /// A complete census at this instant found no process holding any end.
+    Nobody(Instant),
 }
+
+/// How long a census that found nobody holding any end of a pipe is believed: the bound on
+/// how late an end received from a unix socket is seen, and on how often a pipe nobody holds
+/// costs a census of every fd of the node.
+pub const NOBODY_RECHECK: Duration = Duration::from_secs(30);
 
 /// Pipe holders remembered across scans, by pipe inode.
 #[derive(Debug, Default)]
@@ -37,9 +47,10 @@ pub struct HolderMemo {
 
 impl HolderMemo {
     /// Completes `index` for the orphan candidates `candidates` (pipe inodes whose leader
-    /// holds no read end): re-checks remembered ends, asks the kernel's reader count, and
-    /// lists the fds of `pids` only for the pipes still unexplained. Returns how many pipes
-    /// needed that census.
+    /// holds no read end), at time `now`: re-checks remembered ends, asks the kernel's reader
+    /// count, and lists the fds of `pids` only for the pipes still unexplained (and those
+    /// nobody held at a census older than [`NOBODY_RECHECK`]). Returns how many pipes needed
+    /// that census.
     pub fn locate(
         &mut self,
         root: &ProcRoot,
@@ -47,11 +58,15 @@ impl HolderMemo {
         pids: &[i32],
         index: &mut PipeIndex,
         candidates: &HashSet<u64>,
+        now: Instant,
     ) -> usize {
         let mut census = HashSet::new();
         for &ino in candidates {
             match self.pipes.get(&ino) {
-                Some(Memo::Nobody) => continue,
+                Some(&Memo::Nobody(at)) if now.saturating_duration_since(at) < NOBODY_RECHECK => {
+                    continue;
+                }
+                Some(Memo::Nobody(_)) => {}
                 Some(Memo::Ends(ends)) => {
                     for &(pid, fd) in ends {
                         index.verify(root, ino, pid, fd);
@@ -81,7 +96,9 @@ impl HolderMemo {
             if !ends.is_empty() {
                 self.pipes.insert(ino, Memo::Ends(ends));
             } else if complete {
-                self.pipes.insert(ino, Memo::Nobody);
+                self.pipes.insert(ino, Memo::Nobody(now));
+            } else {
+                self.pipes.remove(&ino);
             }
         }
         census.len()

@@ -292,23 +292,28 @@ impl ProcRoot {
         )?)
     }
 
-    /// Whether `<pid>/root/<path>` exists, looked up without following a final symlink and
-    /// without triggering an automount on the last component (`AT_NO_AUTOMOUNT`). Every
-    /// directory on the way is still walked: callers must know that none of them is an autofs
-    /// mount (a walk onto an autofs trap would send the daemon a request).
+    /// The `lstat` of `<pid>/root/<path>` (`None` when it does not exist), looked up without
+    /// following a final symlink and without triggering an automount on the last component
+    /// (`AT_NO_AUTOMOUNT`). Every directory on the way is still walked: callers must know that
+    /// none of them is an autofs mount (a walk onto an autofs trap would send the daemon a
+    /// request).
     ///
     /// # Errors
     ///
-    /// The `fstatat` error other than ENOENT (which is `Ok(false)`).
-    pub fn exists_in_root(&self, pid: i32, path: &str) -> io::Result<bool> {
+    /// The `fstatat` error other than ENOENT (which is `Ok(None)`).
+    pub fn lstat_in_root(
+        &self,
+        pid: i32,
+        path: &str,
+    ) -> io::Result<Option<nix::sys::stat::FileStat>> {
         let rel = format!("{pid}/root/{}", path.trim_start_matches('/'));
         match nix::sys::stat::fstatat(
             self.dir.as_fd(),
             rel.as_str(),
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW | nix::fcntl::AtFlags::AT_NO_AUTOMOUNT,
         ) {
-            Ok(_) => Ok(true),
-            Err(nix::errno::Errno::ENOENT) => Ok(false),
+            Ok(st) => Ok(Some(st)),
+            Err(nix::errno::Errno::ENOENT) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }

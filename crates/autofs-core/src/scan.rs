@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 
+use nix::sys::stat::SFlag;
 use serde::Serialize;
 
 use crate::attribution::Attribution;
@@ -19,7 +20,7 @@ use crate::proc_root::{ProcRoot, ReadFailure};
 use crate::process::ProcessTable;
 use crate::report::{MountReport, MountState, Reason};
 use crate::tree::{ForestMemo, namespace_owner};
-use crate::verdict::{Facts, ProbeReach, judge};
+use crate::verdict::{DevAutofs, Facts, ProbeReach, judge};
 use crate::view::{SelfFacts, View};
 
 /// Scans one proc root. Keeps, across scans, where the read ends of orphan candidates were
@@ -267,8 +268,14 @@ impl<Q: QueueProbe> Scanner<Q> {
         {
             let mut holders = self.holders.lock().unwrap_or_else(PoisonError::into_inner);
             holders.retain(&wanted);
-            stats.census_pipes =
-                holders.locate(&self.root, &self.probe, &pids, &mut pipes, &candidates);
+            stats.census_pipes = holders.locate(
+                &self.root,
+                &self.probe,
+                &pids,
+                &mut pipes,
+                &candidates,
+                std::time::Instant::now(),
+            );
         }
         stats.fds = pipes.fds_seen();
         stats.unreadable += pipes.unreadable().len();
@@ -317,7 +324,7 @@ impl<Q: QueueProbe> Scanner<Q> {
         drop(forest);
         drop(forests);
 
-        let mut dev_autofs: HashMap<u64, std::result::Result<bool, String>> = HashMap::new();
+        let mut dev_autofs: HashMap<u64, std::result::Result<DevAutofs, String>> = HashMap::new();
         for (mnt_ns, line, options) in parsed {
             let (owner, attribution) = &owners[&mnt_ns];
             let mut report = self.base_report(mnt_ns, Some(line), *owner, attribution);
@@ -341,7 +348,8 @@ impl<Q: QueueProbe> Scanner<Q> {
                     let reach = ProbeReach {
                         covered: ns_table.covered.contains(&m.mount_id),
                         dev_autofs: if options.mode == MountMode::Indirect {
-                            Ok(false) // never consulted: indirect roots are never probed
+                            // Never consulted: indirect roots are never probed.
+                            Ok(DevAutofs::Unusable("not looked up".into()))
                         } else {
                             dev_autofs
                                 .entry(mnt_ns)
@@ -487,10 +495,14 @@ impl<Q: QueueProbe> Scanner<Q> {
         }
     }
 
-    /// Whether the namespace has `/dev/autofs`, looked up through the table's reader (whose
+    /// What the namespace has at `/dev/autofs`, looked up through the table's reader (whose
     /// root is the namespace root, as CRIU's after `setns`) — but only when no autofs mount
-    /// sits on the way, so the lookup can never trigger one.
-    fn dev_autofs(&self, table: &Table) -> std::result::Result<bool, String> {
+    /// sits on the way, so the lookup can never trigger one. On procfs only the autofs misc
+    /// device (character device 10:235, `MISC_MAJOR`/`AUTOFS_MINOR`) is usable; a symbolic
+    /// link is not followed (its target would resolve against the inspector's root), so what
+    /// it leads to is unknown. A fixture tree cannot hold device nodes: any file stands for
+    /// the device there.
+    fn dev_autofs(&self, table: &Table) -> std::result::Result<DevAutofs, String> {
         if table.autofs_on_dev_path {
             return Err(
                 "an autofs mount sits on /, /dev or /dev/autofs, so /dev/autofs is not looked up (that could trigger it)"
@@ -499,26 +511,52 @@ impl<Q: QueueProbe> Scanner<Q> {
         }
         let found = self
             .root
-            .exists_in_root(table.reader, "dev/autofs")
+            .lstat_in_root(table.reader, "dev/autofs")
             .map_err(|e| {
                 format!(
                     "cannot look up /dev/autofs through {}: {e}",
                     self.root.pid_path(table.reader, "root").display()
                 )
             })?;
-        // ENOENT from a reader that has exited is no answer about /dev.
-        if !found
-            && self
+        let Some(st) = found else {
+            // ENOENT from a reader that has exited is no answer about /dev.
+            if self
                 .root
                 .read_link(table.reader, "root")
                 .is_err_and(|e| ReadFailure::of(&e) == ReadFailure::Vanished)
-        {
-            return Err(format!(
-                "pid {} exited while /dev/autofs was looked up through it",
-                table.reader
+            {
+                return Err(format!(
+                    "pid {} exited while /dev/autofs was looked up through it",
+                    table.reader
+                ));
+            }
+            return Ok(DevAutofs::Unusable(
+                "the mount namespace has no /dev/autofs".into(),
             ));
-        }
-        Ok(found)
+        };
+        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+        let device = (
+            nix::sys::stat::major(st.st_rdev),
+            nix::sys::stat::minor(st.st_rdev),
+        );
+        Ok(match kind {
+            SFlag::S_IFCHR if device == (10, 235) => DevAutofs::Usable,
+            _ if !self.root.is_procfs() && kind != SFlag::S_IFLNK => DevAutofs::Usable,
+            SFlag::S_IFLNK => {
+                return Err(
+                    "/dev/autofs is a symbolic link, which is not followed: whether it leads to the autofs device is unknown"
+                        .into(),
+                );
+            }
+            SFlag::S_IFCHR => DevAutofs::Unusable(format!(
+                "/dev/autofs is character device {}:{}, not the autofs device 10:235",
+                device.0, device.1
+            )),
+            _ => DevAutofs::Unusable(
+                "/dev/autofs is not a device, so CRIU's AUTOFS_DEV_IOCTL_OPENMOUNT on it fails"
+                    .into(),
+            ),
+        })
     }
 
     fn base_report(

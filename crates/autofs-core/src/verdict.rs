@@ -23,9 +23,19 @@ pub fn packet_size(version: u32) -> u64 {
 pub struct ProbeReach {
     /// Another mount sits on the mount's root (the open would land in it).
     pub covered: bool,
-    /// Whether the namespace has `/dev/autofs` (CRIU opens it after entering the namespace);
-    /// `Err` with why it could not be told.
-    pub dev_autofs: Result<bool, String>,
+    /// Whether the namespace's `/dev/autofs` is the autofs device (CRIU opens it after
+    /// entering the namespace); `Err` with why it could not be told.
+    pub dev_autofs: Result<DevAutofs, String>,
+}
+
+/// What CRIU finds at `/dev/autofs` in a mount namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DevAutofs {
+    /// The autofs misc device (character device 10:235): `OPENMOUNT` can work.
+    Usable,
+    /// Nothing usable, and why: no such path, or something else than the device (a regular
+    /// file, another device), on which the open or the ioctl fails.
+    Unusable(String),
 }
 
 /// Everything a verdict may consult.
@@ -573,13 +583,13 @@ fn probe(
         );
     }
     match &facts.reach.dev_autofs {
-        Ok(true) => {}
-        Ok(false) => {
+        Ok(DevAutofs::Usable) => {}
+        Ok(DevAutofs::Unusable(why)) => {
             return set(
                 report,
                 MountState::Orphaned,
                 Reason::HiddenCatatonic,
-                blocked("the mount namespace has no /dev/autofs".into()),
+                blocked(why.clone()),
             );
         }
         Err(why) => {

@@ -559,6 +559,83 @@ fn without_nspid_lines_the_ns_pid_links_still_tell_a_master_outside_the_pid_name
     assert!(!r.dumpable);
 }
 
+#[test]
+fn a_pipe_nobody_held_is_listed_for_again_after_the_recheck_bound() {
+    use std::collections::HashSet;
+    use std::time::Instant;
+
+    use autofs_core::ProcRoot;
+    use autofs_core::holders::{HolderMemo, NOBODY_RECHECK};
+    use autofs_core::pipes::PipeIndex;
+
+    // The leader (1234) holds no end at all: a census finds nobody.
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(&case_root("hidden_catatonic_leader_alive"), dir.path());
+    std::fs::remove_file(dir.path().join("1234/fd/5")).unwrap();
+    std::fs::remove_file(dir.path().join("1234/fdinfo/5")).unwrap();
+    std::fs::write(dir.path().join("queues.json"), r#"{"44444": 0}"#).unwrap();
+    let kept = Scanner::new(dir.path(), NODE)
+        .unwrap()
+        .with_probe(table_probe(queue_table(dir.path())));
+    let first = kept.scan().unwrap();
+    assert_eq!(
+        verdict(only(&first)),
+        (MountState::Orphaned, Reason::HiddenCatatonic)
+    );
+    assert_eq!(first.stats.census_pipes, 1, "{:?}", first.stats);
+
+    // The read end arrives in pid 1 (another process group), as an end received from a unix
+    // socket does: it was in no fd table while in flight.
+    std::os::unix::fs::symlink("pipe:[44444]", dir.path().join("1/fd/5")).unwrap();
+    std::fs::write(
+        dir.path().join("1/fdinfo/5"),
+        "pos:\t0\nflags:\t02000000\nmnt_id:\t15\nino:\t44444\n",
+    )
+    .unwrap();
+    // A fresh scan finds it at once.
+    let fresh = scan_tree(dir.path());
+    let r = only(&fresh);
+    assert_eq!(verdict(r), (MountState::Orphaned, Reason::ReadEndDelegated));
+    assert_eq!((r.read_end_pid, r.read_end_fd), (1, 5), "{r:#?}");
+    // The kept scanner believes its census for the recheck bound...
+    let second = kept.scan().unwrap();
+    assert_eq!(second.stats.census_pipes, 0, "{:?}", second.stats);
+    assert_eq!(only(&second).reason, Reason::HiddenCatatonic);
+
+    // ... and lists for the pipe again once the bound has passed (the memo asked directly,
+    // with the time it is given).
+    let root = ProcRoot::open(dir.path()).unwrap();
+    let pids = root.pids().unwrap();
+    let candidates = HashSet::from([44444]);
+    let probe = table_probe(queue_table(dir.path()));
+    let mut memo = HolderMemo::default();
+    let t0 = Instant::now();
+    std::fs::rename(dir.path().join("1/fd/5"), dir.path().join("1/fd.5")).unwrap();
+    let mut index = PipeIndex::default();
+    assert_eq!(
+        memo.locate(&root, &probe, &pids, &mut index, &candidates, t0),
+        1
+    );
+    assert!(index.ends(44444).is_empty(), "nobody holds it yet");
+    std::fs::rename(dir.path().join("1/fd.5"), dir.path().join("1/fd/5")).unwrap();
+    let mut index = PipeIndex::default();
+    let soon = t0 + NOBODY_RECHECK / 2;
+    assert_eq!(
+        memo.locate(&root, &probe, &pids, &mut index, &candidates, soon),
+        0
+    );
+    assert!(index.ends(44444).is_empty(), "believed within the bound");
+    let mut index = PipeIndex::default();
+    let later = t0 + NOBODY_RECHECK;
+    assert_eq!(
+        memo.locate(&root, &probe, &pids, &mut index, &candidates, later),
+        1
+    );
+    let ends: Vec<(i32, i32)> = index.ends(44444).iter().map(|e| (e.pid, e.fd)).collect();
+    assert_eq!(ends, [(1, 5)]);
+    assert!(index.ends(44444)[0].is_read_end());
+}
+
 /// Copies a fixture tree (directories, files and symlinks as they are) into `to`.
 fn copy_tree(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {

@@ -272,6 +272,52 @@ fn live_leader_without_any_reader_of_a_direct_mount_is_saved_by_criu_probe() {
 }
 
 #[test]
+fn a_dev_autofs_that_is_not_the_autofs_device_leaves_criu_probe_unable_to_reach_the_mount() {
+    use std::process::Command;
+
+    let mut sc = Scenario::start_or_panic();
+    // In the scenario's mount namespace only (its propagation is private): a regular file
+    // bound over /dev/autofs. CRIU opens it, and AUTOFS_DEV_IOCTL_OPENMOUNT on it fails.
+    let file = sc.work_dir().join("not-the-autofs-device");
+    let bound = Command::new("nsenter")
+        .args(["-t", &sc.init_host_pid().to_string(), "-m", "--"])
+        .args([
+            "sh",
+            "-c",
+            "touch \"$1\" && mount --bind \"$1\" /dev/autofs",
+            "sh",
+        ])
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(bound.success(), "nsenter + mount --bind: {bound}");
+    let d = sc.mount(MountSpec::direct()).unwrap();
+    sc.close_read(&d).unwrap();
+    let r = report_of(&sc, d.mount_id);
+    assert_eq!(
+        (r.state, r.reason, r.dumpable),
+        (MountState::Orphaned, Reason::HiddenCatatonic, false),
+        "{r:#?}"
+    );
+    assert!(
+        r.message
+            .ends_with(&format!("Autofs {} is alive, but unreachable.", d.mount_id)),
+        "{}",
+        r.message
+    );
+    // (A minor ≥ 256 is the first reason CRIU's probe cannot reach it.)
+    let why = if r.minor < 256 {
+        "/dev/autofs is not a device"
+    } else {
+        "≥ 256"
+    };
+    assert!(r.message.contains(why), "{}", r.message);
+    // Nothing touched the mount.
+    let line = sc.mount_line(d.mount_id).unwrap();
+    assert_eq!(line.option("fd"), Some(d.write_fd.to_string().as_str()));
+}
+
+#[test]
 fn live_leader_without_a_reader_of_an_indirect_mount_is_orphaned() {
     let (_sc, d, r) = without_reader(MountSpec::indirect());
     assert_eq!(
