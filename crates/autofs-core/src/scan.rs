@@ -111,6 +111,9 @@ struct Table {
     autofs: Vec<AutofsLine>,
     /// Mount ids whose root another mount sits on.
     covered: HashSet<u32>,
+    /// Autofs mount ids that a mount on the path to them hides from a lookup by path: that
+    /// mount's id and (escaped) mount point.
+    shadowed: HashMap<u32, (u32, String)>,
     /// An autofs mount at `/`, `/dev` or `/dev/autofs`: looking up `/dev/autofs` would walk
     /// onto it.
     autofs_on_dev_path: bool,
@@ -347,6 +350,7 @@ impl<Q: QueueProbe> Scanner<Q> {
                     };
                     let reach = ProbeReach {
                         covered: ns_table.covered.contains(&m.mount_id),
+                        shadowed_by: ns_table.shadowed.get(&m.mount_id).cloned(),
                         dev_autofs: if options.mode == MountMode::Indirect {
                             // Never consulted: indirect roots are never probed.
                             Ok(DevAutofs::Unusable("not looked up".into()))
@@ -633,19 +637,27 @@ impl<Q: QueueProbe> Scanner<Q> {
     }
 }
 
-/// Parses a complete mount table: its autofs lines, which mounts are covered, and whether an
-/// autofs mount lies on the path to `/dev/autofs`.
+/// Parses a complete mount table: its autofs lines, which mounts are covered or shadowed, and
+/// whether an autofs mount lies on the path to `/dev/autofs`.
 fn parse_table(reader: i32, text: &[u8], stats: &mut ScanStats) -> Table {
     let mut autofs = Vec::new();
-    // Mount points as the kernel escapes them (equal exactly when the paths are): of the
-    // autofs mounts by id, and (parent, point) of every mount. Only autofs lines are copied.
-    let mut autofs_points: HashMap<u32, &[u8]> = HashMap::new();
-    let mut on_top: Vec<(u32, &[u8])> = Vec::new();
+    // Mount points as the kernel escapes them (equal exactly when the paths are; `/` is never
+    // escaped, so prefixes by component are too). Only autofs lines are copied.
+    let mut probed: Vec<u32> = Vec::new();
+    let mut autofs_points: Vec<&[u8]> = Vec::new();
+    let mut mounts: HashMap<u32, (u32, &[u8])> = HashMap::new();
     for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         match MountLine::parse(line) {
             Ok(m) if m.is_autofs() => {
-                autofs_points.insert(m.mount_id, m.mount_point);
-                on_top.push((m.parent_id, m.mount_point));
+                // Only direct and offset roots are ever looked up by CRIU's probe.
+                if m.super_options
+                    .split(|&b| b == b',')
+                    .any(|t| t == b"direct" || t == b"offset")
+                {
+                    probed.push(m.mount_id);
+                }
+                autofs_points.push(m.mount_point);
+                mounts.insert(m.mount_id, (m.parent_id, m.mount_point));
                 autofs.push(Ok(m.to_owned()));
             }
             Ok(m) if looks_like_autofs(line) => {
@@ -654,25 +666,123 @@ fn parse_table(reader: i32, text: &[u8], stats: &mut ScanStats) -> Table {
                     escape(m.fstype)
                 ))));
             }
-            Ok(m) => on_top.push((m.parent_id, m.mount_point)),
+            Ok(m) => {
+                mounts.insert(m.mount_id, (m.parent_id, m.mount_point));
+            }
             Err(e) if looks_like_autofs(line) => autofs.push(Err((line.to_vec(), e.to_string()))),
             Err(_) => stats.ignored_lines += 1,
         }
     }
-    let covered = on_top
-        .iter()
-        .filter(|(parent, point)| autofs_points.get(parent) == Some(point))
-        .map(|&(parent, _)| parent)
-        .collect();
+    let reach = PathReach::new(&mounts);
+    let mut covered = HashSet::new();
+    let mut shadowed = HashMap::new();
+    for &id in &probed {
+        match reach.hidden_by(id) {
+            Some(by) if mounts.get(&by).is_some_and(|&(parent, _)| parent == id) => {
+                covered.insert(id);
+            }
+            Some(by) => {
+                let point = mounts.get(&by).map_or(&b""[..], |&(_, point)| point);
+                shadowed.insert(id, (by, String::from_utf8_lossy(point).into_owned()));
+            }
+            None => {}
+        }
+    }
     let autofs_on_dev_path = autofs_points
-        .values()
+        .iter()
         .any(|p| matches!(*p, b"/" | b"/dev" | b"/dev/autofs"));
     Table {
         reader,
         autofs,
         covered,
+        shadowed,
         autofs_on_dev_path,
     }
+}
+
+/// The mounts of one table by `(parent id, mount point)`: which mount a lookup by path meets
+/// where. A lookup walks from the namespace root down the path; where a mount sits on a
+/// directory of the mount it is in (or on that mount's root), it continues in the mount on
+/// top. A mount is reached by its path only if, at every step of its chain of parents, no
+/// other mount sits on the way: not on the root of the mount the step starts from, nor on a
+/// directory between that root and the next mount of the chain.
+struct PathReach<'t> {
+    mounts: &'t HashMap<u32, (u32, &'t [u8])>,
+    /// `(parent, mount point)` → the first mount there and how many there are.
+    at: HashMap<(u32, &'t [u8]), (u32, usize)>,
+}
+
+impl<'t> PathReach<'t> {
+    fn new(mounts: &'t HashMap<u32, (u32, &'t [u8])>) -> Self {
+        let mut at: HashMap<(u32, &[u8]), (u32, usize)> = HashMap::with_capacity(mounts.len());
+        for (&id, &(parent, point)) in mounts {
+            at.entry((parent, point))
+                .and_modify(|(_, n)| *n += 1)
+                .or_insert((id, 1));
+        }
+        Self { mounts, at }
+    }
+
+    /// A mount (other than `id`'s chain) that a lookup of `id`'s mount point meets first, if
+    /// any: one on `id`'s root (it covers it), or one on the way from an ancestor's root to the
+    /// next mount of the chain.
+    fn hidden_by(&self, id: u32) -> Option<u32> {
+        let &(_, point) = self.mounts.get(&id)?;
+        if let Some(by) = self.other_at(id, point, None) {
+            return Some(by);
+        }
+        let mut next = id;
+        // A mount table's chain ends at a parent outside it (the root's parent); a cycle
+        // (a malformed table) is cut by the bound.
+        for _ in 0..self.mounts.len() {
+            let &(parent, next_point) = self.mounts.get(&next)?;
+            let &(_, parent_point) = self.mounts.get(&parent)?;
+            if parent == next {
+                return None;
+            }
+            for prefix in path_prefixes(next_point, parent_point) {
+                if let Some(by) = self.other_at(parent, prefix, Some(next)) {
+                    return Some(by);
+                }
+            }
+            next = parent;
+        }
+        None
+    }
+
+    /// A mount on `point` of `parent` other than `except`.
+    fn other_at(&self, parent: u32, point: &[u8], except: Option<u32>) -> Option<u32> {
+        let &(first, count) = self.at.get(&(parent, point))?;
+        if Some(first) != except {
+            return Some(first);
+        }
+        // More than one mount there: one of them is not `except` (which is on top is not
+        // known from the table: taken as hiding).
+        (count > 1).then_some(first)
+    }
+}
+
+/// `point` and its ancestor directories down to `down_to` (inclusive), by `/` components:
+/// `/a/b/c` down to `/a` gives `/a/b/c`, `/a/b`, `/a`. Empty when `down_to` is no ancestor.
+fn path_prefixes<'p>(point: &'p [u8], down_to: &'p [u8]) -> impl Iterator<Item = &'p [u8]> {
+    let under = point == down_to
+        || point.starts_with(down_to)
+            && (down_to.ends_with(b"/") || point.get(down_to.len()) == Some(&b'/'));
+    let mut rest = under.then_some(point);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        rest = if current.len() <= down_to.len() {
+            None
+        } else {
+            match memchr::memrchr(b'/', current) {
+                Some(0) => Some(&current[..1]),
+                Some(i) => Some(&current[..i]),
+                None => None,
+            }
+            .filter(|p| p.len() >= down_to.len())
+        };
+        Some(current)
+    })
 }
 
 /// Keeps the first few failed attempts for the error message.
@@ -687,4 +797,83 @@ fn set_error(report: &mut MountReport, reason: Reason, message: String) {
     report.reason = reason;
     report.message = message;
     report.dumpable = false;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AUTOFS: &str = "- autofs t rw,fd=5,pgrp=9,timeout=300,minproto=5,maxproto=5";
+
+    fn table(lines: &[String]) -> Table {
+        parse_table(1, lines.join("\n").as_bytes(), &mut ScanStats::default())
+    }
+
+    fn line(id: u32, parent: u32, point: &str, rest: &str) -> String {
+        format!("{id} {parent} 0:{id} / {point} rw {rest}")
+    }
+
+    fn tmpfs(id: u32, parent: u32, point: &str) -> String {
+        line(id, parent, point, "- tmpfs tmpfs rw")
+    }
+
+    fn autofs(id: u32, parent: u32, point: &str, mode: &str) -> String {
+        line(id, parent, point, &format!("{AUTOFS},{mode},pipe_ino={id}"))
+    }
+
+    #[test]
+    fn a_mount_on_the_path_to_a_probed_root_shadows_it_and_one_on_the_root_covers_it() {
+        let t = table(&[
+            tmpfs(1, 0, "/"),
+            tmpfs(2, 1, "/work"),
+            autofs(10, 2, "/work/a/b/m", "direct"),
+            autofs(11, 2, "/work/a/c", "indirect"),
+            tmpfs(12, 2, "/work/a"),
+            autofs(20, 2, "/work/x", "offset"),
+            tmpfs(21, 20, "/work/x"),
+            autofs(30, 2, "/work/y/z", "direct"),
+            tmpfs(31, 2, "/work/yy"),
+            tmpfs(32, 2, "/work/y/z/deeper"),
+            autofs(40, 2, "/work/p", "direct"),
+            tmpfs(41, 40, "/work/p/inside"),
+        ]);
+        assert_eq!(t.shadowed.get(&10), Some(&(12, "/work/a".to_owned())));
+        assert!(t.covered.contains(&20), "{:?}", t.covered);
+        // A sibling whose name extends a component, a mount deeper than the root, and one
+        // inside the autofs mount hide nothing; indirect roots are never looked up.
+        for id in [30, 40, 11] {
+            assert!(!t.shadowed.contains_key(&id), "{id}: {:?}", t.shadowed);
+            assert!(!t.covered.contains(&id), "{id}");
+        }
+        assert_eq!(t.covered.len(), 1);
+    }
+
+    #[test]
+    fn a_mount_covering_an_ancestors_root_shadows_everything_below_it() {
+        let t = table(&[
+            tmpfs(1, 0, "/"),
+            tmpfs(2, 1, "/work"),
+            autofs(10, 2, "/work/m", "direct"),
+            tmpfs(3, 2, "/work"),
+            // A stack is walked through: the chain's own mounts hide nothing.
+            tmpfs(4, 1, "/srv"),
+            tmpfs(5, 4, "/srv"),
+            autofs(11, 5, "/srv/m", "direct"),
+        ]);
+        assert_eq!(t.shadowed.get(&10), Some(&(3, "/work".to_owned())));
+        assert!(!t.shadowed.contains_key(&11), "{:?}", t.shadowed);
+        assert!(t.covered.is_empty());
+    }
+
+    #[test]
+    fn path_prefixes_go_by_components_down_to_the_given_ancestor() {
+        let all = |p: &'static str, to: &'static str| -> Vec<&[u8]> {
+            path_prefixes(p.as_bytes(), to.as_bytes()).collect()
+        };
+        assert_eq!(all("/a/b/c", "/a"), [&b"/a/b/c"[..], b"/a/b", b"/a"]);
+        assert_eq!(all("/a", "/"), [&b"/a"[..], b"/"]);
+        assert_eq!(all("/", "/"), [&b"/"[..]]);
+        assert!(all("/ab", "/a").is_empty(), "not an ancestor by components");
+        assert!(all("/a", "/b").is_empty());
+    }
 }

@@ -23,6 +23,11 @@ pub fn packet_size(version: u32) -> u64 {
 pub struct ProbeReach {
     /// Another mount sits on the mount's root (the open would land in it).
     pub covered: bool,
+    /// A mount on the path to the mount point (on an ancestor directory, or on the root of a
+    /// mount on the way) that hides the mount from a lookup by path, with its mount point as
+    /// mountinfo shows it: `AUTOFS_DEV_IOCTL_OPENMOUNT` resolves the path into that mount and
+    /// finds no autofs mount there.
+    pub shadowed_by: Option<(u32, String)>,
     /// Whether the namespace's `/dev/autofs` is the autofs device (CRIU opens it after
     /// entering the namespace); `Err` with why it could not be told.
     pub dev_autofs: Result<DevAutofs, String>,
@@ -569,6 +574,16 @@ fn probe(
             MountState::Orphaned,
             Reason::HiddenCatatonic,
             blocked("another mount covers its root, so CRIU's open lands in that mount".into()),
+        );
+    }
+    if let Some((id, point)) = &facts.reach.shadowed_by {
+        return set(
+            report,
+            MountState::Orphaned,
+            Reason::HiddenCatatonic,
+            blocked(format!(
+                "mount {id} on {point} hides the path to it, so AUTOFS_DEV_IOCTL_OPENMOUNT looks it up in that mount and finds no such autofs mount"
+            )),
         );
     }
     if report.minor >= 256 {

@@ -318,6 +318,39 @@ fn a_dev_autofs_that_is_not_the_autofs_device_leaves_criu_probe_unable_to_reach_
 }
 
 #[test]
+fn a_mount_on_an_ancestor_directory_leaves_criu_probe_unable_to_find_the_mount() {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::direct().dir(b"above/below/m")).unwrap();
+    sc.close_read(&d).unwrap();
+    // A tmpfs on `above`: looking up `above/below/m` now ends in the tmpfs, where
+    // AUTOFS_DEV_IOCTL_OPENMOUNT finds no autofs mount.
+    sc.tmpfs(b"above").unwrap();
+    let r = report_of(&sc, d.mount_id);
+    assert_eq!(
+        (r.state, r.reason, r.dumpable),
+        (MountState::Orphaned, Reason::HiddenCatatonic, false),
+        "{r:#?}"
+    );
+    assert!(
+        r.message.contains("hides the path to it")
+            && r.message.contains(&format!(
+                "on {}",
+                sc.work_dir().join("above").to_str().unwrap()
+            )),
+        "{}",
+        r.message
+    );
+    assert!(
+        r.message
+            .ends_with(&format!("Autofs {} is alive, but unreachable.", d.mount_id)),
+        "{}",
+        r.message
+    );
+    let line = sc.mount_line(d.mount_id).unwrap();
+    assert_eq!(line.option("fd"), Some(d.write_fd.to_string().as_str()));
+}
+
+#[test]
 fn live_leader_without_a_reader_of_an_indirect_mount_is_orphaned() {
     let (_sc, d, r) = without_reader(MountSpec::indirect());
     assert_eq!(
