@@ -34,6 +34,7 @@ pub mod pipes;
 pub mod proc_root;
 pub mod process;
 pub mod report;
+pub mod revisit;
 pub mod scan;
 pub mod security;
 pub mod selector;

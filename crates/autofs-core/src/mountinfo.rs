@@ -1,7 +1,8 @@
 //! Parsing of `/proc/<pid>/mountinfo` lines (proc(5)) as bytes, with octal unescaping and
 //! errors that name the offending token. Paths are kept as exact bytes: Linux paths need not be
 //! UTF-8, and one byte that is not must not sink a line, let alone the table. Lines of any
-//! length are accepted (CRIU's 1024-byte re-read is not).
+//! length are accepted (what CRIU's 1024-byte re-read after its probe makes of them is
+//! [`crate::revisit`]'s).
 
 use crate::escape::escape;
 use crate::proc_root::parse_decimal;

@@ -117,6 +117,8 @@ struct Table {
     /// An autofs mount at `/`, `/dev` or `/dev/autofs`: looking up `/dev/autofs` would walk
     /// onto it.
     autofs_on_dev_path: bool,
+    /// The whole table as read: what CRIU re-reads after its probe ([`crate::revisit`]).
+    text: Vec<u8>,
 }
 
 impl Scanner<Fionread> {
@@ -368,6 +370,7 @@ impl<Q: QueueProbe> Scanner<Q> {
                         owner: *owner,
                         view: &view,
                         reach: &reach,
+                        mount_table: &ns_table.text,
                     };
                     judge(&mut report, &options, &mut facts);
                 }
@@ -456,13 +459,13 @@ impl<Q: QueueProbe> Scanner<Q> {
                 }
             }
             match self.read_mountinfo(pid, stats) {
-                Ok(text) => return Ok(parse_table(pid, &text, stats)),
+                Ok(text) => return Ok(parse_table(pid, text, stats)),
                 Err(why) => note_attempt(&mut tried, pid, why),
             }
         }
         for pid in rootless {
             match self.read_mountinfo(pid, stats) {
-                Ok(text) => return Ok(parse_table(pid, &text, stats)),
+                Ok(text) => return Ok(parse_table(pid, text, stats)),
                 Err(why) => note_attempt(&mut tried, pid, why),
             }
         }
@@ -639,7 +642,7 @@ impl<Q: QueueProbe> Scanner<Q> {
 
 /// Parses a complete mount table: its autofs lines, which mounts are covered or shadowed, and
 /// whether an autofs mount lies on the path to `/dev/autofs`.
-fn parse_table(reader: i32, text: &[u8], stats: &mut ScanStats) -> Table {
+fn parse_table(reader: i32, text: Vec<u8>, stats: &mut ScanStats) -> Table {
     let mut autofs = Vec::new();
     // Mount points as the kernel escapes them (equal exactly when the paths are; `/` is never
     // escaped, so prefixes by component are too). Only autofs lines are copied.
@@ -697,6 +700,7 @@ fn parse_table(reader: i32, text: &[u8], stats: &mut ScanStats) -> Table {
         covered,
         shadowed,
         autofs_on_dev_path,
+        text,
     }
 }
 
@@ -806,7 +810,7 @@ mod tests {
     const AUTOFS: &str = "- autofs t rw,fd=5,pgrp=9,timeout=300,minproto=5,maxproto=5";
 
     fn table(lines: &[String]) -> Table {
-        parse_table(1, lines.join("\n").as_bytes(), &mut ScanStats::default())
+        parse_table(1, lines.join("\n").into_bytes(), &mut ScanStats::default())
     }
 
     fn line(id: u32, parent: u32, point: &str, rest: &str) -> String {

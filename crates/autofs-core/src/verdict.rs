@@ -57,6 +57,8 @@ pub struct Facts<'t, 'r> {
     pub view: &'t View,
     /// Whether CRIU's probe could reach this mount's root.
     pub reach: &'t ProbeReach,
+    /// The namespace's complete `mountinfo` as read, which CRIU reads again after its probe.
+    pub mount_table: &'t [u8],
 }
 
 /// Fills state, reason, message, entry and pipe details of `report` for a mount whose options
@@ -645,6 +647,24 @@ fn probe(
             )),
         ),
         Ok(Some(_)) => {
+            // The probe makes the mount catatonic; CRIU then reads the options again.
+            let reread =
+                crate::revisit::revisit(facts.mount_table, report.mount_id).and_then(|token| {
+                    AutofsOptions::parse(&token).map_err(|e| {
+                        format!("CRIU's parse of the options it read again fails: {e}")
+                    })
+                });
+            if let Err(why) = reread {
+                let point = report.mount_point.clone();
+                return set(
+                    report,
+                    MountState::Orphaned,
+                    Reason::HiddenCatatonic,
+                    format!(
+                        "{hidden}. CRIU's probe makes it catatonic, but reading the mount table again fails ({why}): failed to access autofs {point}"
+                    ),
+                );
+            }
             report.entry = Some(AutofsEntry {
                 fd: -1,
                 read_fd: None,
