@@ -219,6 +219,24 @@ enum Refusal {
     Io(io::Error),
 }
 
+impl Admission {
+    /// The [`Refusal`] reasons this listener can count: none for plaintext HTTP/1 (nothing
+    /// is awaited before serving), the handshake's with TLS, the preface's with HTTP/2.
+    fn refusal_reasons(&self) -> Vec<&'static str> {
+        let mut reasons = Vec::new();
+        if self.tls.is_some() || self.http2 {
+            reasons.extend(["handshake_timeout", "io"]);
+        }
+        if self.tls.is_some() {
+            reasons.extend(["tls", "client_certificate"]);
+        }
+        if self.http2 {
+            reasons.push("not_http2");
+        }
+        reasons
+    }
+}
+
 impl Refusal {
     fn reason(&self) -> &'static str {
         match self {
@@ -246,6 +264,7 @@ async fn accept_loop(listener: TcpListener, admission: Admission, tx: mpsc::Send
     let slots = Arc::new(Semaphore::new(admission.max_connections.max(1)));
     let admission = Arc::new(admission);
     let name = admission.name;
+    m::listener_started(name, &admission.refusal_reasons());
     let mut accept_errors = RateLimitedLog::default();
     let refusals = Arc::new(std::sync::Mutex::new(RateLimitedLog::default()));
     let mut backoff = Duration::ZERO;

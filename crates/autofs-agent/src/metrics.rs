@@ -74,7 +74,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     );
     describe_counter!(
         "autofs_grpc_requests_total",
-        "gRPC requests handled, by service, method and status code."
+        "gRPC requests of the autofs.v1 API handled, by service, method and status code (health checks and reflection are not counted)."
     );
     describe_histogram!(
         "autofs_grpc_request_duration_seconds",
@@ -221,6 +221,16 @@ pub fn connection_closed(listener: &'static str) {
 pub fn connection_refused(listener: &'static str, reason: &'static str) {
     counter!("autofs_connections_refused_total", "listener" => listener, "reason" => reason)
         .increment(1);
+}
+
+/// `listener` started: its failure counters are exported at 0 for every reason it can have,
+/// so that `rate()` and alerts see a series before the first failure.
+pub fn listener_started(listener: &'static str, reasons: &[&'static str]) {
+    counter!("autofs_accept_errors_total", "listener" => listener).absolute(0);
+    for &reason in reasons {
+        counter!("autofs_connections_refused_total", "listener" => listener, "reason" => reason)
+            .absolute(0);
+    }
 }
 
 /// accept() failed.

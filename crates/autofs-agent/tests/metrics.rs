@@ -177,6 +177,24 @@ fn metrics_output_passes_promtool_check_metrics() {
         ),
         "{text}"
     );
+    // Failure counters exist at 0 before any failure, for every listener.
+    for series in [
+        "autofs_accept_errors_total{listener=\"grpc\"} 0",
+        "autofs_accept_errors_total{listener=\"metrics\"} 0",
+        "autofs_connections_refused_total{listener=\"grpc\",reason=\"not_http2\"} 0",
+        "autofs_connections_refused_total{listener=\"grpc\",reason=\"handshake_timeout\"} 0",
+    ] {
+        assert!(text.contains(series), "no `{series}`:\n{text}");
+    }
+    // Plaintext HTTP/1 awaits nothing before serving: nothing to refuse.
+    assert!(
+        !text.contains("autofs_connections_refused_total{listener=\"metrics\""),
+        "{text}"
+    );
+    assert!(
+        !text.contains("reason=\"client_certificate\""),
+        "a plaintext listener refuses no certificates:\n{text}"
+    );
     // Explicit buckets, not a summary.
     assert!(
         text.contains("autofs_scan_duration_seconds_bucket{le=\"0.005\"}"),
