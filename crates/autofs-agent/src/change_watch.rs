@@ -4,7 +4,9 @@
 //! - a queue appearing or draining on a known read end: one `FIONREAD` per read end every
 //!   `interval`, on a thread of its own that sleeps in between (nothing else is read, nothing
 //!   is consumed, and no runtime thread wakes for it);
-//! - a master exiting: one pidfd per master, which the runtime polls for free.
+//! - a master exiting, or a process between a leader and the root of the tree CRIU dumps
+//!   (its exit re-parents the leader out of the tree): one pidfd each, which the runtime polls
+//!   for free.
 //!
 //! Either wakes the background scanner, which then runs a scan (cheap: leader first).
 
@@ -23,7 +25,7 @@ use tokio::task::JoinSet;
 use crate::snapshot::{Inventory, Snapshot};
 
 /// Runs until `shutdown` turns true, notifying `changed` whenever a master of the latest scan
-/// exits. Holds at most `max_pidfds` pidfds (its share of the descriptor budget).
+/// exits, or a process on the way from a leader up to its namespace's owner. Holds at most `max_pidfds` pidfds (its share of the descriptor budget).
 pub async fn run(
     inventory: Arc<Inventory>,
     max_pidfds: usize,
@@ -46,7 +48,9 @@ pub async fn run(
         let snapshot = snapshots.borrow_and_update().clone();
         exits.shutdown().await;
         // At most the descriptors budgeted for it; others are seen at the next scan.
-        let now_gone = arm(&mut exits, masters(&snapshot.scan), max_pidfds);
+        let mut watched = masters(&snapshot.scan);
+        watched.extend(&snapshot.scan.tree_paths);
+        let now_gone = arm(&mut exits, watched, max_pidfds);
         if exit_news(&now_gone, &gone) {
             changed.notify_one();
         }

@@ -53,6 +53,7 @@ impl Snapshot {
                 namespaces: Vec::new(),
                 view: Default::default(),
                 stats: Default::default(),
+                tree_paths: Vec::new(),
             },
             reports: Arc::new(Vec::new()),
             change: Change::default(),

@@ -89,5 +89,6 @@ fn scan(n: usize, node: &str) -> Scan {
         namespaces: Vec::new(),
         view: Default::default(),
         stats: ScanStats::default(),
+        tree_paths: Vec::new(),
     }
 }

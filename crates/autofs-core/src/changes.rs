@@ -1,6 +1,7 @@
 //! Cheap signs that a verdict may have changed since a scan, for an agent that would rather
 //! notice changes than rescan the world: a queue appearing or draining on a known read end
-//! (one `FIONREAD` each), and a master exiting (a pidfd per master turns readable).
+//! (one `FIONREAD` each), and a master, or a process between it and the root of the tree CRIU
+//! dumps, exiting (a pidfd per process turns readable).
 //!
 //! Neither replaces a scan; each only says when one is worth running now.
 
@@ -10,7 +11,8 @@ use std::os::fd::{FromRawFd, OwnedFd};
 
 use crate::pipes::QueueProbe;
 use crate::proc_root::ProcRoot;
-use crate::report::MountState;
+use crate::process::ProcessTable;
+use crate::report::{MountReport, MountState};
 use crate::scan::Scan;
 
 /// One read end a scan measured, and what it measured.
@@ -114,6 +116,46 @@ pub fn masters(scan: &Scan) -> BTreeSet<i32> {
         .flat_map(|r| [r.host_pgrp, r.read_end_pid])
         .filter(|&pid| pid > 0)
         .collect()
+}
+
+/// Longest parent chain [`tree_paths`] follows from a leader to its namespace's owner.
+const MAX_TREE_DEPTH: usize = 64;
+
+/// Host pids whose exit moves a leader of `reports` out of the process tree CRIU dumps or
+/// changes that tree's root: for each live mount whose leader descends from the owner of its
+/// namespace, every process from the leader's parent up to the owner, and the owner. When one
+/// of them exits, the kernel re-parents its children to a subreaper or to init, outside the
+/// tree (`MASTER_OUTSIDE_TREE`). Parents come from `table` (the scan's own, whose `stat` reads
+/// they share; at most 64 up a chain); a leader whose chain does not reach the owner adds
+/// nothing (it is outside the tree already, and re-parenting never brings it back).
+pub fn tree_paths(table: &mut ProcessTable<'_>, reports: &[MountReport]) -> BTreeSet<i32> {
+    let mut watched = BTreeSet::new();
+    let leaders: BTreeSet<(i32, i32)> = reports
+        .iter()
+        .filter(|r| r.pipe_ino > 0 && r.host_pgrp > 0 && r.owner_pid > 0)
+        .map(|r| (r.host_pgrp, r.owner_pid))
+        .collect();
+    for (leader, owner) in leaders {
+        let mut path = Vec::new();
+        let mut pid = leader;
+        for _ in 0..MAX_TREE_DEPTH {
+            if pid == owner {
+                watched.extend(path);
+                watched.insert(owner);
+                break;
+            }
+            match table.parent(pid) {
+                Ok(parent) if parent > 0 => {
+                    if pid != leader {
+                        path.push(pid);
+                    }
+                    pid = parent;
+                }
+                _ => break,
+            }
+        }
+    }
+    watched
 }
 
 /// A pidfd for `pid` (`pidfd_open(2)`): it polls readable once the process has exited.

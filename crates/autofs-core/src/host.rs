@@ -65,6 +65,7 @@ mod tests {
             namespaces: Vec::new(),
             view: Default::default(),
             stats: Default::default(),
+            tree_paths: Vec::new(),
         }
     }
 

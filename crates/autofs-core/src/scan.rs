@@ -51,6 +51,10 @@ pub struct Scan {
     pub view: View,
     /// What the scan looked at.
     pub stats: ScanStats,
+    /// Host pids between each live mount's leader and the owner of its namespace (the owner
+    /// included, the leader not), ascending: one of them exiting re-parents the leader out of
+    /// the tree CRIU dumps ([`crate::changes::tree_paths`]).
+    pub tree_paths: Vec<i32>,
 }
 
 /// One mount namespace and who owns it.
@@ -381,11 +385,15 @@ impl<Q: QueueProbe> Scanner<Q> {
         // Stable: within a namespace, mountinfo order (its placeholder, if any, first).
         reports.sort_by_key(|r| r.mnt_ns);
         all_namespaces.sort_unstable_by_key(|n| n.mnt_ns);
+        let tree_paths = crate::changes::tree_paths(&mut table, &reports)
+            .into_iter()
+            .collect();
         Ok(Scan {
             reports,
             namespaces: all_namespaces,
             view,
             stats,
+            tree_paths,
         })
     }
 

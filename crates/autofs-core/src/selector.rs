@@ -753,6 +753,7 @@ mod tests {
             ],
             view: Default::default(),
             stats: Default::default(),
+            tree_paths: Vec::new(),
         };
         let err = Workload::of_container("ab")
             .unwrap()

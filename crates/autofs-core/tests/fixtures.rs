@@ -636,6 +636,24 @@ fn a_pipe_nobody_held_is_listed_for_again_after_the_recheck_bound() {
     assert!(index.ends(44444)[0].is_read_end());
 }
 
+#[test]
+fn the_processes_between_a_leader_and_its_namespace_owner_are_watched_for_exits() {
+    // 5200 (automount) ← 5100 (tini) ← 5050 (unshare) ← 4990 (owner): any of the three above
+    // the leader exiting re-parents it outside the tree.
+    assert_eq!(
+        scan_case("nested_pid_ns_daemon").tree_paths,
+        [4990, 5050, 5100]
+    );
+    // A leader that is its namespace's owner: the owner alone.
+    assert_eq!(scan_case("active_indirect").tree_paths, [1]);
+    // A leader outside its tree already (pid 1 for a --pid=host container owned by 2345):
+    // nothing to watch for it; the host namespace's own mount is owned by its leader.
+    assert_eq!(
+        scan_case("host_pid_container_master_outside_tree").tree_paths,
+        [1]
+    );
+}
+
 /// Copies a fixture tree (directories, files and symlinks as they are) into `to`.
 fn copy_tree(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
