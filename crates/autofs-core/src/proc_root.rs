@@ -26,6 +26,8 @@ pub struct ProcRoot {
     path: PathBuf,
     dir: OwnedFd,
     procfs: bool,
+    /// `(st_dev, st_ino)` of the directory opened: what the path must still name.
+    identity: (u64, u64),
 }
 
 /// A relative path such as `<pid>/<rel>` or `<fd>`, NUL-terminated in a stack buffer: the
@@ -120,6 +122,12 @@ impl ReadFailure {
     }
 }
 
+/// `(st_dev, st_ino)` of an open directory.
+fn dir_identity(dir: &impl AsFd) -> io::Result<(u64, u64)> {
+    let st = nix::sys::stat::fstat(dir.as_fd())?;
+    Ok((st.st_dev, st.st_ino))
+}
+
 /// errno values used for classification (kept local to avoid a libc dependency).
 mod libc_errno {
     pub const EPERM: i32 = nix::errno::Errno::EPERM as i32;
@@ -147,7 +155,16 @@ impl ProcRoot {
         })?;
         let procfs = nix::sys::statfs::fstatfs(&dir)
             .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC);
-        Ok(Self { path, dir, procfs })
+        let identity = dir_identity(&dir).map_err(|source| Error::ProcRoot {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Self {
+            path,
+            dir,
+            procfs,
+            identity,
+        })
     }
 
     /// Whether the root is a real proc filesystem (`statfs` magic `PROC_SUPER_MAGIC`), not a
@@ -209,13 +226,21 @@ impl ProcRoot {
             source,
         };
         // Reopened by path on every scan: a proc root that went away (an unmounted
-        // /host/proc) must fail the scan, not look like a machine without processes.
+        // /host/proc) must fail the scan, not look like a machine without processes; and the
+        // path must still name the directory every `<pid>/…` is read through, or listing and
+        // reads would see two different machines (another proc mounted over the path) or the
+        // listing an empty directory (a lazily unmounted one).
         let mut dir = Dir::open(
             &self.path,
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
         .map_err(|e| fatal(e.into()))?;
+        if dir_identity(&dir).map_err(fatal)? != self.identity {
+            return Err(fatal(io::Error::other(
+                "the path no longer names the directory the inspector opened (something was mounted over it, or it was unmounted or replaced); restart the inspector to read what is there now",
+            )));
+        }
         let mut pids = Vec::new();
         for entry in dir.iter() {
             let entry = entry.map_err(|e| fatal(e.into()))?;

@@ -654,6 +654,47 @@ fn the_processes_between_a_leader_and_its_namespace_owner_are_watched_for_exits(
     );
 }
 
+#[test]
+fn a_proc_root_path_that_names_another_directory_fails_the_scan_instead_of_mixing_two() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proc");
+    std::fs::create_dir(&path).unwrap();
+    copy_tree(&case_root("active_indirect"), &path);
+    let scanner = Scanner::new(&path, NODE)
+        .unwrap()
+        .with_probe(table_probe(queue_table(&path)));
+    assert_eq!(only(&scanner.scan().unwrap()).mount_id, 40);
+
+    // Another tree mounted (here: put) over the path: listing it while reading `<pid>/…`
+    // through the old one would mix two machines.
+    let old = dir.path().join("old");
+    std::fs::rename(&path, &old).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    copy_tree(&case_root("active_indirect"), &path);
+    let err = scanner.scan().unwrap_err();
+    assert!(
+        matches!(&err, Error::ProcRoot { path: p, .. } if p == &path),
+        "{err:?}"
+    );
+    let why = |err: &Error| std::error::Error::source(err).map(ToString::to_string);
+    assert!(
+        why(&err).is_some_and(|w| w.contains("no longer names")),
+        "{err:?}"
+    );
+    // An empty directory left where it was (a lazy unmount): an error, not "no processes".
+    std::fs::remove_dir_all(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let err = scanner.scan().unwrap_err();
+    assert!(
+        why(&err).is_some_and(|w| w.contains("no longer names")),
+        "{err:?}"
+    );
+    // The directory it opened is back: scans go on.
+    std::fs::remove_dir(&path).unwrap();
+    std::fs::rename(&old, &path).unwrap();
+    assert_eq!(only(&scanner.scan().unwrap()).mount_id, 40);
+}
+
 /// Copies a fixture tree (directories, files and symlinks as they are) into `to`.
 fn copy_tree(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
