@@ -121,7 +121,8 @@ struct Table {
     /// An autofs mount at `/`, `/dev` or `/dev/autofs`: looking up `/dev/autofs` would walk
     /// onto it.
     autofs_on_dev_path: bool,
-    /// The whole table as read: what CRIU re-reads after its probe ([`crate::revisit`]).
+    /// The whole table as read, when it has direct or offset mounts: what CRIU re-reads after
+    /// its probe ([`crate::revisit`]); empty otherwise.
     text: Vec<u8>,
 }
 
@@ -656,7 +657,7 @@ fn parse_table(reader: i32, text: Vec<u8>, stats: &mut ScanStats) -> Table {
     // escaped, so prefixes by component are too). Only autofs lines are copied.
     let mut probed: Vec<u32> = Vec::new();
     let mut autofs_points: Vec<&[u8]> = Vec::new();
-    let mut mounts: HashMap<u32, (u32, &[u8])> = HashMap::new();
+    let mut all: Vec<(u32, (u32, &[u8]))> = Vec::new();
     for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         match MountLine::parse(line) {
             Ok(m) if m.is_autofs() => {
@@ -668,7 +669,7 @@ fn parse_table(reader: i32, text: Vec<u8>, stats: &mut ScanStats) -> Table {
                     probed.push(m.mount_id);
                 }
                 autofs_points.push(m.mount_point);
-                mounts.insert(m.mount_id, (m.parent_id, m.mount_point));
+                all.push((m.mount_id, (m.parent_id, m.mount_point)));
                 autofs.push(Ok(m.to_owned()));
             }
             Ok(m) if looks_like_autofs(line) => {
@@ -677,38 +678,41 @@ fn parse_table(reader: i32, text: Vec<u8>, stats: &mut ScanStats) -> Table {
                     escape(m.fstype)
                 ))));
             }
-            Ok(m) => {
-                mounts.insert(m.mount_id, (m.parent_id, m.mount_point));
-            }
+            Ok(m) => all.push((m.mount_id, (m.parent_id, m.mount_point))),
             Err(e) if looks_like_autofs(line) => autofs.push(Err((line.to_vec(), e.to_string()))),
             Err(_) => stats.ignored_lines += 1,
-        }
-    }
-    let reach = PathReach::new(&mounts);
-    let mut covered = HashSet::new();
-    let mut shadowed = HashMap::new();
-    for &id in &probed {
-        match reach.hidden_by(id) {
-            Some(by) if mounts.get(&by).is_some_and(|&(parent, _)| parent == id) => {
-                covered.insert(id);
-            }
-            Some(by) => {
-                let point = mounts.get(&by).map_or(&b""[..], |&(_, point)| point);
-                shadowed.insert(id, (by, String::from_utf8_lossy(point).into_owned()));
-            }
-            None => {}
         }
     }
     let autofs_on_dev_path = autofs_points
         .iter()
         .any(|p| matches!(*p, b"/" | b"/dev" | b"/dev/autofs"));
+    // What CRIU's probe would meet: only for tables with direct or offset mounts.
+    let mut covered = HashSet::new();
+    let mut shadowed = HashMap::new();
+    if !probed.is_empty() {
+        let mounts: HashMap<u32, (u32, &[u8])> = all.into_iter().collect();
+        let reach = PathReach::new(&mounts);
+        for &id in &probed {
+            match reach.hidden_by(id) {
+                Some(by) if mounts.get(&by).is_some_and(|&(parent, _)| parent == id) => {
+                    covered.insert(id);
+                }
+                Some(by) => {
+                    let point = mounts.get(&by).map_or(&b""[..], |&(_, point)| point);
+                    shadowed.insert(id, (by, String::from_utf8_lossy(point).into_owned()));
+                }
+                None => {}
+            }
+        }
+    }
     Table {
         reader,
         autofs,
         covered,
         shadowed,
         autofs_on_dev_path,
-        text,
+        // Kept for CRIU's re-read after its probe, which only direct and offset mounts get.
+        text: if probed.is_empty() { Vec::new() } else { text },
     }
 }
 
