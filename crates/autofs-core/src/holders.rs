@@ -13,7 +13,9 @@
 //!    socket (`SCM_RIGHTS`) is in no fd table while in flight and lands in one when received;
 //! 3. the kernel's reader count, through any end still known, says whether anybody reads the
 //!    pipe at all ([`QueueProbe::has_readers`]): nobody means there is no holder to find;
-//! 4. only then the fds of every process are listed, for those pipes alone.
+//! 4. only then the fds of every process are listed, for those pipes alone; a pipe that no
+//!    process's fd table holds any end of is then looked for in the fd tables threads have of
+//!    their own (`unshare(CLONE_FILES)`), which `/proc/<pid>/fd` does not show.
 //!
 //! Verdicts are the same as with a census of every fd on every scan, except for a pipe nobody
 //! held, whose end received from a unix socket is found up to 30 s later; only the cost
@@ -90,6 +92,13 @@ impl HolderMemo {
         }
         let unreadable_before = index.unreadable().len();
         index.scan(root, pids, &census);
+        // Nobody's main fd table holds an end: a thread's own table may.
+        let unheld: HashSet<u64> = census
+            .iter()
+            .copied()
+            .filter(|&ino| index.ends(ino).is_empty())
+            .collect();
+        index.scan_threads(root, pids, &unheld);
         let complete = index.unreadable().len() == unreadable_before;
         for &ino in &census {
             let ends: Vec<(i32, i32)> = index.ends(ino).iter().map(|e| (e.pid, e.fd)).collect();

@@ -114,6 +114,60 @@ impl PipeIndex {
         }
     }
 
+    /// Adds the ends of the pipes in `wanted` that threads of `pids` hold in fd tables of their
+    /// own (`unshare(CLONE_FILES)`; told by `kcmp`), under the thread's id: a process's `fd/`
+    /// shows its main thread's table only. Needs the proc root of the caller's own pid
+    /// namespace (for `kcmp`); does nothing otherwise, and on fixture trees.
+    pub fn scan_threads(&mut self, root: &ProcRoot, pids: &[i32], wanted: &HashSet<u64>) {
+        if wanted.is_empty() || !root.is_procfs() || !root.is_own_pid_namespace() {
+            return;
+        }
+        let mut hits: Vec<(u64, i32)> = Vec::new();
+        for &pid in pids {
+            let Ok(tids) = root.threads(pid) else {
+                continue; // gone, or its tasks are as unreadable as its fds (noted then)
+            };
+            for tid in tids {
+                match has_own_fd_table(pid, tid) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => continue,
+                    Err(e) => {
+                        self.note_failure(root, tid, "fd", &e);
+                        continue;
+                    }
+                }
+                hits.clear();
+                let listed = root.for_each_fd(tid, 0, |fd, target| {
+                    if let Some(ino) = parse_pipe_link(target).filter(|ino| wanted.contains(ino)) {
+                        hits.push((ino, fd));
+                    }
+                    ControlFlow::Continue(())
+                });
+                match listed {
+                    Ok((n, _)) => self.fds_seen += n,
+                    Err(e) => {
+                        self.note_failure(root, tid, "fd", &e);
+                        continue;
+                    }
+                }
+                for &(ino, fd) in &hits {
+                    match open_flags(root, tid, fd) {
+                        Ok(flags) => self.insert(
+                            ino,
+                            PipeEnd {
+                                pid: tid,
+                                fd,
+                                flags,
+                            },
+                        ),
+                        Err((rel, e)) => self.note_failure(root, tid, &rel, &e),
+                    }
+                }
+            }
+        }
+    }
+
     /// Lists the fds of each process-group leader in `leaders` (each with the pipe inode and
     /// `fd=` of every mount it leads), keeping the ends of every pipe in `wanted`, as
     /// [`PipeIndex::scan`] does, but stopping a leader's listing as CRIU's search does: once
@@ -303,6 +357,28 @@ impl<F: Fn(&Path, u64) -> io::Result<u64>> QueueProbe for F {
     fn queued_bytes(&self, fd_path: &Path, ino: u64) -> io::Result<u64> {
         self(fd_path, ino)
     }
+}
+
+/// Whether thread `tid` has an fd table of its own rather than its process's (`pid`): a thread
+/// that called `unshare(CLONE_FILES)`, or was cloned without `CLONE_FILES`. `kcmp(2)` with
+/// `KCMP_FILES` compares the two tables (it needs ptrace access to both).
+///
+/// Only meaningful when the proc root shows the caller's own pid namespace
+/// ([`ProcRoot::is_own_pid_namespace`], checked by the caller).
+///
+/// # Errors
+///
+/// The `kcmp` error (`ESRCH`: a thread is gone; `EPERM`: no ptrace access).
+fn has_own_fd_table(pid: i32, tid: i32) -> io::Result<bool> {
+    const KCMP_FILES: nix::libc::c_long = 2;
+    // SAFETY: kcmp takes two pids, a type and two indices (unused for KCMP_FILES) and returns
+    // 0, 1, 2 or -1; no memory is passed.
+    #[allow(unsafe_code)]
+    let order = unsafe { nix::libc::syscall(nix::libc::SYS_kcmp, pid, tid, KCMP_FILES, 0, 0) };
+    if order < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(order != 0)
 }
 
 /// The real probe: reopen the pipe through its `/proc/<pid>/fd/<n>` link with

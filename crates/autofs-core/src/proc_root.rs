@@ -187,6 +187,30 @@ impl ProcRoot {
             .is_ok_and(|t| t.as_bytes() == std::process::id().to_string().as_bytes())
     }
 
+    /// The thread ids of process `pid` other than `pid` itself (`<pid>/task`), ascending.
+    ///
+    /// # Errors
+    ///
+    /// The error of opening or listing `<pid>/task` (ENOENT when the process is gone).
+    pub fn threads(&self, pid: i32) -> io::Result<Vec<i32>> {
+        let dir = openat(
+            self.dir.as_fd(),
+            PidPath::new(pid, "task")?.as_c_str(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut tids = Vec::new();
+        for entry in Dir::from_fd(dir)?.iter() {
+            if let Some(tid) = parse_decimal::<i32>(entry?.file_name().to_bytes())
+                && tid != pid
+            {
+                tids.push(tid);
+            }
+        }
+        tids.sort_unstable();
+        Ok(tids)
+    }
+
     /// Absolute path of `<root>/<pid>/<rel>`, for messages and reopening.
     pub fn pid_path(&self, pid: i32, rel: &str) -> PathBuf {
         self.path.join(pid.to_string()).join(rel)

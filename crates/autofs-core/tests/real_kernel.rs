@@ -388,6 +388,49 @@ fn a_mount_table_line_longer_than_criu_s_buffer_fails_criu_probe_after_it_turned
 }
 
 #[test]
+fn a_read_end_in_a_threads_own_fd_table_is_found_where_proc_pid_fd_does_not_show_it() {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::mpsc;
+
+    let mut sc = Scenario::start_or_panic();
+    // The leader keeps no end at all: the write end closed after mount, the read end below.
+    let d = sc.mount(MountSpec::direct().close_write()).unwrap();
+    // A thread of this test with an fd table of its own (unshare(CLONE_FILES)) reopens the
+    // read end: a reader that no `/proc/<pid>/fd` lists, and the only one once the leader
+    // closes its own. (Opening a pipe read-only and non-blocking never waits.)
+    let path = format!("/proc/{}/fd/{}", d.host_pid, d.read_fd);
+    let (held, tid) = mpsc::channel();
+    let (release, done) = mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_FILES).unwrap();
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(&path)
+            .unwrap();
+        held.send(nix::unistd::gettid().as_raw()).unwrap();
+        let _ = done.recv();
+        drop(reader);
+    });
+    let tid = tid.recv().expect("the holder thread reopened the read end");
+    sc.close_read(&d).unwrap();
+
+    let r = report_of(&sc, d.mount_id);
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    // CRIU's probe would send its request to that reader: not the catatonic it predicts when
+    // nobody reads.
+    assert_eq!(
+        (r.state, r.reason, r.dumpable),
+        (MountState::Orphaned, Reason::ReadEndDelegated, false),
+        "{r:#?}"
+    );
+    assert_eq!(r.read_end_pid, tid, "{r:#?}");
+    let line = sc.mount_line(d.mount_id).unwrap();
+    assert_eq!(line.option("fd"), Some(d.write_fd.to_string().as_str()));
+}
+
+#[test]
 fn live_leader_without_a_reader_of_an_indirect_mount_is_orphaned() {
     let (_sc, d, r) = without_reader(MountSpec::indirect());
     assert_eq!(
