@@ -87,6 +87,19 @@ pub enum SelectError {
         /// Its mount namespace (inode).
         mnt_ns: u64,
     },
+    /// The pid is a thread whose mount namespace is not its process's: a scan lists the
+    /// mount namespaces of processes (thread-group leaders), not of their threads.
+    #[error(
+        "pid {pid} is a thread of process {tgid} in a mount namespace of its own ({mnt_ns}), which a scan does not see: it reads the mount namespaces of processes, not of their threads"
+    )]
+    ThreadNamespace {
+        /// The pid (thread id) asked about.
+        pid: i32,
+        /// Its process (thread-group leader).
+        tgid: i32,
+        /// The thread's mount namespace (inode).
+        mnt_ns: u64,
+    },
     /// The pid's mount namespace is not in the scan (the process and its namespace are gone).
     #[error("pid {pid}: its mount namespace vanished")]
     NamespaceVanished {
@@ -144,7 +157,7 @@ impl SelectError {
             | ContainerNotFound { .. }
             | PodNotFound { .. } => SelectErrorKind::NotFound,
             PidDenied { .. } => SelectErrorKind::PermissionDenied,
-            PidUnreadable { .. } => SelectErrorKind::Unreadable,
+            PidUnreadable { .. } | ThreadNamespace { .. } => SelectErrorKind::Unreadable,
         }
     }
 }
@@ -155,19 +168,36 @@ impl SelectError {
 ///
 /// [`SelectError::InvalidPid`] for a pid ≤ 0 (nothing is read), [`SelectError::NoSuchProcess`]
 /// when the process does not exist, [`SelectError::PidDenied`] when its namespace may not be
-/// read, [`SelectError::PidUnreadable`] for any other failure.
+/// read, [`SelectError::PidUnreadable`] for any other failure, [`SelectError::ThreadNamespace`]
+/// for a thread whose mount namespace is not its process's (`Tgid:` of its `status`).
 pub fn mount_namespace_of(root: &ProcRoot, pid: i32) -> Result<u64, SelectError> {
     if pid <= 0 {
         return Err(SelectError::InvalidPid { pid });
     }
-    root.mount_namespace(pid).map_err(|source| {
+    let mnt_ns = root.mount_namespace(pid).map_err(|source| {
         let path = root.pid_path(pid, "ns/mnt");
         match ReadFailure::of(&source) {
             ReadFailure::Vanished => SelectError::NoSuchProcess { pid, source },
             ReadFailure::Denied => SelectError::PidDenied { pid, path, source },
             ReadFailure::Other => SelectError::PidUnreadable { pid, path, source },
         }
-    })
+    })?;
+    // A thread id names its process's namespace, unless the thread has one of its own.
+    if let Some(tgid) = thread_group(root, pid).filter(|&tgid| tgid != pid)
+        && root.mount_namespace(tgid).is_ok_and(|ns| ns != mnt_ns)
+    {
+        return Err(SelectError::ThreadNamespace { pid, tgid, mnt_ns });
+    }
+    Ok(mnt_ns)
+}
+
+/// `Tgid:` of `<pid>/status`, if it can be read.
+fn thread_group(root: &ProcRoot, pid: i32) -> Option<i32> {
+    let status = root.read(pid, "status").ok()?;
+    let line = status
+        .split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"Tgid:"))?;
+    crate::proc_root::parse_decimal(line.trim_ascii())
 }
 
 /// A container id filter: `None` for an empty one, else 1–64 lowercase hex digits (a unique

@@ -806,3 +806,56 @@ fn a_scanner_kept_across_scans_answers_as_a_fresh_one_while_processes_come_and_g
     }
     check(&kept, "the joined roots exited");
 }
+
+#[test]
+fn a_thread_in_a_mount_namespace_of_its_own_is_named_not_taken_for_gone() {
+    use std::sync::mpsc;
+
+    use autofs_core::ProcRoot;
+    use autofs_core::selector::{SelectError, SelectErrorKind, mount_namespace_of};
+
+    // A thread of this test in a mount namespace of its own (it mounts nothing; the
+    // namespace goes with the thread), and one that shares the process's.
+    let (tids, tid) = mpsc::channel();
+    let (release, done) = mpsc::channel::<()>();
+    let done = std::sync::Arc::new(std::sync::Mutex::new(done));
+    let spawn = |unshare: bool| {
+        let tids = tids.clone();
+        let done = done.clone();
+        std::thread::spawn(move || {
+            if unshare {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+            }
+            tids.send(nix::unistd::gettid().as_raw()).unwrap();
+            let _ = done.lock().unwrap().recv();
+        })
+    };
+    let own = spawn(true);
+    let own_tid = tid.recv().expect("the thread unshared its mount namespace");
+    let shared = spawn(false);
+    let shared_tid = tid.recv().unwrap();
+
+    let root = ProcRoot::open("/proc").unwrap();
+    let pid = i32::try_from(std::process::id()).unwrap();
+    let of_own = mount_namespace_of(&root, own_tid);
+    let of_shared = mount_namespace_of(&root, shared_tid);
+    let of_process = mount_namespace_of(&root, pid).unwrap();
+    for _ in 0..2 {
+        release.send(()).unwrap();
+    }
+    own.join().unwrap();
+    shared.join().unwrap();
+
+    let err = of_own.unwrap_err();
+    assert!(
+        matches!(err, SelectError::ThreadNamespace { pid: p, tgid, mnt_ns }
+            if p == own_tid && tgid == pid && mnt_ns != of_process),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.kind(),
+        SelectErrorKind::Unreadable,
+        "could not see, not gone"
+    );
+    assert_eq!(of_shared.unwrap(), of_process);
+}
