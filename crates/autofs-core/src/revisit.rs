@@ -34,19 +34,23 @@ pub fn revisit(table: &[u8], mount_id: u32) -> Result<Vec<u8>, String> {
         // `str[strlen(str) - 1] = '\0'`: the newline, or the last byte of a piece that has
         // none (`strlen` would stop at a NUL byte, which mountinfo never holds).
         let piece = &piece[..piece.len() - 1];
-        let mut tokens = piece.split(|&b| b == b' ');
-        let first = tokens.next().unwrap_or_default();
-        let Some(id) = xatoi(first) else {
-            return Err(format!(
-                "a line longer than its 1023-byte buffer is read in pieces, and CRIU's xatoi refuses `{}` as a mount id",
-                escape(first)
-            ));
-        };
-        if i64::from(id) != i64::from(mount_id) {
-            continue;
-        }
-        if let Some(options) = tokens.find(|t| memchr::memmem::find(t, b"pipe_ino=").is_some()) {
-            return Ok(options.to_vec());
+        // `mnt_id` starts at -1 and a token is taken as the mount id while it is -1: a piece
+        // that starts with `-1` has its next token read as the mount id too.
+        let mut id = -1;
+        for token in piece.split(|&b| b == b' ') {
+            if id == -1 {
+                id = xatoi(token).ok_or_else(|| {
+                    format!(
+                        "a line longer than its 1023-byte buffer is read in pieces, and CRIU's xatoi refuses `{}` as a mount id",
+                        escape(token)
+                    )
+                })?;
+                if i64::from(id) != i64::from(mount_id) && id != -1 {
+                    break;
+                }
+            } else if memchr::memmem::find(token, b"pipe_ino=").is_some() {
+                return Ok(token.to_vec());
+            }
         }
     }
     Err(format!(
@@ -54,17 +58,21 @@ pub fn revisit(table: &[u8], mount_id: u32) -> Result<Vec<u8>, String> {
     ))
 }
 
-/// `table` with the line of `mount_id` as the kernel shows it once the mount is catatonic:
-/// `fd=-1` and `pipe_ino=-1` (`autofs_show_options` without a pipe).
+/// `table` with the lines of `mount_id`'s superblock (the mount and its binds, same
+/// `major:minor`) as the kernel shows them once the mount is catatonic: `fd=-1` and
+/// `pipe_ino=-1` (`autofs_show_options` without a pipe). Their lengths change, and with them
+/// where a long line is cut.
 fn after_probe(table: &[u8], mount_id: u32) -> Vec<u8> {
+    let field = |line: &[u8], n: usize| line.split(|&b| b == b' ').nth(n).map(<[u8]>::to_vec);
     let id = mount_id.to_string();
+    let device = table
+        .split(|&b| b == b'\n')
+        .find(|line| field(line, 0).as_deref() == Some(id.as_bytes()))
+        .and_then(|line| field(line, 2));
     let mut out = Vec::with_capacity(table.len());
     for line in table.split_inclusive(|&b| b == b'\n') {
-        let is_mount = line
-            .split(|&b| b == b' ')
-            .next()
-            .is_some_and(|first| first == id.as_bytes());
-        let Some(dash) = memchr::memmem::find(line, b" - ").filter(|_| is_mount) else {
+        let same_superblock = device.is_some() && field(line, 2) == device;
+        let Some(dash) = memchr::memmem::find(line, b" - ").filter(|_| same_superblock) else {
             out.extend_from_slice(line);
             continue;
         };
@@ -157,6 +165,33 @@ mod tests {
         line.push_str("77 rest\n");
         let table = format!("{line}{AUTOFS}");
         assert!(revisit(table.as_bytes(), 41).is_ok());
+    }
+
+    #[test]
+    fn the_binds_of_the_mounts_superblock_change_length_too() {
+        // A bind of the same superblock before the mount, 1022 bytes long with `fd=7` and
+        // `pipe_ino=55555`: catatonic, it shrinks, and so still fits one read.
+        let head = "30 22 0:52 /sub /srv/b";
+        let tail = " rw - autofs /etc/auto.direct rw,fd=7,pgrp=1234,timeout=300,minproto=5,maxproto=5,direct,pipe_ino=55555\n";
+        let pad = 1023 - head.len() - tail.len() + 1;
+        let bind = format!("{head}{}{tail}", "x".repeat(pad));
+        assert_eq!(
+            bind.len(),
+            1024,
+            "1023 bytes and a newline: two reads as it is"
+        );
+        let table = format!("{bind}{AUTOFS}");
+        assert!(revisit(table.as_bytes(), 41).is_ok());
+    }
+
+    #[test]
+    fn a_piece_starting_with_minus_one_has_its_next_token_read_as_the_mount_id() {
+        let mut line = long_line(30, 1023);
+        line.truncate(1023);
+        line.push_str("-1 rest\n");
+        let table = format!("{line}{AUTOFS}");
+        let err = revisit(table.as_bytes(), 41).unwrap_err();
+        assert!(err.contains("refuses `rest`"), "{err}");
     }
 
     #[test]

@@ -487,6 +487,23 @@ fn orphaned(
     probe(report, options, ino, &criu_says, &hidden, facts);
 }
 
+/// CRIU's `parse_options` of the options token its re-read found (reference §3.2): raw, so
+/// `uid=`/`gid=` are not the `%d`-wrapped values of its normal path (§3.10 #6) but go through
+/// `xatoi` like every number, which refuses what does not fit an int.
+fn reparse(token: &[u8]) -> Result<(), String> {
+    let fails = |why: String| format!("CRIU's parse of the options it read again fails: {why}");
+    let options = AutofsOptions::parse(token).map_err(|e| fails(e.to_string()))?;
+    options.criu_timeout().map_err(fails)?;
+    for (key, value) in [("uid", options.uid), ("gid", options.gid)] {
+        if let Some(v) = value.filter(|&v| i32::try_from(v).is_err()) {
+            return Err(fails(format!(
+                "{key}={v}: value {v:#x} ({v}) is out of int range"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// CRIU's probe of a direct or offset mount whose live leader holds no read end and for
 /// which nobody else holds one either (reference §3.6, §3.10 #2, #3): CRIU opens the root
 /// from the owner's pid namespace, the kernel's request finds no reader, the mount turns
@@ -648,12 +665,8 @@ fn probe(
         ),
         Ok(Some(_)) => {
             // The probe makes the mount catatonic; CRIU then reads the options again.
-            let reread =
-                crate::revisit::revisit(facts.mount_table, report.mount_id).and_then(|token| {
-                    AutofsOptions::parse(&token).map_err(|e| {
-                        format!("CRIU's parse of the options it read again fails: {e}")
-                    })
-                });
+            let reread = crate::revisit::revisit(facts.mount_table, report.mount_id)
+                .and_then(|token| reparse(&token));
             if let Err(why) = reread {
                 let point = report.mount_point.clone();
                 return set(
@@ -744,5 +757,28 @@ mod tests {
         assert_eq!(packet_size(5), 304);
         assert_eq!(packet_size(4), 272);
         assert_eq!(packet_size(3), 272);
+    }
+
+    #[test]
+    fn the_re_read_options_are_parsed_raw_as_criu_does() {
+        let token = |extra: &str| {
+            format!(
+                "rw,fd=-1,pgrp=1234,timeout=300,minproto=5,maxproto=5,direct{extra},pipe_ino=-1"
+            )
+        };
+        assert_eq!(reparse(token("").as_bytes()), Ok(()));
+        assert_eq!(
+            reparse(token(",uid=1000,gid=2147483647").as_bytes()),
+            Ok(())
+        );
+        // Raw uid/gid beyond INT_MAX: xatoi refuses them (the normal path wraps them first).
+        let err = reparse(token(",uid=4294967294").as_bytes()).unwrap_err();
+        assert!(
+            err.contains("uid=4294967294") && err.contains("out of int range"),
+            "{err}"
+        );
+        assert!(reparse(token(",gid=2147483648").as_bytes()).is_err());
+        // A token cut short is CRIU's parse failing too.
+        assert!(reparse(b"rw,fd=-1,pgrp=1234").is_err());
     }
 }
