@@ -724,17 +724,21 @@ fn parse_table(reader: i32, text: Vec<u8>, stats: &mut ScanStats) -> Table {
 /// directory between that root and the next mount of the chain.
 struct PathReach<'t> {
     mounts: &'t HashMap<u32, (u32, &'t [u8])>,
-    /// `(parent, mount point)` → the first mount there and how many there are.
-    at: HashMap<(u32, &'t [u8]), (u32, usize)>,
+    /// `(parent, mount point)` → the mounts there, ascending.
+    at: HashMap<(u32, &'t [u8]), Vec<u32>>,
 }
 
 impl<'t> PathReach<'t> {
     fn new(mounts: &'t HashMap<u32, (u32, &'t [u8])>) -> Self {
-        let mut at: HashMap<(u32, &[u8]), (u32, usize)> = HashMap::with_capacity(mounts.len());
+        let mut at: HashMap<(u32, &[u8]), Vec<u32>> = HashMap::with_capacity(mounts.len());
         for (&id, &(parent, point)) in mounts {
-            at.entry((parent, point))
-                .and_modify(|(_, n)| *n += 1)
-                .or_insert((id, 1));
+            // A namespace's root mount shows itself as its parent: it sits on nothing.
+            if parent != id {
+                at.entry((parent, point)).or_default().push(id);
+            }
+        }
+        for ids in at.values_mut() {
+            ids.sort_unstable();
         }
         Self { mounts, at }
     }
@@ -744,20 +748,20 @@ impl<'t> PathReach<'t> {
     /// next mount of the chain.
     fn hidden_by(&self, id: u32) -> Option<u32> {
         let &(_, point) = self.mounts.get(&id)?;
-        if let Some(by) = self.other_at(id, point, None) {
+        if let Some(by) = self.other_at(id, point, id) {
             return Some(by);
         }
         let mut next = id;
-        // A mount table's chain ends at a parent outside it (the root's parent); a cycle
-        // (a malformed table) is cut by the bound.
+        // A mount table's chain ends at a parent outside it (the root's parent) or at a root
+        // that is its own parent; a cycle (a malformed table) is cut by the bound.
         for _ in 0..self.mounts.len() {
             let &(parent, next_point) = self.mounts.get(&next)?;
-            let &(_, parent_point) = self.mounts.get(&parent)?;
             if parent == next {
                 return None;
             }
+            let &(_, parent_point) = self.mounts.get(&parent)?;
             for prefix in path_prefixes(next_point, parent_point) {
-                if let Some(by) = self.other_at(parent, prefix, Some(next)) {
+                if let Some(by) = self.other_at(parent, prefix, next) {
                     return Some(by);
                 }
             }
@@ -766,15 +770,16 @@ impl<'t> PathReach<'t> {
         None
     }
 
-    /// A mount on `point` of `parent` other than `except`.
-    fn other_at(&self, parent: u32, point: &[u8], except: Option<u32>) -> Option<u32> {
-        let &(first, count) = self.at.get(&(parent, point))?;
-        if Some(first) != except {
-            return Some(first);
-        }
-        // More than one mount there: one of them is not `except` (which is on top is not
-        // known from the table: taken as hiding).
-        (count > 1).then_some(first)
+    /// The highest-numbered mount on `point` of `parent` other than `except`. Two mounts on
+    /// the same place of the same parent (propagation can make them): which is on top is not
+    /// in the table, so another one there is taken as hiding `except`.
+    fn other_at(&self, parent: u32, point: &[u8], except: u32) -> Option<u32> {
+        self.at
+            .get(&(parent, point))?
+            .iter()
+            .rev()
+            .copied()
+            .find(|&other| other != except)
     }
 }
 
@@ -879,6 +884,21 @@ mod tests {
         assert_eq!(t.shadowed.get(&10), Some(&(3, "/work".to_owned())));
         assert!(!t.shadowed.contains_key(&11), "{:?}", t.shadowed);
         assert!(t.covered.is_empty());
+    }
+
+    #[test]
+    fn a_root_that_is_its_own_parent_hides_nothing_and_a_mount_never_hides_itself() {
+        let t = table(&[
+            tmpfs(1, 1, "/"),
+            autofs(10, 1, "/mnt/x", "direct"),
+            // Two mounts on the same place of the same parent: each is hidden by the other,
+            // named the same way at every scan.
+            autofs(20, 1, "/srv", "direct"),
+            tmpfs(21, 1, "/srv"),
+        ]);
+        assert!(!t.shadowed.contains_key(&10), "{:?}", t.shadowed);
+        assert!(t.covered.is_empty(), "{:?}", t.covered);
+        assert_eq!(t.shadowed.get(&20), Some(&(21, "/srv".to_owned())));
     }
 
     #[test]
