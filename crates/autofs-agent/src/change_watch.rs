@@ -48,8 +48,14 @@ pub async fn run(
         let snapshot = snapshots.borrow_and_update().clone();
         exits.shutdown().await;
         // At most the descriptors budgeted for it; others are seen at the next scan.
-        let mut watched = masters(&snapshot.scan);
-        watched.extend(&snapshot.scan.tree_paths);
+        // Masters first: past the budget, the processes above them go unwatched first.
+        let masters = masters(&snapshot.scan);
+        let above = snapshot.scan.tree_paths.iter().copied();
+        let watched: Vec<i32> = masters
+            .iter()
+            .copied()
+            .chain(above.filter(|pid| !masters.contains(pid)))
+            .collect();
         let now_gone = arm(&mut exits, watched, max_pidfds);
         if exit_news(&now_gone, &gone) {
             changed.notify_one();
@@ -170,7 +176,7 @@ fn exit_news(now_gone: &BTreeSet<i32>, gone_before: &BTreeSet<i32>) -> bool {
 
 /// Arms a pidfd watch for each of the first `max_pidfds` of `pids` (see [`watch_exit`]);
 /// returns the pids that had already exited.
-fn arm(exits: &mut JoinSet<i32>, pids: BTreeSet<i32>, max_pidfds: usize) -> BTreeSet<i32> {
+fn arm(exits: &mut JoinSet<i32>, pids: Vec<i32>, max_pidfds: usize) -> BTreeSet<i32> {
     pids.into_iter()
         .take(max_pidfds)
         .filter(|&pid| !watch_exit(exits, pid))

@@ -10,7 +10,7 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 /// runtime (epoll, eventfds, signal pipe), listeners, stdio, logs.
 const RESERVED: u64 = 96;
 /// Upper bound on mountinfo files the watcher polls (one per mount namespace), and on the
-/// pidfds of masters the change watcher holds.
+/// pidfds the change watcher holds (masters, then the processes between leaders and owners).
 const MAX_WATCHED: u64 = 512;
 /// Default cap of concurrent gRPC connections when the descriptor limit allows more.
 const DEFAULT_GRPC_CONNECTIONS: u64 = 1024;
@@ -24,7 +24,8 @@ pub struct FdBudget {
     pub nofile: u64,
     /// Mount namespaces whose mountinfo the watcher may keep open.
     pub watched_namespaces: usize,
-    /// Masters whose exit the change watcher may follow (one pidfd each).
+    /// Processes whose exit the change watcher may follow (one pidfd each): masters first,
+    /// then the processes between leaders and their namespaces' owners.
     pub watched_processes: usize,
     /// Concurrent connections on the gRPC listener.
     pub grpc_connections: usize,

@@ -7,19 +7,23 @@
 //!
 //! 1. ends found by an earlier scan are re-checked, one `readlink` and one access-mode read
 //!    (an `lstat` of the link on procfs) each;
-//! 2. a pipe that no process held any end of is taken to stay that way for
-//!    [`NOBODY_RECHECK`] (30 s) after the census that found it so, then listed for again: an
-//!    anonymous pipe cannot be opened again without an fd to it, but an end sent over a unix
-//!    socket (`SCM_RIGHTS`) is in no fd table while in flight and lands in one when received;
+//! 2. a pipe that no process held any end of is taken to stay that way: an anonymous pipe
+//!    cannot be opened again without an fd to it. But an end sent over a unix socket
+//!    (`SCM_RIGHTS`) is in no fd table while in flight and lands in one when received; so on
+//!    CRIU's probe path (a direct or offset mount with a live leader, where "nobody reads"
+//!    makes the mount dumpable) the answer is believed for [`NOBODY_RECHECK`] (30 s) after the
+//!    census that found it, then listed for again (sooner when a census runs anyway);
 //! 3. the kernel's reader count, through any end still known, says whether anybody reads the
 //!    pipe at all ([`QueueProbe::has_readers`]): nobody means there is no holder to find;
-//! 4. only then the fds of every process are listed, for those pipes alone; a pipe that no
-//!    process's fd table holds any end of is then looked for in the fd tables threads have of
-//!    their own (`unshare(CLONE_FILES)`), which `/proc/<pid>/fd` does not show.
+//! 4. only then the fds of every process are listed, for those pipes alone; a pipe of the
+//!    probe path that no process's fd table holds any end of is then looked for in the fd
+//!    tables threads have of their own (`unshare(CLONE_FILES)`), which `/proc/<pid>/fd` does
+//!    not show.
 //!
 //! Verdicts are the same as with a census of every fd on every scan, except for a pipe nobody
-//! held, whose end received from a unix socket is found up to 30 s later; only the cost
-//! differs.
+//! held, whose end received from a unix socket is found up to 30 s later on the probe path
+//! (later elsewhere, where the verdict is not dumpable either way: only the holder named
+//! differs); only the cost differs.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -41,6 +45,16 @@ enum Memo {
 /// costs a census of every fd of the node.
 pub const NOBODY_RECHECK: Duration = Duration::from_secs(30);
 
+/// The orphan candidates of one scan.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidates<'a> {
+    /// Pipe inodes whose leader holds no read end.
+    pub pipes: &'a HashSet<u64>,
+    /// Those on CRIU's probe path: of direct or offset mounts whose leader lives, where
+    /// "nobody reads" makes the verdict dumpable.
+    pub probe_path: &'a HashSet<u64>,
+}
+
 /// Pipe holders remembered across scans, by pipe inode.
 #[derive(Debug, Default)]
 pub struct HolderMemo {
@@ -50,22 +64,33 @@ pub struct HolderMemo {
 impl HolderMemo {
     /// Completes `index` for the orphan candidates `candidates` (pipe inodes whose leader
     /// holds no read end), at time `now`: re-checks remembered ends, asks the kernel's reader
-    /// count, and lists the fds of `pids` only for the pipes still unexplained (and those
-    /// nobody held at a census older than [`NOBODY_RECHECK`]). Returns how many pipes needed
-    /// that census.
+    /// count, and lists the fds of `pids` only for the pipes still unexplained (and those of
+    /// the probe path that nobody held at a census older than [`NOBODY_RECHECK`], or at any
+    /// census when one runs anyway). Returns how many pipes needed that census.
     pub fn locate(
         &mut self,
         root: &ProcRoot,
         probe: &dyn QueueProbe,
         pids: &[i32],
         index: &mut PipeIndex,
-        candidates: &HashSet<u64>,
+        candidates: Candidates<'_>,
         now: Instant,
     ) -> usize {
+        let Candidates {
+            pipes: candidates,
+            probe_path,
+        } = candidates;
         let mut census = HashSet::new();
+        let mut believed = HashSet::new();
         for &ino in candidates {
             match self.pipes.get(&ino) {
-                Some(&Memo::Nobody(at)) if now.saturating_duration_since(at) < NOBODY_RECHECK => {
+                Some(&Memo::Nobody(at))
+                    if !probe_path.contains(&ino)
+                        || now.saturating_duration_since(at) < NOBODY_RECHECK =>
+                {
+                    if probe_path.contains(&ino) {
+                        believed.insert(ino);
+                    }
                     continue;
                 }
                 Some(Memo::Nobody(_)) => {}
@@ -90,13 +115,16 @@ impl HolderMemo {
         if census.is_empty() {
             return 0;
         }
+        // A census runs anyway: the probe path's "nobody" answers are checked again with it.
+        let counted = census.len();
+        census.extend(believed);
         let unreadable_before = index.unreadable().len();
         index.scan(root, pids, &census);
-        // Nobody's main fd table holds an end: a thread's own table may.
+        // Nobody's main fd table holds an end: on the probe path, a thread's own table may.
         let unheld: HashSet<u64> = census
             .iter()
             .copied()
-            .filter(|&ino| index.ends(ino).is_empty())
+            .filter(|&ino| probe_path.contains(&ino) && index.ends(ino).is_empty())
             .collect();
         index.scan_threads(root, pids, &unheld);
         let complete = index.unreadable().len() == unreadable_before;
@@ -110,7 +138,7 @@ impl HolderMemo {
                 self.pipes.remove(&ino);
             }
         }
-        census.len()
+        counted
     }
 
     /// Forgets pipes no mount uses any more.

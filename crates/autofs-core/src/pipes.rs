@@ -115,26 +115,34 @@ impl PipeIndex {
     }
 
     /// Adds the ends of the pipes in `wanted` that threads of `pids` hold in fd tables of their
-    /// own (`unshare(CLONE_FILES)`; told by `kcmp`), under the thread's id: a process's `fd/`
-    /// shows its main thread's table only. Needs the proc root of the caller's own pid
-    /// namespace (for `kcmp`); does nothing otherwise, and on fixture trees.
+    /// own (`unshare(CLONE_FILES)`), under the thread's id: a process's `fd/` shows its main
+    /// thread's table only. Threads that share their process's table are skipped with `kcmp`
+    /// where it works (the caller's own pid namespace), and listed otherwise. Nothing on
+    /// fixture trees.
     pub fn scan_threads(&mut self, root: &ProcRoot, pids: &[i32], wanted: &HashSet<u64>) {
-        if wanted.is_empty() || !root.is_procfs() || !root.is_own_pid_namespace() {
+        if wanted.is_empty() || !root.is_procfs() {
             return;
         }
+        // The wanted pipes are in no process's table, so any thread that shows one has a
+        // table of its own: `kcmp` only spares listing the threads that share their
+        // process's. Without it (another pid namespace, or refused) every thread is listed.
+        let mut compare = root.is_own_pid_namespace();
         let mut hits: Vec<(u64, i32)> = Vec::new();
         for &pid in pids {
+            // One `fstatat` tells a single-threaded process, which most are.
+            if matches!(root.thread_count(pid), Ok(Some(..=1)) | Err(_)) {
+                continue;
+            }
             let Ok(tids) = root.threads(pid) else {
                 continue; // gone, or its tasks are as unreadable as its fds (noted then)
             };
             for tid in tids {
-                match has_own_fd_table(pid, tid) {
-                    Ok(true) => {}
-                    Ok(false) => continue,
-                    Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => continue,
-                    Err(e) => {
-                        self.note_failure(root, tid, "fd", &e);
-                        continue;
+                if compare {
+                    match has_own_fd_table(pid, tid) {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => continue,
+                        Err(_) => compare = false,
                     }
                 }
                 hits.clear();
@@ -371,10 +379,19 @@ impl<F: Fn(&Path, u64) -> io::Result<u64>> QueueProbe for F {
 /// The `kcmp` error (`ESRCH`: a thread is gone; `EPERM`: no ptrace access).
 fn has_own_fd_table(pid: i32, tid: i32) -> io::Result<bool> {
     const KCMP_FILES: nix::libc::c_long = 2;
-    // SAFETY: kcmp takes two pids, a type and two indices (unused for KCMP_FILES) and returns
-    // 0, 1, 2 or -1; no memory is passed.
+    // SAFETY: kcmp takes two pids, a type and two indices (unused for KCMP_FILES), each passed
+    // as a long, and returns an ordering (0 when equal) or -1; no memory is passed.
     #[allow(unsafe_code)]
-    let order = unsafe { nix::libc::syscall(nix::libc::SYS_kcmp, pid, tid, KCMP_FILES, 0, 0) };
+    let order = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_kcmp,
+            nix::libc::c_long::from(pid),
+            nix::libc::c_long::from(tid),
+            KCMP_FILES,
+            0 as nix::libc::c_long,
+            0 as nix::libc::c_long,
+        )
+    };
     if order < 0 {
         return Err(io::Error::last_os_error());
     }

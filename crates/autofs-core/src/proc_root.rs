@@ -187,6 +187,25 @@ impl ProcRoot {
             .is_ok_and(|t| t.as_bytes() == std::process::id().to_string().as_bytes())
     }
 
+    /// How many threads process `pid` has, from one `fstatat` of `<pid>/task` (procfs gives
+    /// that directory 2 + the thread count as its link count); `None` where that does not
+    /// hold (a fixture tree).
+    ///
+    /// # Errors
+    ///
+    /// The `fstatat` error (ENOENT when the process is gone).
+    pub fn thread_count(&self, pid: i32) -> io::Result<Option<u64>> {
+        if !self.procfs {
+            return Ok(None);
+        }
+        let st = nix::sys::stat::fstatat(
+            self.dir.as_fd(),
+            PidPath::new(pid, "task")?.as_c_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?;
+        Ok(Some(st.st_nlink.saturating_sub(2)))
+    }
+
     /// The thread ids of process `pid` other than `pid` itself (`<pid>/task`), ascending.
     ///
     /// # Errors

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::attribution::Attribution;
 use crate::error::Result;
 use crate::escape::escape;
-use crate::holders::HolderMemo;
+use crate::holders::{Candidates, HolderMemo};
 use crate::mountinfo::{MountInfo, MountLine, looks_like_autofs};
 use crate::options::{AutofsOptions, MountMode, PipeIno};
 use crate::pipes::{Fionread, PipeIndex, QueueProbe};
@@ -269,6 +269,26 @@ impl<Q: QueueProbe> Scanner<Q> {
                 _ => None,
             })
             .collect();
+        // Of those, the pipes of direct and offset mounts whose leader lives: CRIU's probe
+        // path, where "nobody reads" makes the verdict dumpable. Only their "nobody" answers
+        // are checked again later, and only for them are threads' own fd tables searched.
+        let probe_path: HashSet<u64> = parsed
+            .iter()
+            .filter_map(|(_, _, o)| match o {
+                Some(Ok(AutofsOptions {
+                    pgrp,
+                    mode,
+                    pipe_ino: Some(PipeIno::Ino(ino)),
+                    ..
+                })) if *mode != MountMode::Indirect
+                    && candidates.contains(ino)
+                    && pids.binary_search(pgrp).is_ok() =>
+                {
+                    Some(*ino)
+                }
+                _ => None,
+            })
+            .collect();
         if !candidates.is_empty() {
             // Every leader's ends of those pipes, as a complete listing gives them: the
             // listings that stopped early go on from their stop, for these pipes alone.
@@ -283,7 +303,10 @@ impl<Q: QueueProbe> Scanner<Q> {
                 &self.probe,
                 &pids,
                 &mut pipes,
-                &candidates,
+                Candidates {
+                    pipes: &candidates,
+                    probe_path: &probe_path,
+                },
                 std::time::Instant::now(),
             );
         }

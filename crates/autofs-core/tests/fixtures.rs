@@ -565,7 +565,7 @@ fn a_pipe_nobody_held_is_listed_for_again_after_the_recheck_bound() {
     use std::time::Instant;
 
     use autofs_core::ProcRoot;
-    use autofs_core::holders::{HolderMemo, NOBODY_RECHECK};
+    use autofs_core::holders::{Candidates, HolderMemo, NOBODY_RECHECK};
     use autofs_core::pipes::PipeIndex;
 
     // The leader (1234) holds no end at all: a census finds nobody.
@@ -597,38 +597,37 @@ fn a_pipe_nobody_held_is_listed_for_again_after_the_recheck_bound() {
     let r = only(&fresh);
     assert_eq!(verdict(r), (MountState::Orphaned, Reason::ReadEndDelegated));
     assert_eq!((r.read_end_pid, r.read_end_fd), (1, 5), "{r:#?}");
-    // The kept scanner believes its census for the recheck bound...
+    // The kept scanner believes its census...
     let second = kept.scan().unwrap();
     assert_eq!(second.stats.census_pipes, 0, "{:?}", second.stats);
     assert_eq!(only(&second).reason, Reason::HiddenCatatonic);
 
-    // ... and lists for the pipe again once the bound has passed (the memo asked directly,
-    // with the time it is given).
+    // (Indirect: not on CRIU's probe path, where the answer would be dumpable, so the kept
+    // scanner keeps its census.) On the probe path the memo lists for the pipe again once the
+    // bound has passed (the memo asked directly, with the time it is given).
     let root = ProcRoot::open(dir.path()).unwrap();
     let pids = root.pids().unwrap();
     let candidates = HashSet::from([44444]);
     let probe = table_probe(queue_table(dir.path()));
+    let both = Candidates {
+        pipes: &candidates,
+        probe_path: &candidates,
+    };
     let mut memo = HolderMemo::default();
     let t0 = Instant::now();
     std::fs::rename(dir.path().join("1/fd/5"), dir.path().join("1/fd.5")).unwrap();
     let mut index = PipeIndex::default();
-    assert_eq!(
-        memo.locate(&root, &probe, &pids, &mut index, &candidates, t0),
-        1
-    );
+    assert_eq!(memo.locate(&root, &probe, &pids, &mut index, both, t0), 1);
     assert!(index.ends(44444).is_empty(), "nobody holds it yet");
     std::fs::rename(dir.path().join("1/fd.5"), dir.path().join("1/fd/5")).unwrap();
     let mut index = PipeIndex::default();
     let soon = t0 + NOBODY_RECHECK / 2;
-    assert_eq!(
-        memo.locate(&root, &probe, &pids, &mut index, &candidates, soon),
-        0
-    );
+    assert_eq!(memo.locate(&root, &probe, &pids, &mut index, both, soon), 0);
     assert!(index.ends(44444).is_empty(), "believed within the bound");
     let mut index = PipeIndex::default();
     let later = t0 + NOBODY_RECHECK;
     assert_eq!(
-        memo.locate(&root, &probe, &pids, &mut index, &candidates, later),
+        memo.locate(&root, &probe, &pids, &mut index, both, later),
         1
     );
     let ends: Vec<(i32, i32)> = index.ends(44444).iter().map(|e| (e.pid, e.fd)).collect();
