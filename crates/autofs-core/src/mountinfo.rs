@@ -80,6 +80,8 @@ pub struct MountLine<'a> {
     /// Field 5, escaped. The kernel escapes the same path the same way, so two escaped mount
     /// points are equal exactly when the paths are.
     pub mount_point: &'a [u8],
+    /// Per-mount options (`rw,nosuid,nodev,…`), as the kernel prints them.
+    pub mount_options: &'a [u8],
     /// Filesystem type (first field after ` - `).
     pub fstype: &'a [u8],
     /// Mount source, escaped (may be empty).
@@ -112,7 +114,7 @@ impl<'a> MountLine<'a> {
             })?;
         let root = next("root")?;
         let mount_point = next("mount point")?;
-        next("mount options")?;
+        let mount_options = next("mount options")?;
         loop {
             match fields.next() {
                 Some(b"-") => break,
@@ -138,6 +140,7 @@ impl<'a> MountLine<'a> {
             minor,
             root,
             mount_point,
+            mount_options,
             fstype,
             source,
             super_options,

@@ -108,6 +108,16 @@ struct Namespace {
     table_error: Option<String>,
 }
 
+/// A mount on `/`, `/dev` or `/dev/autofs`.
+struct DevPathMount {
+    mount_id: u32,
+    device: (u32, u32),
+    /// Length of its mount point: the deepest holds `/dev/autofs`.
+    depth: usize,
+    /// Mounted `nodev`: no device node on it can be opened (EACCES).
+    nodev: bool,
+}
+
 /// The parts of one complete mount table the verdicts need.
 struct Table {
     /// Pid whose `mountinfo` (and root) gave the complete view.
@@ -121,6 +131,9 @@ struct Table {
     /// An autofs mount at `/`, `/dev` or `/dev/autofs`: looking up `/dev/autofs` would walk
     /// onto it.
     autofs_on_dev_path: bool,
+    /// The mounts on `/`, `/dev` and `/dev/autofs`, in table order: which one `/dev/autofs`
+    /// lies on, and whether it allows devices.
+    dev_path: Vec<DevPathMount>,
     /// The whole table as read, when it has direct or offset mounts: what CRIU re-reads after
     /// its probe ([`crate::revisit`]); empty otherwise.
     text: Vec<u8>,
@@ -578,6 +591,23 @@ impl<Q: QueueProbe> Scanner<Q> {
             nix::sys::stat::major(st.st_rdev),
             nix::sys::stat::minor(st.st_rdev),
         );
+        // The mount the node lies on: of those on its path with its file system, the deepest
+        // (the last of a stack). A `nodev` one refuses to open any device on it.
+        let on = (
+            nix::sys::stat::major(st.st_dev),
+            nix::sys::stat::minor(st.st_dev),
+        );
+        let holder = table
+            .dev_path
+            .iter()
+            .filter(|m| (u64::from(m.device.0), u64::from(m.device.1)) == on)
+            .max_by_key(|m| m.depth);
+        if let Some(m) = holder.filter(|m| m.nodev && kind == SFlag::S_IFCHR) {
+            return Ok(DevAutofs::Unusable(format!(
+                "/dev/autofs lies on mount {} mounted nodev, where no device can be opened",
+                m.mount_id
+            )));
+        }
         Ok(match kind {
             SFlag::S_IFCHR if device == (10, 235) => DevAutofs::Usable,
             _ if !self.root.is_procfs() && kind != SFlag::S_IFLNK => DevAutofs::Usable,
@@ -681,8 +711,20 @@ fn parse_table(reader: i32, text: Vec<u8>, stats: &mut ScanStats) -> Table {
     let mut probed: Vec<u32> = Vec::new();
     let mut autofs_points: Vec<&[u8]> = Vec::new();
     let mut all: Vec<(u32, (u32, &[u8]))> = Vec::new();
+    let mut dev_path = Vec::new();
     for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        match MountLine::parse(line) {
+        let parsed = MountLine::parse(line);
+        if let Ok(m) = &parsed
+            && matches!(m.mount_point, b"/" | b"/dev" | b"/dev/autofs")
+        {
+            dev_path.push(DevPathMount {
+                mount_id: m.mount_id,
+                device: (m.major, m.minor),
+                depth: m.mount_point.len(),
+                nodev: m.mount_options.split(|&b| b == b',').any(|o| o == b"nodev"),
+            });
+        }
+        match parsed {
             Ok(m) if m.is_autofs() => {
                 // Only direct and offset roots are ever looked up by CRIU's probe.
                 if m.super_options
@@ -734,6 +776,7 @@ fn parse_table(reader: i32, text: Vec<u8>, stats: &mut ScanStats) -> Table {
         covered,
         shadowed,
         autofs_on_dev_path,
+        dev_path,
         // Kept for CRIU's re-read after its probe, which only direct and offset mounts get.
         text: if probed.is_empty() { Vec::new() } else { text },
     }

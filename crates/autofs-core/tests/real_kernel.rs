@@ -318,6 +318,38 @@ fn a_dev_autofs_that_is_not_the_autofs_device_leaves_criu_probe_unable_to_reach_
 }
 
 #[test]
+fn the_autofs_device_on_a_nodev_mount_leaves_criu_probe_unable_to_open_it() {
+    use std::process::Command;
+
+    let mut sc = Scenario::start_or_panic();
+    // In the scenario's mount namespace only: the real device, bound onto itself `nodev`.
+    let bound = Command::new("nsenter")
+        .args(["-t", &sc.init_host_pid().to_string(), "-m", "--"])
+        .args([
+            "sh",
+            "-c",
+            "mount --bind /dev/autofs /dev/autofs && mount -o remount,bind,nodev /dev/autofs",
+        ])
+        .status()
+        .unwrap();
+    assert!(bound.success(), "nsenter + mount: {bound}");
+    let d = sc.mount(MountSpec::direct()).unwrap();
+    sc.close_read(&d).unwrap();
+    let r = report_of(&sc, d.mount_id);
+    assert_eq!(
+        (r.state, r.reason, r.dumpable),
+        (MountState::Orphaned, Reason::HiddenCatatonic, false),
+        "{r:#?}"
+    );
+    let why = if r.minor < 256 {
+        "mounted nodev"
+    } else {
+        "≥ 256"
+    };
+    assert!(r.message.contains(why), "{}", r.message);
+}
+
+#[test]
 fn a_mount_on_an_ancestor_directory_leaves_criu_probe_unable_to_find_the_mount() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::direct().dir(b"above/below/m")).unwrap();
