@@ -30,7 +30,8 @@ pub const HEALTH_SERVICES: [&str; 2] = ["", "autofs.v1.AutofsInspector"];
 /// Scans forever (until `shutdown`): every `interval`, when `changed` is notified, and after
 /// a failed scan (this loop's or an on-demand one) again after [`retry_delay`], so that a
 /// failure that lasts turns health NOT_SERVING within seconds and its end is seen within 8 s,
-/// whatever the interval. While scans fail, changes wait for the next retry. A scan that hangs holds up only this loop; [`supervise`] notices it.
+/// whatever the interval. While scans fail, changes wait for the next retry. A scan that
+/// hangs holds up only this loop; [`supervise`] notices it.
 pub async fn run(
     inventory: Arc<Inventory>,
     interval: Duration,

@@ -25,7 +25,8 @@ use tokio::task::JoinSet;
 use crate::snapshot::{Inventory, Snapshot};
 
 /// Runs until `shutdown` turns true, notifying `changed` whenever a master of the latest scan
-/// exits, or a process on the way from a leader up to its namespace's owner. Holds at most `max_pidfds` pidfds (its share of the descriptor budget).
+/// exits, or a process on the way from a leader up to its namespace's owner. Holds at most
+/// `max_pidfds` pidfds (its share of the descriptor budget).
 pub async fn run(
     inventory: Arc<Inventory>,
     max_pidfds: usize,

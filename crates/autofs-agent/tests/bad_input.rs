@@ -334,6 +334,15 @@ fn text_logs_through_a_pipe_carry_no_colour_escapes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Never a hung test: an agent that neither logs its first scan nor exits is killed after
+    // a minute (its stderr then ends; the assertions below say what was missing).
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(agent.id()).unwrap());
+    let (stop_guard, stopped) = std::sync::mpsc::channel::<()>();
+    let guard = std::thread::spawn(move || {
+        if stopped.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    });
     let stderr = BufReader::new(agent.stderr.take().unwrap());
     let mut seen = Vec::new();
     for line in stderr.lines() {
@@ -343,7 +352,9 @@ fn text_logs_through_a_pipe_carry_no_colour_escapes() {
             break;
         }
     }
-    agent.kill().unwrap();
+    let _ = stop_guard.send(());
+    guard.join().unwrap();
+    let _ = agent.kill();
     agent.wait().unwrap();
     assert!(
         seen.iter().any(|l| l.contains("first scan done")),

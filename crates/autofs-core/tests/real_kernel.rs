@@ -396,6 +396,10 @@ fn a_mount_table_line_longer_than_criu_s_buffer_fails_criu_probe_after_it_turned
     assert!(long.as_os_str().len() > 1100);
     let d = sc.mount(MountSpec::direct()).unwrap();
     sc.close_read(&d).unwrap();
+    // The replay of CRIU's re-read, on the table as the kernel prints it, whatever the minor.
+    let table = std::fs::read(format!("/proc/{}/mountinfo", sc.init_host_pid())).unwrap();
+    let err = autofs_core::revisit::revisit(&table, d.mount_id).unwrap_err();
+    assert!(err.contains("1023-byte buffer"), "{err}");
     let r = report_of(&sc, d.mount_id);
     if r.minor >= 256 {
         // CRIU's MKKDEV devid defect comes first: the probe cannot reach it at all.

@@ -229,7 +229,8 @@ pub fn wchan(pid: i32) -> io::Result<String> {
     fs::read_to_string(format!("/proc/{pid}/wchan"))
 }
 
-/// The inode of namespace `kind` (`mnt`, `pid`, ...) of `pid`, from `readlink /proc/<pid>/ns/<kind>`.
+/// The inode of namespace `kind` (`mnt`, `pid`, ...) of `pid`, from
+/// `readlink /proc/<pid>/ns/<kind>`.
 ///
 /// # Errors
 ///
