@@ -90,26 +90,36 @@ impl PipeIndex {
             if !self.scanned.insert(pid) {
                 continue;
             }
-            hits.clear();
             let from = self.partial.remove(&pid).map_or(0, |last| last + 1);
-            let listed = root.for_each_fd(pid, from, |fd, target| {
-                if let Some(ino) = parse_pipe_link(target).filter(|ino| wanted.contains(ino)) {
-                    hits.push((ino, fd));
-                }
-                ControlFlow::Continue(())
-            });
-            match listed {
-                Ok((n, _)) => self.fds_seen += n,
-                Err(e) => {
-                    self.note_failure(root, pid, "fd", &e);
-                    continue;
-                }
+            self.list_table(root, pid, from, wanted, &mut hits);
+        }
+    }
+
+    /// Lists the fd table `<pid>/fd` (a process's, or a thread's own) from fd `from` on and
+    /// adds the ends it holds of the pipes in `wanted` under `pid`; notes what it cannot read.
+    fn list_table(
+        &mut self,
+        root: &ProcRoot,
+        pid: i32,
+        from: i32,
+        wanted: &HashSet<u64>,
+        hits: &mut Vec<(u64, i32)>,
+    ) {
+        hits.clear();
+        let listed = root.for_each_fd(pid, from, |fd, target| {
+            if let Some(ino) = parse_pipe_link(target).filter(|ino| wanted.contains(ino)) {
+                hits.push((ino, fd));
             }
-            for &(ino, fd) in &hits {
-                match open_flags(root, pid, fd) {
-                    Ok(flags) => self.insert(ino, PipeEnd { pid, fd, flags }),
-                    Err((rel, e)) => self.note_failure(root, pid, &rel, &e),
-                }
+            ControlFlow::Continue(())
+        });
+        match listed {
+            Ok((n, _)) => self.fds_seen += n,
+            Err(e) => return self.note_failure(root, pid, "fd", &e),
+        }
+        for &(ino, fd) in hits.iter() {
+            match open_flags(root, pid, fd) {
+                Ok(flags) => self.insert(ino, PipeEnd { pid, fd, flags }),
+                Err((rel, e)) => self.note_failure(root, pid, &rel, &e),
             }
         }
     }
@@ -145,33 +155,7 @@ impl PipeIndex {
                         Err(_) => compare = false,
                     }
                 }
-                hits.clear();
-                let listed = root.for_each_fd(tid, 0, |fd, target| {
-                    if let Some(ino) = parse_pipe_link(target).filter(|ino| wanted.contains(ino)) {
-                        hits.push((ino, fd));
-                    }
-                    ControlFlow::Continue(())
-                });
-                match listed {
-                    Ok((n, _)) => self.fds_seen += n,
-                    Err(e) => {
-                        self.note_failure(root, tid, "fd", &e);
-                        continue;
-                    }
-                }
-                for &(ino, fd) in &hits {
-                    match open_flags(root, tid, fd) {
-                        Ok(flags) => self.insert(
-                            ino,
-                            PipeEnd {
-                                pid: tid,
-                                fd,
-                                flags,
-                            },
-                        ),
-                        Err((rel, e)) => self.note_failure(root, tid, &rel, &e),
-                    }
-                }
+                self.list_table(root, tid, 0, wanted, &mut hits);
             }
         }
     }
