@@ -50,15 +50,7 @@ async fn health_turns_not_serving_while_scans_keep_failing_and_serving_when_they
     }
     // On-demand RPCs may reuse the last scan while it is younger than --max-scan-age (1 s),
     // then say UNAVAILABLE instead of serving stale data.
-    let status = common::eventually("ListMounts fails", || {
-        let mut client = client.clone();
-        async move {
-            common::list(&mut client, v1::ListMountsRequest::default())
-                .await
-                .err()
-        }
-    })
-    .await;
+    let status = list_fails(&client).await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(status.message().contains("proc"), "{status:?}");
 
@@ -89,15 +81,7 @@ async fn a_failed_scan_is_retried_within_seconds_whatever_the_scan_interval() {
     // background scanner retries after 1 s and 2 s: three failures in a row.
     let gone = dir.path().join("proc.gone");
     std::fs::rename(&proc_root, &gone).unwrap();
-    let status = common::eventually("an on-demand scan fails", || {
-        let mut client = client.clone();
-        async move {
-            common::list(&mut client, v1::ListMountsRequest::default())
-                .await
-                .err()
-        }
-    })
-    .await;
+    let status = list_fails(&client).await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     for service in ["", API_SERVICE] {
         agent
@@ -117,6 +101,24 @@ async fn a_failed_scan_is_retried_within_seconds_whatever_the_scan_interval() {
         common::ids(&common::list_ns(&mut client, 4026531841).await),
         [40]
     );
+}
+
+/// The first ListMounts that fails, once the agent's last scan is too old to reuse
+/// (--max-scan-age, 1 s) and a fresh one fails.
+async fn list_fails(
+    client: &autofs_api::v1::autofs_inspector_client::AutofsInspectorClient<
+        tonic::transport::Channel,
+    >,
+) -> tonic::Status {
+    common::eventually("ListMounts fails", || {
+        let mut client = client.clone();
+        async move {
+            common::list(&mut client, v1::ListMountsRequest::default())
+                .await
+                .err()
+        }
+    })
+    .await
 }
 
 /// `async fn $name(agent) -> Vec<String>`: the services reflection `$version` lists, asked
