@@ -271,82 +271,75 @@ fn live_leader_without_any_reader_of_a_direct_mount_is_saved_by_criu_probe() {
     assert_eq!(line.option("fd"), Some(d.write_fd.to_string().as_str()));
 }
 
-#[test]
-fn a_dev_autofs_that_is_not_the_autofs_device_leaves_criu_probe_unable_to_reach_the_mount() {
-    use std::process::Command;
-
-    let mut sc = Scenario::start_or_panic();
-    // In the scenario's mount namespace only (its propagation is private): a regular file
-    // bound over /dev/autofs. CRIU opens it, and AUTOFS_DEV_IOCTL_OPENMOUNT on it fails.
-    let file = sc.work_dir().join("not-the-autofs-device");
-    let bound = Command::new("nsenter")
+/// Runs `sh -c script sh args…` in the scenario's mount namespace (its propagation is
+/// private: nothing reaches the host, and it all goes with the scenario).
+fn in_scenario_namespace(sc: &Scenario, script: &str, args: &[&std::ffi::OsStr]) {
+    let status = std::process::Command::new("nsenter")
         .args(["-t", &sc.init_host_pid().to_string(), "-m", "--"])
-        .args([
-            "sh",
-            "-c",
-            "touch \"$1\" && mount --bind \"$1\" /dev/autofs",
-            "sh",
-        ])
-        .arg(&file)
+        .args(["sh", "-c", script, "sh"])
+        .args(args)
         .status()
         .unwrap();
-    assert!(bound.success(), "nsenter + mount --bind: {bound}");
-    let d = sc.mount(MountSpec::direct()).unwrap();
-    sc.close_read(&d).unwrap();
-    let r = report_of(&sc, d.mount_id);
+    assert!(status.success(), "nsenter sh -c {script:?}: {status}");
+}
+
+/// A report of CRIU's probe failing to make `d` catatonic: ORPHANED, not dumpable, its
+/// message containing `why` (unless the mount's minor is 256 or more, the first reason CRIU's
+/// probe cannot reach a mount) and ending in CRIU's `last` line; the mount left untouched.
+fn assert_probe_fails(sc: &Scenario, d: &Daemon, r: &MountReport, why: &str, last: &str) {
     assert_eq!(
         (r.state, r.reason, r.dumpable),
         (MountState::Orphaned, Reason::HiddenCatatonic, false),
         "{r:#?}"
     );
-    assert!(
-        r.message
-            .ends_with(&format!("Autofs {} is alive, but unreachable.", d.mount_id)),
-        "{}",
-        r.message
-    );
-    // (A minor ≥ 256 is the first reason CRIU's probe cannot reach it.)
-    let why = if r.minor < 256 {
-        "/dev/autofs is not a device"
-    } else {
-        "≥ 256"
-    };
+    let why = if r.minor < 256 { why } else { "≥ 256" };
     assert!(r.message.contains(why), "{}", r.message);
-    // Nothing touched the mount.
+    assert!(r.message.ends_with(last), "{}", r.message);
     let line = sc.mount_line(d.mount_id).unwrap();
     assert_eq!(line.option("fd"), Some(d.write_fd.to_string().as_str()));
 }
 
-#[test]
-fn the_autofs_device_on_a_nodev_mount_leaves_criu_probe_unable_to_open_it() {
-    use std::process::Command;
+/// CRIU's last line when its probe cannot reach mount `id`.
+fn unreachable(id: u32) -> String {
+    format!("Autofs {id} is alive, but unreachable.")
+}
 
+#[test]
+fn a_dev_autofs_that_is_not_the_autofs_device_leaves_criu_probe_unable_to_reach_the_mount() {
     let mut sc = Scenario::start_or_panic();
-    // In the scenario's mount namespace only: the real device, bound onto itself `nodev`.
-    let bound = Command::new("nsenter")
-        .args(["-t", &sc.init_host_pid().to_string(), "-m", "--"])
-        .args([
-            "sh",
-            "-c",
-            "mount --bind /dev/autofs /dev/autofs && mount -o remount,bind,nodev /dev/autofs",
-        ])
-        .status()
-        .unwrap();
-    assert!(bound.success(), "nsenter + mount: {bound}");
+    // A regular file bound over /dev/autofs: CRIU opens it, and AUTOFS_DEV_IOCTL_OPENMOUNT
+    // on it fails.
+    let file = sc.work_dir().join("not-the-autofs-device");
+    in_scenario_namespace(
+        &sc,
+        "touch \"$1\" && mount --bind \"$1\" /dev/autofs",
+        &[file.as_os_str()],
+    );
     let d = sc.mount(MountSpec::direct()).unwrap();
     sc.close_read(&d).unwrap();
     let r = report_of(&sc, d.mount_id);
-    assert_eq!(
-        (r.state, r.reason, r.dumpable),
-        (MountState::Orphaned, Reason::HiddenCatatonic, false),
-        "{r:#?}"
+    assert_probe_fails(
+        &sc,
+        &d,
+        &r,
+        "/dev/autofs is not a device",
+        &unreachable(d.mount_id),
     );
-    let why = if r.minor < 256 {
-        "mounted nodev"
-    } else {
-        "≥ 256"
-    };
-    assert!(r.message.contains(why), "{}", r.message);
+}
+
+#[test]
+fn the_autofs_device_on_a_nodev_mount_leaves_criu_probe_unable_to_open_it() {
+    let mut sc = Scenario::start_or_panic();
+    // The real device, bound onto itself `nodev`: opening it fails (EACCES).
+    in_scenario_namespace(
+        &sc,
+        "mount --bind /dev/autofs /dev/autofs && mount -o remount,bind,nodev /dev/autofs",
+        &[],
+    );
+    let d = sc.mount(MountSpec::direct()).unwrap();
+    sc.close_read(&d).unwrap();
+    let r = report_of(&sc, d.mount_id);
+    assert_probe_fails(&sc, &d, &r, "mounted nodev", &unreachable(d.mount_id));
 }
 
 #[test]
@@ -356,30 +349,10 @@ fn a_mount_on_an_ancestor_directory_leaves_criu_probe_unable_to_find_the_mount()
     sc.close_read(&d).unwrap();
     // A tmpfs on `above`: looking up `above/below/m` now ends in the tmpfs, where
     // AUTOFS_DEV_IOCTL_OPENMOUNT finds no autofs mount.
-    sc.tmpfs(b"above").unwrap();
+    let above = sc.tmpfs(b"above").unwrap();
     let r = report_of(&sc, d.mount_id);
-    assert_eq!(
-        (r.state, r.reason, r.dumpable),
-        (MountState::Orphaned, Reason::HiddenCatatonic, false),
-        "{r:#?}"
-    );
-    assert!(
-        r.message.contains("hides the path to it")
-            && r.message.contains(&format!(
-                "on {}",
-                sc.work_dir().join("above").to_str().unwrap()
-            )),
-        "{}",
-        r.message
-    );
-    assert!(
-        r.message
-            .ends_with(&format!("Autofs {} is alive, but unreachable.", d.mount_id)),
-        "{}",
-        r.message
-    );
-    let line = sc.mount_line(d.mount_id).unwrap();
-    assert_eq!(line.option("fd"), Some(d.write_fd.to_string().as_str()));
+    let why = format!("on {} hides the path to it", above.to_str().unwrap());
+    assert_probe_fails(&sc, &d, &r, &why, &unreachable(d.mount_id));
 }
 
 #[test]
@@ -401,26 +374,18 @@ fn a_mount_table_line_longer_than_criu_s_buffer_fails_criu_probe_after_it_turned
     let err = autofs_core::revisit::revisit(&table, d.mount_id).unwrap_err();
     assert!(err.contains("1023-byte buffer"), "{err}");
     let r = report_of(&sc, d.mount_id);
-    if r.minor >= 256 {
-        // CRIU's MKKDEV devid defect comes first: the probe cannot reach it at all.
-        assert_eq!(r.reason, Reason::HiddenCatatonic, "{r:#?}");
-        return;
-    }
-    assert_eq!(
-        (r.state, r.reason, r.dumpable),
-        (MountState::Orphaned, Reason::HiddenCatatonic, false),
-        "{r:#?}"
+    let last = if r.minor < 256 {
+        format!("failed to access autofs {}", r.mount_point)
+    } else {
+        unreachable(d.mount_id)
+    };
+    assert_probe_fails(
+        &sc,
+        &d,
+        &r,
+        "reading the mount table again fails (a line",
+        &last,
     );
-    assert!(
-        r.message.contains("reading the mount table again fails")
-            && r.message.contains("1023-byte buffer")
-            && r.message
-                .ends_with(&format!("failed to access autofs {}", r.mount_point)),
-        "{}",
-        r.message
-    );
-    let line = sc.mount_line(d.mount_id).unwrap();
-    assert_eq!(line.option("fd"), Some(d.write_fd.to_string().as_str()));
 }
 
 #[test]
