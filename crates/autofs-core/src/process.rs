@@ -17,6 +17,9 @@ pub struct ProcessInfo {
     pub pid: i32,
     /// Parent pid (`PPid:`; 0 for pid 1, kernel threads' parent 2 is kthreadd).
     pub ppid: i32,
+    /// Thread-group id (`Tgid:`): `pid` itself for a process, its process for a thread named
+    /// by thread id; `pid` when `status` has no such line.
+    pub tgid: i32,
     /// Process group (`stat` field 5).
     pub pgrp: i32,
     /// Start time in clock ticks after boot (`stat` field 22): tells a process from a later
@@ -60,13 +63,17 @@ impl ProcessInfo {
         Self::with_status(pid, &line, status)
     }
 
-    /// Completes a parsed `stat` line with `status` (`PPid:`, `NSpid:`).
+    /// Completes a parsed `stat` line with `status` (`Tgid:`, `PPid:`, `NSpid:`).
     fn with_status(pid: i32, line: &StatLine, status: &[u8]) -> Result<Self, ProcessParseError> {
         let mut ppid = None;
         let mut nspid = None;
-        // `PPid:` comes before `NSpid:` (fs/proc/array.c): the rest of the file is not needed.
+        let mut tgid = None;
+        // `Tgid:` and `PPid:` come before `NSpid:` (fs/proc/array.c): the rest of the file is
+        // not needed.
         for line in status.split(|&b| b == b'\n') {
-            if let Some(v) = line.strip_prefix(b"PPid:") {
+            if let Some(v) = line.strip_prefix(b"Tgid:") {
+                tgid = number(v.trim_ascii());
+            } else if let Some(v) = line.strip_prefix(b"PPid:") {
                 ppid = number(v.trim_ascii());
             } else if let Some(v) = line.strip_prefix(b"NSpid:") {
                 nspid = v
@@ -89,6 +96,7 @@ impl ProcessInfo {
         Ok(Self {
             pid,
             ppid,
+            tgid: tgid.unwrap_or(pid),
             pgrp: line.pgrp,
             starttime: line.starttime,
             nspid_listed: listed.is_some(),

@@ -206,7 +206,8 @@ pub struct MountReport {
     pub pending_bytes: u64,
     /// Whole request packets queued.
     pub pending_packets: u64,
-    /// Host pid holding the read end CRIU would use, or the delegate holding one (0: none).
+    /// Host pid holding the read end CRIU would use, or the delegate holding one (0: none); a
+    /// thread id when the end is in a thread's own fd table (the message says so).
     pub read_end_pid: i32,
     /// That fd number (-1: none).
     pub read_end_fd: i32,

@@ -398,18 +398,24 @@ fn orphaned(
     let mut holders = Vec::new();
     for end in ends.iter().filter(|e| e.is_read_end()) {
         if let Ok(info) = facts.table.info(end.pid) {
-            holders.push((info.pgrp != pgrp, *end, info.pgrp, info.comm()));
+            // An end found in a thread's own fd table is held under the thread's id.
+            let name = if info.tgid == end.pid {
+                format!("pid {}", end.pid)
+            } else {
+                format!(
+                    "thread {} of pid {} (in an fd table of its own)",
+                    end.pid, info.tgid
+                )
+            };
+            holders.push((info.pgrp != pgrp, *end, info.pgrp, info.comm(), name));
         }
     }
-    holders.sort_by_key(|(other_group, end, _, _)| (*other_group, end.pid, end.fd));
-    if let Some((_, holder, holder_pgrp, comm)) = holders.into_iter().next() {
+    holders.sort_by_key(|(other_group, end, ..)| (*other_group, end.pid, end.fd));
+    if let Some((_, holder, holder_pgrp, comm, name)) = holders.into_iter().next() {
         report.read_end_pid = holder.pid;
         report.read_end_fd = holder.fd;
         measure(report, &holder, ino, facts);
-        let who = format!(
-            "pid {} ({comm}, pgrp {holder_pgrp}) fd {}",
-            holder.pid, holder.fd
-        );
+        let who = format!("{name} ({comm}, pgrp {holder_pgrp}) fd {}", holder.fd);
         if !leader_alive && facts.view.restricted {
             return restricted(report, &criu_says, facts.view);
         }

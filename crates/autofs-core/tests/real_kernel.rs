@@ -427,6 +427,14 @@ fn a_read_end_in_a_threads_own_fd_table_is_found_where_proc_pid_fd_does_not_show
         "{r:#?}"
     );
     assert_eq!(r.read_end_pid, tid, "{r:#?}");
+    let process = std::process::id();
+    assert!(
+        r.message.contains(&format!(
+            "thread {tid} of pid {process} (in an fd table of its own)"
+        )),
+        "{}",
+        r.message
+    );
     let line = sc.mount_line(d.mount_id).unwrap();
     assert_eq!(line.option("fd"), Some(d.write_fd.to_string().as_str()));
 }
