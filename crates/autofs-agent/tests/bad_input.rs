@@ -345,10 +345,14 @@ fn text_logs_through_a_pipe_carry_no_colour_escapes() {
     });
     let stderr = BufReader::new(agent.stderr.take().unwrap());
     let mut seen = Vec::new();
+    // Two lines in either order (the first scan may end before the listeners are up).
+    let done = |seen: &[String]| {
+        seen.iter().any(|l| l.contains("first scan done"))
+            && seen.iter().any(|l| l.contains("listening"))
+    };
     for line in stderr.lines() {
-        let line = line.unwrap();
-        seen.push(line.clone());
-        if line.contains("first scan done") {
+        seen.push(line.unwrap());
+        if done(&seen) {
             break;
         }
     }
@@ -357,8 +361,8 @@ fn text_logs_through_a_pipe_carry_no_colour_escapes() {
     let _ = agent.kill();
     agent.wait().unwrap();
     assert!(
-        seen.iter().any(|l| l.contains("first scan done")),
-        "the agent ended before its first scan: {seen:#?}"
+        done(&seen),
+        "the agent ended before it listened and scanned: {seen:#?}"
     );
     assert!(
         seen.iter()
