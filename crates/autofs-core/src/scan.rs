@@ -26,7 +26,9 @@ use crate::view::{SelfFacts, View};
 /// Scans one proc root. Keeps, across scans, where the read ends of orphan candidates were
 /// found ([`HolderMemo`]) and the process forests of namespaces with autofs mounts
 /// ([`ForestMemo`], on procfs), so that repeated scans stay cheap on busy nodes; a kept
-/// scanner answers as a fresh one would.
+/// scanner answers as a fresh one would, except that a pipe end received over a unix socket
+/// after a census found nobody holding the pipe is found up to 30 s later on CRIU's probe
+/// path, and at a census that runs anyway elsewhere ([`HolderMemo`]).
 #[derive(Debug)]
 pub struct Scanner<Q = Fionread> {
     root: ProcRoot,
