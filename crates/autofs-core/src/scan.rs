@@ -28,7 +28,8 @@ use crate::view::{SelfFacts, View};
 /// ([`ForestMemo`], on procfs), so that repeated scans stay cheap on busy nodes; a kept
 /// scanner answers as a fresh one would, except that a pipe end received over a unix socket
 /// after a census found nobody holding the pipe is found up to 30 s later on CRIU's probe
-/// path, and at a census that runs anyway elsewhere ([`HolderMemo`]).
+/// path, and not at all elsewhere, where the verdict is not dumpable either way and only the
+/// holder it names differs ([`HolderMemo`]).
 #[derive(Debug)]
 pub struct Scanner<Q = Fionread> {
     root: ProcRoot,
