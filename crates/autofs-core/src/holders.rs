@@ -22,8 +22,8 @@
 //!
 //! Verdicts are the same as with a census of every fd on every scan, except for a pipe nobody
 //! held, whose end received from a unix socket is found up to 30 s later on the probe path
-//! (later elsewhere, where the verdict is not dumpable either way: only the holder named
-//! differs); only the cost differs.
+//! (and not at all elsewhere, where the verdict is not dumpable either way: only the holder
+//! named differs); only the cost differs.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
