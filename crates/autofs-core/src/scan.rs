@@ -267,44 +267,37 @@ impl<Q: QueueProbe> Scanner<Q> {
         }
         let mut pipes = PipeIndex::default();
         pipes.scan_leaders(&self.root, &leaders, &wanted);
-        let candidates: HashSet<u64> = parsed
-            .iter()
-            .filter_map(|(_, _, o)| match o {
-                Some(Ok(AutofsOptions {
-                    fd,
-                    pgrp,
-                    pipe_ino: Some(PipeIno::Ino(ino)),
-                    ..
-                })) if *fd != -1 && *pgrp > 0 => {
-                    let leader_reads = pipes
-                        .ends(*ino)
-                        .iter()
-                        .any(|e| e.pid == *pgrp && e.is_read_end());
-                    (!leader_reads).then_some(*ino)
-                }
-                _ => None,
-            })
-            .collect();
-        // Of those, the pipes of direct and offset mounts whose leader lives: CRIU's probe
-        // path, where "nobody reads" makes the verdict dumpable. Only their "nobody" answers
-        // are checked again later, and only for them are threads' own fd tables searched.
-        let probe_path: HashSet<u64> = parsed
-            .iter()
-            .filter_map(|(_, _, o)| match o {
-                Some(Ok(AutofsOptions {
-                    pgrp,
-                    mode,
-                    pipe_ino: Some(PipeIno::Ino(ino)),
-                    ..
-                })) if *mode != MountMode::Indirect
-                    && candidates.contains(ino)
-                    && pids.binary_search(pgrp).is_ok() =>
-                {
-                    Some(*ino)
-                }
-                _ => None,
-            })
-            .collect();
+        // Orphan candidates: pipes whose leader holds no read end. Of those, the probe path:
+        // direct and offset mounts whose leader lives, where "nobody reads" makes the verdict
+        // dumpable. Only their "nobody" answers are checked again later, and only for them
+        // are threads' own fd tables searched.
+        let mut candidates: HashSet<u64> = HashSet::new();
+        let mut probe_path: HashSet<u64> = HashSet::new();
+        for (_, _, o) in &parsed {
+            let Some(Ok(AutofsOptions {
+                fd,
+                pgrp,
+                mode,
+                pipe_ino: Some(PipeIno::Ino(ino)),
+                ..
+            })) = o
+            else {
+                continue;
+            };
+            let leader_reads = || {
+                pipes
+                    .ends(*ino)
+                    .iter()
+                    .any(|e| e.pid == *pgrp && e.is_read_end())
+            };
+            if *fd == -1 || *pgrp <= 0 || leader_reads() {
+                continue;
+            }
+            candidates.insert(*ino);
+            if *mode != MountMode::Indirect && pids.binary_search(pgrp).is_ok() {
+                probe_path.insert(*ino);
+            }
+        }
         if !candidates.is_empty() {
             // Every leader's ends of those pipes, as a complete listing gives them: the
             // listings that stopped early go on from their stop, for these pipes alone.
