@@ -212,14 +212,8 @@ impl ProcRoot {
     ///
     /// The error of opening or listing `<pid>/task` (ENOENT when the process is gone).
     pub fn threads(&self, pid: i32) -> io::Result<Vec<i32>> {
-        let dir = openat(
-            self.dir.as_fd(),
-            PidPath::new(pid, "task")?.as_c_str(),
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
         let mut tids = Vec::new();
-        for entry in Dir::from_fd(dir)?.iter() {
+        for entry in Dir::from_fd(self.open_dir(pid, "task")?)?.iter() {
             if let Some(tid) = parse_decimal::<i32>(entry?.file_name().to_bytes())
                 && tid != pid
             {
@@ -422,14 +416,18 @@ impl ProcRoot {
         from: i32,
         visit: impl FnMut(i32, &[u8]) -> ControlFlow<()>,
     ) -> io::Result<(usize, bool)> {
-        let dir = openat(
+        let walked = fd_table::walk(self.open_dir(pid, "fd")?, self.procfs, from, visit)?;
+        Ok((walked.links, walked.complete))
+    }
+
+    /// Opens the directory `<pid>/<rel>` relative to the root.
+    fn open_dir(&self, pid: i32, rel: &str) -> io::Result<OwnedFd> {
+        Ok(openat(
             self.dir.as_fd(),
-            PidPath::new(pid, "fd")?.as_c_str(),
+            PidPath::new(pid, rel)?.as_c_str(),
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
-        )?;
-        let walked = fd_table::walk(dir, self.procfs, from, visit)?;
-        Ok((walked.links, walked.complete))
+        )?)
     }
 
     /// The access mode (`O_ACCMODE` bits) of `<pid>/fd/<fd>` from one `lstat` of the link
