@@ -183,21 +183,13 @@ pub fn mount_namespace_of(root: &ProcRoot, pid: i32) -> Result<u64, SelectError>
         }
     })?;
     // A thread id names its process's namespace, unless the thread has one of its own.
-    if let Some(tgid) = thread_group(root, pid).filter(|&tgid| tgid != pid)
-        && root.mount_namespace(tgid).is_ok_and(|ns| ns != mnt_ns)
-    {
+    let tgid = crate::process::ProcessTable::new(root)
+        .info(pid)
+        .map_or(pid, |info| info.tgid);
+    if tgid != pid && root.mount_namespace(tgid).is_ok_and(|ns| ns != mnt_ns) {
         return Err(SelectError::ThreadNamespace { pid, tgid, mnt_ns });
     }
     Ok(mnt_ns)
-}
-
-/// `Tgid:` of `<pid>/status`, if it can be read.
-fn thread_group(root: &ProcRoot, pid: i32) -> Option<i32> {
-    let status = root.read(pid, "status").ok()?;
-    let line = status
-        .split(|&b| b == b'\n')
-        .find_map(|line| line.strip_prefix(b"Tgid:"))?;
-    crate::proc_root::parse_decimal(line.trim_ascii())
 }
 
 /// A container id filter: `None` for an empty one, else 1–64 lowercase hex digits (a unique
