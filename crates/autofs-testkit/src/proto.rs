@@ -199,22 +199,15 @@ pub fn hex_decode(s: &str) -> Result<Vec<u8>, String> {
     bytes
         .chunks_exact(2)
         .enumerate()
-        .map(|(i, pair)| match pair {
-            [hi, lo] if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
-                Ok(hex_digit(*hi) << 4 | hex_digit(*lo))
-            }
-            _ => Err(format!("bad hex at offset {}", 2 * i)),
+        .map(|(i, pair)| {
+            // Two hex digits (from_str_radix alone would also take a sign, `+1`).
+            std::str::from_utf8(pair)
+                .ok()
+                .filter(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .ok_or_else(|| format!("bad hex at offset {}", 2 * i))
         })
         .collect()
-}
-
-/// The value of an ASCII hex digit (`0-9a-fA-F`).
-fn hex_digit(d: u8) -> u8 {
-    match d {
-        b'0'..=b'9' => d - b'0',
-        b'a'..=b'f' => d - b'a' + 10,
-        _ => d - b'A' + 10,
-    }
 }
 
 /// Renders a list of integers as `a,b,c`.
