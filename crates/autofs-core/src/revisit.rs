@@ -63,11 +63,13 @@ pub fn revisit(table: &[u8], mount_id: u32) -> Result<Vec<u8>, String> {
 /// `pipe_ino=-1` (`autofs_show_options` without a pipe). Their lengths change, and with them
 /// where a long line is cut.
 fn after_probe(table: &[u8], mount_id: u32) -> Vec<u8> {
-    let field = |line: &[u8], n: usize| line.split(|&b| b == b' ').nth(n).map(<[u8]>::to_vec);
+    fn field(line: &[u8], n: usize) -> Option<&[u8]> {
+        line.split(|&b| b == b' ').nth(n)
+    }
     let id = mount_id.to_string();
     let device = table
         .split(|&b| b == b'\n')
-        .find(|line| field(line, 0).as_deref() == Some(id.as_bytes()))
+        .find(|line| field(line, 0) == Some(id.as_bytes()))
         .and_then(|line| field(line, 2));
     let mut out = Vec::with_capacity(table.len());
     for line in table.split_inclusive(|&b| b == b'\n') {
