@@ -238,6 +238,36 @@ async fn queues_and_master_exits_are_noticed_between_scans() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_re_parented_out_of_the_dumped_tree_is_noticed_between_scans() {
+    // The daemon sits two levels below the owner of its mount namespace (owner → middle →
+    // daemon). When the middle process exits, the kernel re-parents the daemon out of the
+    // owner's tree: nothing in the mount table, the pipe or the master changes; only the pidfd
+    // on the middle process tells. The background scan runs once, at start.
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect().aside()).unwrap();
+    let aside = d.aside.unwrap();
+    let agent = Agent::start(&["--scan-interval", "1h"]);
+    let mut events = Events::of_pid(&agent, aside.owner_host_pid).await;
+    let (first, _) = events.until(d.mount_id, |_| true).await;
+    assert_eq!(state(first.mount.as_ref().unwrap()), MountState::Active);
+
+    let exiting = Instant::now();
+    sc.kill(&format!("{}.middle", d.name), 9, true).unwrap();
+    let (orphaned, _) = events
+        .until(d.mount_id, |e| {
+            state(e.mount.as_ref().unwrap()) == MountState::Orphaned
+        })
+        .await;
+    eprintln!("re-parenting-to-event latency: {:?}", exiting.elapsed());
+    let mount = orphaned.mount.as_ref().unwrap();
+    assert_eq!(
+        (mount.reason, mount.owner_pid),
+        (v1::Reason::MasterOutsideTree as i32, aside.owner_host_pid),
+        "{orphaned:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mounts_appearing_and_vanishing_are_noticed_between_scans() {
     // The background scan runs once, at start: the mount table's change (POLLPRI on the
     // namespace's mountinfo, watched by the agent) is what makes it scan again.

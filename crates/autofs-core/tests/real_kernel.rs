@@ -561,6 +561,72 @@ fn copy_of_a_mount_in_a_host_pid_container_is_orphaned_master_outside_the_tree()
 }
 
 #[test]
+fn a_master_re_parented_out_of_its_owners_tree_is_outside_the_tree_for_a_kept_scanner_too() {
+    // owner → middle → daemon in a mount namespace of the owner's (no pid namespace of its
+    // own, like a `--pid=host` container). The middle process exits: the kernel re-parents
+    // the daemon to the scenario's pid 1, outside the tree CRIU dumps for that namespace.
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect().aside()).unwrap();
+    let aside = d.aside.unwrap();
+    let report = |scan: &autofs_core::Scan| -> MountReport {
+        let mine = in_namespace(scan, aside.mnt_ns);
+        assert_eq!(mine.len(), 1, "{mine:#?}");
+        mine[0].clone()
+    };
+    let kept = Scanner::new("/proc", "test-node").unwrap();
+    let before = kept.scan().unwrap();
+    let r = report(&before);
+    assert_eq!(
+        (r.state, r.reason, r.dumpable, r.owner_pid, r.read_end_pid),
+        (
+            MountState::Active,
+            Reason::MasterHoldsPipe,
+            true,
+            aside.owner_host_pid,
+            d.host_pid
+        ),
+        "{r:#?}"
+    );
+    // The processes a re-parenting would start from: the chain above the leader.
+    for pid in [aside.middle_host_pid, aside.owner_host_pid] {
+        assert!(
+            before.tree_paths.contains(&pid),
+            "{pid} not in {:?}",
+            before.tree_paths
+        );
+    }
+
+    sc.kill(&format!("{}.middle", d.name), 9, true).unwrap();
+    for (who, scan) in [
+        ("a kept scanner", kept.scan().unwrap()),
+        (
+            "a fresh scanner",
+            Scanner::new("/proc", "test-node").unwrap().scan().unwrap(),
+        ),
+    ] {
+        let r = report(&scan);
+        assert_eq!(
+            (r.state, r.reason, r.dumpable, r.owner_pid),
+            (
+                MountState::Orphaned,
+                Reason::MasterOutsideTree,
+                false,
+                aside.owner_host_pid
+            ),
+            "{who}: {r:#?}"
+        );
+        assert!(
+            r.message.contains(&format!(
+                "CRIU dumps the tree rooted at pid {}",
+                aside.owner_host_pid
+            )),
+            "{who}: {}",
+            r.message
+        );
+    }
+}
+
+#[test]
 fn a_chrooted_owner_does_not_hide_the_mounts_outside_its_root() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();

@@ -18,6 +18,18 @@ pub struct NsMember {
     pub mnt_ns: u64,
 }
 
+/// The processes above a daemon mounted aside ([`MountSpec::aside`](crate::MountSpec::aside)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Aside {
+    /// Host pid of the mount namespace's owner (a child of the scenario's pid 1).
+    pub owner_host_pid: i32,
+    /// Host pid of the middle process: the owner's child and the daemon's parent. Its name
+    /// for [`Scenario::kill`] is `<daemon name>.middle`.
+    pub middle_host_pid: i32,
+    /// The mount namespace inode (not the scenario's).
+    pub mnt_ns: u64,
+}
+
 /// A fake daemon and the autofs mount it made, as reported right after mounting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Daemon {
@@ -51,6 +63,9 @@ pub struct Daemon {
     pub pipe_ino: u64,
     /// Whether the daemon lives in a nested pid namespace.
     pub nested_pidns: bool,
+    /// The processes above a daemon mounted aside; `None` for one of the scenario's own
+    /// mount namespace.
+    pub aside: Option<Aside>,
 }
 
 /// A process blocked (or finished) in a lookup started by [`Scenario::trigger`].

@@ -62,6 +62,12 @@ pub struct MountSpec {
     /// The daemon runs in a further nested pid namespace (as pid 2 there, under a
     /// reaper that is pid 1), so its pids differ at every level.
     pub nested_pidns: bool,
+    /// The daemon mounts in a mount namespace of its own (a private copy of the scenario's,
+    /// no new pid namespace: a `--pid=host`-like container) two levels below that namespace's
+    /// owner: owner → middle → daemon. Killing the middle process ([`Scenario::kill`] of
+    /// `<name>.middle`) makes the kernel re-parent the daemon to the scenario's pid 1, out of
+    /// the owner's process tree. Not with [`MountSpec::nested_pidns`].
+    pub aside: bool,
     /// Renumber the write end to this fd before mounting (so `fd=` shows it).
     pub write_fd: Option<i32>,
     /// Mount source (mountinfo field after the fs type); default `autofs-testkit`.
@@ -83,6 +89,7 @@ impl MountSpec {
             strictexpire: false,
             close_write: false,
             nested_pidns: false,
+            aside: false,
             write_fd: None,
             source: None,
             dir: None,
@@ -133,6 +140,11 @@ impl MountSpec {
     /// Sets [`MountSpec::nested_pidns`].
     pub fn nested_pidns(mut self) -> Self {
         self.nested_pidns = true;
+        self
+    }
+    /// Sets [`MountSpec::aside`].
+    pub fn aside(mut self) -> Self {
+        self.aside = true;
         self
     }
     /// Sets [`MountSpec::write_fd`].

@@ -302,6 +302,53 @@ fn nested_pidns_daemon_reports_every_level_and_host_pgrp_in_mountinfo() {
 }
 
 #[test]
+fn an_aside_daemon_sits_two_levels_below_its_namespace_owner_until_the_middle_dies() {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::direct().aside()).unwrap();
+    let aside = d
+        .aside
+        .expect("an aside daemon reports the processes above it");
+    assert_eq!(procfs::ppid(d.host_pid), Some(aside.middle_host_pid));
+    assert_eq!(
+        procfs::ppid(aside.middle_host_pid),
+        Some(aside.owner_host_pid)
+    );
+    assert_eq!(procfs::ppid(aside.owner_host_pid), Some(sc.init_host_pid()));
+    // The mount is in the owner's namespace, shared by the middle process and the daemon,
+    // and not in the scenario's.
+    assert_ne!(aside.mnt_ns, sc.mnt_ns());
+    for pid in [aside.owner_host_pid, aside.middle_host_pid, d.host_pid] {
+        assert_eq!(
+            procfs::ns_inode(pid, "mnt").unwrap(),
+            aside.mnt_ns,
+            "pid {pid}"
+        );
+    }
+    let l = procfs::mount_at(aside.owner_host_pid, &d.mount_point)
+        .unwrap()
+        .expect("the mount in the owner's namespace");
+    assert_common(&l, &d, "direct");
+    assert!(
+        !sc.mountinfo()
+            .unwrap()
+            .iter()
+            .any(|l| l.mount_id == d.mount_id),
+        "the aside mount leaked into the scenario's namespace"
+    );
+    // The middle process dies: the kernel re-parents the daemon to the scenario's pid 1.
+    sc.kill(&format!("{}.middle", d.name), 9, true).unwrap();
+    assert!(procfs::process_state(aside.middle_host_pid).is_none());
+    assert_eq!(procfs::ppid(d.host_pid), Some(sc.init_host_pid()));
+    assert!(procfs::process_alive(aside.owner_host_pid));
+    assert_eq!(procfs::ns_inode(d.host_pid, "mnt").unwrap(), aside.mnt_ns);
+    // The combination with a nested pid namespace is refused.
+    let err = sc
+        .mount(MountSpec::indirect().aside().nested_pidns())
+        .unwrap_err();
+    assert!(err.to_string().contains("do not combine"), "{err}");
+}
+
+#[test]
 fn automount_mounts_with_its_own_pgrp_and_stays_mounted_after_sigkill() {
     let mut sc = Scenario::start_or_panic();
     let a = sc.start_automount(AutomountSpec::default()).unwrap();

@@ -9,7 +9,7 @@ use super::Scenario;
 use crate::packet::Packet;
 use crate::procfs::{self, MountInfoLine};
 use crate::proto::{self, Fields};
-use crate::reports::{Automount, Daemon, Delegate, NsMember, Requester, RequesterOutcome};
+use crate::reports::{Aside, Automount, Daemon, Delegate, NsMember, Requester, RequesterOutcome};
 use crate::spec::{Answer, AutomountSpec, Mode, MountSpec};
 use crate::{bad, num};
 
@@ -50,8 +50,18 @@ impl Scenario {
         }
         f.push("strictexpire", u8::from(spec.strictexpire))
             .push("close_write", u8::from(spec.close_write))
-            .push("nested", u8::from(spec.nested_pidns));
+            .push("nested", u8::from(spec.nested_pidns))
+            .push("aside", u8::from(spec.aside));
         let r = self.request("mount", &f)?;
+        let aside = if r.flag("aside").map_err(bad)? {
+            Some(Aside {
+                owner_host_pid: num(&r, "owner_host_pid")?,
+                middle_host_pid: num(&r, "middle_host_pid")?,
+                mnt_ns: num(&r, "mnt_ns")?,
+            })
+        } else {
+            None
+        };
         let mount_point = match &spec.dir {
             Some(d) => self
                 .work_dir()
@@ -74,6 +84,7 @@ impl Scenario {
             mount_id: num(&r, "mount_id")?,
             pipe_ino: num(&r, "pipe_ino")?,
             nested_pidns: r.flag("nested").map_err(bad)?,
+            aside,
         })
     }
 

@@ -1,5 +1,6 @@
 //! Autofs mounts the init makes and removes: a fake daemon's autofs mount (in the
-//! scenario's pid namespace or a nested one), plain tmpfs mounts, lazy unmounts.
+//! scenario's pid namespace or a nested one; in the scenario's mount namespace or, aside, in
+//! one of its own two levels below its owner), plain tmpfs mounts, lazy unmounts.
 
 use std::fs::File;
 use std::io::{BufReader, Write};
@@ -7,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
+use autofs_testkit::procfs;
 use autofs_testkit::proto::{self, Fields};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -44,6 +46,10 @@ impl Init {
             write_fd: f.parse_opt("write_fd")?,
         };
         let nested = f.flag("nested")?;
+        let aside = f.flag("aside")?;
+        if nested && aside {
+            return Err("`nested` and `aside` do not combine".into());
+        }
         let (mine, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
         let mut nested_ns = None;
         if nested {
@@ -67,6 +73,9 @@ impl Init {
                 if nested {
                     nested_init(mine, theirs, cfg)
                 }
+                if aside {
+                    aside_owner(mine, theirs, cfg)
+                }
                 drop(mine);
                 daemon::run(theirs, cfg)
             }
@@ -88,13 +97,26 @@ impl Init {
         };
         let nspid = f.int_list("nspid")?;
         let vpid = *nspid.get(1).ok_or("daemon reported a short NSpid")?;
-        self.mounts.push(mount_point.clone());
+        if aside {
+            // The mount is in the owner's namespace: the init neither unmounts it (it goes
+            // with the namespace) nor triggers it.
+            let (middle, owner) = self.register_aside(&name, nspid[0])?;
+            f.push("owner_host_pid", owner.host_pid)
+                .push("middle_host_pid", middle.host_pid)
+                .push(
+                    "mnt_ns",
+                    procfs::ns_inode(owner.host_pid, "mnt")
+                        .map_err(|e| format!("the owner's ns/mnt: {e}"))?,
+                );
+        } else {
+            self.mounts.push(mount_point.clone());
+        }
         self.procs.insert(
             name.clone(),
             Proc {
                 host_pid: nspid[0],
                 vpid,
-                mount_point: Some(mount_point),
+                mount_point: (!aside).then_some(mount_point),
                 pidns: nested_ns,
             },
         );
@@ -103,8 +125,34 @@ impl Init {
             .push("vpid", vpid)
             .push("vpgrp", vpid)
             .push("mode", mode)
-            .push("nested", u8::from(nested));
+            .push("nested", u8::from(nested))
+            .push("aside", u8::from(aside));
         Ok(f)
+    }
+
+    /// Names the middle process and the owner above the aside daemon `name` (host pid
+    /// `daemon`) `<name>.middle` and `<name>.owner`; returns their (host, scenario) pids.
+    fn register_aside(&mut self, name: &str, daemon: i32) -> Result<(Above, Above), String> {
+        let above = |pid: i32, what: &str| -> Result<Above, String> {
+            let host_pid = procfs::ppid(pid).ok_or_else(|| format!("no parent of the {what}"))?;
+            let nspid = procfs::nspid(host_pid).map_err(|e| format!("NSpid: {e}"))?;
+            let vpid = *nspid.get(1).ok_or("a short NSpid above the daemon")?;
+            Ok(Above { host_pid, vpid })
+        };
+        let middle = above(daemon, "daemon")?;
+        let owner = above(middle.host_pid, "middle process")?;
+        for (suffix, p) in [("middle", middle), ("owner", owner)] {
+            self.procs.insert(
+                format!("{name}.{suffix}"),
+                Proc {
+                    host_pid: p.host_pid,
+                    vpid: p.vpid,
+                    mount_point: None,
+                    pidns: None,
+                },
+            );
+        }
+        Ok((middle, owner))
     }
 
     /// A tmpfs on `<work>/<dir_hex>` (an ordinary mount, e.g. with a name that is not UTF-8).
@@ -139,19 +187,54 @@ impl Init {
     }
 }
 
+/// A process above an aside daemon: host pid and pid in the scenario's pid namespace.
+#[derive(Clone, Copy)]
+struct Above {
+    host_pid: i32,
+    vpid: i32,
+}
+
 /// Pid 1 of a nested pid namespace: forks the daemon (pid 2 there) and reaps forever, so
 /// the daemon's delegates survive it.
 fn nested_init(mine: UnixStream, theirs: UnixStream, cfg: daemon::Config) -> ! {
     drop(mine);
+    fork_daemon_and_reap(theirs, cfg, "in the nested pid ns")
+}
+
+/// The owner of an aside daemon: unshares a mount namespace of its own (a private copy of
+/// the scenario's), forks the middle process, which forks the daemon; both reap forever, so
+/// that a killed middle process goes away and the daemon is re-parented to the scenario's
+/// pid 1.
+fn aside_owner(mine: UnixStream, theirs: UnixStream, cfg: daemon::Config) -> ! {
+    drop(mine);
+    if let Err(e) = autofs_testkit::mount_ns::unshare_private_mounts(CloneFlags::empty()) {
+        fail(theirs, &format!("the aside owner: {e}"))
+    }
+    match sys::fork() {
+        Ok(sys::Fork::Child) => fork_daemon_and_reap(theirs, cfg, "in the middle process"),
+        Ok(sys::Fork::Parent(_)) => reap_forever(theirs),
+        Err(e) => fail(theirs, &format!("fork in the aside owner: {e}")),
+    }
+}
+
+/// Forks the daemon, then reaps forever.
+fn fork_daemon_and_reap(theirs: UnixStream, cfg: daemon::Config, place: &str) -> ! {
     match sys::fork() {
         Ok(sys::Fork::Child) => daemon::run(theirs, cfg),
-        Ok(sys::Fork::Parent(_)) => {}
-        Err(e) => {
-            let mut t = theirs;
-            let _ = writeln!(t, "error fork in the nested pid ns: {e}");
-            sys::exit_now(1);
-        }
+        Ok(sys::Fork::Parent(_)) => reap_forever(theirs),
+        Err(e) => fail(theirs, &format!("fork {place}: {e}")),
     }
+}
+
+/// Answers the init with an error in the daemon's place and exits.
+fn fail(theirs: UnixStream, message: &str) -> ! {
+    let mut t = theirs;
+    let _ = writeln!(t, "error {message}");
+    sys::exit_now(1);
+}
+
+/// Closes everything (the daemon's control socket among them) and reaps children forever.
+fn reap_forever(theirs: UnixStream) -> ! {
     drop(theirs);
     sys::close_all_except(&[]);
     let _ = sys::stdio_to_devnull();
