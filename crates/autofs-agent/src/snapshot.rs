@@ -25,7 +25,9 @@ use crate::source::ScanSource;
 pub struct Snapshot {
     /// Increases by one per scan (0: no scan yet).
     pub generation: u64,
-    /// When the scan finished (monotonic, for freshness).
+    /// When the scan started (monotonic, for freshness): its facts are no older than this,
+    /// and a change made before it may be missing from them only if the scan started first.
+    /// Ages and "newer than a request" are measured from here, never from the scan's end.
     pub taken: Instant,
     /// When the scan finished (wall clock, for metrics).
     pub taken_wall: SystemTime,
@@ -430,7 +432,7 @@ impl Inventory {
         };
         let snapshot = Arc::new(Snapshot {
             generation: previous.generation + 1,
-            taken: Instant::now(),
+            taken: started,
             taken_wall: SystemTime::now(),
             duration: started.elapsed(),
             scan,

@@ -292,3 +292,69 @@ async fn a_running_wait_ends_unavailable_when_the_watchdog_declares_a_stall() {
     drop(agent);
     sc.shutdown().unwrap();
 }
+
+/// Opens whichever FIFO of `hung` a reader waits on, for writing, without blocking: the reader's
+/// open() returns and it then blocks in read() until the returned end is closed. `None` while
+/// nobody waits on any of them.
+fn hold_blocked_reader(hung: &HungMountinfo) -> Option<std::fs::File> {
+    hung.files.iter().find_map(|path| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(path)
+            .ok()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answers_age_counts_from_its_scans_start_not_its_end() {
+    // A scan's facts are only as new as the moment it began reading: a mount made while a long
+    // scan ran may be missing from it. So its age, and WaitMigratable's "a final answer comes
+    // from a scan newer than the question", count from its start.
+    let (_dir, proc_root) = fixture_proc_root("active_indirect");
+    let agent = Agent::start(&[
+        "--proc-root",
+        proc_root.to_str().unwrap(),
+        "--scan-interval",
+        "1h",
+        "--scan-stall-timeout",
+        "1h",
+        "--max-scan-age",
+        "1ms",
+    ]);
+    agent.wait_serving().await;
+    let mut hung = HungMountinfo::hang(&proc_root);
+    // This list asks for a scan of its own, which blocks opening a mountinfo FIFO.
+    let mut client = agent.client().await;
+    let listing = tokio::spawn(async move {
+        let response = client
+            .list_mounts(v1::ListMountsRequest {
+                mnt_ns: Some(MNT_NS),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        response.metadata().get("autofs-scan-age-ms").cloned()
+    });
+    let held = common::eventually("the scan waits on a mountinfo FIFO", || {
+        let held = hold_blocked_reader(&hung);
+        async move { held }
+    })
+    .await;
+    // The scan started before the line above; let a second pass before it may end.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    hung.release();
+    drop(held);
+    let age: u64 = listing
+        .await
+        .unwrap()
+        .expect("the list's metadata has the scan's age")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        age >= 1000,
+        "the scan ran for more than a second: age {age} ms"
+    );
+}

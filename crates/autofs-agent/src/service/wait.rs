@@ -21,7 +21,7 @@ use super::stream::{
     Ending, EventStream, Outgoing, STREAM_BUFFER, deadline, send, shutting_down, sleep_until,
 };
 use crate::metrics as m;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Answer, Inventory, Snapshot};
 
 pub(super) async fn wait_migratable(
     ctx: &Context,
@@ -36,31 +36,10 @@ pub(super) async fn wait_migratable(
     let setup = async {
         let workload = request::workload(target, &ctx.inventory)?;
         let permit = ctx.stream_slot(StreamKind::Wait, &client)?;
-        let mut answer = ctx.snapshot_for(&workload).await?;
-        if answer.stale {
-            // A gate must not open on a scan older than the stall: wait for a real one.
-            return Err(Status::unavailable(format!(
-                "the current scan has stalled; the last good one is {} s old; retry later",
-                answer.age().as_secs()
-            )));
-        }
-        // A final answer must come from a scan newer than the question: a mount created
-        // just before it may not be in an older one. (Waiting answers can be older: every
-        // later change is seen anyway; concurrent waiters share the scan.)
-        if answer.snapshot.taken < started && is_final(&answer.snapshot, &workload) {
-            answer = ctx
-                .inventory
-                .fresh(Duration::ZERO)
-                .await
-                .map_err(ApiError::from)?;
-            if answer.stale {
-                return Err(Status::unavailable(format!(
-                    "the current scan has stalled; the last good one is {} s old; retry later",
-                    answer.age().as_secs()
-                )));
-            }
-        }
-        Ok::<_, Status>((workload, permit, answer.snapshot))
+        let answer = ctx.snapshot_for(&workload).await?;
+        let snapshot = not_stale(answer)?;
+        let snapshot = final_from_newer(&ctx.inventory, snapshot, started, &workload).await?;
+        Ok::<_, Status>((workload, permit, snapshot))
     };
     let (workload, permit, snapshot) = match setup.await {
         Ok(ready) => ready,
@@ -77,6 +56,7 @@ pub(super) async fn wait_migratable(
     // A waiter that sends nothing while blockers do not change learns that its client
     // left from the channel closing, which frees its slot at once.
     let gone = tx.clone();
+    let inventory = ctx.inventory.clone();
     let mut wait = Wait {
         node: ctx.config.node_name.clone(),
         sequence: 0,
@@ -103,6 +83,14 @@ pub(super) async fn wait_migratable(
                 if next.generation <= seen {
                     continue;
                 }
+                let next = match final_from_newer(&inventory, next, started, &workload).await {
+                    Ok(next) => next,
+                    Err(status) => {
+                        let code = status.code();
+                        ending.fail(status);
+                        return code;
+                    }
+                };
                 seen = next.generation;
                 match wait.apply(&next, &workload).await {
                     Ok(true) => return tonic::Code::Ok,
@@ -134,6 +122,39 @@ pub(super) async fn wait_migratable(
         m::grpc_call("WaitMigratable", code, started);
     });
     Ok(Response::new(end.stream(rx)))
+}
+
+/// The snapshot of `answer`, unless it is the last good scan behind a stalled one: a gate
+/// must not open on a scan older than the stall.
+fn not_stale(answer: Answer) -> Result<Arc<Snapshot>, Status> {
+    if answer.stale {
+        return Err(Status::unavailable(format!(
+            "the current scan has stalled; the last good one is {} s old; retry later",
+            answer.age().as_secs()
+        )));
+    }
+    Ok(answer.snapshot)
+}
+
+/// `snapshot`, or, when it would end the wait but its scan started before the request
+/// (`started`), a scan started after the request: a mount created just before the question
+/// may be missing from an older scan, including one that was still running when the question
+/// came. (Waiting answers can be older: every later change is seen anyway; concurrent waiters
+/// share the scan.)
+async fn final_from_newer(
+    inventory: &Arc<Inventory>,
+    snapshot: Arc<Snapshot>,
+    started: Instant,
+    workload: &Workload,
+) -> Result<Arc<Snapshot>, Status> {
+    if snapshot.taken >= started || !is_final(&snapshot, workload) {
+        return Ok(snapshot);
+    }
+    let answer = inventory
+        .fresh(Duration::ZERO)
+        .await
+        .map_err(ApiError::from)?;
+    not_stale(answer)
 }
 
 /// Whether `snapshot` would end a wait for `workload` (dumpable, or blocked for good), or
