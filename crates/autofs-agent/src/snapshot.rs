@@ -56,6 +56,7 @@ impl Snapshot {
                 view: Default::default(),
                 stats: Default::default(),
                 tree_paths: Vec::new(),
+                unknown_processes: Vec::new(),
             },
             reports: Arc::new(Vec::new()),
             change: Change::default(),

@@ -90,5 +90,6 @@ fn scan(n: usize, node: &str) -> Scan {
         view: Default::default(),
         stats: ScanStats::default(),
         tree_paths: Vec::new(),
+        unknown_processes: Vec::new(),
     }
 }

@@ -9,6 +9,7 @@
 
 mod common;
 
+use autofs_api::v1::{self, check_migratable_request::Target};
 use common::Agent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,4 +68,39 @@ async fn denied_scan_names_the_likely_cause_in_the_log_and_in_get_node_info() {
         "{}",
         warnings[0]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_whose_namespaces_could_not_be_read_is_neither_dumpable_nor_not_found() {
+    // The agent may not read the mount namespaces of the scenario's processes (root of a user
+    // namespace of its own), but anyone may read their cgroups: the gate knows the container
+    // and its pod are there, unseen, and says so instead of "no process of it runs here".
+    let sc = autofs_testkit::Scenario::start_or_panic();
+    let cgroup = autofs_testkit::cgroup::ContainerCgroup::enter(sc.init_host_pid());
+    let agent = Agent::start_wrapped(&["unshare", "--user", "--map-root-user"], &[]);
+    agent.wait_serving().await;
+    let mut client = agent.client().await;
+    for target in [
+        Target::ContainerId(cgroup.container_id.clone()),
+        Target::PodUid(cgroup.pod_uid.clone()),
+    ] {
+        let status = client
+            .check_migratable(v1::CheckMigratableRequest {
+                target: Some(target.clone()),
+            })
+            .await
+            .expect_err("no answer can be given about a workload the agent cannot see");
+        assert_eq!(
+            status.code(),
+            tonic::Code::PermissionDenied,
+            "{target:?}: {status:?}"
+        );
+        assert!(
+            status
+                .message()
+                .contains("could not be read, so its autofs mounts cannot all be seen"),
+            "{target:?}: {status:?}"
+        );
+        assert!(status.message().contains("belong to it"), "{status:?}");
+    }
 }

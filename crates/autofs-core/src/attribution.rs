@@ -4,7 +4,7 @@
 //! cgroupfs (`/kubepods/besteffort/pod<uid>/<id>`) drivers, cgroup v1 and v2.
 
 /// Container and pod of a process; empty strings when not in a container.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Attribution {
     /// 64-hex container id.
     pub container_id: String,

@@ -58,6 +58,25 @@ pub struct Scan {
     /// included, the leader not), ascending: one of them exiting re-parents the leader out of
     /// the tree CRIU dumps ([`crate::changes::tree_paths`]).
     pub tree_paths: Vec<i32>,
+    /// Processes whose mount namespace could not be read (counted in
+    /// [`View::unknown_namespaces`]), with the workload each belongs to: a workload with such
+    /// a process may have mount namespaces the scan does not show.
+    pub unknown_processes: Vec<UnknownProcess>,
+}
+
+/// A process whose `ns/mnt` could not be read, and whose container and pod it belongs to,
+/// from its `cgroup` (which any reader may read: `proc_cgroup_show` checks no ptrace access).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnknownProcess {
+    /// Host pid.
+    pub pid: i32,
+    /// What failed, e.g. `cannot read /proc/42/ns/mnt: Permission denied (os error 13)`.
+    pub why: String,
+    /// Whether the read was refused (`EACCES`, `EPERM`) rather than failing otherwise.
+    pub denied: bool,
+    /// Its container and pod; `None` when its `cgroup` could not be read either (it may belong
+    /// to any workload).
+    pub attribution: Option<Attribution>,
 }
 
 /// One mount namespace and who owns it.
@@ -190,8 +209,10 @@ impl<Q: QueueProbe> Scanner<Q> {
             processes: pids.len(),
             ..ScanStats::default()
         };
-        let mut denied = Vec::new();
-        let mut namespaces = self.group_by_mount_namespace(&pids, &mut stats, &mut denied);
+        let mut unknown_processes = Vec::new();
+        let mut namespaces =
+            self.group_by_mount_namespace(&pids, &mut stats, &mut unknown_processes);
+        let mut denied: Vec<String> = unknown_processes.iter().map(|p| p.why.clone()).collect();
         stats.mount_namespaces = namespaces.len();
         for ns in namespaces.values_mut() {
             match self.mount_table(&ns.pids, &mut stats) {
@@ -427,6 +448,7 @@ impl<Q: QueueProbe> Scanner<Q> {
             view,
             stats,
             tree_paths,
+            unknown_processes,
         })
     }
 
@@ -434,7 +456,7 @@ impl<Q: QueueProbe> Scanner<Q> {
         &self,
         pids: &[i32],
         stats: &mut ScanStats,
-        denied: &mut Vec<String>,
+        unknown: &mut Vec<UnknownProcess>,
     ) -> BTreeMap<u64, Namespace> {
         let mut namespaces: BTreeMap<u64, Namespace> = BTreeMap::new();
         for &pid in pids {
@@ -444,12 +466,21 @@ impl<Q: QueueProbe> Scanner<Q> {
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {}
                 Err(e) => match ReadFailure::of(&e) {
                     ReadFailure::Vanished => stats.vanished += 1,
-                    _ => {
+                    failure => {
                         stats.unreadable += 1;
-                        denied.push(format!(
-                            "cannot read {}: {e}",
-                            self.root.pid_path(pid, "ns/mnt").display()
-                        ));
+                        unknown.push(UnknownProcess {
+                            pid,
+                            why: format!(
+                                "cannot read {}: {e}",
+                                self.root.pid_path(pid, "ns/mnt").display()
+                            ),
+                            denied: failure == ReadFailure::Denied,
+                            attribution: self
+                                .root
+                                .read(pid, "cgroup")
+                                .ok()
+                                .map(|text| Attribution::from_cgroup(&text)),
+                        });
                     }
                 },
             }

@@ -118,6 +118,24 @@ pub enum SelectError {
         /// The pod UID asked about.
         uid: String,
     },
+    /// Processes whose mount namespace could not be read belong to the workload, or could not
+    /// be attributed to any: mount namespaces of the workload may be missing from the scan, so
+    /// neither "dumpable" nor "not found" can be said.
+    #[error(
+        "{workload}: the mount namespaces of {count} process(es) that {belong} could not be read, so its autofs mounts cannot all be seen (e.g. {example})"
+    )]
+    WorkloadUnreadable {
+        /// `container <prefix>` or `pod <uid>`.
+        workload: String,
+        /// How many such processes.
+        count: usize,
+        /// `belong to it`, or `may belong to it` when some could not be attributed.
+        belong: &'static str,
+        /// The first failure, e.g. `cannot read /proc/42/ns/mnt: Permission denied (os error 13)`.
+        example: String,
+        /// Whether every failure was a refusal (`EACCES`, `EPERM`).
+        denied: bool,
+    },
     /// A container id prefix that matches more than one container.
     #[error("container_id: prefix {prefix} matches {matches} containers; give more digits")]
     AmbiguousContainer {
@@ -156,7 +174,10 @@ impl SelectError {
             | NamespaceVanished { .. }
             | ContainerNotFound { .. }
             | PodNotFound { .. } => SelectErrorKind::NotFound,
-            PidDenied { .. } => SelectErrorKind::PermissionDenied,
+            PidDenied { .. } | WorkloadUnreadable { denied: true, .. } => {
+                SelectErrorKind::PermissionDenied
+            }
+            WorkloadUnreadable { denied: false, .. } => SelectErrorKind::Unreadable,
             PidUnreadable { .. } | ThreadNamespace { .. } => SelectErrorKind::Unreadable,
         }
     }
@@ -407,6 +428,41 @@ impl Workload {
         self.pid_ns
     }
 
+    /// Fails when processes the scan could not place in a mount namespace belong to this
+    /// container or pod, or could not be attributed at all. (A pid's own namespace was read
+    /// when the question was asked.)
+    fn all_seen(&self, scan: &Scan) -> Result<(), SelectError> {
+        let workload = match &self.target {
+            Target::Pid(_) => return Ok(()),
+            Target::ContainerId(prefix) => format!("container {prefix}"),
+            Target::PodUid(uid) => format!("pod {uid}"),
+        };
+        let hidden: Vec<&crate::scan::UnknownProcess> = scan
+            .unknown_processes
+            .iter()
+            .filter(|p| {
+                p.attribution
+                    .as_ref()
+                    .is_none_or(|a| self.owns(0, &a.container_id, &a.pod_uid))
+            })
+            .collect();
+        let Some(first) = hidden.first() else {
+            return Ok(());
+        };
+        let belong = if hidden.iter().all(|p| p.attribution.is_some()) {
+            "belong to it"
+        } else {
+            "may belong to it"
+        };
+        Err(SelectError::WorkloadUnreadable {
+            workload,
+            count: hidden.len(),
+            belong,
+            example: first.why.clone(),
+            denied: hidden.iter().all(|p| p.denied),
+        })
+    }
+
     /// Whether a mount namespace with this attribution belongs to the workload.
     fn owns(&self, mnt_ns: u64, container_id: &str, pod_uid: &str) -> bool {
         match &self.target {
@@ -424,8 +480,11 @@ impl Workload {
     /// [`SelectError::NamespaceVanished`], [`SelectError::ContainerNotFound`] or
     /// [`SelectError::PodNotFound`] when no mount namespace of `scan` belongs to the workload;
     /// [`SelectError::AmbiguousContainer`] when a container id prefix matches several
-    /// containers.
+    /// containers; [`SelectError::WorkloadUnreadable`] when a container or pod may have
+    /// processes whose mount namespace the scan could not read
+    /// ([`Scan::unknown_processes`]).
     pub fn check(&self, scan: &Scan) -> Result<Check, SelectError> {
+        self.all_seen(scan)?;
         let owned: Vec<&crate::scan::NamespaceInfo> = scan
             .namespaces
             .iter()
@@ -521,8 +580,9 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::attribution::Attribution;
     use crate::pipes::QueueProbe;
-    use crate::scan::{NamespaceInfo, Scanner};
+    use crate::scan::{NamespaceInfo, Scanner, UnknownProcess};
 
     /// Queued bytes per pipe inode, as the fixture's `queues.json` says.
     struct Queues(&'static [(u64, u64)]);
@@ -716,6 +776,64 @@ mod tests {
     }
 
     #[test]
+    fn processes_of_a_workload_whose_namespace_is_unknown_leave_it_unanswered() {
+        let (mut scan, root) = scan("shared_pod_pid_namespace", &[]);
+        let bbbb = Workload::of_container("bbbb").unwrap();
+        let bbbb_id = scan
+            .namespaces
+            .iter()
+            .find(|n| n.container_id.starts_with("bbbb"))
+            .map(|n| n.container_id.clone())
+            .unwrap();
+        let unknown = |pid: i32, denied: bool, attribution: Option<Attribution>| UnknownProcess {
+            pid,
+            why: format!("cannot read /proc/{pid}/ns/mnt: refused"),
+            denied,
+            attribution,
+        };
+        // A process of another workload does not matter.
+        scan.unknown_processes = vec![unknown(
+            9001,
+            true,
+            Some(Attribution {
+                container_id: "dddd".repeat(16),
+                pod_uid: String::new(),
+            }),
+        )];
+        assert_eq!(bbbb.check(&scan).unwrap().outcome(), Outcome::Dumpable);
+        // One of the container (and so of its pod): neither dumpable nor not found.
+        scan.unknown_processes.push(unknown(
+            9002,
+            true,
+            Some(Attribution {
+                container_id: bbbb_id,
+                pod_uid: POD.into(),
+            }),
+        ));
+        for workload in [bbbb.clone(), Workload::of_pod(POD).unwrap()] {
+            let e = workload.check(&scan).unwrap_err();
+            assert_eq!(e.kind(), SelectErrorKind::PermissionDenied, "{e}");
+            assert!(
+                e.to_string().contains("of 1 process(es) that belong to it"),
+                "{e}"
+            );
+            assert!(e.to_string().contains("/proc/9002/ns/mnt"), "{e}");
+        }
+        // One that could not be attributed either, and failed otherwise than by a refusal.
+        scan.unknown_processes.push(unknown(9003, false, None));
+        let e = bbbb.check(&scan).unwrap_err();
+        assert_eq!(e.kind(), SelectErrorKind::Unreadable, "{e}");
+        assert!(
+            e.to_string()
+                .contains("of 2 process(es) that may belong to it"),
+            "{e}"
+        );
+        // A pid's own namespace was read when it was asked: nothing unknown matters.
+        let pid = Workload::of_pid(&root, scan.namespaces[0].pids[0]).unwrap();
+        assert!(pid.check(&scan).is_ok());
+    }
+
+    #[test]
     fn interim_mounts_say_waiting_helps_with_their_queued_requests() {
         let (scan, root) = scan("interim_v5", &[(41001, 608)]);
         let check = Workload::resolve(Target::Pid(1234), &root)
@@ -776,6 +894,7 @@ mod tests {
             view: Default::default(),
             stats: Default::default(),
             tree_paths: Vec::new(),
+            unknown_processes: Vec::new(),
         };
         let err = Workload::of_container("ab")
             .unwrap()
