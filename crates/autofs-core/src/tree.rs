@@ -7,9 +7,10 @@
 //! sees processes that CRIU does not dump with it.
 //!
 //! The owner is a root of the namespace's process forest: a member whose parent is outside the
-//! mount namespace. Among several roots (`docker exec` sessions join a container's namespaces
-//! later) a pid-namespace init wins, then the shallowest pid namespace, then the oldest process
-//! (start time; pid order says nothing once pids wrap). A root that only waits for a pid-namespace
+//! mount namespace. Among several roots (`docker exec` sessions, or an operator's `nsenter` from
+//! the host, join a container's namespaces later) a pid-namespace init wins, then the oldest
+//! process (start time; pid order says nothing once pids wrap), then the shallowest pid
+//! namespace. A root that only waits for a pid-namespace
 //! init it forked (`unshare --mount --pid --fork`: the parent enters the new mount namespace but
 //! stays in the outer pid namespace) hands ownership to that init, which is the container.
 
@@ -27,20 +28,25 @@ pub fn namespace_owner(table: &mut ProcessTable<'_>, pids: &[i32]) -> Option<i32
     choose_owner(&mut Fresh(table), pids)
 }
 
-/// Pid 1 of the proc root's pid namespace outranks every other candidate (an init, of the
-/// shallowest pid namespace, the oldest process): on the host's namespace, with thousands of
+/// Pid 1 of the proc root's pid namespace outranks every other candidate (an init, the oldest
+/// process, of the shallowest pid namespace): on the host's namespace, with thousands of
 /// members, nothing else needs reading.
 fn pid_one_owns(table: &mut ProcessTable<'_>, pids: &[i32]) -> bool {
     pids.first() == Some(&1) && table.info(1).is_ok_and(|i| i.ppid == 0)
 }
 
-/// How a candidate owner ranks: pid-namespace inits first, then the shallowest pid namespace,
-/// then the oldest (start time), then the lowest pid. Fixed for a process's lifetime.
+/// How a candidate owner ranks: pid-namespace inits first, then the oldest (start time), then
+/// the shallowest pid namespace, then the lowest pid. Fixed for a process's lifetime.
+///
+/// Age before depth: a process of the host's pid namespace that joins a container's mount
+/// namespace later (`nsenter --mount` by an operator) is a root of its forest too, and must not
+/// take it over from the container's processes (the namespace's container and pod come from its
+/// owner's cgroup).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Rank {
     not_init: bool,
-    depth: usize,
     starttime: u64,
+    depth: usize,
     pid: i32,
 }
 

@@ -626,6 +626,48 @@ fn a_master_re_parented_out_of_its_owners_tree_is_outside_the_tree_for_a_kept_sc
     }
 }
 
+/// A child process, killed and reaped on drop.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_host_process_joining_a_namespace_later_does_not_take_it_over() {
+    // The scenario's processes live in a pid namespace of their own (a container's). An
+    // operator's `nsenter --mount` from the host is a root of the namespace's process forest
+    // too, in a shallower pid namespace, but it came later: it must not become the owner (the
+    // namespace's container and pod, and the tree CRIU dumps, come from the owner).
+    let mut sc = Scenario::start_or_panic();
+    sc.mount(MountSpec::indirect()).unwrap();
+    let c = sc.ns_member(None, false).unwrap();
+    // Start times count clock ticks (10 ms): let one pass, so that the newcomer is newer.
+    std::thread::sleep(Duration::from_millis(30));
+    let mut nsenter = std::process::Command::new("nsenter");
+    nsenter.args(["-t", &c.owner_host_pid.to_string(), "-m", "sleep", "600"]);
+    let joined = Killed(autofs_testkit::child::spawn_detached(nsenter).unwrap());
+    let pid = i32::try_from(joined.0.id()).unwrap();
+    assert!(
+        autofs_testkit::wait_until(WAIT, || {
+            autofs_testkit::procfs::ns_inode(pid, "mnt").ok() == Some(c.mnt_ns)
+        }),
+        "nsenter did not join mount namespace {}",
+        c.mnt_ns
+    );
+    let scan = Scanner::new("/proc", "test-node").unwrap().scan().unwrap();
+    let copies = in_namespace(&scan, c.mnt_ns);
+    assert_eq!(copies.len(), 1, "{copies:#?}");
+    assert_eq!(
+        copies[0].owner_pid, c.owner_host_pid,
+        "the host process {pid} took the namespace over: {:#?}",
+        copies[0]
+    );
+}
+
 #[test]
 fn a_chrooted_owner_does_not_hide_the_mounts_outside_its_root() {
     let mut sc = Scenario::start_or_panic();
