@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use autofs_api::v1::{self, MountState, mount_event::Kind};
+use autofs_testkit::host_aside::HostAside;
 use autofs_testkit::{MountSpec, Scenario};
 use common::{Agent, WAIT, state};
 use tonic::{Code, Streaming};
@@ -240,21 +241,21 @@ async fn queues_and_master_exits_are_noticed_between_scans() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_re_parented_out_of_the_dumped_tree_is_noticed_between_scans() {
     // The daemon sits two levels below the owner of its mount namespace (owner → middle →
-    // daemon). When the middle process exits, the kernel re-parents the daemon out of the
-    // owner's tree: nothing in the mount table, the pipe or the master changes; only the pidfd
-    // on the middle process tells. The background scan runs once, at start.
-    let mut sc = Scenario::start_or_panic();
-    let d = sc.mount(MountSpec::indirect().aside()).unwrap();
-    let aside = d.aside.unwrap();
+    // daemon, of the host's pid namespace: a `--pid=host` container). When the middle process
+    // exits, the kernel re-parents the daemon out of the owner's tree: nothing in the mount
+    // table, the pipe or the master changes; only the pidfd on the middle process tells. The
+    // background scan runs once, at start.
+    let sc = Scenario::start_or_panic();
+    let mut aside = HostAside::start(&sc, "aside").unwrap();
     let agent = Agent::start(&["--scan-interval", "1h"]);
-    let mut events = Events::of_pid(&agent, aside.owner_host_pid).await;
-    let (first, _) = events.until(d.mount_id, |_| true).await;
+    let mut events = Events::of_pid(&agent, aside.owner).await;
+    let (first, _) = events.until(aside.mount_id, |_| true).await;
     assert_eq!(state(first.mount.as_ref().unwrap()), MountState::Active);
 
     let exiting = Instant::now();
-    sc.kill(&format!("{}.middle", d.name), 9, true).unwrap();
+    aside.kill_middle().unwrap();
     let (orphaned, _) = events
-        .until(d.mount_id, |e| {
+        .until(aside.mount_id, |e| {
             state(e.mount.as_ref().unwrap()) == MountState::Orphaned
         })
         .await;
@@ -262,7 +263,7 @@ async fn a_master_re_parented_out_of_the_dumped_tree_is_noticed_between_scans() 
     let mount = orphaned.mount.as_ref().unwrap();
     assert_eq!(
         (mount.reason, mount.owner_pid),
-        (v1::Reason::MasterOutsideTree as i32, aside.owner_host_pid),
+        (v1::Reason::MasterOutsideTree as i32, aside.owner),
         "{orphaned:#?}"
     );
 }

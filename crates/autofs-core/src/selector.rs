@@ -346,7 +346,8 @@ impl Selector {
 /// What a workload question names: a process, a container or a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    /// A host pid: the workload is its mount namespace.
+    /// A host pid: the workload is its mount namespace, and the mount namespaces made inside
+    /// its container (whose owner is a process of that namespace: see [`crate::tree`]).
     Pid(i32),
     /// A container id, or a unique prefix of it.
     ContainerId(String),
@@ -485,10 +486,23 @@ impl Workload {
     /// ([`Scan::unknown_processes`]).
     pub fn check(&self, scan: &Scan) -> Result<Check, SelectError> {
         self.all_seen(scan)?;
+        // A pid's workload also has the mount namespaces made inside its container, whose
+        // owner (the init CRIU dumps them with) is a process of the pid's own namespace.
+        let members: &[i32] = match self.pid_ns {
+            Some(pid_ns) => scan
+                .namespaces
+                .iter()
+                .find(|n| n.mnt_ns == pid_ns)
+                .map_or(&[], |n| n.pids.as_slice()),
+            None => &[],
+        };
         let owned: Vec<&crate::scan::NamespaceInfo> = scan
             .namespaces
             .iter()
-            .filter(|n| self.owns(n.mnt_ns, &n.container_id, &n.pod_uid))
+            .filter(|n| {
+                self.owns(n.mnt_ns, &n.container_id, &n.pod_uid)
+                    || (n.owner_pid > 0 && members.binary_search(&n.owner_pid).is_ok())
+            })
             .collect();
         if owned.is_empty() {
             return Err(match &self.target {

@@ -13,6 +13,13 @@
 //! namespace. A root that only waits for a pid-namespace
 //! init it forked (`unshare --mount --pid --fork`: the parent enters the new mount namespace but
 //! stays in the outer pid namespace) hands ownership to that init, which is the container.
+//!
+//! A mount namespace made inside a container (a service's `PrivateTmp=`, an `unshare --mount`
+//! below the container's init) has no init among its members; its root descends from the
+//! init of its pid namespace. That init is the owner: CRIU checkpoints the container from it,
+//! dumping the nested namespace with the rest of the tree, and a master anywhere in that tree
+//! is found. Only in the proc root's own pid namespace (the host's: `--pid=host` containers,
+//! whose roots descend from the host's pid 1) the root itself stays the owner.
 
 use std::collections::{HashMap, HashSet};
 
@@ -108,9 +115,42 @@ fn choose_owner(forest: &mut dyn Forest, pids: &[i32]) -> Option<i32> {
                 owner = child;
             }
         }
+        if owner.not_init
+            && let Some(init) = container_init(forest, owner)
+        {
+            owner = init;
+        }
         candidates.push(owner);
     }
     candidates.into_iter().min().map(|rank| rank.pid)
+}
+
+/// Longest parent chain [`container_init`] follows.
+const MAX_CHAIN: usize = 64;
+
+/// The init of `root`'s pid namespace, when that namespace is not the proc root's own (a
+/// container's) and its init is an ancestor of `root`: CRIU checkpoints a container from its
+/// init, so a mount namespace made inside the container (a service's `PrivateTmp=`, an
+/// `unshare --mount` below the init) is dumped with the init's tree. `None` when the chain
+/// leaves the pid namespace first (a process that joined it from outside, as `runc exec`
+/// sessions do), or cannot be read.
+fn container_init(forest: &mut dyn Forest, root: Rank) -> Option<Rank> {
+    if root.depth < 2 {
+        return None;
+    }
+    let mut at = root.pid;
+    for _ in 0..MAX_CHAIN {
+        let parent = forest.parent(at).filter(|&p| p > 0)?;
+        let rank = forest.rank(parent)?;
+        if rank.depth != root.depth {
+            return None;
+        }
+        if !rank.not_init {
+            return Some(rank);
+        }
+        at = parent;
+    }
+    None
 }
 
 /// The process forests of earlier scans, so that a scan need not read the parent of every

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use autofs_core::{MountReport, MountState, Reason, Scanner};
+use autofs_testkit::host_aside::HostAside;
 use autofs_testkit::{AutomountSpec, Daemon, MountSpec, RequesterOutcome, Scenario};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -522,7 +523,9 @@ fn copy_of_a_mount_in_a_host_pid_container_is_orphaned_master_outside_the_tree()
     // container finds no pstree item for the master.
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::direct().close_write()).unwrap();
-    let c = sc.ns_member(None, false).unwrap();
+    // The container's process: of the host's pid namespace (this test's), in a copy of the
+    // scenario's mount namespace.
+    let c = host_pid_member(&sc);
     let scan = Scanner::new("/proc", "test-node").unwrap().scan().unwrap();
     let own = scan
         .reports
@@ -534,7 +537,7 @@ fn copy_of_a_mount_in_a_host_pid_container_is_orphaned_master_outside_the_tree()
     assert_eq!(copies.len(), 1, "{copies:#?}");
     let copy = copies[0];
     assert_eq!(copy.mount_point_bytes, own.mount_point_bytes);
-    assert_eq!(copy.owner_pid, c.owner_host_pid);
+    assert_eq!(copy.owner_pid, c.pid);
     assert_eq!(
         (copy.state, copy.reason, copy.dumpable),
         (MountState::Orphaned, Reason::MasterOutsideTree, false),
@@ -549,10 +552,8 @@ fn copy_of_a_mount_in_a_host_pid_container_is_orphaned_master_outside_the_tree()
         copy.message
     );
     assert!(
-        copy.message.contains(&format!(
-            "CRIU dumps the tree rooted at pid {}",
-            c.owner_host_pid
-        )),
+        copy.message
+            .contains(&format!("CRIU dumps the tree rooted at pid {}", c.pid)),
         "{}",
         copy.message
     );
@@ -562,14 +563,14 @@ fn copy_of_a_mount_in_a_host_pid_container_is_orphaned_master_outside_the_tree()
 
 #[test]
 fn a_master_re_parented_out_of_its_owners_tree_is_outside_the_tree_for_a_kept_scanner_too() {
-    // owner → middle → daemon in a mount namespace of the owner's (no pid namespace of its
-    // own, like a `--pid=host` container). The middle process exits: the kernel re-parents
-    // the daemon to the scenario's pid 1, outside the tree CRIU dumps for that namespace.
-    let mut sc = Scenario::start_or_panic();
-    let d = sc.mount(MountSpec::indirect().aside()).unwrap();
-    let aside = d.aside.unwrap();
+    // owner → middle → daemon of the host's pid namespace in a mount namespace of the owner's
+    // (a `--pid=host` container). The middle process exits: the kernel re-parents the daemon
+    // outside the owner's tree, the one CRIU dumps for that namespace.
+    let sc = Scenario::start_or_panic();
+    let mut aside = HostAside::start(&sc, "aside").unwrap();
+    let mnt_ns = aside.mnt_ns;
     let report = |scan: &autofs_core::Scan| -> MountReport {
-        let mine = in_namespace(scan, aside.mnt_ns);
+        let mine = in_namespace(scan, mnt_ns);
         assert_eq!(mine.len(), 1, "{mine:#?}");
         mine[0].clone()
     };
@@ -577,18 +578,26 @@ fn a_master_re_parented_out_of_its_owners_tree_is_outside_the_tree_for_a_kept_sc
     let before = kept.scan().unwrap();
     let r = report(&before);
     assert_eq!(
-        (r.state, r.reason, r.dumpable, r.owner_pid, r.read_end_pid),
+        (
+            r.state,
+            r.reason,
+            r.dumpable,
+            r.owner_pid,
+            r.read_end_pid,
+            r.mount_id
+        ),
         (
             MountState::Active,
             Reason::MasterHoldsPipe,
             true,
-            aside.owner_host_pid,
-            d.host_pid
+            aside.owner,
+            aside.daemon,
+            aside.mount_id
         ),
         "{r:#?}"
     );
     // The processes a re-parenting would start from: the chain above the leader.
-    for pid in [aside.middle_host_pid, aside.owner_host_pid] {
+    for pid in [aside.middle, aside.owner] {
         assert!(
             before.tree_paths.contains(&pid),
             "{pid} not in {:?}",
@@ -596,7 +605,7 @@ fn a_master_re_parented_out_of_its_owners_tree_is_outside_the_tree_for_a_kept_sc
         );
     }
 
-    sc.kill(&format!("{}.middle", d.name), 9, true).unwrap();
+    aside.kill_middle().unwrap();
     for (who, scan) in [
         ("a kept scanner", kept.scan().unwrap()),
         (
@@ -611,18 +620,118 @@ fn a_master_re_parented_out_of_its_owners_tree_is_outside_the_tree_for_a_kept_sc
                 MountState::Orphaned,
                 Reason::MasterOutsideTree,
                 false,
-                aside.owner_host_pid
+                aside.owner
             ),
             "{who}: {r:#?}"
         );
         assert!(
             r.message.contains(&format!(
                 "CRIU dumps the tree rooted at pid {}",
-                aside.owner_host_pid
+                aside.owner
             )),
             "{who}: {}",
             r.message
         );
+    }
+}
+
+#[test]
+fn a_namespace_made_inside_a_container_is_dumped_with_its_init() {
+    // The scenario plays a container with a pid namespace of its own. Mount namespaces made
+    // below its init (a copy of the init's, with the copy of a mount its daemon serves; and
+    // owner → middle → daemon, the daemon's mount only there) are dumped with the init's tree:
+    // the init owns them, both masters are in the tree, and the workload of the init's pid
+    // includes them.
+    let mut sc = Scenario::start_or_panic();
+    let served = sc.mount(MountSpec::indirect()).unwrap();
+    let copy = sc.ns_member(None, false).unwrap();
+    let d = sc.mount(MountSpec::indirect().aside()).unwrap();
+    let aside = d.aside.unwrap();
+    let root = autofs_core::ProcRoot::open("/proc").unwrap();
+    let workload = autofs_core::selector::Workload::of_pid(&root, sc.init_host_pid()).unwrap();
+    let kept = Scanner::new("/proc", "test-node").unwrap();
+    for moment in ["before", "after the middle process died"] {
+        if moment != "before" {
+            // In a container the daemon is re-parented to the init: still in the tree.
+            sc.kill(&format!("{}.middle", d.name), 9, true).unwrap();
+        }
+        let scan = kept.scan().unwrap();
+        // (A copy has a mount id of its own namespace's.)
+        for (mnt_ns, point) in [
+            (copy.mnt_ns, &served.mount_point),
+            (aside.mnt_ns, &d.mount_point),
+        ] {
+            let mine = in_namespace(&scan, mnt_ns);
+            let r = mine
+                .iter()
+                .find(|r| r.mount_point_bytes == point.as_os_str().as_encoded_bytes())
+                .unwrap_or_else(|| panic!("{moment}: {} not in {mine:#?}", point.display()));
+            assert_eq!(
+                (r.state, r.reason, r.dumpable, r.owner_pid),
+                (
+                    MountState::Active,
+                    Reason::MasterHoldsPipe,
+                    true,
+                    sc.init_host_pid()
+                ),
+                "{moment}: {r:#?}"
+            );
+        }
+        let check = workload.check(&scan).unwrap();
+        assert_eq!(
+            (check.mounts_checked, check.dumpable()),
+            (4, true),
+            "{moment}: the init's mount, its copies in both namespaces made below the init, and the aside mount"
+        );
+    }
+    // The aside daemon stops reading: its mount blocks the whole workload of the init's pid,
+    // although the init's own namespace has nothing blocking.
+    sc.close_read(&d).unwrap();
+    let scan = kept.scan().unwrap();
+    let check = workload.check(&scan).unwrap();
+    let blocking: Vec<(u64, u32)> = check
+        .blocking
+        .iter()
+        .map(|&i| (scan.reports[i].mnt_ns, scan.reports[i].mount_id))
+        .collect();
+    assert_eq!(blocking, [(aside.mnt_ns, d.mount_id)], "{check:#?}");
+    assert!(!check.dumpable());
+}
+
+/// A process of the host's pid namespace (this test's) in a copy of the scenario's mount
+/// namespace: a `--pid=host` container's process.
+struct HostPidMember {
+    pid: i32,
+    mnt_ns: u64,
+    _process: Killed,
+}
+
+fn host_pid_member(sc: &Scenario) -> HostPidMember {
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.args(["-t", &sc.init_host_pid().to_string(), "-m", "--"])
+        .args([
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sleep",
+            "600",
+        ]);
+    let process = Killed(autofs_testkit::child::spawn_detached(cmd).unwrap());
+    let pid = i32::try_from(process.0.id()).unwrap();
+    // Once it runs `sleep`, `unshare` has made the namespace.
+    assert!(
+        autofs_testkit::wait_until(WAIT, || std::fs::read_link(format!("/proc/{pid}/exe"))
+            .is_ok_and(|exe| exe.ends_with("sleep"))),
+        "pid {pid} did not reach a mount namespace of its own"
+    );
+    let mnt_ns = autofs_testkit::procfs::ns_inode(pid, "mnt").unwrap();
+    assert_ne!(mnt_ns, sc.mnt_ns());
+    HostPidMember {
+        pid,
+        mnt_ns,
+        _process: process,
     }
 }
 
@@ -638,10 +747,11 @@ impl Drop for Killed {
 
 #[test]
 fn a_host_process_joining_a_namespace_later_does_not_take_it_over() {
-    // The scenario's processes live in a pid namespace of their own (a container's). An
-    // operator's `nsenter --mount` from the host is a root of the namespace's process forest
-    // too, in a shallower pid namespace, but it came later: it must not become the owner (the
-    // namespace's container and pod, and the tree CRIU dumps, come from the owner).
+    // The scenario's processes live in a pid namespace of their own (a container's), and the
+    // namespace was made below its init. An operator's `nsenter --mount` from the host is a
+    // root of the namespace's process forest too, in a shallower pid namespace, and came later:
+    // it must not become the owner (the namespace's container and pod, and the tree CRIU
+    // dumps, come from the owner), the container's init stays it.
     let mut sc = Scenario::start_or_panic();
     sc.mount(MountSpec::indirect()).unwrap();
     let c = sc.ns_member(None, false).unwrap();
@@ -662,8 +772,9 @@ fn a_host_process_joining_a_namespace_later_does_not_take_it_over() {
     let copies = in_namespace(&scan, c.mnt_ns);
     assert_eq!(copies.len(), 1, "{copies:#?}");
     assert_eq!(
-        copies[0].owner_pid, c.owner_host_pid,
-        "the host process {pid} took the namespace over: {:#?}",
+        copies[0].owner_pid,
+        sc.init_host_pid(),
+        "the host process {pid} took the namespace over from the container's init: {:#?}",
         copies[0]
     );
 }

@@ -39,6 +39,7 @@ pub mod binaries;
 pub mod cgroup;
 pub mod child;
 mod host;
+pub mod host_aside;
 pub mod http;
 mod line_reader;
 pub mod mount_ns;
