@@ -323,14 +323,29 @@ impl Inventory {
     /// scan ran past the stall bound and the last good scan is missing or older than
     /// [`StallPolicy::max_stale_age`].
     pub async fn fresh(self: &Arc<Self>, max_age: Duration) -> Result<Answer, ScanError> {
+        self.reuse_or_scan(Reuse::YoungerThan(max_age)).await
+    }
+
+    /// A snapshot of a scan that started at or after `since`: the latest if it did, else a
+    /// new scan. Concurrent callers share one scan (waiters asking at the same moment, one
+    /// scan for all); bounded like [`Self::fresh`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::fresh`].
+    pub async fn fresh_since(self: &Arc<Self>, since: Instant) -> Result<Answer, ScanError> {
+        self.reuse_or_scan(Reuse::StartedSince(since)).await
+    }
+
+    async fn reuse_or_scan(self: &Arc<Self>, reuse: Reuse) -> Result<Answer, ScanError> {
         let latest = self.latest();
-        if is_fresh(&latest, max_age) {
+        if reuse.admits(&latest) {
             return Ok(Answer {
                 snapshot: latest,
                 stale: false,
             });
         }
-        self.bounded(self.scan_detached(Some(max_age))).await
+        self.bounded(self.scan_detached(Some(reuse))).await
     }
 
     /// Runs a scan now and publishes it; bounded like [`Self::fresh`].
@@ -390,14 +405,14 @@ impl Inventory {
     /// pile up abandoned scans.
     async fn scan_detached(
         self: &Arc<Self>,
-        reuse_younger_than: Option<Duration>,
+        reuse: Option<Reuse>,
     ) -> Result<Arc<Snapshot>, ScanError> {
         let this = self.clone();
         tokio::spawn(async move {
             let _one_at_a_time = this.scanning.lock().await;
-            if let Some(max_age) = reuse_younger_than {
+            if let Some(reuse) = reuse {
                 let latest = this.latest();
-                if is_fresh(&latest, max_age) {
+                if reuse.admits(&latest) {
                     return Ok(latest);
                 }
             }
@@ -453,6 +468,21 @@ impl Inventory {
     }
 }
 
-fn is_fresh(snapshot: &Snapshot, max_age: Duration) -> bool {
-    snapshot.generation > 0 && snapshot.taken.elapsed() <= max_age
+/// Which published scan an on-demand request takes instead of scanning.
+#[derive(Debug, Clone, Copy)]
+enum Reuse {
+    /// One at most this old.
+    YoungerThan(Duration),
+    /// One that started at or after this instant.
+    StartedSince(Instant),
+}
+
+impl Reuse {
+    fn admits(self, snapshot: &Snapshot) -> bool {
+        snapshot.generation > 0
+            && match self {
+                Reuse::YoungerThan(max_age) => snapshot.taken.elapsed() <= max_age,
+                Reuse::StartedSince(since) => snapshot.taken >= since,
+            }
+    }
 }

@@ -467,6 +467,17 @@ impl<Q: QueueProbe> Scanner<Q> {
                 Err(e) => match ReadFailure::of(&e) {
                     ReadFailure::Vanished => stats.vanished += 1,
                     failure => {
+                        // A task reaped between the lookup and the read makes the kernel refuse
+                        // the link (EACCES from `proc_ns_get_link`): gone, not hidden, when its
+                        // `cgroup` is gone too.
+                        let cgroup = self.root.read(pid, "cgroup");
+                        if cgroup
+                            .as_ref()
+                            .is_err_and(|e| ReadFailure::of(e) == ReadFailure::Vanished)
+                        {
+                            stats.vanished += 1;
+                            continue;
+                        }
                         stats.unreadable += 1;
                         unknown.push(UnknownProcess {
                             pid,
@@ -475,11 +486,7 @@ impl<Q: QueueProbe> Scanner<Q> {
                                 self.root.pid_path(pid, "ns/mnt").display()
                             ),
                             denied: failure == ReadFailure::Denied,
-                            attribution: self
-                                .root
-                                .read(pid, "cgroup")
-                                .ok()
-                                .map(|text| Attribution::from_cgroup(&text)),
+                            attribution: cgroup.ok().map(|text| Attribution::from_cgroup(&text)),
                         });
                     }
                 },

@@ -430,22 +430,29 @@ impl Workload {
     }
 
     /// Fails when processes the scan could not place in a mount namespace belong to this
-    /// container or pod, or could not be attributed at all. (A pid's own namespace was read
-    /// when the question was asked.)
+    /// container or pod (for a pid: to the container of its mount namespace, whose nested
+    /// namespaces its workload includes), or could not be attributed at all.
     fn all_seen(&self, scan: &Scan) -> Result<(), SelectError> {
-        let workload = match &self.target {
-            Target::Pid(_) => return Ok(()),
-            Target::ContainerId(prefix) => format!("container {prefix}"),
-            Target::PodUid(uid) => format!("pod {uid}"),
+        let (workload, container) = match &self.target {
+            Target::Pid(pid) => (
+                format!("pid {pid}"),
+                scan.namespaces
+                    .iter()
+                    .find(|n| Some(n.mnt_ns) == self.pid_ns)
+                    .map(|n| n.container_id.as_str())
+                    .filter(|id| !id.is_empty()),
+            ),
+            Target::ContainerId(prefix) => (format!("container {prefix}"), None),
+            Target::PodUid(uid) => (format!("pod {uid}"), None),
+        };
+        let belongs = |a: &crate::attribution::Attribution| match &self.target {
+            Target::Pid(_) => container.is_some_and(|id| a.container_id == id),
+            _ => self.owns(0, &a.container_id, &a.pod_uid),
         };
         let hidden: Vec<&crate::scan::UnknownProcess> = scan
             .unknown_processes
             .iter()
-            .filter(|p| {
-                p.attribution
-                    .as_ref()
-                    .is_none_or(|a| self.owns(0, &a.container_id, &a.pod_uid))
-            })
+            .filter(|p| p.attribution.as_ref().is_none_or(belongs))
             .collect();
         let Some(first) = hidden.first() else {
             return Ok(());
@@ -842,8 +849,23 @@ mod tests {
                 .contains("of 2 process(es) that may belong to it"),
             "{e}"
         );
-        // A pid's own namespace was read when it was asked: nothing unknown matters.
-        let pid = Workload::of_pid(&root, scan.namespaces[0].pids[0]).unwrap();
+        // A pid's workload is its container's namespaces: the same processes leave it
+        // unanswered, those of another container do not.
+        let bbbb_pid = scan
+            .namespaces
+            .iter()
+            .find(|n| n.container_id.starts_with("bbbb"))
+            .unwrap()
+            .pids[0];
+        let pid = Workload::of_pid(&root, bbbb_pid).unwrap();
+        let e = pid.check(&scan).unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!(
+                "pid {bbbb_pid}: the mount namespaces of 2 process(es) that may belong to it"
+            )),
+            "{e}"
+        );
+        scan.unknown_processes.retain(|p| p.pid == 9001);
         assert!(pid.check(&scan).is_ok());
     }
 

@@ -7,7 +7,7 @@
 //! sees processes that CRIU does not dump with it.
 //!
 //! The owner is a root of the namespace's process forest: a member whose parent is outside the
-//! mount namespace. Among several roots (`docker exec` sessions, or an operator's `nsenter` from
+//! mount namespace (or, for a namespace made inside a container, that container's init: below). Among several roots (`docker exec` sessions, or an operator's `nsenter` from
 //! the host, join a container's namespaces later) a pid-namespace init wins, then the oldest
 //! process (start time; pid order says nothing once pids wrap), then the shallowest pid
 //! namespace. A root that only waits for a pid-namespace
@@ -23,6 +23,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::attribution::Attribution;
 use crate::process::ProcessTable;
 
 /// The host pid of the owner of the mount namespace whose members are `pids` (ascending).
@@ -63,6 +64,8 @@ trait Forest {
     fn parent(&mut self, pid: i32) -> Option<i32>;
     /// The rank of `pid`; `None` when its facts could not be read.
     fn rank(&mut self, pid: i32) -> Option<Rank>;
+    /// The container and pod of `pid` (from its `cgroup`; empty when unreadable).
+    fn attribution(&mut self, pid: i32) -> Attribution;
 }
 
 /// Everything read from the proc root, for this scan only.
@@ -81,6 +84,10 @@ impl Forest for Fresh<'_, '_> {
             starttime: info.starttime,
             pid,
         })
+    }
+
+    fn attribution(&mut self, pid: i32) -> Attribution {
+        self.0.attribution(pid).clone()
     }
 }
 
@@ -129,26 +136,29 @@ fn choose_owner(forest: &mut dyn Forest, pids: &[i32]) -> Option<i32> {
 const MAX_CHAIN: usize = 64;
 
 /// The init of `root`'s pid namespace, when that namespace is not the proc root's own (a
-/// container's) and its init is an ancestor of `root`: CRIU checkpoints a container from its
-/// init, so a mount namespace made inside the container (a service's `PrivateTmp=`, an
-/// `unshare --mount` below the init) is dumped with the init's tree. `None` when the chain
-/// leaves the pid namespace first (a process that joined it from outside, as `runc exec`
-/// sessions do), or cannot be read.
+/// container's), its init is an ancestor of `root`, and both belong to the same container and
+/// pod: CRIU checkpoints a container from its init, so a mount namespace made inside the
+/// container (a service's `PrivateTmp=`, an `unshare --mount` below the init) is dumped with
+/// the init's tree. `None` when the chain leaves the pid namespace first (a process that
+/// joined it from outside, as `runc exec` sessions do), when the init is another container's
+/// (a pod sharing its pid namespace: the kernel hands orphans to the pause container's init;
+/// `--pid=container:X`), when an ancestor is younger than its child (a pid reused while the
+/// chain was read), or when the chain cannot be read.
 fn container_init(forest: &mut dyn Forest, root: Rank) -> Option<Rank> {
     if root.depth < 2 {
         return None;
     }
-    let mut at = root.pid;
+    let mut child = root;
     for _ in 0..MAX_CHAIN {
-        let parent = forest.parent(at).filter(|&p| p > 0)?;
+        let parent = forest.parent(child.pid).filter(|&p| p > 0)?;
         let rank = forest.rank(parent)?;
-        if rank.depth != root.depth {
+        if rank.depth != root.depth || rank.starttime > child.starttime {
             return None;
         }
         if !rank.not_init {
-            return Some(rank);
+            return (forest.attribution(rank.pid) == forest.attribution(root.pid)).then_some(rank);
         }
-        at = parent;
+        child = rank;
     }
     None
 }
@@ -346,5 +356,103 @@ impl Forest for Cached<'_, '_, '_, '_> {
         let rank = Fresh(self.table).rank(pid);
         self.entry(pid, ino).rank = rank;
         rank
+    }
+
+    fn attribution(&mut self, pid: i32) -> Attribution {
+        Fresh(self.table).attribution(pid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process forest given as (pid, parent, pid-namespace depth, init?, start time,
+    /// container).
+    struct Given(Vec<(i32, i32, usize, bool, u64, &'static str)>);
+
+    impl Given {
+        fn get(&self, pid: i32) -> Option<&(i32, i32, usize, bool, u64, &'static str)> {
+            self.0.iter().find(|p| p.0 == pid)
+        }
+    }
+
+    impl Forest for Given {
+        fn parent(&mut self, pid: i32) -> Option<i32> {
+            self.get(pid).map(|p| p.1)
+        }
+
+        fn rank(&mut self, pid: i32) -> Option<Rank> {
+            self.get(pid)
+                .map(|&(pid, _, depth, init, starttime, _)| Rank {
+                    not_init: !init,
+                    starttime,
+                    depth,
+                    pid,
+                })
+        }
+
+        fn attribution(&mut self, pid: i32) -> Attribution {
+            Attribution {
+                container_id: self.get(pid).map_or("", |p| p.5).to_owned(),
+                pod_uid: String::new(),
+            }
+        }
+    }
+
+    /// The host: pid 1, a container runtime's shim.
+    const HOST: [(i32, i32, usize, bool, u64, &str); 2] =
+        [(1, 0, 1, true, 0, ""), (50, 1, 1, false, 5, "")];
+
+    fn owner(mut procs: Vec<(i32, i32, usize, bool, u64, &'static str)>, members: &[i32]) -> i32 {
+        procs.extend(HOST);
+        choose_owner(&mut Given(procs), members).unwrap()
+    }
+
+    #[test]
+    fn a_namespace_made_below_a_containers_init_is_owned_by_the_init() {
+        let container = vec![
+            (100, 50, 2, true, 10, "c"),
+            (101, 100, 2, false, 20, "c"),
+            (102, 101, 2, false, 30, "c"),
+        ];
+        assert_eq!(owner(container.clone(), &[101, 102]), 100);
+        // An operator's later `nsenter --mount` from the host changes nothing.
+        let mut joined = container;
+        joined.push((60, 1, 1, false, 40, ""));
+        assert_eq!(owner(joined, &[60, 101, 102]), 100);
+    }
+
+    #[test]
+    fn another_containers_init_in_a_shared_pid_namespace_never_owns() {
+        // A pod sharing its pid namespace: the pause container's process is its init, the
+        // app's first process is a child of the shim, and a daemon the app double-forked was
+        // handed to the pause process.
+        let pod = vec![
+            (200, 50, 2, true, 6, "pause"),
+            (201, 50, 2, false, 10, "a"),
+            (202, 200, 2, false, 30, "a"),
+        ];
+        assert_eq!(owner(pod.clone(), &[201, 202]), 201);
+        // Even when the daemon is all that is left of the container.
+        assert_eq!(owner(pod, &[202]), 202);
+    }
+
+    #[test]
+    fn roots_that_joined_from_outside_keep_the_oldest_first() {
+        // A `runc exec` session (its parent is the shim, outside the pid namespace) that made a
+        // mount namespace, and a later host process that joined it.
+        let procs = vec![(301, 50, 2, false, 40, "c"), (60, 1, 1, false, 45, "")];
+        assert_eq!(owner(procs, &[60, 301]), 301);
+    }
+
+    #[test]
+    fn no_init_is_taken_through_a_reused_pid_or_in_the_hosts_pid_namespace() {
+        // The parent pid names a process younger than its child: it was reused after the
+        // child's parent exited.
+        let reused = vec![(400, 50, 2, true, 100, "c"), (401, 400, 2, false, 50, "c")];
+        assert_eq!(owner(reused, &[401]), 401);
+        // The host's pid 1 never owns a `--pid=host` container's namespace.
+        assert_eq!(owner(vec![(500, 1, 1, false, 20, "h")], &[500]), 500);
     }
 }

@@ -38,22 +38,30 @@ def reap_forever():
         except ChildProcessError:
             signal.pause()
 
+def daemon():
+    os.setpgid(0, 0)
+    os.makedirs(mount_point, exist_ok=True)
+    r, w = os.pipe()
+    opts = f"fd={w},pgrp={os.getpgrp()},minproto=5,maxproto=5,indirect".encode()
+    if libc.mount(b"autofs-testkit", mount_point.encode(), b"autofs", 0, opts) != 0:
+        raise OSError(ctypes.get_errno(), "mount autofs")
+    mount_id = next(l.split()[0] for l in open("/proc/self/mountinfo") if l.split()[4] == mount_point)
+    print(f"ready {owner} {os.getppid()} {os.getpid()} {mount_id}", flush=True)
+
 owner = os.getpid()
 if os.fork() == 0:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.fork() == 0:
-        os.setpgid(0, 0)
-        os.makedirs(mount_point, exist_ok=True)
-        r, w = os.pipe()
-        opts = f"fd={w},pgrp={os.getpgrp()},minproto=5,maxproto=5,indirect".encode()
-        if libc.mount(b"autofs-testkit", mount_point.encode(), b"autofs", 0, opts) != 0:
-            print("error mount: " + os.strerror(ctypes.get_errno()), flush=True)
+        try:
+            daemon()
+        except BaseException as e:
+            print(f"error {e!r}", flush=True)
             os._exit(1)
-        mount_id = next(l.split()[0] for l in open("/proc/self/mountinfo") if l.split()[4] == mount_point)
-        print(f"ready {owner} {os.getppid()} {os.getpid()} {mount_id}", flush=True)
         sys.stdin.read()
         os._exit(0)
+    os.close(1)
     reap_forever()
+os.close(1)
 reap_forever()
 "#;
 
@@ -169,9 +177,9 @@ impl HostAside {
 
 impl Drop for HostAside {
     fn drop(&mut self) {
-        for pid in [self.daemon, self.middle] {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
+        // The daemon is still ours: it exits only when its stdin, held here, closes. The
+        // middle process dies with the owner (its parent-death signal).
+        let _ = kill(Pid::from_raw(self.daemon), Signal::SIGKILL);
         let _ = self.owner_process.kill();
         let _ = self.owner_process.wait();
     }

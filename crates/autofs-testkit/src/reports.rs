@@ -21,7 +21,8 @@ pub struct NsMember {
 /// The processes above a daemon mounted aside ([`MountSpec::aside`](crate::MountSpec::aside)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Aside {
-    /// Host pid of the mount namespace's owner (a child of the scenario's pid 1).
+    /// Host pid of the process that made the mount namespace (a child of the scenario's pid 1,
+    /// which owns the namespace for CRIU).
     pub owner_host_pid: i32,
     /// Host pid of the middle process: the owner's child and the daemon's parent. Its name
     /// for [`Scenario::kill`] is `<daemon name>.middle`.

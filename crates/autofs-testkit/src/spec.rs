@@ -63,9 +63,9 @@ pub struct MountSpec {
     /// reaper that is pid 1), so its pids differ at every level.
     pub nested_pidns: bool,
     /// The daemon mounts in a mount namespace of its own (a private copy of the scenario's,
-    /// no new pid namespace: a `--pid=host`-like container) two levels below that namespace's
-    /// owner: owner → middle → daemon, all in the scenario's pid namespace (a namespace made
-    /// inside a container). Killing the middle process ([`Scenario::kill`] of `<name>.middle`)
+    /// no new pid namespace) two levels below that namespace's first process: owner → middle →
+    /// daemon, all in the scenario's pid namespace (a namespace made inside a container, which
+    /// the scenario's init owns: see `autofs_core::tree`). Killing the middle process ([`Scenario::kill`] of `<name>.middle`)
     /// makes the kernel re-parent the daemon to the scenario's pid 1, out of the owner's
     /// subtree but still in the init's, which CRIU dumps with the container (for the same shape
     /// in the host's pid namespace, see [`crate::host_aside`]). Not with

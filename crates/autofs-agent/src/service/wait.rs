@@ -5,7 +5,7 @@
 //! not at its client's deadline.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use autofs_api::json::ShortName;
 use autofs_api::v1;
@@ -151,7 +151,7 @@ async fn final_from_newer(
         return Ok(snapshot);
     }
     let answer = inventory
-        .fresh(Duration::ZERO)
+        .fresh_since(started)
         .await
         .map_err(ApiError::from)?;
     not_stale(answer)
