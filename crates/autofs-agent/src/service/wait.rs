@@ -258,3 +258,41 @@ fn describe(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::StallPolicy;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_final_answer_from_a_scan_before_the_request_is_replaced_by_one_shared_scan_after_it()
+    {
+        // Real scans of a fixture proc tree: an ACTIVE mount, so any scan is a final answer.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../autofs-core/tests/fixtures/proc/active_indirect");
+        let scanner = autofs_core::Scanner::new(&root, "node").unwrap();
+        let inventory = Arc::new(Inventory::new(scanner, StallPolicy::default()).unwrap());
+        let proc_root = autofs_core::ProcRoot::open(&root).unwrap();
+        let workload = Workload::of_pid(&proc_root, 1234).unwrap();
+        let older = inventory.rescan().await.unwrap();
+        let started = Instant::now();
+        assert!(older.taken < started && is_final(&older, &workload));
+
+        let newer = final_from_newer(&inventory, older.clone(), started, &workload)
+            .await
+            .unwrap();
+        assert_eq!(newer.generation, older.generation + 1);
+        assert!(newer.taken >= started);
+        // Another waiter that asked at the same moment, handed the same older scan, shares
+        // the newer one instead of scanning again.
+        let shared = final_from_newer(&inventory, older, started, &workload)
+            .await
+            .unwrap();
+        assert_eq!(shared.generation, newer.generation);
+        // A final answer from a scan that started after the request is taken as it is.
+        let kept = final_from_newer(&inventory, newer.clone(), started, &workload)
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&kept, &newer));
+    }
+}
