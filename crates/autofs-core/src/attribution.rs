@@ -3,6 +3,8 @@
 //! (`kubepods-besteffort-pod<uid_with_underscores>.slice/cri-containerd-<id>.scope`) and the
 //! cgroupfs (`/kubepods/besteffort/pod<uid>/<id>`) drivers, cgroup v1 and v2.
 
+use crate::proc_root::ProcRoot;
+
 /// Container and pod of a process; empty strings when not in a container.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Attribution {
@@ -16,6 +18,17 @@ pub struct Attribution {
 const ID_PREFIXES: &[&str] = &["cri-containerd-", "crio-", "docker-", "libpod-", ""];
 
 impl Attribution {
+    /// Reads and parses `<root>/<pid>/cgroup` ([`Self::from_cgroup`]); any reader may read it
+    /// (`proc_cgroup_show` checks no ptrace access).
+    ///
+    /// # Errors
+    ///
+    /// The failed read (the process is gone, or the file is unreadable).
+    pub fn read(root: &ProcRoot, pid: i32) -> std::io::Result<Self> {
+        root.read(pid, "cgroup")
+            .map(|text| Self::from_cgroup(&text))
+    }
+
     /// Parses `/proc/<pid>/cgroup` as bytes. The v2 line (`0::`) is preferred. Cgroup paths
     /// are bytes like any path: a segment that is not UTF-8 is skipped, never fatal.
     pub fn from_cgroup(text: &[u8]) -> Self {

@@ -305,11 +305,9 @@ impl<'a> ProcessTable<'a> {
     /// container: attribution is a label, never a verdict).
     pub fn attribution(&mut self, pid: i32) -> &Attribution {
         let root = self.root;
-        self.attribution.entry(pid).or_insert_with(|| {
-            root.read(pid, "cgroup")
-                .map(|text| Attribution::from_cgroup(&text))
-                .unwrap_or_default()
-        })
+        self.attribution
+            .entry(pid)
+            .or_insert_with(|| Attribution::read(root, pid).unwrap_or_default())
     }
 
     /// Translates host pid `pid` into the pid namespace of `owner`: the value CRIU would store

@@ -470,8 +470,8 @@ impl<Q: QueueProbe> Scanner<Q> {
                         // A task reaped between the lookup and the read makes the kernel refuse
                         // the link (EACCES from `proc_ns_get_link`): gone, not hidden, when its
                         // `cgroup` is gone too.
-                        let cgroup = self.root.read(pid, "cgroup");
-                        if cgroup
+                        let attribution = Attribution::read(&self.root, pid);
+                        if attribution
                             .as_ref()
                             .is_err_and(|e| ReadFailure::of(e) == ReadFailure::Vanished)
                         {
@@ -486,7 +486,7 @@ impl<Q: QueueProbe> Scanner<Q> {
                                 self.root.pid_path(pid, "ns/mnt").display()
                             ),
                             denied: failure == ReadFailure::Denied,
-                            attribution: cgroup.ok().map(|text| Attribution::from_cgroup(&text)),
+                            attribution: attribution.ok(),
                         });
                     }
                 },

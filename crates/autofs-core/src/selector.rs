@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use crate::proc_root::{ProcRoot, ReadFailure};
 use crate::report::{MountReport, MountState};
-use crate::scan::Scan;
+use crate::scan::{NamespaceInfo, Scan};
 
 /// Why a question about mounts cannot be answered. Each variant says what was wrong with the
 /// question, or what of the workload could not be found; [`SelectError::kind`] groups them.
@@ -432,14 +432,11 @@ impl Workload {
     /// Fails when processes the scan could not place in a mount namespace belong to this
     /// container or pod (for a pid: to the container of its mount namespace, whose nested
     /// namespaces its workload includes), or could not be attributed at all.
-    fn all_seen(&self, scan: &Scan) -> Result<(), SelectError> {
+    fn all_seen(&self, scan: &Scan, own: Option<&NamespaceInfo>) -> Result<(), SelectError> {
         let (workload, container) = match &self.target {
             Target::Pid(pid) => (
                 format!("pid {pid}"),
-                scan.namespaces
-                    .iter()
-                    .find(|n| Some(n.mnt_ns) == self.pid_ns)
-                    .map(|n| n.container_id.as_str())
+                own.map(|n| n.container_id.as_str())
                     .filter(|id| !id.is_empty()),
             ),
             Target::ContainerId(prefix) => (format!("container {prefix}"), None),
@@ -492,18 +489,15 @@ impl Workload {
     /// processes whose mount namespace the scan could not read
     /// ([`Scan::unknown_processes`]).
     pub fn check(&self, scan: &Scan) -> Result<Check, SelectError> {
-        self.all_seen(scan)?;
+        // A pid's own mount namespace in this scan.
+        let own = self
+            .pid_ns
+            .and_then(|pid_ns| scan.namespaces.iter().find(|n| n.mnt_ns == pid_ns));
+        self.all_seen(scan, own)?;
         // A pid's workload also has the mount namespaces made inside its container, whose
         // owner (the init CRIU dumps them with) is a process of the pid's own namespace.
-        let members: &[i32] = match self.pid_ns {
-            Some(pid_ns) => scan
-                .namespaces
-                .iter()
-                .find(|n| n.mnt_ns == pid_ns)
-                .map_or(&[], |n| n.pids.as_slice()),
-            None => &[],
-        };
-        let owned: Vec<&crate::scan::NamespaceInfo> = scan
+        let members: &[i32] = own.map_or(&[], |n| n.pids.as_slice());
+        let owned: Vec<&NamespaceInfo> = scan
             .namespaces
             .iter()
             .filter(|n| {
@@ -603,7 +597,7 @@ mod tests {
     use super::*;
     use crate::attribution::Attribution;
     use crate::pipes::QueueProbe;
-    use crate::scan::{NamespaceInfo, Scanner, UnknownProcess};
+    use crate::scan::{Scanner, UnknownProcess};
 
     /// Queued bytes per pipe inode, as the fixture's `queues.json` says.
     struct Queues(&'static [(u64, u64)]);

@@ -7,12 +7,13 @@
 //! sees processes that CRIU does not dump with it.
 //!
 //! The owner is a root of the namespace's process forest: a member whose parent is outside the
-//! mount namespace (or, for a namespace made inside a container, that container's init: below). Among several roots (`docker exec` sessions, or an operator's `nsenter` from
-//! the host, join a container's namespaces later) a pid-namespace init wins, then the oldest
-//! process (start time; pid order says nothing once pids wrap), then the shallowest pid
-//! namespace. A root that only waits for a pid-namespace
-//! init it forked (`unshare --mount --pid --fork`: the parent enters the new mount namespace but
-//! stays in the outer pid namespace) hands ownership to that init, which is the container.
+//! mount namespace (or, for a namespace made inside a container, that container's init: below).
+//! Among several roots (`docker exec` sessions, or an operator's `nsenter` from the host, join a
+//! container's namespaces later) a pid-namespace init wins, then the oldest process (start time;
+//! pid order says nothing once pids wrap), then the shallowest pid namespace. A root that only
+//! waits for a pid-namespace init it forked (`unshare --mount --pid --fork`: the parent enters
+//! the new mount namespace but stays in the outer pid namespace) hands ownership to that init,
+//! which is the container.
 //!
 //! A mount namespace made inside a container (a service's `PrivateTmp=`, an `unshare --mount`
 //! below the container's init) has no init among its members; its root descends from the
