@@ -250,12 +250,21 @@ impl Collector {
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownNode`] when no agent is that node (listing, in `unreachable`, the
-    /// agents that did not answer); [`Error::Node`] when the node could not be asked within
-    /// the configured timeout or refused the request (an unknown pid or container:
-    /// [`NodeErrorKind::Rpc`] with `NotFound`; an ambiguous container prefix:
-    /// `InvalidArgument`), or answered against the API contract
-    /// ([`NodeErrorKind::Malformed`]).
+    /// - [`Error::UnknownNode`] when no agent is that node (listing, in `unreachable`, the
+    ///   agents that did not answer).
+    /// - [`Error::Node`] when the node could not be asked: [`NodeErrorKind::Unavailable`]
+    ///   (unreachable, shutting down, or its current scan has stalled) is asked again with
+    ///   backoff up to `max_attempts` times, and ends as that error or as
+    ///   [`NodeErrorKind::DeadlineExceeded`] at the configured timeout; or when the node
+    ///   speaks another API major ([`NodeErrorKind::VersionMismatch`]) or answered against
+    ///   the API contract ([`NodeErrorKind::Malformed`]), or refused the
+    ///   request with [`NodeErrorKind::Rpc`]:
+    ///   - `NotFound`: no such pid, container or pod on the node;
+    ///   - `InvalidArgument`: an empty target, an invalid pid, an ambiguous container prefix;
+    ///   - `PermissionDenied`: processes of the workload exist that the agent is not allowed
+    ///     to read (a confining profile, a user namespace), so no verdict would be true;
+    ///   - `Internal`: processes of the workload, or processes it cannot attribute, could not
+    ///     be read for another reason (the message names the first failed read).
     pub async fn check(&self, node: &str, target: Target) -> Result<CheckOutcome, Error> {
         // One deadline for finding the node and asking it: `--timeout` bounds the answer.
         let deadline = Instant::now() + self.inner.config.timeout;
@@ -292,8 +301,12 @@ impl Collector {
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownNode`] when no agent is that node, [`Error::Node`] when the node could
-    /// not be asked or refused the request (an unknown pid: `NotFound`).
+    /// [`Error::UnknownNode`] and [`Error::Node`] as [`Collector::check`] gives them for the
+    /// same target, with two differences: a wait the agent ends with `UNAVAILABLE` (it shuts
+    /// down, or its scan stalls while the gate waits: the gate says nothing then) is asked
+    /// again like an unreachable agent, within `deadline`; and [`NodeErrorKind::Rpc`] with
+    /// `ResourceExhausted` when the agent's stream limits are used up. A stream that ends
+    /// without a final verdict is [`NodeErrorKind::Malformed`].
     pub async fn wait_migratable(
         &self,
         node: &str,
