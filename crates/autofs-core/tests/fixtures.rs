@@ -929,10 +929,18 @@ fn octal_escapes_in_mount_point_and_source_are_decoded() {
 #[test]
 fn processes_vanishing_mid_scan_are_counted_not_fatal() {
     let scan = scan_case("processes_vanishing");
-    // pids 1, 800, 801, 1234, 2000, 3100, 3200; 3100 and 3200 lost ns/mnt, 800 its mountinfo.
-    assert_eq!(scan.stats.processes, 7);
-    assert_eq!(scan.stats.vanished, 3);
-    assert_eq!(scan.stats.unreadable, 0);
+    // pids 1, 800, 801, 1234, 2000, 3100, 3200, 3300, 3400; 3100 and 3200 lost ns/mnt, 800
+    // its mountinfo; 3300's ns/mnt could not be read and its cgroup is gone: reaped, not
+    // hidden. 3400's ns/mnt could not be read either but its cgroup is there: unknown.
+    assert_eq!(scan.stats.processes, 9);
+    assert_eq!(scan.stats.vanished, 4);
+    assert_eq!(scan.stats.unreadable, 1);
+    let unknown: Vec<_> = scan.unknown_processes.iter().map(|p| p.pid).collect();
+    assert_eq!(unknown, [3400]);
+    let hidden = &scan.unknown_processes[0];
+    assert!(!hidden.denied, "{hidden:?}");
+    assert!(hidden.why.contains("3400/ns/mnt"), "{hidden:?}");
+    assert!(hidden.attribution.is_some(), "{hidden:?}");
     assert_eq!(scan.stats.mount_namespaces, 2);
 
     let home = mount(&scan, HOST_MNT, 40);
