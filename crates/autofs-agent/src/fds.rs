@@ -9,8 +9,10 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 /// Descriptors kept for everything but connections: the scanner (a few open at a time), the
 /// runtime (epoll, eventfds, signal pipe), listeners, stdio, logs.
 const RESERVED: u64 = 96;
-/// Upper bound on mountinfo files the watcher polls (one per mount namespace), and on the
-/// pidfds the change watcher holds (masters, then the processes between leaders and owners).
+/// Upper bound on mountinfo files the watcher polls (one per mount namespace; a scan keeps
+/// as many open for it while the watcher still holds the previous scan's, so twice that is
+/// set aside), and on the pidfds the change watcher holds (masters, then the processes
+/// between leaders and owners).
 const MAX_WATCHED: u64 = 512;
 /// Default cap of concurrent gRPC connections when the descriptor limit allows more.
 const DEFAULT_GRPC_CONNECTIONS: u64 = 1024;
@@ -22,7 +24,7 @@ const SMALL_LISTENER_CONNECTIONS: u64 = 16;
 pub struct FdBudget {
     /// The soft `RLIMIT_NOFILE` in force.
     pub nofile: u64,
-    /// Mount namespaces whose mountinfo the watcher may keep open.
+    /// Mount namespaces whose mountinfo the watcher may keep open (and a scan, for it).
     pub watched_namespaces: usize,
     /// Processes whose exit the change watcher may follow (one pidfd each): masters first,
     /// then the processes between leaders and their namespaces' owners.
@@ -40,7 +42,7 @@ impl FdBudget {
     /// share, never raises it past what the descriptors allow.
     pub fn split(nofile: u64, grpc_cap: Option<usize>) -> FdBudget {
         let watched = (nofile / 8).min(MAX_WATCHED);
-        let for_connections = nofile.saturating_sub(RESERVED + 2 * watched).max(3);
+        let for_connections = nofile.saturating_sub(RESERVED + 3 * watched).max(3);
         let small = (for_connections / 8).clamp(1, SMALL_LISTENER_CONNECTIONS);
         let grpc_room = for_connections.saturating_sub(2 * small).max(1);
         let grpc = grpc_cap
@@ -83,7 +85,7 @@ mod tests {
     fn the_common_1024_limit_keeps_a_reserve_for_scans() {
         let b = FdBudget::split(1024, None);
         let total = b.grpc_connections + b.metrics_connections + b.health_connections;
-        let watched = (b.watched_namespaces + b.watched_processes) as u64;
+        let watched = (2 * b.watched_namespaces + b.watched_processes) as u64;
         assert!(total as u64 + RESERVED + watched <= 1024);
         assert!(b.grpc_connections >= 500, "{b:?}");
     }
@@ -101,7 +103,7 @@ mod tests {
         let b = FdBudget::split(256, Some(100_000));
         assert!(
             b.grpc_connections + b.metrics_connections + b.health_connections
-                <= 256 - RESERVED as usize - b.watched_namespaces - b.watched_processes
+                <= 256 - RESERVED as usize - 2 * b.watched_namespaces - b.watched_processes
         );
         assert_eq!(FdBudget::split(1 << 20, Some(10)).grpc_connections, 10);
     }

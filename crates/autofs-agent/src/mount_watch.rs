@@ -1,7 +1,9 @@
 //! Wakes the background scanner when a mount table changes: the core's watcher
-//! ([`autofs_core::mount_watch`]) over one member's `mountinfo` per mount namespace the latest
-//! scan knows (at most the descriptor budget), re-opened only when a scan finds a different
-//! set. Waiting is the reactor's: no thread, no timer, no read of the tables.
+//! ([`autofs_core::mount_watch`]) over the `mountinfo` files each scan read and kept open, one
+//! per mount namespace (at most the descriptor budget). A table opened before the scan read
+//! it reports every change made after that read, so no change falls between a scan and the
+//! watch that follows it. Waiting is the reactor's: no thread, no timer, no read of the
+//! tables.
 
 use std::sync::Arc;
 
@@ -11,7 +13,8 @@ use tokio::sync::{Notify, watch};
 use crate::snapshot::Inventory;
 
 /// Runs until `shutdown` turns true, notifying `changed` whenever a watched mount table
-/// changes. Watches at most `max_tables` namespaces (its share of the descriptor budget).
+/// changes. Each scan keeps the tables of at most `max_tables` namespaces (its share of the
+/// descriptor budget) open for it.
 pub async fn run(
     inventory: Arc<Inventory>,
     max_tables: usize,
@@ -22,28 +25,21 @@ pub async fn run(
         return; // no live proc root: no mount tables to watch
     }
     let mut snapshots = inventory.subscribe();
-    // (mount namespace, member whose table is open) of the set being watched.
-    let mut watched: Option<Vec<(u64, i32)>> = None;
     let mut watch: Option<MountTableWatch> = None;
     loop {
-        let snapshot = snapshots.borrow_and_update().clone();
-        let members: Vec<(u64, i32)> = snapshot
-            .scan
-            .namespaces
-            .iter()
-            .take(max_tables)
-            .filter_map(|ns| Some((ns.mnt_ns, *ns.pids.first()?)))
-            .collect();
-        drop(snapshot);
-        if watched.as_ref() != Some(&members) {
+        snapshots.borrow_and_update();
+        // The tables of the latest scan replace the previous scan's: they report what
+        // changed after that scan read them.
+        if let Some(tables) = inventory.take_open_tables() {
             let Some(root) = inventory.proc_root() else {
                 return;
             };
-            watch = match MountTableWatch::open(root, members.iter().map(|&(_, pid)| pid)) {
+            watch = match MountTableWatch::adopt(root, tables) {
                 Ok(watch) => {
                     tracing::debug!(
                         tables = watch.len(),
                         unopened = watch.unopened(),
+                        limit = max_tables,
                         "watching mount tables"
                     );
                     Some(watch)
@@ -53,7 +49,6 @@ pub async fn run(
                     None
                 }
             };
-            watched = Some(members);
         }
         let woke = async {
             match &watch {

@@ -181,6 +181,10 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         );
 
     let changed = Arc::new(Notify::new());
+    // Before the first scan: the mount-table watcher adopts the tables each scan read.
+    if inventory.proc_root().is_some() {
+        inventory.keep_open_tables(budget.watched_namespaces);
+    }
     let scanner = tokio::spawn(background::run(
         inventory.clone(),
         config.scan_interval,

@@ -10,11 +10,11 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use autofs_api::v1;
-use autofs_core::{NamespaceInfo, ProcRoot, Scan};
+use autofs_core::{NamespaceInfo, OpenTables, ProcRoot, Scan};
 use tokio::sync::{Mutex, oneshot, watch};
 
 use crate::changes::Change;
@@ -143,7 +143,7 @@ impl Answer {
     }
 }
 
-type Job = oneshot::Sender<Result<Scan, ScanError>>;
+type Job = oneshot::Sender<Result<(Scan, OpenTables), ScanError>>;
 
 /// Counts scan events (a scan started, ended, or its failure was counted), so that the
 /// watchdog wakes for them rather than on a timer.
@@ -160,7 +160,11 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(source: Arc<dyn ScanSource>, activity: Activity) -> std::io::Result<Worker> {
+    fn spawn(
+        source: Arc<dyn ScanSource>,
+        keep_tables: Arc<AtomicUsize>,
+        activity: Activity,
+    ) -> std::io::Result<Worker> {
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         let running_since = Arc::new(std::sync::Mutex::new(None));
         let since = running_since.clone();
@@ -173,7 +177,9 @@ impl Worker {
                     set(&since, Some(Instant::now()));
                     bump(&activity);
                     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        source.scan().map_err(ScanError::from)
+                        source
+                            .scan(keep_tables.load(Ordering::Relaxed))
+                            .map_err(ScanError::from)
                     }))
                     .unwrap_or_else(|panic| Err(ScanError::Panicked(panic_text(&panic))));
                     set(&since, None);
@@ -187,7 +193,7 @@ impl Worker {
         })
     }
 
-    async fn scan(&self) -> Result<Scan, ScanError> {
+    async fn scan(&self) -> Result<(Scan, OpenTables), ScanError> {
         let (tx, rx) = oneshot::channel();
         self.jobs.send(tx).map_err(|_| ScanError::WorkerGone)?;
         rx.await.map_err(|_| ScanError::WorkerGone)?
@@ -227,6 +233,10 @@ pub struct Inventory {
     observers: std::sync::Mutex<Vec<Box<dyn ScanObserver>>>,
     stalled: watch::Sender<bool>,
     activity: Activity,
+    /// How many mount tables each scan keeps open for the mount-table watcher.
+    keep_tables: Arc<AtomicUsize>,
+    /// Those of the latest scan, until the watcher takes them.
+    open_tables: std::sync::Mutex<Option<OpenTables>>,
 }
 
 impl Inventory {
@@ -238,8 +248,9 @@ impl Inventory {
     pub fn new(source: impl ScanSource, policy: StallPolicy) -> std::io::Result<Self> {
         let source: Arc<dyn ScanSource> = Arc::new(source);
         let activity: Activity = Arc::new(watch::Sender::new(0));
+        let keep_tables = Arc::new(AtomicUsize::new(0));
         Ok(Self {
-            worker: Worker::spawn(source.clone(), activity.clone())?,
+            worker: Worker::spawn(source.clone(), keep_tables.clone(), activity.clone())?,
             source,
             policy,
             latest: watch::Sender::new(Arc::new(Snapshot::empty())),
@@ -248,7 +259,24 @@ impl Inventory {
             observers: std::sync::Mutex::new(Vec::new()),
             stalled: watch::Sender::new(false),
             activity,
+            keep_tables,
+            open_tables: std::sync::Mutex::new(None),
         })
+    }
+
+    /// From the next scan on, keeps open the mount tables each scan read, of up to `budget`
+    /// mount namespaces, for [`Self::take_open_tables`] (the mount-table watcher).
+    pub fn keep_open_tables(&self, budget: usize) {
+        self.keep_tables.store(budget, Ordering::Relaxed);
+    }
+
+    /// The mount tables the latest scan kept open, once: stored before its snapshot is
+    /// published, replaced (and closed) by the next scan's if nobody took them.
+    pub fn take_open_tables(&self) -> Option<OpenTables> {
+        self.open_tables
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     /// Adds an observer of every later scan outcome.
@@ -436,7 +464,17 @@ impl Inventory {
 
     async fn scan_now(&self) -> Result<Arc<Snapshot>, ScanError> {
         let started = Instant::now();
-        let scan = self.worker.scan().await?;
+        // Tables of an earlier scan the watcher has not taken are closed before this scan
+        // opens its own: the watcher's current ones report every change since, and at most
+        // two scans' tables (the watcher's and this scan's) are open at a time.
+        drop(self.take_open_tables());
+        let (scan, tables) = self.worker.scan().await?;
+        if self.keep_tables.load(Ordering::Relaxed) > 0 {
+            *self
+                .open_tables
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tables);
+        }
         let reports: Vec<v1::MountReport> =
             scan.reports.iter().map(v1::MountReport::from).collect();
         let previous = self.latest();

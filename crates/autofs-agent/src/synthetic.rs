@@ -1,7 +1,9 @@
 //! A generated report set for benchmarks (`--synthetic-mounts N`): realistic reports without
 //! needing N real mounts, so the gRPC path can be measured on its own.
 
-use autofs_core::{AutofsEntry, MountReport, MountState, ProcRoot, Reason, Scan, ScanStats};
+use autofs_core::{
+    AutofsEntry, MountReport, MountState, OpenTables, ProcRoot, Reason, Scan, ScanStats,
+};
 
 use crate::source::ScanSource;
 
@@ -18,8 +20,8 @@ impl Synthetic {
 }
 
 impl ScanSource for Synthetic {
-    fn scan(&self) -> Result<Scan, autofs_core::Error> {
-        Ok(self.0.clone())
+    fn scan(&self, _keep_tables: usize) -> Result<(Scan, OpenTables), autofs_core::Error> {
+        Ok((self.0.clone(), OpenTables::default()))
     }
 
     fn proc_root(&self) -> Option<&ProcRoot> {

@@ -8,7 +8,7 @@ use std::ffi::{CStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
 use std::ops::ControlFlow;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -311,6 +311,17 @@ impl ProcRoot {
 
     /// Opens `rel` below the root with `extra` flags and reads it to the end.
     fn read_whole<P: ?Sized + NixPath>(&self, rel: &P, extra: OFlag) -> io::Result<Vec<u8>> {
+        let (text, _) = self.read_open(rel, extra)?;
+        Ok(text)
+    }
+
+    /// Opens `rel` below the root with `extra` flags, reads it to the end, and returns the
+    /// text with the file, still open.
+    fn read_open<P: ?Sized + NixPath>(
+        &self,
+        rel: &P,
+        extra: OFlag,
+    ) -> io::Result<(Vec<u8>, OwnedFd)> {
         let fd = openat(
             self.dir.as_fd(),
             rel,
@@ -322,8 +333,22 @@ impl ProcRoot {
         // `cgroup` whole in one read (a seq_file fills the reader's buffer): with less, std
         // would add a probing read and a refill.
         let mut text = Vec::with_capacity(4096);
-        File::from(fd).take(u64::MAX).read_to_end(&mut text)?;
-        Ok(text)
+        let mut file = File::from(fd);
+        (&mut file).take(u64::MAX).read_to_end(&mut text)?;
+        Ok((text, file.into()))
+    }
+
+    /// Reads `<pid>/<rel>` as [`Self::read`] does and keeps the file open: an open
+    /// `mountinfo` reports, when polled, every change of the mount table since it was opened
+    /// (`mounts_poll`, fs/proc_namespace.c), so a watch that adopts it misses nothing made
+    /// after this read.
+    ///
+    /// # Errors
+    ///
+    /// The `openat`/`read` error; [`ReadFailure::of`] tells a vanished process from a denied
+    /// one.
+    pub fn read_keeping_open(&self, pid: i32, rel: &str) -> io::Result<(Vec<u8>, OwnedFd)> {
+        self.read_open(PidPath::new(pid, rel)?.as_c_str(), OFlag::O_NOFOLLOW)
     }
 
     /// Opens `<pid>/<rel>` read-only and non-blocking, to poll it rather than read it (e.g.
@@ -338,6 +363,24 @@ impl ProcRoot {
             self.dir.as_fd(),
             PidPath::new(pid, rel)?.as_c_str(),
             OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
+            Mode::empty(),
+        )?)
+    }
+
+    /// Opens anew, read-only and non-blocking, the file behind this process's own `fd`
+    /// (`self/fd/<fd>` below the root): a new open file of the same `/proc/<pid>/...` file,
+    /// with state of its own (for `mountinfo`, its own baseline of changes).
+    ///
+    /// # Errors
+    ///
+    /// The `openat` error (`ENOENT`/`ESRCH` once the process behind a `/proc/<pid>` file has
+    /// exited).
+    pub fn reopen_own_fd(&self, fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+        let path = format!("self/fd/{}", fd.as_raw_fd());
+        Ok(openat(
+            self.dir.as_fd(),
+            path.as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
             Mode::empty(),
         )?)
     }

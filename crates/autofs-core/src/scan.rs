@@ -3,6 +3,7 @@
 //! opens or stats a mount point, and nothing reads from a pipe.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 
@@ -62,6 +63,16 @@ pub struct Scan {
     /// [`View::unknown_namespaces`]), with the workload each belongs to: a workload with such
     /// a process may have mount namespaces the scan does not show.
     pub unknown_processes: Vec<UnknownProcess>,
+}
+
+/// The `mountinfo` files a scan read, left open ([`Scanner::scan_keeping_tables`]).
+#[derive(Debug, Default)]
+pub struct OpenTables {
+    /// Mount namespace inode and its table as the scan read it, by inode; the kernel keeps
+    /// the namespace's mount table behind an open one even after its processes exit.
+    pub tables: Vec<(u64, OwnedFd)>,
+    /// Namespaces whose table is not among them: past the budget, or not read completely.
+    pub not_kept: usize,
 }
 
 /// A process whose `ns/mnt` could not be read, and whose container and pod it belongs to,
@@ -203,6 +214,19 @@ impl<Q: QueueProbe> Scanner<Q> {
     ///
     /// [`crate::Error::ProcRoot`] when the proc root cannot be listed.
     pub fn scan(&self) -> Result<Scan> {
+        self.scan_keeping_tables(0).map(|(scan, _)| scan)
+    }
+
+    /// Runs one scan, as [`Self::scan`], and keeps open the `mountinfo` it read of each of
+    /// the first `budget` mount namespaces (by inode) whose table it could read: polled, each
+    /// reports every change of its table since before the scan read it, so a watch that
+    /// adopts them (the agent's mount-table watcher) misses no change the scan did not see,
+    /// where a table opened after the scan would miss those made in between.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::scan`].
+    pub fn scan_keeping_tables(&self, budget: usize) -> Result<(Scan, OpenTables)> {
         let listing = self.root.pid_entries()?;
         let pids: Vec<i32> = listing.iter().map(|&(pid, _)| pid).collect();
         let mut stats = ScanStats {
@@ -214,10 +238,21 @@ impl<Q: QueueProbe> Scanner<Q> {
             self.group_by_mount_namespace(&pids, &mut stats, &mut unknown_processes);
         let mut denied: Vec<String> = unknown_processes.iter().map(|p| p.why.clone()).collect();
         stats.mount_namespaces = namespaces.len();
-        for ns in namespaces.values_mut() {
-            match self.mount_table(&ns.pids, &mut stats) {
-                Ok(table) => ns.table = Some(table),
-                Err(why) => ns.table_error = Some(why),
+        let mut open_tables = OpenTables::default();
+        for (&mnt_ns, ns) in &mut namespaces {
+            let keep = open_tables.tables.len() < budget;
+            match self.mount_table(&ns.pids, &mut stats, keep) {
+                Ok((table, open)) => {
+                    match open {
+                        Some(fd) => open_tables.tables.push((mnt_ns, fd)),
+                        None => open_tables.not_kept += 1,
+                    }
+                    ns.table = Some(table);
+                }
+                Err(why) => {
+                    open_tables.not_kept += 1;
+                    ns.table_error = Some(why);
+                }
             }
         }
         let needs_verdicts = |ns: &Namespace| {
@@ -442,14 +477,15 @@ impl<Q: QueueProbe> Scanner<Q> {
         let tree_paths = crate::changes::tree_paths(&mut table, &reports)
             .into_iter()
             .collect();
-        Ok(Scan {
+        let scan = Scan {
             reports,
             namespaces: all_namespaces,
             view,
             stats,
             tree_paths,
             unknown_processes,
-        })
+        };
+        Ok((scan, open_tables))
     }
 
     fn group_by_mount_namespace(
@@ -499,12 +535,15 @@ impl<Q: QueueProbe> Scanner<Q> {
     /// the namespace root (`mountinfo` only shows what the reader's root can reach, so a
     /// chrooted member hides every mount outside its root), never accepting an empty table.
     ///
+    /// With `keep`, the file the table was read from comes back open.
+    ///
     /// Returns why no member gave a complete view (each member tried, and what was wrong).
     fn mount_table(
         &self,
         pids: &[i32],
         stats: &mut ScanStats,
-    ) -> std::result::Result<Table, String> {
+        keep: bool,
+    ) -> std::result::Result<(Table, Option<OwnedFd>), String> {
         let mut tried = Vec::new();
         let mut rootless = Vec::new();
         for &pid in pids {
@@ -537,14 +576,14 @@ impl<Q: QueueProbe> Scanner<Q> {
                     continue;
                 }
             }
-            match self.read_mountinfo(pid, stats) {
-                Ok(text) => return Ok(parse_table(pid, text, stats)),
+            match self.read_mountinfo(pid, stats, keep) {
+                Ok((text, open)) => return Ok((parse_table(pid, text, stats), open)),
                 Err(why) => note_attempt(&mut tried, pid, why),
             }
         }
         for pid in rootless {
-            match self.read_mountinfo(pid, stats) {
-                Ok(text) => return Ok(parse_table(pid, text, stats)),
+            match self.read_mountinfo(pid, stats, keep) {
+                Ok((text, open)) => return Ok((parse_table(pid, text, stats), open)),
                 Err(why) => note_attempt(&mut tried, pid, why),
             }
         }
@@ -559,17 +598,26 @@ impl<Q: QueueProbe> Scanner<Q> {
         ))
     }
 
-    /// `mountinfo` of `pid`, never empty (every namespace has a root mount).
+    /// `mountinfo` of `pid`, never empty (every namespace has a root mount); with `keep`, and
+    /// the file it was read from, still open.
     fn read_mountinfo(
         &self,
         pid: i32,
         stats: &mut ScanStats,
-    ) -> std::result::Result<Vec<u8>, String> {
-        match self.root.read(pid, "mountinfo") {
-            Ok(text) if text.iter().all(u8::is_ascii_whitespace) => {
+        keep: bool,
+    ) -> std::result::Result<(Vec<u8>, Option<OwnedFd>), String> {
+        let read = if keep {
+            self.root
+                .read_keeping_open(pid, "mountinfo")
+                .map(|(text, fd)| (text, Some(fd)))
+        } else {
+            self.root.read(pid, "mountinfo").map(|text| (text, None))
+        };
+        match read {
+            Ok((text, _)) if text.iter().all(u8::is_ascii_whitespace) => {
                 Err("mountinfo: empty".to_owned())
             }
-            Ok(text) => Ok(text),
+            Ok(read) => Ok(read),
             Err(e) => {
                 match ReadFailure::of(&e) {
                     ReadFailure::Vanished => stats.vanished += 1,

@@ -1,11 +1,11 @@
 //! Real kernel: the mount-table watcher wakes when a mount appears in the watched mount
-//! namespace — a real private one, built by autofs-testkit, so the host's table is untouched.
+//! namespace, also when it appeared between a scan and the watch adopting the scan's tables — a real private one, built by autofs-testkit, so the host's table is untouched.
 //! Needs root; fails, never skips, without it. The scenario is torn down on drop.
 
 use std::time::Duration;
 
-use autofs_core::ProcRoot;
 use autofs_core::mount_watch::MountTableWatch;
+use autofs_core::{OpenTables, ProcRoot, Scanner};
 use autofs_testkit::Scenario;
 
 /// Only a guard against a hang: a wake is awaited, never timed.
@@ -26,6 +26,66 @@ async fn a_mount_appearing_in_a_private_namespace_wakes_its_watcher_each_time() 
             .unwrap();
     }
     sc.shutdown().unwrap();
+}
+
+async fn woken(watch: &MountTableWatch, what: &str) {
+    tokio::time::timeout(HANG_GUARD, watch.changed())
+        .await
+        .unwrap_or_else(|_| panic!("no wake within {HANG_GUARD:?} for {what}"))
+        .unwrap();
+}
+
+/// The scenario's table as `scanner` kept it open, alone (the host's may change under other
+/// tests and wake a watch too).
+fn scenario_table(scanner: &Scanner, sc: &Scenario) -> OpenTables {
+    let (scan, kept) = scanner.scan_keeping_tables(usize::MAX).unwrap();
+    assert!(scan.namespaces.iter().any(|n| n.mnt_ns == sc.mnt_ns()));
+    assert_eq!(
+        kept.tables.len() + kept.not_kept,
+        scan.stats.mount_namespaces
+    );
+    let tables: Vec<_> = kept
+        .tables
+        .into_iter()
+        .filter(|&(n, _)| n == sc.mnt_ns())
+        .collect();
+    assert_eq!(tables.len(), 1, "the scenario's table was not kept");
+    OpenTables {
+        tables,
+        not_kept: 0,
+    }
+}
+
+/// The tables a scan kept open report a mount made after the scan read them and before the
+/// watch adopted them: no change falls between a scan and the watch that follows it (a table
+/// opened only now would report nothing of it, and this would wait for the hang guard). And
+/// the watch goes on reporting later mounts.
+#[tokio::test(flavor = "current_thread")]
+async fn a_mount_made_between_the_scan_and_the_watch_wakes_the_watch() {
+    let mut sc = Scenario::start_or_panic();
+    let root = ProcRoot::open("/proc").unwrap();
+    let scanner = Scanner::new("/proc", "test").unwrap();
+    let tables = scenario_table(&scanner, &sc);
+
+    sc.tmpfs(b"between").unwrap();
+    let watch = MountTableWatch::adopt(&root, tables).unwrap();
+    assert_eq!((watch.len(), watch.unopened()), (1, 0));
+    woken(&watch, "the mount before the watch").await;
+    sc.tmpfs(b"after").unwrap();
+    woken(&watch, "a mount after it").await;
+    sc.shutdown().unwrap();
+}
+
+/// A scan keeps open no more tables than its budget; the rest are counted.
+#[test]
+fn a_scan_keeps_at_most_its_budget_of_tables_open() {
+    let _sc = Scenario::start_or_panic(); // at least two mount namespaces
+    let scanner = Scanner::new("/proc", "test").unwrap();
+    let (scan, kept) = scanner.scan_keeping_tables(1).unwrap();
+    assert_eq!(kept.tables.len(), 1);
+    assert_eq!(kept.not_kept, scan.stats.mount_namespaces - 1);
+    let (_, none) = scanner.scan_keeping_tables(0).unwrap();
+    assert!(none.tables.is_empty());
 }
 
 #[tokio::test(flavor = "current_thread")]
