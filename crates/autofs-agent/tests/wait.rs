@@ -87,6 +87,9 @@ async fn a_daemon_that_never_answers_ends_the_wait_at_the_deadline_with_its_bloc
     let d = sc.mount(MountSpec::indirect()).unwrap();
     let _blocked = sc.make_interim(&d, "never", WAIT).unwrap();
     let agent = Agent::start(&[]);
+    // The deadline covers the wait's setup, which waits for the agent's first scan: the agent
+    // says it listens before that scan, and on a busy machine the scan can take the 2 s.
+    agent.wait_serving().await;
     let mut request = Request::new(wait_pid(sc.init_host_pid()));
     request.set_timeout(Duration::from_secs(2));
     let mut stream = open(&agent, request).await;
