@@ -40,6 +40,9 @@ use crate::{bad, binaries, child};
 /// The `message` of the agent's JSON log line that carries the bound addresses.
 pub const LISTENING: &str = "autofs-agent listening";
 
+/// The `message` of the agent's JSON log line once its first scan is done (health SERVING).
+pub const SERVING: &str = "first scan done; serving";
+
 /// How an agent of a test is run; build it up, then [`AgentBuilder::spawn`] it (any number of
 /// times: each spawn is a new process with the same command line).
 ///
@@ -424,6 +427,33 @@ impl AgentProcess {
             .iter()
             .filter(|l| l.contains(needle))
             .count()
+    }
+
+    /// Waits until the agent logs that its first scan is done. It says it listens before
+    /// that scan, and until then every request that needs a scan waits for it: a test whose
+    /// deadline must not cover it waits here first (health turns SERVING at the same time).
+    ///
+    /// # Panics
+    ///
+    /// When the agent exits first, or has not done its first scan within the hang guard.
+    #[track_caller]
+    pub fn wait_first_scan(&mut self) {
+        let guard = self.builder.hang_guard;
+        let deadline = Instant::now() + guard;
+        while self.log_lines_with(SERVING) == 0 {
+            if let Some(status) = self.wait_exit(Duration::ZERO) {
+                panic!(
+                    "{}",
+                    self.failed(&format!("exited before its first scan ({status})"))
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}",
+                self.failed(&format!("did not finish its first scan within {guard:?}"))
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends `signal` to the agent.

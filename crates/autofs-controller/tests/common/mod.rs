@@ -213,14 +213,17 @@ pub fn agent_builder() -> AgentBuilder {
 }
 
 /// Starts an agent named `node` listening on `listen` (inside `netns` when given) plus
-/// `extra` flags; SIGKILLed and reaped on drop.
+/// `extra` flags, and waits until its first scan is done (the controller's deadlines must not
+/// cover it); SIGKILLed and reaped on drop.
 #[track_caller]
 pub fn start_agent(netns: Option<&str>, node: &str, listen: &str, extra: &[&str]) -> Agent {
     let mut builder = agent_builder().node_name(node).listen(listen).args(extra);
     if let Some(netns) = netns {
         builder = builder.netns(netns);
     }
-    builder.start()
+    let mut agent = builder.start();
+    agent.wait_first_scan();
+    agent
 }
 
 /// A node: a namespace with an agent serving on `10.99.N.2:50051`.
