@@ -272,6 +272,7 @@ impl AgentBuilder {
             metrics: SocketAddr::from(([0, 0, 0, 0], 0)),
             node,
             logs: Arc::new(Mutex::new(Vec::new())),
+            log_end: None,
             exited: None,
             builder,
         };
@@ -321,6 +322,8 @@ pub struct AgentProcess {
     /// The node name it reports.
     pub node: String,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Disconnected once the stderr reader has reached EOF: every line is in `logs`.
+    log_end: Option<mpsc::Receiver<()>>,
     exited: Option<ExitStatus>,
     builder: AgentBuilder,
 }
@@ -341,9 +344,12 @@ impl AgentProcess {
     /// sees them too, until the receiver is dropped.
     fn drain_stderr(&mut self) -> mpsc::Receiver<String> {
         let (tx, rx) = mpsc::channel();
+        let (end_tx, end_rx) = mpsc::channel::<()>();
+        self.log_end = Some(end_rx);
         let sink = self.logs.clone();
         if let Some(stderr) = self.child.stderr.take() {
             std::thread::spawn(move || {
+                let _end = end_tx;
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
                     sink.lock()
@@ -468,7 +474,8 @@ impl AgentProcess {
     }
 
     /// Waits up to `timeout` for the agent (or its pid-namespace wrapper, which exits with
-    /// the agent's code) to exit, reaping it; its status, if it did.
+    /// the agent's code) to exit, reaping it; its status, if it did. Once it has, the log
+    /// holds every line the agent wrote.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         if self.exited.is_some() {
             return self.exited;
@@ -477,6 +484,7 @@ impl AgentProcess {
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 self.exited = Some(status);
+                self.read_log_to_end();
                 return Some(status);
             }
             if Instant::now() >= deadline {
@@ -495,6 +503,16 @@ impl AgentProcess {
         let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGCONT);
         let _ = self.child.kill();
         self.exited = self.child.wait().ok();
+        self.read_log_to_end();
+    }
+
+    /// Waits until the stderr reader has read the exited agent's last line (its thread may
+    /// not have run since the agent wrote it). Bounded by the hang guard, in case something
+    /// the agent started still holds the pipe open.
+    fn read_log_to_end(&mut self) {
+        if let Some(end) = &self.log_end {
+            let _ = end.recv_timeout(self.builder.hang_guard);
+        }
     }
 
     /// Kills the agent and starts it again with the same command line (same addresses when
