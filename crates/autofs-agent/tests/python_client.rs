@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use autofs_testkit::closed_port::ClosedPort;
 use autofs_testkit::{MountSpec, Scenario};
 use common::{Agent, WAIT};
 use serde_json::Value;
@@ -150,15 +151,10 @@ fn python_grpcio_client_lists_mounts_checks_health_and_reflects_services() {
 fn python_client_exits_non_zero_when_the_agent_is_unreachable() {
     let python = python();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/autofs_client.py");
-    // A port nothing listens on: bound and dropped.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = ClosedPort::bind().unwrap();
     let out = Command::new(python)
         .arg(script)
-        .args(["--address", &format!("127.0.0.1:{port}")])
+        .args(["--address", &closed.addr().to_string()])
         .arg("--proto-dir")
         .arg(repo_root().join("proto"))
         .output()

@@ -354,13 +354,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connection_keeps_the_transport_error_and_its_io_cause() {
-        // A port that was just free: bound, then released, so nothing listens on it.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let ep = NodeEndpoint::parse(&format!("127.0.0.1:{port}"), "test").unwrap();
+        let closed = autofs_testkit::closed_port::ClosedPort::bind().unwrap();
+        let ep = NodeEndpoint::parse(&closed.addr().to_string(), "test").unwrap();
         let connector = Connector {
             tls: None,
             connect_timeout: Duration::from_secs(30),

@@ -38,6 +38,7 @@ pub mod agent;
 pub mod binaries;
 pub mod cgroup;
 pub mod child;
+pub mod closed_port;
 mod host;
 pub mod host_aside;
 pub mod http;
