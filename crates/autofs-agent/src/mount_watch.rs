@@ -1,74 +1,121 @@
 //! Wakes the background scanner when a mount table changes: the core's watcher
 //! ([`autofs_core::mount_watch`]) over the `mountinfo` files each scan read and kept open, one
-//! per mount namespace (at most the descriptor budget). A table opened before the scan read
-//! it reports every change made after that read, so no change falls between a scan and the
-//! watch that follows it. Waiting is the reactor's: no thread, no timer, no read of the
-//! tables.
+//! per mount namespace (at most the descriptor budget). A table opened before the scan read it
+//! reports every change made after that read, so no change falls between a scan and the watch
+//! that follows it.
+//!
+//! The wait is `poll(2)` on a thread of its own, which sleeps until a table changes or a new
+//! scan hands over its tables (a byte on a pipe); a task passes them on as snapshots appear.
+//! No timer, no read of the tables.
 
-use std::sync::Arc;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex, PoisonError};
 
+use autofs_core::OpenTables;
 use autofs_core::mount_watch::MountTableWatch;
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 
 use crate::snapshot::Inventory;
 
-/// Runs until `shutdown` turns true, notifying `changed` whenever a watched mount table
-/// changes. Each scan keeps the tables of at most `max_tables` namespaces (its share of the
-/// descriptor budget) open for it.
-pub async fn run(
+/// Starts watching the mount tables of every later scan, at most `max_tables` of them (its
+/// share of the descriptor budget): from now on each scan keeps its tables open for the watch.
+/// Call it before the first scan. Runs until `shutdown` turns true: the task returned hands
+/// the tables over and ends then, and with it the thread. Nothing to watch without a live
+/// procfs (fixture trees, benchmarks): then `None`.
+///
+/// # Errors
+///
+/// Creating the wake pipe or spawning the thread failed.
+pub fn spawn(
     inventory: Arc<Inventory>,
     max_tables: usize,
     changed: Arc<Notify>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<Option<JoinHandle<()>>> {
+    if !inventory.proc_root().is_some_and(|root| root.is_procfs()) {
+        return Ok(None);
+    }
+    let (wake_rx, wake_tx) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+    let handover: Arc<Mutex<Option<OpenTables>>> = Arc::default();
+    let theirs = handover.clone();
+    std::thread::Builder::new()
+        .name("mount-watch".into())
+        .spawn(move || watch_tables(&theirs, &wake_rx, &changed))?;
+    inventory.keep_open_tables(max_tables);
+    Ok(Some(tokio::spawn(hand_over(
+        inventory, handover, wake_tx, shutdown,
+    ))))
+}
+
+/// Passes each scan's tables to the thread. Dropping the pipe's write end (shutdown, or the
+/// runtime going away) ends the thread.
+async fn hand_over(
+    inventory: Arc<Inventory>,
+    handover: Arc<Mutex<Option<OpenTables>>>,
+    wake: OwnedFd,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    if inventory.proc_root().is_none() {
-        return; // no live proc root: no mount tables to watch
-    }
     let mut snapshots = inventory.subscribe();
-    let mut watch: Option<MountTableWatch> = None;
     loop {
-        snapshots.borrow_and_update();
-        // The tables of the latest scan replace the previous scan's: they report what
-        // changed after that scan read them.
         if let Some(tables) = inventory.take_open_tables() {
-            let Some(root) = inventory.proc_root() else {
-                return;
-            };
-            watch = match MountTableWatch::adopt(root, tables) {
-                Ok(watch) => {
-                    tracing::debug!(
-                        tables = watch.len(),
-                        unopened = watch.unopened(),
-                        limit = max_tables,
-                        "watching mount tables"
-                    );
-                    Some(watch)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch mount tables: changes are seen at the next scan");
-                    None
-                }
-            };
+            *lock(&handover) = Some(tables);
+            // A full pipe already holds a wake-up; the thread takes the latest tables.
+            let _ = nix::unistd::write(&wake, &[1]);
         }
-        let woke = async {
-            match &watch {
-                Some(watch) => watch.changed().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            woke = woke => match woke {
-                Ok(()) => changed.notify_one(),
-                Err(e) => {
-                    // The reactor is going away: stop watching until the next scan.
-                    tracing::debug!(error = %e, "mount-table watch failed");
-                    watch = None;
-                }
-            },
             next = snapshots.changed() => if next.is_err() {
                 return; // the inventory is gone: shutting down
             },
             () = async { let _ = shutdown.wait_for(|stop| *stop).await; } => return,
         }
     }
+}
+
+fn watch_tables(handover: &Mutex<Option<OpenTables>>, wake: &OwnedFd, changed: &Notify) {
+    let mut watch = MountTableWatch::default();
+    loop {
+        let woken = match watch.wait(wake.as_fd()) {
+            Ok(woken) => woken,
+            Err(e) => {
+                tracing::warn!(error = %e, "mount-table watch failed: changes are seen at the next scan");
+                return;
+            }
+        };
+        if woken.changed {
+            changed.notify_one();
+        }
+        if woken.woken {
+            if !drain(wake) {
+                return; // the write end is gone: shutting down
+            }
+            if let Some(tables) = lock(handover).take() {
+                // The previous scan's tables close here: the new ones report every change
+                // since their scan read them.
+                watch = MountTableWatch::adopt(tables);
+                tracing::debug!(
+                    tables = watch.len(),
+                    unopened = watch.unopened(),
+                    "watching mount tables"
+                );
+            }
+        }
+    }
+}
+
+/// Empties the wake pipe; false once its write end is closed.
+fn drain(wake: &OwnedFd) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match nix::unistd::read(wake, &mut buf) {
+            Ok(0) => return false,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return true, // EAGAIN: empty
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -182,9 +182,12 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
 
     let changed = Arc::new(Notify::new());
     // Before the first scan: the mount-table watcher adopts the tables each scan read.
-    if inventory.proc_root().is_some() {
-        inventory.keep_open_tables(budget.watched_namespaces);
-    }
+    let mount_watch = mount_watch::spawn(
+        inventory.clone(),
+        budget.watched_namespaces,
+        changed.clone(),
+        stop_rx.clone(),
+    )?;
     let scanner = tokio::spawn(background::run(
         inventory.clone(),
         config.scan_interval,
@@ -209,12 +212,6 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         stop_rx.clone(),
         tokio::runtime::Handle::current(),
     )?;
-    let mount_watch = tokio::spawn(mount_watch::run(
-        inventory.clone(),
-        budget.watched_namespaces,
-        changed.clone(),
-        stop_rx.clone(),
-    ));
 
     // Installed before the agent says it listens: a SIGTERM sent as soon as it is ready must
     // not kill it mid-stream (default action) nor, as PID 1, be dropped for lack of a handler.
@@ -282,7 +279,9 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         let _ = scanner.await;
         let _ = supervisor.await;
         let _ = change_watch.await;
-        let _ = mount_watch.await;
+        if let Some(mount_watch) = mount_watch {
+            let _ = mount_watch.await;
+        }
     })
     .await;
     if drained.is_err() {

@@ -271,7 +271,8 @@ impl Inventory {
     }
 
     /// The mount tables the latest scan kept open, once: stored before its snapshot is
-    /// published, replaced (and closed) by the next scan's if nobody took them.
+    /// published, and closed when the next scan starts if nobody took them (the watcher's
+    /// older tables report every change since, so nothing goes unseen).
     pub fn take_open_tables(&self) -> Option<OpenTables> {
         self.open_tables
             .lock()

@@ -26,7 +26,6 @@ pub mod escape;
 pub mod fd_table;
 pub mod holders;
 pub mod host;
-#[cfg(feature = "watch")]
 pub mod mount_watch;
 pub mod mountinfo;
 pub mod options;

@@ -1,113 +1,64 @@
 //! Notices a mount table changing without reading it. The kernel marks an open
 //! `/proc/<pid>/mountinfo` with `POLLPRI | POLLERR` once a mount is added, removed or changed
-//! in that process's mount namespace (proc(5), `/proc/<pid>/mounts`). One open table per
-//! namespace, registered with tokio's reactor for priority readiness: waiting costs no timer,
-//! no thread and no read.
+//! in that process's mount namespace since the file was opened or last reported a change
+//! (proc(5), `/proc/<pid>/mounts`; `mounts_poll` in fs/proc_namespace.c).
 //!
-//! Linux only, behind the `watch` feature (the rest of the core needs no async runtime).
+//! One open table per namespace, waited on with `poll(2)`, which reports a change and moves
+//! the file's baseline in the same call. epoll would lose one: registering a file polls it
+//! (taking a change already pending) and the poll at delivery no longer sees it. So the
+//! tables a scan read can be watched as they are ([`MountTableWatch::adopt`]): a change made
+//! after the scan read one, even before the watch began, ends the first wait.
 
-use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::proc_root::ProcRoot;
 use crate::scan::OpenTables;
 
-/// The open mount tables of some mount namespaces, waiting for any of them to change.
-#[derive(Debug)]
+/// The open mount tables of some mount namespaces.
+#[derive(Debug, Default)]
 pub struct MountTableWatch {
-    tables: Vec<AsyncFd<OwnedFd>>,
+    tables: Vec<OwnedFd>,
     unopened: usize,
-    /// A change seen while the watch was set up ([`Self::adopt`]), not yet reported.
-    pending: AtomicBool,
+}
+
+/// What ended a [`MountTableWatch::wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Woken {
+    /// A watched mount table changed.
+    pub changed: bool,
+    /// The `wake` descriptor is readable, or its other end was closed.
+    pub woken: bool,
 }
 
 impl MountTableWatch {
     /// Opens `<pid>/mountinfo` of each of `members` (one process per mount namespace: the
-    /// open file keeps following that namespace even after the process exits) and registers
-    /// it with the current tokio runtime. A member that is gone, or whose table may not be
-    /// opened, is skipped and counted in [`Self::unopened`].
-    ///
-    /// # Errors
-    ///
-    /// The reactor refused a registration.
-    ///
-    /// # Panics
-    ///
-    /// Outside a tokio runtime with I/O enabled (as [`AsyncFd::new`]).
-    pub fn open(root: &ProcRoot, members: impl IntoIterator<Item = i32>) -> io::Result<Self> {
-        let mut watch = Self {
-            tables: Vec::new(),
-            unopened: 0,
-            pending: AtomicBool::new(false),
-        };
+    /// open file keeps following that namespace even after the process exits). A member that
+    /// is gone, or whose table may not be opened, is skipped and counted in
+    /// [`Self::unopened`]. Changes are reported from the open on.
+    pub fn open(root: &ProcRoot, members: impl IntoIterator<Item = i32>) -> Self {
+        let mut watch = Self::default();
         for pid in members {
-            let Ok(table) = root.open_pid_file(pid, "mountinfo") else {
-                watch.unopened += 1;
-                continue;
-            };
-            watch.register(table)?;
-        }
-        Ok(watch)
-    }
-
-    /// Watches the mount tables a scan read and left open
-    /// ([`crate::Scanner::scan_keeping_tables`]), through `root` (the proc root the scan
-    /// read): nothing changed after the scan read a table goes unseen, where a table opened
-    /// only now would miss what was changed in between. The scan's count of tables it did
-    /// not keep becomes [`Self::unopened`].
-    ///
-    /// # Errors
-    ///
-    /// The reactor refused a registration.
-    ///
-    /// # Panics
-    ///
-    /// Outside a tokio runtime with I/O enabled (as [`AsyncFd::new`]).
-    pub fn adopt(root: &ProcRoot, tables: OpenTables) -> io::Result<Self> {
-        let mut watch = Self {
-            tables: Vec::with_capacity(tables.tables.len()),
-            unopened: tables.not_kept,
-            pending: AtomicBool::new(false),
-        };
-        for (_, read) in tables.tables {
-            // Registering a file with epoll polls it, and `mounts_poll` hands a change over
-            // only once (it moves the file's baseline to the table's current event count):
-            // epoll's second poll, when it reports, no longer sees it. So a fresh open of the
-            // same table is registered, and only then is the table the scan read asked,
-            // once, whether it changed since: a change before that is seen here, one after
-            // it by the registered file.
-            match root.reopen_own_fd(read.as_fd()) {
-                Ok(fresh) => {
-                    watch.register(fresh)?;
-                    if changed_since_open(&read) {
-                        watch.pending = AtomicBool::new(true);
-                    }
-                }
-                // The process the table was read through has exited (the open file still
-                // follows its namespace): watch that file, and take it as changed, since a
-                // change made just before its registration could go unseen.
-                Err(_) => {
-                    watch.pending = AtomicBool::new(true);
-                    watch.register(read)?;
-                }
+            match root.open_pid_file(pid, "mountinfo") {
+                Ok(table) => watch.tables.push(table),
+                Err(_) => watch.unopened += 1,
             }
         }
-        Ok(watch)
+        watch
     }
 
-    fn register(&mut self, table: OwnedFd) -> io::Result<()> {
-        // SAFETY: the `OwnedFd` keeps its descriptor open and unchanged until it is dropped,
-        // which happens only when the `AsyncFd` holding it is dropped.
-        #[allow(unsafe_code)]
-        let table = unsafe { AsyncFd::register_with_interest(table, Interest::PRIORITY) }?;
-        self.tables.push(table);
-        Ok(())
+    /// Watches the mount tables a scan read and kept open
+    /// ([`crate::Scanner::scan_keeping_tables`]): each was opened before the scan read it,
+    /// so every change the scan did not see is reported, also one made before this call.
+    /// The scan's count of tables it did not keep becomes [`Self::unopened`].
+    pub fn adopt(tables: OpenTables) -> Self {
+        Self {
+            tables: tables.tables.into_iter().map(|(_, fd)| fd).collect(),
+            unopened: tables.not_kept,
+        }
     }
 
     /// How many mount tables are watched.
@@ -115,68 +66,51 @@ impl MountTableWatch {
         self.tables.len()
     }
 
-    /// Whether no mount table is watched ([`Self::changed`] then never resolves).
+    /// Whether no mount table is watched ([`Self::wait`] then ends only for `wake`).
     pub fn is_empty(&self) -> bool {
         self.tables.is_empty()
     }
 
-    /// Namespaces whose table is not watched: members whose table could not be opened (gone,
-    /// or refused), or the scan's count of tables it did not keep ([`Self::adopt`]).
+    /// Namespaces whose table is not watched: members whose table could not be opened
+    /// (gone, or refused), or the tables a scan did not keep ([`Self::adopt`]).
     pub fn unopened(&self) -> usize {
         self.unopened
     }
 
-    /// Resolves once a watched mount table has changed since it was opened (for
-    /// [`Self::adopt`], since the scan read it) or since the last call that resolved; changes that came together resolve one call. Never resolves
-    /// when nothing is watched. Cancel-safe: dropping the future loses no change.
+    /// Blocks until a watched mount table has changed since it was opened or since the last
+    /// wait that reported it, or until `wake` is readable or hung up; says which (both, when
+    /// both happened). Changes that came together, in one table or several, end one wait.
+    /// Never reads a table.
     ///
     /// # Errors
     ///
-    /// The reactor's error (the runtime is shutting down).
-    pub async fn changed(&self) -> io::Result<()> {
-        if self.pending.swap(false, Ordering::Relaxed) {
-            return Ok(());
-        }
-        if self.tables.is_empty() {
-            return std::future::pending().await;
-        }
-        let mut waits: Vec<_> = self
-            .tables
-            .iter()
-            .map(|table| Box::pin(table.ready(Interest::PRIORITY)))
+    /// The `poll(2)` error other than `EINTR` (which waits again), or `POLLNVAL` on `wake`
+    /// (a closed descriptor).
+    pub fn wait(&self, wake: BorrowedFd<'_>) -> io::Result<Woken> {
+        let mut fds: Vec<PollFd<'_>> = std::iter::once(PollFd::new(wake, PollFlags::POLLIN))
+            .chain(
+                self.tables
+                    .iter()
+                    .map(|t| PollFd::new(t.as_fd(), PollFlags::POLLPRI)),
+            )
             .collect();
-        std::future::poll_fn(|cx| {
-            let mut woken = None;
-            for wait in &mut waits {
-                if let Poll::Ready(ready) = wait.as_mut().poll(cx) {
-                    // The kernel reports a change once per poll; tokio keeps the readiness
-                    // until it is cleared. Clear every table that fired, so one burst of
-                    // changes across namespaces resolves one call.
-                    match ready {
-                        Ok(mut guard) => {
-                            guard.clear_ready();
-                            woken.get_or_insert(Ok(()));
-                        }
-                        Err(e) => woken = Some(Err(e)),
-                    }
-                }
+        loop {
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
             }
-            woken.map_or(Poll::Pending, Poll::Ready)
+        }
+        let revents = |fd: &PollFd<'_>| fd.revents().unwrap_or(PollFlags::empty());
+        let wake_events = revents(&fds[0]);
+        if wake_events.contains(PollFlags::POLLNVAL) {
+            return Err(io::Error::from_raw_os_error(nix::libc::EBADF));
+        }
+        Ok(Woken {
+            changed: fds[1..]
+                .iter()
+                .any(|t| revents(t).contains(PollFlags::POLLPRI)),
+            woken: wake_events.intersects(PollFlags::POLLIN | PollFlags::POLLHUP),
         })
-        .await
-    }
-}
-
-/// Whether the mount table behind `table` changed since it was opened, or since a poll last
-/// said so (`POLLPRI`, without waiting). A failed poll counts as a change: a rescan too many
-/// is cheaper than a change missed.
-fn changed_since_open(table: &OwnedFd) -> bool {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut fds = [PollFd::new(table.as_fd(), PollFlags::POLLPRI)];
-    match poll(&mut fds, PollTimeout::ZERO) {
-        Ok(_) => fds[0]
-            .revents()
-            .is_none_or(|r| r.contains(PollFlags::POLLPRI)),
-        Err(_) => true,
     }
 }

@@ -8,7 +8,7 @@ use std::ffi::{CStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
 use std::ops::ControlFlow;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -363,24 +363,6 @@ impl ProcRoot {
             self.dir.as_fd(),
             PidPath::new(pid, rel)?.as_c_str(),
             OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
-            Mode::empty(),
-        )?)
-    }
-
-    /// Opens anew, read-only and non-blocking, the file behind this process's own `fd`
-    /// (`self/fd/<fd>` below the root): a new open file of the same `/proc/<pid>/...` file,
-    /// with state of its own (for `mountinfo`, its own baseline of changes).
-    ///
-    /// # Errors
-    ///
-    /// The `openat` error (`ENOENT`/`ESRCH` once the process behind a `/proc/<pid>` file has
-    /// exited).
-    pub fn reopen_own_fd(&self, fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-        let path = format!("self/fd/{}", fd.as_raw_fd());
-        Ok(openat(
-            self.dir.as_fd(),
-            path.as_str(),
-            OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
             Mode::empty(),
         )?)
     }

@@ -1,38 +1,38 @@
 //! Real kernel: the mount-table watcher wakes when a mount appears in the watched mount
-//! namespace, also when it appeared between a scan and the watch adopting the scan's tables — a real private one, built by autofs-testkit, so the host's table is untouched.
-//! Needs root; fails, never skips, without it. The scenario is torn down on drop.
+//! namespace (a real private one, built by autofs-testkit, so the host's table is untouched),
+//! also when it appeared between a scan and the watch adopting the tables the scan read, and
+//! not when nothing changed. Needs root; fails, never skips, without it. The scenario is torn
+//! down on drop.
 
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
-use autofs_core::mount_watch::MountTableWatch;
+use autofs_core::mount_watch::{MountTableWatch, Woken};
 use autofs_core::{OpenTables, ProcRoot, Scanner};
 use autofs_testkit::Scenario;
 
 /// Only a guard against a hang: a wake is awaited, never timed.
 const HANG_GUARD: Duration = Duration::from_secs(60);
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_mount_appearing_in_a_private_namespace_wakes_its_watcher_each_time() {
-    let mut sc = Scenario::start_or_panic();
-    let root = ProcRoot::open("/proc").unwrap();
-    let watch = MountTableWatch::open(&root, [sc.init_host_pid()]).unwrap();
-    assert_eq!((watch.len(), watch.unopened()), (1, 0));
+const CHANGED: Woken = Woken {
+    changed: true,
+    woken: false,
+};
 
-    for dir in [&b"first"[..], b"second"] {
-        sc.tmpfs(dir).unwrap();
-        tokio::time::timeout(HANG_GUARD, watch.changed())
-            .await
-            .unwrap_or_else(|_| panic!("no wake within {HANG_GUARD:?} of mounting {dir:?}"))
-            .unwrap();
-    }
-    sc.shutdown().unwrap();
+/// A wake pipe: its read end, and its write end kept open.
+fn wake_pipe() -> (OwnedFd, OwnedFd) {
+    nix::unistd::pipe().unwrap()
 }
 
-async fn woken(watch: &MountTableWatch, what: &str) {
-    tokio::time::timeout(HANG_GUARD, watch.changed())
-        .await
-        .unwrap_or_else(|_| panic!("no wake within {HANG_GUARD:?} for {what}"))
-        .unwrap();
+/// Waits on `watch`; a thread writes a wake-up after [`HANG_GUARD`], so a change that never
+/// comes ends the wait as `woken` rather than hanging the test.
+fn wait_guarded(watch: &MountTableWatch) -> Woken {
+    let (rx, tx) = wake_pipe();
+    std::thread::spawn(move || {
+        std::thread::sleep(HANG_GUARD);
+        let _ = nix::unistd::write(&tx, &[1]);
+    });
+    watch.wait(rx.as_fd()).unwrap()
 }
 
 /// The scenario's table as `scanner` kept it open, alone (the host's may change under other
@@ -56,23 +56,58 @@ fn scenario_table(scanner: &Scanner, sc: &Scenario) -> OpenTables {
     }
 }
 
-/// The tables a scan kept open report a mount made after the scan read them and before the
-/// watch adopted them: no change falls between a scan and the watch that follows it (a table
-/// opened only now would report nothing of it, and this would wait for the hang guard). And
-/// the watch goes on reporting later mounts.
-#[tokio::test(flavor = "current_thread")]
-async fn a_mount_made_between_the_scan_and_the_watch_wakes_the_watch() {
+#[test]
+fn a_mount_appearing_in_a_private_namespace_wakes_its_watcher_each_time() {
     let mut sc = Scenario::start_or_panic();
     let root = ProcRoot::open("/proc").unwrap();
+    let watch = MountTableWatch::open(&root, [sc.init_host_pid()]);
+    assert_eq!((watch.len(), watch.unopened()), (1, 0));
+
+    for dir in [&b"first"[..], b"second"] {
+        sc.tmpfs(dir).unwrap();
+        assert_eq!(wait_guarded(&watch), CHANGED, "after mounting {dir:?}");
+    }
+    sc.shutdown().unwrap();
+}
+
+/// The tables a scan kept open report a mount made after the scan read them and before the
+/// watch adopted them: no change falls between a scan and the watch that follows it (a table
+/// opened only now, or registered with epoll, would report nothing of it). The watch goes
+/// on reporting later mounts.
+#[test]
+fn a_mount_made_between_the_scan_and_the_watch_wakes_the_watch() {
+    let mut sc = Scenario::start_or_panic();
     let scanner = Scanner::new("/proc", "test").unwrap();
     let tables = scenario_table(&scanner, &sc);
 
     sc.tmpfs(b"between").unwrap();
-    let watch = MountTableWatch::adopt(&root, tables).unwrap();
+    let watch = MountTableWatch::adopt(tables);
     assert_eq!((watch.len(), watch.unopened()), (1, 0));
-    woken(&watch, "the mount before the watch").await;
+    assert_eq!(wait_guarded(&watch), CHANGED, "the mount before the watch");
     sc.tmpfs(b"after").unwrap();
-    woken(&watch, "a mount after it").await;
+    assert_eq!(wait_guarded(&watch), CHANGED, "a mount after it");
+    sc.shutdown().unwrap();
+}
+
+/// Adopted tables of a namespace where nothing changed since the scan report no change: a
+/// wait ends only for its wake-up (an idle agent does not rescan).
+#[test]
+fn an_unchanged_table_does_not_wake_the_watch() {
+    let sc = Scenario::start_or_panic();
+    let scanner = Scanner::new("/proc", "test").unwrap();
+    let watch = MountTableWatch::adopt(scenario_table(&scanner, &sc));
+    let (rx, tx) = wake_pipe();
+    nix::unistd::write(&tx, &[1]).unwrap();
+    let only_woken = Woken {
+        changed: false,
+        woken: true,
+    };
+    assert_eq!(watch.wait(rx.as_fd()).unwrap(), only_woken);
+    // A closed write end wakes it too (the agent's shutdown).
+    drop(tx);
+    let mut byte = [0u8; 1];
+    assert_eq!(nix::unistd::read(&rx, &mut byte), Ok(1));
+    assert_eq!(watch.wait(rx.as_fd()).unwrap(), only_woken);
     sc.shutdown().unwrap();
 }
 
@@ -88,17 +123,17 @@ fn a_scan_keeps_at_most_its_budget_of_tables_open() {
     assert!(none.tables.is_empty());
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_member_that_does_not_exist_is_counted_not_watched() {
+#[test]
+fn a_member_that_does_not_exist_is_counted_not_watched() {
     let root = ProcRoot::open("/proc").unwrap();
     // Above any pid_max the kernel allows (2^22).
-    let watch = MountTableWatch::open(&root, [i32::MAX]).unwrap();
+    let watch = MountTableWatch::open(&root, [i32::MAX]);
     assert_eq!((watch.len(), watch.unopened()), (0, 1));
     assert!(watch.is_empty());
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_table_that_would_block_in_open_is_opened_without_waiting() {
+#[test]
+fn a_table_that_would_block_in_open_is_opened_without_waiting() {
     // A FIFO without a writer blocks a plain open(); the watcher's open must not (a proc
     // root whose reads hang must not hang the watcher too).
     let dir = tempfile::tempdir().unwrap();
@@ -109,6 +144,6 @@ async fn a_table_that_would_block_in_open_is_opened_without_waiting() {
     )
     .unwrap();
     let root = ProcRoot::open(dir.path()).unwrap();
-    let watch = MountTableWatch::open(&root, [42]).unwrap();
+    let watch = MountTableWatch::open(&root, [42]);
     assert_eq!((watch.len(), watch.unopened()), (1, 0));
 }
