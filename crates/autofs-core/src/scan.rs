@@ -75,6 +75,48 @@ pub struct OpenTables {
     pub not_kept: usize,
 }
 
+/// The tables a scan keeps open, at most `budget`: past it, one of a namespace with autofs
+/// mounts replaces one of a namespace without (a change where autofs mounts are is the one a
+/// verdict most likely rests on), else it is closed.
+struct TableKeeper {
+    budget: usize,
+    kept: Vec<(u64, OwnedFd, bool)>,
+    not_kept: usize,
+}
+
+impl TableKeeper {
+    fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            kept: Vec::new(),
+            not_kept: 0,
+        }
+    }
+
+    /// Offers the table of `mnt_ns` (`None`: not read completely).
+    fn offer(&mut self, mnt_ns: u64, table: Option<OwnedFd>, has_autofs: bool) {
+        let Some(table) = table else {
+            self.not_kept += 1;
+            return;
+        };
+        if self.kept.len() < self.budget {
+            self.kept.push((mnt_ns, table, has_autofs));
+            return;
+        }
+        self.not_kept += 1;
+        if has_autofs && let Some(slot) = self.kept.iter_mut().find(|k| !k.2) {
+            *slot = (mnt_ns, table, true);
+        }
+    }
+
+    fn finish(self) -> OpenTables {
+        OpenTables {
+            tables: self.kept.into_iter().map(|(ns, fd, _)| (ns, fd)).collect(),
+            not_kept: self.not_kept,
+        }
+    }
+}
+
 /// A process whose `ns/mnt` could not be read, and whose container and pod it belongs to,
 /// from its `cgroup` (which any reader may read: `proc_cgroup_show` checks no ptrace access).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -217,8 +259,9 @@ impl<Q: QueueProbe> Scanner<Q> {
         self.scan_keeping_tables(0).map(|(scan, _)| scan)
     }
 
-    /// Runs one scan, as [`Self::scan`], and keeps open the `mountinfo` it read of each of
-    /// the first `budget` mount namespaces (by inode) whose table it could read: polled, each
+    /// Runs one scan, as [`Self::scan`], and keeps open the `mountinfo` it read of up to
+    /// `budget` mount namespaces whose table it could read, those with autofs mounts first
+    /// (then by inode): polled, each
     /// reports every change of its table since before the scan read it, so a watch that
     /// adopts them (the agent's mount-table watcher) misses no change the scan did not see,
     /// where a table opened after the scan would miss those made in between.
@@ -238,23 +281,20 @@ impl<Q: QueueProbe> Scanner<Q> {
             self.group_by_mount_namespace(&pids, &mut stats, &mut unknown_processes);
         let mut denied: Vec<String> = unknown_processes.iter().map(|p| p.why.clone()).collect();
         stats.mount_namespaces = namespaces.len();
-        let mut open_tables = OpenTables::default();
+        let mut keeper = TableKeeper::new(budget);
         for (&mnt_ns, ns) in &mut namespaces {
-            let keep = open_tables.tables.len() < budget;
-            match self.mount_table(&ns.pids, &mut stats, keep) {
+            match self.mount_table(&ns.pids, &mut stats, budget > 0) {
                 Ok((table, open)) => {
-                    match open {
-                        Some(fd) => open_tables.tables.push((mnt_ns, fd)),
-                        None => open_tables.not_kept += 1,
-                    }
+                    keeper.offer(mnt_ns, open, !table.autofs.is_empty());
                     ns.table = Some(table);
                 }
                 Err(why) => {
-                    open_tables.not_kept += 1;
+                    keeper.offer(mnt_ns, None, false);
                     ns.table_error = Some(why);
                 }
             }
         }
+        let open_tables = keeper.finish();
         let needs_verdicts = |ns: &Namespace| {
             ns.table_error.is_some() || ns.table.as_ref().is_some_and(|t| !t.autofs.is_empty())
         };

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use autofs_core::mount_watch::{MountTableWatch, Woken};
 use autofs_core::{OpenTables, ProcRoot, Scanner};
-use autofs_testkit::Scenario;
+use autofs_testkit::{MountSpec, Scenario};
 
 /// Only a guard against a hang: a wake is awaited, never timed.
 const HANG_GUARD: Duration = Duration::from_secs(60);
@@ -111,14 +111,20 @@ fn an_unchanged_table_does_not_wake_the_watch() {
     sc.shutdown().unwrap();
 }
 
-/// A scan keeps open no more tables than its budget; the rest are counted.
+/// A scan keeps open no more tables than its budget, those of namespaces with autofs mounts
+/// first; the rest are counted.
 #[test]
 fn a_scan_keeps_at_most_its_budget_of_tables_open() {
-    let _sc = Scenario::start_or_panic(); // at least two mount namespaces
+    // At least two mount namespaces: the machine's, and the scenario's with an autofs mount.
+    let mut sc = Scenario::start_or_panic();
+    sc.mount(MountSpec::indirect()).unwrap();
     let scanner = Scanner::new("/proc", "test").unwrap();
     let (scan, kept) = scanner.scan_keeping_tables(1).unwrap();
     assert_eq!(kept.tables.len(), 1);
     assert_eq!(kept.not_kept, scan.stats.mount_namespaces - 1);
+    let ns = kept.tables[0].0;
+    let info = scan.namespaces.iter().find(|n| n.mnt_ns == ns).unwrap();
+    assert!(info.autofs_mounts > 0, "kept {info:?}");
     let (_, none) = scanner.scan_keeping_tables(0).unwrap();
     assert!(none.tables.is_empty());
 }
