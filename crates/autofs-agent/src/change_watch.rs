@@ -6,7 +6,10 @@
 //!   is consumed, and no runtime thread wakes for it);
 //! - a master exiting, or a process between a leader and the root of the tree CRIU dumps
 //!   (its exit re-parents the leader out of the tree): one pidfd each, which the runtime polls
-//!   for free.
+//!   for free;
+//! - a process that a mount table kept for the mount-table watch was read through exiting
+//!   (a pidfd each too, within the same budget, after the others): the open table holds its
+//!   namespace and mounts alive, so the scan that follows lets go of a namespace that died.
 //!
 //! Either wakes the background scanner, which then runs a scan (cheap: leader first).
 
@@ -49,14 +52,23 @@ pub async fn run(
         let snapshot = snapshots.borrow_and_update().clone();
         exits.shutdown().await;
         // At most the descriptors budgeted for it; others are seen at the next scan.
-        // Masters first: past the budget, the processes above them go unwatched first.
+        // Masters first: past the budget, the processes above them go unwatched first, then
+        // the readers of the kept mount tables.
         let masters = masters(&snapshot.scan);
         let above = snapshot.scan.tree_paths.iter().copied();
-        let watched: Vec<i32> = masters
+        let mut watched: Vec<i32> = masters
             .iter()
             .copied()
             .chain(above.filter(|pid| !masters.contains(pid)))
             .collect();
+        let mut seen: BTreeSet<i32> = watched.iter().copied().collect();
+        watched.extend(
+            snapshot
+                .table_readers
+                .iter()
+                .copied()
+                .filter(|&pid| seen.insert(pid)),
+        );
         let now_gone = arm(&mut exits, watched, max_pidfds);
         if exit_news(&now_gone, &gone) {
             changed.notify_one();

@@ -27,10 +27,21 @@ pub enum Delta {
 
 /// Every change from one report set to the next, in the order watchers send them: new and
 /// changed mounts in report order, then removed ones by (mount namespace, mount id).
+///
+/// A mount is known by its namespace and mount id, but the kernel gives a new mount the
+/// lowest free id (and a new namespace may get a freed inode number): a report under a known
+/// key with another device or mount point is another mount, the old one REMOVED and the new
+/// one ADDED, never one CHANGED into the other.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Change {
     /// The deltas.
     pub deltas: Vec<Delta>,
+}
+
+/// Whether two reports under the same (namespace, mount id) are of the same mount: the same
+/// device (an autofs mount's superblock) and mount point.
+pub fn same_mount(a: &v1::MountReport, b: &v1::MountReport) -> bool {
+    (a.major, a.minor) == (b.major, b.minor) && a.mount_point_bytes == b.mount_point_bytes
 }
 
 impl Change {
@@ -45,6 +56,10 @@ impl Change {
             present.insert(key);
             match before.get(&key) {
                 None => deltas.push(Delta::Added(i)),
+                Some(was) if !same_mount(was, report) => {
+                    deltas.push(Delta::Removed(Box::new((*was).clone())));
+                    deltas.push(Delta::Added(i));
+                }
                 Some(was) if *was != report => deltas.push(Delta::Changed {
                     old: Box::new((*was).clone()),
                     new: i,
@@ -134,6 +149,38 @@ mod tests {
             .map(|(k, r)| (k, r.mount_id))
             .collect();
         assert_eq!(got, [(Kind::Added, 1), (Kind::Removed, 2)]);
+    }
+
+    /// An unmount and a mount between two scans: the new mount has the freed id.
+    #[test]
+    fn a_new_mount_under_a_freed_mount_id_is_removed_and_added_not_changed() {
+        use v1::MountState::Active;
+        let mount = |point: &str, minor| v1::MountReport {
+            mount_point: point.into(),
+            mount_point_bytes: point.as_bytes().to_vec(),
+            major: 0,
+            minor,
+            ..report(7, Active)
+        };
+        let change = Change::between(&[mount("/a", 60)], &[mount("/b", 61)]);
+        let got: Vec<_> = change
+            .events(&[mount("/b", 61)], |_| true)
+            .map(|(k, r)| (k, r.mount_point.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Kind::Removed, "/a".to_owned()),
+                (Kind::Added, "/b".to_owned())
+            ]
+        );
+        // The same mount point with a new device is another mount too (the minor of an
+        // anonymous device may be reused, the pair rarely is).
+        let change = Change::between(&[mount("/a", 60)], &[mount("/a", 61)]);
+        assert!(matches!(
+            change.deltas[..],
+            [Delta::Removed(_), Delta::Added(0)]
+        ));
     }
 
     #[test]

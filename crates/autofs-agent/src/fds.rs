@@ -62,6 +62,17 @@ impl FdBudget {
     }
 }
 
+impl FdBudget {
+    /// Whether the limit is below what the split sets aside (a limit under a few hundred):
+    /// scans may then fail for lack of descriptors (`EMFILE`), and their mounts show as ERROR.
+    pub fn is_cramped(&self) -> bool {
+        let watched = (2 * self.watched_namespaces + self.watched_processes) as u64;
+        let connections =
+            (self.grpc_connections + self.metrics_connections + self.health_connections) as u64;
+        self.nofile < RESERVED + watched + connections
+    }
+}
+
 /// Raises the soft descriptor limit to the hard one and returns the limit now in force.
 ///
 /// # Errors
@@ -88,6 +99,13 @@ mod tests {
         let watched = (2 * b.watched_namespaces + b.watched_processes) as u64;
         assert!(total as u64 + RESERVED + watched <= 1024);
         assert!(b.grpc_connections >= 500, "{b:?}");
+    }
+
+    #[test]
+    fn only_a_limit_below_the_reserve_is_cramped() {
+        assert!(!FdBudget::split(1024, None).is_cramped());
+        assert!(!FdBudget::split(256, None).is_cramped());
+        assert!(FdBudget::split(24, None).is_cramped());
     }
 
     #[test]

@@ -127,13 +127,17 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
+/// A mount across scans: namespace, mount id and device (a new mount may get a freed id;
+/// see [`crate::changes::Change`]).
+type MountKey = (u64, u32, u32, u32);
+
 /// The metrics of every scan outcome, and per-mount memory of the previous scan to count
 /// state entries and INTERIM age. Subscribed to the inventory with
 /// [`crate::snapshot::Inventory::observe`].
 #[derive(Debug, Default)]
 pub struct ScanMetrics {
-    previous: HashMap<(u64, u32), MountState>,
-    interim_since: HashMap<(u64, u32), Instant>,
+    previous: HashMap<MountKey, MountState>,
+    interim_since: HashMap<MountKey, Instant>,
 }
 
 impl ScanObserver for ScanMetrics {
@@ -152,7 +156,7 @@ impl ScanMetrics {
         let mut current = HashMap::with_capacity(snapshot.scan.reports.len());
         let mut by_state: HashMap<MountState, u64> = HashMap::new();
         for r in &snapshot.scan.reports {
-            let key = (r.mnt_ns, r.mount_id);
+            let key = (r.mnt_ns, r.mount_id, r.major, r.minor);
             *by_state.entry(r.state).or_default() += 1;
             if self.previous.get(&key) != Some(&r.state) {
                 match r.state {

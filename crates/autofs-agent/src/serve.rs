@@ -96,6 +96,12 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let nofile = crate::fds::raise_nofile_limit().context("cannot read RLIMIT_NOFILE")?;
     let budget = FdBudget::split(nofile, config.max_connections);
     tracing::debug!(?budget, "descriptor budget");
+    if budget.is_cramped() {
+        tracing::warn!(
+            nofile = budget.nofile,
+            "the descriptor limit is too low for scans, watches and connections: scans may fail with EMFILE (raise RLIMIT_NOFILE, e.g. ulimit -n 1024)"
+        );
+    }
     let metrics = crate::metrics::install()?;
     let inventory = match config.synthetic_mounts {
         Some(n) => Inventory::new(Synthetic::new(n, &config.node_name), config.stall),

@@ -41,6 +41,10 @@ pub struct Snapshot {
     pub reports: Arc<Vec<v1::MountReport>>,
     /// What changed since the previous snapshot (computed once, for every watcher).
     pub change: Change,
+    /// The processes the mount tables kept for the mount-table watch were read through: an
+    /// open table holds its namespace and mounts alive, so when one of them exits a scan
+    /// follows (the change watcher), and drops the table of a namespace that has died.
+    pub table_readers: Vec<i32>,
 }
 
 impl Snapshot {
@@ -60,6 +64,7 @@ impl Snapshot {
             },
             reports: Arc::new(Vec::new()),
             change: Change::default(),
+            table_readers: Vec::new(),
         }
     }
 
@@ -470,6 +475,7 @@ impl Inventory {
         // two scans' tables (the watcher's and this scan's) are open at a time.
         drop(self.take_open_tables());
         let (scan, tables) = self.worker.scan().await?;
+        let table_readers = tables.tables.iter().map(|t| t.reader).collect();
         if self.keep_tables.load(Ordering::Relaxed) > 0 {
             *self
                 .open_tables
@@ -493,6 +499,7 @@ impl Inventory {
             scan,
             reports,
             change,
+            table_readers,
         });
         for observer in self.observers().iter_mut() {
             observer.published(&snapshot);

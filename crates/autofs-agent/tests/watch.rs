@@ -288,3 +288,97 @@ async fn mounts_appearing_and_vanishing_are_noticed_between_scans() {
     let (removed, _) = events.until(d.mount_id, |e| kind(e) == Kind::Removed).await;
     assert_eq!(removed.mount.as_ref().unwrap().mount_id, d.mount_id);
 }
+
+/// Only a guard against a hang: the release is awaited, never timed.
+const HANG_GUARD: Duration = Duration::from_secs(60);
+
+/// A private mount namespace whose only process exits while its mount table is kept open
+/// for the mount-table watch. The parent (its own process group, the master) holds the read
+/// end of an autofs mount's pipe; the child unshares, mounts, prints its namespace and exits
+/// when told; the parent then waits until the kernel closes the mount's write end (the
+/// namespace torn down) and prints `released`.
+const DYING_NAMESPACE: &str = r#"
+import ctypes, os, select, sys
+libc = ctypes.CDLL(None, use_errno=True)
+os.setpgid(0, 0)
+r, w = os.pipe()
+child = os.fork()
+if child == 0:
+    os.close(r)
+    if libc.unshare(0x00020000) != 0:  # CLONE_NEWNS
+        os._exit(3)
+    if libc.mount(b"none", b"/", None, 0x40000 | 0x4000, None) != 0:  # MS_PRIVATE|MS_REC
+        os._exit(4)
+    opts = f"fd={w},pgrp={os.getpgrp()},minproto=5,maxproto=5,indirect".encode()
+    if libc.mount(b"dying-ns", sys.argv[1].encode(), b"autofs", 0, opts) != 0:
+        os._exit(5)
+    os.close(w)
+    print(os.readlink("/proc/self/ns/mnt"), flush=True)
+    sys.stdin.readline()
+    os._exit(0)
+os.close(w)
+os.waitpid(child, 0)
+poller = select.poll()
+poller.register(r, select.POLLIN)
+poller.poll()
+print("released" if os.read(r, 1) == b"" else "data", flush=True)
+"#;
+
+/// The python tree above, killed whole on drop.
+struct DyingNamespace(std::process::Child);
+
+impl Drop for DyingNamespace {
+    fn drop(&mut self) {
+        let pgid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+/// An open mount table holds its namespace, and the namespace its mounts: when the last
+/// process of a namespace whose table the agent keeps exits, the agent lets go of it at once
+/// (a scan follows the exit of the process the table was read through), so the kernel tears
+/// the namespace down as it would without the agent: here the autofs mount's pipe sees EOF.
+/// Before, the namespace lived until the next full scan (`--scan-interval 1h` here: never).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_whose_last_process_exits_is_let_go_at_once() {
+    use std::io::{BufRead, Write};
+    let agent = Agent::start(&["--scan-interval", "1h"]);
+    agent.wait_serving().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut tree = DyingNamespace(
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(DYING_NAMESPACE)
+            .arg(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3"),
+    );
+    let mut lines = std::io::BufReader::new(tree.0.stdout.take().unwrap()).lines();
+    let ns_link = lines.next().expect("the child's namespace").unwrap();
+    let mnt_ns: u64 = ns_link
+        .strip_prefix("mnt:[")
+        .and_then(|s| s.strip_suffix(']'))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a namespace link: {ns_link}"));
+
+    // A scan that lists the namespace keeps its table open.
+    let agent = &agent;
+    common::eventually("the agent lists the new namespace's mount", || async move {
+        let mut client = agent.client().await;
+        (!common::list_ns(&mut client, mnt_ns).await.is_empty()).then_some(())
+    })
+    .await;
+
+    tree.0.stdin.as_mut().unwrap().write_all(b"exit\n").unwrap();
+    let released = tokio::time::timeout(
+        HANG_GUARD,
+        tokio::task::spawn_blocking(move || lines.next()),
+    )
+    .await
+    .expect("the namespace was not let go of: the mount's pipe never saw EOF")
+    .unwrap();
+    assert_eq!(released.map(Result::unwrap).as_deref(), Some("released"));
+}

@@ -45,6 +45,6 @@ pub use error::{Error, Result};
 pub use pipes::{Fionread, QueueProbe};
 pub use proc_root::ProcRoot;
 pub use report::{AutofsEntry, MountReport, MountState, Reason};
-pub use scan::{NamespaceInfo, OpenTables, Scan, ScanStats, Scanner};
+pub use scan::{KeptTable, NamespaceInfo, OpenTables, Scan, ScanStats, Scanner};
 pub use selector::{SelectError, Selector, Target, Workload};
 pub use view::View;

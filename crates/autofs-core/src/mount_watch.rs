@@ -56,7 +56,7 @@ impl MountTableWatch {
     /// The scan's count of tables it did not keep becomes [`Self::unopened`].
     pub fn adopt(tables: OpenTables) -> Self {
         Self {
-            tables: tables.tables.into_iter().map(|(_, fd)| fd).collect(),
+            tables: tables.tables.into_iter().map(|kept| kept.table).collect(),
             unopened: tables.not_kept,
         }
     }

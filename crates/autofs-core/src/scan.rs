@@ -68,11 +68,23 @@ pub struct Scan {
 /// The `mountinfo` files a scan read, left open ([`Scanner::scan_keeping_tables`]).
 #[derive(Debug, Default)]
 pub struct OpenTables {
-    /// Mount namespace inode and its table as the scan read it, by inode; the kernel keeps
-    /// the namespace's mount table behind an open one even after its processes exit.
-    pub tables: Vec<(u64, OwnedFd)>,
+    /// One per namespace kept.
+    pub tables: Vec<KeptTable>,
     /// Namespaces whose table is not among them: past the budget, or not read completely.
     pub not_kept: usize,
+}
+
+/// One namespace's mount table as a scan read it, still open.
+#[derive(Debug)]
+pub struct KeptTable {
+    /// Mount namespace inode.
+    pub mnt_ns: u64,
+    /// Host pid of the process it was read through.
+    pub reader: i32,
+    /// The open `mountinfo`. It holds the namespace: while it is open, the kernel keeps the
+    /// namespace and its mounts even after its last process exits (a holder should close it
+    /// when the reader exits; see [`Self::reader`]).
+    pub table: OwnedFd,
 }
 
 /// The tables a scan keeps open, at most `budget`: past it, one of a namespace with autofs
@@ -80,7 +92,7 @@ pub struct OpenTables {
 /// verdict most likely rests on), else it is closed.
 struct TableKeeper {
     budget: usize,
-    kept: Vec<(u64, OwnedFd, bool)>,
+    kept: Vec<(KeptTable, bool)>,
     not_kept: usize,
 }
 
@@ -93,25 +105,30 @@ impl TableKeeper {
         }
     }
 
-    /// Offers the table of `mnt_ns` (`None`: not read completely).
-    fn offer(&mut self, mnt_ns: u64, table: Option<OwnedFd>, has_autofs: bool) {
+    /// Offers the table of `mnt_ns` read through `reader` (`None`: not read completely).
+    fn offer(&mut self, mnt_ns: u64, reader: i32, table: Option<OwnedFd>, has_autofs: bool) {
         let Some(table) = table else {
             self.not_kept += 1;
             return;
         };
+        let kept = KeptTable {
+            mnt_ns,
+            reader,
+            table,
+        };
         if self.kept.len() < self.budget {
-            self.kept.push((mnt_ns, table, has_autofs));
+            self.kept.push((kept, has_autofs));
             return;
         }
         self.not_kept += 1;
-        if has_autofs && let Some(slot) = self.kept.iter_mut().find(|k| !k.2) {
-            *slot = (mnt_ns, table, true);
+        if has_autofs && let Some(slot) = self.kept.iter_mut().find(|k| !k.1) {
+            *slot = (kept, true);
         }
     }
 
     fn finish(self) -> OpenTables {
         OpenTables {
-            tables: self.kept.into_iter().map(|(ns, fd, _)| (ns, fd)).collect(),
+            tables: self.kept.into_iter().map(|(kept, _)| kept).collect(),
             not_kept: self.not_kept,
         }
     }
@@ -285,11 +302,11 @@ impl<Q: QueueProbe> Scanner<Q> {
         for (&mnt_ns, ns) in &mut namespaces {
             match self.mount_table(&ns.pids, &mut stats, budget > 0) {
                 Ok((table, open)) => {
-                    keeper.offer(mnt_ns, open, !table.autofs.is_empty());
+                    keeper.offer(mnt_ns, table.reader, open, !table.autofs.is_empty());
                     ns.table = Some(table);
                 }
                 Err(why) => {
-                    keeper.offer(mnt_ns, None, false);
+                    keeper.offer(mnt_ns, 0, None, false);
                     ns.table_error = Some(why);
                 }
             }

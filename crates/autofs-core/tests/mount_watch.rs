@@ -47,7 +47,7 @@ fn scenario_table(scanner: &Scanner, sc: &Scenario) -> OpenTables {
     let tables: Vec<_> = kept
         .tables
         .into_iter()
-        .filter(|&(n, _)| n == sc.mnt_ns())
+        .filter(|kept| kept.mnt_ns == sc.mnt_ns())
         .collect();
     assert_eq!(tables.len(), 1, "the scenario's table was not kept");
     OpenTables {
@@ -122,7 +122,7 @@ fn a_scan_keeps_at_most_its_budget_of_tables_open() {
     let (scan, kept) = scanner.scan_keeping_tables(1).unwrap();
     assert_eq!(kept.tables.len(), 1);
     assert_eq!(kept.not_kept, scan.stats.mount_namespaces - 1);
-    let ns = kept.tables[0].0;
+    let ns = kept.tables[0].mnt_ns;
     let info = scan.namespaces.iter().find(|n| n.mnt_ns == ns).unwrap();
     assert!(info.autofs_mounts > 0, "kept {info:?}");
     let (_, none) = scanner.scan_keeping_tables(0).unwrap();
