@@ -12,6 +12,16 @@ use tonic_health::server::HealthReporter;
 
 use crate::snapshot::Inventory;
 
+/// How long a burst of changes may settle before the scan they ask for.
+const SETTLE: Duration = Duration::from_millis(50);
+
+/// Scans asked for by changes take at most this share of the time: after a scan that took
+/// `d`, the next such scan waits until `d * (1 / share - 1)` after it ended. An isolated
+/// change is scanned after [`SETTLE`]; only changes that never stop (a process mounting and
+/// unmounting in a loop, which any user may do in a namespace of their own) are slowed down,
+/// to about a tenth of one core however large the node.
+const CHANGE_SCAN_SHARE: u32 = 10; // percent
+
 /// Consecutive failed scans after which health turns NOT_SERVING again.
 const FAILURES_BEFORE_NOT_SERVING: u32 = 3;
 
@@ -41,10 +51,12 @@ pub async fn run(
     let mut denied_before = false;
     let mut activity = inventory.activity();
     loop {
+        let started = Instant::now();
         let scanned = tokio::select! {
             scanned = inventory.rescan() => scanned,
             () = stop(&mut shutdown) => return,
         };
+        let next_for_changes = Instant::now() + change_gap(started.elapsed());
         match scanned {
             Ok(snapshot) => {
                 // Once per episode: access denied although the capabilities should allow it.
@@ -79,8 +91,13 @@ pub async fn run(
                     if inventory.consecutive_failures() > 0 {
                         continue;
                     }
-                    // Let a burst of mount changes settle into one scan.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Let a burst of mount changes settle into one scan, and keep the scans
+                    // that changes ask for to their share of the time.
+                    let at = (Instant::now() + SETTLE).max(next_for_changes);
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at.into()) => {}
+                        () = stop(&mut shutdown) => return,
+                    }
                     break;
                 }
                 seen = activity.changed() => {
@@ -95,6 +112,12 @@ pub async fn run(
             }
         }
     }
+}
+
+/// How long after a scan that took `took` the next scan asked for by a change may start:
+/// [`CHANGE_SCAN_SHARE`] of the time at most.
+pub fn change_gap(took: Duration) -> Duration {
+    took.saturating_mul(100 / CHANGE_SCAN_SHARE - 1)
 }
 
 /// How long the background scanner waits after a scan that left `failures` failed scans in a
@@ -223,6 +246,15 @@ pub async fn set_health(health: &HealthReporter, status: ServingStatus) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scans_asked_for_by_changes_take_a_tenth_of_the_time_at_most() {
+        assert_eq!(
+            change_gap(Duration::from_millis(20)),
+            Duration::from_millis(180)
+        );
+        assert_eq!(change_gap(Duration::ZERO), Duration::ZERO);
+    }
 
     #[test]
     fn failed_scans_are_retried_after_doubling_delays_up_to_8_s_or_the_interval() {
