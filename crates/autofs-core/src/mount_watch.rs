@@ -15,7 +15,6 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
-use crate::proc_root::ProcRoot;
 use crate::scan::OpenTables;
 
 /// The open mount tables of some mount namespaces.
@@ -35,21 +34,6 @@ pub struct Woken {
 }
 
 impl MountTableWatch {
-    /// Opens `<pid>/mountinfo` of each of `members` (one process per mount namespace: the
-    /// open file keeps following that namespace even after the process exits). A member that
-    /// is gone, or whose table may not be opened, is skipped and counted in
-    /// [`Self::unopened`]. Changes are reported from the open on.
-    pub fn open(root: &ProcRoot, members: impl IntoIterator<Item = i32>) -> Self {
-        let mut watch = Self::default();
-        for pid in members {
-            match root.open_pid_file(pid, "mountinfo") {
-                Ok(table) => watch.tables.push(table),
-                Err(_) => watch.unopened += 1,
-            }
-        }
-        watch
-    }
-
     /// Watches the mount tables a scan read and kept open
     /// ([`crate::Scanner::scan_keeping_tables`]): each was opened before the scan read it,
     /// so every change the scan did not see is reported, also one made before this call.
@@ -71,14 +55,13 @@ impl MountTableWatch {
         self.tables.is_empty()
     }
 
-    /// Namespaces whose table is not watched: members whose table could not be opened
-    /// (gone, or refused), or the tables a scan did not keep ([`Self::adopt`]).
+    /// Namespaces whose table is not watched: those the scan did not keep ([`Self::adopt`]).
     pub fn unopened(&self) -> usize {
         self.unopened
     }
 
-    /// Blocks until a watched mount table has changed since it was opened or since the last
-    /// wait that reported it, or until `wake` is readable or hung up; says which (both, when
+    /// Blocks until a watched mount table has changed since it was opened (before the scan
+    /// read it) or since the last wait that reported it, or until `wake` is readable or hung up; says which (both, when
     /// both happened). Changes that came together, in one table or several, end one wait.
     /// Never reads a table.
     ///

@@ -351,22 +351,6 @@ impl ProcRoot {
         self.read_open(PidPath::new(pid, rel)?.as_c_str(), OFlag::O_NOFOLLOW)
     }
 
-    /// Opens `<pid>/<rel>` read-only and non-blocking, to poll it rather than read it (e.g.
-    /// `mountinfo` for changes of the mount table). The open itself never blocks, even on
-    /// a FIFO standing in for a file that hangs (tests do that).
-    ///
-    /// # Errors
-    ///
-    /// The `openat` error; [`ReadFailure::of`] tells a vanished process from a denied open.
-    pub fn open_pid_file(&self, pid: i32, rel: &str) -> io::Result<OwnedFd> {
-        Ok(openat(
-            self.dir.as_fd(),
-            PidPath::new(pid, rel)?.as_c_str(),
-            OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK,
-            Mode::empty(),
-        )?)
-    }
-
     /// Reads the target of the symlink `<pid>/<rel>` (e.g. `ns/mnt` → `mnt:[4026531841]`).
     ///
     /// # Errors

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use autofs_core::mount_watch::{MountTableWatch, Woken};
-use autofs_core::{OpenTables, ProcRoot, Scanner};
+use autofs_core::{OpenTables, Scanner};
 use autofs_testkit::{MountSpec, Scenario};
 
 /// Only a guard against a hang: a wake is awaited, never timed.
@@ -59,8 +59,8 @@ fn scenario_table(scanner: &Scanner, sc: &Scenario) -> OpenTables {
 #[test]
 fn a_mount_appearing_in_a_private_namespace_wakes_its_watcher_each_time() {
     let mut sc = Scenario::start_or_panic();
-    let root = ProcRoot::open("/proc").unwrap();
-    let watch = MountTableWatch::open(&root, [sc.init_host_pid()]);
+    let scanner = Scanner::new("/proc", "test").unwrap();
+    let watch = MountTableWatch::adopt(scenario_table(&scanner, &sc));
     assert_eq!((watch.len(), watch.unopened()), (1, 0));
 
     for dir in [&b"first"[..], b"second"] {
@@ -127,29 +127,4 @@ fn a_scan_keeps_at_most_its_budget_of_tables_open() {
     assert!(info.autofs_mounts > 0, "kept {info:?}");
     let (_, none) = scanner.scan_keeping_tables(0).unwrap();
     assert!(none.tables.is_empty());
-}
-
-#[test]
-fn a_member_that_does_not_exist_is_counted_not_watched() {
-    let root = ProcRoot::open("/proc").unwrap();
-    // Above any pid_max the kernel allows (2^22).
-    let watch = MountTableWatch::open(&root, [i32::MAX]);
-    assert_eq!((watch.len(), watch.unopened()), (0, 1));
-    assert!(watch.is_empty());
-}
-
-#[test]
-fn a_table_that_would_block_in_open_is_opened_without_waiting() {
-    // A FIFO without a writer blocks a plain open(); the watcher's open must not (a proc
-    // root whose reads hang must not hang the watcher too).
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("42")).unwrap();
-    nix::unistd::mkfifo(
-        &dir.path().join("42/mountinfo"),
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-    )
-    .unwrap();
-    let root = ProcRoot::open(dir.path()).unwrap();
-    let watch = MountTableWatch::open(&root, [42]);
-    assert_eq!((watch.len(), watch.unopened()), (1, 0));
 }
