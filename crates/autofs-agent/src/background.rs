@@ -116,7 +116,7 @@ pub async fn run(
 
 /// How long after a scan that took `took` the next scan asked for by a change may start:
 /// [`CHANGE_SCAN_SHARE`] of the time at most.
-pub fn change_gap(took: Duration) -> Duration {
+fn change_gap(took: Duration) -> Duration {
     took.saturating_mul(100 / CHANGE_SCAN_SHARE - 1)
 }
 

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use autofs_testkit::child::Reaped;
 use autofs_testkit::{MountSpec, RequesterOutcome, Scenario};
 use serde_json::Value;
 
@@ -173,16 +174,6 @@ fn criu_images_decode_with_crit_to_the_reported_entries() {
         "no image for a mount CRIU would refuse"
     );
     assert_eq!(std::fs::read_dir(&ns_dir).unwrap().count(), 4);
-}
-
-/// Kills and reaps a helper process however the test ends.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Runs `scan --json` as root without CAP_SYS_PTRACE, through a fresh proc instance mounted

@@ -164,6 +164,7 @@ mod tests {
     use super::*;
     use std::os::fd::AsRawFd;
 
+    use autofs_testkit::child::Reaped;
     use nix::fcntl::{OFlag, open};
     use nix::sys::stat::Mode;
 
@@ -188,38 +189,27 @@ mod tests {
         seen
     }
 
-    /// A child whose fd table stays fixed while it sleeps; killed and reaped on drop.
-    struct Sleeper(std::process::Child);
-
-    impl Sleeper {
-        /// `sleep 600` with the fds the test process holds without `O_CLOEXEC`, returned
-        /// once it sleeps. `spawn` returns at the exec; the dynamic loader still opens and
-        /// closes files (`/etc/ld.so.cache`, libraries) after it, so the table is fixed
-        /// only once the kernel shows the process in `nanosleep` (`/proc/<pid>/wchan`).
-        fn spawn() -> Self {
-            let child = Sleeper(
-                std::process::Command::new("sleep")
-                    .arg("600")
-                    .spawn()
-                    .expect("spawn sleep"),
-            );
-            let wchan = format!("/proc/{}/wchan", child.0.id());
-            for _ in 0..60_000 {
-                let at = std::fs::read_to_string(&wchan).expect("read wchan");
-                if at.contains("nanosleep") {
-                    return child;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(1));
+    /// `sleep 600` with the fds the test process holds without `O_CLOEXEC`, returned once it
+    /// sleeps (its fd table then stays fixed), killed and reaped on drop. `spawn` returns at
+    /// the exec; the dynamic loader still opens and closes files (`/etc/ld.so.cache`,
+    /// libraries) after it, so the table is fixed only once the kernel shows the process in
+    /// `nanosleep` (`/proc/<pid>/wchan`).
+    fn sleeper() -> Reaped {
+        let child = Reaped(
+            std::process::Command::new("sleep")
+                .arg("600")
+                .spawn()
+                .expect("spawn sleep"),
+        );
+        let wchan = format!("/proc/{}/wchan", child.0.id());
+        for _ in 0..60_000 {
+            let at = std::fs::read_to_string(&wchan).expect("read wchan");
+            if at.contains("nanosleep") {
+                return child;
             }
-            panic!("sleep never reached nanosleep ({wchan})");
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
-    }
-
-    impl Drop for Sleeper {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
+        panic!("sleep never reached nanosleep ({wchan})");
     }
 
     /// The walk by number visits what a listing visits, in ascending order, on a child's
@@ -231,7 +221,7 @@ mod tests {
         // Inherited across exec (no O_CLOEXEC): the lowest free numbers from 200, 201, 4000.
         let held: Vec<OwnedFd> = [200, 201, 4000].iter().map(|&at| dup_at(&r, at)).collect();
         let far: Vec<i32> = held.iter().map(AsRawFd::as_raw_fd).collect();
-        let child = Sleeper::spawn();
+        let child = sleeper();
         drop((r, w, held));
         let pid = child.0.id();
         let by_number = visit_all(pid, true, 0);
@@ -262,7 +252,7 @@ mod tests {
     fn a_count_used_up_early_still_visits_every_fd() {
         let (r, _w) = nix::unistd::pipe().expect("pipe");
         let held = dup_at(&r, 40);
-        let child = Sleeper::spawn();
+        let child = sleeper();
         drop(held);
         let pid = child.0.id();
         let every = visit_all(pid, true, 0);

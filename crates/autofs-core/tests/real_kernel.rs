@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use autofs_core::{MountReport, MountState, Reason, Scanner};
+use autofs_testkit::child::Reaped;
 use autofs_testkit::host_aside::HostAside;
 use autofs_testkit::{AutomountSpec, Daemon, MountSpec, RequesterOutcome, Scenario};
 
@@ -703,7 +704,7 @@ fn a_namespace_made_inside_a_container_is_dumped_with_its_init() {
 struct HostPidMember {
     pid: i32,
     mnt_ns: u64,
-    _process: Killed,
+    _process: Reaped,
 }
 
 fn host_pid_member(sc: &Scenario) -> HostPidMember {
@@ -718,7 +719,7 @@ fn host_pid_member(sc: &Scenario) -> HostPidMember {
             "sleep",
             "600",
         ]);
-    let process = Killed(autofs_testkit::child::spawn_detached(cmd).unwrap());
+    let process = Reaped(autofs_testkit::child::spawn_detached(cmd).unwrap());
     let pid = i32::try_from(process.0.id()).unwrap();
     // Once it runs `sleep`, `unshare` has made the namespace.
     assert!(
@@ -732,16 +733,6 @@ fn host_pid_member(sc: &Scenario) -> HostPidMember {
         pid,
         mnt_ns,
         _process: process,
-    }
-}
-
-/// A child process, killed and reaped on drop.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -759,7 +750,7 @@ fn a_host_process_joining_a_namespace_later_does_not_take_it_over() {
     std::thread::sleep(Duration::from_millis(30));
     let mut nsenter = std::process::Command::new("nsenter");
     nsenter.args(["-t", &c.owner_host_pid.to_string(), "-m", "sleep", "600"]);
-    let joined = Killed(autofs_testkit::child::spawn_detached(nsenter).unwrap());
+    let joined = Reaped(autofs_testkit::child::spawn_detached(nsenter).unwrap());
     let pid = i32::try_from(joined.0.id()).unwrap();
     assert!(
         autofs_testkit::wait_until(WAIT, || {

@@ -57,3 +57,14 @@ pub fn spawn_detached(mut cmd: Command) -> io::Result<Child> {
         .map_err(|_| gone())?;
     rrx.recv().map_err(|_| gone())?
 }
+
+/// A helper process that is killed (SIGKILL) and reaped when dropped, however the test ends.
+#[derive(Debug)]
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
