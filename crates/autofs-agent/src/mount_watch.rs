@@ -4,14 +4,13 @@
 //! reports every change made after that read, so no change falls between a scan and the watch
 //! that follows it.
 //!
-//! The wait is `poll(2)` on a thread of its own, which sleeps until a table changes or a new
-//! scan hands over its tables (a byte on a pipe); a task passes them on as snapshots appear.
-//! No timer, no read of the tables.
+//! The wait is `poll(2)` on a thread of its own, which sleeps until a table changes or a task
+//! says that a scan was published (a byte on a pipe), then takes that scan's tables from the
+//! inventory. No timer, no read of the tables.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
-use autofs_core::OpenTables;
 use autofs_core::mount_watch::MountTableWatch;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -20,8 +19,8 @@ use crate::snapshot::Inventory;
 
 /// Starts watching the mount tables of every later scan, at most `max_tables` of them (its
 /// share of the descriptor budget): from now on each scan keeps its tables open for the watch.
-/// Call it before the first scan. Runs until `shutdown` turns true: the task returned hands
-/// the tables over and ends then, and with it the thread. Nothing to watch without a live
+/// Call it before the first scan. Runs until `shutdown` turns true: the task returned, which
+/// tells the thread of each new scan, ends then, and with it the thread. Nothing to watch without a live
 /// procfs (fixture trees, benchmarks): then `None`.
 ///
 /// # Errors
@@ -38,32 +37,27 @@ pub fn spawn(
     }
     let (wake_rx, wake_tx) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
-    let handover: Arc<Mutex<Option<OpenTables>>> = Arc::default();
-    let theirs = handover.clone();
+    inventory.keep_open_tables(max_tables);
+    let theirs = inventory.clone();
     std::thread::Builder::new()
         .name("mount-watch".into())
         .spawn(move || watch_tables(&theirs, &wake_rx, &changed))?;
-    inventory.keep_open_tables(max_tables);
-    Ok(Some(tokio::spawn(hand_over(
-        inventory, handover, wake_tx, shutdown,
+    Ok(Some(tokio::spawn(tell_of_scans(
+        inventory, wake_tx, shutdown,
     ))))
 }
 
-/// Passes each scan's tables to the thread. Dropping the pipe's write end (shutdown, or the
+/// Wakes the thread for each published scan. Dropping the pipe's write end (shutdown, or the
 /// runtime going away) ends the thread.
-async fn hand_over(
+async fn tell_of_scans(
     inventory: Arc<Inventory>,
-    handover: Arc<Mutex<Option<OpenTables>>>,
     wake: OwnedFd,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut snapshots = inventory.subscribe();
     loop {
-        if let Some(tables) = inventory.take_open_tables() {
-            *lock(&handover) = Some(tables);
-            // A full pipe already holds a wake-up; the thread takes the latest tables.
-            let _ = nix::unistd::write(&wake, &[1]);
-        }
+        // A full pipe already holds a wake-up; the thread takes the latest tables.
+        let _ = nix::unistd::write(&wake, &[1]);
         tokio::select! {
             next = snapshots.changed() => if next.is_err() {
                 return; // the inventory is gone: shutting down
@@ -73,7 +67,7 @@ async fn hand_over(
     }
 }
 
-fn watch_tables(handover: &Mutex<Option<OpenTables>>, wake: &OwnedFd, changed: &Notify) {
+fn watch_tables(inventory: &Inventory, wake: &OwnedFd, changed: &Notify) {
     let mut watch = MountTableWatch::default();
     loop {
         let woken = match watch.wait(wake.as_fd()) {
@@ -90,7 +84,7 @@ fn watch_tables(handover: &Mutex<Option<OpenTables>>, wake: &OwnedFd, changed: &
             if !drain(wake) {
                 return; // the write end is gone: shutting down
             }
-            if let Some(tables) = lock(handover).take() {
+            if let Some(tables) = inventory.take_open_tables() {
                 // The previous scan's tables close here: the new ones report every change
                 // since their scan read them.
                 watch = MountTableWatch::adopt(tables);
@@ -114,8 +108,4 @@ fn drain(wake: &OwnedFd) -> bool {
             Err(_) => return true, // EAGAIN: empty
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
