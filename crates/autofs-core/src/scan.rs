@@ -105,7 +105,7 @@ impl TableKeeper {
         }
     }
 
-    /// Offers the table of `mnt_ns` read through `reader` (`None`: not read completely).
+    /// Offers the table of `mnt_ns` read through `reader` (`None`: not kept open).
     fn offer(&mut self, mnt_ns: u64, reader: i32, table: Option<OwnedFd>, has_autofs: bool) {
         let Some(table) = table else {
             self.not_kept += 1;
@@ -278,10 +278,10 @@ impl<Q: QueueProbe> Scanner<Q> {
 
     /// Runs one scan, as [`Self::scan`], and keeps open the `mountinfo` it read of up to
     /// `budget` mount namespaces whose table it could read, those with autofs mounts first
-    /// (then by inode): polled, each
-    /// reports every change of its table since before the scan read it, so a watch that
-    /// adopts them (the agent's mount-table watcher) misses no change the scan did not see,
-    /// where a table opened after the scan would miss those made in between.
+    /// (then by inode). Polled, each reports every change of its table since before the scan
+    /// read it, so a watch that adopts them (the agent's mount-table watcher) misses no change
+    /// the scan did not see, where a table opened after the scan would miss those made in
+    /// between.
     ///
     /// # Errors
     ///
@@ -306,7 +306,7 @@ impl<Q: QueueProbe> Scanner<Q> {
                     ns.table = Some(table);
                 }
                 Err(why) => {
-                    keeper.offer(mnt_ns, 0, None, false);
+                    keeper.not_kept += 1;
                     ns.table_error = Some(why);
                 }
             }
