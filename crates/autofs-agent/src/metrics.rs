@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use autofs_core::MountState;
+use autofs_core::{MountReport, MountState};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -127,17 +127,16 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
-/// A mount across scans: namespace, mount id and device (a new mount may get a freed id;
-/// see [`crate::changes::Change`]).
-type MountKey = (u64, u32, u32, u32);
+/// A mount across scans: namespace, mount id, device and mount point, the rule WatchMounts
+/// follows ([`crate::changes::same_mount`]): a new mount may get a freed id, and a freed
+/// device minor with it.
+type MountKey = (u64, u32, u32, u32, Vec<u8>);
 
-/// The metrics of every scan outcome, and per-mount memory of the previous scan to count
-/// state entries and INTERIM age. Subscribed to the inventory with
+/// The metrics of every scan outcome. Subscribed to the inventory with
 /// [`crate::snapshot::Inventory::observe`].
 #[derive(Debug, Default)]
 pub struct ScanMetrics {
-    previous: HashMap<MountKey, MountState>,
-    interim_since: HashMap<MountKey, Instant>,
+    memory: MountMemory,
 }
 
 impl ScanObserver for ScanMetrics {
@@ -153,41 +152,20 @@ impl ScanObserver for ScanMetrics {
 impl ScanMetrics {
     /// Records one successful scan.
     fn observe(&mut self, snapshot: &Snapshot) {
-        let mut current = HashMap::with_capacity(snapshot.scan.reports.len());
-        let mut by_state: HashMap<MountState, u64> = HashMap::new();
-        for r in &snapshot.scan.reports {
-            let key = (r.mnt_ns, r.mount_id, r.major, r.minor);
-            *by_state.entry(r.state).or_default() += 1;
-            if self.previous.get(&key) != Some(&r.state) {
-                match r.state {
-                    MountState::Catatonic => counter!("autofs_catatonic_mounts_total").increment(1),
-                    MountState::Interim => counter!("autofs_interim_mounts_total").increment(1),
-                    MountState::Orphaned => counter!("autofs_orphaned_mounts_total").increment(1),
-                    _ => {}
-                }
-            }
-            current.insert(key, r.state);
-        }
-        self.interim_since
-            .retain(|key, _| current.get(key) == Some(&MountState::Interim));
-        for (key, state) in &current {
-            if *state == MountState::Interim {
-                self.interim_since.entry(*key).or_insert(snapshot.taken);
+        let seen = self.memory.update(&snapshot.scan.reports, snapshot.taken);
+        for state in seen.entered {
+            match state {
+                MountState::Catatonic => counter!("autofs_catatonic_mounts_total").increment(1),
+                MountState::Interim => counter!("autofs_interim_mounts_total").increment(1),
+                MountState::Orphaned => counter!("autofs_orphaned_mounts_total").increment(1),
+                _ => {}
             }
         }
-        self.previous = current;
-
         for state in MountState::ALL {
-            let n = by_state.get(&state).copied().unwrap_or(0);
+            let n = seen.by_state.get(&state).copied().unwrap_or(0);
             gauge!("autofs_mounts", "state" => state.as_str()).set(n as f64);
         }
-        let oldest = self
-            .interim_since
-            .values()
-            .map(|since| snapshot.taken.saturating_duration_since(*since))
-            .max()
-            .unwrap_or(Duration::ZERO);
-        gauge!("autofs_interim_oldest_age_seconds").set(oldest.as_secs_f64());
+        gauge!("autofs_interim_oldest_age_seconds").set(seen.oldest_interim.as_secs_f64());
         histogram!("autofs_scan_duration_seconds").record(snapshot.duration.as_secs_f64());
         let wall = snapshot
             .taken_wall
@@ -200,6 +178,63 @@ impl ScanMetrics {
             0.0
         });
         gauge!("autofs_unreadable_processes").set(snapshot.scan.stats.unreadable as f64);
+    }
+}
+
+/// Each mount's state in the previous scan, and since when each INTERIM mount has been
+/// INTERIM.
+#[derive(Debug, Default)]
+struct MountMemory {
+    previous: HashMap<MountKey, MountState>,
+    interim_since: HashMap<MountKey, Instant>,
+}
+
+/// What one scan showed against the one before.
+#[derive(Debug, Default, PartialEq)]
+struct Seen {
+    /// The state of each mount that entered it with this scan (a new mount included), in
+    /// report order.
+    entered: Vec<MountState>,
+    /// Mounts per state.
+    by_state: HashMap<MountState, u64>,
+    /// How long the mount INTERIM the longest has been so, at `taken` (zero when none is).
+    oldest_interim: Duration,
+}
+
+impl MountMemory {
+    /// Remembers the scan of `reports` started at `taken` and says what it showed.
+    fn update(&mut self, reports: &[MountReport], taken: Instant) -> Seen {
+        let mut seen = Seen::default();
+        let mut current = HashMap::with_capacity(reports.len());
+        for r in reports {
+            let key = (
+                r.mnt_ns,
+                r.mount_id,
+                r.major,
+                r.minor,
+                r.mount_point_bytes.clone(),
+            );
+            *seen.by_state.entry(r.state).or_default() += 1;
+            if self.previous.get(&key) != Some(&r.state) {
+                seen.entered.push(r.state);
+            }
+            current.insert(key, r.state);
+        }
+        self.interim_since
+            .retain(|key, _| current.get(key) == Some(&MountState::Interim));
+        for (key, state) in &current {
+            if *state == MountState::Interim {
+                self.interim_since.entry(key.clone()).or_insert(taken);
+            }
+        }
+        self.previous = current;
+        seen.oldest_interim = self
+            .interim_since
+            .values()
+            .map(|since| taken.saturating_duration_since(*since))
+            .max()
+            .unwrap_or(Duration::ZERO);
+        seen
     }
 }
 
@@ -271,5 +306,42 @@ fn code_name(code: tonic::Code) -> &'static str {
         Unavailable => "UNAVAILABLE",
         DataLoss => "DATA_LOSS",
         Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interim(mount_point: &str) -> MountReport {
+        let mut report = crate::synthetic::scan(1, "node").reports.remove(0);
+        report.state = MountState::Interim;
+        report.mount_point = mount_point.to_owned();
+        report.mount_point_bytes = mount_point.as_bytes().to_vec();
+        report
+    }
+
+    #[test]
+    fn a_mount_staying_interim_enters_once_and_ages() {
+        let mut memory = MountMemory::default();
+        let t0 = Instant::now();
+        let first = memory.update(&[interim("/a")], t0);
+        assert_eq!(first.entered, [MountState::Interim]);
+        assert_eq!(first.by_state.get(&MountState::Interim), Some(&1));
+        let later = memory.update(&[interim("/a")], t0 + Duration::from_secs(5));
+        assert!(later.entered.is_empty());
+        assert_eq!(later.oldest_interim, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_new_mount_under_a_freed_id_and_minor_is_another_mount() {
+        // The kernel gives a new mount the lowest free mount id and device minor: unmounted
+        // at /a and mounted at /b between two scans, the mount is new, as WatchMounts says.
+        let mut memory = MountMemory::default();
+        let t0 = Instant::now();
+        memory.update(&[interim("/a")], t0);
+        let moved = memory.update(&[interim("/b")], t0 + Duration::from_secs(5));
+        assert_eq!(moved.entered, [MountState::Interim]);
+        assert_eq!(moved.oldest_interim, Duration::ZERO);
     }
 }

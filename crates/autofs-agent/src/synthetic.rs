@@ -30,7 +30,7 @@ impl ScanSource for Synthetic {
 }
 
 /// `n` ACTIVE indirect mounts spread over 10 mount namespaces.
-fn scan(n: usize, node: &str) -> Scan {
+pub(crate) fn scan(n: usize, node: &str) -> Scan {
     let reports = (0..n)
         .map(|i| {
             let id = u32::try_from(i).unwrap_or(u32::MAX);
