@@ -71,6 +71,7 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
     report.proto_version = options.proto_version();
     report.timeout = options.timeout;
     note_wrapped_ids(report, options);
+    note_negative_minproto(report, options);
 
     // CRIU's parse_options() converts every number before it looks at any of them.
     let timeout = match options.criu_timeout() {
@@ -282,6 +283,9 @@ enum Membership {
     OutsidePidNs { owner: i32 },
     /// In the owner's pid namespace, but not the owner nor a descendant of it.
     OutsideTree { owner: i32 },
+    /// A thread other than its process's main thread (`pgrp=` accepts any pid at mount):
+    /// CRIU's `pid_to_virt()` looks up processes (pstree items) by pid, never threads.
+    Thread { tgid: i32, owner: i32 },
 }
 
 fn dumped_tree_membership(
@@ -289,6 +293,10 @@ fn dumped_tree_membership(
     pgrp: i32,
     owner: i32,
 ) -> Result<Membership, Unavailable> {
+    let tgid = table.info(pgrp)?.tgid;
+    if tgid != pgrp {
+        return Ok(Membership::Thread { tgid, owner });
+    }
     let Some(vpgrp) = table.translate(pgrp, owner)? else {
         return Ok(Membership::OutsidePidNs { owner });
     };
@@ -303,24 +311,30 @@ fn dumped_tree_membership(
 /// container it belongs to, and which tree CRIU dumps.
 fn outside_message(facts: &mut Facts<'_, '_>, pgrp: i32, outside: &Membership) -> (Reason, String) {
     let (reason, owner, place) = match *outside {
+        Membership::Thread { tgid, owner } => (
+            Reason::MasterOutsideTree,
+            owner,
+            format!(
+                "pgrp {pgrp} names a thread of pid {tgid}, not a process, and CRIU's pid_to_virt() finds only the processes of the tree it dumps"
+            ),
+        ),
         Membership::OutsidePidNs { owner } => (
             Reason::MasterOutsidePidNs,
             owner,
-            "the master is outside the pid namespace of the mount namespace's owner",
+            "the master is outside the pid namespace of the mount namespace's owner".to_owned(),
         ),
         Membership::OutsideTree { owner } => (
             Reason::MasterOutsideTree,
             owner,
-            "the master is not in the process tree CRIU dumps for this mount namespace",
+            "the master is not in the process tree CRIU dumps for this mount namespace".to_owned(),
         ),
         Membership::Inside(_) => unreachable!("only called for masters outside the tree"),
     };
     let who = |facts: &mut Facts<'_, '_>, pid: i32| {
-        let comm = facts
+        let (comm, tgid) = facts
             .table
             .info(pid)
-            .map(|i| i.comm())
-            .unwrap_or_else(|_| "?".into());
+            .map_or_else(|_| ("?".into(), pid), |i| (i.comm(), i.tgid));
         let attribution = facts.table.attribution(pid);
         let home = if !attribution.container_id.is_empty() {
             format!("container {}", short_id(&attribution.container_id))
@@ -329,7 +343,11 @@ fn outside_message(facts: &mut Facts<'_, '_>, pgrp: i32, outside: &Membership) -
         } else {
             "the host".to_owned()
         };
-        format!("pid {pid} ({comm}) of {home}")
+        if tgid == pid {
+            format!("pid {pid} ({comm}) of {home}")
+        } else {
+            format!("thread {pid} ({comm}) of pid {tgid} of {home}")
+        }
     };
     let master = who(facts, pgrp);
     let root = who(facts, owner);
@@ -370,6 +388,18 @@ fn note_wrapped_ids(report: &mut MountReport, options: &AutofsOptions) {
                 "{name}={raw} exceeds INT_MAX: CRIU reads it with sscanf(\"%d\") and records {name} {criu}; its restore then mounts with {name}={criu}, which the kernel rejects (EINVAL), so the restore fails"
             ));
         }
+    }
+}
+
+/// Notes what CRIU's restore makes of a negative `minproto=` (reference §3.2, §4, §7.1): the
+/// kernel prints the `u32` given at mount as an `int`, CRIU's `xatoi` takes the negative value
+/// into the image, and its restore mounts with it, which the kernel's `u32` parser refuses.
+fn note_negative_minproto(report: &mut MountReport, options: &AutofsOptions) {
+    if options.minproto < 0 {
+        report.criu_notes.push(format!(
+            "minproto={}: the kernel shows a minproto of 2^31 or more as a negative int; CRIU records minproto {} and its restore mounts with minproto={}, which the kernel rejects (EINVAL), so the restore fails",
+            options.minproto, options.minproto, options.minproto
+        ));
     }
 }
 

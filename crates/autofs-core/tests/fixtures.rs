@@ -51,6 +51,7 @@ const CASES: &[&str] = &[
     "offset_mount_options",
     "orphaned_leader_gone",
     "orphaned_read_end_delegated",
+    "pgrp_names_a_thread",
     "pgrp_translated_into_container",
     "pgrp_zero_not_visible",
     "pid1_hidden_daemon_missing",
@@ -1598,6 +1599,47 @@ fn numbers_the_kernel_prints_get_criu_values_and_outcomes() {
         long.message
             .starts_with("value 0x80000000 (2147483648) is out of int range")
     );
+    // minproto=-1 is what the kernel prints after a mount with minproto=4294967295: CRIU's
+    // xatoi takes it, so the dump goes on and records it; only the restore's mount fails.
+    let negative = mount(&scan, HOST_MNT, 42);
+    assert_eq!(
+        verdict(negative),
+        (MountState::Catatonic, Reason::Catatonic)
+    );
+    assert!(negative.dumpable);
+    assert_eq!(negative.entry, Some(entry(-1, 1234, 0, -1, 5, DIRECT)));
+    assert_eq!(negative.criu_notes.len(), 1, "{:?}", negative.criu_notes);
+    assert!(
+        negative.criu_notes[0].starts_with("minproto=-1: ")
+            && negative.criu_notes[0].contains("the restore fails"),
+        "{:?}",
+        negative.criu_notes
+    );
+}
+
+#[test]
+fn a_pgrp_that_names_a_thread_is_no_master_criu_can_find() {
+    let scan = scan_case("pgrp_names_a_thread");
+    let r = only(&scan);
+    // CRIU reads the thread's fd table (its process's) and finds the read end, the empty pipe
+    // and the write end; then pid_to_virt() finds no process with that pid.
+    assert_eq!(
+        verdict(r),
+        (MountState::Orphaned, Reason::MasterOutsideTree),
+        "{r:#?}"
+    );
+    assert!(!r.dumpable);
+    assert_eq!((r.read_end_pid, r.read_end_fd), (1301, 4));
+    assert!(r.write_end_held);
+    assert!(
+        r.message.starts_with(
+            "failed to find pstree item with pid 1301. Non-catatonic mount without master? (pgrp 1301 names a thread of pid 1234, not a process"
+        ),
+        "{}",
+        r.message
+    );
+    // No virtual pgrp: the entry keeps the raw one.
+    assert_eq!(r.entry.unwrap().pgrp, 1301);
 }
 
 #[test]
