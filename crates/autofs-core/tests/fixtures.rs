@@ -65,6 +65,7 @@ const CASES: &[&str] = &[
     "unreadable_fds_of_leader",
     "unreadable_fds_of_non_leader",
     "unsupported_no_pipe_ino",
+    "userns_container_ids",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -1640,6 +1641,54 @@ fn a_pgrp_that_names_a_thread_is_no_master_criu_can_find() {
     );
     // No virtual pgrp: the entry keeps the raw one.
     assert_eq!(r.entry.unwrap().pgrp, 1301);
+}
+
+#[test]
+fn uid_and_gid_are_recorded_as_the_dumped_user_namespace_sees_them() {
+    let scan = scan_case("userns_container_ids");
+    // uid=101000 is container uid 1000; gid=1000 is outside the container's gid_map.
+    let active = mount(&scan, CONTAINER_MNT, 612);
+    assert_eq!(
+        verdict(active),
+        (MountState::Active, Reason::MasterHoldsPipe),
+        "{active:#?}"
+    );
+    assert!(active.dumpable);
+    let e = active.entry.unwrap();
+    assert_eq!((e.uid, e.gid, e.pgrp), (Some(1000), Some(-1), 7));
+    assert_eq!(active.criu_notes.len(), 2, "{:?}", active.criu_notes);
+    assert!(
+        active.criu_notes[0].starts_with(
+            "uid=101000 is a host id: CRIU maps it into the user namespace of pid 4990"
+        ) && active.criu_notes[0].ends_with("records uid 1000"),
+        "{:?}",
+        active.criu_notes
+    );
+    assert!(
+        active.criu_notes[1].starts_with("gid=1000 is outside the gid_map of pid 4990")
+            && active.criu_notes[1].contains("records gid -1")
+            && active.criu_notes[1].ends_with("so the restore fails"),
+        "{:?}",
+        active.criu_notes
+    );
+    // CRIU's probe turns the direct mount catatonic and parses the options it reads again:
+    // raw, so the host uid goes into the image.
+    let probed = mount(&scan, CONTAINER_MNT, 613);
+    assert_eq!(
+        verdict(probed),
+        (MountState::Catatonic, Reason::ProbeMakesCatatonic),
+        "{probed:#?}"
+    );
+    let e = probed.entry.unwrap();
+    assert_eq!((e.fd, e.uid, e.gid), (-1, Some(101_000), None));
+    assert!(
+        probed
+            .criu_notes
+            .iter()
+            .any(|n| n.starts_with("CRIU's probe path records the raw host uid 101000 instead")),
+        "{:?}",
+        probed.criu_notes
+    );
 }
 
 #[test]
