@@ -479,6 +479,7 @@ impl<Q: QueueProbe> Scanner<Q> {
         drop(forest);
         drop(forests);
 
+        let rooted = rooted_superblocks(&parsed, &owners);
         let mut dev_autofs: HashMap<u64, std::result::Result<DevAutofs, String>> = HashMap::new();
         for (mnt_ns, line, options) in parsed {
             let (owner, attribution) = &owners[&mnt_ns];
@@ -525,6 +526,11 @@ impl<Q: QueueProbe> Scanner<Q> {
                     judge(&mut report, &options, &mut facts);
                 }
                 (Ok(_), None) => unreachable!("options are parsed for every parsed line"),
+            }
+            if let Ok(m) = line
+                && !rooted.contains(&dump_group(mnt_ns, *owner, m))
+            {
+                note_rootless_superblock(&mut report, m);
             }
             reports.push(report);
         }
@@ -1009,6 +1015,64 @@ fn path_prefixes<'p>(point: &'p [u8], down_to: &'p [u8]) -> impl Iterator<Item =
         };
         Some(current)
     })
+}
+
+/// The mounts CRIU treats as one superblock when it dumps a namespace (reference §2): the
+/// bind-mount ring of `search_bindmounts()` spans every mount namespace of the dump (the
+/// namespaces with the same owner: a namespace made inside a container is dumped with it), and
+/// `mounts_sb_equal()` wants the same device and source (and file system type: autofs here).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DumpGroup {
+    /// The owner's host pid; the namespace itself when its owner could not be read.
+    dump: std::result::Result<i32, u64>,
+    major: u32,
+    minor: u32,
+    source: Vec<u8>,
+}
+
+fn dump_group(mnt_ns: u64, owner: Option<i32>, m: &MountInfo) -> DumpGroup {
+    DumpGroup {
+        dump: owner.ok_or(mnt_ns),
+        major: m.major,
+        minor: m.minor,
+        source: m.source.clone(),
+    }
+}
+
+/// The superblocks that some mount of the same dump shows from their root (`fsroot_mounted()`:
+/// root `/`): only from such a mount does CRIU's `dump_one_fs()` dump one.
+fn rooted_superblocks(
+    parsed: &[(
+        u64,
+        &AutofsLine,
+        Option<std::result::Result<AutofsOptions, crate::options::OptionsError>>,
+    )],
+    owners: &BTreeMap<u64, (Option<i32>, Attribution)>,
+) -> HashSet<DumpGroup> {
+    parsed
+        .iter()
+        .filter_map(|(mnt_ns, line, _)| {
+            let m = line.as_ref().ok().filter(|m| m.root == b"/")?;
+            Some(dump_group(*mnt_ns, owners[mnt_ns].0, m))
+        })
+        .collect()
+}
+
+/// A mount of a superblock no mount of the same dump shows from its root (a bind of a
+/// directory inside an autofs mount whose own mount is gone, reference §2): CRIU's
+/// `dump_one_fs()` finds no mount to call `autofs_dump()` on and the dump fails, whatever the
+/// mount's state.
+fn note_rootless_superblock(report: &mut MountReport, m: &MountInfo) {
+    report.criu_notes.push(format!(
+        "no mount of this autofs superblock ({}:{}, source {}) in the mount namespaces CRIU dumps with this one shows its root (this one shows {}): CRIU's dump_one_fs() dumps a superblock only from a mount of its root, so the dump fails: Unable to dump a file system for {}:{}",
+        m.major,
+        m.minor,
+        escape(&m.source),
+        escape(&m.root),
+        m.mount_id,
+        escape(&m.mount_point),
+    ));
+    report.dumpable = false;
 }
 
 /// Keeps the first few failed attempts for the error message.

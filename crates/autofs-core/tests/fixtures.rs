@@ -60,6 +60,7 @@ const CASES: &[&str] = &[
     "processes_vanishing",
     "queue_probe_failure",
     "shared_pod_pid_namespace",
+    "superblock_without_a_root_mount",
     "two_mount_namespaces",
     "unreadable_facts_are_errors",
     "unreadable_fds_of_leader",
@@ -1688,6 +1689,47 @@ fn uid_and_gid_are_recorded_as_the_dumped_user_namespace_sees_them() {
             .any(|n| n.starts_with("CRIU's probe path records the raw host uid 101000 instead")),
         "{:?}",
         probed.criu_notes
+    );
+}
+
+#[test]
+fn a_superblock_no_mount_of_the_dump_shows_from_its_root_is_not_dumpable() {
+    let scan = scan_case("superblock_without_a_root_mount");
+    let rootless_note = |r: &MountReport| {
+        r.criu_notes
+            .iter()
+            .find(|n| n.contains("Unable to dump a file system for"))
+            .cloned()
+    };
+    // The kernel state is the same for all: the daemon holds both ends of an empty pipe.
+    for id in [40, 41, 42] {
+        assert_eq!(
+            verdict(mount(&scan, HOST_MNT, id)),
+            (MountState::Active, Reason::MasterHoldsPipe)
+        );
+    }
+    // Only a bind of /alice is left of its superblock: CRIU never calls autofs_dump().
+    let alice = mount(&scan, HOST_MNT, 40);
+    assert!(!alice.dumpable && alice.blocks_dump());
+    let note = rootless_note(alice).expect("a note says why");
+    assert!(
+        note.contains("(this one shows /alice)")
+            && note.ends_with("Unable to dump a file system for 40:/srv/alice"),
+        "{note}"
+    );
+    // /home2/bob is dumped with /home, which shows the root of the same superblock.
+    for id in [41, 42] {
+        let r = mount(&scan, HOST_MNT, id);
+        assert!(r.dumpable, "{r:#?}");
+        assert_eq!(rootless_note(r), None);
+    }
+    // The container is dumped without the host's namespace: its bind stands alone.
+    let data = mount(&scan, CONTAINER_MNT, 612);
+    assert!(!data.dumpable);
+    assert!(
+        rootless_note(data)
+            .is_some_and(|n| n.ends_with("Unable to dump a file system for 612:/data")),
+        "{data:#?}"
     );
 }
 

@@ -442,6 +442,59 @@ fn a_read_end_in_a_threads_own_fd_table_is_found_where_proc_pid_fd_does_not_show
 }
 
 #[test]
+fn a_bind_of_a_directory_inside_a_mount_whose_own_mount_is_gone_is_not_dumpable() {
+    let mut sc = Scenario::start_or_panic();
+    // Two live daemons, each binding a directory of its mount's root elsewhere; one then
+    // detaches its own mount. CRIU dumps a superblock only from a mount of its root.
+    let gone = sc.mount(MountSpec::indirect()).unwrap();
+    let kept = sc.mount(MountSpec::indirect()).unwrap();
+    let alone = sc.work_dir().join("alone");
+    let beside = sc.work_dir().join("beside");
+    sc.bind_subdir(&gone, "sub", &alone, true).unwrap();
+    sc.bind_subdir(&kept, "sub", &beside, false).unwrap();
+
+    let reports = scan_scenario(&sc);
+    let at = |path: &std::path::Path| {
+        reports
+            .iter()
+            .find(|r| r.mount_point == path.to_str().unwrap())
+            .unwrap_or_else(|| panic!("no report at {}: {reports:#?}", path.display()))
+    };
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.mount_point != gone.mount_point.to_str().unwrap()),
+        "{reports:#?}"
+    );
+    let lone = at(&alone);
+    // The daemon holds both ends of an empty pipe: the mount itself is fine.
+    assert_eq!(
+        (lone.state, lone.reason, lone.dumpable),
+        (MountState::Active, Reason::MasterHoldsPipe, false),
+        "{lone:#?}"
+    );
+    let note = lone
+        .criu_notes
+        .iter()
+        .find(|n| n.contains("dump_one_fs()"))
+        .unwrap_or_else(|| panic!("{lone:#?}"));
+    assert!(
+        note.contains("(this one shows /sub)")
+            && note.ends_with(&format!(
+                "Unable to dump a file system for {}:{}",
+                lone.mount_id,
+                alone.display()
+            )),
+        "{note}"
+    );
+    // The other superblock is still mounted from its root: dumped from there, its bind too.
+    for r in [at(&beside), at(&kept.mount_point)] {
+        assert_eq!((r.state, r.dumpable), (MountState::Active, true), "{r:#?}");
+        assert!(r.criu_notes.is_empty(), "{r:#?}");
+    }
+}
+
+#[test]
 fn live_leader_without_a_reader_of_an_indirect_mount_is_orphaned() {
     let (_sc, d, r) = without_reader(MountSpec::indirect());
     assert_eq!(
