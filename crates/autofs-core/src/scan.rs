@@ -479,7 +479,7 @@ impl<Q: QueueProbe> Scanner<Q> {
         drop(forest);
         drop(forests);
 
-        let rooted = rooted_superblocks(&parsed, &owners);
+        let rooted = rooted_superblocks(parsed.iter().map(|(ns, line, _)| (*ns, *line)), &owners);
         let mut dev_autofs: HashMap<u64, std::result::Result<DevAutofs, String>> = HashMap::new();
         for (mnt_ns, line, options) in parsed {
             let (owner, attribution) = &owners[&mnt_ns];
@@ -1041,19 +1041,15 @@ fn dump_group(mnt_ns: u64, owner: Option<i32>, m: &MountInfo) -> DumpGroup {
 
 /// The superblocks that some mount of the same dump shows from their root (`fsroot_mounted()`:
 /// root `/`): only from such a mount does CRIU's `dump_one_fs()` dump one.
-fn rooted_superblocks(
-    parsed: &[(
-        u64,
-        &AutofsLine,
-        Option<std::result::Result<AutofsOptions, crate::options::OptionsError>>,
-    )],
+fn rooted_superblocks<'a>(
+    lines: impl IntoIterator<Item = (u64, &'a AutofsLine)>,
     owners: &BTreeMap<u64, (Option<i32>, Attribution)>,
 ) -> HashSet<DumpGroup> {
-    parsed
-        .iter()
-        .filter_map(|(mnt_ns, line, _)| {
+    lines
+        .into_iter()
+        .filter_map(|(mnt_ns, line)| {
             let m = line.as_ref().ok().filter(|m| m.root == b"/")?;
-            Some(dump_group(*mnt_ns, owners[mnt_ns].0, m))
+            Some(dump_group(mnt_ns, owners[&mnt_ns].0, m))
         })
         .collect()
 }
