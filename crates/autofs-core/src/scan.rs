@@ -530,7 +530,7 @@ impl<Q: QueueProbe> Scanner<Q> {
             if let Ok(m) = line
                 && !rooted.contains(&dump_group(mnt_ns, *owner, m))
             {
-                note_rootless_superblock(&mut report, m);
+                note_rootless_superblock(&mut report, m, owner.is_some());
             }
             reports.push(report);
         }
@@ -1058,9 +1058,16 @@ fn rooted_superblocks<'a>(
 /// directory inside an autofs mount whose own mount is gone, reference §2): CRIU's
 /// `dump_one_fs()` finds no mount to call `autofs_dump()` on and the dump fails, whatever the
 /// mount's state.
-fn note_rootless_superblock(report: &mut MountReport, m: &MountInfo) {
+/// When the namespace's owner is unknown (`owner_known` false), so are the namespaces dumped
+/// with it: only its own mounts are looked at, and the note says so.
+fn note_rootless_superblock(report: &mut MountReport, m: &MountInfo, owner_known: bool) {
+    let place = if owner_known {
+        "in the mount namespaces CRIU dumps with this one"
+    } else {
+        "in this mount namespace (its owner, and so the namespaces CRIU dumps with it, could not be read)"
+    };
     report.criu_notes.push(format!(
-        "no mount of this autofs superblock ({}:{}, source {}) in the mount namespaces CRIU dumps with this one shows its root (this one shows {}): CRIU's dump_one_fs() dumps a superblock only from a mount of its root, so the dump fails: Unable to dump a file system for {}:{}",
+        "no mount of this autofs superblock ({}:{}, source {}) {place} shows its root (this one shows {}): CRIU's dump_one_fs() dumps a superblock only from a mount of its root, so the dump fails: Unable to dump a file system for {}:{}",
         m.major,
         m.minor,
         escape(&m.source),
