@@ -480,6 +480,17 @@ impl<Q: QueueProbe> Scanner<Q> {
         drop(forests);
 
         let rooted = rooted_superblocks(parsed.iter().map(|(ns, line, _)| (*ns, *line)), &owners);
+        let exempt = exempt_pipes(
+            parsed.iter().filter_map(|(ns, _, o)| match o {
+                Some(Ok(AutofsOptions {
+                    pipe_ino: Some(PipeIno::Ino(ino)),
+                    ..
+                })) => Some((*ns, *ino)),
+                _ => None,
+            }),
+            &owners,
+        );
+        let mut leftovers: HashMap<(i32, i32), LeftoverCheck> = HashMap::new();
         let mut dev_autofs: HashMap<u64, std::result::Result<DevAutofs, String>> = HashMap::new();
         for (mnt_ns, line, options) in parsed {
             let (owner, attribution) = &owners[&mnt_ns];
@@ -531,6 +542,17 @@ impl<Q: QueueProbe> Scanner<Q> {
                 && !rooted.contains(&dump_group(mnt_ns, *owner, m))
             {
                 note_rootless_superblock(&mut report, m, owner.is_some());
+            }
+            if report.reason == Reason::Catatonic
+                && report.host_pgrp > 0
+                && let Some(owner) = *owner
+            {
+                let check = leftovers
+                    .entry((report.host_pgrp, owner))
+                    .or_insert_with(|| {
+                        self.leftover_packet_ends(&mut table, report.host_pgrp, owner, &exempt)
+                    });
+                note_leftover_packet_ends(&mut report, check);
             }
             reports.push(report);
         }
@@ -771,6 +793,44 @@ impl<Q: QueueProbe> Scanner<Q> {
                     .into(),
             ),
         })
+    }
+
+    /// What CRIU's pipe dump makes of the fds of `pgrp`, the raw process group of a catatonic
+    /// mount of the namespace owned by `owner`: the ends of pipes in packet mode that no
+    /// autofs mount of the dump exempts (`exempt`, by owner), when `pgrp` is in the tree CRIU
+    /// dumps (reference §1.4). A daemon that keeps the write end of a mount that turned
+    /// catatonic holds such an end: the kernel let the pipe go, the `O_DIRECT` it set stays.
+    /// Only the group's leader is looked at (the daemon, as a rule); an end another member
+    /// keeps is not found.
+    fn leftover_packet_ends(
+        &self,
+        table: &mut ProcessTable<'_>,
+        pgrp: i32,
+        owner: i32,
+        exempt: &HashMap<i32, HashSet<u64>>,
+    ) -> LeftoverCheck {
+        match table.descends_from(pgrp, owner) {
+            Ok(true) => {}
+            Ok(false) | Err(crate::process::Unavailable::Vanished) => {
+                return LeftoverCheck::Ends(Vec::new());
+            }
+            Err(crate::process::Unavailable::Failed(why)) => return LeftoverCheck::Unknown(why),
+        }
+        let none = HashSet::new();
+        let exempt = exempt.get(&owner).unwrap_or(&none);
+        match crate::pipes::packet_mode_ends(&self.root, pgrp, exempt) {
+            Ok(ends) => {
+                let comm = table.info(pgrp).map(|i| i.comm()).unwrap_or_default();
+                LeftoverCheck::Ends(ends.into_iter().map(|e| (pgrp, comm.clone(), e)).collect())
+            }
+            Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => {
+                LeftoverCheck::Ends(Vec::new())
+            }
+            Err(e) => LeftoverCheck::Unknown(format!(
+                "cannot read the fds of pid {pgrp}: {}: {e}",
+                self.root.pid_path(pgrp, "fd").display()
+            )),
+        }
     }
 
     fn base_report(
@@ -1076,6 +1136,53 @@ fn note_rootless_superblock(report: &mut MountReport, m: &MountInfo, owner_known
         escape(&m.mount_point),
     ));
     report.dumpable = false;
+}
+
+/// The pipe inodes CRIU's mountinfo parse exempts from its refusal of packet mode, by the
+/// owner of the namespaces it dumps together: every `pipe_ino=` of their autofs mounts
+/// (reference §3.1).
+fn exempt_pipes(
+    pipes: impl IntoIterator<Item = (u64, u64)>,
+    owners: &BTreeMap<u64, (Option<i32>, Attribution)>,
+) -> HashMap<i32, HashSet<u64>> {
+    let mut exempt: HashMap<i32, HashSet<u64>> = HashMap::new();
+    for (mnt_ns, ino) in pipes {
+        if let Some(owner) = owners[&mnt_ns].0 {
+            exempt.entry(owner).or_default().insert(ino);
+        }
+    }
+    exempt
+}
+
+/// The leftover packet-mode pipe ends a catatonic mount's process group holds in the dumped
+/// tree.
+#[derive(Debug, Clone)]
+enum LeftoverCheck {
+    /// `(pid, comm, end)` of each such end (none: nothing stops CRIU's pipe dump there).
+    Ends(Vec<(i32, String, crate::pipes::PacketModeEnd)>),
+    /// Why the fds could not be checked.
+    Unknown(String),
+}
+
+/// Notes (and makes not dumpable) a catatonic mount whose process group keeps ends of pipes in
+/// packet mode that no autofs mount of the dump shows: CRIU's `dump_one_pipe()` refuses them
+/// (reference §1.4).
+fn note_leftover_packet_ends(report: &mut MountReport, check: &LeftoverCheck) {
+    match check {
+        LeftoverCheck::Ends(ends) => {
+            for (pid, comm, end) in ends {
+                report.criu_notes.push(format!(
+                    "pid {pid} ({comm}), which CRIU dumps, holds fd {} of pipe {}, in packet mode (O_DIRECT: the kernel set it on the write end of an autofs mount's pipe, and it stays once the mount has let the pipe go, as a catatonic mount has); no autofs mount of the dump shows that pipe, so CRIU's pipe dump refuses it and the dump fails: The packetized mode for pipes is not supported yet",
+                    end.fd, end.ino
+                ));
+                report.dumpable = false;
+            }
+        }
+        LeftoverCheck::Unknown(why) => report.criu_notes.push(format!(
+            "whether the process group {} keeps a pipe end in packet mode, which CRIU's pipe dump would refuse, could not be checked: {why}",
+            report.host_pgrp
+        )),
+    }
 }
 
 /// Keeps the first few failed attempts for the error message.

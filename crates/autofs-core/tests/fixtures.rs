@@ -32,6 +32,7 @@ const POD_UID: &str = "7c0a1e2f-3b4d-4c5e-8f9a-0b1c2d3e4f5a";
 const CASES: &[&str] = &[
     "active_direct_write_end_closed",
     "active_indirect",
+    "catatonic_daemon_keeps_its_write_end",
     "catatonic_keeps_raw_pgrp",
     "chrooted_members",
     "criu_probe_of_direct_mounts",
@@ -1731,6 +1732,34 @@ fn a_superblock_no_mount_of_the_dump_shows_from_its_root_is_not_dumpable() {
             .is_some_and(|n| n.ends_with("Unable to dump a file system for 612:/data")),
         "{data:#?}"
     );
+}
+
+#[test]
+fn a_daemon_keeping_the_write_end_of_its_catatonic_mount_blocks_criu_pipe_dump() {
+    let scan = scan_case("catatonic_daemon_keeps_its_write_end");
+    let catatonic = mount(&scan, CONTAINER_MNT, 612);
+    assert_eq!(
+        verdict(catatonic),
+        (MountState::Catatonic, Reason::Catatonic)
+    );
+    assert!(!catatonic.dumpable && catatonic.blocks_dump());
+    assert_eq!(catatonic.criu_notes.len(), 1, "{:?}", catatonic.criu_notes);
+    let note = &catatonic.criu_notes[0];
+    assert!(
+        note.starts_with(
+            "pid 5000 (automount), which CRIU dumps, holds fd 5 of pipe 72001, in packet mode"
+        ) && note.ends_with("The packetized mode for pipes is not supported yet"),
+        "{note}"
+    );
+    // The live mount's own pipe is exempt (its write end has O_DIRECT too), and a plain pipe
+    // is no trouble.
+    let live = mount(&scan, CONTAINER_MNT, 613);
+    assert_eq!(verdict(live), (MountState::Active, Reason::MasterHoldsPipe));
+    assert!(live.dumpable && live.criu_notes.is_empty(), "{live:#?}");
+    // A leftover held outside the tree CRIU dumps is not dumped.
+    let other = mount(&scan, 4026532500, 712);
+    assert_eq!(verdict(other), (MountState::Catatonic, Reason::Catatonic));
+    assert!(other.dumpable && other.criu_notes.is_empty(), "{other:#?}");
 }
 
 #[test]

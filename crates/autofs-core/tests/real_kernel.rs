@@ -149,6 +149,50 @@ fn mount_becomes_catatonic_after_daemon_exit_and_a_lookup() {
 }
 
 #[test]
+fn a_daemon_that_keeps_the_write_end_of_its_catatonic_mount_blocks_criu_pipe_dump() {
+    let mut sc = Scenario::start_or_panic();
+    // The daemon closes only its read end; a lookup then finds no reader and the kernel lets
+    // the pipe go (catatonic), while the daemon's write end keeps the O_DIRECT it was given.
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    sc.close_read(&d).unwrap();
+    let req = sc.trigger(&d.name, "missing").unwrap();
+    let outcome = sc.wait_requester(&req, WAIT).unwrap();
+    assert!(
+        matches!(outcome, RequesterOutcome::Failed(_)),
+        "{outcome:?}"
+    );
+    assert!(sc.wait_until(WAIT, |s| {
+        s.mount_line(d.mount_id)
+            .is_some_and(|l| l.option("fd") == Some("-1"))
+    }));
+    let fdinfo =
+        std::fs::read_to_string(format!("/proc/{}/fdinfo/{}", d.host_pid, d.write_fd)).unwrap();
+    let flags = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        .unwrap_or_else(|| panic!("{fdinfo}"));
+    let o_direct = u32::try_from(nix::libc::O_DIRECT).unwrap();
+    assert_ne!(flags & o_direct, 0, "{fdinfo}");
+
+    let r = report_of(&sc, d.mount_id);
+    assert_eq!(
+        (r.state, r.reason, r.dumpable),
+        (MountState::Catatonic, Reason::Catatonic, false),
+        "{r:#?}"
+    );
+    let note = format!(
+        "pid {} (autofs-scenario), which CRIU dumps, holds fd {} of pipe {}, in packet mode",
+        d.host_pid, d.write_fd, d.pipe_ino
+    );
+    assert!(
+        r.criu_notes.iter().any(|n| n.starts_with(&note)
+            && n.ends_with("The packetized mode for pipes is not supported yet")),
+        "{r:#?}"
+    );
+}
+
+#[test]
 fn interim_mount_reports_queued_packet_without_consuming_it() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
