@@ -1118,6 +1118,7 @@ fn rooted_superblocks<'a>(
 /// directory inside an autofs mount whose own mount is gone, reference §2): CRIU's
 /// `dump_one_fs()` finds no mount to call `autofs_dump()` on and the dump fails, whatever the
 /// mount's state.
+///
 /// When the namespace's owner is unknown (`owner_known` false), so are the namespaces dumped
 /// with it: only its own mounts are looked at, and the note says so.
 fn note_rootless_superblock(report: &mut MountReport, m: &MountInfo, owner_known: bool) {
