@@ -26,6 +26,7 @@ pub mod escape;
 pub mod fd_table;
 pub mod holders;
 pub mod host;
+pub mod id_map;
 pub mod mount_watch;
 pub mod mountinfo;
 pub mod options;

@@ -50,7 +50,8 @@ pub struct AutofsOptions {
     pub pgrp: i32,
     /// `timeout=` in seconds (the kernel prints an unsigned long).
     pub timeout: u64,
-    /// `minproto=`.
+    /// `minproto=`: the kernel stores the `u32` given at mount in an `int` and prints it with
+    /// `%d`, so a value of 2^31 or more shows negative (`minproto=4294967295` → `-1`).
     pub minproto: i32,
     /// `maxproto=`.
     pub maxproto: i32,
@@ -152,7 +153,7 @@ impl AutofsOptions {
                 ("fd", true) => fd = Some(int(token, value, true)?),
                 ("pgrp", true) => pgrp = Some(int(token, value, false)?),
                 ("timeout", true) => timeout = Some(unsigned(token, value)?),
-                ("minproto", true) => minproto = Some(int(token, value, false)?),
+                ("minproto", true) => minproto = Some(int(token, value, true)?),
                 ("maxproto", true) => maxproto = Some(int(token, value, false)?),
                 ("uid", true) => uid = Some(unsigned(token, value)?),
                 ("gid", true) => gid = Some(unsigned(token, value)?),
@@ -222,7 +223,8 @@ impl AutofsOptions {
 }
 
 /// Parses a decimal int32 as CRIU's `xatoi` would accept it, but without its silent
-/// acceptance of trailing garbage. Only `fd` may be negative (`fd=-1` means catatonic).
+/// acceptance of trailing garbage. Only `fd` (`fd=-1` means catatonic) and `minproto` (an
+/// `int` the kernel fills from a `u32`) may be negative.
 fn int(token: &str, value: &str, allow_negative: bool) -> Result<i32, OptionsError> {
     let digits = value.strip_prefix('-').unwrap_or(value);
     let negative = digits.len() != value.len();
@@ -374,6 +376,21 @@ mod tests {
                 format!("invalid autofs option '{bad}': not a number")
             );
         }
+    }
+
+    #[test]
+    fn a_negative_minproto_is_what_the_kernel_prints_for_a_u32_beyond_int_max() {
+        // Observed on Linux 6.18: mounting with minproto=4294967295 (or 2147483648) shows
+        // minproto=-1 (or -2147483648) in mountinfo; CRIU's xatoi reads it as it is.
+        for (shown, value) in [("-1", -1), ("-2147483648", i32::MIN)] {
+            let o = AutofsOptions::parse(FULL.replace("minproto=5", &format!("minproto={shown}")))
+                .unwrap();
+            assert_eq!(o.minproto, value);
+            assert_eq!(o.proto_version(), 5, "maxproto alone picks the version");
+        }
+        let err =
+            AutofsOptions::parse(FULL.replace("minproto=5", "minproto=-2147483649")).unwrap_err();
+        assert!(matches!(err, OptionsError::OutOfRange { .. }), "{err}");
     }
 
     #[test]

@@ -322,6 +322,48 @@ fn read_flags(root: &ProcRoot, pid: i32, fd: i32) -> io::Result<u32> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no octal flags: line"))
 }
 
+/// An end of a pipe in packet mode (`O_DIRECT` in its open flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketModeEnd {
+    /// Its fd number.
+    pub fd: i32,
+    /// The pipe's inode.
+    pub ino: u64,
+}
+
+/// The ends of pipes in packet mode (`O_DIRECT` in `fdinfo` flags, which the kernel sets on the
+/// write end of an autofs mount's pipe and never clears) that `pid` holds, of pipes not in
+/// `autofs` (the pipes CRIU's mountinfo parse exempts from its refusal of packet mode,
+/// reference §1.4): in ascending fd order. A fd closed meanwhile is skipped.
+///
+/// # Errors
+///
+/// The error of listing `<pid>/fd` or of reading a `fdinfo` (other than the fd being gone).
+pub fn packet_mode_ends(
+    root: &ProcRoot,
+    pid: i32,
+    autofs: &HashSet<u64>,
+) -> io::Result<Vec<PacketModeEnd>> {
+    let mut pipes = Vec::new();
+    root.for_each_fd(pid, 0, |fd, target| {
+        if let Some(ino) = parse_pipe_link(target).filter(|ino| !autofs.contains(ino)) {
+            pipes.push(PacketModeEnd { fd, ino });
+        }
+        ControlFlow::Continue(())
+    })?;
+    let o_direct = u32::try_from(nix::libc::O_DIRECT).unwrap_or(0);
+    let mut ends = Vec::new();
+    for end in pipes {
+        match read_flags(root, pid, end.fd) {
+            Ok(flags) if flags & o_direct != 0 => ends.push(end),
+            Ok(_) => {}
+            Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(ends)
+}
+
 /// Measures how many bytes are queued in a pipe without consuming any.
 pub trait QueueProbe {
     /// Bytes queued in pipe `ino`, reached through the fd link at `fd_path`.

@@ -479,6 +479,18 @@ impl<Q: QueueProbe> Scanner<Q> {
         drop(forest);
         drop(forests);
 
+        let rooted = rooted_superblocks(parsed.iter().map(|(ns, line, _)| (*ns, *line)), &owners);
+        let exempt = exempt_pipes(
+            parsed.iter().filter_map(|(ns, _, o)| match o {
+                Some(Ok(AutofsOptions {
+                    pipe_ino: Some(PipeIno::Ino(ino)),
+                    ..
+                })) => Some((*ns, *ino)),
+                _ => None,
+            }),
+            &owners,
+        );
+        let mut leftovers: HashMap<(i32, i32), LeftoverCheck> = HashMap::new();
         let mut dev_autofs: HashMap<u64, std::result::Result<DevAutofs, String>> = HashMap::new();
         for (mnt_ns, line, options) in parsed {
             let (owner, attribution) = &owners[&mnt_ns];
@@ -525,6 +537,22 @@ impl<Q: QueueProbe> Scanner<Q> {
                     judge(&mut report, &options, &mut facts);
                 }
                 (Ok(_), None) => unreachable!("options are parsed for every parsed line"),
+            }
+            if let Ok(m) = line
+                && !rooted.contains(&dump_group(mnt_ns, *owner, m))
+            {
+                note_rootless_superblock(&mut report, m, owner.is_some());
+            }
+            if report.reason == Reason::Catatonic
+                && report.host_pgrp > 0
+                && let Some(owner) = *owner
+            {
+                let check = leftovers
+                    .entry((report.host_pgrp, owner))
+                    .or_insert_with(|| {
+                        self.leftover_packet_ends(&mut table, report.host_pgrp, owner, &exempt)
+                    });
+                note_leftover_packet_ends(&mut report, check);
             }
             reports.push(report);
         }
@@ -765,6 +793,44 @@ impl<Q: QueueProbe> Scanner<Q> {
                     .into(),
             ),
         })
+    }
+
+    /// What CRIU's pipe dump makes of the fds of `pgrp`, the raw process group of a catatonic
+    /// mount of the namespace owned by `owner`: the ends of pipes in packet mode that no
+    /// autofs mount of the dump exempts (`exempt`, by owner), when `pgrp` is in the tree CRIU
+    /// dumps (reference §1.4). A daemon that keeps the write end of a mount that turned
+    /// catatonic holds such an end: the kernel let the pipe go, the `O_DIRECT` it set stays.
+    /// Only the group's leader is looked at (the daemon, as a rule); an end another member
+    /// keeps is not found.
+    fn leftover_packet_ends(
+        &self,
+        table: &mut ProcessTable<'_>,
+        pgrp: i32,
+        owner: i32,
+        exempt: &HashMap<i32, HashSet<u64>>,
+    ) -> LeftoverCheck {
+        match table.descends_from(pgrp, owner) {
+            Ok(true) => {}
+            Ok(false) | Err(crate::process::Unavailable::Vanished) => {
+                return LeftoverCheck::Ends(Vec::new());
+            }
+            Err(crate::process::Unavailable::Failed(why)) => return LeftoverCheck::Unknown(why),
+        }
+        let none = HashSet::new();
+        let exempt = exempt.get(&owner).unwrap_or(&none);
+        match crate::pipes::packet_mode_ends(&self.root, pgrp, exempt) {
+            Ok(ends) => {
+                let comm = table.info(pgrp).map(|i| i.comm()).unwrap_or_default();
+                LeftoverCheck::Ends(ends.into_iter().map(|e| (pgrp, comm.clone(), e)).collect())
+            }
+            Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => {
+                LeftoverCheck::Ends(Vec::new())
+            }
+            Err(e) => LeftoverCheck::Unknown(format!(
+                "cannot read the fds of pid {pgrp}: {}: {e}",
+                self.root.pid_path(pgrp, "fd").display()
+            )),
+        }
     }
 
     fn base_report(
@@ -1009,6 +1075,115 @@ fn path_prefixes<'p>(point: &'p [u8], down_to: &'p [u8]) -> impl Iterator<Item =
         };
         Some(current)
     })
+}
+
+/// The mounts CRIU treats as one superblock when it dumps a namespace (reference §2): the
+/// bind-mount ring of `search_bindmounts()` spans every mount namespace of the dump (the
+/// namespaces with the same owner: a namespace made inside a container is dumped with it), and
+/// `mounts_sb_equal()` wants the same device and source (and file system type: autofs here).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DumpGroup {
+    /// The owner's host pid; the namespace itself when its owner could not be read.
+    dump: std::result::Result<i32, u64>,
+    major: u32,
+    minor: u32,
+    source: Vec<u8>,
+}
+
+fn dump_group(mnt_ns: u64, owner: Option<i32>, m: &MountInfo) -> DumpGroup {
+    DumpGroup {
+        dump: owner.ok_or(mnt_ns),
+        major: m.major,
+        minor: m.minor,
+        source: m.source.clone(),
+    }
+}
+
+/// The superblocks that some mount of the same dump shows from their root (`fsroot_mounted()`:
+/// root `/`): only from such a mount does CRIU's `dump_one_fs()` dump one.
+fn rooted_superblocks<'a>(
+    lines: impl IntoIterator<Item = (u64, &'a AutofsLine)>,
+    owners: &BTreeMap<u64, (Option<i32>, Attribution)>,
+) -> HashSet<DumpGroup> {
+    lines
+        .into_iter()
+        .filter_map(|(mnt_ns, line)| {
+            let m = line.as_ref().ok().filter(|m| m.root == b"/")?;
+            Some(dump_group(mnt_ns, owners[&mnt_ns].0, m))
+        })
+        .collect()
+}
+
+/// A mount of a superblock no mount of the same dump shows from its root (a bind of a
+/// directory inside an autofs mount whose own mount is gone, reference §2): CRIU's
+/// `dump_one_fs()` finds no mount to call `autofs_dump()` on and the dump fails, whatever the
+/// mount's state.
+///
+/// When the namespace's owner is unknown (`owner_known` false), so are the namespaces dumped
+/// with it: only its own mounts are looked at, and the note says so.
+fn note_rootless_superblock(report: &mut MountReport, m: &MountInfo, owner_known: bool) {
+    let place = if owner_known {
+        "in the mount namespaces CRIU dumps with this one"
+    } else {
+        "in this mount namespace (its owner, and so the namespaces CRIU dumps with it, could not be read)"
+    };
+    report.criu_notes.push(format!(
+        "no mount of this autofs superblock ({}:{}, source {}) {place} shows its root (this one shows {}): CRIU's dump_one_fs() dumps a superblock only from a mount of its root, so the dump fails: Unable to dump a file system for {}:{}",
+        m.major,
+        m.minor,
+        escape(&m.source),
+        escape(&m.root),
+        m.mount_id,
+        escape(&m.mount_point),
+    ));
+    report.dumpable = false;
+}
+
+/// The pipe inodes CRIU's mountinfo parse exempts from its refusal of packet mode, by the
+/// owner of the namespaces it dumps together: every `pipe_ino=` of their autofs mounts
+/// (reference §3.1).
+fn exempt_pipes(
+    pipes: impl IntoIterator<Item = (u64, u64)>,
+    owners: &BTreeMap<u64, (Option<i32>, Attribution)>,
+) -> HashMap<i32, HashSet<u64>> {
+    let mut exempt: HashMap<i32, HashSet<u64>> = HashMap::new();
+    for (mnt_ns, ino) in pipes {
+        if let Some(owner) = owners[&mnt_ns].0 {
+            exempt.entry(owner).or_default().insert(ino);
+        }
+    }
+    exempt
+}
+
+/// The leftover packet-mode pipe ends a catatonic mount's process group holds in the dumped
+/// tree.
+#[derive(Debug, Clone)]
+enum LeftoverCheck {
+    /// `(pid, comm, end)` of each such end (none: nothing stops CRIU's pipe dump there).
+    Ends(Vec<(i32, String, crate::pipes::PacketModeEnd)>),
+    /// Why the fds could not be checked.
+    Unknown(String),
+}
+
+/// Notes (and makes not dumpable) a catatonic mount whose process group keeps ends of pipes in
+/// packet mode that no autofs mount of the dump shows: CRIU's `dump_one_pipe()` refuses them
+/// (reference §1.4).
+fn note_leftover_packet_ends(report: &mut MountReport, check: &LeftoverCheck) {
+    match check {
+        LeftoverCheck::Ends(ends) => {
+            for (pid, comm, end) in ends {
+                report.criu_notes.push(format!(
+                    "pid {pid} ({comm}), which CRIU dumps, holds fd {} of pipe {}, in packet mode (O_DIRECT: the kernel set it on the write end of an autofs mount's pipe, and it stays once the mount has let the pipe go, as a catatonic mount has); no autofs mount of the dump shows that pipe, so CRIU's pipe dump refuses it and the dump fails: The packetized mode for pipes is not supported yet",
+                    end.fd, end.ino
+                ));
+                report.dumpable = false;
+            }
+        }
+        LeftoverCheck::Unknown(why) => report.criu_notes.push(format!(
+            "whether the process group {} keeps a pipe end in packet mode, which CRIU's pipe dump would refuse, could not be checked: {why}",
+            report.host_pgrp
+        )),
+    }
 }
 
 /// Keeps the first few failed attempts for the error message.

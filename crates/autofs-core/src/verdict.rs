@@ -1,6 +1,7 @@
 //! The decision for one autofs mount: CRIU's checks (reference §3), in CRIU's order, on the
 //! facts of one scan, plus what CRIU cannot see (who holds the pipe, how much is queued).
 
+use crate::id_map::{INVALID_ID, IdMap};
 use crate::options::{AutofsOptions, MountMode, PipeIno};
 use crate::pipes::{PipeEnd, PipeIndex, QueueProbe};
 use crate::process::{ProcessTable, Unavailable};
@@ -70,7 +71,12 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
     report.ignore = options.ignore;
     report.proto_version = options.proto_version();
     report.timeout = options.timeout;
-    note_wrapped_ids(report, options);
+    note_negative_minproto(report, options);
+    // CRIU's mountinfo parse rewrites uid=/gid= before its autofs code sees them.
+    let ids = match criu_ids(report, options, facts) {
+        Ok(ids) => ids,
+        Err(why) => return set(report, MountState::Error, Reason::ProcUnreadable, why),
+    };
 
     // CRIU's parse_options() converts every number before it looks at any of them.
     let timeout = match options.criu_timeout() {
@@ -87,7 +93,7 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
             );
         }
     };
-    let mut entry = base_entry(options, timeout);
+    let mut entry = base_entry(options, timeout, ids);
 
     let ino = match options.pipe_ino {
         None => {
@@ -282,6 +288,9 @@ enum Membership {
     OutsidePidNs { owner: i32 },
     /// In the owner's pid namespace, but not the owner nor a descendant of it.
     OutsideTree { owner: i32 },
+    /// A thread other than its process's main thread (`pgrp=` accepts any pid at mount):
+    /// CRIU's `pid_to_virt()` looks up processes (pstree items) by pid, never threads.
+    Thread { tgid: i32, owner: i32 },
 }
 
 fn dumped_tree_membership(
@@ -289,6 +298,10 @@ fn dumped_tree_membership(
     pgrp: i32,
     owner: i32,
 ) -> Result<Membership, Unavailable> {
+    let tgid = table.info(pgrp)?.tgid;
+    if tgid != pgrp {
+        return Ok(Membership::Thread { tgid, owner });
+    }
     let Some(vpgrp) = table.translate(pgrp, owner)? else {
         return Ok(Membership::OutsidePidNs { owner });
     };
@@ -303,24 +316,30 @@ fn dumped_tree_membership(
 /// container it belongs to, and which tree CRIU dumps.
 fn outside_message(facts: &mut Facts<'_, '_>, pgrp: i32, outside: &Membership) -> (Reason, String) {
     let (reason, owner, place) = match *outside {
+        Membership::Thread { tgid, owner } => (
+            Reason::MasterOutsideTree,
+            owner,
+            format!(
+                "pgrp {pgrp} names a thread of pid {tgid}, not a process, and CRIU's pid_to_virt() finds only the processes of the tree it dumps"
+            ),
+        ),
         Membership::OutsidePidNs { owner } => (
             Reason::MasterOutsidePidNs,
             owner,
-            "the master is outside the pid namespace of the mount namespace's owner",
+            "the master is outside the pid namespace of the mount namespace's owner".to_owned(),
         ),
         Membership::OutsideTree { owner } => (
             Reason::MasterOutsideTree,
             owner,
-            "the master is not in the process tree CRIU dumps for this mount namespace",
+            "the master is not in the process tree CRIU dumps for this mount namespace".to_owned(),
         ),
         Membership::Inside(_) => unreachable!("only called for masters outside the tree"),
     };
     let who = |facts: &mut Facts<'_, '_>, pid: i32| {
-        let comm = facts
+        let (comm, tgid) = facts
             .table
             .info(pid)
-            .map(|i| i.comm())
-            .unwrap_or_else(|_| "?".into());
+            .map_or_else(|_| ("?".into(), pid), |i| (i.comm(), i.tgid));
         let attribution = facts.table.attribution(pid);
         let home = if !attribution.container_id.is_empty() {
             format!("container {}", short_id(&attribution.container_id))
@@ -329,7 +348,11 @@ fn outside_message(facts: &mut Facts<'_, '_>, pgrp: i32, outside: &Membership) -
         } else {
             "the host".to_owned()
         };
-        format!("pid {pid} ({comm}) of {home}")
+        if tgid == pid {
+            format!("pid {pid} ({comm}) of {home}")
+        } else {
+            format!("thread {pid} ({comm}) of pid {tgid} of {home}")
+        }
     };
     let master = who(facts, pgrp);
     let root = who(facts, owner);
@@ -357,19 +380,82 @@ fn restricted(report: &mut MountReport, criu_says: &str, view: &View) {
     );
 }
 
-/// Notes where CRIU's `%d` reading of `uid=`/`gid=` changes the value (reference §2).
-fn note_wrapped_ids(report: &mut MountReport, options: &AutofsOptions) {
-    for (name, raw, criu) in [
-        ("uid", options.uid, options.criu_uid()),
-        ("gid", options.gid, options.criu_gid()),
-    ] {
-        if let (Some(raw), Some(criu)) = (raw, criu)
-            && i64::from(raw) != i64::from(criu)
-        {
+/// The `uid` and `gid` of an `autofs_entry` (`None`: the option is not shown).
+type CriuIds = (Option<i32>, Option<i32>);
+
+/// The `uid` and `gid` CRIU records (reference §2): `sb_opt_cb()` reads `uid=`/`gid=` with
+/// `sscanf("%d")`, maps the host id with `userns_uid()`/`userns_gid()` into the user namespace
+/// of the root of the tree it dumps (the namespace's owner) through that task's
+/// `uid_map`/`gid_map`, and prints it back with `%d`; notes where that changes the value. The
+/// maps are read only for a mount that shows `uid=` or `gid=`.
+///
+/// # Errors
+///
+/// Why the maps could not be read (the owner unknown, or its map unreadable or malformed).
+fn criu_ids(
+    report: &mut MountReport,
+    options: &AutofsOptions,
+    facts: &mut Facts<'_, '_>,
+) -> Result<CriuIds, String> {
+    let mut ids = [None, None];
+    for (slot, (name, raw)) in [("uid", options.uid), ("gid", options.gid)]
+        .into_iter()
+        .enumerate()
+    {
+        let Some(raw) = raw else { continue };
+        let owner = facts.owner.ok_or_else(|| {
+            format!(
+                "the owner of mount namespace {} could not be read: CRIU records {name}={raw} as the user namespace of the tree it dumps, rooted there, sees it",
+                report.mnt_ns
+            )
+        })?;
+        let root = facts.table.root();
+        let file = format!("{name}_map");
+        let path = root.pid_path(owner, &file);
+        let map = root
+            .read(owner, &file)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|text| {
+                IdMap::parse(&text).map_err(|why| format!("malformed {}: {why}", path.display()))
+            })
+            .map_err(|why| format!("{why}: it gives the {name} CRIU records for {name}={raw}"))?;
+        let mapped = map.criu_map(raw);
+        let criu = i32::from_ne_bytes(mapped.to_ne_bytes());
+        let restore_fails = format!(
+            "its restore then mounts with {name}={criu}, which the kernel rejects (EINVAL), so the restore fails"
+        );
+        if mapped == INVALID_ID && raw != INVALID_ID {
             report.criu_notes.push(format!(
-                "{name}={raw} exceeds INT_MAX: CRIU reads it with sscanf(\"%d\") and records {name} {criu}; its restore then mounts with {name}={criu}, which the kernel rejects (EINVAL), so the restore fails"
+                "{name}={raw} is outside the {name}_map of pid {owner}, the root of the tree CRIU dumps: CRIU records {name} {criu} (INVALID_ID); {restore_fails}"
+            ));
+        } else if mapped != raw {
+            let tail = if criu < 0 {
+                format!("; {restore_fails}")
+            } else {
+                String::new()
+            };
+            report.criu_notes.push(format!(
+                "{name}={raw} is a host id: CRIU maps it into the user namespace of pid {owner}, the root of the tree it dumps, and records {name} {criu}{tail}"
+            ));
+        } else if criu < 0 {
+            report.criu_notes.push(format!(
+                "{name}={raw} exceeds INT_MAX: CRIU reads it with sscanf(\"%d\") and records {name} {criu}; {restore_fails}"
             ));
         }
+        ids[slot] = Some(criu);
+    }
+    Ok((ids[0], ids[1]))
+}
+
+/// Notes what CRIU's restore makes of a negative `minproto=` (reference §3.2, §4, §7.1): the
+/// kernel prints the `u32` given at mount as an `int`, CRIU's `xatoi` takes the negative value
+/// into the image, and its restore mounts with it, which the kernel's `u32` parser refuses.
+fn note_negative_minproto(report: &mut MountReport, options: &AutofsOptions) {
+    if options.minproto < 0 {
+        report.criu_notes.push(format!(
+            "minproto={}: the kernel shows a minproto of 2^31 or more as a negative int; CRIU records minproto {} and its restore mounts with minproto={}, which the kernel rejects (EINVAL), so the restore fails",
+            options.minproto, options.minproto, options.minproto
+        ));
     }
 }
 
@@ -494,9 +580,10 @@ fn orphaned(
 }
 
 /// CRIU's `parse_options` of the options token its re-read found (reference §3.2): raw, so
-/// `uid=`/`gid=` are not the `%d`-wrapped values of its normal path (§3.10 #6) but go through
-/// `xatoi` like every number, which refuses what does not fit an int.
-fn reparse(token: &[u8]) -> Result<(), String> {
+/// `uid=`/`gid=` are not the mapped and `%d`-wrapped values of its normal path (§3.10 #6) but
+/// go through `xatoi` like every number, which refuses what does not fit an int. Returns the
+/// `uid` and `gid` it records.
+fn reparse(token: &[u8]) -> Result<CriuIds, String> {
     let fails = |why: String| format!("CRIU's parse of the options it read again fails: {why}");
     let options = AutofsOptions::parse(token).map_err(|e| fails(e.to_string()))?;
     options.criu_timeout().map_err(fails)?;
@@ -507,7 +594,8 @@ fn reparse(token: &[u8]) -> Result<(), String> {
             )));
         }
     }
-    Ok(())
+    let raw = |id: Option<u32>| id.and_then(|v| i32::try_from(v).ok());
+    Ok((raw(options.uid), raw(options.gid)))
 }
 
 /// CRIU's probe of a direct or offset mount whose live leader holds no read end and for
@@ -673,21 +761,36 @@ fn probe(
             // The probe makes the mount catatonic; CRIU then reads the options again.
             let reread = crate::revisit::revisit(facts.mount_table, report.mount_id)
                 .and_then(|token| reparse(&token));
-            if let Err(why) = reread {
-                let point = report.mount_point.clone();
-                return set(
-                    report,
-                    MountState::Orphaned,
-                    Reason::HiddenCatatonic,
-                    format!(
-                        "{hidden}. CRIU's probe makes it catatonic, but reading the mount table again fails ({why}): failed to access autofs {point}"
-                    ),
-                );
+            let (uid, gid) = match reread {
+                Ok(ids) => ids,
+                Err(why) => {
+                    let point = report.mount_point.clone();
+                    return set(
+                        report,
+                        MountState::Orphaned,
+                        Reason::HiddenCatatonic,
+                        format!(
+                            "{hidden}. CRIU's probe makes it catatonic, but reading the mount table again fails ({why}): failed to access autofs {point}"
+                        ),
+                    );
+                }
+            };
+            let normal = report
+                .entry
+                .unwrap_or_else(|| base_entry(options, 0, (None, None)));
+            for (name, normal, raw) in [("uid", normal.uid, uid), ("gid", normal.gid, gid)] {
+                if let Some(raw) = raw.filter(|&raw| Some(raw) != normal) {
+                    report.criu_notes.push(format!(
+                        "CRIU's probe path records the raw host {name} {raw} instead: the options it reads again skip the user-namespace mapping of its normal path"
+                    ));
+                }
             }
             report.entry = Some(AutofsEntry {
                 fd: -1,
                 read_fd: None,
-                ..report.entry.unwrap_or_else(|| base_entry(options, 0))
+                uid,
+                gid,
+                ..normal
             });
             report.criu_notes.push(
                 "the dump leaves this mount catatonic: CRIU's probe makes the kernel give up on the daemon, and the mount never triggers again on this node until it is remounted".into(),
@@ -732,7 +835,7 @@ fn measure(report: &mut MountReport, end: &PipeEnd, ino: u64, facts: &mut Facts<
     }
 }
 
-fn base_entry(o: &AutofsOptions, timeout: i32) -> AutofsEntry {
+fn base_entry(o: &AutofsOptions, timeout: i32, (uid, gid): CriuIds) -> AutofsEntry {
     AutofsEntry {
         fd: o.fd,
         pgrp: o.pgrp,
@@ -740,8 +843,8 @@ fn base_entry(o: &AutofsOptions, timeout: i32) -> AutofsEntry {
         minproto: o.minproto,
         maxproto: o.maxproto,
         mode: o.mode.criu_code(),
-        uid: o.criu_uid(),
-        gid: o.criu_gid(),
+        uid,
+        gid,
         read_fd: None,
     }
 }
@@ -772,10 +875,10 @@ mod tests {
                 "rw,fd=-1,pgrp=1234,timeout=300,minproto=5,maxproto=5,direct{extra},pipe_ino=-1"
             )
         };
-        assert_eq!(reparse(token("").as_bytes()), Ok(()));
+        assert_eq!(reparse(token("").as_bytes()), Ok((None, None)));
         assert_eq!(
             reparse(token(",uid=1000,gid=2147483647").as_bytes()),
-            Ok(())
+            Ok((Some(1000), Some(i32::MAX)))
         );
         // Raw uid/gid beyond INT_MAX: xatoi refuses them (the normal path wraps them first).
         let err = reparse(token(",uid=4294967294").as_bytes()).unwrap_err();

@@ -32,6 +32,7 @@ const POD_UID: &str = "7c0a1e2f-3b4d-4c5e-8f9a-0b1c2d3e4f5a";
 const CASES: &[&str] = &[
     "active_direct_write_end_closed",
     "active_indirect",
+    "catatonic_daemon_keeps_its_write_end",
     "catatonic_keeps_raw_pgrp",
     "chrooted_members",
     "criu_probe_of_direct_mounts",
@@ -51,6 +52,7 @@ const CASES: &[&str] = &[
     "offset_mount_options",
     "orphaned_leader_gone",
     "orphaned_read_end_delegated",
+    "pgrp_names_a_thread",
     "pgrp_translated_into_container",
     "pgrp_zero_not_visible",
     "pid1_hidden_daemon_missing",
@@ -59,11 +61,13 @@ const CASES: &[&str] = &[
     "processes_vanishing",
     "queue_probe_failure",
     "shared_pod_pid_namespace",
+    "superblock_without_a_root_mount",
     "two_mount_namespaces",
     "unreadable_facts_are_errors",
     "unreadable_fds_of_leader",
     "unreadable_fds_of_non_leader",
     "unsupported_no_pipe_ino",
+    "userns_container_ids",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -1598,6 +1602,164 @@ fn numbers_the_kernel_prints_get_criu_values_and_outcomes() {
         long.message
             .starts_with("value 0x80000000 (2147483648) is out of int range")
     );
+    // minproto=-1 is what the kernel prints after a mount with minproto=4294967295: CRIU's
+    // xatoi takes it, so the dump goes on and records it; only the restore's mount fails.
+    let negative = mount(&scan, HOST_MNT, 42);
+    assert_eq!(
+        verdict(negative),
+        (MountState::Catatonic, Reason::Catatonic)
+    );
+    assert!(negative.dumpable);
+    assert_eq!(negative.entry, Some(entry(-1, 1234, 0, -1, 5, DIRECT)));
+    assert_eq!(negative.criu_notes.len(), 1, "{:?}", negative.criu_notes);
+    assert!(
+        negative.criu_notes[0].starts_with("minproto=-1: ")
+            && negative.criu_notes[0].contains("the restore fails"),
+        "{:?}",
+        negative.criu_notes
+    );
+}
+
+#[test]
+fn a_pgrp_that_names_a_thread_is_no_master_criu_can_find() {
+    let scan = scan_case("pgrp_names_a_thread");
+    let r = only(&scan);
+    // CRIU reads the thread's fd table (its process's) and finds the read end, the empty pipe
+    // and the write end; then pid_to_virt() finds no process with that pid.
+    assert_eq!(
+        verdict(r),
+        (MountState::Orphaned, Reason::MasterOutsideTree),
+        "{r:#?}"
+    );
+    assert!(!r.dumpable);
+    assert_eq!((r.read_end_pid, r.read_end_fd), (1301, 4));
+    assert!(r.write_end_held);
+    assert!(
+        r.message.starts_with(
+            "failed to find pstree item with pid 1301. Non-catatonic mount without master? (pgrp 1301 names a thread of pid 1234, not a process"
+        ),
+        "{}",
+        r.message
+    );
+    // No virtual pgrp: the entry keeps the raw one.
+    assert_eq!(r.entry.unwrap().pgrp, 1301);
+}
+
+#[test]
+fn uid_and_gid_are_recorded_as_the_dumped_user_namespace_sees_them() {
+    let scan = scan_case("userns_container_ids");
+    // uid=101000 is container uid 1000; gid=1000 is outside the container's gid_map.
+    let active = mount(&scan, CONTAINER_MNT, 612);
+    assert_eq!(
+        verdict(active),
+        (MountState::Active, Reason::MasterHoldsPipe),
+        "{active:#?}"
+    );
+    assert!(active.dumpable);
+    let e = active.entry.unwrap();
+    assert_eq!((e.uid, e.gid, e.pgrp), (Some(1000), Some(-1), 7));
+    assert_eq!(active.criu_notes.len(), 2, "{:?}", active.criu_notes);
+    assert!(
+        active.criu_notes[0].starts_with(
+            "uid=101000 is a host id: CRIU maps it into the user namespace of pid 4990"
+        ) && active.criu_notes[0].ends_with("records uid 1000"),
+        "{:?}",
+        active.criu_notes
+    );
+    assert!(
+        active.criu_notes[1].starts_with("gid=1000 is outside the gid_map of pid 4990")
+            && active.criu_notes[1].contains("records gid -1")
+            && active.criu_notes[1].ends_with("so the restore fails"),
+        "{:?}",
+        active.criu_notes
+    );
+    // CRIU's probe turns the direct mount catatonic and parses the options it reads again:
+    // raw, so the host uid goes into the image.
+    let probed = mount(&scan, CONTAINER_MNT, 613);
+    assert_eq!(
+        verdict(probed),
+        (MountState::Catatonic, Reason::ProbeMakesCatatonic),
+        "{probed:#?}"
+    );
+    let e = probed.entry.unwrap();
+    assert_eq!((e.fd, e.uid, e.gid), (-1, Some(101_000), None));
+    assert!(
+        probed
+            .criu_notes
+            .iter()
+            .any(|n| n.starts_with("CRIU's probe path records the raw host uid 101000 instead")),
+        "{:?}",
+        probed.criu_notes
+    );
+}
+
+#[test]
+fn a_superblock_no_mount_of_the_dump_shows_from_its_root_is_not_dumpable() {
+    let scan = scan_case("superblock_without_a_root_mount");
+    let rootless_note = |r: &MountReport| {
+        r.criu_notes
+            .iter()
+            .find(|n| n.contains("Unable to dump a file system for"))
+            .cloned()
+    };
+    // The kernel state is the same for all: the daemon holds both ends of an empty pipe.
+    for id in [40, 41, 42] {
+        assert_eq!(
+            verdict(mount(&scan, HOST_MNT, id)),
+            (MountState::Active, Reason::MasterHoldsPipe)
+        );
+    }
+    // Only a bind of /alice is left of its superblock: CRIU never calls autofs_dump().
+    let alice = mount(&scan, HOST_MNT, 40);
+    assert!(!alice.dumpable && alice.blocks_dump());
+    let note = rootless_note(alice).expect("a note says why");
+    assert!(
+        note.contains("(this one shows /alice)")
+            && note.ends_with("Unable to dump a file system for 40:/srv/alice"),
+        "{note}"
+    );
+    // /home2/bob is dumped with /home, which shows the root of the same superblock.
+    for id in [41, 42] {
+        let r = mount(&scan, HOST_MNT, id);
+        assert!(r.dumpable, "{r:#?}");
+        assert_eq!(rootless_note(r), None);
+    }
+    // The container is dumped without the host's namespace: its bind stands alone.
+    let data = mount(&scan, CONTAINER_MNT, 612);
+    assert!(!data.dumpable);
+    assert!(
+        rootless_note(data)
+            .is_some_and(|n| n.ends_with("Unable to dump a file system for 612:/data")),
+        "{data:#?}"
+    );
+}
+
+#[test]
+fn a_daemon_keeping_the_write_end_of_its_catatonic_mount_blocks_criu_pipe_dump() {
+    let scan = scan_case("catatonic_daemon_keeps_its_write_end");
+    let catatonic = mount(&scan, CONTAINER_MNT, 612);
+    assert_eq!(
+        verdict(catatonic),
+        (MountState::Catatonic, Reason::Catatonic)
+    );
+    assert!(!catatonic.dumpable && catatonic.blocks_dump());
+    assert_eq!(catatonic.criu_notes.len(), 1, "{:?}", catatonic.criu_notes);
+    let note = &catatonic.criu_notes[0];
+    assert!(
+        note.starts_with(
+            "pid 5000 (automount), which CRIU dumps, holds fd 5 of pipe 72001, in packet mode"
+        ) && note.ends_with("The packetized mode for pipes is not supported yet"),
+        "{note}"
+    );
+    // The live mount's own pipe is exempt (its write end has O_DIRECT too), and a plain pipe
+    // is no trouble.
+    let live = mount(&scan, CONTAINER_MNT, 613);
+    assert_eq!(verdict(live), (MountState::Active, Reason::MasterHoldsPipe));
+    assert!(live.dumpable && live.criu_notes.is_empty(), "{live:#?}");
+    // A leftover held outside the tree CRIU dumps is not dumped.
+    let other = mount(&scan, 4026532500, 712);
+    assert_eq!(verdict(other), (MountState::Catatonic, Reason::Catatonic));
+    assert!(other.dumpable && other.criu_notes.is_empty(), "{other:#?}");
 }
 
 #[test]

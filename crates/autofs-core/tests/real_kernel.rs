@@ -149,6 +149,50 @@ fn mount_becomes_catatonic_after_daemon_exit_and_a_lookup() {
 }
 
 #[test]
+fn a_daemon_that_keeps_the_write_end_of_its_catatonic_mount_blocks_criu_pipe_dump() {
+    let mut sc = Scenario::start_or_panic();
+    // The daemon closes only its read end; a lookup then finds no reader and the kernel lets
+    // the pipe go (catatonic), while the daemon's write end keeps the O_DIRECT it was given.
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    sc.close_read(&d).unwrap();
+    let req = sc.trigger(&d.name, "missing").unwrap();
+    let outcome = sc.wait_requester(&req, WAIT).unwrap();
+    assert!(
+        matches!(outcome, RequesterOutcome::Failed(_)),
+        "{outcome:?}"
+    );
+    assert!(sc.wait_until(WAIT, |s| {
+        s.mount_line(d.mount_id)
+            .is_some_and(|l| l.option("fd") == Some("-1"))
+    }));
+    let fdinfo =
+        std::fs::read_to_string(format!("/proc/{}/fdinfo/{}", d.host_pid, d.write_fd)).unwrap();
+    let flags = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        .unwrap_or_else(|| panic!("{fdinfo}"));
+    let o_direct = u32::try_from(nix::libc::O_DIRECT).unwrap();
+    assert_ne!(flags & o_direct, 0, "{fdinfo}");
+
+    let r = report_of(&sc, d.mount_id);
+    assert_eq!(
+        (r.state, r.reason, r.dumpable),
+        (MountState::Catatonic, Reason::Catatonic, false),
+        "{r:#?}"
+    );
+    let note = format!(
+        "pid {} (autofs-scenario), which CRIU dumps, holds fd {} of pipe {}, in packet mode",
+        d.host_pid, d.write_fd, d.pipe_ino
+    );
+    assert!(
+        r.criu_notes.iter().any(|n| n.starts_with(&note)
+            && n.ends_with("The packetized mode for pipes is not supported yet")),
+        "{r:#?}"
+    );
+}
+
+#[test]
 fn interim_mount_reports_queued_packet_without_consuming_it() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
@@ -439,6 +483,59 @@ fn a_read_end_in_a_threads_own_fd_table_is_found_where_proc_pid_fd_does_not_show
     );
     let line = sc.mount_line(d.mount_id).unwrap();
     assert_eq!(line.option("fd"), Some(d.write_fd.to_string().as_str()));
+}
+
+#[test]
+fn a_bind_of_a_directory_inside_a_mount_whose_own_mount_is_gone_is_not_dumpable() {
+    let mut sc = Scenario::start_or_panic();
+    // Two live daemons, each binding a directory of its mount's root elsewhere; one then
+    // detaches its own mount. CRIU dumps a superblock only from a mount of its root.
+    let gone = sc.mount(MountSpec::indirect()).unwrap();
+    let kept = sc.mount(MountSpec::indirect()).unwrap();
+    let alone = sc.work_dir().join("alone");
+    let beside = sc.work_dir().join("beside");
+    sc.bind_subdir(&gone, "sub", &alone, true).unwrap();
+    sc.bind_subdir(&kept, "sub", &beside, false).unwrap();
+
+    let reports = scan_scenario(&sc);
+    let at = |path: &std::path::Path| {
+        reports
+            .iter()
+            .find(|r| r.mount_point == path.to_str().unwrap())
+            .unwrap_or_else(|| panic!("no report at {}: {reports:#?}", path.display()))
+    };
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.mount_point != gone.mount_point.to_str().unwrap()),
+        "{reports:#?}"
+    );
+    let lone = at(&alone);
+    // The daemon holds both ends of an empty pipe: the mount itself is fine.
+    assert_eq!(
+        (lone.state, lone.reason, lone.dumpable),
+        (MountState::Active, Reason::MasterHoldsPipe, false),
+        "{lone:#?}"
+    );
+    let note = lone
+        .criu_notes
+        .iter()
+        .find(|n| n.contains("dump_one_fs()"))
+        .unwrap_or_else(|| panic!("{lone:#?}"));
+    assert!(
+        note.contains("(this one shows /sub)")
+            && note.ends_with(&format!(
+                "Unable to dump a file system for {}:{}",
+                lone.mount_id,
+                alone.display()
+            )),
+        "{note}"
+    );
+    // The other superblock is still mounted from its root: dumped from there, its bind too.
+    for r in [at(&beside), at(&kept.mount_point)] {
+        assert_eq!((r.state, r.dumpable), (MountState::Active, true), "{r:#?}");
+        assert!(r.criu_notes.is_empty(), "{r:#?}");
+    }
 }
 
 #[test]

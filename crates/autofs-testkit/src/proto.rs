@@ -23,6 +23,7 @@
 //! | `wait-requester` | `id [timeout_ms]` | `state=running\|exited\|signaled [errno] [signal]` |
 //! | `read-packet` | `name [timeout_ms] [answer=fail\|ready\|none]` | `len hex answered` + decoded `proto_version type token dev ino uid gid pid tgid name_hex` |
 //! | `close-write`, `close-read` | `name` | |
+//! | `bind-subdir` | `name sub target_hex [detach]` (the daemon makes `sub` in its root, binds it onto the target; `detach=1` then detaches its mount) | |
 //! | `exit-daemon` | `name` | (after the daemon is reaped) |
 //! | `kill` | `name [signal=9] [wait=1]` | |
 //! | `delegate` | `name` | `name host_pid vpid nspid host_pgrp read_fd` |

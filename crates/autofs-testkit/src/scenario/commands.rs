@@ -263,6 +263,32 @@ impl Scenario {
         self.named("close-read", &daemon.name).map(drop)
     }
 
+    /// The daemon makes directory `sub` in its mount's root (as the mount's process group,
+    /// which triggers nothing), binds it onto `target` (created, in the scenario's mount
+    /// namespace), and with `detach` detaches its own mount: what is left of the superblock is
+    /// then a mount of a directory inside it.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Scenario::request`], the daemon's reply saying which step failed.
+    pub fn bind_subdir(
+        &mut self,
+        daemon: &Daemon,
+        sub: &str,
+        target: &std::path::Path,
+        detach: bool,
+    ) -> io::Result<()> {
+        let mut f = Fields::default();
+        f.push("name", &daemon.name)
+            .push("sub", sub)
+            .push(
+                "target_hex",
+                proto::hex_encode(target.as_os_str().as_encoded_bytes()),
+            )
+            .push("detach", u8::from(detach));
+        self.request("bind-subdir", &f).map(drop)
+    }
+
     /// The daemon closes both ends and exits; returns once it is reaped. The mount stays
     /// ("hidden catatonic" until the next lookup).
     ///

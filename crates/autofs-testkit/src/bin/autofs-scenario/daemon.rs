@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::path::PathBuf;
 use autofs_testkit::packet::Packet;
 use autofs_testkit::procfs;
 use autofs_testkit::proto::{self, Fields};
-use nix::mount::{MsFlags, mount};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::unistd::{Pid, getpgrp, setpgid};
 
 use crate::sys;
@@ -184,6 +185,7 @@ fn handle(
         "close-write" => close_end(&mut st.write_fd).map(|_| Fields::default()),
         "close-read" => close_end(&mut st.read_fd).map(|_| Fields::default()),
         "read-packet" => read_packet(st, f),
+        "bind-subdir" => bind_subdir(st, f),
         "exit" => {
             if let Some(fd) = st.read_fd.take() {
                 let _ = sys::close(fd);
@@ -201,6 +203,32 @@ fn handle(
         }
         _ => Err(format!("unknown daemon command `{cmd}`")),
     }
+}
+
+/// Makes directory `sub` in the mount's root (this process is the mount's process group: "oz
+/// mode", so nothing triggers), binds it onto `target` (created first), and with `detach=1`
+/// detaches the mount itself: what is left of the superblock is a mount of a directory inside
+/// it.
+fn bind_subdir(st: &mut State, f: &Fields) -> Result<Fields, String> {
+    let sub = st.mount_point.join(f.req("sub")?);
+    let target = PathBuf::from(std::ffi::OsString::from_vec(proto::hex_decode(
+        f.req("target_hex")?,
+    )?));
+    std::fs::create_dir(&sub).map_err(|e| format!("mkdir {}: {e}", sub.display()))?;
+    std::fs::create_dir_all(&target).map_err(|e| format!("mkdir {}: {e}", target.display()))?;
+    mount(
+        Some(&sub),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| format!("bind {} onto {}: {e}", sub.display(), target.display()))?;
+    if f.parse_opt::<u8>("detach")? == Some(1) {
+        umount2(&st.mount_point, MntFlags::MNT_DETACH)
+            .map_err(|e| format!("umount {}: {e}", st.mount_point.display()))?;
+    }
+    Ok(Fields::default())
 }
 
 fn read_packet(st: &mut State, f: &Fields) -> Result<Fields, String> {
