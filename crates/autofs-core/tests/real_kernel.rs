@@ -121,12 +121,9 @@ fn daemon_that_closed_its_write_end_gets_read_fd_recorded() {
     assert!(r.message.contains("read_fd"), "{}", r.message);
 }
 
-#[test]
-fn mount_becomes_catatonic_after_daemon_exit_and_a_lookup() {
-    let mut sc = Scenario::start_or_panic();
-    let d = sc.mount(MountSpec::direct()).unwrap();
-    sc.exit_daemon(&d).unwrap();
-    let req = sc.trigger(&d.name, "").unwrap();
+/// A lookup of `key` that finds no reader fails, and the kernel makes the mount catatonic.
+fn lookup_turns_catatonic(sc: &mut Scenario, d: &Daemon, key: &str) {
+    let req = sc.trigger(&d.name, key).unwrap();
     let outcome = sc.wait_requester(&req, WAIT).unwrap();
     assert!(
         matches!(outcome, RequesterOutcome::Failed(_)),
@@ -136,6 +133,14 @@ fn mount_becomes_catatonic_after_daemon_exit_and_a_lookup() {
         s.mount_line(d.mount_id)
             .is_some_and(|l| l.option("fd") == Some("-1"))
     }));
+}
+
+#[test]
+fn mount_becomes_catatonic_after_daemon_exit_and_a_lookup() {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::direct()).unwrap();
+    sc.exit_daemon(&d).unwrap();
+    lookup_turns_catatonic(&mut sc, &d, "");
 
     let r = report_of(&sc, d.mount_id);
     assert_eq!(r.state, MountState::Catatonic, "{r:#?}");
@@ -155,16 +160,7 @@ fn a_daemon_that_keeps_the_write_end_of_its_catatonic_mount_blocks_criu_pipe_dum
     // the pipe go (catatonic), while the daemon's write end keeps the O_DIRECT it was given.
     let d = sc.mount(MountSpec::indirect()).unwrap();
     sc.close_read(&d).unwrap();
-    let req = sc.trigger(&d.name, "missing").unwrap();
-    let outcome = sc.wait_requester(&req, WAIT).unwrap();
-    assert!(
-        matches!(outcome, RequesterOutcome::Failed(_)),
-        "{outcome:?}"
-    );
-    assert!(sc.wait_until(WAIT, |s| {
-        s.mount_line(d.mount_id)
-            .is_some_and(|l| l.option("fd") == Some("-1"))
-    }));
+    lookup_turns_catatonic(&mut sc, &d, "missing");
     let fdinfo =
         std::fs::read_to_string(format!("/proc/{}/fdinfo/{}", d.host_pid, d.write_fd)).unwrap();
     let flags = fdinfo
