@@ -276,7 +276,7 @@ fn run_one(config: &Config, m: usize, f: usize) -> Row {
     floor(&plan, &mut spent); // warm-up (the first scan above warmed the scan's path)
     spent = [Duration::ZERO; 6];
     let mut criu_times = vec![criu(node.builder, m)];
-    let mut criu_node_times = vec![criu_node(m)];
+    let mut criu_node_times = vec![criu_node(node.builder, m)];
     // CRIU's algorithm is slow at large M×F: fewer runs (at least one) within the budget.
     let criu_runs = usize::try_from(config.budget.as_nanos() / criu_times[0].as_nanos().max(1))
         .unwrap_or(usize::MAX)
@@ -292,7 +292,7 @@ fn run_one(config: &Config, m: usize, f: usize) -> Row {
         floor_times.push(floor(&plan, &mut spent));
         if criu_times.len() < criu_runs && i % criu_every == criu_every - 1 {
             criu_times.push(criu(node.builder, m));
-            criu_node_times.push(criu_node(m));
+            criu_node_times.push(criu_node(node.builder, m));
         }
     }
     check_scan(last_scan.as_ref().expect("at least one scan"), &node, m);
@@ -349,7 +349,7 @@ fn profile_one(config: &Config, m: usize, f: usize, only: &str) {
         .map(|_| match only {
             "scan" => full_scan().0,
             "floor" => floor(&plan, &mut spent),
-            "criu-node" => criu_node(m),
+            "criu-node" => criu_node(node.builder, m),
             _ => criu(node.builder, m),
         })
         .collect();
