@@ -61,7 +61,8 @@ enum Command {
         #[command(flatten)]
         common: CommonFlags,
         /// Print JSON lines (one object per mount, fields as in autofs.v1.MountReport).
-        #[arg(long, env = "AUTOFS_AGENT_JSON")]
+        /// From the environment: 1/0, true/false, yes/no, on/off.
+        #[arg(long, env = "AUTOFS_AGENT_JSON", value_parser = clap::builder::BoolishValueParser::new())]
         json: bool,
         /// Write CRIU image files (DIR/<mnt_ns>/autofs-<s_dev>.img) for dumpable mounts.
         #[arg(long, value_name = "DIR", env = "AUTOFS_AGENT_CRIU_IMAGES")]

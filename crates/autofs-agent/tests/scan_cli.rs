@@ -78,6 +78,24 @@ fn json_lines_report_active_mounts_and_exit_zero() {
     assert_eq!(r["host_pgrp"], d.host_pgrp);
     assert_eq!(r["entry"]["pgrp"], d.vpgrp);
     assert_eq!(r["entry"]["timeout"], 30);
+
+    // AUTOFS_AGENT_JSON takes the values environment switches are given (1, yes, true...).
+    let pid = sc.init_host_pid().to_string();
+    for (value, json) in [("1", true), ("yes", true), ("0", false), ("false", false)] {
+        let out = Command::new(env!("CARGO_BIN_EXE_autofs-agent"))
+            .args(["scan", "--pid", pid.as_str()])
+            .env_remove("AUTOFS_AGENT_PROC_ROOT")
+            .env("AUTOFS_AGENT_JSON", value)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(0), "{value}: {stdout}");
+        assert_eq!(
+            stdout.starts_with('{'),
+            json,
+            "AUTOFS_AGENT_JSON={value}: {stdout}"
+        );
+    }
 }
 
 #[test]

@@ -199,8 +199,17 @@ pub(crate) fn status_kind(status: &tonic::Status) -> NodeErrorKind {
     if code != tonic::Code::Unavailable
         && let Some(cause) = connection_lost(status)
     {
+        // With TLS 1.3 the client's handshake ends before the agent checks the client
+        // certificate, so its refusal (an alert) arrives under the first call.
+        let hint = if cause.contains("CertificateRequired") {
+            " (the agent requires a client certificate: --tls-cert and --tls-key)"
+        } else if cause.contains("UnknownCA") || cause.contains("BadCertificate") {
+            " (the agent does not accept this client certificate: is it signed by the CA the agent trusts?)"
+        } else {
+            ""
+        };
         return NodeErrorKind::Unavailable(Cause::text(format!(
-            "the connection was lost: {cause}"
+            "the connection was lost: {cause}{hint}"
         )));
     }
     if code == tonic::Code::Internal && status.message().contains("decode") {
@@ -210,16 +219,20 @@ pub(crate) fn status_kind(status: &tonic::Status) -> NodeErrorKind {
 }
 
 /// What happened, when the call failed because the connection went away (reset, closed,
-/// broken, or the request was cancelled with it) rather than because the agent answered with
-/// an error.
+/// broken, refused by the agent's TLS after the handshake, or the request was cancelled with
+/// it) rather than because the agent answered with an error.
 fn connection_lost(status: &tonic::Status) -> Option<String> {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    use std::io::ErrorKind::{
+        BrokenPipe, ConnectionAborted, ConnectionReset, InvalidData, UnexpectedEof,
+    };
     let mut source = std::error::Error::source(status);
     while let Some(e) = source {
+        // InvalidData: what the TLS layer under the connection failed with (an alert the
+        // agent sent, such as certificate_required).
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && matches!(
                 io.kind(),
-                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | InvalidData
             )
         {
             return Some(io.to_string());

@@ -63,7 +63,8 @@ pub fn collect_table(report: &ClusterReport) -> String {
     );
     let failed: Vec<_> = report.failed().collect();
     if !failed.is_empty() {
-        let _ = writeln!(out, "PARTIAL: {} nodes failed:", failed.len());
+        let nodes = if failed.len() == 1 { "node" } else { "nodes" };
+        let _ = writeln!(out, "PARTIAL: {} {nodes} failed:", failed.len());
         for e in failed {
             let _ = writeln!(out, "  {e}");
         }

@@ -242,7 +242,7 @@ fn cli_names_the_node_of_another_api_major() {
     assert_eq!(out.status.code(), Some(3));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("PARTIAL: 1 nodes failed") && text.contains("future-node"),
+        text.contains("PARTIAL: 1 node failed") && text.contains("future-node"),
         "{text}"
     );
 }

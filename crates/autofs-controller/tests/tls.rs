@@ -129,6 +129,19 @@ fn client_certificates_open_agents_that_require_them_and_nothing_else_does() {
         }
     }
 
+    // The agent's refusal of a session without a client certificate arrives under the first
+    // call (TLS 1.3): a TLS failure, UNAVAILABLE (retried), whether the controller read the
+    // agent's alert or only saw the connection close; the alert says what to give.
+    let out = with(&["--tls-ca", &ca_pem, "--tls-domain", "agent.autofs.test"]);
+    for n in json(&out).as_array().unwrap() {
+        let e = n["error"].as_str().unwrap();
+        assert!(e.contains(": unavailable: "), "{e}");
+        assert!(
+            !e.contains("CertificateRequired") || e.contains("--tls-cert and --tls-key"),
+            "{e}"
+        );
+    }
+
     // Unreadable TLS files are one clear error before any node is asked.
     let out = with(&["--tls-ca", "/nonexistent/ca.pem"]);
     assert_eq!(out.status.code(), Some(2));
