@@ -913,6 +913,7 @@ mod tests {
             pids: vec![1],
             autofs_mounts: 0,
             mount_table_error: None,
+            table_reader: 1,
         };
         let scan = Scan {
             reports: Vec::new(),
