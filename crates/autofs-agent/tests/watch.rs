@@ -349,6 +349,107 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A process of this test's with host pid `pid` (`clone3` with `set_tid`, which root may use
+/// to pick a free pid), pausing until it is killed; killed and reaped on drop.
+struct PidTaker(i32);
+
+impl PidTaker {
+    fn take(pid: i32) -> std::io::Result<PidTaker> {
+        use nix::libc;
+        #[repr(C)]
+        #[derive(Default)]
+        struct CloneArgs {
+            flags: u64,
+            pidfd: u64,
+            child_tid: u64,
+            parent_tid: u64,
+            exit_signal: u64,
+            stack: u64,
+            stack_size: u64,
+            tls: u64,
+            set_tid: u64,
+            set_tid_size: u64,
+            cgroup: u64,
+        }
+        let set_tid: [libc::pid_t; 1] = [pid];
+        let args = CloneArgs {
+            exit_signal: libc::SIGCHLD as u64,
+            set_tid: set_tid.as_ptr() as u64,
+            set_tid_size: 1,
+            ..Default::default()
+        };
+        // SAFETY: clone3 with a valid, fully initialised `clone_args` of the size passed. The
+        // child of this multi-threaded process calls only pause(), which is async-signal-safe,
+        // until it is killed.
+        #[allow(unsafe_code)]
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        match r {
+            0 => loop {
+                // SAFETY: pause() has no preconditions.
+                #[allow(unsafe_code)]
+                unsafe {
+                    libc::pause();
+                }
+            },
+            r if r < 0 => Err(std::io::Error::last_os_error()),
+            r => Ok(PidTaker(i32::try_from(r).expect("a pid"))),
+        }
+    }
+}
+
+impl Drop for PidTaker {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_leaders_pid_taken_by_another_process_is_noticed_between_scans() {
+    // CRIU takes `pgrp=` as a pid, whatever process has it. The daemon of a direct mount
+    // exits (ORPHANED, leader gone), then an unrelated process gets its pid: the verdict
+    // changes with nothing in the mount table, the pipe or a watched process changing. The
+    // background scan runs once, at start.
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::direct()).unwrap();
+    let agent = Agent::start(&["--scan-interval", "1h", "--queue-poll-interval", "200ms"]);
+    let mut events = Events::of_pid(&agent, sc.init_host_pid()).await;
+    let (first, _) = events.until(d.mount_id, |_| true).await;
+    assert_eq!(state(first.mount.as_ref().unwrap()), MountState::Active);
+    sc.exit_daemon(&d).unwrap();
+    let (orphaned, _) = events
+        .until(d.mount_id, |e| {
+            state(e.mount.as_ref().unwrap()) == MountState::Orphaned
+        })
+        .await;
+    let gone = orphaned.mount.clone().unwrap();
+    assert_eq!(gone.host_pgrp, d.host_pgrp, "{orphaned:#?}");
+    assert!(
+        autofs_testkit::procfs::process_state(d.host_pgrp).is_none(),
+        "the leader is gone"
+    );
+
+    let taken = Instant::now();
+    let _taker = PidTaker::take(d.host_pgrp).expect("clone3 with the gone leader's pid");
+    let (changed, _) = events.until(d.mount_id, |_| true).await;
+    eprintln!("pid-taken-to-event latency: {:?}", taken.elapsed());
+    let now = changed.mount.as_ref().unwrap();
+    assert_eq!(kind(&changed), Kind::Changed, "{changed:#?}");
+    assert_eq!(now.host_pgrp, d.host_pgrp, "{changed:#?}");
+    assert_ne!(
+        (now.state, &now.message),
+        (gone.state, &gone.message),
+        "{changed:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_re_parented_into_the_dumped_tree_is_noticed_between_scans() {
     // The daemon's parent was entered from outside the namespace: the master is outside the

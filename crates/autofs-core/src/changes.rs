@@ -209,6 +209,48 @@ pub fn masters(scan: &Scan) -> BTreeSet<i32> {
         .collect()
 }
 
+/// Host pids named by the `pgrp=` of live mounts of `reports` that do not exist: their `stat`
+/// could not be read through `table` (the scan's own, which judged the mounts with the same
+/// reads). CRIU takes a `pgrp=` number as a pid, whatever process has it, so a process that
+/// takes one of these pids changes the verdict (pids are reused), with no event to notice:
+/// [`GoneLeaders`] looks for them between scans.
+pub fn gone_leaders(table: &mut ProcessTable<'_>, reports: &[MountReport]) -> BTreeSet<i32> {
+    reports
+        .iter()
+        .filter(|r| r.pipe_ino > 0 && r.host_pgrp > 0)
+        .map(|r| r.host_pgrp)
+        .collect::<BTreeSet<i32>>()
+        .into_iter()
+        .filter(|&pid| table.check_exists(pid).is_err())
+        .collect()
+}
+
+/// The leaders a scan found gone ([`gone_leaders`]), to look for between scans.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GoneLeaders {
+    pids: Vec<i32>,
+}
+
+impl GoneLeaders {
+    /// The leaders `scan` found gone.
+    pub fn from_scan(scan: &Scan) -> Self {
+        Self {
+            pids: scan.gone_leaders.clone(),
+        }
+    }
+
+    /// Whether the scan found no leader gone.
+    pub fn is_empty(&self) -> bool {
+        self.pids.is_empty()
+    }
+
+    /// One pass: whether a process now has the pid of a leader the scan found gone (its
+    /// `stat` reads, as the scan's existence check does). One read per pid; nothing else.
+    pub fn reused(&self, root: &ProcRoot) -> bool {
+        self.pids.iter().any(|&pid| root.read(pid, "stat").is_ok())
+    }
+}
+
 /// Longest parent chain [`tree_paths`] follows from a leader to its namespace's owner.
 const MAX_TREE_DEPTH: usize = 64;
 

@@ -60,6 +60,10 @@ pub struct Scan {
     /// one of them exiting re-parents the leader out of the tree CRIU dumps, or into it
     /// ([`crate::changes::tree_paths`]).
     pub tree_paths: Vec<i32>,
+    /// Host pids named by the `pgrp=` of live mounts that did not exist at the scan, ascending:
+    /// a process that takes one of them (pids are reused) is the leader CRIU would find
+    /// ([`crate::changes::gone_leaders`]).
+    pub gone_leaders: Vec<i32>,
     /// Processes whose mount namespace could not be read (counted in
     /// [`View::unknown_namespaces`]), with the workload each belongs to: a workload with such
     /// a process may have mount namespaces the scan does not show.
@@ -540,12 +544,16 @@ impl<Q: QueueProbe> Scanner<Q> {
         let tree_paths = crate::changes::tree_paths(&mut table, &reports)
             .into_iter()
             .collect();
+        let gone_leaders = crate::changes::gone_leaders(&mut table, &reports)
+            .into_iter()
+            .collect();
         let scan = Scan {
             reports,
             namespaces: all_namespaces,
             view,
             stats,
             tree_paths,
+            gone_leaders,
             unknown_processes,
         };
         Ok((scan, open_tables))
