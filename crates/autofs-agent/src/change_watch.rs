@@ -9,7 +9,15 @@
 //!   for free;
 //! - a process that a mount table kept for the mount-table watch was read through exiting
 //!   (a pidfd each too, within the same budget, after the others): the open table holds its
-//!   namespace and mounts alive, so the scan that follows lets go of a namespace that died.
+//!   namespace and mounts alive, so the scan that follows lets go of a namespace that died;
+//! - a catatonic mount, or an orphaned one whose read end nobody holds, changing its super
+//!   options (a lookup turning it catatonic, a restarted daemon reconnecting it): the kernel
+//!   raises no mount-table event for these, so on the same thread as the `FIONREAD`s, the
+//!   `mountinfo` of each namespace holding such mounts is re-read and compared (and only
+//!   those namespaces', only while they hold such mounts);
+//! - a process taking the pid of a leader the scan found gone (pids are reused; CRIU takes
+//!   `pgrp=` as a pid, whatever process has it): one `stat` read per such pid, on the same
+//!   thread.
 //!
 //! Either wakes the background scanner, which then runs a scan (cheap: leader first).
 
@@ -18,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use autofs_core::Fionread;
-use autofs_core::changes::{KnownQueues, Readings, masters, pidfd_open};
+use autofs_core::changes::{GoneLeaders, KnownQueues, QuietMounts, Readings, masters, pidfd_open};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
@@ -95,8 +103,10 @@ pub async fn run(
 }
 
 /// Starts the thread that measures the latest scan's read ends every `interval` and notifies
-/// `changed` when a queue differs from what the scan measured (or can no longer be measured).
-/// It sleeps between passes, waits for a scan while no read end is known, and ends at
+/// `changed` when a queue differs from what the scan measured (or can no longer be measured),
+/// when the super options of a quiet mount ([`QuietMounts`]) differ from the scan's, or when a
+/// process has taken the pid of a leader the scan found gone ([`GoneLeaders`]).
+/// It sleeps between passes, waits for a scan while nothing is to be measured, and ends at
 /// `shutdown`; like the scan thread, nobody joins it, so a `/proc` read stuck in the kernel
 /// cannot hold up shutdown. `runtime` is the runtime whose channels it waits on.
 ///
@@ -131,7 +141,7 @@ fn poll_queues(
     let mut readings = Readings::default();
     loop {
         baseline.refresh(&mut snapshots, &mut readings);
-        if baseline.queues.is_empty() {
+        if baseline.queues.is_empty() && baseline.quiet.is_empty() && baseline.gone.is_empty() {
             let ended = runtime.block_on(async {
                 tokio::select! {
                     changed = snapshots.changed() => changed.is_err(),
@@ -151,6 +161,17 @@ fn poll_queues(
         {
             changed.notify_one();
         }
+        // Once per scan: the scan this asks for takes the new options, or the new leader, as
+        // its own (or, if it fails, its retry does), so the same difference is not news at
+        // every pass.
+        if !baseline.quiet_reported
+            && inventory
+                .proc_root()
+                .is_some_and(|root| baseline.quiet.changed(root) || baseline.gone.reused(root))
+        {
+            baseline.quiet_reported = true;
+            changed.notify_one();
+        }
         std::thread::sleep(interval);
         // Shutdown said, or the agent gone without saying it (its sender dropped).
         if *shutdown.borrow() || shutdown.has_changed().is_err() {
@@ -159,11 +180,16 @@ fn poll_queues(
     }
 }
 
-/// The read ends of the latest scan and what it measured on them.
+/// The read ends of the latest scan and what it measured on them, and its quiet mounts.
 #[derive(Default)]
 struct Baseline {
     generation: Option<u64>,
     queues: KnownQueues,
+    quiet: QuietMounts,
+    gone: GoneLeaders,
+    /// A quiet mount's options were found changed, or a gone leader's pid taken, since this
+    /// scan (reported once).
+    quiet_reported: bool,
 }
 
 impl Baseline {
@@ -174,6 +200,9 @@ impl Baseline {
         if self.generation != Some(snapshot.generation) {
             self.generation = Some(snapshot.generation);
             self.queues = KnownQueues::from_scan(&snapshot.scan);
+            self.quiet = QuietMounts::from_scan(&snapshot.scan);
+            self.gone = GoneLeaders::from_scan(&snapshot.scan);
+            self.quiet_reported = false;
             readings.new_scan();
         }
     }

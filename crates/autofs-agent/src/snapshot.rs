@@ -60,6 +60,7 @@ impl Snapshot {
                 view: Default::default(),
                 stats: Default::default(),
                 tree_paths: Vec::new(),
+                gone_leaders: Vec::new(),
                 unknown_processes: Vec::new(),
             },
             reports: Arc::new(Vec::new()),

@@ -92,6 +92,7 @@ pub(crate) fn scan(n: usize, node: &str) -> Scan {
         view: Default::default(),
         stats: ScanStats::default(),
         tree_paths: Vec::new(),
+        gone_leaders: Vec::new(),
         unknown_processes: Vec::new(),
     }
 }

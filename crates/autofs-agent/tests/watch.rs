@@ -239,6 +239,52 @@ async fn queues_and_master_exits_are_noticed_between_scans() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphan_turned_catatonic_by_a_lookup_is_noticed_between_scans() {
+    // The daemon exits: ORPHANED, nobody holds the read end. A lookup then finds no reader
+    // and the kernel turns the mount catatonic: only its super options in mountinfo change
+    // (fd=-1, pipe_ino=-1), with no mount-table event, no process exit and no queue. The
+    // background scan runs once, at start.
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    let agent = Agent::start(&["--scan-interval", "1h", "--queue-poll-interval", "200ms"]);
+    let mut events = Events::of_pid(&agent, sc.init_host_pid()).await;
+    let (first, _) = events.until(d.mount_id, |_| true).await;
+    assert_eq!(state(first.mount.as_ref().unwrap()), MountState::Active);
+    sc.exit_daemon(&d).unwrap();
+    let (orphaned, _) = events
+        .until(d.mount_id, |e| {
+            state(e.mount.as_ref().unwrap()) == MountState::Orphaned
+        })
+        .await;
+    assert_eq!(
+        orphaned.mount.as_ref().unwrap().reason,
+        v1::Reason::HiddenCatatonic as i32,
+        "{orphaned:#?}"
+    );
+
+    let looking_up = Instant::now();
+    let req = sc.trigger(&d.name, "after-exit").unwrap();
+    let outcome = sc.wait_requester(&req, WAIT).unwrap();
+    assert!(
+        matches!(outcome, autofs_testkit::RequesterOutcome::Failed(_)),
+        "{outcome:?}"
+    );
+    let (catatonic, _) = events
+        .until(d.mount_id, |e| {
+            state(e.mount.as_ref().unwrap()) == MountState::Catatonic
+        })
+        .await;
+    eprintln!("catatonic-to-event latency: {:?}", looking_up.elapsed());
+    let mount = catatonic.mount.as_ref().unwrap();
+    assert_eq!(kind(&catatonic), Kind::Changed, "{catatonic:#?}");
+    assert_eq!(
+        (mount.reason, mount.entry.unwrap().fd),
+        (v1::Reason::Catatonic as i32, -1),
+        "{catatonic:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_re_parented_out_of_the_dumped_tree_is_noticed_between_scans() {
     // The daemon sits two levels below the owner of its mount namespace (owner → middle →
     // daemon, of the host's pid namespace: a `--pid=host` container). When the middle process
@@ -265,6 +311,203 @@ async fn a_master_re_parented_out_of_the_dumped_tree_is_noticed_between_scans() 
         (mount.reason, mount.owner_pid),
         (v1::Reason::MasterOutsideTree as i32, aside.owner),
         "{orphaned:#?}"
+    );
+}
+
+/// A daemon started from outside a namespace's process tree, as by `nsenter` or `kubectl
+/// exec`: the middle process (the entered one, whose parent is outside) forks the daemon,
+/// which makes itself a process-group leader, mounts autofs on `argv[1]` and prints its host
+/// pid and the mount id; the middle exits when told (a line on stdin), leaving the daemon to
+/// the pid namespace's init.
+const ENTERED_DAEMON: &str = r#"
+import ctypes, os, signal, sys
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+r, w = os.pipe()
+if os.fork() == 0:
+    os.setsid()
+    os.makedirs(sys.argv[1], exist_ok=True)
+    opts = f"fd={w},pgrp={os.getpgrp()},minproto=5,maxproto=5,indirect".encode()
+    if libc.mount(b"entered", sys.argv[1].encode(), b"autofs", 0, opts) != 0:
+        os._exit(5)
+    mount_id = next(l.split()[0] for l in open("/proc/self/mountinfo") if l.split()[4] == sys.argv[1])
+    print(os.readlink("/proc/self"), mount_id, flush=True)
+    while True:
+        signal.pause()
+sys.stdin.readline()
+os._exit(0)
+"#;
+
+/// Kills a host pid on drop (the entered daemon: the scenario kills it too when it ends).
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// A process of this test's with host pid `pid` (`clone3` with `set_tid`, which root may use
+/// to pick a free pid), pausing until it is killed; killed and reaped on drop.
+struct PidTaker(i32);
+
+impl PidTaker {
+    fn take(pid: i32) -> std::io::Result<PidTaker> {
+        use nix::libc;
+        #[repr(C)]
+        #[derive(Default)]
+        struct CloneArgs {
+            flags: u64,
+            pidfd: u64,
+            child_tid: u64,
+            parent_tid: u64,
+            exit_signal: u64,
+            stack: u64,
+            stack_size: u64,
+            tls: u64,
+            set_tid: u64,
+            set_tid_size: u64,
+            cgroup: u64,
+        }
+        let set_tid: [libc::pid_t; 1] = [pid];
+        let args = CloneArgs {
+            exit_signal: libc::SIGCHLD as u64,
+            set_tid: set_tid.as_ptr() as u64,
+            set_tid_size: 1,
+            ..Default::default()
+        };
+        // SAFETY: clone3 with a valid, fully initialised `clone_args` of the size passed. The
+        // child of this multi-threaded process calls only pause(), which is async-signal-safe,
+        // until it is killed.
+        #[allow(unsafe_code)]
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        match r {
+            0 => loop {
+                // SAFETY: pause() has no preconditions.
+                #[allow(unsafe_code)]
+                unsafe {
+                    libc::pause();
+                }
+            },
+            r if r < 0 => Err(std::io::Error::last_os_error()),
+            r => Ok(PidTaker(i32::try_from(r).expect("a pid"))),
+        }
+    }
+}
+
+impl Drop for PidTaker {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_leaders_pid_taken_by_another_process_is_noticed_between_scans() {
+    // CRIU takes `pgrp=` as a pid, whatever process has it. The daemon of a direct mount
+    // exits (ORPHANED, leader gone), then an unrelated process gets its pid: the verdict
+    // changes with nothing in the mount table, the pipe or a watched process changing. The
+    // background scan runs once, at start.
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::direct()).unwrap();
+    let agent = Agent::start(&["--scan-interval", "1h", "--queue-poll-interval", "200ms"]);
+    let mut events = Events::of_pid(&agent, sc.init_host_pid()).await;
+    let (first, _) = events.until(d.mount_id, |_| true).await;
+    assert_eq!(state(first.mount.as_ref().unwrap()), MountState::Active);
+    sc.exit_daemon(&d).unwrap();
+    let (orphaned, _) = events
+        .until(d.mount_id, |e| {
+            state(e.mount.as_ref().unwrap()) == MountState::Orphaned
+        })
+        .await;
+    let gone = orphaned.mount.clone().unwrap();
+    assert_eq!(gone.host_pgrp, d.host_pgrp, "{orphaned:#?}");
+    assert!(
+        autofs_testkit::procfs::process_state(d.host_pgrp).is_none(),
+        "the leader is gone"
+    );
+
+    let taken = Instant::now();
+    let _taker = PidTaker::take(d.host_pgrp).expect("clone3 with the gone leader's pid");
+    let (changed, _) = events.until(d.mount_id, |_| true).await;
+    eprintln!("pid-taken-to-event latency: {:?}", taken.elapsed());
+    let now = changed.mount.as_ref().unwrap();
+    assert_eq!(kind(&changed), Kind::Changed, "{changed:#?}");
+    assert_eq!(now.host_pgrp, d.host_pgrp, "{changed:#?}");
+    assert_ne!(
+        (now.state, &now.message),
+        (gone.state, &gone.message),
+        "{changed:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_re_parented_into_the_dumped_tree_is_noticed_between_scans() {
+    // The daemon's parent was entered from outside the namespace: the master is outside the
+    // tree CRIU dumps (ORPHANED). When that parent exits, the kernel re-parents the daemon to
+    // the pid namespace's init, in the tree: ACTIVE, with nothing in the mount table, the pipe
+    // or the master changing; only a pidfd on the parent tells. The background scan runs
+    // once, at start.
+    use std::io::{BufRead, Write};
+    let sc = Scenario::start_or_panic();
+    let dir = sc.work_dir().join("entered");
+    let mut middle = autofs_testkit::child::Reaped(
+        std::process::Command::new("nsenter")
+            .arg("-t")
+            .arg(sc.init_host_pid().to_string())
+            .args(["-m", "-p", "--", "python3", "-c", ENTERED_DAEMON])
+            .arg(&dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("nsenter python3"),
+    );
+    let line = std::io::BufReader::new(middle.0.stdout.take().unwrap())
+        .lines()
+        .next()
+        .expect("the daemon's pid and mount id")
+        .unwrap();
+    let (daemon, mount_id) = line
+        .split_once(' ')
+        .and_then(|(pid, id)| Some((pid.parse::<i32>().ok()?, id.parse::<u32>().ok()?)))
+        .unwrap_or_else(|| panic!("bad line from the daemon: {line:?}"));
+    let _daemon = KillOnDrop(daemon);
+
+    let agent = Agent::start(&["--scan-interval", "1h"]);
+    let mut events = Events::of_pid(&agent, sc.init_host_pid()).await;
+    let (first, _) = events.until(mount_id, |_| true).await;
+    let mount = first.mount.as_ref().unwrap();
+    assert_eq!(
+        (state(mount), mount.reason, mount.host_pgrp),
+        (
+            MountState::Orphaned,
+            v1::Reason::MasterOutsideTree as i32,
+            daemon
+        ),
+        "{first:#?}"
+    );
+
+    let exiting = Instant::now();
+    writeln!(middle.0.stdin.take().unwrap()).unwrap();
+    let (active, _) = events
+        .until(mount_id, |e| {
+            state(e.mount.as_ref().unwrap()) == MountState::Active
+        })
+        .await;
+    eprintln!("re-parenting-to-event latency: {:?}", exiting.elapsed());
+    assert_eq!(
+        active.mount.as_ref().unwrap().reason,
+        v1::Reason::MasterHoldsPipe as i32,
+        "{active:#?}"
     );
 }
 

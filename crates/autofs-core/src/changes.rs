@@ -9,6 +9,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 
+use crate::escape::escape;
+use crate::mountinfo::MountLine;
 use crate::pipes::QueueProbe;
 use crate::proc_root::ProcRoot;
 use crate::process::ProcessTable;
@@ -107,6 +109,95 @@ impl Readings {
     }
 }
 
+/// The mounts of a scan whose verdict the kernel can change with no mount-table event, no
+/// process exit and no queue to measure, and the namespace tables to re-read for them:
+///
+/// - CATATONIC: a restarted daemon reconnects it with `AUTOFS_DEV_IOCTL_SETPIPEFD` (ACTIVE
+///   again; automount does so at start for the mounts it finds);
+/// - ORPHANED with no read end anyone holds: the next lookup's write fails and the kernel
+///   turns it catatonic (`autofs_notify_daemon`), and a daemon's `AUTOFS_DEV_IOCTL_CATATONIC`
+///   and `SETPIPEFD` do too.
+///
+/// Each shows only in the mount's super options in `mountinfo` (`fd=`, `pgrp=`,
+/// `pipe_ino=`): `POLLPRI` on the table fires for mounts and unmounts, not for these. Other
+/// mounts have a queue or a master whose exit a pidfd shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuietMounts {
+    namespaces: Vec<QuietNamespace>,
+}
+
+/// One namespace's quiet mounts: the pid its table was read through, and each mount's id
+/// and super options (escaped) as the scan read them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct QuietNamespace {
+    reader: i32,
+    mounts: HashMap<u32, String>,
+}
+
+impl QuietMounts {
+    /// The quiet mounts of `scan`, in the namespaces whose table it read completely.
+    pub fn from_scan(scan: &Scan) -> Self {
+        let mut by_ns: HashMap<u64, HashMap<u32, String>> = HashMap::new();
+        for r in &scan.reports {
+            let quiet = match r.state {
+                MountState::Catatonic => true,
+                MountState::Orphaned => r.read_end_pid <= 0,
+                _ => false,
+            };
+            if quiet && r.mount_id > 0 && !r.options.is_empty() {
+                by_ns
+                    .entry(r.mnt_ns)
+                    .or_default()
+                    .insert(r.mount_id, r.options.clone());
+            }
+        }
+        let mut namespaces: Vec<QuietNamespace> = scan
+            .namespaces
+            .iter()
+            .filter(|ns| ns.table_reader > 0)
+            .filter_map(|ns| {
+                by_ns.remove(&ns.mnt_ns).map(|mounts| QuietNamespace {
+                    reader: ns.table_reader,
+                    mounts,
+                })
+            })
+            .collect();
+        namespaces.sort_unstable_by_key(|ns| ns.reader);
+        Self { namespaces }
+    }
+
+    /// How many namespaces have quiet mounts.
+    pub fn len(&self) -> usize {
+        self.namespaces.len()
+    }
+
+    /// Whether the scan has no quiet mount.
+    pub fn is_empty(&self) -> bool {
+        self.namespaces.is_empty()
+    }
+
+    /// One pass: whether the super options of a quiet mount differ from the scan's, reading
+    /// the `mountinfo` of each namespace with quiet mounts once, through the process the scan
+    /// read it through (nothing else is read; no mount is touched). A mount missing from the
+    /// table is no news here (its unmount is a mount-table event), nor is a table that can no
+    /// longer be read (its reader's exit is watched; the next scan reads another member's).
+    pub fn changed(&self, root: &ProcRoot) -> bool {
+        self.namespaces.iter().any(|ns| {
+            let Ok(text) = root.read(ns.reader, "mountinfo") else {
+                return false;
+            };
+            text.split(|&b| b == b'\n')
+                .filter_map(|line| MountLine::parse(line).ok())
+                .filter(|m| m.is_autofs())
+                .any(|m| {
+                    ns.mounts
+                        .get(&m.mount_id)
+                        .is_some_and(|scanned| escape(m.super_options) != *scanned)
+                })
+        })
+    }
+}
+
 /// Host pids whose exit changes a verdict of `scan`: the leaders of live mounts and the
 /// holders of read ends.
 pub fn masters(scan: &Scan) -> BTreeSet<i32> {
@@ -118,16 +209,62 @@ pub fn masters(scan: &Scan) -> BTreeSet<i32> {
         .collect()
 }
 
+/// Host pids named by the `pgrp=` of live mounts of `reports` that do not exist: their `stat`
+/// could not be read through `table` (the scan's own, which judged the mounts with the same
+/// reads). CRIU takes a `pgrp=` number as a pid, whatever process has it, so a process that
+/// takes one of these pids changes the verdict (pids are reused), with no event to notice:
+/// [`GoneLeaders`] looks for them between scans.
+pub fn gone_leaders(table: &mut ProcessTable<'_>, reports: &[MountReport]) -> BTreeSet<i32> {
+    reports
+        .iter()
+        .filter(|r| r.pipe_ino > 0 && r.host_pgrp > 0)
+        .map(|r| r.host_pgrp)
+        .collect::<BTreeSet<i32>>()
+        .into_iter()
+        .filter(|&pid| table.check_exists(pid).is_err())
+        .collect()
+}
+
+/// The leaders a scan found gone ([`gone_leaders`]), to look for between scans.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GoneLeaders {
+    pids: Vec<i32>,
+}
+
+impl GoneLeaders {
+    /// The leaders `scan` found gone.
+    pub fn from_scan(scan: &Scan) -> Self {
+        Self {
+            pids: scan.gone_leaders.clone(),
+        }
+    }
+
+    /// Whether the scan found no leader gone.
+    pub fn is_empty(&self) -> bool {
+        self.pids.is_empty()
+    }
+
+    /// One pass: whether a process now has the pid of a leader the scan found gone (its
+    /// `stat` reads, as the scan's existence check does). One read per pid; nothing else.
+    pub fn reused(&self, root: &ProcRoot) -> bool {
+        self.pids.iter().any(|&pid| root.read(pid, "stat").is_ok())
+    }
+}
+
 /// Longest parent chain [`tree_paths`] follows from a leader to its namespace's owner.
 const MAX_TREE_DEPTH: usize = 64;
 
-/// Host pids whose exit moves a leader of `reports` out of the process tree CRIU dumps or
-/// changes that tree's root: for each live mount whose leader descends from the owner of its
-/// namespace, every process from the leader's parent up to the owner, and the owner. When one
-/// of them exits, the kernel re-parents its children to a subreaper or to init, outside the
-/// tree (`MASTER_OUTSIDE_TREE`). Parents come from `table` (the scan's own, whose `stat` reads
-/// they share; at most 64 up a chain); a leader whose chain does not reach the owner adds
-/// nothing (it is outside the tree already, and re-parenting never brings it back).
+/// Host pids whose exit moves a leader of `reports` into or out of the process tree CRIU
+/// dumps or changes that tree's root: for each live mount whose leader descends from the
+/// owner of its namespace, every process from the leader's parent up to the owner, and the
+/// owner. When one of them exits, the kernel re-parents its children to a subreaper or to
+/// init, outside the tree (`MASTER_OUTSIDE_TREE`). For a leader whose chain does not reach the
+/// owner, every process from its parent up (the leader outside the tree already): when one of
+/// them exits, its children go to the nearest subreaper above it in their pid namespace, else
+/// to that namespace's init, which is the owner when the owner is a container's init (a
+/// daemon started by `kubectl exec` or `nsenter` that forked and left its parent), and then
+/// the leader is in the tree. Parents come from `table` (the scan's own, whose `stat` reads
+/// they share; at most 64 up a chain).
 pub fn tree_paths(table: &mut ProcessTable<'_>, reports: &[MountReport]) -> BTreeSet<i32> {
     let mut watched = BTreeSet::new();
     let leaders: BTreeSet<(i32, i32)> = reports
@@ -140,8 +277,7 @@ pub fn tree_paths(table: &mut ProcessTable<'_>, reports: &[MountReport]) -> BTre
         let mut pid = leader;
         for _ in 0..MAX_TREE_DEPTH {
             if pid == owner {
-                watched.extend(path);
-                watched.insert(owner);
+                path.push(owner);
                 break;
             }
             match table.parent(pid) {
@@ -151,9 +287,16 @@ pub fn tree_paths(table: &mut ProcessTable<'_>, reports: &[MountReport]) -> BTre
                     }
                     pid = parent;
                 }
+                Ok(_) if pid != leader => {
+                    // The root of the chain (init, or a process whose parent is not in this
+                    // proc root's pid namespace): its exit re-parents the leader's ancestors.
+                    path.push(pid);
+                    break;
+                }
                 _ => break,
             }
         }
+        watched.extend(path);
     }
     watched
 }

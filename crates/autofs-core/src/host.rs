@@ -66,6 +66,7 @@ mod tests {
             view: Default::default(),
             stats: Default::default(),
             tree_paths: Vec::new(),
+            gone_leaders: Vec::new(),
             unknown_processes: Vec::new(),
         }
     }

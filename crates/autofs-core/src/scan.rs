@@ -56,9 +56,14 @@ pub struct Scan {
     /// What the scan looked at.
     pub stats: ScanStats,
     /// Host pids between each live mount's leader and the owner of its namespace (the owner
-    /// included, the leader not), ascending: one of them exiting re-parents the leader out of
-    /// the tree CRIU dumps ([`crate::changes::tree_paths`]).
+    /// included, the leader not), and above each leader outside its namespace's tree, ascending:
+    /// one of them exiting re-parents the leader out of the tree CRIU dumps, or into it
+    /// ([`crate::changes::tree_paths`]).
     pub tree_paths: Vec<i32>,
+    /// Host pids named by the `pgrp=` of live mounts that did not exist at the scan, ascending:
+    /// a process that takes one of them (pids are reused) is the leader CRIU would find
+    /// ([`crate::changes::gone_leaders`]).
+    pub gone_leaders: Vec<i32>,
     /// Processes whose mount namespace could not be read (counted in
     /// [`View::unknown_namespaces`]), with the workload each belongs to: a workload with such
     /// a process may have mount namespaces the scan does not show.
@@ -167,6 +172,9 @@ pub struct NamespaceInfo {
     pub autofs_mounts: usize,
     /// Why the namespace's mount table could not be read completely, if it could not.
     pub mount_table_error: Option<String>,
+    /// Host pid whose `mountinfo` gave the complete table (its root is the namespace root);
+    /// 0 when none did.
+    pub table_reader: i32,
 }
 
 /// Counters of one scan.
@@ -332,6 +340,7 @@ impl<Q: QueueProbe> Scanner<Q> {
                     pids: ns.pids.clone(),
                     autofs_mounts: 0,
                     mount_table_error: None,
+                    table_reader: ns.table.as_ref().map_or(0, |t| t.reader),
                 }
             })
             .collect();
@@ -465,6 +474,7 @@ impl<Q: QueueProbe> Scanner<Q> {
                 pids: ns.pids.clone(),
                 autofs_mounts: ns.table.as_ref().map_or(0, |t| t.autofs.len()),
                 mount_table_error: ns.table_error.clone(),
+                table_reader: ns.table.as_ref().map_or(0, |t| t.reader),
             });
             if let Some(why) = &ns.table_error {
                 let mut report = self.base_report(mnt_ns, None, owner, &attribution);
@@ -562,12 +572,16 @@ impl<Q: QueueProbe> Scanner<Q> {
         let tree_paths = crate::changes::tree_paths(&mut table, &reports)
             .into_iter()
             .collect();
+        let gone_leaders = crate::changes::gone_leaders(&mut table, &reports)
+            .into_iter()
+            .collect();
         let scan = Scan {
             reports,
             namespaces: all_namespaces,
             view,
             stats,
             tree_paths,
+            gone_leaders,
             unknown_processes,
         };
         Ok((scan, open_tables))

@@ -913,6 +913,7 @@ mod tests {
             pids: vec![1],
             autofs_mounts: 0,
             mount_table_error: None,
+            table_reader: 1,
         };
         let scan = Scan {
             reports: Vec::new(),
@@ -924,6 +925,7 @@ mod tests {
             view: Default::default(),
             stats: Default::default(),
             tree_paths: Vec::new(),
+            gone_leaders: Vec::new(),
             unknown_processes: Vec::new(),
         };
         let err = Workload::of_container("ab")
