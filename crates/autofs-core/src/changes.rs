@@ -135,8 +135,18 @@ struct QuietNamespace {
 }
 
 impl QuietMounts {
-    /// The quiet mounts of `scan`, in the namespaces whose table it read completely.
+    /// The quiet mounts of `scan`, in the namespaces whose table it read completely: one
+    /// mount per superblock (device), since the super options a change shows in are the
+    /// superblock's, the same in every copy of the mount (a host's automount mounts propagated
+    /// into every container are re-read once, not once per container).
     pub fn from_scan(scan: &Scan) -> Self {
+        let readable: std::collections::HashSet<u64> = scan
+            .namespaces
+            .iter()
+            .filter(|ns| ns.table_reader > 0)
+            .map(|ns| ns.mnt_ns)
+            .collect();
+        let mut devices = std::collections::HashSet::new();
         let mut by_ns: HashMap<u64, HashMap<u32, String>> = HashMap::new();
         for r in &scan.reports {
             let quiet = match r.state {
@@ -144,7 +154,12 @@ impl QuietMounts {
                 MountState::Orphaned => r.read_end_pid <= 0,
                 _ => false,
             };
-            if quiet && r.mount_id > 0 && !r.options.is_empty() {
+            if quiet
+                && r.mount_id > 0
+                && !r.options.is_empty()
+                && readable.contains(&r.mnt_ns)
+                && devices.insert((r.major, r.minor))
+            {
                 by_ns
                     .entry(r.mnt_ns)
                     .or_default()
@@ -345,6 +360,49 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         assert!(readable(&pidfd));
+    }
+
+    #[test]
+    fn quiet_mounts_are_re_read_once_per_superblock_not_once_per_copy() {
+        use crate::scan::NamespaceInfo;
+        let root = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/proc/catatonic_keeps_raw_pgrp"
+        );
+        let mut scan = crate::Scanner::new(root, "node").unwrap().scan().unwrap();
+        let catatonic = scan
+            .reports
+            .iter()
+            .find(|r| r.state == MountState::Catatonic)
+            .cloned()
+            .unwrap();
+        let home = scan
+            .namespaces
+            .iter()
+            .find(|ns| ns.mnt_ns == catatonic.mnt_ns)
+            .cloned()
+            .unwrap();
+        assert_eq!(QuietMounts::from_scan(&scan).len(), 1);
+        // The same superblock copied into two more namespaces (a host's mount propagated into
+        // containers), and another catatonic superblock in the last of them.
+        for (mnt_ns, minor) in [(1, catatonic.minor), (2, catatonic.minor), (2, 999)] {
+            scan.reports.push(MountReport {
+                mnt_ns,
+                minor,
+                ..catatonic.clone()
+            });
+        }
+        for mnt_ns in [1, 2] {
+            scan.namespaces.push(NamespaceInfo {
+                mnt_ns,
+                table_reader: home.table_reader + i32::try_from(mnt_ns).unwrap(),
+                ..home.clone()
+            });
+        }
+        let quiet = QuietMounts::from_scan(&scan);
+        assert_eq!(quiet.len(), 2, "{quiet:?}");
+        let devices: usize = quiet.namespaces.iter().map(|ns| ns.mounts.len()).sum();
+        assert_eq!(devices, 2, "one mount per superblock: {quiet:?}");
     }
 
     /// A probe that reads queue sizes from a table the test sets (`None`: cannot measure).
