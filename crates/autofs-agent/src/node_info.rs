@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use autofs_api::v1;
-use autofs_core::host::HostFacts;
 
 use crate::snapshot::Inventory;
 
@@ -17,13 +16,20 @@ pub fn collect(
     let kernel_release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
+    // Everything from /proc was read on the scan thread with the scan: an RPC never waits on
+    // a /proc read (one can hang behind a stuck unmount).
     let snapshot = inventory.latest();
-    let view = snapshot.scan.view.clone();
-    // A source without a live proc root (benchmarks) has no host facts to tell.
-    let host = inventory
-        .proc_root()
-        .map(|root| HostFacts::read(root, &snapshot.scan, &kernel_release))
-        .unwrap_or_default();
+    let mut view = snapshot.scan.view.clone();
+    if snapshot.generation == 0 {
+        // Nothing has been judged yet: "not restricted" would be a claim about a view never
+        // looked at.
+        view.restricted = true;
+        view.reasons
+            .push("no scan has completed yet: what the agent can see of /proc is not known".into());
+    }
+    // Before the first scan, and from a source without a live proc root (benchmarks), there
+    // are no host facts to tell.
+    let host = snapshot.host.clone().unwrap_or_default();
     let confinement = host.confinement.as_ref();
     v1::GetNodeInfoResponse {
         view_restricted: view.restricted,
@@ -48,8 +54,10 @@ pub fn collect(
 /// When the latest scan could not read some processes although the agent holds the
 /// capabilities that should allow it: how many, and the likely cause (a confining LSM label).
 pub fn access_denied_cause(inventory: &Inventory) -> Option<String> {
-    let snapshot = inventory.latest();
     inventory
-        .proc_root()
-        .and_then(|root| HostFacts::read(root, &snapshot.scan, "").access_denied_cause)
+        .latest()
+        .host
+        .as_ref()?
+        .access_denied_cause
+        .clone()
 }

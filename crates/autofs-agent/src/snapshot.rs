@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use autofs_api::v1;
+use autofs_core::host::HostFacts;
 use autofs_core::{NamespaceInfo, OpenTables, ProcRoot, Scan};
 use tokio::sync::{Mutex, oneshot, watch};
 
@@ -45,6 +46,10 @@ pub struct Snapshot {
     /// open table holds its namespace and mounts alive, so when one of them exits a scan
     /// follows (the change watcher), and drops the table of a namespace that has died.
     pub table_readers: Vec<i32>,
+    /// What the handshake tells of the node and the agent, read on the scan thread right
+    /// after the scan (so a /proc read that hangs holds up that thread, never an RPC); `None`
+    /// before the first scan and from a source without a live proc root.
+    pub host: Option<HostFacts>,
 }
 
 impl Snapshot {
@@ -66,6 +71,7 @@ impl Snapshot {
             reports: Arc::new(Vec::new()),
             change: Change::default(),
             table_readers: Vec::new(),
+            host: None,
         }
     }
 
@@ -149,7 +155,10 @@ impl Answer {
     }
 }
 
-type Job = oneshot::Sender<Result<(Scan, OpenTables), ScanError>>;
+/// What the scan thread hands back: the scan, its kept tables, and the host facts read after it.
+type Scanned = (Scan, OpenTables, Option<HostFacts>);
+
+type Job = oneshot::Sender<Result<Scanned, ScanError>>;
 
 /// Counts scan events (a scan started, ended, or its failure was counted), so that the
 /// watchdog wakes for them rather than on a timer.
@@ -172,6 +181,9 @@ impl Worker {
         activity: Activity,
     ) -> std::io::Result<Worker> {
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let release = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
         let running_since = Arc::new(std::sync::Mutex::new(None));
         let since = running_since.clone();
         // Detached on purpose: nobody ever joins it, so a scan stuck in the kernel cannot hold
@@ -183,9 +195,13 @@ impl Worker {
                     set(&since, Some(Instant::now()));
                     bump(&activity);
                     let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        source
+                        let (scan, tables) = source
                             .scan(keep_tables.load(Ordering::Relaxed))
-                            .map_err(ScanError::from)
+                            .map_err(ScanError::from)?;
+                        let host = source
+                            .proc_root()
+                            .map(|root| HostFacts::read(root, &scan, &release));
+                        Ok((scan, tables, host))
                     }))
                     .unwrap_or_else(|panic| Err(ScanError::Panicked(panic_text(&panic))));
                     set(&since, None);
@@ -199,7 +215,7 @@ impl Worker {
         })
     }
 
-    async fn scan(&self) -> Result<(Scan, OpenTables), ScanError> {
+    async fn scan(&self) -> Result<Scanned, ScanError> {
         let (tx, rx) = oneshot::channel();
         self.jobs.send(tx).map_err(|_| ScanError::WorkerGone)?;
         rx.await.map_err(|_| ScanError::WorkerGone)?
@@ -475,7 +491,7 @@ impl Inventory {
         // opens its own: the watcher's current ones report every change since, and at most
         // two scans' tables (the watcher's and this scan's) are open at a time.
         drop(self.take_open_tables());
-        let (scan, tables) = self.worker.scan().await?;
+        let (scan, tables, host) = self.worker.scan().await?;
         let table_readers = tables.tables.iter().map(|t| t.reader).collect();
         if self.keep_tables.load(Ordering::Relaxed) > 0 {
             *self
@@ -501,6 +517,7 @@ impl Inventory {
             reports,
             change,
             table_readers,
+            host,
         });
         for observer in self.observers().iter_mut() {
             observer.published(&snapshot);

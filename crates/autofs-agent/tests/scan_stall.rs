@@ -170,6 +170,20 @@ async fn a_hung_proc_read_turns_health_not_serving_and_rpcs_answer_from_the_last
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // The handshake reads nothing from /proc itself (the agent's own `self/mountinfo` hangs
+    // too): it answers with what the last good scan found. The bound only guards the test.
+    let info = tokio::time::timeout(
+        WAIT,
+        agent
+            .client()
+            .await
+            .get_node_info(v1::GetNodeInfoRequest::default()),
+    )
+    .await
+    .expect("GetNodeInfo must not wait on a hung /proc read")
+    .unwrap()
+    .into_inner();
+    assert!(!info.view_restricted, "{info:?}");
 
     // The read returns: scans go on and the agent serves fresh answers again.
     hung.release();
@@ -220,6 +234,48 @@ async fn a_hung_proc_read_with_an_old_last_scan_is_unavailable_and_sigterm_still
         .wait_exit(WAIT)
         .expect("the agent must exit within the shutdown grace despite a stuck scan");
     assert!(status.success(), "{status:?}\n{}", agent.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_the_first_scan_node_info_says_the_view_is_not_known() {
+    let (_dir, proc_root) = fixture_proc_root("active_indirect");
+    // The first scan waits on the FIFOs: nothing has been seen when the handshake is asked.
+    let mut hung = HungMountinfo::hang(&proc_root);
+    let agent = stalling_agent(&proc_root, &[]);
+    let mut client = agent.client().await;
+    let info = client
+        .get_node_info(v1::GetNodeInfoRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(info.view_restricted, "{info:?}");
+    assert!(
+        info.view_problems
+            .iter()
+            .any(|p| p.contains("no scan has completed yet")),
+        "{info:?}"
+    );
+    assert_eq!(
+        info.api_major,
+        autofs_api::API_MAJOR,
+        "the handshake itself is answered"
+    );
+
+    // Once the first scan is done, the view is the one it judged.
+    hung.release();
+    agent.wait_serving().await;
+    let info = client
+        .get_node_info(v1::GetNodeInfoRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !info
+            .view_problems
+            .iter()
+            .any(|p| p.contains("no scan has completed yet")),
+        "{info:?}"
+    );
 }
 
 /// A fake process in a mount namespace of its own, next to real ones in a proc root: its
