@@ -47,13 +47,15 @@ pub struct Snapshot {
     /// follows (the change watcher), and drops the table of a namespace that has died.
     pub table_readers: Vec<i32>,
     /// What the handshake tells of the node and the agent, read on the scan thread right
-    /// after the scan (so a /proc read that hangs holds up that thread, never an RPC); `None`
-    /// before the first scan and from a source without a live proc root.
+    /// after the scan (so a /proc read that hangs holds up that thread, never an RPC); before
+    /// the first scan, read once when the inventory was made (the agent's own capabilities and
+    /// label, the kernel's `pipe_ino` support); `None` from a source without a live proc root.
     pub host: Option<HostFacts>,
 }
 
 impl Snapshot {
-    fn empty() -> Self {
+    /// Before the first scan: no reports, and `host` as read at start.
+    fn empty(host: Option<HostFacts>) -> Self {
         Self {
             generation: 0,
             taken: Instant::now(),
@@ -71,7 +73,7 @@ impl Snapshot {
             reports: Arc::new(Vec::new()),
             change: Change::default(),
             table_readers: Vec::new(),
-            host: None,
+            host,
         }
     }
 
@@ -160,6 +162,13 @@ type Scanned = (Scan, OpenTables, Option<HostFacts>);
 
 type Job = oneshot::Sender<Result<Scanned, ScanError>>;
 
+/// `uname -r`; empty when it cannot be read.
+fn kernel_release() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Counts scan events (a scan started, ended, or its failure was counted), so that the
 /// watchdog wakes for them rather than on a timer.
 type Activity = Arc<watch::Sender<u64>>;
@@ -181,9 +190,7 @@ impl Worker {
         activity: Activity,
     ) -> std::io::Result<Worker> {
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
-        let release = nix::sys::utsname::uname()
-            .map(|u| u.release().to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let release = kernel_release();
         let running_since = Arc::new(std::sync::Mutex::new(None));
         let since = running_since.clone();
         // Detached on purpose: nobody ever joins it, so a scan stuck in the kernel cannot hold
@@ -271,11 +278,16 @@ impl Inventory {
         let source: Arc<dyn ScanSource> = Arc::new(source);
         let activity: Activity = Arc::new(watch::Sender::new(0));
         let keep_tables = Arc::new(AtomicUsize::new(0));
+        // The facts a handshake before the first scan can already be told, read here once.
+        let empty = Snapshot::empty(None);
+        let host = source
+            .proc_root()
+            .map(|root| HostFacts::read(root, &empty.scan, &kernel_release()));
         Ok(Self {
             worker: Worker::spawn(source.clone(), keep_tables.clone(), activity.clone())?,
             source,
             policy,
-            latest: watch::Sender::new(Arc::new(Snapshot::empty())),
+            latest: watch::Sender::new(Arc::new(Snapshot { host, ..empty })),
             scanning: Mutex::new(()),
             failures: AtomicU32::new(0),
             observers: std::sync::Mutex::new(Vec::new()),

@@ -239,8 +239,21 @@ async fn a_hung_proc_read_with_an_old_last_scan_is_unavailable_and_sigterm_still
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn before_the_first_scan_node_info_says_the_view_is_not_known() {
     let (_dir, proc_root) = fixture_proc_root("active_indirect");
-    // The first scan waits on the FIFOs: nothing has been seen when the handshake is asked.
-    let mut hung = HungMountinfo::hang(&proc_root);
+    // The first scan waits on the FIFOs of the processes' tables: nothing has been seen when
+    // the handshake is asked. (The agent's own `self/mountinfo` stays readable: it reads its
+    // own facts once at start.)
+    let own = std::fs::read_link(proc_root.join("self")).unwrap();
+    let tables: Vec<PathBuf> = std::fs::read_dir(&proc_root)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|dir| {
+            let name = dir.file_name().unwrap();
+            name.to_str().unwrap().parse::<i32>().is_ok() && name != own.as_os_str()
+        })
+        .map(|dir| dir.join("mountinfo"))
+        .filter(|path| path.is_file())
+        .collect();
+    let mut hung = HungMountinfo::hang_files(tables);
     let agent = stalling_agent(&proc_root, &[]);
     let mut client = agent.client().await;
     let info = client
