@@ -238,6 +238,26 @@ async fn queues_and_master_exits_are_noticed_between_scans() {
     );
 }
 
+/// An agent that scans only at start (`--scan-interval 1h`, queues polled every 200 ms) and
+/// a watch of the scenario's namespace, which has seen `d` ACTIVE and then, its daemon made
+/// to exit, ORPHANED: the event.
+async fn orphaned_between_scans(
+    sc: &mut Scenario,
+    d: &autofs_testkit::Daemon,
+) -> (Agent, Events, v1::MountEvent) {
+    let agent = Agent::start(&["--scan-interval", "1h", "--queue-poll-interval", "200ms"]);
+    let mut events = Events::of_pid(&agent, sc.init_host_pid()).await;
+    let (first, _) = events.until(d.mount_id, |_| true).await;
+    assert_eq!(state(first.mount.as_ref().unwrap()), MountState::Active);
+    sc.exit_daemon(d).unwrap();
+    let (orphaned, _) = events
+        .until(d.mount_id, |e| {
+            state(e.mount.as_ref().unwrap()) == MountState::Orphaned
+        })
+        .await;
+    (agent, events, orphaned)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orphan_turned_catatonic_by_a_lookup_is_noticed_between_scans() {
     // The daemon exits: ORPHANED, nobody holds the read end. A lookup then finds no reader
@@ -246,16 +266,7 @@ async fn an_orphan_turned_catatonic_by_a_lookup_is_noticed_between_scans() {
     // background scan runs once, at start.
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
-    let agent = Agent::start(&["--scan-interval", "1h", "--queue-poll-interval", "200ms"]);
-    let mut events = Events::of_pid(&agent, sc.init_host_pid()).await;
-    let (first, _) = events.until(d.mount_id, |_| true).await;
-    assert_eq!(state(first.mount.as_ref().unwrap()), MountState::Active);
-    sc.exit_daemon(&d).unwrap();
-    let (orphaned, _) = events
-        .until(d.mount_id, |e| {
-            state(e.mount.as_ref().unwrap()) == MountState::Orphaned
-        })
-        .await;
+    let (_agent, mut events, orphaned) = orphaned_between_scans(&mut sc, &d).await;
     assert_eq!(
         orphaned.mount.as_ref().unwrap().reason,
         v1::Reason::HiddenCatatonic as i32,
@@ -419,16 +430,7 @@ async fn a_gone_leaders_pid_taken_by_another_process_is_noticed_between_scans() 
     // background scan runs once, at start.
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::direct()).unwrap();
-    let agent = Agent::start(&["--scan-interval", "1h", "--queue-poll-interval", "200ms"]);
-    let mut events = Events::of_pid(&agent, sc.init_host_pid()).await;
-    let (first, _) = events.until(d.mount_id, |_| true).await;
-    assert_eq!(state(first.mount.as_ref().unwrap()), MountState::Active);
-    sc.exit_daemon(&d).unwrap();
-    let (orphaned, _) = events
-        .until(d.mount_id, |e| {
-            state(e.mount.as_ref().unwrap()) == MountState::Orphaned
-        })
-        .await;
+    let (_agent, mut events, orphaned) = orphaned_between_scans(&mut sc, &d).await;
     let gone = orphaned.mount.clone().unwrap();
     assert_eq!(gone.host_pgrp, d.host_pgrp, "{orphaned:#?}");
     assert!(
