@@ -531,3 +531,27 @@ fn a_scenario_outlives_the_thread_that_started_it() {
 }
 
 use autofs_testkit::wait_until;
+
+#[test]
+fn the_scenario_binary_says_how_to_use_it() {
+    let bin = env!("CARGO_BIN_EXE_autofs-scenario");
+    let help = std::process::Command::new(bin)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(help.status.success(), "{help:?}");
+    let text = String::from_utf8(help.stdout).unwrap();
+    assert!(
+        text.starts_with("usage: autofs-scenario --work-dir DIR"),
+        "{text}"
+    );
+    let bad = std::process::Command::new(bin)
+        .arg("--bogus")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--help for usage"),
+        "{bad:?}"
+    );
+}

@@ -16,8 +16,21 @@ mod sys;
 
 use std::path::PathBuf;
 
+/// What `--help` prints.
+const USAGE: &str = "\
+usage: autofs-scenario --work-dir DIR [--parent-pid PID]
+
+The init of one real-kernel autofs scenario, started by autofs_testkit::Scenario::start: it
+unshares a mount and pid namespace, mounts a private tmpfs on DIR and /run, prints a `ready`
+banner, then answers one command per line on stdin (the protocol of autofs_testkit::proto).
+Not meant to be run by hand; use the testkit's Scenario API.";
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().skip(1).any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return;
+    }
     let mut work = None;
     let mut parent = None;
     let mut i = 1;
@@ -25,7 +38,7 @@ fn main() {
         match (args[i].as_str(), args.get(i + 1)) {
             ("--work-dir", Some(v)) => work = Some(PathBuf::from(v)),
             ("--parent-pid", Some(v)) => parent = v.parse::<i32>().ok(),
-            _ => fatal(&format!("bad arguments: {args:?}")),
+            _ => fatal(&format!("bad arguments: {args:?} (--help for usage)")),
         }
         i += 2;
     }
