@@ -25,7 +25,12 @@ impl HostFacts {
     /// Reads the facts through `root` (its `self` entry is the inspector), with the latest
     /// `scan` and the kernel `release` (`uname -r`).
     pub fn read(root: &ProcRoot, scan: &Scan, release: &str) -> Self {
-        let facts = SelfFacts::read(root);
+        // The scan judged its view with the inspector's own capabilities, read then; only
+        // without them (no scan yet) are they read here (its own `status` and `mountinfo`).
+        let facts = SelfFacts {
+            cap_eff: scan.view.cap_eff.or_else(|| SelfFacts::read(root).cap_eff),
+            ..SelfFacts::default()
+        };
         let can_read_fds = facts.has_cap(CAP_DAC_READ_SEARCH) && facts.has_cap(CAP_SYS_PTRACE);
         let confinement = Confinement::read(root);
         let denied = scan.stats.unreadable;
