@@ -361,56 +361,12 @@ impl Drop for KillOnDrop {
 }
 
 /// A process of this test's with host pid `pid` (`clone3` with `set_tid`, which root may use
-/// to pick a free pid), pausing until it is killed; killed and reaped on drop.
+/// to pick a free pid), sleeping until it is killed; killed and reaped on drop.
 struct PidTaker(i32);
 
 impl PidTaker {
-    fn take(pid: i32) -> std::io::Result<PidTaker> {
-        use nix::libc;
-        #[repr(C)]
-        #[derive(Default)]
-        struct CloneArgs {
-            flags: u64,
-            pidfd: u64,
-            child_tid: u64,
-            parent_tid: u64,
-            exit_signal: u64,
-            stack: u64,
-            stack_size: u64,
-            tls: u64,
-            set_tid: u64,
-            set_tid_size: u64,
-            cgroup: u64,
-        }
-        let set_tid: [libc::pid_t; 1] = [pid];
-        let args = CloneArgs {
-            exit_signal: libc::SIGCHLD as u64,
-            set_tid: set_tid.as_ptr() as u64,
-            set_tid_size: 1,
-            ..Default::default()
-        };
-        // SAFETY: clone3 with a valid, fully initialised `clone_args` of the size passed. The
-        // child of this multi-threaded process calls only pause(), which is async-signal-safe,
-        // until it is killed.
-        #[allow(unsafe_code)]
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                &args as *const CloneArgs,
-                std::mem::size_of::<CloneArgs>(),
-            )
-        };
-        match r {
-            0 => loop {
-                // SAFETY: pause() has no preconditions.
-                #[allow(unsafe_code)]
-                unsafe {
-                    libc::pause();
-                }
-            },
-            r if r < 0 => Err(std::io::Error::last_os_error()),
-            r => Ok(PidTaker(i32::try_from(r).expect("a pid"))),
-        }
+    fn take(pid: i32) -> Result<PidTaker, nix::errno::Errno> {
+        autofs_testkit::child::clone_sleep_at(&[pid], false, None).map(PidTaker)
     }
 }
 

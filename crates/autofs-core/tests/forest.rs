@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::ffi::CString;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -157,62 +157,8 @@ fn owners_agree(memo: &mut ForestMemo, forest: &Forest, step: &str) -> (i32, usi
 /// `clone3(CLONE_NEWPID)` with `set_tid = [1, pid]`: a pid-namespace init that takes host pid
 /// `pid`, joins the forest's mount namespace and sleeps. `Err(errno)` when the pid is taken.
 fn clone_init_at(pid: i32, forest: &Forest) -> Result<i32, nix::errno::Errno> {
-    #[repr(C)]
-    struct CloneArgs {
-        flags: u64,
-        pidfd: u64,
-        child_tid: u64,
-        parent_tid: u64,
-        exit_signal: u64,
-        stack: u64,
-        stack_size: u64,
-        tls: u64,
-        set_tid: u64,
-        set_tid_size: u64,
-        cgroup: u64,
-    }
     let ns = std::fs::File::open(format!("/proc/{}/ns/mnt", forest.members()[0])).unwrap();
-    let sleep = CString::new("/usr/bin/sleep").unwrap();
-    let argv0 = CString::new("sleep").unwrap();
-    let arg1 = CString::new("infinity").unwrap();
-    let argv = [argv0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
-    let tids: [libc::pid_t; 2] = [1, pid];
-    let args = CloneArgs {
-        flags: libc::CLONE_NEWPID as u64,
-        pidfd: 0,
-        child_tid: 0,
-        parent_tid: 0,
-        exit_signal: libc::SIGCHLD as u64,
-        stack: 0,
-        stack_size: 0,
-        tls: 0,
-        set_tid: tids.as_ptr() as u64,
-        set_tid_size: 2,
-        cgroup: 0,
-    };
-    // SAFETY: clone3 without CLONE_VM forks; the child only calls async-signal-safe functions
-    // (setns, execv, _exit) on data prepared before the call.
-    #[allow(unsafe_code)]
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    if ret == 0 {
-        #[allow(unsafe_code)]
-        unsafe {
-            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) == 0 {
-                libc::execv(sleep.as_ptr(), argv.as_ptr());
-            }
-            libc::_exit(127);
-        }
-    }
-    if ret < 0 {
-        return Err(nix::errno::Errno::last());
-    }
-    Ok(i32::try_from(ret).unwrap())
+    autofs_testkit::child::clone_sleep_at(&[1, pid], true, Some(ns.as_fd()))
 }
 
 /// Forks a process that joins the forest's mount namespace, becomes a child subreaper (so
