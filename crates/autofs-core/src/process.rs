@@ -8,6 +8,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 
 use crate::attribution::Attribution;
+use crate::id_map::IdMap;
 use crate::proc_root::{ProcRoot, ReadFailure, parse_ns_link};
 
 /// Fields of `/proc/<pid>/stat` and `/proc/<pid>/status` the inspector uses.
@@ -147,6 +148,7 @@ pub struct ProcessTable<'a> {
     pid_ns: HashMap<i32, Result<u64, Unavailable>>,
     attribution: HashMap<i32, Attribution>,
     stat: HashMap<i32, Result<StatLine, Unavailable>>,
+    id_maps: HashMap<(i32, &'static str), Result<IdMap, String>>,
     files_read: usize,
 }
 
@@ -181,8 +183,32 @@ impl<'a> ProcessTable<'a> {
             pid_ns: HashMap::new(),
             attribution: HashMap::new(),
             stat: HashMap::new(),
+            id_maps: HashMap::new(),
             files_read: 0,
         }
+    }
+
+    /// `pid`'s `uid_map` or `gid_map` (`file`), read and parsed once per table: every mount
+    /// of a namespace that shows `uid=`/`gid=` maps through its owner's.
+    ///
+    /// # Errors
+    ///
+    /// Why the map could not be read (naming the file and the error) or parsed.
+    pub fn id_map(&mut self, pid: i32, file: &'static str) -> Result<&IdMap, String> {
+        let root = self.root;
+        self.id_maps
+            .entry((pid, file))
+            .or_insert_with(|| {
+                let path = root.pid_path(pid, file);
+                root.read(pid, file)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                    .and_then(|text| {
+                        IdMap::parse(&text)
+                            .map_err(|why| format!("malformed {}: {why}", path.display()))
+                    })
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// The root this table reads from.

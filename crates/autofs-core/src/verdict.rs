@@ -1,7 +1,7 @@
 //! The decision for one autofs mount: CRIU's checks (reference §3), in CRIU's order, on the
 //! facts of one scan, plus what CRIU cannot see (who holds the pipe, how much is queued).
 
-use crate::id_map::{INVALID_ID, IdMap};
+use crate::id_map::INVALID_ID;
 use crate::options::{AutofsOptions, MountMode, PipeIno};
 use crate::pipes::{PipeEnd, PipeIndex, QueueProbe};
 use crate::process::{ProcessTable, Unavailable};
@@ -398,9 +398,12 @@ fn criu_ids(
     facts: &mut Facts<'_, '_>,
 ) -> Result<CriuIds, String> {
     let mut ids = [None, None];
-    for (slot, (name, raw)) in [("uid", options.uid), ("gid", options.gid)]
-        .into_iter()
-        .enumerate()
+    for (slot, (name, file, raw)) in [
+        ("uid", "uid_map", options.uid),
+        ("gid", "gid_map", options.gid),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let Some(raw) = raw else { continue };
         let owner = facts.owner.ok_or_else(|| {
@@ -409,15 +412,9 @@ fn criu_ids(
                 report.mnt_ns
             )
         })?;
-        let root = facts.table.root();
-        let file = format!("{name}_map");
-        let path = root.pid_path(owner, &file);
-        let map = root
-            .read(owner, &file)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))
-            .and_then(|text| {
-                IdMap::parse(&text).map_err(|why| format!("malformed {}: {why}", path.display()))
-            })
+        let map = facts
+            .table
+            .id_map(owner, file)
             .map_err(|why| format!("{why}: it gives the {name} CRIU records for {name}={raw}"))?;
         let mapped = map.criu_map(raw);
         let criu = i32::from_ne_bytes(mapped.to_ne_bytes());
