@@ -25,7 +25,7 @@ impl Attribution {
     ///
     /// The failed read (the process is gone, or the file is unreadable).
     pub fn read(root: &ProcRoot, pid: i32) -> std::io::Result<Self> {
-        root.read(pid, "cgroup")
+        root.read_record(pid, "cgroup")
             .map(|text| Self::from_cgroup(&text))
     }
 

@@ -262,7 +262,9 @@ impl GoneLeaders {
     /// One pass: whether a process now has the pid of a leader the scan found gone (its
     /// `stat` reads, as the scan's existence check does). One read per pid; nothing else.
     pub fn reused(&self, root: &ProcRoot) -> bool {
-        self.pids.iter().any(|&pid| root.read(pid, "stat").is_ok())
+        self.pids
+            .iter()
+            .any(|&pid| root.read_record(pid, "stat").is_ok())
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::ops::ControlFlow;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::proc_root::{ProcRoot, ReadFailure, parse_pipe_link};
@@ -462,23 +462,40 @@ impl QueueProbe for Fionread {
     }
 }
 
-/// Pins the pipe behind `fd_path` with `O_PATH` (no open of the file itself) after checking
-/// that the link names pipe `ino`, and checks the pinned inode again: a reused fd number can
-/// never make the caller open a tty, a device or a directory on an autofs mount.
+/// Pins the pipe behind `fd_path` with `O_PATH` (no open of the file itself: a magic link
+/// is jumped to its file, never walked, and nothing of the file runs), then checks the pinned
+/// file is pipe `ino` of pipefs: a FIFO with that inode number on the device every `pipe()`
+/// lives on. A reused fd number can therefore never make the caller open a tty, a device, a
+/// directory on an autofs mount, or a named FIFO (whose blocked writers a reader would wake).
 fn pin_pipe(fd_path: &Path, ino: u64) -> io::Result<File> {
-    let target = std::fs::read_link(fd_path)?;
-    if target.as_os_str().as_encoded_bytes() != format!("pipe:[{ino}]").as_bytes() {
-        return Err(stale_link(fd_path, ino));
-    }
     let pinned = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_PATH)
         .open(fd_path)?;
-    let meta = pinned.metadata()?;
-    if !meta.file_type().is_fifo() || meta.ino() != ino {
+    let st = nix::sys::stat::fstat(&pinned)?;
+    let fifo = nix::sys::stat::SFlag::from_bits_truncate(st.st_mode)
+        & nix::sys::stat::SFlag::S_IFMT
+        == nix::sys::stat::SFlag::S_IFIFO;
+    if !fifo || st.st_ino != ino || st.st_dev != pipefs_dev()? {
         return Err(stale_link(fd_path, ino));
     }
     Ok(pinned)
+}
+
+/// The device of pipefs, the kernel's one internal mount of every `pipe()` (`pipe_mnt`,
+/// fs/pipe.c), learnt once from a pipe of the inspector's own.
+///
+/// # Errors
+///
+/// The `pipe2`/`fstat` error (tried again on the next call).
+fn pipefs_dev() -> io::Result<u64> {
+    static DEV: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    if let Some(&dev) = DEV.get() {
+        return Ok(dev);
+    }
+    let (reader, _writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let dev = nix::sys::stat::fstat(&reader)?.st_dev;
+    Ok(*DEV.get_or_init(|| dev))
 }
 
 fn stale_link(fd_path: &Path, ino: u64) -> io::Error {
@@ -509,6 +526,8 @@ fn fionread(file: &File) -> io::Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
+
     use super::*;
 
     #[test]
@@ -598,6 +617,34 @@ mod tests {
             [other_r.as_raw_fd(), other_w.as_raw_fd()]
         );
         drop(filler);
+    }
+
+    #[test]
+    fn fionread_refuses_a_named_fifo_with_the_pipes_inode_number() {
+        // A FIFO in a directory: its inode number, but not on pipefs. The probe must not open
+        // it (a reader would wake its blocked writers).
+        let dir = std::env::temp_dir().join(format!("autofs-core-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        let ino = reader.metadata().unwrap().ino();
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&reader));
+        let err = Fionread.queued_bytes(Path::new(&path), ino);
+        let readers = Fionread.has_readers(Path::new(&path), ino);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let err = err.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("no longer refers to pipe {ino}")),
+            "{err}"
+        );
+        assert!(readers.is_err(), "{readers:?}");
     }
 
     #[test]

@@ -300,6 +300,39 @@ impl ProcRoot {
         self.read_whole(PidPath::new(pid, rel)?.as_c_str(), OFlag::O_NOFOLLOW)
     }
 
+    /// Reads `<pid>/<rel>` whole, as [`Self::read`] does, for a file procfs generates as one
+    /// record (`stat`, `status`, `cgroup`: `single_open()` files): `seq_read_iter()` renders
+    /// such a record whole and copies as much of it as the reader's buffer takes, so a read
+    /// that returns less than its buffer returned all of it, and the read returning 0 that
+    /// would confirm the end is skipped. A longer record is read on to the end. Not for
+    /// `mountinfo` or the id maps, which are rendered line by line and can come back short
+    /// before their end.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::read`].
+    pub fn read_record(&self, pid: i32, rel: &str) -> io::Result<Vec<u8>> {
+        let fd = openat(
+            self.dir.as_fd(),
+            PidPath::new(pid, rel)?.as_c_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )?;
+        let mut file = File::from(fd);
+        let mut text = vec![0; RECORD_BUFFER];
+        let n = loop {
+            match file.read(&mut text) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                read => break read?,
+            }
+        };
+        text.truncate(n);
+        if n == RECORD_BUFFER {
+            (&mut file).take(u64::MAX).read_to_end(&mut text)?;
+        }
+        Ok(text)
+    }
+
     /// Reads `<rel>` below the root itself (e.g. `self/mountinfo`, `self/status`).
     ///
     /// # Errors
@@ -459,6 +492,10 @@ impl ProcRoot {
     }
 }
 
+/// The first read of [`ProcRoot::read_record`]: a page takes a `stat`, `status` or `cgroup`
+/// whole.
+const RECORD_BUFFER: usize = 4096;
+
 /// `readlinkat(dir, path)` into `buf`, without allocating (nix's `readlinkat` returns an
 /// `OsString`): the target's length, truncated to `buf`'s.
 ///
@@ -552,5 +589,31 @@ mod tests {
     fn missing_proc_root_is_fatal_with_the_path() {
         let err = ProcRoot::open("/nonexistent/proc-root").unwrap_err();
         assert!(err.to_string().contains("/nonexistent/proc-root"), "{err}");
+    }
+
+    #[test]
+    fn a_record_is_read_whole_whatever_its_length() {
+        let dir = std::env::temp_dir().join(format!("autofs-core-record-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("7")).unwrap();
+        let long: Vec<u8> = (0..10_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        std::fs::write(dir.join("7/stat"), &long).unwrap();
+        std::fs::write(dir.join("7/cgroup"), b"0::/\n").unwrap();
+        let fixture = ProcRoot::open(&dir).unwrap();
+        let (stat, cgroup) = (
+            fixture.read_record(7, "stat"),
+            fixture.read_record(7, "cgroup"),
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(stat.unwrap(), long);
+        assert_eq!(cgroup.unwrap(), b"0::/\n");
+        // procfs: one read gives what a read to the end gives.
+        let proc = ProcRoot::open("/proc").unwrap();
+        let own = i32::try_from(std::process::id()).unwrap();
+        assert_eq!(
+            proc.read_record(own, "cgroup").unwrap(),
+            proc.read(own, "cgroup").unwrap()
+        );
+        let err = proc.read_record(i32::MAX, "stat").unwrap_err();
+        assert_eq!(ReadFailure::of(&err), ReadFailure::Vanished, "{err}");
     }
 }

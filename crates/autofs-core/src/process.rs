@@ -150,6 +150,9 @@ pub struct ProcessTable<'a> {
     stat: HashMap<i32, Result<StatLine, Unavailable>>,
     id_maps: HashMap<(i32, &'static str), Result<IdMap, String>>,
     files_read: usize,
+    /// The proc root's listing (sorted pids), when it is procfs: the processes, by which a
+    /// thread is told from a process without reading `status`.
+    listed: &'a [i32],
 }
 
 /// The fields of one `stat` line the inspector uses: the process forest needs fields 3, 4, 9
@@ -185,7 +188,19 @@ impl<'a> ProcessTable<'a> {
             stat: HashMap::new(),
             id_maps: HashMap::new(),
             files_read: 0,
+            listed: &[],
         }
+    }
+
+    /// A cache over one proc root whose directory listing (`pids`, sorted ascending, as
+    /// [`ProcRoot::pids`] gives them) was just taken: on procfs, [`Self::tgid`] answers from
+    /// it without reading `status`.
+    pub fn with_listing(root: &'a ProcRoot, pids: &'a [i32]) -> Self {
+        let mut table = Self::new(root);
+        if root.is_procfs() {
+            table.listed = pids;
+        }
+        table
     }
 
     /// `pid`'s `uid_map` or `gid_map` (`file`), read and parsed once per table: every mount
@@ -242,11 +257,27 @@ impl<'a> ProcessTable<'a> {
         self.stat_line(pid)?;
         self.files_read += 1;
         let status = root
-            .read(pid, "status")
+            .read_record(pid, "status")
             .map_err(|e| unavailable(root, pid, "status", &e))?;
         // The line cached above: no second read.
         ProcessInfo::with_status(pid, self.stat_line(pid)?, &status)
             .map_err(|e| Unavailable::Failed(e.to_string()))
+    }
+
+    /// The thread-group id of `pid`: `pid` itself for a process, its process's pid for a
+    /// thread. On procfs a pid of the listing given to [`Self::with_listing`] is a process
+    /// (`/proc` lists thread-group leaders only: `next_tgid()` in fs/proc/base.c), known from
+    /// its `stat` alone; any other pid, and every pid of a fixture tree, is looked up in
+    /// `status` (`Tgid:`).
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`]: the process is gone, or `stat` or `status` could not be read or parsed.
+    pub fn tgid(&mut self, pid: i32) -> Result<i32, Unavailable> {
+        if self.listed.binary_search(&pid).is_ok() {
+            return self.stat_line(pid).map(|_| pid);
+        }
+        self.info(pid).map(|info| info.tgid)
     }
 
     /// Whether `pid` exists: its `stat` could be read (once per table, shared with
@@ -293,7 +324,7 @@ impl<'a> ProcessTable<'a> {
             .or_insert_with(|| {
                 *files_read += 1;
                 let stat = root
-                    .read(pid, "stat")
+                    .read_record(pid, "stat")
                     .map_err(|e| unavailable(root, pid, "stat", &e))?;
                 StatLine::parse(&stat).map_err(|what| {
                     Unavailable::Failed(format!("malformed /proc/{pid}/stat: {what}"))
@@ -556,5 +587,34 @@ mod tests {
         assert!(err.to_string().contains("starttime"), "{err}");
         let err = ProcessInfo::parse(9, &stat("9 (x) S 1 9"), b"Name: x\n").unwrap_err();
         assert!(err.to_string().contains("status"), "{err}");
+    }
+
+    #[test]
+    fn a_listed_pid_is_a_process_without_status_and_a_thread_is_looked_up() {
+        let root = ProcRoot::open("/proc").unwrap();
+        let own = i32::try_from(std::process::id()).unwrap();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            tid_tx.send(nix::unistd::gettid().as_raw()).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        let listing = root.pids().unwrap();
+        assert!(
+            listing.contains(&own) && !listing.contains(&tid),
+            "{listing:?}"
+        );
+        let mut table = ProcessTable::with_listing(&root, &listing);
+        assert_eq!(table.tgid(own), Ok(own));
+        assert_eq!(table.files_read(), 1, "stat alone tells a listed process");
+        assert_eq!(table.tgid(tid), Ok(own));
+        assert_eq!(table.files_read(), 3, "a thread's stat and status");
+        // Without a listing every pid is looked up.
+        let mut unlisted = ProcessTable::new(&root);
+        assert_eq!(unlisted.tgid(own), Ok(own));
+        assert_eq!(unlisted.files_read(), 2);
+        done_tx.send(()).unwrap();
+        thread.join().unwrap();
     }
 }

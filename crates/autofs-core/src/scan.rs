@@ -325,7 +325,7 @@ impl<Q: QueueProbe> Scanner<Q> {
         };
 
         // Namespaces without autofs mounts only need attribution: one cgroup read each.
-        let mut table = ProcessTable::new(&self.root);
+        let mut table = ProcessTable::with_listing(&self.root, &pids);
         let mut all_namespaces: Vec<NamespaceInfo> = namespaces
             .iter()
             .filter(|(_, ns)| !needs_verdicts(ns))

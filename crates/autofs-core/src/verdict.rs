@@ -298,7 +298,7 @@ fn dumped_tree_membership(
     pgrp: i32,
     owner: i32,
 ) -> Result<Membership, Unavailable> {
-    let tgid = table.info(pgrp)?.tgid;
+    let tgid = table.tgid(pgrp)?;
     if tgid != pgrp {
         return Ok(Membership::Thread { tgid, owner });
     }

@@ -12,8 +12,8 @@ use nix::sys::stat::Mode;
 
 use super::node::ns_inode;
 use super::sys::{
-    CPath, first_member_of_each_namespace, lap, link_readable, list_pids, open_proc, read_rel,
-    readlink_raw, walk_fds,
+    CPath, first_member_of_each_namespace, lap, link_readable, list_pids, open_proc,
+    read_record_rel, read_rel, readlink_raw, walk_fds,
 };
 
 /// What the scan read beyond `ns/mnt` and the mount tables, taken from one scan's result and
@@ -45,7 +45,7 @@ pub struct FloorPlan {
     /// Owners in a nested pid namespace (or without an `NSpid:` line) and the masters
     /// translated into it: `ns/pid` (an owner listed in the proc root's own needs none).
     pid_ns: Vec<i32>,
-    /// Read ends measured with FIONREAD: readlink, open, fstat, ioctl.
+    /// Read ends measured with FIONREAD: open `O_PATH`, fstat, reopen, ioctl.
     probes: Vec<(i32, i32)>,
 }
 
@@ -286,24 +286,24 @@ pub fn floor(plan: &FloorPlan, spent: &mut [Duration; 6]) -> Duration {
     // status of the forests' roots; cgroup of every namespace's owner;
     // ns/pid of owners in nested pid namespaces and of their masters.
     for &pid in &plan.stat {
-        read_rel(proc.as_fd(), path.set(format_args!("{pid}/stat")), &mut buf);
+        read_record_rel(proc.as_fd(), path.set(format_args!("{pid}/stat")), &mut buf);
     }
     for &pid in &plan.status {
-        read_rel(
+        read_record_rel(
             proc.as_fd(),
             path.set(format_args!("{pid}/status")),
             &mut buf,
         );
     }
     for &pid in &plan.attributed {
-        read_rel(
+        read_record_rel(
             proc.as_fd(),
             path.set(format_args!("{pid}/cgroup")),
             &mut buf,
         );
     }
     for &pid in &plan.owners {
-        read_rel(
+        read_record_rel(
             proc.as_fd(),
             path.set(format_args!("{pid}/cgroup")),
             &mut buf,
@@ -317,19 +317,27 @@ pub fn floor(plan: &FloorPlan, spent: &mut [Duration; 6]) -> Duration {
         );
     }
     lap(&mut last, spent, 4);
-    // The queue probe of every read end: readlink, open, fstat, FIONREAD.
+    // The queue probe of every read end, as the scan pins it: open the link `O_PATH`, fstat
+    // (a FIFO of pipefs with the mount's inode?), reopen the pinned pipe through
+    // `/proc/self/fd`, FIONREAD.
     for &(pid, fd) in &plan.probes {
-        let p = path.set(format_args!("{pid}/fd/{fd}"));
-        readlink_raw(proc.as_fd(), p, &mut link);
+        let Ok(pinned) = openat(
+            proc.as_fd(),
+            path.set(format_args!("{pid}/fd/{fd}")),
+            OFlag::O_PATH | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) else {
+            continue;
+        };
+        let _ = nix::sys::stat::fstat(pinned.as_fd());
         let Ok(end) = openat(
             proc.as_fd(),
-            p,
+            path.set(format_args!("self/fd/{}", pinned.as_raw_fd())),
             OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
             Mode::empty(),
         ) else {
             continue;
         };
-        let _ = nix::sys::stat::fstat(end.as_fd());
         let mut queued: libc::c_int = 0;
         // SAFETY: FIONREAD writes one c_int through a pointer valid for the call.
         #[allow(unsafe_code)]

@@ -120,6 +120,52 @@ pub fn read_rel(dir: BorrowedFd<'_>, path: &CStr, buf: &mut Vec<u8>) -> bool {
     }
 }
 
+/// Reads a file procfs renders as one record (`stat`, `status`, `cgroup`) into `buf` as the
+/// scan does (`ProcRoot::read_record`): one `read` when it comes back shorter than the page
+/// offered, else on to EOF as [`read_rel`] does.
+pub fn read_record_rel(dir: BorrowedFd<'_>, path: &CStr, buf: &mut Vec<u8>) -> bool {
+    buf.clear();
+    let Ok(fd) = openat(
+        dir,
+        path,
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::empty(),
+    ) else {
+        return false;
+    };
+    buf.resize(4096, 0);
+    loop {
+        match nix::unistd::read(fd.as_fd(), &mut buf[..]) {
+            Ok(n) if n < 4096 => {
+                buf.truncate(n);
+                return true;
+            }
+            Ok(_) => break,
+            Err(Errno::EINTR) => {}
+            Err(_) => {
+                buf.clear();
+                return false;
+            }
+        }
+    }
+    loop {
+        let len = buf.len();
+        buf.resize(len + 16384, 0);
+        match nix::unistd::read(fd.as_fd(), &mut buf[len..]) {
+            Ok(0) => {
+                buf.truncate(len);
+                return true;
+            }
+            Ok(n) => buf.truncate(len + n),
+            Err(Errno::EINTR) => buf.truncate(len),
+            Err(_) => {
+                buf.truncate(len);
+                return false;
+            }
+        }
+    }
+}
+
 pub fn unsafe_borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
     // SAFETY: callers pass fds that stay open for as long as the borrow is used (the readiness
     // pipe in a child, or a `Dir`'s fd while the `Dir` is alive).
