@@ -94,18 +94,28 @@ pub fn link_readable(dir: BorrowedFd<'_>, path: &CStr) -> bool {
 /// large enough.
 pub fn read_rel(dir: BorrowedFd<'_>, path: &CStr, buf: &mut Vec<u8>) -> bool {
     buf.clear();
-    let Ok(fd) = openat(
+    let Ok(fd) = open_rel(dir, path) else {
+        return false;
+    };
+    read_to_eof(fd.as_fd(), buf)
+}
+
+/// `openat(dir, path)` for reading, not following a final symlink.
+fn open_rel(dir: BorrowedFd<'_>, path: &CStr) -> nix::Result<std::os::fd::OwnedFd> {
+    openat(
         dir,
         path,
         OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
         Mode::empty(),
-    ) else {
-        return false;
-    };
+    )
+}
+
+/// Appends what `fd` still has to `buf`, reading until a `read` returns 0.
+fn read_to_eof(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> bool {
     loop {
         let len = buf.len();
         buf.resize(len + 16384, 0);
-        match nix::unistd::read(fd.as_fd(), &mut buf[len..]) {
+        match nix::unistd::read(fd, &mut buf[len..]) {
             Ok(0) => {
                 buf.truncate(len);
                 return true;
@@ -125,12 +135,7 @@ pub fn read_rel(dir: BorrowedFd<'_>, path: &CStr, buf: &mut Vec<u8>) -> bool {
 /// offered, else on to EOF as [`read_rel`] does.
 pub fn read_record_rel(dir: BorrowedFd<'_>, path: &CStr, buf: &mut Vec<u8>) -> bool {
     buf.clear();
-    let Ok(fd) = openat(
-        dir,
-        path,
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-        Mode::empty(),
-    ) else {
+    let Ok(fd) = open_rel(dir, path) else {
         return false;
     };
     buf.resize(4096, 0);
@@ -140,26 +145,10 @@ pub fn read_record_rel(dir: BorrowedFd<'_>, path: &CStr, buf: &mut Vec<u8>) -> b
                 buf.truncate(n);
                 return true;
             }
-            Ok(_) => break,
+            Ok(_) => return read_to_eof(fd.as_fd(), buf),
             Err(Errno::EINTR) => {}
             Err(_) => {
                 buf.clear();
-                return false;
-            }
-        }
-    }
-    loop {
-        let len = buf.len();
-        buf.resize(len + 16384, 0);
-        match nix::unistd::read(fd.as_fd(), &mut buf[len..]) {
-            Ok(0) => {
-                buf.truncate(len);
-                return true;
-            }
-            Ok(n) => buf.truncate(len + n),
-            Err(Errno::EINTR) => buf.truncate(len),
-            Err(_) => {
-                buf.truncate(len);
                 return false;
             }
         }
