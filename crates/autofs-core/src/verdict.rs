@@ -93,6 +93,17 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
             );
         }
     };
+    if let Some(what) = options.criu_unseen() {
+        return set(
+            report,
+            MountState::Unsupported,
+            Reason::OptionOutOfIntRange,
+            format!(
+                "Failed to find {what} option: the kernel shows {what}={} (a value of 2^31 given at mount, kept in an int), which is INT_MIN, the marker CRIU's parse_options() starts every option at (AUTOFS_OPT_UNKNOWN), so CRIU takes it for absent and the dump fails",
+                i32::MIN
+            ),
+        );
+    }
     let mut entry = base_entry(options, timeout, ids);
 
     let ino = match options.pipe_ino {
@@ -421,6 +432,14 @@ fn criu_ids(
         let restore_fails = format!(
             "its restore then mounts with {name}={criu}, which the kernel rejects (EINVAL), so the restore fails"
         );
+        if criu == i32::MIN {
+            // parse_options() starts the field at INT_MIN (AUTOFS_OPT_UNKNOWN) and sets
+            // has_uid/has_gid only for another value (autofs_create_entry()).
+            report.criu_notes.push(format!(
+                "{name}={raw}: CRIU's rewrite of the option (sscanf(\"%d\"), then the user-namespace mapping of the tree of pid {owner}) gives {criu}, which is INT_MIN, the marker of an option its parse_options() has not seen, so it records no {name}; its restore mounts without {name}= and the mount's root belongs to the restorer's {name} instead"
+            ));
+            continue;
+        }
         if mapped == INVALID_ID && raw != INVALID_ID {
             report.criu_notes.push(format!(
                 "{name}={raw} is outside the {name}_map of pid {owner}, the root of the tree CRIU dumps: CRIU records {name} {criu} (INVALID_ID); {restore_fails}"
@@ -447,8 +466,9 @@ fn criu_ids(
 /// Notes what CRIU's restore makes of a negative `minproto=` (reference §3.2, §4, §7.1): the
 /// kernel prints the `u32` given at mount as an `int`, CRIU's `xatoi` takes the negative value
 /// into the image, and its restore mounts with it, which the kernel's `u32` parser refuses.
+/// `INT_MIN` is left to [`AutofsOptions::criu_unseen`]: CRIU's dump fails on it first.
 fn note_negative_minproto(report: &mut MountReport, options: &AutofsOptions) {
-    if options.minproto < 0 {
+    if options.minproto < 0 && options.minproto != i32::MIN {
         report.criu_notes.push(format!(
             "minproto={}: the kernel shows a minproto of 2^31 or more as a negative int; CRIU records minproto {} and its restore mounts with minproto={}, which the kernel rejects (EINVAL), so the restore fails",
             options.minproto, options.minproto, options.minproto
@@ -775,6 +795,9 @@ fn probe(
             let normal = report
                 .entry
                 .unwrap_or_else(|| base_entry(options, 0, (None, None)));
+            // has_uid/has_gid stay as the first parse set them (autofs_create_entry()): the
+            // raw value is recorded only where that parse recorded one.
+            let (uid, gid) = (normal.uid.and(uid), normal.gid.and(gid));
             for (name, normal, raw) in [("uid", normal.uid, uid), ("gid", normal.gid, gid)] {
                 if let Some(raw) = raw.filter(|&raw| Some(raw) != normal) {
                     report.criu_notes.push(format!(

@@ -1691,6 +1691,29 @@ fn uid_and_gid_are_recorded_as_the_dumped_user_namespace_sees_them() {
         "{:?}",
         probed.criu_notes
     );
+    // Host uid 200000 is container uid 2147483648: CRIU's %d makes it INT_MIN, its marker for
+    // an option not seen, so no uid is recorded, and its probe path (raw uid=200000 read
+    // again) keeps has_uid as the first parse left it.
+    let unseen = mount(&scan, CONTAINER_MNT, 614);
+    assert_eq!(
+        verdict(unseen),
+        (MountState::Catatonic, Reason::ProbeMakesCatatonic),
+        "{unseen:#?}"
+    );
+    let e = unseen.entry.unwrap();
+    assert_eq!((e.fd, e.uid, e.gid), (-1, None, None));
+    assert!(
+        unseen.criu_notes[0].starts_with("uid=200000: CRIU's rewrite of the option")
+            && unseen.criu_notes[0].contains("gives -2147483648, which is INT_MIN")
+            && unseen.criu_notes[0].contains("records no uid"),
+        "{:?}",
+        unseen.criu_notes
+    );
+    assert!(
+        !unseen.criu_notes.iter().any(|n| n.contains("raw host uid")),
+        "{:?}",
+        unseen.criu_notes
+    );
 }
 
 #[test]
