@@ -22,6 +22,10 @@ pub fn packet_size(version: u32) -> u64 {
 /// namespace decides it: the mount table and `/dev/autofs`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeReach {
+    /// The mount CRIU's probe goes through: the mount of the same superblock that its
+    /// `dump_one_fs()` calls `autofs_dump()` on ([`crate::dumped_from`]), this mount or another
+    /// mount of the superblock's root. Every field below is about that mount.
+    pub mount_id: u32,
     /// Another mount sits on the mount's root (the open would land in it).
     pub covered: bool,
     /// A mount on the path to the mount point (on an ancestor directory, or on the root of a
@@ -574,7 +578,7 @@ fn orphaned(
         // Certain whoever else holds what: CRIU's probe cannot trigger an indirect root.
         report.criu_notes.push(format!(
             "CRIU's probe cannot trigger an indirect root: it fails with \"Autofs {} is alive, but unreachable.\"",
-            report.mount_id
+            facts.reach.mount_id
         ));
         // The state is certain (the leader holds no read end); only the reason is a best
         // effort when some processes' fds could not be read.
@@ -695,7 +699,13 @@ fn probe(
             );
         }
     }
-    let unreachable = format!("Autofs {} is alive, but unreachable.", report.mount_id);
+    let probed = facts.reach.mount_id;
+    if probed != report.mount_id {
+        report.criu_notes.push(format!(
+            "CRIU dumps this superblock from mount {probed}, another mount of its root (its dump_one_fs() reaches that one first: the last in the mount table, or else the first), and probes it through that mount; the outcome holds for every mount of the superblock"
+        ));
+    }
+    let unreachable = format!("Autofs {probed} is alive, but unreachable.");
     let blocked =
         |why: String| format!("{hidden}. CRIU's probe cannot reach it ({why}): {unreachable}");
     if facts.reach.covered {
@@ -776,12 +786,16 @@ fn probe(
         ),
         Ok(Some(_)) => {
             // The probe makes the mount catatonic; CRIU then reads the options again.
-            let reread = crate::revisit::revisit(facts.mount_table, report.mount_id)
+            let reread = crate::revisit::revisit(facts.mount_table, probed)
                 .and_then(|token| reparse(&token));
             let (uid, gid) = match reread {
                 Ok(ids) => ids,
                 Err(why) => {
-                    let point = report.mount_point.clone();
+                    let point = if probed == report.mount_id {
+                        report.mount_point.clone()
+                    } else {
+                        format!("(the mount point of mount {probed})")
+                    };
                     return set(
                         report,
                         MountState::Orphaned,
