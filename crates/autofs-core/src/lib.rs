@@ -21,6 +21,7 @@
 pub mod attribution;
 pub mod changes;
 pub mod criu_image;
+pub mod dumped_from;
 pub mod error;
 pub mod escape;
 pub mod fd_table;

@@ -216,6 +216,23 @@ impl AutofsOptions {
         })
     }
 
+    /// The first required option (in the order CRIU checks them) whose value CRIU cannot tell
+    /// from absent: `parse_options()` in `criu/autofs.c` starts every field at `INT_MIN`
+    /// (`AUTOFS_OPT_UNKNOWN`) and then fails with "Failed to find <name> option" for a field
+    /// still equal to it, so a value the kernel prints as `INT_MIN` counts as not seen
+    /// (reference §3.2). The kernel prints one only for `minproto=` (an `int` it fills from
+    /// the `u32` given at mount: `minproto=2147483648` shows `minproto=-2147483648`).
+    pub fn criu_unseen(&self) -> Option<&'static str> {
+        [
+            ("fd", self.fd),
+            ("pgrp", self.pgrp),
+            ("minproto", self.minproto),
+            ("maxproto", self.maxproto),
+        ]
+        .into_iter()
+        .find_map(|(name, value)| (value == i32::MIN).then_some(name))
+    }
+
     /// The protocol version the kernel speaks to the daemon: `min(maxproto, 5)`.
     pub fn proto_version(&self) -> u32 {
         u32::try_from(self.maxproto.clamp(0, 5)).unwrap_or(0)
@@ -391,6 +408,15 @@ mod tests {
         let err =
             AutofsOptions::parse(FULL.replace("minproto=5", "minproto=-2147483649")).unwrap_err();
         assert!(matches!(err, OptionsError::OutOfRange { .. }), "{err}");
+    }
+
+    #[test]
+    fn int_min_is_what_criu_takes_for_an_option_not_seen() {
+        assert_eq!(AutofsOptions::parse(FULL).unwrap().criu_unseen(), None);
+        let o = AutofsOptions::parse(FULL.replace("minproto=5", "minproto=-2147483648")).unwrap();
+        assert_eq!(o.criu_unseen(), Some("minproto"));
+        let o = AutofsOptions::parse(FULL.replace("minproto=5", "minproto=-2147483647")).unwrap();
+        assert_eq!(o.criu_unseen(), None, "only INT_MIN itself");
     }
 
     #[test]

@@ -100,8 +100,9 @@ pub enum Reason {
     /// offset mount; CRIU's probe (reference §3.6) makes it catatonic and CRIU dumps it so,
     /// leaving it catatonic.
     ProbeMakesCatatonic,
-    /// UNSUPPORTED: an option the kernel printed does not fit CRIU's int (`timeout=`), and
-    /// CRIU's `parse_options()` fails.
+    /// UNSUPPORTED: an option the kernel printed does not fit CRIU's int (`timeout=`), or is
+    /// `INT_MIN`, CRIU's marker for an option not seen (`minproto=-2147483648`), and CRIU's
+    /// `parse_options()` fails.
     OptionOutOfIntRange,
     /// ERROR: no complete mount table of the namespace could be read (one report stands for
     /// the whole namespace, `mount_id` 0).

@@ -502,6 +502,7 @@ impl<Q: QueueProbe> Scanner<Q> {
         );
         let mut leftovers: HashMap<(i32, i32), LeftoverCheck> = HashMap::new();
         let mut dev_autofs: HashMap<u64, std::result::Result<DevAutofs, String>> = HashMap::new();
+        let mut dumped_from: HashMap<u64, HashMap<u32, u32>> = HashMap::new();
         for (mnt_ns, line, options) in parsed {
             let (owner, attribution) = &owners[&mnt_ns];
             let mut report = self.base_report(mnt_ns, Some(line), *owner, attribution);
@@ -522,9 +523,20 @@ impl<Q: QueueProbe> Scanner<Q> {
                     let Some(ns_table) = ns.table.as_ref() else {
                         unreachable!("autofs lines come from a namespace's table")
                     };
+                    // CRIU probes a superblock through one of its mounts (dumped_from).
+                    let probed = *dumped_from
+                        .entry(mnt_ns)
+                        .or_insert_with(|| {
+                            crate::dumped_from::dumped_from(
+                                ns_table.autofs.iter().filter_map(|l| l.as_ref().ok()),
+                            )
+                        })
+                        .get(&m.mount_id)
+                        .unwrap_or(&m.mount_id);
                     let reach = ProbeReach {
-                        covered: ns_table.covered.contains(&m.mount_id),
-                        shadowed_by: ns_table.shadowed.get(&m.mount_id).cloned(),
+                        mount_id: probed,
+                        covered: ns_table.covered.contains(&probed),
+                        shadowed_by: ns_table.shadowed.get(&probed).cloned(),
                         dev_autofs: if options.mode == MountMode::Indirect {
                             // Never consulted: indirect roots are never probed.
                             Ok(DevAutofs::Unusable("not looked up".into()))

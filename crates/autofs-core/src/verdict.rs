@@ -22,6 +22,10 @@ pub fn packet_size(version: u32) -> u64 {
 /// namespace decides it: the mount table and `/dev/autofs`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeReach {
+    /// The mount CRIU's probe goes through: the mount of the same superblock that its
+    /// `dump_one_fs()` calls `autofs_dump()` on ([`crate::dumped_from`]), this mount or another
+    /// mount of the superblock's root. Every field below is about that mount.
+    pub mount_id: u32,
     /// Another mount sits on the mount's root (the open would land in it).
     pub covered: bool,
     /// A mount on the path to the mount point (on an ancestor directory, or on the root of a
@@ -93,6 +97,17 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
             );
         }
     };
+    if let Some(what) = options.criu_unseen() {
+        return set(
+            report,
+            MountState::Unsupported,
+            Reason::OptionOutOfIntRange,
+            format!(
+                "Failed to find {what} option: the kernel shows {what}={} (a value of 2^31 given at mount, kept in an int), which is INT_MIN, the marker CRIU's parse_options() starts every option at (AUTOFS_OPT_UNKNOWN), so CRIU takes it for absent and the dump fails",
+                i32::MIN
+            ),
+        );
+    }
     let mut entry = base_entry(options, timeout, ids);
 
     let ino = match options.pipe_ino {
@@ -421,6 +436,14 @@ fn criu_ids(
         let restore_fails = format!(
             "its restore then mounts with {name}={criu}, which the kernel rejects (EINVAL), so the restore fails"
         );
+        if criu == i32::MIN {
+            // parse_options() starts the field at INT_MIN (AUTOFS_OPT_UNKNOWN) and sets
+            // has_uid/has_gid only for another value (autofs_create_entry()).
+            report.criu_notes.push(format!(
+                "{name}={raw}: CRIU's rewrite of the option (sscanf(\"%d\"), then the user-namespace mapping of the tree of pid {owner}) gives {criu}, which is INT_MIN, the marker of an option its parse_options() has not seen, so it records no {name}; its restore mounts without {name}= and the mount's root belongs to the restorer's {name} instead"
+            ));
+            continue;
+        }
         if mapped == INVALID_ID && raw != INVALID_ID {
             report.criu_notes.push(format!(
                 "{name}={raw} is outside the {name}_map of pid {owner}, the root of the tree CRIU dumps: CRIU records {name} {criu} (INVALID_ID); {restore_fails}"
@@ -447,8 +470,9 @@ fn criu_ids(
 /// Notes what CRIU's restore makes of a negative `minproto=` (reference §3.2, §4, §7.1): the
 /// kernel prints the `u32` given at mount as an `int`, CRIU's `xatoi` takes the negative value
 /// into the image, and its restore mounts with it, which the kernel's `u32` parser refuses.
+/// `INT_MIN` is left to [`AutofsOptions::criu_unseen`]: CRIU's dump fails on it first.
 fn note_negative_minproto(report: &mut MountReport, options: &AutofsOptions) {
-    if options.minproto < 0 {
+    if options.minproto < 0 && options.minproto != i32::MIN {
         report.criu_notes.push(format!(
             "minproto={}: the kernel shows a minproto of 2^31 or more as a negative int; CRIU records minproto {} and its restore mounts with minproto={}, which the kernel rejects (EINVAL), so the restore fails",
             options.minproto, options.minproto, options.minproto
@@ -554,7 +578,7 @@ fn orphaned(
         // Certain whoever else holds what: CRIU's probe cannot trigger an indirect root.
         report.criu_notes.push(format!(
             "CRIU's probe cannot trigger an indirect root: it fails with \"Autofs {} is alive, but unreachable.\"",
-            report.mount_id
+            facts.reach.mount_id
         ));
         // The state is certain (the leader holds no read end); only the reason is a best
         // effort when some processes' fds could not be read.
@@ -675,7 +699,13 @@ fn probe(
             );
         }
     }
-    let unreachable = format!("Autofs {} is alive, but unreachable.", report.mount_id);
+    let probed = facts.reach.mount_id;
+    if probed != report.mount_id {
+        report.criu_notes.push(format!(
+            "CRIU dumps this superblock from mount {probed}, another mount of its root (its dump_one_fs() reaches that one first: the last in the mount table, or else the first), and probes it through that mount; the outcome holds for every mount of the superblock"
+        ));
+    }
+    let unreachable = format!("Autofs {probed} is alive, but unreachable.");
     let blocked =
         |why: String| format!("{hidden}. CRIU's probe cannot reach it ({why}): {unreachable}");
     if facts.reach.covered {
@@ -756,12 +786,16 @@ fn probe(
         ),
         Ok(Some(_)) => {
             // The probe makes the mount catatonic; CRIU then reads the options again.
-            let reread = crate::revisit::revisit(facts.mount_table, report.mount_id)
+            let reread = crate::revisit::revisit(facts.mount_table, probed)
                 .and_then(|token| reparse(&token));
             let (uid, gid) = match reread {
                 Ok(ids) => ids,
                 Err(why) => {
-                    let point = report.mount_point.clone();
+                    let point = if probed == report.mount_id {
+                        report.mount_point.clone()
+                    } else {
+                        format!("(the mount point of mount {probed})")
+                    };
                     return set(
                         report,
                         MountState::Orphaned,
@@ -775,6 +809,9 @@ fn probe(
             let normal = report
                 .entry
                 .unwrap_or_else(|| base_entry(options, 0, (None, None)));
+            // has_uid/has_gid stay as the first parse set them (autofs_create_entry()): the
+            // raw value is recorded only where that parse recorded one.
+            let (uid, gid) = (normal.uid.and(uid), normal.gid.and(gid));
             for (name, normal, raw) in [("uid", normal.uid, uid), ("gid", normal.gid, gid)] {
                 if let Some(raw) = raw.filter(|&raw| Some(raw) != normal) {
                     report.criu_notes.push(format!(

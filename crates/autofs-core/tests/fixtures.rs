@@ -1579,6 +1579,47 @@ fn criu_probe_saves_only_uncovered_direct_mounts_with_a_small_minor_and_dev_auto
 }
 
 #[test]
+fn criu_probes_a_superblock_through_the_one_mount_its_dump_one_fs_reaches_first() {
+    let scan = scan_case("criu_probe_of_direct_mounts");
+    // /srv/c (44) is covered, its bind /srv/c2 (45) is not: CRIU's list is the mount table
+    // reversed, so dump_one_fs() calls autofs_dump() on 45, whose probe turns the superblock
+    // catatonic, and marks 44 dumped with it.
+    for id in [44, 45] {
+        let r = mount(&scan, HOST_MNT, id);
+        assert_eq!(
+            (r.state, r.reason, r.dumpable),
+            (MountState::Catatonic, Reason::ProbeMakesCatatonic, true),
+            "{r:#?}"
+        );
+        assert_eq!(r.entry.unwrap().fd, -1);
+    }
+    assert!(
+        mount(&scan, HOST_MNT, 44)
+            .criu_notes
+            .iter()
+            .any(|n| n.starts_with("CRIU dumps this superblock from mount 45")),
+        "{:?}",
+        mount(&scan, HOST_MNT, 44).criu_notes
+    );
+    // /srv/d (46) is uncovered, its bind /srv/d2 (47) is covered: CRIU probes through 47, the
+    // open lands in the tmpfs, and the dump fails for the superblock, 46 included.
+    for id in [46, 47] {
+        let r = mount(&scan, HOST_MNT, id);
+        assert_eq!(
+            (r.state, r.reason, r.dumpable),
+            (MountState::Orphaned, Reason::HiddenCatatonic, false),
+            "{r:#?}"
+        );
+        assert!(
+            r.message
+                .ends_with("another mount covers its root, so CRIU's open lands in that mount): Autofs 47 is alive, but unreachable."),
+            "{}",
+            r.message
+        );
+    }
+}
+
+#[test]
 fn numbers_the_kernel_prints_get_criu_values_and_outcomes() {
     let scan = scan_case("numbers_criu_parses_differently");
     let wrapped = mount(&scan, HOST_MNT, 40);
@@ -1690,6 +1731,29 @@ fn uid_and_gid_are_recorded_as_the_dumped_user_namespace_sees_them() {
             .any(|n| n.starts_with("CRIU's probe path records the raw host uid 101000 instead")),
         "{:?}",
         probed.criu_notes
+    );
+    // Host uid 200000 is container uid 2147483648: CRIU's %d makes it INT_MIN, its marker for
+    // an option not seen, so no uid is recorded, and its probe path (raw uid=200000 read
+    // again) keeps has_uid as the first parse left it.
+    let unseen = mount(&scan, CONTAINER_MNT, 614);
+    assert_eq!(
+        verdict(unseen),
+        (MountState::Catatonic, Reason::ProbeMakesCatatonic),
+        "{unseen:#?}"
+    );
+    let e = unseen.entry.unwrap();
+    assert_eq!((e.fd, e.uid, e.gid), (-1, None, None));
+    assert!(
+        unseen.criu_notes[0].starts_with("uid=200000: CRIU's rewrite of the option")
+            && unseen.criu_notes[0].contains("gives -2147483648, which is INT_MIN")
+            && unseen.criu_notes[0].contains("records no uid"),
+        "{:?}",
+        unseen.criu_notes
+    );
+    assert!(
+        !unseen.criu_notes.iter().any(|n| n.contains("raw host uid")),
+        "{:?}",
+        unseen.criu_notes
     );
 }
 

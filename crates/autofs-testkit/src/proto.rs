@@ -18,7 +18,7 @@
 //! | command | fields | reply fields |
 //! |---------|--------|--------------|
 //! | (banner) | | `version host_pid nspid mnt_ns pid_ns work_dir` |
-//! | `mount` | `[name] mode=indirect\|direct\|offset [uid] [gid] [timeout] [strictexpire] [close_write] [nested] [aside] [write_fd] [source]` | `name mode nested aside host_pid vpid nspid host_pgrp vpgrp ns_pgrp read_fd write_fd write_closed mount_point mount_id pipe_ino` (with `aside`: also `owner_host_pid middle_host_pid mnt_ns`) |
+//! | `mount` | `[name] mode=indirect\|direct\|offset [uid] [gid] [minproto] [timeout] [strictexpire] [close_write] [nested] [aside] [write_fd] [source]` | `name mode nested aside host_pid vpid nspid host_pgrp vpgrp ns_pgrp read_fd write_fd write_closed mount_point mount_id pipe_ino` (with `aside`: also `owner_host_pid middle_host_pid mnt_ns`) |
 //! | `trigger` | `name [path] [outside]` | `id host_pid vpid nspid path` |
 //! | `wait-requester` | `id [timeout_ms]` | `state=running\|exited\|signaled [errno] [signal]` |
 //! | `read-packet` | `name [timeout_ms] [answer=fail\|ready\|none]` | `len hex answered` + decoded `proto_version type token dev ino uid gid pid tgid name_hex` |

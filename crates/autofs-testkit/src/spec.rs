@@ -52,6 +52,9 @@ pub struct MountSpec {
     pub uid: Option<u32>,
     /// `gid=` mount option.
     pub gid: Option<u32>,
+    /// `minproto=` mount option (default 5). The kernel keeps it in an `int`, so a value of
+    /// 2^31 or more shows negative in mountinfo.
+    pub minproto: Option<u32>,
     /// Timeout in seconds set with `AUTOFS_IOC_SETTIMEOUT` after mounting (mountinfo
     /// shows `timeout=0` without it).
     pub timeout: Option<u64>,
@@ -88,6 +91,7 @@ impl MountSpec {
             mode,
             uid: None,
             gid: None,
+            minproto: None,
             timeout: None,
             strictexpire: false,
             close_write: false,
@@ -123,6 +127,11 @@ impl MountSpec {
     /// Sets [`MountSpec::gid`].
     pub fn gid(mut self, gid: u32) -> Self {
         self.gid = Some(gid);
+        self
+    }
+    /// Sets [`MountSpec::minproto`].
+    pub fn minproto(mut self, minproto: u32) -> Self {
+        self.minproto = Some(minproto);
         self
     }
     /// Sets [`MountSpec::timeout`].

@@ -35,6 +35,9 @@ impl Scenario {
         if let Some(g) = spec.gid {
             f.push("gid", g);
         }
+        if let Some(m) = spec.minproto {
+            f.push("minproto", m);
+        }
         if let Some(t) = spec.timeout {
             f.push("timeout", t);
         }

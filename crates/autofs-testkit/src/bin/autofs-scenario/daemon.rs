@@ -24,6 +24,7 @@ pub struct Config {
     pub mode: String,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    pub minproto: Option<u32>,
     pub timeout: Option<u64>,
     pub strictexpire: bool,
     pub close_write: bool,
@@ -95,7 +96,8 @@ fn setup(cfg: &Config, ctl_fd: i32) -> Result<(State, Fields), String> {
     }
     let pgrp = getpgrp().as_raw();
     let mut opts = format!(
-        "fd={write_fd},pgrp={pgrp},minproto=5,maxproto=5,{}",
+        "fd={write_fd},pgrp={pgrp},minproto={},maxproto=5,{}",
+        cfg.minproto.unwrap_or(5),
         cfg.mode
     );
     if let Some(u) = cfg.uid {

@@ -40,6 +40,7 @@ impl Init {
             mode: mode.to_string(),
             uid: f.parse_opt("uid")?,
             gid: f.parse_opt("gid")?,
+            minproto: f.parse_opt("minproto")?,
             timeout: f.parse_opt("timeout")?,
             strictexpire: f.flag("strictexpire")?,
             close_write: f.flag("close_write")?,
