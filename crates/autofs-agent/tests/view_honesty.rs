@@ -6,6 +6,7 @@ mod common;
 
 use std::process::Command;
 
+use autofs_api::v1::{self, check_migratable_request::Target};
 use autofs_testkit::{MountSpec, Scenario};
 use common::{Agent, sample, scrape};
 use serde_json::Value;
@@ -130,4 +131,52 @@ async fn an_agent_without_host_pid_says_so_in_get_node_info_and_the_metrics() {
     agent
         .wait_health(common::API_SERVICE, ServingStatus::NotServing)
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_not_seen_through_a_restricted_view_is_never_not_found() {
+    // The agent's pid namespace is its own, so the scenario's container, pod and processes
+    // are out of its sight. "No process of it runs on this node" would be a guess.
+    let mut sc = Scenario::start_or_panic();
+    sc.mount(MountSpec::indirect()).unwrap();
+    let cgroup = autofs_testkit::cgroup::ContainerCgroup::enter(sc.init_host_pid());
+    let agent = Agent::start_wrapped(
+        &["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"],
+        &[],
+    );
+    agent.wait_health("", ServingStatus::Serving).await;
+    let mut client = agent.client().await;
+    // A pid no process of the agent's namespace has (its namespace holds unshare's child only).
+    let pid = 1 << 22;
+    for target in [
+        Target::ContainerId(cgroup.container_id.clone()),
+        Target::PodUid(cgroup.pod_uid.clone()),
+        Target::Pid(pid),
+    ] {
+        let status = client
+            .check_migratable(v1::CheckMigratableRequest {
+                target: Some(target.clone()),
+            })
+            .await
+            .expect_err("nothing can be said about a workload the agent cannot see");
+        assert_eq!(
+            status.code(),
+            tonic::Code::PermissionDenied,
+            "{target:?}: {status:?}"
+        );
+        assert!(
+            status
+                .message()
+                .contains("the agent's view of /proc is restricted"),
+            "{target:?}: {status:?}"
+        );
+    }
+    let status = client
+        .list_mounts(v1::ListMountsRequest {
+            pid: Some(pid),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a pid not seen through a restricted view is not known to be gone");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
 }

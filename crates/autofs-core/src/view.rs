@@ -19,6 +19,8 @@ use crate::proc_root::ProcRoot;
 pub const CAP_SYS_PTRACE: u32 = 19;
 /// `CAP_DAC_READ_SEARCH`: reading `/proc/<pid>/fd` directories of other users.
 pub const CAP_DAC_READ_SEARCH: u32 = 2;
+/// `CAP_DAC_OVERRIDE`: also grants reading those directories (and writing, which is not needed).
+pub const CAP_DAC_OVERRIDE: u32 = 1;
 /// `PROC_PID_INIT_INO` (include/linux/proc_ns.h): the inode of the initial (host) pid
 /// namespace, fixed by the kernel.
 pub const INIT_PID_NS_INO: u64 = 0xEFFF_FFFC;
@@ -161,8 +163,17 @@ impl View {
                     "{count} read(s) of other processes' /proc entries were refused and the agent lacks CAP_SYS_PTRACE, e.g. {e}"
                 ));
             } else {
+                // `/proc/<pid>/fd` and `fdinfo` are mode 0500, owned by the process's user.
+                let cause = if facts.cap_eff.is_some()
+                    && !facts.has_cap(CAP_DAC_READ_SEARCH)
+                    && !facts.has_cap(CAP_DAC_OVERRIDE)
+                {
+                    "the agent lacks CAP_DAC_READ_SEARCH, so the fd tables of other users' processes (mode 0500) are refused; or a confining security module, or a protected process"
+                } else {
+                    "a confining security module, or a protected process"
+                };
                 warnings.push(format!(
-                    "{count} read(s) of other processes' /proc entries were refused although the agent has CAP_SYS_PTRACE (a confining security module, or a protected process), e.g. {e}"
+                    "{count} read(s) of other processes' /proc entries were refused although the agent has CAP_SYS_PTRACE ({cause}), e.g. {e}"
                 ));
             }
         }
@@ -312,6 +323,15 @@ mod tests {
         let v = View::judge(&facts(None, ALL, &[0]), true, (&denied, 1));
         assert!(!v.restricted, "{v:?}");
         assert!(v.warnings[0].contains("/proc/77/ns/mnt"), "{v:?}");
+        assert!(!v.warnings[0].contains("CAP_DAC_READ_SEARCH"), "{v:?}");
+        // Without a DAC capability, other users' fd tables are the likely refusals.
+        let no_dac = ALL & !(1 << CAP_DAC_READ_SEARCH) & !(1 << CAP_DAC_OVERRIDE);
+        let v = View::judge(&facts(None, no_dac, &[0]), true, (&denied, 1));
+        assert!(!v.restricted, "{v:?}");
+        assert!(
+            v.warnings[0].contains("the agent lacks CAP_DAC_READ_SEARCH"),
+            "{v:?}"
+        );
         assert_eq!(v.problems().count(), 1);
     }
 
