@@ -69,6 +69,13 @@ pub fn collect_table(report: &ClusterReport) -> String {
             let _ = writeln!(out, "  {e}");
         }
     }
+    for (node, problems) in report.restricted() {
+        let _ = writeln!(
+            out,
+            "PARTIAL: node {node} could not see everything: {}",
+            problems.join("; ")
+        );
+    }
     out
 }
 
@@ -108,6 +115,7 @@ fn collect_head(report: &ClusterReport) -> serde_json::Map<String, Value> {
                 "attempts": n.attempts,
                 "elapsed_ms": n.elapsed.as_millis() as u64,
                 "agent_version": n.info.as_ref().map(|i| i.agent_version.clone()),
+                "view_restricted": n.info.as_ref().map(|i| i.view_restricted),
             })
         })
         .collect();

@@ -75,9 +75,21 @@ impl ClusterReport {
         self.nodes.iter().filter_map(|n| n.result.as_ref().err())
     }
 
-    /// Whether every node answered.
+    /// Whether every node answered, each with a view of its whole node: an agent whose view
+    /// of /proc is restricted ([`v1::GetNodeInfoResponse::view_restricted`]) may be blind to
+    /// mount namespaces, so its list is not known to be all there is.
     pub fn is_complete(&self) -> bool {
-        self.nodes.iter().all(|n| n.result.is_ok())
+        self.nodes.iter().all(|n| n.result.is_ok()) && self.restricted().next().is_none()
+    }
+
+    /// The nodes that answered from a restricted view, with why (the agent's `view_problems`).
+    pub fn restricted(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.nodes.iter().filter_map(|n| {
+            let info = n.info.as_ref().filter(|i| i.view_restricted)?;
+            n.result
+                .is_ok()
+                .then(|| (n.label(), info.view_problems.as_slice()))
+        })
     }
 
     /// Mount count per state (`ACTIVE`, `INTERIM`, …), states with no mount left out.

@@ -597,3 +597,35 @@ fn check_wait_returns_as_soon_as_the_workload_is_dumpable_and_says_why_otherwise
     );
     assert_eq!(waiting.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn collect_from_an_agent_that_cannot_see_its_whole_node_is_partial() {
+    // An agent without hostPID sees only its own pid namespace: it answers, with a list that
+    // may lack every mount namespace of the node. The cluster answer must not look complete.
+    let ns = NetNs::new();
+    let mut agent = agent_builder()
+        .node_name(&format!("blind-{}", ns.n))
+        .listen(&ns.endpoint())
+        .netns(&ns.name)
+        .wrapper(["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"])
+        .start();
+    agent.wait_first_scan();
+    let nodes = ns.endpoint();
+    let out = controller(&["collect", "--nodes", &nodes, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let doc = json(&out);
+    assert_eq!(doc["complete"], false, "{doc:#}");
+    assert_eq!(doc["nodes"][0]["ok"], true, "{doc:#}");
+    assert_eq!(doc["nodes"][0]["view_restricted"], true, "{doc:#}");
+    let out = controller(&["collect", "--nodes", &nodes]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.contains(&format!(
+            "PARTIAL: node blind-{} could not see everything: ",
+            ns.n
+        )),
+        "{table}"
+    );
+    assert!(table.contains("hostPID"), "{table}");
+}

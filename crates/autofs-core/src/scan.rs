@@ -565,8 +565,10 @@ impl<Q: QueueProbe> Scanner<Q> {
             {
                 note_rootless_superblock(&mut report, m, owner.is_some());
             }
+            // A raw pgrp names a process of the proc root only in the agent's pid namespace.
             if report.reason == Reason::Catatonic
                 && report.host_pgrp > 0
+                && !view.foreign_pid_namespace
                 && let Some(owner) = *owner
             {
                 let check = leftovers

@@ -136,6 +136,15 @@ pub enum SelectError {
         /// Whether every failure was a refusal (`EACCES`, `EPERM`).
         denied: bool,
     },
+    /// Nothing of the workload was found, but the view was restricted
+    /// ([`crate::View::restricted`]): it may be there, hidden ([`SelectError::unless_hidden`]).
+    #[error("{not_found}, as far as the agent can see; but {view}: it may be there, unseen")]
+    Unseen {
+        /// What was not found, e.g. `container 4f3a: no process of it runs on this node`.
+        not_found: String,
+        /// Why the view is restricted ([`crate::View::summary`]).
+        view: String,
+    },
     /// A container id prefix that matches more than one container.
     #[error("container_id: prefix {prefix} matches {matches} containers; give more digits")]
     AmbiguousContainer {
@@ -174,11 +183,27 @@ impl SelectError {
             | NamespaceVanished { .. }
             | ContainerNotFound { .. }
             | PodNotFound { .. } => SelectErrorKind::NotFound,
-            PidDenied { .. } | WorkloadUnreadable { denied: true, .. } => {
+            PidDenied { .. } | WorkloadUnreadable { denied: true, .. } | Unseen { .. } => {
                 SelectErrorKind::PermissionDenied
             }
             WorkloadUnreadable { denied: false, .. } => SelectErrorKind::Unreadable,
             PidUnreadable { .. } | ThreadNamespace { .. } => SelectErrorKind::Unreadable,
+        }
+    }
+}
+
+impl SelectError {
+    /// A "not found" seen through a restricted `view` is no proof of absence (a hidden
+    /// process looks exactly like a gone one): it becomes [`SelectError::Unseen`]. Any other
+    /// error, or any error in an unrestricted view, is returned unchanged.
+    pub fn unless_hidden(self, view: &crate::View) -> Self {
+        if view.restricted && self.kind() == SelectErrorKind::NotFound {
+            Self::Unseen {
+                not_found: self.to_string(),
+                view: view.summary(),
+            }
+        } else {
+            self
         }
     }
 }
@@ -483,7 +508,8 @@ impl Workload {
     /// # Errors
     ///
     /// [`SelectError::NamespaceVanished`], [`SelectError::ContainerNotFound`] or
-    /// [`SelectError::PodNotFound`] when no mount namespace of `scan` belongs to the workload;
+    /// [`SelectError::PodNotFound`] when no mount namespace of `scan` belongs to the workload
+    /// ([`SelectError::Unseen`] instead when the scan's view was restricted);
     /// [`SelectError::AmbiguousContainer`] when a container id prefix matches several
     /// containers; [`SelectError::WorkloadUnreadable`] when a container or pod may have
     /// processes whose mount namespace the scan could not read
@@ -510,7 +536,8 @@ impl Workload {
                 Target::Pid(pid) => SelectError::NamespaceVanished { pid: *pid },
                 Target::ContainerId(id) => SelectError::ContainerNotFound { id: id.clone() },
                 Target::PodUid(uid) => SelectError::PodNotFound { uid: uid.clone() },
-            });
+            }
+            .unless_hidden(&scan.view));
         }
         if let Target::ContainerId(prefix) = &self.target {
             let mut ids: Vec<&str> = owned.iter().map(|n| n.container_id.as_str()).collect();
@@ -598,6 +625,28 @@ mod tests {
     use crate::attribution::Attribution;
     use crate::pipes::QueueProbe;
     use crate::scan::{Scanner, UnknownProcess};
+
+    #[test]
+    fn not_found_through_a_restricted_view_is_unseen_not_absent() {
+        let view = crate::View {
+            restricted: true,
+            reasons: vec!["pid 1 is not listed in the proc root: processes are hidden".into()],
+            ..Default::default()
+        };
+        let e = SelectError::ContainerNotFound { id: "4f3a".into() }.unless_hidden(&view);
+        assert_eq!(e.kind(), SelectErrorKind::PermissionDenied);
+        assert_eq!(
+            e.to_string(),
+            "container 4f3a: no process of it runs on this node, as far as the agent can see; but the agent's view of /proc is restricted: pid 1 is not listed in the proc root: processes are hidden: it may be there, unseen"
+        );
+        let e = SelectError::NamespaceVanished { pid: 7 }.unless_hidden(&view);
+        assert_eq!(e.kind(), SelectErrorKind::PermissionDenied);
+        // Unchanged in a full view, and for what is not a "not found".
+        let e = SelectError::PodNotFound { uid: "u".into() }.unless_hidden(&crate::View::default());
+        assert_eq!(e.kind(), SelectErrorKind::NotFound);
+        let e = SelectError::InvalidPid { pid: 0 }.unless_hidden(&view);
+        assert_eq!(e.kind(), SelectErrorKind::InvalidArgument);
+    }
 
     /// Queued bytes per pipe inode, as the fixture's `queues.json` says.
     struct Queues(&'static [(u64, u64)]);

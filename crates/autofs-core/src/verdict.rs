@@ -166,6 +166,17 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
             ),
         );
     }
+    if facts.view.foreign_pid_namespace {
+        report.entry = Some(entry);
+        return set(
+            report,
+            MountState::Error,
+            Reason::PgrpNotVisible,
+            format!(
+                "pgrp={pgrp} is a pid of the agent's pid namespace, not the pid namespace its proc root shows: it names no known process there (run the agent in the pid namespace of its proc root)"
+            ),
+        );
+    }
 
     let ends = facts.pipes.ends(ino);
     // Like CRIU, the pgrp number is used as a pid: whatever process has it is searched.

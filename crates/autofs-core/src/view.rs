@@ -3,8 +3,10 @@
 //! restricted view must be known before any verdict rests on something being absent.
 //!
 //! The view is restricted when the proc mount hides processes from us (`hidepid=` without
-//! `CAP_SYS_PTRACE` or membership of its `gid=`), when pid 1 is missing, or when the scan met
-//! processes whose mount namespace or fds it was refused.
+//! `CAP_SYS_PTRACE` or membership of its `gid=`), when pid 1 is missing, when the proc root
+//! shows a pid namespace other than the host's (processes outside it do not exist there) or
+//! other than the inspector's (the `pgrp=` numbers the kernel prints are the reader's), or when
+//! the scan met processes whose mount namespace or fds it was refused.
 
 use std::os::unix::ffi::OsStrExt;
 
@@ -17,6 +19,31 @@ use crate::proc_root::ProcRoot;
 pub const CAP_SYS_PTRACE: u32 = 19;
 /// `CAP_DAC_READ_SEARCH`: reading `/proc/<pid>/fd` directories of other users.
 pub const CAP_DAC_READ_SEARCH: u32 = 2;
+/// `CAP_DAC_OVERRIDE`: also grants reading those directories (and writing, which is not needed).
+pub const CAP_DAC_OVERRIDE: u32 = 1;
+/// `PROC_PID_INIT_INO` (include/linux/proc_ns.h): the inode of the initial (host) pid
+/// namespace, fixed by the kernel.
+pub const INIT_PID_NS_INO: u64 = 0xEFFF_FFFC;
+
+/// Which pid namespace a proc root shows, relative to the inspector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProcPidNamespace {
+    /// Not a proc filesystem (a fixture tree): no pid namespace to speak of.
+    #[default]
+    NotProcfs,
+    /// The inspector's own pid namespace, which is the host's.
+    Host,
+    /// The inspector's own pid namespace, nested below the host's (inode given): the
+    /// processes outside it are not in the proc root at all.
+    Nested(u64),
+    /// The inspector's own pid namespace, whose inode could not be read (why given).
+    Unknown,
+    /// Another pid namespace than the inspector's (its `self` does not name the inspector):
+    /// the kernel prints an autofs mount's `pgrp=` in the pid namespace of the process that
+    /// reads `mountinfo` (`pid_vnr()` in `autofs_show_options()`), so those numbers do not
+    /// name the proc root's processes.
+    Foreign,
+}
 
 /// What the inspector can see of the node, judged once per scan.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -36,6 +63,9 @@ pub struct View {
     pub hidepid: Option<String>,
     /// The inspector's effective capabilities (`CapEff:` of its own status), if readable.
     pub cap_eff: Option<u64>,
+    /// Whether the proc root shows a pid namespace other than the inspector's: then no
+    /// `pgrp=` names a process of the proc root, and no live mount can be judged.
+    pub foreign_pid_namespace: bool,
 }
 
 /// Facts about the inspector itself, read once per scan through the proc root's `self` entry.
@@ -47,6 +77,8 @@ pub struct SelfFacts {
     pub cap_eff: Option<u64>,
     /// Real, effective, saved and fs gids plus supplementary groups.
     pub groups: Vec<u32>,
+    /// Which pid namespace the proc root shows.
+    pub pid_namespace: ProcPidNamespace,
 }
 
 impl SelfFacts {
@@ -72,6 +104,7 @@ impl SelfFacts {
             }
         }
         facts.hidepid = proc_mount_options(root).and_then(|options| hidepid(&options));
+        facts.pid_namespace = pid_namespace(root);
         facts
     }
 
@@ -110,6 +143,18 @@ impl View {
         if !pid1_visible {
             reasons.push("pid 1 is not listed in the proc root: processes are hidden".into());
         }
+        match facts.pid_namespace {
+            ProcPidNamespace::NotProcfs | ProcPidNamespace::Host => {}
+            ProcPidNamespace::Nested(ino) => reasons.push(format!(
+                "the agent's pid namespace (pid:[{ino}]), which its proc root shows, is not the host's: processes outside it are invisible, and so are their mount namespaces (run the agent in the host's pid namespace: hostPID)"
+            )),
+            ProcPidNamespace::Unknown => reasons.push(
+                "the agent's own pid namespace could not be read: whether processes outside it are invisible is unknown".into(),
+            ),
+            ProcPidNamespace::Foreign => reasons.push(
+                "the proc root shows another pid namespace than the agent's: the kernel prints each autofs mount's pgrp= in the agent's pid namespace, so no pgrp= names a process of the proc root, and processes outside the proc root's namespace are invisible (run the agent in the pid namespace of its proc root)".into(),
+            ),
+        }
         let (examples, count) = denied;
         if count > 0 {
             let e = examples.first().map(String::as_str).unwrap_or("?");
@@ -118,8 +163,17 @@ impl View {
                     "{count} read(s) of other processes' /proc entries were refused and the agent lacks CAP_SYS_PTRACE, e.g. {e}"
                 ));
             } else {
+                // `/proc/<pid>/fd` and `fdinfo` are mode 0500, owned by the process's user.
+                let cause = if facts.cap_eff.is_some()
+                    && !facts.has_cap(CAP_DAC_READ_SEARCH)
+                    && !facts.has_cap(CAP_DAC_OVERRIDE)
+                {
+                    "the agent lacks CAP_DAC_READ_SEARCH, so the fd tables of other users' processes (mode 0500) are refused; or a confining security module, or a protected process"
+                } else {
+                    "a confining security module, or a protected process"
+                };
                 warnings.push(format!(
-                    "{count} read(s) of other processes' /proc entries were refused although the agent has CAP_SYS_PTRACE (a confining security module, or a protected process), e.g. {e}"
+                    "{count} read(s) of other processes' /proc entries were refused although the agent has CAP_SYS_PTRACE ({cause}), e.g. {e}"
                 ));
             }
         }
@@ -129,6 +183,7 @@ impl View {
             warnings,
             hidepid: facts.hidepid.as_ref().map(|(v, _)| v.clone()),
             cap_eff: facts.cap_eff,
+            foreign_pid_namespace: facts.pid_namespace == ProcPidNamespace::Foreign,
             unknown_namespaces: 0,
         }
     }
@@ -161,6 +216,26 @@ fn proc_mount_options(root: &ProcRoot) -> Option<Vec<u8>> {
         .map(|m| m.super_options.to_vec())
 }
 
+/// Which pid namespace the proc root shows: `self` names the inspector only in a proc of its
+/// own pid namespace, whose inode its own `self/ns/pid` gives (always readable: a process may
+/// read its own links).
+fn pid_namespace(root: &ProcRoot) -> ProcPidNamespace {
+    if !root.is_procfs() {
+        return ProcPidNamespace::NotProcfs;
+    }
+    if !root.is_own_pid_namespace() {
+        return ProcPidNamespace::Foreign;
+    }
+    match std::fs::read_link(root.path().join("self/ns/pid"))
+        .ok()
+        .and_then(|t| crate::proc_root::parse_ns_link(t.as_os_str().as_bytes(), "pid"))
+    {
+        Some(INIT_PID_NS_INO) => ProcPidNamespace::Host,
+        Some(ino) => ProcPidNamespace::Nested(ino),
+        None => ProcPidNamespace::Unknown,
+    }
+}
+
 /// `hidepid=` (when it hides anything) and `gid=` from proc's super options.
 fn hidepid(options: &[u8]) -> Option<(String, Option<u32>)> {
     let options = std::str::from_utf8(options).ok()?;
@@ -188,6 +263,7 @@ mod tests {
             hidepid: hidepid.map(|(v, g)| (v.to_owned(), g)),
             cap_eff: Some(caps),
             groups: groups.to_vec(),
+            pid_namespace: ProcPidNamespace::NotProcfs,
         }
     }
 
@@ -247,7 +323,35 @@ mod tests {
         let v = View::judge(&facts(None, ALL, &[0]), true, (&denied, 1));
         assert!(!v.restricted, "{v:?}");
         assert!(v.warnings[0].contains("/proc/77/ns/mnt"), "{v:?}");
+        assert!(!v.warnings[0].contains("CAP_DAC_READ_SEARCH"), "{v:?}");
+        // Without a DAC capability, other users' fd tables are the likely refusals.
+        let no_dac = ALL & !(1 << CAP_DAC_READ_SEARCH) & !(1 << CAP_DAC_OVERRIDE);
+        let v = View::judge(&facts(None, no_dac, &[0]), true, (&denied, 1));
+        assert!(!v.restricted, "{v:?}");
+        assert!(
+            v.warnings[0].contains("the agent lacks CAP_DAC_READ_SEARCH"),
+            "{v:?}"
+        );
         assert_eq!(v.problems().count(), 1);
+    }
+
+    #[test]
+    fn a_proc_root_of_a_nested_or_foreign_pid_namespace_restricts() {
+        let mut f = facts(None, ALL, &[0]);
+        f.pid_namespace = ProcPidNamespace::Host;
+        let v = View::judge(&f, true, (&[], 0));
+        assert!(!v.restricted && !v.foreign_pid_namespace, "{v:?}");
+        f.pid_namespace = ProcPidNamespace::Nested(4026532999);
+        let v = View::judge(&f, true, (&[], 0));
+        assert!(v.restricted && !v.foreign_pid_namespace, "{v:?}");
+        assert!(v.reasons[0].contains("pid:[4026532999]"), "{v:?}");
+        assert!(v.reasons[0].contains("hostPID"), "{v:?}");
+        f.pid_namespace = ProcPidNamespace::Foreign;
+        let v = View::judge(&f, true, (&[], 0));
+        assert!(v.restricted && v.foreign_pid_namespace, "{v:?}");
+        assert!(v.reasons[0].contains("pgrp="), "{v:?}");
+        f.pid_namespace = ProcPidNamespace::Unknown;
+        assert!(View::judge(&f, true, (&[], 0)).restricted);
     }
 
     #[test]

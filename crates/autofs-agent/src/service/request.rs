@@ -25,7 +25,9 @@ pub(super) fn selector(
     }
     if let Some(pid) = req.pid {
         let root = live_root(pid, inventory)?;
-        selector = selector.with_pid(root, pid).map_err(ApiError::from)?;
+        selector = selector
+            .with_pid(root, pid)
+            .map_err(|e| ApiError::from(unless_hidden(e, inventory)))?;
     }
     Ok(selector)
 }
@@ -57,7 +59,13 @@ pub(super) fn workload(
         Wire::ContainerId(id) => Workload::of_container(&id),
         Wire::PodUid(uid) => Workload::of_pod(&uid),
     };
-    Ok(workload.map_err(ApiError::from)?)
+    Ok(workload.map_err(|e| ApiError::from(unless_hidden(e, inventory)))?)
+}
+
+/// A process not found through the latest scan's restricted view may be hidden, not gone
+/// ([`SelectError::unless_hidden`]).
+fn unless_hidden(e: SelectError, inventory: &Inventory) -> SelectError {
+    e.unless_hidden(&inventory.latest().scan.view)
 }
 
 /// The wire target of a WaitMigratable request, as CheckMigratable's.

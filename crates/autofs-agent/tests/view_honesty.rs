@@ -1,0 +1,182 @@
+//! "Could not see" is never "nothing there": the real binary, against real autofs mounts, run
+//! where part of the node is out of its sight (another pid namespace, a proc root of another
+//! pid namespace), says so in its exit code, on stderr, over gRPC and in the metrics.
+
+mod common;
+
+use std::process::Command;
+
+use autofs_api::v1::{self, check_migratable_request::Target};
+use autofs_testkit::{MountSpec, Scenario};
+use common::{Agent, sample, scrape};
+use serde_json::Value;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+const AGENT: &str = env!("CARGO_BIN_EXE_autofs-agent");
+
+/// Runs `program args…` and parses its stdout as JSON lines: reports, exit code, stderr.
+fn run(program: &str, args: &[&str]) -> (Vec<Value>, i32, String) {
+    let out = Command::new(program)
+        .args(args)
+        .env_remove("AUTOFS_AGENT_PROC_ROOT")
+        .output()
+        .unwrap_or_else(|e| panic!("{program} (util-linux) runs the scan: {e}"));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let reports = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (reports, out.status.code().unwrap(), stderr)
+}
+
+#[test]
+fn a_scan_in_a_pid_namespace_of_its_own_says_the_processes_outside_are_invisible() {
+    // A DaemonSet without hostPID: the agent's /proc is its own pid namespace's, where the
+    // node's daemons and their mount namespaces do not exist. That is not "no autofs mounts".
+    let mut sc = Scenario::start_or_panic();
+    sc.mount(MountSpec::indirect()).unwrap();
+    let (reports, code, stderr) = run(
+        "unshare",
+        &[
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            AGENT,
+            "scan",
+            "--json",
+            "--node-name",
+            "node-a",
+        ],
+    );
+    assert_eq!(code, 2, "a partial view never exits 0 or 1: {stderr}");
+    assert!(
+        stderr.contains("is not the host's: processes outside it are invisible"),
+        "{stderr}"
+    );
+    assert!(
+        reports.iter().all(|r| r["mnt_ns"] != sc.mnt_ns()),
+        "the scenario is outside the scan's pid namespace: {reports:#?}"
+    );
+}
+
+#[test]
+fn a_proc_root_of_another_pid_namespace_never_judges_masters_by_their_pgrp_numbers() {
+    // The kernel prints `pgrp=` in the pid namespace of the process reading mountinfo, not in
+    // that of the proc root it reads through: through a proc of the scenario's pid namespace
+    // the daemon is pid 2, its mounts say pgrp=<host pid>. Judged by that number the daemon
+    // looks gone (or another process looks like it); the only true answer is ERROR.
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "nsenter -t {init} -p -- mount -t proc proc {dir} && exec {AGENT} scan --json --node-name node-a --proc-root {dir}",
+        init = sc.init_host_pid(),
+        dir = dir.path().display(),
+    );
+    let (reports, code, stderr) = run(
+        "unshare",
+        &["-m", "--propagation", "private", "sh", "-c", &script],
+    );
+    assert_eq!(code, 2, "{reports:#?} {stderr}");
+    let mine: Vec<_> = reports
+        .iter()
+        .filter(|r| r["mnt_ns"] == sc.mnt_ns())
+        .collect();
+    assert_eq!(mine.len(), 1, "{reports:#?}");
+    let r = mine[0];
+    assert_eq!(r["mount_id"], d.mount_id);
+    assert_eq!(
+        (r["state"].as_str(), r["reason"].as_str()),
+        (Some("ERROR"), Some("PGRP_NOT_VISIBLE")),
+        "{r:#?}"
+    );
+    assert_eq!(r["dumpable"], false);
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("not the pid namespace its proc root shows"),
+        "{r:#?}"
+    );
+    assert!(stderr.contains("another pid namespace"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_without_host_pid_says_so_in_get_node_info_and_the_metrics() {
+    let agent = Agent::start_wrapped(
+        &["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"],
+        &[],
+    );
+    // Scans run ("" serves); what they cannot see keeps the inspector NOT_SERVING.
+    agent.wait_health("", ServingStatus::Serving).await;
+    let client = agent.client().await;
+    let info = common::eventually("GetNodeInfo names the pid namespace", || {
+        let mut client = client.clone();
+        async move {
+            let info = common::node_info(&mut client).await;
+            info.view_problems
+                .iter()
+                .any(|p| p.contains("is not the host's: processes outside it are invisible"))
+                .then_some(info)
+        }
+    })
+    .await;
+    assert!(info.view_restricted, "{info:?}");
+    assert_eq!(
+        sample(&scrape(agent.metrics), "autofs_view_restricted"),
+        1.0
+    );
+    agent
+        .wait_health(common::API_SERVICE, ServingStatus::NotServing)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_not_seen_through_a_restricted_view_is_never_not_found() {
+    // The agent's pid namespace is its own, so the scenario's container, pod and processes
+    // are out of its sight. "No process of it runs on this node" would be a guess.
+    let mut sc = Scenario::start_or_panic();
+    sc.mount(MountSpec::indirect()).unwrap();
+    let cgroup = autofs_testkit::cgroup::ContainerCgroup::enter(sc.init_host_pid());
+    let agent = Agent::start_wrapped(
+        &["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"],
+        &[],
+    );
+    agent.wait_health("", ServingStatus::Serving).await;
+    let mut client = agent.client().await;
+    // A pid no process of the agent's namespace has (its namespace holds unshare's child only).
+    let pid = 1 << 22;
+    for target in [
+        Target::ContainerId(cgroup.container_id.clone()),
+        Target::PodUid(cgroup.pod_uid.clone()),
+        Target::Pid(pid),
+    ] {
+        let status = client
+            .check_migratable(v1::CheckMigratableRequest {
+                target: Some(target.clone()),
+            })
+            .await
+            .expect_err("nothing can be said about a workload the agent cannot see");
+        assert_eq!(
+            status.code(),
+            tonic::Code::PermissionDenied,
+            "{target:?}: {status:?}"
+        );
+        assert!(
+            status
+                .message()
+                .contains("the agent's view of /proc is restricted"),
+            "{target:?}: {status:?}"
+        );
+    }
+    let status = client
+        .list_mounts(v1::ListMountsRequest {
+            pid: Some(pid),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a pid not seen through a restricted view is not known to be gone");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+}
