@@ -62,6 +62,33 @@ fn a_scan_in_a_pid_namespace_of_its_own_says_the_processes_outside_are_invisible
 }
 
 #[test]
+fn a_scan_below_another_init_warns_but_does_not_restrict() {
+    // A node that itself runs in a container (kind, k3d): the agent, with hostPID, shares the
+    // node container's pid namespace, whose init is the node's, not the agent. Nothing of
+    // that node is missing, so the view is not restricted; the namespace is named in a
+    // warning, since a pod without hostPID under an init of its own looks the same.
+    let (_, code, stderr) = run(
+        "unshare",
+        &[
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            "sh",
+            "-c",
+            // Not the last command: the shell stays pid 1 and the agent runs as its child.
+            &format!("{AGENT} scan --json --node-name node-a; exit $?"),
+        ],
+    );
+    assert_ne!(code, 2, "not restricted: {stderr}");
+    assert!(
+        stderr.contains("is not the kernel's initial one: on a node that runs in a container"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("is not the host's"), "{stderr}");
+}
+
+#[test]
 fn a_proc_root_of_another_pid_namespace_never_judges_masters_by_their_pgrp_numbers() {
     // The kernel prints `pgrp=` in the pid namespace of the process reading mountinfo, not in
     // that of the proc root it reads through: through a proc of the scenario's pid namespace

@@ -33,8 +33,16 @@ pub enum ProcPidNamespace {
     NotProcfs,
     /// The inspector's own pid namespace, which is the host's.
     Host,
-    /// The inspector's own pid namespace, nested below the host's (inode given): the
-    /// processes outside it are not in the proc root at all.
+    /// The inspector's own pid namespace, nested below the host's (inode given), with the
+    /// inspector as its init (pid 1): the namespace of the inspector's own container (a pod
+    /// without `hostPID`, `unshare --pid --fork`), so the processes outside it, the node's
+    /// workloads among them, are not in the proc root at all.
+    OwnContainer(u64),
+    /// The inspector's own pid namespace, nested below the host's (inode given), with another
+    /// process as its init: the namespace of a node that itself runs in a container (kind,
+    /// k3d, a nested container host), where nothing of the node is missing, or of a pod
+    /// without `hostPID` whose init is another process (a shared process namespace, an init
+    /// such as tini), where the node's workloads are missing. `/proc` does not tell which.
     Nested(u64),
     /// The inspector's own pid namespace, whose inode could not be read (why given).
     Unknown,
@@ -145,8 +153,11 @@ impl View {
         }
         match facts.pid_namespace {
             ProcPidNamespace::NotProcfs | ProcPidNamespace::Host => {}
-            ProcPidNamespace::Nested(ino) => reasons.push(format!(
+            ProcPidNamespace::OwnContainer(ino) => reasons.push(format!(
                 "the agent's pid namespace (pid:[{ino}]), which its proc root shows, is not the host's: processes outside it are invisible, and so are their mount namespaces (run the agent in the host's pid namespace: hostPID)"
+            )),
+            ProcPidNamespace::Nested(ino) => warnings.push(format!(
+                "the agent's pid namespace (pid:[{ino}]), which its proc root shows, is not the kernel's initial one: on a node that runs in a container (kind, k3d) that is the node's own and nothing is missing; in a pod without hostPID (a shared process namespace, an init process of its own) processes outside the pod are invisible (run the agent with hostPID)"
             )),
             ProcPidNamespace::Unknown => reasons.push(
                 "the agent's own pid namespace could not be read: whether processes outside it are invisible is unknown".into(),
@@ -231,6 +242,8 @@ fn pid_namespace(root: &ProcRoot) -> ProcPidNamespace {
         .and_then(|t| crate::proc_root::parse_ns_link(t.as_os_str().as_bytes(), "pid"))
     {
         Some(INIT_PID_NS_INO) => ProcPidNamespace::Host,
+        // `self` names the inspector, so its pid is the proc root's numbering of it.
+        Some(ino) if std::process::id() == 1 => ProcPidNamespace::OwnContainer(ino),
         Some(ino) => ProcPidNamespace::Nested(ino),
         None => ProcPidNamespace::Unknown,
     }
@@ -341,11 +354,17 @@ mod tests {
         f.pid_namespace = ProcPidNamespace::Host;
         let v = View::judge(&f, true, (&[], 0));
         assert!(!v.restricted && !v.foreign_pid_namespace, "{v:?}");
-        f.pid_namespace = ProcPidNamespace::Nested(4026532999);
+        f.pid_namespace = ProcPidNamespace::OwnContainer(4026532999);
         let v = View::judge(&f, true, (&[], 0));
         assert!(v.restricted && !v.foreign_pid_namespace, "{v:?}");
         assert!(v.reasons[0].contains("pid:[4026532999]"), "{v:?}");
         assert!(v.reasons[0].contains("hostPID"), "{v:?}");
+        // Another init: a node in a container (kind) sees all of itself; only a warning.
+        f.pid_namespace = ProcPidNamespace::Nested(4026532999);
+        let v = View::judge(&f, true, (&[], 0));
+        assert!(!v.restricted && !v.foreign_pid_namespace, "{v:?}");
+        assert!(v.warnings[0].contains("pid:[4026532999]"), "{v:?}");
+        assert!(v.warnings[0].contains("kind"), "{v:?}");
         f.pid_namespace = ProcPidNamespace::Foreign;
         let v = View::judge(&f, true, (&[], 0));
         assert!(v.restricted && v.foreign_pid_namespace, "{v:?}");
