@@ -538,6 +538,139 @@ fn a_bind_of_a_directory_inside_a_mount_whose_own_mount_is_gone_is_not_dumpable(
     }
 }
 
+/// A direct mount whose live daemon holds no read end (so CRIU probes it), its root bound onto
+/// `<work dir>/bind` and a tmpfs on the root of the original (`cover_bind` false) or of the
+/// bind, both made by the daemon in its process group so that nothing triggers. Returns the
+/// scenario, the daemon, the bind's mount id and the reports of the original and the bind,
+/// from one scan.
+fn a_bound_direct_root_with_one_mount_covered(
+    cover_bind: bool,
+) -> (Scenario, Daemon, u32, MountReport, MountReport) {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::direct()).unwrap();
+    let bind_point = sc.work_dir().join("bind");
+    let bind = sc.bind_root(&d, &bind_point).unwrap();
+    let covered = if cover_bind {
+        &bind_point
+    } else {
+        &d.mount_point
+    };
+    sc.cover(&d, covered).unwrap();
+    // Nothing triggered: no request reached the pipe while the daemon still read it.
+    assert_eq!(sc.queued_bytes(&d).unwrap(), 0);
+    sc.close_read(&d).unwrap();
+    // CRIU's list is the mount table reversed: the bind, listed after the original, is the
+    // mount of the root its dump_one_fs() reaches first.
+    let table = sc.mountinfo().unwrap();
+    let index = |id: u32| table.iter().position(|l| l.mount_id == id);
+    assert!(
+        matches!((index(d.mount_id), index(bind)), (Some(o), Some(b)) if o < b),
+        "{table:#?}"
+    );
+    let reports = scan_scenario(&sc);
+    let of = |id: u32| {
+        reports
+            .iter()
+            .find(|r| r.mount_id == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("mount {id} not reported; got {reports:#?}"))
+    };
+    let (original, bound) = (of(d.mount_id), of(bind));
+    assert_eq!(bound.mount_point, bind_point.to_str().unwrap());
+    (sc, d, bind, original, bound)
+}
+
+/// What both reports of [`a_bound_direct_root_with_one_mount_covered`] share whichever mount is
+/// covered: CRIU's search fails first, the original names the bind as the mount CRIU dumps the
+/// superblock from (the bind, probed through itself, names none), the two verdicts agree, and
+/// the mount was left untouched.
+fn assert_one_outcome_for_both(
+    sc: &Scenario,
+    d: &Daemon,
+    bind: u32,
+    original: &MountReport,
+    bound: &MountReport,
+) {
+    let criu_says = format!(
+        "Master {} doesn't have a read end of the pipe with inode {} opened. Abandoned mount or control was delegated to child?",
+        d.host_pgrp, d.pipe_ino
+    );
+    for r in [original, bound] {
+        assert!(r.message.starts_with(&criu_says), "{}", r.message);
+    }
+    let dumped_from = format!("CRIU dumps this superblock from mount {bind}, ");
+    assert!(
+        original
+            .criu_notes
+            .iter()
+            .any(|n| n.starts_with(&dumped_from)),
+        "{original:#?}"
+    );
+    assert!(
+        !bound
+            .criu_notes
+            .iter()
+            .any(|n| n.starts_with("CRIU dumps this superblock from mount")),
+        "{bound:#?}"
+    );
+    assert_eq!(
+        (
+            original.state,
+            original.reason,
+            original.dumpable,
+            original.entry
+        ),
+        (bound.state, bound.reason, bound.dumpable, bound.entry),
+        "{original:#?}\n{bound:#?}"
+    );
+    for id in [d.mount_id, bind] {
+        let line = sc.mount_line(id).unwrap();
+        assert_eq!(line.option("fd"), Some(d.write_fd.to_string().as_str()));
+    }
+}
+
+#[test]
+fn a_direct_root_whose_first_mount_is_covered_is_probed_through_its_bind_for_both_mounts() {
+    let (sc, d, bind, original, bound) = a_bound_direct_root_with_one_mount_covered(false);
+    for r in [&original, &bound] {
+        if r.minor < 256 {
+            // The probe opens the bind's uncovered root: the mount turns catatonic and CRIU
+            // dumps the superblock once, for both mounts.
+            assert_eq!(
+                (r.state, r.reason, r.dumpable),
+                (MountState::Catatonic, Reason::ProbeMakesCatatonic, true),
+                "{r:#?}"
+            );
+            let entry = r.entry.unwrap();
+            assert_eq!(
+                (entry.fd, entry.pgrp, entry.read_fd),
+                (-1, d.host_pgrp, None)
+            );
+        } else {
+            // CRIU's MKKDEV devid defect: OPENMOUNT finds no mount with a minor ≥ 256.
+            assert_probe_fails(&sc, &d, r, "≥ 256", &unreachable(bind));
+        }
+    }
+    assert_one_outcome_for_both(&sc, &d, bind, &original, &bound);
+}
+
+#[test]
+fn a_direct_root_whose_bind_is_covered_is_unreachable_for_both_mounts() {
+    let (sc, d, bind, original, bound) = a_bound_direct_root_with_one_mount_covered(true);
+    // CRIU probes through the bind, its open lands in the tmpfs, and the dump fails for the
+    // superblock, the uncovered original included.
+    for r in [&original, &bound] {
+        assert_probe_fails(
+            &sc,
+            &d,
+            r,
+            "another mount covers its root, so CRIU's open lands in that mount): ",
+            &unreachable(bind),
+        );
+    }
+    assert_one_outcome_for_both(&sc, &d, bind, &original, &bound);
+}
+
 #[test]
 fn live_leader_without_a_reader_of_an_indirect_mount_is_orphaned() {
     let (_sc, d, r) = without_reader(MountSpec::indirect());

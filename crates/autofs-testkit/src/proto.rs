@@ -24,6 +24,8 @@
 //! | `read-packet` | `name [timeout_ms] [answer=fail\|ready\|none]` | `len hex answered` + decoded `proto_version type token dev ino uid gid pid tgid name_hex` |
 //! | `close-write`, `close-read` | `name` | |
 //! | `bind-subdir` | `name sub target_hex [detach]` (the daemon makes `sub` in its root, binds it onto the target; `detach=1` then detaches its mount) | |
+//! | `bind-root` | `name target_hex` (the daemon binds its mount's root onto the target, made first) | `mount_id` (of the bind) |
+//! | `cover` | `name target_hex` (the daemon mounts a tmpfs on the target, e.g. its mount point or a bind of it) | `mount_id` (of the tmpfs) |
 //! | `exit-daemon` | `name` | (after the daemon is reaped) |
 //! | `kill` | `name [signal=9] [wait=1]` | |
 //! | `delegate` | `name` | `name host_pid vpid nspid host_pgrp read_fd` |

@@ -376,6 +376,62 @@ fn automount_mounts_with_its_own_pgrp_and_stays_mounted_after_sigkill() {
 }
 
 #[test]
+fn a_daemon_binds_its_direct_root_and_covers_both_mounts_without_triggering() {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::direct()).unwrap();
+    let bind_point = sc.work_dir().join("bind");
+    let bind = sc.bind_root(&d, &bind_point).unwrap();
+    let cover_own = sc.cover(&d, &d.mount_point).unwrap();
+    let cover_bind = sc.cover(&d, &bind_point).unwrap();
+
+    let table = sc.mountinfo().unwrap();
+    let at = |id: u32| {
+        let i = table
+            .iter()
+            .position(|l| l.mount_id == id)
+            .unwrap_or_else(|| panic!("mount {id} not in {table:#?}"));
+        (i, &table[i])
+    };
+    let (own_at, own) = at(d.mount_id);
+    let (bind_at, b) = at(bind);
+    // A second mount of the same superblock's root, listed after the first.
+    assert!(own_at < bind_at, "{table:#?}");
+    assert_eq!(
+        (b.fstype.as_str(), b.dev.as_str(), b.root.as_str()),
+        ("autofs", own.dev.as_str(), "/"),
+        "{}",
+        b.raw
+    );
+    assert_eq!(b.mount_point, bind_point);
+    assert_eq!(b.super_options, own.super_options);
+    // Each tmpfs sits on the root of the mount it covers.
+    for (id, parent, point) in [
+        (cover_own, d.mount_id, &d.mount_point),
+        (cover_bind, bind, &bind_point),
+    ] {
+        let (_, l) = at(id);
+        assert_eq!(
+            (l.fstype.as_str(), l.parent_id, &l.mount_point),
+            ("tmpfs", parent, point),
+            "{}",
+            l.raw
+        );
+    }
+    // The daemon did it all in oz mode: no request reached the pipe, and the mount is live.
+    assert_eq!(sc.queued_bytes(&d).unwrap(), 0);
+    assert_eq!(
+        line(&sc, &d).option("fd"),
+        Some(d.write_fd.to_string().as_str())
+    );
+    // A relative target is refused.
+    let e = sc
+        .bind_root(&d, std::path::Path::new("relative"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not absolute"), "{e}");
+}
+
+#[test]
 fn errors_are_reported_not_fatal() {
     let mut sc = Scenario::start_or_panic();
     let e = sc.trigger("nope", "x").unwrap_err().to_string();

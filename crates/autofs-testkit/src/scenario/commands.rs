@@ -292,6 +292,46 @@ impl Scenario {
         self.request("bind-subdir", &f).map(drop)
     }
 
+    /// The daemon binds its mount's root onto `target` (an absolute path, created, in the
+    /// scenario's mount namespace): a second mount of the superblock's root, listed after the
+    /// first in the mount table. The daemon is the mount's process group ("oz mode"), so the
+    /// walk onto a direct mount's root triggers nothing. Returns the bind's mount id.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Scenario::request`], the daemon's reply saying which step failed; or an error
+    /// when the reply's `mount_id` is missing or malformed.
+    pub fn bind_root(&mut self, daemon: &Daemon, target: &std::path::Path) -> io::Result<u32> {
+        self.daemon_mounts("bind-root", daemon, target)
+    }
+
+    /// The daemon mounts a small tmpfs on `target` (an absolute path: an existing directory,
+    /// e.g. its own mount point or a bind of its root made by [`Scenario::bind_root`]), as the
+    /// mount's process group, so that covering a direct mount's root triggers nothing. Returns
+    /// the tmpfs's mount id.
+    ///
+    /// # Errors
+    ///
+    /// As [`Scenario::bind_root`].
+    pub fn cover(&mut self, daemon: &Daemon, target: &std::path::Path) -> io::Result<u32> {
+        self.daemon_mounts("cover", daemon, target)
+    }
+
+    fn daemon_mounts(
+        &mut self,
+        cmd: &str,
+        daemon: &Daemon,
+        target: &std::path::Path,
+    ) -> io::Result<u32> {
+        let mut f = Fields::default();
+        f.push("name", &daemon.name).push(
+            "target_hex",
+            proto::hex_encode(target.as_os_str().as_encoded_bytes()),
+        );
+        let r = self.request(cmd, &f)?;
+        num(&r, "mount_id")
+    }
+
     /// The daemon closes both ends and exits; returns once it is reaped. The mount stays
     /// ("hidden catatonic" until the next lookup).
     ///

@@ -188,6 +188,8 @@ fn handle(
         "close-read" => close_end(&mut st.read_fd).map(|_| Fields::default()),
         "read-packet" => read_packet(st, f),
         "bind-subdir" => bind_subdir(st, f),
+        "bind-root" => bind_root(st, f),
+        "cover" => cover(f),
         "exit" => {
             if let Some(fd) = st.read_fd.take() {
                 let _ = sys::close(fd);
@@ -213,9 +215,7 @@ fn handle(
 /// it.
 fn bind_subdir(st: &mut State, f: &Fields) -> Result<Fields, String> {
     let sub = st.mount_point.join(f.req("sub")?);
-    let target = PathBuf::from(std::ffi::OsString::from_vec(proto::hex_decode(
-        f.req("target_hex")?,
-    )?));
+    let target = target_path(f)?;
     std::fs::create_dir(&sub).map_err(|e| format!("mkdir {}: {e}", sub.display()))?;
     std::fs::create_dir_all(&target).map_err(|e| format!("mkdir {}: {e}", target.display()))?;
     mount(
@@ -231,6 +231,69 @@ fn bind_subdir(st: &mut State, f: &Fields) -> Result<Fields, String> {
             .map_err(|e| format!("umount {}: {e}", st.mount_point.display()))?;
     }
     Ok(Fields::default())
+}
+
+/// Binds the mount's root onto `target` (created first): a second mount of the superblock's
+/// root. This process is the mount's process group ("oz mode"), so the walk onto a direct
+/// mount's root triggers nothing. Replies with the bind's `mount_id`.
+fn bind_root(st: &State, f: &Fields) -> Result<Fields, String> {
+    let target = target_path(f)?;
+    std::fs::create_dir_all(&target).map_err(|e| format!("mkdir {}: {e}", target.display()))?;
+    mount(
+        Some(&st.mount_point),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        format!(
+            "bind {} onto {}: {e}",
+            st.mount_point.display(),
+            target.display()
+        )
+    })?;
+    mounted_at(&target)
+}
+
+/// Mounts a small tmpfs on `target`, an existing directory or mount point (e.g. the mount's
+/// root or a bind of it, which this process, in oz mode, walks onto without triggering).
+/// Replies with the tmpfs's `mount_id`.
+fn cover(f: &Fields) -> Result<Fields, String> {
+    let target = target_path(f)?;
+    mount(
+        Some("tmpfs"),
+        &target,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("size=64k"),
+    )
+    .map_err(|e| format!("mount tmpfs on {}: {e}", target.display()))?;
+    mounted_at(&target)
+}
+
+/// The `target_hex` field: an absolute path, as bytes.
+fn target_path(f: &Fields) -> Result<PathBuf, String> {
+    let target = PathBuf::from(std::ffi::OsString::from_vec(proto::hex_decode(
+        f.req("target_hex")?,
+    )?));
+    if !target.is_absolute() {
+        return Err(format!("target {} is not absolute", target.display()));
+    }
+    Ok(target)
+}
+
+/// `mount_id` of the topmost mount on `path`, from this process's mount table.
+fn mounted_at(path: &std::path::Path) -> Result<Fields, String> {
+    let line = procfs::read_mountinfo_self()
+        .map_err(|e| format!("mountinfo: {e}"))?
+        .into_iter()
+        .rev()
+        .find(|l| l.mount_point == path)
+        .ok_or_else(|| format!("no mount on {} in mountinfo", path.display()))?;
+    let mut out = Fields::default();
+    out.push("mount_id", line.mount_id);
+    Ok(out)
 }
 
 fn read_packet(st: &mut State, f: &Fields) -> Result<Fields, String> {

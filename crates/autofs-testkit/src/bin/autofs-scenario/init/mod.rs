@@ -155,7 +155,8 @@ impl Init {
             "mount" => self.cmd_mount(f),
             "trigger" => self.cmd_trigger(f),
             "wait-requester" => self.cmd_wait_requester(f),
-            "read-packet" | "close-write" | "close-read" | "bind-subdir" => self.forward(cmd, f),
+            "read-packet" | "close-write" | "close-read" | "bind-subdir" | "bind-root"
+            | "cover" => self.forward(cmd, f),
             "exit-daemon" => self.cmd_exit_daemon(f),
             "delegate" => self.cmd_delegate(f),
             "kill" => self.cmd_kill(f),
