@@ -187,6 +187,42 @@ impl ProcRoot {
             .is_ok_and(|t| t.as_bytes() == std::process::id().to_string().as_bytes())
     }
 
+    /// The id of the mount the root directory lies on, as the first field of `mountinfo`
+    /// names it (`statx(2)` with `STATX_MNT_ID`, Linux 5.8): tells the proc mount apart from
+    /// other mounts at the same path, or at a path that resolves elsewhere.
+    ///
+    /// # Errors
+    ///
+    /// The `statx` error, or `Unsupported` when the kernel does not report a mount id.
+    pub fn mount_id(&self) -> io::Result<u64> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: an all-zero statx is a valid value of this plain C struct.
+        #[allow(unsafe_code)]
+        let mut stx: nix::libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: statx reads the NUL-terminated empty path and writes one struct statx through
+        // the pointer, both valid for the call, on a fd `self.dir` keeps open.
+        #[allow(unsafe_code)]
+        let rc = unsafe {
+            nix::libc::statx(
+                self.dir.as_raw_fd(),
+                c"".as_ptr(),
+                nix::libc::AT_EMPTY_PATH,
+                nix::libc::STATX_MNT_ID,
+                &raw mut stx,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if stx.stx_mask & nix::libc::STATX_MNT_ID == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the kernel reports no mount id (STATX_MNT_ID needs Linux 5.8)",
+            ));
+        }
+        Ok(stx.stx_mnt_id)
+    }
+
     /// How many threads process `pid` has, from one `fstatat` of `<pid>/task` (procfs gives
     /// that directory 2 + the thread count as its link count); `None` where that does not
     /// hold (a fixture tree).

@@ -12,7 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use serde::Serialize;
 
-use crate::mountinfo::{MountLine, unescape};
+use crate::mountinfo::MountLine;
 use crate::proc_root::ProcRoot;
 
 /// `CAP_SYS_PTRACE`: reading other processes' fds and namespaces, and seeing through hidepid.
@@ -83,7 +83,8 @@ pub struct SelfFacts {
     pub hidepid: Option<(String, Option<u32>)>,
     /// Effective capabilities.
     pub cap_eff: Option<u64>,
-    /// Real, effective, saved and fs gids plus supplementary groups.
+    /// The fs gid and the supplementary groups: the groups the kernel's hidepid exemption
+    /// tests (`in_group_p()` in `has_pid_permissions()`).
     pub groups: Vec<u32>,
     /// Which pid namespace the proc root shows.
     pub pid_namespace: ProcPidNamespace,
@@ -100,14 +101,12 @@ impl SelfFacts {
                     facts.cap_eff = std::str::from_utf8(v.trim_ascii())
                         .ok()
                         .and_then(|v| u64::from_str_radix(v, 16).ok());
-                } else if let Some(v) = line
-                    .strip_prefix(b"Gid:")
-                    .or_else(|| line.strip_prefix(b"Groups:"))
-                {
-                    facts.groups.extend(
-                        v.split(u8::is_ascii_whitespace)
-                            .filter_map(|t| std::str::from_utf8(t).ok()?.parse::<u32>().ok()),
-                    );
+                } else if let Some(v) = line.strip_prefix(b"Gid:") {
+                    // Real, effective, saved, fs: the kernel's group test (`in_group_p()`)
+                    // looks at the fs gid alone, besides the supplementary groups.
+                    facts.groups.extend(numbers(v).nth(3));
+                } else if let Some(v) = line.strip_prefix(b"Groups:") {
+                    facts.groups.extend(numbers(v));
                 }
             }
         }
@@ -213,18 +212,27 @@ impl View {
     }
 }
 
-/// The super options of the proc mount at the proc root, from the inspector's own mountinfo:
-/// the last mount whose mount point is the proc root's canonical path and whose type is proc.
+/// The super options of the proc mount the proc root is, from the inspector's own mountinfo:
+/// the line of the mount the root directory lies on ([`ProcRoot::mount_id`]), when it is a
+/// proc mount. A proc root reached through another mount namespace (`/proc/<pid>/root/…`) is
+/// on no mount of that table: its options stay unknown rather than another proc mount's
+/// (one at the path the root resolves to in the inspector's own namespace) being read.
 fn proc_mount_options(root: &ProcRoot) -> Option<Vec<u8>> {
-    let path = std::fs::canonicalize(root.path()).ok()?;
-    let path = path.as_os_str().as_bytes();
+    let id = root.mount_id().ok()?;
     let table = root.read_file("self/mountinfo").ok()?;
     table
         .split(|&b| b == b'\n')
-        .rev()
         .filter_map(|line| MountLine::parse(line).ok())
-        .find(|m| m.fstype == b"proc" && unescape(m.mount_point) == path)
+        .find(|m| u64::from(m.mount_id) == id && m.fstype == b"proc")
         .map(|m| m.super_options.to_vec())
+}
+
+/// The decimal numbers of a `status` line's value, in order (what does not parse is skipped).
+fn numbers(value: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    value
+        .split(u8::is_ascii_whitespace)
+        .filter(|t| !t.is_empty())
+        .filter_map(|t| std::str::from_utf8(t).ok()?.parse().ok())
 }
 
 /// Which pid namespace the proc root shows: `self` names the inspector only in a proc of its
@@ -282,6 +290,54 @@ mod tests {
 
     const ALL: u64 = 0x1ff_ffff_ffff;
     const NO_PTRACE: u64 = ALL & !(1 << CAP_SYS_PTRACE);
+
+    #[test]
+    fn only_the_fs_gid_and_the_supplementary_groups_count() {
+        let dir = std::env::temp_dir().join(format!("autofs-core-self-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("self")).unwrap();
+        // Real 4242, effective 0, saved 4242, fs 7; supplementary 8 and 9.
+        std::fs::write(
+            dir.join("self/status"),
+            "Name:\tx\nGid:\t4242\t0\t4242\t7\nGroups:\t8 9 \nCapEff:\t0000000000080000\n",
+        )
+        .unwrap();
+        let facts = SelfFacts::read(&ProcRoot::open(&dir).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(facts.groups, [7, 8, 9]);
+        assert!(facts.has_cap(CAP_SYS_PTRACE));
+    }
+
+    #[test]
+    fn the_proc_mount_is_found_by_the_mount_the_root_lies_on_not_by_its_path() {
+        let dir = std::env::temp_dir().join(format!("autofs-core-mnt-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("self")).unwrap();
+        let root = ProcRoot::open(&dir).unwrap();
+        let id = root.mount_id().unwrap();
+        let path = std::fs::canonicalize(&dir).unwrap();
+        // The root's own mount, shown at another path (reached through another namespace's
+        // root), and another proc mount at the root's path.
+        std::fs::write(
+            dir.join("self/mountinfo"),
+            format!(
+                "{id} 1 0:5 / /elsewhere rw - proc proc rw,hidepid=invisible,gid=4242\n{} 1 0:6 / {} rw - proc proc rw,hidepid=2\n",
+                id + 1000,
+                path.display()
+            ),
+        )
+        .unwrap();
+        let facts = SelfFacts::read(&root);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(facts.hidepid, Some(("invisible".into(), Some(4242))));
+        // On procfs: the id of the /proc line of the inspector's own table.
+        let proc = ProcRoot::open("/proc").unwrap();
+        let table = std::fs::read("/proc/self/mountinfo").unwrap();
+        let line = table
+            .split(|&b| b == b'\n')
+            .filter_map(|l| MountLine::parse(l).ok())
+            .rfind(|m| m.mount_point == b"/proc")
+            .unwrap();
+        assert_eq!(proc.mount_id().unwrap(), u64::from(line.mount_id));
+    }
 
     #[test]
     fn hidepid_restricts_unless_ptrace_or_its_group_exempts() {
