@@ -3,9 +3,9 @@
 
 use std::io::Write;
 
-use anyhow::Context;
 use std::path::{Path, PathBuf};
 
+use autofs_core::selector::SelectErrorKind;
 use autofs_core::{Scan, Scanner, Selector, criu_image};
 
 /// Exit code when every mount is dumpable (ACTIVE or CATATONIC).
@@ -47,15 +47,21 @@ pub struct ScanArgs {
 ///
 /// [`autofs_core::Error::ProcRoot`] when the proc root cannot be opened or listed; for `--pid`, the
 /// [`autofs_core::SelectError`] of [`autofs_core::selector::mount_namespace_of`] with the context
-/// `--pid`; the I/O or JSON error of writing to `out`; the [`criu_image::ImageError`] of the first
+/// `--pid` (a pid not found while the view is restricted is [`autofs_core::SelectError::Unseen`]); the I/O or JSON error of writing to `out`; the [`criu_image::ImageError`] of the first
 /// image that cannot be written ([`write_images`]). A scan that could not see everything is not an
 /// error: it is [`EXIT_ERROR`] and a message on stderr.
 pub fn run(args: &ScanArgs, out: &mut impl Write) -> anyhow::Result<u8> {
     let scanner = Scanner::new(&args.proc_root, &args.node_name)?;
     let selector = match args.pid {
-        Some(pid) => Selector::default()
-            .with_pid(scanner.proc_root(), pid)
-            .context("--pid")?,
+        Some(pid) => match Selector::default().with_pid(scanner.proc_root(), pid) {
+            Ok(selector) => selector,
+            // A pid not found through a restricted view may be there, hidden: judge the view.
+            Err(e) if e.kind() == SelectErrorKind::NotFound => {
+                let view = scanner.scan()?.view;
+                return Err(anyhow::Error::new(e.unless_hidden(&view)).context("--pid"));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("--pid")),
+        },
         None => Selector::default(),
     };
     let only_ns = selector.mnt_ns;

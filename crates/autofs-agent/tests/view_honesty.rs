@@ -62,6 +62,34 @@ fn a_scan_in_a_pid_namespace_of_its_own_says_the_processes_outside_are_invisible
 }
 
 #[test]
+fn a_pid_not_found_through_a_restricted_view_may_be_there_unseen() {
+    // This test's own pid does not exist in a fresh pid namespace of two processes; seen
+    // from there it is not "no such process" but "not seen".
+    let own = std::process::id().to_string();
+    let (_, code, stderr) = run(
+        "unshare",
+        &[
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            AGENT,
+            "scan",
+            "--pid",
+            &own,
+        ],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "pid {own}: no such process, as far as the agent can see"
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("it may be there, unseen"), "{stderr}");
+}
+
+#[test]
 fn a_scan_below_another_init_warns_but_does_not_restrict() {
     // A node that itself runs in a container (kind, k3d): the agent, with hostPID, shares the
     // node container's pid namespace, whose init is the node's, not the agent. Nothing of
