@@ -23,7 +23,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use autofs_core::Fionread;
 use autofs_core::changes::{GoneLeaders, KnownQueues, QuietMounts, Readings, masters, pidfd_open};
@@ -139,6 +139,7 @@ fn poll_queues(
     let mut snapshots = inventory.subscribe();
     let mut baseline = Baseline::default();
     let mut readings = Readings::default();
+    let mut quiet_pass = Spacing::new(QUIET_SPACING);
     loop {
         baseline.refresh(&mut snapshots, &mut readings);
         if baseline.queues.is_empty() && baseline.quiet.is_empty() && baseline.gone.is_empty() {
@@ -165,9 +166,10 @@ fn poll_queues(
         // its own (or, if it fails, its retry does), so the same difference is not news at
         // every pass.
         if !baseline.quiet_reported
-            && inventory
-                .proc_root()
-                .is_some_and(|root| baseline.quiet.changed(root) || baseline.gone.reused(root))
+            && inventory.proc_root().is_some_and(|root| {
+                baseline.gone.reused(root)
+                    || quiet_pass.run(Instant::now(), || baseline.quiet.changed(root))
+            })
         {
             baseline.quiet_reported = true;
             changed.notify_one();
@@ -177,6 +179,36 @@ fn poll_queues(
         if *shutdown.borrow() || shutdown.has_changed().is_err() {
             return;
         }
+    }
+}
+
+/// How much longer than a pass of the quiet mounts took the next one waits: whole mount
+/// tables are read, and a namespace of thousands of mounts (tens of thousands stacked on one
+/// path render in seconds) must not keep a core busy. 500 holds the passes to 0.2 % of a core
+/// (a 10 ms table: every 5 s; a table small enough to read in 1 ms: every pass).
+const QUIET_SPACING: u32 = 500;
+
+/// Runs a costly pass no sooner than `factor` times its last duration after that pass began.
+#[derive(Debug)]
+struct Spacing {
+    factor: u32,
+    due: Option<Instant>,
+}
+
+impl Spacing {
+    fn new(factor: u32) -> Self {
+        Self { factor, due: None }
+    }
+
+    /// Runs `pass` if it is due at `now` (timing it), and returns its answer; false when not
+    /// due.
+    fn run(&mut self, now: Instant, pass: impl FnOnce() -> bool) -> bool {
+        if self.due.is_some_and(|due| now < due) {
+            return false;
+        }
+        let answer = pass();
+        self.due = Some(now + now.elapsed() * self.factor);
+        answer
     }
 }
 
@@ -270,6 +302,28 @@ fn exited(pidfd: &std::os::fd::OwnedFd) -> std::io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_costly_pass_waits_its_spacing_times_what_it_took() {
+        let mut spacing = Spacing::new(500);
+        let start = Instant::now();
+        let mut runs = 0;
+        // The first pass runs at once, and takes at least 2 ms: the next is due 1 s later.
+        assert!(spacing.run(start, || {
+            runs += 1;
+            std::thread::sleep(Duration::from_millis(2));
+            true
+        }));
+        let due = spacing.due.unwrap();
+        assert!(due >= start + Duration::from_secs(1), "{:?}", due - start);
+        assert!(!spacing.run(start + Duration::from_millis(10), || unreachable!()));
+        assert!(!spacing.run(due - Duration::from_nanos(1), || unreachable!()));
+        assert!(!spacing.run(due, || {
+            runs += 1;
+            false
+        }));
+        assert_eq!(runs, 2);
+    }
 
     #[test]
     fn a_master_found_gone_asks_for_one_scan_not_one_per_scan() {
