@@ -136,7 +136,7 @@ impl Connector {
                 )))
             })?;
         }
-        let own_limit = Instant::now() + self.connect_timeout;
+        let own_limit = crate::collector::deadline_after(self.connect_timeout);
         let cut_by_deadline = deadline <= own_limit;
         match tokio::time::timeout_at(own_limit.min(deadline), endpoint.connect()).await {
             Ok(Ok(channel)) => Ok(channel),
@@ -170,12 +170,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// A request carrying the time left until `deadline` as its `grpc-timeout`, so the agent
 /// stops working when the controller stops waiting.
+///
+/// `grpc-timeout` holds at most 8 digits of hours (about 11,400 years): a longer time left is
+/// sent as that, which no agent will reach (tonic would panic on it).
 pub(crate) fn request<T>(message: T, deadline: Instant) -> tonic::Request<T> {
     let mut req = tonic::Request::new(message);
     let left = deadline.saturating_duration_since(Instant::now());
-    req.set_timeout(left.max(Duration::from_millis(1)));
+    req.set_timeout(left.clamp(Duration::from_millis(1), MAX_GRPC_TIMEOUT));
     req
 }
+
+/// The longest `grpc-timeout`: 99,999,999 hours (the gRPC spec's 8 digits).
+const MAX_GRPC_TIMEOUT: Duration = Duration::from_secs(99_999_999 * 3600);
 
 /// Classifies a failed call, once, from what happened:
 /// - `DEADLINE_EXCEEDED` (the agent enforcing the `grpc-timeout` we sent) and tonic's own

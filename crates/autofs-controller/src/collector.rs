@@ -230,7 +230,7 @@ impl Collector {
 
     /// The handshake of every node: version, kernel, capabilities, reachability.
     pub async fn nodes(&self) -> Vec<NodeStatus> {
-        self.nodes_until(Instant::now() + self.inner.config.timeout)
+        self.nodes_until(deadline_after(self.inner.config.timeout))
             .await
     }
 
@@ -267,7 +267,7 @@ impl Collector {
     ///     be read for another reason (the message names the first failed read).
     pub async fn check(&self, node: &str, target: Target) -> Result<CheckOutcome, Error> {
         // One deadline for finding the node and asking it: `--timeout` bounds the answer.
-        let deadline = Instant::now() + self.inner.config.timeout;
+        let deadline = deadline_after(self.inner.config.timeout);
         let ep = self.find_node(node, deadline).await?;
         let request = v1::CheckMigratableRequest {
             target: Some(target),
@@ -315,7 +315,7 @@ impl Collector {
         progress: impl Fn(&v1::WaitMigratableResponse) + Send + Sync + 'static,
     ) -> Result<WaitOutcome, Error> {
         use v1::wait_migratable_request::Target as WaitTarget;
-        let find_by = deadline.min(Instant::now() + self.inner.config.timeout);
+        let find_by = deadline.min(deadline_after(self.inner.config.timeout));
         let ep = self.find_node(node, find_by).await?;
         let request = v1::WaitMigratableRequest {
             target: Some(match target {
@@ -327,7 +327,7 @@ impl Collector {
         let progress = std::sync::Arc::new(progress);
         // The agent ends the wait at `deadline` with DEADLINE_EXCEEDED; the node's own bound
         // is a little later, so that ending arrives instead of a timer racing it.
-        let grace = deadline + WAIT_GRACE;
+        let grace = deadline.checked_add(WAIT_GRACE).unwrap_or(deadline);
         let done = run_node(&self.inner, &ep, grace, move |mut c, info, _| {
             let (request, progress) = (request.clone(), progress.clone());
             async move {
@@ -414,7 +414,7 @@ impl Collector {
         F: Fn(Client, v1::GetNodeInfoResponse, Instant) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<T, NodeErrorKind>> + Send,
     {
-        self.fan_out_until(Instant::now() + self.inner.config.timeout, op)
+        self.fan_out_until(deadline_after(self.inner.config.timeout), op)
             .await
     }
 
@@ -688,6 +688,14 @@ fn mark_duplicates<T>(nodes: &mut [NodeResult<T>]) {
     }
 }
 
+/// The instant `d` from now; for a `d` past what an instant can hold (a timeout of
+/// `u64::MAX` seconds), a century from now: no deadline in practice, never an overflow.
+pub fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 /// How long after a wait's deadline the node may still take to say that it was reached.
 const WAIT_GRACE: Duration = Duration::from_secs(2);
 
@@ -722,16 +730,37 @@ fn wait_end(m: &v1::WaitMigratableResponse) -> Option<WaitEnd> {
     }
 }
 
+/// A wait message must name the node, carry a known outcome, and agree with itself: the
+/// outcome is DUMPABLE exactly when `dumpable` is set, which is exactly when nothing blocks (a
+/// gate opens on the outcome, so an outcome that contradicts the blockers must not open it).
 fn check_wait_message(m: &v1::WaitMigratableResponse, node: &str) -> Result<(), NodeErrorKind> {
+    use v1::wait_migratable_response::Outcome;
     if m.node != node {
         return Err(NodeErrorKind::Malformed(format!(
             "WaitMigratable answered for node `{}`",
             m.node
         )));
     }
+    let outcome = match Outcome::try_from(m.outcome) {
+        Ok(Outcome::Unspecified) | Err(_) => {
+            return Err(NodeErrorKind::Malformed(format!(
+                "WaitMigratable message {} has unknown outcome {}, which is not a verdict",
+                m.sequence, m.outcome
+            )));
+        }
+        Ok(outcome) => outcome,
+    };
     if m.dumpable != m.blocking.is_empty() {
         return Err(NodeErrorKind::Malformed(format!(
             "WaitMigratable says dumpable={} with {} blocking mounts",
+            m.dumpable,
+            m.blocking.len()
+        )));
+    }
+    if m.dumpable != (outcome == Outcome::Dumpable) {
+        return Err(NodeErrorKind::Malformed(format!(
+            "WaitMigratable says outcome {} with dumpable={} and {} blocking mounts",
+            autofs_api::json::name::<Outcome>(m.outcome),
             m.dumpable,
             m.blocking.len()
         )));

@@ -404,7 +404,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 _ => anyhow::bail!("give --pid, --container or --pod"),
             };
             if let Some(wait) = flags.wait {
-                let deadline = tokio::time::Instant::now() + wait;
+                let deadline = autofs_controller::collector::deadline_after(wait);
                 let progress_what = what.clone();
                 let table = matches!(g.output, Output::Table);
                 let outcome = collector

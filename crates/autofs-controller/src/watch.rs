@@ -10,7 +10,6 @@ use std::time::Duration;
 use autofs_api::v1;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::client::{self, Client};
@@ -195,7 +194,7 @@ async fn start(
     filter: &v1::ListMountsRequest,
 ) -> Result<(v1::GetNodeInfoResponse, tonic::Streaming<v1::MountEvent>), NodeErrorKind> {
     let _permit = inner.limit.acquire().await;
-    let deadline = Instant::now() + inner.config.timeout;
+    let deadline = crate::collector::deadline_after(inner.config.timeout);
     let setup = async {
         let mut c = Client::new(inner.connector.channel(ep, true)?);
         let info = client::node_info(&mut c, deadline).await?;

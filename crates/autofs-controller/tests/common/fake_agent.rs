@@ -29,6 +29,9 @@ pub struct FakeAgent {
     list: Arc<dyn Fn() -> Mounts + Send + Sync>,
     /// CheckMigratable's answer; `None`: UNIMPLEMENTED.
     check: Option<v1::CheckMigratableResponse>,
+    /// WaitMigratable's messages, sent in order, then the stream ends OK; `None`:
+    /// UNIMPLEMENTED.
+    wait: Option<Vec<v1::WaitMigratableResponse>>,
 }
 
 impl FakeAgent {
@@ -47,6 +50,7 @@ impl FakeAgent {
             },
             list: Arc::new(|| Box::pin(tokio_stream::empty())),
             check: None,
+            wait: None,
         }
     }
 
@@ -59,6 +63,12 @@ impl FakeAgent {
     /// Answers each CheckMigratable with `answer`.
     pub fn checking(mut self, answer: v1::CheckMigratableResponse) -> FakeAgent {
         self.check = Some(answer);
+        self
+    }
+
+    /// Answers each WaitMigratable with `messages`, then ends the stream OK.
+    pub fn waiting(mut self, messages: Vec<v1::WaitMigratableResponse>) -> FakeAgent {
+        self.wait = Some(messages);
         self
     }
 
@@ -99,7 +109,13 @@ impl AutofsInspector for FakeAgent {
         &self,
         _: Request<v1::WaitMigratableRequest>,
     ) -> Result<Response<Waits>, Status> {
-        Err(Status::unimplemented("fake"))
+        let messages = self
+            .wait
+            .clone()
+            .ok_or_else(|| Status::unimplemented("fake"))?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            messages.into_iter().map(Ok),
+        ))))
     }
 
     async fn check_migratable(
