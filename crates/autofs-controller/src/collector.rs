@@ -18,7 +18,7 @@ use crate::backoff::{Backoff, BackoffConfig};
 use crate::client::{self, Client, Connector, TlsOptions};
 use crate::endpoint::{self, NodeEndpoint};
 use crate::error::{Error, NodeError, NodeErrorKind};
-use crate::report::{CheckOutcome, ClusterReport, NodeResult, NodeStatus};
+use crate::report::{CheckOutcome, ClusterReport, NodeResult, NodeStatus, ScanAge};
 
 pub use v1::check_migratable_request::Target;
 
@@ -206,7 +206,7 @@ impl Collector {
             used: Default::default(),
         });
         let per_node = self.inner.config.max_mounts_per_node;
-        let mut nodes = self
+        let mut nodes: Vec<NodeResult<Vec<v1::MountReport>>> = self
             .fan_out(move |mut c, info, deadline| {
                 let filter = filter.clone();
                 let budget = budget.clone();
@@ -218,7 +218,20 @@ impl Collector {
                     list_mounts(&mut c, &info.node, (*filter).clone(), deadline, limits).await
                 }
             })
-            .await;
+            .await
+            .into_iter()
+            .map(|n| {
+                let scan = n.result.as_ref().ok().and_then(|(_, scan)| *scan);
+                NodeResult {
+                    endpoint: n.endpoint,
+                    info: n.info,
+                    result: n.result.map(|(mounts, _)| mounts),
+                    attempts: n.attempts,
+                    elapsed: n.elapsed,
+                    scan,
+                }
+            })
+            .collect();
         if self.inner.config.unique_nodes {
             mark_duplicates(&mut nodes);
         }
@@ -468,6 +481,7 @@ impl Collector {
                     )),
                     attempts: 0,
                     elapsed: Duration::ZERO,
+                    scan: None,
                 })
             })
             .collect()
@@ -502,6 +516,7 @@ where
             )),
             attempts: 0,
             elapsed: started.elapsed(),
+            scan: None,
         };
     }
     let mut attempts = 0;
@@ -568,6 +583,7 @@ where
         info,
         attempts,
         elapsed: started.elapsed(),
+        scan: None,
     }
 }
 
@@ -586,6 +602,7 @@ fn queued_too_long<T>(inner: &Inner, ep: &NodeEndpoint, started: Instant) -> Nod
         )),
         attempts: 0,
         elapsed: started.elapsed(),
+        scan: None,
     }
 }
 
@@ -601,14 +618,15 @@ async fn list_mounts(
     filter: v1::ListMountsRequest,
     deadline: Instant,
     limits: Limits<'_>,
-) -> Result<Vec<v1::MountReport>, NodeErrorKind> {
+) -> Result<(Vec<v1::MountReport>, Option<ScanAge>), NodeErrorKind> {
     let mut held = 0;
     let result = async {
-        let mut stream = c
+        let response = c
             .list_mounts(client::request(filter, deadline))
             .await
-            .map_err(|s| client::status_kind(&s))?
-            .into_inner();
+            .map_err(|s| client::status_kind(&s))?;
+        let scan = ScanAge::from_metadata(response.metadata());
+        let mut stream = response.into_inner();
         let mut mounts = Vec::new();
         while let Some(m) = stream
             .message()
@@ -631,7 +649,7 @@ async fn list_mounts(
             client::check_report(&m, node)?;
             mounts.push(m);
         }
-        Ok(mounts)
+        Ok((mounts, scan))
     }
     .await;
     if result.is_err() {
