@@ -378,7 +378,19 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     out.flush()?;
                 }
             }
-            Ok(if report.is_complete() {
+            // Every agent gets the same request: one refused as invalid is bad input.
+            let invalid = report.failed().any(|e| {
+                matches!(
+                    e.kind,
+                    autofs_controller::NodeErrorKind::Rpc {
+                        code: tonic::Code::InvalidArgument,
+                        ..
+                    }
+                )
+            });
+            Ok(if invalid {
+                EXIT_ERROR
+            } else if report.is_complete() {
                 EXIT_OK
             } else {
                 EXIT_PARTIAL
@@ -442,12 +454,17 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Watch { filter, max_events } => {
             let mut stream = collector.watch(filter.request());
             let mut events = 0u64;
+            let mut refused = false;
             loop {
                 let item = tokio::select! {
                     item = stream.next() => item,
-                    _ = tokio::signal::ctrl_c() => None,
+                    _ = tokio::signal::ctrl_c() => return Ok(EXIT_OK),
                 };
-                let Some(item) = item else { return Ok(EXIT_OK) };
+                // No node is followed any more: 2 when an agent refused the watch.
+                let Some(item) = item else {
+                    return Ok(if refused { EXIT_ERROR } else { EXIT_OK });
+                };
+                refused |= matches!(item, WatchItem::Refused { .. });
                 match g.output {
                     Output::Table => print(&format!("{}\n", render::watch_line(&item)))?,
                     Output::Json => print_json(&render::watch_json(&item))?,

@@ -369,6 +369,9 @@ pub fn watch_line(item: &WatchItem) -> String {
             }
         }
         WatchItem::NotReady { error } => format!("{error}; not watched"),
+        WatchItem::Refused { error } => {
+            format!("{error}; not watched (asking again cannot help)")
+        }
         WatchItem::Disconnected { error, retry_in } => {
             format!("{error}; reconnecting in {}", fmt_duration(*retry_in))
         }
@@ -388,6 +391,10 @@ pub fn watch_json(item: &WatchItem) -> Value {
         ),
         WatchItem::NotReady { error } => json!({
             "type": "not_ready", "endpoint": error.endpoint, "node": error.node,
+            "error": error.to_string(),
+        }),
+        WatchItem::Refused { error } => json!({
+            "type": "refused", "endpoint": error.endpoint, "node": error.node,
             "error": error.to_string(),
         }),
         WatchItem::Disconnected { error, retry_in } => json!({

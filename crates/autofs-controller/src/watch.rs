@@ -44,6 +44,13 @@ pub enum WatchItem {
         /// Why ([`NodeErrorKind::NotReady`]).
         error: NodeError,
     },
+    /// The agent refused the watch for what it is (an invalid filter, a `--pid` it does not
+    /// have, another API major: [`NodeErrorKind::is_refusal`]): asking again cannot help, so
+    /// the node is not watched any more. Sent once, last for that node.
+    Refused {
+        /// Why.
+        error: NodeError,
+    },
     /// A node's stream broke or could not start; it is retried after `retry_in`.
     Disconnected {
         /// Why.
@@ -62,7 +69,8 @@ pub struct WatchStream {
 }
 
 impl WatchStream {
-    /// The next item (`None` never happens while tasks run; they run until dropped).
+    /// The next item; `None` once no node is followed any more (every node was not ready or
+    /// refused the watch): while one is, tasks run until the stream is dropped.
     pub async fn next(&mut self) -> Option<WatchItem> {
         self.rx.recv().await
     }
@@ -129,7 +137,10 @@ async fn follow(
     loop {
         let mut name = ep.expected_node.clone();
         let kind = match start(&inner, &ep, &filter).await {
-            Err(kind) => kind,
+            Err((said, kind)) => {
+                name = name.or(said);
+                kind
+            }
             Ok((info, mut stream)) => {
                 name = Some(info.node.clone());
                 let node = info.node.clone();
@@ -173,8 +184,12 @@ async fn follow(
                 }
             }
         };
-        let retry_in = backoff.next_delay();
         let error = NodeError::new(&ep.address, name.as_deref(), kind);
+        if error.is_refusal() {
+            let _ = tx.send(WatchItem::Refused { error }).await;
+            return;
+        }
+        let retry_in = backoff.next_delay();
         if tx
             .send(WatchItem::Disconnected { error, retry_in })
             .await
@@ -187,17 +202,25 @@ async fn follow(
 }
 
 /// Connect + handshake + open the stream, within the per-node deadline and the shared
-/// concurrency limit (the stream itself then runs without either).
+/// concurrency limit (the stream itself then runs without either). A failure comes with the
+/// name the agent gave in the handshake, when it got that far.
 async fn start(
     inner: &Inner,
     ep: &NodeEndpoint,
     filter: &v1::ListMountsRequest,
-) -> Result<(v1::GetNodeInfoResponse, tonic::Streaming<v1::MountEvent>), NodeErrorKind> {
+) -> Result<
+    (v1::GetNodeInfoResponse, tonic::Streaming<v1::MountEvent>),
+    (Option<String>, NodeErrorKind),
+> {
     let _permit = inner.limit.acquire().await;
     let deadline = crate::collector::deadline_after(inner.config.timeout);
+    let mut said: Option<String> = None;
     let setup = async {
         let mut c = Client::new(inner.connector.channel(ep, true)?);
         let info = client::node_info(&mut c, deadline).await?;
+        if !info.node.trim().is_empty() {
+            said = Some(info.node.clone());
+        }
         client::check_node_info(&info, ep)?;
         let request = v1::WatchMountsRequest {
             filter: Some(filter.clone()),
@@ -209,18 +232,21 @@ async fn start(
             .into_inner();
         Ok((info, stream))
     };
-    tokio::time::timeout_at(deadline, setup)
+    let result = tokio::time::timeout_at(deadline, setup)
         .await
         .unwrap_or(Err(NodeErrorKind::DeadlineExceeded {
             timeout: inner.config.timeout,
             last: None,
-        }))
-        .map_err(|kind| match kind {
+        }));
+    result.map_err(|kind| {
+        let kind = match kind {
             // The agent or tonic enforcing the handshake's grpc-timeout: the same deadline.
             NodeErrorKind::DeadlineExceeded { .. } => NodeErrorKind::DeadlineExceeded {
                 timeout: inner.config.timeout,
                 last: None,
             },
             kind => kind,
-        })
+        };
+        (said, kind)
+    })
 }
