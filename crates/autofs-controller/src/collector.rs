@@ -243,13 +243,17 @@ impl Collector {
 
     /// The handshake of every node: version, kernel, capabilities, reachability.
     pub async fn nodes(&self) -> Vec<NodeStatus> {
-        self.nodes_until(deadline_after(self.inner.config.timeout))
-            .await
+        let within = self.inner.config.timeout;
+        self.nodes_until(deadline_after(within), within).await
     }
 
-    async fn nodes_until(&self, deadline: Instant) -> Vec<NodeStatus> {
+    /// The handshakes, by `deadline`, which is `within` after the caller's start (what a node
+    /// that misses it is said to have had).
+    async fn nodes_until(&self, deadline: Instant, within: Duration) -> Vec<NodeStatus> {
         let mut nodes = self
-            .fan_out_until(deadline, |_, _, _| async { Ok::<(), NodeErrorKind>(()) })
+            .fan_out_until(deadline, within, |_, _, _| async {
+                Ok::<(), NodeErrorKind>(())
+            })
             .await;
         if self.inner.config.unique_nodes {
             mark_duplicates(&mut nodes);
@@ -280,23 +284,30 @@ impl Collector {
     ///     be read for another reason (the message names the first failed read).
     pub async fn check(&self, node: &str, target: Target) -> Result<CheckOutcome, Error> {
         // One deadline for finding the node and asking it: `--timeout` bounds the answer.
-        let deadline = deadline_after(self.inner.config.timeout);
-        let ep = self.find_node(node, deadline).await?;
+        let within = self.inner.config.timeout;
+        let deadline = deadline_after(within);
+        let ep = self.find_node(node, deadline, within).await?;
         let request = v1::CheckMigratableRequest {
             target: Some(target),
         };
-        let done = run_node(&self.inner, &ep, deadline, move |mut c, info, deadline| {
-            let request = request.clone();
-            async move {
-                let r = c
-                    .check_migratable(client::request(request, deadline))
-                    .await
-                    .map_err(|s| client::status_kind(&s))?
-                    .into_inner();
-                check_response(&r, &info.node)?;
-                Ok(r)
-            }
-        })
+        let done = run_node(
+            &self.inner,
+            &ep,
+            deadline,
+            within,
+            move |mut c, info, deadline| {
+                let request = request.clone();
+                async move {
+                    let r = c
+                        .check_migratable(client::request(request, deadline))
+                        .await
+                        .map_err(|s| client::status_kind(&s))?
+                        .into_inner();
+                    check_response(&r, &info.node)?;
+                    Ok(r)
+                }
+            },
+        )
         .await;
         let response = done.result?;
         Ok(CheckOutcome {
@@ -309,27 +320,32 @@ impl Collector {
     /// agent's verdict at the start and each time the set of blocking mounts changes
     /// (`WaitMigratable`). Ends with [`WaitEnd::Dumpable`] as soon as nothing blocks, with
     /// [`WaitEnd::WillNotClear`] at once when a blocker cannot clear by itself, and with
-    /// [`WaitEnd::StillBlocked`] at `deadline`. Finding the node is bounded by the configured
-    /// timeout as well.
+    /// [`WaitEnd::StillBlocked`] when `wait` has passed. Finding the node is bounded by the
+    /// configured timeout as well. A node that gives no verdict in time is
+    /// [`NodeErrorKind::DeadlineExceeded`] naming `wait`.
     ///
     /// # Errors
     ///
     /// [`Error::UnknownNode`] and [`Error::Node`] as [`Collector::check`] gives them for the
     /// same target, with two differences: a wait the agent ends with `UNAVAILABLE` (it shuts
     /// down, or its scan stalls while the gate waits: the gate says nothing then) is asked
-    /// again like an unreachable agent, within `deadline`; and [`NodeErrorKind::Rpc`] with
+    /// again like an unreachable agent, within `wait`; and [`NodeErrorKind::Rpc`] with
     /// `ResourceExhausted` when the agent's stream limits are used up. A stream that ends
     /// without a final verdict is [`NodeErrorKind::Malformed`].
     pub async fn wait_migratable(
         &self,
         node: &str,
         target: Target,
-        deadline: Instant,
+        wait: Duration,
         progress: impl Fn(&v1::WaitMigratableResponse) + Send + Sync + 'static,
     ) -> Result<WaitOutcome, Error> {
         use v1::wait_migratable_request::Target as WaitTarget;
+        let deadline = deadline_after(wait);
+        // A node that does not answer in time is said to have had the wait (or the timeout,
+        // when that is shorter for finding it), never a bound it was not given.
+        let find_within = wait.min(self.inner.config.timeout);
         let find_by = deadline.min(deadline_after(self.inner.config.timeout));
-        let ep = self.find_node(node, find_by).await?;
+        let ep = self.find_node(node, find_by, find_within).await?;
         let request = v1::WaitMigratableRequest {
             target: Some(match target {
                 Target::Pid(pid) => WaitTarget::Pid(pid),
@@ -341,7 +357,7 @@ impl Collector {
         // The agent ends the wait at `deadline` with DEADLINE_EXCEEDED; the node's own bound
         // is a little later, so that ending arrives instead of a timer racing it.
         let grace = deadline.checked_add(WAIT_GRACE).unwrap_or(deadline);
-        let done = run_node(&self.inner, &ep, grace, move |mut c, info, _| {
+        let done = run_node(&self.inner, &ep, grace, wait, move |mut c, info, _| {
             let (request, progress) = (request.clone(), progress.clone());
             async move {
                 let mut stream = c
@@ -395,7 +411,12 @@ impl Collector {
         })
     }
 
-    async fn find_node(&self, node: &str, deadline: Instant) -> Result<NodeEndpoint, Error> {
+    async fn find_node(
+        &self,
+        node: &str,
+        deadline: Instant,
+        within: Duration,
+    ) -> Result<NodeEndpoint, Error> {
         let eps = &self.inner.endpoints;
         if let Some(ep) = eps
             .iter()
@@ -403,7 +424,7 @@ impl Collector {
         {
             return Ok(ep.clone());
         }
-        let statuses = self.nodes_until(deadline).await;
+        let statuses = self.nodes_until(deadline, within).await;
         let mut unreachable = Vec::new();
         let mut known = 0;
         for s in statuses {
@@ -427,12 +448,17 @@ impl Collector {
         F: Fn(Client, v1::GetNodeInfoResponse, Instant) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<T, NodeErrorKind>> + Send,
     {
-        self.fan_out_until(deadline_after(self.inner.config.timeout), op)
-            .await
+        let within = self.inner.config.timeout;
+        self.fan_out_until(deadline_after(within), within, op).await
     }
 
     /// [`Self::fan_out`] with an explicit deadline shared with the caller's other steps.
-    async fn fan_out_until<T, F, Fut>(&self, deadline: Instant, op: F) -> Vec<NodeResult<T>>
+    async fn fan_out_until<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        within: Duration,
+        op: F,
+    ) -> Vec<NodeResult<T>>
     where
         T: Send + 'static,
         F: Fn(Client, v1::GetNodeInfoResponse, Instant) -> Fut + Clone + Send + Sync + 'static,
@@ -452,9 +478,9 @@ impl Collector {
                     tokio::time::timeout_at(deadline, inner.limit.clone().acquire_owned()).await;
                 let result = match permit {
                     Ok(_permit) if Instant::now() < deadline => {
-                        run_node(&inner, &ep, deadline, op).await
+                        run_node(&inner, &ep, deadline, within, op).await
                     }
-                    _ => queued_too_long(&inner, &ep, started),
+                    _ => queued_too_long(&inner, &ep, started, within),
                 };
                 (i, result)
             });
@@ -488,7 +514,9 @@ impl Collector {
     }
 }
 
-/// Connect, handshake, `op`; retried on `UNAVAILABLE` with backoff, all before `deadline`.
+/// Connect, handshake, `op`; retried on `UNAVAILABLE` with backoff, all before `deadline`,
+/// which is `within` after the operation started (the bound a node that misses it is said to
+/// have had: the configured timeout, or a wait's own).
 ///
 /// The cause of a failure is classified once, from what happened: whatever timer noticed it
 /// (the outer deadline, the connect timeout cut to it, the `grpc-timeout` the agent or tonic
@@ -497,6 +525,7 @@ pub(crate) async fn run_node<T, F, Fut>(
     inner: &Inner,
     ep: &NodeEndpoint,
     deadline: Instant,
+    within: Duration,
     op: F,
 ) -> NodeResult<T>
 where
@@ -567,7 +596,7 @@ where
         .unwrap_or_else(|_| Err(out_of_time()))
         .map_err(|kind| match kind {
             NodeErrorKind::DeadlineExceeded { .. } => NodeErrorKind::DeadlineExceeded {
-                timeout: config.timeout,
+                timeout: within,
                 last: last.as_ref().map(ToString::to_string),
             },
             kind => kind,
@@ -588,7 +617,12 @@ where
 }
 
 /// The result of a node that never got a permit before the deadline (or got it only then).
-fn queued_too_long<T>(inner: &Inner, ep: &NodeEndpoint, started: Instant) -> NodeResult<T> {
+fn queued_too_long<T>(
+    inner: &Inner,
+    ep: &NodeEndpoint,
+    started: Instant,
+    within: Duration,
+) -> NodeResult<T> {
     NodeResult {
         endpoint: ep.clone(),
         info: None,
@@ -596,7 +630,7 @@ fn queued_too_long<T>(inner: &Inner, ep: &NodeEndpoint, started: Instant) -> Nod
             &ep.address,
             ep.expected_node.as_deref(),
             NodeErrorKind::NeverAsked {
-                timeout: inner.config.timeout,
+                timeout: within,
                 concurrency: inner.config.concurrency,
             },
         )),

@@ -416,11 +416,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 _ => anyhow::bail!("give --pid, --container or --pod"),
             };
             if let Some(wait) = flags.wait {
-                let deadline = autofs_controller::collector::deadline_after(wait);
                 let progress_what = what.clone();
                 let table = matches!(g.output, Output::Table);
                 let outcome = collector
-                    .wait_migratable(&flags.node, target, deadline, move |m| {
+                    .wait_migratable(&flags.node, target, wait, move |m| {
                         if table {
                             let _ = print(&render::wait_progress(&progress_what, m));
                         }

@@ -340,7 +340,7 @@ fn wait_message(
 #[tokio::test]
 async fn a_wait_verdict_whose_outcome_contradicts_its_blockers_is_malformed_never_dumpable() {
     use v1::wait_migratable_response::Outcome;
-    let far = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    let far = std::time::Duration::from_secs(120);
     for (message, needle) in [
         // Says DUMPABLE while an INTERIM mount blocks: a gate must not open on it.
         (
@@ -417,4 +417,38 @@ fn deadlines_beyond_what_time_and_grpc_timeout_can_hold_mean_no_deadline_never_a
             assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
         }
     }
+}
+
+#[test]
+fn a_wait_that_gets_no_verdict_names_the_wait_not_the_timeout() {
+    // An agent that takes the wait and never says a word: the wait's deadline (1 s) passes,
+    // far from the per-node timeout (60 s).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addr = rt
+        .block_on(
+            FakeAgent::new("mute")
+                .waiting_then_silent(Vec::new())
+                .serve(),
+        )
+        .to_string();
+    // The node named by its address: no handshake round before the wait.
+    let out = controller(&[
+        "check",
+        "--nodes",
+        &addr,
+        "--node",
+        &addr,
+        "--pid",
+        "1",
+        "--wait",
+        "1s",
+        "--timeout",
+        "60s",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node mute") && err.contains("no answer within 1s") && !err.contains("60s"),
+        "{err}"
+    );
 }

@@ -12,7 +12,7 @@ use autofs_api::v1::{
     autofs_inspector_server::{AutofsInspector, AutofsInspectorServer},
 };
 use autofs_controller::{Collector, CollectorConfig, NodeEndpoint};
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 /// The ListMounts stream of a fake agent.
@@ -32,6 +32,8 @@ pub struct FakeAgent {
     /// WaitMigratable's messages, sent in order, then the stream ends OK; `None`:
     /// UNIMPLEMENTED.
     wait: Option<Vec<v1::WaitMigratableResponse>>,
+    /// After its messages, WaitMigratable's stream stays open without a word.
+    wait_hangs: bool,
 }
 
 impl FakeAgent {
@@ -51,6 +53,7 @@ impl FakeAgent {
             list: Arc::new(|| Box::pin(tokio_stream::empty())),
             check: None,
             wait: None,
+            wait_hangs: false,
         }
     }
 
@@ -69,6 +72,13 @@ impl FakeAgent {
     /// Answers each WaitMigratable with `messages`, then ends the stream OK.
     pub fn waiting(mut self, messages: Vec<v1::WaitMigratableResponse>) -> FakeAgent {
         self.wait = Some(messages);
+        self
+    }
+
+    /// Answers each WaitMigratable with `messages`, then keeps the stream open, silent.
+    pub fn waiting_then_silent(mut self, messages: Vec<v1::WaitMigratableResponse>) -> FakeAgent {
+        self.wait = Some(messages);
+        self.wait_hangs = true;
         self
     }
 
@@ -113,9 +123,12 @@ impl AutofsInspector for FakeAgent {
             .wait
             .clone()
             .ok_or_else(|| Status::unimplemented("fake"))?;
-        Ok(Response::new(Box::pin(tokio_stream::iter(
-            messages.into_iter().map(Ok),
-        ))))
+        let messages = tokio_stream::iter(messages.into_iter().map(Ok));
+        Ok(Response::new(if self.wait_hangs {
+            Box::pin(messages.chain(tokio_stream::pending()))
+        } else {
+            Box::pin(messages)
+        }))
     }
 
     async fn check_migratable(
