@@ -140,10 +140,17 @@ impl Connector {
         let cut_by_deadline = deadline <= own_limit;
         match tokio::time::timeout_at(own_limit.min(deadline), endpoint.connect()).await {
             Ok(Ok(channel)) => Ok(channel),
-            Ok(Err(e)) => Err(Some(NodeErrorKind::Unavailable(Cause::with_source(
-                error_chain(&e),
-                e,
-            )))),
+            Ok(Err(e)) => {
+                let mut text = error_chain(&e);
+                if self.tls.is_some() && dropped(&e) {
+                    text.push_str(
+                        " (does the agent serve TLS? A plaintext agent drops the TLS handshake)",
+                    );
+                }
+                Err(Some(NodeErrorKind::Unavailable(Cause::with_source(
+                    text, e,
+                ))))
+            }
             Err(_) if cut_by_deadline => Err(None),
             Err(_) => Err(Some(NodeErrorKind::Unavailable(Cause::text(format!(
                 "no connection within the connect timeout of {}",
@@ -151,6 +158,19 @@ impl Connector {
             ))))),
         }
     }
+}
+
+/// Whether the peer reset or closed the connection under `e` (an I/O error in its sources).
+fn dropped(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, UnexpectedEof};
+    std::iter::successors(Some(e), |e| e.source()).any(|e| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | UnexpectedEof
+            )
+        })
+    })
 }
 
 /// An error and its sources, `: `-separated, without repeats.
@@ -233,6 +253,20 @@ fn connection_lost(status: &tonic::Status) -> Option<String> {
     };
     let mut source = std::error::Error::source(status);
     while let Some(e) = source {
+        // The connection itself failed as HTTP/2 (this side sent GOAWAY): what the peer sent
+        // is no HTTP/2 at all — typically the TLS records of an agent serving TLS.
+        if let Some(h2) = e.downcast_ref::<h2::Error>()
+            && h2.is_go_away()
+            && h2.is_library()
+            && matches!(
+                h2.reason(),
+                Some(h2::Reason::FRAME_SIZE_ERROR | h2::Reason::PROTOCOL_ERROR)
+            )
+        {
+            return Some(format!(
+                "{e} (the peer does not speak plaintext HTTP/2: an agent serving TLS needs --tls-ca)"
+            ));
+        }
         // InvalidData: what the TLS layer under the connection failed with (an alert the
         // agent sent, such as certificate_required).
         if let Some(io) = e.downcast_ref::<std::io::Error>()
