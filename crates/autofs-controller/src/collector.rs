@@ -179,7 +179,11 @@ impl Collector {
         };
         Ok(Collector {
             inner: Arc::new(Inner {
-                limit: Arc::new(Semaphore::new(config.concurrency)),
+                // More slots than a semaphore holds are as good as that many: no fan-out has
+                // more nodes.
+                limit: Arc::new(Semaphore::new(
+                    config.concurrency.min(Semaphore::MAX_PERMITS),
+                )),
                 config,
                 connector,
                 endpoints,

@@ -232,8 +232,8 @@ enum Command {
     Watch {
         #[command(flatten)]
         filter: FilterFlags,
-        /// Stop after this many mount events.
-        #[arg(long)]
+        /// Stop after this many mount events (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         max_events: Option<u64>,
     },
     /// The agents: version, kernel, pipe_ino support, reachability; exit 3 if any failed.

@@ -452,3 +452,26 @@ fn a_wait_that_gets_no_verdict_names_the_wait_not_the_timeout() {
         "{err}"
     );
 }
+
+#[test]
+fn a_concurrency_beyond_what_a_semaphore_holds_is_as_good_as_unbounded_and_zero_events_is_refused()
+{
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addr = rt.block_on(serve("many-slots", Fault::None)).to_string();
+    let out = controller(&[
+        "nodes",
+        "--nodes",
+        &addr,
+        "--concurrency",
+        "18446744073709551615",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+
+    // `--max-events 0` printed one event and stopped: zero events is no watch at all.
+    let out = controller(&["watch", "--nodes", &addr, "--max-events", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid value '0' for '--max-events"), "{err}");
+}
