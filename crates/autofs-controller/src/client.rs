@@ -111,6 +111,25 @@ impl Connector {
         Ok(endpoint.connect_lazy())
     }
 
+    /// A handshake (`GetNodeInfo`) failure, with what it may mean: a plaintext client whose
+    /// connection is lost under its first call is what an agent serving TLS does to it
+    /// (depending on timing the client sees a broken pipe, a closed connection, or the TLS
+    /// alert read as a bad HTTP/2 frame).
+    pub fn explain_handshake(&self, kind: NodeErrorKind) -> NodeErrorKind {
+        match kind {
+            NodeErrorKind::Unavailable(cause)
+                if self.tls.is_none()
+                    && cause.as_str().starts_with(LOST)
+                    && !cause.as_str().contains("--tls-ca") =>
+            {
+                NodeErrorKind::Unavailable(cause.with_hint(
+                    " (lost under the first call: does the agent serve TLS? Then give --tls-ca)",
+                ))
+            }
+            kind => kind,
+        }
+    }
+
     /// A connected channel, or why there is none. The attempt's connect timeout is cut to
     /// the node's deadline; when that cut is what ended it, the answer is the deadline
     /// (`None` in the error), never an `UNAVAILABLE` racing it.
@@ -234,15 +253,16 @@ pub(crate) fn status_kind(status: &tonic::Status) -> NodeErrorKind {
         } else {
             ""
         };
-        return NodeErrorKind::Unavailable(Cause::text(format!(
-            "the connection was lost: {cause}{hint}"
-        )));
+        return NodeErrorKind::Unavailable(Cause::text(format!("{LOST}{cause}{hint}")));
     }
     if code == tonic::Code::Internal && status.message().contains("decode") {
         return NodeErrorKind::Malformed(status.message().to_owned());
     }
     NodeErrorKind::from_status(status)
 }
+
+/// How the text of a call whose connection went away starts.
+const LOST: &str = "the connection was lost: ";
 
 /// What happened, when the call failed because the connection went away (reset, closed,
 /// broken, refused by the agent's TLS after the handshake, or the request was cancelled with

@@ -571,7 +571,9 @@ where
                     .await
                     .map_err(|e| e.unwrap_or_else(out_of_time))?;
                 let mut c = Client::new(channel);
-                let i = client::node_info(&mut c, deadline).await?;
+                let i = client::node_info(&mut c, deadline)
+                    .await
+                    .map_err(|kind| inner.connector.explain_handshake(kind))?;
                 // Name errors after the node even when its handshake is refused.
                 if !i.node.trim().is_empty() && ep.expected_node.is_none() {
                     said_name = Some(i.node.clone());

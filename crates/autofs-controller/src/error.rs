@@ -284,6 +284,12 @@ impl Cause {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// The same cause with `hint` appended to its text (the source is kept).
+    pub fn with_hint(mut self, hint: &str) -> Cause {
+        self.text.push_str(hint);
+        self
+    }
 }
 
 impl fmt::Display for Cause {

@@ -217,7 +217,9 @@ async fn start(
     let mut said: Option<String> = None;
     let setup = async {
         let mut c = Client::new(inner.connector.channel(ep, true)?);
-        let info = client::node_info(&mut c, deadline).await?;
+        let info = client::node_info(&mut c, deadline)
+            .await
+            .map_err(|kind| inner.connector.explain_handshake(kind))?;
         if !info.node.trim().is_empty() {
             said = Some(info.node.clone());
         }
