@@ -299,6 +299,7 @@ impl Collector {
             &ep,
             deadline,
             within,
+            self.inner.config.max_attempts,
             move |mut c, info, deadline| {
                 let request = request.clone();
                 async move {
@@ -332,8 +333,10 @@ impl Collector {
     ///
     /// [`Error::UnknownNode`] and [`Error::Node`] as [`Collector::check`] gives them for the
     /// same target, with two differences: a wait the agent ends with `UNAVAILABLE` (it shuts
-    /// down, or its scan stalls while the gate waits: the gate says nothing then) is asked
-    /// again like an unreachable agent, within `wait`; and [`NodeErrorKind::Rpc`] with
+    /// down, or its scan stalls while the gate waits: the gate says nothing then), or an agent
+    /// that cannot be reached, is asked again with backoff until `wait` has passed, whatever
+    /// `max_attempts` says (an agent restarting under a wait takes as long as its pod does);
+    /// and [`NodeErrorKind::Rpc`] with
     /// `ResourceExhausted` when the agent's stream limits are used up. A stream that ends
     /// without a final verdict is [`NodeErrorKind::Malformed`].
     pub async fn wait_migratable(
@@ -361,51 +364,61 @@ impl Collector {
         // The agent ends the wait at `deadline` with DEADLINE_EXCEEDED; the node's own bound
         // is a little later, so that ending arrives instead of a timer racing it.
         let grace = deadline.checked_add(WAIT_GRACE).unwrap_or(deadline);
-        let done = run_node(&self.inner, &ep, grace, wait, move |mut c, info, _| {
-            let (request, progress) = (request.clone(), progress.clone());
-            async move {
-                let mut stream = c
-                    .wait_migratable(client::request(request, deadline))
-                    .await
-                    .map_err(|s| client::status_kind(&s))?
-                    .into_inner();
-                let mut last: Option<v1::WaitMigratableResponse> = None;
-                loop {
-                    match stream.message().await {
-                        Ok(Some(message)) => {
-                            check_wait_message(&message, &info.node)?;
-                            progress(&message);
-                            last = Some(message);
+        // An agent that restarts under a wait (a rolling update: "agent shutting down; wait
+        // again", then refused connections for as long as its pod takes) is asked again until
+        // the wait's deadline, not only --max-attempts times: the gate is still wanted.
+        let done = run_node(
+            &self.inner,
+            &ep,
+            grace,
+            wait,
+            u32::MAX,
+            move |mut c, info, _| {
+                let (request, progress) = (request.clone(), progress.clone());
+                async move {
+                    let mut stream = c
+                        .wait_migratable(client::request(request, deadline))
+                        .await
+                        .map_err(|s| client::status_kind(&s))?
+                        .into_inner();
+                    let mut last: Option<v1::WaitMigratableResponse> = None;
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(message)) => {
+                                check_wait_message(&message, &info.node)?;
+                                progress(&message);
+                                last = Some(message);
+                            }
+                            Ok(None) => {
+                                let last = last.ok_or_else(|| {
+                                    NodeErrorKind::Malformed(
+                                        "WaitMigratable ended without a verdict".into(),
+                                    )
+                                })?;
+                                return match wait_end(&last) {
+                                    Some(end) => Ok((end, last)),
+                                    None => Err(NodeErrorKind::Malformed(
+                                        "WaitMigratable ended while its last message said to wait"
+                                            .into(),
+                                    )),
+                                };
+                            }
+                            // The wait's deadline, whichever side noticed it first.
+                            Err(status)
+                                if matches!(
+                                    status.code(),
+                                    tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                                ) && last.is_some()
+                                    && Instant::now() + Duration::from_millis(100) >= deadline =>
+                            {
+                                return Ok((WaitEnd::StillBlocked, last.unwrap_or_default()));
+                            }
+                            Err(status) => return Err(client::status_kind(&status)),
                         }
-                        Ok(None) => {
-                            let last = last.ok_or_else(|| {
-                                NodeErrorKind::Malformed(
-                                    "WaitMigratable ended without a verdict".into(),
-                                )
-                            })?;
-                            return match wait_end(&last) {
-                                Some(end) => Ok((end, last)),
-                                None => Err(NodeErrorKind::Malformed(
-                                    "WaitMigratable ended while its last message said to wait"
-                                        .into(),
-                                )),
-                            };
-                        }
-                        // The wait's deadline, whichever side noticed it first.
-                        Err(status)
-                            if matches!(
-                                status.code(),
-                                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-                            ) && last.is_some()
-                                && Instant::now() + Duration::from_millis(100) >= deadline =>
-                        {
-                            return Ok((WaitEnd::StillBlocked, last.unwrap_or_default()));
-                        }
-                        Err(status) => return Err(client::status_kind(&status)),
                     }
                 }
-            }
-        })
+            },
+        )
         .await;
         let (end, last) = done.result?;
         Ok(WaitOutcome {
@@ -482,7 +495,8 @@ impl Collector {
                     tokio::time::timeout_at(deadline, inner.limit.clone().acquire_owned()).await;
                 let result = match permit {
                     Ok(_permit) if Instant::now() < deadline => {
-                        run_node(&inner, &ep, deadline, within, op).await
+                        let attempts = inner.config.max_attempts;
+                        run_node(&inner, &ep, deadline, within, attempts, op).await
                     }
                     _ => queued_too_long(&inner, &ep, started, within),
                 };
@@ -520,7 +534,7 @@ impl Collector {
 
 /// Connect, handshake, `op`; retried on `UNAVAILABLE` with backoff, all before `deadline`,
 /// which is `within` after the operation started (the bound a node that misses it is said to
-/// have had: the configured timeout, or a wait's own).
+/// have had: the configured timeout, or a wait's own); at most `max_attempts` attempts.
 ///
 /// The cause of a failure is classified once, from what happened: whatever timer noticed it
 /// (the outer deadline, the connect timeout cut to it, the `grpc-timeout` the agent or tonic
@@ -530,6 +544,7 @@ pub(crate) async fn run_node<T, F, Fut>(
     ep: &NodeEndpoint,
     deadline: Instant,
     within: Duration,
+    max_attempts: u32,
     op: F,
 ) -> NodeResult<T>
 where
@@ -584,7 +599,7 @@ where
             };
             match attempt.await {
                 Ok(v) => return Ok(v),
-                Err(kind @ NodeErrorKind::Unavailable(_)) if attempts < config.max_attempts => {
+                Err(kind @ NodeErrorKind::Unavailable(_)) if attempts < max_attempts => {
                     let delay = backoff.next_delay();
                     if Instant::now() + delay >= deadline {
                         return Err(kind);

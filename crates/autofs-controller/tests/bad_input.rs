@@ -475,3 +475,56 @@ fn a_concurrency_beyond_what_a_semaphore_holds_is_as_good_as_unbounded_and_zero_
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid value '0' for '--max-events"), "{err}");
 }
+
+#[tokio::test]
+async fn a_wait_outlives_an_agent_restart_longer_than_the_attempts_of_a_fan_out() {
+    use v1::wait_migratable_response::Outcome;
+    // The agent says WAITING, then shuts down as the real one does ("agent shutting down;
+    // wait again"); while it restarts, the next five handshakes are answered UNAVAILABLE
+    // (more than the --max-attempts 4 of a fan-out; answers, not refused connections, so
+    // that every attempt is exactly one handshake); then it answers DUMPABLE.
+    let addr = FakeAgent::new("restarting")
+        .unavailable_for(1..6)
+        .waiting_with(|n| {
+            if n == 0 {
+                Box::pin(tokio_stream::iter([
+                    Ok(wait_message(
+                        "restarting",
+                        Outcome::Waiting as i32,
+                        false,
+                        true,
+                    )),
+                    Err(tonic::Status::unavailable(
+                        "agent shutting down; wait again",
+                    )),
+                ]))
+            } else {
+                Box::pin(tokio_stream::iter([Ok(wait_message(
+                    "restarting",
+                    Outcome::Dumpable as i32,
+                    true,
+                    false,
+                ))]))
+            }
+        })
+        .serve()
+        .await;
+
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let progress = seen.clone();
+    // The node named by its address: no handshake round before the wait.
+    let outcome = collector(&[addr])
+        .wait_migratable(
+            &addr.to_string(),
+            Target::Pid(1),
+            std::time::Duration::from_secs(120),
+            move |m| progress.lock().unwrap().push(m.outcome),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the wait gave up: {e}"));
+    assert_eq!(outcome.end, autofs_controller::WaitEnd::Dumpable);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [Outcome::Waiting as i32, Outcome::Dumpable as i32]
+    );
+}
