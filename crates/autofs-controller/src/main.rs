@@ -453,17 +453,19 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Watch { filter, max_events } => {
             let mut stream = collector.watch(filter.request());
             let mut events = 0u64;
-            let mut refused = false;
             loop {
                 let item = tokio::select! {
                     item = stream.next() => item,
                     _ = tokio::signal::ctrl_c() => return Ok(EXIT_OK),
                 };
-                // No node is followed any more: 2 when an agent refused the watch.
+                // The stream ends only when no node is followed any more: every agent was not
+                // ready or refused the watch. Watching nothing is no success.
                 let Some(item) = item else {
-                    return Ok(if refused { EXIT_ERROR } else { EXIT_OK });
+                    eprintln!(
+                        "autofs-controller: no node is watched (every agent is not ready or refused the watch)"
+                    );
+                    return Ok(EXIT_ERROR);
                 };
-                refused |= matches!(item, WatchItem::Refused { .. });
                 match g.output {
                     Output::Table => print(&format!("{}\n", render::watch_line(&item)))?,
                     Output::Json => print_json(&render::watch_json(&item))?,
