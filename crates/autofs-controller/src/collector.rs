@@ -734,18 +734,39 @@ fn check_response(r: &v1::CheckMigratableResponse, node: &str) -> Result<(), Nod
     Ok(())
 }
 
-/// A node name answered by two endpoints: the later one is an error naming the first.
-fn mark_duplicates<T>(nodes: &mut [NodeResult<T>]) {
-    let mut first: HashMap<String, String> = HashMap::new();
-    for n in nodes.iter_mut() {
+/// A node name answered by two endpoints: the later one is an error naming the first —
+/// unless both reached the same agent process (the same `agent_instance`: a dual-stack pod's
+/// IPv4 and IPv6 addresses), when the later one is left out of the result: it is the same
+/// node's answer again, not a second agent claiming the name.
+fn mark_duplicates<T>(nodes: &mut Vec<NodeResult<T>>) {
+    // Node name → (first endpoint, its agent instance).
+    let mut first: HashMap<String, (String, String)> = HashMap::new();
+    let mut aliases = vec![false; nodes.len()];
+    for (i, n) in nodes.iter_mut().enumerate() {
         if n.result.is_err() {
             continue;
         }
         let Some(name) = n.node_name().map(str::to_owned) else {
             continue;
         };
+        let instance = n
+            .info
+            .as_ref()
+            .map(|i| i.agent_instance.clone())
+            .unwrap_or_default();
         match first.get(&name) {
-            Some(first_endpoint) => {
+            Some((first_endpoint, first_instance))
+                if !instance.is_empty() && *first_instance == instance =>
+            {
+                tracing::info!(
+                    node = %name,
+                    endpoint = %n.endpoint.address,
+                    first = %first_endpoint,
+                    "the same agent answered at two endpoints; keeping the first"
+                );
+                aliases[i] = true;
+            }
+            Some((first_endpoint, _)) => {
                 n.result = Err(NodeError::new(
                     &n.endpoint.address,
                     Some(&name),
@@ -755,10 +776,12 @@ fn mark_duplicates<T>(nodes: &mut [NodeResult<T>]) {
                 ));
             }
             None => {
-                first.insert(name, n.endpoint.address.clone());
+                first.insert(name, (n.endpoint.address.clone(), instance));
             }
         }
     }
+    let mut alias = aliases.into_iter();
+    nodes.retain(|_| !alias.next().unwrap_or(false));
 }
 
 /// The instant `d` from now; for a `d` past what an instant can hold (a timeout of

@@ -191,7 +191,9 @@ pub enum NodeErrorKind {
         /// The node the agent reported.
         actual: String,
     },
-    /// Another endpoint already answered as this node.
+    /// Another agent (another `agent_instance`) already answered as this node at another
+    /// endpoint. (The same agent reached at two endpoints is no error: the later endpoint is
+    /// left out of the result.)
     #[error("the same node already answered at {first_endpoint}; ignoring this endpoint")]
     DuplicateNode {
         /// The endpoint that answered first.

@@ -28,8 +28,8 @@ pub enum WatchItem {
     Connected {
         /// The endpoint.
         endpoint: NodeEndpoint,
-        /// The handshake answer.
-        info: v1::GetNodeInfoResponse,
+        /// The handshake answer (boxed: it is the largest item).
+        info: Box<v1::GetNodeInfoResponse>,
     },
     /// An event of one node (`event.node` names it; `event.sequence` is per stream).
     Event {
@@ -105,15 +105,46 @@ impl Collector {
     pub fn watch(&self, filter: v1::ListMountsRequest) -> WatchStream {
         let (tx, rx) = mpsc::channel(BUFFER);
         let mut tasks = JoinSet::new();
+        let claims = Claims::default();
         for ep in &self.inner.endpoints {
             tasks.spawn(follow(
                 self.inner.clone(),
                 ep.clone(),
                 filter.clone(),
                 tx.clone(),
+                claims.clone(),
             ));
         }
         WatchStream { rx, _tasks: tasks }
+    }
+}
+
+/// Which endpoint follows each agent process (`agent_instance`): an agent reached at two
+/// endpoints (a dual-stack pod's IPv4 and IPv6 addresses) is followed at one of them, so its
+/// events are not merged in twice; the other stands by and takes over when that stream breaks.
+#[derive(Clone, Default)]
+struct Claims(Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>);
+
+impl Claims {
+    /// Whether `endpoint` may follow `instance` (nobody else does); an empty instance (an
+    /// agent older than the field) is never shared.
+    fn claim(&self, instance: &str, endpoint: &str) -> bool {
+        if instance.is_empty() {
+            return true;
+        }
+        let mut claims = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        claims
+            .entry(instance.to_owned())
+            .or_insert_with(|| endpoint.to_owned())
+            == endpoint
+    }
+
+    /// `endpoint` no longer follows `instance`.
+    fn release(&self, instance: &str, endpoint: &str) {
+        let mut claims = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if claims.get(instance).is_some_and(|e| e == endpoint) {
+            claims.remove(instance);
+        }
     }
 }
 
@@ -123,6 +154,7 @@ async fn follow(
     ep: NodeEndpoint,
     filter: v1::ListMountsRequest,
     tx: mpsc::Sender<WatchItem>,
+    claims: Claims,
 ) {
     if let Some(why) = &ep.not_ready {
         let error = NodeError::new(
@@ -142,19 +174,27 @@ async fn follow(
                 kind
             }
             Ok((info, mut stream)) => {
+                let instance = info.agent_instance.clone();
+                if !claims.claim(&instance, &ep.address) {
+                    // Another endpoint follows this very agent: stand by, silently.
+                    drop(stream);
+                    tracing::debug!(endpoint = %ep.address, node = %info.node, "the same agent is followed at another endpoint; standing by");
+                    tokio::time::sleep(inner.config.backoff.max).await;
+                    continue;
+                }
                 name = Some(info.node.clone());
                 let node = info.node.clone();
                 if tx
                     .send(WatchItem::Connected {
                         endpoint: ep.clone(),
-                        info,
+                        info: Box::new(info),
                     })
                     .await
                     .is_err()
                 {
                     return;
                 }
-                loop {
+                let kind = loop {
                     match stream.message().await {
                         Ok(Some(event)) => {
                             if event.node != node {
@@ -181,7 +221,9 @@ async fn follow(
                         }
                         Err(status) => break client::status_kind(&status),
                     }
-                }
+                };
+                claims.release(&instance, &ep.address);
+                kind
             }
         };
         let error = NodeError::new(&ep.address, name.as_deref(), kind);

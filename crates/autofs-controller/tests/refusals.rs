@@ -48,3 +48,29 @@ fn a_filter_every_agent_refuses_is_bad_input_for_collect_and_ends_watch() {
         "{text}"
     );
 }
+
+#[test]
+fn one_agent_at_two_addresses_is_one_node_and_two_agents_with_one_name_are_a_duplicate() {
+    // One agent on every local address, asked at two of them: as a dual-stack pod answers at
+    // its IPv4 and IPv6 address (DNS discovery lists both). It is one node, answered once.
+    let agent = start_agent(None, "dual-stack", "0.0.0.0:0", &[]);
+    let port = agent.grpc.port();
+    let both = format!("127.0.0.1:{port},127.0.0.2:{port}");
+    let out = controller(&["collect", "--nodes", &both, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let doc = json(&out);
+    let nodes = doc["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "{doc}");
+    assert_eq!(nodes[0]["node"], "dual-stack", "{doc}");
+    let out = controller(&["nodes", "--nodes", &both, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(json(&out).as_array().unwrap().len(), 1);
+
+    // Two agents that claim one node name are still refused: the second is a duplicate.
+    let a = start_agent(None, "twin", "127.0.0.1:0", &[]);
+    let b = start_agent(None, "twin", "127.0.0.1:0", &[]);
+    let out = controller(&["collect", "--nodes", &format!("{},{}", a.grpc, b.grpc)]);
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("the same node already answered at"), "{text}");
+}
