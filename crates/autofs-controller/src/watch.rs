@@ -168,20 +168,19 @@ async fn follow(
     let mut backoff = Backoff::new(inner.config.backoff);
     loop {
         let mut name = ep.expected_node.clone();
-        let kind = match start(&inner, &ep, &filter).await {
+        let kind = match start(&inner, &ep, &filter, &claims).await {
             Err((said, kind)) => {
                 name = name.or(said);
                 kind
             }
-            Ok((info, mut stream)) => {
+            Ok((info, None)) => {
+                // Another endpoint follows this very agent: stand by, silently.
+                tracing::debug!(endpoint = %ep.address, node = %info.node, "the same agent is followed at another endpoint; standing by");
+                tokio::time::sleep(inner.config.backoff.max).await;
+                continue;
+            }
+            Ok((info, Some(mut stream))) => {
                 let instance = info.agent_instance.clone();
-                if !claims.claim(&instance, &ep.address) {
-                    // Another endpoint follows this very agent: stand by, silently.
-                    drop(stream);
-                    tracing::debug!(endpoint = %ep.address, node = %info.node, "the same agent is followed at another endpoint; standing by");
-                    tokio::time::sleep(inner.config.backoff.max).await;
-                    continue;
-                }
                 name = Some(info.node.clone());
                 let node = info.node.clone();
                 if tx
@@ -244,14 +243,19 @@ async fn follow(
 }
 
 /// Connect + handshake + open the stream, within the per-node deadline and the shared
-/// concurrency limit (the stream itself then runs without either). A failure comes with the
-/// name the agent gave in the handshake, when it got that far.
+/// concurrency limit (the stream itself then runs without either). No stream (`None`) when
+/// another endpoint already follows this agent (`claims`): nothing is asked of it then. A
+/// failure comes with the name the agent gave in the handshake, when it got that far.
 async fn start(
     inner: &Inner,
     ep: &NodeEndpoint,
     filter: &v1::ListMountsRequest,
+    claims: &Claims,
 ) -> Result<
-    (v1::GetNodeInfoResponse, tonic::Streaming<v1::MountEvent>),
+    (
+        v1::GetNodeInfoResponse,
+        Option<tonic::Streaming<v1::MountEvent>>,
+    ),
     (Option<String>, NodeErrorKind),
 > {
     let _permit = inner.limit.acquire().await;
@@ -266,6 +270,9 @@ async fn start(
             said = Some(info.node.clone());
         }
         client::check_node_info(&info, ep)?;
+        if !claims.claim(&info.agent_instance, &ep.address) {
+            return Ok((info, None));
+        }
         let request = v1::WatchMountsRequest {
             filter: Some(filter.clone()),
         };
@@ -274,7 +281,7 @@ async fn start(
             .await
             .map_err(|s| client::status_kind(&s))?
             .into_inner();
-        Ok((info, stream))
+        Ok((info, Some(stream)))
     };
     let result = tokio::time::timeout_at(deadline, setup)
         .await
