@@ -48,6 +48,8 @@ pub fn collect(
             .unwrap_or_default(),
         security_confined: confinement.is_some_and(|c| c.confining),
         access_denied_cause: host.access_denied_cause.clone().unwrap_or_default(),
+        // The service's, set by GetNodeInfo.
+        agent_instance: String::new(),
     }
 }
 

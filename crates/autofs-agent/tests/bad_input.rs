@@ -371,3 +371,15 @@ fn text_logs_through_a_pipe_carry_no_colour_escapes() {
     );
     assert!(seen.iter().all(|l| !l.contains('\u{1b}')), "{seen:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_budgets_beyond_what_a_semaphore_holds_are_as_good_as_unbounded() {
+    // It panicked at start ("a semaphore may not have more than MAX_PERMITS permits").
+    let huge = u64::MAX.to_string();
+    let agent = Agent::start(&["--max-streams", &huge, "--max-watches", &huge]);
+    let mut client = agent.client().await;
+    list(&mut client, v1::ListMountsRequest::default())
+        .await
+        .unwrap();
+    client.watch_mounts(quiet_watch()).await.unwrap();
+}

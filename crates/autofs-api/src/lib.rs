@@ -46,3 +46,10 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// Major version of the API package (`autofs.v1`).
 pub const API_MAJOR: u32 = 1;
+
+/// Initial metadata of `ListMounts` (and `CheckMigratable`): the age in milliseconds, counted
+/// from its start, of the scan the answer comes from.
+pub const SCAN_AGE_HEADER: &str = "autofs-scan-age-ms";
+/// Initial metadata of `ListMounts` (and `CheckMigratable`), set to `true` when the answer
+/// comes from the last good scan because the current one has stalled.
+pub const STALE_HEADER: &str = "autofs-scan-stale";

@@ -111,6 +111,25 @@ impl Connector {
         Ok(endpoint.connect_lazy())
     }
 
+    /// A handshake (`GetNodeInfo`) failure, with what it may mean: a plaintext client whose
+    /// connection is lost under its first call is what an agent serving TLS does to it
+    /// (depending on timing the client sees a broken pipe, a closed connection, or the TLS
+    /// alert read as a bad HTTP/2 frame).
+    pub fn explain_handshake(&self, kind: NodeErrorKind) -> NodeErrorKind {
+        match kind {
+            NodeErrorKind::Unavailable(cause)
+                if self.tls.is_none()
+                    && cause.as_str().starts_with(LOST)
+                    && !cause.as_str().contains("--tls-ca") =>
+            {
+                NodeErrorKind::Unavailable(cause.with_hint(
+                    " (lost under the first call: does the agent serve TLS? Then give --tls-ca)",
+                ))
+            }
+            kind => kind,
+        }
+    }
+
     /// A connected channel, or why there is none. The attempt's connect timeout is cut to
     /// the node's deadline; when that cut is what ended it, the answer is the deadline
     /// (`None` in the error), never an `UNAVAILABLE` racing it.
@@ -136,14 +155,21 @@ impl Connector {
                 )))
             })?;
         }
-        let own_limit = Instant::now() + self.connect_timeout;
+        let own_limit = crate::collector::deadline_after(self.connect_timeout);
         let cut_by_deadline = deadline <= own_limit;
         match tokio::time::timeout_at(own_limit.min(deadline), endpoint.connect()).await {
             Ok(Ok(channel)) => Ok(channel),
-            Ok(Err(e)) => Err(Some(NodeErrorKind::Unavailable(Cause::with_source(
-                error_chain(&e),
-                e,
-            )))),
+            Ok(Err(e)) => {
+                let mut text = error_chain(&e);
+                if self.tls.is_some() && dropped(&e) {
+                    text.push_str(
+                        " (does the agent serve TLS? A plaintext agent drops the TLS handshake)",
+                    );
+                }
+                Err(Some(NodeErrorKind::Unavailable(Cause::with_source(
+                    text, e,
+                ))))
+            }
             Err(_) if cut_by_deadline => Err(None),
             Err(_) => Err(Some(NodeErrorKind::Unavailable(Cause::text(format!(
                 "no connection within the connect timeout of {}",
@@ -151,6 +177,19 @@ impl Connector {
             ))))),
         }
     }
+}
+
+/// Whether the peer reset or closed the connection under `e` (an I/O error in its sources).
+fn dropped(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, UnexpectedEof};
+    std::iter::successors(Some(e), |e| e.source()).any(|e| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                ConnectionReset | ConnectionAborted | UnexpectedEof
+            )
+        })
+    })
 }
 
 /// An error and its sources, `: `-separated, without repeats.
@@ -170,12 +209,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// A request carrying the time left until `deadline` as its `grpc-timeout`, so the agent
 /// stops working when the controller stops waiting.
+///
+/// `grpc-timeout` holds at most 8 digits of hours (about 11,400 years): a longer time left is
+/// sent as that, which no agent will reach (tonic would panic on it).
 pub(crate) fn request<T>(message: T, deadline: Instant) -> tonic::Request<T> {
     let mut req = tonic::Request::new(message);
     let left = deadline.saturating_duration_since(Instant::now());
-    req.set_timeout(left.max(Duration::from_millis(1)));
+    req.set_timeout(left.clamp(Duration::from_millis(1), MAX_GRPC_TIMEOUT));
     req
 }
+
+/// The longest `grpc-timeout`: 99,999,999 hours (the gRPC spec's 8 digits).
+const MAX_GRPC_TIMEOUT: Duration = Duration::from_secs(99_999_999 * 3600);
 
 /// Classifies a failed call, once, from what happened:
 /// - `DEADLINE_EXCEEDED` (the agent enforcing the `grpc-timeout` we sent) and tonic's own
@@ -208,15 +253,16 @@ pub(crate) fn status_kind(status: &tonic::Status) -> NodeErrorKind {
         } else {
             ""
         };
-        return NodeErrorKind::Unavailable(Cause::text(format!(
-            "the connection was lost: {cause}{hint}"
-        )));
+        return NodeErrorKind::Unavailable(Cause::text(format!("{LOST}{cause}{hint}")));
     }
     if code == tonic::Code::Internal && status.message().contains("decode") {
         return NodeErrorKind::Malformed(status.message().to_owned());
     }
     NodeErrorKind::from_status(status)
 }
+
+/// How the text of a call whose connection went away starts.
+const LOST: &str = "the connection was lost: ";
 
 /// What happened, when the call failed because the connection went away (reset, closed,
 /// broken, refused by the agent's TLS after the handshake, or the request was cancelled with
@@ -227,6 +273,20 @@ fn connection_lost(status: &tonic::Status) -> Option<String> {
     };
     let mut source = std::error::Error::source(status);
     while let Some(e) = source {
+        // The connection itself failed as HTTP/2 (this side sent GOAWAY): what the peer sent
+        // is no HTTP/2 at all — typically the TLS records of an agent serving TLS.
+        if let Some(h2) = e.downcast_ref::<h2::Error>()
+            && h2.is_go_away()
+            && h2.is_library()
+            && matches!(
+                h2.reason(),
+                Some(h2::Reason::FRAME_SIZE_ERROR | h2::Reason::PROTOCOL_ERROR)
+            )
+        {
+            return Some(format!(
+                "{e} (the peer does not speak plaintext HTTP/2: an agent serving TLS needs --tls-ca)"
+            ));
+        }
         // InvalidData: what the TLS layer under the connection failed with (an alert the
         // agent sent, such as certificate_required).
         if let Some(io) = e.downcast_ref::<std::io::Error>()

@@ -18,7 +18,7 @@ use crate::backoff::{Backoff, BackoffConfig};
 use crate::client::{self, Client, Connector, TlsOptions};
 use crate::endpoint::{self, NodeEndpoint};
 use crate::error::{Error, NodeError, NodeErrorKind};
-use crate::report::{CheckOutcome, ClusterReport, NodeResult, NodeStatus};
+use crate::report::{CheckOutcome, ClusterReport, NodeResult, NodeStatus, ScanAge};
 
 pub use v1::check_migratable_request::Target;
 
@@ -179,7 +179,11 @@ impl Collector {
         };
         Ok(Collector {
             inner: Arc::new(Inner {
-                limit: Arc::new(Semaphore::new(config.concurrency)),
+                // More slots than a semaphore holds are as good as that many: no fan-out has
+                // more nodes.
+                limit: Arc::new(Semaphore::new(
+                    config.concurrency.min(Semaphore::MAX_PERMITS),
+                )),
                 config,
                 connector,
                 endpoints,
@@ -206,7 +210,7 @@ impl Collector {
             used: Default::default(),
         });
         let per_node = self.inner.config.max_mounts_per_node;
-        let mut nodes = self
+        let mut nodes: Vec<NodeResult<Vec<v1::MountReport>>> = self
             .fan_out(move |mut c, info, deadline| {
                 let filter = filter.clone();
                 let budget = budget.clone();
@@ -218,7 +222,20 @@ impl Collector {
                     list_mounts(&mut c, &info.node, (*filter).clone(), deadline, limits).await
                 }
             })
-            .await;
+            .await
+            .into_iter()
+            .map(|n| {
+                let scan = n.result.as_ref().ok().and_then(|(_, scan)| *scan);
+                NodeResult {
+                    endpoint: n.endpoint,
+                    info: n.info,
+                    result: n.result.map(|(mounts, _)| mounts),
+                    attempts: n.attempts,
+                    elapsed: n.elapsed,
+                    scan,
+                }
+            })
+            .collect();
         if self.inner.config.unique_nodes {
             mark_duplicates(&mut nodes);
         }
@@ -230,13 +247,17 @@ impl Collector {
 
     /// The handshake of every node: version, kernel, capabilities, reachability.
     pub async fn nodes(&self) -> Vec<NodeStatus> {
-        self.nodes_until(Instant::now() + self.inner.config.timeout)
-            .await
+        let within = self.inner.config.timeout;
+        self.nodes_until(deadline_after(within), within).await
     }
 
-    async fn nodes_until(&self, deadline: Instant) -> Vec<NodeStatus> {
+    /// The handshakes, by `deadline`, which is `within` after the caller's start (what a node
+    /// that misses it is said to have had).
+    async fn nodes_until(&self, deadline: Instant, within: Duration) -> Vec<NodeStatus> {
         let mut nodes = self
-            .fan_out_until(deadline, |_, _, _| async { Ok::<(), NodeErrorKind>(()) })
+            .fan_out_until(deadline, within, |_, _, _| async {
+                Ok::<(), NodeErrorKind>(())
+            })
             .await;
         if self.inner.config.unique_nodes {
             mark_duplicates(&mut nodes);
@@ -267,23 +288,31 @@ impl Collector {
     ///     be read for another reason (the message names the first failed read).
     pub async fn check(&self, node: &str, target: Target) -> Result<CheckOutcome, Error> {
         // One deadline for finding the node and asking it: `--timeout` bounds the answer.
-        let deadline = Instant::now() + self.inner.config.timeout;
-        let ep = self.find_node(node, deadline).await?;
+        let within = self.inner.config.timeout;
+        let deadline = deadline_after(within);
+        let ep = self.find_node(node, deadline, within).await?;
         let request = v1::CheckMigratableRequest {
             target: Some(target),
         };
-        let done = run_node(&self.inner, &ep, deadline, move |mut c, info, deadline| {
-            let request = request.clone();
-            async move {
-                let r = c
-                    .check_migratable(client::request(request, deadline))
-                    .await
-                    .map_err(|s| client::status_kind(&s))?
-                    .into_inner();
-                check_response(&r, &info.node)?;
-                Ok(r)
-            }
-        })
+        let done = run_node(
+            &self.inner,
+            &ep,
+            deadline,
+            within,
+            self.inner.config.max_attempts,
+            move |mut c, info, deadline| {
+                let request = request.clone();
+                async move {
+                    let r = c
+                        .check_migratable(client::request(request, deadline))
+                        .await
+                        .map_err(|s| client::status_kind(&s))?
+                        .into_inner();
+                    check_response(&r, &info.node)?;
+                    Ok(r)
+                }
+            },
+        )
         .await;
         let response = done.result?;
         Ok(CheckOutcome {
@@ -296,27 +325,34 @@ impl Collector {
     /// agent's verdict at the start and each time the set of blocking mounts changes
     /// (`WaitMigratable`). Ends with [`WaitEnd::Dumpable`] as soon as nothing blocks, with
     /// [`WaitEnd::WillNotClear`] at once when a blocker cannot clear by itself, and with
-    /// [`WaitEnd::StillBlocked`] at `deadline`. Finding the node is bounded by the configured
-    /// timeout as well.
+    /// [`WaitEnd::StillBlocked`] when `wait` has passed. Finding the node is bounded by the
+    /// configured timeout as well. A node that gives no verdict in time is
+    /// [`NodeErrorKind::DeadlineExceeded`] naming `wait`.
     ///
     /// # Errors
     ///
     /// [`Error::UnknownNode`] and [`Error::Node`] as [`Collector::check`] gives them for the
     /// same target, with two differences: a wait the agent ends with `UNAVAILABLE` (it shuts
-    /// down, or its scan stalls while the gate waits: the gate says nothing then) is asked
-    /// again like an unreachable agent, within `deadline`; and [`NodeErrorKind::Rpc`] with
+    /// down, or its scan stalls while the gate waits: the gate says nothing then), or an agent
+    /// that cannot be reached, is asked again with backoff until `wait` has passed, whatever
+    /// `max_attempts` says (an agent restarting under a wait takes as long as its pod does);
+    /// and [`NodeErrorKind::Rpc`] with
     /// `ResourceExhausted` when the agent's stream limits are used up. A stream that ends
     /// without a final verdict is [`NodeErrorKind::Malformed`].
     pub async fn wait_migratable(
         &self,
         node: &str,
         target: Target,
-        deadline: Instant,
+        wait: Duration,
         progress: impl Fn(&v1::WaitMigratableResponse) + Send + Sync + 'static,
     ) -> Result<WaitOutcome, Error> {
         use v1::wait_migratable_request::Target as WaitTarget;
-        let find_by = deadline.min(Instant::now() + self.inner.config.timeout);
-        let ep = self.find_node(node, find_by).await?;
+        let deadline = deadline_after(wait);
+        // A node that does not answer in time is said to have had the wait (or the timeout,
+        // when that is shorter for finding it), never a bound it was not given.
+        let find_within = wait.min(self.inner.config.timeout);
+        let find_by = deadline.min(deadline_after(self.inner.config.timeout));
+        let ep = self.find_node(node, find_by, find_within).await?;
         let request = v1::WaitMigratableRequest {
             target: Some(match target {
                 Target::Pid(pid) => WaitTarget::Pid(pid),
@@ -327,52 +363,62 @@ impl Collector {
         let progress = std::sync::Arc::new(progress);
         // The agent ends the wait at `deadline` with DEADLINE_EXCEEDED; the node's own bound
         // is a little later, so that ending arrives instead of a timer racing it.
-        let grace = deadline + WAIT_GRACE;
-        let done = run_node(&self.inner, &ep, grace, move |mut c, info, _| {
-            let (request, progress) = (request.clone(), progress.clone());
-            async move {
-                let mut stream = c
-                    .wait_migratable(client::request(request, deadline))
-                    .await
-                    .map_err(|s| client::status_kind(&s))?
-                    .into_inner();
-                let mut last: Option<v1::WaitMigratableResponse> = None;
-                loop {
-                    match stream.message().await {
-                        Ok(Some(message)) => {
-                            check_wait_message(&message, &info.node)?;
-                            progress(&message);
-                            last = Some(message);
+        let grace = deadline.checked_add(WAIT_GRACE).unwrap_or(deadline);
+        // An agent that restarts under a wait (a rolling update: "agent shutting down; wait
+        // again", then refused connections for as long as its pod takes) is asked again until
+        // the wait's deadline, not only --max-attempts times: the gate is still wanted.
+        let done = run_node(
+            &self.inner,
+            &ep,
+            grace,
+            wait,
+            u32::MAX,
+            move |mut c, info, _| {
+                let (request, progress) = (request.clone(), progress.clone());
+                async move {
+                    let mut stream = c
+                        .wait_migratable(client::request(request, deadline))
+                        .await
+                        .map_err(|s| client::status_kind(&s))?
+                        .into_inner();
+                    let mut last: Option<v1::WaitMigratableResponse> = None;
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(message)) => {
+                                check_wait_message(&message, &info.node)?;
+                                progress(&message);
+                                last = Some(message);
+                            }
+                            Ok(None) => {
+                                let last = last.ok_or_else(|| {
+                                    NodeErrorKind::Malformed(
+                                        "WaitMigratable ended without a verdict".into(),
+                                    )
+                                })?;
+                                return match wait_end(&last) {
+                                    Some(end) => Ok((end, last)),
+                                    None => Err(NodeErrorKind::Malformed(
+                                        "WaitMigratable ended while its last message said to wait"
+                                            .into(),
+                                    )),
+                                };
+                            }
+                            // The wait's deadline, whichever side noticed it first.
+                            Err(status)
+                                if matches!(
+                                    status.code(),
+                                    tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                                ) && last.is_some()
+                                    && Instant::now() + Duration::from_millis(100) >= deadline =>
+                            {
+                                return Ok((WaitEnd::StillBlocked, last.unwrap_or_default()));
+                            }
+                            Err(status) => return Err(client::status_kind(&status)),
                         }
-                        Ok(None) => {
-                            let last = last.ok_or_else(|| {
-                                NodeErrorKind::Malformed(
-                                    "WaitMigratable ended without a verdict".into(),
-                                )
-                            })?;
-                            return match wait_end(&last) {
-                                Some(end) => Ok((end, last)),
-                                None => Err(NodeErrorKind::Malformed(
-                                    "WaitMigratable ended while its last message said to wait"
-                                        .into(),
-                                )),
-                            };
-                        }
-                        // The wait's deadline, whichever side noticed it first.
-                        Err(status)
-                            if matches!(
-                                status.code(),
-                                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-                            ) && last.is_some()
-                                && Instant::now() + Duration::from_millis(100) >= deadline =>
-                        {
-                            return Ok((WaitEnd::StillBlocked, last.unwrap_or_default()));
-                        }
-                        Err(status) => return Err(client::status_kind(&status)),
                     }
                 }
-            }
-        })
+            },
+        )
         .await;
         let (end, last) = done.result?;
         Ok(WaitOutcome {
@@ -382,7 +428,12 @@ impl Collector {
         })
     }
 
-    async fn find_node(&self, node: &str, deadline: Instant) -> Result<NodeEndpoint, Error> {
+    async fn find_node(
+        &self,
+        node: &str,
+        deadline: Instant,
+        within: Duration,
+    ) -> Result<NodeEndpoint, Error> {
         let eps = &self.inner.endpoints;
         if let Some(ep) = eps
             .iter()
@@ -390,7 +441,7 @@ impl Collector {
         {
             return Ok(ep.clone());
         }
-        let statuses = self.nodes_until(deadline).await;
+        let statuses = self.nodes_until(deadline, within).await;
         let mut unreachable = Vec::new();
         let mut known = 0;
         for s in statuses {
@@ -414,12 +465,17 @@ impl Collector {
         F: Fn(Client, v1::GetNodeInfoResponse, Instant) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<T, NodeErrorKind>> + Send,
     {
-        self.fan_out_until(Instant::now() + self.inner.config.timeout, op)
-            .await
+        let within = self.inner.config.timeout;
+        self.fan_out_until(deadline_after(within), within, op).await
     }
 
     /// [`Self::fan_out`] with an explicit deadline shared with the caller's other steps.
-    async fn fan_out_until<T, F, Fut>(&self, deadline: Instant, op: F) -> Vec<NodeResult<T>>
+    async fn fan_out_until<T, F, Fut>(
+        &self,
+        deadline: Instant,
+        within: Duration,
+        op: F,
+    ) -> Vec<NodeResult<T>>
     where
         T: Send + 'static,
         F: Fn(Client, v1::GetNodeInfoResponse, Instant) -> Fut + Clone + Send + Sync + 'static,
@@ -439,9 +495,10 @@ impl Collector {
                     tokio::time::timeout_at(deadline, inner.limit.clone().acquire_owned()).await;
                 let result = match permit {
                     Ok(_permit) if Instant::now() < deadline => {
-                        run_node(&inner, &ep, deadline, op).await
+                        let attempts = inner.config.max_attempts;
+                        run_node(&inner, &ep, deadline, within, attempts, op).await
                     }
-                    _ => queued_too_long(&inner, &ep, started),
+                    _ => queued_too_long(&inner, &ep, started, within),
                 };
                 (i, result)
             });
@@ -468,13 +525,16 @@ impl Collector {
                     )),
                     attempts: 0,
                     elapsed: Duration::ZERO,
+                    scan: None,
                 })
             })
             .collect()
     }
 }
 
-/// Connect, handshake, `op`; retried on `UNAVAILABLE` with backoff, all before `deadline`.
+/// Connect, handshake, `op`; retried on `UNAVAILABLE` with backoff, all before `deadline`,
+/// which is `within` after the operation started (the bound a node that misses it is said to
+/// have had: the configured timeout, or a wait's own); at most `max_attempts` attempts.
 ///
 /// The cause of a failure is classified once, from what happened: whatever timer noticed it
 /// (the outer deadline, the connect timeout cut to it, the `grpc-timeout` the agent or tonic
@@ -483,6 +543,8 @@ pub(crate) async fn run_node<T, F, Fut>(
     inner: &Inner,
     ep: &NodeEndpoint,
     deadline: Instant,
+    within: Duration,
+    max_attempts: u32,
     op: F,
 ) -> NodeResult<T>
 where
@@ -502,6 +564,7 @@ where
             )),
             attempts: 0,
             elapsed: started.elapsed(),
+            scan: None,
         };
     }
     let mut attempts = 0;
@@ -523,7 +586,9 @@ where
                     .await
                     .map_err(|e| e.unwrap_or_else(out_of_time))?;
                 let mut c = Client::new(channel);
-                let i = client::node_info(&mut c, deadline).await?;
+                let i = client::node_info(&mut c, deadline)
+                    .await
+                    .map_err(|kind| inner.connector.explain_handshake(kind))?;
                 // Name errors after the node even when its handshake is refused.
                 if !i.node.trim().is_empty() && ep.expected_node.is_none() {
                     said_name = Some(i.node.clone());
@@ -534,7 +599,7 @@ where
             };
             match attempt.await {
                 Ok(v) => return Ok(v),
-                Err(kind @ NodeErrorKind::Unavailable(_)) if attempts < config.max_attempts => {
+                Err(kind @ NodeErrorKind::Unavailable(_)) if attempts < max_attempts => {
                     let delay = backoff.next_delay();
                     if Instant::now() + delay >= deadline {
                         return Err(kind);
@@ -552,7 +617,7 @@ where
         .unwrap_or_else(|_| Err(out_of_time()))
         .map_err(|kind| match kind {
             NodeErrorKind::DeadlineExceeded { .. } => NodeErrorKind::DeadlineExceeded {
-                timeout: config.timeout,
+                timeout: within,
                 last: last.as_ref().map(ToString::to_string),
             },
             kind => kind,
@@ -568,11 +633,17 @@ where
         info,
         attempts,
         elapsed: started.elapsed(),
+        scan: None,
     }
 }
 
 /// The result of a node that never got a permit before the deadline (or got it only then).
-fn queued_too_long<T>(inner: &Inner, ep: &NodeEndpoint, started: Instant) -> NodeResult<T> {
+fn queued_too_long<T>(
+    inner: &Inner,
+    ep: &NodeEndpoint,
+    started: Instant,
+    within: Duration,
+) -> NodeResult<T> {
     NodeResult {
         endpoint: ep.clone(),
         info: None,
@@ -580,12 +651,13 @@ fn queued_too_long<T>(inner: &Inner, ep: &NodeEndpoint, started: Instant) -> Nod
             &ep.address,
             ep.expected_node.as_deref(),
             NodeErrorKind::NeverAsked {
-                timeout: inner.config.timeout,
+                timeout: within,
                 concurrency: inner.config.concurrency,
             },
         )),
         attempts: 0,
         elapsed: started.elapsed(),
+        scan: None,
     }
 }
 
@@ -601,14 +673,15 @@ async fn list_mounts(
     filter: v1::ListMountsRequest,
     deadline: Instant,
     limits: Limits<'_>,
-) -> Result<Vec<v1::MountReport>, NodeErrorKind> {
+) -> Result<(Vec<v1::MountReport>, Option<ScanAge>), NodeErrorKind> {
     let mut held = 0;
     let result = async {
-        let mut stream = c
+        let response = c
             .list_mounts(client::request(filter, deadline))
             .await
-            .map_err(|s| client::status_kind(&s))?
-            .into_inner();
+            .map_err(|s| client::status_kind(&s))?;
+        let scan = ScanAge::from_metadata(response.metadata());
+        let mut stream = response.into_inner();
         let mut mounts = Vec::new();
         while let Some(m) = stream
             .message()
@@ -631,7 +704,7 @@ async fn list_mounts(
             client::check_report(&m, node)?;
             mounts.push(m);
         }
-        Ok(mounts)
+        Ok((mounts, scan))
     }
     .await;
     if result.is_err() {
@@ -661,18 +734,39 @@ fn check_response(r: &v1::CheckMigratableResponse, node: &str) -> Result<(), Nod
     Ok(())
 }
 
-/// A node name answered by two endpoints: the later one is an error naming the first.
-fn mark_duplicates<T>(nodes: &mut [NodeResult<T>]) {
-    let mut first: HashMap<String, String> = HashMap::new();
-    for n in nodes.iter_mut() {
+/// A node name answered by two endpoints: the later one is an error naming the first —
+/// unless both reached the same agent process (the same `agent_instance`: a dual-stack pod's
+/// IPv4 and IPv6 addresses), when the later one is left out of the result: it is the same
+/// node's answer again, not a second agent claiming the name.
+fn mark_duplicates<T>(nodes: &mut Vec<NodeResult<T>>) {
+    // Node name → (first endpoint, its agent instance).
+    let mut first: HashMap<String, (String, String)> = HashMap::new();
+    let mut aliases = vec![false; nodes.len()];
+    for (i, n) in nodes.iter_mut().enumerate() {
         if n.result.is_err() {
             continue;
         }
         let Some(name) = n.node_name().map(str::to_owned) else {
             continue;
         };
+        let instance = n
+            .info
+            .as_ref()
+            .map(|i| i.agent_instance.clone())
+            .unwrap_or_default();
         match first.get(&name) {
-            Some(first_endpoint) => {
+            Some((first_endpoint, first_instance))
+                if !instance.is_empty() && *first_instance == instance =>
+            {
+                tracing::info!(
+                    node = %name,
+                    endpoint = %n.endpoint.address,
+                    first = %first_endpoint,
+                    "the same agent answered at two endpoints; keeping the first"
+                );
+                aliases[i] = true;
+            }
+            Some((first_endpoint, _)) => {
                 n.result = Err(NodeError::new(
                     &n.endpoint.address,
                     Some(&name),
@@ -682,10 +776,20 @@ fn mark_duplicates<T>(nodes: &mut [NodeResult<T>]) {
                 ));
             }
             None => {
-                first.insert(name, n.endpoint.address.clone());
+                first.insert(name, (n.endpoint.address.clone(), instance));
             }
         }
     }
+    let mut alias = aliases.into_iter();
+    nodes.retain(|_| !alias.next().unwrap_or(false));
+}
+
+/// The instant `d` from now; for a `d` past what an instant can hold (a timeout of
+/// `u64::MAX` seconds), a century from now: no deadline in practice, never an overflow.
+pub fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// How long after a wait's deadline the node may still take to say that it was reached.
@@ -722,16 +826,37 @@ fn wait_end(m: &v1::WaitMigratableResponse) -> Option<WaitEnd> {
     }
 }
 
+/// A wait message must name the node, carry a known outcome, and agree with itself: the
+/// outcome is DUMPABLE exactly when `dumpable` is set, which is exactly when nothing blocks (a
+/// gate opens on the outcome, so an outcome that contradicts the blockers must not open it).
 fn check_wait_message(m: &v1::WaitMigratableResponse, node: &str) -> Result<(), NodeErrorKind> {
+    use v1::wait_migratable_response::Outcome;
     if m.node != node {
         return Err(NodeErrorKind::Malformed(format!(
             "WaitMigratable answered for node `{}`",
             m.node
         )));
     }
+    let outcome = match Outcome::try_from(m.outcome) {
+        Ok(Outcome::Unspecified) | Err(_) => {
+            return Err(NodeErrorKind::Malformed(format!(
+                "WaitMigratable message {} has unknown outcome {}, which is not a verdict",
+                m.sequence, m.outcome
+            )));
+        }
+        Ok(outcome) => outcome,
+    };
     if m.dumpable != m.blocking.is_empty() {
         return Err(NodeErrorKind::Malformed(format!(
             "WaitMigratable says dumpable={} with {} blocking mounts",
+            m.dumpable,
+            m.blocking.len()
+        )));
+    }
+    if m.dumpable != (outcome == Outcome::Dumpable) {
+        return Err(NodeErrorKind::Malformed(format!(
+            "WaitMigratable says outcome {} with dumpable={} and {} blocking mounts",
+            autofs_api::json::name::<Outcome>(m.outcome),
             m.dumpable,
             m.blocking.len()
         )));

@@ -49,6 +49,22 @@ impl NodeEndpoint {
             }
             return Ok(NodeEndpoint::from_socket_addr(sa, origin));
         }
+        // `[fe80::1%eth0]:port`: a link-local address with its zone given as the interface's
+        // name (the standard parser takes only its index).
+        if let Some((zoned, zone)) = zoned_ipv6(s) {
+            let index = interface_index(zone).ok_or_else(|| {
+                invalid(&format!(
+                    "the IPv6 zone `{zone}` is no network interface of this host (give its name or index, as `ip link` lists them)"
+                ))
+            })?;
+            let numbered = zoned.replacen(&format!("%{zone}]"), &format!("%{index}]"), 1);
+            if let Ok(sa) = numbered.parse::<SocketAddr>() {
+                if sa.port() == 0 {
+                    return Err(invalid("port 0"));
+                }
+                return Ok(NodeEndpoint::from_socket_addr(sa, origin));
+            }
+        }
         let (host, port) = s.rsplit_once(':').ok_or_else(|| invalid("missing :port"))?;
         let port: u16 = port
             .parse()
@@ -85,6 +101,25 @@ impl NodeEndpoint {
         self.expected_node = Some(node.into());
         self
     }
+}
+
+/// `[addr%zone]:port` split as (the input, the zone), when the zone is not a number.
+fn zoned_ipv6(s: &str) -> Option<(&str, &str)> {
+    let inner = s.strip_prefix('[')?.split_once(']')?.0;
+    let zone = inner.split_once('%')?.1;
+    (!zone.is_empty() && zone.parse::<u32>().is_err()).then_some((s, zone))
+}
+
+/// The index of network interface `name` (`/sys/class/net/NAME/ifindex`).
+fn interface_index(name: &str) -> Option<u32> {
+    if name.contains('/') || name.starts_with('.') {
+        return None;
+    }
+    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens.
@@ -152,6 +187,27 @@ mod tests {
                 .unwrap()
                 .address,
             "agent-1.kube-system.svc:50051"
+        );
+    }
+
+    #[test]
+    fn ipv6_zones_are_taken_by_index_and_by_interface_name() {
+        assert_eq!(
+            NodeEndpoint::parse("[fe80::1%1]:7", "t").unwrap().address,
+            "[fe80::1%1]:7"
+        );
+        // `lo` is interface 1 in every network namespace.
+        assert_eq!(
+            NodeEndpoint::parse("[fe80::1%lo]:7", "t").unwrap().address,
+            "[fe80::1%1]:7"
+        );
+        let e = NodeEndpoint::parse("[fe80::1%nosuchif0]:7", "nodes.txt:2")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("the IPv6 zone `nosuchif0` is no network interface")
+                && e.contains("nodes.txt:2"),
+            "{e}"
         );
     }
 

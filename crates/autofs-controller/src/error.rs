@@ -121,6 +121,12 @@ impl NodeError {
     pub fn is_retryable(&self) -> bool {
         matches!(self.kind, NodeErrorKind::Unavailable(_))
     }
+
+    /// Whether the agent refused the request for what it is: see
+    /// [`NodeErrorKind::is_refusal`].
+    pub fn is_refusal(&self) -> bool {
+        self.kind.is_refusal()
+    }
 }
 
 impl fmt::Display for NodeError {
@@ -185,7 +191,9 @@ pub enum NodeErrorKind {
         /// The node the agent reported.
         actual: String,
     },
-    /// Another endpoint already answered as this node.
+    /// Another agent (another `agent_instance`) already answered as this node at another
+    /// endpoint. (The same agent reached at two endpoints is no error: the later endpoint is
+    /// left out of the result.)
     #[error("the same node already answered at {first_endpoint}; ignoring this endpoint")]
     DuplicateNode {
         /// The endpoint that answered first.
@@ -216,6 +224,21 @@ pub enum NodeErrorKind {
 }
 
 impl NodeErrorKind {
+    /// Whether the agent refused the request itself, so that asking this agent the same again
+    /// cannot help: an invalid request (`INVALID_ARGUMENT`, e.g. a container id that is not
+    /// hex), a target it does not have (`NOT_FOUND`, e.g. a `--pid` of another node), an RPC
+    /// it does not implement (`UNIMPLEMENTED`), or an agent of another API major.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            NodeErrorKind::Rpc { code, .. } => matches!(
+                code,
+                tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::Unimplemented
+            ),
+            NodeErrorKind::VersionMismatch { .. } => true,
+            _ => false,
+        }
+    }
+
     /// Classifies a gRPC status: `UNAVAILABLE` is the only retryable code.
     pub fn from_status(status: &tonic::Status) -> NodeErrorKind {
         let message = status_text(status);
@@ -262,6 +285,12 @@ impl Cause {
     /// The text, as `Display` writes it.
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// The same cause with `hint` appended to its text (the source is kept).
+    pub fn with_hint(mut self, hint: &str) -> Cause {
+        self.text.push_str(hint);
+        self
     }
 }
 

@@ -67,5 +67,5 @@ pub use collector::{
 };
 pub use endpoint::NodeEndpoint;
 pub use error::{Cause, DiscoveryError, Error, NodeError, NodeErrorKind};
-pub use report::{CheckOutcome, ClusterReport, NodeResult, NodeStatus};
+pub use report::{CheckOutcome, ClusterReport, NodeResult, NodeStatus, ScanAge};
 pub use watch::{WatchItem, WatchStream};

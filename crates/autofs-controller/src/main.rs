@@ -232,8 +232,8 @@ enum Command {
     Watch {
         #[command(flatten)]
         filter: FilterFlags,
-        /// Stop after this many mount events.
-        #[arg(long)]
+        /// Stop after this many mount events (at least 1).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         max_events: Option<u64>,
     },
     /// The agents: version, kernel, pipe_ino support, reachability; exit 3 if any failed.
@@ -378,7 +378,19 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     out.flush()?;
                 }
             }
-            Ok(if report.is_complete() {
+            // Every agent gets the same request: one refused as invalid is bad input.
+            let invalid = report.failed().any(|e| {
+                matches!(
+                    e.kind,
+                    autofs_controller::NodeErrorKind::Rpc {
+                        code: tonic::Code::InvalidArgument,
+                        ..
+                    }
+                )
+            });
+            Ok(if invalid {
+                EXIT_ERROR
+            } else if report.is_complete() {
                 EXIT_OK
             } else {
                 EXIT_PARTIAL
@@ -404,11 +416,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 _ => anyhow::bail!("give --pid, --container or --pod"),
             };
             if let Some(wait) = flags.wait {
-                let deadline = tokio::time::Instant::now() + wait;
                 let progress_what = what.clone();
                 let table = matches!(g.output, Output::Table);
                 let outcome = collector
-                    .wait_migratable(&flags.node, target, deadline, move |m| {
+                    .wait_migratable(&flags.node, target, wait, move |m| {
                         if table {
                             let _ = print(&render::wait_progress(&progress_what, m));
                         }
@@ -445,9 +456,16 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             loop {
                 let item = tokio::select! {
                     item = stream.next() => item,
-                    _ = tokio::signal::ctrl_c() => None,
+                    _ = tokio::signal::ctrl_c() => return Ok(EXIT_OK),
                 };
-                let Some(item) = item else { return Ok(EXIT_OK) };
+                // The stream ends only when no node is followed any more: every agent was not
+                // ready or refused the watch. Watching nothing is no success.
+                let Some(item) = item else {
+                    eprintln!(
+                        "autofs-controller: no node is watched (every agent is not ready or refused the watch)"
+                    );
+                    return Ok(EXIT_ERROR);
+                };
                 match g.output {
                     Output::Table => print(&format!("{}\n", render::watch_line(&item)))?,
                     Output::Json => print_json(&render::watch_json(&item))?,

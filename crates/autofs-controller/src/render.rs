@@ -61,6 +61,14 @@ pub fn collect_table(report: &ClusterReport) -> String {
         if summary.is_empty() { "" } else { ": " },
         summary.join(", ")
     );
+    for n in report.stale() {
+        let _ = writeln!(
+            out,
+            "STALE: node {}: its current scan has stalled; these mounts come from its last good scan, {} s old",
+            n.label(),
+            n.scan.map_or(0, |s| s.age.as_secs())
+        );
+    }
     let failed: Vec<_> = report.failed().collect();
     if !failed.is_empty() {
         let nodes = if failed.len() == 1 { "node" } else { "nodes" };
@@ -116,6 +124,8 @@ fn collect_head(report: &ClusterReport) -> serde_json::Map<String, Value> {
                 "elapsed_ms": n.elapsed.as_millis() as u64,
                 "agent_version": n.info.as_ref().map(|i| i.agent_version.clone()),
                 "view_restricted": n.info.as_ref().map(|i| i.view_restricted),
+                "scan_age_ms": n.scan.map(|s| u64::try_from(s.age.as_millis()).unwrap_or(u64::MAX)),
+                "stale": n.scan.map(|s| s.stale),
             })
         })
         .collect();
@@ -367,6 +377,9 @@ pub fn watch_line(item: &WatchItem) -> String {
             }
         }
         WatchItem::NotReady { error } => format!("{error}; not watched"),
+        WatchItem::Refused { error } => {
+            format!("{error}; not watched (asking again cannot help)")
+        }
         WatchItem::Disconnected { error, retry_in } => {
             format!("{error}; reconnecting in {}", fmt_duration(*retry_in))
         }
@@ -386,6 +399,10 @@ pub fn watch_json(item: &WatchItem) -> Value {
         ),
         WatchItem::NotReady { error } => json!({
             "type": "not_ready", "endpoint": error.endpoint, "node": error.node,
+            "error": error.to_string(),
+        }),
+        WatchItem::Refused { error } => json!({
+            "type": "refused", "endpoint": error.endpoint, "node": error.node,
             "error": error.to_string(),
         }),
         WatchItem::Disconnected { error, retry_in } => json!({
@@ -416,6 +433,10 @@ mod tests {
                 result: Ok(vec![mount.clone(), mount]),
                 attempts: 1,
                 elapsed: std::time::Duration::from_millis(3),
+                scan: Some(crate::ScanAge {
+                    age: std::time::Duration::from_millis(42_500),
+                    stale: true,
+                }),
             }],
             elapsed: std::time::Duration::from_millis(5),
         };
@@ -425,6 +446,15 @@ mod tests {
         assert_eq!(streamed, collect_json(&report));
         assert_eq!(streamed["mounts"][1]["state"], "INTERIM");
         assert_eq!(streamed["summary"]["INTERIM"], 2);
+        assert_eq!(streamed["nodes"][0]["stale"], true);
+        assert_eq!(streamed["nodes"][0]["scan_age_ms"], 42_500);
+        assert!(
+            collect_table(&report).contains(
+                "STALE: node 10.0.0.1:1: its current scan has stalled; these mounts come from its last good scan, 42 s old\n"
+            ),
+            "{}",
+            collect_table(&report)
+        );
     }
 
     #[test]

@@ -22,6 +22,41 @@ pub struct NodeResult<T> {
     pub attempts: u32,
     /// Time spent on this node, retries included.
     pub elapsed: Duration,
+    /// How old the agent said the scan behind its answer is (`collect`: the `ListMounts`
+    /// metadata), when it said so.
+    pub scan: Option<ScanAge>,
+}
+
+/// The age of the scan an agent answered from, and whether it is the last good scan because
+/// the current one has stalled (initial metadata `autofs-scan-age-ms`, `autofs-scan-stale`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanAge {
+    /// Age of the scan, counted from its start, when the agent answered.
+    pub age: Duration,
+    /// The node's current scan has stalled: the answer is its last good scan, not what the
+    /// node looks like now.
+    pub stale: bool,
+}
+
+impl ScanAge {
+    /// From a response's metadata; `None` when the agent did not say.
+    pub fn from_metadata(md: &tonic::metadata::MetadataMap) -> Option<ScanAge> {
+        let age_ms: u64 = md
+            .get(autofs_api::SCAN_AGE_HEADER)?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let stale = md.get(autofs_api::STALE_HEADER).is_some_and(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        });
+        Some(ScanAge {
+            age: Duration::from_millis(age_ms),
+            stale,
+        })
+    }
 }
 
 impl<T> NodeResult<T> {
@@ -73,6 +108,14 @@ impl ClusterReport {
     /// The errors of the nodes that did not answer.
     pub fn failed(&self) -> impl Iterator<Item = &NodeError> {
         self.nodes.iter().filter_map(|n| n.result.as_ref().err())
+    }
+
+    /// The nodes that answered from the last good scan because their current scan has
+    /// stalled: their lists are not what the node looks like now.
+    pub fn stale(&self) -> impl Iterator<Item = &NodeResult<Vec<v1::MountReport>>> {
+        self.nodes
+            .iter()
+            .filter(|n| n.result.is_ok() && n.scan.is_some_and(|s| s.stale))
     }
 
     /// Whether every node answered, each with a view of its whole node: an agent whose view

@@ -10,7 +10,6 @@ use std::time::Duration;
 use autofs_api::v1;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::client::{self, Client};
@@ -29,8 +28,8 @@ pub enum WatchItem {
     Connected {
         /// The endpoint.
         endpoint: NodeEndpoint,
-        /// The handshake answer.
-        info: v1::GetNodeInfoResponse,
+        /// The handshake answer (boxed: it is the largest item).
+        info: Box<v1::GetNodeInfoResponse>,
     },
     /// An event of one node (`event.node` names it; `event.sequence` is per stream).
     Event {
@@ -43,6 +42,13 @@ pub enum WatchItem {
     /// the node is not watched. Sent once, first.
     NotReady {
         /// Why ([`NodeErrorKind::NotReady`]).
+        error: NodeError,
+    },
+    /// The agent refused the watch for what it is (an invalid filter, a `--pid` it does not
+    /// have, another API major: [`NodeErrorKind::is_refusal`]): asking again cannot help, so
+    /// the node is not watched any more. Sent once, last for that node.
+    Refused {
+        /// Why.
         error: NodeError,
     },
     /// A node's stream broke or could not start; it is retried after `retry_in`.
@@ -63,7 +69,8 @@ pub struct WatchStream {
 }
 
 impl WatchStream {
-    /// The next item (`None` never happens while tasks run; they run until dropped).
+    /// The next item; `None` once no node is followed any more (every node was not ready or
+    /// refused the watch): while one is, tasks run until the stream is dropped.
     pub async fn next(&mut self) -> Option<WatchItem> {
         self.rx.recv().await
     }
@@ -98,15 +105,46 @@ impl Collector {
     pub fn watch(&self, filter: v1::ListMountsRequest) -> WatchStream {
         let (tx, rx) = mpsc::channel(BUFFER);
         let mut tasks = JoinSet::new();
+        let claims = Claims::default();
         for ep in &self.inner.endpoints {
             tasks.spawn(follow(
                 self.inner.clone(),
                 ep.clone(),
                 filter.clone(),
                 tx.clone(),
+                claims.clone(),
             ));
         }
         WatchStream { rx, _tasks: tasks }
+    }
+}
+
+/// Which endpoint follows each agent process (`agent_instance`): an agent reached at two
+/// endpoints (a dual-stack pod's IPv4 and IPv6 addresses) is followed at one of them, so its
+/// events are not merged in twice; the other stands by and takes over when that stream breaks.
+#[derive(Clone, Default)]
+struct Claims(Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>);
+
+impl Claims {
+    /// Whether `endpoint` may follow `instance` (nobody else does); an empty instance (an
+    /// agent older than the field) is never shared.
+    fn claim(&self, instance: &str, endpoint: &str) -> bool {
+        if instance.is_empty() {
+            return true;
+        }
+        let mut claims = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        claims
+            .entry(instance.to_owned())
+            .or_insert_with(|| endpoint.to_owned())
+            == endpoint
+    }
+
+    /// `endpoint` no longer follows `instance`.
+    fn release(&self, instance: &str, endpoint: &str) {
+        let mut claims = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if claims.get(instance).is_some_and(|e| e == endpoint) {
+            claims.remove(instance);
+        }
     }
 }
 
@@ -116,6 +154,7 @@ async fn follow(
     ep: NodeEndpoint,
     filter: v1::ListMountsRequest,
     tx: mpsc::Sender<WatchItem>,
+    claims: Claims,
 ) {
     if let Some(why) = &ep.not_ready {
         let error = NodeError::new(
@@ -129,22 +168,32 @@ async fn follow(
     let mut backoff = Backoff::new(inner.config.backoff);
     loop {
         let mut name = ep.expected_node.clone();
-        let kind = match start(&inner, &ep, &filter).await {
-            Err(kind) => kind,
-            Ok((info, mut stream)) => {
+        let kind = match start(&inner, &ep, &filter, &claims).await {
+            Err((said, kind)) => {
+                name = name.or(said);
+                kind
+            }
+            Ok((info, None)) => {
+                // Another endpoint follows this very agent: stand by, silently.
+                tracing::debug!(endpoint = %ep.address, node = %info.node, "the same agent is followed at another endpoint; standing by");
+                tokio::time::sleep(inner.config.backoff.max).await;
+                continue;
+            }
+            Ok((info, Some(mut stream))) => {
+                let instance = info.agent_instance.clone();
                 name = Some(info.node.clone());
                 let node = info.node.clone();
                 if tx
                     .send(WatchItem::Connected {
                         endpoint: ep.clone(),
-                        info,
+                        info: Box::new(info),
                     })
                     .await
                     .is_err()
                 {
                     return;
                 }
-                loop {
+                let kind = loop {
                     match stream.message().await {
                         Ok(Some(event)) => {
                             if event.node != node {
@@ -171,11 +220,17 @@ async fn follow(
                         }
                         Err(status) => break client::status_kind(&status),
                     }
-                }
+                };
+                claims.release(&instance, &ep.address);
+                kind
             }
         };
-        let retry_in = backoff.next_delay();
         let error = NodeError::new(&ep.address, name.as_deref(), kind);
+        if error.is_refusal() {
+            let _ = tx.send(WatchItem::Refused { error }).await;
+            return;
+        }
+        let retry_in = backoff.next_delay();
         if tx
             .send(WatchItem::Disconnected { error, retry_in })
             .await
@@ -188,18 +243,36 @@ async fn follow(
 }
 
 /// Connect + handshake + open the stream, within the per-node deadline and the shared
-/// concurrency limit (the stream itself then runs without either).
+/// concurrency limit (the stream itself then runs without either). No stream (`None`) when
+/// another endpoint already follows this agent (`claims`): nothing is asked of it then. A
+/// failure comes with the name the agent gave in the handshake, when it got that far.
 async fn start(
     inner: &Inner,
     ep: &NodeEndpoint,
     filter: &v1::ListMountsRequest,
-) -> Result<(v1::GetNodeInfoResponse, tonic::Streaming<v1::MountEvent>), NodeErrorKind> {
+    claims: &Claims,
+) -> Result<
+    (
+        v1::GetNodeInfoResponse,
+        Option<tonic::Streaming<v1::MountEvent>>,
+    ),
+    (Option<String>, NodeErrorKind),
+> {
     let _permit = inner.limit.acquire().await;
-    let deadline = Instant::now() + inner.config.timeout;
+    let deadline = crate::collector::deadline_after(inner.config.timeout);
+    let mut said: Option<String> = None;
     let setup = async {
         let mut c = Client::new(inner.connector.channel(ep, true)?);
-        let info = client::node_info(&mut c, deadline).await?;
+        let info = client::node_info(&mut c, deadline)
+            .await
+            .map_err(|kind| inner.connector.explain_handshake(kind))?;
+        if !info.node.trim().is_empty() {
+            said = Some(info.node.clone());
+        }
         client::check_node_info(&info, ep)?;
+        if !claims.claim(&info.agent_instance, &ep.address) {
+            return Ok((info, None));
+        }
         let request = v1::WatchMountsRequest {
             filter: Some(filter.clone()),
         };
@@ -208,20 +281,23 @@ async fn start(
             .await
             .map_err(|s| client::status_kind(&s))?
             .into_inner();
-        Ok((info, stream))
+        Ok((info, Some(stream)))
     };
-    tokio::time::timeout_at(deadline, setup)
+    let result = tokio::time::timeout_at(deadline, setup)
         .await
         .unwrap_or(Err(NodeErrorKind::DeadlineExceeded {
             timeout: inner.config.timeout,
             last: None,
-        }))
-        .map_err(|kind| match kind {
+        }));
+    result.map_err(|kind| {
+        let kind = match kind {
             // The agent or tonic enforcing the handshake's grpc-timeout: the same deadline.
             NodeErrorKind::DeadlineExceeded { .. } => NodeErrorKind::DeadlineExceeded {
                 timeout: inner.config.timeout,
                 last: None,
             },
             kind => kind,
-        })
+        };
+        (said, kind)
+    })
 }

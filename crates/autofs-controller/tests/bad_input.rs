@@ -311,3 +311,220 @@ fn both_binaries_refuse_a_bad_duration_with_the_same_clear_message() {
         assert_eq!(from_agent, from_controller, "{bad:?}");
     }
 }
+
+/// A WaitMigratable message of node `node`: `outcome` (a raw wire value), `dumpable`, and one
+/// INTERIM blocker when `blocked`.
+fn wait_message(
+    node: &str,
+    outcome: i32,
+    dumpable: bool,
+    blocked: bool,
+) -> v1::WaitMigratableResponse {
+    let blocker = v1::MountReport {
+        state: v1::MountState::Interim as i32,
+        reason: v1::Reason::PipeNotEmpty as i32,
+        dumpable: false,
+        ..report(node, Fault::None)
+    };
+    v1::WaitMigratableResponse {
+        dumpable,
+        blocking: if blocked { vec![blocker] } else { Vec::new() },
+        mounts_checked: 1,
+        node: node.into(),
+        outcome,
+        message: "fake".into(),
+        sequence: 1,
+    }
+}
+
+#[tokio::test]
+async fn a_wait_verdict_whose_outcome_contradicts_its_blockers_is_malformed_never_dumpable() {
+    use v1::wait_migratable_response::Outcome;
+    let far = std::time::Duration::from_secs(120);
+    for (message, needle) in [
+        // Says DUMPABLE while an INTERIM mount blocks: a gate must not open on it.
+        (
+            wait_message("gate", Outcome::Dumpable as i32, false, true),
+            "outcome DUMPABLE with dumpable=false",
+        ),
+        // Says WILL_NOT_CLEAR while nothing blocks.
+        (
+            wait_message("gate", Outcome::WillNotClear as i32, true, false),
+            "outcome WILL_NOT_CLEAR with dumpable=true",
+        ),
+        // An outcome this controller does not know (a newer agent): not "said to wait".
+        (wait_message("gate", 7, false, true), "unknown outcome 7"),
+    ] {
+        let addr = FakeAgent::new("gate")
+            .waiting(vec![message.clone()])
+            .serve()
+            .await;
+        let result = collector(&[addr])
+            .wait_migratable("gate", Target::Pid(1), far, |_| {})
+            .await;
+        let e = match result {
+            Ok(outcome) => panic!("{message:?} accepted as {:?}", outcome.end),
+            Err(e) => e,
+        };
+        let autofs_controller::Error::Node(node_error) = &e else {
+            panic!("{e}");
+        };
+        assert!(
+            matches!(node_error.kind, NodeErrorKind::Malformed(_)),
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(text.contains(needle) && text.contains("gate"), "{text}");
+    }
+}
+
+#[test]
+fn deadlines_beyond_what_time_and_grpc_timeout_can_hold_mean_no_deadline_never_a_panic() {
+    use v1::wait_migratable_response::Outcome;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addr = rt
+        .block_on(
+            FakeAgent::new("patient")
+                .waiting(vec![wait_message(
+                    "patient",
+                    Outcome::Dumpable as i32,
+                    true,
+                    false,
+                )])
+                .serve(),
+        )
+        .to_string();
+    // 20000 years passes the 8 digits of hours that grpc-timeout holds; u64::MAX seconds
+    // passes what a monotonic instant holds.
+    for huge in ["20000y", "18446744073709551615"] {
+        for (args, code) in [
+            (&["nodes", "--nodes", &addr, "--timeout", huge][..], 0),
+            (&["collect", "--nodes", &addr, "--timeout", huge][..], 0),
+            (
+                &["collect", "--nodes", &addr, "--connect-timeout", huge][..],
+                0,
+            ),
+            (
+                &[
+                    "check", "--nodes", &addr, "--node", "patient", "--pid", "1", "--wait", huge,
+                ][..],
+                0,
+            ),
+        ] {
+            let out = controller(args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!err.contains("panicked"), "{args:?}: {err}");
+            assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        }
+    }
+}
+
+#[test]
+fn a_wait_that_gets_no_verdict_names_the_wait_not_the_timeout() {
+    // An agent that takes the wait and never says a word: the wait's deadline (1 s) passes,
+    // far from the per-node timeout (60 s).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addr = rt
+        .block_on(
+            FakeAgent::new("mute")
+                .waiting_then_silent(Vec::new())
+                .serve(),
+        )
+        .to_string();
+    // The node named by its address: no handshake round before the wait.
+    let out = controller(&[
+        "check",
+        "--nodes",
+        &addr,
+        "--node",
+        &addr,
+        "--pid",
+        "1",
+        "--wait",
+        "1s",
+        "--timeout",
+        "60s",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node mute") && err.contains("no answer within 1s") && !err.contains("60s"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_concurrency_beyond_what_a_semaphore_holds_is_as_good_as_unbounded_and_zero_events_is_refused()
+{
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addr = rt.block_on(serve("many-slots", Fault::None)).to_string();
+    let out = controller(&[
+        "nodes",
+        "--nodes",
+        &addr,
+        "--concurrency",
+        "18446744073709551615",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+
+    // `--max-events 0` printed one event and stopped: zero events is no watch at all.
+    let out = controller(&["watch", "--nodes", &addr, "--max-events", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid value '0' for '--max-events"), "{err}");
+}
+
+#[tokio::test]
+async fn a_wait_outlives_an_agent_restart_longer_than_the_attempts_of_a_fan_out() {
+    use v1::wait_migratable_response::Outcome;
+    // The agent says WAITING, then shuts down as the real one does ("agent shutting down;
+    // wait again"); while it restarts, the next five handshakes are answered UNAVAILABLE
+    // (more than the --max-attempts 4 of a fan-out; answers, not refused connections, so
+    // that every attempt is exactly one handshake); then it answers DUMPABLE.
+    let addr = FakeAgent::new("restarting")
+        .unavailable_for(1..6)
+        .waiting_with(|n| {
+            if n == 0 {
+                Box::pin(tokio_stream::iter([
+                    Ok(wait_message(
+                        "restarting",
+                        Outcome::Waiting as i32,
+                        false,
+                        true,
+                    )),
+                    Err(tonic::Status::unavailable(
+                        "agent shutting down; wait again",
+                    )),
+                ]))
+            } else {
+                Box::pin(tokio_stream::iter([Ok(wait_message(
+                    "restarting",
+                    Outcome::Dumpable as i32,
+                    true,
+                    false,
+                ))]))
+            }
+        })
+        .serve()
+        .await;
+
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let progress = seen.clone();
+    // The node named by its address: no handshake round before the wait.
+    let outcome = collector(&[addr])
+        .wait_migratable(
+            &addr.to_string(),
+            Target::Pid(1),
+            std::time::Duration::from_secs(120),
+            move |m| progress.lock().unwrap().push(m.outcome),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the wait gave up: {e}"));
+    assert_eq!(outcome.end, autofs_controller::WaitEnd::Dumpable);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [Outcome::Waiting as i32, Outcome::Dumpable as i32]
+    );
+}

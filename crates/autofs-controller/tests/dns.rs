@@ -207,3 +207,80 @@ fn system_resolver_is_used_without_a_server() {
     let ips = rt.block_on(dns::resolve("localhost", None)).unwrap();
     assert!(ips.iter().all(IpAddr::is_loopback), "{ips:?}");
 }
+
+/// A DNS server on 127.0.0.1 that answers every A question with no data (NOERROR, no
+/// answer) and every AAAA question with SERVFAIL: a name that could not be resolved over IPv6
+/// and has no IPv4 address, as an IPv6-only cluster's DNS answers while it cannot read its
+/// Service records. Messages are read and written with hickory's own codec.
+fn no_a_and_aaaa_servfail() -> SocketAddr {
+    use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
+    use hickory_resolver::proto::rr::RecordType;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf) {
+            let Ok(query) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut answer = query.clone();
+            answer.metadata.message_type = MessageType::Response;
+            answer.metadata.recursion_available = true;
+            answer.edns = None;
+            answer.additionals.clear();
+            answer.metadata.response_code = if query
+                .queries
+                .iter()
+                .any(|q| q.query_type() == RecordType::AAAA)
+            {
+                ResponseCode::ServFail
+            } else {
+                ResponseCode::NoError
+            };
+            let _ = socket.send_to(&answer.to_vec().unwrap(), peer);
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_failed_aaaa_lookup_is_not_reported_as_no_records() {
+    let server = no_a_and_aaaa_servfail();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let e = rt
+        .block_on(dns::resolve("agents.autofs.test", Some(server)))
+        .unwrap_err();
+    let text = error_chain(&e);
+    // "No records" would read as "no agents behind the name": the name could not be resolved.
+    assert!(!text.contains("no A or AAAA records"), "{text}");
+    assert!(
+        text.contains("AAAA lookup failed") && text.contains("Server Failure"),
+        "{text}"
+    );
+
+    let out = controller(&[
+        "collect",
+        "--dns",
+        "agents.autofs.test:50051",
+        "--dns-server",
+        &server.to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("agents.autofs.test: AAAA lookup failed") && !err.contains("no A or AAAA"),
+        "{err}"
+    );
+}
+
+/// `e` and its sources, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -705,3 +705,34 @@ fn cli_uses_in_cluster_service_account_credentials() {
         "{requests:?}"
     );
 }
+
+#[test]
+fn watch_exits_non_zero_when_no_agent_pod_can_be_watched() {
+    // Only the pending pod and the running one without an IP: nothing can be watched. It
+    // printed two "not watched" lines and exited 0, as after Ctrl-C.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pods = json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [
+        {"metadata": {"name": "agent-c", "namespace": "autofs-inspector"},
+         "spec": {"nodeName": "worker-c"}, "status": {"phase": "Pending"}},
+        {"metadata": {"name": "agent-d", "namespace": "autofs-inspector"},
+         "spec": {"nodeName": "worker-d"}, "status": {"phase": "Running"}},
+    ]})
+    .to_string()
+    .into_bytes();
+    let api = rt.block_on(FakeApi::serving(pods));
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = token_plugin(dir.path());
+    let kc = api.kubeconfig(dir.path(), &api.ca_pem, &exec_user(&plugin));
+    let out = controller_env(
+        &["watch", "--kube-selector", "app=autofs-agent"],
+        &[
+            ("KUBECONFIG", kc.to_str().unwrap()),
+            ("HOME", "/nonexistent"),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("not watched").count(), 2, "{text}");
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no node is watched"), "{err}");
+}

@@ -150,3 +150,51 @@ fn client_certificates_open_agents_that_require_them_and_nothing_else_does() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no PEM certificate"));
 }
+
+#[test]
+fn plaintext_against_a_tls_agent_and_tls_against_a_plaintext_one_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new("autofs-inspector test CA");
+    let (scert, skey) = ca.leaf(
+        "autofs-agent",
+        &["localhost"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (ca_pem, scert, skey) = (
+        write(d, "ca.pem", &ca.pem),
+        write(d, "server.pem", &scert),
+        write(d, "server.key", &skey),
+    );
+    let tls_agent = start_agent(
+        None,
+        "speaks-tls",
+        "127.0.0.1:0",
+        &["--tls-cert", &scert, "--tls-key", &skey],
+    );
+    let plain_agent = start_agent(None, "speaks-plain", "127.0.0.1:0", &[]);
+
+    // A plaintext controller reads the agent's TLS records as HTTP/2 frames: that is no
+    // answer of the agent ("Internal"), it is a connection that cannot work without TLS.
+    let out = controller(&["nodes", "--nodes", &tls_agent.grpc.to_string()]);
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("Internal") && text.contains("--tls-ca"),
+        "{text}"
+    );
+
+    // A TLS controller whose handshake the plaintext agent drops.
+    let out = controller(&[
+        "nodes",
+        "--nodes",
+        &plain_agent.grpc.to_string(),
+        "--tls-ca",
+        &ca_pem,
+        "--tls-domain",
+        "localhost",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("does the agent serve TLS?"), "{text}");
+}

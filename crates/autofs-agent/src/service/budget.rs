@@ -43,10 +43,13 @@ pub(super) struct Budgets {
 
 impl Budgets {
     pub(super) fn new(config: &ServiceConfig) -> Self {
+        // More slots than a semaphore holds are as good as that many (no agent serves that
+        // many streams); asking for more must not panic at start.
+        let slots = |n: usize| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS)));
         Self {
-            lists: Arc::new(Semaphore::new(config.max_streams)),
-            watches: Arc::new(Semaphore::new(config.max_watches)),
-            waits: Arc::new(Semaphore::new(config.max_watches)),
+            lists: slots(config.max_streams),
+            watches: slots(config.max_watches),
+            waits: slots(config.max_watches),
             per_client: Arc::new(PerClient {
                 limit: config.max_streams_per_client,
                 open: Default::default(),

@@ -23,6 +23,8 @@ pub(super) struct Context {
     pub(super) config: ServiceConfig,
     budgets: Budgets,
     pub(super) shutdown: watch::Receiver<bool>,
+    /// GetNodeInfo's `agent_instance`: 128 random bits, drawn once per process.
+    pub(super) instance: String,
 }
 
 impl Context {
@@ -36,6 +38,7 @@ impl Context {
             inventory,
             config,
             shutdown,
+            instance: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
         }
     }
 

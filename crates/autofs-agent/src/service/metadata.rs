@@ -5,11 +5,8 @@ use tonic::Response;
 
 use crate::snapshot::Answer;
 
-/// Initial metadata of ListMounts and CheckMigratable: age of the scan answered from (ms).
-pub const SCAN_AGE_HEADER: &str = "autofs-scan-age-ms";
-/// Initial metadata set (`true`) when the answer comes from the last good scan because the
-/// current one has stalled.
-pub const STALE_HEADER: &str = "autofs-scan-stale";
+/// The headers are the API's (clients read them with the same names).
+pub use autofs_api::{SCAN_AGE_HEADER, STALE_HEADER};
 
 /// Marks `response` with the age of `answer`, and as stale when it is.
 pub(super) fn mark_age<T>(response: &mut Response<T>, answer: &Answer) {

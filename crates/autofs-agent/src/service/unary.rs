@@ -36,11 +36,12 @@ pub(super) async fn get_node_info(
     _request: Request<v1::GetNodeInfoRequest>,
 ) -> Result<Response<v1::GetNodeInfoResponse>, Status> {
     observed("GetNodeInfo", async {
-        let info = crate::node_info::collect(
+        let mut info = crate::node_info::collect(
             &ctx.inventory,
             &ctx.config.node_name,
             ctx.config.scan_interval,
         );
+        info.agent_instance.clone_from(&ctx.instance);
         Ok(Response::new(info))
     })
     .await

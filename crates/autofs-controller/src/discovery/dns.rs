@@ -49,10 +49,16 @@ pub enum DnsError {
         #[source]
         source: Box<NetError>,
     },
-    /// Any other failure (an error response code such as SERVFAIL or REFUSED, an invalid
-    /// name, an I/O error).
-    #[error("lookup failed")]
-    Lookup(#[source] Box<NetError>),
+    /// Any other failure of the A or AAAA lookup (an error response code such as SERVFAIL or
+    /// REFUSED, an invalid name, an I/O error), or a resolver that could not be built.
+    #[error("{records} lookup failed")]
+    Lookup {
+        /// Which lookup: `A`, `AAAA`, or `A and AAAA` (building the resolver).
+        records: &'static str,
+        /// The resolver's error.
+        #[source]
+        source: Box<NetError>,
+    },
 }
 
 /// Every address of `name`, A records first, without duplicates.
@@ -75,34 +81,73 @@ pub async fn resolve(
         })
 }
 
+/// A and AAAA are asked apart (in parallel) so that each family's failure is seen: one family
+/// failing while the other has no records is a failure to resolve, never "no records" (an
+/// IPv6-only cluster whose DNS SERVFAILs the AAAA question must not read as a Service without
+/// agents). One family answering while the other fails gives the answer, with a warning: a
+/// dual-stack agent is listed under both.
 async fn lookup(name: &str, server: Option<SocketAddr>) -> Result<Vec<IpAddr>, DnsError> {
-    let resolver = resolver(server)?;
     let asked = server.map_or_else(|| "the system resolver".to_owned(), |s| s.to_string());
-    let found = resolver.lookup_ip(name).await.map_err(|e| match e {
-        e if e.is_nx_domain() => DnsError::NoSuchName {
-            server: asked.clone(),
-        },
-        e if e.is_no_records_found() => DnsError::NoRecords,
-        e @ NetError::Timeout => DnsError::NoAnswer {
-            server: asked.clone(),
-            source: Box::new(e),
-        },
-        e => DnsError::Lookup(Box::new(e)),
-    })?;
+    let v4 = resolver(server, LookupIpStrategy::Ipv4Only)?;
+    let v6 = resolver(server, LookupIpStrategy::Ipv6Only)?;
+    let (a, aaaa) = tokio::join!(v4.lookup_ip(name), v6.lookup_ip(name));
+    let family = |found: Result<hickory_resolver::lookup_ip::LookupIp, NetError>| match found {
+        Ok(found) => Ok(found.iter().collect::<Vec<IpAddr>>()),
+        // The name exists without records of this family: nothing, not a failure.
+        Err(e) if e.is_no_records_found() && !e.is_nx_domain() => Ok(Vec::new()),
+        Err(e) => Err(e),
+    };
+    let (a, aaaa) = (family(a), family(aaaa));
     let mut out: Vec<IpAddr> = Vec::new();
-    for ip in found.iter() {
-        if !out.contains(&ip) {
-            out.push(ip);
+    let mut failed = Vec::new();
+    for (kind, found) in [("A", a), ("AAAA", aaaa)] {
+        match found {
+            Ok(ips) => {
+                for ip in ips {
+                    if !out.contains(&ip) {
+                        out.push(ip);
+                    }
+                }
+            }
+            Err(e) => failed.push((kind, e)),
         }
     }
-    if out.is_empty() {
-        return Err(DnsError::NoRecords);
+    if !out.is_empty() {
+        for (kind, e) in &failed {
+            if !e.is_nx_domain() {
+                tracing::warn!(name, records = kind, error = %e, "DNS lookup of one address family failed; using the other's");
+            }
+        }
+        return Ok(out);
     }
-    Ok(out)
+    // Nothing found: the first real failure says why; NXDOMAIN only when no lookup failed
+    // otherwise; "no records" only when both families answered with none.
+    let real = failed.iter().position(|(_, e)| !e.is_nx_domain());
+    match (real, failed.first()) {
+        (Some(i), _) => {
+            let (kind, e) = failed.swap_remove(i);
+            Err(match e {
+                e @ NetError::Timeout => DnsError::NoAnswer {
+                    server: asked,
+                    source: Box::new(e),
+                },
+                e => DnsError::Lookup {
+                    records: kind,
+                    source: Box::new(e),
+                },
+            })
+        }
+        (None, Some(_)) => Err(DnsError::NoSuchName { server: asked }),
+        (None, None) => Err(DnsError::NoRecords),
+    }
 }
 
-/// A resolver for one lookup: the system's, or one asking only `server`.
-fn resolver(server: Option<SocketAddr>) -> Result<TokioResolver, DnsError> {
+/// A resolver for one lookup of the addresses `family` asks for: the system's, or one asking
+/// only `server`.
+fn resolver(
+    server: Option<SocketAddr>,
+    family: LookupIpStrategy,
+) -> Result<TokioResolver, DnsError> {
     let mut builder = match server {
         None => TokioResolver::builder_tokio().map_err(|e| DnsError::SystemConfig(Box::new(e)))?,
         Some(server) => {
@@ -131,7 +176,9 @@ fn resolver(server: Option<SocketAddr>) -> Result<TokioResolver, DnsError> {
         }
     };
     let opts: &mut ResolverOpts = builder.options_mut();
-    // Both families, A first: a dual-stack DaemonSet lists every agent under both.
-    opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-    builder.build().map_err(|e| DnsError::Lookup(Box::new(e)))
+    opts.ip_strategy = family;
+    builder.build().map_err(|e| DnsError::Lookup {
+        records: "A and AAAA",
+        source: Box::new(e),
+    })
 }

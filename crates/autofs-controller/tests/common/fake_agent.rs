@@ -12,13 +12,13 @@ use autofs_api::v1::{
     autofs_inspector_server::{AutofsInspector, AutofsInspectorServer},
 };
 use autofs_controller::{Collector, CollectorConfig, NodeEndpoint};
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 /// The ListMounts stream of a fake agent.
 pub type Mounts = Pin<Box<dyn Stream<Item = Result<v1::MountReport, Status>> + Send>>;
 type Events = Pin<Box<dyn Stream<Item = Result<v1::MountEvent, Status>> + Send>>;
-type Waits = Pin<Box<dyn Stream<Item = Result<v1::WaitMigratableResponse, Status>> + Send>>;
+pub type Waits = Pin<Box<dyn Stream<Item = Result<v1::WaitMigratableResponse, Status>> + Send>>;
 
 /// What a fake agent answers.
 #[derive(Clone)]
@@ -29,6 +29,15 @@ pub struct FakeAgent {
     list: Arc<dyn Fn() -> Mounts + Send + Sync>,
     /// CheckMigratable's answer; `None`: UNIMPLEMENTED.
     check: Option<v1::CheckMigratableResponse>,
+    /// Makes the stream of the n-th WaitMigratable call (from 0); `None`: UNIMPLEMENTED.
+    wait: Option<Arc<dyn Fn(usize) -> Waits + Send + Sync>>,
+    /// WaitMigratable calls so far.
+    waits: Arc<std::sync::atomic::AtomicUsize>,
+    /// The GetNodeInfo calls (counted from 0) answered UNAVAILABLE, as by a proxy in front
+    /// of an agent that restarts.
+    unavailable_infos: std::ops::Range<usize>,
+    /// GetNodeInfo calls so far.
+    infos: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeAgent {
@@ -47,6 +56,10 @@ impl FakeAgent {
             },
             list: Arc::new(|| Box::pin(tokio_stream::empty())),
             check: None,
+            wait: None,
+            waits: Default::default(),
+            unavailable_infos: 0..0,
+            infos: Default::default(),
         }
     }
 
@@ -60,6 +73,56 @@ impl FakeAgent {
     pub fn checking(mut self, answer: v1::CheckMigratableResponse) -> FakeAgent {
         self.check = Some(answer);
         self
+    }
+
+    /// Answers each WaitMigratable with `messages`, then ends the stream OK.
+    pub fn waiting(self, messages: Vec<v1::WaitMigratableResponse>) -> FakeAgent {
+        self.waiting_with(move |_| {
+            Box::pin(tokio_stream::iter(messages.clone().into_iter().map(Ok)))
+        })
+    }
+
+    /// Answers each WaitMigratable with `messages`, then keeps the stream open, silent.
+    pub fn waiting_then_silent(self, messages: Vec<v1::WaitMigratableResponse>) -> FakeAgent {
+        self.waiting_with(move |_| {
+            Box::pin(
+                tokio_stream::iter(messages.clone().into_iter().map(Ok))
+                    .chain(tokio_stream::pending()),
+            )
+        })
+    }
+
+    /// Answers the n-th WaitMigratable call (from 0) with the stream `wait(n)` makes.
+    pub fn waiting_with(
+        mut self,
+        wait: impl Fn(usize) -> Waits + Send + Sync + 'static,
+    ) -> FakeAgent {
+        self.wait = Some(Arc::new(wait));
+        self
+    }
+
+    /// Answers GetNodeInfo calls `calls` (counted from 0) with UNAVAILABLE.
+    pub fn unavailable_for(mut self, calls: std::ops::Range<usize>) -> FakeAgent {
+        self.unavailable_infos = calls;
+        self
+    }
+
+    /// Serves it on the connections `incoming` yields, for the life of the runtime.
+    pub fn serve_incoming<S, IO>(self, incoming: S)
+    where
+        S: Stream<Item = Result<IO, std::io::Error>> + Send + 'static,
+        IO: tokio::io::AsyncRead
+            + tokio::io::AsyncWrite
+            + tonic::transport::server::Connected
+            + Unpin
+            + Send
+            + 'static,
+    {
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(AutofsInspectorServer::new(self))
+                .serve_with_incoming(incoming),
+        );
     }
 
     /// Serves it on `127.0.0.1:0` for the life of the runtime; the address.
@@ -99,7 +162,14 @@ impl AutofsInspector for FakeAgent {
         &self,
         _: Request<v1::WaitMigratableRequest>,
     ) -> Result<Response<Waits>, Status> {
-        Err(Status::unimplemented("fake"))
+        let wait = self
+            .wait
+            .clone()
+            .ok_or_else(|| Status::unimplemented("fake"))?;
+        let n = self
+            .waits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Response::new(wait(n)))
     }
 
     async fn check_migratable(
@@ -116,6 +186,12 @@ impl AutofsInspector for FakeAgent {
         &self,
         _: Request<v1::GetNodeInfoRequest>,
     ) -> Result<Response<v1::GetNodeInfoResponse>, Status> {
+        let n = self
+            .infos
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.unavailable_infos.contains(&n) {
+            return Err(Status::unavailable("fake: restarting"));
+        }
         Ok(Response::new(self.info.clone()))
     }
 }

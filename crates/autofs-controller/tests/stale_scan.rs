@@ -1,0 +1,117 @@
+//! A node whose current scan has stalled answers `ListMounts` from its last good scan and says
+//! so (`autofs-scan-stale: true`, `autofs-scan-age-ms`). `collect` must pass that on, never
+//! show an old list as the node's current one. The real agent reads a copy of a fixture proc
+//! tree whose `mountinfo` files turn into FIFOs nobody writes (the scan blocks in open(), as on
+//! a node where a read hangs behind a stuck unmount); the real controller asks it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A copy of the core's fixture proc tree `name`.
+fn fixture_proc_root(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../autofs-core/tests/fixtures/proc")
+        .join(name);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("proc");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(&root)
+        .status()
+        .expect("run cp");
+    assert!(status.success(), "cp -a {} failed", src.display());
+    (dir, root)
+}
+
+/// Every `mountinfo` of `proc_root` replaced by a FIFO without a writer; on drop the real files
+/// come back and a reader blocked in open() is let go.
+struct HungMountinfo(Vec<PathBuf>);
+
+impl HungMountinfo {
+    fn hang(proc_root: &Path) -> HungMountinfo {
+        let files: Vec<PathBuf> = std::fs::read_dir(proc_root)
+            .unwrap()
+            .map(|entry| entry.unwrap().path().join("mountinfo"))
+            .filter(|path| path.is_file())
+            .collect();
+        assert!(!files.is_empty(), "no mountinfo in {}", proc_root.display());
+        for path in &files {
+            std::fs::rename(path, path.with_extension("real")).unwrap();
+            nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        }
+        HungMountinfo(files)
+    }
+}
+
+impl Drop for HungMountinfo {
+    fn drop(&mut self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        for path in &self.0 {
+            let fifo = path.with_extension("fifo");
+            let _ = std::fs::rename(path, &fifo);
+            let _ = std::fs::rename(path.with_extension("real"), path);
+            // ENXIO when nobody waits on it; then there is nothing to let go.
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+                .open(&fifo);
+            let _ = std::fs::remove_file(&fifo);
+        }
+    }
+}
+
+#[test]
+fn collect_says_which_nodes_answered_from_a_stalled_scans_last_good_one() {
+    let (_dir, proc_root) = fixture_proc_root("active_indirect");
+    let mut agent = agent_builder()
+        .proc_root(&proc_root)
+        .args(["--scan-stall-timeout", "1s"])
+        .start();
+    agent.wait_first_scan();
+    let addr = agent.grpc.to_string();
+
+    // A current answer is not marked.
+    let out = controller(&["collect", "--nodes", &addr, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let doc = json(&out);
+    assert_eq!(doc["nodes"][0]["stale"], false, "{doc}");
+
+    let _hung = HungMountinfo::hang(&proc_root);
+    // The next background scan blocks; the watchdog declares it stalled after 1 s.
+    let until = Instant::now() + WAIT;
+    loop {
+        let text = autofs_testkit::http::scrape(agent.metrics).unwrap();
+        if autofs_testkit::http::sample_value(&text, "autofs_scan_stalled") == Some(1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the agent never declared the stall:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let out = controller(&["collect", "--nodes", &addr]);
+    // The node answered (as `check` does, the answer is kept and marked, the exit code stays).
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "STALE: node {}: its current scan has stalled; these mounts come from its last good scan, ",
+        agent.node
+        )),
+        "{text}"
+    );
+    let out = controller(&["collect", "--nodes", &addr, "--output", "json"]);
+    let doc = json(&out);
+    let node = &doc["nodes"][0];
+    assert_eq!(node["stale"], true, "{doc}");
+    assert!(node["scan_age_ms"].as_u64().unwrap() >= 1000, "{doc}");
+    // The list itself is the last good scan's: the fixture's one mount.
+    assert_eq!(node["mounts"], 1, "{doc}");
+}
