@@ -81,10 +81,10 @@ pub async fn run(
         }
         // This scan's own activity is accounted for; later activity is on-demand scans'.
         activity.borrow_and_update();
-        let mut due = Instant::now() + retry_delay(interval, inventory.consecutive_failures());
+        let mut due = crate::timer::after(retry_delay(interval, inventory.consecutive_failures()));
         loop {
             tokio::select! {
-                () = tokio::time::sleep_until(due.into()) => break,
+                () = crate::timer::sleep_until(due) => break,
                 () = changed.notified() => {
                     // While scans fail, a change waits for the next retry: it would fail
                     // too, and three quick failures would flap health.
@@ -105,8 +105,11 @@ pub async fn run(
                         return;
                     }
                     // An on-demand scan failed: retry as after a failure of this loop's own.
-                    let after = retry_delay(interval, inventory.consecutive_failures());
-                    due = due.min(Instant::now() + after);
+                    let retry = crate::timer::after(retry_delay(interval, inventory.consecutive_failures()));
+                    due = match (due, retry) {
+                        (Some(due), Some(retry)) => Some(due.min(retry)),
+                        (due, retry) => due.or(retry),
+                    };
                 }
                 () = stop(&mut shutdown) => return,
             }
@@ -165,8 +168,11 @@ pub async fn supervise(
             // end, like any scan's, is an activity event.
             let stall_in = match inventory.scan_running_for() {
                 Some(running) if !stalled => Some(
-                    (inventory.policy().stall_timeout + Duration::from_millis(1))
-                        .saturating_sub(running),
+                    (inventory
+                        .policy()
+                        .stall_timeout
+                        .saturating_add(Duration::from_millis(1)))
+                    .saturating_sub(running),
                 ),
                 _ => None,
             };
@@ -183,7 +189,7 @@ pub async fn supervise(
                         return;
                     }
                 }
-                () = crate::timer::sleep_until(stall_in.map(|d| Instant::now() + d)) => {}
+                () = crate::timer::sleep_until(stall_in.and_then(crate::timer::after)) => {}
             }
         }
         let now_stalled = inventory.is_stalled();

@@ -347,14 +347,14 @@ async fn admit(
         tracing::debug!(peer = %remote, error = %e, "cannot set TCP keepalive");
     }
     let _ = stream.set_nodelay(true);
-    let deadline = tokio::time::Instant::now() + admission.handshake_timeout;
+    let deadline = crate::timer::after(admission.handshake_timeout);
     let timeout = || Refusal::Timeout(admission.handshake_timeout);
     let (io, identity) = match &admission.tls {
         None => (Io::Plain(stream), None),
         Some(acceptor) => {
-            let tls = tokio::time::timeout_at(deadline, acceptor.accept(stream))
+            let tls = crate::timer::until(deadline, acceptor.accept(stream))
                 .await
-                .map_err(|_| timeout())?
+                .ok_or_else(timeout)?
                 .map_err(classify_tls_error)?;
             let identity = tls
                 .get_ref()
@@ -377,9 +377,9 @@ async fn admit(
         _slot: slot,
     };
     if admission.http2 {
-        tokio::time::timeout_at(deadline, read_preface(&mut conn.io))
+        crate::timer::until(deadline, read_preface(&mut conn.io))
             .await
-            .map_err(|_| timeout())??;
+            .ok_or_else(timeout)??;
         conn.replay = H2_PREFACE.to_vec();
     }
     Ok(conn)

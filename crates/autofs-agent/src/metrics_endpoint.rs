@@ -40,7 +40,8 @@ pub async fn serve(
             // The header deadline also closes connections that never send a request.
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(header_timeout)
+                // None (no bound) for a duration no instant can be that far from now.
+                .header_read_timeout(crate::timer::after(header_timeout).map(|_| header_timeout))
                 .serve_connection(io, service);
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "metrics connection ended with an error");

@@ -383,3 +383,43 @@ async fn stream_budgets_beyond_what_a_semaphore_holds_are_as_good_as_unbounded()
         .unwrap();
     client.watch_mounts(quiet_watch()).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duration_flags_at_their_maximum_mean_never_and_nothing_panics() {
+    // Each of these was added to an instant and overflowed it: the background scanner died
+    // after its first scan (--scan-interval) or its stall watch at the first scan
+    // (--scan-stall-timeout), and every connection's task at its handshake
+    // (--handshake-timeout). "As long as possible" must mean never.
+    let mut sc = autofs_testkit::Scenario::start_or_panic();
+    let huge = u64::MAX.to_string();
+    let mut agent = Agent::start(&[
+        "--scan-interval",
+        &huge,
+        "--scan-stall-timeout",
+        &huge,
+        "--handshake-timeout",
+        &huge,
+        "--request-timeout",
+        &huge,
+        "--max-stale-age",
+        &huge,
+    ]);
+    agent.wait_first_scan();
+    let mut client = agent.client().await;
+    list(&mut client, v1::ListMountsRequest::default())
+        .await
+        .unwrap();
+    // A mount in a namespace the first scan watched wakes the background scanner: it is
+    // alive after its first scan.
+    let scans = |text: &str| {
+        common::sample_value(text, "autofs_scan_duration_seconds_count").unwrap_or(0.0)
+    };
+    let before = scans(&common::scrape(agent.metrics));
+    sc.mount(autofs_testkit::MountSpec::indirect()).unwrap();
+    eventually("the background scanner scans again", || async {
+        (scans(&common::scrape(agent.metrics)) > before).then_some(())
+    })
+    .await;
+    let log = agent.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+}

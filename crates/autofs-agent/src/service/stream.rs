@@ -98,7 +98,7 @@ pub(super) fn deadline<T>(req: &Request<T>) -> Option<Instant> {
         "n" => Duration::from_nanos(n),
         _ => return None,
     };
-    Instant::now().checked_add(d)
+    crate::timer::after(d)
 }
 
 pub(super) use crate::timer::sleep_until;
