@@ -273,10 +273,41 @@ async fn before_the_first_scan_node_info_says_the_view_is_not_known() {
         autofs_api::API_MAJOR,
         "the handshake itself is answered"
     );
+    // Nor is a pid the proc root does not list known to be gone: the view that would say
+    // whether processes are hidden has not been judged.
+    let absent = 999_999;
+    let status = client
+        .list_mounts(v1::ListMountsRequest {
+            pid: Some(absent),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no scan, no verdict on a pid");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("it may be there, unseen")
+            && status.message().contains("no scan has completed yet"),
+        "{status:?}"
+    );
+    let status = client
+        .check_migratable(v1::CheckMigratableRequest {
+            target: Some(Target::Pid(absent)),
+        })
+        .await
+        .expect_err("no scan, no verdict on a pid");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 
     // Once the first scan is done, the view is the one it judged.
     hung.release();
     agent.wait_serving().await;
+    let status = client
+        .list_mounts(v1::ListMountsRequest {
+            pid: Some(absent),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a pid a full view does not list");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
     let info = client
         .get_node_info(v1::GetNodeInfoRequest::default())
         .await
