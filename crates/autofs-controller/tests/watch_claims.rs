@@ -1,0 +1,77 @@
+//! `watch` follows an agent reached at two endpoints (a dual-stack pod's IPv4 and IPv6
+//! addresses: one `agent_instance`) at one of them and keeps the other in reserve. The reserve
+//! must take over whenever the first endpoint does not follow the agent: its stream broke, or
+//! it never opened. Fake agents, each endpoint failing in its own way; the real library.
+
+mod common;
+
+use std::time::Duration;
+
+use autofs_api::v1;
+use autofs_controller::{BackoffConfig, CollectorConfig, WatchItem};
+use common::WAIT;
+use common::fake_agent::{Events, FakeAgent, collector};
+use tokio_stream::StreamExt;
+
+/// One event of `node`, then a stream that stays open, silent.
+fn one_event(node: &str) -> Events {
+    let event = v1::MountEvent {
+        node: node.into(),
+        sequence: 1,
+        ..Default::default()
+    };
+    Box::pin(tokio_stream::iter([Ok(event)]).chain(tokio_stream::pending()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reserve_endpoint_takes_over_when_the_first_one_cannot_open_the_watch() {
+    // Two servers that answer as one agent (each counts its own calls).
+    let agent = || {
+        let mut agent = FakeAgent::new("dual-stack");
+        agent.info.agent_instance = "one-agent".into();
+        agent
+    };
+    // The first endpoint answers the handshake, but its WatchMounts never opens (a path that
+    // breaks after the handshake): it claims the agent first, then fails, again and again.
+    let first = agent()
+        .watching(|| Err(tonic::Status::unavailable("fake: this path is broken")))
+        .serve()
+        .await;
+    // The reserve is a healthy path to the same agent, whose first handshake fails so that
+    // the first endpoint claims the agent before it.
+    let reserve = agent()
+        .unavailable_for(0..1)
+        .watching(|| Ok(one_event("dual-stack")))
+        .serve()
+        .await;
+    let config = CollectorConfig {
+        timeout: Duration::from_secs(3),
+        // The reserve tries again at least half a second after its failed handshake: the
+        // first endpoint has claimed the agent by then.
+        backoff: BackoffConfig {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(1),
+        },
+        ..CollectorConfig::default()
+    };
+    let mut stream = collector(&[first, reserve], config).watch(v1::ListMountsRequest::default());
+    let mut seen = Vec::new();
+    // The bound only keeps a broken build from hanging the suite.
+    let followed = tokio::time::timeout(WAIT, async {
+        loop {
+            let item = stream
+                .next()
+                .await
+                .expect("the watch ends only when no node is left");
+            seen.push(format!("{item:?}"));
+            if let WatchItem::Event { endpoint, .. } = item {
+                return endpoint.address;
+            }
+        }
+    })
+    .await;
+    let followed = followed.unwrap_or_else(|_| {
+        panic!("no event within {WAIT:?}: the reserve never took over: {seen:#?}")
+    });
+    assert_eq!(followed, reserve.to_string(), "{seen:#?}");
+}
