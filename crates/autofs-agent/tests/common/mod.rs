@@ -274,5 +274,17 @@ pub fn pid_that_does_not_exist() -> i32 {
     max
 }
 
+/// What a finished `scan --json` gave: its reports (one JSON line each), its exit code, its
+/// stderr. Panics on a line that is not JSON.
+pub fn scan_output(out: std::process::Output) -> (Vec<serde_json::Value>, i32, String) {
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let reports = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (reports, out.status.code().unwrap(), stderr)
+}
+
 #[allow(unused_imports)] // not every test binary copies a fixture tree
 pub use autofs_testkit::proc_fixture::fixture_proc_root;
