@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A copy of autofs-core's fixture proc tree `name` (symlinks preserved) in a temp dir; the
-/// tree is at `<tempdir>/proc`. Panics when it cannot be made.
+/// tree is at `<tempdir>/proc`.
+///
+/// # Panics
+///
+/// When the temp dir cannot be made or `cp -a` fails.
 pub fn fixture_proc_root(name: &str) -> (tempfile::TempDir, PathBuf) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../autofs-core/tests/fixtures/proc")
@@ -34,7 +38,11 @@ pub struct HungMountinfo {
 }
 
 impl HungMountinfo {
-    /// Every `mountinfo` of `proc_root`'s process directories. Panics when there is none.
+    /// Every `mountinfo` of `proc_root`'s process directories.
+    ///
+    /// # Panics
+    ///
+    /// When `proc_root` cannot be listed, has no `mountinfo`, or one cannot be replaced.
     pub fn hang(proc_root: &Path) -> HungMountinfo {
         let files: Vec<PathBuf> = std::fs::read_dir(proc_root)
             .unwrap()
@@ -46,6 +54,10 @@ impl HungMountinfo {
     }
 
     /// Only these `mountinfo` files.
+    ///
+    /// # Panics
+    ///
+    /// When one cannot be moved aside or its FIFO cannot be made.
     pub fn hang_files(files: Vec<PathBuf>) -> HungMountinfo {
         for path in &files {
             std::fs::rename(path, real(path)).unwrap();
