@@ -3,8 +3,10 @@
 //! restricted view must be known before any verdict rests on something being absent.
 //!
 //! The view is restricted when the proc mount hides processes from us (`hidepid=` without
-//! `CAP_SYS_PTRACE` or membership of its `gid=`), when pid 1 is missing, when the proc root
-//! shows a pid namespace other than the host's (processes outside it do not exist there) or
+//! `CAP_SYS_PTRACE` or membership of its `gid=`, or options that cannot be read without
+//! `CAP_SYS_PTRACE`), when pid 1 is missing, when the proc root shows a pid namespace other
+//! than the host's whose init is the inspector (its own container: processes outside it do
+//! not exist there; under another init it is only a warning, [`ProcPidNamespace::Nested`]) or
 //! other than the inspector's (the `pgrp=` numbers the kernel prints are the reader's), or when
 //! the scan met processes whose mount namespace or fds it was refused.
 
