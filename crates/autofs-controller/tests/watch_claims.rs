@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use autofs_api::v1;
@@ -74,4 +76,64 @@ async fn the_reserve_endpoint_takes_over_when_the_first_one_cannot_open_the_watc
         panic!("no event within {WAIT:?}: the reserve never took over: {seen:#?}")
     });
     assert_eq!(followed, reserve.to_string(), "{seen:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_agent_at_two_endpoints_is_followed_once_and_the_other_stands_by_asking_no_watch() {
+    // Each WatchMounts the agent opens costs it a fresh snapshot, and two streams of one agent
+    // would merge every event in twice.
+    let opened = Arc::new(AtomicUsize::new(0));
+    let agent = || {
+        let mut agent = FakeAgent::new("dual-stack");
+        agent.info.agent_instance = "one-agent".into();
+        let opened = opened.clone();
+        agent.watching(move || {
+            opened.fetch_add(1, Ordering::Relaxed);
+            Ok(one_event("dual-stack"))
+        })
+    };
+    let (a, b) = (agent(), agent());
+    let (a_calls, b_calls) = (a.clone(), b.clone());
+    let (a, b) = (a.serve().await, b.serve().await);
+    let config = CollectorConfig {
+        timeout: Duration::from_secs(3),
+        backoff: BackoffConfig {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(200),
+        },
+        ..CollectorConfig::default()
+    };
+    let mut stream = collector(&[a, b], config).watch(v1::ListMountsRequest::default());
+    let mut seen = Vec::new();
+    // The bounds only keep a broken build from hanging the suite.
+    let followed = tokio::time::timeout(WAIT, async {
+        loop {
+            let item = stream
+                .next()
+                .await
+                .expect("the watch ends only when no node is left");
+            seen.push(format!("{item:?}"));
+            if let WatchItem::Event { endpoint, .. } = item {
+                return endpoint.address;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no event within {WAIT:?}: {seen:#?}"));
+    // The other endpoint has decided once it asks its second handshake: it stood by.
+    let other = if followed == a.to_string() {
+        &b_calls
+    } else {
+        &a_calls
+    };
+    tokio::time::timeout(WAIT, async {
+        while other.handshakes() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the other endpoint never stood by: {seen:#?}"));
+    assert_eq!(opened.load(Ordering::Relaxed), 1, "{seen:#?}");
+    let connected = seen.iter().filter(|s| s.starts_with("Connected")).count();
+    assert_eq!(connected, 1, "{seen:#?}");
 }

@@ -120,6 +120,11 @@ impl FakeAgent {
         self
     }
 
+    /// The GetNodeInfo calls answered so far (by this agent and its clones).
+    pub fn handshakes(&self) -> usize {
+        self.infos.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Serves it on the connections `incoming` yields, for the life of the runtime.
     pub fn serve_incoming<S, IO>(self, incoming: S)
     where
