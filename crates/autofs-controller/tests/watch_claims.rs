@@ -5,12 +5,13 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use autofs_api::v1;
-use autofs_controller::{BackoffConfig, CollectorConfig, WatchItem};
+use autofs_controller::{BackoffConfig, CollectorConfig, WatchItem, WatchStream};
 use common::WAIT;
 use common::fake_agent::{Events, FakeAgent, collector};
 use tokio_stream::StreamExt;
@@ -25,40 +26,31 @@ fn one_event(node: &str) -> Events {
     Box::pin(tokio_stream::iter([Ok(event)]).chain(tokio_stream::pending()))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_reserve_endpoint_takes_over_when_the_first_one_cannot_open_the_watch() {
-    // Two servers that answer as one agent (each counts its own calls).
-    let agent = || {
-        let mut agent = FakeAgent::new("dual-stack");
-        agent.info.agent_instance = "one-agent".into();
-        agent
-    };
-    // The first endpoint answers the handshake, but its WatchMounts never opens (a path that
-    // breaks after the handshake): it claims the agent first, then fails, again and again.
-    let first = agent()
-        .watching(|| Err(tonic::Status::unavailable("fake: this path is broken")))
-        .serve()
-        .await;
-    // The reserve is a healthy path to the same agent, whose first handshake fails so that
-    // the first endpoint claims the agent before it.
-    let reserve = agent()
-        .unavailable_for(0..1)
-        .watching(|| Ok(one_event("dual-stack")))
-        .serve()
-        .await;
-    let config = CollectorConfig {
+/// A server of agent `one-agent` of node `dual-stack`: one of two paths to one agent.
+fn path_to_the_agent() -> FakeAgent {
+    let mut agent = FakeAgent::new("dual-stack");
+    agent.info.agent_instance = "one-agent".into();
+    agent
+}
+
+/// A 3 s deadline, and a backoff from `initial` up to `max`.
+fn config(initial: Duration, max: Duration) -> CollectorConfig {
+    CollectorConfig {
         timeout: Duration::from_secs(3),
-        // The reserve tries again at least half a second after its failed handshake: the
-        // first endpoint has claimed the agent by then.
-        backoff: BackoffConfig {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(1),
-        },
+        backoff: BackoffConfig { initial, max },
         ..CollectorConfig::default()
-    };
-    let mut stream = collector(&[first, reserve], config).watch(v1::ListMountsRequest::default());
+    }
+}
+
+/// Watches `addrs` until the first mount event: the stream, which follows on until dropped,
+/// the endpoint the event came from, and every item seen until then. The bound only keeps a
+/// broken build from hanging the suite.
+async fn first_event(
+    addrs: &[SocketAddr],
+    config: CollectorConfig,
+) -> (WatchStream, String, Vec<String>) {
+    let mut stream = collector(addrs, config).watch(v1::ListMountsRequest::default());
     let mut seen = Vec::new();
-    // The bound only keeps a broken build from hanging the suite.
     let followed = tokio::time::timeout(WAIT, async {
         loop {
             let item = stream
@@ -72,9 +64,30 @@ async fn the_reserve_endpoint_takes_over_when_the_first_one_cannot_open_the_watc
         }
     })
     .await;
-    let followed = followed.unwrap_or_else(|_| {
-        panic!("no event within {WAIT:?}: the reserve never took over: {seen:#?}")
-    });
+    match followed {
+        Ok(endpoint) => (stream, endpoint, seen),
+        Err(_) => panic!("no event within {WAIT:?}: {seen:#?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reserve_endpoint_takes_over_when_the_first_one_cannot_open_the_watch() {
+    // The first endpoint answers the handshake, but its WatchMounts never opens (a path that
+    // breaks after the handshake): it claims the agent first, then fails, again and again.
+    let first = path_to_the_agent()
+        .watching(|| Err(tonic::Status::unavailable("fake: this path is broken")))
+        .serve()
+        .await;
+    // The reserve is a healthy path to the same agent, whose first handshake fails so that
+    // the first endpoint claims the agent before it: the reserve tries again at least half a
+    // second later.
+    let reserve = path_to_the_agent()
+        .unavailable_for(0..1)
+        .watching(|| Ok(one_event("dual-stack")))
+        .serve()
+        .await;
+    let second = Duration::from_secs(1);
+    let (_stream, followed, seen) = first_event(&[first, reserve], config(second, second)).await;
     assert_eq!(followed, reserve.to_string(), "{seen:#?}");
 }
 
@@ -83,43 +96,19 @@ async fn one_agent_at_two_endpoints_is_followed_once_and_the_other_stands_by_ask
     // Each WatchMounts the agent opens costs it a fresh snapshot, and two streams of one agent
     // would merge every event in twice.
     let opened = Arc::new(AtomicUsize::new(0));
-    let agent = || {
-        let mut agent = FakeAgent::new("dual-stack");
-        agent.info.agent_instance = "one-agent".into();
+    let path = || {
         let opened = opened.clone();
-        agent.watching(move || {
+        path_to_the_agent().watching(move || {
             opened.fetch_add(1, Ordering::Relaxed);
             Ok(one_event("dual-stack"))
         })
     };
-    let (a, b) = (agent(), agent());
+    let (a, b) = (path(), path());
     let (a_calls, b_calls) = (a.clone(), b.clone());
     let (a, b) = (a.serve().await, b.serve().await);
-    let config = CollectorConfig {
-        timeout: Duration::from_secs(3),
-        backoff: BackoffConfig {
-            initial: Duration::from_millis(100),
-            max: Duration::from_millis(200),
-        },
-        ..CollectorConfig::default()
-    };
-    let mut stream = collector(&[a, b], config).watch(v1::ListMountsRequest::default());
-    let mut seen = Vec::new();
-    // The bounds only keep a broken build from hanging the suite.
-    let followed = tokio::time::timeout(WAIT, async {
-        loop {
-            let item = stream
-                .next()
-                .await
-                .expect("the watch ends only when no node is left");
-            seen.push(format!("{item:?}"));
-            if let WatchItem::Event { endpoint, .. } = item {
-                return endpoint.address;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no event within {WAIT:?}: {seen:#?}"));
+    let backoff = (Duration::from_millis(100), Duration::from_millis(200));
+    // The stream is kept: dropping it would stop following either endpoint.
+    let (_stream, followed, seen) = first_event(&[a, b], config(backoff.0, backoff.1)).await;
     // The other endpoint has decided once it asks its second handshake: it stood by.
     let other = if followed == a.to_string() {
         &b_calls
