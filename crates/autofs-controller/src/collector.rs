@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::backoff::{Backoff, BackoffConfig};
-use crate::client::{self, Client, Connector, TlsOptions};
+use crate::client::{self, Client, Connector, TlsOptions, deadline_after};
 use crate::endpoint::{self, NodeEndpoint};
 use crate::error::{Error, NodeError, NodeErrorKind};
 use crate::report::{CheckOutcome, ClusterReport, NodeResult, NodeStatus, ScanAge};
@@ -782,14 +782,6 @@ fn mark_duplicates<T>(nodes: &mut Vec<NodeResult<T>>) {
     }
     let mut alias = aliases.into_iter();
     nodes.retain(|_| !alias.next().unwrap_or(false));
-}
-
-/// The instant `d` from now; for a `d` past what an instant can hold (a timeout of
-/// `u64::MAX` seconds), a century from now: no deadline in practice, never an overflow.
-pub fn deadline_after(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// How long after a wait's deadline the node may still take to say that it was reached.

@@ -259,7 +259,7 @@ async fn start(
     (Option<String>, NodeErrorKind),
 > {
     let _permit = inner.limit.acquire().await;
-    let deadline = crate::collector::deadline_after(inner.config.timeout);
+    let deadline = client::deadline_after(inner.config.timeout);
     let mut said: Option<String> = None;
     // The agent this endpoint claimed: released again when the stream is not opened after
     // all, or the endpoint would keep the claim through every later failure (the agent
