@@ -26,6 +26,8 @@ pub struct ProbeReach {
     /// `dump_one_fs()` calls `autofs_dump()` on ([`crate::dumped_from`]), this mount or another
     /// mount of the superblock's root. Every field below is about that mount.
     pub mount_id: u32,
+    /// That mount's mount point, escaped as [`MountReport::mount_point`] is.
+    pub mount_point: String,
     /// Another mount sits on the mount's root (the open would land in it).
     pub covered: bool,
     /// A mount on the path to the mount point (on an ancestor directory, or on the root of a
@@ -802,11 +804,7 @@ fn probe(
             let (uid, gid) = match reread {
                 Ok(ids) => ids,
                 Err(why) => {
-                    let point = if probed == report.mount_id {
-                        report.mount_point.clone()
-                    } else {
-                        format!("(the mount point of mount {probed})")
-                    };
+                    let point = facts.reach.mount_point.clone();
                     return set(
                         report,
                         MountState::Orphaned,

@@ -435,6 +435,41 @@ fn a_mount_table_line_longer_than_criu_s_buffer_fails_criu_probe_after_it_turned
 }
 
 #[test]
+fn a_failed_reread_after_the_probe_names_the_mount_probed_even_for_the_other_mount_of_the_root() {
+    // As above, and the root bound elsewhere: CRIU probes the superblock through the bind
+    // (the last mount of the root in the table), so its "failed to access autofs" names the
+    // bind's mount point in the verdict of both mounts.
+    let mut sc = Scenario::start_or_panic();
+    let deep: Vec<u8> = std::iter::repeat_n([b'y'; 200].as_slice(), 6)
+        .flat_map(|component| component.iter().copied().chain([b'/']))
+        .collect();
+    sc.tmpfs(&deep[..deep.len() - 1]).unwrap();
+    let d = sc.mount(MountSpec::direct()).unwrap();
+    let bind_point = sc.work_dir().join("bind");
+    let bind = sc.bind_root(&d, &bind_point).unwrap();
+    sc.close_read(&d).unwrap();
+    let reports = scan_scenario(&sc);
+    for id in [d.mount_id, bind] {
+        let r = reports
+            .iter()
+            .find(|r| r.mount_id == id)
+            .unwrap_or_else(|| panic!("mount {id} not reported; got {reports:#?}"));
+        let last = if r.minor < 256 {
+            format!("failed to access autofs {}", bind_point.to_str().unwrap())
+        } else {
+            unreachable(bind)
+        };
+        assert_probe_fails(
+            &sc,
+            &d,
+            r,
+            "reading the mount table again fails (a line",
+            &last,
+        );
+    }
+}
+
+#[test]
 fn a_read_end_in_a_threads_own_fd_table_is_found_where_proc_pid_fd_does_not_show_it() {
     use std::os::unix::fs::OpenOptionsExt;
     use std::sync::mpsc;
