@@ -737,23 +737,42 @@ fn check_response(r: &v1::CheckMigratableResponse, node: &str) -> Result<(), Nod
 /// A node name answered by two endpoints: the later one is an error naming the first —
 /// unless both reached the same agent process (the same `agent_instance`: a dual-stack pod's
 /// IPv4 and IPv6 addresses), when the later one is left out of the result: it is the same
-/// node's answer again, not a second agent claiming the name.
+/// node's answer again, not a second agent claiming the name. An endpoint that failed after
+/// its handshake named an agent that answered at another endpoint is left out as well: that
+/// node's answer is there, only one path to it failed (logged).
 fn mark_duplicates<T>(nodes: &mut Vec<NodeResult<T>>) {
+    let instance_of = |n: &NodeResult<T>| {
+        n.info
+            .as_ref()
+            .map(|i| i.agent_instance.clone())
+            .unwrap_or_default()
+    };
+    let answered: std::collections::HashSet<String> = nodes
+        .iter()
+        .filter(|n| n.result.is_ok())
+        .map(instance_of)
+        .filter(|instance| !instance.is_empty())
+        .collect();
     // Node name → (first endpoint, its agent instance).
     let mut first: HashMap<String, (String, String)> = HashMap::new();
     let mut aliases = vec![false; nodes.len()];
     for (i, n) in nodes.iter_mut().enumerate() {
-        if n.result.is_err() {
+        if let Err(e) = &n.result {
+            let instance = instance_of(n);
+            if answered.contains(&instance) {
+                tracing::warn!(
+                    endpoint = %n.endpoint.address,
+                    error = %e,
+                    "an agent that answered at another endpoint failed at this one; its answer is kept"
+                );
+                aliases[i] = true;
+            }
             continue;
         }
         let Some(name) = n.node_name().map(str::to_owned) else {
             continue;
         };
-        let instance = n
-            .info
-            .as_ref()
-            .map(|i| i.agent_instance.clone())
-            .unwrap_or_default();
+        let instance = instance_of(n);
         match first.get(&name) {
             Some((first_endpoint, first_instance))
                 if !instance.is_empty() && *first_instance == instance =>

@@ -1,7 +1,9 @@
-//! `watch` follows an agent reached at two endpoints (a dual-stack pod's IPv4 and IPv6
-//! addresses: one `agent_instance`) at one of them and keeps the other in reserve. The reserve
-//! must take over whenever the first endpoint does not follow the agent: its stream broke, or
-//! it never opened. Fake agents, each endpoint failing in its own way; the real library.
+//! One agent reached at two endpoints (a dual-stack pod's IPv4 and IPv6 addresses: one
+//! `agent_instance`) is one node. `watch` follows it at one endpoint and keeps the other in
+//! reserve, which must take over whenever the first does not follow the agent: its stream
+//! broke, or it never opened. `collect` keeps its answer from the endpoint that gave it, also
+//! when the other path to it fails. Fake agents, each endpoint failing in its own way; the real
+//! library.
 
 mod common;
 
@@ -125,4 +127,43 @@ async fn one_agent_at_two_endpoints_is_followed_once_and_the_other_stands_by_ask
     assert_eq!(opened.load(Ordering::Relaxed), 1, "{seen:#?}");
     let connected = seen.iter().filter(|s| s.starts_with("Connected")).count();
     assert_eq!(connected, 1, "{seen:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_answered_at_one_endpoint_is_complete_though_its_other_path_failed() {
+    let mount = || v1::MountReport {
+        node: "dual-stack".into(),
+        mount_id: 40,
+        mount_point: "/net".into(),
+        state: v1::MountState::Active as i32,
+        dumpable: true,
+        ..Default::default()
+    };
+    let answers = path_to_the_agent()
+        .listing(move || Box::pin(tokio_stream::iter([Ok(mount())])))
+        .serve()
+        .await;
+    // The handshake names the same agent; then the list breaks on this path.
+    let breaks = path_to_the_agent()
+        .listing(|| {
+            Box::pin(tokio_stream::iter([Err(tonic::Status::internal(
+                "fake: path broke",
+            ))]))
+        })
+        .serve()
+        .await;
+    let second = Duration::from_secs(1);
+    for addrs in [[answers, breaks], [breaks, answers]] {
+        let report = collector(&addrs, config(second, second))
+            .collect(v1::ListMountsRequest::default())
+            .await;
+        let nodes: Vec<_> = report
+            .nodes
+            .iter()
+            .map(|n| n.endpoint.address.clone())
+            .collect();
+        assert!(report.is_complete(), "{:#?}", report.nodes);
+        assert_eq!(nodes, [answers.to_string()], "{:#?}", report.nodes);
+        assert_eq!(report.mounts().count(), 1);
+    }
 }
