@@ -798,13 +798,14 @@ fn probe(
             )),
         ),
         Ok(Some(_)) => {
-            // The probe makes the mount catatonic; CRIU then reads the options again.
-            let reread = crate::revisit::revisit(facts.mount_table, probed)
-                .and_then(|token| reparse(&token));
-            let (uid, gid) = match reread {
-                Ok(ids) => ids,
+            // The probe makes the mount catatonic; CRIU then reads the options again, still
+            // inside its probe (a failure there is "failed to access autofs <point>"), and
+            // parses them after it (a failure there is the parse's own message, nothing more:
+            // autofs_create_entry()).
+            let token = match crate::revisit::revisit(facts.mount_table, probed) {
+                Ok(token) => token,
                 Err(why) => {
-                    let point = facts.reach.mount_point.clone();
+                    let point = &facts.reach.mount_point;
                     return set(
                         report,
                         MountState::Orphaned,
@@ -812,6 +813,17 @@ fn probe(
                         format!(
                             "{hidden}. CRIU's probe makes it catatonic, but reading the mount table again fails ({why}): failed to access autofs {point}"
                         ),
+                    );
+                }
+            };
+            let (uid, gid) = match reparse(&token) {
+                Ok(ids) => ids,
+                Err(why) => {
+                    return set(
+                        report,
+                        MountState::Orphaned,
+                        Reason::HiddenCatatonic,
+                        format!("{hidden}. CRIU's probe makes it catatonic, but {why}"),
                     );
                 }
             };

@@ -1367,6 +1367,28 @@ fn a_minproto_the_kernel_shows_as_int_min_is_an_option_criu_does_not_find() {
 }
 
 #[test]
+fn a_raw_uid_beyond_int_fails_criu_s_parse_after_its_probe_not_its_probe() {
+    // CRIU's probe turns the mount catatonic and finds its line again; then its parse of the
+    // raw options (no sscanf("%d") rewrite this time) refuses uid=2147483648 with xatoi's
+    // message. The probe itself did not fail: no "failed to access autofs".
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::direct().uid(1 << 31)).unwrap();
+    sc.close_read(&d).unwrap();
+    let r = report_of(&sc, d.mount_id);
+    let last = if r.minor < 256 {
+        "uid=2147483648: value 0x80000000 (2147483648) is out of int range".to_owned()
+    } else {
+        unreachable(d.mount_id)
+    };
+    assert_probe_fails(&sc, &d, &r, "CRIU's probe", &last);
+    assert!(
+        !r.message.contains("failed to access autofs"),
+        "{}",
+        r.message
+    );
+}
+
+#[test]
 fn a_uid_or_gid_criu_reads_as_int_min_is_left_out_of_the_entry() {
     // uid=2147483648 (host id 2^31): CRIU's sscanf("%d") makes it INT_MIN, its marker for an
     // option not seen, so has_uid stays false; gid=2147483649 is recorded wrapped.
