@@ -19,14 +19,7 @@ pub fn collect(
     // Everything from /proc was read on the scan thread with the scan: an RPC never waits on
     // a /proc read (one can hang behind a stuck unmount).
     let snapshot = inventory.latest();
-    let mut view = snapshot.scan.view.clone();
-    if snapshot.generation == 0 {
-        // Nothing has been judged yet: "not restricted" would be a claim about a view never
-        // looked at.
-        view.restricted = true;
-        view.reasons
-            .push("no scan has completed yet: what the agent can see of /proc is not known".into());
-    }
+    let view = snapshot.view().into_owned();
     // Before the first scan, and from a source without a live proc root (benchmarks), there
     // are no host facts to tell.
     let host = snapshot.host.clone().unwrap_or_default();

@@ -47,9 +47,11 @@ pub struct ScanArgs {
 ///
 /// [`autofs_core::Error::ProcRoot`] when the proc root cannot be opened or listed; for `--pid`, the
 /// [`autofs_core::SelectError`] of [`autofs_core::selector::mount_namespace_of`] with the context
-/// `--pid` (a pid not found while the view is restricted is [`autofs_core::SelectError::Unseen`]); the I/O or JSON error of writing to `out`; the [`criu_image::ImageError`] of the first
-/// image that cannot be written ([`write_images`]). A scan that could not see everything is not an
-/// error: it is [`EXIT_ERROR`] and a message on stderr.
+/// `--pid` (a pid not found while the view is restricted is
+/// [`autofs_core::SelectError::Unseen`]); the I/O or JSON error of writing to `out`; the
+/// [`criu_image::ImageError`] of the first image that cannot be written ([`write_images`]). A
+/// scan that could not see everything is not an error: it is [`EXIT_ERROR`] and a message on
+/// stderr.
 pub fn run(args: &ScanArgs, out: &mut impl Write) -> anyhow::Result<u8> {
     let scanner = Scanner::new(&args.proc_root, &args.node_name)?;
     let selector = match args.pid {

@@ -8,6 +8,7 @@
 //! still shut down (it never waits for it), and callers wait for a scan no longer than the
 //! stall bound — past it they get the last good scan, marked with its age, or UNAVAILABLE.
 
+use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use autofs_api::v1;
 use autofs_core::host::HostFacts;
-use autofs_core::{NamespaceInfo, OpenTables, ProcRoot, Scan};
+use autofs_core::{NamespaceInfo, OpenTables, ProcRoot, Scan, View};
 use tokio::sync::{Mutex, oneshot, watch};
 
 use crate::changes::Change;
@@ -88,6 +89,20 @@ impl Snapshot {
     /// The namespace with this inode.
     pub fn namespace(&self, mnt_ns: u64) -> Option<&NamespaceInfo> {
         self.scan.namespaces.iter().find(|n| n.mnt_ns == mnt_ns)
+    }
+
+    /// The view the scan judged; before the first scan a restricted one, since nothing has
+    /// been judged yet: "not restricted" would be a claim about a view never looked at (and
+    /// a pid not found then may be there, unseen).
+    pub fn view(&self) -> Cow<'_, View> {
+        if self.generation > 0 {
+            return Cow::Borrowed(&self.scan.view);
+        }
+        let mut view = self.scan.view.clone();
+        view.restricted = true;
+        view.reasons
+            .push("no scan has completed yet: what the agent can see of /proc is not known".into());
+        Cow::Owned(view)
     }
 }
 

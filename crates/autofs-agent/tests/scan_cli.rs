@@ -1,6 +1,8 @@
 //! The real `autofs-agent` binary against real autofs mounts (built by autofs-testkit in
 //! private mount and pid namespaces), and its CRIU images against CRIU's own `crit`.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -209,13 +211,7 @@ fn scan_without_ptrace(proc_options: &str) -> (Vec<Value>, i32, String) {
         .args(["-m", "--propagation", "private", "sh", "-c", &script])
         .output()
         .expect("unshare and capsh (util-linux, libcap2-bin) run the reduced scan");
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let reports = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    (reports, out.status.code().unwrap(), stderr)
+    common::scan_output(out)
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use autofs_api::v1::{self, check_migratable_request::Target};
+use autofs_testkit::proc_fixture::HungMountinfo;
 use autofs_testkit::{MountSpec, Scenario};
 use common::{Agent, WAIT, fixture_proc_root};
 use nix::sys::signal::Signal;
@@ -33,66 +34,6 @@ fn stalling_agent(proc_root: &Path, extra: &[&str]) -> Agent {
 
 const MNT_NS: u64 = 4026531841;
 const MOUNT_ID: u32 = 40;
-
-/// Every `mountinfo` of a fixture proc tree replaced by a FIFO without a writer; released
-/// (readers unblocked, real files back) on [`HungMountinfo::release`] or drop.
-struct HungMountinfo {
-    files: Vec<PathBuf>,
-    released: bool,
-}
-
-impl HungMountinfo {
-    fn hang(proc_root: &Path) -> HungMountinfo {
-        let files: Vec<PathBuf> = std::fs::read_dir(proc_root)
-            .unwrap()
-            .map(|entry| entry.unwrap().path().join("mountinfo"))
-            .filter(|path| path.is_file())
-            .collect();
-        assert!(!files.is_empty(), "no mountinfo in {}", proc_root.display());
-        HungMountinfo::hang_files(files)
-    }
-
-    /// Only these `mountinfo` files.
-    fn hang_files(files: Vec<PathBuf>) -> HungMountinfo {
-        for path in &files {
-            std::fs::rename(path, real(path)).unwrap();
-            nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        }
-        HungMountinfo {
-            files,
-            released: false,
-        }
-    }
-
-    /// Puts the real files back, then opens each FIFO for writing and closes it: a reader
-    /// blocked in open() gets an empty file, later opens the real one.
-    fn release(&mut self) {
-        if std::mem::replace(&mut self.released, true) {
-            return;
-        }
-        for path in &self.files {
-            let fifo = path.with_extension("fifo");
-            let _ = std::fs::rename(path, &fifo);
-            let _ = std::fs::rename(real(path), path);
-            // ENXIO when nobody waits on it; then there is nothing to unblock.
-            let _ = std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-                .open(&fifo);
-            let _ = std::fs::remove_file(&fifo);
-        }
-    }
-}
-
-impl Drop for HungMountinfo {
-    fn drop(&mut self) {
-        self.release();
-    }
-}
-
-fn real(path: &Path) -> PathBuf {
-    path.with_extension("real")
-}
 
 /// ListMounts of the fixture namespace: the reports and the response metadata.
 async fn list_with_metadata(
@@ -273,10 +214,41 @@ async fn before_the_first_scan_node_info_says_the_view_is_not_known() {
         autofs_api::API_MAJOR,
         "the handshake itself is answered"
     );
+    // Nor is a pid the proc root does not list known to be gone: the view that would say
+    // whether processes are hidden has not been judged.
+    let absent = 999_999;
+    let status = client
+        .list_mounts(v1::ListMountsRequest {
+            pid: Some(absent),
+            ..Default::default()
+        })
+        .await
+        .expect_err("no scan, no verdict on a pid");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    assert!(
+        status.message().contains("it may be there, unseen")
+            && status.message().contains("no scan has completed yet"),
+        "{status:?}"
+    );
+    let status = client
+        .check_migratable(v1::CheckMigratableRequest {
+            target: Some(Target::Pid(absent)),
+        })
+        .await
+        .expect_err("no scan, no verdict on a pid");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 
     // Once the first scan is done, the view is the one it judged.
     hung.release();
     agent.wait_serving().await;
+    let status = client
+        .list_mounts(v1::ListMountsRequest {
+            pid: Some(absent),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a pid a full view does not list");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
     let info = client
         .get_node_info(v1::GetNodeInfoRequest::default())
         .await
@@ -366,7 +338,7 @@ async fn a_running_wait_ends_unavailable_when_the_watchdog_declares_a_stall() {
 /// open() returns and it then blocks in read() until the returned end is closed. `None` while
 /// nobody waits on any of them.
 fn hold_blocked_reader(hung: &HungMountinfo) -> Option<std::fs::File> {
-    hung.files.iter().find_map(|path| {
+    hung.files().iter().find_map(|path| {
         std::fs::OpenOptions::new()
             .write(true)
             .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())

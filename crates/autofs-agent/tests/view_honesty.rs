@@ -14,6 +14,10 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_autofs-agent");
 
+/// `unshare` making a pid namespace of its own, with a proc of it at /proc, for the command
+/// that follows: what an agent without hostPID sees.
+const OWN_PID_NS: [&str; 5] = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"];
+
 /// Runs `program args…` and parses its stdout as JSON lines: reports, exit code, stderr.
 fn run(program: &str, args: &[&str]) -> (Vec<Value>, i32, String) {
     let out = Command::new(program)
@@ -21,13 +25,13 @@ fn run(program: &str, args: &[&str]) -> (Vec<Value>, i32, String) {
         .env_remove("AUTOFS_AGENT_PROC_ROOT")
         .output()
         .unwrap_or_else(|e| panic!("{program} (util-linux) runs the scan: {e}"));
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let reports = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    (reports, out.status.code().unwrap(), stderr)
+    common::scan_output(out)
+}
+
+/// Runs `args…` in a pid namespace of its own ([`OWN_PID_NS`]), as [`run`].
+fn run_in_own_pid_ns(args: &[&str]) -> (Vec<Value>, i32, String) {
+    let (program, unshare) = OWN_PID_NS.split_first().unwrap();
+    run(program, &[unshare, args].concat())
 }
 
 #[test]
@@ -36,20 +40,8 @@ fn a_scan_in_a_pid_namespace_of_its_own_says_the_processes_outside_are_invisible
     // node's daemons and their mount namespaces do not exist. That is not "no autofs mounts".
     let mut sc = Scenario::start_or_panic();
     sc.mount(MountSpec::indirect()).unwrap();
-    let (reports, code, stderr) = run(
-        "unshare",
-        &[
-            "--pid",
-            "--fork",
-            "--kill-child",
-            "--mount-proc",
-            AGENT,
-            "scan",
-            "--json",
-            "--node-name",
-            "node-a",
-        ],
-    );
+    let (reports, code, stderr) =
+        run_in_own_pid_ns(&[AGENT, "scan", "--json", "--node-name", "node-a"]);
     assert_eq!(code, 2, "a partial view never exits 0 or 1: {stderr}");
     assert!(
         stderr.contains("is not the host's: processes outside it are invisible"),
@@ -66,19 +58,7 @@ fn a_pid_not_found_through_a_restricted_view_may_be_there_unseen() {
     // This test's own pid does not exist in a fresh pid namespace of two processes; seen
     // from there it is not "no such process" but "not seen".
     let own = std::process::id().to_string();
-    let (_, code, stderr) = run(
-        "unshare",
-        &[
-            "--pid",
-            "--fork",
-            "--kill-child",
-            "--mount-proc",
-            AGENT,
-            "scan",
-            "--pid",
-            &own,
-        ],
-    );
+    let (_, code, stderr) = run_in_own_pid_ns(&[AGENT, "scan", "--pid", &own]);
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains(&format!(
@@ -95,19 +75,12 @@ fn a_scan_below_another_init_warns_but_does_not_restrict() {
     // node container's pid namespace, whose init is the node's, not the agent. Nothing of
     // that node is missing, so the view is not restricted; the namespace is named in a
     // warning, since a pod without hostPID under an init of its own looks the same.
-    let (_, code, stderr) = run(
-        "unshare",
-        &[
-            "--pid",
-            "--fork",
-            "--kill-child",
-            "--mount-proc",
-            "sh",
-            "-c",
-            // Not the last command: the shell stays pid 1 and the agent runs as its child.
-            &format!("{AGENT} scan --json --node-name node-a; exit $?"),
-        ],
-    );
+    let (_, code, stderr) = run_in_own_pid_ns(&[
+        "sh",
+        "-c",
+        // Not the last command: the shell stays pid 1 and the agent runs as its child.
+        &format!("{AGENT} scan --json --node-name node-a; exit $?"),
+    ]);
     assert_ne!(code, 2, "not restricted: {stderr}");
     assert!(
         stderr.contains("is not the kernel's initial one: on a node that runs in a container"),
@@ -160,10 +133,7 @@ fn a_proc_root_of_another_pid_namespace_never_judges_masters_by_their_pgrp_numbe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_without_host_pid_says_so_in_get_node_info_and_the_metrics() {
-    let agent = Agent::start_wrapped(
-        &["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"],
-        &[],
-    );
+    let agent = Agent::start_wrapped(&OWN_PID_NS, &[]);
     // Scans run ("" serves); what they cannot see keeps the inspector NOT_SERVING.
     agent.wait_health("", ServingStatus::Serving).await;
     let client = agent.client().await;
@@ -195,10 +165,7 @@ async fn a_workload_not_seen_through_a_restricted_view_is_never_not_found() {
     let mut sc = Scenario::start_or_panic();
     sc.mount(MountSpec::indirect()).unwrap();
     let cgroup = autofs_testkit::cgroup::ContainerCgroup::enter(sc.init_host_pid());
-    let agent = Agent::start_wrapped(
-        &["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"],
-        &[],
-    );
+    let agent = Agent::start_wrapped(&OWN_PID_NS, &[]);
     agent.wait_health("", ServingStatus::Serving).await;
     let mut client = agent.client().await;
     // A pid no process of the agent's namespace has (its namespace holds unshare's child only).

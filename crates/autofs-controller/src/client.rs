@@ -155,7 +155,7 @@ impl Connector {
                 )))
             })?;
         }
-        let own_limit = crate::collector::deadline_after(self.connect_timeout);
+        let own_limit = deadline_after(self.connect_timeout);
         let cut_by_deadline = deadline <= own_limit;
         match tokio::time::timeout_at(own_limit.min(deadline), endpoint.connect()).await {
             Ok(Ok(channel)) => Ok(channel),
@@ -205,6 +205,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = source.and_then(std::error::Error::source);
     }
     text
+}
+
+/// The instant `d` from now; for a `d` past what an instant can hold (a timeout of
+/// `u64::MAX` seconds), a century from now: no deadline in practice, never an overflow.
+pub fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// A request carrying the time left until `deadline` as its `grpc-timeout`, so the agent

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::backoff::{Backoff, BackoffConfig};
-use crate::client::{self, Client, Connector, TlsOptions};
+use crate::client::{self, Client, Connector, TlsOptions, deadline_after};
 use crate::endpoint::{self, NodeEndpoint};
 use crate::error::{Error, NodeError, NodeErrorKind};
 use crate::report::{CheckOutcome, ClusterReport, NodeResult, NodeStatus, ScanAge};
@@ -737,23 +737,42 @@ fn check_response(r: &v1::CheckMigratableResponse, node: &str) -> Result<(), Nod
 /// A node name answered by two endpoints: the later one is an error naming the first —
 /// unless both reached the same agent process (the same `agent_instance`: a dual-stack pod's
 /// IPv4 and IPv6 addresses), when the later one is left out of the result: it is the same
-/// node's answer again, not a second agent claiming the name.
+/// node's answer again, not a second agent claiming the name. An endpoint that failed after
+/// its handshake named an agent that answered at another endpoint is left out as well: that
+/// node's answer is there, only one path to it failed (logged).
 fn mark_duplicates<T>(nodes: &mut Vec<NodeResult<T>>) {
+    let instance_of = |n: &NodeResult<T>| {
+        n.info
+            .as_ref()
+            .map(|i| i.agent_instance.clone())
+            .unwrap_or_default()
+    };
+    let answered: std::collections::HashSet<String> = nodes
+        .iter()
+        .filter(|n| n.result.is_ok())
+        .map(instance_of)
+        .filter(|instance| !instance.is_empty())
+        .collect();
     // Node name → (first endpoint, its agent instance).
     let mut first: HashMap<String, (String, String)> = HashMap::new();
     let mut aliases = vec![false; nodes.len()];
     for (i, n) in nodes.iter_mut().enumerate() {
-        if n.result.is_err() {
+        if let Err(e) = &n.result {
+            let instance = instance_of(n);
+            if answered.contains(&instance) {
+                tracing::warn!(
+                    endpoint = %n.endpoint.address,
+                    error = %e,
+                    "an agent that answered at another endpoint failed at this one; its answer is kept"
+                );
+                aliases[i] = true;
+            }
             continue;
         }
         let Some(name) = n.node_name().map(str::to_owned) else {
             continue;
         };
-        let instance = n
-            .info
-            .as_ref()
-            .map(|i| i.agent_instance.clone())
-            .unwrap_or_default();
+        let instance = instance_of(n);
         match first.get(&name) {
             Some((first_endpoint, first_instance))
                 if !instance.is_empty() && *first_instance == instance =>
@@ -782,14 +801,6 @@ fn mark_duplicates<T>(nodes: &mut Vec<NodeResult<T>>) {
     }
     let mut alias = aliases.into_iter();
     nodes.retain(|_| !alias.next().unwrap_or(false));
-}
-
-/// The instant `d` from now; for a `d` past what an instant can hold (a timeout of
-/// `u64::MAX` seconds), a century from now: no deadline in practice, never an overflow.
-pub fn deadline_after(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// How long after a wait's deadline the node may still take to say that it was reached.

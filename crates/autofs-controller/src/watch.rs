@@ -259,8 +259,12 @@ async fn start(
     (Option<String>, NodeErrorKind),
 > {
     let _permit = inner.limit.acquire().await;
-    let deadline = crate::collector::deadline_after(inner.config.timeout);
+    let deadline = client::deadline_after(inner.config.timeout);
     let mut said: Option<String> = None;
+    // The agent this endpoint claimed: released again when the stream is not opened after
+    // all, or the endpoint would keep the claim through every later failure (the agent
+    // unreachable here, or refusing) and the endpoint standing by would never take over.
+    let mut claimed: Option<String> = None;
     let setup = async {
         let mut c = Client::new(inner.connector.channel(ep, true)?);
         let info = client::node_info(&mut c, deadline)
@@ -273,6 +277,7 @@ async fn start(
         if !claims.claim(&info.agent_instance, &ep.address) {
             return Ok((info, None));
         }
+        claimed = Some(info.agent_instance.clone());
         let request = v1::WatchMountsRequest {
             filter: Some(filter.clone()),
         };
@@ -289,6 +294,9 @@ async fn start(
             timeout: inner.config.timeout,
             last: None,
         }));
+    if let (Err(_), Some(instance)) = (&result, &claimed) {
+        claims.release(instance, &ep.address);
+    }
     result.map_err(|kind| {
         let kind = match kind {
             // The agent or tonic enforcing the handshake's grpc-timeout: the same deadline.

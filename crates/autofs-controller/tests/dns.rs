@@ -272,15 +272,3 @@ fn a_failed_aaaa_lookup_is_not_reported_as_no_records() {
         "{err}"
     );
 }
-
-/// `e` and its sources, `: `-separated.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}

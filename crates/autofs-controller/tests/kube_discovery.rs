@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use autofs_controller::discovery::kube::{Credentials, KubeDiscovery, KubeError, PodPage};
 use autofs_controller::discovery::{self, Source};
 use autofs_controller::{DiscoveryError, NodeEndpoint};
-use common::start_agent;
+use common::{error_chain, start_agent};
 use k8s_openapi::api::core::v1::Pod;
 use rcgen::{CertificateParams, KeyPair};
 use serde_json::{Value, json};
@@ -49,17 +49,6 @@ fn summary(eps: &[NodeEndpoint]) -> Vec<(String, Option<String>, Option<String>)
             )
         })
         .collect()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[test]

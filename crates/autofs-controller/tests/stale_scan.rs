@@ -6,64 +6,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use autofs_testkit::proc_fixture::{HungMountinfo, fixture_proc_root};
 use common::*;
-
-/// A copy of the core's fixture proc tree `name`.
-fn fixture_proc_root(name: &str) -> (tempfile::TempDir, PathBuf) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../autofs-core/tests/fixtures/proc")
-        .join(name);
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("proc");
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(&src)
-        .arg(&root)
-        .status()
-        .expect("run cp");
-    assert!(status.success(), "cp -a {} failed", src.display());
-    (dir, root)
-}
-
-/// Every `mountinfo` of `proc_root` replaced by a FIFO without a writer; on drop the real files
-/// come back and a reader blocked in open() is let go.
-struct HungMountinfo(Vec<PathBuf>);
-
-impl HungMountinfo {
-    fn hang(proc_root: &Path) -> HungMountinfo {
-        let files: Vec<PathBuf> = std::fs::read_dir(proc_root)
-            .unwrap()
-            .map(|entry| entry.unwrap().path().join("mountinfo"))
-            .filter(|path| path.is_file())
-            .collect();
-        assert!(!files.is_empty(), "no mountinfo in {}", proc_root.display());
-        for path in &files {
-            std::fs::rename(path, path.with_extension("real")).unwrap();
-            nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        }
-        HungMountinfo(files)
-    }
-}
-
-impl Drop for HungMountinfo {
-    fn drop(&mut self) {
-        use std::os::unix::fs::OpenOptionsExt;
-        for path in &self.0 {
-            let fifo = path.with_extension("fifo");
-            let _ = std::fs::rename(path, &fifo);
-            let _ = std::fs::rename(path.with_extension("real"), path);
-            // ENXIO when nobody waits on it; then there is nothing to let go.
-            let _ = std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-                .open(&fifo);
-            let _ = std::fs::remove_file(&fifo);
-        }
-    }
-}
 
 #[test]
 fn collect_says_which_nodes_answered_from_a_stalled_scans_last_good_one() {

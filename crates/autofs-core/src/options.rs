@@ -218,7 +218,7 @@ impl AutofsOptions {
 
     /// The first required option (in the order CRIU checks them) whose value CRIU cannot tell
     /// from absent: `parse_options()` in `criu/autofs.c` starts every field at `INT_MIN`
-    /// (`AUTOFS_OPT_UNKNOWN`) and then fails with "Failed to find <name> option" for a field
+    /// (`AUTOFS_OPT_UNKNOWN`) and then fails with `"Failed to find <name> option"` for a field
     /// still equal to it, so a value the kernel prints as `INT_MIN` counts as not seen
     /// (reference §3.2). The kernel prints one only for `minproto=` (an `int` it fills from
     /// the `u32` given at mount: `minproto=2147483648` shows `minproto=-2147483648`).

@@ -196,6 +196,8 @@ impl<'a> ProcessTable<'a> {
     /// [`ProcRoot::pids`] gives them) was just taken: on procfs, [`Self::tgid`] answers from
     /// it without reading `status`.
     pub fn with_listing(root: &'a ProcRoot, pids: &'a [i32]) -> Self {
+        // [`Self::tgid`] searches it by bisection.
+        debug_assert!(pids.is_sorted(), "the listing is sorted by pid");
         let mut table = Self::new(root);
         if root.is_procfs() {
             table.listed = pids;

@@ -533,8 +533,21 @@ impl<Q: QueueProbe> Scanner<Q> {
                         })
                         .get(&m.mount_id)
                         .unwrap_or(&m.mount_id);
+                    // CRIU names the mount it probes by its mount point ("failed to access
+                    // autofs <point>").
+                    let probed_point = if probed == m.mount_id {
+                        report.mount_point.clone()
+                    } else {
+                        ns_table
+                            .autofs
+                            .iter()
+                            .filter_map(|l| l.as_ref().ok())
+                            .find(|l| l.mount_id == probed)
+                            .map_or_else(|| report.mount_point.clone(), |l| escape(&l.mount_point))
+                    };
                     let reach = ProbeReach {
                         mount_id: probed,
+                        mount_point: probed_point,
                         covered: ns_table.covered.contains(&probed),
                         shadowed_by: ns_table.shadowed.get(&probed).cloned(),
                         dev_autofs: if options.mode == MountMode::Indirect {

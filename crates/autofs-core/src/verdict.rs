@@ -26,6 +26,8 @@ pub struct ProbeReach {
     /// `dump_one_fs()` calls `autofs_dump()` on ([`crate::dumped_from`]), this mount or another
     /// mount of the superblock's root. Every field below is about that mount.
     pub mount_id: u32,
+    /// That mount's mount point, escaped as [`MountReport::mount_point`] is.
+    pub mount_point: String,
     /// Another mount sits on the mount's root (the open would land in it).
     pub covered: bool,
     /// A mount on the path to the mount point (on an ancestor directory, or on the root of a
@@ -796,17 +798,14 @@ fn probe(
             )),
         ),
         Ok(Some(_)) => {
-            // The probe makes the mount catatonic; CRIU then reads the options again.
-            let reread = crate::revisit::revisit(facts.mount_table, probed)
-                .and_then(|token| reparse(&token));
-            let (uid, gid) = match reread {
-                Ok(ids) => ids,
+            // The probe makes the mount catatonic; CRIU then reads the options again, still
+            // inside its probe (a failure there is "failed to access autofs <point>"), and
+            // parses them after it (a failure there is the parse's own message, nothing more:
+            // autofs_create_entry()).
+            let token = match crate::revisit::revisit(facts.mount_table, probed) {
+                Ok(token) => token,
                 Err(why) => {
-                    let point = if probed == report.mount_id {
-                        report.mount_point.clone()
-                    } else {
-                        format!("(the mount point of mount {probed})")
-                    };
+                    let point = &facts.reach.mount_point;
                     return set(
                         report,
                         MountState::Orphaned,
@@ -814,6 +813,17 @@ fn probe(
                         format!(
                             "{hidden}. CRIU's probe makes it catatonic, but reading the mount table again fails ({why}): failed to access autofs {point}"
                         ),
+                    );
+                }
+            };
+            let (uid, gid) = match reparse(&token) {
+                Ok(ids) => ids,
+                Err(why) => {
+                    return set(
+                        report,
+                        MountState::Orphaned,
+                        Reason::HiddenCatatonic,
+                        format!("{hidden}. CRIU's probe makes it catatonic, but {why}"),
                     );
                 }
             };

@@ -3,8 +3,10 @@
 //! restricted view must be known before any verdict rests on something being absent.
 //!
 //! The view is restricted when the proc mount hides processes from us (`hidepid=` without
-//! `CAP_SYS_PTRACE` or membership of its `gid=`), when pid 1 is missing, when the proc root
-//! shows a pid namespace other than the host's (processes outside it do not exist there) or
+//! `CAP_SYS_PTRACE` or membership of its `gid=`, or options that cannot be read without
+//! `CAP_SYS_PTRACE`), when pid 1 is missing, when the proc root shows a pid namespace other
+//! than the host's whose init is the inspector (its own container: processes outside it do
+//! not exist there; under another init it is only a warning, [`ProcPidNamespace::Nested`]) or
 //! other than the inspector's (the `pgrp=` numbers the kernel prints are the reader's), or when
 //! the scan met processes whose mount namespace or fds it was refused.
 
@@ -88,6 +90,9 @@ pub struct SelfFacts {
     pub groups: Vec<u32>,
     /// Which pid namespace the proc root shows.
     pub pid_namespace: ProcPidNamespace,
+    /// Why the options of the proc mount the proc root is could not be read, when it is
+    /// procfs and they could not: whether `hidepid=` hides processes is then unknown.
+    pub proc_mount_unknown: Option<String>,
 }
 
 impl SelfFacts {
@@ -110,7 +115,12 @@ impl SelfFacts {
                 }
             }
         }
-        facts.hidepid = proc_mount_options(root).and_then(|options| hidepid(&options));
+        match proc_mount_options(root) {
+            Ok(options) => facts.hidepid = hidepid(&options),
+            Err(why) if root.is_procfs() => facts.proc_mount_unknown = Some(why),
+            // A fixture tree: no proc mount, nothing hidden by one.
+            Err(_) => {}
+        }
         facts.pid_namespace = pid_namespace(root);
         facts
     }
@@ -146,6 +156,15 @@ impl View {
                     gid.map(|g| format!(",gid={g}")).unwrap_or_default()
                 ));
             }
+        }
+        if let Some(why) = &facts.proc_mount_unknown
+            && !facts.has_cap(CAP_SYS_PTRACE)
+        {
+            // CAP_SYS_PTRACE sees through every hidepid=; without it, an unknown hidepid= may
+            // hide every process of another user, exactly as if it had exited.
+            reasons.push(format!(
+                "the options of the proc root's mount could not be read ({why}), so whether hidepid= hides processes from the agent, which lacks CAP_SYS_PTRACE, is unknown"
+            ));
         }
         if !pid1_visible {
             reasons.push("pid 1 is not listed in the proc root: processes are hidden".into());
@@ -217,14 +236,26 @@ impl View {
 /// proc mount. A proc root reached through another mount namespace (`/proc/<pid>/root/…`) is
 /// on no mount of that table: its options stay unknown rather than another proc mount's
 /// (one at the path the root resolves to in the inspector's own namespace) being read.
-fn proc_mount_options(root: &ProcRoot) -> Option<Vec<u8>> {
-    let id = root.mount_id().ok()?;
-    let table = root.read_file("self/mountinfo").ok()?;
+///
+/// # Errors
+///
+/// Why the options are unknown: the mount id or the table could not be read, or the table
+/// has no proc mount of that id.
+fn proc_mount_options(root: &ProcRoot) -> Result<Vec<u8>, String> {
+    let id = root
+        .mount_id()
+        .map_err(|e| format!("the mount id of the proc root could not be read: {e}"))?;
+    let table = root
+        .read_file("self/mountinfo")
+        .map_err(|e| format!("the agent's own mountinfo could not be read: {e}"))?;
     table
         .split(|&b| b == b'\n')
         .filter_map(|line| MountLine::parse(line).ok())
         .find(|m| u64::from(m.mount_id) == id && m.fstype == b"proc")
         .map(|m| m.super_options.to_vec())
+        .ok_or_else(|| {
+            format!("its mount ({id}) is not in the agent's own mount table (a proc root reached through another mount namespace)")
+        })
 }
 
 /// The decimal numbers of a `status` line's value, in order (what does not parse is skipped).
@@ -285,6 +316,7 @@ mod tests {
             cap_eff: Some(caps),
             groups: groups.to_vec(),
             pid_namespace: ProcPidNamespace::NotProcfs,
+            proc_mount_unknown: None,
         }
     }
 
@@ -402,6 +434,68 @@ mod tests {
             "{v:?}"
         );
         assert_eq!(v.problems().count(), 1);
+    }
+
+    #[test]
+    fn a_proc_root_on_a_mount_of_another_namespace_has_unknown_options() {
+        // A proc mount made in a mount namespace of its own, reached through its holder's
+        // `root`: procfs of this pid namespace, on a mount the inspector's table lacks.
+        let dir = tempfile::tempdir().unwrap();
+        let mut holder = std::process::Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount -t proc -o hidepid=invisible proc {} && echo ready && exec sleep 600",
+                dir.path().display()
+            ))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("unshare (util-linux) runs");
+        struct Kill(std::process::Child);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+            &mut ready,
+        )
+        .unwrap();
+        let holder = Kill(holder);
+        assert_eq!(ready, "ready\n", "the proc mount was not made");
+        let path = format!("/proc/{}/root{}", holder.0.id(), dir.path().display());
+        let root = ProcRoot::open(&path).unwrap();
+        assert!(root.is_procfs() && root.is_own_pid_namespace(), "{path}");
+        let facts = SelfFacts::read(&root);
+        drop(holder);
+        let why = facts.proc_mount_unknown.expect("options unknown");
+        assert!(
+            why.contains("is not in the agent's own mount table"),
+            "{why}"
+        );
+        assert_eq!(facts.hidepid, None);
+        // The inspector's own /proc is found in its table.
+        assert_eq!(
+            SelfFacts::read(&ProcRoot::open("/proc").unwrap()).proc_mount_unknown,
+            None
+        );
+    }
+
+    #[test]
+    fn an_unknown_hidepid_restricts_unless_ptrace_sees_through_it() {
+        let mut f = facts(None, NO_PTRACE, &[0]);
+        f.proc_mount_unknown = Some("its mount (99) is not in the agent's own mount table".into());
+        let v = View::judge(&f, true, (&[], 0));
+        assert!(v.restricted, "{v:?}");
+        assert!(
+            v.reasons[0].contains("whether hidepid= hides processes")
+                && v.reasons[0].contains("its mount (99)"),
+            "{v:?}"
+        );
+        f.cap_eff = Some(ALL);
+        assert!(!View::judge(&f, true, (&[], 0)).restricted);
     }
 
     #[test]

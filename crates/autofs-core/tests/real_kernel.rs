@@ -435,6 +435,41 @@ fn a_mount_table_line_longer_than_criu_s_buffer_fails_criu_probe_after_it_turned
 }
 
 #[test]
+fn a_failed_reread_after_the_probe_names_the_mount_probed_even_for_the_other_mount_of_the_root() {
+    // As above, and the root bound elsewhere: CRIU probes the superblock through the bind
+    // (the last mount of the root in the table), so its "failed to access autofs" names the
+    // bind's mount point in the verdict of both mounts.
+    let mut sc = Scenario::start_or_panic();
+    let deep: Vec<u8> = std::iter::repeat_n([b'y'; 200].as_slice(), 6)
+        .flat_map(|component| component.iter().copied().chain([b'/']))
+        .collect();
+    sc.tmpfs(&deep[..deep.len() - 1]).unwrap();
+    let d = sc.mount(MountSpec::direct()).unwrap();
+    let bind_point = sc.work_dir().join("bind");
+    let bind = sc.bind_root(&d, &bind_point).unwrap();
+    sc.close_read(&d).unwrap();
+    let reports = scan_scenario(&sc);
+    for id in [d.mount_id, bind] {
+        let r = reports
+            .iter()
+            .find(|r| r.mount_id == id)
+            .unwrap_or_else(|| panic!("mount {id} not reported; got {reports:#?}"));
+        let last = if r.minor < 256 {
+            format!("failed to access autofs {}", bind_point.to_str().unwrap())
+        } else {
+            unreachable(bind)
+        };
+        assert_probe_fails(
+            &sc,
+            &d,
+            r,
+            "reading the mount table again fails (a line",
+            &last,
+        );
+    }
+}
+
+#[test]
 fn a_read_end_in_a_threads_own_fd_table_is_found_where_proc_pid_fd_does_not_show_it() {
     use std::os::unix::fs::OpenOptionsExt;
     use std::sync::mpsc;
@@ -1329,6 +1364,28 @@ fn a_minproto_the_kernel_shows_as_int_min_is_an_option_criu_does_not_find() {
         r.message
     );
     assert_eq!(r.entry, None, "CRIU writes no entry");
+}
+
+#[test]
+fn a_raw_uid_beyond_int_fails_criu_s_parse_after_its_probe_not_its_probe() {
+    // CRIU's probe turns the mount catatonic and finds its line again; then its parse of the
+    // raw options (no sscanf("%d") rewrite this time) refuses uid=2147483648 with xatoi's
+    // message. The probe itself did not fail: no "failed to access autofs".
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::direct().uid(1 << 31)).unwrap();
+    sc.close_read(&d).unwrap();
+    let r = report_of(&sc, d.mount_id);
+    let last = if r.minor < 256 {
+        "uid=2147483648: value 0x80000000 (2147483648) is out of int range".to_owned()
+    } else {
+        unreachable(d.mount_id)
+    };
+    assert_probe_fails(&sc, &d, &r, "CRIU's probe", &last);
+    assert!(
+        !r.message.contains("failed to access autofs"),
+        "{}",
+        r.message
+    );
 }
 
 #[test]

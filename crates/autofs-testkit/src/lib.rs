@@ -46,6 +46,7 @@ mod line_reader;
 pub mod mount_ns;
 pub mod packet;
 pub mod pki;
+pub mod proc_fixture;
 pub mod procfs;
 pub mod proto;
 mod reports;

@@ -63,9 +63,10 @@ pub(super) fn workload(
 }
 
 /// A process not found through the latest scan's restricted view may be hidden, not gone
-/// ([`SelectError::unless_hidden`]).
+/// ([`SelectError::unless_hidden`]); before the first scan the view is not known, so nothing
+/// is known to be gone either ([`crate::snapshot::Snapshot::view`]).
 fn unless_hidden(e: SelectError, inventory: &Inventory) -> SelectError {
-    e.unless_hidden(&inventory.latest().scan.view)
+    e.unless_hidden(&inventory.latest().view())
 }
 
 /// The wire target of a WaitMigratable request, as CheckMigratable's.

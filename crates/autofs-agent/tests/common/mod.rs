@@ -12,8 +12,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use autofs_api::v1::{self, autofs_inspector_client::AutofsInspectorClient};
@@ -275,20 +274,17 @@ pub fn pid_that_does_not_exist() -> i32 {
     max
 }
 
-/// A copy of a fixture proc tree of autofs-core (symlinks preserved) in a temp dir; the tree
-/// is at `<tempdir>/proc`.
-pub fn fixture_proc_root(name: &str) -> (tempfile::TempDir, PathBuf) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../autofs-core/tests/fixtures/proc")
-        .join(name);
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("proc");
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(&src)
-        .arg(&root)
-        .status()
-        .expect("run cp");
-    assert!(status.success(), "cp -a {} failed", src.display());
-    (dir, root)
+/// What a finished `scan --json` gave: its reports (one JSON line each), its exit code, its
+/// stderr. Panics on a line that is not JSON.
+pub fn scan_output(out: std::process::Output) -> (Vec<serde_json::Value>, i32, String) {
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let reports = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (reports, out.status.code().unwrap(), stderr)
 }
+
+#[allow(unused_imports)] // not every test binary copies a fixture tree
+pub use autofs_testkit::proc_fixture::fixture_proc_root;

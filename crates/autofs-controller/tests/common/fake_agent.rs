@@ -17,7 +17,8 @@ use tonic::{Request, Response, Status};
 
 /// The ListMounts stream of a fake agent.
 pub type Mounts = Pin<Box<dyn Stream<Item = Result<v1::MountReport, Status>> + Send>>;
-type Events = Pin<Box<dyn Stream<Item = Result<v1::MountEvent, Status>> + Send>>;
+/// The WatchMounts stream of a fake agent.
+pub type Events = Pin<Box<dyn Stream<Item = Result<v1::MountEvent, Status>> + Send>>;
 pub type Waits = Pin<Box<dyn Stream<Item = Result<v1::WaitMigratableResponse, Status>> + Send>>;
 
 /// What a fake agent answers.
@@ -29,6 +30,8 @@ pub struct FakeAgent {
     list: Arc<dyn Fn() -> Mounts + Send + Sync>,
     /// CheckMigratable's answer; `None`: UNIMPLEMENTED.
     check: Option<v1::CheckMigratableResponse>,
+    /// Answers each WatchMounts call; `None`: UNIMPLEMENTED.
+    watch: Option<Arc<dyn Fn() -> Result<Events, Status> + Send + Sync>>,
     /// Makes the stream of the n-th WaitMigratable call (from 0); `None`: UNIMPLEMENTED.
     wait: Option<Arc<dyn Fn(usize) -> Waits + Send + Sync>>,
     /// WaitMigratable calls so far.
@@ -56,6 +59,7 @@ impl FakeAgent {
             },
             list: Arc::new(|| Box::pin(tokio_stream::empty())),
             check: None,
+            watch: None,
             wait: None,
             waits: Default::default(),
             unavailable_infos: 0..0,
@@ -72,6 +76,15 @@ impl FakeAgent {
     /// Answers each CheckMigratable with `answer`.
     pub fn checking(mut self, answer: v1::CheckMigratableResponse) -> FakeAgent {
         self.check = Some(answer);
+        self
+    }
+
+    /// Answers each WatchMounts call with what `watch` gives: a stream, or a refusal.
+    pub fn watching(
+        mut self,
+        watch: impl Fn() -> Result<Events, Status> + Send + Sync + 'static,
+    ) -> FakeAgent {
+        self.watch = Some(Arc::new(watch));
         self
     }
 
@@ -105,6 +118,11 @@ impl FakeAgent {
     pub fn unavailable_for(mut self, calls: std::ops::Range<usize>) -> FakeAgent {
         self.unavailable_infos = calls;
         self
+    }
+
+    /// The GetNodeInfo calls answered so far (by this agent and its clones).
+    pub fn handshakes(&self) -> usize {
+        self.infos.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Serves it on the connections `incoming` yields, for the life of the runtime.
@@ -155,7 +173,11 @@ impl AutofsInspector for FakeAgent {
         &self,
         _: Request<v1::WatchMountsRequest>,
     ) -> Result<Response<Events>, Status> {
-        Err(Status::unimplemented("fake"))
+        let watch = self
+            .watch
+            .clone()
+            .ok_or_else(|| Status::unimplemented("fake"))?;
+        watch().map(Response::new)
     }
 
     async fn wait_migratable(

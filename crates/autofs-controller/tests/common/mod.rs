@@ -295,3 +295,15 @@ pub fn mounts_of<'a>(doc: &'a Value, node: &str, mnt_ns: u64) -> Vec<&'a Value> 
         .filter(|m| m["node"] == node && m["mnt_ns"] == mnt_ns)
         .collect()
 }
+
+/// `e` and its sources, `: `-separated.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
