@@ -464,9 +464,11 @@ impl QueueProbe for Fionread {
 
 /// Pins the pipe behind `fd_path` with `O_PATH` (no open of the file itself: a magic link
 /// is jumped to its file, never walked, and nothing of the file runs), then checks the pinned
-/// file is pipe `ino` of pipefs: a FIFO with that inode number on the device every `pipe()`
-/// lives on. A reused fd number can therefore never make the caller open a tty, a device, a
-/// directory on an autofs mount, or a named FIFO (whose blocked writers a reader would wake).
+/// file is FIFO `ino`, and a pipe: on pipefs, the device every `pipe()` lives on, or else
+/// named `pipe:[ino]` by the link itself, as only a fixture tree's symbolic link can be (a
+/// procfs fd link names any other file by its path, which begins with `/`). A reused fd number
+/// can therefore never make the caller open a tty, a device, a directory on an autofs mount,
+/// or a named FIFO (whose blocked writers a reader would wake).
 fn pin_pipe(fd_path: &Path, ino: u64) -> io::Result<File> {
     let pinned = std::fs::OpenOptions::new()
         .read(true)
@@ -476,7 +478,13 @@ fn pin_pipe(fd_path: &Path, ino: u64) -> io::Result<File> {
     let fifo = nix::sys::stat::SFlag::from_bits_truncate(st.st_mode)
         & nix::sys::stat::SFlag::S_IFMT
         == nix::sys::stat::SFlag::S_IFIFO;
-    if !fifo || st.st_ino != ino || st.st_dev != pipefs_dev()? {
+    if !fifo || st.st_ino != ino {
+        return Err(stale_link(fd_path, ino));
+    }
+    if st.st_dev != pipefs_dev()?
+        && std::fs::read_link(fd_path)?.as_os_str().as_encoded_bytes()
+            != format!("pipe:[{ino}]").as_bytes()
+    {
         return Err(stale_link(fd_path, ino));
     }
     Ok(pinned)
@@ -645,6 +653,34 @@ mod tests {
             "{err}"
         );
         assert!(readers.is_err(), "{readers:?}");
+    }
+
+    #[test]
+    fn fionread_measures_a_fixture_trees_fifo_named_as_a_pipe() {
+        // A fixture tree stands a FIFO in for a pipe: `1/fd/30` is a symbolic link whose
+        // text is `pipe:[ino]`, the name of a hard link to the FIFO beside it. Not on
+        // pipefs, but named as a pipe by the link itself: measured.
+        let dir = std::env::temp_dir().join(format!("autofs-core-fixfifo-{}", std::process::id()));
+        let fd_dir = dir.join("1/fd");
+        std::fs::create_dir_all(&fd_dir).unwrap();
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let ino = std::fs::metadata(&fifo).unwrap().ino();
+        std::fs::hard_link(&fifo, fd_dir.join(format!("pipe:[{ino}]"))).unwrap();
+        std::os::unix::fs::symlink(format!("pipe:[{ino}]"), fd_dir.join("30")).unwrap();
+        // Five bytes queued, held by a reader-writer of our own.
+        let mut holder = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
+        std::io::Write::write_all(&mut holder, b"12345").unwrap();
+        let queued = Fionread.queued_bytes(&fd_dir.join("30"), ino);
+        let other = Fionread.queued_bytes(&fd_dir.join("30"), ino + 1);
+        drop(holder);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(queued.unwrap(), 5);
+        assert!(other.is_err(), "another inode number: {other:?}");
     }
 
     #[test]
