@@ -482,8 +482,7 @@ fn pin_pipe(fd_path: &Path, ino: u64) -> io::Result<File> {
         return Err(stale_link(fd_path, ino));
     }
     if st.st_dev != pipefs_dev()?
-        && std::fs::read_link(fd_path)?.as_os_str().as_encoded_bytes()
-            != format!("pipe:[{ino}]").as_bytes()
+        && parse_pipe_link(std::fs::read_link(fd_path)?.as_os_str().as_encoded_bytes()) != Some(ino)
     {
         return Err(stale_link(fd_path, ino));
     }

@@ -183,8 +183,18 @@ impl ProcRoot {
     /// caller's pid): only then do its pids name the processes the caller can signal or open
     /// pidfds for. False for fixture trees and for a proc of another pid namespace.
     pub fn is_own_pid_namespace(&self) -> bool {
-        readlinkat(self.dir.as_fd(), "self")
+        self.read_link_file("self")
             .is_ok_and(|t| t.as_bytes() == std::process::id().to_string().as_bytes())
+    }
+
+    /// Reads the target of the symlink `<rel>` below the root itself (e.g. `self`,
+    /// `self/ns/pid`), as [`Self::read_file`] reads files there.
+    ///
+    /// # Errors
+    ///
+    /// The `readlinkat` error.
+    pub fn read_link_file(&self, rel: &str) -> io::Result<OsString> {
+        Ok(readlinkat(self.dir.as_fd(), rel)?)
     }
 
     /// The id of the mount the root directory lies on, as the first field of `mountinfo`
@@ -348,13 +358,7 @@ impl ProcRoot {
     ///
     /// As [`Self::read`].
     pub fn read_record(&self, pid: i32, rel: &str) -> io::Result<Vec<u8>> {
-        let fd = openat(
-            self.dir.as_fd(),
-            PidPath::new(pid, rel)?.as_c_str(),
-            OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-            Mode::empty(),
-        )?;
-        let mut file = File::from(fd);
+        let mut file = self.open_file(PidPath::new(pid, rel)?.as_c_str(), OFlag::O_NOFOLLOW)?;
         let mut text = vec![0; RECORD_BUFFER];
         let n = loop {
             match file.read(&mut text) {
@@ -391,20 +395,24 @@ impl ProcRoot {
         rel: &P,
         extra: OFlag,
     ) -> io::Result<(Vec<u8>, OwnedFd)> {
-        let fd = openat(
-            self.dir.as_fd(),
-            rel,
-            OFlag::O_RDONLY | OFlag::O_CLOEXEC | extra,
-            Mode::empty(),
-        )?;
+        let mut file = self.open_file(rel, extra)?;
         // `Take` hides the file's size hint: proc files report size 0, so std's statx+lseek
         // probe would only cost two syscalls per read. One page takes a `stat`, `status` or
         // `cgroup` whole in one read (a seq_file fills the reader's buffer): with less, std
         // would add a probing read and a refill.
         let mut text = Vec::with_capacity(4096);
-        let mut file = File::from(fd);
         (&mut file).take(u64::MAX).read_to_end(&mut text)?;
         Ok((text, file.into()))
+    }
+
+    /// Opens `rel` below the root for reading, with `extra` flags.
+    fn open_file<P: ?Sized + NixPath>(&self, rel: &P, extra: OFlag) -> io::Result<File> {
+        Ok(File::from(openat(
+            self.dir.as_fd(),
+            rel,
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC | extra,
+            Mode::empty(),
+        )?))
     }
 
     /// Reads `<pid>/<rel>` as [`Self::read`] does and keeps the file open: an open

@@ -276,7 +276,8 @@ fn pid_namespace(root: &ProcRoot) -> ProcPidNamespace {
     if !root.is_own_pid_namespace() {
         return ProcPidNamespace::Foreign;
     }
-    match std::fs::read_link(root.path().join("self/ns/pid"))
+    match root
+        .read_link_file("self/ns/pid")
         .ok()
         .and_then(|t| crate::proc_root::parse_ns_link(t.as_os_str().as_bytes(), "pid"))
     {
