@@ -9,7 +9,7 @@
 
 mod common;
 
-use autofs_api::v1::{self, check_migratable_request::Target};
+use autofs_api::v1::check_migratable_request::Target;
 use common::Agent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,23 +84,12 @@ async fn a_workload_whose_namespaces_could_not_be_read_is_neither_dumpable_nor_n
         Target::ContainerId(cgroup.container_id.clone()),
         Target::PodUid(cgroup.pod_uid.clone()),
     ] {
-        let status = client
-            .check_migratable(v1::CheckMigratableRequest {
-                target: Some(target.clone()),
-            })
-            .await
-            .expect_err("no answer can be given about a workload the agent cannot see");
-        assert_eq!(
-            status.code(),
-            tonic::Code::PermissionDenied,
-            "{target:?}: {status:?}"
-        );
-        assert!(
-            status
-                .message()
-                .contains("could not be read, so its autofs mounts cannot all be seen"),
-            "{target:?}: {status:?}"
-        );
+        let status = common::assert_check_denied(
+            &mut client,
+            target,
+            "could not be read, so its autofs mounts cannot all be seen",
+        )
+        .await;
         assert!(status.message().contains("belong to it"), "{status:?}");
     }
 }

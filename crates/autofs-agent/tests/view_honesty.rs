@@ -175,23 +175,12 @@ async fn a_workload_not_seen_through_a_restricted_view_is_never_not_found() {
         Target::PodUid(cgroup.pod_uid.clone()),
         Target::Pid(pid),
     ] {
-        let status = client
-            .check_migratable(v1::CheckMigratableRequest {
-                target: Some(target.clone()),
-            })
-            .await
-            .expect_err("nothing can be said about a workload the agent cannot see");
-        assert_eq!(
-            status.code(),
-            tonic::Code::PermissionDenied,
-            "{target:?}: {status:?}"
-        );
-        assert!(
-            status
-                .message()
-                .contains("the agent's view of /proc is restricted"),
-            "{target:?}: {status:?}"
-        );
+        common::assert_check_denied(
+            &mut client,
+            target,
+            "the agent's view of /proc is restricted",
+        )
+        .await;
     }
     let status = client
         .list_mounts(v1::ListMountsRequest {

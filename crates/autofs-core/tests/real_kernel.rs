@@ -281,16 +281,7 @@ fn live_leader_without_any_reader_of_a_direct_mount_is_saved_by_criu_probe() {
     );
     assert!(r.message.starts_with(&criu_says), "{}", r.message);
     if r.minor < 256 {
-        assert_eq!(
-            (r.state, r.reason, r.dumpable),
-            (MountState::Catatonic, Reason::ProbeMakesCatatonic, true),
-            "{r:#?}"
-        );
-        let entry = r.entry.unwrap();
-        assert_eq!(
-            (entry.fd, entry.pgrp, entry.read_fd),
-            (-1, d.host_pgrp, None)
-        );
+        assert_probe_made_it_catatonic(&r, &d);
         assert!(
             r.criu_notes
                 .iter()
@@ -311,6 +302,21 @@ fn live_leader_without_any_reader_of_a_direct_mount_is_saved_by_criu_probe() {
     // Nothing touched the mount: it is still not catatonic.
     let line = sc.mount_line(d.mount_id).unwrap();
     assert_eq!(line.option("fd"), Some(d.write_fd.to_string().as_str()));
+}
+
+/// CRIU's probe turned the mount catatonic and it is dumped so: `fd=-1`, the raw pgrp, no
+/// `read_fd` (reference §3.6).
+fn assert_probe_made_it_catatonic(r: &MountReport, d: &Daemon) {
+    assert_eq!(
+        (r.state, r.reason, r.dumpable),
+        (MountState::Catatonic, Reason::ProbeMakesCatatonic, true),
+        "{r:#?}"
+    );
+    let entry = r.entry.as_ref().unwrap();
+    assert_eq!(
+        (entry.fd, entry.pgrp, entry.read_fd),
+        (-1, d.host_pgrp, None)
+    );
 }
 
 /// Runs `sh -c script sh args…` in the scenario's mount namespace (its propagation is
@@ -671,16 +677,7 @@ fn a_direct_root_whose_first_mount_is_covered_is_probed_through_its_bind_for_bot
         if r.minor < 256 {
             // The probe opens the bind's uncovered root: the mount turns catatonic and CRIU
             // dumps the superblock once, for both mounts.
-            assert_eq!(
-                (r.state, r.reason, r.dumpable),
-                (MountState::Catatonic, Reason::ProbeMakesCatatonic, true),
-                "{r:#?}"
-            );
-            let entry = r.entry.unwrap();
-            assert_eq!(
-                (entry.fd, entry.pgrp, entry.read_fd),
-                (-1, d.host_pgrp, None)
-            );
+            assert_probe_made_it_catatonic(r, &d);
         } else {
             // CRIU's MKKDEV devid defect: OPENMOUNT finds no mount with a minor ≥ 256.
             assert_probe_fails(&sc, &d, r, "≥ 256", &unreachable(bind));

@@ -194,6 +194,28 @@ where
     }
 }
 
+/// CheckMigratable of `target` over `client`'s connection must be refused with
+/// PERMISSION_DENIED whose message contains `because`; returns that status.
+pub async fn assert_check_denied(
+    client: &mut AutofsInspectorClient<Channel>,
+    target: v1::check_migratable_request::Target,
+    because: &str,
+) -> tonic::Status {
+    let status = client
+        .check_migratable(v1::CheckMigratableRequest {
+            target: Some(target.clone()),
+        })
+        .await
+        .expect_err("no answer can be given about a workload the agent cannot see");
+    assert_eq!(
+        status.code(),
+        tonic::Code::PermissionDenied,
+        "{target:?}: {status:?}"
+    );
+    assert!(status.message().contains(because), "{target:?}: {status:?}");
+    status
+}
+
 /// GetNodeInfo over `client`'s connection; panics on an error status.
 pub async fn node_info(client: &mut AutofsInspectorClient<Channel>) -> v1::GetNodeInfoResponse {
     client
