@@ -965,8 +965,11 @@ fn cli_reports_a_node_without_an_agent_pod_as_partial() {
     let mut gpu = ready_node("gpu-2");
     gpu["spec"]["taints"] =
         json!([{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]);
+    // A Windows node has no autofs and nothing CRIU could dump: not a missing agent.
+    let mut windows = ready_node("win-1");
+    windows["metadata"]["labels"]["kubernetes.io/os"] = json!("windows");
     let nodes = json!({"kind": "NodeList", "apiVersion": "v1", "metadata": {},
-                       "items": [ready_node(&agent.node), gpu]})
+                       "items": [ready_node(&agent.node), gpu, windows]})
     .to_string()
     .into_bytes();
     let api = rt.block_on(FakeApi::serving_cluster(one_agent(&agent.node), nodes));

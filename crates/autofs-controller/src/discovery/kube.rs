@@ -249,6 +249,9 @@ impl KubeDiscovery {
                         why.push_str(&state);
                     }
                 }
+                for s in &nodes.skipped {
+                    tracing::info!(node = %s, "node left out");
+                }
                 let covered = pods.nodes();
                 endpoints.extend(nodes.without_agent(&covered, &pods.terminating));
             }

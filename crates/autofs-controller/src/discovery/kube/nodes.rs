@@ -1,7 +1,8 @@
 //! The cluster's Nodes, against which the agent pods are counted: a node where the DaemonSet
 //! has no pod (a taint it does not tolerate, a nodeSelector or affinity that leaves the node
 //! out, a new node whose pod is not created yet) must be reported as a node that could not be
-//! asked, not left out of the answer.
+//! asked, not left out of the answer. Nodes labelled with another operating system
+//! (`kubernetes.io/os: windows`) are left out: CRIU and autofs exist on Linux only.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -17,6 +18,8 @@ use crate::endpoint::NodeEndpoint;
 pub struct NodePage {
     /// Node name → its state when it is NotReady or unschedulable, and its blocking taints.
     nodes: BTreeMap<String, NodeFacts>,
+    /// `name: why` of nodes left out (not Linux).
+    pub skipped: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +44,16 @@ impl NodePage {
                 .clone()
                 .filter(|n| !n.is_empty())
                 .ok_or_else(|| KubeError::Parse("a node without a name".into()))?;
+            let os = node
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("kubernetes.io/os"));
+            if let Some(os) = os.filter(|os| *os != "linux") {
+                self.skipped
+                    .push(format!("{name}: kubernetes.io/os is {os}, not linux"));
+                continue;
+            }
             self.nodes.insert(name, facts(node));
         }
         Ok(())
