@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::client::{self, Client, Connector, TlsOptions, deadline_after};
+use crate::discovery::Discovered;
 use crate::endpoint::{self, NodeEndpoint};
 use crate::error::{Error, NodeError, NodeErrorKind};
 use crate::report::{CheckOutcome, ClusterReport, NodeResult, NodeStatus, ScanAge};
@@ -111,6 +112,8 @@ pub(crate) struct Inner {
     pub config: CollectorConfig,
     pub connector: Connector,
     pub endpoints: Vec<NodeEndpoint>,
+    /// Discovery's gaps ([`Discovered::coverage_unverified`]), copied into every report.
+    pub coverage_unverified: Vec<String>,
     pub limit: Arc<Semaphore>,
 }
 
@@ -119,12 +122,12 @@ pub(crate) struct Inner {
 /// ```no_run
 /// use autofs_controller::{Collector, CollectorConfig, discovery::{self, Source}};
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let endpoints = discovery::discover(&[Source::Static(vec![
+/// let found = discovery::discover(&[Source::Static(vec![
 ///     "10.0.0.1:50051".into(),
 ///     "10.0.0.2:50051".into(),
 /// ])])
 /// .await?;
-/// let collector = Collector::new(endpoints, CollectorConfig::default())?;
+/// let collector = Collector::from_discovery(found, CollectorConfig::default())?;
 /// let report = collector.collect(Default::default()).await;
 /// for m in report.mounts() {
 ///     println!("{} {} dumpable={}", m.node, m.mount_point, m.dumpable);
@@ -150,8 +153,9 @@ impl std::fmt::Debug for Collector {
 }
 
 impl Collector {
-    /// A collector for `endpoints`: refuses an empty or duplicated list, out-of-range
-    /// settings and unreadable TLS files. Nothing is connected yet.
+    /// A collector for `endpoints`, taken as covering the whole cluster: refuses an empty or
+    /// duplicated list, out-of-range settings and unreadable TLS files. Nothing is connected
+    /// yet. [`Collector::from_discovery`] keeps what discovery could not verify.
     ///
     /// # Errors
     ///
@@ -160,6 +164,24 @@ impl Collector {
     /// - [`Error::Config`] when `concurrency` or `max_attempts` is 0, or `timeout` is zero.
     /// - [`Error::TlsFile`] / [`Error::Tls`] from [`TlsOptions::load`] when `config.tls` is set.
     pub fn new(endpoints: Vec<NodeEndpoint>, config: CollectorConfig) -> Result<Collector, Error> {
+        Collector::from_discovery(endpoints.into(), config)
+    }
+
+    /// A collector for what [`crate::discovery::discover`] found: as [`Collector::new`], and
+    /// every [`ClusterReport`] carries discovery's
+    /// [`Discovered::coverage_unverified`] (and is then not complete).
+    ///
+    /// # Errors
+    ///
+    /// As [`Collector::new`].
+    pub fn from_discovery(
+        discovered: Discovered,
+        config: CollectorConfig,
+    ) -> Result<Collector, Error> {
+        let Discovered {
+            endpoints,
+            coverage_unverified,
+        } = discovered;
         endpoint::validate(&endpoints)?;
         if config.concurrency == 0 {
             return Err(Error::Config("concurrency must be at least 1".into()));
@@ -187,6 +209,7 @@ impl Collector {
                 config,
                 connector,
                 endpoints,
+                coverage_unverified,
             }),
         })
     }
@@ -242,6 +265,7 @@ impl Collector {
         ClusterReport {
             nodes,
             elapsed: started.elapsed(),
+            coverage_unverified: self.inner.coverage_unverified.clone(),
         }
     }
 

@@ -75,7 +75,8 @@ struct Global {
         env = "AUTOFS_CONTROLLER_CONCURRENCY"
     )]
     concurrency: usize,
-    /// Per-node deadline, retries included (e.g. 10s, 500ms).
+    /// Per-node deadline, retries included (e.g. 10s, 500ms); also the deadline of
+    /// Kubernetes discovery's retries of an API server shedding load.
     #[arg(long, global = true, default_value = "10s", value_parser = duration::parse, env = "AUTOFS_CONTROLLER_TIMEOUT")]
     timeout: Duration,
     /// Connect timeout of one attempt.
@@ -327,13 +328,14 @@ fn sources(g: &Global) -> anyhow::Result<Vec<Source>> {
                 .kubeconfig
                 .clone()
                 .map_or(Credentials::Infer, Credentials::Kubeconfig),
+            timeout: g.timeout,
         }));
     }
     Ok(sources)
 }
 
 async fn collector(g: &Global) -> anyhow::Result<Collector> {
-    let endpoints = discovery::discover(&sources(g)?).await?;
+    let found = discovery::discover(&sources(g)?).await?;
     let config = CollectorConfig {
         concurrency: g.concurrency,
         timeout: g.timeout,
@@ -350,7 +352,7 @@ async fn collector(g: &Global) -> anyhow::Result<Collector> {
         max_mounts_per_node: g.max_mounts_per_node,
         max_report_bytes: g.max_report_memory.saturating_mul(1 << 20),
     };
-    Ok(Collector::new(endpoints, config)?)
+    Ok(Collector::from_discovery(found, config)?)
 }
 
 fn print(text: &str) -> anyhow::Result<()> {
