@@ -77,11 +77,20 @@ fn reexec_as_pid1(work: &Path) -> String {
 }
 
 /// Pid 1 after [`reexec_as_pid1`]: closes every fd but the protocol's stdio (fds the test
-/// process leaked would point at the host's mounts), boots the init and serves; returns the
-/// exit code.
+/// process leaked would point at the host's mounts), boots the init, moves into the work
+/// dir's private tmpfs and serves; returns the exit code.
+///
+/// The working directory matters to CRIU: its parasite mounts a procfs of the task's pid
+/// namespace on `proc.crtools` relative to the task's cwd, which must not be a directory
+/// on the host's disk that other scenarios share (the test process's cwd, inherited).
 pub(crate) fn run_pid1(work: &Path) -> i32 {
     sys::close_from(3);
-    let code = match crate::init::Init::boot(work) {
+    let booted = crate::init::Init::boot(work).and_then(|init| {
+        std::env::set_current_dir(work)
+            .map(|()| init)
+            .map_err(|e| format!("chdir {}: {e}", work.display()))
+    });
+    let code = match booted {
         Ok(mut init) => init.serve(),
         Err(e) => {
             println!("error autofs-scenario init: {e}");
