@@ -326,10 +326,11 @@ fn a_uid_beyond_int_fails_criu_s_parse_after_its_probe_as_we_predict() {
 
 #[test]
 fn an_interim_mount_is_refused_but_criu_stops_at_the_blocked_requester_first() {
-    // Finding: a requester blocked on the mount is in the dumped tree (it must be visible in
-    // the daemon's pid namespace to make the kernel write the request), and it sleeps in the
+    // A requester blocked on the mount is in the dumped tree (it must be visible in the
+    // daemon's pid namespace to make the kernel write the request), and it sleeps in the
     // kernel's autofs wait (state D), so CRIU cannot seize it and fails before its autofs
-    // stage: "Process P autofs pipe fd N is not empty." (our message) is never printed.
+    // stage: "Process P autofs pipe fd N is not empty." (our message) is never printed; our
+    // criu_notes say so.
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
     let req = sc.make_interim(&d, "k", WAIT).unwrap();
@@ -344,6 +345,14 @@ fn an_interim_mount_is_refused_but_criu_stops_at_the_blocked_requester_first() {
     let unseizable = format!(
         "Unseizable non-zombie {} found, state D, err -1/4",
         req.host_pid
+    );
+    // Our report says CRIU stops there, before the autofs stage.
+    assert!(
+        r["criu_notes"].as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .contains("Unseizable non-zombie <requester pid> found, state D")),
+        "{r:#}"
     );
     assert!(
         dump.has_error(&unseizable),
