@@ -362,6 +362,17 @@ fn an_interim_mount_is_refused_but_criu_stops_at_the_blocked_requester_first() {
 }
 
 #[test]
+fn a_daemon_in_a_nested_pid_namespace_fails_criu_before_its_autofs_stage() {
+    // The mount itself is healthy (ACTIVE), but CRIU dumps only the pid namespace of the tree's
+    // root task: a daemon in one nested below it stops the dump.
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect().nested_pidns()).unwrap();
+    assert_refused_as_predicted(&sc, d.mount_id, "Can't dump nested pid namespace for");
+    let (reports, _) = scan(&sc, true);
+    assert_eq!(by_mount_id(&reports, d.mount_id)["state"], "ACTIVE");
+}
+
+#[test]
 fn a_daemon_keeping_the_write_end_of_its_catatonic_mount_fails_criu_pipe_dump() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();

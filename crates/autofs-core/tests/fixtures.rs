@@ -742,6 +742,13 @@ fn daemon_in_a_nested_pid_namespace_gets_its_pid_at_the_owner_level() {
     assert_eq!(verdict(r), (MountState::Active, Reason::MasterHoldsPipe));
     assert_eq!(r.entry, Some(entry(5, 25, 300, 5, 5, INDIRECT)));
     assert_eq!((r.host_pgrp, r.owner_pid), (5200, 4990));
+    // CRIU dumps the owner's pid namespace only: the nested one stops it.
+    assert!(!r.dumpable);
+    assert!(
+        r.criu_notes[0].contains("nested 1 level(s) below the one of pid 4990"),
+        "{:?}",
+        r.criu_notes
+    );
     assert_eq!(
         (r.container_id.as_str(), r.pod_uid.as_str()),
         (CONTAINERD_ID, POD_UID)
