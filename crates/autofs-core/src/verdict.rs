@@ -645,9 +645,39 @@ fn probe(
     facts: &mut Facts<'_, '_>,
 ) {
     let pgrp = options.pgrp;
+    let probed = facts.reach.mount_id;
+    let unreachable = format!("Autofs {probed} is alive, but unreachable.");
+    // Whether the probe reaches the kernel rests on the mount table, /dev/autofs and pid
+    // namespaces, not on who holds a read end: when it cannot, CRIU fails whoever does.
+    let reach = reach(report, pgrp, facts);
+    let blocked = |report: &mut MountReport, caveat: &str, why: &str| {
+        note_probed_through(report, probed);
+        set(
+            report,
+            MountState::Orphaned,
+            Reason::HiddenCatatonic,
+            format!("{hidden}{caveat}. CRIU's probe cannot reach it ({why}): {unreachable}"),
+        );
+    };
     if facts.view.restricted {
+        if let Reach::Blocked(why) = &reach {
+            let caveat = format!(
+                " (as far as the agent can see: {}; a hidden process holding one would not change CRIU's outcome)",
+                facts.view.summary()
+            );
+            return blocked(report, &caveat, why);
+        }
         // A hidden reader would answer the probe's request: the outcome rests on absence.
-        return restricted(report, hidden, facts.view);
+        // (The leader is seen alive: `restricted`'s "live or gone" is not the question.)
+        return set(
+            report,
+            MountState::Error,
+            Reason::ProcUnreadable,
+            format!(
+                "{hidden}. Whether CRIU's probe turns it catatonic (no reader anywhere) or fails (a reader answers) depends on processes hidden from the agent: {}",
+                facts.view.summary()
+            ),
+        );
     }
     // The census names holders it can see; the kernel's reader count, through any end the
     // census did see, also counts read ends it cannot (unreadable fd tables, fds in flight).
@@ -667,8 +697,8 @@ fn probe(
             unreadable.first().map_or("?", |u| u.message.as_str())
         )
     };
-    match readers {
-        Some(Ok(Some(false))) => {}
+    let readers_unknown = match readers {
+        Some(Ok(Some(false))) => None,
         Some(Ok(Some(true))) => {
             let example = unreadable
                 .first()
@@ -684,83 +714,33 @@ fn probe(
             );
         }
         // Without the kernel's count the census decides, if it is complete.
-        Some(Ok(None)) | None if unreadable.is_empty() => {}
-        Some(Err(e)) if unreadable.is_empty() => {
-            return set(
-                report,
-                MountState::Error,
-                Reason::ProcUnreadable,
-                format!("{hidden}. The pipe's reader count could not be read: {e}"),
-            );
+        Some(Ok(None)) | None if unreadable.is_empty() => None,
+        Some(Err(e)) if unreadable.is_empty() => Some(format!(
+            "{hidden}. The pipe's reader count could not be read: {e}"
+        )),
+        Some(Err(e)) => Some(unknown(format!(
+            "; the pipe's reader count could not be read either: {e}"
+        ))),
+        Some(Ok(None)) | None => Some(unknown(String::new())),
+    };
+    if let Some(message) = readers_unknown {
+        if let Reach::Blocked(why) = &reach {
+            let caveat = match unreadable {
+                [] => String::new(),
+                [first, ..] => format!(
+                    " (the fds of {} process(es) could not be read, e.g. {}; one of them might hold it)",
+                    unreadable.len(),
+                    first.message
+                ),
+            };
+            return blocked(report, &caveat, why);
         }
-        Some(Err(e)) => {
-            return set(
-                report,
-                MountState::Error,
-                Reason::ProcUnreadable,
-                unknown(format!(
-                    "; the pipe's reader count could not be read either: {e}"
-                )),
-            );
-        }
-        Some(Ok(None)) | None => {
-            return set(
-                report,
-                MountState::Error,
-                Reason::ProcUnreadable,
-                unknown(String::new()),
-            );
-        }
+        return set(report, MountState::Error, Reason::ProcUnreadable, message);
     }
-    let probed = facts.reach.mount_id;
-    if probed != report.mount_id {
-        report.criu_notes.push(format!(
-            "CRIU dumps this superblock from mount {probed}, another mount of its root (its dump_one_fs() reaches that one first: the last in the mount table, or else the first), and probes it through that mount; the outcome holds for every mount of the superblock"
-        ));
-    }
-    let unreachable = format!("Autofs {probed} is alive, but unreachable.");
-    let blocked =
-        |why: String| format!("{hidden}. CRIU's probe cannot reach it ({why}): {unreachable}");
-    if facts.reach.covered {
-        return set(
-            report,
-            MountState::Orphaned,
-            Reason::HiddenCatatonic,
-            blocked("another mount covers its root, so CRIU's open lands in that mount".into()),
-        );
-    }
-    if let Some((id, point)) = &facts.reach.shadowed_by {
-        return set(
-            report,
-            MountState::Orphaned,
-            Reason::HiddenCatatonic,
-            blocked(format!(
-                "mount {id} on {point} hides the path to it, so AUTOFS_DEV_IOCTL_OPENMOUNT looks it up in that mount and finds no such autofs mount"
-            )),
-        );
-    }
-    if report.minor >= 256 {
-        return set(
-            report,
-            MountState::Orphaned,
-            Reason::HiddenCatatonic,
-            blocked(format!(
-                "minor {} ≥ 256: CRIU passes the MKKDEV s_dev to AUTOFS_DEV_IOCTL_OPENMOUNT, which decodes it differently and finds no such mount",
-                report.minor
-            )),
-        );
-    }
-    match &facts.reach.dev_autofs {
-        Ok(DevAutofs::Usable) => {}
-        Ok(DevAutofs::Unusable(why)) => {
-            return set(
-                report,
-                MountState::Orphaned,
-                Reason::HiddenCatatonic,
-                blocked(why.clone()),
-            );
-        }
-        Err(why) => {
+    let owner = match reach {
+        Reach::Blocked(why) => return blocked(report, "", &why),
+        Reach::Unknown(why) => {
+            note_probed_through(report, probed);
             return set(
                 report,
                 MountState::Error,
@@ -768,97 +748,131 @@ fn probe(
                 format!("{hidden}. Whether CRIU's probe can reach it is unknown: {why}"),
             );
         }
+        Reach::Reaches(owner) => owner,
+    };
+    note_probed_through(report, probed);
+    // The probe makes the mount catatonic; CRIU then reads the options again, still
+    // inside its probe (a failure there is "failed to access autofs <point>"), and
+    // parses them after it (a failure there is the parse's own message, nothing more:
+    // autofs_create_entry()).
+    let token = match crate::revisit::revisit(facts.mount_table, probed) {
+        Ok(token) => token,
+        Err(why) => {
+            let point = &facts.reach.mount_point;
+            return set(
+                report,
+                MountState::Orphaned,
+                Reason::HiddenCatatonic,
+                format!(
+                    "{hidden}. CRIU's probe makes it catatonic, but reading the mount table again fails ({why}): failed to access autofs {point}"
+                ),
+            );
+        }
+    };
+    let (uid, gid) = match reparse(&token) {
+        Ok(ids) => ids,
+        Err(why) => {
+            return set(
+                report,
+                MountState::Orphaned,
+                Reason::HiddenCatatonic,
+                format!("{hidden}. CRIU's probe makes it catatonic, but {why}"),
+            );
+        }
+    };
+    let normal = report
+        .entry
+        .unwrap_or_else(|| base_entry(options, 0, (None, None)));
+    // has_uid/has_gid stay as the first parse set them (autofs_create_entry()): the
+    // raw value is recorded only where that parse recorded one.
+    let (uid, gid) = (normal.uid.and(uid), normal.gid.and(gid));
+    for (name, normal, raw) in [("uid", normal.uid, uid), ("gid", normal.gid, gid)] {
+        if let Some(raw) = raw.filter(|&raw| Some(raw) != normal) {
+            report.criu_notes.push(format!(
+                    "CRIU's probe path records the raw host {name} {raw} instead: the options it reads again skip the user-namespace mapping of its normal path"
+                ));
+        }
+    }
+    report.entry = Some(AutofsEntry {
+        fd: -1,
+        read_fd: None,
+        uid,
+        gid,
+        ..normal
+    });
+    report.criu_notes.push(
+            "the dump leaves this mount catatonic: CRIU's probe makes the kernel give up on the daemon, and the mount never triggers again on this node until it is remounted".into(),
+        );
+    set(
+        report,
+        MountState::Catatonic,
+        Reason::ProbeMakesCatatonic,
+        format!(
+            "{hidden}. CRIU's probe opens the uncovered root from the pid namespace of pid {owner}; the request finds no reader, the mount turns catatonic and CRIU dumps it so (fd -1, pgrp {pgrp})"
+        ),
+    )
+}
+
+/// Notes, on a mount that is not the one CRIU's probe goes through (`probed`), that the
+/// probe of that other mount of the same root decides for this one too.
+fn note_probed_through(report: &mut MountReport, probed: u32) {
+    if probed != report.mount_id {
+        report.criu_notes.push(format!(
+            "CRIU dumps this superblock from mount {probed}, another mount of its root (its dump_one_fs() reaches that one first: the last in the mount table, or else the first), and probes it through that mount; the outcome holds for every mount of the superblock"
+        ));
+    }
+}
+
+/// Whether CRIU's probe of a mount reaches the kernel (reference §3.6, §3.10 #2, #3).
+enum Reach {
+    /// It cannot, and why: CRIU ends in "Autofs N is alive, but unreachable.".
+    Blocked(String),
+    /// A fact it rests on could not be read, and which.
+    Unknown(String),
+    /// It can, from the pid namespace of this owner (host pid).
+    Reaches(i32),
+}
+
+/// Whether CRIU's probe of the mount of `report`, whose leader is `pgrp`, reaches the kernel:
+/// an open that lands in a covering mount, a path lookup hidden by another mount, a devid
+/// CRIU encodes wrongly, no `/dev/autofs`, or a requester the daemon's pid namespace cannot
+/// see all keep the kernel from writing a request, whoever holds a read end.
+fn reach(report: &MountReport, pgrp: i32, facts: &mut Facts<'_, '_>) -> Reach {
+    if facts.reach.covered {
+        return Reach::Blocked(
+            "another mount covers its root, so CRIU's open lands in that mount".into(),
+        );
+    }
+    if let Some((id, point)) = &facts.reach.shadowed_by {
+        return Reach::Blocked(format!(
+            "mount {id} on {point} hides the path to it, so AUTOFS_DEV_IOCTL_OPENMOUNT looks it up in that mount and finds no such autofs mount"
+        ));
+    }
+    if report.minor >= 256 {
+        return Reach::Blocked(format!(
+            "minor {} ≥ 256: CRIU passes the MKKDEV s_dev to AUTOFS_DEV_IOCTL_OPENMOUNT, which decodes it differently and finds no such mount",
+            report.minor
+        ));
+    }
+    match &facts.reach.dev_autofs {
+        Ok(DevAutofs::Usable) => {}
+        Ok(DevAutofs::Unusable(why)) => return Reach::Blocked(why.clone()),
+        Err(why) => return Reach::Unknown(why.clone()),
     }
     let Some(owner) = facts.owner else {
-        return set(
-            report,
-            MountState::Error,
-            Reason::ProcUnreadable,
-            format!(
-                "{hidden}. Whether CRIU's probe can reach it is unknown: the owner of mount namespace {} could not be read",
-                report.mnt_ns
-            ),
-        );
+        return Reach::Unknown(format!(
+            "the owner of mount namespace {} could not be read",
+            report.mnt_ns
+        ));
     };
     // The kernel writes a request only for a requester visible in the daemon's pid
     // namespace; CRIU's requester lives in the owner's.
     match facts.table.translate(owner, pgrp) {
-        Err(why) => set(
-            report,
-            MountState::Error,
-            Reason::ProcUnreadable,
-            format!("{hidden}. Whether CRIU's probe can reach it is unknown: {why}"),
-        ),
-        Ok(None) => set(
-            report,
-            MountState::Orphaned,
-            Reason::HiddenCatatonic,
-            blocked(format!(
-                "the leader {pgrp} lives in a pid namespace nested below that of pid {owner}, where CRIU's requester runs, so the kernel writes no request"
-            )),
-        ),
-        Ok(Some(_)) => {
-            // The probe makes the mount catatonic; CRIU then reads the options again, still
-            // inside its probe (a failure there is "failed to access autofs <point>"), and
-            // parses them after it (a failure there is the parse's own message, nothing more:
-            // autofs_create_entry()).
-            let token = match crate::revisit::revisit(facts.mount_table, probed) {
-                Ok(token) => token,
-                Err(why) => {
-                    let point = &facts.reach.mount_point;
-                    return set(
-                        report,
-                        MountState::Orphaned,
-                        Reason::HiddenCatatonic,
-                        format!(
-                            "{hidden}. CRIU's probe makes it catatonic, but reading the mount table again fails ({why}): failed to access autofs {point}"
-                        ),
-                    );
-                }
-            };
-            let (uid, gid) = match reparse(&token) {
-                Ok(ids) => ids,
-                Err(why) => {
-                    return set(
-                        report,
-                        MountState::Orphaned,
-                        Reason::HiddenCatatonic,
-                        format!("{hidden}. CRIU's probe makes it catatonic, but {why}"),
-                    );
-                }
-            };
-            let normal = report
-                .entry
-                .unwrap_or_else(|| base_entry(options, 0, (None, None)));
-            // has_uid/has_gid stay as the first parse set them (autofs_create_entry()): the
-            // raw value is recorded only where that parse recorded one.
-            let (uid, gid) = (normal.uid.and(uid), normal.gid.and(gid));
-            for (name, normal, raw) in [("uid", normal.uid, uid), ("gid", normal.gid, gid)] {
-                if let Some(raw) = raw.filter(|&raw| Some(raw) != normal) {
-                    report.criu_notes.push(format!(
-                        "CRIU's probe path records the raw host {name} {raw} instead: the options it reads again skip the user-namespace mapping of its normal path"
-                    ));
-                }
-            }
-            report.entry = Some(AutofsEntry {
-                fd: -1,
-                read_fd: None,
-                uid,
-                gid,
-                ..normal
-            });
-            report.criu_notes.push(
-                "the dump leaves this mount catatonic: CRIU's probe makes the kernel give up on the daemon, and the mount never triggers again on this node until it is remounted".into(),
-            );
-            set(
-                report,
-                MountState::Catatonic,
-                Reason::ProbeMakesCatatonic,
-                format!(
-                    "{hidden}. CRIU's probe opens the uncovered root from the pid namespace of pid {owner}; the request finds no reader, the mount turns catatonic and CRIU dumps it so (fd -1, pgrp {pgrp})"
-                ),
-            )
-        }
+        Err(why) => Reach::Unknown(why.to_string()),
+        Ok(None) => Reach::Blocked(format!(
+            "the leader {pgrp} lives in a pid namespace nested below that of pid {owner}, where CRIU's requester runs, so the kernel writes no request"
+        )),
+        Ok(Some(_)) => Reach::Reaches(owner),
     }
 }
 

@@ -63,6 +63,8 @@ const CASES: &[&str] = &[
     "shared_pod_pid_namespace",
     "superblock_without_a_root_mount",
     "two_mount_namespaces",
+    "unreachable_probe_in_a_restricted_view",
+    "unreachable_probes_with_unreadable_fds",
     "unreadable_facts_are_errors",
     "unreadable_fds_of_leader",
     "unreadable_fds_of_non_leader",
@@ -1579,6 +1581,63 @@ fn criu_probe_saves_only_uncovered_direct_mounts_with_a_small_minor_and_dev_auto
 }
 
 #[test]
+fn a_probe_that_cannot_reach_the_kernel_fails_whoever_the_unreadable_fds_hold() {
+    // The real automount SIGKILLed and left unreaped: its pipes have no holder the agent can
+    // see, and one bystander's fds could not be read. A covered root or a minor ≥ 256 keeps
+    // CRIU's probe from the kernel whatever that bystander holds: CRIU fails, certainly.
+    let case = "unreachable_probes_with_unreadable_fds";
+    let scan = scan_case(case);
+    assert_eq!(scan.stats.unreadable, 1);
+    let bystander = format!(
+        "the fds of 1 process(es) could not be read, e.g. cannot read {}: Not a directory",
+        case_root(case).join("3000/fd").display()
+    );
+    for (id, why) in [
+        (40, "another mount covers its root"),
+        (42, "minor 300 ≥ 256"),
+    ] {
+        let r = mount(&scan, HOST_MNT, id);
+        assert_eq!(
+            (r.state, r.reason, r.dumpable),
+            (MountState::Orphaned, Reason::HiddenCatatonic, false),
+            "{r:#?}"
+        );
+        assert!(r.message.starts_with(&format!(
+            "Master 2000 doesn't have a read end of the pipe with inode {} opened.",
+            r.pipe_ino
+        )));
+        assert!(r.message.contains(why), "{}", r.message);
+        assert!(r.message.contains(&bystander), "{}", r.message);
+        assert!(
+            r.message.contains("one of them might hold it"),
+            "{}",
+            r.message
+        );
+        assert!(
+            r.message
+                .ends_with(&format!("Autofs {id} is alive, but unreachable.")),
+            "{}",
+            r.message
+        );
+    }
+    // Uncovered, small minor, /dev/autofs there: the probe's request reaches the kernel, and
+    // whether it finds a reader rests on the fds that could not be read.
+    let reachable = mount(&scan, HOST_MNT, 41);
+    assert_eq!(
+        verdict(reachable),
+        (MountState::Error, Reason::ProcUnreadable),
+        "{reachable:#?}"
+    );
+    assert!(
+        reachable
+            .message
+            .contains("depends on the fds of 1 process(es) that could not be read"),
+        "{}",
+        reachable.message
+    );
+}
+
+#[test]
 fn criu_probes_a_superblock_through_the_one_mount_its_dump_one_fs_reaches_first() {
     let scan = scan_case("criu_probe_of_direct_mounts");
     // /srv/c (44) is covered, its bind /srv/c2 (45) is not: CRIU's list is the mount table
@@ -1840,6 +1899,55 @@ fn with_pid1_hidden_a_missing_daemon_is_unknown_not_gone() {
         r.message
     );
     assert!(r.message.contains("pid 1 is not listed"), "{}", r.message);
+}
+
+#[test]
+fn with_pid1_hidden_a_probe_that_cannot_reach_the_kernel_still_fails() {
+    let scan = scan_case("unreachable_probe_in_a_restricted_view");
+    assert!(scan.view.restricted, "{:?}", scan.view);
+    // Covered: CRIU's open lands in the tmpfs whatever a hidden process holds.
+    let covered = mount(&scan, HOST_MNT, 40);
+    assert_eq!(
+        (covered.state, covered.reason, covered.dumpable),
+        (MountState::Orphaned, Reason::HiddenCatatonic, false),
+        "{covered:#?}"
+    );
+    assert!(
+        covered.message.contains("another mount covers its root"),
+        "{}",
+        covered.message
+    );
+    assert!(
+        covered.message.contains("pid 1 is not listed"),
+        "{}",
+        covered.message
+    );
+    assert!(
+        covered
+            .message
+            .ends_with("Autofs 40 is alive, but unreachable."),
+        "{}",
+        covered.message
+    );
+    // Uncovered: with nothing hidden, the probe would turn it catatonic and CRIU would dump
+    // it; a hidden reader would answer the probe instead. Unknown, and not "CRIU would fail".
+    let uncovered = mount(&scan, HOST_MNT, 41);
+    assert_eq!(
+        verdict(uncovered),
+        (MountState::Error, Reason::ProcUnreadable)
+    );
+    assert!(
+        uncovered.message.ends_with(
+            "Whether CRIU's probe turns it catatonic (no reader anywhere) or fails (a reader answers) depends on processes hidden from the agent: the agent's view of /proc is restricted: pid 1 is not listed in the proc root: processes are hidden"
+        ),
+        "{}",
+        uncovered.message
+    );
+    assert!(
+        !uncovered.message.contains("CRIU would fail"),
+        "{}",
+        uncovered.message
+    );
 }
 
 #[test]
