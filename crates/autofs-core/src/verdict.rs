@@ -751,6 +751,11 @@ fn probe(
         Reach::Reaches(owner) => owner,
     };
     note_probed_through(report, probed);
+    if let Some(end) = through
+        && pending_request(report, end, ino, hidden, facts)
+    {
+        return;
+    }
     // The probe makes the mount catatonic; CRIU then reads the options again, still
     // inside its probe (a failure there is "failed to access autofs <point>"), and
     // parses them after it (a failure there is the parse's own message, nothing more:
@@ -811,6 +816,88 @@ fn probe(
             "{hidden}. CRIU's probe opens the uncovered root from the pid namespace of pid {owner}; the request finds no reader, the mount turns catatonic and CRIU dumps it so (fd -1, pgrp {pgrp})"
         ),
     )
+}
+
+/// Whether a request is already queued in the pipe nobody reads, measured through `end`
+/// (reference §7.3, `fs/autofs/waitq.c`): the kernel keeps a pending request's wait until the
+/// daemon answers it or the mount turns catatonic, and a lookup of the same name — every
+/// lookup of a direct or offset root names the root — joins that wait instead of writing
+/// again. CRIU's probe then writes nothing, gets no EPIPE, and its child waits for an answer
+/// nobody will give: `waitpid` never returns and the dump hangs, its tasks frozen. Returns
+/// true after setting the verdict when a request is queued or the queue cannot be measured.
+fn pending_request(
+    report: &mut MountReport,
+    end: PipeEnd,
+    ino: u64,
+    hidden: &str,
+    facts: &mut Facts<'_, '_>,
+) -> bool {
+    let path = facts
+        .table
+        .root()
+        .pid_path(end.pid, &format!("fd/{}", end.fd));
+    let bytes = match facts.probe.queued_bytes_unread(&path, ino) {
+        Ok(None | Some(0)) => return false,
+        Ok(Some(bytes)) => bytes,
+        Err(e) => {
+            set(
+                report,
+                MountState::Error,
+                Reason::ProcUnreadable,
+                format!(
+                    "{hidden}. Whether a request is already queued (CRIU's probe would then wait for it forever) is unknown: cannot measure pipe {ino} through {}: {e}",
+                    path.display()
+                ),
+            );
+            return true;
+        }
+    };
+    report.pending_bytes = bytes;
+    report.pending_packets = bytes / packet_size(report.proto_version);
+    let queued = format!(
+        "{bytes} bytes ({} request(s)) are queued in pipe {ino}, which nobody reads",
+        report.pending_packets
+    );
+    let others = superblocks_sharing(facts.mount_table, ino, (report.major, report.minor));
+    if others > 0 {
+        set(
+            report,
+            MountState::Error,
+            Reason::ProcUnreadable,
+            format!(
+                "{hidden}. {queued} and {others} other autofs superblock(s) share: if a request is this mount's, CRIU's probe joins it and waits forever (the dump hangs); if not, the probe's own request turns the mount catatonic. Which mount a request is for cannot be read without reading the pipe"
+            ),
+        );
+        return true;
+    }
+    set(
+        report,
+        MountState::Orphaned,
+        Reason::HiddenCatatonic,
+        format!(
+            "{hidden}, except that {queued}: CRIU's probe joins the pending request instead of writing its own, gets no EPIPE, and waits for an answer nobody will give: the dump hangs with its tasks frozen instead of failing"
+        ),
+    );
+    true
+}
+
+/// How many autofs superblocks other than `own` (major, minor) show pipe `ino` in `table`
+/// (a namespace's `mountinfo`): the real automount mounts all direct mounts of a map with
+/// one pipe. Lines that do not parse count for nothing here (their own reports say why).
+fn superblocks_sharing(table: &[u8], ino: u64, own: (u32, u32)) -> usize {
+    let mut others: Vec<(u32, u32)> = table
+        .split(|&b| b == b'\n')
+        .filter_map(|line| crate::mountinfo::MountLine::parse(line).ok())
+        .filter(|l| l.is_autofs() && (l.major, l.minor) != own)
+        .filter(|l| {
+            AutofsOptions::parse(l.super_options)
+                .is_ok_and(|o| o.pipe_ino == Some(PipeIno::Ino(ino)))
+        })
+        .map(|l| (l.major, l.minor))
+        .collect();
+    others.sort_unstable();
+    others.dedup();
+    others.len()
 }
 
 /// Notes, on a mount that is not the one CRIU's probe goes through (`probed`), that the
@@ -929,6 +1016,28 @@ fn set(report: &mut MountReport, state: MountState, reason: Reason, message: Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn superblocks_sharing_a_pipe_are_counted_once_each_without_the_own_one() {
+        let opts = |ino: &str| {
+            format!("rw,fd=14,pgrp=7,timeout=60,minproto=5,maxproto=5,direct,pipe_ino={ino}")
+        };
+        let table = [
+            "22 1 8:2 / / rw - ext4 /dev/sda2 rw".to_string(),
+            format!("40 22 0:43 / /mnt/a rw - autofs map {}", opts("900")),
+            // A bind of the own superblock's root, and a second superblock with two mounts.
+            format!("41 22 0:43 / /mnt/a2 rw - autofs map {}", opts("900")),
+            format!("42 22 0:44 / /mnt/b rw - autofs map {}", opts("900")),
+            format!("43 22 0:44 / /mnt/b2 rw - autofs map {}", opts("900")),
+            format!("44 22 0:45 / /mnt/c rw - autofs map {}", opts("901")),
+            "45 22 0:46 / /mnt/d rw - tmpfs tmpfs rw,pipe_ino=900".to_string(),
+            String::new(),
+        ]
+        .join("\n");
+        assert_eq!(superblocks_sharing(table.as_bytes(), 900, (0, 43)), 1);
+        assert_eq!(superblocks_sharing(table.as_bytes(), 901, (0, 45)), 0);
+        assert_eq!(superblocks_sharing(table.as_bytes(), 900, (0, 45)), 2);
+    }
 
     #[test]
     fn packet_sizes_follow_the_protocol_version() {
