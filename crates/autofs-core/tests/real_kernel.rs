@@ -1162,6 +1162,47 @@ fn real_automount_daemon_is_active_then_orphaned_after_kill_9() {
     assert!(!r.dumpable);
 }
 
+#[test]
+fn real_automount_restarted_after_kill_9_takes_its_mount_back() {
+    // `systemctl restart autofs` after a crash: the new daemon finds its mount, makes it
+    // catatonic and gives it a pipe of its own (AUTOFS_DEV_IOCTL_SETPIPEFD): same mount, new
+    // pipe, new pgrp; CRIU can dump it again.
+    let mut sc = Scenario::start_or_panic();
+    let a = sc.start_automount(AutomountSpec::default()).unwrap();
+    let first = report_of(&sc, a.mount_id);
+    assert_eq!(first.state, MountState::Active, "{first:#?}");
+    sc.kill(&a.name, 9, true).unwrap();
+    let dead = report_of(&sc, a.mount_id);
+    assert_eq!(
+        (dead.state, dead.reason),
+        (MountState::Orphaned, Reason::HiddenCatatonic),
+        "{dead:#?}"
+    );
+
+    let b = sc.restart_automount(&a).unwrap();
+    assert_eq!(b.mount_id, a.mount_id, "the same mount, taken over");
+    assert_ne!(b.host_pid, a.host_pid);
+    let r = report_of(&sc, a.mount_id);
+    assert_eq!(
+        (r.state, r.reason, r.dumpable),
+        (MountState::Active, Reason::MasterHoldsPipe, true),
+        "{r:#?}\nlog: {:?}",
+        sc.read_file(&b.log)
+    );
+    assert_ne!(
+        r.pipe_ino, first.pipe_ino,
+        "SETPIPEFD gives it the new daemon's pipe"
+    );
+    assert_eq!(r.host_pgrp, b.host_pgrp);
+    assert_eq!(r.read_end_pid, b.host_pid);
+    let entry = r.entry.unwrap();
+    assert_eq!(entry.pgrp, b.vpgrp);
+    assert_eq!(entry.timeout, 60);
+    // fd= is the new daemon's fd number, which it holds as its write end.
+    assert!(r.write_end_held, "{r:#?}");
+    assert!(r.options.contains(&format!("fd={},", entry.fd)), "{r:#?}");
+}
+
 fn libc_enoent() -> i32 {
     nix::errno::Errno::ENOENT as i32
 }
