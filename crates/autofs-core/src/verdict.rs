@@ -635,7 +635,8 @@ fn reparse(token: &[u8]) -> Result<CriuIds, String> {
 /// CRIU's probe of a direct or offset mount whose live leader holds no read end and for
 /// which nobody else holds one either (reference §3.6, §3.10 #2, #3): CRIU opens the root
 /// from the owner's pid namespace, the kernel's request finds no reader, the mount turns
-/// catatonic and is dumped so — unless the open cannot reach the kernel.
+/// catatonic and is dumped so — unless the open cannot reach the kernel (CRIU fails, whoever
+/// holds a read end), or a request already waits in the pipe (CRIU's probe joins it and hangs).
 fn probe(
     report: &mut MountReport,
     options: &AutofsOptions,
