@@ -806,6 +806,13 @@ fn probe(
         gid,
         ..normal
     });
+    // What the kernel keeps and /proc does not show: a request's wait lasts until an answer
+    // or catatonic mode, and the probe's lookup would join it (see `pending_request`).
+    let unseen = if through.is_some() {
+        "Unless the daemon read a request and never answered it (died or stopped mid-request): that request's wait stays in the kernel, CRIU's probe joins it and the dump hangs; /proc shows no such request"
+    } else {
+        "Unless a request is pending (queued, or read and never answered: the daemon died mid-request): its wait stays in the kernel, CRIU's probe joins it and the dump hangs; with no end of the pipe left to measure it through, /proc shows no such request"
+    };
     report.criu_notes.push(
             "the dump leaves this mount catatonic: CRIU's probe makes the kernel give up on the daemon, and the mount never triggers again on this node until it is remounted".into(),
         );
@@ -814,7 +821,7 @@ fn probe(
         MountState::Catatonic,
         Reason::ProbeMakesCatatonic,
         format!(
-            "{hidden}. CRIU's probe opens the uncovered root from the pid namespace of pid {owner}; the request finds no reader, the mount turns catatonic and CRIU dumps it so (fd -1, pgrp {pgrp})"
+            "{hidden}. CRIU's probe opens the uncovered root from the pid namespace of pid {owner}; the request finds no reader, the mount turns catatonic and CRIU dumps it so (fd -1, pgrp {pgrp}). {unseen}"
         ),
     )
 }

@@ -1554,6 +1554,15 @@ fn criu_probe_saves_only_uncovered_direct_mounts_with_a_small_minor_and_dev_auto
     assert!(saved.dumpable);
     assert_eq!(saved.entry, Some(entry(-1, 1234, 300, 5, 5, DIRECT)));
     assert!(saved.criu_notes[0].contains("leaves this mount catatonic"));
+    // A request the daemon read and never answered would make CRIU's probe hang; /proc cannot
+    // show one, and the message says so.
+    assert!(
+        saved
+            .message
+            .ends_with("CRIU's probe joins it and the dump hangs; /proc shows no such request"),
+        "{}",
+        saved.message
+    );
     let unreachable = |r: &MountReport, why: &str| {
         assert_eq!(
             verdict(r),
