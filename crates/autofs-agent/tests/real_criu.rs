@@ -362,6 +362,41 @@ fn an_interim_mount_is_refused_but_criu_stops_at_the_blocked_requester_first() {
 }
 
 #[test]
+fn a_request_left_in_an_unread_pipe_stops_criu_at_its_requester_as_we_note() {
+    // The daemon closed its read end with a request queued for its direct mount. Its
+    // requester still waits (state D) inside the tree: CRIU's freeze fails on it. (With no
+    // requester left in the tree CRIU's probe joins the wait and the dump hangs, which a test
+    // could only assert with a timer: our report says it.)
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::direct()).unwrap();
+    sc.make_interim(&d, "", WAIT).unwrap();
+    sc.close_read(&d).unwrap();
+    let (reports, _) = scan(&sc, true);
+    let dump = criu_dump(&sc);
+    let r = by_mount_id(&reports, d.mount_id);
+    assert_eq!(
+        (&r["reason"], &r["dumpable"]),
+        (&"HIDDEN_CATATONIC".into(), &false.into()),
+        "{r:#}"
+    );
+    assert!(!dump.ok, "criu dump succeeded: {:#?}", dump.errors);
+    assert!(
+        dump.has_error("Unseizable non-zombie"),
+        "{:#?}",
+        dump.errors
+    );
+    // A minor of 256 or more: CRIU's probe cannot reach the mount at all (its MKKDEV devid
+    // defect), and the report says that instead.
+    if r["minor"].as_u64().unwrap() < 256 {
+        let ours = our_text(r);
+        assert!(
+            ours.contains("the dump hangs") && ours.contains("Unseizable non-zombie"),
+            "{r:#}"
+        );
+    }
+}
+
+#[test]
 fn a_daemon_in_a_nested_pid_namespace_fails_criu_before_its_autofs_stage() {
     // The mount itself is healthy (ACTIVE), but CRIU dumps only the pid namespace of the tree's
     // root task: a daemon in one nested below it stops the dump.

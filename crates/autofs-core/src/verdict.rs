@@ -249,13 +249,9 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
     report.entry = Some(entry);
 
     if report.pending_bytes > 0 {
-        // Each queued request has a requester asleep in the kernel's autofs wait (killable:
-        // state D) until the daemon answers; it must see the daemon's pid namespace for the
-        // request to be written at all (reference §7.3), so in a container it is in the tree
-        // CRIU dumps, and CRIU's freeze gives up on it before the autofs stage runs.
-        report.criu_notes.push(
-            "each queued request's requester waits in the kernel (state D) until the daemon answers; when one is in the process tree CRIU dumps, as a process of the container is, CRIU's freeze fails first, after its --timeout (10 s by default), with: Unseizable non-zombie <requester pid> found, state D; either way the dump succeeds only after the daemon has read its queue"
-                .to_owned(),
+        note_waiting_requesters(
+            report,
+            "the dump succeeds only after the daemon has read its queue",
         );
         return set(
             report,
@@ -926,7 +922,22 @@ fn pending_request(
             "{hidden}, except that {queued}: CRIU's probe joins the pending request instead of writing its own, gets no EPIPE, and waits for an answer nobody will give: the dump hangs with its tasks frozen instead of failing"
         ),
     );
+    note_waiting_requesters(
+        report,
+        "the dump hangs in the probe once no requester is left in the tree (a real CRIU 4.2.1 stays in autofs_mnt_open)",
+    );
     true
+}
+
+/// Each queued request has a requester asleep in the kernel's autofs wait (killable: state
+/// D) until the daemon answers; it must see the daemon's pid namespace for the request to be
+/// written at all (reference §7.3), so in a container it is in the tree CRIU dumps, and
+/// CRIU's freeze (compel's seize) gives up on it before the autofs stage runs. A real CRIU
+/// 4.2.1 fails so. `otherwise` says what happens when no requester is in the tree.
+fn note_waiting_requesters(report: &mut MountReport, otherwise: &str) {
+    report.criu_notes.push(format!(
+        "each queued request's requester waits in the kernel (state D) until the daemon answers; when one is in the process tree CRIU dumps, as a process of the container is, CRIU's freeze fails first, after its --timeout (10 s by default), with: Unseizable non-zombie <requester pid> found, state D; otherwise {otherwise}"
+    ));
 }
 
 /// How many autofs superblocks other than `own` (major, minor) show pipe `ino` in `table`
