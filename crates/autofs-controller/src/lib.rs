@@ -54,6 +54,7 @@ pub mod collector;
 pub mod discovery;
 pub mod endpoint;
 pub mod error;
+pub mod follow;
 pub mod render;
 pub mod report;
 pub mod watch;
@@ -67,5 +68,6 @@ pub use collector::{
 };
 pub use endpoint::NodeEndpoint;
 pub use error::{Cause, DiscoveryError, Error, NodeError, NodeErrorKind};
+pub use follow::{AgentMove, WaitEvent};
 pub use report::{CheckOutcome, ClusterReport, NodeResult, NodeStatus, ScanAge};
 pub use watch::{WatchItem, WatchStream};
