@@ -14,6 +14,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod dnsmasq;
 pub mod fake_agent;
 
 use std::path::Path;

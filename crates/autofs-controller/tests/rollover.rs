@@ -1,0 +1,272 @@
+//! The migration gate (`check --wait`) across a rolling update of the agent DaemonSet: the
+//! node's agent is replaced by one at another address, and DNS (a real `dnsmasq`) follows.
+//! Real agents on loopback addresses, a real INTERIM autofs mount as the blocker, the real
+//! `autofs-controller` binary. Every step waits for a line the controller prints; the wait's
+//! own deadline is far away, so only those events decide.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use autofs_testkit::{Answer, MountSpec, Scenario};
+use common::dnsmasq::Dnsmasq;
+use common::*;
+
+/// How long a test waits for the controller's next expected line before failing (a bound
+/// on a hung test, never a deadline the controller races: its wait is 10 minutes).
+const LINE_BOUND: Duration = Duration::from_secs(120);
+
+/// A running `autofs-controller check --wait`, its stdout read line by line; killed on drop.
+struct Gate {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    /// Text no stdout line may contain.
+    forbidden: Option<String>,
+}
+
+impl Gate {
+    fn start(args: &[&str]) -> Gate {
+        let mut child = controller_command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Gate {
+            child,
+            lines,
+            seen: Vec::new(),
+            forbidden: None,
+        }
+    }
+
+    /// Reads lines until one satisfies `want`; returns it.
+    #[track_caller]
+    fn expect(&mut self, what: &str, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + LINE_BOUND;
+        loop {
+            let line = match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => line,
+                Err(e) => panic!(
+                    "no line {what} ({e}); stdout so far:\n{}\nstderr:\n{}",
+                    self.seen.join("\n"),
+                    self.stderr()
+                ),
+            };
+            eprintln!("controller: {line}");
+            self.seen.push(line.clone());
+            if let Some(bad) = &self.forbidden {
+                assert!(
+                    !line.contains(bad.as_str()),
+                    "a line contains {bad:?}:\n{}",
+                    self.seen.join("\n")
+                );
+            }
+            if want(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// Every stdout line up to the exit, and the exit code.
+    fn finish(mut self) -> (Option<i32>, Vec<String>) {
+        while let Ok(line) = self.lines.recv_timeout(LINE_BOUND) {
+            eprintln!("controller: {line}");
+            self.seen.push(line);
+        }
+        let status = self.child.wait().unwrap();
+        eprintln!("stderr:\n{}", self.stderr());
+        (status.code(), std::mem::take(&mut self.seen))
+    }
+
+    fn stderr(&mut self) -> String {
+        let _ = self.child.kill();
+        let mut text = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port free on every local address a moment ago (the agents of one test share it, each on
+/// its own loopback address, as pods share the DaemonSet's port).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A scenario whose init process is blocked by an INTERIM mount (a request its daemon has not
+/// answered yet): the gate waits for it.
+struct Blocked {
+    sc: Scenario,
+    daemon: autofs_testkit::Daemon,
+    _request: autofs_testkit::Requester,
+}
+
+fn blocked() -> Blocked {
+    let mut sc = Scenario::start_or_panic();
+    let daemon = sc.mount(MountSpec::indirect()).unwrap();
+    let request = sc.make_interim(&daemon, "key", WAIT).unwrap();
+    Blocked {
+        sc,
+        daemon,
+        _request: request,
+    }
+}
+
+impl Blocked {
+    /// The daemon answers: nothing blocks any more.
+    fn unblock(&mut self) {
+        self.sc
+            .read_packet_with(&self.daemon.name, Answer::Ready, WAIT)
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_wait_follows_its_node_to_the_agent_that_replaced_it_at_another_address() {
+    let mut blocked = blocked();
+    let pid = blocked.sc.init_host_pid().to_string();
+    let port = free_port();
+    let node = format!("roll-{}", std::process::id());
+    let (a_addr, b_addr) = (format!("127.0.0.2:{port}"), format!("127.0.0.3:{port}"));
+    let mut a = start_agent(None, &node, &a_addr, &[]);
+    let mut dns = Dnsmasq::start("127.0.0.2 agents.roll.autofs.test\n");
+    let name = format!("agents.roll.autofs.test:{port}");
+    let server = dns.addr.to_string();
+    let mut gate = Gate::start(&[
+        "check",
+        "--dns",
+        &name,
+        "--dns-server",
+        &server,
+        "--node",
+        &node,
+        "--pid",
+        &pid,
+        "--wait",
+        "10m",
+    ]);
+    let first = gate.expect("with agent A's first verdict", |l| l.starts_with("[1] "));
+    assert!(
+        first.contains(&format!("on node {node}: ")) && first.contains("waiting"),
+        "{first}"
+    );
+
+    // The rolling update: A goes, B (same node, new pod IP) comes, the Service follows.
+    a.kill();
+    gate.expect("saying that A cannot be asked", |l| {
+        l.starts_with(&format!(
+            "node {node}: its agent cannot be asked at {a_addr}: "
+        ))
+    });
+    let _b = start_agent(None, &node, &b_addr, &[]);
+    dns.set_hosts("127.0.0.3 agents.roll.autofs.test\n");
+    let moved = gate.expect("saying that the agent moved", |l| {
+        l.contains(&format!("its agent moved from {a_addr} to {b_addr}"))
+    });
+    assert!(moved.contains("(a new agent: instance "), "{moved}");
+    // B's own stream: its verdicts are numbered from 1 again.
+    let again = gate.expect("with agent B's first verdict", |l| l.starts_with("[1] "));
+    assert!(again.contains("waiting"), "{again}");
+
+    blocked.unblock();
+    let (code, lines) = gate.finish();
+    let last = lines.last().map(String::as_str).unwrap_or("");
+    assert!(
+        last.contains(&format!("on node {node} is migratable now")),
+        "{lines:#?}"
+    );
+    assert_eq!(code, Some(0), "{lines:#?}");
+}
+
+#[test]
+fn an_agent_answering_as_another_node_is_never_taken_for_the_node() {
+    let mut blocked = blocked();
+    let pid = blocked.sc.init_host_pid().to_string();
+    let port = free_port();
+    let node = format!("roll-n-{}", std::process::id());
+    let other = format!("roll-m-{}", std::process::id());
+    let (a_addr, b_addr) = (format!("127.0.0.4:{port}"), format!("127.0.0.5:{port}"));
+    let mut a = start_agent(None, &node, &a_addr, &[]);
+    let mut dns = Dnsmasq::start("127.0.0.4 agents.other.autofs.test\n");
+    let name = format!("agents.other.autofs.test:{port}");
+    let server = dns.addr.to_string();
+    let mut gate = Gate::start(&[
+        "check",
+        "--dns",
+        &name,
+        "--dns-server",
+        &server,
+        "--node",
+        &node,
+        "--pid",
+        &pid,
+        "--wait",
+        "10m",
+    ]);
+    // Another node's agent never gives this gate a verdict.
+    gate.forbidden = Some(format!("on node {other}"));
+    let first = gate.expect("with agent A's first verdict", |l| l.starts_with("[1] "));
+    assert!(first.contains(&format!("on node {node}: ")), "{first}");
+
+    // A goes; another node's agent gets its address (a pod IP reused), DNS still lists it.
+    a.kill();
+    let _c = start_agent(None, &other, &a_addr, &[]);
+    let not_found = gate.expect("saying that the agent there is not the node", |l| {
+        // Every agent discovered answered (nothing "did not"), and none as the node.
+        l.starts_with(&format!(
+            "node {node}: not found yet: node {node} is not among the 1 discovered agents;"
+        ))
+    });
+    assert!(not_found.contains("discovering again in"), "{not_found}");
+
+    // The node's new agent comes up elsewhere; DNS lists both agents, the other node first.
+    let _b = start_agent(None, &node, &b_addr, &[]);
+    dns.set_hosts("127.0.0.4 agents.other.autofs.test\n127.0.0.5 agents.other.autofs.test\n");
+    gate.expect("saying that the agent moved", |l| {
+        l.contains(&format!("its agent moved from {a_addr} to {b_addr}"))
+    });
+    let again = gate.expect("with agent B's first verdict", |l| l.starts_with("[1] "));
+    assert!(again.contains(&format!("on node {node}: ")), "{again}");
+
+    blocked.unblock();
+    let (code, lines) = gate.finish();
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.contains(&format!("on node {node} is migratable now"))),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains(&format!("on node {other}"))),
+        "{lines:#?}"
+    );
+    assert_eq!(code, Some(0), "{lines:#?}");
+}
