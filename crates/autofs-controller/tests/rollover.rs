@@ -270,3 +270,89 @@ fn an_agent_answering_as_another_node_is_never_taken_for_the_node() {
     );
     assert_eq!(code, Some(0), "{lines:#?}");
 }
+
+#[test]
+fn the_library_follows_the_node_when_its_nodes_file_changes() {
+    use autofs_controller::discovery::Source;
+    use autofs_controller::{Collector, CollectorConfig, Target, WaitEnd, WaitEvent, render};
+
+    let mut blocked = blocked();
+    let pid = blocked.sc.init_host_pid();
+    let port = free_port();
+    let node = format!("roll-f-{}", std::process::id());
+    let (a_addr, b_addr) = (format!("127.0.0.6:{port}"), format!("127.0.0.7:{port}"));
+    let mut a = start_agent(None, &node, &a_addr, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nodes.txt");
+    std::fs::write(&file, format!("{a_addr}\n")).unwrap();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let collector = rt
+        .block_on(Collector::discover(
+            vec![Source::File(file.clone())],
+            CollectorConfig::default(),
+        ))
+        .unwrap();
+    assert!(collector.rediscovers());
+    let (tx, events) = mpsc::channel::<String>();
+    let wait = rt.spawn({
+        let node = node.clone();
+        async move {
+            collector
+                .wait_migratable_events(
+                    &node,
+                    Target::Pid(pid),
+                    Duration::from_secs(600),
+                    move |event| {
+                        let kind = match event {
+                            WaitEvent::Verdict(_) => "verdict",
+                            WaitEvent::Lost { .. } => "lost",
+                            WaitEvent::NotFound { .. } => "not found",
+                            WaitEvent::Found { .. } => "found",
+                            _ => "other",
+                        };
+                        let _ = tx.send(format!("{kind}: {}", render::wait_event("it", event)));
+                    },
+                )
+                .await
+        }
+    });
+    let next = |want: &str| loop {
+        let event = events
+            .recv_timeout(LINE_BOUND)
+            .unwrap_or_else(|e| panic!("no {want} event: {e}"));
+        eprintln!("{event}");
+        if event.starts_with(want) {
+            return event;
+        }
+    };
+    next("verdict: [1] ");
+    a.kill();
+    next("lost: ");
+    let _b = start_agent(None, &node, &b_addr, &[]);
+    std::fs::write(&file, format!("# the node's new agent pod\n{b_addr}\n")).unwrap();
+    let found = next("found: ");
+    assert!(
+        found.contains(&format!("moved from {a_addr} to {b_addr}")),
+        "{found}"
+    );
+    next("verdict: [1] ");
+    blocked.unblock();
+    let outcome = rt.block_on(wait).unwrap().unwrap();
+    assert_eq!(outcome.end, WaitEnd::Dumpable);
+    assert_eq!(outcome.last.node, node);
+    assert_eq!(outcome.endpoint.address, b_addr);
+    assert_eq!(
+        outcome.endpoint.expected_node.as_deref(),
+        Some(node.as_str())
+    );
+    assert_eq!(outcome.moves.len(), 1, "{:?}", outcome.moves);
+    assert_eq!(
+        (outcome.moves[0].from.as_str(), outcome.moves[0].to.as_str()),
+        (a_addr.as_str(), b_addr.as_str())
+    );
+    assert_ne!(
+        outcome.moves[0].previous_instance,
+        outcome.moves[0].instance
+    );
+}
