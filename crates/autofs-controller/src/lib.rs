@@ -6,9 +6,10 @@
 //!
 //! | CLI | library |
 //! | --- | --- |
-//! | `--nodes`, `--nodes-file`, `--dns`, `--kube-*` | [`discovery::discover`] with [`discovery::Source`]s |
+//! | `--nodes`, `--nodes-file`, `--dns`, `--kube-*` | [`Collector::discover`] with [`discovery::Source`]s (kept: a wait runs them again to follow its node's agent across a rolling update) |
 //! | `collect` | [`Collector::collect`] → [`ClusterReport`] |
 //! | `check` | [`Collector::check`] → [`CheckOutcome`] |
+//! | `check --wait` | [`Collector::wait_migratable_events`] → [`WaitOutcome`], each [`WaitEvent`] a line |
 //! | `watch` | [`Collector::watch`] → [`WatchStream`] of [`WatchItem`]s |
 //! | `nodes` | [`Collector::nodes`] → [`NodeStatus`]es |
 //!
