@@ -16,6 +16,7 @@
 
 pub mod dnsmasq;
 pub mod fake_agent;
+pub mod gate;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
