@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::client::{self, Client, Connector, TlsOptions, deadline_after};
-use crate::discovery::{self, Source};
+use crate::discovery::{self, Discovered, Source};
 use crate::endpoint::{self, NodeEndpoint};
 use crate::error::{Error, NodeError, NodeErrorKind};
 use crate::follow::{AgentMove, WaitEvent, is_lost};
@@ -113,6 +113,8 @@ pub(crate) struct Inner {
     pub config: CollectorConfig,
     pub connector: Connector,
     pub endpoints: Vec<NodeEndpoint>,
+    /// Discovery's gaps ([`Discovered::coverage_unverified`]), copied into every report.
+    pub coverage_unverified: Vec<String>,
     pub limit: Arc<Semaphore>,
     /// Where `endpoints` came from, when discovery may be run again ([`Collector::discover`]);
     /// empty for a fixed list ([`Collector::new`]).
@@ -124,12 +126,12 @@ pub(crate) struct Inner {
 /// ```no_run
 /// use autofs_controller::{Collector, CollectorConfig, discovery::{self, Source}};
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let endpoints = discovery::discover(&[Source::Static(vec![
+/// let found = discovery::discover(&[Source::Static(vec![
 ///     "10.0.0.1:50051".into(),
 ///     "10.0.0.2:50051".into(),
 /// ])])
 /// .await?;
-/// let collector = Collector::new(endpoints, CollectorConfig::default())?;
+/// let collector = Collector::from_discovery(found, CollectorConfig::default())?;
 /// let report = collector.collect(Default::default()).await;
 /// for m in report.mounts() {
 ///     println!("{} {} dumpable={}", m.node, m.mount_point, m.dumpable);
@@ -155,8 +157,9 @@ impl std::fmt::Debug for Collector {
 }
 
 impl Collector {
-    /// A collector for `endpoints`: refuses an empty or duplicated list, out-of-range
-    /// settings and unreadable TLS files. Nothing is connected yet.
+    /// A collector for `endpoints`, taken as covering the whole cluster: refuses an empty or
+    /// duplicated list, out-of-range settings and unreadable TLS files. Nothing is connected
+    /// yet. [`Collector::from_discovery`] keeps what discovery could not verify.
     ///
     /// # Errors
     ///
@@ -165,15 +168,33 @@ impl Collector {
     /// - [`Error::Config`] when `concurrency` or `max_attempts` is 0, or `timeout` is zero.
     /// - [`Error::TlsFile`] / [`Error::Tls`] from [`TlsOptions::load`] when `config.tls` is set.
     pub fn new(endpoints: Vec<NodeEndpoint>, config: CollectorConfig) -> Result<Collector, Error> {
-        Collector::with_sources(endpoints, config, Vec::new())
+        Collector::from_discovery(endpoints.into(), config)
     }
 
-    /// [`Collector::new`], remembering the `sources` the endpoints came from.
+    /// A collector for what [`crate::discovery::discover`] found: as [`Collector::new`], and
+    /// every [`ClusterReport`] carries discovery's
+    /// [`Discovered::coverage_unverified`] (and is then not complete).
+    ///
+    /// # Errors
+    ///
+    /// As [`Collector::new`].
+    pub fn from_discovery(
+        discovered: Discovered,
+        config: CollectorConfig,
+    ) -> Result<Collector, Error> {
+        Collector::with_sources(discovered, config, Vec::new())
+    }
+
+    /// [`Collector::from_discovery`], remembering the `sources` the endpoints came from.
     fn with_sources(
-        endpoints: Vec<NodeEndpoint>,
+        discovered: Discovered,
         config: CollectorConfig,
         sources: Vec<Source>,
     ) -> Result<Collector, Error> {
+        let Discovered {
+            endpoints,
+            coverage_unverified,
+        } = discovered;
         endpoint::validate(&endpoints)?;
         if config.concurrency == 0 {
             return Err(Error::Config("concurrency must be at least 1".into()));
@@ -201,13 +222,14 @@ impl Collector {
                 config,
                 connector,
                 endpoints,
+                coverage_unverified,
                 sources,
             }),
         })
     }
 
-    /// Runs discovery over `sources` ([`discovery::discover`]) and makes a collector for the
-    /// endpoints found, as [`Collector::new`] does, that remembers the sources: a wait
+    /// Runs discovery over `sources` ([`discovery::discover`]) and makes a collector for what
+    /// it found, as [`Collector::from_discovery`] does, that remembers the sources: a wait
     /// ([`Collector::wait_migratable_events`]) whose node's agent cannot be reached any more
     /// runs them again to find where that agent went (a DaemonSet rolling update gives the
     /// new agent pod a new IP). A collector of only [`Source::Static`] lists never runs
@@ -221,8 +243,8 @@ impl Collector {
         sources: Vec<Source>,
         config: CollectorConfig,
     ) -> Result<Collector, Error> {
-        let endpoints = discovery::discover(&sources).await?;
-        Collector::with_sources(endpoints, config, sources)
+        let discovered = discovery::discover(&sources).await?;
+        Collector::with_sources(discovered, config, sources)
     }
 
     /// Whether discovery can be run again ([`Collector::rediscover`]): the collector was made
@@ -253,12 +275,16 @@ impl Collector {
                 "no discovery source that can change (a --nodes list is fixed)".into(),
             ));
         }
-        let endpoints = discovery::discover(&self.inner.sources).await?;
+        let Discovered {
+            endpoints,
+            coverage_unverified,
+        } = discovery::discover(&self.inner.sources).await?;
         Ok(Collector {
             inner: Arc::new(Inner {
                 config: self.inner.config.clone(),
                 connector: self.inner.connector.clone(),
                 endpoints,
+                coverage_unverified,
                 limit: self.inner.limit.clone(),
                 sources: self.inner.sources.clone(),
             }),
@@ -316,6 +342,7 @@ impl Collector {
         ClusterReport {
             nodes,
             elapsed: started.elapsed(),
+            coverage_unverified: self.inner.coverage_unverified.clone(),
         }
     }
 

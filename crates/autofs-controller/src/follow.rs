@@ -204,6 +204,7 @@ impl Collector {
                 config: self.inner.config.clone(),
                 connector: self.inner.connector.clone(),
                 endpoints: candidates,
+                coverage_unverified: Vec::new(),
                 limit: self.inner.limit.clone(),
                 sources: Vec::new(),
             }),

@@ -6,7 +6,7 @@
 //!
 //! | CLI | library |
 //! | --- | --- |
-//! | `--nodes`, `--nodes-file`, `--dns`, `--kube-*` | [`Collector::discover`] with [`discovery::Source`]s (kept: a wait runs them again to follow its node's agent across a rolling update) |
+//! | `--nodes`, `--nodes-file`, `--dns`, `--kube-*` | [`Collector::discover`] with [`discovery::Source`]s: [`discovery::discover`] → [`discovery::Discovered`], then [`Collector::from_discovery`], the sources kept (a wait runs them again to follow its node's agent across a rolling update) |
 //! | `collect` | [`Collector::collect`] → [`ClusterReport`] |
 //! | `check` | [`Collector::check`] → [`CheckOutcome`] |
 //! | `check --wait` | [`Collector::wait_migratable_events`] → [`WaitOutcome`], each [`WaitEvent`] a line |
@@ -21,13 +21,13 @@
 //! ```no_run
 //! use autofs_controller::{Collector, CollectorConfig, Target, discovery::{self, Source}};
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let endpoints = discovery::discover(&[Source::Dns {
+//! let found = discovery::discover(&[Source::Dns {
 //!     name: "autofs-agent.kube-system.svc.cluster.local".into(),
 //!     port: 50051,
 //!     server: None,
 //! }])
 //! .await?;
-//! let collector = Collector::new(endpoints, CollectorConfig::default())?;
+//! let collector = Collector::from_discovery(found, CollectorConfig::default())?;
 //!
 //! // Before checkpointing pod P on node N: would CRIU's autofs stage pass now?
 //! let outcome = collector.check("node-n", Target::PodUid("5f1c…".into())).await?;
@@ -43,8 +43,10 @@
 //! DNS discovery resolves through hickory-resolver. The `kube` cargo feature adds
 //! `discovery::Source::Kube`: the pods of the agent DaemonSet, listed with kube-rs through the
 //! embedder's own `kube::Client` or credentials found the way `kubectl` finds them (exec
-//! plugins included). Agent pods that are not running become failed nodes in every report
-//! ([`NodeErrorKind::NotReady`]) rather than missing ones.
+//! plugins included). Agent pods that are not running, and Nodes that have no agent pod at
+//! all, become failed nodes in every report ([`NodeErrorKind::NotReady`]) rather than missing
+//! ones; credentials that may not list Nodes leave the report's coverage unverified
+//! ([`ClusterReport::coverage_unverified`]).
 
 // Every fallible public function says how it fails (`# Errors`).
 #![warn(clippy::missing_errors_doc)]

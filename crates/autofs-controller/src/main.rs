@@ -75,7 +75,8 @@ struct Global {
         env = "AUTOFS_CONTROLLER_CONCURRENCY"
     )]
     concurrency: usize,
-    /// Per-node deadline, retries included (e.g. 10s, 500ms).
+    /// Per-node deadline, retries included (e.g. 10s, 500ms); also the deadline of
+    /// Kubernetes discovery's retries of an API server shedding load.
     #[arg(long, global = true, default_value = "10s", value_parser = duration::parse, env = "AUTOFS_CONTROLLER_TIMEOUT")]
     timeout: Duration,
     /// Connect timeout of one attempt.
@@ -327,6 +328,7 @@ fn sources(g: &Global) -> anyhow::Result<Vec<Source>> {
                 .kubeconfig
                 .clone()
                 .map_or(Credentials::Infer, Credentials::Kubeconfig),
+            timeout: g.timeout,
         }));
     }
     Ok(sources)

@@ -85,6 +85,12 @@ pub fn collect_table(report: &ClusterReport) -> String {
             problems.join("; ")
         );
     }
+    for gap in &report.coverage_unverified {
+        let _ = writeln!(
+            out,
+            "PARTIAL: coverage unverified, nodes may be missing: {gap}"
+        );
+    }
     out
 }
 
@@ -143,11 +149,16 @@ fn collect_head(report: &ClusterReport) -> serde_json::Map<String, Value> {
     doc.insert("summary".into(), json!(report.summary()));
     doc.insert("nodes".into(), Value::Array(nodes));
     doc.insert("failed".into(), Value::Array(failed));
+    doc.insert(
+        "coverage_unverified".into(),
+        json!(report.coverage_unverified),
+    );
     doc
 }
 
 /// The whole cluster report as one JSON document: `complete`, `elapsed_ms`, `summary`,
-/// `nodes` (one entry per endpoint), `failed` and `mounts` (see [`mount_json`]).
+/// `nodes` (one entry per endpoint), `failed`, `coverage_unverified` (why nodes may be
+/// missing; `[]` when no gap is known) and `mounts` (see [`mount_json`]).
 pub fn collect_json(report: &ClusterReport) -> Value {
     let mut doc = collect_head(report);
     doc.insert(
@@ -513,6 +524,7 @@ mod tests {
                 }),
             }],
             elapsed: std::time::Duration::from_millis(5),
+            coverage_unverified: Vec::new(),
         };
         let mut out = Vec::new();
         write_collect_json(&report, &mut out).unwrap();

@@ -249,6 +249,14 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
     report.entry = Some(entry);
 
     if report.pending_bytes > 0 {
+        // Each queued request has a requester asleep in the kernel's autofs wait (killable:
+        // state D) until the daemon answers; it must see the daemon's pid namespace for the
+        // request to be written at all (reference §7.3), so in a container it is in the tree
+        // CRIU dumps, and CRIU's freeze gives up on it before the autofs stage runs.
+        report.criu_notes.push(
+            "each queued request's requester waits in the kernel (state D) until the daemon answers; when one is in the process tree CRIU dumps, as a process of the container is, CRIU's freeze fails first, after its --timeout (10 s by default), with: Unseizable non-zombie <requester pid> found, state D; either way the dump succeeds only after the daemon has read its queue"
+                .to_owned(),
+        );
         return set(
             report,
             MountState::Interim,
