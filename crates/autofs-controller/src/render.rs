@@ -504,6 +504,56 @@ mod tests {
     use crate::report::NodeResult;
 
     #[test]
+    fn a_wait_says_where_it_followed_the_node() {
+        let move_line = |from: Option<&str>, old: Option<&str>, new: Option<&str>| {
+            wait_event(
+                "pod p",
+                &WaitEvent::Found {
+                    node: "w3",
+                    from,
+                    to: "10.0.0.2:1",
+                    previous_instance: old,
+                    instance: new,
+                },
+            )
+        };
+        assert_eq!(
+            move_line(Some("10.0.0.1:1"), Some("a"), Some("b")),
+            "node w3: its agent moved from 10.0.0.1:1 to 10.0.0.2:1 (a new agent: instance a -> b); waiting for pod p there\n"
+        );
+        assert_eq!(
+            move_line(Some("10.0.0.2:1"), Some("b"), Some("b")),
+            "node w3: its agent answers again at 10.0.0.2:1 (the same agent, instance b); waiting for pod p there\n"
+        );
+        assert_eq!(
+            move_line(None, None, None),
+            "node w3: found at 10.0.0.2:1; waiting for pod p there\n"
+        );
+        let outcome = WaitOutcome {
+            endpoint: NodeEndpoint::parse("10.0.0.2:1", "t").unwrap(),
+            end: WaitEnd::Dumpable,
+            last: v1::WaitMigratableResponse {
+                node: "w3".into(),
+                dumpable: true,
+                sequence: 2,
+                ..Default::default()
+            },
+            moves: vec![crate::AgentMove {
+                from: "10.0.0.1:1".into(),
+                to: "10.0.0.2:1".into(),
+                previous_instance: Some("a".into()),
+                instance: None,
+            }],
+        };
+        let doc = wait_json(&outcome, std::time::Duration::from_secs(1));
+        assert_eq!(doc["endpoint"], "10.0.0.2:1");
+        assert_eq!(
+            doc["agent_moves"],
+            json!([{"from": "10.0.0.1:1", "to": "10.0.0.2:1", "previous_instance": "a", "instance": null}])
+        );
+    }
+
+    #[test]
     fn streamed_json_equals_the_json_tree() {
         let mount = v1::MountReport {
             node: "n1".into(),
