@@ -479,6 +479,31 @@ impl Collector {
     /// verdict. Without such sources, or for an endpoint address, the endpoint found first
     /// is asked again until `wait` has passed (a restart in place, at the same address).
     ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use autofs_controller::{Collector, CollectorConfig, Target, WaitEnd, render};
+    /// use autofs_controller::discovery::Source;
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let sources = vec![Source::dns("autofs-agent.autofs-inspector.svc:50051", None)?];
+    /// let collector = Collector::discover(sources, CollectorConfig::default()).await?;
+    /// let outcome = collector
+    ///     .wait_migratable_events(
+    ///         "worker-3",
+    ///         Target::PodUid("5f1c…".into()),
+    ///         Duration::from_secs(60),
+    ///         |event| print!("{}", render::wait_event("the pod", event)),
+    ///     )
+    ///     .await?;
+    /// if outcome.end == WaitEnd::Dumpable {
+    ///     // criu dump …
+    /// }
+    /// for m in &outcome.moves {
+    ///     println!("followed worker-3's agent from {} to {}", m.from, m.to);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     ///
     /// As [`Collector::wait_migratable`]. When discovery runs again, a node not found by
