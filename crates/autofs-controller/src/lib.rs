@@ -6,9 +6,10 @@
 //!
 //! | CLI | library |
 //! | --- | --- |
-//! | `--nodes`, `--nodes-file`, `--dns`, `--kube-*` | [`discovery::discover`] with [`discovery::Source`]s → [`discovery::Discovered`], then [`Collector::from_discovery`] |
+//! | `--nodes`, `--nodes-file`, `--dns`, `--kube-*` | [`Collector::discover`] with [`discovery::Source`]s: [`discovery::discover`] → [`discovery::Discovered`], then [`Collector::from_discovery`], the sources kept (a wait runs them again to follow its node's agent across a rolling update) |
 //! | `collect` | [`Collector::collect`] → [`ClusterReport`] |
 //! | `check` | [`Collector::check`] → [`CheckOutcome`] |
+//! | `check --wait` | [`Collector::wait_migratable_events`] → [`WaitOutcome`], each [`WaitEvent`] a line |
 //! | `watch` | [`Collector::watch`] → [`WatchStream`] of [`WatchItem`]s |
 //! | `nodes` | [`Collector::nodes`] → [`NodeStatus`]es |
 //!
@@ -56,6 +57,7 @@ pub mod collector;
 pub mod discovery;
 pub mod endpoint;
 pub mod error;
+pub mod follow;
 pub mod render;
 pub mod report;
 pub mod watch;
@@ -69,5 +71,6 @@ pub use collector::{
 };
 pub use endpoint::NodeEndpoint;
 pub use error::{Cause, DiscoveryError, Error, NodeError, NodeErrorKind};
+pub use follow::{AgentMove, WaitEvent};
 pub use report::{CheckOutcome, ClusterReport, NodeResult, NodeStatus, ScanAge};
 pub use watch::{WatchItem, WatchStream};

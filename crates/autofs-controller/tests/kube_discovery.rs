@@ -1184,3 +1184,132 @@ async fn an_api_server_failing_forever_is_a_clear_error_within_the_deadline() {
         "{err}"
     );
 }
+
+/// A PodList of the agent DaemonSet during a rolling update of `node`'s agent: `old` (a pod
+/// IP) running, terminating (`deleting`) or gone (`None`), and its replacement `new`,
+/// pending (`None`: no IP yet) or running at that IP.
+fn rollout_pods(node: &str, old: Option<(&str, bool)>, new: Option<&str>) -> Vec<u8> {
+    let mut items = Vec::new();
+    if let Some((ip, deleting)) = old {
+        let mut meta = json!({"name": "agent-old", "namespace": "autofs-inspector"});
+        if deleting {
+            meta["deletionTimestamp"] = json!("2026-12-01T00:00:00Z");
+        }
+        items.push(json!({"metadata": meta, "spec": {"nodeName": node},
+            "status": {"phase": "Running", "podIP": ip}}));
+    }
+    items.push(match new {
+        None => json!({"metadata": {"name": "agent-new", "namespace": "autofs-inspector"},
+            "spec": {"nodeName": node}, "status": {"phase": "Pending", "containerStatuses": [
+                {"name": "agent", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                 "state": {"waiting": {"reason": "ContainerCreating"}}}]}}),
+        Some(ip) => json!({"metadata": {"name": "agent-new", "namespace": "autofs-inspector"},
+            "spec": {"nodeName": node}, "status": {"phase": "Running", "podIP": ip}}),
+    });
+    json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
+        .to_string()
+        .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_wait_follows_the_node_through_a_rolling_update_of_its_agent_pod() {
+    use common::gate::{Gate, blocked, free_port};
+    let mut blocked = blocked();
+    let pid = blocked.sc.init_host_pid().to_string();
+    let port = free_port();
+    let node = format!("kube-roll-{}", std::process::id());
+    let (old_ip, new_ip) = ("127.0.0.8", "127.0.0.9");
+    let mut old = start_agent(None, &node, &format!("{old_ip}:{port}"), &[]);
+    let pods = Arc::new(Mutex::new(rollout_pods(&node, Some((old_ip, false)), None)));
+    let serving = pods.clone();
+    let nodes = node_list(&[&node]);
+    let api = FakeApi::start(Arc::new(move |path: &str, token: Option<&str>| {
+        if token != Some(TOKEN) {
+            Reply::forbidden()
+        } else if is_nodes(path) {
+            Reply::ok(nodes.clone())
+        } else {
+            Reply::ok(serving.lock().unwrap().clone())
+        }
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = api.token_kubeconfig(dir.path(), TOKEN);
+    let port_text = port.to_string();
+    let mut gate = Gate::start(&[
+        "check",
+        "--kube-selector",
+        SELECTOR,
+        "--kube-port",
+        &port_text,
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+        "--node",
+        &node,
+        "--pid",
+        &pid,
+        "--wait",
+        "10m",
+    ]);
+    let (old_addr, new_addr) = (format!("{old_ip}:{port}"), format!("{new_ip}:{port}"));
+    // The gate's lines are read on a blocking thread: the fake API server runs on this one.
+    let step = |mut gate: Gate, what: &'static str, want: String| {
+        tokio::task::spawn_blocking(move || {
+            let line = gate.expect(what, |l| l.contains(&want));
+            (gate, line)
+        })
+    };
+    let (gate_, first) = step(
+        gate,
+        "with the old agent's first verdict",
+        format!("on node {node}: waiting"),
+    )
+    .await
+    .unwrap();
+    assert!(first.starts_with("[1] "), "{first}");
+    gate = gate_;
+
+    // The old pod is deleted; its replacement is scheduled but not running yet.
+    *pods.lock().unwrap() = rollout_pods(&node, Some((old_ip, true)), None);
+    old.kill();
+    let (gate_, pending) = step(
+        gate,
+        "saying that the new pod is not ready",
+        "not ready: agent pod is Pending (ContainerCreating)".into(),
+    )
+    .await
+    .unwrap();
+    assert!(pending.starts_with(&format!("node {node}: ")), "{pending}");
+    gate = gate_;
+
+    // The new pod runs, at another IP.
+    let _new = start_agent(None, &node, &new_addr, &[]);
+    *pods.lock().unwrap() = rollout_pods(&node, None, Some(new_ip));
+    let (gate_, moved) = step(
+        gate,
+        "saying that the agent moved",
+        format!("its agent moved from {old_addr} to {new_addr}"),
+    )
+    .await
+    .unwrap();
+    assert!(moved.contains("(a new agent: instance "), "{moved}");
+    gate = gate_;
+    let (gate_, _) = step(gate, "with the new agent's first verdict", "[1] ".into())
+        .await
+        .unwrap();
+    gate = gate_;
+
+    let (code, lines) = tokio::task::spawn_blocking(move || {
+        blocked.unblock();
+        gate.finish()
+    })
+    .await
+    .unwrap();
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.contains(&format!("on node {node} is migratable now"))),
+        "{lines:#?}"
+    );
+    assert_eq!(code, Some(0), "{lines:#?}");
+}
