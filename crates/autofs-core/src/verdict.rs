@@ -314,30 +314,23 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
     }
 }
 
-/// A master of the dumped tree in a pid namespace nested below its owner's: CRIU's
-/// `generate_ns_id()` takes the pid namespace of the tree's root task only and refuses any
-/// other ("Can't dump nested pid namespace for N", `criu/namespaces.c`), so the dump fails
-/// whatever the mount's state. Said only when both `NSpid:` lines were read (kernel 4.1+).
+/// A master of the dumped tree in a pid namespace nested below its owner's (it is in the tree,
+/// so a pid namespace other than the owner's is one below it): CRIU's `generate_ns_id()` takes
+/// the pid namespace of the tree's root task only and refuses any other ("Can't dump nested
+/// pid namespace for N", `criu/namespaces.c`), so the dump fails whatever the mount's state.
+/// One `ns/pid` link each (cached); said only when both could be read.
 fn note_nested_pid_namespace(
     table: &mut ProcessTable<'_>,
     report: &mut MountReport,
     pgrp: i32,
     owner: i32,
 ) {
-    let depth = |table: &mut ProcessTable<'_>, pid: i32| {
-        table
-            .info(pid)
-            .ok()
-            .filter(|i| i.nspid_listed)
-            .map(|i| i.pidns_depth())
-    };
-    let (Some(master), Some(root)) = (depth(table, pgrp), depth(table, owner)) else {
+    let (Ok(master), Ok(root)) = (table.pid_ns(pgrp), table.pid_ns(owner)) else {
         return;
     };
-    if master > root {
+    if master != root {
         report.criu_notes.push(format!(
-            "master {pgrp} is in a pid namespace nested {} level(s) below the one of pid {owner}, the root of the tree CRIU dumps; CRIU dumps only the root task's pid namespace and fails before its autofs stage, naming the first task of that namespace it meets (the master or an ancestor of it): Can't dump nested pid namespace for <pid>",
-            master - root
+            "master {pgrp} is in a pid namespace nested below the one of pid {owner}, the root of the tree CRIU dumps; CRIU dumps only the root task's pid namespace and fails before its autofs stage, naming the first task of that namespace it meets (the master or an ancestor of it): Can't dump nested pid namespace for <pid>"
         ));
         report.dumpable = false;
     }
