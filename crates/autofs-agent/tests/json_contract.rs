@@ -35,6 +35,8 @@ fn sample() -> MountReport {
         mount_point_bytes: b"/caf\xe9".to_vec(),
         source: "map".into(),
         source_bytes: b"map".to_vec(),
+        root: "/".into(),
+        root_bytes: b"/".to_vec(),
         major: 0,
         minor: 52,
         criu_s_dev: 52,
@@ -70,6 +72,7 @@ fn sample() -> MountReport {
         proto_version: 5,
         timeout: 0,
         dumpable: true,
+        blocks_when_external: false,
     }
 }
 
