@@ -339,7 +339,12 @@ mod tests {
             b"rw,fd=x,pgrp=,nonsense",
             b"rw,fd=5,pgrp=1,timeout=300,minproto=5,maxproto=5,indirect",
         ] {
-            assert_eq!(criu_autofs_parse(ok), Ok(()), "{}", String::from_utf8_lossy(ok));
+            assert_eq!(
+                criu_autofs_parse(ok),
+                Ok(()),
+                "{}",
+                String::from_utf8_lossy(ok)
+            );
         }
         assert_eq!(
             criu_autofs_parse(b"rw,fd=5,pipe_ino=4294967296").unwrap_err(),

@@ -937,7 +937,12 @@ mod tests {
 
         // Paths that name no mount of the workload, or not exactly: nothing changes.
         for paths in [&["/nothing"][..], &["/data/sub"], &["/srv/data"], &["/"]] {
-            let check = aaaa.clone().with_external_mounts(paths).unwrap().check(&scan).unwrap();
+            let check = aaaa
+                .clone()
+                .with_external_mounts(paths)
+                .unwrap()
+                .check(&scan)
+                .unwrap();
             assert_eq!(check, bare, "{paths:?}");
         }
     }
@@ -966,7 +971,11 @@ mod tests {
             .unwrap()
             .check(&scan)
             .unwrap();
-        assert_eq!(mount_ids(&scan, &check.blocking), [40], "pipe_ino > UINT32_MAX");
+        assert_eq!(
+            mount_ids(&scan, &check.blocking),
+            [40],
+            "pipe_ino > UINT32_MAX"
+        );
         assert!(check.external.is_empty());
         assert_eq!(check.outcome(), Outcome::WillNotClear);
     }
