@@ -108,6 +108,8 @@ fn json_bytes_fields_are_base64_as_in_proto3_json() {
     // base64("/caf\xe9") and base64("map"), as the proto3 JSON mapping writes `bytes`.
     assert_eq!(json["mount_point_bytes"], "L2NhZuk=");
     assert_eq!(json["source_bytes"], "bWFw");
+    assert_eq!(json["root_bytes"], "Lw==");
+    assert_eq!(json["root"], "/");
     assert_eq!(json["mount_point"], "/caf\\xe9");
 }
 

@@ -293,6 +293,7 @@ impl Collector {
         let ep = self.find_node(node, deadline, within).await?;
         let request = v1::CheckMigratableRequest {
             target: Some(target),
+            ..Default::default()
         };
         let done = run_node(
             &self.inner,
@@ -359,6 +360,7 @@ impl Collector {
                 Target::ContainerId(id) => WaitTarget::ContainerId(id),
                 Target::PodUid(uid) => WaitTarget::PodUid(uid),
             }),
+            ..Default::default()
         };
         let progress = std::sync::Arc::new(progress);
         // The agent ends the wait at `deadline` with DEADLINE_EXCEEDED; the node's own bound
