@@ -22,6 +22,27 @@ use crate::report::{CheckOutcome, ClusterReport, NodeResult, NodeStatus, ScanAge
 
 pub use v1::check_migratable_request::Target;
 
+/// A workload to check: its target, and the mount points CRIU will be told are external
+/// (`external_mounts` of `CheckMigratableRequest`: `--external mnt[PATH]`, as runc and crun
+/// pass every bind mount of a container, so every hostPath or bind volume's container path;
+/// none for a bare `criu dump`). A [`Target`] alone is a workload without external mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// The pid, container or pod.
+    pub target: Target,
+    /// Absolute mount points as seen in the workload's own mount namespace.
+    pub external_mounts: Vec<String>,
+}
+
+impl From<Target> for Workload {
+    fn from(target: Target) -> Self {
+        Self {
+            target,
+            external_mounts: Vec::new(),
+        }
+    }
+}
+
 /// How the collector talks to agents.
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {
@@ -286,14 +307,22 @@ impl Collector {
     ///     to read (a confining profile, a user namespace), so no verdict would be true;
     ///   - `Internal`: processes of the workload, or processes it cannot attribute, could not
     ///     be read for another reason (the message names the first failed read).
-    pub async fn check(&self, node: &str, target: Target) -> Result<CheckOutcome, Error> {
+    pub async fn check(
+        &self,
+        node: &str,
+        workload: impl Into<Workload>,
+    ) -> Result<CheckOutcome, Error> {
+        let Workload {
+            target,
+            external_mounts,
+        } = workload.into();
         // One deadline for finding the node and asking it: `--timeout` bounds the answer.
         let within = self.inner.config.timeout;
         let deadline = deadline_after(within);
         let ep = self.find_node(node, deadline, within).await?;
         let request = v1::CheckMigratableRequest {
             target: Some(target),
-            ..Default::default()
+            external_mounts,
         };
         let done = run_node(
             &self.inner,
@@ -343,11 +372,15 @@ impl Collector {
     pub async fn wait_migratable(
         &self,
         node: &str,
-        target: Target,
+        workload: impl Into<Workload>,
         wait: Duration,
         progress: impl Fn(&v1::WaitMigratableResponse) + Send + Sync + 'static,
     ) -> Result<WaitOutcome, Error> {
         use v1::wait_migratable_request::Target as WaitTarget;
+        let Workload {
+            target,
+            external_mounts,
+        } = workload.into();
         let deadline = deadline_after(wait);
         // A node that does not answer in time is said to have had the wait (or the timeout,
         // when that is shorter for finding it), never a bound it was not given.
@@ -360,7 +393,7 @@ impl Collector {
                 Target::ContainerId(id) => WaitTarget::ContainerId(id),
                 Target::PodUid(uid) => WaitTarget::PodUid(uid),
             }),
-            ..Default::default()
+            external_mounts,
         };
         let progress = std::sync::Arc::new(progress);
         // The agent ends the wait at `deadline` with DEADLINE_EXCEEDED; the node's own bound
@@ -730,7 +763,7 @@ fn check_response(r: &v1::CheckMigratableResponse, node: &str) -> Result<(), Nod
             r.blocking.len()
         )));
     }
-    for m in &r.blocking {
+    for m in r.blocking.iter().chain(&r.external) {
         client::check_report(m, node)?;
     }
     Ok(())
@@ -874,7 +907,7 @@ fn check_wait_message(m: &v1::WaitMigratableResponse, node: &str) -> Result<(), 
             m.blocking.len()
         )));
     }
-    for r in &m.blocking {
+    for r in m.blocking.iter().chain(&m.external) {
         client::check_report(r, node)?;
     }
     Ok(())
