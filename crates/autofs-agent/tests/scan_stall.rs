@@ -180,14 +180,11 @@ async fn a_hung_proc_read_with_an_old_last_scan_is_unavailable_and_sigterm_still
     assert!(status.success(), "{status:?}\n{}", agent.log_text());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn before_the_first_scan_node_info_says_the_view_is_not_known() {
-    let (_dir, proc_root) = fixture_proc_root("active_indirect");
-    // The first scan waits on the FIFOs of the processes' tables: nothing has been seen when
-    // the handshake is asked. (The agent's own `self/mountinfo` stays readable: it reads its
-    // own facts once at start.)
+/// Hangs the `mountinfo` of every process of `proc_root` but the agent's own (`self`), which
+/// it reads once at start: the first scan waits until released.
+fn hang_first_scan(proc_root: &Path) -> HungMountinfo {
     let own = std::fs::read_link(proc_root.join("self")).unwrap();
-    let tables: Vec<PathBuf> = std::fs::read_dir(&proc_root)
+    let tables: Vec<PathBuf> = std::fs::read_dir(proc_root)
         .unwrap()
         .map(|entry| entry.unwrap().path())
         .filter(|dir| {
@@ -197,7 +194,16 @@ async fn before_the_first_scan_node_info_says_the_view_is_not_known() {
         .map(|dir| dir.join("mountinfo"))
         .filter(|path| path.is_file())
         .collect();
-    let mut hung = HungMountinfo::hang_files(tables);
+    HungMountinfo::hang_files(tables)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_the_first_scan_node_info_says_the_view_is_not_known() {
+    let (_dir, proc_root) = fixture_proc_root("active_indirect");
+    // The first scan waits on the FIFOs of the processes' tables: nothing has been seen when
+    // the handshake is asked. (The agent's own `self/mountinfo` stays readable: it reads its
+    // own facts once at start.)
+    let mut hung = hang_first_scan(&proc_root);
     let agent = stalling_agent(&proc_root, &[]);
     let mut client = agent.client().await;
     let info = client
@@ -265,6 +271,61 @@ async fn before_the_first_scan_node_info_says_the_view_is_not_known() {
             .any(|p| p.contains("no scan has completed yet")),
         "{info:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pid_asked_for_right_after_start_is_judged_by_the_first_scan_not_the_unknown_view() {
+    // An orchestrator asks the moment the agent's port opens; the first scan is still reading.
+    let (_dir, proc_root) = fixture_proc_root("active_indirect");
+    let mut hung = hang_first_scan(&proc_root);
+    // A stall bound far beyond the test: only the first scan's end decides the answer.
+    let agent = Agent::start(&[
+        "--proc-root",
+        proc_root.to_str().unwrap(),
+        "--scan-stall-timeout",
+        "1h",
+    ]);
+    let client = agent.client().await;
+    let absent = 999_999;
+    let check = tokio::spawn({
+        let mut client = client.clone();
+        async move {
+            client
+                .check_migratable(v1::CheckMigratableRequest {
+                    target: Some(Target::Pid(absent)),
+                    ..Default::default()
+                })
+                .await
+        }
+    });
+    let list = tokio::spawn({
+        let mut client = client.clone();
+        async move {
+            client
+                .list_mounts(v1::ListMountsRequest {
+                    pid: Some(absent),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
+        }
+    });
+    // Both requests went out on this connection before this one, which the agent answers
+    // without a scan.
+    common::node_info(&mut client.clone()).await;
+    assert!(
+        !check.is_finished() && !list.is_finished(),
+        "a pid was judged before any scan had looked at /proc"
+    );
+    hung.release();
+    for (what, answer) in [
+        ("check", check.await.unwrap().map(|_| ())),
+        ("list", list.await.unwrap()),
+    ] {
+        let status = answer.expect_err("a pid the proc root does not list");
+        assert_eq!(status.code(), Code::NotFound, "{what}: {status:?}");
+        assert!(status.message().contains("999999"), "{what}: {status:?}");
+    }
 }
 
 /// A fake process in a mount namespace of its own, next to real ones in a proc root: its

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use autofs_api::v1::{self, MountState, mount_event::Kind};
 use autofs_testkit::host_aside::HostAside;
-use autofs_testkit::{MountSpec, Scenario};
+use autofs_testkit::{AutomountSpec, MountSpec, Scenario};
 use common::{Agent, WAIT, state};
 use tonic::{Code, Streaming};
 
@@ -235,6 +235,73 @@ async fn queues_and_master_exits_are_noticed_between_scans() {
         orphaned.mount.as_ref().unwrap().reason,
         v1::Reason::HiddenCatatonic as i32,
         "{orphaned:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_automount_killed_and_restarted_between_scans_is_followed_to_its_new_pipe() {
+    // The background scan runs once, at start. The kill is seen through the master's pidfd;
+    // the restarted daemon's takeover (CATATONIC, then SETPIPEFD: new pipe, new pgrp) changes
+    // only the mount's super options, for which the kernel raises no mount-table event (the
+    // re-read of a namespace holding an orphaned mount sees it; so does the scan that
+    // automount's start-up test mount, a mount-table event, sets off: either will do here).
+    let mut sc = Scenario::start_or_panic();
+    let a = sc.start_automount(AutomountSpec::default()).unwrap();
+    let agent = Agent::start(&["--scan-interval", "1h", "--queue-poll-interval", "200ms"]);
+    let mut events = Events::of_pid(&agent, sc.init_host_pid()).await;
+    let (first, _) = events.until(a.mount_id, |_| true).await;
+    let first = first.mount.unwrap();
+    assert_eq!(state(&first), MountState::Active, "{first:#?}");
+
+    sc.kill(&a.name, 9, true).unwrap();
+    let (orphaned, _) = events
+        .until(a.mount_id, |e| {
+            state(e.mount.as_ref().unwrap()) == MountState::Orphaned
+        })
+        .await;
+    assert_eq!(
+        orphaned.mount.as_ref().unwrap().reason,
+        v1::Reason::HiddenCatatonic as i32,
+        "{orphaned:#?}"
+    );
+
+    let b = sc.restart_automount(&a).unwrap();
+    let (active, between) = events
+        .until(a.mount_id, |e| {
+            state(e.mount.as_ref().unwrap()) == MountState::Active
+        })
+        .await;
+    assert_eq!(kind(&active), Kind::Changed, "{active:#?}");
+    // Catatonic for the instant between the two ioctls, if a re-read caught it.
+    assert!(
+        between
+            .iter()
+            .all(|e| state(e.mount.as_ref().unwrap()) == MountState::Catatonic),
+        "{between:#?}"
+    );
+    let mount = active.mount.unwrap();
+    assert_ne!(mount.pipe_ino, first.pipe_ino, "{mount:#?}");
+    assert_eq!(mount.host_pgrp, b.host_pgrp);
+    assert_eq!(mount.read_end_pid, b.host_pid);
+    assert_eq!(mount.entry.unwrap().pgrp, b.vpgrp);
+
+    // The watch agrees with a one-shot scan of the same moment.
+    let scan = autofs_core::Scanner::new("/proc", "n")
+        .unwrap()
+        .scan()
+        .unwrap();
+    let now = scan
+        .reports
+        .iter()
+        .find(|r| r.mnt_ns == sc.mnt_ns() && r.mount_id == a.mount_id)
+        .unwrap();
+    assert_eq!(
+        (now.state, now.pipe_ino, now.host_pgrp),
+        (
+            autofs_core::MountState::Active,
+            mount.pipe_ino,
+            mount.host_pgrp
+        )
     );
 }
 

@@ -296,8 +296,12 @@ fn connection_lost(status: &tonic::Status) -> Option<String> {
             ));
         }
         // InvalidData: what the TLS layer under the connection failed with (an alert the
-        // agent sent, such as certificate_required).
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
+        // agent sent, such as certificate_required). h2 holds the I/O error of a connection
+        // that broke under a stream (an agent killed mid-wait) inside itself, not as a source.
+        let io = e
+            .downcast_ref::<std::io::Error>()
+            .or_else(|| e.downcast_ref::<h2::Error>().and_then(h2::Error::get_io));
+        if let Some(io) = io
             && matches!(
                 io.kind(),
                 ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof | InvalidData

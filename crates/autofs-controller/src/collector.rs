@@ -16,8 +16,10 @@ use tokio::time::Instant;
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::client::{self, Client, Connector, TlsOptions, deadline_after};
+use crate::discovery::{self, Discovered, Source};
 use crate::endpoint::{self, NodeEndpoint};
 use crate::error::{Error, NodeError, NodeErrorKind};
+use crate::follow::{AgentMove, WaitEvent, is_lost};
 use crate::report::{CheckOutcome, ClusterReport, NodeResult, NodeStatus, ScanAge};
 
 pub use v1::check_migratable_request::Target;
@@ -132,7 +134,12 @@ pub(crate) struct Inner {
     pub config: CollectorConfig,
     pub connector: Connector,
     pub endpoints: Vec<NodeEndpoint>,
+    /// Discovery's gaps ([`Discovered::coverage_unverified`]), copied into every report.
+    pub coverage_unverified: Vec<String>,
     pub limit: Arc<Semaphore>,
+    /// Where `endpoints` came from, when discovery may be run again ([`Collector::discover`]);
+    /// empty for a fixed list ([`Collector::new`]).
+    pub sources: Vec<Source>,
 }
 
 /// Asks every discovered agent; cheap to clone.
@@ -140,12 +147,12 @@ pub(crate) struct Inner {
 /// ```no_run
 /// use autofs_controller::{Collector, CollectorConfig, discovery::{self, Source}};
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let endpoints = discovery::discover(&[Source::Static(vec![
+/// let found = discovery::discover(&[Source::Static(vec![
 ///     "10.0.0.1:50051".into(),
 ///     "10.0.0.2:50051".into(),
 /// ])])
 /// .await?;
-/// let collector = Collector::new(endpoints, CollectorConfig::default())?;
+/// let collector = Collector::from_discovery(found, CollectorConfig::default())?;
 /// let report = collector.collect(Default::default()).await;
 /// for m in report.mounts() {
 ///     println!("{} {} dumpable={}", m.node, m.mount_point, m.dumpable);
@@ -171,8 +178,9 @@ impl std::fmt::Debug for Collector {
 }
 
 impl Collector {
-    /// A collector for `endpoints`: refuses an empty or duplicated list, out-of-range
-    /// settings and unreadable TLS files. Nothing is connected yet.
+    /// A collector for `endpoints`, taken as covering the whole cluster: refuses an empty or
+    /// duplicated list, out-of-range settings and unreadable TLS files. Nothing is connected
+    /// yet. [`Collector::from_discovery`] keeps what discovery could not verify.
     ///
     /// # Errors
     ///
@@ -181,6 +189,33 @@ impl Collector {
     /// - [`Error::Config`] when `concurrency` or `max_attempts` is 0, or `timeout` is zero.
     /// - [`Error::TlsFile`] / [`Error::Tls`] from [`TlsOptions::load`] when `config.tls` is set.
     pub fn new(endpoints: Vec<NodeEndpoint>, config: CollectorConfig) -> Result<Collector, Error> {
+        Collector::from_discovery(endpoints.into(), config)
+    }
+
+    /// A collector for what [`crate::discovery::discover`] found: as [`Collector::new`], and
+    /// every [`ClusterReport`] carries discovery's
+    /// [`Discovered::coverage_unverified`] (and is then not complete).
+    ///
+    /// # Errors
+    ///
+    /// As [`Collector::new`].
+    pub fn from_discovery(
+        discovered: Discovered,
+        config: CollectorConfig,
+    ) -> Result<Collector, Error> {
+        Collector::with_sources(discovered, config, Vec::new())
+    }
+
+    /// [`Collector::from_discovery`], remembering the `sources` the endpoints came from.
+    fn with_sources(
+        discovered: Discovered,
+        config: CollectorConfig,
+        sources: Vec<Source>,
+    ) -> Result<Collector, Error> {
+        let Discovered {
+            endpoints,
+            coverage_unverified,
+        } = discovered;
         endpoint::validate(&endpoints)?;
         if config.concurrency == 0 {
             return Err(Error::Config("concurrency must be at least 1".into()));
@@ -208,6 +243,71 @@ impl Collector {
                 config,
                 connector,
                 endpoints,
+                coverage_unverified,
+                sources,
+            }),
+        })
+    }
+
+    /// Runs discovery over `sources` ([`discovery::discover`]) and makes a collector for what
+    /// it found, as [`Collector::from_discovery`] does, that remembers the sources: a wait
+    /// ([`Collector::wait_migratable_events`]) whose node's agent cannot be reached any more
+    /// runs them again to find where that agent went (a DaemonSet rolling update gives the
+    /// new agent pod a new IP). A collector of only [`Source::Static`] lists never runs
+    /// discovery again (such a list cannot change).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Discovery`] when discovery fails (see [`discovery::discover`]), and every
+    /// error of [`Collector::new`].
+    pub async fn discover(
+        sources: Vec<Source>,
+        config: CollectorConfig,
+    ) -> Result<Collector, Error> {
+        let discovered = discovery::discover(&sources).await?;
+        Collector::with_sources(discovered, config, sources)
+    }
+
+    /// Whether discovery can be run again ([`Collector::rediscover`]): the collector was made
+    /// by [`Collector::discover`] with a source other than [`Source::Static`].
+    pub fn rediscovers(&self) -> bool {
+        self.inner
+            .sources
+            .iter()
+            .any(|s| !matches!(s, Source::Static(_)))
+    }
+
+    /// The sources discovery runs again ([`Collector::discover`]); empty for a fixed list.
+    pub fn sources(&self) -> &[Source] {
+        &self.inner.sources
+    }
+
+    /// A collector for what discovery finds now: the same sources, configuration, TLS
+    /// settings and concurrency limit (shared with this one), the endpoints found again.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Discovery`] when discovery fails now, or finds nothing or a duplicate;
+    /// [`Error::Config`] when this collector has no sources to run again
+    /// ([`Collector::rediscovers`] is false).
+    pub async fn rediscover(&self) -> Result<Collector, Error> {
+        if !self.rediscovers() {
+            return Err(Error::Config(
+                "no discovery source that can change (a --nodes list is fixed)".into(),
+            ));
+        }
+        let Discovered {
+            endpoints,
+            coverage_unverified,
+        } = discovery::discover(&self.inner.sources).await?;
+        Ok(Collector {
+            inner: Arc::new(Inner {
+                config: self.inner.config.clone(),
+                connector: self.inner.connector.clone(),
+                endpoints,
+                coverage_unverified,
+                limit: self.inner.limit.clone(),
+                sources: self.inner.sources.clone(),
             }),
         })
     }
@@ -263,6 +363,7 @@ impl Collector {
         ClusterReport {
             nodes,
             elapsed: started.elapsed(),
+            coverage_unverified: self.inner.coverage_unverified.clone(),
         }
     }
 
@@ -356,8 +457,10 @@ impl Collector {
     /// (`WaitMigratable`). Ends with [`WaitEnd::Dumpable`] as soon as nothing blocks, with
     /// [`WaitEnd::WillNotClear`] at once when a blocker cannot clear by itself, and with
     /// [`WaitEnd::StillBlocked`] when `wait` has passed. Finding the node is bounded by the
-    /// configured timeout as well. A node that gives no verdict in time is
-    /// [`NodeErrorKind::DeadlineExceeded`] naming `wait`.
+    /// configured timeout as well (by `wait` alone when discovery runs again: see
+    /// [`Collector::wait_migratable_events`], which this is with only the verdicts reported).
+    /// A node that gives no verdict in time is [`NodeErrorKind::DeadlineExceeded`] naming
+    /// `wait`.
     ///
     /// # Errors
     ///
@@ -376,17 +479,110 @@ impl Collector {
         wait: Duration,
         progress: impl Fn(&v1::WaitMigratableResponse) + Send + Sync + 'static,
     ) -> Result<WaitOutcome, Error> {
+        self.wait_migratable_events(node, workload, wait, move |event| {
+            if let WaitEvent::Verdict(m) = event {
+                progress(m);
+            }
+        })
+        .await
+    }
+
+    /// [`Collector::wait_migratable`], reporting to `on_event` what happens during the wait:
+    /// every verdict of the agent ([`WaitEvent::Verdict`]) and, when the collector runs
+    /// discovery again ([`Collector::rediscovers`]: made by [`Collector::discover`] with a
+    /// DNS, file or Kubernetes source), how it follows the node's agent across a rolling
+    /// update.
+    ///
+    /// Following the node: when `node` names a node (not an endpoint address) and its agent
+    /// cannot be asked where it was — unreachable after `max_attempts` attempts, its pod not
+    /// ready, or another node's agent answering at its address — the wait reports
+    /// [`WaitEvent::Lost`] and runs discovery again, with backoff
+    /// ([`CollectorConfig::backoff`]), until an agent that says it is `node` (its
+    /// `GetNodeInfo` node name) answers; an agent that has just failed is taken again only
+    /// when no other agent answers as `node` (a new `agent_instance` is preferred). It then
+    /// reports [`WaitEvent::Found`] (the move from the old address to the new, with both
+    /// agent instances) and asks that agent the same question with what is left of `wait`.
+    /// A discovery round that fails or does not find the node is a
+    /// [`WaitEvent::NotFound`], never the end of the wait: only `wait` passing ends it. The
+    /// node lookup before the wait searches the same way, bounded by `wait` instead of the
+    /// configured timeout. Only an agent that names itself `node` is ever asked for `node`'s
+    /// verdict. Without such sources, or for an endpoint address, the endpoint found first
+    /// is asked again until `wait` has passed (a restart in place, at the same address).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use autofs_controller::{Collector, CollectorConfig, Target, WaitEnd, render};
+    /// use autofs_controller::discovery::Source;
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let sources = vec![Source::dns("autofs-agent.autofs-inspector.svc:50051", None)?];
+    /// let collector = Collector::discover(sources, CollectorConfig::default()).await?;
+    /// let outcome = collector
+    ///     .wait_migratable_events(
+    ///         "worker-3",
+    ///         Target::PodUid("5f1c…".into()),
+    ///         Duration::from_secs(60),
+    ///         |event| print!("{}", render::wait_event("the pod", event)),
+    ///     )
+    ///     .await?;
+    /// if outcome.end == WaitEnd::Dumpable {
+    ///     // criu dump …
+    /// }
+    /// for m in &outcome.moves {
+    ///     println!("followed worker-3's agent from {} to {}", m.from, m.to);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Collector::wait_migratable`]. When discovery runs again, a node not found by
+    /// the time `wait` has passed is [`Error::UnknownNode`] (the last round's) if it was
+    /// never found, and [`NodeErrorKind::DeadlineExceeded`] naming `wait` and the last
+    /// round's error if it was lost during the wait.
+    pub async fn wait_migratable_events(
+        &self,
+        node: &str,
+        workload: impl Into<Workload>,
+        wait: Duration,
+        on_event: impl Fn(&WaitEvent<'_>) + Send + Sync + 'static,
+    ) -> Result<WaitOutcome, Error> {
         use v1::wait_migratable_request::Target as WaitTarget;
         let Workload {
             target,
             external_mounts,
         } = workload.into();
         let deadline = deadline_after(wait);
-        // A node that does not answer in time is said to have had the wait (or the timeout,
-        // when that is shorter for finding it), never a bound it was not given.
-        let find_within = wait.min(self.inner.config.timeout);
-        let find_by = deadline.min(deadline_after(self.inner.config.timeout));
-        let ep = self.find_node(node, find_by, find_within).await?;
+        let on_event = Arc::new(on_event);
+        let by_address = self.inner.endpoints.iter().any(|e| e.address == node);
+        let follow = self.rediscovers() && !by_address;
+        let mut moves = Vec::new();
+        let mut ep = if follow {
+            let found = self
+                .search_node(node, deadline, wait, None, &*on_event)
+                .await
+                .map_err(|e| e.into_error(node))?;
+            if found.searched {
+                on_event(&WaitEvent::Found {
+                    node,
+                    from: None,
+                    to: &found.endpoint.address,
+                    previous_instance: None,
+                    instance: found.instance.as_deref(),
+                });
+            }
+            found.endpoint
+        } else {
+            // A node that does not answer in time is said to have had the wait (or the
+            // timeout, when that is shorter for finding it), never a bound it was not given.
+            let find_within = wait.min(self.inner.config.timeout);
+            let find_by = deadline.min(deadline_after(self.inner.config.timeout));
+            self.find_node(node, find_by, find_within).await?
+        };
+        if !by_address && ep.expected_node.is_none() {
+            // Found by its name: whoever answers at this address later must still be it.
+            ep = ep.expecting(node);
+        }
         let request = v1::WaitMigratableRequest {
             target: Some(match target {
                 Target::Pid(pid) => WaitTarget::Pid(pid),
@@ -395,72 +591,111 @@ impl Collector {
             }),
             external_mounts,
         };
-        let progress = std::sync::Arc::new(progress);
         // The agent ends the wait at `deadline` with DEADLINE_EXCEEDED; the node's own bound
         // is a little later, so that ending arrives instead of a timer racing it.
         let grace = deadline.checked_add(WAIT_GRACE).unwrap_or(deadline);
         // An agent that restarts under a wait (a rolling update: "agent shutting down; wait
         // again", then refused connections for as long as its pod takes) is asked again until
-        // the wait's deadline, not only --max-attempts times: the gate is still wanted.
-        let done = run_node(
-            &self.inner,
-            &ep,
-            grace,
-            wait,
-            u32::MAX,
-            move |mut c, info, _| {
-                let (request, progress) = (request.clone(), progress.clone());
-                async move {
-                    let mut stream = c
-                        .wait_migratable(client::request(request, deadline))
-                        .await
-                        .map_err(|s| client::status_kind(&s))?
-                        .into_inner();
-                    let mut last: Option<v1::WaitMigratableResponse> = None;
-                    loop {
-                        match stream.message().await {
-                            Ok(Some(message)) => {
-                                check_wait_message(&message, &info.node)?;
-                                progress(&message);
-                                last = Some(message);
-                            }
-                            Ok(None) => {
-                                let last = last.ok_or_else(|| {
-                                    NodeErrorKind::Malformed(
-                                        "WaitMigratable ended without a verdict".into(),
-                                    )
-                                })?;
-                                return match wait_end(&last) {
-                                    Some(end) => Ok((end, last)),
-                                    None => Err(NodeErrorKind::Malformed(
-                                        "WaitMigratable ended while its last message said to wait"
-                                            .into(),
-                                    )),
-                                };
-                            }
-                            // The wait's deadline, whichever side noticed it first.
-                            Err(status)
-                                if matches!(
-                                    status.code(),
-                                    tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-                                ) && last.is_some()
-                                    && Instant::now() + Duration::from_millis(100) >= deadline =>
-                            {
-                                return Ok((WaitEnd::StillBlocked, last.unwrap_or_default()));
-                            }
-                            Err(status) => return Err(client::status_kind(&status)),
+        // the wait's deadline, not only --max-attempts times: the gate is still wanted. When
+        // discovery can say where it went, it is asked after --max-attempts.
+        let attempts = if follow {
+            self.inner.config.max_attempts
+        } else {
+            u32::MAX
+        };
+        let events = on_event.clone();
+        let op = move |mut c: Client, info: v1::GetNodeInfoResponse, _| {
+            let (request, events) = (request.clone(), events.clone());
+            async move {
+                let mut stream = c
+                    .wait_migratable(client::request(request, deadline))
+                    .await
+                    .map_err(|s| client::status_kind(&s))?
+                    .into_inner();
+                let mut last: Option<v1::WaitMigratableResponse> = None;
+                loop {
+                    match stream.message().await {
+                        Ok(Some(message)) => {
+                            check_wait_message(&message, &info.node)?;
+                            events(&WaitEvent::Verdict(&message));
+                            last = Some(message);
                         }
+                        Ok(None) => {
+                            let last = last.ok_or_else(|| {
+                                NodeErrorKind::Malformed(
+                                    "WaitMigratable ended without a verdict".into(),
+                                )
+                            })?;
+                            return match wait_end(&last) {
+                                Some(end) => Ok((end, last)),
+                                None => Err(NodeErrorKind::Malformed(
+                                    "WaitMigratable ended while its last message said to wait"
+                                        .into(),
+                                )),
+                            };
+                        }
+                        // The wait's deadline, whichever side noticed it first.
+                        Err(status)
+                            if matches!(
+                                status.code(),
+                                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                            ) && last.is_some()
+                                && Instant::now() + Duration::from_millis(100) >= deadline =>
+                        {
+                            return Ok((WaitEnd::StillBlocked, last.unwrap_or_default()));
+                        }
+                        Err(status) => return Err(client::status_kind(&status)),
                     }
                 }
-            },
-        )
-        .await;
-        let (end, last) = done.result?;
-        Ok(WaitOutcome {
-            endpoint: ep,
-            end,
-            last,
-        })
+            }
+        };
+        loop {
+            let done = run_node(&self.inner, &ep, grace, wait, attempts, op.clone()).await;
+            let error = match done.result {
+                Ok((end, last)) => {
+                    return Ok(WaitOutcome {
+                        endpoint: ep,
+                        end,
+                        last,
+                        moves,
+                    });
+                }
+                Err(error) if follow && is_lost(&error.kind) && Instant::now() < deadline => error,
+                Err(error) => return Err(error.into()),
+            };
+            on_event(&WaitEvent::Lost {
+                node,
+                error: &error,
+            });
+            let lost = done.info.map(|i| i.agent_instance);
+            let found = self
+                .search_node(
+                    node,
+                    deadline,
+                    wait,
+                    Some((&ep, lost.as_deref())),
+                    &*on_event,
+                )
+                .await
+                .map_err(|e| e.into_lost_error(&ep, node, wait))?;
+            on_event(&WaitEvent::Found {
+                node,
+                from: Some(&ep.address),
+                to: &found.endpoint.address,
+                previous_instance: lost.as_deref(),
+                instance: found.instance.as_deref(),
+            });
+            moves.push(AgentMove {
+                from: ep.address.clone(),
+                to: found.endpoint.address.clone(),
+                previous_instance: lost,
+                instance: found.instance,
+            });
+            ep = found.endpoint;
+            if ep.expected_node.is_none() {
+                ep = ep.expecting(node);
+            }
+        }
     }
 
     async fn find_node(
@@ -505,7 +740,7 @@ impl Collector {
     }
 
     /// [`Self::fan_out`] with an explicit deadline shared with the caller's other steps.
-    async fn fan_out_until<T, F, Fut>(
+    pub(crate) async fn fan_out_until<T, F, Fut>(
         &self,
         deadline: Instant,
         within: Duration,
@@ -861,6 +1096,9 @@ pub struct WaitOutcome {
     pub end: WaitEnd,
     /// The agent's last verdict (the blockers at the end).
     pub last: v1::WaitMigratableResponse,
+    /// Every time the wait followed the node's agent to where discovery found it again
+    /// (oldest first; empty when the first agent asked gave the verdict).
+    pub moves: Vec<AgentMove>,
 }
 
 fn wait_end(m: &v1::WaitMigratableResponse) -> Option<WaitEnd> {

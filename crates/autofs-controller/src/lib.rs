@@ -6,9 +6,10 @@
 //!
 //! | CLI | library |
 //! | --- | --- |
-//! | `--nodes`, `--nodes-file`, `--dns`, `--kube-*` | [`discovery::discover`] with [`discovery::Source`]s |
+//! | `--nodes`, `--nodes-file`, `--dns`, `--kube-*` | [`Collector::discover`] with [`discovery::Source`]s: [`discovery::discover`] → [`discovery::Discovered`], then [`Collector::from_discovery`], the sources kept (a wait runs them again to follow its node's agent across a rolling update) |
 //! | `collect` | [`Collector::collect`] → [`ClusterReport`] |
 //! | `check` | [`Collector::check`] → [`CheckOutcome`] |
+//! | `check --wait` | [`Collector::wait_migratable_events`] → [`WaitOutcome`], each [`WaitEvent`] a line |
 //! | `watch` | [`Collector::watch`] → [`WatchStream`] of [`WatchItem`]s |
 //! | `nodes` | [`Collector::nodes`] → [`NodeStatus`]es |
 //!
@@ -20,13 +21,13 @@
 //! ```no_run
 //! use autofs_controller::{Collector, CollectorConfig, Target, discovery::{self, Source}};
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let endpoints = discovery::discover(&[Source::Dns {
+//! let found = discovery::discover(&[Source::Dns {
 //!     name: "autofs-agent.kube-system.svc.cluster.local".into(),
 //!     port: 50051,
 //!     server: None,
 //! }])
 //! .await?;
-//! let collector = Collector::new(endpoints, CollectorConfig::default())?;
+//! let collector = Collector::from_discovery(found, CollectorConfig::default())?;
 //!
 //! // Before checkpointing pod P on node N: would CRIU's autofs stage pass now?
 //! let outcome = collector.check("node-n", Target::PodUid("5f1c…".into())).await?;
@@ -42,8 +43,10 @@
 //! DNS discovery resolves through hickory-resolver. The `kube` cargo feature adds
 //! `discovery::Source::Kube`: the pods of the agent DaemonSet, listed with kube-rs through the
 //! embedder's own `kube::Client` or credentials found the way `kubectl` finds them (exec
-//! plugins included). Agent pods that are not running become failed nodes in every report
-//! ([`NodeErrorKind::NotReady`]) rather than missing ones.
+//! plugins included). Agent pods that are not running, and Nodes that have no agent pod at
+//! all, become failed nodes in every report ([`NodeErrorKind::NotReady`]) rather than missing
+//! ones; credentials that may not list Nodes leave the report's coverage unverified
+//! ([`ClusterReport::coverage_unverified`]).
 
 // Every fallible public function says how it fails (`# Errors`).
 #![warn(clippy::missing_errors_doc)]
@@ -54,6 +57,7 @@ pub mod collector;
 pub mod discovery;
 pub mod endpoint;
 pub mod error;
+pub mod follow;
 pub mod render;
 pub mod report;
 pub mod watch;
@@ -67,5 +71,6 @@ pub use collector::{
 };
 pub use endpoint::NodeEndpoint;
 pub use error::{Cause, DiscoveryError, Error, NodeError, NodeErrorKind};
+pub use follow::{AgentMove, WaitEvent};
 pub use report::{CheckOutcome, ClusterReport, NodeResult, NodeStatus, ScanAge};
 pub use watch::{WatchItem, WatchStream};

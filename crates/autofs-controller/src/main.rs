@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use autofs_cli::duration;
 use autofs_cli::logging::{self, LogFormat};
-use autofs_controller::discovery::{self, Source};
+use autofs_controller::discovery::Source;
 use autofs_controller::{
-    BackoffConfig, Collector, CollectorConfig, Target, TlsOptions, WatchItem, render, v1,
+    BackoffConfig, Collector, CollectorConfig, Target, TlsOptions, WaitEvent, WatchItem, render, v1,
 };
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -75,7 +75,8 @@ struct Global {
         env = "AUTOFS_CONTROLLER_CONCURRENCY"
     )]
     concurrency: usize,
-    /// Per-node deadline, retries included (e.g. 10s, 500ms).
+    /// Per-node deadline, retries included (e.g. 10s, 500ms); also the deadline of
+    /// Kubernetes discovery's retries of an API server shedding load.
     #[arg(long, global = true, default_value = "10s", value_parser = duration::parse, env = "AUTOFS_CONTROLLER_TIMEOUT")]
     timeout: Duration,
     /// Connect timeout of one attempt.
@@ -322,7 +323,7 @@ fn sources(g: &Global) -> anyhow::Result<Vec<Source>> {
     }
     #[cfg(feature = "kube")]
     if let Some(selector) = &g.kube.kube_selector {
-        use discovery::kube::{Credentials, KubeDiscovery};
+        use autofs_controller::discovery::kube::{Credentials, KubeDiscovery};
         sources.push(Source::Kube(KubeDiscovery {
             namespace: g.kube.kube_namespace.clone(),
             selector: selector.clone(),
@@ -332,13 +333,13 @@ fn sources(g: &Global) -> anyhow::Result<Vec<Source>> {
                 .kubeconfig
                 .clone()
                 .map_or(Credentials::Infer, Credentials::Kubeconfig),
+            timeout: g.timeout,
         }));
     }
     Ok(sources)
 }
 
 async fn collector(g: &Global) -> anyhow::Result<Collector> {
-    let endpoints = discovery::discover(&sources(g)?).await?;
     let config = CollectorConfig {
         concurrency: g.concurrency,
         timeout: g.timeout,
@@ -355,7 +356,8 @@ async fn collector(g: &Global) -> anyhow::Result<Collector> {
         max_mounts_per_node: g.max_mounts_per_node,
         max_report_bytes: g.max_report_memory.saturating_mul(1 << 20),
     };
-    Ok(Collector::new(endpoints, config)?)
+    // The sources are kept: a wait runs them again to follow its node's agent.
+    Ok(Collector::discover(sources(g)?, config).await?)
 }
 
 fn print(text: &str) -> anyhow::Result<()> {
@@ -427,10 +429,15 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             if let Some(wait) = flags.wait {
                 let progress_what = what.clone();
                 let table = matches!(g.output, Output::Table);
+                // Table: every event on stdout. JSON: stdout is the one closing document, so
+                // only how the wait followed the node's agent is said, on stderr.
                 let outcome = collector
-                    .wait_migratable(&flags.node, target, wait, move |m| {
+                    .wait_migratable_events(&flags.node, target, wait, move |event| {
+                        let line = render::wait_event(&progress_what, event);
                         if table {
-                            let _ = print(&render::wait_progress(&progress_what, m));
+                            let _ = print(&line);
+                        } else if !matches!(event, WaitEvent::Verdict(_)) {
+                            eprint!("{line}");
                         }
                     })
                     .await

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::collector::{WaitEnd, WaitOutcome};
 use crate::error::fmt_duration;
+use crate::follow::WaitEvent;
 use crate::report::{CheckOutcome, ClusterReport, NodeStatus, reason_name, state_name};
 use crate::watch::WatchItem;
 
@@ -84,6 +85,12 @@ pub fn collect_table(report: &ClusterReport) -> String {
             problems.join("; ")
         );
     }
+    for gap in &report.coverage_unverified {
+        let _ = writeln!(
+            out,
+            "PARTIAL: coverage unverified, nodes may be missing: {gap}"
+        );
+    }
     out
 }
 
@@ -142,11 +149,16 @@ fn collect_head(report: &ClusterReport) -> serde_json::Map<String, Value> {
     doc.insert("summary".into(), json!(report.summary()));
     doc.insert("nodes".into(), Value::Array(nodes));
     doc.insert("failed".into(), Value::Array(failed));
+    doc.insert(
+        "coverage_unverified".into(),
+        json!(report.coverage_unverified),
+    );
     doc
 }
 
 /// The whole cluster report as one JSON document: `complete`, `elapsed_ms`, `summary`,
-/// `nodes` (one entry per endpoint), `failed` and `mounts` (see [`mount_json`]).
+/// `nodes` (one entry per endpoint), `failed`, `coverage_unverified` (why nodes may be
+/// missing; `[]` when no gap is known) and `mounts` (see [`mount_json`]).
 pub fn collect_json(report: &ClusterReport) -> Value {
     let mut doc = collect_head(report);
     doc.insert(
@@ -280,6 +292,73 @@ pub fn wait_progress(what: &str, m: &v1::WaitMigratableResponse) -> String {
     out
 }
 
+/// An error and its sources, `: `-separated, leaving out a source whose text the message
+/// before it already quotes.
+pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = String::new();
+    for cause in std::iter::successors(Some(e), |e| e.source()) {
+        let s = cause.to_string();
+        if text.contains(&s) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&s);
+    }
+    text
+}
+
+/// The lines of one event of `check --wait`: a verdict as [`wait_progress`] writes it, or
+/// what the wait did to follow the node's agent (lost, not found yet, found: moved from one
+/// endpoint to another), each line starting with `node NAME:`.
+pub fn wait_event(what: &str, event: &WaitEvent<'_>) -> String {
+    match *event {
+        WaitEvent::Verdict(m) => wait_progress(what, m),
+        WaitEvent::Lost { node, error } => format!(
+            "node {node}: its agent cannot be asked at {}: {}; discovering the node's agent again\n",
+            error.endpoint,
+            error_text(&error.kind)
+        ),
+        WaitEvent::NotFound {
+            node,
+            error,
+            retry_in,
+        } => format!(
+            "node {node}: not found yet: {}; discovering again in {}\n",
+            error_text(error),
+            fmt_duration(retry_in)
+        ),
+        WaitEvent::Found {
+            node,
+            from,
+            to,
+            previous_instance,
+            instance,
+        } => {
+            let instances = match (previous_instance, instance) {
+                (Some(old), Some(new)) if old == new => {
+                    format!(" (the same agent, instance {new})")
+                }
+                (Some(old), Some(new)) => format!(" (a new agent: instance {old} -> {new})"),
+                (None, Some(new)) => format!(" (agent instance {new})"),
+                (_, None) => String::new(),
+            };
+            match from {
+                Some(from) if from != to => format!(
+                    "node {node}: its agent moved from {from} to {to}{instances}; waiting for {what} there\n"
+                ),
+                Some(_) => format!(
+                    "node {node}: its agent answers again at {to}{instances}; waiting for {what} there\n"
+                ),
+                None => {
+                    format!("node {node}: found at {to}{instances}; waiting for {what} there\n")
+                }
+            }
+        }
+    }
+}
+
 /// The closing lines of `check --wait`.
 pub fn wait_text(what: &str, w: &WaitOutcome, waited: std::time::Duration) -> String {
     let r = &w.last;
@@ -321,6 +400,12 @@ pub fn wait_json(w: &WaitOutcome, waited: std::time::Duration) -> Value {
             },
             "wait_ms": u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
             "messages": r.sequence,
+            "agent_moves": w.moves.iter().map(|m| json!({
+                "from": m.from,
+                "to": m.to,
+                "previous_instance": m.previous_instance,
+                "instance": m.instance,
+            })).collect::<Vec<_>>(),
         }),
     )
 }
@@ -447,6 +532,56 @@ mod tests {
     use crate::report::NodeResult;
 
     #[test]
+    fn a_wait_says_where_it_followed_the_node() {
+        let move_line = |from: Option<&str>, old: Option<&str>, new: Option<&str>| {
+            wait_event(
+                "pod p",
+                &WaitEvent::Found {
+                    node: "w3",
+                    from,
+                    to: "10.0.0.2:1",
+                    previous_instance: old,
+                    instance: new,
+                },
+            )
+        };
+        assert_eq!(
+            move_line(Some("10.0.0.1:1"), Some("a"), Some("b")),
+            "node w3: its agent moved from 10.0.0.1:1 to 10.0.0.2:1 (a new agent: instance a -> b); waiting for pod p there\n"
+        );
+        assert_eq!(
+            move_line(Some("10.0.0.2:1"), Some("b"), Some("b")),
+            "node w3: its agent answers again at 10.0.0.2:1 (the same agent, instance b); waiting for pod p there\n"
+        );
+        assert_eq!(
+            move_line(None, None, None),
+            "node w3: found at 10.0.0.2:1; waiting for pod p there\n"
+        );
+        let outcome = WaitOutcome {
+            endpoint: NodeEndpoint::parse("10.0.0.2:1", "t").unwrap(),
+            end: WaitEnd::Dumpable,
+            last: v1::WaitMigratableResponse {
+                node: "w3".into(),
+                dumpable: true,
+                sequence: 2,
+                ..Default::default()
+            },
+            moves: vec![crate::AgentMove {
+                from: "10.0.0.1:1".into(),
+                to: "10.0.0.2:1".into(),
+                previous_instance: Some("a".into()),
+                instance: None,
+            }],
+        };
+        let doc = wait_json(&outcome, std::time::Duration::from_secs(1));
+        assert_eq!(doc["endpoint"], "10.0.0.2:1");
+        assert_eq!(
+            doc["agent_moves"],
+            json!([{"from": "10.0.0.1:1", "to": "10.0.0.2:1", "previous_instance": "a", "instance": null}])
+        );
+    }
+
+    #[test]
     fn streamed_json_equals_the_json_tree() {
         let mount = v1::MountReport {
             node: "n1".into(),
@@ -467,6 +602,7 @@ mod tests {
                 }),
             }],
             elapsed: std::time::Duration::from_millis(5),
+            coverage_unverified: Vec::new(),
         };
         let mut out = Vec::new();
         write_collect_json(&report, &mut out).unwrap();

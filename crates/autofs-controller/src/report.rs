@@ -86,6 +86,9 @@ pub struct ClusterReport {
     pub nodes: Vec<NodeResult<Vec<v1::MountReport>>>,
     /// Wall time of the whole fan-out.
     pub elapsed: Duration,
+    /// Why the nodes asked may not be every node of the cluster (from discovery:
+    /// [`crate::discovery::Discovered::coverage_unverified`]); empty when no gap is known.
+    pub coverage_unverified: Vec<String>,
 }
 
 impl ClusterReport {
@@ -118,11 +121,15 @@ impl ClusterReport {
             .filter(|n| n.result.is_ok() && n.scan.is_some_and(|s| s.stale))
     }
 
-    /// Whether every node answered, each with a view of its whole node: an agent whose view
-    /// of /proc is restricted ([`v1::GetNodeInfoResponse::view_restricted`]) may be blind to
-    /// mount namespaces, so its list is not known to be all there is.
+    /// Whether every node answered, each with a view of its whole node, and the nodes are
+    /// known to be all of them: an agent whose view of /proc is restricted
+    /// ([`v1::GetNodeInfoResponse::view_restricted`]) may be blind to mount namespaces, and
+    /// discovery that could not check its coverage ([`ClusterReport::coverage_unverified`])
+    /// may have missed nodes, so the list is not known to be all there is.
     pub fn is_complete(&self) -> bool {
-        self.nodes.iter().all(|n| n.result.is_ok()) && self.restricted().next().is_none()
+        self.nodes.iter().all(|n| n.result.is_ok())
+            && self.restricted().next().is_none()
+            && self.coverage_unverified.is_empty()
     }
 
     /// The nodes that answered from a restricted view, with why (the agent's `view_problems`).

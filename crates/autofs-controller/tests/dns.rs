@@ -4,94 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, Command, Stdio};
-use std::time::Instant;
 
 use autofs_controller::discovery::{self, Source, dns};
+use common::dnsmasq::Dnsmasq;
 use common::*;
-
-/// A dnsmasq answering only from `hosts`, on 127.0.0.1:<port>; killed on drop.
-struct Dnsmasq {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Dnsmasq {
-    fn start(hosts: &str) -> Dnsmasq {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("hosts");
-        std::fs::write(&file, hosts).unwrap();
-        for _ in 0..5 {
-            // A port that was free a moment ago; dnsmasq fails fast if it was taken since.
-            let port = std::net::UdpSocket::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let mut cmd = Command::new("dnsmasq");
-            cmd.args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--user=root",
-                "--pid-file=",
-                "--log-facility=-",
-                "--log-queries",
-                "--no-resolv",
-                "--no-hosts",
-                // Answer for the test domain itself: NXDOMAIN / no data, never REFUSED.
-                "--local=/autofs.test/",
-                // UDP answers of at most 512 bytes whatever EDNS size the client offers, so
-                // that a long answer comes truncated and must be asked again over TCP.
-                "--edns-packet-max=512",
-                "--bind-interfaces",
-                "--listen-address=127.0.0.1",
-            ])
-            .arg(format!("--port={port}"))
-            .arg(format!("--addn-hosts={}", file.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-            autofs_testkit::child::die_with_parent(&mut cmd);
-            let mut child = cmd
-                .spawn()
-                .expect("dnsmasq must be installed (scripts/install-controller-test-deps)");
-            let stderr = child.stderr.take().unwrap();
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-            let deadline = Instant::now() + WAIT;
-            while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                if line.contains("read ") && line.contains(" names") {
-                    return Dnsmasq {
-                        child,
-                        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-                        _dir: dir,
-                    };
-                }
-                if line.contains("failed to create listening socket") {
-                    break;
-                }
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("dnsmasq did not start");
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[test]
 fn dns_discovery_finds_every_agent_behind_a_name() {
@@ -158,7 +75,8 @@ fn dns_discovery_finds_every_agent_behind_a_name() {
         )
         .unwrap()]))
         .unwrap();
-    assert_eq!(eps[1].address, "[fd00:99::7]:7");
+    assert!(eps.coverage_unverified.is_empty());
+    assert_eq!(eps.endpoints[1].address, "[fd00:99::7]:7");
     // 60 records do not fit a 512-byte UDP answer (it carries 29): the truncated answer is
     // asked again over TCP, which brings all of them.
     let all = rt

@@ -12,11 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
-use autofs_controller::discovery::kube::{Credentials, KubeDiscovery, KubeError, PodPage};
+use autofs_controller::discovery::kube::{
+    Credentials, KubeDiscovery, KubeError, NodePage, PodPage,
+};
 use autofs_controller::discovery::{self, Source};
 use autofs_controller::{DiscoveryError, NodeEndpoint};
 use common::{error_chain, start_agent};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use rcgen::{CertificateParams, KeyPair};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -152,9 +154,45 @@ fn a_pod_ip_that_is_no_ip_is_a_malformed_pod_list() {
     assert!(e.to_string().contains("nope"), "{e}");
 }
 
-/// What the fake API server answers: `(status line, body)` for a request path and bearer
-/// token.
-type Responder = dyn Fn(&str, Option<&str>) -> (&'static str, Vec<u8>) + Send + Sync;
+/// What the fake API server answers to one request.
+struct Reply {
+    /// `200 OK`, `429 Too Many Requests`, …
+    status: &'static str,
+    /// Extra header lines (`Retry-After: 2`).
+    headers: Vec<String>,
+    body: Vec<u8>,
+    /// Close the connection after reading the request, without answering (a reset).
+    drop: bool,
+}
+
+impl Reply {
+    fn new(status: &'static str, body: Vec<u8>) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body,
+            drop: false,
+        }
+    }
+
+    fn ok(body: Vec<u8>) -> Reply {
+        Reply::new("200 OK", body)
+    }
+
+    fn forbidden() -> Reply {
+        Reply::new("403 Forbidden", fixture("forbidden.json"))
+    }
+
+    fn dropped() -> Reply {
+        Reply {
+            drop: true,
+            ..Reply::new("", Vec::new())
+        }
+    }
+}
+
+/// What the fake API server answers for a request path and bearer token.
+type Responder = dyn Fn(&str, Option<&str>) -> Reply + Send + Sync;
 
 /// `(path, bearer token)` of a request the fake API server received.
 type Request = (String, Option<String>);
@@ -164,7 +202,47 @@ struct FakeApi {
     port: u16,
     ca_pem: String,
     requests: Arc<Mutex<Vec<Request>>>,
+    arrivals: Arc<Mutex<Vec<std::time::Instant>>>,
     _task: tokio::task::JoinHandle<()>,
+}
+
+/// Whether a request lists Nodes.
+fn is_nodes(path: &str) -> bool {
+    path.starts_with("/api/v1/nodes?")
+}
+
+/// The `spec.nodeName` of every pod of a PodList, each once.
+fn pod_nodes(pods: &[u8]) -> Vec<String> {
+    let list: Value = serde_json::from_slice(pods).unwrap_or(Value::Null);
+    let mut names: Vec<String> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// A NodeList of Ready nodes named `names`, in the API's shape.
+fn node_list(names: &[impl AsRef<str>]) -> Vec<u8> {
+    let items: Vec<Value> = names.iter().map(|n| ready_node(n.as_ref())).collect();
+    json!({"kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": "48213390"},
+           "items": items})
+    .to_string()
+    .into_bytes()
+}
+
+/// A Ready, schedulable node, as the API sends it (trimmed).
+fn ready_node(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
+        "spec": {"podCIDR": "10.244.3.0/24"},
+        "status": {"conditions": [
+            {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory"},
+            {"type": "Ready", "status": "True", "reason": "KubeletReady",
+             "message": "kubelet is posting ready status"}]}})
 }
 
 impl FakeApi {
@@ -190,10 +268,13 @@ impl FakeApi {
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let seen = requests.clone();
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let arrived = arrivals.clone();
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();
                 let seen = seen.clone();
+                let times = arrived.clone();
                 let respond = respond.clone();
                 tokio::spawn(async move {
                     let Ok(mut tls) = acceptor.accept(tcp).await else {
@@ -215,14 +296,24 @@ impl FakeApi {
                         (name.eq_ignore_ascii_case("authorization"))
                             .then(|| value.strip_prefix("Bearer ").unwrap_or(value).to_owned())
                     });
-                    let (status, body) = respond(&path, token.as_deref());
+                    let reply = respond(&path, token.as_deref());
                     seen.lock().unwrap().push((path, token));
-                    let head = format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
+                    times.lock().unwrap().push(std::time::Instant::now());
+                    if reply.drop {
+                        return;
+                    }
+                    let mut head = format!(
+                        "HTTP/1.1 {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+                        reply.status,
+                        reply.body.len()
                     );
+                    for h in &reply.headers {
+                        head.push_str(h);
+                        head.push_str("\r\n");
+                    }
+                    head.push_str("\r\n");
                     let _ = tls.write_all(head.as_bytes()).await;
-                    let _ = tls.write_all(&body).await;
+                    let _ = tls.write_all(&reply.body).await;
                     let _ = tls.shutdown().await;
                 });
             }
@@ -231,31 +322,48 @@ impl FakeApi {
             port,
             ca_pem: cert.pem(),
             requests,
+            arrivals,
             _task: task,
         }
     }
 
-    /// Serves the fixture pages to `TOKEN`, 403 to anyone else.
+    /// Serves the fixture pages of pods and nodes to `TOKEN`, 403 to anyone else.
     async fn paged() -> FakeApi {
         FakeApi::start(Arc::new(|path: &str, token: Option<&str>| {
+            let page2 = path.contains("continue=");
             if token != Some(TOKEN) {
-                ("403 Forbidden", fixture("forbidden.json"))
-            } else if path.contains("continue=") {
-                ("200 OK", fixture("pods-page2.json"))
+                Reply::forbidden()
+            } else if is_nodes(path) {
+                Reply::ok(fixture(if page2 {
+                    "nodes-page2.json"
+                } else {
+                    "nodes-page1.json"
+                }))
+            } else if page2 {
+                Reply::ok(fixture("pods-page2.json"))
             } else {
-                ("200 OK", fixture("pods-page1.json"))
+                Reply::ok(fixture("pods-page1.json"))
             }
         }))
         .await
     }
 
-    /// Serves `body` to `TOKEN`, 403 to anyone else.
+    /// Serves `body` as the pods and a NodeList of the nodes its pods are on to `TOKEN`,
+    /// 403 to anyone else.
     async fn serving(body: Vec<u8>) -> FakeApi {
-        FakeApi::start(Arc::new(move |_: &str, token: Option<&str>| {
-            if token == Some(TOKEN) {
-                ("200 OK", body.clone())
+        let nodes = node_list(&pod_nodes(&body));
+        FakeApi::serving_cluster(body, nodes).await
+    }
+
+    /// Serves `pods` and `nodes` to `TOKEN`, 403 to anyone else.
+    async fn serving_cluster(pods: Vec<u8>, nodes: Vec<u8>) -> FakeApi {
+        FakeApi::start(Arc::new(move |path: &str, token: Option<&str>| {
+            if token != Some(TOKEN) {
+                Reply::forbidden()
+            } else if is_nodes(path) {
+                Reply::ok(nodes.clone())
             } else {
-                ("403 Forbidden", fixture("forbidden.json"))
+                Reply::ok(pods.clone())
             }
         }))
         .await
@@ -263,6 +371,11 @@ impl FakeApi {
 
     fn requests(&self) -> Vec<Request> {
         self.requests.lock().unwrap().clone()
+    }
+
+    /// When each request arrived, in order.
+    fn arrivals(&self) -> Vec<std::time::Instant> {
+        self.arrivals.lock().unwrap().clone()
     }
 
     /// A kubeconfig for this server whose user is `user` (YAML flow mapping), with the CA
@@ -295,14 +408,21 @@ fn discovery(credentials: Credentials) -> KubeDiscovery {
         selector: SELECTOR.into(),
         port: 50051,
         credentials,
+        timeout: std::time::Duration::from_secs(10),
     }
 }
 
 /// [`discovery`] with the kubeconfig at `kubeconfig`, run once.
 async fn discover_with(kubeconfig: PathBuf) -> Result<Vec<NodeEndpoint>, KubeError> {
-    discovery(Credentials::Kubeconfig(kubeconfig))
+    let found = discovery(Credentials::Kubeconfig(kubeconfig))
         .discover()
-        .await
+        .await?;
+    assert!(
+        found.coverage_unverified.is_empty(),
+        "{:?}",
+        found.coverage_unverified
+    );
+    Ok(found.endpoints)
 }
 
 /// The query parameters of a request path.
@@ -324,10 +444,12 @@ async fn discovery_pages_through_the_api_and_names_not_ready_nodes() {
     let kd = discovery(Credentials::Kubeconfig(
         api.token_kubeconfig(dir.path(), TOKEN),
     ));
-    let eps = discovery::discover(&[Source::Kube(kd.clone())])
+    let found = discovery::discover(&[Source::Kube(kd.clone())])
         .await
         .unwrap();
-    let got: Vec<(&str, &str, bool)> = eps
+    assert!(found.coverage_unverified.is_empty());
+    let got: Vec<(&str, &str, bool)> = found
+        .endpoints
         .iter()
         .map(|e| {
             (
@@ -344,17 +466,38 @@ async fn discovery_pages_through_the_api_and_names_not_ready_nodes() {
             ("10.244.2.9:50051", "worker-b", false),
             ("[fd00:10:244:5::7]:50051", "worker-e", false),
             ("pod/kube-system/autofs-agent-9pl3v", "worker-c", true),
+            // The nodes of both node pages without an agent pod, in name order.
+            ("node/control-plane-1", "control-plane-1", true),
+            ("node/gpu-1", "gpu-1", true),
+            ("node/worker-d", "worker-d", true),
+            ("node/worker-f", "worker-f", true),
         ]
     );
     let requests = api.requests();
-    assert_eq!(requests.len(), 2, "{requests:?}");
-    for (path, token) in &requests {
-        assert!(
-            path.starts_with("/api/v1/namespaces/kube-system/pods?"),
-            "{path}"
-        );
+    assert_eq!(requests.len(), 4, "{requests:?}");
+    for (i, (path, token)) in requests.iter().enumerate() {
+        let collection = if i < 2 {
+            "/api/v1/namespaces/kube-system/pods?"
+        } else {
+            "/api/v1/nodes?"
+        };
+        assert!(path.starts_with(collection), "{path}");
         assert_eq!(token.as_deref(), Some(TOKEN));
     }
+    let nodes_first = query(&requests[2].0);
+    assert!(
+        nodes_first.contains(&("limit".into(), "500".into()))
+            && !nodes_first
+                .iter()
+                .any(|(k, _)| k == "labelSelector" || k == "continue"),
+        "{nodes_first:?}"
+    );
+    assert!(
+        query(&requests[3].0)
+            .iter()
+            .any(|(k, v)| k == "continue" && v.starts_with("eyJ2Ij")),
+        "{requests:?}"
+    );
     let first = query(&requests[0].0);
     assert!(
         first.contains(&(
@@ -397,11 +540,11 @@ async fn the_embedders_client_is_used_as_given() {
         .await
         .unwrap();
     let client = kube::Client::try_from(config).unwrap();
-    let eps = discovery(Credentials::Client(client))
+    let found = discovery(Credentials::Client(client))
         .discover()
         .await
         .unwrap();
-    assert_eq!(eps.len(), 4);
+    assert_eq!(found.endpoints.len(), 8);
 }
 
 #[tokio::test]
@@ -490,7 +633,7 @@ async fn an_exec_credential_plugin_provides_the_bearer_token() {
     let plugin = token_plugin(dir.path());
     let kc = api.kubeconfig(dir.path(), &api.ca_pem, &exec_user(&plugin));
     let eps = discover_with(kc).await.unwrap();
-    assert_eq!(eps.len(), 4);
+    assert_eq!(eps.len(), 8);
     assert!(
         api.requests()
             .iter()
@@ -724,4 +867,449 @@ fn watch_exits_non_zero_when_no_agent_pod_can_be_watched() {
     assert_eq!(out.status.code(), Some(2), "{text}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no node is watched"), "{err}");
+}
+
+#[test]
+fn nodes_without_an_agent_pod_become_not_ready_endpoints_that_say_why() {
+    let mut pods = PodPage::default();
+    pods.add(&pods_of(&fixture("pods-page1.json")), 50051)
+        .unwrap();
+    pods.add(&pods_of(&fixture("pods-page2.json")), 50051)
+        .unwrap();
+    let mut nodes = NodePage::default();
+    nodes.add(&nodes_of(&fixture("nodes-page1.json"))).unwrap();
+    nodes.add(&nodes_of(&fixture("nodes-page2.json"))).unwrap();
+    assert_eq!(nodes.len(), 8);
+    let missing = nodes.without_agent(&pods.nodes(), &pods.terminating);
+    let missing: Vec<(&str, &str)> = missing
+        .iter()
+        .map(|e| (e.address.as_str(), e.not_ready.as_deref().unwrap()))
+        .collect();
+    const WHY: &str = "no autofs-agent pod on this node (taints/nodeSelector? the DaemonSet's tolerations, nodeSelector or affinity may leave it out, or its pod is not created yet";
+    assert_eq!(
+        missing,
+        [
+            (
+                "node/control-plane-1",
+                &*format!("{WHY}; node taints: node-role.kubernetes.io/control-plane:NoSchedule)")
+            ),
+            // PreferNoSchedule keeps no DaemonSet pod away: not listed.
+            (
+                "node/gpu-1",
+                &*format!("{WHY}; node taints: nvidia.com/gpu=present:NoSchedule)")
+            ),
+            (
+                "node/worker-d",
+                "no agent pod on this node but pod kube-system/autofs-agent-zz81q, which is terminating"
+            ),
+            (
+                "node/worker-f",
+                &*format!(
+                    "{WHY}; node taints: node.kubernetes.io/unreachable:NoExecute, node.kubernetes.io/unreachable:NoSchedule, node.kubernetes.io/unschedulable:NoSchedule); node is NotReady (Ready is Unknown: NodeStatusUnknown: Kubelet stopped posting node status.), unschedulable (cordoned)"
+                )
+            ),
+        ]
+    );
+    assert_eq!(nodes.state("worker-a"), None);
+    assert!(nodes.state("worker-f").unwrap().starts_with("NotReady"));
+}
+
+fn pods_of(list: &[u8]) -> Vec<Pod> {
+    pods(list)
+}
+
+fn nodes_of(list: &[u8]) -> Vec<Node> {
+    let list: Value = serde_json::from_slice(list).unwrap();
+    serde_json::from_value(list["items"].clone()).unwrap()
+}
+
+/// A PodList with one running agent at 127.0.0.1 on `node`.
+fn one_agent(node: &str) -> Vec<u8> {
+    json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [
+        {"metadata": {"name": "agent-a", "namespace": "autofs-inspector"},
+         "spec": {"nodeName": node}, "status": {"phase": "Running", "podIP": "127.0.0.1"}},
+    ]})
+    .to_string()
+    .into_bytes()
+}
+
+/// `collect` of the real CLI with the exec-plugin kubeconfig of `api` and the agent's port;
+/// `extra` flags after.
+fn cli_collect(api: &FakeApi, agent_port: u16, dir: &Path, extra: &[&str]) -> Output {
+    let plugin = token_plugin(dir);
+    let kc = api.kubeconfig(dir, &api.ca_pem, &exec_user(&plugin));
+    let port = agent_port.to_string();
+    let mut args = vec![
+        "collect",
+        "--kube-selector",
+        "app=autofs-agent",
+        "--kube-port",
+        &port,
+    ];
+    args.extend_from_slice(extra);
+    controller_env(
+        &args,
+        &[
+            ("KUBECONFIG", kc.to_str().unwrap()),
+            ("HOME", "/nonexistent"),
+        ],
+    )
+}
+
+#[test]
+fn cli_reports_a_node_without_an_agent_pod_as_partial() {
+    // The DaemonSet has no pod on a tainted GPU node: it used to be left out, and collect
+    // said the cluster was complete (exit 0).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let agent = start_agent(None, "worker-kube-nodes", "127.0.0.1:0", &[]);
+    let mut gpu = ready_node("gpu-2");
+    gpu["spec"]["taints"] =
+        json!([{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]);
+    // A Windows node has no autofs and nothing CRIU could dump: not a missing agent.
+    let mut windows = ready_node("win-1");
+    windows["metadata"]["labels"]["kubernetes.io/os"] = json!("windows");
+    let nodes = json!({"kind": "NodeList", "apiVersion": "v1", "metadata": {},
+                       "items": [ready_node(&agent.node), gpu, windows]})
+    .to_string()
+    .into_bytes();
+    let api = rt.block_on(FakeApi::serving_cluster(one_agent(&agent.node), nodes));
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli_collect(&api, agent.grpc.port(), dir.path(), &["--output", "json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let doc = common::json(&out);
+    assert_eq!(doc["complete"], false, "{doc}");
+    let failed = doc["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{doc}");
+    assert_eq!(failed[0]["node"], "gpu-2");
+    assert_eq!(failed[0]["endpoint"], "node/gpu-2");
+    let err = failed[0]["error"].as_str().unwrap();
+    assert!(
+        err.contains("not ready: no autofs-agent pod on this node (taints/nodeSelector?")
+            && err.contains("node taints: nvidia.com/gpu=present:NoSchedule"),
+        "{err}"
+    );
+    let ok: Vec<&Value> = doc["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["ok"] == true)
+        .collect();
+    assert_eq!(ok.len(), 1, "{doc}");
+    assert_eq!(ok[0]["node"], agent.node.as_str());
+    assert_eq!(doc["coverage_unverified"], json!([]), "{doc}");
+
+    let out = cli_collect(&api, agent.grpc.port(), dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("PARTIAL: 1 node failed:\n  node gpu-2 (node/gpu-2): not ready: no autofs-agent pod on this node"),
+        "{text}"
+    );
+}
+
+#[test]
+fn cli_without_rights_on_nodes_warns_once_and_says_coverage_is_unverified() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let agent = start_agent(None, "worker-kube-norbac", "127.0.0.1:0", &[]);
+    let pods = one_agent(&agent.node);
+    let api = rt.block_on(FakeApi::start(Arc::new(
+        move |path: &str, token: Option<&str>| {
+            if token != Some(TOKEN) {
+                Reply::forbidden()
+            } else if is_nodes(path) {
+                Reply::new("403 Forbidden", fixture("nodes-forbidden.json"))
+            } else {
+                Reply::ok(pods.clone())
+            }
+        },
+    )));
+    let dir = tempfile::tempdir().unwrap();
+    const WARNING: &str = "cannot list nodes: coverage of nodes without an agent pod is unknown";
+
+    let out = cli_collect(&api, agent.grpc.port(), dir.path(), &["--output", "json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches(WARNING).count(), 1, "{err}");
+    let doc = common::json(&out);
+    assert_eq!(doc["complete"], false, "{doc}");
+    assert_eq!(doc["failed"], json!([]), "{doc}");
+    let gaps = doc["coverage_unverified"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "{doc}");
+    let gap = gaps[0].as_str().unwrap();
+    assert!(
+        gap.starts_with(WARNING) && gap.contains("cannot list resource \"nodes\""),
+        "{gap}"
+    );
+    assert_eq!(doc["nodes"][0]["ok"], true, "{doc}");
+
+    let out = cli_collect(&api, agent.grpc.port(), dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "PARTIAL: coverage unverified, nodes may be missing: {WARNING}"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("node failed"), "{text}");
+}
+
+#[tokio::test]
+async fn load_shedding_is_retried_after_retry_after_then_succeeds() {
+    // Pods: a 429 from API Priority and Fairness (plain text, Retry-After: 2), then a 500;
+    // nodes: a dropped connection. Each is retried; kube-rs's own retry covered only the 429.
+    let calls = Arc::new(Mutex::new(0u32));
+    let node_calls = Arc::new(Mutex::new(0u32));
+    let api = FakeApi::start(Arc::new(move |path: &str, _: Option<&str>| {
+        if is_nodes(path) {
+            let mut n = node_calls.lock().unwrap();
+            *n += 1;
+            return if *n == 1 {
+                Reply::dropped()
+            } else {
+                Reply::ok(node_list(&["worker-a", "worker-b", "worker-c", "worker-e"]))
+            };
+        }
+        let mut n = calls.lock().unwrap();
+        *n += 1;
+        match *n {
+            1 => Reply {
+                headers: vec!["Retry-After: 2".into()],
+                ..Reply::new(
+                    "429 Too Many Requests",
+                    b"Too many requests, please try again later.\n".to_vec(),
+                )
+            },
+            2 => Reply::new(
+                "500 Internal Server Error",
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                       "message": "etcdserver: leader changed", "reason": "InternalError",
+                       "code": 500})
+                .to_string()
+                .into_bytes(),
+            ),
+            _ if path.contains("continue=") => Reply::ok(fixture("pods-page2.json")),
+            _ => Reply::ok(fixture("pods-page1.json")),
+        }
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let eps = discover_with(api.token_kubeconfig(dir.path(), TOKEN))
+        .await
+        .unwrap();
+    assert_eq!(eps.len(), 4, "{eps:?}");
+    let requests = api.requests();
+    let kinds: Vec<bool> = requests.iter().map(|(p, _)| is_nodes(p)).collect();
+    assert_eq!(
+        kinds,
+        [false, false, false, false, true, true],
+        "{requests:?}"
+    );
+    // The server asked for 2 s; the backoff alone would have waited at most 100 ms.
+    let arrivals = api.arrivals();
+    let waited = arrivals[1] - arrivals[0];
+    assert!(
+        waited >= std::time::Duration::from_secs(2),
+        "retried after {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_api_server_failing_forever_is_a_clear_error_within_the_deadline() {
+    let api = FakeApi::start(Arc::new(|_: &str, _: Option<&str>| {
+        Reply::new(
+            "503 Service Unavailable",
+            b"upstream connect error or disconnect/reset before headers\n".to_vec(),
+        )
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kd = KubeDiscovery {
+        timeout: std::time::Duration::from_secs(1),
+        ..discovery(Credentials::Kubeconfig(
+            api.token_kubeconfig(dir.path(), TOKEN),
+        ))
+    };
+    // A guard against a hang, far beyond the deadline: not a measurement.
+    let e = tokio::time::timeout(std::time::Duration::from_secs(60), kd.discover())
+        .await
+        .expect("discovery must give up by its deadline")
+        .unwrap_err();
+    let KubeError::Unavailable { attempts, .. } = &e else {
+        panic!("{e:?}")
+    };
+    assert!(*attempts >= 2, "{e}");
+    assert_eq!(*attempts as usize, api.requests().len());
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "listing pods in namespace kube-system: gave up after {attempts} attempts within 1s: last HTTP 503 Service Unavailable: upstream connect error or disconnect/reset before headers"
+        )
+    );
+
+    // A 500 with the API's Status, through the CLI: exit 2 and the same sentence.
+    let api = FakeApi::start(Arc::new(|_: &str, _: Option<&str>| {
+        Reply::new(
+            "500 Internal Server Error",
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "message": "Internal error occurred: etcdserver: request timed out",
+                   "reason": "InternalError", "code": 500})
+            .to_string()
+            .into_bytes(),
+        )
+    }))
+    .await;
+    let kc = api.token_kubeconfig(dir.path(), TOKEN);
+    let out = tokio::task::spawn_blocking(move || {
+        controller_env(
+            &[
+                "collect",
+                "--kube-selector",
+                SELECTOR,
+                "--kubeconfig",
+                kc.to_str().unwrap(),
+                "--timeout",
+                "1s",
+            ],
+            &[("HOME", "/nonexistent")],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("listing pods in namespace autofs-inspector: gave up after ")
+            && err.contains(" attempts within 1s: last HTTP 500 Internal Server Error: Internal error occurred: etcdserver: request timed out"),
+        "{err}"
+    );
+}
+
+/// A PodList of the agent DaemonSet during a rolling update of `node`'s agent: `old` (a pod
+/// IP) running, terminating (`deleting`) or gone (`None`), and its replacement `new`,
+/// pending (`None`: no IP yet) or running at that IP.
+fn rollout_pods(node: &str, old: Option<(&str, bool)>, new: Option<&str>) -> Vec<u8> {
+    let mut items = Vec::new();
+    if let Some((ip, deleting)) = old {
+        let mut meta = json!({"name": "agent-old", "namespace": "autofs-inspector"});
+        if deleting {
+            meta["deletionTimestamp"] = json!("2026-12-01T00:00:00Z");
+        }
+        items.push(json!({"metadata": meta, "spec": {"nodeName": node},
+            "status": {"phase": "Running", "podIP": ip}}));
+    }
+    items.push(match new {
+        None => json!({"metadata": {"name": "agent-new", "namespace": "autofs-inspector"},
+            "spec": {"nodeName": node}, "status": {"phase": "Pending", "containerStatuses": [
+                {"name": "agent", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                 "state": {"waiting": {"reason": "ContainerCreating"}}}]}}),
+        Some(ip) => json!({"metadata": {"name": "agent-new", "namespace": "autofs-inspector"},
+            "spec": {"nodeName": node}, "status": {"phase": "Running", "podIP": ip}}),
+    });
+    json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items})
+        .to_string()
+        .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_wait_follows_the_node_through_a_rolling_update_of_its_agent_pod() {
+    use common::gate::{Gate, blocked, free_port};
+    let mut blocked = blocked();
+    let pid = blocked.sc.init_host_pid().to_string();
+    let port = free_port();
+    let node = format!("kube-roll-{}", std::process::id());
+    let (old_ip, new_ip) = ("127.0.0.8", "127.0.0.9");
+    let mut old = start_agent(None, &node, &format!("{old_ip}:{port}"), &[]);
+    let pods = Arc::new(Mutex::new(rollout_pods(&node, Some((old_ip, false)), None)));
+    let serving = pods.clone();
+    let nodes = node_list(&[&node]);
+    let api = FakeApi::start(Arc::new(move |path: &str, token: Option<&str>| {
+        if token != Some(TOKEN) {
+            Reply::forbidden()
+        } else if is_nodes(path) {
+            Reply::ok(nodes.clone())
+        } else {
+            Reply::ok(serving.lock().unwrap().clone())
+        }
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = api.token_kubeconfig(dir.path(), TOKEN);
+    let port_text = port.to_string();
+    let mut gate = Gate::start(&[
+        "check",
+        "--kube-selector",
+        SELECTOR,
+        "--kube-port",
+        &port_text,
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+        "--node",
+        &node,
+        "--pid",
+        &pid,
+        "--wait",
+        "10m",
+    ]);
+    let (old_addr, new_addr) = (format!("{old_ip}:{port}"), format!("{new_ip}:{port}"));
+    // The gate's lines are read on a blocking thread: the fake API server runs on this one.
+    let step = |mut gate: Gate, what: &'static str, want: String| {
+        tokio::task::spawn_blocking(move || {
+            let line = gate.expect(what, |l| l.contains(&want));
+            (gate, line)
+        })
+    };
+    let (gate_, first) = step(
+        gate,
+        "with the old agent's first verdict",
+        format!("on node {node}: waiting"),
+    )
+    .await
+    .unwrap();
+    assert!(first.starts_with("[1] "), "{first}");
+    gate = gate_;
+
+    // The old pod is deleted; its replacement is scheduled but not running yet.
+    *pods.lock().unwrap() = rollout_pods(&node, Some((old_ip, true)), None);
+    old.kill();
+    let (gate_, pending) = step(
+        gate,
+        "saying that the new pod is not ready",
+        "not ready: agent pod is Pending (ContainerCreating)".into(),
+    )
+    .await
+    .unwrap();
+    assert!(pending.starts_with(&format!("node {node}: ")), "{pending}");
+    gate = gate_;
+
+    // The new pod runs, at another IP.
+    let _new = start_agent(None, &node, &new_addr, &[]);
+    *pods.lock().unwrap() = rollout_pods(&node, None, Some(new_ip));
+    let (gate_, moved) = step(
+        gate,
+        "saying that the agent moved",
+        format!("its agent moved from {old_addr} to {new_addr}"),
+    )
+    .await
+    .unwrap();
+    assert!(moved.contains("(a new agent: instance "), "{moved}");
+    gate = gate_;
+    let (gate_, _) = step(gate, "with the new agent's first verdict", "[1] ".into())
+        .await
+        .unwrap();
+    gate = gate_;
+
+    let (code, lines) = tokio::task::spawn_blocking(move || {
+        blocked.unblock();
+        gate.finish()
+    })
+    .await
+    .unwrap();
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.contains(&format!("on node {node} is migratable now"))),
+        "{lines:#?}"
+    );
+    assert_eq!(code, Some(0), "{lines:#?}");
 }

@@ -384,6 +384,20 @@ pub trait QueueProbe {
         let _ = (fd_path, ino);
         Ok(None)
     }
+
+    /// Bytes queued in pipe `ino`, reached through the fd link at `fd_path` (either end),
+    /// measured without ever holding a read end: of a pipe nobody reads, a reader of ours,
+    /// however brief, would let a lookup's request be written into the pipe (where nobody
+    /// answers it) instead of failing and turning the mount catatonic. `None` when this probe
+    /// cannot tell (the default, e.g. for fixture trees).
+    ///
+    /// # Errors
+    ///
+    /// The error of reaching the pipe.
+    fn queued_bytes_unread(&self, fd_path: &Path, ino: u64) -> io::Result<Option<u64>> {
+        let _ = (fd_path, ino);
+        Ok(None)
+    }
 }
 
 /// Any `Fn(fd_path, ino) -> io::Result<u64>` is a probe (fixture trees use a table).
@@ -459,6 +473,18 @@ impl QueueProbe for Fionread {
         nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO)?;
         let events = fds[0].revents().unwrap_or(nix::poll::PollFlags::empty());
         Ok(Some(!events.contains(nix::poll::PollFlags::POLLERR)))
+    }
+
+    fn queued_bytes_unread(&self, fd_path: &Path, ino: u64) -> io::Result<Option<u64>> {
+        let pinned = pin_pipe(fd_path, ino)?;
+        // FIONREAD counts a pipe's bytes through either end (pipe_ioctl() checks no mode);
+        // an extra writer, as in `has_readers`, adds no reader and writes nothing.
+        let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pinned));
+        let writer = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+            .open(reopen)?;
+        fionread(&writer).map(Some)
     }
 }
 

@@ -88,7 +88,8 @@ pub enum Reason {
     LeaderGone,
     /// ORPHANED: the leader holds no read end; a process of another group does.
     ReadEndDelegated,
-    /// ORPHANED: nobody holds a read end; the next lookup makes the mount catatonic.
+    /// ORPHANED: nobody holds a read end; the next lookup makes the mount catatonic (unless a
+    /// request is already pending: CRIU's probe then waits for it forever).
     HiddenCatatonic,
     /// ORPHANED: the master is outside the pid namespace CRIU would dump.
     MasterOutsidePidNs,

@@ -249,6 +249,10 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
     report.entry = Some(entry);
 
     if report.pending_bytes > 0 {
+        note_waiting_requesters(
+            report,
+            "the dump succeeds only after the daemon has read its queue",
+        );
         return set(
             report,
             MountState::Interim,
@@ -305,6 +309,38 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
             read_end.fd
         ),
     );
+    if let Some(owner) = facts.owner {
+        note_nested_pid_namespace(facts.table, report, pgrp, owner);
+    }
+}
+
+/// A master of the dumped tree in a pid namespace nested below its owner's: CRIU's
+/// `generate_ns_id()` takes the pid namespace of the tree's root task only and refuses any
+/// other ("Can't dump nested pid namespace for N", `criu/namespaces.c`), so the dump fails
+/// whatever the mount's state. Said only when both `NSpid:` lines were read (kernel 4.1+).
+fn note_nested_pid_namespace(
+    table: &mut ProcessTable<'_>,
+    report: &mut MountReport,
+    pgrp: i32,
+    owner: i32,
+) {
+    let depth = |table: &mut ProcessTable<'_>, pid: i32| {
+        table
+            .info(pid)
+            .ok()
+            .filter(|i| i.nspid_listed)
+            .map(|i| i.pidns_depth())
+    };
+    let (Some(master), Some(root)) = (depth(table, pgrp), depth(table, owner)) else {
+        return;
+    };
+    if master > root {
+        report.criu_notes.push(format!(
+            "master {pgrp} is in a pid namespace nested {} level(s) below the one of pid {owner}, the root of the tree CRIU dumps; CRIU dumps only the root task's pid namespace and fails before its autofs stage, naming the first task of that namespace it meets (the master or an ancestor of it): Can't dump nested pid namespace for <pid>",
+            master - root
+        ));
+        report.dumpable = false;
+    }
 }
 
 /// Where a master stands relative to the process tree CRIU dumps.
@@ -635,7 +671,8 @@ fn reparse(token: &[u8]) -> Result<CriuIds, String> {
 /// CRIU's probe of a direct or offset mount whose live leader holds no read end and for
 /// which nobody else holds one either (reference §3.6, §3.10 #2, #3): CRIU opens the root
 /// from the owner's pid namespace, the kernel's request finds no reader, the mount turns
-/// catatonic and is dumped so — unless the open cannot reach the kernel.
+/// catatonic and is dumped so — unless the open cannot reach the kernel (CRIU fails, whoever
+/// holds a read end), or a request already waits in the pipe (CRIU's probe joins it and hangs).
 fn probe(
     report: &mut MountReport,
     options: &AutofsOptions,
@@ -645,9 +682,39 @@ fn probe(
     facts: &mut Facts<'_, '_>,
 ) {
     let pgrp = options.pgrp;
+    let probed = facts.reach.mount_id;
+    let unreachable = format!("Autofs {probed} is alive, but unreachable.");
+    // Whether the probe reaches the kernel rests on the mount table, /dev/autofs and pid
+    // namespaces, not on who holds a read end: when it cannot, CRIU fails whoever does.
+    let reach = reach(report, pgrp, facts);
+    let blocked = |report: &mut MountReport, caveat: &str, why: &str| {
+        note_probed_through(report, probed);
+        set(
+            report,
+            MountState::Orphaned,
+            Reason::HiddenCatatonic,
+            format!("{hidden}{caveat}. CRIU's probe cannot reach it ({why}): {unreachable}"),
+        );
+    };
     if facts.view.restricted {
+        if let Reach::Blocked(why) = &reach {
+            let caveat = format!(
+                " (as far as the agent can see: {}; a hidden process holding one would not change CRIU's outcome)",
+                facts.view.summary()
+            );
+            return blocked(report, &caveat, why);
+        }
         // A hidden reader would answer the probe's request: the outcome rests on absence.
-        return restricted(report, hidden, facts.view);
+        // (The leader is seen alive: `restricted`'s "live or gone" is not the question.)
+        return set(
+            report,
+            MountState::Error,
+            Reason::ProcUnreadable,
+            format!(
+                "{hidden}. Whether CRIU's probe turns it catatonic (no reader anywhere) or fails (a reader answers) depends on processes hidden from the agent: {}",
+                facts.view.summary()
+            ),
+        );
     }
     // The census names holders it can see; the kernel's reader count, through any end the
     // census did see, also counts read ends it cannot (unreadable fd tables, fds in flight).
@@ -667,8 +734,8 @@ fn probe(
             unreadable.first().map_or("?", |u| u.message.as_str())
         )
     };
-    match readers {
-        Some(Ok(Some(false))) => {}
+    let readers_unknown = match readers {
+        Some(Ok(Some(false))) => None,
         Some(Ok(Some(true))) => {
             let example = unreadable
                 .first()
@@ -684,83 +751,33 @@ fn probe(
             );
         }
         // Without the kernel's count the census decides, if it is complete.
-        Some(Ok(None)) | None if unreadable.is_empty() => {}
-        Some(Err(e)) if unreadable.is_empty() => {
-            return set(
-                report,
-                MountState::Error,
-                Reason::ProcUnreadable,
-                format!("{hidden}. The pipe's reader count could not be read: {e}"),
-            );
+        Some(Ok(None)) | None if unreadable.is_empty() => None,
+        Some(Err(e)) if unreadable.is_empty() => Some(format!(
+            "{hidden}. The pipe's reader count could not be read: {e}"
+        )),
+        Some(Err(e)) => Some(unknown(format!(
+            "; the pipe's reader count could not be read either: {e}"
+        ))),
+        Some(Ok(None)) | None => Some(unknown(String::new())),
+    };
+    if let Some(message) = readers_unknown {
+        if let Reach::Blocked(why) = &reach {
+            let caveat = match unreadable {
+                [] => String::new(),
+                [first, ..] => format!(
+                    " (the fds of {} process(es) could not be read, e.g. {}; one of them might hold it)",
+                    unreadable.len(),
+                    first.message
+                ),
+            };
+            return blocked(report, &caveat, why);
         }
-        Some(Err(e)) => {
-            return set(
-                report,
-                MountState::Error,
-                Reason::ProcUnreadable,
-                unknown(format!(
-                    "; the pipe's reader count could not be read either: {e}"
-                )),
-            );
-        }
-        Some(Ok(None)) | None => {
-            return set(
-                report,
-                MountState::Error,
-                Reason::ProcUnreadable,
-                unknown(String::new()),
-            );
-        }
+        return set(report, MountState::Error, Reason::ProcUnreadable, message);
     }
-    let probed = facts.reach.mount_id;
-    if probed != report.mount_id {
-        report.criu_notes.push(format!(
-            "CRIU dumps this superblock from mount {probed}, another mount of its root (its dump_one_fs() reaches that one first: the last in the mount table, or else the first), and probes it through that mount; the outcome holds for every mount of the superblock"
-        ));
-    }
-    let unreachable = format!("Autofs {probed} is alive, but unreachable.");
-    let blocked =
-        |why: String| format!("{hidden}. CRIU's probe cannot reach it ({why}): {unreachable}");
-    if facts.reach.covered {
-        return set(
-            report,
-            MountState::Orphaned,
-            Reason::HiddenCatatonic,
-            blocked("another mount covers its root, so CRIU's open lands in that mount".into()),
-        );
-    }
-    if let Some((id, point)) = &facts.reach.shadowed_by {
-        return set(
-            report,
-            MountState::Orphaned,
-            Reason::HiddenCatatonic,
-            blocked(format!(
-                "mount {id} on {point} hides the path to it, so AUTOFS_DEV_IOCTL_OPENMOUNT looks it up in that mount and finds no such autofs mount"
-            )),
-        );
-    }
-    if report.minor >= 256 {
-        return set(
-            report,
-            MountState::Orphaned,
-            Reason::HiddenCatatonic,
-            blocked(format!(
-                "minor {} ≥ 256: CRIU passes the MKKDEV s_dev to AUTOFS_DEV_IOCTL_OPENMOUNT, which decodes it differently and finds no such mount",
-                report.minor
-            )),
-        );
-    }
-    match &facts.reach.dev_autofs {
-        Ok(DevAutofs::Usable) => {}
-        Ok(DevAutofs::Unusable(why)) => {
-            return set(
-                report,
-                MountState::Orphaned,
-                Reason::HiddenCatatonic,
-                blocked(why.clone()),
-            );
-        }
-        Err(why) => {
+    let owner = match reach {
+        Reach::Blocked(why) => return blocked(report, "", &why),
+        Reach::Unknown(why) => {
+            note_probed_through(report, probed);
             return set(
                 report,
                 MountState::Error,
@@ -768,97 +785,240 @@ fn probe(
                 format!("{hidden}. Whether CRIU's probe can reach it is unknown: {why}"),
             );
         }
+        Reach::Reaches(owner) => owner,
+    };
+    note_probed_through(report, probed);
+    if let Some(end) = through
+        && pending_request(report, end, ino, hidden, facts)
+    {
+        return;
     }
-    let Some(owner) = facts.owner else {
-        return set(
+    // The probe makes the mount catatonic; CRIU then reads the options again, still
+    // inside its probe (a failure there is "failed to access autofs <point>"), and
+    // parses them after it (a failure there is the parse's own message, nothing more:
+    // autofs_create_entry()).
+    let token = match crate::revisit::revisit(facts.mount_table, probed) {
+        Ok(token) => token,
+        Err(why) => {
+            let point = &facts.reach.mount_point;
+            return set(
+                report,
+                MountState::Orphaned,
+                Reason::HiddenCatatonic,
+                format!(
+                    "{hidden}. CRIU's probe makes it catatonic, but reading the mount table again fails ({why}): failed to access autofs {point}"
+                ),
+            );
+        }
+    };
+    let (uid, gid) = match reparse(&token) {
+        Ok(ids) => ids,
+        Err(why) => {
+            return set(
+                report,
+                MountState::Orphaned,
+                Reason::HiddenCatatonic,
+                format!("{hidden}. CRIU's probe makes it catatonic, but {why}"),
+            );
+        }
+    };
+    let normal = report
+        .entry
+        .unwrap_or_else(|| base_entry(options, 0, (None, None)));
+    // has_uid/has_gid stay as the first parse set them (autofs_create_entry()): the
+    // raw value is recorded only where that parse recorded one.
+    let (uid, gid) = (normal.uid.and(uid), normal.gid.and(gid));
+    for (name, normal, raw) in [("uid", normal.uid, uid), ("gid", normal.gid, gid)] {
+        if let Some(raw) = raw.filter(|&raw| Some(raw) != normal) {
+            report.criu_notes.push(format!(
+                    "CRIU's probe path records the raw host {name} {raw} instead: the options it reads again skip the user-namespace mapping of its normal path"
+                ));
+        }
+    }
+    report.entry = Some(AutofsEntry {
+        fd: -1,
+        read_fd: None,
+        uid,
+        gid,
+        ..normal
+    });
+    // What the kernel keeps and /proc does not show: a request's wait lasts until an answer
+    // or catatonic mode, and the probe's lookup would join it (see `pending_request`).
+    let unseen = if through.is_some() {
+        "Unless the daemon read a request and never answered it (died or stopped mid-request): that request's wait stays in the kernel, CRIU's probe joins it and the dump hangs; /proc shows no such request"
+    } else {
+        "Unless a request is pending (queued, or read and never answered: the daemon died mid-request): its wait stays in the kernel, CRIU's probe joins it and the dump hangs; with no end of the pipe left to measure it through, /proc shows no such request"
+    };
+    report.criu_notes.push(
+            "the dump leaves this mount catatonic: CRIU's probe makes the kernel give up on the daemon, and the mount never triggers again on this node until it is remounted".into(),
+        );
+    set(
+        report,
+        MountState::Catatonic,
+        Reason::ProbeMakesCatatonic,
+        format!(
+            "{hidden}. CRIU's probe opens the uncovered root from the pid namespace of pid {owner}; the request finds no reader, the mount turns catatonic and CRIU dumps it so (fd -1, pgrp {pgrp}). {unseen}"
+        ),
+    )
+}
+
+/// Whether a request is already queued in the pipe nobody reads, measured through `end`
+/// (reference §7.3, `fs/autofs/waitq.c`): the kernel keeps a pending request's wait until the
+/// daemon answers it or the mount turns catatonic, and a lookup of the same name — every
+/// lookup of a direct or offset root names the root — joins that wait instead of writing
+/// again. CRIU's probe then writes nothing, gets no EPIPE, and its child waits for an answer
+/// nobody will give: `waitpid` never returns and the dump hangs, its tasks frozen. Returns
+/// true after setting the verdict when a request is queued or the queue cannot be measured.
+fn pending_request(
+    report: &mut MountReport,
+    end: PipeEnd,
+    ino: u64,
+    hidden: &str,
+    facts: &mut Facts<'_, '_>,
+) -> bool {
+    let path = facts
+        .table
+        .root()
+        .pid_path(end.pid, &format!("fd/{}", end.fd));
+    let bytes = match facts.probe.queued_bytes_unread(&path, ino) {
+        Ok(None | Some(0)) => return false,
+        Ok(Some(bytes)) => bytes,
+        Err(e) => {
+            set(
+                report,
+                MountState::Error,
+                Reason::ProcUnreadable,
+                format!(
+                    "{hidden}. Whether a request is already queued (CRIU's probe would then wait for it forever) is unknown: cannot measure pipe {ino} through {}: {e}",
+                    path.display()
+                ),
+            );
+            return true;
+        }
+    };
+    report.pending_bytes = bytes;
+    report.pending_packets = bytes / packet_size(report.proto_version);
+    let queued = format!(
+        "{bytes} bytes ({} request(s)) are queued in pipe {ino}, which nobody reads",
+        report.pending_packets
+    );
+    let others = superblocks_sharing(facts.mount_table, ino, (report.major, report.minor));
+    if others > 0 {
+        set(
             report,
             MountState::Error,
             Reason::ProcUnreadable,
             format!(
-                "{hidden}. Whether CRIU's probe can reach it is unknown: the owner of mount namespace {} could not be read",
-                report.mnt_ns
+                "{hidden}. {queued} and {others} other autofs superblock(s) share: if a request is this mount's, CRIU's probe joins it and waits forever (the dump hangs); if not, the probe's own request turns the mount catatonic. Which mount a request is for cannot be read without reading the pipe"
             ),
         );
+        return true;
+    }
+    set(
+        report,
+        MountState::Orphaned,
+        Reason::HiddenCatatonic,
+        format!(
+            "{hidden}, except that {queued}: CRIU's probe joins the pending request instead of writing its own, gets no EPIPE, and waits for an answer nobody will give: the dump hangs with its tasks frozen instead of failing"
+        ),
+    );
+    note_waiting_requesters(
+        report,
+        "the dump hangs in the probe once no requester is left in the tree (a real CRIU 4.2.1 stays in autofs_mnt_open)",
+    );
+    true
+}
+
+/// Each queued request has a requester asleep in the kernel's autofs wait (killable: state
+/// D) until the daemon answers; it must see the daemon's pid namespace for the request to be
+/// written at all (reference §7.3), so in a container it is in the tree CRIU dumps, and
+/// CRIU's freeze (compel's seize) gives up on it before the autofs stage runs. A real CRIU
+/// 4.2.1 fails so. `otherwise` says what happens when no requester is in the tree.
+fn note_waiting_requesters(report: &mut MountReport, otherwise: &str) {
+    report.criu_notes.push(format!(
+        "each queued request's requester waits in the kernel (state D) until the daemon answers; when one is in the process tree CRIU dumps, as a process of the container is, CRIU's freeze fails first, after its --timeout (10 s by default), with: Unseizable non-zombie <requester pid> found, state D; otherwise {otherwise}"
+    ));
+}
+
+/// How many autofs superblocks other than `own` (major, minor) show pipe `ino` in `table`
+/// (a namespace's `mountinfo`): the real automount mounts all direct mounts of a map with
+/// one pipe. Lines that do not parse count for nothing here (their own reports say why).
+fn superblocks_sharing(table: &[u8], ino: u64, own: (u32, u32)) -> usize {
+    let mut others: Vec<(u32, u32)> = table
+        .split(|&b| b == b'\n')
+        .filter_map(|line| crate::mountinfo::MountLine::parse(line).ok())
+        .filter(|l| l.is_autofs() && (l.major, l.minor) != own)
+        .filter(|l| {
+            AutofsOptions::parse(l.super_options)
+                .is_ok_and(|o| o.pipe_ino == Some(PipeIno::Ino(ino)))
+        })
+        .map(|l| (l.major, l.minor))
+        .collect();
+    others.sort_unstable();
+    others.dedup();
+    others.len()
+}
+
+/// Notes, on a mount that is not the one CRIU's probe goes through (`probed`), that the
+/// probe of that other mount of the same root decides for this one too.
+fn note_probed_through(report: &mut MountReport, probed: u32) {
+    if probed != report.mount_id {
+        report.criu_notes.push(format!(
+            "CRIU dumps this superblock from mount {probed}, another mount of its root (its dump_one_fs() reaches that one first: the last in the mount table, or else the first), and probes it through that mount; the outcome holds for every mount of the superblock"
+        ));
+    }
+}
+
+/// Whether CRIU's probe of a mount reaches the kernel (reference §3.6, §3.10 #2, #3).
+enum Reach {
+    /// It cannot, and why: CRIU ends in "Autofs N is alive, but unreachable.".
+    Blocked(String),
+    /// A fact it rests on could not be read, and which.
+    Unknown(String),
+    /// It can, from the pid namespace of this owner (host pid).
+    Reaches(i32),
+}
+
+/// Whether CRIU's probe of the mount of `report`, whose leader is `pgrp`, reaches the kernel:
+/// an open that lands in a covering mount, a path lookup hidden by another mount, a devid
+/// CRIU encodes wrongly, no `/dev/autofs`, or a requester the daemon's pid namespace cannot
+/// see all keep the kernel from writing a request, whoever holds a read end.
+fn reach(report: &MountReport, pgrp: i32, facts: &mut Facts<'_, '_>) -> Reach {
+    if facts.reach.covered {
+        return Reach::Blocked(
+            "another mount covers its root, so CRIU's open lands in that mount".into(),
+        );
+    }
+    if let Some((id, point)) = &facts.reach.shadowed_by {
+        return Reach::Blocked(format!(
+            "mount {id} on {point} hides the path to it, so AUTOFS_DEV_IOCTL_OPENMOUNT looks it up in that mount and finds no such autofs mount"
+        ));
+    }
+    if report.minor >= 256 {
+        return Reach::Blocked(format!(
+            "minor {} ≥ 256: CRIU passes the MKKDEV s_dev to AUTOFS_DEV_IOCTL_OPENMOUNT, which decodes it differently and finds no such mount",
+            report.minor
+        ));
+    }
+    match &facts.reach.dev_autofs {
+        Ok(DevAutofs::Usable) => {}
+        Ok(DevAutofs::Unusable(why)) => return Reach::Blocked(why.clone()),
+        Err(why) => return Reach::Unknown(why.clone()),
+    }
+    let Some(owner) = facts.owner else {
+        return Reach::Unknown(format!(
+            "the owner of mount namespace {} could not be read",
+            report.mnt_ns
+        ));
     };
     // The kernel writes a request only for a requester visible in the daemon's pid
     // namespace; CRIU's requester lives in the owner's.
     match facts.table.translate(owner, pgrp) {
-        Err(why) => set(
-            report,
-            MountState::Error,
-            Reason::ProcUnreadable,
-            format!("{hidden}. Whether CRIU's probe can reach it is unknown: {why}"),
-        ),
-        Ok(None) => set(
-            report,
-            MountState::Orphaned,
-            Reason::HiddenCatatonic,
-            blocked(format!(
-                "the leader {pgrp} lives in a pid namespace nested below that of pid {owner}, where CRIU's requester runs, so the kernel writes no request"
-            )),
-        ),
-        Ok(Some(_)) => {
-            // The probe makes the mount catatonic; CRIU then reads the options again, still
-            // inside its probe (a failure there is "failed to access autofs <point>"), and
-            // parses them after it (a failure there is the parse's own message, nothing more:
-            // autofs_create_entry()).
-            let token = match crate::revisit::revisit(facts.mount_table, probed) {
-                Ok(token) => token,
-                Err(why) => {
-                    let point = &facts.reach.mount_point;
-                    return set(
-                        report,
-                        MountState::Orphaned,
-                        Reason::HiddenCatatonic,
-                        format!(
-                            "{hidden}. CRIU's probe makes it catatonic, but reading the mount table again fails ({why}): failed to access autofs {point}"
-                        ),
-                    );
-                }
-            };
-            let (uid, gid) = match reparse(&token) {
-                Ok(ids) => ids,
-                Err(why) => {
-                    return set(
-                        report,
-                        MountState::Orphaned,
-                        Reason::HiddenCatatonic,
-                        format!("{hidden}. CRIU's probe makes it catatonic, but {why}"),
-                    );
-                }
-            };
-            let normal = report
-                .entry
-                .unwrap_or_else(|| base_entry(options, 0, (None, None)));
-            // has_uid/has_gid stay as the first parse set them (autofs_create_entry()): the
-            // raw value is recorded only where that parse recorded one.
-            let (uid, gid) = (normal.uid.and(uid), normal.gid.and(gid));
-            for (name, normal, raw) in [("uid", normal.uid, uid), ("gid", normal.gid, gid)] {
-                if let Some(raw) = raw.filter(|&raw| Some(raw) != normal) {
-                    report.criu_notes.push(format!(
-                        "CRIU's probe path records the raw host {name} {raw} instead: the options it reads again skip the user-namespace mapping of its normal path"
-                    ));
-                }
-            }
-            report.entry = Some(AutofsEntry {
-                fd: -1,
-                read_fd: None,
-                uid,
-                gid,
-                ..normal
-            });
-            report.criu_notes.push(
-                "the dump leaves this mount catatonic: CRIU's probe makes the kernel give up on the daemon, and the mount never triggers again on this node until it is remounted".into(),
-            );
-            set(
-                report,
-                MountState::Catatonic,
-                Reason::ProbeMakesCatatonic,
-                format!(
-                    "{hidden}. CRIU's probe opens the uncovered root from the pid namespace of pid {owner}; the request finds no reader, the mount turns catatonic and CRIU dumps it so (fd -1, pgrp {pgrp})"
-                ),
-            )
-        }
+        Err(why) => Reach::Unknown(why.to_string()),
+        Ok(None) => Reach::Blocked(format!(
+            "the leader {pgrp} lives in a pid namespace nested below that of pid {owner}, where CRIU's requester runs, so the kernel writes no request"
+        )),
+        Ok(Some(_)) => Reach::Reaches(owner),
     }
 }
 
@@ -915,6 +1075,28 @@ fn set(report: &mut MountReport, state: MountState, reason: Reason, message: Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn superblocks_sharing_a_pipe_are_counted_once_each_without_the_own_one() {
+        let opts = |ino: &str| {
+            format!("rw,fd=14,pgrp=7,timeout=60,minproto=5,maxproto=5,direct,pipe_ino={ino}")
+        };
+        let table = [
+            "22 1 8:2 / / rw - ext4 /dev/sda2 rw".to_string(),
+            format!("40 22 0:43 / /mnt/a rw - autofs map {}", opts("900")),
+            // A bind of the own superblock's root, and a second superblock with two mounts.
+            format!("41 22 0:43 / /mnt/a2 rw - autofs map {}", opts("900")),
+            format!("42 22 0:44 / /mnt/b rw - autofs map {}", opts("900")),
+            format!("43 22 0:44 / /mnt/b2 rw - autofs map {}", opts("900")),
+            format!("44 22 0:45 / /mnt/c rw - autofs map {}", opts("901")),
+            "45 22 0:46 / /mnt/d rw - tmpfs tmpfs rw,pipe_ino=900".to_string(),
+            String::new(),
+        ]
+        .join("\n");
+        assert_eq!(superblocks_sharing(table.as_bytes(), 900, (0, 43)), 1);
+        assert_eq!(superblocks_sharing(table.as_bytes(), 901, (0, 45)), 0);
+        assert_eq!(superblocks_sharing(table.as_bytes(), 900, (0, 45)), 2);
+    }
 
     #[test]
     fn packet_sizes_follow_the_protocol_version() {

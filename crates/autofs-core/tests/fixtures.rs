@@ -63,6 +63,8 @@ const CASES: &[&str] = &[
     "shared_pod_pid_namespace",
     "superblock_without_a_root_mount",
     "two_mount_namespaces",
+    "unreachable_probe_in_a_restricted_view",
+    "unreachable_probes_with_unreadable_fds",
     "unreadable_facts_are_errors",
     "unreadable_fds_of_leader",
     "unreadable_fds_of_non_leader",
@@ -742,6 +744,13 @@ fn daemon_in_a_nested_pid_namespace_gets_its_pid_at_the_owner_level() {
     assert_eq!(verdict(r), (MountState::Active, Reason::MasterHoldsPipe));
     assert_eq!(r.entry, Some(entry(5, 25, 300, 5, 5, INDIRECT)));
     assert_eq!((r.host_pgrp, r.owner_pid), (5200, 4990));
+    // CRIU dumps the owner's pid namespace only: the nested one stops it.
+    assert!(!r.dumpable);
+    assert!(
+        r.criu_notes[0].contains("nested 1 level(s) below the one of pid 4990"),
+        "{:?}",
+        r.criu_notes
+    );
     assert_eq!(
         (r.container_id.as_str(), r.pod_uid.as_str()),
         (CONTAINERD_ID, POD_UID)
@@ -1552,6 +1561,15 @@ fn criu_probe_saves_only_uncovered_direct_mounts_with_a_small_minor_and_dev_auto
     assert!(saved.dumpable);
     assert_eq!(saved.entry, Some(entry(-1, 1234, 300, 5, 5, DIRECT)));
     assert!(saved.criu_notes[0].contains("leaves this mount catatonic"));
+    // A request the daemon read and never answered would make CRIU's probe hang; /proc cannot
+    // show one, and the message says so.
+    assert!(
+        saved
+            .message
+            .ends_with("CRIU's probe joins it and the dump hangs; /proc shows no such request"),
+        "{}",
+        saved.message
+    );
     let unreachable = |r: &MountReport, why: &str| {
         assert_eq!(
             verdict(r),
@@ -1575,6 +1593,63 @@ fn criu_probe_saves_only_uncovered_direct_mounts_with_a_small_minor_and_dev_auto
     assert_eq!(
         verdict(indirect),
         (MountState::Orphaned, Reason::HiddenCatatonic)
+    );
+}
+
+#[test]
+fn a_probe_that_cannot_reach_the_kernel_fails_whoever_the_unreadable_fds_hold() {
+    // The real automount SIGKILLed and left unreaped: its pipes have no holder the agent can
+    // see, and one bystander's fds could not be read. A covered root or a minor ≥ 256 keeps
+    // CRIU's probe from the kernel whatever that bystander holds: CRIU fails, certainly.
+    let case = "unreachable_probes_with_unreadable_fds";
+    let scan = scan_case(case);
+    assert_eq!(scan.stats.unreadable, 1);
+    let bystander = format!(
+        "the fds of 1 process(es) could not be read, e.g. cannot read {}: Not a directory",
+        case_root(case).join("3000/fd").display()
+    );
+    for (id, why) in [
+        (40, "another mount covers its root"),
+        (42, "minor 300 ≥ 256"),
+    ] {
+        let r = mount(&scan, HOST_MNT, id);
+        assert_eq!(
+            (r.state, r.reason, r.dumpable),
+            (MountState::Orphaned, Reason::HiddenCatatonic, false),
+            "{r:#?}"
+        );
+        assert!(r.message.starts_with(&format!(
+            "Master 2000 doesn't have a read end of the pipe with inode {} opened.",
+            r.pipe_ino
+        )));
+        assert!(r.message.contains(why), "{}", r.message);
+        assert!(r.message.contains(&bystander), "{}", r.message);
+        assert!(
+            r.message.contains("one of them might hold it"),
+            "{}",
+            r.message
+        );
+        assert!(
+            r.message
+                .ends_with(&format!("Autofs {id} is alive, but unreachable.")),
+            "{}",
+            r.message
+        );
+    }
+    // Uncovered, small minor, /dev/autofs there: the probe's request reaches the kernel, and
+    // whether it finds a reader rests on the fds that could not be read.
+    let reachable = mount(&scan, HOST_MNT, 41);
+    assert_eq!(
+        verdict(reachable),
+        (MountState::Error, Reason::ProcUnreadable),
+        "{reachable:#?}"
+    );
+    assert!(
+        reachable
+            .message
+            .contains("depends on the fds of 1 process(es) that could not be read"),
+        "{}",
+        reachable.message
     );
 }
 
@@ -1840,6 +1915,55 @@ fn with_pid1_hidden_a_missing_daemon_is_unknown_not_gone() {
         r.message
     );
     assert!(r.message.contains("pid 1 is not listed"), "{}", r.message);
+}
+
+#[test]
+fn with_pid1_hidden_a_probe_that_cannot_reach_the_kernel_still_fails() {
+    let scan = scan_case("unreachable_probe_in_a_restricted_view");
+    assert!(scan.view.restricted, "{:?}", scan.view);
+    // Covered: CRIU's open lands in the tmpfs whatever a hidden process holds.
+    let covered = mount(&scan, HOST_MNT, 40);
+    assert_eq!(
+        (covered.state, covered.reason, covered.dumpable),
+        (MountState::Orphaned, Reason::HiddenCatatonic, false),
+        "{covered:#?}"
+    );
+    assert!(
+        covered.message.contains("another mount covers its root"),
+        "{}",
+        covered.message
+    );
+    assert!(
+        covered.message.contains("pid 1 is not listed"),
+        "{}",
+        covered.message
+    );
+    assert!(
+        covered
+            .message
+            .ends_with("Autofs 40 is alive, but unreachable."),
+        "{}",
+        covered.message
+    );
+    // Uncovered: with nothing hidden, the probe would turn it catatonic and CRIU would dump
+    // it; a hidden reader would answer the probe instead. Unknown, and not "CRIU would fail".
+    let uncovered = mount(&scan, HOST_MNT, 41);
+    assert_eq!(
+        verdict(uncovered),
+        (MountState::Error, Reason::ProcUnreadable)
+    );
+    assert!(
+        uncovered.message.ends_with(
+            "Whether CRIU's probe turns it catatonic (no reader anywhere) or fails (a reader answers) depends on processes hidden from the agent: the agent's view of /proc is restricted: pid 1 is not listed in the proc root: processes are hidden"
+        ),
+        "{}",
+        uncovered.message
+    );
+    assert!(
+        !uncovered.message.contains("CRIU would fail"),
+        "{}",
+        uncovered.message
+    );
 }
 
 #[test]

@@ -304,6 +304,59 @@ fn live_leader_without_any_reader_of_a_direct_mount_is_saved_by_criu_probe() {
     assert_eq!(line.option("fd"), Some(d.write_fd.to_string().as_str()));
 }
 
+#[test]
+fn a_request_queued_for_a_direct_mount_nobody_reads_hangs_criu_probe() {
+    // The daemon stops reading with a request queued (it died mid-request, or closed its read
+    // end): the kernel keeps the request's wait until an answer or catatonic mode. CRIU's
+    // probe opens the direct root from the owner's pid namespace, its lookup names the same
+    // root and joins that wait instead of writing (no EPIPE, no catatonic), and CRIU's
+    // waitpid on its probe child never returns: the dump hangs. Seen by hand on kernel 6.18
+    // with the real automount SIGKILLed mid-request: an open of the root from the owner's pid
+    // namespace blocked in autofs_wait, even after the first requester was killed.
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::direct()).unwrap();
+    let req = sc.make_interim(&d, "", WAIT).unwrap();
+    sc.close_read(&d).unwrap();
+    let r = report_of(&sc, d.mount_id);
+    let criu_says = format!(
+        "Master {} doesn't have a read end of the pipe with inode {} opened. Abandoned mount or control was delegated to child?",
+        d.host_pgrp, d.pipe_ino
+    );
+    assert!(r.message.starts_with(&criu_says), "{}", r.message);
+    if r.minor < 256 {
+        assert_eq!(
+            (r.state, r.reason, r.dumpable),
+            (MountState::Orphaned, Reason::HiddenCatatonic, false),
+            "{r:#?}"
+        );
+        assert!(
+            r.message.contains("CRIU's probe joins the pending request"),
+            "{}",
+            r.message
+        );
+        assert!(r.message.contains("the dump hangs"), "{}", r.message);
+        assert_eq!((r.pending_bytes, r.pending_packets), (304, 1), "{r:#?}");
+    } else {
+        // CRIU's MKKDEV devid defect: its probe never reaches this mount, and fails.
+        assert_eq!(
+            (r.state, r.reason),
+            (MountState::Orphaned, Reason::HiddenCatatonic)
+        );
+        assert!(
+            r.message.ends_with("is alive, but unreachable."),
+            "{}",
+            r.message
+        );
+    }
+    // Measured without a reader: the mount is not catatonic and the requester still waits.
+    let line = sc.mount_line(d.mount_id).unwrap();
+    assert_eq!(line.option("fd"), Some(d.write_fd.to_string().as_str()));
+    assert_eq!(
+        sc.wait_requester(&req, Duration::ZERO).unwrap(),
+        RequesterOutcome::Running
+    );
+}
+
 /// CRIU's probe turned the mount catatonic and it is dumped so: `fd=-1`, the raw pgrp, no
 /// `read_fd` (reference §3.6).
 fn assert_probe_made_it_catatonic(r: &MountReport, d: &Daemon) {
@@ -1073,12 +1126,29 @@ fn a_namespace_without_a_complete_view_is_an_error_never_an_empty_table() {
 }
 
 #[test]
-fn daemon_in_a_nested_pid_namespace_gets_its_pgrp_in_the_owners_namespace() {
+fn daemon_in_a_nested_pid_namespace_gets_its_pgrp_in_the_owners_namespace_and_fails_criu_s_namespace_dump()
+ {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect().nested_pidns()).unwrap();
     assert_eq!(d.nspid.len(), 3, "{d:#?}");
     let r = report_of(&sc, d.mount_id);
-    assert_active_master(&r, &sc, &d);
+    // The mount is healthy, but CRIU dumps the root task's pid namespace only (a real CRIU
+    // fails so: crates/autofs-agent/tests/real_criu.rs).
+    assert!(!r.dumpable, "{r:#?}");
+    assert!(
+        r.criu_notes
+            .iter()
+            .any(|n| n.contains("Can't dump nested pid namespace for")),
+        "{r:#?}"
+    );
+    assert_active_master(
+        &MountReport {
+            dumpable: true,
+            ..r.clone()
+        },
+        &sc,
+        &d,
+    );
     let entry = r.entry.unwrap();
     // The scenario's init owns the mount namespace: its pid namespace is the middle level.
     assert_eq!(entry.pgrp, d.nspid[1]);
@@ -1107,6 +1177,47 @@ fn real_automount_daemon_is_active_then_orphaned_after_kill_9() {
     assert_eq!(r.state, MountState::Orphaned, "{r:#?}");
     assert_eq!(r.reason, Reason::HiddenCatatonic);
     assert!(!r.dumpable);
+}
+
+#[test]
+fn real_automount_restarted_after_kill_9_takes_its_mount_back() {
+    // `systemctl restart autofs` after a crash: the new daemon finds its mount, makes it
+    // catatonic and gives it a pipe of its own (AUTOFS_DEV_IOCTL_SETPIPEFD): same mount, new
+    // pipe, new pgrp; CRIU can dump it again.
+    let mut sc = Scenario::start_or_panic();
+    let a = sc.start_automount(AutomountSpec::default()).unwrap();
+    let first = report_of(&sc, a.mount_id);
+    assert_eq!(first.state, MountState::Active, "{first:#?}");
+    sc.kill(&a.name, 9, true).unwrap();
+    let dead = report_of(&sc, a.mount_id);
+    assert_eq!(
+        (dead.state, dead.reason),
+        (MountState::Orphaned, Reason::HiddenCatatonic),
+        "{dead:#?}"
+    );
+
+    let b = sc.restart_automount(&a).unwrap();
+    assert_eq!(b.mount_id, a.mount_id, "the same mount, taken over");
+    assert_ne!(b.host_pid, a.host_pid);
+    let r = report_of(&sc, a.mount_id);
+    assert_eq!(
+        (r.state, r.reason, r.dumpable),
+        (MountState::Active, Reason::MasterHoldsPipe, true),
+        "{r:#?}\nlog: {:?}",
+        sc.read_file(&b.log)
+    );
+    assert_ne!(
+        r.pipe_ino, first.pipe_ino,
+        "SETPIPEFD gives it the new daemon's pipe"
+    );
+    assert_eq!(r.host_pgrp, b.host_pgrp);
+    assert_eq!(r.read_end_pid, b.host_pid);
+    let entry = r.entry.unwrap();
+    assert_eq!(entry.pgrp, b.vpgrp);
+    assert_eq!(entry.timeout, 60);
+    // fd= is the new daemon's fd number, which it holds as its write end.
+    assert!(r.write_end_held, "{r:#?}");
+    assert!(r.options.contains(&format!("fd={},", entry.fd)), "{r:#?}");
 }
 
 fn libc_enoent() -> i32 {

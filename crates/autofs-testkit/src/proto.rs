@@ -29,7 +29,7 @@
 //! | `exit-daemon` | `name` | (after the daemon is reaped) |
 //! | `kill` | `name [signal=9] [wait=1]` | |
 //! | `delegate` | `name` | `name host_pid vpid nspid host_pgrp read_fd` |
-//! | `automount` | `[name] [timeout=60] [map_hex] [binary]` | `name host_pid vpid host_pgrp vpgrp mount_point mount_id log master map` |
+//! | `automount` | `[name] [timeout=60] [map_hex] [binary]`, or `name restart=1` (the gone automount `name` again, same master map) | `name host_pid vpid host_pgrp vpgrp mount_point mount_id log master map` |
 //! | `umount` | `name` | |
 //! | `mountinfo` | `[name]` (a nested daemon: read from its pid ns) | `hex` |
 //! | `ping` | | |

@@ -57,7 +57,7 @@ impl Context {
         request: &v1::ListMountsRequest,
     ) -> Result<(Selector, StreamSlot, Answer), Status> {
         let setup = async {
-            let selector = request::selector(request, &self.inventory)?;
+            let selector = request::selector(request, &self.inventory).await?;
             let slot = self.stream_slot(kind, client)?;
             let answer = self.fresh().await?;
             Ok::<_, Status>((selector, slot, answer))

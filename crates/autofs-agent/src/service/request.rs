@@ -5,15 +5,17 @@
 use autofs_api::v1;
 use autofs_core::MountState;
 use autofs_core::selector::{SelectError, Selector, Workload};
+use std::sync::Arc;
+
 use tonic::Status;
 
 use super::status::ApiError;
 use crate::snapshot::Inventory;
 
 /// The selector of a list or watch request; a pid is resolved to its mount namespace now.
-pub(super) fn selector(
+pub(super) async fn selector(
     req: &v1::ListMountsRequest,
-    inventory: &Inventory,
+    inventory: &Arc<Inventory>,
 ) -> Result<Selector, Status> {
     let mut selector = Selector::new(req.mnt_ns, &req.container_id, &req.pod_uid, Vec::new())
         .map_err(ApiError::from)?;
@@ -25,9 +27,10 @@ pub(super) fn selector(
     }
     if let Some(pid) = req.pid {
         let root = live_root(pid, inventory)?;
-        selector = selector
-            .with_pid(root, pid)
-            .map_err(|e| ApiError::from(unless_hidden(e, inventory)))?;
+        selector = match selector.with_pid(root, pid) {
+            Ok(selector) => selector,
+            Err(e) => return Err(ApiError::from(unless_hidden(e, inventory).await).into()),
+        };
     }
     Ok(selector)
 }
@@ -47,10 +50,10 @@ fn core_state(raw: i32) -> Option<MountState> {
 /// The workload of a CheckMigratable or WaitMigratable target, dumped with `external_mounts`
 /// external (CRIU's `--external mnt[PATH]`), validated before any scan: bad input never costs
 /// one.
-pub(super) fn workload(
+pub(super) async fn workload(
     target: Option<v1::check_migratable_request::Target>,
     external_mounts: &[String],
-    inventory: &Inventory,
+    inventory: &Arc<Inventory>,
 ) -> Result<Workload, Status> {
     use v1::check_migratable_request::Target as Wire;
     let target = target.ok_or_else(|| {
@@ -61,17 +64,29 @@ pub(super) fn workload(
         Wire::ContainerId(id) => Workload::of_container(&id),
         Wire::PodUid(uid) => Workload::of_pod(&uid),
     };
-    let workload = workload.map_err(|e| ApiError::from(unless_hidden(e, inventory)))?;
+    let workload = match workload {
+        Ok(workload) => workload,
+        Err(e) => return Err(ApiError::from(unless_hidden(e, inventory).await).into()),
+    };
     Ok(workload
         .with_external_mounts(external_mounts)
         .map_err(ApiError::from)?)
 }
 
 /// A process not found through the latest scan's restricted view may be hidden, not gone
-/// ([`SelectError::unless_hidden`]); before the first scan the view is not known, so nothing
-/// is known to be gone either ([`crate::snapshot::Snapshot::view`]).
-fn unless_hidden(e: SelectError, inventory: &Inventory) -> SelectError {
-    e.unless_hidden(&inventory.latest().view())
+/// ([`SelectError::unless_hidden`]). Before the first scan the view is not known: the first
+/// scan is awaited (bounded by the stall timeout, as every fresh answer is) and judges it; if
+/// it fails, nothing is known to be gone either ([`crate::snapshot::Snapshot::view`]). An
+/// agent asked right after it started thus answers as it will a moment later.
+async fn unless_hidden(e: SelectError, inventory: &Arc<Inventory>) -> SelectError {
+    let mut latest = inventory.latest();
+    if latest.generation == 0
+        && e.kind() == autofs_core::selector::SelectErrorKind::NotFound
+        && let Ok(answer) = inventory.fresh(std::time::Duration::ZERO).await
+    {
+        latest = answer.snapshot;
+    }
+    e.unless_hidden(&latest.view())
 }
 
 /// The wire target of a WaitMigratable request, as CheckMigratable's.

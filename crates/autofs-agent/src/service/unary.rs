@@ -61,7 +61,7 @@ async fn check(
     ctx: &Context,
     req: v1::CheckMigratableRequest,
 ) -> Result<(v1::CheckMigratableResponse, Answer), Status> {
-    let workload = request::workload(req.target, &req.external_mounts, &ctx.inventory)?;
+    let workload = request::workload(req.target, &req.external_mounts, &ctx.inventory).await?;
     let answer = ctx.snapshot_for(&workload).await?;
     let check = match workload.check(&answer.snapshot.scan) {
         Err(e) if e.kind() == SelectErrorKind::NotFound && answer.stale => {

@@ -35,7 +35,7 @@ pub(super) async fn wait_migratable(
     let mut updates = ctx.inventory.subscribe();
     let mut stalls = ctx.inventory.stalls();
     let setup = async {
-        let workload = request::workload(target, &external_mounts, &ctx.inventory)?;
+        let workload = request::workload(target, &external_mounts, &ctx.inventory).await?;
         let permit = ctx.stream_slot(StreamKind::Wait, &client)?;
         let answer = ctx.snapshot_for(&workload).await?;
         let snapshot = not_stale(answer)?;

@@ -10,17 +10,25 @@
 //! `gke-gcloud-auth-plugin` or `kubelogin`, client certificates, tokens, token files, OIDC)
 //! or the pod's service account.
 
-use std::collections::{HashMap, HashSet};
+mod list;
+mod nodes;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 pub use kube::Client;
-use kube::api::{Api, ListParams};
+use kube::Resource as _;
+use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+pub use nodes::NodePage;
+use tokio::time::Instant;
 
+use super::Discovered;
+use crate::backoff::BackoffConfig;
 use crate::endpoint::NodeEndpoint;
 
 /// Page size of the pod list.
@@ -58,11 +66,11 @@ pub enum KubeError {
         #[source]
         source: Box<kube::Error>,
     },
-    /// The API server refused the list (RBAC, a missing namespace, …).
-    #[error("listing pods in namespace {namespace}: HTTP {code} {reason}: {message}")]
+    /// The API server refused a list (RBAC, a missing namespace, …).
+    #[error("{what}: HTTP {code} {reason}: {message}")]
     Api {
-        /// The namespace.
-        namespace: String,
+        /// Which list (`listing pods in namespace N`, `listing nodes`).
+        what: String,
         /// HTTP status code.
         code: u16,
         /// The API's reason (`Forbidden`, `NotFound`, …).
@@ -71,13 +79,26 @@ pub enum KubeError {
         message: String,
     },
     /// The request failed: connection, TLS, or an answer that is not JSON.
-    #[error("listing pods in namespace {namespace}")]
+    #[error("{what}")]
     Request {
-        /// The namespace.
-        namespace: String,
+        /// Which list (`listing pods in namespace N`, `listing nodes`).
+        what: String,
         /// What failed.
         #[source]
         source: Box<kube::Error>,
+    },
+    /// The API server kept shedding load (429), failing (5xx) or dropping the connection
+    /// until no retry fitted in the discovery deadline ([`KubeDiscovery::timeout`]).
+    #[error("{what}: gave up after {attempts} attempts within {}: last {last}", crate::error::fmt_duration(*within))]
+    Unavailable {
+        /// Which list (`listing pods in namespace N`, `listing nodes`).
+        what: String,
+        /// Requests sent for the page that failed.
+        attempts: u32,
+        /// The discovery deadline.
+        within: Duration,
+        /// The last answer (`HTTP 503 Service Unavailable: …`) or connection failure.
+        last: String,
     },
     /// The answer is not a usable `PodList`.
     #[error("malformed PodList: {0}")]
@@ -120,6 +141,7 @@ impl fmt::Debug for Credentials {
 /// A controller that already holds a client passes it in:
 ///
 /// ```no_run
+/// use std::time::Duration;
 /// use autofs_controller::discovery::kube::{Client, Credentials, KubeDiscovery};
 /// use autofs_controller::discovery::{self, Source};
 /// # async fn run(client: Client) -> Result<(), Box<dyn std::error::Error>> {
@@ -128,8 +150,12 @@ impl fmt::Debug for Credentials {
 ///     selector: "app.kubernetes.io/name=autofs-inspector".into(),
 ///     port: 50051,
 ///     credentials: Credentials::Client(client),
+///     timeout: Duration::from_secs(10),
 /// };
-/// let endpoints = discovery::discover(&[Source::Kube(agents)]).await?;
+/// let found = discovery::discover(&[Source::Kube(agents)]).await?;
+/// for gap in &found.coverage_unverified {
+///     eprintln!("warning: {gap}");
+/// }
 /// # Ok(())
 /// # }
 /// ```
@@ -143,53 +169,56 @@ pub struct KubeDiscovery {
     pub port: u16,
     /// The client, or where to find credentials for one.
     pub credentials: Credentials,
+    /// Deadline of the whole discovery, counted from its start: the API server's `429 Too
+    /// Many Requests`, `5xx` and dropped connections are retried (after its `Retry-After`,
+    /// else with exponential backoff) only while the wait ends before it. A request in
+    /// flight is bounded by the client's read timeout (30 s for clients built from
+    /// credentials), not by this.
+    pub timeout: Duration,
 }
 
 impl KubeDiscovery {
-    /// Lists the pods: one endpoint per running pod, and a not-ready endpoint per node whose
-    /// agent pod cannot be asked (see [`NodeEndpoint::not_ready`]).
+    /// Lists the agent pods, then the Nodes: one endpoint per running pod, a not-ready
+    /// endpoint per node whose agent pod cannot be asked (see [`NodeEndpoint::not_ready`]),
+    /// and a not-ready endpoint (`node/NAME`) per node that has no agent pod at all. When
+    /// the credentials may not list Nodes (HTTP 403), that is warned about once and said in
+    /// [`Discovered::coverage_unverified`]: nodes without an agent pod cannot be seen then.
     ///
     /// # Errors
     ///
-    /// [`KubeError`] when no client can be built, the API refuses or fails the list, the
-    /// answer is not a `PodList`, or no pod matches at all.
-    pub async fn discover(&self) -> Result<Vec<NodeEndpoint>, KubeError> {
+    /// [`KubeError`] when no client can be built, the API refuses or fails a list (a 403 on
+    /// Nodes excepted), keeps shedding load past [`KubeDiscovery::timeout`]
+    /// ([`KubeError::Unavailable`]), an answer is not the list asked for, or no pod matches
+    /// at all.
+    pub async fn discover(&self) -> Result<Discovered, KubeError> {
+        let started = Instant::now();
         let (client, provider) = self.client().await?;
-        let api: Api<Pod> = Api::namespaced(client, &self.namespace);
+        let lister = |what: String, url_path: String, kind: &'static str| list::Lister {
+            client: &client,
+            what,
+            url_path,
+            kind,
+            deadline: started + self.timeout,
+            within: self.timeout,
+            backoff: BackoffConfig::default(),
+        };
+        let pods_what = format!("listing pods in namespace {}", self.namespace);
         let mut pods = PodPage::default();
-        let mut token: Option<String> = None;
-        loop {
-            let mut params = ListParams::default().labels(&self.selector).limit(PAGE);
-            if let Some(t) = &token {
-                params = params.continue_token(t);
-            }
-            let list = api
-                .list(&params)
-                .await
-                .map_err(|e| self.list_error(e, provider.as_deref()))?;
-            // A list without `kind` is what kube-rs calls `List`; anything else named is not
-            // pods.
-            if !matches!(list.types.kind.as_str(), "PodList" | "List") {
-                return Err(KubeError::Parse(format!(
-                    "kind is {}, expected PodList",
-                    list.types.kind
-                )));
-            }
-            pods.add(list.items.iter(), self.port)?;
-            match list.metadata.continue_.filter(|c| !c.is_empty()) {
-                Some(next) if token.as_ref() == Some(&next) => {
-                    return Err(KubeError::Parse(format!(
-                        "the API server sent the same continue token twice ({next})"
-                    )));
-                }
-                Some(next) => token = Some(next),
-                None => break,
-            }
-        }
+        lister(
+            pods_what.clone(),
+            Pod::url_path(&(), Some(&self.namespace)),
+            "PodList",
+        )
+        .list(
+            ListParams::default().labels(&self.selector),
+            |e| list_error(e, &pods_what, provider.as_deref()),
+            |items: Vec<Pod>| pods.add(items.iter(), self.port),
+        )
+        .await?;
         for s in &pods.skipped {
             tracing::info!(pod = %s, "agent pod left out");
         }
-        let endpoints = pods.endpoints();
+        let mut endpoints = pods.endpoints();
         if endpoints.is_empty() {
             return Err(KubeError::NoPods {
                 namespace: self.namespace.clone(),
@@ -201,7 +230,48 @@ impl KubeDiscovery {
                 },
             });
         }
-        Ok(endpoints)
+        let nodes_what = "listing nodes".to_owned();
+        let mut nodes = NodePage::default();
+        let listed = lister(nodes_what.clone(), Node::url_path(&(), None), "NodeList")
+            .list(
+                ListParams::default(),
+                |e| list_error(e, &nodes_what, provider.as_deref()),
+                |items: Vec<Node>| nodes.add(items.iter()),
+            )
+            .await;
+        let mut coverage_unverified = Vec::new();
+        match listed {
+            Ok(()) => {
+                for ep in &mut endpoints {
+                    let state = ep.expected_node.as_deref().and_then(|n| nodes.state(n));
+                    if let (Some(why), Some(state)) = (&mut ep.not_ready, state) {
+                        why.push_str("; node is ");
+                        why.push_str(&state);
+                    }
+                }
+                for s in &nodes.skipped {
+                    tracing::info!(node = %s, "node left out");
+                }
+                let covered = pods.nodes();
+                endpoints.extend(nodes.without_agent(&covered, &pods.terminating));
+            }
+            // Custom RBAC without `list` on nodes: the pods still say where agents are; only
+            // nodes without one cannot be seen.
+            Err(KubeError::Api {
+                code: 403, message, ..
+            }) => {
+                let gap = format!(
+                    "cannot list nodes: coverage of nodes without an agent pod is unknown (HTTP 403 Forbidden: {message})"
+                );
+                tracing::warn!("{gap}");
+                coverage_unverified.push(gap);
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(Discovered {
+            endpoints,
+            coverage_unverified,
+        })
     }
 
     /// The client, and who provides its credentials (for error messages).
@@ -223,6 +293,10 @@ impl KubeDiscovery {
                 .map_err(|e| KubeError::Infer(Box::new(e)))?,
         };
         config.read_timeout = Some(READ_TIMEOUT);
+        // Discovery retries load shedding itself, within its deadline and counting attempts;
+        // kube-rs's own retry layer (up to 15 retries, waits of up to 1000 s, 500 not
+        // retried) under it would multiply the attempts and outlast the deadline.
+        config.default_retry = false;
         let auth = &config.auth_info;
         let provider = if let Some(exec) = &auth.exec {
             let mut command = exec
@@ -248,28 +322,27 @@ impl KubeDiscovery {
         })?;
         Ok((client, provider))
     }
+}
 
-    fn list_error(&self, e: kube::Error, provider: Option<&str>) -> KubeError {
-        match e {
-            kube::Error::Api(status) => KubeError::Api {
-                namespace: self.namespace.clone(),
-                code: status.code,
-                reason: status.reason.clone(),
-                message: status.message.clone(),
-            },
-            // Credentials are fetched (an exec plugin run, a token file read) in the
-            // client's middleware, so their failure may come wrapped as a service error.
-            e if matches!(e, kube::Error::Auth(_)) || is_auth_failure(&e) => {
-                KubeError::Credentials {
-                    provider: provider.unwrap_or("the client's configuration").to_owned(),
-                    source: Box::new(e),
-                }
-            }
-            source => KubeError::Request {
-                namespace: self.namespace.clone(),
-                source: Box::new(source),
-            },
-        }
+/// A failed request as a [`KubeError`] of list `what`.
+fn list_error(e: kube::Error, what: &str, provider: Option<&str>) -> KubeError {
+    match e {
+        kube::Error::Api(status) => KubeError::Api {
+            what: what.to_owned(),
+            code: status.code,
+            reason: status.reason.clone(),
+            message: status.message.clone(),
+        },
+        // Credentials are fetched (an exec plugin run, a token file read) in the client's
+        // middleware, so their failure may come wrapped as a service error.
+        e if matches!(e, kube::Error::Auth(_)) || is_auth_failure(&e) => KubeError::Credentials {
+            provider: provider.unwrap_or("the client's configuration").to_owned(),
+            source: Box::new(e),
+        },
+        source => KubeError::Request {
+            what: what.to_owned(),
+            source: Box::new(source),
+        },
     }
 }
 
@@ -296,6 +369,8 @@ pub struct PodPage {
     not_ready: Vec<(NodeEndpoint, bool)>,
     /// `ns/name: why` of pods left out (terminating).
     pub skipped: Vec<String>,
+    /// Node → `pod ns/name` of a terminating agent pod on it.
+    pub terminating: BTreeMap<String, String>,
 }
 
 impl PodPage {
@@ -319,6 +394,9 @@ impl PodPage {
             if meta.deletion_timestamp.is_some() {
                 // Its replacement (or the node's removal) follows; the old agent is going.
                 self.skipped.push(format!("{id}: terminating"));
+                if let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) {
+                    self.terminating.insert(node, format!("pod {id}"));
+                }
                 continue;
             }
             let status = pod.status.as_ref();
@@ -372,6 +450,15 @@ impl PodPage {
             }
         }
         Ok(())
+    }
+
+    /// The nodes that have an agent pod that is not terminating, ready or not.
+    pub fn nodes(&self) -> HashSet<&str> {
+        self.ready
+            .iter()
+            .chain(self.not_ready.iter().map(|(ep, _)| ep))
+            .filter_map(|ep| ep.expected_node.as_deref())
+            .collect()
     }
 
     /// Every ready endpoint, then one not-ready endpoint per node that has no ready one

@@ -54,6 +54,29 @@ impl Source {
     }
 }
 
+/// What discovery found: the agents, and whether they are known to cover every node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Discovered {
+    /// The agents to ask, not-ready ones included (see [`NodeEndpoint::not_ready`]).
+    pub endpoints: Vec<NodeEndpoint>,
+    /// Why the endpoints may miss nodes, one sentence per gap ("cannot list nodes: coverage
+    /// of nodes without an agent pod is unknown (…)"). Empty when no source knows of a gap:
+    /// Kubernetes discovery checks its pods against the Nodes; a static list, a nodes file
+    /// or DNS are taken as the whole cluster. A non-empty list makes every cluster report
+    /// incomplete ([`crate::ClusterReport::coverage_unverified`]).
+    pub coverage_unverified: Vec<String>,
+}
+
+impl From<Vec<NodeEndpoint>> for Discovered {
+    /// Endpoints taken as covering the whole cluster.
+    fn from(endpoints: Vec<NodeEndpoint>) -> Discovered {
+        Discovered {
+            endpoints,
+            coverage_unverified: Vec::new(),
+        }
+    }
+}
+
 /// Runs every source and returns the union, refusing an empty result and duplicates.
 ///
 /// # Errors
@@ -61,8 +84,10 @@ impl Source {
 /// The first source that fails ([`DiscoveryError::File`], [`DiscoveryError::Dns`], a
 /// Kubernetes error, an invalid address), or [`DiscoveryError::Empty`] /
 /// [`DiscoveryError::Duplicate`] for the union.
-pub async fn discover(sources: &[Source]) -> Result<Vec<NodeEndpoint>, DiscoveryError> {
+pub async fn discover(sources: &[Source]) -> Result<Discovered, DiscoveryError> {
     let mut all = Vec::new();
+    #[cfg_attr(not(feature = "kube"), allow(unused_mut))]
+    let mut coverage_unverified = Vec::new();
     for source in sources {
         match source {
             Source::Static(list) => {
@@ -81,11 +106,18 @@ pub async fn discover(sources: &[Source]) -> Result<Vec<NodeEndpoint>, Discovery
                 );
             }
             #[cfg(feature = "kube")]
-            Source::Kube(k) => all.extend(k.discover().await?),
+            Source::Kube(k) => {
+                let found = k.discover().await?;
+                all.extend(found.endpoints);
+                coverage_unverified.extend(found.coverage_unverified);
+            }
         }
     }
     endpoint::validate(&all)?;
-    Ok(all)
+    Ok(Discovered {
+        endpoints: all,
+        coverage_unverified,
+    })
 }
 
 /// Reads a nodes file (see [`Source::File`]).

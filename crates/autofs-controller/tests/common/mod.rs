@@ -14,7 +14,9 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod dnsmasq;
 pub mod fake_agent;
+pub mod gate;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -427,6 +427,32 @@ impl Scenario {
         })
     }
 
+    /// Starts the automount `gone` again (after [`Scenario::kill`]) with the same master map,
+    /// pid file and log, as `systemctl restart autofs` does: the new daemon finds its mount
+    /// still there and takes it over (`AUTOFS_DEV_IOCTL_CATATONIC`, then `SETPIPEFD` with a
+    /// pipe of its own). Returns once the mount shows the new daemon's pgrp.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Scenario::request`], the init's reply when `gone` is no automount of this
+    /// scenario, still runs, or the new one failed to start or to take the mount over (with
+    /// its log); or an error naming a field of the reply that is missing or malformed.
+    pub fn restart_automount(&mut self, gone: &Automount) -> io::Result<Automount> {
+        let mut f = Fields::default();
+        f.push("name", &gone.name).push("restart", 1);
+        let r = self.request("automount", &f)?;
+        Ok(Automount {
+            name: r.req("name").map_err(bad)?.to_string(),
+            host_pid: num(&r, "host_pid")?,
+            vpid: num(&r, "vpid")?,
+            host_pgrp: num(&r, "host_pgrp")?,
+            vpgrp: num(&r, "vpgrp")?,
+            mount_point: PathBuf::from(r.req("mount_point").map_err(bad)?),
+            mount_id: num(&r, "mount_id")?,
+            log: PathBuf::from(r.req("log").map_err(bad)?),
+        })
+    }
+
     /// The mount table as a process *inside* the scenario reads it: in the scenario's pid
     /// namespace (`daemon` `None`) or in a nested daemon's one. `pgrp=` is printed in the
     /// reader's pid namespace, so it differs from the host view.

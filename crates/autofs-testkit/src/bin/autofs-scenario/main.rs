@@ -4,7 +4,9 @@
 //! `autofs_testkit::Scenario::start`, not meant to be run by hand).
 //!
 //! The process unshares a new mount and pid namespace (mount propagation made private),
-//! forks the namespace's pid 1 and waits for it. Pid 1 mounts a private tmpfs on DIR and
+//! forks the namespace's pid 1 and waits for it. Pid 1 execs this binary again with `--pid1`
+//! (so that it maps its files from the new mount namespace's mounts, as a container's init
+//! does; CRIU can dump it then), mounts a private tmpfs on DIR and
 //! on `/run`, prints a `ready` banner and then answers one line per command read on
 //! stdin (see `autofs_testkit::proto` and the crate docs for the commands). The host's
 //! procfs stays mounted on `/proc`, so `/proc/self` gives host pids.
@@ -19,6 +21,7 @@ use std::path::PathBuf;
 /// What `--help` prints.
 const USAGE: &str = "\
 usage: autofs-scenario --work-dir DIR [--parent-pid PID]
+       autofs-scenario --pid1 --work-dir DIR   (pid 1 re-exec'd in the new namespaces)
 
 The init of one real-kernel autofs scenario, started by autofs_testkit::Scenario::start: it
 unshares a mount and pid namespace, mounts a private tmpfs on DIR and /run, prints a `ready`
@@ -33,8 +36,14 @@ fn main() {
     }
     let mut work = None;
     let mut parent = None;
+    let mut pid1 = false;
     let mut i = 1;
     while i < args.len() {
+        if args[i] == "--pid1" {
+            pid1 = true;
+            i += 1;
+            continue;
+        }
         match (args[i].as_str(), args.get(i + 1)) {
             ("--work-dir", Some(v)) => work = Some(PathBuf::from(v)),
             ("--parent-pid", Some(v)) => parent = v.parse::<i32>().ok(),
@@ -45,6 +54,9 @@ fn main() {
     let Some(work) = work else {
         fatal("missing --work-dir")
     };
+    if pid1 {
+        std::process::exit(outer::run_pid1(&work));
+    }
     if let Err(e) = outer::run(&work, parent) {
         fatal(&e);
     }

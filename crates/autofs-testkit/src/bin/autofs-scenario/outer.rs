@@ -2,6 +2,7 @@
 //! the namespace's pid 1 (the [`Init`](crate::init::Init)) and exits with its status.
 
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use autofs_testkit::procfs;
@@ -38,15 +39,10 @@ pub(crate) fn run(work: &Path, parent: Option<i32>) -> Result<(), String> {
     autofs_testkit::mount_ns::unshare_private_mounts(CloneFlags::CLONE_NEWPID)?;
     match sys::fork().map_err(|e| format!("fork: {e}"))? {
         sys::Fork::Child => {
-            let code = match crate::init::Init::boot(work) {
-                Ok(mut init) => init.serve(),
-                Err(e) => {
-                    println!("error autofs-scenario init: {e}");
-                    1
-                }
-            };
+            let e = reexec_as_pid1(work);
+            println!("error autofs-scenario init: {e}");
             let _ = std::io::stdout().flush();
-            sys::exit_now(code);
+            sys::exit_now(1);
         }
         sys::Fork::Parent(pid) => {
             // Only pid 1 talks on the protocol pipes.
@@ -61,4 +57,46 @@ pub(crate) fn run(work: &Path, parent: Option<i32>) -> Result<(), String> {
             }
         }
     }
+}
+
+/// Pid 1 execs this binary again (`--pid1`) by its path, which now resolves in the new mount
+/// namespace, so that its executable and libraries are mapped from the namespace's own mounts
+/// as in a container whose init was exec'd inside it: a checkpointer that dumps the namespace
+/// (CRIU) finds every mapped file on a mount it dumps. Returns only on failure, with the reason.
+fn reexec_as_pid1(work: &Path) -> String {
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return format!("locating this binary to exec it as pid 1: {e}"),
+    };
+    let err = std::process::Command::new(&exe)
+        .arg("--pid1")
+        .arg("--work-dir")
+        .arg(work)
+        .exec();
+    format!("exec {} as pid 1: {err}", exe.display())
+}
+
+/// Pid 1 after [`reexec_as_pid1`]: closes every fd but the protocol's stdio (fds the test
+/// process leaked would point at the host's mounts), boots the init, moves into the work
+/// dir's private tmpfs and serves; returns the exit code.
+///
+/// The working directory matters to CRIU: its parasite mounts a procfs of the task's pid
+/// namespace on `proc.crtools` relative to the task's cwd, which must not be a directory
+/// on the host's disk that other scenarios share (the test process's cwd, inherited).
+pub(crate) fn run_pid1(work: &Path) -> i32 {
+    sys::close_from(3);
+    let booted = crate::init::Init::boot(work).and_then(|init| {
+        std::env::set_current_dir(work)
+            .map(|()| init)
+            .map_err(|e| format!("chdir {}: {e}", work.display()))
+    });
+    let code = match booted {
+        Ok(mut init) => init.serve(),
+        Err(e) => {
+            println!("error autofs-scenario init: {e}");
+            1
+        }
+    };
+    let _ = std::io::stdout().flush();
+    code
 }

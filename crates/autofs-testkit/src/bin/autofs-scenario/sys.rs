@@ -67,7 +67,8 @@ pub fn close(fd: i32) -> io::Result<()> {
 /// Closes every fd `>= first` (`close_range(2)`).
 pub fn close_from(first: u32) {
     // SAFETY: plain integers. Used right after fork in a child whose Rust objects that
-    // own fds in that range are never used again (the child ends with `exit_now`).
+    // own fds in that range are never used again (the child ends with `exit_now`), or first
+    // thing in `main` of pid 1, where no Rust object owns an fd yet.
     unsafe {
         libc::close_range(first, u32::MAX, 0);
     }

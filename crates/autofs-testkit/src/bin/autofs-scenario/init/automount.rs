@@ -18,7 +18,19 @@ const DEFAULT_MAP: &str = "foo -fstype=tmpfs,size=1m :tmpfs\n";
 
 impl Init {
     pub(super) fn cmd_automount(&mut self, f: &Fields) -> Reply {
-        let name = self.new_name(f, "auto")?;
+        // `restart=1`: the named automount, gone, is started again with the same master map,
+        // pid file and log; it finds its mounts still there and takes them over.
+        let restart = f.get("restart").is_some_and(|v| v == "1");
+        let (name, before) = if restart {
+            let name = f.req("name")?.to_string();
+            if !self.procs.contains_key(&name) || !self.is_automount(&name) {
+                return Err(format!("no automount named `{name}` to restart"));
+            }
+            let vpid = self.procs[&name].vpid;
+            (name, Some(vpid))
+        } else {
+            (self.new_name(f, "auto")?, None)
+        };
         if self
             .procs
             .iter()
@@ -26,29 +38,37 @@ impl Init {
         {
             return Err("one automount per scenario: they share /run".into());
         }
-        let timeout: u64 = f.parse_opt("timeout")?.unwrap_or(60);
-        let map = match f.get("map_hex") {
-            Some(h) => String::from_utf8(proto::hex_decode(h)?).map_err(|e| e.to_string())?,
-            None => DEFAULT_MAP.to_string(),
-        };
         let mp = self.work.join(&name);
         let master = self.work.join(format!(".{name}.master"));
         let mapfile = self.work.join(format!(".{name}.map"));
         let log = self.work.join(format!(".{name}.log"));
         let pidfile = PathBuf::from(format!("/run/autofs-testkit-{name}.pid"));
         let io = |e: std::io::Error| e.to_string();
-        std::fs::create_dir_all(&mp).map_err(io)?;
-        std::fs::write(&mapfile, map).map_err(io)?;
-        std::fs::write(
-            &master,
-            format!(
-                "{} {} --timeout={timeout}\n",
-                mp.display(),
-                mapfile.display()
-            ),
-        )
-        .map_err(io)?;
-        let logf = File::create(&log).map_err(io)?;
+        if !restart {
+            let timeout: u64 = f.parse_opt("timeout")?.unwrap_or(60);
+            let map = match f.get("map_hex") {
+                Some(h) => String::from_utf8(proto::hex_decode(h)?).map_err(|e| e.to_string())?,
+                None => DEFAULT_MAP.to_string(),
+            };
+            std::fs::create_dir_all(&mp).map_err(io)?;
+            std::fs::write(&mapfile, map).map_err(io)?;
+            std::fs::write(
+                &master,
+                format!(
+                    "{} {} --timeout={timeout}\n",
+                    mp.display(),
+                    mapfile.display()
+                ),
+            )
+            .map_err(io)?;
+        }
+        let logf = File::options()
+            .create(true)
+            .append(restart)
+            .write(true)
+            .truncate(!restart)
+            .open(&log)
+            .map_err(io)?;
         let bin = f.get("binary").unwrap_or("/usr/sbin/automount");
         let argv = [
             "automount".to_string(),
@@ -96,23 +116,32 @@ impl Init {
         }
         let mut vpid = None;
         let mut line = None;
+        // A SIGKILLed automount leaves its pid file behind; a restarted one has a new pid,
+        // and its mount shows that pid as pgrp= once it has taken the mount over.
+        let taken_over = |l: &procfs::MountInfoLine, vpid: i32| {
+            l.fstype == "autofs"
+                && (before.is_none() || l.option("pgrp") == Some(&vpid.to_string()))
+        };
         while Instant::now() < deadline {
             if vpid.is_none() {
                 vpid = std::fs::read_to_string(&pidfile)
                     .ok()
-                    .and_then(|s| s.trim().parse::<i32>().ok());
+                    .and_then(|s| s.trim().parse::<i32>().ok())
+                    .filter(|&p| Some(p) != before);
             }
             line = procfs::read_mountinfo_self()
                 .ok()
                 .and_then(|v| v.into_iter().rev().find(|l| l.mount_point == mp));
-            if vpid.is_some() && line.as_ref().is_some_and(|l| l.fstype == "autofs") {
+            if let Some(v) = vpid
+                && line.as_ref().is_some_and(|l| taken_over(l, v))
+            {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         let vpid = vpid.ok_or_else(|| format!("no pid file; log: {}", read_log().trim()))?;
         let line = line
-            .filter(|l| l.fstype == "autofs")
+            .filter(|l| taken_over(l, vpid))
             .ok_or_else(|| format!("no autofs mount appeared; log: {}", read_log().trim()))?;
         let own_ns = procfs::ns_inode("self", "pid").map_err(io)?;
         let host_pid = procfs::all_pids()
@@ -133,7 +162,9 @@ impl Init {
                 pidns: None,
             },
         );
-        self.mounts.push(mp.clone());
+        if !restart {
+            self.mounts.push(mp.clone());
+        }
         let mut out = Fields::default();
         out.push("name", &name)
             .push("host_pid", host_pid)
