@@ -29,6 +29,7 @@ const JSON_FIELDS: &[(&str, &str)] = &[
         "crate::json::base64",
     ),
     (".autofs.v1.MountReport.source_bytes", "crate::json::base64"),
+    (".autofs.v1.MountReport.root_bytes", "crate::json::base64"),
     (
         ".autofs.v1.MountEvent.kind",
         "crate::json::mount_event_kind",

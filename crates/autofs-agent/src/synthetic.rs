@@ -42,6 +42,8 @@ pub(crate) fn scan(n: usize, node: &str) -> Scan {
                 mount_point_bytes: format!("/synthetic/auto/mount-{i:06}").into_bytes(),
                 source: "/etc/auto.synthetic".into(),
                 source_bytes: b"/etc/auto.synthetic".to_vec(),
+                root: "/".into(),
+                root_bytes: b"/".to_vec(),
                 major: 0,
                 minor: 100 + id,
                 criu_s_dev: 100 + id,
@@ -83,6 +85,7 @@ pub(crate) fn scan(n: usize, node: &str) -> Scan {
                 proto_version: 5,
                 timeout: 300,
                 dumpable: true,
+                blocks_when_external: false,
             }
         })
         .collect();

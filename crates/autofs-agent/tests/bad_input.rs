@@ -43,6 +43,7 @@ async fn oversize_requests_are_refused_and_the_agent_keeps_serving() {
     let status = client
         .check_migratable(v1::CheckMigratableRequest {
             target: Some(Target::ContainerId(huge.clone())),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -99,6 +100,7 @@ async fn pids_and_ids_from_clients_never_lead_outside_the_proc_root() {
             client
                 .check_migratable(v1::CheckMigratableRequest {
                     target: Some(Target::Pid(pid)),
+                    ..Default::default()
                 })
                 .await,
             Code::NotFound,
@@ -130,6 +132,7 @@ async fn pids_and_ids_from_clients_never_lead_outside_the_proc_root() {
             client
                 .check_migratable(v1::CheckMigratableRequest {
                     target: Some(Target::PodUid(bad.into())),
+                    ..Default::default()
                 })
                 .await,
             Code::InvalidArgument,

@@ -24,6 +24,7 @@ fn list_request() -> v1::ListMountsRequest {
 fn check_pid(pid: i32) -> v1::CheckMigratableRequest {
     v1::CheckMigratableRequest {
         target: Some(Target::Pid(pid)),
+        ..Default::default()
     }
 }
 
@@ -371,6 +372,7 @@ async fn container_and_pod_filters_follow_the_cgroup_of_the_namespace_owner() {
         let answer = client
             .check_migratable(v1::CheckMigratableRequest {
                 target: Some(target.clone()),
+                ..Default::default()
             })
             .await
             .unwrap_or_else(|s| panic!("{target:?}: {s:?}"))
@@ -510,7 +512,10 @@ async fn check_migratable_rejects_bad_targets_and_does_not_find_unknown_ones() {
         let mut client = client.clone();
         async move {
             client
-                .check_migratable(v1::CheckMigratableRequest { target })
+                .check_migratable(v1::CheckMigratableRequest {
+                    target,
+                    ..Default::default()
+                })
                 .await
                 .map(tonic::Response::into_inner)
         }

@@ -35,6 +35,8 @@ fn sample() -> MountReport {
         mount_point_bytes: b"/caf\xe9".to_vec(),
         source: "map".into(),
         source_bytes: b"map".to_vec(),
+        root: "/".into(),
+        root_bytes: b"/".to_vec(),
         major: 0,
         minor: 52,
         criu_s_dev: 52,
@@ -70,6 +72,7 @@ fn sample() -> MountReport {
         proto_version: 5,
         timeout: 0,
         dumpable: true,
+        blocks_when_external: false,
     }
 }
 
@@ -105,6 +108,8 @@ fn json_bytes_fields_are_base64_as_in_proto3_json() {
     // base64("/caf\xe9") and base64("map"), as the proto3 JSON mapping writes `bytes`.
     assert_eq!(json["mount_point_bytes"], "L2NhZuk=");
     assert_eq!(json["source_bytes"], "bWFw");
+    assert_eq!(json["root_bytes"], "Lw==");
+    assert_eq!(json["root"], "/");
     assert_eq!(json["mount_point"], "/caf\\xe9");
 }
 

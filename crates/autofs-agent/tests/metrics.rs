@@ -617,6 +617,7 @@ async fn exclusive_a_hundred_waiters_cost_no_more_scans_than_one() {
     let before = scans(&scrape(&agent));
     let request = v1::WaitMigratableRequest {
         target: Some(v1::wait_migratable_request::Target::Pid(sc.init_host_pid())),
+        ..Default::default()
     };
     let mut streams = Vec::new();
     for _ in 0..100 {

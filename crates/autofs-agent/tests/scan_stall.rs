@@ -92,6 +92,7 @@ async fn a_hung_proc_read_turns_health_not_serving_and_rpcs_answer_from_the_last
         .await
         .check_migratable(v1::CheckMigratableRequest {
             target: Some(Target::Pid(1234)),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -107,6 +108,7 @@ async fn a_hung_proc_read_turns_health_not_serving_and_rpcs_answer_from_the_last
             target: Some(Target::PodUid(
                 "7c0a1e2f-3b4d-4c5e-8f9a-0b1c2d3e4f5a".into(),
             )),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -164,6 +166,7 @@ async fn a_hung_proc_read_with_an_old_last_scan_is_unavailable_and_sigterm_still
     let status = client
         .check_migratable(v1::CheckMigratableRequest {
             target: Some(Target::Pid(1234)),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -239,6 +242,7 @@ async fn before_the_first_scan_node_info_says_the_view_is_not_known() {
     let status = client
         .check_migratable(v1::CheckMigratableRequest {
             target: Some(Target::Pid(absent)),
+            ..Default::default()
         })
         .await
         .expect_err("no scan, no verdict on a pid");
@@ -289,6 +293,7 @@ async fn a_pid_asked_for_right_after_start_is_judged_by_the_first_scan_not_the_u
             client
                 .check_migratable(v1::CheckMigratableRequest {
                     target: Some(Target::Pid(absent)),
+                    ..Default::default()
                 })
                 .await
         }
@@ -361,6 +366,7 @@ async fn a_running_wait_ends_unavailable_when_the_watchdog_declares_a_stall() {
     // The client's own deadline is far away: the end must come from the agent.
     let mut request = tonic::Request::new(v1::WaitMigratableRequest {
         target: Some(v1::wait_migratable_request::Target::Pid(sc.init_host_pid())),
+        ..Default::default()
     });
     request.set_timeout(Duration::from_secs(600));
     let mut stream = agent

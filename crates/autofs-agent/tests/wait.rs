@@ -14,6 +14,7 @@ use tonic::{Code, Request, Streaming};
 fn wait_pid(pid: i32) -> v1::WaitMigratableRequest {
     v1::WaitMigratableRequest {
         target: Some(v1::wait_migratable_request::Target::Pid(pid)),
+        ..Default::default()
     }
 }
 
@@ -150,7 +151,10 @@ async fn bad_targets_are_refused_before_any_wait() {
     let mut client = agent.client().await;
     for (request, code) in [
         (
-            v1::WaitMigratableRequest { target: None },
+            v1::WaitMigratableRequest {
+                target: None,
+                ..Default::default()
+            },
             Code::InvalidArgument,
         ),
         (wait_pid(0), Code::InvalidArgument),
@@ -160,6 +164,7 @@ async fn bad_targets_are_refused_before_any_wait() {
                 target: Some(v1::wait_migratable_request::Target::ContainerId(
                     "xyz".into(),
                 )),
+                ..Default::default()
             },
             Code::InvalidArgument,
         ),

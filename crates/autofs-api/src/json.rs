@@ -234,7 +234,7 @@ mod tests {
         assert_eq!(json["reason"], "UNSPECIFIED");
         assert_eq!(json["entry"]["uid"], 0);
         assert!(json["entry"].get("gid").is_none(), "{json}");
-        assert_eq!(json.as_object().unwrap().len(), 32, "{json}");
+        assert_eq!(json.as_object().unwrap().len(), 35, "{json}");
         let back: v1::MountReport = serde_json::from_value(json).unwrap();
         assert_eq!(back, report);
     }

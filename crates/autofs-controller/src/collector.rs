@@ -24,6 +24,27 @@ use crate::report::{CheckOutcome, ClusterReport, NodeResult, NodeStatus, ScanAge
 
 pub use v1::check_migratable_request::Target;
 
+/// A workload to check: its target, and the mount points CRIU will be told are external
+/// (`external_mounts` of `CheckMigratableRequest`: `--external mnt[PATH]`, as runc and crun
+/// pass every bind mount of a container, so every hostPath or bind volume's container path;
+/// none for a bare `criu dump`). A [`Target`] alone is a workload without external mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// The pid, container or pod.
+    pub target: Target,
+    /// Absolute mount points as seen in the workload's own mount namespace.
+    pub external_mounts: Vec<String>,
+}
+
+impl From<Target> for Workload {
+    fn from(target: Target) -> Self {
+        Self {
+            target,
+            external_mounts: Vec::new(),
+        }
+    }
+}
+
 /// How the collector talks to agents.
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {
@@ -387,13 +408,22 @@ impl Collector {
     ///     to read (a confining profile, a user namespace), so no verdict would be true;
     ///   - `Internal`: processes of the workload, or processes it cannot attribute, could not
     ///     be read for another reason (the message names the first failed read).
-    pub async fn check(&self, node: &str, target: Target) -> Result<CheckOutcome, Error> {
+    pub async fn check(
+        &self,
+        node: &str,
+        workload: impl Into<Workload>,
+    ) -> Result<CheckOutcome, Error> {
+        let Workload {
+            target,
+            external_mounts,
+        } = workload.into();
         // One deadline for finding the node and asking it: `--timeout` bounds the answer.
         let within = self.inner.config.timeout;
         let deadline = deadline_after(within);
         let ep = self.find_node(node, deadline, within).await?;
         let request = v1::CheckMigratableRequest {
             target: Some(target),
+            external_mounts,
         };
         let done = run_node(
             &self.inner,
@@ -445,11 +475,11 @@ impl Collector {
     pub async fn wait_migratable(
         &self,
         node: &str,
-        target: Target,
+        workload: impl Into<Workload>,
         wait: Duration,
         progress: impl Fn(&v1::WaitMigratableResponse) + Send + Sync + 'static,
     ) -> Result<WaitOutcome, Error> {
-        self.wait_migratable_events(node, target, wait, move |event| {
+        self.wait_migratable_events(node, workload, wait, move |event| {
             if let WaitEvent::Verdict(m) = event {
                 progress(m);
             }
@@ -513,11 +543,15 @@ impl Collector {
     pub async fn wait_migratable_events(
         &self,
         node: &str,
-        target: Target,
+        workload: impl Into<Workload>,
         wait: Duration,
         on_event: impl Fn(&WaitEvent<'_>) + Send + Sync + 'static,
     ) -> Result<WaitOutcome, Error> {
         use v1::wait_migratable_request::Target as WaitTarget;
+        let Workload {
+            target,
+            external_mounts,
+        } = workload.into();
         let deadline = deadline_after(wait);
         let on_event = Arc::new(on_event);
         let by_address = self.inner.endpoints.iter().any(|e| e.address == node);
@@ -555,6 +589,7 @@ impl Collector {
                 Target::ContainerId(id) => WaitTarget::ContainerId(id),
                 Target::PodUid(uid) => WaitTarget::PodUid(uid),
             }),
+            external_mounts,
         };
         // The agent ends the wait at `deadline` with DEADLINE_EXCEEDED; the node's own bound
         // is a little later, so that ending arrives instead of a timer racing it.
@@ -963,7 +998,7 @@ fn check_response(r: &v1::CheckMigratableResponse, node: &str) -> Result<(), Nod
             r.blocking.len()
         )));
     }
-    for m in &r.blocking {
+    for m in r.blocking.iter().chain(&r.external) {
         client::check_report(m, node)?;
     }
     Ok(())
@@ -1110,7 +1145,7 @@ fn check_wait_message(m: &v1::WaitMigratableResponse, node: &str) -> Result<(), 
             m.blocking.len()
         )));
     }
-    for r in &m.blocking {
+    for r in m.blocking.iter().chain(&m.external) {
         client::check_report(r, node)?;
     }
     Ok(())

@@ -67,7 +67,7 @@ pub use backoff::BackoffConfig;
 pub use client::TlsOptions;
 pub use collector::{
     Collector, CollectorConfig, DEFAULT_MAX_MOUNTS_PER_NODE, DEFAULT_MAX_REPORT_BYTES, Target,
-    WaitEnd, WaitOutcome,
+    WaitEnd, WaitOutcome, Workload,
 };
 pub use endpoint::NodeEndpoint;
 pub use error::{Cause, DiscoveryError, Error, NodeError, NodeErrorKind};

@@ -256,6 +256,11 @@ struct CheckFlags {
     /// Pod UID (every container of the pod).
     #[arg(long)]
     pod: Option<String>,
+    /// A mount point CRIU is told is external (`--external mnt[PATH]`), as seen in the
+    /// workload: with runc, crun, Kubernetes or podman, every hostPath or bind volume's
+    /// container path; none for a bare `criu dump`. Repeatable.
+    #[arg(long = "external", value_name = "PATH")]
+    external: Vec<String>,
     /// Wait up to this long until nothing blocks (WaitMigratable): exit 0 as soon as the
     /// workload is dumpable, 1 at the deadline or at once when a blocker cannot clear.
     #[arg(long, value_parser = duration::parse)]
@@ -416,6 +421,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 (_, Some(id), _) => (Target::ContainerId(id.clone()), format!("container {id}")),
                 (_, _, Some(uid)) => (Target::PodUid(uid.clone()), format!("pod {uid}")),
                 _ => anyhow::bail!("give --pid, --container or --pod"),
+            };
+            let target = autofs_controller::Workload {
+                target,
+                external_mounts: flags.external,
             };
             if let Some(wait) = flags.wait {
                 let progress_what = what.clone();

@@ -210,6 +210,7 @@ pub fn check_text(what: &str, c: &CheckOutcome) -> String {
             "{what} on node {} is migratable now: {} autofs mounts checked, none blocks",
             r.node, r.mounts_checked
         );
+        external_lines(&mut out, &r.external);
         return out;
     }
     let _ = writeln!(
@@ -229,6 +230,7 @@ pub fn check_text(what: &str, c: &CheckOutcome) -> String {
             m.message
         );
     }
+    external_lines(&mut out, &r.external);
     if r.retry_after_ms > 0 {
         let _ = writeln!(
             out,
@@ -242,6 +244,28 @@ pub fn check_text(what: &str, c: &CheckOutcome) -> String {
         );
     }
     out
+}
+
+/// The mounts CRIU skips as external binds (`--external`), one line each, with the verdict a
+/// bare dump would have met.
+fn external_lines(out: &mut String, external: &[v1::MountReport]) {
+    if external.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "skipped as external by CRIU (--external mnt[PATH]), not blocking: {} autofs mount(s):",
+        external.len()
+    );
+    for m in external {
+        let _ = writeln!(
+            out,
+            "  {}  (root {}; a bare dump would meet {})",
+            m.mount_point,
+            m.root,
+            state_name(m.state)
+        );
+    }
 }
 
 /// The `check` answer as JSON: the `CheckMigratableResponse` and the `endpoint` asked.
@@ -339,10 +363,14 @@ pub fn wait_event(what: &str, event: &WaitEvent<'_>) -> String {
 pub fn wait_text(what: &str, w: &WaitOutcome, waited: std::time::Duration) -> String {
     let r = &w.last;
     match w.end {
-        WaitEnd::Dumpable => format!(
-            "{what} on node {} is migratable now: checkpoint it ({} autofs mounts, none blocks)\n",
-            r.node, r.mounts_checked
-        ),
+        WaitEnd::Dumpable => {
+            let mut out = format!(
+                "{what} on node {} is migratable now: checkpoint it ({} autofs mounts, none blocks)\n",
+                r.node, r.mounts_checked
+            );
+            external_lines(&mut out, &r.external);
+            out
+        }
         WaitEnd::WillNotClear => format!(
             "{what} on node {} will not become migratable by waiting: {}\n",
             r.node, r.message

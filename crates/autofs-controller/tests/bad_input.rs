@@ -334,6 +334,7 @@ fn wait_message(
         outcome,
         message: "fake".into(),
         sequence: 1,
+        external: Vec::new(),
     }
 }
 

@@ -24,6 +24,7 @@ pub mod criu_image;
 pub mod dumped_from;
 pub mod error;
 pub mod escape;
+pub mod external;
 pub mod fd_table;
 pub mod holders;
 pub mod host;

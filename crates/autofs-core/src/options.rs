@@ -275,6 +275,40 @@ fn wrap_i32(value: u32) -> i32 {
     i32::from_ne_bytes(value.to_ne_bytes())
 }
 
+/// CRIU's mountinfo parse of an autofs mount (`autofs_parse()`, reference §3.1), which runs on
+/// every autofs mount of every namespace CRIU collects, before any mount is skipped (external
+/// binds included): every `pipe_ino=` token must be a whole decimal `long` (`xatol()`), and the
+/// last one at most `UINT32_MAX`. A missing `pipe_ino` passes (a warning only).
+///
+/// # Errors
+///
+/// CRIU's message: `pipe_ino (<value>) mount option parse failed` or
+/// `overflow: pipe_ino > UINT32_MAX`; either fails the whole dump.
+pub fn criu_autofs_parse(super_options: &[u8]) -> Result<(), String> {
+    let mut last = None;
+    for token in super_options.split(|&b| b == b',') {
+        let Some(value) = token.strip_prefix(b"pipe_ino=") else {
+            continue;
+        };
+        let parsed = std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.parse::<i64>().ok());
+        match parsed {
+            Some(v) => last = Some(v),
+            None => {
+                return Err(format!(
+                    "pipe_ino ({}) mount option parse failed",
+                    crate::escape::escape(value)
+                ));
+            }
+        }
+    }
+    match last {
+        Some(v) if v > i64::from(u32::MAX) => Err("overflow: pipe_ino > UINT32_MAX".into()),
+        _ => Ok(()),
+    }
+}
+
 /// `pipe_ino=` is an unsigned 64-bit inode or `-1` (kernels are moving to a 64-bit format).
 fn parse_pipe_ino(value: &str) -> Result<PipeIno, OptionsError> {
     if value == "-1" {
@@ -296,6 +330,38 @@ fn parse_pipe_ino(value: &str) -> Result<PipeIno, OptionsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn criu_parse_stage_fails_only_on_pipe_ino() {
+        for ok in [
+            &b"rw,fd=5,pgrp=1,timeout=300,minproto=5,maxproto=5,indirect,pipe_ino=4294967295"[..],
+            b"rw,fd=-1,pgrp=1,timeout=0,minproto=5,maxproto=5,direct,pipe_ino=-1",
+            b"rw,fd=x,pgrp=,nonsense",
+            b"rw,fd=5,pgrp=1,timeout=300,minproto=5,maxproto=5,indirect",
+        ] {
+            assert_eq!(
+                criu_autofs_parse(ok),
+                Ok(()),
+                "{}",
+                String::from_utf8_lossy(ok)
+            );
+        }
+        assert_eq!(
+            criu_autofs_parse(b"rw,fd=5,pipe_ino=4294967296").unwrap_err(),
+            "overflow: pipe_ino > UINT32_MAX"
+        );
+        assert_eq!(
+            criu_autofs_parse(b"rw,pipe_ino=12x,pipe_ino=7").unwrap_err(),
+            "pipe_ino (12x) mount option parse failed"
+        );
+        assert_eq!(
+            criu_autofs_parse(b"rw,pipe_ino=18446744073709551615").unwrap_err(),
+            "pipe_ino (18446744073709551615) mount option parse failed",
+            "beyond a long: strtol's ERANGE"
+        );
+        // Only the last value is checked for overflow, as CRIU does.
+        assert_eq!(criu_autofs_parse(b"pipe_ino=4294967296,pipe_ino=7"), Ok(()));
+    }
 
     const FULL: &str =
         "rw,fd=5,pgrp=95929,timeout=300,minproto=5,maxproto=5,indirect,pipe_ino=3480845226";

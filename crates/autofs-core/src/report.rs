@@ -184,6 +184,12 @@ pub struct MountReport {
     pub source: String,
     /// Mount source, exact bytes.
     pub source_bytes: Vec<u8>,
+    /// The directory of the file system the mount shows (mountinfo's root field: `/` for an
+    /// autofs file system's own mount, a sub-path for a bind of a directory inside it), as a
+    /// string (same convention as `mount_point`).
+    pub root: String,
+    /// The root, exact bytes.
+    pub root_bytes: Vec<u8>,
     /// Device major.
     pub major: u32,
     /// Device minor.
@@ -235,6 +241,11 @@ pub struct MountReport {
     pub timeout: u64,
     /// Whether CRIU could dump this mount now.
     pub dumpable: bool,
+    /// Whether the mount blocks a dump even when CRIU skips it as an external bind
+    /// ([`crate::external`]): a failure of CRIU's mountinfo parse, which runs on every autofs
+    /// mount first (`autofs_parse()`, reference §3.1), a packet-mode pipe end CRIU's pipe dump
+    /// refuses (§1.4), or a mountinfo line that could not be read.
+    pub blocks_when_external: bool,
 }
 
 impl MountReport {
@@ -255,6 +266,8 @@ impl From<&MountReport> for v1::MountReport {
             mount_point_bytes: r.mount_point_bytes.clone(),
             source: r.source.clone(),
             source_bytes: r.source_bytes.clone(),
+            root: r.root.clone(),
+            root_bytes: r.root_bytes.clone(),
             major: r.major,
             minor: r.minor,
             criu_s_dev: r.criu_s_dev,
@@ -280,6 +293,7 @@ impl From<&MountReport> for v1::MountReport {
             proto_version: r.proto_version,
             timeout: r.timeout,
             dumpable: r.dumpable,
+            blocks_when_external: r.blocks_when_external,
         }
     }
 }

@@ -573,6 +573,9 @@ impl<Q: QueueProbe> Scanner<Q> {
                 }
                 (Ok(_), None) => unreachable!("options are parsed for every parsed line"),
             }
+            if let Ok(m) = line {
+                note_parse_stage(&mut report, m);
+            }
             if let Ok(m) = line
                 && !rooted.contains(&dump_group(mnt_ns, *owner, m))
             {
@@ -889,6 +892,8 @@ impl<Q: QueueProbe> Scanner<Q> {
             mount_point_bytes: Vec::new(),
             source: String::new(),
             source_bytes: Vec::new(),
+            root: String::new(),
+            root_bytes: Vec::new(),
             major: 0,
             minor: 0,
             criu_s_dev: 0,
@@ -914,6 +919,8 @@ impl<Q: QueueProbe> Scanner<Q> {
             proto_version: 0,
             timeout: 0,
             dumpable: false,
+            // Until its line is read, nothing says whether CRIU would skip it.
+            blocks_when_external: true,
         };
         match line {
             Some(Ok(m)) => {
@@ -923,6 +930,8 @@ impl<Q: QueueProbe> Scanner<Q> {
                 report.mount_point_bytes = m.mount_point.clone();
                 report.source = escape(&m.source);
                 report.source_bytes = m.source.clone();
+                report.root = escape(&m.root);
+                report.root_bytes = m.root.clone();
                 report.major = m.major;
                 report.minor = m.minor;
                 report.criu_s_dev = m.criu_s_dev();
@@ -1180,6 +1189,24 @@ fn note_rootless_superblock(report: &mut MountReport, m: &MountInfo, owner_known
     report.dumpable = false;
 }
 
+/// Whether CRIU's mountinfo parse (reference §3.1), which runs before any mount is skipped as
+/// external, fails on this mount: then it blocks external or not. A failure no note names yet
+/// (a catatonic mount returns before its pipe inode is looked at) gets CRIU's message.
+fn note_parse_stage(report: &mut MountReport, m: &MountInfo) {
+    match crate::options::criu_autofs_parse(&m.super_options) {
+        Ok(()) => report.blocks_when_external = false,
+        Err(criu_says) => {
+            report.blocks_when_external = true;
+            if report.dumpable {
+                report.criu_notes.push(format!(
+                    "{criu_says}: CRIU's mountinfo parse fails on this mount, and the whole dump with it"
+                ));
+                report.dumpable = false;
+            }
+        }
+    }
+}
+
 /// The pipe inodes CRIU's mountinfo parse exempts from its refusal of packet mode, by the
 /// owner of the namespaces it dumps together: every `pipe_ino=` of their autofs mounts
 /// (reference §3.1).
@@ -1218,6 +1245,8 @@ fn note_leftover_packet_ends(report: &mut MountReport, check: &LeftoverCheck) {
                     end.fd, end.ino
                 ));
                 report.dumpable = false;
+                // The pipe dump is the task's, not the mount's: --external does not avoid it.
+                report.blocks_when_external = true;
             }
         }
         LeftoverCheck::Unknown(why) => report.criu_notes.push(format!(

@@ -13,6 +13,7 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::external::{Dump, ExternalMounts};
 use crate::proc_root::{ProcRoot, ReadFailure};
 use crate::report::{MountReport, MountState};
 use crate::scan::{NamespaceInfo, Scan};
@@ -145,6 +146,9 @@ pub enum SelectError {
         /// Why the view is restricted ([`crate::View::summary`]).
         view: String,
     },
+    /// An external mount point list that CRIU could not match ([`crate::external`]).
+    #[error(transparent)]
+    InvalidExternalMount(#[from] crate::external::ExternalMountError),
     /// A container id prefix that matches more than one container.
     #[error("container_id: prefix {prefix} matches {matches} containers; give more digits")]
     AmbiguousContainer {
@@ -178,6 +182,7 @@ impl SelectError {
             | InvalidPodUid { .. }
             | EmptyTarget { .. }
             | PidOutsideNamespace { .. }
+            | InvalidExternalMount(_)
             | AmbiguousContainer { .. } => SelectErrorKind::InvalidArgument,
             NoSuchProcess { .. }
             | NamespaceVanished { .. }
@@ -380,12 +385,15 @@ pub enum Target {
     PodUid(String),
 }
 
-/// A validated workload: the mount namespaces of a pid, a container, or a pod.
+/// A validated workload: the mount namespaces of a pid, a container, or a pod, and the mount
+/// points CRIU is told are external when it is dumped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workload {
     target: Target,
     /// For a pid: its mount namespace, resolved when the question was asked.
     pid_ns: Option<u64>,
+    /// CRIU's `--external mnt[PATH]` mount points (none: a bare `criu dump`).
+    external: ExternalMounts,
 }
 
 impl Workload {
@@ -412,6 +420,7 @@ impl Workload {
         Ok(Self {
             target: Target::Pid(pid),
             pid_ns: Some(mount_namespace_of(root, pid)?),
+            external: ExternalMounts::default(),
         })
     }
 
@@ -427,6 +436,7 @@ impl Workload {
         Ok(Self {
             target: Target::ContainerId(id),
             pid_ns: None,
+            external: ExternalMounts::default(),
         })
     }
 
@@ -440,7 +450,29 @@ impl Workload {
         Ok(Self {
             target: Target::PodUid(uid),
             pid_ns: None,
+            external: ExternalMounts::default(),
         })
+    }
+
+    /// The workload as CRIU dumps it when told that `paths` (as seen in the workload's own
+    /// mount namespace) are external mounts (`--external mnt[PATH]:KEY`, as runc and crun pass
+    /// every bind mount of a container): the autofs mounts CRIU then skips do not block
+    /// ([`Check::external`]). Replaces any paths given before.
+    ///
+    /// # Errors
+    ///
+    /// [`SelectError::InvalidExternalMount`] ([`ExternalMounts::new`]).
+    pub fn with_external_mounts<P: AsRef<[u8]>>(
+        mut self,
+        paths: impl IntoIterator<Item = P>,
+    ) -> Result<Self, SelectError> {
+        self.external = ExternalMounts::new(paths)?;
+        Ok(self)
+    }
+
+    /// The external mount points given ([`Workload::with_external_mounts`]).
+    pub fn external_mounts(&self) -> &ExternalMounts {
+        &self.external
     }
 
     /// What was asked for (validated; a pod UID lowercased).
@@ -551,13 +583,23 @@ impl Workload {
             }
         }
         let namespaces: Vec<u64> = owned.iter().map(|n| n.mnt_ns).collect();
+        let external =
+            crate::external::external_binds(&scan.reports, &self.dumps(&owned), &self.external);
         let mut check = Check::default();
         for (i, report) in scan.reports.iter().enumerate() {
             if !namespaces.contains(&report.mnt_ns) {
                 continue;
             }
             check.mounts_checked += 1;
-            if report.blocks_dump() {
+            if external.contains(&i) {
+                // CRIU's dump_one_fs() skips it; only what fails before that still blocks.
+                if report.blocks_when_external {
+                    check.blocking.push(i);
+                    check.stuck.push(i);
+                } else {
+                    check.external.push(i);
+                }
+            } else if report.blocks_dump() {
                 check.blocking.push(i);
                 if report.state == MountState::Interim {
                     check.queued_packets += report.pending_packets;
@@ -567,6 +609,40 @@ impl Workload {
             }
         }
         Ok(check)
+    }
+
+    /// The dumps CRIU makes of the workload's mount namespaces `owned`: a pid's is one, rooted
+    /// at its namespace; a container's or pod's one per tree, rooted at the namespace of its
+    /// owner (the container init), which owns the namespaces made inside it too.
+    fn dumps(&self, owned: &[&NamespaceInfo]) -> Vec<Dump> {
+        if let Some(pid_ns) = self.pid_ns {
+            return vec![Dump {
+                root_ns: Some(pid_ns),
+                namespaces: owned.iter().map(|n| n.mnt_ns).collect(),
+            }];
+        }
+        let mut dumps: Vec<(i32, Dump)> = Vec::new();
+        for n in owned {
+            // An unknown owner (0) leaves the namespace a dump of its own, with no known root.
+            let known = n.owner_pid > 0;
+            let slot = match dumps.iter().position(|(o, _)| known && *o == n.owner_pid) {
+                Some(slot) => slot,
+                None => {
+                    let dump = Dump {
+                        root_ns: None,
+                        namespaces: Vec::new(),
+                    };
+                    dumps.push((n.owner_pid, dump));
+                    dumps.len() - 1
+                }
+            };
+            let dump = &mut dumps[slot].1;
+            dump.namespaces.push(n.mnt_ns);
+            if known && n.pids.binary_search(&n.owner_pid).is_ok() {
+                dump.root_ns = Some(n.mnt_ns);
+            }
+        }
+        dumps.into_iter().map(|(_, dump)| dump).collect()
     }
 }
 
@@ -581,6 +657,10 @@ pub struct Check {
     pub stuck: Vec<usize>,
     /// Kernel requests queued in the pipes of the INTERIM blocking mounts (packets).
     pub queued_packets: u64,
+    /// The mounts CRIU skips as external binds of the workload's external mount points
+    /// ([`Workload::with_external_mounts`]), in report order: they do not block. One that
+    /// [`MountReport::blocks_when_external`] is among `blocking` instead.
+    pub external: Vec<usize>,
 }
 
 /// Whether waiting can make a workload dumpable.
@@ -826,6 +906,92 @@ mod tests {
             (bbbb.mounts_checked, bbbb.outcome()),
             (1, Outcome::Dumpable)
         );
+    }
+
+    fn mount_ids(scan: &Scan, indices: &[usize]) -> Vec<u32> {
+        indices.iter().map(|&i| scan.reports[i].mount_id).collect()
+    }
+
+    #[test]
+    fn an_external_bind_is_skipped_and_a_path_naming_no_mount_changes_nothing() {
+        let (scan, _) = scan("shared_pod_pid_namespace", &[]);
+        let aaaa = Workload::of_container("aaaa").unwrap();
+        let bare = aaaa.check(&scan).unwrap();
+        assert_eq!(mount_ids(&scan, &bare.blocking), [801]);
+        assert!(bare.external.is_empty());
+
+        let external = aaaa.clone().with_external_mounts(["/data"]).unwrap();
+        let check = external.check(&scan).unwrap();
+        assert_eq!(check.outcome(), Outcome::Dumpable);
+        assert_eq!(mount_ids(&scan, &check.external), [801]);
+        assert_eq!(check.mounts_checked, 1);
+        // The same for the pod: its other container's mount is ACTIVE.
+        let pod = Workload::of_pod(POD)
+            .unwrap()
+            .with_external_mounts(["/data"])
+            .unwrap()
+            .check(&scan)
+            .unwrap();
+        assert_eq!((pod.outcome(), pod.mounts_checked), (Outcome::Dumpable, 2));
+        assert_eq!(mount_ids(&scan, &pod.external), [801]);
+
+        // Paths that name no mount of the workload, or not exactly: nothing changes.
+        for paths in [&["/nothing"][..], &["/data/sub"], &["/srv/data"], &["/"]] {
+            let check = aaaa
+                .clone()
+                .with_external_mounts(paths)
+                .unwrap()
+                .check(&scan)
+                .unwrap();
+            assert_eq!(check, bare, "{paths:?}");
+        }
+    }
+
+    #[test]
+    fn an_external_mount_still_blocks_when_criu_s_mountinfo_parse_fails_on_it() {
+        let (scan, root) = scan("malformed_options", &[]);
+        let pid = Workload::of_pid(&root, 1234).unwrap();
+        // pipe_ino=xyz fails CRIU's autofs_parse(), which runs before any mount is skipped;
+        // fd=abc fails only its autofs_dump(), which an external mount never reaches.
+        let check = pid
+            .clone()
+            .with_external_mounts(["/mnt/bad8", "/mnt/bad6"])
+            .unwrap()
+            .check(&scan)
+            .unwrap();
+        assert_eq!(mount_ids(&scan, &check.external), [46]);
+        assert!(mount_ids(&scan, &check.blocking).contains(&48));
+        assert!(!mount_ids(&scan, &check.blocking).contains(&46));
+        assert!(check.stuck.iter().any(|&i| scan.reports[i].mount_id == 48));
+
+        let (scan, root) = scan_overflow();
+        let check = Workload::of_pid(&root, 1234)
+            .unwrap()
+            .with_external_mounts(["/home"])
+            .unwrap()
+            .check(&scan)
+            .unwrap();
+        assert_eq!(
+            mount_ids(&scan, &check.blocking),
+            [40],
+            "pipe_ino > UINT32_MAX"
+        );
+        assert!(check.external.is_empty());
+        assert_eq!(check.outcome(), Outcome::WillNotClear);
+    }
+
+    fn scan_overflow() -> (Scan, ProcRoot) {
+        scan("pipe_ino_above_uint32_max", &[])
+    }
+
+    #[test]
+    fn invalid_external_mounts_are_invalid_arguments() {
+        let err = Workload::of_pod(POD)
+            .unwrap()
+            .with_external_mounts(["relative"])
+            .unwrap_err();
+        assert_eq!(err.kind(), SelectErrorKind::InvalidArgument);
+        assert!(err.to_string().starts_with("external_mounts[0]: "), "{err}");
     }
 
     #[test]

@@ -1518,3 +1518,86 @@ fn a_uid_or_gid_criu_reads_as_int_min_is_left_out_of_the_entry() {
         r.criu_notes
     );
 }
+
+#[test]
+fn an_external_bind_of_a_mount_served_from_outside_the_container_does_not_block() {
+    // The host (the scenario) serves an autofs mount and binds a directory inside it
+    // elsewhere; a container (new mount and pid namespaces) gets copies of both, as a pod gets
+    // a hostPath volume. The master is outside the container: both copies are ORPHANED for a
+    // bare `criu dump`, but CRIU skips the mounts runc names external (--external mnt[PATH]).
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    let sub = sc.work_dir().join("sub-bind");
+    sc.bind_subdir(&d, "sub", &sub, false).unwrap();
+    let c = autofs_testkit::container::Container::start(&sc).unwrap();
+    let root = autofs_core::ProcRoot::open("/proc").unwrap();
+    let workload = autofs_core::selector::Workload::of_pid(&root, c.pid).unwrap();
+    let scan = Scanner::new("/proc", "test-node").unwrap().scan().unwrap();
+    let point = |i: &usize| scan.reports[*i].mount_point.clone();
+    let (whole, part) = (
+        d.mount_point.to_str().unwrap().to_owned(),
+        sub.to_str().unwrap().to_owned(),
+    );
+    let copies = in_namespace(&scan, c.mnt_ns);
+    assert_eq!(copies.len(), 2, "{copies:#?}");
+    for r in &copies {
+        assert_eq!(
+            (r.state, r.dumpable, r.blocks_when_external),
+            (MountState::Orphaned, false, false),
+            "{r:#?}"
+        );
+        let root = if r.mount_point == whole { "/" } else { "/sub" };
+        assert_eq!(r.root, root, "{r:#?}");
+    }
+
+    // A bare dump, and external paths naming no mount of the container: blocked.
+    for paths in [&[][..], &["/no/such/mount"][..]] {
+        let check = workload
+            .clone()
+            .with_external_mounts(paths)
+            .unwrap()
+            .check(&scan)
+            .unwrap();
+        let mut blocking: Vec<String> = check.blocking.iter().map(point).collect();
+        blocking.sort();
+        assert_eq!(blocking, [whole.clone(), part.clone()], "{paths:?}");
+        assert!(check.external.is_empty());
+        assert_eq!(
+            check.outcome(),
+            autofs_core::selector::Outcome::WillNotClear
+        );
+    }
+    // The whole mount external: the bind of a directory inside it is an external bind too.
+    let check = workload
+        .clone()
+        .with_external_mounts([whole.as_str()])
+        .unwrap()
+        .check(&scan)
+        .unwrap();
+    assert!(check.dumpable(), "{check:?}");
+    let mut skipped: Vec<String> = check.external.iter().map(point).collect();
+    skipped.sort();
+    assert_eq!(skipped, [whole.clone(), part.clone()]);
+    assert_eq!(check.mounts_checked, 2);
+    // Only the bind of the directory external: the mount of the root is no bind of it (its
+    // root "/" is not under "/sub") and still blocks.
+    let check = workload
+        .clone()
+        .with_external_mounts([part.as_str()])
+        .unwrap()
+        .check(&scan)
+        .unwrap();
+    assert_eq!(
+        check.blocking.iter().map(point).collect::<Vec<_>>(),
+        [whole.as_str()]
+    );
+    assert_eq!(
+        check.external.iter().map(point).collect::<Vec<_>>(),
+        [part.as_str()]
+    );
+    assert!(!check.dumpable());
+    // The host's own mounts, where the master lives, are dumpable with or without externals.
+    let host = in_namespace(&scan, sc.mnt_ns());
+    assert!(host.iter().all(|r| r.dumpable), "{host:#?}");
+    drop(c);
+}

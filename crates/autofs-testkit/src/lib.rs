@@ -39,6 +39,7 @@ pub mod binaries;
 pub mod cgroup;
 pub mod child;
 pub mod closed_port;
+pub mod container;
 mod host;
 pub mod host_aside;
 pub mod http;

@@ -47,10 +47,12 @@ fn core_state(raw: i32) -> Option<MountState> {
         .and_then(|s| MountState::try_from(s).ok())
 }
 
-/// The workload of a CheckMigratable or WaitMigratable target, validated before any scan: bad
-/// input never costs one.
+/// The workload of a CheckMigratable or WaitMigratable target, dumped with `external_mounts`
+/// external (CRIU's `--external mnt[PATH]`), validated before any scan: bad input never costs
+/// one.
 pub(super) async fn workload(
     target: Option<v1::check_migratable_request::Target>,
+    external_mounts: &[String],
     inventory: &Arc<Inventory>,
 ) -> Result<Workload, Status> {
     use v1::check_migratable_request::Target as Wire;
@@ -62,10 +64,13 @@ pub(super) async fn workload(
         Wire::ContainerId(id) => Workload::of_container(&id),
         Wire::PodUid(uid) => Workload::of_pod(&uid),
     };
-    match workload {
-        Ok(workload) => Ok(workload),
-        Err(e) => Err(ApiError::from(unless_hidden(e, inventory).await).into()),
-    }
+    let workload = match workload {
+        Ok(workload) => workload,
+        Err(e) => return Err(ApiError::from(unless_hidden(e, inventory).await).into()),
+    };
+    Ok(workload
+        .with_external_mounts(external_mounts)
+        .map_err(ApiError::from)?)
 }
 
 /// A process not found through the latest scan's restricted view may be hidden, not gone

@@ -61,7 +61,7 @@ async fn check(
     ctx: &Context,
     req: v1::CheckMigratableRequest,
 ) -> Result<(v1::CheckMigratableResponse, Answer), Status> {
-    let workload = request::workload(req.target, &ctx.inventory).await?;
+    let workload = request::workload(req.target, &req.external_mounts, &ctx.inventory).await?;
     let answer = ctx.snapshot_for(&workload).await?;
     let check = match workload.check(&answer.snapshot.scan) {
         Err(e) if e.kind() == SelectErrorKind::NotFound && answer.stale => {
@@ -84,6 +84,7 @@ async fn check(
     let response = v1::CheckMigratableResponse {
         dumpable: check.dumpable(),
         blocking: answer.snapshot.api_reports(&check.blocking),
+        external: answer.snapshot.api_reports(&check.external),
         mounts_checked: check.mounts_checked,
         retry_after_ms,
         node: ctx.config.node_name.clone(),

@@ -29,12 +29,13 @@ pub(super) async fn wait_migratable(
 ) -> Result<Response<EventStream<v1::WaitMigratableResponse>>, Status> {
     let started = Instant::now();
     let target = request::wait_target(request.get_ref().target.clone());
+    let external_mounts = request.get_ref().external_mounts.clone();
     let client = client_of(&request);
     // Subscribe first, so a scan published while the first verdict is taken is not missed.
     let mut updates = ctx.inventory.subscribe();
     let mut stalls = ctx.inventory.stalls();
     let setup = async {
-        let workload = request::workload(target, &ctx.inventory).await?;
+        let workload = request::workload(target, &external_mounts, &ctx.inventory).await?;
         let permit = ctx.stream_slot(StreamKind::Wait, &client)?;
         let answer = ctx.snapshot_for(&workload).await?;
         let snapshot = not_stale(answer)?;
@@ -206,6 +207,7 @@ impl Wait {
                 dumpable: check.dumpable(),
                 blocking,
                 mounts_checked: check.mounts_checked,
+                external: snapshot.api_reports(&check.external),
                 node: self.node.clone(),
                 outcome: outcome.into(),
                 message,
@@ -225,11 +227,19 @@ fn describe(
 ) -> (v1::wait_migratable_response::Outcome, String) {
     use v1::wait_migratable_response::Outcome as Wire;
     match check.outcome() {
-        Outcome::Dumpable => (
+        Outcome::Dumpable if check.external.is_empty() => (
             Wire::Dumpable,
             format!(
                 "nothing blocks: {} autofs mount(s) CRIU can dump now",
                 check.mounts_checked
+            ),
+        ),
+        Outcome::Dumpable => (
+            Wire::Dumpable,
+            format!(
+                "nothing blocks: {} autofs mount(s), of which CRIU skips {} as external bind(s) and can dump the rest now",
+                check.mounts_checked,
+                check.external.len()
             ),
         ),
         Outcome::WillNotClear => {

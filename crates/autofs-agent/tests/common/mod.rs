@@ -204,6 +204,7 @@ pub async fn assert_check_denied(
     let status = client
         .check_migratable(v1::CheckMigratableRequest {
             target: Some(target.clone()),
+            ..Default::default()
         })
         .await
         .expect_err("no answer can be given about a workload the agent cannot see");
