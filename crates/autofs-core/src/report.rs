@@ -244,7 +244,9 @@ pub struct MountReport {
     /// Whether the mount blocks a dump even when CRIU skips it as an external bind
     /// ([`crate::external`]): a failure of CRIU's mountinfo parse, which runs on every autofs
     /// mount first (`autofs_parse()`, reference §3.1), a packet-mode pipe end CRIU's pipe dump
-    /// refuses (§1.4), or a mountinfo line that could not be read.
+    /// refuses (§1.4), a queued request whose requester may wait in the dumped tree (CRIU's
+    /// freeze fails on it first), a master in a nested pid namespace (CRIU refuses the
+    /// namespace), or a mountinfo line that could not be read.
     pub blocks_when_external: bool,
 }
 

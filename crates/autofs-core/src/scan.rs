@@ -924,6 +924,8 @@ impl<Q: QueueProbe> Scanner<Q> {
         };
         match line {
             Some(Ok(m)) => {
+                // Skipped as external unless its verdict or CRIU's parse stage says otherwise.
+                report.blocks_when_external = false;
                 report.mount_id = m.mount_id;
                 report.parent_id = m.parent_id;
                 report.mount_point = escape(&m.mount_point);
@@ -1194,7 +1196,7 @@ fn note_rootless_superblock(report: &mut MountReport, m: &MountInfo, owner_known
 /// (a catatonic mount returns before its pipe inode is looked at) gets CRIU's message.
 fn note_parse_stage(report: &mut MountReport, m: &MountInfo) {
     match crate::options::criu_autofs_parse(&m.super_options) {
-        Ok(()) => report.blocks_when_external = false,
+        Ok(()) => {}
         Err(criu_says) => {
             report.blocks_when_external = true;
             if report.dumpable {

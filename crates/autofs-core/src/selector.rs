@@ -591,15 +591,11 @@ impl Workload {
                 continue;
             }
             check.mounts_checked += 1;
-            if external.contains(&i) {
-                // CRIU's dump_one_fs() skips it; only what fails before that still blocks.
-                if report.blocks_when_external {
-                    check.blocking.push(i);
-                    check.stuck.push(i);
-                } else {
-                    check.external.push(i);
-                }
-            } else if report.blocks_dump() {
+            // CRIU's dump_one_fs() skips an external bind; only what fails before that (its
+            // parse stage, the freeze, the namespaces) still blocks.
+            if external.contains(&i) && !report.blocks_when_external {
+                check.external.push(i);
+            } else if report.blocks_dump() || external.contains(&i) {
                 check.blocking.push(i);
                 if report.state == MountState::Interim {
                     check.queued_packets += report.pending_packets;

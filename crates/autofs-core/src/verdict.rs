@@ -333,6 +333,8 @@ fn note_nested_pid_namespace(
             "master {pgrp} is in a pid namespace nested below the one of pid {owner}, the root of the tree CRIU dumps; CRIU dumps only the root task's pid namespace and fails before its autofs stage, naming the first task of that namespace it meets (the master or an ancestor of it): Can't dump nested pid namespace for <pid>"
         ));
         report.dumpable = false;
+        // CRIU refuses the namespace whatever it does with the mount: external or not.
+        report.blocks_when_external = true;
     }
 }
 
@@ -927,7 +929,12 @@ fn pending_request(
 /// written at all (reference §7.3), so in a container it is in the tree CRIU dumps, and
 /// CRIU's freeze (compel's seize) gives up on it before the autofs stage runs. A real CRIU
 /// 4.2.1 fails so. `otherwise` says what happens when no requester is in the tree.
+/// The mount then blocks even as an external bind ([`MountReport::blocks_when_external`]):
+/// the freeze comes before CRIU looks at any mount (a requester outside the tree, which
+/// `/proc` cannot tell apart without reading the pipe, would not stop it: the cautious answer).
 fn note_waiting_requesters(report: &mut MountReport, otherwise: &str) {
+    // The freeze fails whatever CRIU would do with the mount: external or not.
+    report.blocks_when_external = true;
     report.criu_notes.push(format!(
         "each queued request's requester waits in the kernel (state D) until the daemon answers; when one is in the process tree CRIU dumps, as a process of the container is, CRIU's freeze fails first, after its --timeout (10 s by default), with: Unseizable non-zombie <requester pid> found, state D; otherwise {otherwise}"
     ));

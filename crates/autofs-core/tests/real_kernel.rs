@@ -1599,5 +1599,23 @@ fn an_external_bind_of_a_mount_served_from_outside_the_container_does_not_block(
     // The host's own mounts, where the master lives, are dumpable with or without externals.
     let host = in_namespace(&scan, sc.mnt_ns());
     assert!(host.iter().all(|r| r.dumpable), "{host:#?}");
+
+    // A request queued in the daemon's pipe: its requester may wait inside the container (here
+    // it does not, but /proc cannot tell without reading the pipe), and CRIU's freeze fails on
+    // such a one before it skips any mount. External or not, the mount blocks until it drains.
+    let _requester = sc.make_interim(&d, "k", WAIT).unwrap();
+    let scan = Scanner::new("/proc", "test-node").unwrap().scan().unwrap();
+    let point = |i: &usize| scan.reports[*i].mount_point.clone();
+    let check = workload
+        .clone()
+        .with_external_mounts([whole.as_str()])
+        .unwrap()
+        .check(&scan)
+        .unwrap();
+    let mut blocking: Vec<String> = check.blocking.iter().map(point).collect();
+    blocking.sort();
+    assert_eq!(blocking, [whole.clone(), part.clone()], "{check:?}");
+    assert!(check.external.is_empty(), "{check:?}");
+    assert_eq!(check.outcome(), autofs_core::selector::Outcome::Waiting);
     drop(c);
 }
