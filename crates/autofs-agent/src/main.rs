@@ -67,9 +67,15 @@ enum Command {
         /// Write CRIU image files (DIR/<mnt_ns>/autofs-<s_dev>.img) for dumpable mounts.
         #[arg(long, value_name = "DIR", env = "AUTOFS_AGENT_CRIU_IMAGES")]
         criu_images: Option<PathBuf>,
-        /// Only the mount namespace of this process (host pid).
+        /// Only the workload of this process (host pid): its mount namespace and those made
+        /// inside its container, which CRIU dumps with it; the exit code is its verdict.
         #[arg(long, env = "AUTOFS_AGENT_PID")]
         pid: Option<i32>,
+        /// With --pid: a mount point CRIU is told is external (`--external mnt[PATH]`, as
+        /// runc and crun pass every bind mount: a Kubernetes hostPath volume's container
+        /// path); the autofs mounts CRIU then skips do not block (repeatable).
+        #[arg(long = "external", value_name = "PATH", requires = "pid")]
+        external: Vec<PathBuf>,
     },
 }
 
@@ -165,6 +171,7 @@ fn main() -> ExitCode {
             json,
             criu_images,
             pid,
+            external,
         }) => {
             init_logging(common.log_format);
             let args = ScanArgs {
@@ -177,6 +184,7 @@ fn main() -> ExitCode {
                 },
                 criu_images,
                 pid,
+                external,
             };
             scan_cmd::run(&args, &mut std::io::stdout().lock())
         }

@@ -5,8 +5,8 @@ use std::io::Write;
 
 use std::path::{Path, PathBuf};
 
-use autofs_core::selector::SelectErrorKind;
-use autofs_core::{Scan, Scanner, Selector, criu_image};
+use autofs_core::selector::{SelectErrorKind, Workload};
+use autofs_core::{Scan, Scanner, criu_image};
 
 /// Exit code when every mount is dumpable (ACTIVE or CATATONIC).
 pub const EXIT_DUMPABLE: u8 = 0;
@@ -37,8 +37,12 @@ pub struct ScanArgs {
     pub format: Format,
     /// Where to write CRIU images, if anywhere.
     pub criu_images: Option<PathBuf>,
-    /// Only the mount namespace of this pid.
+    /// Only the workload of this pid: the mount namespaces CRIU dumps with it
+    /// ([`autofs_core::selector::Workload::check`]); the exit code is its verdict.
     pub pid: Option<i32>,
+    /// With `pid`: the mount points CRIU is told are external
+    /// ([`autofs_core::selector::Workload::with_external_mounts`]).
+    pub external: Vec<PathBuf>,
 }
 
 /// Runs one scan, writes the output to `out`, and returns the exit code.
@@ -54,21 +58,34 @@ pub struct ScanArgs {
 /// stderr.
 pub fn run(args: &ScanArgs, out: &mut impl Write) -> anyhow::Result<u8> {
     let scanner = Scanner::new(&args.proc_root, &args.node_name)?;
-    let selector = match args.pid {
-        Some(pid) => match Selector::default().with_pid(scanner.proc_root(), pid) {
-            Ok(selector) => selector,
-            // A pid not found through a restricted view may be there, hidden: judge the view.
-            Err(e) if e.kind() == SelectErrorKind::NotFound => {
-                let view = scanner.scan()?.view;
-                return Err(anyhow::Error::new(e.unless_hidden(&view)).context("--pid"));
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context("--pid")),
-        },
-        None => Selector::default(),
+    let workload = match args.pid {
+        Some(pid) => Some(workload(&scanner, pid, &args.external)?),
+        None => None,
     };
-    let only_ns = selector.mnt_ns;
     let mut scan = scanner.scan()?;
-    scan.reports.retain(|r| selector.matches(r));
+    // A pid's workload: its reports, and whether its dump would pass.
+    let check = match &workload {
+        Some(workload) => Some(
+            workload
+                .check(&scan)
+                .map_err(|e| anyhow::Error::new(e).context("--pid"))?,
+        ),
+        None => None,
+    };
+    if let Some(check) = &check {
+        for &i in &check.external {
+            eprintln!(
+                "autofs-agent scan: {} is skipped by CRIU as an external bind (--external)",
+                scan.reports[i].mount_point
+            );
+        }
+        let keep: std::collections::HashSet<usize> = check.mounts.iter().copied().collect();
+        let mut i = 0;
+        scan.reports.retain(|_| {
+            i += 1;
+            keep.contains(&(i - 1))
+        });
+    }
     match args.format {
         Format::Table => out.write_all(crate::table::render(&scan.reports).as_bytes())?,
         Format::JsonLines => {
@@ -86,8 +103,17 @@ pub fn run(args: &ScanArgs, out: &mut impl Write) -> anyhow::Result<u8> {
     for problem in scan.view.problems() {
         eprintln!("autofs-agent scan: warning: {problem}");
     }
+    // The namespaces looked at: every one, or the workload's (those of its reports and the
+    // pid's own, whose unreadable table is a report of its own).
+    let wanted: Option<std::collections::HashSet<u64>> = workload.as_ref().map(|w| {
+        scan.reports
+            .iter()
+            .map(|r| r.mnt_ns)
+            .chain(w.pid_namespace())
+            .collect()
+    });
     for ns in scan.namespaces.iter().filter(|n| {
-        n.mount_table_error.is_some() && only_ns.is_none_or(|wanted| wanted == n.mnt_ns)
+        n.mount_table_error.is_some() && wanted.as_ref().is_none_or(|w| w.contains(&n.mnt_ns))
     }) {
         eprintln!(
             "autofs-agent scan: error: mount namespace {}: {}",
@@ -96,26 +122,58 @@ pub fn run(args: &ScanArgs, out: &mut impl Write) -> anyhow::Result<u8> {
         );
     }
     // A whole-node scan that could not place some processes in a mount namespace may have
-    // missed whole namespaces; a scan of one pid's namespace has not.
-    if only_ns.is_none() && scan.view.unknown_namespaces > 0 {
+    // missed whole namespaces; a workload's check fails by itself when its own may be missing.
+    if workload.is_none() && scan.view.unknown_namespaces > 0 {
         eprintln!(
             "autofs-agent scan: error: the mount namespaces of {} process(es) could not be read; their autofs mounts, if any, are not reported",
             scan.view.unknown_namespaces
         );
         return Ok(EXIT_ERROR);
     }
-    Ok(exit_code(&scan))
+    Ok(match &check {
+        Some(check) if !incomplete(&scan) => {
+            if check.dumpable() {
+                EXIT_DUMPABLE
+            } else {
+                EXIT_BLOCKED
+            }
+        }
+        _ => exit_code(&scan),
+    })
+}
+
+/// The workload of `pid` (with its external mount points), resolved before the scan so that
+/// a process that exits meanwhile is still answered for by its namespace.
+fn workload(scanner: &Scanner, pid: i32, external: &[PathBuf]) -> anyhow::Result<Workload> {
+    use std::os::unix::ffi::OsStrExt;
+    let workload = match Workload::of_pid(scanner.proc_root(), pid) {
+        Ok(workload) => workload,
+        // A pid not found through a restricted view may be there, hidden: judge the view.
+        Err(e) if e.kind() == SelectErrorKind::NotFound => {
+            let view = scanner.scan()?.view;
+            return Err(anyhow::Error::new(e.unless_hidden(&view)).context("--pid"));
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("--pid")),
+    };
+    workload
+        .with_external_mounts(external.iter().map(|p| p.as_os_str().as_bytes()))
+        .map_err(|e| anyhow::Error::new(e).context("--external"))
+}
+
+/// Whether the scan could not see everything: a restricted view, or a mount table it could
+/// not read completely.
+fn incomplete(scan: &Scan) -> bool {
+    scan.view.restricted
+        || scan
+            .reports
+            .iter()
+            .any(|r| r.reason == autofs_core::Reason::MountTableUnreadable)
 }
 
 /// 2 when the scan could not see everything (restricted view, an unreadable mount table),
 /// else 1 when something blocks a dump, else 0.
 pub fn exit_code(scan: &Scan) -> u8 {
-    let incomplete = scan.view.restricted
-        || scan
-            .reports
-            .iter()
-            .any(|r| r.reason == autofs_core::Reason::MountTableUnreadable);
-    if incomplete {
+    if incomplete(scan) {
         EXIT_ERROR
     } else if scan.reports.iter().any(|r| r.blocks_dump()) {
         EXIT_BLOCKED

@@ -308,3 +308,62 @@ fn unreadable_facts_and_stray_separators_are_errors_in_the_real_binary() {
     let stray = by_mount_id(&reports, 613);
     assert_eq!(stray["reason"], "MALFORMED_MOUNTINFO");
 }
+
+#[test]
+fn a_pids_scan_covers_the_namespaces_criu_dumps_with_it() {
+    // A mount namespace made inside the container (its daemon two levels below the init, in
+    // a private copy of the namespace): CRIU dumps it with the init, so `--pid` of the init
+    // reports its mount and its exit code counts it.
+    let mut sc = Scenario::start_or_panic();
+    let own = sc.mount(MountSpec::indirect()).unwrap();
+    let aside = sc.mount(MountSpec::indirect().aside()).unwrap();
+    let (reports, code) = json_scan(&sc, &[]);
+    assert_eq!(code, 0, "{reports:#?}");
+    by_mount_id(&reports, own.mount_id);
+    let aside_ns = aside.aside.as_ref().unwrap().mnt_ns;
+    let r = reports
+        .iter()
+        .find(|r| r["mnt_ns"] == aside_ns && r["mount_id"] == aside.mount_id)
+        .unwrap_or_else(|| panic!("the aside mount is missing: {reports:#?}"));
+    assert_eq!(r["state"], "ACTIVE", "{r:#}");
+    // Its daemon gone, the workload is blocked by the namespace made inside it.
+    sc.kill(&aside.name, 9, true).unwrap();
+    let (reports, code) = json_scan(&sc, &[]);
+    assert_eq!(code, 1, "{reports:#?}");
+}
+
+#[test]
+fn external_mounts_given_to_a_pids_scan_do_not_block_it() {
+    // A container (new mount and pid namespaces) with a copy of a mount served from outside
+    // it, as a pod with a hostPath volume: ORPHANED for a bare `criu dump`, skipped when runc
+    // names it external.
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    let c = autofs_testkit::container::Container::start(&sc).unwrap();
+    let pid = c.pid.to_string();
+    let point = d.mount_point.to_str().unwrap();
+    let scan = |extra: &[&str]| {
+        let mut args = vec!["scan", "--json", "--pid", pid.as_str()];
+        args.extend_from_slice(extra);
+        agent(&args)
+    };
+    let bare = scan(&[]);
+    assert_eq!(bare.status.code(), Some(1), "{bare:?}");
+    let external = scan(&["--external", point]);
+    let stderr = String::from_utf8_lossy(&external.stderr);
+    assert_eq!(external.status.code(), Some(0), "{external:?}");
+    assert!(
+        stderr.contains(&format!("{point} is skipped by CRIU as an external bind")),
+        "{stderr}"
+    );
+    // The report itself stays what a bare dump meets.
+    let line = String::from_utf8(external.stdout).unwrap();
+    let r: Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(r["state"], "ORPHANED", "{r:#}");
+    // A path CRIU could not match, and --external without --pid: usage errors.
+    let bad = scan(&["--external", "relative/path"]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    let alone = agent(&["scan", "--external", point]);
+    assert_eq!(alone.status.code(), Some(2), "{alone:?}");
+    drop(c);
+}

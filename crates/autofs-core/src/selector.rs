@@ -591,6 +591,7 @@ impl Workload {
                 continue;
             }
             check.mounts_checked += 1;
+            check.mounts.push(i);
             // CRIU's dump_one_fs() skips an external bind; only what fails before that (its
             // parse stage, the freeze, the namespaces) still blocks.
             if external.contains(&i) && !report.blocks_when_external {
@@ -647,6 +648,9 @@ impl Workload {
 pub struct Check {
     /// The workload's autofs mounts.
     pub mounts_checked: u32,
+    /// Those mounts, in report order (every mount of the mount namespaces CRIU dumps with the
+    /// workload, external ones included).
+    pub mounts: Vec<usize>,
     /// Those that block a dump now, in report order.
     pub blocking: Vec<usize>,
     /// The blocking mounts that cannot clear by themselves (every state but INTERIM).
