@@ -165,6 +165,9 @@ impl Lister<'_> {
             .get(hyper::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
+            // "Retry-After: 0" is no hint: retried at once, every retry would hit a server
+            // that is shedding load; the backoff decides then.
+            .filter(|&s| s > 0)
             .map(Duration::from_secs);
         let body = match res.into_body().collect_bytes().await {
             Ok(body) => body,
