@@ -3,7 +3,7 @@
 //! byte the ones CRIU writes, and CRIU's own error line in our message or notes when it refuses.
 //!
 //! Needs CRIU 4.2 (`scripts/install-criu` builds it into `/opt/criu/current/criu`; or
-//! `$AUTOFS_TEST_CRIU`). Not in the default nextest run (see `.config/nextest.toml`): run with
+//! `$AUTOFS_TEST_CRIU`); fails, never skips, without it. Part of the default nextest run; alone:
 //! `cargo nextest run -P real-criu -p autofs-agent --all-features`.
 //!
 //! Each test scans first, then dumps: CRIU's probe may turn a mount catatonic. CRIU freezes

@@ -289,27 +289,10 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("autofs-controller: {}", error_text(&e));
+            eprintln!("autofs-controller: {}", render::error_text(e.as_ref()));
             ExitCode::from(EXIT_ERROR)
         }
     }
-}
-
-/// The error and its causes, `: `-separated, leaving out a cause whose text the message
-/// before it already quotes (some libraries' errors print their source and also return it).
-fn error_text(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if text.contains(&s) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&s);
-    }
-    text
 }
 
 fn sources(g: &Global) -> anyhow::Result<Vec<Source>> {

@@ -1115,6 +1115,38 @@ async fn load_shedding_is_retried_after_retry_after_then_succeeds() {
 }
 
 #[tokio::test]
+async fn a_retry_after_of_zero_still_backs_off() {
+    // "Retry-After: 0" on every 429: retried at once, discovery would hammer an API server
+    // that is shedding load with as many requests as the deadline holds.
+    let api = FakeApi::start(Arc::new(|_: &str, _: Option<&str>| Reply {
+        headers: vec!["Retry-After: 0".into()],
+        ..Reply::new("429 Too Many Requests", b"Too many requests\n".to_vec())
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kd = KubeDiscovery {
+        timeout: std::time::Duration::from_secs(1),
+        ..discovery(Credentials::Kubeconfig(
+            api.token_kubeconfig(dir.path(), TOKEN),
+        ))
+    };
+    let e = kd.discover().await.unwrap_err();
+    assert!(matches!(e, KubeError::Unavailable { .. }), "{e:?}");
+    let arrivals = api.arrivals();
+    assert!(arrivals.len() >= 2, "{e}");
+    // The backoff's first delay is 100 ms, drawn from its upper half: no retry comes sooner
+    // than 50 ms after the answer before it (a lower bound: sleeps never end early).
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= std::time::Duration::from_millis(50),
+            "retried after {gap:?} ({} requests within 1s)",
+            arrivals.len()
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_api_server_failing_forever_is_a_clear_error_within_the_deadline() {
     let api = FakeApi::start(Arc::new(|_: &str, _: Option<&str>| {
         Reply::new(

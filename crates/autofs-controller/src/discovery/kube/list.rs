@@ -153,7 +153,7 @@ impl Lister<'_> {
             Ok(res) => res,
             Err(e) if is_dropped_connection(&e) => {
                 return Err(Failure::Transient {
-                    last: format!("connection dropped: {}", error_text(&e)),
+                    last: format!("connection dropped: {}", crate::render::error_text(&e)),
                     retry_after: None,
                 });
             }
@@ -165,12 +165,18 @@ impl Lister<'_> {
             .get(hyper::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
+            // "Retry-After: 0" is no hint: retried at once, every retry would hit a server
+            // that is shedding load; the backoff decides then.
+            .filter(|&s| s > 0)
             .map(Duration::from_secs);
         let body = match res.into_body().collect_bytes().await {
             Ok(body) => body,
             Err(e) if is_dropped_connection(&e) => {
                 return Err(Failure::Transient {
-                    last: format!("connection dropped in the answer: {}", error_text(&e)),
+                    last: format!(
+                        "connection dropped in the answer: {}",
+                        crate::render::error_text(&e)
+                    ),
                     retry_after: None,
                 });
             }
@@ -248,21 +254,6 @@ fn is_dropped_connection(e: &kube::Error) -> bool {
         source = s.source();
     }
     false
-}
-
-/// `e` and its causes, `: `-separated.
-fn error_text(e: &kube::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
