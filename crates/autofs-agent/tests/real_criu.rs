@@ -45,7 +45,9 @@ impl Dump {
 }
 
 /// Dumps the scenario's whole tree (its pid namespace's init) and leaves it running.
-/// `--timeout 3`: CRIU's own bound on freezing the tree (seconds), shorter than its default 10.
+/// `--timeout 10` (CRIU's default, spelled out): its own bound on freezing the tree, in seconds.
+/// A refusal at the freeze (a requester asleep in the kernel) takes that long; a freeze that
+/// succeeds takes milliseconds, so no loaded machine makes a dump that should pass fail here.
 /// Network namespace files bound on the host (`ip netns add` of other tests, under the shared
 /// `/run/netns`) were copied into the scenario's mount namespace when it was made; CRIU cannot
 /// dump such an nsfs mount ("doesn't have a proper root mount") unless told it is external.
@@ -64,7 +66,7 @@ fn criu_dump(sc: &Scenario) -> Dump {
         cmd.arg("--external").arg(e);
     }
     let out = cmd
-        .args(["dump", "--leave-running", "--timeout", "3", "-v4"])
+        .args(["dump", "--leave-running", "--timeout", "10", "-v4"])
         .args(["-o", "dump.log", "-t"])
         .arg(sc.init_host_pid().to_string())
         .arg("-D")

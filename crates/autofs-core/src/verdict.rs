@@ -318,7 +318,9 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
 /// so a pid namespace other than the owner's is one below it): CRIU's `generate_ns_id()` takes
 /// the pid namespace of the tree's root task only and refuses any other ("Can't dump nested
 /// pid namespace for N", `criu/namespaces.c`), so the dump fails whatever the mount's state.
-/// One `ns/pid` link each (cached); said only when both could be read.
+/// Checked where the master is known to be in the dumped tree (the ACTIVE path); an INTERIM
+/// mount is refused anyway, and a catatonic one's pgrp is not looked up (reference §3.3). One
+/// `ns/pid` link each (cached); said only when both could be read.
 fn note_nested_pid_namespace(
     table: &mut ProcessTable<'_>,
     report: &mut MountReport,
