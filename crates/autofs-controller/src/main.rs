@@ -343,6 +343,17 @@ async fn collector(g: &Global) -> anyhow::Result<Collector> {
     Ok(Collector::discover(sources(g)?, config).await?)
 }
 
+/// A host pid names a different process on every node: asked of several agents, `--pid` would
+/// answer with unrelated processes' mount namespaces.
+fn one_node_for_a_pid(filter: &FilterFlags, agents: usize) -> anyhow::Result<()> {
+    match filter.pid {
+        Some(pid) if agents > 1 => Err(anyhow::anyhow!(
+            "--pid {pid}: a host pid names a different process on each of the {agents} agents; ask one node (`check --node NAME --pid {pid}`, or one endpoint in --nodes), or filter by --container, --pod or --mnt-ns"
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn print(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
@@ -357,6 +368,9 @@ fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let g = &cli.global;
     let collector = collector(g).await?;
+    if let Command::Collect(filter) | Command::Watch { filter, .. } = &cli.command {
+        one_node_for_a_pid(filter, collector.endpoints().len())?;
+    }
     match cli.command {
         Command::Collect(filter) => {
             let report = collector.collect(filter.request()).await;

@@ -214,6 +214,15 @@ fn cli_bad_input_exits_two_with_a_clear_message() {
         ),
         // The message names the flags this build has.
         (&["collect"][..], "give --nodes, --nodes-file"),
+        // A host pid means a different process on every node.
+        (
+            &["collect", "--nodes", "10.0.0.1:1,10.0.0.2:1", "--pid", "42"][..],
+            "--pid 42: a host pid names a different process on each of the 2 agents",
+        ),
+        (
+            &["watch", "--nodes", "10.0.0.1:1,10.0.0.2:1", "--pid", "42"][..],
+            "ask one node",
+        ),
         (
             &["check", "--nodes", "10.0.0.1:1", "--node", "n"][..],
             "--pid",
