@@ -446,26 +446,15 @@ pub struct Fionread;
 
 impl QueueProbe for Fionread {
     fn queued_bytes(&self, fd_path: &Path, ino: u64) -> io::Result<u64> {
-        let pinned = pin_pipe(fd_path, ino)?;
-        let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pinned));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
-            .open(reopen)?;
-        fionread(&file)
+        fionread(&reopen(fd_path, ino, Reopen::Reader)?)
     }
 
     fn has_readers(&self, fd_path: &Path, ino: u64) -> io::Result<Option<bool>> {
-        let pinned = pin_pipe(fd_path, ino)?;
         // A pipe's write end polls POLLERR exactly when the pipe has no reader (pipe_poll()).
         // Opening a pipe (pipefs) for writing never waits for a partner, the poll has a zero
         // timeout and nothing is written. The extra writer is closed at once; the kernel holds
         // its own write end, so the close ends nobody's stream.
-        let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pinned));
-        let writer = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
-            .open(reopen)?;
+        let writer = reopen(fd_path, ino, Reopen::Writer)?;
         let mut fds = [nix::poll::PollFd::new(
             std::os::fd::AsFd::as_fd(&writer),
             nix::poll::PollFlags::POLLOUT,
@@ -476,16 +465,30 @@ impl QueueProbe for Fionread {
     }
 
     fn queued_bytes_unread(&self, fd_path: &Path, ino: u64) -> io::Result<Option<u64>> {
-        let pinned = pin_pipe(fd_path, ino)?;
         // FIONREAD counts a pipe's bytes through either end (pipe_ioctl() checks no mode);
         // an extra writer, as in `has_readers`, adds no reader and writes nothing.
-        let reopen = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pinned));
-        let writer = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
-            .open(reopen)?;
-        fionread(&writer).map(Some)
+        fionread(&reopen(fd_path, ino, Reopen::Writer)?).map(Some)
     }
+}
+
+/// Which end of a pipe [`reopen`] opens.
+#[derive(Debug, Clone, Copy)]
+enum Reopen {
+    Reader,
+    Writer,
+}
+
+/// The pipe behind `fd_path` ([`pin_pipe`]: a pipe of inode `ino`, nothing else), opened anew
+/// as `end` through the pinned fd, `O_NONBLOCK | O_NOCTTY` (never waits for a partner). The
+/// caller closes it at once.
+fn reopen(fd_path: &Path, ino: u64, end: Reopen) -> io::Result<std::fs::File> {
+    let pinned = pin_pipe(fd_path, ino)?;
+    let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pinned));
+    std::fs::OpenOptions::new()
+        .read(matches!(end, Reopen::Reader))
+        .write(matches!(end, Reopen::Writer))
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)
 }
 
 /// Pins the pipe behind `fd_path` with `O_PATH` (no open of the file itself: a magic link
