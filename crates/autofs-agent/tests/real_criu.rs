@@ -52,15 +52,27 @@ impl Dump {
 /// `/run/netns`) were copied into the scenario's mount namespace when it was made; CRIU cannot
 /// dump such an nsfs mount ("doesn't have a proper root mount") unless told it is external.
 fn criu_dump(sc: &Scenario) -> Dump {
+    criu_dump_tree(sc.init_host_pid(), &[])
+}
+
+/// [`criu_dump`] of the tree rooted at host pid `root`, also telling CRIU that the mounts at
+/// `external` (paths in the tree's mount namespace) are external (`--external mnt[PATH]:KEY`,
+/// as runc passes every bind mount of a container).
+fn criu_dump_tree(root: i32, external_mounts: &[&str]) -> Dump {
     let dir = tempfile::tempdir().unwrap();
-    let mountinfo =
-        std::fs::read_to_string(format!("/proc/{}/mountinfo", sc.init_host_pid())).unwrap();
-    let external: Vec<String> = mountinfo
+    let mountinfo = std::fs::read_to_string(format!("/proc/{root}/mountinfo")).unwrap();
+    let mut external: Vec<String> = mountinfo
         .lines()
         .filter_map(MountInfoLine::parse)
         .filter(|l| l.fstype == "nsfs")
         .map(|l| format!("mnt[{}]:nsfs{}", l.mount_point.display(), l.mount_id))
         .collect();
+    external.extend(
+        external_mounts
+            .iter()
+            .enumerate()
+            .map(|(i, path)| format!("mnt[{path}]:bind{i}")),
+    );
     let mut cmd = Command::new(criu_bin());
     for e in &external {
         cmd.arg("--external").arg(e);
@@ -68,7 +80,7 @@ fn criu_dump(sc: &Scenario) -> Dump {
     let out = cmd
         .args(["dump", "--leave-running", "--timeout", "10", "-v4"])
         .args(["-o", "dump.log", "-t"])
-        .arg(sc.init_host_pid().to_string())
+        .arg(root.to_string())
         .arg("-D")
         .arg(dir.path())
         .output()
@@ -396,6 +408,51 @@ fn a_request_left_in_an_unread_pipe_stops_criu_at_its_requester_as_we_note() {
             "{r:#}"
         );
     }
+}
+
+#[test]
+fn a_hostpath_style_bind_blocks_a_bare_dump_and_passes_as_runc_s_external_mount() {
+    // A container (new mount and pid namespaces, its init a session leader) holding a copy of
+    // a mount whose daemon lives outside it, as a pod holds a hostPath volume the host's
+    // automount serves. A bare dump fails at the mount; told the mount is external, as runc
+    // and crun tell it of every bind mount, CRIU skips it and the dump passes.
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    let c = autofs_testkit::container::Container::start(&sc).unwrap();
+    let point = d.mount_point.to_str().unwrap();
+    let init = c.init.to_string();
+    let scan = |extra: &[&str]| {
+        let mut args = vec!["scan", "--json", "--pid", init.as_str()];
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_autofs-agent"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+
+    let bare = scan(&[]);
+    let dump = criu_dump_tree(c.init, &[]);
+    assert_eq!(bare.status.code(), Some(1), "{bare:?}");
+    assert!(!dump.ok, "a bare criu dump succeeded");
+    let line = format!("failed to find pstree item with pid {}", d.host_pgrp);
+    assert!(dump.has_error(&line), "{line:?} not in {:#?}", dump.errors);
+    let stdout = String::from_utf8(bare.stdout).unwrap();
+    let r: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert!(our_text(&r).contains(&line), "{r:#}");
+
+    let external = scan(&["--external", point]);
+    let dump = criu_dump_tree(c.init, &[point]);
+    assert_eq!(external.status.code(), Some(0), "{external:?}");
+    assert!(
+        dump.ok,
+        "criu dump with the external mount failed: {:#?}",
+        dump.errors
+    );
+    assert!(
+        autofs_images(dump.dir.path()).is_empty(),
+        "CRIU skipped the external mount: no autofs image"
+    );
+    drop(c);
 }
 
 #[test]

@@ -39,9 +39,30 @@ impl Container {
     /// 10 s.
     pub fn start(sc: &Scenario) -> io::Result<Self> {
         let mut cmd = std::process::Command::new("nsenter");
+        // The init leads a session of its own, as a container's does (runc calls setsid):
+        // CRIU refuses a tree whose session leader is outside its pid namespace. Its stdio is
+        // opened inside its mount namespace and its working directory is the scenario's
+        // private work dir (where CRIU's parasite may mount): CRIU can dump it.
         cmd.args(["-t", &sc.init_host_pid().to_string(), "-m", "--"])
             .args(["unshare", "--mount", "--propagation", "private"])
-            .args(["--pid", "--fork", "--kill-child", "--", "sleep", "600"]);
+            .args(["--pid", "--fork", "--kill-child", "--", "sh", "-c"])
+            .arg("exec setsid sleep 600 </dev/null >/dev/null 2>&1")
+            .current_dir(sc.work_dir());
+        // Nor does it inherit the test process's other fds (a harness may leak some, opened
+        // in the host's mount namespace): marked close-on-exec, the spawn's own error pipe
+        // included, which is close-on-exec already.
+        // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets a flag on fds; it is
+        // async-signal-safe and touches no memory of the parent.
+        #[allow(unsafe_code)] // pre_exec is the only way to run it in the child before exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                if libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) == 0 {
+                    Ok(())
+                } else {
+                    Err(io::Error::last_os_error())
+                }
+            });
+        }
         let process = Reaped(crate::child::spawn_detached(cmd)?);
         let pid = i32::try_from(process.0.id()).map_err(io::Error::other)?;
         let mut init = None;
