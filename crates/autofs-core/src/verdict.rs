@@ -110,11 +110,11 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
             ),
         );
     }
-    let mut entry = base_entry(options, timeout, ids);
+    // CRIU's entry as its option parse made it; the read end and the master refine it below.
+    report.entry = Some(base_entry(options, timeout, ids));
 
     let ino = match options.pipe_ino {
         None => {
-            report.entry = Some(entry);
             return set(
                 report,
                 MountState::Unsupported,
@@ -124,7 +124,6 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
         }
         Some(_) if options.fd == -1 => {
             // CRIU: "we don't care about virtual pgrp in case of catatonic mounts".
-            report.entry = Some(entry);
             return set(
                 report,
                 MountState::Catatonic,
@@ -136,7 +135,6 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
             );
         }
         Some(PipeIno::None) => {
-            report.entry = Some(entry);
             return set(
                 report,
                 MountState::Error,
@@ -158,7 +156,6 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
 
     let pgrp = options.pgrp;
     if pgrp <= 0 {
-        report.entry = Some(entry);
         return set(
             report,
             MountState::Error,
@@ -169,7 +166,6 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
         );
     }
     if facts.view.foreign_pid_namespace {
-        report.entry = Some(entry);
         return set(
             report,
             MountState::Error,
@@ -186,12 +182,10 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
         Ok(_) => true,
         Err(Unavailable::Vanished) => false,
         Err(Unavailable::Failed(why)) => {
-            report.entry = Some(entry);
             return set(report, MountState::Error, Reason::ProcUnreadable, why);
         }
     };
     if let Some(denied) = facts.pipes.is_unreadable(pgrp) {
-        report.entry = Some(entry);
         return set(
             report,
             MountState::Error,
@@ -212,14 +206,12 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
         .copied();
 
     let Some(read_end) = leader_read else {
-        report.entry = Some(entry);
         return orphaned(report, options, ino, leader_alive, ends, facts);
     };
 
     report.read_end_pid = read_end.pid;
     report.read_end_fd = read_end.fd;
     if !measure(report, &read_end, ino, facts) {
-        report.entry = Some(entry);
         return;
     }
 
@@ -229,7 +221,7 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
             "pipe_ino {ino} exceeds INT_MAX: CRIU's write-end check truncates it, records read_fd although the write end is held, and the restored fd= may differ"
         ));
     }
-    if !criu_sees_write_end {
+    if !criu_sees_write_end && let Some(entry) = report.entry.as_mut() {
         entry.read_fd = Some(read_end.fd);
     }
 
@@ -243,10 +235,11 @@ pub fn judge(report: &mut MountReport, options: &AutofsOptions, facts: &mut Fact
             ))
         })
         .and_then(|owner| dumped_tree_membership(facts.table, pgrp, owner));
-    if let Ok(Membership::Inside(vpgrp)) = master {
+    if let Ok(Membership::Inside(vpgrp)) = master
+        && let Some(entry) = report.entry.as_mut()
+    {
         entry.pgrp = vpgrp;
     }
-    report.entry = Some(entry);
 
     if report.pending_bytes > 0 {
         note_waiting_requesters(
