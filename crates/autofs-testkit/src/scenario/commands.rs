@@ -414,17 +414,7 @@ impl Scenario {
         }
         f.push("timeout", spec.timeout)
             .push("map_hex", proto::hex_encode(spec.map.as_bytes()));
-        let r = self.request("automount", &f)?;
-        Ok(Automount {
-            name: r.req("name").map_err(bad)?.to_string(),
-            host_pid: num(&r, "host_pid")?,
-            vpid: num(&r, "vpid")?,
-            host_pgrp: num(&r, "host_pgrp")?,
-            vpgrp: num(&r, "vpgrp")?,
-            mount_point: PathBuf::from(r.req("mount_point").map_err(bad)?),
-            mount_id: num(&r, "mount_id")?,
-            log: PathBuf::from(r.req("log").map_err(bad)?),
-        })
+        automount_reply(&self.request("automount", &f)?)
     }
 
     /// Starts the automount `gone` again (after [`Scenario::kill`]) with the same master map,
@@ -440,17 +430,7 @@ impl Scenario {
     pub fn restart_automount(&mut self, gone: &Automount) -> io::Result<Automount> {
         let mut f = Fields::default();
         f.push("name", &gone.name).push("restart", 1);
-        let r = self.request("automount", &f)?;
-        Ok(Automount {
-            name: r.req("name").map_err(bad)?.to_string(),
-            host_pid: num(&r, "host_pid")?,
-            vpid: num(&r, "vpid")?,
-            host_pgrp: num(&r, "host_pgrp")?,
-            vpgrp: num(&r, "vpgrp")?,
-            mount_point: PathBuf::from(r.req("mount_point").map_err(bad)?),
-            mount_id: num(&r, "mount_id")?,
-            log: PathBuf::from(r.req("log").map_err(bad)?),
-        })
+        automount_reply(&self.request("automount", &f)?)
     }
 
     /// The mount table as a process *inside* the scenario reads it: in the scenario's pid
@@ -470,4 +450,18 @@ impl Scenario {
         let raw = proto::hex_decode(r.req("hex").map_err(bad)?).map_err(bad)?;
         procfs::parse_table(&raw)
     }
+}
+
+/// The automount an `automount` command's reply describes.
+fn automount_reply(r: &Fields) -> io::Result<Automount> {
+    Ok(Automount {
+        name: r.req("name").map_err(bad)?.to_string(),
+        host_pid: num(r, "host_pid")?,
+        vpid: num(r, "vpid")?,
+        host_pgrp: num(r, "host_pgrp")?,
+        vpgrp: num(r, "vpgrp")?,
+        mount_point: PathBuf::from(r.req("mount_point").map_err(bad)?),
+        mount_id: num(r, "mount_id")?,
+        log: PathBuf::from(r.req("log").map_err(bad)?),
+    })
 }
