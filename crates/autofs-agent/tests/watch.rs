@@ -584,7 +584,10 @@ if child == 0:
     sys.stdin.readline()
     os._exit(0)
 os.close(w)
-os.waitpid(child, 0)
+_, status = os.waitpid(child, 0)
+if os.waitstatus_to_exitcode(status) != 0:
+    # No line comes: the test must fail now, not wait for one.
+    sys.exit(f"the child making the namespace failed with {os.waitstatus_to_exitcode(status)}")
 sys.stdin.readline()
 "#;
 
@@ -634,7 +637,12 @@ async fn a_namespace_whose_last_process_exits_is_let_go_at_once() {
     let mut lines = std::io::BufReader::new(tree.0.stdout.take().unwrap()).lines();
     let line = lines
         .next()
-        .expect("the child's pid and namespace")
+        .unwrap_or_else(|| {
+            panic!(
+                "the python tree printed no pid and namespace (its stderr above says why): {:?}",
+                tree.0.wait()
+            )
+        })
         .unwrap();
     let parsed = line.split_once(' ').and_then(|(pid, link)| {
         let ns = link
