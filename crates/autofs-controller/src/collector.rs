@@ -69,6 +69,10 @@ pub struct CollectorConfig {
     /// Memory all nodes' reports of one `collect` may take together (decoded size); the node
     /// whose report crosses it fails, the others keep theirs.
     pub max_report_bytes: usize,
+    /// How often a watch over discovery sources that can change runs discovery again
+    /// ([`Collector::watch`]); sooner, with backoff, after a node's stream breaks. Like
+    /// Prometheus's service discovery `refresh_interval`. Must be positive.
+    pub refresh_interval: Duration,
 }
 
 impl Default for CollectorConfig {
@@ -83,6 +87,7 @@ impl Default for CollectorConfig {
             unique_nodes: true,
             max_mounts_per_node: DEFAULT_MAX_MOUNTS_PER_NODE,
             max_report_bytes: DEFAULT_MAX_REPORT_BYTES,
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
         }
     }
 }
@@ -91,6 +96,9 @@ impl Default for CollectorConfig {
 pub const DEFAULT_MAX_MOUNTS_PER_NODE: usize = 100_000;
 /// Default of [`CollectorConfig::max_report_bytes`]: 512 MiB.
 pub const DEFAULT_MAX_REPORT_BYTES: usize = 512 << 20;
+/// Default of [`CollectorConfig::refresh_interval`]: 30 s, as Prometheus's DNS service
+/// discovery.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Memory the reports of one `collect` hold, across nodes.
 struct ReportBudget {
@@ -186,7 +194,8 @@ impl Collector {
     ///
     /// - [`Error::Discovery`] with [`DiscoveryError::Empty`](crate::DiscoveryError::Empty) or
     ///   [`DiscoveryError::Duplicate`](crate::DiscoveryError::Duplicate) for the endpoint list.
-    /// - [`Error::Config`] when `concurrency` or `max_attempts` is 0, or `timeout` is zero.
+    /// - [`Error::Config`] when `concurrency` or `max_attempts` is 0, or `timeout` or
+    ///   `refresh_interval` is zero.
     /// - [`Error::TlsFile`] / [`Error::Tls`] from [`TlsOptions::load`] when `config.tls` is set.
     pub fn new(endpoints: Vec<NodeEndpoint>, config: CollectorConfig) -> Result<Collector, Error> {
         Collector::from_discovery(endpoints.into(), config)
@@ -227,6 +236,11 @@ impl Collector {
         }
         if config.max_attempts == 0 {
             return Err(Error::Config("max_attempts must be at least 1".into()));
+        }
+        if config.refresh_interval.is_zero() {
+            return Err(Error::Config(
+                "the discovery refresh interval must be positive".into(),
+            ));
         }
         let tls = config.tls.as_ref().map(TlsOptions::load).transpose()?;
         let connector = Connector {

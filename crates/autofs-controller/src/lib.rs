@@ -66,8 +66,8 @@ pub use autofs_api::v1;
 pub use backoff::BackoffConfig;
 pub use client::TlsOptions;
 pub use collector::{
-    Collector, CollectorConfig, DEFAULT_MAX_MOUNTS_PER_NODE, DEFAULT_MAX_REPORT_BYTES, Target,
-    WaitEnd, WaitOutcome, Workload,
+    Collector, CollectorConfig, DEFAULT_MAX_MOUNTS_PER_NODE, DEFAULT_MAX_REPORT_BYTES,
+    DEFAULT_REFRESH_INTERVAL, Target, WaitEnd, WaitOutcome, Workload,
 };
 pub use endpoint::NodeEndpoint;
 pub use error::{Cause, DiscoveryError, Error, NodeError, NodeErrorKind};

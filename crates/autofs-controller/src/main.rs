@@ -236,6 +236,11 @@ enum Command {
         /// Stop after this many mount events (at least 1).
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         max_events: Option<u64>,
+        /// With --dns, --nodes-file or --kube-selector: how often discovery runs again to
+        /// follow agents that moved (rolling updates) and nodes that joined or left; sooner,
+        /// with backoff, after a node's stream breaks.
+        #[arg(long, default_value = "30s", value_parser = duration::parse)]
+        refresh_interval: Duration,
     },
     /// The agents: version, kernel, pipe_ino support, reachability; exit 3 if any failed.
     Nodes,
@@ -322,7 +327,7 @@ fn sources(g: &Global) -> anyhow::Result<Vec<Source>> {
     Ok(sources)
 }
 
-async fn collector(g: &Global) -> anyhow::Result<Collector> {
+async fn collector(g: &Global, refresh_interval: Duration) -> anyhow::Result<Collector> {
     let config = CollectorConfig {
         concurrency: g.concurrency,
         timeout: g.timeout,
@@ -338,6 +343,7 @@ async fn collector(g: &Global) -> anyhow::Result<Collector> {
         unique_nodes: !g.allow_duplicate_nodes,
         max_mounts_per_node: g.max_mounts_per_node,
         max_report_bytes: g.max_report_memory.saturating_mul(1 << 20),
+        refresh_interval,
     };
     // The sources are kept: a wait runs them again to follow its node's agent.
     Ok(Collector::discover(sources(g)?, config).await?)
@@ -367,7 +373,13 @@ fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let g = &cli.global;
-    let collector = collector(g).await?;
+    let refresh_interval = match &cli.command {
+        Command::Watch {
+            refresh_interval, ..
+        } => *refresh_interval,
+        _ => autofs_controller::DEFAULT_REFRESH_INTERVAL,
+    };
+    let collector = collector(g, refresh_interval).await?;
     if let Command::Collect(filter) | Command::Watch { filter, .. } = &cli.command {
         one_node_for_a_pid(filter, collector.endpoints().len())?;
     }
@@ -463,7 +475,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 EXIT_BLOCKED
             })
         }
-        Command::Watch { filter, max_events } => {
+        Command::Watch {
+            filter, max_events, ..
+        } => {
             let mut stream = collector.watch(filter.request());
             let mut events = 0u64;
             loop {
@@ -482,6 +496,21 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 match g.output {
                     Output::Table => print(&format!("{}\n", render::watch_line(&item)))?,
                     Output::Json => print_json(&render::watch_json(&item))?,
+                }
+                // Every agent gets the same filter: one refused as invalid is bad input (as
+                // for `collect`), and a watch that runs discovery again would otherwise go on
+                // watching nothing.
+                if let WatchItem::Refused { error } = &item
+                    && matches!(
+                        error.kind,
+                        autofs_controller::NodeErrorKind::Rpc {
+                            code: tonic::Code::InvalidArgument,
+                            ..
+                        }
+                    )
+                {
+                    eprintln!("autofs-controller: the agents refuse this filter: {error}");
+                    return Ok(EXIT_ERROR);
                 }
                 if matches!(item, WatchItem::Event { .. }) {
                     events += 1;

@@ -7,6 +7,7 @@ use autofs_cli::table::render as table;
 use serde_json::{Value, json};
 
 use crate::collector::{WaitEnd, WaitOutcome};
+use crate::endpoint::NodeEndpoint;
 use crate::error::fmt_duration;
 use crate::follow::WaitEvent;
 use crate::report::{CheckOutcome, ClusterReport, NodeStatus, reason_name, state_name};
@@ -496,6 +497,29 @@ pub fn watch_line(item: &WatchItem) -> String {
         WatchItem::Disconnected { error, retry_in } => {
             format!("{error}; reconnecting in {}", fmt_duration(*retry_in))
         }
+        WatchItem::EndpointAdded { endpoint } => {
+            format!("{} discovered; watching it", endpoint_text(endpoint))
+        }
+        WatchItem::EndpointRemoved { endpoint } => format!(
+            "{} no longer discovered; not watched any more",
+            endpoint_text(endpoint)
+        ),
+        WatchItem::DiscoveryFailed { error, retry_in } => format!(
+            "discovery failed: {}; still watching the agents found before, discovering again in {}",
+            error_text(error.as_ref()),
+            fmt_duration(*retry_in)
+        ),
+    }
+}
+
+/// `agent at ADDRESS (node N, ORIGIN)` for watch lines.
+fn endpoint_text(endpoint: &NodeEndpoint) -> String {
+    match &endpoint.expected_node {
+        Some(node) => format!(
+            "agent at {} (node {node}, {})",
+            endpoint.address, endpoint.origin
+        ),
+        None => format!("agent at {} ({})", endpoint.address, endpoint.origin),
     }
 }
 
@@ -521,6 +545,18 @@ pub fn watch_json(item: &WatchItem) -> Value {
         WatchItem::Disconnected { error, retry_in } => json!({
             "type": "disconnected", "endpoint": error.endpoint, "node": error.node,
             "error": error.to_string(), "retry_in_ms": retry_in.as_millis() as u64,
+        }),
+        WatchItem::EndpointAdded { endpoint } => json!({
+            "type": "endpoint_added", "endpoint": endpoint.address,
+            "node": endpoint.expected_node, "origin": endpoint.origin,
+        }),
+        WatchItem::EndpointRemoved { endpoint } => json!({
+            "type": "endpoint_removed", "endpoint": endpoint.address,
+            "node": endpoint.expected_node, "origin": endpoint.origin,
+        }),
+        WatchItem::DiscoveryFailed { error, retry_in } => json!({
+            "type": "discovery_failed", "error": error_text(error.as_ref()),
+            "retry_in_ms": retry_in.as_millis() as u64,
         }),
     }
 }

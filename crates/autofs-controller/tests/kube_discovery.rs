@@ -838,35 +838,108 @@ fn cli_uses_in_cluster_service_account_credentials() {
     );
 }
 
-#[test]
-fn watch_exits_non_zero_when_no_agent_pod_can_be_watched() {
-    // Only the pending pod and the running one without an IP: nothing can be watched. It
-    // printed two "not watched" lines and exited 0, as after Ctrl-C.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let pods = json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [
-        {"metadata": {"name": "agent-c", "namespace": "autofs-inspector"},
-         "spec": {"nodeName": "worker-c"}, "status": {"phase": "Pending"}},
-        {"metadata": {"name": "agent-d", "namespace": "autofs-inspector"},
-         "spec": {"nodeName": "worker-d"}, "status": {"phase": "Running"}},
-    ]})
-    .to_string()
-    .into_bytes();
-    let api = rt.block_on(FakeApi::serving(pods));
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_waits_for_agent_pods_that_are_not_ready_and_follows_them_once_they_run() {
+    use common::gate::{Gate, free_port};
+    // Only a pending pod and a running one without an IP: nothing can be watched yet. The
+    // watch says so for each and keeps looking (it once exited 0, as after Ctrl-C, then 2).
+    let port = free_port();
+    let pid = std::process::id();
+    let (c_node, d_node) = (format!("worker-c-{pid}"), format!("worker-d-{pid}"));
+    let pods_with = |d_ip: Option<&str>| {
+        let mut d = json!({"metadata": {"name": "agent-d", "namespace": "autofs-inspector"},
+            "spec": {"nodeName": d_node}, "status": {"phase": "Running"}});
+        if let Some(ip) = d_ip {
+            d["status"]["podIP"] = json!(ip);
+        }
+        json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [
+            {"metadata": {"name": "agent-c", "namespace": "autofs-inspector"},
+             "spec": {"nodeName": c_node}, "status": {"phase": "Pending"}},
+            d,
+        ]})
+        .to_string()
+        .into_bytes()
+    };
+    let pods = Arc::new(Mutex::new(pods_with(None)));
+    let serving = pods.clone();
+    let nodes = node_list(&[&c_node, &d_node]);
+    let api = FakeApi::start(Arc::new(move |path: &str, token: Option<&str>| {
+        if token != Some(TOKEN) {
+            Reply::forbidden()
+        } else if is_nodes(path) {
+            Reply::ok(nodes.clone())
+        } else {
+            Reply::ok(serving.lock().unwrap().clone())
+        }
+    }))
+    .await;
     let dir = tempfile::tempdir().unwrap();
-    let plugin = token_plugin(dir.path());
-    let kc = api.kubeconfig(dir.path(), &api.ca_pem, &exec_user(&plugin));
-    let out = controller_env(
-        &["watch", "--kube-selector", "app=autofs-agent"],
-        &[
-            ("KUBECONFIG", kc.to_str().unwrap()),
-            ("HOME", "/nonexistent"),
-        ],
+    let kc = api.token_kubeconfig(dir.path(), TOKEN);
+    let port_text = port.to_string();
+    let gate = Gate::start(&[
+        "watch",
+        "--kube-selector",
+        SELECTOR,
+        "--kube-port",
+        &port_text,
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+        "--refresh-interval",
+        "1h",
+    ]);
+    // The watch's lines are read on a blocking thread: the fake API server runs on this one.
+    let step = |mut gate: Gate, what: &'static str, want: String| {
+        tokio::task::spawn_blocking(move || {
+            let line = gate.expect(what, |l| l.starts_with(&want));
+            (gate, line)
+        })
+    };
+    // Each node's line, in the order their tasks print them.
+    let (c_line, d_line) = (
+        format!("node {c_node} (pod/autofs-inspector/agent-c): not ready: "),
+        format!("node {d_node} (pod/autofs-inspector/agent-d): not ready: "),
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.matches("not watched").count(), 2, "{text}");
-    assert_eq!(out.status.code(), Some(2), "{text}");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no node is watched"), "{err}");
+    let (gate, lines) = tokio::task::spawn_blocking(move || {
+        let mut gate = gate;
+        let first = gate.expect("saying that a pod is not ready", |l| {
+            l.starts_with(&c_line) || l.starts_with(&d_line)
+        });
+        let other = if first.starts_with(&c_line) {
+            d_line
+        } else {
+            c_line
+        };
+        let second = gate.expect("saying that the other pod is not ready", |l| {
+            l.starts_with(&other)
+        });
+        (gate, [first, second])
+    })
+    .await
+    .unwrap();
+    let c = lines.iter().find(|l| l.contains("agent-c")).unwrap();
+    let d = lines.iter().find(|l| l.contains("agent-d")).unwrap();
+    assert!(c.ends_with("; not watched"), "{c}");
+    assert!(d.contains("no pod IP"), "{d}");
+
+    // D's pod gets its IP and its agent serves: looked for again while not ready, it is found.
+    let d_addr = format!("127.0.0.12:{port}");
+    let _d = start_agent(None, &d_node, &d_addr, &[]);
+    *pods.lock().unwrap() = pods_with(Some("127.0.0.12"));
+    let (gate, added) = step(
+        gate,
+        "saying that D's agent was discovered",
+        format!("agent at {d_addr} (node {d_node}, pod autofs-inspector/agent-d)"),
+    )
+    .await
+    .unwrap();
+    assert!(added.ends_with("discovered; watching it"), "{added}");
+    step(
+        gate,
+        "saying that D is watched",
+        format!("{d_node} connected ({d_addr}, "),
+    )
+    .await
+    .unwrap();
 }
 
 #[test]
@@ -1344,4 +1417,101 @@ async fn check_wait_follows_the_node_through_a_rolling_update_of_its_agent_pod()
         "{lines:#?}"
     );
     assert_eq!(code, Some(0), "{lines:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_follows_a_node_through_a_rolling_update_of_its_agent_pod() {
+    use common::gate::{Gate, free_port};
+    let port = free_port();
+    let node = format!("kube-wroll-{}", std::process::id());
+    let (old_ip, new_ip) = ("127.0.0.10", "127.0.0.11");
+    let mut old = start_agent(None, &node, &format!("{old_ip}:{port}"), &[]);
+    let pods = Arc::new(Mutex::new(rollout_pods(&node, Some((old_ip, false)), None)));
+    let serving = pods.clone();
+    let nodes = node_list(&[&node]);
+    let api = FakeApi::start(Arc::new(move |path: &str, token: Option<&str>| {
+        if token != Some(TOKEN) {
+            Reply::forbidden()
+        } else if is_nodes(path) {
+            Reply::ok(nodes.clone())
+        } else {
+            Reply::ok(serving.lock().unwrap().clone())
+        }
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = api.token_kubeconfig(dir.path(), TOKEN);
+    let port_text = port.to_string();
+    // Discovery runs again only because the stream broke and while the new pod is pending.
+    let gate = Gate::start(&[
+        "watch",
+        "--kube-selector",
+        SELECTOR,
+        "--kube-port",
+        &port_text,
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+        "--refresh-interval",
+        "1h",
+    ]);
+    let (old_addr, new_addr) = (format!("{old_ip}:{port}"), format!("{new_ip}:{port}"));
+    // The watch's lines are read on a blocking thread: the fake API server runs on this one.
+    let step = |mut gate: Gate, what: &'static str, want: String| {
+        tokio::task::spawn_blocking(move || {
+            let line = gate.expect(what, |l| l.starts_with(&want));
+            (gate, line)
+        })
+    };
+    let (gate, _) = step(
+        gate,
+        "saying that the old agent is watched",
+        format!("{node} connected ({old_addr}, "),
+    )
+    .await
+    .unwrap();
+
+    // The old pod is deleted; its replacement is scheduled but not running yet.
+    *pods.lock().unwrap() = rollout_pods(&node, Some((old_ip, true)), None);
+    old.kill();
+    let (gate, removed) = step(
+        gate,
+        "saying that the old pod is not watched any more",
+        format!("agent at {old_addr} (node {node}, pod autofs-inspector/agent-old)"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        removed.ends_with("no longer discovered; not watched any more"),
+        "{removed}"
+    );
+    let (gate, pending) = step(
+        gate,
+        "saying that the new pod is not ready",
+        format!("node {node} (pod/autofs-inspector/agent-new): not ready: "),
+    )
+    .await
+    .unwrap();
+    assert!(
+        pending.contains("agent pod is Pending (ContainerCreating)"),
+        "{pending}"
+    );
+
+    // The new pod runs, at another IP: looked for again while it was pending, it is found.
+    let _new = start_agent(None, &node, &new_addr, &[]);
+    *pods.lock().unwrap() = rollout_pods(&node, None, Some(new_ip));
+    let (gate, added) = step(
+        gate,
+        "saying that the new pod was discovered",
+        format!("agent at {new_addr} (node {node}, pod autofs-inspector/agent-new)"),
+    )
+    .await
+    .unwrap();
+    assert!(added.ends_with("discovered; watching it"), "{added}");
+    step(
+        gate,
+        "saying that the new agent is watched",
+        format!("{node} connected ({new_addr}, "),
+    )
+    .await
+    .unwrap();
 }

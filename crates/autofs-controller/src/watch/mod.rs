@@ -1,6 +1,11 @@
 //! One merged stream of `WatchMounts` events from every node. Each node has its own task that
 //! connects, shakes hands, follows the stream and, when it breaks, reconnects with backoff;
-//! one broken node never stalls the others. Dropping the [`WatchStream`] stops every task.
+//! one broken node never stalls the others (`node`). Over discovery sources that can change,
+//! discovery runs again and the set of nodes followed changes with it (`refresh`). Dropping
+//! the [`WatchStream`] stops every task.
+
+mod node;
+mod refresh;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,20 +13,19 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use autofs_api::v1;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
-use crate::backoff::Backoff;
-use crate::client::{self, Client};
-use crate::collector::{Collector, Inner};
+use crate::collector::Collector;
 use crate::endpoint::NodeEndpoint;
-use crate::error::{Cause, NodeError, NodeErrorKind};
+use crate::error::{Error, NodeError};
 
 /// Items buffered before node tasks wait for the consumer.
 const BUFFER: usize = 1024;
 
 /// One item of the merged stream.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum WatchItem {
     /// A node's stream (re)started; its current mounts follow as `ADDED` events with
     /// sequence numbers starting again at 1.
@@ -39,7 +43,9 @@ pub enum WatchItem {
         event: Box<v1::MountEvent>,
     },
     /// Discovery found the node's agent not ready (its pod is not running or has no IP):
-    /// the node is not watched. Sent once, first.
+    /// the endpoint is not watched. Sent once for the endpoint, first; when discovery runs
+    /// again ([`Collector::rediscovers`]) and finds the pod ready, it is followed from then
+    /// on (an [`WatchItem::EndpointAdded`] for its address).
     NotReady {
         /// Why ([`NodeErrorKind::NotReady`]).
         error: NodeError,
@@ -51,11 +57,36 @@ pub enum WatchItem {
         /// Why.
         error: NodeError,
     },
-    /// A node's stream broke or could not start; it is retried after `retry_in`.
+    /// A node's stream broke or could not start; it is retried after `retry_in` (and, when
+    /// discovery runs again, discovery is asked where the agent went).
     Disconnected {
         /// Why.
         error: NodeError,
         /// Delay before the next attempt.
+        retry_in: Duration,
+    },
+    /// Discovery, run again, found an agent endpoint the watch did not follow (a new agent
+    /// pod of a rolling update, a node that joined): it is followed from now on, and its
+    /// [`WatchItem::Connected`] follows once it answers. Not sent for an endpoint whose pod
+    /// is not ready ([`WatchItem::NotReady`] instead).
+    EndpointAdded {
+        /// The endpoint found.
+        endpoint: NodeEndpoint,
+    },
+    /// Discovery, run again, no longer lists an endpoint the watch followed (its agent pod
+    /// was deleted or replaced, its DNS record or nodes-file line removed): it is not
+    /// followed any more. Says nothing of the node itself: its new agent, when discovery
+    /// lists one, comes as an [`WatchItem::EndpointAdded`].
+    EndpointRemoved {
+        /// The endpoint no longer discovered.
+        endpoint: NodeEndpoint,
+    },
+    /// Running discovery again failed: the watch goes on following the endpoints it has, and
+    /// discovery runs again after `retry_in`.
+    DiscoveryFailed {
+        /// Why ([`Error::Discovery`] or another error of [`Collector::rediscover`]).
+        error: Arc<Error>,
+        /// Delay before the next round.
         retry_in: Duration,
     },
 }
@@ -69,8 +100,10 @@ pub struct WatchStream {
 }
 
 impl WatchStream {
-    /// The next item; `None` once no node is followed any more (every node was not ready or
-    /// refused the watch): while one is, tasks run until the stream is dropped.
+    /// The next item. Over a fixed list of endpoints, `None` once no node is followed any
+    /// more (every node was not ready or refused the watch); while one is, tasks run until the
+    /// stream is dropped. When discovery runs again ([`Collector::rediscovers`]) the stream
+    /// never ends by itself: a node not followed now may be found later.
     pub async fn next(&mut self) -> Option<WatchItem> {
         self.rx.recv().await
     }
@@ -87,6 +120,21 @@ impl tokio_stream::Stream for WatchStream {
 impl Collector {
     /// Follows every node's `WatchMounts` (with `filter`) until the stream is dropped.
     /// Spawns one task per node, so it must be called within a Tokio runtime.
+    ///
+    /// A collector made by [`Collector::discover`] over sources that can change
+    /// ([`Collector::rediscovers`]) also runs discovery again, so that the watch follows the
+    /// cluster's agents as they change (a DaemonSet rolling update gives each node's new agent
+    /// pod a new IP; nodes join and leave): every [`CollectorConfig::refresh_interval`],
+    /// and, with backoff (from [`BackoffConfig::initial`] up to that interval), soon after a
+    /// node's stream breaks or while an agent pod is not ready. Endpoints discovery adds are
+    /// followed ([`WatchItem::EndpointAdded`]), those it no longer lists are not
+    /// ([`WatchItem::EndpointRemoved`]); a round that fails changes nothing
+    /// ([`WatchItem::DiscoveryFailed`]). Not with a `pid` filter: a host pid names a
+    /// different process on every node, so such a watch follows only the endpoints it starts
+    /// with.
+    ///
+    /// [`CollectorConfig::refresh_interval`]: crate::CollectorConfig::refresh_interval
+    /// [`BackoffConfig::initial`]: crate::BackoffConfig::initial
     ///
     /// ```no_run
     /// use autofs_controller::{Collector, CollectorConfig, NodeEndpoint, WatchItem};
@@ -105,207 +153,20 @@ impl Collector {
     pub fn watch(&self, filter: v1::ListMountsRequest) -> WatchStream {
         let (tx, rx) = mpsc::channel(BUFFER);
         let mut tasks = JoinSet::new();
-        let claims = Claims::default();
-        for ep in &self.inner.endpoints {
-            tasks.spawn(follow(
-                self.inner.clone(),
-                ep.clone(),
-                filter.clone(),
-                tx.clone(),
-                claims.clone(),
-            ));
+        let shared = node::Shared {
+            inner: self.inner.clone(),
+            filter,
+            tx,
+            claims: node::Claims::default(),
+            lost: Arc::new(Notify::new()),
+        };
+        if self.rediscovers() && shared.filter.pid.is_none() {
+            tasks.spawn(refresh::refresh(self.clone(), shared));
+        } else {
+            for ep in &self.inner.endpoints {
+                tasks.spawn(node::follow(shared.clone(), ep.clone()));
+            }
         }
         WatchStream { rx, _tasks: tasks }
     }
-}
-
-/// Which endpoint follows each agent process (`agent_instance`): an agent reached at two
-/// endpoints (a dual-stack pod's IPv4 and IPv6 addresses) is followed at one of them, so its
-/// events are not merged in twice; the other stands by and takes over when that stream breaks.
-#[derive(Clone, Default)]
-struct Claims(Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>);
-
-impl Claims {
-    /// Whether `endpoint` may follow `instance` (nobody else does); an empty instance (an
-    /// agent older than the field) is never shared.
-    fn claim(&self, instance: &str, endpoint: &str) -> bool {
-        if instance.is_empty() {
-            return true;
-        }
-        let mut claims = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        claims
-            .entry(instance.to_owned())
-            .or_insert_with(|| endpoint.to_owned())
-            == endpoint
-    }
-
-    /// `endpoint` no longer follows `instance`.
-    fn release(&self, instance: &str, endpoint: &str) {
-        let mut claims = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if claims.get(instance).is_some_and(|e| e == endpoint) {
-            claims.remove(instance);
-        }
-    }
-}
-
-/// One node, forever: connect, stream, back off, repeat.
-async fn follow(
-    inner: Arc<Inner>,
-    ep: NodeEndpoint,
-    filter: v1::ListMountsRequest,
-    tx: mpsc::Sender<WatchItem>,
-    claims: Claims,
-) {
-    if let Some(why) = &ep.not_ready {
-        let error = NodeError::new(
-            &ep.address,
-            ep.expected_node.as_deref(),
-            NodeErrorKind::NotReady(why.clone()),
-        );
-        let _ = tx.send(WatchItem::NotReady { error }).await;
-        return;
-    }
-    let mut backoff = Backoff::new(inner.config.backoff);
-    loop {
-        let mut name = ep.expected_node.clone();
-        let kind = match start(&inner, &ep, &filter, &claims).await {
-            Err((said, kind)) => {
-                name = name.or(said);
-                kind
-            }
-            Ok((info, None)) => {
-                // Another endpoint follows this very agent: stand by, silently.
-                tracing::debug!(endpoint = %ep.address, node = %info.node, "the same agent is followed at another endpoint; standing by");
-                tokio::time::sleep(inner.config.backoff.max).await;
-                continue;
-            }
-            Ok((info, Some(mut stream))) => {
-                let instance = info.agent_instance.clone();
-                name = Some(info.node.clone());
-                let node = info.node.clone();
-                if tx
-                    .send(WatchItem::Connected {
-                        endpoint: ep.clone(),
-                        info: Box::new(info),
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                let kind = loop {
-                    match stream.message().await {
-                        Ok(Some(event)) => {
-                            if event.node != node {
-                                break NodeErrorKind::Malformed(format!(
-                                    "event {} names node `{}`",
-                                    event.sequence, event.node
-                                ));
-                            }
-                            // A stream that delivers is healthy: the next break starts
-                            // the backoff afresh.
-                            backoff.reset();
-                            let item = WatchItem::Event {
-                                endpoint: ep.clone(),
-                                event: Box::new(event),
-                            };
-                            if tx.send(item).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(None) => {
-                            break NodeErrorKind::Unavailable(Cause::text(
-                                "the agent ended the stream",
-                            ));
-                        }
-                        Err(status) => break client::status_kind(&status),
-                    }
-                };
-                claims.release(&instance, &ep.address);
-                kind
-            }
-        };
-        let error = NodeError::new(&ep.address, name.as_deref(), kind);
-        if error.is_refusal() {
-            let _ = tx.send(WatchItem::Refused { error }).await;
-            return;
-        }
-        let retry_in = backoff.next_delay();
-        if tx
-            .send(WatchItem::Disconnected { error, retry_in })
-            .await
-            .is_err()
-        {
-            return;
-        }
-        tokio::time::sleep(retry_in).await;
-    }
-}
-
-/// Connect + handshake + open the stream, within the per-node deadline and the shared
-/// concurrency limit (the stream itself then runs without either). No stream (`None`) when
-/// another endpoint already follows this agent (`claims`): nothing is asked of it then. A
-/// failure comes with the name the agent gave in the handshake, when it got that far.
-async fn start(
-    inner: &Inner,
-    ep: &NodeEndpoint,
-    filter: &v1::ListMountsRequest,
-    claims: &Claims,
-) -> Result<
-    (
-        v1::GetNodeInfoResponse,
-        Option<tonic::Streaming<v1::MountEvent>>,
-    ),
-    (Option<String>, NodeErrorKind),
-> {
-    let _permit = inner.limit.acquire().await;
-    let deadline = client::deadline_after(inner.config.timeout);
-    let mut said: Option<String> = None;
-    // The agent this endpoint claimed: released again when the stream is not opened after
-    // all, or the endpoint would keep the claim through every later failure (the agent
-    // unreachable here, or refusing) and the endpoint standing by would never take over.
-    let mut claimed: Option<String> = None;
-    let setup = async {
-        let mut c = Client::new(inner.connector.channel(ep, true)?);
-        let info = client::node_info(&mut c, deadline)
-            .await
-            .map_err(|kind| inner.connector.explain_handshake(kind))?;
-        if !info.node.trim().is_empty() {
-            said = Some(info.node.clone());
-        }
-        client::check_node_info(&info, ep)?;
-        if !claims.claim(&info.agent_instance, &ep.address) {
-            return Ok((info, None));
-        }
-        claimed = Some(info.agent_instance.clone());
-        let request = v1::WatchMountsRequest {
-            filter: Some(filter.clone()),
-        };
-        let stream = c
-            .watch_mounts(tonic::Request::new(request))
-            .await
-            .map_err(|s| client::status_kind(&s))?
-            .into_inner();
-        Ok((info, Some(stream)))
-    };
-    let result = tokio::time::timeout_at(deadline, setup)
-        .await
-        .unwrap_or(Err(NodeErrorKind::DeadlineExceeded {
-            timeout: inner.config.timeout,
-            last: None,
-        }));
-    if let (Err(_), Some(instance)) = (&result, &claimed) {
-        claims.release(instance, &ep.address);
-    }
-    result.map_err(|kind| {
-        let kind = match kind {
-            // The agent or tonic enforcing the handshake's grpc-timeout: the same deadline.
-            NodeErrorKind::DeadlineExceeded { .. } => NodeErrorKind::DeadlineExceeded {
-                timeout: inner.config.timeout,
-                last: None,
-            },
-            kind => kind,
-        };
-        (said, kind)
-    })
 }

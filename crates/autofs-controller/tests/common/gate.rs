@@ -77,11 +77,16 @@ impl Gate {
         }
     }
 
-    /// Every stdout line up to the exit, and the exit code.
+    /// Every stdout line up to the exit, and the exit code (`None` when it had to be killed:
+    /// no line and no exit within [`LINE_BOUND`]).
     pub fn finish(mut self) -> (Option<i32>, Vec<String>) {
         while let Ok(line) = self.lines.recv_timeout(LINE_BOUND) {
             eprintln!("controller: {line}");
             self.seen.push(line);
+        }
+        if self.child.try_wait().unwrap().is_none() {
+            eprintln!("the controller neither printed nor exited: killed");
+            let _ = self.child.kill();
         }
         let status = self.child.wait().unwrap();
         eprintln!("stderr:\n{}", self.stderr());

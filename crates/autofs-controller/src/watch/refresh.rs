@@ -1,0 +1,228 @@
+//! A watch over discovery sources that can change: discovery runs again and the set of
+//! endpoints followed changes with it. A DaemonSet rolling update replaces each node's agent
+//! pod by one with a new IP; nodes join and leave. Without this, a watch would retry the old
+//! pod's address forever and never see the new one.
+//!
+//! Rounds run every `refresh_interval`, and sooner, with backoff (from the backoff's initial
+//! delay up to that interval, reset when a round changes the set), after a node task says its
+//! agent was lost, while a round fails, and while an endpoint's pod is not ready. Only a round
+//! that succeeds changes the set: "discovery could not answer" never stops a node's task.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::WatchItem;
+use super::node::{self, Shared};
+use crate::backoff::{Backoff, BackoffConfig};
+use crate::collector::Collector;
+use crate::endpoint::NodeEndpoint;
+
+/// What makes two discovered endpoints the same one to follow: a change of address, of the
+/// node it must name, or of readiness is a new endpoint (a pod that turns ready at the address
+/// it had while not ready is followed only from then on).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    address: String,
+    expected_node: Option<String>,
+    ready: bool,
+}
+
+impl Key {
+    fn of(ep: &NodeEndpoint) -> Key {
+        Key {
+            address: ep.address.clone(),
+            expected_node: ep.expected_node.clone(),
+            ready: ep.not_ready.is_none(),
+        }
+    }
+}
+
+/// One endpoint's task; aborted when dropped (with the watch).
+struct Followed {
+    endpoint: NodeEndpoint,
+    task: JoinHandle<()>,
+}
+
+impl Followed {
+    fn start(shared: &Shared, endpoint: NodeEndpoint) -> Followed {
+        let task = tokio::spawn(node::follow(shared.clone(), endpoint.clone()));
+        Followed { endpoint, task }
+    }
+
+    /// Stops the task and waits until it has: it sends nothing after this returns.
+    async fn stop(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Followed {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The endpoints a round adds and removes: `found` against the keys followed now, in
+/// discovery's order, each key once.
+fn plan<'a, T>(
+    followed: &HashMap<Key, T>,
+    found: &'a [NodeEndpoint],
+) -> (Vec<&'a NodeEndpoint>, Vec<Key>) {
+    let mut seen = std::collections::HashSet::new();
+    let added = found
+        .iter()
+        .filter(|ep| {
+            let key = Key::of(ep);
+            !followed.contains_key(&key) && seen.insert(key)
+        })
+        .collect();
+    let now: std::collections::HashSet<Key> = found.iter().map(Key::of).collect();
+    let mut removed: Vec<Key> = followed
+        .keys()
+        .filter(|k| !now.contains(*k))
+        .cloned()
+        .collect();
+    removed.sort_by(|a, b| a.address.cmp(&b.address));
+    (added, removed)
+}
+
+/// Follows the collector's endpoints, then keeps the set current until the watch is dropped.
+pub(super) async fn refresh(collector: Collector, shared: Shared) {
+    let config = collector.config();
+    let interval = config.refresh_interval;
+    let mut backoff = Backoff::new(BackoffConfig {
+        initial: config.backoff.initial.min(interval),
+        max: interval,
+    });
+    let mut followed: HashMap<Key, Followed> = HashMap::new();
+    for ep in collector.endpoints() {
+        followed
+            .entry(Key::of(ep))
+            .or_insert_with(|| Followed::start(&shared, ep.clone()));
+    }
+    // `Some(delay)`: the next round is due sooner than the interval.
+    let mut soon: Option<Duration> = None;
+    loop {
+        let due = Instant::now() + soon.unwrap_or(interval);
+        tokio::select! {
+            () = tokio::time::sleep_until(due) => {}
+            () = shared.lost.notified() => tokio::time::sleep(backoff.next_delay()).await,
+        }
+        let found = match collector.rediscover().await {
+            Ok(found) => found,
+            Err(error) => {
+                let retry_in = backoff.next_delay();
+                tracing::info!(error = %crate::render::error_text(&error), ?retry_in, "discovery failed; the watch keeps its endpoints");
+                let item = WatchItem::DiscoveryFailed {
+                    error: std::sync::Arc::new(error),
+                    retry_in,
+                };
+                if shared.tx.send(item).await.is_err() {
+                    return;
+                }
+                soon = Some(retry_in);
+                continue;
+            }
+        };
+        let (added, removed) = plan(&followed, found.endpoints());
+        if !added.is_empty() || !removed.is_empty() {
+            backoff.reset();
+        }
+        for key in removed {
+            let Some(gone) = followed.remove(&key) else {
+                continue;
+            };
+            let endpoint = gone.endpoint.clone();
+            gone.stop().await;
+            shared.claims.release_endpoint(&endpoint.address);
+            // An endpoint whose pod was not ready was never followed: nothing to report.
+            if key.ready
+                && shared
+                    .tx
+                    .send(WatchItem::EndpointRemoved { endpoint })
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+        for ep in added {
+            if ep.not_ready.is_none()
+                && shared
+                    .tx
+                    .send(WatchItem::EndpointAdded {
+                        endpoint: ep.clone(),
+                    })
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            followed.insert(Key::of(ep), Followed::start(&shared, ep.clone()));
+        }
+        // A pod that is not ready yet is looked for again soon: it is usually starting.
+        soon = followed
+            .keys()
+            .any(|k| !k.ready)
+            .then(|| backoff.next_delay());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(address: &str, node: Option<&str>, not_ready: bool) -> NodeEndpoint {
+        NodeEndpoint {
+            address: address.into(),
+            expected_node: node.map(Into::into),
+            origin: "test".into(),
+            not_ready: not_ready.then(|| "phase Pending".into()),
+        }
+    }
+
+    #[test]
+    fn a_round_adds_what_is_new_and_removes_what_discovery_no_longer_lists() {
+        let followed: HashMap<Key, ()> = [
+            ep("10.0.0.1:1", Some("a"), false),
+            ep("pod/ns/b-new", Some("b"), true),
+            ep("10.0.0.3:1", Some("c"), false),
+        ]
+        .iter()
+        .map(|e| (Key::of(e), ()))
+        .collect();
+        let found = [
+            // a: unchanged.
+            ep("10.0.0.1:1", Some("a"), false),
+            // b: the pending pod got its IP and turned ready.
+            ep("10.0.0.2:1", Some("b"), false),
+            // c: its pod IP now serves another node's agent (an IP reused).
+            ep("10.0.0.3:1", Some("d"), false),
+            // listed twice (two sources): added once.
+            ep("10.0.0.4:1", None, false),
+            ep("10.0.0.4:1", None, false),
+        ];
+        let (added, removed) = plan(&followed, &found);
+        let added: Vec<&str> = added.iter().map(|e| e.address.as_str()).collect();
+        assert_eq!(added, ["10.0.0.2:1", "10.0.0.3:1", "10.0.0.4:1"]);
+        let removed: Vec<(&str, Option<&str>)> = removed
+            .iter()
+            .map(|k| (k.address.as_str(), k.expected_node.as_deref()))
+            .collect();
+        assert_eq!(
+            removed,
+            [("10.0.0.3:1", Some("c")), ("pod/ns/b-new", Some("b"))]
+        );
+
+        // Readiness alone is a change: the same address turning ready is followed anew.
+        let followed: HashMap<Key, ()> = [(Key::of(&ep("10.0.0.5:1", Some("e"), true)), ())].into();
+        let found = [ep("10.0.0.5:1", Some("e"), false)];
+        let (added, removed) = plan(&followed, &found);
+        assert_eq!(added.len(), 1);
+        assert_eq!(removed.len(), 1);
+        assert!(!removed[0].ready);
+    }
+}

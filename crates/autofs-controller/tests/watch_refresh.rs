@@ -1,0 +1,189 @@
+//! `watch` follows the cluster's agents as discovery sees them change: a rolling update moves
+//! a node's agent to another address (DNS follows, a real `dnsmasq`), a node joins (a nodes
+//! file gains a line), a node's agent leaves discovery, and a discovery round that fails
+//! changes nothing. Real agents on loopback addresses, the real `autofs-controller` binary
+//! read line by line; every step waits for a line it must print, never for time to pass.
+
+mod common;
+
+use common::dnsmasq::Dnsmasq;
+use common::gate::{Gate, free_port};
+use common::*;
+use serde_json::Value;
+
+#[test]
+fn a_watch_follows_its_node_to_the_agent_that_replaced_it_at_another_address() {
+    let port = free_port();
+    let node = format!("wroll-{}", std::process::id());
+    let (a_addr, b_addr) = (format!("127.0.0.6:{port}"), format!("127.0.0.7:{port}"));
+    let mut a = start_agent(None, &node, &a_addr, &[]);
+    let mut dns = Dnsmasq::start("127.0.0.6 agents.wroll.autofs.test\n");
+    let name = format!("agents.wroll.autofs.test:{port}");
+    let server = dns.addr.to_string();
+    // Discovery runs again only because the node's stream broke: the interval is far away.
+    let mut watch = Gate::start(&[
+        "watch",
+        "--dns",
+        &name,
+        "--dns-server",
+        &server,
+        "--refresh-interval",
+        "1h",
+    ]);
+    watch.expect("saying that A is watched", |l| {
+        l.starts_with(&format!("{node} connected ({a_addr}, agent "))
+    });
+
+    // The rolling update: A goes, B (same node, new pod IP) comes, the Service follows.
+    a.kill();
+    watch.expect("saying that A's stream broke", |l| {
+        l.starts_with(&format!("node {node} ({a_addr}): unavailable: "))
+            && l.contains("; reconnecting in ")
+    });
+    // Failures to reconnect still name the node last seen there.
+    watch.expect("saying that A cannot be reached", |l| {
+        l.starts_with(&format!("node {node} ({a_addr}): unavailable: "))
+            && l.contains("Connection refused")
+    });
+    let _b = start_agent(None, &node, &b_addr, &[]);
+    dns.set_hosts("127.0.0.7 agents.wroll.autofs.test\n");
+    let removed = watch.expect("saying that A is not watched any more", |l| {
+        l.starts_with(&format!("agent at {a_addr} ("))
+    });
+    assert!(
+        removed.ends_with("no longer discovered; not watched any more"),
+        "{removed}"
+    );
+    assert!(
+        removed.contains("(dns agents.wroll.autofs.test)"),
+        "{removed}"
+    );
+    let added = watch.expect("saying that B was discovered", |l| {
+        l.starts_with(&format!("agent at {b_addr} ("))
+    });
+    assert!(added.ends_with("discovered; watching it"), "{added}");
+    watch.expect("saying that B is watched", |l| {
+        l.starts_with(&format!("{node} connected ({b_addr}, agent "))
+    });
+}
+
+/// The JSON lines of a `watch --output json` as they come; no line may say that `kept` was
+/// removed.
+struct JsonWatch {
+    gate: Gate,
+    kept: String,
+}
+
+impl JsonWatch {
+    #[track_caller]
+    fn expect(&mut self, what: &str, want: impl Fn(&Value) -> bool) -> Value {
+        let kept = self.kept.clone();
+        let line = self.gate.expect(what, |l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            assert!(
+                !(v["type"] == "endpoint_removed" && v["endpoint"] == kept.as_str()),
+                "{l}"
+            );
+            want(&v)
+        });
+        serde_json::from_str(&line).unwrap()
+    }
+}
+
+/// Writes `text` to `path` in one step (a round never reads half a file).
+fn write_atomically(path: &std::path::Path, text: &str) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, text).unwrap();
+    std::fs::rename(&next, path).unwrap();
+}
+
+#[test]
+fn a_watch_follows_nodes_that_join_and_leave_and_a_failed_round_stops_nothing() {
+    let port = free_port();
+    let pid = std::process::id();
+    let (first, joined) = (format!("wjoin-a-{pid}"), format!("wjoin-c-{pid}"));
+    let (a_addr, c_addr) = (format!("127.0.0.8:{port}"), format!("127.0.0.9:{port}"));
+    let _a = start_agent(None, &first, &a_addr, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nodes.txt");
+    write_atomically(&file, &format!("{a_addr}\n"));
+    let mut watch = JsonWatch {
+        gate: Gate::start(&[
+            "watch",
+            "--nodes-file",
+            file.to_str().unwrap(),
+            "--refresh-interval",
+            "1s",
+            "--output",
+            "json",
+        ]),
+        kept: a_addr.clone(),
+    };
+    let is = |v: &Value, kind: &str, endpoint: &str| v["type"] == kind && v["endpoint"] == endpoint;
+    watch.expect("saying that A is watched", |v| is(v, "connected", &a_addr));
+
+    // A node joins: its agent gets a line in the file.
+    let mut c = start_agent(None, &joined, &c_addr, &[]);
+    write_atomically(&file, &format!("{a_addr}\n{c_addr}\n"));
+    let added = watch.expect("saying that C was discovered", |v| {
+        is(v, "endpoint_added", &c_addr)
+    });
+    assert_eq!(added["origin"], format!("{}:2", file.display()), "{added}");
+    let connected = watch.expect("saying that C is watched", |v| is(v, "connected", &c_addr));
+    assert_eq!(connected["node"], joined.as_str(), "{connected}");
+
+    // Discovery fails (the file is gone): the watch keeps following what it found.
+    std::fs::remove_file(&file).unwrap();
+    let failed = watch.expect("saying that discovery failed", |v| {
+        v["type"] == "discovery_failed"
+    });
+    assert!(
+        failed["error"].as_str().unwrap().contains("nodes.txt"),
+        "{failed}"
+    );
+    assert!(failed["retry_in_ms"].as_u64().is_some(), "{failed}");
+    // C's task still runs: its stream breaking is reported, not silence.
+    c.kill();
+    watch.expect("saying that C's stream broke", |v| {
+        is(v, "disconnected", &c_addr)
+    });
+
+    // C leaves discovery: it is not followed any more; A is untouched.
+    write_atomically(&file, &format!("{a_addr}\n"));
+    let removed = watch.expect("saying that C is not watched any more", |v| {
+        v["type"] == "endpoint_removed"
+    });
+    assert_eq!(removed["endpoint"], c_addr.as_str(), "{removed}");
+}
+
+#[test]
+fn a_filter_the_agents_refuse_ends_a_watch_that_runs_discovery_again() {
+    // Every agent gets the same filter: refused as invalid by one, it is bad input, and the
+    // watch ends (exit 2) rather than watching nothing while discovery runs on.
+    let port = free_port();
+    let node = format!("wrefuse-{}", std::process::id());
+    let addr = format!("127.0.0.13:{port}");
+    let _agent = start_agent(None, &node, &addr, &[]);
+    let dns = Dnsmasq::start("127.0.0.13 agents.wrefuse.autofs.test\n");
+    let name = format!("agents.wrefuse.autofs.test:{port}");
+    let server = dns.addr.to_string();
+    let mut watch = Gate::start(&[
+        "watch",
+        "--dns",
+        &name,
+        "--dns-server",
+        &server,
+        "--container",
+        "zz",
+    ]);
+    let refused = watch.expect("saying that the agent refused the watch", |l| {
+        l.starts_with(&format!("node {node} ({addr}): "))
+    });
+    assert!(
+        refused.contains("InvalidArgument: container_id")
+            && refused.ends_with("not watched (asking again cannot help)"),
+        "{refused}"
+    );
+    let (code, _) = watch.finish();
+    assert_eq!(code, Some(2));
+}
