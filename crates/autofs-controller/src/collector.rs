@@ -291,6 +291,26 @@ impl Collector {
             .any(|s| !matches!(s, Source::Static(_)))
     }
 
+    /// [`Error::NotInCluster`] when this collector's discovery names every node of the
+    /// cluster ([`Source::names_every_node`] for each source, and nothing left unverified)
+    /// and none is `node`; `None` when `node` is named or discovery cannot tell.
+    pub(crate) fn absent_from_cluster(&self, node: &str) -> Option<Error> {
+        let sources = &self.inner.sources;
+        let authoritative = !sources.is_empty()
+            && sources.iter().all(Source::names_every_node)
+            && self.inner.coverage_unverified.is_empty();
+        let names: std::collections::HashSet<&str> = self
+            .inner
+            .endpoints
+            .iter()
+            .filter_map(|e| e.expected_node.as_deref())
+            .collect();
+        (authoritative && !names.contains(node)).then(|| Error::NotInCluster {
+            name: node.to_owned(),
+            nodes: names.len(),
+        })
+    }
+
     /// The sources discovery runs again ([`Collector::discover`]); empty for a fixed list.
     pub fn sources(&self) -> &[Source] {
         &self.inner.sources
@@ -553,7 +573,8 @@ impl Collector {
     /// As [`Collector::wait_migratable`]. When discovery runs again, a node not found by
     /// the time `wait` has passed is [`Error::UnknownNode`] (the last round's) if it was
     /// never found, and [`NodeErrorKind::DeadlineExceeded`] naming `wait` and the last
-    /// round's error if it was lost during the wait.
+    /// round's error if it was lost during the wait; [`Error::NotInCluster`] at once when a
+    /// round's discovery names every node of the cluster and none is `node`.
     pub async fn wait_migratable_events(
         &self,
         node: &str,

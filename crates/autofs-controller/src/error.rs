@@ -90,6 +90,18 @@ pub enum Error {
         /// Errors of the agents that did not answer (one of them may be the node).
         unreachable: Vec<String>,
     },
+    /// `check --node NAME --wait` names a node the cluster does not have: Kubernetes
+    /// discovery, with every Node listed, names no node `NAME` ([`Source::names_every_node`]
+    /// (crate::discovery::Source::names_every_node)); waiting cannot make it appear.
+    #[error(
+        "node {name} is not a node of the cluster: Kubernetes lists {nodes} Linux node(s), none named so"
+    )]
+    NotInCluster {
+        /// The requested node.
+        name: String,
+        /// How many nodes discovery named.
+        nodes: usize,
+    },
     /// The one node asked failed.
     #[error(transparent)]
     Node(#[from] NodeError),

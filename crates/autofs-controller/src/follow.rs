@@ -93,23 +93,36 @@ pub(crate) struct Found {
     pub searched: bool,
 }
 
-/// Why the search ended without the node: its deadline passed; the last round's error
-/// (`None` when no round ended before it).
-pub(crate) struct NotFound(Option<Error>);
+/// Why the search ended without the node.
+pub(crate) enum NotFound {
+    /// Its deadline passed; the last round's error (`None` when no round ended before it).
+    Deadline(Option<Error>),
+    /// Discovery says the cluster has no such node ([`Error::NotInCluster`]): searching on
+    /// cannot find it.
+    Absent(Error),
+}
 
 impl NotFound {
     /// The error of a node never found before the wait.
     pub fn into_error(self, node: &str) -> Error {
-        self.0.unwrap_or_else(|| Error::UnknownNode {
-            name: node.to_owned(),
-            known: 0,
-            unreachable: vec!["discovery did not answer before the deadline".into()],
-        })
+        match self {
+            NotFound::Absent(e) => e,
+            NotFound::Deadline(last) => last.unwrap_or_else(|| Error::UnknownNode {
+                name: node.to_owned(),
+                known: 0,
+                unreachable: vec!["discovery did not answer before the deadline".into()],
+            }),
+        }
     }
 
-    /// The error of a node lost at `ep` during a wait of `wait`: no answer within it.
+    /// The error of a node lost at `ep` during a wait of `wait`: no answer within it, or
+    /// the node is no longer in the cluster.
     pub fn into_lost_error(self, ep: &NodeEndpoint, node: &str, wait: Duration) -> Error {
-        let last = match &self.0 {
+        let last = match self {
+            NotFound::Absent(e) => return e,
+            NotFound::Deadline(last) => last,
+        };
+        let last = match &last {
             Some(e) => crate::render::error_text(e),
             None => "discovery did not answer before the deadline".into(),
         };
@@ -129,7 +142,10 @@ impl Collector {
     /// rounds of discovery (the first round of a search before the wait uses the endpoints
     /// already found) and handshakes, with backoff between them, each round bounded by the
     /// configured timeout. `lost`: the endpoint and agent instance that just failed; another
-    /// agent answering as `node` is preferred to it.
+    /// agent answering as `node` is preferred to it. Ends at once, [`NotFound::Absent`], when
+    /// a round's discovery names every node of the cluster and none is `node`
+    /// ([`Collector::absent_from_cluster`]): a mistyped name, or a node removed from the
+    /// cluster. A node being rolled over still has its Node, so it is searched on.
     pub(crate) async fn search_node(
         &self,
         node: &str,
@@ -152,22 +168,27 @@ impl Collector {
                 } else {
                     self.clone()
                 };
+                if let Some(absent) = collector.absent_from_cluster(node) {
+                    return Ok(Err(absent));
+                }
                 let round_by = deadline.min(deadline_after(timeout));
                 collector
                     .find_by_handshake(node, round_by, timeout.min(within), avoid)
                     .await
+                    .map(Ok)
             };
             match tokio::time::timeout_at(deadline, round).await {
-                Ok(Ok(mut found)) => {
+                Ok(Ok(Ok(mut found))) => {
                     found.searched = rounds > 1;
                     return Ok(found);
                 }
+                Ok(Ok(Err(absent))) => return Err(NotFound::Absent(absent)),
                 Ok(Err(e)) => last = Some(e),
-                Err(_) => return Err(NotFound(last)),
+                Err(_) => return Err(NotFound::Deadline(last)),
             }
             let retry_in = backoff.next_delay();
             if Instant::now() + retry_in >= deadline {
-                return Err(NotFound(last));
+                return Err(NotFound::Deadline(last));
             }
             if let Some(error) = &last {
                 tracing::info!(%node, error = %crate::render::error_text(error), ?retry_in, "node not found; discovering again");

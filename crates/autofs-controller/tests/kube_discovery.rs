@@ -1515,3 +1515,75 @@ async fn watch_follows_a_node_through_a_rolling_update_of_its_agent_pod() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_wait_for_a_node_the_cluster_does_not_have_fails_at_once() {
+    use common::gate::{Gate, free_port};
+    // The cluster: node `real` runs an agent; node `bare` has none yet (a node being rolled
+    // over, or whose pod is not created yet), so a wait for it goes on.
+    let port = free_port();
+    let pid = std::process::id();
+    let (real, bare) = (format!("real-{pid}"), format!("bare-{pid}"));
+    let addr = format!("127.0.0.14:{port}");
+    let _agent = start_agent(None, &real, &addr, &[]);
+    let pods = json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [
+        {"metadata": {"name": "agent-real", "namespace": "autofs-inspector"},
+         "spec": {"nodeName": real}, "status": {"phase": "Running", "podIP": "127.0.0.14"}},
+    ]})
+    .to_string()
+    .into_bytes();
+    let api = FakeApi::serving_cluster(pods, node_list(&[&real, &bare])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = api.token_kubeconfig(dir.path(), TOKEN);
+    let port_text = port.to_string();
+    let wait_for = |node: &str| {
+        Gate::start(&[
+            "check",
+            "--kube-selector",
+            SELECTOR,
+            "--kube-port",
+            &port_text,
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--node",
+            node,
+            "--pid",
+            "1",
+            // Long enough for the searching wait's first line, short enough that a wait that
+            // searches for a name no round can find fails this test soon.
+            "--wait",
+            "2m",
+        ])
+    };
+
+    // A mistyped name: no such Node, so no round of discovery can find it. It once waited
+    // for the whole --wait, printing "not found yet".
+    let typo = format!("reall-{pid}");
+    let gate = wait_for(&typo);
+    let (code, lines, stderr) = tokio::task::spawn_blocking(move || gate.finish_with_stderr())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(2), "{lines:#?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("not found yet")),
+        "{lines:#?}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "node {typo} is not a node of the cluster: Kubernetes lists 2 Linux node(s), none named so"
+        )),
+        "{stderr}"
+    );
+
+    // A node the cluster has, without an agent now: the wait searches on.
+    let gate = wait_for(&bare);
+    let line = tokio::task::spawn_blocking(move || {
+        let mut gate = gate;
+        gate.expect("saying that the node's agent is not found yet", |l| {
+            l.starts_with(&format!("node {bare}: not found yet: "))
+        })
+    })
+    .await
+    .unwrap();
+    assert!(line.contains("discovering again in"), "{line}");
+}

@@ -34,6 +34,18 @@ pub enum Source {
 }
 
 impl Source {
+    /// Whether the endpoints this source finds name every node it could serve: Kubernetes
+    /// discovery gives every listed Linux Node an endpoint (a not-ready one when it has no
+    /// agent pod), so a node it does not name is not a node of the cluster. Other sources
+    /// list agents only.
+    pub fn names_every_node(&self) -> bool {
+        match self {
+            #[cfg(feature = "kube")]
+            Source::Kube(_) => true,
+            _ => false,
+        }
+    }
+
     /// Parses the CLI's `--dns NAME:PORT`.
     ///
     /// # Errors

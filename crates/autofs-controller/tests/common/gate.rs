@@ -79,7 +79,13 @@ impl Gate {
 
     /// Every stdout line up to the exit, and the exit code (`None` when it had to be killed:
     /// no line and no exit within [`LINE_BOUND`]).
-    pub fn finish(mut self) -> (Option<i32>, Vec<String>) {
+    pub fn finish(self) -> (Option<i32>, Vec<String>) {
+        let (code, lines, _) = self.finish_with_stderr();
+        (code, lines)
+    }
+
+    /// [`Gate::finish`], and stderr.
+    pub fn finish_with_stderr(mut self) -> (Option<i32>, Vec<String>, String) {
         while let Ok(line) = self.lines.recv_timeout(LINE_BOUND) {
             eprintln!("controller: {line}");
             self.seen.push(line);
@@ -89,8 +95,9 @@ impl Gate {
             let _ = self.child.kill();
         }
         let status = self.child.wait().unwrap();
-        eprintln!("stderr:\n{}", self.stderr());
-        (status.code(), std::mem::take(&mut self.seen))
+        let stderr = self.stderr();
+        eprintln!("stderr:\n{stderr}");
+        (status.code(), std::mem::take(&mut self.seen), stderr)
     }
 
     fn stderr(&mut self) -> String {
