@@ -91,8 +91,9 @@ pub enum Error {
         unreachable: Vec<String>,
     },
     /// `check --node NAME --wait` names a node the cluster does not have: Kubernetes
-    /// discovery, with every Node listed, names no node `NAME` ([`Source::names_every_node`]
-    /// (crate::discovery::Source::names_every_node)); waiting cannot make it appear.
+    /// discovery, with every Node listed, names no node `NAME`
+    /// ([`Source::names_every_node`](crate::discovery::Source::names_every_node)); waiting
+    /// cannot make it appear.
     #[error(
         "node {name} is not a node of the cluster: Kubernetes lists {nodes} Linux node(s), none named so"
     )]

@@ -47,11 +47,11 @@ pub enum WatchItem {
     /// again ([`Collector::rediscovers`]) and finds the pod ready, it is followed from then
     /// on (an [`WatchItem::EndpointAdded`] for its address).
     NotReady {
-        /// Why ([`NodeErrorKind::NotReady`]).
+        /// Why ([`NodeErrorKind::NotReady`](crate::NodeErrorKind::NotReady)).
         error: NodeError,
     },
     /// The agent refused the watch for what it is (an invalid filter, a `--pid` it does not
-    /// have, another API major: [`NodeErrorKind::is_refusal`]): asking again cannot help, so
+    /// have, another API major: [`NodeErrorKind::is_refusal`](crate::NodeErrorKind::is_refusal)): asking again cannot help, so
     /// the node is not watched any more. Sent once, last for that node.
     Refused {
         /// Why.
