@@ -840,10 +840,9 @@ fn cli_uses_in_cluster_service_account_credentials() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_waits_for_agent_pods_that_are_not_ready_and_follows_them_once_they_run() {
-    use common::gate::{Gate, free_port};
     // Only a pending pod and a running one without an IP: nothing can be watched yet. The
     // watch says so for each and keeps looking (it once exited 0, as after Ctrl-C, then 2).
-    let port = free_port();
+    let port = common::gate::free_port();
     let pid = std::process::id();
     let (c_node, d_node) = (format!("worker-c-{pid}"), format!("worker-d-{pid}"));
     let pods_with = |d_ip: Option<&str>| {
@@ -860,62 +859,28 @@ async fn watch_waits_for_agent_pods_that_are_not_ready_and_follows_them_once_the
         .to_string()
         .into_bytes()
     };
-    let pods = Arc::new(Mutex::new(pods_with(None)));
-    let serving = pods.clone();
-    let nodes = node_list(&[&c_node, &d_node]);
-    let api = FakeApi::start(Arc::new(move |path: &str, token: Option<&str>| {
-        if token != Some(TOKEN) {
-            Reply::forbidden()
-        } else if is_nodes(path) {
-            Reply::ok(nodes.clone())
-        } else {
-            Reply::ok(serving.lock().unwrap().clone())
-        }
-    }))
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let kc = api.token_kubeconfig(dir.path(), TOKEN);
-    let port_text = port.to_string();
-    let gate = Gate::start(&[
-        "watch",
-        "--kube-selector",
-        SELECTOR,
-        "--kube-port",
-        &port_text,
-        "--kubeconfig",
-        kc.to_str().unwrap(),
-        "--refresh-interval",
-        "1h",
-    ]);
-    // The watch's lines are read on a blocking thread: the fake API server runs on this one.
-    let step = |mut gate: Gate, what: &'static str, want: String| {
-        tokio::task::spawn_blocking(move || {
-            let line = gate.expect(what, |l| l.starts_with(&want));
-            (gate, line)
-        })
-    };
+    let api = LiveApi::start(pods_with(None), node_list(&[&c_node, &d_node])).await;
+    let gate = api.gate("watch", port, &["--refresh-interval", "1h"]);
     // Each node's line, in the order their tasks print them.
     let (c_line, d_line) = (
         format!("node {c_node} (pod/autofs-inspector/agent-c): not ready: "),
         format!("node {d_node} (pod/autofs-inspector/agent-d): not ready: "),
     );
-    let (gate, lines) = tokio::task::spawn_blocking(move || {
-        let mut gate = gate;
-        let first = gate.expect("saying that a pod is not ready", |l| {
-            l.starts_with(&c_line) || l.starts_with(&d_line)
-        });
-        let other = if first.starts_with(&c_line) {
-            d_line
-        } else {
-            c_line
-        };
-        let second = gate.expect("saying that the other pod is not ready", |l| {
-            l.starts_with(&other)
-        });
-        (gate, [first, second])
+    let either = (c_line.clone(), d_line.clone());
+    let (gate, first) = next_line(gate, "saying that a pod is not ready", move |l| {
+        l.starts_with(&either.0) || l.starts_with(&either.1)
     })
-    .await
-    .unwrap();
+    .await;
+    let other = if first.starts_with(&c_line) {
+        d_line
+    } else {
+        c_line
+    };
+    let (gate, second) = next_line(gate, "saying that the other pod is not ready", move |l| {
+        l.starts_with(&other)
+    })
+    .await;
+    let lines = [first, second];
     let c = lines.iter().find(|l| l.contains("agent-c")).unwrap();
     let d = lines.iter().find(|l| l.contains("agent-d")).unwrap();
     assert!(c.ends_with("; not watched"), "{c}");
@@ -924,22 +889,18 @@ async fn watch_waits_for_agent_pods_that_are_not_ready_and_follows_them_once_the
     // D's pod gets its IP and its agent serves: looked for again while not ready, it is found.
     let d_addr = format!("127.0.0.12:{port}");
     let _d = start_agent(None, &d_node, &d_addr, &[]);
-    *pods.lock().unwrap() = pods_with(Some("127.0.0.12"));
-    let (gate, added) = step(
-        gate,
-        "saying that D's agent was discovered",
-        format!("agent at {d_addr} (node {d_node}, pod autofs-inspector/agent-d)"),
-    )
-    .await
-    .unwrap();
+    api.set_pods(pods_with(Some("127.0.0.12")));
+    let want = format!("agent at {d_addr} (node {d_node}, pod autofs-inspector/agent-d)");
+    let (gate, added) = next_line(gate, "saying that D's agent was discovered", move |l| {
+        l.starts_with(&want)
+    })
+    .await;
     assert!(added.ends_with("discovered; watching it"), "{added}");
-    step(
-        gate,
-        "saying that D is watched",
-        format!("{d_node} connected ({d_addr}, "),
-    )
-    .await
-    .unwrap();
+    let want = format!("{d_node} connected ({d_addr}, ");
+    next_line(gate, "saying that D is watched", move |l| {
+        l.starts_with(&want)
+    })
+    .await;
 }
 
 #[test]
@@ -1290,6 +1251,76 @@ async fn an_api_server_failing_forever_is_a_clear_error_within_the_deadline() {
     );
 }
 
+/// A fake API server serving `TOKEN` a pod list the test changes as it goes
+/// ([`LiveApi::set_pods`]) and a fixed node list, with a kubeconfig for it.
+struct LiveApi {
+    _api: FakeApi,
+    pods: Arc<Mutex<Vec<u8>>>,
+    kubeconfig: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl LiveApi {
+    async fn start(pods: Vec<u8>, nodes: Vec<u8>) -> LiveApi {
+        let pods = Arc::new(Mutex::new(pods));
+        let serving = pods.clone();
+        let api = FakeApi::start(Arc::new(move |path: &str, token: Option<&str>| {
+            if token != Some(TOKEN) {
+                Reply::forbidden()
+            } else if is_nodes(path) {
+                Reply::ok(nodes.clone())
+            } else {
+                Reply::ok(serving.lock().unwrap().clone())
+            }
+        }))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = api.token_kubeconfig(dir.path(), TOKEN);
+        LiveApi {
+            _api: api,
+            pods,
+            kubeconfig,
+            _dir: dir,
+        }
+    }
+
+    fn set_pods(&self, pods: Vec<u8>) {
+        *self.pods.lock().unwrap() = pods;
+    }
+
+    /// The controller running `verb`, discovering through this API agents on `port`, then
+    /// `args`.
+    fn gate(&self, verb: &str, port: u16, args: &[&str]) -> common::gate::Gate {
+        let port = port.to_string();
+        let mut all = vec![
+            verb,
+            "--kube-selector",
+            SELECTOR,
+            "--kube-port",
+            &port,
+            "--kubeconfig",
+            self.kubeconfig.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        common::gate::Gate::start(&all)
+    }
+}
+
+/// Reads `gate`'s lines until one satisfies `want`, on a blocking thread: the fake API server
+/// runs on the test's runtime.
+async fn next_line(
+    mut gate: common::gate::Gate,
+    what: &'static str,
+    want: impl Fn(&str) -> bool + Send + 'static,
+) -> (common::gate::Gate, String) {
+    tokio::task::spawn_blocking(move || {
+        let line = gate.expect(what, want);
+        (gate, line)
+    })
+    .await
+    .unwrap()
+}
+
 /// A PodList of the agent DaemonSet during a rolling update of `node`'s agent: `old` (a pod
 /// IP) running, terminating (`deleting`) or gone (`None`), and its replacement `new`,
 /// pending (`None`: no IP yet) or running at that IP.
@@ -1318,91 +1349,53 @@ fn rollout_pods(node: &str, old: Option<(&str, bool)>, new: Option<&str>) -> Vec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_wait_follows_the_node_through_a_rolling_update_of_its_agent_pod() {
-    use common::gate::{Gate, blocked, free_port};
+    use common::gate::{blocked, free_port};
     let mut blocked = blocked();
     let pid = blocked.sc.init_host_pid().to_string();
     let port = free_port();
     let node = format!("kube-roll-{}", std::process::id());
     let (old_ip, new_ip) = ("127.0.0.8", "127.0.0.9");
     let mut old = start_agent(None, &node, &format!("{old_ip}:{port}"), &[]);
-    let pods = Arc::new(Mutex::new(rollout_pods(&node, Some((old_ip, false)), None)));
-    let serving = pods.clone();
-    let nodes = node_list(&[&node]);
-    let api = FakeApi::start(Arc::new(move |path: &str, token: Option<&str>| {
-        if token != Some(TOKEN) {
-            Reply::forbidden()
-        } else if is_nodes(path) {
-            Reply::ok(nodes.clone())
-        } else {
-            Reply::ok(serving.lock().unwrap().clone())
-        }
-    }))
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let kc = api.token_kubeconfig(dir.path(), TOKEN);
-    let port_text = port.to_string();
-    let mut gate = Gate::start(&[
-        "check",
-        "--kube-selector",
-        SELECTOR,
-        "--kube-port",
-        &port_text,
-        "--kubeconfig",
-        kc.to_str().unwrap(),
-        "--node",
-        &node,
-        "--pid",
-        &pid,
-        "--wait",
-        "10m",
-    ]);
-    let (old_addr, new_addr) = (format!("{old_ip}:{port}"), format!("{new_ip}:{port}"));
-    // The gate's lines are read on a blocking thread: the fake API server runs on this one.
-    let step = |mut gate: Gate, what: &'static str, want: String| {
-        tokio::task::spawn_blocking(move || {
-            let line = gate.expect(what, |l| l.contains(&want));
-            (gate, line)
-        })
-    };
-    let (gate_, first) = step(
-        gate,
-        "with the old agent's first verdict",
-        format!("on node {node}: waiting"),
+    let api = LiveApi::start(
+        rollout_pods(&node, Some((old_ip, false)), None),
+        node_list(&[&node]),
     )
-    .await
-    .unwrap();
+    .await;
+    let gate = api.gate(
+        "check",
+        port,
+        &["--node", &node, "--pid", &pid, "--wait", "10m"],
+    );
+    let (old_addr, new_addr) = (format!("{old_ip}:{port}"), format!("{new_ip}:{port}"));
+    let want = format!("on node {node}: waiting");
+    let (gate, first) = next_line(gate, "with the old agent's first verdict", move |l| {
+        l.contains(&want)
+    })
+    .await;
     assert!(first.starts_with("[1] "), "{first}");
-    gate = gate_;
 
     // The old pod is deleted; its replacement is scheduled but not running yet.
-    *pods.lock().unwrap() = rollout_pods(&node, Some((old_ip, true)), None);
+    api.set_pods(rollout_pods(&node, Some((old_ip, true)), None));
     old.kill();
-    let (gate_, pending) = step(
-        gate,
-        "saying that the new pod is not ready",
-        "not ready: agent pod is Pending (ContainerCreating)".into(),
-    )
-    .await
-    .unwrap();
+    let (gate, pending) = next_line(gate, "saying that the new pod is not ready", |l| {
+        l.contains("not ready: agent pod is Pending (ContainerCreating)")
+    })
+    .await;
     assert!(pending.starts_with(&format!("node {node}: ")), "{pending}");
-    gate = gate_;
 
     // The new pod runs, at another IP.
     let _new = start_agent(None, &node, &new_addr, &[]);
-    *pods.lock().unwrap() = rollout_pods(&node, None, Some(new_ip));
-    let (gate_, moved) = step(
-        gate,
-        "saying that the agent moved",
-        format!("its agent moved from {old_addr} to {new_addr}"),
-    )
-    .await
-    .unwrap();
+    api.set_pods(rollout_pods(&node, None, Some(new_ip)));
+    let want = format!("its agent moved from {old_addr} to {new_addr}");
+    let (gate, moved) = next_line(gate, "saying that the agent moved", move |l| {
+        l.contains(&want)
+    })
+    .await;
     assert!(moved.contains("(a new agent: instance "), "{moved}");
-    gate = gate_;
-    let (gate_, _) = step(gate, "with the new agent's first verdict", "[1] ".into())
-        .await
-        .unwrap();
-    gate = gate_;
+    let (gate, _) = next_line(gate, "with the new agent's first verdict", |l| {
+        l.contains("[1] ")
+    })
+    .await;
 
     let (code, lines) = tokio::task::spawn_blocking(move || {
         blocked.unblock();
@@ -1421,76 +1414,49 @@ async fn check_wait_follows_the_node_through_a_rolling_update_of_its_agent_pod()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_follows_a_node_through_a_rolling_update_of_its_agent_pod() {
-    use common::gate::{Gate, free_port};
-    let port = free_port();
+    let port = common::gate::free_port();
     let node = format!("kube-wroll-{}", std::process::id());
     let (old_ip, new_ip) = ("127.0.0.10", "127.0.0.11");
     let mut old = start_agent(None, &node, &format!("{old_ip}:{port}"), &[]);
-    let pods = Arc::new(Mutex::new(rollout_pods(&node, Some((old_ip, false)), None)));
-    let serving = pods.clone();
-    let nodes = node_list(&[&node]);
-    let api = FakeApi::start(Arc::new(move |path: &str, token: Option<&str>| {
-        if token != Some(TOKEN) {
-            Reply::forbidden()
-        } else if is_nodes(path) {
-            Reply::ok(nodes.clone())
-        } else {
-            Reply::ok(serving.lock().unwrap().clone())
-        }
-    }))
+    let api = LiveApi::start(
+        rollout_pods(&node, Some((old_ip, false)), None),
+        node_list(&[&node]),
+    )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let kc = api.token_kubeconfig(dir.path(), TOKEN);
-    let port_text = port.to_string();
     // Discovery runs again only because the stream broke and while the new pod is pending.
-    let gate = Gate::start(&[
-        "watch",
-        "--kube-selector",
-        SELECTOR,
-        "--kube-port",
-        &port_text,
-        "--kubeconfig",
-        kc.to_str().unwrap(),
-        "--refresh-interval",
-        "1h",
-    ]);
+    let gate = api.gate("watch", port, &["--refresh-interval", "1h"]);
     let (old_addr, new_addr) = (format!("{old_ip}:{port}"), format!("{new_ip}:{port}"));
-    // The watch's lines are read on a blocking thread: the fake API server runs on this one.
-    let step = |mut gate: Gate, what: &'static str, want: String| {
-        tokio::task::spawn_blocking(move || {
-            let line = gate.expect(what, |l| l.starts_with(&want));
-            (gate, line)
-        })
-    };
-    let (gate, _) = step(
+    let starting = |prefix: String| move |l: &str| l.starts_with(&prefix);
+    let (gate, _) = next_line(
         gate,
         "saying that the old agent is watched",
-        format!("{node} connected ({old_addr}, "),
+        starting(format!("{node} connected ({old_addr}, ")),
     )
-    .await
-    .unwrap();
+    .await;
 
     // The old pod is deleted; its replacement is scheduled but not running yet.
-    *pods.lock().unwrap() = rollout_pods(&node, Some((old_ip, true)), None);
+    api.set_pods(rollout_pods(&node, Some((old_ip, true)), None));
     old.kill();
-    let (gate, removed) = step(
+    let (gate, removed) = next_line(
         gate,
         "saying that the old pod is not watched any more",
-        format!("agent at {old_addr} (node {node}, pod autofs-inspector/agent-old)"),
+        starting(format!(
+            "agent at {old_addr} (node {node}, pod autofs-inspector/agent-old)"
+        )),
     )
-    .await
-    .unwrap();
+    .await;
     assert!(
         removed.ends_with("no longer discovered; not watched any more"),
         "{removed}"
     );
-    let (gate, pending) = step(
+    let (gate, pending) = next_line(
         gate,
         "saying that the new pod is not ready",
-        format!("node {node} (pod/autofs-inspector/agent-new): not ready: "),
+        starting(format!(
+            "node {node} (pod/autofs-inspector/agent-new): not ready: "
+        )),
     )
-    .await
-    .unwrap();
+    .await;
     assert!(
         pending.contains("agent pod is Pending (ContainerCreating)"),
         "{pending}"
@@ -1498,62 +1464,47 @@ async fn watch_follows_a_node_through_a_rolling_update_of_its_agent_pod() {
 
     // The new pod runs, at another IP: looked for again while it was pending, it is found.
     let _new = start_agent(None, &node, &new_addr, &[]);
-    *pods.lock().unwrap() = rollout_pods(&node, None, Some(new_ip));
-    let (gate, added) = step(
+    api.set_pods(rollout_pods(&node, None, Some(new_ip)));
+    let (gate, added) = next_line(
         gate,
         "saying that the new pod was discovered",
-        format!("agent at {new_addr} (node {node}, pod autofs-inspector/agent-new)"),
+        starting(format!(
+            "agent at {new_addr} (node {node}, pod autofs-inspector/agent-new)"
+        )),
     )
-    .await
-    .unwrap();
+    .await;
     assert!(added.ends_with("discovered; watching it"), "{added}");
-    step(
+    next_line(
         gate,
         "saying that the new agent is watched",
-        format!("{node} connected ({new_addr}, "),
+        starting(format!("{node} connected ({new_addr}, ")),
     )
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_wait_for_a_node_the_cluster_does_not_have_fails_at_once() {
-    use common::gate::{Gate, free_port};
     // The cluster: node `real` runs an agent; node `bare` has none yet (a node being rolled
     // over, or whose pod is not created yet), so a wait for it goes on.
-    let port = free_port();
+    let port = common::gate::free_port();
     let pid = std::process::id();
     let (real, bare) = (format!("real-{pid}"), format!("bare-{pid}"));
-    let addr = format!("127.0.0.14:{port}");
-    let _agent = start_agent(None, &real, &addr, &[]);
+    let _agent = start_agent(None, &real, &format!("127.0.0.14:{port}"), &[]);
     let pods = json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": [
         {"metadata": {"name": "agent-real", "namespace": "autofs-inspector"},
          "spec": {"nodeName": real}, "status": {"phase": "Running", "podIP": "127.0.0.14"}},
     ]})
     .to_string()
     .into_bytes();
-    let api = FakeApi::serving_cluster(pods, node_list(&[&real, &bare])).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kc = api.token_kubeconfig(dir.path(), TOKEN);
-    let port_text = port.to_string();
+    let api = LiveApi::start(pods, node_list(&[&real, &bare])).await;
+    // Long enough for the searching wait's first line, short enough that a wait that searches
+    // for a name no round can find fails this test soon.
     let wait_for = |node: &str| {
-        Gate::start(&[
+        api.gate(
             "check",
-            "--kube-selector",
-            SELECTOR,
-            "--kube-port",
-            &port_text,
-            "--kubeconfig",
-            kc.to_str().unwrap(),
-            "--node",
-            node,
-            "--pid",
-            "1",
-            // Long enough for the searching wait's first line, short enough that a wait that
-            // searches for a name no round can find fails this test soon.
-            "--wait",
-            "2m",
-        ])
+            port,
+            &["--node", node, "--pid", "1", "--wait", "2m"],
+        )
     };
 
     // A mistyped name: no such Node, so no round of discovery can find it. It once waited
@@ -1576,14 +1527,12 @@ async fn check_wait_for_a_node_the_cluster_does_not_have_fails_at_once() {
     );
 
     // A node the cluster has, without an agent now: the wait searches on.
-    let gate = wait_for(&bare);
-    let line = tokio::task::spawn_blocking(move || {
-        let mut gate = gate;
-        gate.expect("saying that the node's agent is not found yet", |l| {
-            l.starts_with(&format!("node {bare}: not found yet: "))
-        })
-    })
-    .await
-    .unwrap();
+    let want = format!("node {bare}: not found yet: ");
+    let (_gate, line) = next_line(
+        wait_for(&bare),
+        "saying that the node's agent is not found yet",
+        move |l| l.starts_with(&want),
+    )
+    .await;
     assert!(line.contains("discovering again in"), "{line}");
 }

@@ -11,6 +11,14 @@ use common::gate::{Gate, free_port};
 use common::*;
 use serde_json::Value;
 
+/// `watch` discovering the agents as `name` (`host:port`) through `dns`, then `args`.
+fn watch_over_dns(dns: &Dnsmasq, name: &str, args: &[&str]) -> Gate {
+    let server = dns.addr.to_string();
+    let mut all = vec!["watch", "--dns", name, "--dns-server", &server];
+    all.extend_from_slice(args);
+    Gate::start(&all)
+}
+
 #[test]
 fn a_watch_follows_its_node_to_the_agent_that_replaced_it_at_another_address() {
     let port = free_port();
@@ -19,17 +27,8 @@ fn a_watch_follows_its_node_to_the_agent_that_replaced_it_at_another_address() {
     let mut a = start_agent(None, &node, &a_addr, &[]);
     let mut dns = Dnsmasq::start("127.0.0.6 agents.wroll.autofs.test\n");
     let name = format!("agents.wroll.autofs.test:{port}");
-    let server = dns.addr.to_string();
     // Discovery runs again only because the node's stream broke: the interval is far away.
-    let mut watch = Gate::start(&[
-        "watch",
-        "--dns",
-        &name,
-        "--dns-server",
-        &server,
-        "--refresh-interval",
-        "1h",
-    ]);
+    let mut watch = watch_over_dns(&dns, &name, &["--refresh-interval", "1h"]);
     watch.expect("saying that A is watched", |l| {
         l.starts_with(&format!("{node} connected ({a_addr}, agent "))
     });
@@ -166,16 +165,7 @@ fn a_filter_the_agents_refuse_ends_a_watch_that_runs_discovery_again() {
     let _agent = start_agent(None, &node, &addr, &[]);
     let dns = Dnsmasq::start("127.0.0.13 agents.wrefuse.autofs.test\n");
     let name = format!("agents.wrefuse.autofs.test:{port}");
-    let server = dns.addr.to_string();
-    let mut watch = Gate::start(&[
-        "watch",
-        "--dns",
-        &name,
-        "--dns-server",
-        &server,
-        "--container",
-        "zz",
-    ]);
+    let mut watch = watch_over_dns(&dns, &name, &["--container", "zz"]);
     let refused = watch.expect("saying that the agent refused the watch", |l| {
         l.starts_with(&format!("node {node} ({addr}): "))
     });
