@@ -71,7 +71,7 @@ pub struct CollectorConfig {
     pub max_report_bytes: usize,
     /// How often a watch over discovery sources that can change runs discovery again
     /// ([`Collector::watch`]); sooner, with backoff, after a node's stream breaks. Like
-    /// Prometheus's service discovery `refresh_interval`. Must be positive.
+    /// Prometheus's service discovery `refresh_interval`. At least a second.
     pub refresh_interval: Duration,
 }
 
@@ -194,8 +194,8 @@ impl Collector {
     ///
     /// - [`Error::Discovery`] with [`DiscoveryError::Empty`](crate::DiscoveryError::Empty) or
     ///   [`DiscoveryError::Duplicate`](crate::DiscoveryError::Duplicate) for the endpoint list.
-    /// - [`Error::Config`] when `concurrency` or `max_attempts` is 0, or `timeout` or
-    ///   `refresh_interval` is zero.
+    /// - [`Error::Config`] when `concurrency` or `max_attempts` is 0, `timeout` is zero, or
+    ///   `refresh_interval` is under a second.
     /// - [`Error::TlsFile`] / [`Error::Tls`] from [`TlsOptions::load`] when `config.tls` is set.
     pub fn new(endpoints: Vec<NodeEndpoint>, config: CollectorConfig) -> Result<Collector, Error> {
         Collector::from_discovery(endpoints.into(), config)
@@ -237,10 +237,11 @@ impl Collector {
         if config.max_attempts == 0 {
             return Err(Error::Config("max_attempts must be at least 1".into()));
         }
-        if config.refresh_interval.is_zero() {
-            return Err(Error::Config(
-                "the discovery refresh interval must be positive".into(),
-            ));
+        if config.refresh_interval < crate::watch::MIN_REFRESH_INTERVAL {
+            return Err(Error::Config(format!(
+                "the discovery refresh interval must be at least {:?}",
+                crate::watch::MIN_REFRESH_INTERVAL
+            )));
         }
         let tls = config.tls.as_ref().map(TlsOptions::load).transpose()?;
         let connector = Connector {

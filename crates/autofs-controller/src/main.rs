@@ -239,7 +239,8 @@ enum Command {
         /// With --dns, --nodes-file or --kube-selector: how often discovery runs again to
         /// follow agents that moved (rolling updates) and nodes that joined or left; sooner,
         /// with backoff, after a node's stream breaks.
-        #[arg(long, default_value = "30s", value_parser = duration::parse)]
+        /// At least 1s.
+        #[arg(long, default_value = "30s", value_parser = parse_refresh_interval)]
         refresh_interval: Duration,
     },
     /// The agents: version, kernel, pipe_ino support, reachability; exit 3 if any failed.
@@ -358,6 +359,19 @@ fn one_node_for_a_pid(filter: &FilterFlags, agents: usize) -> anyhow::Result<()>
         )),
         _ => Ok(()),
     }
+}
+
+/// `--refresh-interval`: a duration of at least [`autofs_controller::watch::MIN_REFRESH_INTERVAL`].
+fn parse_refresh_interval(raw: &str) -> Result<Duration, String> {
+    let d = duration::parse(raw)?;
+    let least = autofs_controller::watch::MIN_REFRESH_INTERVAL;
+    if d < least {
+        return Err(format!(
+            "`{raw}` is under {}s: discovery would run too often",
+            least.as_secs()
+        ));
+    }
+    Ok(d)
 }
 
 fn print(text: &str) -> anyhow::Result<()> {

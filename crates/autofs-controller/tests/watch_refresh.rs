@@ -177,3 +177,53 @@ fn a_filter_the_agents_refuse_ends_a_watch_that_runs_discovery_again() {
     let (code, _) = watch.finish();
     assert_eq!(code, Some(2));
 }
+
+#[test]
+fn an_agent_listed_only_after_the_round_that_dropped_its_predecessor_is_found_soon() {
+    // A headless Service drops a terminating pod's record at once and lists its replacement
+    // only when it is ready: the round that stops following the old agent does not see the
+    // new one yet. The interval is far away; the watch must look again soon by itself.
+    let port = free_port();
+    let pid = std::process::id();
+    let (steady, moving) = (format!("wsoon-a-{pid}"), format!("wsoon-b-{pid}"));
+    let (a_addr, old_addr, new_addr) = (
+        format!("127.0.0.15:{port}"),
+        format!("127.0.0.16:{port}"),
+        format!("127.0.0.17:{port}"),
+    );
+    let _a = start_agent(None, &steady, &a_addr, &[]);
+    let mut old = start_agent(None, &moving, &old_addr, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nodes.txt");
+    write_atomically(&file, &format!("{a_addr}\n{old_addr}\n"));
+    let mut watch = Gate::start(&[
+        "watch",
+        "--nodes-file",
+        file.to_str().unwrap(),
+        "--refresh-interval",
+        "1h",
+    ]);
+    watch.expect("saying that the old agent is watched", |l| {
+        l.starts_with(&format!("{moving} connected ({old_addr}, "))
+    });
+
+    old.kill();
+    watch.expect("saying that the old agent's stream broke", |l| {
+        l.starts_with(&format!("node {moving} ({old_addr}): unavailable: "))
+    });
+    write_atomically(&file, &format!("{a_addr}\n"));
+    watch.expect("saying that the old agent is not watched any more", |l| {
+        l.starts_with(&format!("agent at {old_addr} ("))
+            && l.ends_with("no longer discovered; not watched any more")
+    });
+
+    // Only now is the replacement listed: no stream of this watch is failing any more.
+    let _new = start_agent(None, &moving, &new_addr, &[]);
+    write_atomically(&file, &format!("{a_addr}\n{new_addr}\n"));
+    watch.expect("saying that the new agent was discovered", |l| {
+        l.starts_with(&format!("agent at {new_addr} (")) && l.ends_with("discovered; watching it")
+    });
+    watch.expect("saying that the new agent is watched", |l| {
+        l.starts_with(&format!("{moving} connected ({new_addr}, "))
+    });
+}

@@ -20,6 +20,10 @@ use crate::collector::Collector;
 use crate::endpoint::NodeEndpoint;
 use crate::error::{Error, NodeError};
 
+/// The least [`crate::CollectorConfig::refresh_interval`]: discovery runs are never closer than
+/// a second apart.
+pub const MIN_REFRESH_INTERVAL: Duration = refresh::MIN_GAP;
+
 /// Items buffered before node tasks wait for the consumer.
 const BUFFER: usize = 1024;
 

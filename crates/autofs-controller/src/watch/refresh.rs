@@ -4,9 +4,14 @@
 //! pod's address forever and never see the new one.
 //!
 //! Rounds run every `refresh_interval`, and sooner, with backoff (from the backoff's initial
-//! delay up to that interval, reset when a round changes the set), after a node task says its
-//! agent was lost, while a round fails, and while an endpoint's pod is not ready. Only a round
-//! that succeeds changes the set: "discovery could not answer" never stops a node's task.
+//! delay up to that interval), after a node task says its agent was lost, while a round fails,
+//! after a round stopped following an agent (its replacement is often listed a little later:
+//! a headless Service drops a terminating pod's record at once and adds the new pod's when it
+//! is ready), and while an endpoint's pod is not ready. The backoff starts again only when a
+//! round finds a new agent to follow or stops following one, so pods that come and go without
+//! ever running (elsewhere in a large rollout, a node without an agent pod) cannot keep rounds
+//! fast: their rounds back off to the interval. Rounds start at least [`MIN_GAP`] apart. Only a round that succeeds changes the set: "discovery could not
+//! answer" never stops a node's task.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,6 +24,9 @@ use super::node::{self, Shared};
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::collector::Collector;
 use crate::endpoint::NodeEndpoint;
+
+/// The least time between the starts of two rounds, whatever asks for them.
+pub(crate) const MIN_GAP: Duration = Duration::from_secs(1);
 
 /// What makes two discovered endpoints the same one to follow: a change of address, of the
 /// node it must name, or of readiness is a new endpoint (a pod that turns ready at the address
@@ -105,12 +113,17 @@ pub(super) async fn refresh(collector: Collector, shared: Shared) {
     }
     // `Some(delay)`: the next round is due sooner than the interval.
     let mut soon: Option<Duration> = None;
+    // A round stopped following an agent: look again soon, backing off to the interval.
+    let mut searching = false;
+    let mut last_round = Instant::now();
     loop {
         let due = Instant::now() + soon.unwrap_or(interval);
         tokio::select! {
             () = tokio::time::sleep_until(due) => {}
             () = shared.lost.notified() => tokio::time::sleep(backoff.next_delay()).await,
         }
+        tokio::time::sleep_until(last_round + MIN_GAP).await;
+        last_round = Instant::now();
         let found = match collector.rediscover().await {
             Ok(found) => found,
             Err(error) => {
@@ -128,8 +141,12 @@ pub(super) async fn refresh(collector: Collector, shared: Shared) {
             }
         };
         let (added, removed) = plan(&followed, found.endpoints());
-        if !added.is_empty() || !removed.is_empty() {
+        if added.iter().any(|ep| ep.not_ready.is_none()) {
             backoff.reset();
+        }
+        if removed.iter().any(|k| k.ready) {
+            backoff.reset();
+            searching = true;
         }
         for key in removed {
             let Some(gone) = followed.remove(&key) else {
@@ -163,11 +180,16 @@ pub(super) async fn refresh(collector: Collector, shared: Shared) {
             }
             followed.insert(Key::of(ep), Followed::start(&shared, ep.clone()));
         }
-        // A pod that is not ready yet is looked for again soon: it is usually starting.
-        soon = followed
-            .keys()
-            .any(|k| !k.ready)
-            .then(|| backoff.next_delay());
+        // A pod that is not ready yet, or the replacement of an agent no longer listed, is
+        // looked for again soon: it is usually starting.
+        soon = (searching || followed.keys().any(|k| !k.ready)).then(|| backoff.next_delay());
+        if soon.is_some_and(|d| d >= interval / 2) {
+            // Backed off to the interval (the delay is drawn from its upper half).
+            searching = false;
+        }
+        // What tasks said during the round (the stopped ones among them) this round has
+        // looked into; a task still failing says so again at its next attempt.
+        let _ = tokio::time::timeout(Duration::ZERO, shared.lost.notified()).await;
     }
 }
 
