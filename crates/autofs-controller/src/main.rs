@@ -514,7 +514,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 // Every agent gets the same filter: one refused as invalid is bad input (as
                 // for `collect`), and a watch that runs discovery again would otherwise go on
                 // watching nothing.
-                if let WatchItem::Refused { error } = &item
+                if let WatchItem::Refused { error, .. } = &item
                     && matches!(
                         error.kind,
                         autofs_controller::NodeErrorKind::Rpc {

@@ -491,9 +491,17 @@ pub fn watch_line(item: &WatchItem) -> String {
             }
         }
         WatchItem::NotReady { error } => format!("{error}; not watched"),
-        WatchItem::Refused { error } => {
-            format!("{error}; not watched (asking again cannot help)")
-        }
+        WatchItem::Refused {
+            error,
+            asked_again_in: None,
+        } => format!("{error}; not watched (asking again cannot help)"),
+        WatchItem::Refused {
+            error,
+            asked_again_in: Some(every),
+        } => format!(
+            "{error}; not watched (asked again every {}, should its agent be replaced in place)",
+            fmt_duration(*every)
+        ),
         WatchItem::Disconnected { error, retry_in } => {
             format!("{error}; reconnecting in {}", fmt_duration(*retry_in))
         }
@@ -538,9 +546,13 @@ pub fn watch_json(item: &WatchItem) -> Value {
             "type": "not_ready", "endpoint": error.endpoint, "node": error.node,
             "error": error.to_string(),
         }),
-        WatchItem::Refused { error } => json!({
+        WatchItem::Refused {
+            error,
+            asked_again_in,
+        } => json!({
             "type": "refused", "endpoint": error.endpoint, "node": error.node,
             "error": error.to_string(),
+            "asked_again_in_ms": asked_again_in.map(|d| d.as_millis() as u64),
         }),
         WatchItem::Disconnected { error, retry_in } => json!({
             "type": "disconnected", "endpoint": error.endpoint, "node": error.node,

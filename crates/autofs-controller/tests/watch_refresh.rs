@@ -227,3 +227,46 @@ fn an_agent_listed_only_after_the_round_that_dropped_its_predecessor_is_found_so
         l.starts_with(&format!("{moving} connected ({new_addr}, "))
     });
 }
+
+#[test]
+fn an_agent_that_refused_the_watch_is_asked_again_and_followed_once_replaced_in_place() {
+    // An older agent without WatchMounts (a fake: no real agent of that age exists) serves
+    // the node's address; it is upgraded in place (same address, as with host networking).
+    let port = free_port();
+    let node = format!("wupgrade-{}", std::process::id());
+    let addr = format!("127.0.0.18:{port}");
+    let old = tokio::runtime::Runtime::new().unwrap();
+    old.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
+        common::fake_agent::FakeAgent::new(&node)
+            .serve_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nodes.txt");
+    write_atomically(&file, &format!("{addr}\n"));
+    let mut watch = Gate::start(&[
+        "watch",
+        "--nodes-file",
+        file.to_str().unwrap(),
+        "--refresh-interval",
+        "1s",
+    ]);
+    let refused = watch.expect("saying that the old agent refused the watch", |l| {
+        l.starts_with(&format!("node {node} ({addr}): "))
+    });
+    assert!(
+        refused.contains("Unimplemented")
+            && refused.ends_with(
+                "not watched (asked again every 1s, should its agent be replaced in place)"
+            ),
+        "{refused}"
+    );
+
+    // The upgrade: the old agent stops, the new one serves at the same address.
+    drop(old);
+    let _new = start_agent(None, &node, &addr, &[]);
+    watch.forbidden = Some("Unimplemented".into());
+    watch.expect("saying that the new agent is watched", |l| {
+        l.starts_with(&format!("{node} connected ({addr}, "))
+    });
+}

@@ -55,11 +55,18 @@ pub enum WatchItem {
         error: NodeError,
     },
     /// The agent refused the watch for what it is (an invalid filter, a `--pid` it does not
-    /// have, another API major: [`NodeErrorKind::is_refusal`](crate::NodeErrorKind::is_refusal)): asking again cannot help, so
-    /// the node is not watched any more. Sent once, last for that node.
+    /// have, another API major, no `WatchMounts`:
+    /// [`NodeErrorKind::is_refusal`](crate::NodeErrorKind::is_refusal)): asking again at once
+    /// cannot help, so the endpoint is not watched. Over a fixed list, sent once, last for
+    /// that node. When discovery runs again ([`Collector::rediscovers`]), an agent that
+    /// refused for what it is (not for the filter) is asked again every
+    /// `asked_again_in`, quietly while it refuses the same way: it may be replaced in place
+    /// (an upgrade at the same address).
     Refused {
         /// Why.
         error: NodeError,
+        /// When the endpoint is asked again; `None`: never.
+        asked_again_in: Option<Duration>,
     },
     /// A node's stream broke or could not start; it is retried after `retry_in` (and, when
     /// discovery runs again, discovery is asked where the agent went).
@@ -71,8 +78,9 @@ pub enum WatchItem {
     },
     /// Discovery, run again, found an agent endpoint the watch did not follow (a new agent
     /// pod of a rolling update, a node that joined): it is followed from now on, and its
-    /// [`WatchItem::Connected`] follows once it answers. Not sent for an endpoint whose pod
-    /// is not ready ([`WatchItem::NotReady`] instead).
+    /// [`WatchItem::Connected`] follows once it answers (unless its agent is already followed
+    /// at another endpoint, a dual-stack pod's other address: it then stands by). Not sent
+    /// for an endpoint whose pod is not ready ([`WatchItem::NotReady`] instead).
     EndpointAdded {
         /// The endpoint found.
         endpoint: NodeEndpoint,
@@ -86,7 +94,8 @@ pub enum WatchItem {
         endpoint: NodeEndpoint,
     },
     /// Running discovery again failed: the watch goes on following the endpoints it has, and
-    /// discovery runs again after `retry_in`.
+    /// discovery runs again after `retry_in` (sooner when a node's stream breaks meanwhile,
+    /// never within a second).
     DiscoveryFailed {
         /// Why ([`Error::Discovery`] or another error of [`Collector::rediscover`]).
         error: Arc<Error>,
@@ -163,12 +172,20 @@ impl Collector {
             tx,
             claims: node::Claims::default(),
             lost: Arc::new(Notify::new()),
+            ask_refused_again: None,
         };
         if self.rediscovers() && shared.filter.pid.is_none() {
+            let shared = node::Shared {
+                ask_refused_again: Some(self.inner.config.refresh_interval),
+                ..shared
+            };
             tasks.spawn(refresh::refresh(self.clone(), shared));
         } else {
             for ep in &self.inner.endpoints {
-                tasks.spawn(node::follow(shared.clone(), ep.clone()));
+                let task = node::follow(shared.clone(), ep.clone(), None);
+                tasks.spawn(async move {
+                    task.await;
+                });
             }
         }
         WatchStream { rx, _tasks: tasks }

@@ -2,6 +2,7 @@
 //! stream breaks, back off and start again, until the watch stops this task.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use autofs_api::v1;
 use tokio::sync::{Notify, mpsc};
@@ -59,17 +60,30 @@ pub(super) struct Shared {
     /// Told each time a node's agent cannot be followed where it was found (its stream broke
     /// or could not start, or its pod is not ready): discovery may know where it went.
     pub lost: Arc<Notify>,
+    /// When an agent that refused the watch for what it is gets asked again (`None`: never).
+    pub ask_refused_again: Option<Duration>,
+}
+
+/// How a node's task ended (it runs until the watch stops it otherwise).
+pub(super) enum Ended {
+    /// The endpoint's pod is not ready, or the consumer went away.
+    Quietly,
+    /// The agent refused the watch (`text`: the error as the item said it); `again`: whether
+    /// asking it again may help (it refused for what it is, not for the filter).
+    Refused { text: String, again: bool },
 }
 
 /// One node, until the watch stops it: connect, stream, back off, repeat. An endpoint whose
-/// pod is not ready is reported once and not followed.
-pub(super) async fn follow(shared: Shared, ep: NodeEndpoint) {
+/// pod is not ready is reported once and not followed. `quiet`: the refusal already reported
+/// for this endpoint, not reported again.
+pub(super) async fn follow(shared: Shared, ep: NodeEndpoint, quiet: Option<String>) -> Ended {
     let Shared {
         inner,
         filter,
         tx,
         claims,
         lost,
+        ask_refused_again,
     } = shared;
     if let Some(why) = &ep.not_ready {
         let error = NodeError::new(
@@ -79,7 +93,7 @@ pub(super) async fn follow(shared: Shared, ep: NodeEndpoint) {
         );
         lost.notify_one();
         let _ = tx.send(WatchItem::NotReady { error }).await;
-        return;
+        return Ended::Quietly;
     }
     let mut backoff = Backoff::new(inner.config.backoff);
     // The node this endpoint serves, as far as known: Kubernetes says it, or the last agent
@@ -112,7 +126,7 @@ pub(super) async fn follow(shared: Shared, ep: NodeEndpoint) {
                     .await
                     .is_err()
                 {
-                    return;
+                    return Ended::Quietly;
                 }
                 let kind = loop {
                     match stream.message().await {
@@ -131,7 +145,7 @@ pub(super) async fn follow(shared: Shared, ep: NodeEndpoint) {
                                 event: Box::new(event),
                             };
                             if tx.send(item).await.is_err() {
-                                return;
+                                return Ended::Quietly;
                             }
                         }
                         Ok(None) => {
@@ -148,8 +162,25 @@ pub(super) async fn follow(shared: Shared, ep: NodeEndpoint) {
         };
         let error = NodeError::new(&ep.address, name.as_deref(), kind);
         if error.is_refusal() {
-            let _ = tx.send(WatchItem::Refused { error }).await;
-            return;
+            // A filter refused as invalid is refused by every agent: asking again cannot help.
+            let again = !matches!(
+                error.kind,
+                NodeErrorKind::Rpc {
+                    code: tonic::Code::InvalidArgument,
+                    ..
+                }
+            );
+            let text = error.to_string();
+            if quiet.as_deref() != Some(text.as_str()) {
+                let asked_again_in = ask_refused_again.filter(|_| again);
+                let _ = tx
+                    .send(WatchItem::Refused {
+                        error,
+                        asked_again_in,
+                    })
+                    .await;
+            }
+            return Ended::Refused { text, again };
         }
         let retry_in = backoff.next_delay();
         lost.notify_one();
@@ -158,7 +189,7 @@ pub(super) async fn follow(shared: Shared, ep: NodeEndpoint) {
             .await
             .is_err()
         {
-            return;
+            return Ended::Quietly;
         }
         tokio::time::sleep(retry_in).await;
     }

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::WatchItem;
-use super::node::{self, Shared};
+use super::node::{self, Ended, Shared};
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::collector::Collector;
 use crate::endpoint::NodeEndpoint;
@@ -51,25 +51,53 @@ impl Key {
 /// One endpoint's task; aborted when dropped (with the watch).
 struct Followed {
     endpoint: NodeEndpoint,
-    task: JoinHandle<()>,
+    /// `None` once it ended for good (its end was looked at).
+    task: Option<JoinHandle<Ended>>,
 }
 
 impl Followed {
     fn start(shared: &Shared, endpoint: NodeEndpoint) -> Followed {
-        let task = tokio::spawn(node::follow(shared.clone(), endpoint.clone()));
-        Followed { endpoint, task }
+        let task = tokio::spawn(node::follow(shared.clone(), endpoint.clone(), None));
+        Followed {
+            endpoint,
+            task: Some(task),
+        }
     }
 
     /// Stops the task and waits until it has: it sends nothing after this returns.
     async fn stop(mut self) {
-        self.task.abort();
-        let _ = (&mut self.task).await;
+        if let Some(mut task) = self.task.take() {
+            task.abort();
+            let _ = (&mut task).await;
+        }
+    }
+
+    /// A task that ended because its agent refused the watch for what it is starts again,
+    /// reporting the refusal again only if it changed: the agent may have been replaced in
+    /// place. Other ends are final.
+    async fn ask_again_if_refused(&mut self, shared: &Shared) {
+        if !self.task.as_ref().is_some_and(JoinHandle::is_finished) {
+            return;
+        }
+        let Some(task) = self.task.take() else {
+            return;
+        };
+        if let Ok(Ended::Refused { text, again: true }) = task.await {
+            let endpoint = self.endpoint.clone();
+            self.task = Some(tokio::spawn(node::follow(
+                shared.clone(),
+                endpoint,
+                Some(text),
+            )));
+        }
     }
 }
 
 impl Drop for Followed {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -116,11 +144,19 @@ pub(super) async fn refresh(collector: Collector, shared: Shared) {
     // A round stopped following an agent: look again soon, backing off to the interval.
     let mut searching = false;
     let mut last_round = Instant::now();
+    let mut last_asked = Instant::now();
     loop {
         let due = Instant::now() + soon.unwrap_or(interval);
         tokio::select! {
             () = tokio::time::sleep_until(due) => {}
             () = shared.lost.notified() => tokio::time::sleep(backoff.next_delay()).await,
+        }
+        // Agents that refused the watch are asked again once per interval.
+        if last_asked.elapsed() >= interval {
+            last_asked = Instant::now();
+            for f in followed.values_mut() {
+                f.ask_again_if_refused(&shared).await;
+            }
         }
         tokio::time::sleep_until(last_round + MIN_GAP).await;
         last_round = Instant::now();
