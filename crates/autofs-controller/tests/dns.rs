@@ -129,10 +129,17 @@ fn system_resolver_is_used_without_a_server() {
 /// A DNS server on 127.0.0.1 that answers every A question with no data (NOERROR, no
 /// answer) and every AAAA question with SERVFAIL: a name that could not be resolved over IPv6
 /// and has no IPv4 address, as an IPv6-only cluster's DNS answers while it cannot read its
-/// Service records. Messages are read and written with hickory's own codec.
+/// Service records.
 fn no_a_and_aaaa_servfail() -> SocketAddr {
+    a_and_aaaa_servfail(None)
+}
+
+/// A DNS server on 127.0.0.1 that answers every A question with `a` (no data when `None`)
+/// and every AAAA question with SERVFAIL. Messages are read and written with hickory's own
+/// codec.
+fn a_and_aaaa_servfail(a: Option<std::net::Ipv4Addr>) -> SocketAddr {
     use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
-    use hickory_resolver::proto::rr::RecordType;
+    use hickory_resolver::proto::rr::{RData, Record, RecordType, rdata};
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = socket.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -153,6 +160,13 @@ fn no_a_and_aaaa_servfail() -> SocketAddr {
             {
                 ResponseCode::ServFail
             } else {
+                if let (Some(ip), Some(q)) = (a, query.queries.first()) {
+                    answer.answers.push(Record::from_rdata(
+                        q.name().clone(),
+                        5,
+                        RData::A(rdata::A(ip)),
+                    ));
+                }
                 ResponseCode::NoError
             };
             let _ = socket.send_to(&answer.to_vec().unwrap(), peer);
@@ -188,5 +202,52 @@ fn a_failed_aaaa_lookup_is_not_reported_as_no_records() {
     assert!(
         err.contains("agents.autofs.test: AAAA lookup failed") && !err.contains("no A or AAAA"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_family_that_fails_while_the_other_answers_is_a_gap_in_the_coverage() {
+    // The A records answer, the AAAA question fails: the agents found are asked, and the
+    // answer says it may miss agents with only IPv6 addresses (it once only logged it).
+    let agent = start_agent(None, "dns-half", "127.0.0.20:0", &[]);
+    let server = a_and_aaaa_servfail(Some("127.0.0.20".parse().unwrap()));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let name = "agents.half.autofs.test";
+    let found = rt
+        .block_on(discovery::discover(&[Source::Dns {
+            name: name.into(),
+            port: agent.grpc.port(),
+            server: Some(server),
+        }]))
+        .unwrap();
+    assert_eq!(found.endpoints.len(), 1, "{:?}", found.endpoints);
+    assert_eq!(
+        found.coverage_unverified.len(),
+        1,
+        "{:?}",
+        found.coverage_unverified
+    );
+    let gap = &found.coverage_unverified[0];
+    assert!(
+        gap.starts_with(&format!("dns {name}: AAAA lookup failed ("))
+            && gap.contains("Server Failure")
+            && gap.ends_with("agents with only such addresses may be missing"),
+        "{gap}"
+    );
+
+    let out = controller(&[
+        "collect",
+        "--dns",
+        &format!("{name}:{}", agent.grpc.port()),
+        "--dns-server",
+        &server.to_string(),
+    ]);
+    // Every agent found answered, but the cluster may have more: partial.
+    assert_eq!(out.status.code(), Some(3));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("PARTIAL: coverage unverified, nodes may be missing: ")
+            && text.contains("AAAA lookup failed"),
+        "{text}"
     );
 }

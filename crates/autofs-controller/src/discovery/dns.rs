@@ -73,6 +73,20 @@ pub async fn resolve(
     name: &str,
     server: Option<SocketAddr>,
 ) -> Result<Vec<IpAddr>, DiscoveryError> {
+    resolve_with_gaps(name, server).await.map(|(ips, _)| ips)
+}
+
+/// [`resolve`], and what it could not see: one line per address family whose lookup failed
+/// while the other's answered (`AAAA lookup failed: …`). Agents with addresses only of that
+/// family may be missing from the answer.
+///
+/// # Errors
+///
+/// As [`resolve`].
+pub async fn resolve_with_gaps(
+    name: &str,
+    server: Option<SocketAddr>,
+) -> Result<(Vec<IpAddr>, Vec<String>), DiscoveryError> {
     lookup(name, server)
         .await
         .map_err(|source| DiscoveryError::Dns {
@@ -84,9 +98,12 @@ pub async fn resolve(
 /// A and AAAA are asked apart (in parallel) so that each family's failure is seen: one family
 /// failing while the other has no records is a failure to resolve, never "no records" (an
 /// IPv6-only cluster whose DNS SERVFAILs the AAAA question must not read as a Service without
-/// agents). One family answering while the other fails gives the answer, with a warning: a
-/// dual-stack agent is listed under both.
-async fn lookup(name: &str, server: Option<SocketAddr>) -> Result<Vec<IpAddr>, DnsError> {
+/// agents). One family answering while the other fails gives the answer and the failure, as a
+/// gap (a dual-stack agent is listed under both; an agent of only the failed family is not).
+async fn lookup(
+    name: &str,
+    server: Option<SocketAddr>,
+) -> Result<(Vec<IpAddr>, Vec<String>), DnsError> {
     let asked = server.map_or_else(|| "the system resolver".to_owned(), |s| s.to_string());
     let v4 = resolver(server, LookupIpStrategy::Ipv4Only)?;
     let v6 = resolver(server, LookupIpStrategy::Ipv6Only)?;
@@ -113,12 +130,16 @@ async fn lookup(name: &str, server: Option<SocketAddr>) -> Result<Vec<IpAddr>, D
         }
     }
     if !out.is_empty() {
+        let mut gaps = Vec::new();
         for (kind, e) in &failed {
             if !e.is_nx_domain() {
                 tracing::warn!(name, records = kind, error = %e, "DNS lookup of one address family failed; using the other's");
+                gaps.push(format!(
+                    "dns {name}: {kind} lookup failed ({e}): agents with only such addresses may be missing"
+                ));
             }
         }
-        return Ok(out);
+        return Ok((out, gaps));
     }
     // Nothing found: the first real failure says why; NXDOMAIN only when no lookup failed
     // otherwise; "no records" only when both families answered with none.

@@ -72,9 +72,10 @@ pub struct Discovered {
     /// The agents to ask, not-ready ones included (see [`NodeEndpoint::not_ready`]).
     pub endpoints: Vec<NodeEndpoint>,
     /// Why the endpoints may miss nodes, one sentence per gap ("cannot list nodes: coverage
-    /// of nodes without an agent pod is unknown (…)"). Empty when no source knows of a gap:
-    /// Kubernetes discovery checks its pods against the Nodes; a static list, a nodes file
-    /// or DNS are taken as the whole cluster. A non-empty list makes every cluster report
+    /// of nodes without an agent pod is unknown (…)", "dns NAME: AAAA lookup failed (…)").
+    /// Empty when no source knows of a gap: Kubernetes discovery checks its pods against the
+    /// Nodes; a static list, a nodes file or DNS whose lookups all answered are taken as the
+    /// whole cluster. A non-empty list makes every cluster report
     /// incomplete ([`crate::ClusterReport::coverage_unverified`]).
     pub coverage_unverified: Vec<String>,
 }
@@ -98,7 +99,6 @@ impl From<Vec<NodeEndpoint>> for Discovered {
 /// [`DiscoveryError::Duplicate`] for the union.
 pub async fn discover(sources: &[Source]) -> Result<Discovered, DiscoveryError> {
     let mut all = Vec::new();
-    #[cfg_attr(not(feature = "kube"), allow(unused_mut))]
     let mut coverage_unverified = Vec::new();
     for source in sources {
         match source {
@@ -109,7 +109,8 @@ pub async fn discover(sources: &[Source]) -> Result<Discovered, DiscoveryError> 
             }
             Source::File(path) => all.extend(read_nodes_file(path)?),
             Source::Dns { name, port, server } => {
-                let addrs = dns::resolve(name, *server).await?;
+                let (addrs, gaps) = dns::resolve_with_gaps(name, *server).await?;
+                coverage_unverified.extend(gaps);
                 let origin = format!("dns {name}");
                 all.extend(
                     addrs.into_iter().map(|ip| {

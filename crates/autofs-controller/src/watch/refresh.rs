@@ -10,7 +10,9 @@
 //! is ready), and while an endpoint's pod is not ready. The backoff starts again only when a
 //! round finds a new agent to follow or stops following one, so pods that come and go without
 //! ever running (elsewhere in a large rollout, a node without an agent pod) cannot keep rounds
-//! fast: their rounds back off to the interval. Rounds start at least [`MIN_GAP`] apart. Only a round that succeeds changes the set: "discovery could not
+//! fast: their rounds back off to the interval. Rounds start at least [`MIN_GAP`] apart. A
+//! round that could not see everything the first discovery saw (a gap it did not have: one
+//! DNS address family failing) adds what it found and removes nothing. Only a round that succeeds changes the set: "discovery could not
 //! answer" never stops a node's task.
 
 use std::collections::HashMap;
@@ -125,6 +127,14 @@ fn plan<'a, T>(
     (added, removed)
 }
 
+/// Whether a round may stop following endpoints it does not list: only when it has no gap
+/// (`round_gaps`, [`crate::discovery::Discovered::coverage_unverified`]) the first discovery
+/// did not have (`first_gaps`: a Kubernetes source that may never list nodes has that gap
+/// in every round).
+fn may_remove(first_gaps: &[String], round_gaps: &[String]) -> bool {
+    round_gaps.iter().all(|g| first_gaps.contains(g))
+}
+
 /// Follows the collector's endpoints, then keeps the set current until the watch is dropped.
 pub(super) async fn refresh(collector: Collector, shared: Shared) {
     let config = collector.config();
@@ -176,7 +186,12 @@ pub(super) async fn refresh(collector: Collector, shared: Shared) {
                 continue;
             }
         };
-        let (added, removed) = plan(&followed, found.endpoints());
+        let (added, mut removed) = plan(&followed, found.endpoints());
+        let gaps = &found.inner.coverage_unverified;
+        if !removed.is_empty() && !may_remove(&collector.inner.coverage_unverified, gaps) {
+            tracing::info!(gaps = ?gaps, kept = removed.len(), "discovery could not see everything: no endpoint is let go this round");
+            removed.clear();
+        }
         if added.iter().any(|ep| ep.not_ready.is_none()) {
             backoff.reset();
         }
@@ -240,6 +255,19 @@ mod tests {
             origin: "test".into(),
             not_ready: not_ready.then(|| "phase Pending".into()),
         }
+    }
+
+    #[test]
+    fn only_a_round_that_sees_what_the_first_saw_lets_endpoints_go() {
+        let forbidden = "cannot list nodes: coverage of nodes without an agent pod is unknown";
+        let aaaa = "dns agents: AAAA lookup failed (Server Failure)";
+        assert!(may_remove(&[], &[]));
+        assert!(may_remove(&[forbidden.into()], &[forbidden.into()]));
+        assert!(!may_remove(&[], &[aaaa.into()]));
+        assert!(!may_remove(
+            &[forbidden.into()],
+            &[forbidden.into(), aaaa.into()]
+        ));
     }
 
     #[test]
