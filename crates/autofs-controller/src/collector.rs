@@ -300,15 +300,18 @@ impl Collector {
         let authoritative = !sources.is_empty()
             && sources.iter().all(Source::names_every_node)
             && self.inner.coverage_unverified.is_empty();
-        let names: std::collections::HashSet<&str> = self
-            .inner
-            .endpoints
-            .iter()
-            .filter_map(|e| e.expected_node.as_deref())
-            .collect();
-        (authoritative && !names.contains(node)).then(|| Error::NotInCluster {
+        let names = || {
+            self.inner
+                .endpoints
+                .iter()
+                .filter_map(|e| e.expected_node.as_deref())
+        };
+        if !authoritative || names().any(|n| n == node) {
+            return None;
+        }
+        Some(Error::NotInCluster {
             name: node.to_owned(),
-            nodes: names.len(),
+            nodes: names().collect::<std::collections::HashSet<_>>().len(),
         })
     }
 

@@ -252,6 +252,18 @@ impl NodeErrorKind {
         }
     }
 
+    /// Whether the agent refused the request itself as invalid (`INVALID_ARGUMENT`): every
+    /// agent is sent the same request, so every agent would refuse it (bad input).
+    pub fn is_invalid_request(&self) -> bool {
+        matches!(
+            self,
+            NodeErrorKind::Rpc {
+                code: tonic::Code::InvalidArgument,
+                ..
+            }
+        )
+    }
+
     /// Classifies a gRPC status: `UNAVAILABLE` is the only retryable code.
     pub fn from_status(status: &tonic::Status) -> NodeErrorKind {
         let message = status_text(status);

@@ -169,20 +169,21 @@ impl Collector {
                     self.clone()
                 };
                 if let Some(absent) = collector.absent_from_cluster(node) {
-                    return Ok(Err(absent));
+                    return Err(absent);
                 }
                 let round_by = deadline.min(deadline_after(timeout));
                 collector
                     .find_by_handshake(node, round_by, timeout.min(within), avoid)
                     .await
-                    .map(Ok)
             };
             match tokio::time::timeout_at(deadline, round).await {
-                Ok(Ok(Ok(mut found))) => {
+                Ok(Ok(mut found)) => {
                     found.searched = rounds > 1;
                     return Ok(found);
                 }
-                Ok(Ok(Err(absent))) => return Err(NotFound::Absent(absent)),
+                Ok(Err(absent @ Error::NotInCluster { .. })) => {
+                    return Err(NotFound::Absent(absent));
+                }
                 Ok(Err(e)) => last = Some(e),
                 Err(_) => return Err(NotFound::Deadline(last)),
             }

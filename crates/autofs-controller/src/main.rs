@@ -409,15 +409,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
             }
             // Every agent gets the same request: one refused as invalid is bad input.
-            let invalid = report.failed().any(|e| {
-                matches!(
-                    e.kind,
-                    autofs_controller::NodeErrorKind::Rpc {
-                        code: tonic::Code::InvalidArgument,
-                        ..
-                    }
-                )
-            });
+            let invalid = report.failed().any(|e| e.kind.is_invalid_request());
             Ok(if invalid {
                 EXIT_ERROR
             } else if report.is_complete() {
@@ -515,13 +507,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 // for `collect`), and a watch that runs discovery again would otherwise go on
                 // watching nothing.
                 if let WatchItem::Refused { error, .. } = &item
-                    && matches!(
-                        error.kind,
-                        autofs_controller::NodeErrorKind::Rpc {
-                            code: tonic::Code::InvalidArgument,
-                            ..
-                        }
-                    )
+                    && error.kind.is_invalid_request()
                 {
                     eprintln!("autofs-controller: the agents refuse this filter: {error}");
                     return Ok(EXIT_ERROR);

@@ -89,6 +89,14 @@ impl JsonWatch {
     }
 }
 
+/// `watch` discovering the agents from the nodes file `file`, then `args`.
+fn watch_over_file(file: &std::path::Path, args: &[&str]) -> Gate {
+    let path = file.to_str().unwrap();
+    let mut all = vec!["watch", "--nodes-file", path];
+    all.extend_from_slice(args);
+    Gate::start(&all)
+}
+
 /// Writes `text` to `path` in one step (a round never reads half a file).
 fn write_atomically(path: &std::path::Path, text: &str) {
     let next = path.with_extension("next");
@@ -107,15 +115,7 @@ fn a_watch_follows_nodes_that_join_and_leave_and_a_failed_round_stops_nothing() 
     let file = dir.path().join("nodes.txt");
     write_atomically(&file, &format!("{a_addr}\n"));
     let mut watch = JsonWatch {
-        gate: Gate::start(&[
-            "watch",
-            "--nodes-file",
-            file.to_str().unwrap(),
-            "--refresh-interval",
-            "1s",
-            "--output",
-            "json",
-        ]),
+        gate: watch_over_file(&file, &["--refresh-interval", "1s", "--output", "json"]),
         kept: a_addr.clone(),
     };
     let is = |v: &Value, kind: &str, endpoint: &str| v["type"] == kind && v["endpoint"] == endpoint;
@@ -196,13 +196,7 @@ fn an_agent_listed_only_after_the_round_that_dropped_its_predecessor_is_found_so
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("nodes.txt");
     write_atomically(&file, &format!("{a_addr}\n{old_addr}\n"));
-    let mut watch = Gate::start(&[
-        "watch",
-        "--nodes-file",
-        file.to_str().unwrap(),
-        "--refresh-interval",
-        "1h",
-    ]);
+    let mut watch = watch_over_file(&file, &["--refresh-interval", "1h"]);
     watch.expect("saying that the old agent is watched", |l| {
         l.starts_with(&format!("{moving} connected ({old_addr}, "))
     });
@@ -244,13 +238,7 @@ fn an_agent_that_refused_the_watch_is_asked_again_and_followed_once_replaced_in_
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("nodes.txt");
     write_atomically(&file, &format!("{addr}\n"));
-    let mut watch = Gate::start(&[
-        "watch",
-        "--nodes-file",
-        file.to_str().unwrap(),
-        "--refresh-interval",
-        "1s",
-    ]);
+    let mut watch = watch_over_file(&file, &["--refresh-interval", "1s"]);
     let refused = watch.expect("saying that the old agent refused the watch", |l| {
         l.starts_with(&format!("node {node} ({addr}): "))
     });

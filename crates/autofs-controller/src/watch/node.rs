@@ -163,13 +163,7 @@ pub(super) async fn follow(shared: Shared, ep: NodeEndpoint, quiet: Option<Strin
         let error = NodeError::new(&ep.address, name.as_deref(), kind);
         if error.is_refusal() {
             // A filter refused as invalid is refused by every agent: asking again cannot help.
-            let again = !matches!(
-                error.kind,
-                NodeErrorKind::Rpc {
-                    code: tonic::Code::InvalidArgument,
-                    ..
-                }
-            );
+            let again = !error.kind.is_invalid_request();
             let text = error.to_string();
             if quiet.as_deref() != Some(text.as_str()) {
                 let asked_again_in = ask_refused_again.filter(|_| again);

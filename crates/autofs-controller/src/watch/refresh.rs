@@ -10,10 +10,11 @@
 //! is ready), and while an endpoint's pod is not ready. The backoff starts again only when a
 //! round finds a new agent to follow or stops following one, so pods that come and go without
 //! ever running (elsewhere in a large rollout, a node without an agent pod) cannot keep rounds
-//! fast: their rounds back off to the interval. Rounds start at least [`MIN_GAP`] apart. A
-//! round that could not see everything the first discovery saw (a gap it did not have: one
-//! DNS address family failing) adds what it found and removes nothing. Only a round that succeeds changes the set: "discovery could not
-//! answer" never stops a node's task.
+//! fast: their rounds back off to the interval. Rounds start at least [`MIN_GAP`] apart.
+//!
+//! Only a round that succeeds changes the set: "discovery could not answer" never stops a
+//! node's task. A round that could not see everything the first discovery saw (a gap it did
+//! not have: one DNS address family failing) adds what it found and removes nothing.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -59,11 +60,18 @@ struct Followed {
 
 impl Followed {
     fn start(shared: &Shared, endpoint: NodeEndpoint) -> Followed {
-        let task = tokio::spawn(node::follow(shared.clone(), endpoint.clone(), None));
-        Followed {
+        let mut followed = Followed {
             endpoint,
-            task: Some(task),
-        }
+            task: None,
+        };
+        followed.spawn(shared, None);
+        followed
+    }
+
+    /// Starts its task; `quiet`: the refusal already reported.
+    fn spawn(&mut self, shared: &Shared, quiet: Option<String>) {
+        let task = node::follow(shared.clone(), self.endpoint.clone(), quiet);
+        self.task = Some(tokio::spawn(task));
     }
 
     /// Stops the task and waits until it has: it sends nothing after this returns.
@@ -85,12 +93,7 @@ impl Followed {
             return;
         };
         if let Ok(Ended::Refused { text, again: true }) = task.await {
-            let endpoint = self.endpoint.clone();
-            self.task = Some(tokio::spawn(node::follow(
-                shared.clone(),
-                endpoint,
-                Some(text),
-            )));
+            self.spawn(shared, Some(text));
         }
     }
 }
