@@ -17,7 +17,10 @@ use std::time::Duration;
 use autofs_testkit::{AutomountSpec, MountInfoLine, MountSpec, RequesterOutcome, Scenario};
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(10);
+/// Hang guard for anything that should happen "soon": it only ends a test that would otherwise
+/// hang, so it is long enough for a busy 2-core machine and for software emulation
+/// (`scripts/vm-run`); no test measures speed with it.
+const WAIT: Duration = Duration::from_secs(60);
 
 /// CRIU's binary: `$AUTOFS_TEST_CRIU`, else what `scripts/install-criu` installs.
 fn criu_bin() -> PathBuf {
@@ -31,10 +34,13 @@ fn criu_bin() -> PathBuf {
     bin
 }
 
-/// One `criu dump` and what it left: its exit, the text of its `Error` lines, its images.
+/// One `criu dump` and what it left: its exit, the text of its `Error` lines, what else it and
+/// the programs it runs (such as `tar` for tmpfs content) said (its stderr and the lines of its
+/// log it did not write itself), its images.
 struct Dump {
     ok: bool,
     errors: Vec<String>,
+    others: Vec<String>,
     dir: tempfile::TempDir,
 }
 
@@ -58,14 +64,35 @@ fn criu_dump(sc: &Scenario) -> Dump {
 /// [`criu_dump`] of the tree rooted at host pid `root`, also telling CRIU that the mounts at
 /// `external` (paths in the tree's mount namespace) are external (`--external mnt[PATH]:KEY`,
 /// as runc passes every bind mount of a container).
+///
+/// The tmpfs mounts the tree's namespace inherited from this process's (its `/tmp`, `/run`,
+/// `/dev/shm` where they are tmpfs: same superblock) are external too, as runc marks the host's
+/// mounts of a container: CRIU would otherwise archive their content with `tar`, which fails
+/// while other tests write there. The scenario's own tmpfs mounts are new superblocks and are
+/// dumped.
 fn criu_dump_tree(root: i32, external_mounts: &[&str]) -> Dump {
     let dir = tempfile::tempdir().unwrap();
+    let host_tmpfs: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(MountInfoLine::parse)
+        .filter(|l| l.fstype == "tmpfs")
+        .map(|l| l.dev)
+        .collect();
     let mountinfo = std::fs::read_to_string(format!("/proc/{root}/mountinfo")).unwrap();
     let mut external: Vec<String> = mountinfo
         .lines()
         .filter_map(MountInfoLine::parse)
-        .filter(|l| l.fstype == "nsfs")
-        .map(|l| format!("mnt[{}]:nsfs{}", l.mount_point.display(), l.mount_id))
+        .filter_map(|l| {
+            let kind = match l.fstype.as_str() {
+                "nsfs" => "nsfs",
+                "tmpfs" if host_tmpfs.contains(&l.dev) => "tmpfs",
+                _ => return None,
+            };
+            let point = l.mount_point.display().to_string();
+            (!external_mounts.contains(&point.as_str()))
+                .then(|| format!("mnt[{point}]:{kind}{}", l.mount_id))
+        })
         .collect();
     external.extend(
         external_mounts
@@ -100,6 +127,11 @@ fn criu_dump_tree(root: i32, external_mounts: &[&str]) -> Dump {
     Dump {
         ok: out.status.success(),
         errors,
+        others: String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .chain(log.lines().filter(|l| !l.starts_with('(')))
+            .map(str::to_owned)
+            .collect(),
         dir,
     }
 }
@@ -163,7 +195,11 @@ fn assert_dumped_as_predicted(sc: &Scenario) -> (Vec<Value>, Dump) {
         !reports.is_empty() && reports.iter().all(|r| r["dumpable"] == true),
         "{reports:#?}"
     );
-    assert!(dump.ok, "criu dump failed: {:#?}", dump.errors);
+    assert!(
+        dump.ok,
+        "criu dump failed: {:#?}\nother output: {:#?}",
+        dump.errors, dump.others
+    );
     assert_eq!(
         autofs_images(&ours.path().join(sc.mnt_ns().to_string())),
         autofs_images(dump.dir.path()),
@@ -263,7 +299,11 @@ fn a_namespace_made_inside_the_container_is_dumped_with_it_to_the_image_we_write
         .find(|r| r["mnt_ns"] == aside_ns && r["mount_id"] == d.mount_id)
         .unwrap_or_else(|| panic!("{reports:#?}"));
     assert_eq!(r["dumpable"], true, "{r:#?}");
-    assert!(dump.ok, "criu dump failed: {:#?}", dump.errors);
+    assert!(
+        dump.ok,
+        "criu dump failed: {:#?}\nother output: {:#?}",
+        dump.errors, dump.others
+    );
     assert_eq!(
         autofs_images(&ours.path().join(aside_ns.to_string())),
         autofs_images(dump.dir.path())
@@ -445,8 +485,8 @@ fn a_hostpath_style_bind_blocks_a_bare_dump_and_passes_as_runc_s_external_mount(
     assert_eq!(external.status.code(), Some(0), "{external:?}");
     assert!(
         dump.ok,
-        "criu dump with the external mount failed: {:#?}",
-        dump.errors
+        "criu dump with the external mount failed: {:#?}\nother output: {:#?}",
+        dump.errors, dump.others
     );
     assert!(
         autofs_images(dump.dir.path()).is_empty(),

@@ -9,7 +9,10 @@ use autofs_testkit::child::Reaped;
 use autofs_testkit::host_aside::HostAside;
 use autofs_testkit::{AutomountSpec, Daemon, MountSpec, RequesterOutcome, Scenario};
 
-const WAIT: Duration = Duration::from_secs(10);
+/// Hang guard for anything that should happen "soon": it only ends a test that would otherwise
+/// hang, so it is long enough for a busy 2-core machine and for software emulation
+/// (`scripts/vm-run`); no test measures speed with it.
+const WAIT: Duration = Duration::from_secs(60);
 
 /// Scans the host's /proc and returns the reports of the scenario's mount namespace.
 fn scan_scenario(sc: &Scenario) -> Vec<MountReport> {
