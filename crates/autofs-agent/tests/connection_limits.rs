@@ -9,7 +9,7 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{Agent, WAIT};
+use common::{Agent, HANG_GUARD};
 
 /// The agent's descriptor limit in these tests (soft and hard).
 const NOFILE: u64 = 256;
@@ -21,7 +21,7 @@ const IDLE_PEERS: usize = 300;
 fn idle_peers(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     (0..n)
         .map(|i| {
-            TcpStream::connect_timeout(&addr, WAIT)
+            TcpStream::connect_timeout(&addr, HANG_GUARD)
                 .unwrap_or_else(|e| panic!("idle peer {i} to {addr}: {e}"))
         })
         .collect()
@@ -103,7 +103,7 @@ async fn a_peer_that_is_not_http2_is_closed_at_once() {
     use std::io::Write;
     let agent = Agent::start(&["--handshake-timeout", "1m"]);
     agent.wait_serving().await;
-    let mut peer = TcpStream::connect_timeout(&agent.grpc, WAIT).unwrap();
+    let mut peer = TcpStream::connect_timeout(&agent.grpc, HANG_GUARD).unwrap();
     peer.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     // Closed without waiting for the (one minute) deadline.

@@ -9,7 +9,7 @@ mod common;
 use autofs_api::v1::{self, check_migratable_request::Target};
 use autofs_testkit::container::Container;
 use autofs_testkit::{MountSpec, Scenario};
-use common::{Agent, WAIT, assert_status, state};
+use common::{Agent, HANG_GUARD, assert_status, state};
 use tonic::Code;
 
 fn check(pid: i32, external: &[&str]) -> v1::CheckMigratableRequest {
@@ -94,7 +94,7 @@ async fn external_mounts_skip_the_external_binds_of_a_container_and_only_them() 
         target: Some(v1::wait_migratable_request::Target::Pid(c.pid)),
         external_mounts: vec![whole.to_owned()],
     });
-    request.set_timeout(WAIT);
+    request.set_timeout(HANG_GUARD);
     let mut stream = client.wait_migratable(request).await.unwrap().into_inner();
     let first = stream.message().await.unwrap().expect("one verdict");
     assert_eq!(

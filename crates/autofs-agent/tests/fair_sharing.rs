@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use autofs_api::v1::{self, autofs_inspector_client::AutofsInspectorClient};
-use common::{Agent, WAIT};
+use common::{Agent, HANG_GUARD};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -98,7 +98,7 @@ async fn watchers(agent: &Agent, n: usize, mounts: usize) -> Vec<tonic::Streamin
             .unwrap()
             .into_inner();
         for _ in 0..mounts {
-            tokio::time::timeout(WAIT, stream.message())
+            tokio::time::timeout(HANG_GUARD, stream.message())
                 .await
                 .expect("initial snapshot in time")
                 .unwrap()

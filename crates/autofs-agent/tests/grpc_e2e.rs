@@ -11,7 +11,8 @@ use autofs_api::v1::{
 use autofs_testkit::cgroup::ContainerCgroup;
 use autofs_testkit::{MountSpec, Scenario};
 use common::{
-    Agent, WAIT, assert_status, eventually, ids, list, list_ns, pid_that_does_not_exist, state,
+    Agent, HANG_GUARD, assert_status, eventually, ids, list, list_ns, pid_that_does_not_exist,
+    state,
 };
 use tonic::Code;
 use tonic::transport::Channel;
@@ -41,7 +42,7 @@ async fn check(
 }
 
 /// Asks CheckMigratable of `pid` (a new call each time, errors ignored) until the answer
-/// satisfies `pred`; that answer. Panics naming `what` after [`common::WAIT`].
+/// satisfies `pred`; that answer. Panics naming `what` after [`common::HANG_GUARD`].
 async fn check_until(
     client: &AutofsInspectorClient<Channel>,
     pid: i32,
@@ -70,8 +71,8 @@ async fn list_mounts_reports_each_state_and_filters_by_pid_namespace_and_state()
     let interim = sc.mount(MountSpec::indirect()).unwrap();
     let catatonic = sc.mount(MountSpec::indirect()).unwrap();
     let orphaned = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = sc.make_interim(&interim, "key", WAIT).unwrap();
-    sc.make_catatonic(&catatonic, WAIT).unwrap();
+    let _blocked = sc.make_interim(&interim, "key", HANG_GUARD).unwrap();
+    sc.make_catatonic(&catatonic, HANG_GUARD).unwrap();
     sc.exit_daemon(&orphaned).unwrap(); // no lookup since: hidden catatonic, ORPHANED
     let all_ids = {
         let mut v = vec![
@@ -326,7 +327,7 @@ async fn container_and_pod_filters_follow_the_cgroup_of_the_namespace_owner() {
     let cgroup = ContainerCgroup::enter(sc.init_host_pid());
     let active = sc.mount(MountSpec::indirect()).unwrap();
     let interim = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = sc.make_interim(&interim, "key", WAIT).unwrap();
+    let _blocked = sc.make_interim(&interim, "key", HANG_GUARD).unwrap();
     let mut want = vec![active.mount_id, interim.mount_id];
     want.sort_unstable();
 
@@ -407,7 +408,7 @@ async fn check_migratable_is_dumpable_with_only_active_and_catatonic_mounts() {
     let mut sc = Scenario::start_or_panic();
     let active = sc.mount(MountSpec::indirect()).unwrap();
     let catatonic = sc.mount(MountSpec::direct()).unwrap();
-    sc.make_catatonic(&catatonic, WAIT).unwrap();
+    sc.make_catatonic(&catatonic, HANG_GUARD).unwrap();
 
     let agent = Agent::start(&[]);
     let mut client = agent.client().await;
@@ -427,7 +428,7 @@ async fn check_migratable_blocks_on_an_interim_mount_with_a_retry_hint_until_it_
     let mut sc = Scenario::start_or_panic();
     let _active = sc.mount(MountSpec::indirect()).unwrap();
     let interim = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = sc.make_interim(&interim, "key", WAIT).unwrap();
+    let _blocked = sc.make_interim(&interim, "key", HANG_GUARD).unwrap();
 
     let agent = Agent::start(&[]);
     let mut client = agent.client().await;
@@ -464,7 +465,7 @@ async fn check_migratable_blocks_on_an_orphaned_mount_without_a_retry_hint() {
     let orphaned = sc.mount(MountSpec::indirect()).unwrap();
     let delegate = sc.delegate(&orphaned).unwrap();
     let interim = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = sc.make_interim(&interim, "key", WAIT).unwrap();
+    let _blocked = sc.make_interim(&interim, "key", HANG_GUARD).unwrap();
 
     let agent = Agent::start(&[]);
     let mut client = agent.client().await;

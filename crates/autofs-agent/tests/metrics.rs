@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use autofs_api::v1;
 use autofs_testkit::{MountSpec, Scenario};
-use common::{Agent, WAIT};
+use common::{Agent, HANG_GUARD};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -63,7 +63,7 @@ fn mounts_gauge(text: &str, state: &str) -> f64 {
 
 /// Polls the metrics until `pred` holds; the last scrape.
 fn wait_metrics(agent: &Agent, what: &str, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + HANG_GUARD;
     loop {
         let text = scrape(agent);
         if pred(&text) {
@@ -94,7 +94,7 @@ fn reports_of(agent: &Agent, mnt_ns: u64) -> Vec<v1::MountReport> {
 
 /// Waits until the agent reports `mount_id` in `want`.
 fn wait_state(agent: &Agent, sc: &Scenario, mount_id: u32, want: v1::MountState) {
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + HANG_GUARD;
     loop {
         let reports = reports_of(agent, sc.mnt_ns());
         let got = reports
@@ -281,7 +281,7 @@ fn exclusive_state_counters_count_each_mount_entering_a_state_once() {
     };
 
     // INTERIM: an unanswered lookup.
-    let _blocked = sc.make_interim(&interim, "key", WAIT).unwrap();
+    let _blocked = sc.make_interim(&interim, "key", HANG_GUARD).unwrap();
     wait_state(&agent, &sc, interim.mount_id, v1::MountState::Interim);
     wait_scans(&agent, 1);
     expect("interim mount", [cat0, int0 + 1.0, orph0]);
@@ -297,7 +297,7 @@ fn exclusive_state_counters_count_each_mount_entering_a_state_once() {
 
     // CATATONIC: the abandoned mount meets a lookup; leaving ORPHANED takes nothing back.
     let req = sc.trigger(&abandoned.name, "after-exit").unwrap();
-    sc.wait_requester(&req, WAIT).unwrap();
+    sc.wait_requester(&req, HANG_GUARD).unwrap();
     wait_state(&agent, &sc, abandoned.mount_id, v1::MountState::Catatonic);
     wait_scans(&agent, 1);
     expect("catatonic mount", [cat0 + 1.0, int0 + 1.0, orph0 + 2.0]);
@@ -334,7 +334,7 @@ fn exclusive_interim_counts_again_only_after_leaving_and_reentering() {
     let interim = || counters(&agent)[1];
     let base = interim();
 
-    let _first = sc.make_interim(&d, "one", WAIT).unwrap();
+    let _first = sc.make_interim(&d, "one", HANG_GUARD).unwrap();
     wait_state(&agent, &sc, d.mount_id, v1::MountState::Interim);
     std::thread::sleep(SEVERAL_SCANS);
     wait_scans(&agent, 2);
@@ -355,7 +355,7 @@ fn exclusive_interim_counts_again_only_after_leaving_and_reentering() {
         "leaving INTERIM takes nothing back; {}",
         foreign_mounts(&agent, ns)
     );
-    let _second = sc.make_interim(&d, "two", WAIT).unwrap();
+    let _second = sc.make_interim(&d, "two", HANG_GUARD).unwrap();
     wait_state(&agent, &sc, d.mount_id, v1::MountState::Interim);
     std::thread::sleep(SEVERAL_SCANS);
     wait_scans(&agent, 2);
@@ -394,7 +394,7 @@ fn exclusive_mounts_gauge_and_interim_age_follow_the_latest_scan() {
         );
     }
 
-    let _blocked = sc.make_interim(&a, "key", WAIT).unwrap();
+    let _blocked = sc.make_interim(&a, "key", HANG_GUARD).unwrap();
     sc.exit_daemon(&b).unwrap();
     wait_state(&agent, &sc, a.mount_id, v1::MountState::Interim);
     wait_state(&agent, &sc, b.mount_id, v1::MountState::Orphaned);
@@ -468,7 +468,7 @@ impl PrometheusServer {
                     .stdout(Stdio::null())
                     .stderr(Stdio::null()),
             );
-            let deadline = Instant::now() + WAIT;
+            let deadline = Instant::now() + HANG_GUARD;
             while Instant::now() < deadline {
                 if let Some(status) = child.try_wait().unwrap() {
                     eprintln!("prometheus on {addr} exited early ({status}); retrying");
@@ -560,7 +560,7 @@ fn real_prometheus_scrapes_the_interim_counter() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
     let agent = Agent::start(&[]);
-    let _blocked = sc.make_interim(&d, "key", WAIT).unwrap();
+    let _blocked = sc.make_interim(&d, "key", HANG_GUARD).unwrap();
     wait_state(&agent, &sc, d.mount_id, v1::MountState::Interim);
 
     let prometheus = PrometheusServer::start(agent.metrics);
@@ -601,7 +601,7 @@ async fn exclusive_a_hundred_waiters_cost_no_more_scans_than_one() {
     use v1::wait_migratable_response::Outcome;
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = sc.make_interim(&d, "shared", WAIT).unwrap();
+    let _blocked = sc.make_interim(&d, "shared", HANG_GUARD).unwrap();
     // Scans only at start and when change detection sees something: waiters must not add any.
     // A hundred waiters from one address: lift the per-client share for them.
     let agent = Agent::start(&[
@@ -629,7 +629,7 @@ async fn exclusive_a_hundred_waiters_cost_no_more_scans_than_one() {
             .await
             .unwrap()
             .into_inner();
-        let first = tokio::time::timeout(WAIT, stream.message())
+        let first = tokio::time::timeout(HANG_GUARD, stream.message())
             .await
             .expect("a first message in time")
             .unwrap()
@@ -645,11 +645,11 @@ async fn exclusive_a_hundred_waiters_cost_no_more_scans_than_one() {
         "{during} scans while a hundred waiters started"
     );
     // One drain, seen once by change detection, answers every waiter.
-    sc.read_packet_with(&d.name, autofs_testkit::Answer::Ready, WAIT)
+    sc.read_packet_with(&d.name, autofs_testkit::Answer::Ready, HANG_GUARD)
         .unwrap();
     for stream in &mut streams {
         let last = loop {
-            let m = tokio::time::timeout(WAIT, stream.message())
+            let m = tokio::time::timeout(HANG_GUARD, stream.message())
                 .await
                 .expect("an answer in time")
                 .unwrap()

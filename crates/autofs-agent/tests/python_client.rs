@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use autofs_testkit::closed_port::ClosedPort;
 use autofs_testkit::{MountSpec, Scenario};
-use common::{Agent, WAIT};
+use common::{Agent, HANG_GUARD};
 use serde_json::Value;
 
 fn repo_root() -> PathBuf {
@@ -57,7 +57,7 @@ fn run_client(agent: &Agent, args: &[&str]) -> Value {
 
 /// Waits for the agent's first scan (health turns SERVING only after it).
 fn wait_first_scan(agent: &Agent) {
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + HANG_GUARD;
     while !agent.log_text().contains("first scan done; serving") {
         assert!(
             Instant::now() < deadline,
@@ -73,7 +73,7 @@ fn python_grpcio_client_lists_mounts_checks_health_and_reflects_services() {
     let mut sc = Scenario::start_or_panic();
     let active = sc.mount(MountSpec::indirect().timeout(30)).unwrap();
     let interim = sc.mount(MountSpec::direct()).unwrap();
-    let _blocked = sc.make_interim(&interim, "", WAIT).unwrap();
+    let _blocked = sc.make_interim(&interim, "", HANG_GUARD).unwrap();
     let agent = Agent::start(&[]);
     wait_first_scan(&agent);
 

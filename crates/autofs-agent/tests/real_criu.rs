@@ -12,15 +12,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
+use autofs_testkit::HANG_GUARD;
 use autofs_testkit::{AutomountSpec, MountInfoLine, MountSpec, RequesterOutcome, Scenario};
 use serde_json::Value;
-
-/// Hang guard for anything that should happen "soon": it only ends a test that would otherwise
-/// hang, so it is long enough for a busy 2-core machine and for software emulation
-/// (`scripts/vm-run`); no test measures speed with it.
-const WAIT: Duration = Duration::from_secs(60);
 
 /// CRIU's binary: `$AUTOFS_TEST_CRIU`, else what `scripts/install-criu` installs.
 fn criu_bin() -> PathBuf {
@@ -47,6 +42,11 @@ struct Dump {
 impl Dump {
     fn has_error(&self, text: &str) -> bool {
         self.errors.iter().any(|e| e.contains(text))
+    }
+
+    /// Everything it said, for the message of a dump that should have passed.
+    fn said(&self) -> String {
+        format!("{:#?}\nother output: {:#?}", self.errors, self.others)
     }
 }
 
@@ -195,11 +195,7 @@ fn assert_dumped_as_predicted(sc: &Scenario) -> (Vec<Value>, Dump) {
         !reports.is_empty() && reports.iter().all(|r| r["dumpable"] == true),
         "{reports:#?}"
     );
-    assert!(
-        dump.ok,
-        "criu dump failed: {:#?}\nother output: {:#?}",
-        dump.errors, dump.others
-    );
+    assert!(dump.ok, "criu dump failed: {}", dump.said());
     assert_eq!(
         autofs_images(&ours.path().join(sc.mnt_ns().to_string())),
         autofs_images(dump.dir.path()),
@@ -242,7 +238,7 @@ fn active_systemd_like_and_catatonic_mounts_dump_to_the_images_we_write() {
     sc.mount(MountSpec::offset()).unwrap();
     sc.mount(MountSpec::direct().close_write()).unwrap();
     let catatonic = sc.mount(MountSpec::indirect()).unwrap();
-    sc.make_catatonic(&catatonic, WAIT).unwrap();
+    sc.make_catatonic(&catatonic, HANG_GUARD).unwrap();
     let (reports, _) = assert_dumped_as_predicted(&sc);
     assert_eq!(reports.len(), 5, "{reports:#?}");
     assert_eq!(
@@ -299,11 +295,7 @@ fn a_namespace_made_inside_the_container_is_dumped_with_it_to_the_image_we_write
         .find(|r| r["mnt_ns"] == aside_ns && r["mount_id"] == d.mount_id)
         .unwrap_or_else(|| panic!("{reports:#?}"));
     assert_eq!(r["dumpable"], true, "{r:#?}");
-    assert!(
-        dump.ok,
-        "criu dump failed: {:#?}\nother output: {:#?}",
-        dump.errors, dump.others
-    );
+    assert!(dump.ok, "criu dump failed: {}", dump.said());
     assert_eq!(
         autofs_images(&ours.path().join(aside_ns.to_string())),
         autofs_images(dump.dir.path())
@@ -387,7 +379,7 @@ fn an_interim_mount_is_refused_but_criu_stops_at_the_blocked_requester_first() {
     // criu_notes say so.
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
-    let req = sc.make_interim(&d, "k", WAIT).unwrap();
+    let req = sc.make_interim(&d, "k", HANG_GUARD).unwrap();
     let (reports, _) = scan(&sc, true);
     let dump = criu_dump(&sc);
     let r = by_mount_id(&reports, d.mount_id);
@@ -423,7 +415,7 @@ fn a_request_left_in_an_unread_pipe_stops_criu_at_its_requester_as_we_note() {
     // could only assert with a timer: our report says it.)
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::direct()).unwrap();
-    sc.make_interim(&d, "", WAIT).unwrap();
+    sc.make_interim(&d, "", HANG_GUARD).unwrap();
     sc.close_read(&d).unwrap();
     let (reports, _) = scan(&sc, true);
     let dump = criu_dump(&sc);
@@ -485,8 +477,8 @@ fn a_hostpath_style_bind_blocks_a_bare_dump_and_passes_as_runc_s_external_mount(
     assert_eq!(external.status.code(), Some(0), "{external:?}");
     assert!(
         dump.ok,
-        "criu dump with the external mount failed: {:#?}\nother output: {:#?}",
-        dump.errors, dump.others
+        "criu dump with the external mount failed: {}",
+        dump.said()
     );
     assert!(
         autofs_images(dump.dir.path()).is_empty(),
@@ -513,7 +505,7 @@ fn a_daemon_keeping_the_write_end_of_its_catatonic_mount_fails_criu_pipe_dump() 
     sc.close_read(&d).unwrap();
     let req = sc.trigger(&d.name, "missing").unwrap();
     assert!(matches!(
-        sc.wait_requester(&req, WAIT).unwrap(),
+        sc.wait_requester(&req, HANG_GUARD).unwrap(),
         RequesterOutcome::Failed(_)
     ));
     assert_refused_as_predicted(

@@ -5,16 +5,11 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
 
+use autofs_testkit::HANG_GUARD;
 use autofs_testkit::child::Reaped;
 use autofs_testkit::{MountSpec, RequesterOutcome, Scenario};
 use serde_json::Value;
-
-/// Hang guard for anything that should happen "soon": it only ends a test that would otherwise
-/// hang, so it is long enough for a busy 2-core machine and for software emulation
-/// (`scripts/vm-run`); no test measures speed with it.
-const WAIT: Duration = Duration::from_secs(60);
 
 fn agent(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_autofs-agent"))
@@ -107,7 +102,7 @@ fn json_lines_report_active_mounts_and_exit_zero() {
 fn interim_mount_makes_the_scan_exit_one_and_the_table_says_why() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
-    let _req = sc.make_interim(&d, "key", WAIT).unwrap();
+    let _req = sc.make_interim(&d, "key", HANG_GUARD).unwrap();
 
     let pid = sc.init_host_pid().to_string();
     let out = agent(&["scan", "--pid", &pid]);
@@ -147,11 +142,11 @@ fn criu_images_decode_with_crit_to_the_reported_entries() {
     sc.exit_daemon(&catatonic).unwrap();
     let req = sc.trigger(&catatonic.name, "").unwrap();
     assert!(matches!(
-        sc.wait_requester(&req, WAIT).unwrap(),
+        sc.wait_requester(&req, HANG_GUARD).unwrap(),
         RequesterOutcome::Failed(_)
     ));
     let interim = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = sc.make_interim(&interim, "k", WAIT).unwrap();
+    let _blocked = sc.make_interim(&interim, "k", HANG_GUARD).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let (reports, code) = json_scan(&sc, &["--criu-images", dir.path().to_str().unwrap()]);
@@ -233,7 +228,7 @@ fn hidden_daemons_are_never_taken_for_gone_ones_and_the_scan_exits_two() {
             .expect("nsenter and setpriv (util-linux)"),
     );
     assert!(
-        autofs_testkit::wait_until(WAIT, || autofs_testkit::procfs::pids_in_ns(
+        autofs_testkit::wait_until(HANG_GUARD, || autofs_testkit::procfs::pids_in_ns(
             "mnt",
             sc.mnt_ns()
         )

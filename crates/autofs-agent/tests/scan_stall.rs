@@ -14,7 +14,7 @@ use std::time::Duration;
 use autofs_api::v1::{self, check_migratable_request::Target};
 use autofs_testkit::proc_fixture::HungMountinfo;
 use autofs_testkit::{MountSpec, Scenario};
-use common::{Agent, WAIT, fixture_proc_root};
+use common::{Agent, HANG_GUARD, fixture_proc_root};
 use nix::sys::signal::Signal;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -116,7 +116,7 @@ async fn a_hung_proc_read_turns_health_not_serving_and_rpcs_answer_from_the_last
     // The handshake reads nothing from /proc itself (the agent's own `self/mountinfo` hangs
     // too): it answers with what the last good scan found. The bound only guards the test.
     let info = tokio::time::timeout(
-        WAIT,
+        HANG_GUARD,
         agent
             .client()
             .await
@@ -175,7 +175,7 @@ async fn a_hung_proc_read_with_an_old_last_scan_is_unavailable_and_sigterm_still
     // The scan thread is still stuck in open(); the agent exits anyway, cleanly.
     agent.signal(Signal::SIGTERM);
     let status = agent
-        .wait_exit(WAIT)
+        .wait_exit(HANG_GUARD)
         .expect("the agent must exit within the shutdown grace despite a stuck scan");
     assert!(status.success(), "{status:?}\n{}", agent.log_text());
 }
@@ -337,7 +337,7 @@ async fn a_running_wait_ends_unavailable_when_the_watchdog_declares_a_stall() {
     // A real INTERIM mount in a real private namespace: the wait for it keeps waiting.
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
-    let _requester = sc.make_interim(&d, "key", WAIT).unwrap();
+    let _requester = sc.make_interim(&d, "key", HANG_GUARD).unwrap();
     // A proc root that shows the scenario's real processes (links into /proc) and pid 1,
     // plus one fake process whose mount table can hang.
     let dir = tempfile::tempdir().unwrap();
@@ -376,7 +376,7 @@ async fn a_running_wait_ends_unavailable_when_the_watchdog_declares_a_stall() {
         .await
         .expect("the wait starts")
         .into_inner();
-    let first = tokio::time::timeout(WAIT, stream.message())
+    let first = tokio::time::timeout(HANG_GUARD, stream.message())
         .await
         .expect("the first verdict in time")
         .unwrap()
@@ -388,7 +388,7 @@ async fn a_running_wait_ends_unavailable_when_the_watchdog_declares_a_stall() {
     );
 
     let mut hung = HungMountinfo::hang_files(vec![fake.join("mountinfo")]);
-    let end = tokio::time::timeout(WAIT, stream.message())
+    let end = tokio::time::timeout(HANG_GUARD, stream.message())
         .await
         .expect("the wait ends once the stall is declared, long before its deadline");
     let status = end.expect_err("a stall is no verdict");

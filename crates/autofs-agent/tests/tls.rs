@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use autofs_api::v1::{self, autofs_inspector_client::AutofsInspectorClient};
 use autofs_testkit::agent::AgentBuilder;
 use autofs_testkit::pki::Ca;
-use common::{Agent, WAIT};
+use common::{Agent, HANG_GUARD};
 use rcgen::ExtendedKeyUsagePurpose;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
@@ -78,8 +78,8 @@ async fn node_info(
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", agent.grpc))
         .unwrap()
-        .connect_timeout(WAIT)
-        .timeout(WAIT);
+        .connect_timeout(HANG_GUARD)
+        .timeout(HANG_GUARD);
     if let Some(tls) = tls {
         endpoint = endpoint.tls_config(tls).map_err(|e| format!("{e:?}"))?;
     }
@@ -413,13 +413,13 @@ async fn tls_peers_that_never_finish_the_handshake_are_closed_at_the_deadline() 
         .unwrap()
         .write_tls(&mut hello)
         .unwrap();
-        let mut peer = std::net::TcpStream::connect_timeout(&agent.grpc, WAIT).unwrap();
+        let mut peer = std::net::TcpStream::connect_timeout(&agent.grpc, HANG_GUARD).unwrap();
         peer.write_all(&hello).unwrap();
         peers.push(peer);
     }
     // Silent peers too (no ClientHello at all).
     for _ in 0..20 {
-        peers.push(std::net::TcpStream::connect_timeout(&agent.grpc, WAIT).unwrap());
+        peers.push(std::net::TcpStream::connect_timeout(&agent.grpc, HANG_GUARD).unwrap());
     }
     for (i, mut peer) in peers.into_iter().enumerate() {
         peer.set_read_timeout(Some(std::time::Duration::from_secs(120)))

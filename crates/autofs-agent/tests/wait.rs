@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use autofs_api::v1::{self, MountState, wait_migratable_response::Outcome};
 use autofs_testkit::{Answer, MountSpec, Scenario};
-use common::{Agent, WAIT};
+use common::{Agent, HANG_GUARD};
 use tonic::{Code, Request, Streaming};
 
 fn wait_pid(pid: i32) -> v1::WaitMigratableRequest {
@@ -35,7 +35,7 @@ async fn open(
 async fn next(
     stream: &mut Streaming<v1::WaitMigratableResponse>,
 ) -> Result<Option<v1::WaitMigratableResponse>, tonic::Status> {
-    tokio::time::timeout(WAIT, stream.message())
+    tokio::time::timeout(HANG_GUARD, stream.message())
         .await
         .expect("the agent answered in time")
 }
@@ -48,7 +48,7 @@ fn outcome(r: &v1::WaitMigratableResponse) -> Outcome {
 async fn the_wait_ends_dumpable_once_the_daemon_answers_and_nothing_is_consumed() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = sc.make_interim(&d, "late", WAIT).unwrap();
+    let _blocked = sc.make_interim(&d, "late", HANG_GUARD).unwrap();
     // No background scan after the first: the drain is seen by change detection alone.
     let agent = Agent::start(&["--scan-interval", "1h"]);
     let mut stream = open(&agent, Request::new(wait_pid(sc.init_host_pid()))).await;
@@ -65,7 +65,9 @@ async fn the_wait_ends_dumpable_once_the_daemon_answers_and_nothing_is_consumed(
     assert_eq!(first.node, agent.node);
 
     // The daemon answers: it still gets the exact request (the agent consumed nothing).
-    let packet = sc.read_packet_with(&d.name, Answer::Ready, WAIT).unwrap();
+    let packet = sc
+        .read_packet_with(&d.name, Answer::Ready, HANG_GUARD)
+        .unwrap();
     assert_eq!(packet.name, b"late");
     let answered = Instant::now();
     let last = loop {
@@ -86,7 +88,7 @@ async fn the_wait_ends_dumpable_once_the_daemon_answers_and_nothing_is_consumed(
 async fn a_daemon_that_never_answers_ends_the_wait_at_the_deadline_with_its_blocker() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = sc.make_interim(&d, "never", WAIT).unwrap();
+    let _blocked = sc.make_interim(&d, "never", HANG_GUARD).unwrap();
     let agent = Agent::start(&[]);
     // The deadline covers the wait's setup, which waits for the agent's first scan: the agent
     // says it listens before that scan, and on a busy machine the scan can take the 2 s.
@@ -181,7 +183,7 @@ async fn bad_targets_are_refused_before_any_wait() {
 async fn a_cancelled_wait_frees_its_stream_slot() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
-    let _blocked = sc.make_interim(&d, "held", WAIT).unwrap();
+    let _blocked = sc.make_interim(&d, "held", HANG_GUARD).unwrap();
     // Waits have a budget of their own, sized like the watches'.
     let agent = Agent::start(&["--max-watches", "1"]);
     let mut first = open(&agent, Request::new(wait_pid(sc.init_host_pid()))).await;
@@ -199,7 +201,7 @@ async fn a_cancelled_wait_frees_its_stream_slot() {
     assert_eq!(refused.code(), Code::ResourceExhausted);
     // ...until the waiter goes away.
     drop(first);
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + HANG_GUARD;
     loop {
         match agent
             .client()

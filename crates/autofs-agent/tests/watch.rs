@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use autofs_api::v1::{self, MountState, mount_event::Kind};
 use autofs_testkit::host_aside::HostAside;
 use autofs_testkit::{AutomountSpec, MountSpec, Scenario};
-use common::{Agent, WAIT, state};
+use common::{Agent, HANG_GUARD, state};
 use tonic::{Code, Streaming};
 
 /// Reads a watch stream, checking that sequence numbers start at 1 and grow by 1 and that
@@ -43,7 +43,7 @@ impl Events {
     }
 
     async fn next(&mut self) -> v1::MountEvent {
-        let event = tokio::time::timeout(WAIT, self.stream.message())
+        let event = tokio::time::timeout(HANG_GUARD, self.stream.message())
             .await
             .expect("no event in time")
             .expect("the watch failed")
@@ -62,7 +62,7 @@ impl Events {
         mount_id: u32,
         pred: impl Fn(&v1::MountEvent) -> bool,
     ) -> (v1::MountEvent, Vec<v1::MountEvent>) {
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + HANG_GUARD;
         let mut before = Vec::new();
         loop {
             assert!(
@@ -112,7 +112,7 @@ async fn watch_sees_a_mount_appear_turn_interim_turn_catatonic_and_disappear() {
     assert_eq!(mount.pipe_ino, d.pipe_ino);
 
     // A lookup the daemon does not answer: INTERIM.
-    let _blocked = sc.make_interim(&d, "key", WAIT).unwrap();
+    let _blocked = sc.make_interim(&d, "key", HANG_GUARD).unwrap();
     let (interim, _) = events
         .until(d.mount_id, |e| {
             state(e.mount.as_ref().unwrap()) == MountState::Interim
@@ -123,7 +123,7 @@ async fn watch_sees_a_mount_appear_turn_interim_turn_catatonic_and_disappear() {
 
     // The daemon answers, exits, and the next lookup finds no reader: CATATONIC.
     sc.read_packet(&d).unwrap();
-    sc.make_catatonic(&d, WAIT).unwrap();
+    sc.make_catatonic(&d, HANG_GUARD).unwrap();
     let (catatonic, between) = events
         .until(d.mount_id, |e| {
             state(e.mount.as_ref().unwrap()) == MountState::Catatonic
@@ -164,7 +164,7 @@ async fn watch_with_a_client_deadline_ends_with_deadline_exceeded_and_the_agent_
     request.set_timeout(Duration::from_millis(500));
     let started = Instant::now();
     let mut stream = client.watch_mounts(request).await.unwrap().into_inner();
-    let ended = tokio::time::timeout(WAIT, stream.message())
+    let ended = tokio::time::timeout(HANG_GUARD, stream.message())
         .await
         .expect("the deadline was not honoured");
     let status = ended.expect_err("the stream should end with a status");
@@ -199,7 +199,7 @@ async fn queues_and_master_exits_are_noticed_between_scans() {
 
     // A queue appears on the known read end: INTERIM. (Latencies are printed, not asserted:
     // the README's figures come from here.)
-    let _blocked = sc.make_interim(&d, "key", WAIT).unwrap();
+    let _blocked = sc.make_interim(&d, "key", HANG_GUARD).unwrap();
     let seen = Instant::now();
     let (interim, _) = events
         .until(d.mount_id, |e| {
@@ -211,7 +211,7 @@ async fn queues_and_master_exits_are_noticed_between_scans() {
 
     // The daemon reads the request (answering it): the queue drains, ACTIVE again.
     let packet = sc
-        .read_packet_with(&d.name, autofs_testkit::Answer::Ready, WAIT)
+        .read_packet_with(&d.name, autofs_testkit::Answer::Ready, HANG_GUARD)
         .unwrap();
     assert_eq!(packet.name, b"key");
     let (active, _) = events
@@ -342,7 +342,7 @@ async fn an_orphan_turned_catatonic_by_a_lookup_is_noticed_between_scans() {
 
     let looking_up = Instant::now();
     let req = sc.trigger(&d.name, "after-exit").unwrap();
-    let outcome = sc.wait_requester(&req, WAIT).unwrap();
+    let outcome = sc.wait_requester(&req, HANG_GUARD).unwrap();
     assert!(
         matches!(outcome, autofs_testkit::RequesterOutcome::Failed(_)),
         "{outcome:?}"
@@ -556,9 +556,6 @@ async fn mounts_appearing_and_vanishing_are_noticed_between_scans() {
     let (removed, _) = events.until(d.mount_id, |e| kind(e) == Kind::Removed).await;
     assert_eq!(removed.mount.as_ref().unwrap().mount_id, d.mount_id);
 }
-
-/// Only a guard against a hang: the release is awaited, never timed.
-const HANG_GUARD: Duration = Duration::from_secs(60);
 
 /// A private mount namespace whose only process exits while its mount table is kept open
 /// for the mount-table watch. The parent (its own process group, the master) holds the read

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use autofs_api::v1;
 use autofs_controller::{BackoffConfig, CollectorConfig, WatchItem, WatchStream};
-use common::WAIT;
+use common::HANG_GUARD;
 use common::fake_agent::{Events, FakeAgent, collector};
 use tokio_stream::StreamExt;
 
@@ -53,7 +53,7 @@ async fn first_event(
 ) -> (WatchStream, String, Vec<String>) {
     let mut stream = collector(addrs, config).watch(v1::ListMountsRequest::default());
     let mut seen = Vec::new();
-    let followed = tokio::time::timeout(WAIT, async {
+    let followed = tokio::time::timeout(HANG_GUARD, async {
         loop {
             let item = stream
                 .next()
@@ -68,7 +68,7 @@ async fn first_event(
     .await;
     match followed {
         Ok(endpoint) => (stream, endpoint, seen),
-        Err(_) => panic!("no event within {WAIT:?}: {seen:#?}"),
+        Err(_) => panic!("no event within {HANG_GUARD:?}: {seen:#?}"),
     }
 }
 
@@ -117,7 +117,7 @@ async fn one_agent_at_two_endpoints_is_followed_once_and_the_other_stands_by_ask
     } else {
         &a_calls
     };
-    tokio::time::timeout(WAIT, async {
+    tokio::time::timeout(HANG_GUARD, async {
         while other.handshakes() < 2 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

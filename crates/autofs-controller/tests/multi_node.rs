@@ -45,7 +45,7 @@ fn collect_returns_every_mount_of_every_node_under_its_node_name() {
     let a1 = a.sc.mount(MountSpec::indirect().timeout(30)).unwrap();
     let a2 = a.sc.mount(MountSpec::direct()).unwrap();
     let b1 = b.sc.mount(MountSpec::indirect()).unwrap();
-    let _req = b.sc.make_interim(&b1, "key", WAIT).unwrap();
+    let _req = b.sc.make_interim(&b1, "key", HANG_GUARD).unwrap();
     let c1 = c.sc.mount(MountSpec::indirect()).unwrap();
     let _delegate = c.sc.delegate(&c1).unwrap();
     // The agents scan every 200 ms and reuse a scan up to 1 s old.
@@ -180,7 +180,7 @@ fn check_verdicts_and_exit_codes() {
     let cgroup = ContainerCgroup::enter(ok.sc.init_host_pid());
     ok.sc.mount(MountSpec::indirect()).unwrap();
     let i1 = interim.sc.mount(MountSpec::indirect()).unwrap();
-    let _req = interim.sc.make_interim(&i1, "key", WAIT).unwrap();
+    let _req = interim.sc.make_interim(&i1, "key", HANG_GUARD).unwrap();
     let o1 = orphan.sc.mount(MountSpec::indirect()).unwrap();
     let _delegate = orphan.sc.delegate(&o1).unwrap();
     std::thread::sleep(Duration::from_millis(1200));
@@ -366,12 +366,12 @@ fn next_event_any(
     want: &mut dyn FnMut(&str, u64, u32) -> bool,
 ) -> (u64, Vec<WatchItem>) {
     let mut seen = Vec::new();
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + HANG_GUARD;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let item = rt
             .block_on(async { tokio::time::timeout(left, stream.next()).await })
-            .unwrap_or_else(|_| panic!("no awaited event within {WAIT:?}; saw {seen:#?}"))
+            .unwrap_or_else(|_| panic!("no awaited event within {HANG_GUARD:?}; saw {seen:#?}"))
             .unwrap();
         if let WatchItem::Event { event, .. } = &item
             && let Some(m) = &event.mount
@@ -534,7 +534,7 @@ fn check_wait_returns_as_soon_as_the_workload_is_dumpable_and_says_why_otherwise
     let mut interim = host("wait-interim");
     let mut orphan = host("wait-orphan");
     let i1 = interim.sc.mount(MountSpec::indirect()).unwrap();
-    let _req = interim.sc.make_interim(&i1, "key", WAIT).unwrap();
+    let _req = interim.sc.make_interim(&i1, "key", HANG_GUARD).unwrap();
     let o1 = orphan.sc.mount(MountSpec::indirect()).unwrap();
     orphan.sc.close_read(&o1).unwrap();
     let nodes = nodes_flag(&[&interim, &orphan]);
@@ -587,7 +587,7 @@ fn check_wait_returns_as_soon_as_the_workload_is_dumpable_and_says_why_otherwise
     assert!(first.contains("waiting"), "{first}");
     interim
         .sc
-        .read_packet_with(&i1.name, autofs_testkit::Answer::Ready, WAIT)
+        .read_packet_with(&i1.name, autofs_testkit::Answer::Ready, HANG_GUARD)
         .unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();

@@ -39,7 +39,7 @@ fn scan_json_the_wire_and_the_controller_json_are_one_shape() {
     let _delegate = sc.delegate(&delegated).unwrap();
     let queued = sc.mount(MountSpec::indirect().close_write()).unwrap();
     let _req = sc.trigger(&queued.name, "key").unwrap();
-    assert!(sc.wait_until(WAIT, |s| s.queued_bytes(&queued).unwrap_or(0) > 0));
+    assert!(sc.wait_until(HANG_GUARD, |s| s.queued_bytes(&queued).unwrap_or(0) > 0));
     let node = Node::start("shape", &[]);
     let ns = sc.mnt_ns();
 
@@ -47,7 +47,7 @@ fn scan_json_the_wire_and_the_controller_json_are_one_shape() {
     let mnt_ns_flag = ns.to_string();
     let mut controller_json = Vec::new();
     assert!(
-        wait_until(WAIT, || {
+        wait_until(HANG_GUARD, || {
             let out = controller(&[
                 "collect",
                 "--nodes",

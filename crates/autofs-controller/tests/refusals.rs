@@ -29,7 +29,7 @@ fn a_filter_every_agent_refuses_is_bad_input_for_collect_and_ends_watch() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let until = Instant::now() + WAIT;
+    let until = Instant::now() + HANG_GUARD;
     while child.try_wait().unwrap().is_none() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -29,7 +29,7 @@ fn collect_says_which_nodes_answered_from_a_stalled_scans_last_good_one() {
 
     let _hung = HungMountinfo::hang(&proc_root);
     // The next background scan blocks; the watchdog declares it stalled after 1 s.
-    let until = Instant::now() + WAIT;
+    let until = Instant::now() + HANG_GUARD;
     loop {
         let text = autofs_testkit::http::scrape(agent.metrics).unwrap();
         if autofs_testkit::http::sample_value(&text, "autofs_scan_stalled") == Some(1.0) {

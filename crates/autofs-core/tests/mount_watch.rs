@@ -5,14 +5,11 @@
 //! down on drop.
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::Duration;
 
 use autofs_core::mount_watch::{MountTableWatch, Woken};
 use autofs_core::{OpenTables, Scanner};
+use autofs_testkit::HANG_GUARD;
 use autofs_testkit::{MountSpec, Scenario};
-
-/// Only a guard against a hang: a wake is awaited, never timed.
-const HANG_GUARD: Duration = Duration::from_secs(60);
 
 const CHANGED: Woken = Woken {
     changed: true,

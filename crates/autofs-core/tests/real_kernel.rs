@@ -5,14 +5,10 @@
 use std::time::Duration;
 
 use autofs_core::{MountReport, MountState, Reason, Scanner};
+use autofs_testkit::HANG_GUARD;
 use autofs_testkit::child::Reaped;
 use autofs_testkit::host_aside::HostAside;
 use autofs_testkit::{AutomountSpec, Daemon, MountSpec, RequesterOutcome, Scenario};
-
-/// Hang guard for anything that should happen "soon": it only ends a test that would otherwise
-/// hang, so it is long enough for a busy 2-core machine and for software emulation
-/// (`scripts/vm-run`); no test measures speed with it.
-const WAIT: Duration = Duration::from_secs(60);
 
 /// Scans the host's /proc and returns the reports of the scenario's mount namespace.
 fn scan_scenario(sc: &Scenario) -> Vec<MountReport> {
@@ -127,12 +123,12 @@ fn daemon_that_closed_its_write_end_gets_read_fd_recorded() {
 /// A lookup of `key` that finds no reader fails, and the kernel makes the mount catatonic.
 fn lookup_turns_catatonic(sc: &mut Scenario, d: &Daemon, key: &str) {
     let req = sc.trigger(&d.name, key).unwrap();
-    let outcome = sc.wait_requester(&req, WAIT).unwrap();
+    let outcome = sc.wait_requester(&req, HANG_GUARD).unwrap();
     assert!(
         matches!(outcome, RequesterOutcome::Failed(_)),
         "{outcome:?}"
     );
-    assert!(sc.wait_until(WAIT, |s| {
+    assert!(sc.wait_until(HANG_GUARD, |s| {
         s.mount_line(d.mount_id)
             .is_some_and(|l| l.option("fd") == Some("-1"))
     }));
@@ -195,7 +191,7 @@ fn a_daemon_that_keeps_the_write_end_of_its_catatonic_mount_blocks_criu_pipe_dum
 fn interim_mount_reports_queued_packet_without_consuming_it() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
-    let req = sc.make_interim(&d, "wanted-key", WAIT).unwrap();
+    let req = sc.make_interim(&d, "wanted-key", HANG_GUARD).unwrap();
 
     for _ in 0..3 {
         let r = report_of(&sc, d.mount_id);
@@ -217,7 +213,7 @@ fn interim_mount_reports_queued_packet_without_consuming_it() {
     assert_eq!(packet.name, b"wanted-key");
     assert_eq!(packet.proto_version, 5);
     assert_eq!(
-        sc.wait_requester(&req, WAIT).unwrap(),
+        sc.wait_requester(&req, HANG_GUARD).unwrap(),
         RequesterOutcome::Failed(libc_enoent())
     );
     assert_eq!(report_of(&sc, d.mount_id).state, MountState::Active);
@@ -318,7 +314,7 @@ fn a_request_queued_for_a_direct_mount_nobody_reads_hangs_criu_probe() {
     // namespace blocked in autofs_wait, even after the first requester was killed.
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::direct()).unwrap();
-    let req = sc.make_interim(&d, "", WAIT).unwrap();
+    let req = sc.make_interim(&d, "", HANG_GUARD).unwrap();
     sc.close_read(&d).unwrap();
     let r = report_of(&sc, d.mount_id);
     let criu_says = format!(
@@ -1041,8 +1037,10 @@ fn host_pid_member(sc: &Scenario) -> HostPidMember {
     let pid = i32::try_from(process.0.id()).unwrap();
     // Once it runs `sleep`, `unshare` has made the namespace.
     assert!(
-        autofs_testkit::wait_until(WAIT, || std::fs::read_link(format!("/proc/{pid}/exe"))
-            .is_ok_and(|exe| exe.ends_with("sleep"))),
+        autofs_testkit::wait_until(HANG_GUARD, || std::fs::read_link(format!(
+            "/proc/{pid}/exe"
+        ))
+        .is_ok_and(|exe| exe.ends_with("sleep"))),
         "pid {pid} did not reach a mount namespace of its own"
     );
     let mnt_ns = autofs_testkit::procfs::ns_inode(pid, "mnt").unwrap();
@@ -1071,7 +1069,7 @@ fn a_host_process_joining_a_namespace_later_does_not_take_it_over() {
     let joined = Reaped(autofs_testkit::child::spawn_detached(nsenter).unwrap());
     let pid = i32::try_from(joined.0.id()).unwrap();
     assert!(
-        autofs_testkit::wait_until(WAIT, || {
+        autofs_testkit::wait_until(HANG_GUARD, || {
             autofs_testkit::procfs::ns_inode(pid, "mnt").ok() == Some(c.mnt_ns)
         }),
         "nsenter did not join mount namespace {}",
@@ -1376,7 +1374,7 @@ fn a_scanner_kept_across_scans_answers_as_a_fresh_one_while_processes_come_and_g
     }
     // Both have joined, and so has the init `unshare --fork` forks below the second: three new
     // members. Until then the kept and the fresh scan could list different members.
-    let deadline = std::time::Instant::now() + WAIT;
+    let deadline = std::time::Instant::now() + HANG_GUARD;
     while !(joined
         .iter()
         .all(|c| root.mount_namespace(i32::try_from(c.id()).unwrap()).ok() == Some(sc.mnt_ns()))
@@ -1606,7 +1604,7 @@ fn an_external_bind_of_a_mount_served_from_outside_the_container_does_not_block(
     // A request queued in the daemon's pipe: its requester may wait inside the container (here
     // it does not, but /proc cannot tell without reading the pipe), and CRIU's freeze fails on
     // such a one before it skips any mount. External or not, the mount blocks until it drains.
-    let _requester = sc.make_interim(&d, "k", WAIT).unwrap();
+    let _requester = sc.make_interim(&d, "k", HANG_GUARD).unwrap();
     let scan = Scanner::new("/proc", "test-node").unwrap().scan().unwrap();
     let point = |i: &usize| scan.reports[*i].mount_point.clone();
     let check = workload

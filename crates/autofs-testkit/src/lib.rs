@@ -55,6 +55,12 @@ mod scenario;
 mod spec;
 
 use std::io;
+use std::time::Duration;
+
+/// Hang guard, 60 s, for anything a test awaits that should happen "soon": it only ends a test
+/// that would otherwise hang, so it is long enough for a busy 2-core machine and for software
+/// emulation (`scripts/vm-run`). No test measures speed with it.
+pub const HANG_GUARD: Duration = Duration::from_secs(60);
 
 pub use host::{SCENARIO_BIN_ENV, build_scenario_binary, preflight, scenario_binary};
 pub use packet::Packet;

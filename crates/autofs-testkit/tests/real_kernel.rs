@@ -3,16 +3,12 @@
 
 use std::time::Duration;
 
+use autofs_testkit::HANG_GUARD;
 use autofs_testkit::packet::{MISSING_DIRECT, MISSING_INDIRECT, V5_PACKET_SIZE};
 use autofs_testkit::procfs::{self, PipeEnd};
 use autofs_testkit::{
     Answer, AutomountSpec, Daemon, MountInfoLine, MountSpec, RequesterOutcome, Scenario,
 };
-
-/// Hang guard for anything that should happen "soon": it only ends a test that would otherwise
-/// hang, so it is long enough for a busy 2-core machine and for software emulation
-/// (`scripts/vm-run`); no test measures speed with it.
-const SHORT: Duration = Duration::from_secs(60);
 
 fn line(sc: &Scenario, d: &Daemon) -> MountInfoLine {
     sc.mount_line(d.mount_id)
@@ -49,7 +45,7 @@ fn assert_common(l: &MountInfoLine, d: &Daemon, mode: &str) {
 /// Waits until the requester sleeps (the request is queued and it waits for an answer).
 fn wait_queued(sc: &Scenario, d: &Daemon, bytes: usize) {
     assert!(
-        sc.wait_until(SHORT, |sc| sc.queued_bytes(d).ok() == Some(bytes)),
+        sc.wait_until(HANG_GUARD, |sc| sc.queued_bytes(d).ok() == Some(bytes)),
         "pipe never held {bytes} bytes (has {:?})",
         sc.queued_bytes(d)
     );
@@ -140,7 +136,7 @@ fn unread_trigger_queues_one_304_byte_packet_then_read_packet_answers_it() {
     let req = sc.trigger(&d.name, "missing-name").unwrap();
     assert_ne!(procfs::host_pgrp(req.host_pid).unwrap(), d.host_pgrp);
     wait_queued(&sc, &d, V5_PACKET_SIZE);
-    assert!(wait_until(SHORT, || procfs::blocked_in_autofs(
+    assert!(wait_until(HANG_GUARD, || procfs::blocked_in_autofs(
         req.host_pid
     )));
     assert_eq!(
@@ -161,7 +157,7 @@ fn unread_trigger_queues_one_304_byte_packet_then_read_packet_answers_it() {
     assert_eq!(p.pid as i32, req.vpid);
     assert_eq!(p.tgid as i32, req.vpid);
     assert_eq!(
-        sc.wait_requester(&req, SHORT).unwrap(),
+        sc.wait_requester(&req, HANG_GUARD).unwrap(),
         RequesterOutcome::Failed(libc::ENOENT)
     );
     assert_eq!(sc.queued_bytes(&d).unwrap(), 0);
@@ -176,7 +172,7 @@ fn direct_mount_root_lookup_sends_missing_direct() {
     let p = sc.read_packet(&d).unwrap();
     assert_eq!(p.packet_type, MISSING_DIRECT);
     assert_eq!(
-        sc.wait_requester(&req, SHORT).unwrap(),
+        sc.wait_requester(&req, HANG_GUARD).unwrap(),
         RequesterOutcome::Failed(libc::ENOENT)
     );
 }
@@ -186,7 +182,9 @@ fn answer_none_keeps_the_requester_blocked() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
     let req = sc.trigger(&d.name, "x").unwrap();
-    let p = sc.read_packet_with(&d.name, Answer::None, SHORT).unwrap();
+    let p = sc
+        .read_packet_with(&d.name, Answer::None, HANG_GUARD)
+        .unwrap();
     assert_eq!(p.name_str(), "x");
     assert_eq!(
         sc.wait_requester(&req, Duration::from_millis(100)).unwrap(),
@@ -205,7 +203,7 @@ fn dead_daemon_then_trigger_makes_the_mount_catatonic() {
     assert_common(&line(&sc, &d), &d, "indirect");
     let req = sc.trigger(&d.name, "nobody-home").unwrap();
     assert_eq!(
-        sc.wait_requester(&req, SHORT).unwrap(),
+        sc.wait_requester(&req, HANG_GUARD).unwrap(),
         RequesterOutcome::Failed(libc::ENOENT)
     );
     let l = line(&sc, &d);
@@ -276,7 +274,7 @@ fn nested_pidns_daemon_reports_every_level_and_host_pgrp_in_mountinfo() {
     assert_eq!(p.pid as i32, req.nspid[2]);
     assert_eq!(p.name_str(), "deep");
     assert_eq!(
-        sc.wait_requester(&req, SHORT).unwrap(),
+        sc.wait_requester(&req, HANG_GUARD).unwrap(),
         RequesterOutcome::Failed(libc::ENOENT)
     );
     // pgrp= is printed in the reader's pid namespace.
@@ -293,7 +291,7 @@ fn nested_pidns_daemon_reports_every_level_and_host_pgrp_in_mountinfo() {
     let blind = sc.trigger_outside(&d.name, "unseen").unwrap();
     assert_eq!(blind.nspid.len(), 2);
     assert_eq!(
-        sc.wait_requester(&blind, SHORT).unwrap(),
+        sc.wait_requester(&blind, HANG_GUARD).unwrap(),
         RequesterOutcome::Failed(libc::ENOENT)
     );
     assert_eq!(sc.queued_bytes(&d).unwrap(), 0);
@@ -558,14 +556,14 @@ fn a_killed_test_process_takes_its_scenario_down() {
     child.wait().unwrap();
     assert!(
         // A zombie (reaped below) holds no namespace any more.
-        wait_until(SHORT, || members.iter().all(|&(p, started)| {
+        wait_until(HANG_GUARD, || members.iter().all(|&(p, started)| {
             start_time(p) != Some(started) || procfs::process_state(p) == Some('Z')
         })),
         "the scenario's mount namespace outlived the killed test process"
     );
     for pid in [outer, init] {
         use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-        let reaped = wait_until(SHORT, || {
+        let reaped = wait_until(HANG_GUARD, || {
             !matches!(
                 waitpid(nix::unistd::Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)),
                 Ok(WaitStatus::StillAlive)
@@ -573,7 +571,7 @@ fn a_killed_test_process_takes_its_scenario_down() {
         });
         assert!(reaped, "pid {pid} never died");
         assert!(
-            wait_until(SHORT, || procfs::process_state(pid).is_none()),
+            wait_until(HANG_GUARD, || procfs::process_state(pid).is_none()),
             "pid {pid} is left in /proc"
         );
     }

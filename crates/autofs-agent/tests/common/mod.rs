@@ -16,15 +16,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use autofs_api::v1::{self, autofs_inspector_client::AutofsInspectorClient};
+pub use autofs_testkit::HANG_GUARD;
 use autofs_testkit::agent::{AgentBuilder, AgentProcess};
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-
-/// Hang guard for anything that should happen "soon": it only ends a test that would otherwise
-/// hang, so it is long enough for a busy 2-core machine and for software emulation
-/// (`scripts/vm-run`); no test measures speed with it.
-pub const WAIT: Duration = Duration::from_secs(60);
 
 /// Health service name of the API.
 pub const API_SERVICE: &str = "autofs.v1.AutofsInspector";
@@ -87,7 +83,7 @@ impl Agent {
     pub fn endpoint(&self) -> Endpoint {
         Endpoint::from_shared(format!("http://{}", self.grpc))
             .unwrap()
-            .connect_timeout(WAIT)
+            .connect_timeout(HANG_GUARD)
     }
 
     /// A connected plaintext channel.
@@ -110,7 +106,7 @@ impl Agent {
 
     /// Waits until health reports `want` for `service`.
     pub async fn wait_health(&self, service: &str, want: ServingStatus) {
-        self.wait_health_within(service, want, WAIT).await;
+        self.wait_health_within(service, want, HANG_GUARD).await;
     }
 
     /// [`Self::wait_health`] waiting up to `within`.
@@ -170,13 +166,13 @@ pub fn sample(text: &str, series: &str) -> f64 {
     sample_value(text, series).unwrap_or(0.0)
 }
 
-/// Polls `probe` every 50 ms until it yields a value; panics naming `what` after [`WAIT`].
+/// Polls `probe` every 50 ms until it yields a value; panics naming `what` after [`HANG_GUARD`].
 pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    eventually_within(what, WAIT, probe).await
+    eventually_within(what, HANG_GUARD, probe).await
 }
 
 /// [`eventually`] with a bound of its own, for what waits on an agent's timer measured in

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use super::WAIT;
+use super::HANG_GUARD;
 
 /// A dnsmasq answering only from `hosts`, on 127.0.0.1:<port>; killed on drop.
 pub struct Dnsmasq {
@@ -75,7 +75,7 @@ impl Dnsmasq {
                     let _ = tx.send(line);
                 }
             });
-            let deadline = Instant::now() + WAIT;
+            let deadline = Instant::now() + HANG_GUARD;
             while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
             {
                 if read_hosts(&line) {
@@ -109,7 +109,7 @@ impl Dnsmasq {
             nix::sys::signal::Signal::SIGHUP,
         )
         .unwrap();
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + HANG_GUARD;
         loop {
             match self
                 .log

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use autofs_testkit::{Answer, MountSpec, Scenario};
 
-use super::{WAIT, controller_command};
+use super::{HANG_GUARD, controller_command};
 
 /// How long a test waits for the controller's next expected line before failing (a bound
 /// on a hung test, never a deadline the controller races: its wait is 10 minutes).
@@ -138,7 +138,7 @@ pub struct Blocked {
 pub fn blocked() -> Blocked {
     let mut sc = Scenario::start_or_panic();
     let daemon = sc.mount(MountSpec::indirect()).unwrap();
-    let request = sc.make_interim(&daemon, "key", WAIT).unwrap();
+    let request = sc.make_interim(&daemon, "key", HANG_GUARD).unwrap();
     Blocked {
         sc,
         daemon,
@@ -150,7 +150,7 @@ impl Blocked {
     /// The daemon answers: nothing blocks any more.
     pub fn unblock(&mut self) {
         self.sc
-            .read_packet_with(&self.daemon.name, Answer::Ready, WAIT)
+            .read_packet_with(&self.daemon.name, Answer::Ready, HANG_GUARD)
             .unwrap();
     }
 }

@@ -21,15 +21,11 @@ pub mod gate;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
+pub use autofs_testkit::HANG_GUARD;
 pub use autofs_testkit::agent::{AgentBuilder, AgentProcess as Agent};
 use serde_json::Value;
 
-/// Hang guard for anything that should happen "soon": it only ends a test that would otherwise
-/// hang, so it is long enough for a busy 2-core machine and for software emulation
-/// (`scripts/vm-run`); no test measures speed with it.
-pub const WAIT: Duration = Duration::from_secs(60);
 /// The agents' port inside their namespaces.
 pub const AGENT_PORT: u16 = 50051;
 const LOCK_DIR: &str = "/run/autofs-controller-tests";
