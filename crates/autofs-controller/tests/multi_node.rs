@@ -552,11 +552,13 @@ fn check_wait_returns_as_soon_as_the_workload_is_dumpable_and_says_why_otherwise
     assert_eq!(doc["blocking"][0]["mount_id"], o1.mount_id);
 
     // A daemon that does not answer within the wait: exit 1 at the deadline, blocker listed.
+    // The deadline must leave time for the agent's first verdict (else: no answer, exit 2):
+    // 15 s, as a controller started under software emulation (`scripts/vm-run`) took over 2 s.
     let pid = interim.sc.init_host_pid().to_string();
     let out = check(
         &nodes,
         interim.node.name(),
-        &["--pid", &pid, "--wait", "2s", "--output", "json"],
+        &["--pid", &pid, "--wait", "15s", "--output", "json"],
     );
     assert_eq!(out.status.code(), Some(1));
     let doc = json(&out);
