@@ -14,12 +14,10 @@ use std::time::{Duration, Instant};
 use autofs_core::ProcRoot;
 use autofs_core::process::ProcessTable;
 use autofs_core::tree::{ForestMemo, namespace_owner};
-use autofs_testkit::procfs;
+use autofs_testkit::{HANG_GUARD, procfs};
 use nix::libc;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-
-const DEADLINE: Duration = Duration::from_secs(20);
 
 /// Processes of one private mount namespace, all started by the test (it is their child
 /// subreaper, so orphans come back to it and are reaped).
@@ -89,7 +87,7 @@ impl Forest {
     fn wait_for(&mut self, what: &str, mut done: impl FnMut(&mut Forest) -> bool) {
         let start = Instant::now();
         while !done(self) {
-            assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+            assert!(start.elapsed() < HANG_GUARD, "timed out waiting for {what}");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -120,7 +118,7 @@ impl Drop for Forest {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         let start = Instant::now();
-        while !self.members().is_empty() && start.elapsed() < DEADLINE {
+        while !self.members().is_empty() && start.elapsed() < HANG_GUARD {
             self.reap();
             std::thread::sleep(Duration::from_millis(10));
         }
