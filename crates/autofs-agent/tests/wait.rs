@@ -85,6 +85,39 @@ async fn the_wait_ends_dumpable_once_the_daemon_answers_and_nothing_is_consumed(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_shared_by_two_mounts_of_one_superblock_is_one_queued_request() {
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    let bind_point = sc.work_dir().join("bind");
+    let bind = sc.bind_root(&d, &bind_point).unwrap();
+    let _blocked = sc.make_interim(&d, "shared", HANG_GUARD).unwrap();
+    let agent = Agent::start(&[]);
+    let mut stream = open(&agent, Request::new(wait_pid(sc.init_host_pid()))).await;
+    let first = next(&mut stream).await.unwrap().expect("a first message");
+    assert_eq!(outcome(&first), Outcome::Waiting, "{first:#?}");
+    // Both mounts show the pipe's one request, and both block.
+    let mut ids: Vec<u32> = first.blocking.iter().map(|r| r.mount_id).collect();
+    ids.sort_unstable();
+    let mut want = vec![d.mount_id, bind];
+    want.sort_unstable();
+    assert_eq!(ids, want, "{first:#?}");
+    for r in &first.blocking {
+        assert_eq!(r.state, MountState::Interim as i32, "{r:#?}");
+        assert_eq!(r.pending_packets, 1, "{r:#?}");
+    }
+    assert_eq!(
+        first.message,
+        "waiting: 2 mount(s) INTERIM with 1 queued request(s) the daemon has not read yet"
+    );
+    drop(stream);
+    // Nothing was consumed: the daemon still gets its request.
+    let packet = sc
+        .read_packet_with(&d.name, Answer::Ready, HANG_GUARD)
+        .unwrap();
+    assert_eq!(packet.name, b"shared");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_that_never_answers_ends_the_wait_at_the_deadline_with_its_blocker() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();

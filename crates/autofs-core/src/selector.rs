@@ -586,6 +586,9 @@ impl Workload {
         let external =
             crate::external::external_binds(&scan.reports, &self.dumps(&owned), &self.external);
         let mut check = Check::default();
+        // Mounts of one superblock (binds of it) share its pipe, and so do mounts made with one
+        // write end: each queue is counted once.
+        let mut counted_pipes: Vec<u64> = Vec::new();
         for (i, report) in scan.reports.iter().enumerate() {
             if !namespaces.contains(&report.mnt_ns) {
                 continue;
@@ -599,7 +602,10 @@ impl Workload {
             } else if report.blocks_dump() || external.contains(&i) {
                 check.blocking.push(i);
                 if report.state == MountState::Interim {
-                    check.queued_packets += report.pending_packets;
+                    if !counted_pipes.contains(&report.pipe_ino) {
+                        counted_pipes.push(report.pipe_ino);
+                        check.queued_packets += report.pending_packets;
+                    }
                 } else {
                     check.stuck.push(i);
                 }
@@ -655,7 +661,8 @@ pub struct Check {
     pub blocking: Vec<usize>,
     /// The blocking mounts that cannot clear by themselves (every state but INTERIM).
     pub stuck: Vec<usize>,
-    /// Kernel requests queued in the pipes of the INTERIM blocking mounts (packets).
+    /// Kernel requests queued in the pipes of the INTERIM blocking mounts (packets), each pipe
+    /// counted once: the mounts of one superblock share its pipe and its queue.
     pub queued_packets: u64,
     /// The mounts CRIU skips as external binds of the workload's external mount points
     /// ([`Workload::with_external_mounts`]), in report order: they do not block. One that
@@ -1090,6 +1097,38 @@ mod tests {
         assert_eq!(check.queued_packets, 2, "608 bytes of v5 packets");
         assert_eq!(check.outcome(), Outcome::Waiting);
         assert!(check.only_interim());
+    }
+
+    #[test]
+    fn a_queue_shared_by_binds_of_one_superblock_is_counted_once() {
+        let (mut scan, root) = scan("interim_v5", &[(41001, 608)]);
+        let interim = scan
+            .reports
+            .iter()
+            .position(|r| r.state == MountState::Interim)
+            .unwrap();
+        // A bind of the same superblock: another mount, the same pipe and queue.
+        let mut bind = scan.reports[interim].clone();
+        bind.mount_id += 1000;
+        bind.mount_point.push_str("-bind");
+        bind.mount_point_bytes.extend_from_slice(b"-bind");
+        scan.reports.push(bind);
+        let check = Workload::resolve(Target::Pid(1234), &root)
+            .unwrap()
+            .check(&scan)
+            .unwrap();
+        assert_eq!(check.blocking.len(), 2, "both mounts block");
+        assert_eq!(check.queued_packets, 2, "one pipe holding 608 bytes");
+        // Mounts made with another pipe add their own queue.
+        let mut other = scan.reports[interim].clone();
+        other.mount_id += 2000;
+        other.pipe_ino += 1;
+        scan.reports.push(other);
+        let check = Workload::resolve(Target::Pid(1234), &root)
+            .unwrap()
+            .check(&scan)
+            .unwrap();
+        assert_eq!(check.queued_packets, 4, "two pipes");
     }
 
     #[test]
