@@ -564,7 +564,7 @@ fn real_prometheus_scrapes_the_interim_counter() {
     wait_state(&agent, &sc, d.mount_id, v1::MountState::Interim);
 
     let prometheus = PrometheusServer::start(agent.metrics);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + HANG_GUARD;
     let series = loop {
         let result = prometheus.query(INTERIM);
         if let Some(series) = result.into_iter().next() {

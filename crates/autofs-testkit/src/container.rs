@@ -8,13 +8,9 @@
 //! the parent-death signal of [`crate::child::spawn_detached`] does the same.
 
 use std::io;
-use std::time::Duration;
 
 use crate::Scenario;
 use crate::child::Reaped;
-
-/// How long the container may take to start.
-const START: Duration = Duration::from_secs(10);
 
 /// A running container (see the module docs).
 pub struct Container {
@@ -36,7 +32,7 @@ impl Container {
     /// # Errors
     ///
     /// The spawn's error, or [`io::ErrorKind::TimedOut`] when the init does not run within
-    /// 10 s.
+    /// [`crate::HANG_GUARD`].
     pub fn start(sc: &Scenario) -> io::Result<Self> {
         let mut cmd = std::process::Command::new("nsenter");
         // The init leads a session of its own, as a container's does (runc calls setsid):
@@ -66,7 +62,7 @@ impl Container {
         let process = Reaped(crate::child::spawn_detached(cmd)?);
         let pid = i32::try_from(process.0.id()).map_err(io::Error::other)?;
         let mut init = None;
-        let running = crate::wait_until(START, || {
+        let running = crate::wait_until(crate::HANG_GUARD, || {
             init = crate::procfs::descendants(pid).into_iter().find(|&child| {
                 std::fs::read_link(format!("/proc/{child}/exe"))
                     .is_ok_and(|exe| exe.ends_with("sleep"))

@@ -12,7 +12,6 @@
 use std::io::{self, BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -159,10 +158,10 @@ impl HostAside {
     ///
     /// # Errors
     ///
-    /// When the signal cannot be sent, or the middle process is still there after 10 s.
+    /// When the signal cannot be sent, or the middle process is still there after [`crate::HANG_GUARD`].
     pub fn kill_middle(&mut self) -> io::Result<()> {
         kill(Pid::from_raw(self.middle), Signal::SIGKILL).map_err(io::Error::from)?;
-        if procfs::wait_until(Duration::from_secs(10), || {
+        if procfs::wait_until(crate::HANG_GUARD, || {
             procfs::process_state(self.middle).is_none()
         }) {
             Ok(())

@@ -83,7 +83,7 @@ impl Scenario {
     /// # Errors
     ///
     /// Those of [`preflight`]; an error naming the work dir when it cannot be created, or `bin`
-    /// when it cannot be spawned; no `ready` banner within 20 s (`TimedOut`) or the init exited
+    /// when it cannot be spawned; no `ready` banner within [`crate::HANG_GUARD`] (`TimedOut`) or the init exited
     /// first; the scenario's `error` banner (it could not set itself up, e.g. unshare its
     /// namespaces); a banner in another protocol version ("stale binary?"); a banner missing a
     /// field. The work dir is removed again on any of them.
@@ -131,12 +131,10 @@ impl Scenario {
             mnt_ns: 0,
             pid_ns: 0,
             work_dir: work_dir.to_path_buf(),
-            timeout: Duration::from_secs(30),
+            timeout: crate::HANG_GUARD,
             broken: None,
         };
-        let line = sc
-            .stdout
-            .read_line(Instant::now() + Duration::from_secs(20))?;
+        let line = sc.stdout.read_line(Instant::now() + crate::HANG_GUARD)?;
         let (head, f) = proto::parse_line(&line).map_err(bad)?;
         match head.as_str() {
             "ready" => {}
@@ -189,7 +187,7 @@ impl Scenario {
         &self.work_dir
     }
 
-    /// Changes the per-command reply timeout (default 30 s).
+    /// Changes the per-command reply timeout (default [`crate::HANG_GUARD`]).
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
     }
@@ -200,8 +198,8 @@ impl Scenario {
     /// # Errors
     ///
     /// An error when an earlier request left the scenario unusable or it was stopped; when writing
-    /// the command fails, or no reply comes within the timeout ([`Self::set_timeout`], 30 s by
-    /// default) or the init exits first (both also make the scenario unusable);
+    /// the command fails, or no reply comes within the timeout ([`Self::set_timeout`],
+    /// [`crate::HANG_GUARD`] by default) or the init exits first (both also make the scenario unusable);
     /// `scenario: <message>` for the init's `error` reply; an error quoting a reply that is
     /// neither `ok` nor `error` or does not parse.
     pub fn request(&mut self, cmd: &str, fields: &Fields) -> io::Result<Fields> {

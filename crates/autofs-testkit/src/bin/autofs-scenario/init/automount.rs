@@ -99,7 +99,7 @@ impl Init {
         self.forked(child);
         let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
         // The foreground automount exits once the daemon reports it started.
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + autofs_testkit::HANG_GUARD;
         loop {
             self.reap_all();
             match self.reaped.get(&child) {
