@@ -158,7 +158,8 @@ impl HostAside {
     ///
     /// # Errors
     ///
-    /// When the signal cannot be sent, or the middle process is still there after [`crate::HANG_GUARD`].
+    /// When the signal cannot be sent, or the middle process is still there after
+    /// [`crate::HANG_GUARD`].
     pub fn kill_middle(&mut self) -> io::Result<()> {
         kill(Pid::from_raw(self.middle), Signal::SIGKILL).map_err(io::Error::from)?;
         if procfs::wait_until(crate::HANG_GUARD, || {

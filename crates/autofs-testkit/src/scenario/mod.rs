@@ -83,10 +83,10 @@ impl Scenario {
     /// # Errors
     ///
     /// Those of [`preflight`]; an error naming the work dir when it cannot be created, or `bin`
-    /// when it cannot be spawned; no `ready` banner within [`crate::HANG_GUARD`] (`TimedOut`) or the init exited
-    /// first; the scenario's `error` banner (it could not set itself up, e.g. unshare its
-    /// namespaces); a banner in another protocol version ("stale binary?"); a banner missing a
-    /// field. The work dir is removed again on any of them.
+    /// when it cannot be spawned; no `ready` banner within [`crate::HANG_GUARD`] (`TimedOut`)
+    /// or the init exited first; the scenario's `error` banner (it could not set itself up,
+    /// e.g. unshare its namespaces); a banner in another protocol version ("stale binary?"); a
+    /// banner missing a field. The work dir is removed again on any of them.
     pub fn start_with(bin: &Path) -> io::Result<Scenario> {
         preflight()?;
         remove_stale_work_dirs();
@@ -199,7 +199,8 @@ impl Scenario {
     ///
     /// An error when an earlier request left the scenario unusable or it was stopped; when writing
     /// the command fails, or no reply comes within the timeout ([`Self::set_timeout`],
-    /// [`crate::HANG_GUARD`] by default) or the init exits first (both also make the scenario unusable);
+    /// [`crate::HANG_GUARD`] by default) or the init exits first (both also make the scenario
+    /// unusable);
     /// `scenario: <message>` for the init's `error` reply; an error quoting a reply that is
     /// neither `ok` nor `error` or does not parse.
     pub fn request(&mut self, cmd: &str, fields: &Fields) -> io::Result<Fields> {
