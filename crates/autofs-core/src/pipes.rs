@@ -499,10 +499,15 @@ fn reopen(fd_path: &Path, ino: u64, end: Reopen) -> io::Result<std::fs::File> {
 /// can therefore never make the caller open a tty, a device, a directory on an autofs mount,
 /// or a named FIFO (whose blocked writers a reader would wake).
 fn pin_pipe(fd_path: &Path, ino: u64) -> io::Result<File> {
-    let pinned = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_PATH)
-        .open(fd_path)?;
+    // Not `OpenOptions::custom_flags(O_PATH)`: std masks custom flags with `O_ACCMODE`, which
+    // on musl includes `O_PATH` (as `O_SEARCH`), so the static build would open the pipe
+    // itself, read-only and blocking: waiting for a writer that may never come, and a reader
+    // of an unread pipe meanwhile.
+    let pinned = File::from(nix::fcntl::open(
+        fd_path,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?);
     let st = nix::sys::stat::fstat(&pinned)?;
     let fifo = nix::sys::stat::SFlag::from_bits_truncate(st.st_mode)
         & nix::sys::stat::SFlag::S_IFMT
@@ -618,6 +623,29 @@ mod tests {
             Fionread.has_readers(Path::new(&path), ino).unwrap(),
             Some(false)
         );
+    }
+
+    #[test]
+    fn the_pin_is_a_path_and_never_a_reader_of_the_pipe() {
+        // std's `custom_flags` drops `O_PATH` on musl (its `O_ACCMODE` includes it), which
+        // made the static build's pin a blocking read-only open of the pipe: a reader of a
+        // pipe that had none, or a wait for a writer that never came. Run by scripts/check-image
+        // for the musl target too.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&writer));
+        let ino = std::fs::metadata(&path).unwrap().ino();
+        let pinned = pin_pipe(Path::new(&path), ino).unwrap();
+        let flags = nix::fcntl::OFlag::from_bits_retain(
+            nix::fcntl::fcntl(&pinned, nix::fcntl::FcntlArg::F_GETFL).unwrap(),
+        );
+        assert!(flags.contains(nix::fcntl::OFlag::O_PATH), "{flags:?}");
+        assert_eq!(
+            Fionread.has_readers(Path::new(&path), ino).unwrap(),
+            Some(false),
+            "the pin is a reader of the pipe"
+        );
+        drop(pinned);
     }
 
     #[test]
