@@ -54,11 +54,10 @@ impl Container {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
                 // The raw syscall: musl's libc has no close_range wrapper, and autofs-core's
                 // unit tests also run against musl (scripts/check-image).
-                let (first, last) = (libc::c_uint::from(3u8), libc::c_uint::MAX);
                 if libc::syscall(
                     libc::SYS_close_range,
-                    first,
-                    last,
+                    3u32,
+                    u32::MAX,
                     libc::CLOSE_RANGE_CLOEXEC,
                 ) == 0
                 {
