@@ -17,16 +17,22 @@
 //!   those namespaces', only while they hold such mounts);
 //! - a process taking the pid of a leader the scan found gone (pids are reused; CRIU takes
 //!   `pgrp=` as a pid, whatever process has it): one `stat` read per such pid, on the same
-//!   thread.
+//!   thread;
+//! - a mount namespace made since the last pass, which no kept mount table hears of when its
+//!   maker mounts only inside it (its autofs mounts, copies of the host's or its own, would
+//!   wait for the next full scan): a walk of the kernel's list of mount namespaces, one
+//!   `ioctl` and one `close` per namespace, on the same thread (Linux ≥ 6.12;
+//!   [`autofs_core::mount_namespaces`]).
 //!
 //! Either wakes the background scanner, which then runs a scan (cheap: leader first).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use autofs_core::Fionread;
 use autofs_core::changes::{GoneLeaders, KnownQueues, QuietMounts, Readings, masters, pidfd_open};
+use autofs_core::mount_namespaces::{NamespaceWalk, NewNamespaces};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::runtime::Handle;
@@ -104,9 +110,11 @@ pub async fn run(
 
 /// Starts the thread that measures the latest scan's read ends every `interval` and notifies
 /// `changed` when a queue differs from what the scan measured (or can no longer be measured),
-/// when the super options of a quiet mount ([`QuietMounts`]) differ from the scan's, or when a
-/// process has taken the pid of a leader the scan found gone ([`GoneLeaders`]).
-/// It sleeps between passes, waits for a scan while nothing is to be measured, and ends at
+/// when the super options of a quiet mount ([`QuietMounts`]) differ from the scan's, when a
+/// process has taken the pid of a leader the scan found gone ([`GoneLeaders`]), or when a
+/// mount namespace was made since the last pass ([`NewNamespaces`]).
+/// It sleeps between passes, waits for a scan while nothing is to be measured (always
+/// something on a kernel that lets it walk the mount namespaces), and ends at
 /// `shutdown`; like the scan thread, nobody joins it, so a `/proc` read stuck in the kernel
 /// cannot hold up shutdown. `runtime` is the runtime whose channels it waits on.
 ///
@@ -140,9 +148,19 @@ fn poll_queues(
     let mut baseline = Baseline::default();
     let mut readings = Readings::default();
     let mut quiet_pass = Spacing::new(QUIET_SPACING);
+    let walk = NamespaceWalk::open()
+        .inspect_err(|e| {
+            tracing::info!(error = %e, "new mount namespaces are seen at the next scan");
+        })
+        .ok();
+    let mut new_namespaces = NewNamespaces::default();
     loop {
         baseline.refresh(&mut snapshots, &mut readings);
-        if baseline.queues.is_empty() && baseline.quiet.is_empty() && baseline.gone.is_empty() {
+        if walk.is_none()
+            && baseline.queues.is_empty()
+            && baseline.quiet.is_empty()
+            && baseline.gone.is_empty()
+        {
             let ended = runtime.block_on(async {
                 tokio::select! {
                     changed = snapshots.changed() => changed.is_err(),
@@ -173,6 +191,16 @@ fn poll_queues(
         {
             baseline.quiet_reported = true;
             changed.notify_one();
+        }
+        if let Some(walk) = &walk {
+            match walk.walk() {
+                Ok(walked) => {
+                    if new_namespaces.news(&walked, |ino| baseline.namespaces.contains(&ino)) {
+                        changed.notify_one();
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "walking the mount namespaces failed"),
+            }
         }
         std::thread::sleep(interval);
         // Shutdown said, or the agent gone without saying it (its sender dropped).
@@ -219,6 +247,8 @@ struct Baseline {
     queues: KnownQueues,
     quiet: QuietMounts,
     gone: GoneLeaders,
+    /// The mount namespaces it listed (inodes).
+    namespaces: HashSet<u64>,
     /// A quiet mount's options were found changed, or a gone leader's pid taken, since this
     /// scan (reported once).
     quiet_reported: bool,
@@ -234,6 +264,12 @@ impl Baseline {
             self.queues = KnownQueues::from_scan(&snapshot.scan);
             self.quiet = QuietMounts::from_scan(&snapshot.scan);
             self.gone = GoneLeaders::from_scan(&snapshot.scan);
+            self.namespaces = snapshot
+                .scan
+                .namespaces
+                .iter()
+                .map(|ns| ns.mnt_ns)
+                .collect();
             self.quiet_reported = false;
             readings.new_scan();
         }

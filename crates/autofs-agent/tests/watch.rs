@@ -671,3 +671,64 @@ async fn a_namespace_whose_last_process_exits_is_let_go_at_once() {
     )
     .await;
 }
+
+/// A mount namespace made after the last scan by a process that mounts only inside it
+/// (private propagation: no mount table the agent keeps changes) is found within a pass of
+/// the namespace walk, and its autofs mount reported to a watch of every mount. Before, it
+/// waited for the next full scan (`--scan-interval 1h` here: never).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_made_after_the_last_scan_is_found_between_scans() {
+    use std::io::{BufRead, Write};
+    let agent = Agent::start(&["--scan-interval", "1h"]);
+    agent.wait_serving().await;
+    // Every mount; the stream is answered once any scan it asked for is done, so from here
+    // on only the background scanner scans.
+    let stream = agent
+        .client()
+        .await
+        .watch_mounts(v1::WatchMountsRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Events {
+        stream,
+        node: agent.node.clone(),
+        next_sequence: 1,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut tree = DyingNamespace(
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(DYING_NAMESPACE)
+            .arg(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3"),
+    );
+    let mut lines = std::io::BufReader::new(tree.0.stdout.take().unwrap()).lines();
+    let line = lines
+        .next()
+        .unwrap_or_else(|| panic!("the python tree printed nothing: {:?}", tree.0.wait()))
+        .unwrap();
+    let mnt_ns: u64 = line
+        .split_once(' ')
+        .and_then(|(_, link)| link.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected: {line}"));
+
+    let added = loop {
+        let event = events.next().await;
+        if event.mount.as_ref().is_some_and(|m| m.mnt_ns == mnt_ns) {
+            break event;
+        }
+    };
+    assert_eq!(kind(&added), Kind::Added, "{added:#?}");
+    let mount = added.mount.unwrap();
+    assert_eq!(
+        mount.mount_point,
+        dir.path().to_str().unwrap(),
+        "{mount:#?}"
+    );
+    tree.0.stdin.as_mut().unwrap().write_all(b"exit\n").unwrap();
+}

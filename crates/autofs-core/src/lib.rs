@@ -29,6 +29,7 @@ pub mod fd_table;
 pub mod holders;
 pub mod host;
 pub mod id_map;
+pub mod mount_namespaces;
 pub mod mount_watch;
 pub mod mountinfo;
 pub mod options;
