@@ -19,6 +19,7 @@
 use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::{Mode, fstat};
@@ -46,8 +47,13 @@ impl NamespaceWalk {
     /// # Errors
     ///
     /// The error of the open or the `fstat`; `Unsupported` when the kernel has no
-    /// `NS_MNT_GET_INFO` (before Linux 6.12, `ENOTTY`).
+    /// `NS_MNT_GET_INFO` (before Linux 6.12, `ENOTTY`); `PermissionDenied` when the thread
+    /// would not see every namespace: the kernel hides each one whose user namespace the
+    /// caller has no `CAP_SYS_ADMIN` over (skips it, or refuses the step with `EPERM`), so only a thread of the initial user
+    /// namespace with `CAP_SYS_ADMIN` effective sees them all (a container given only
+    /// `CAP_SYS_PTRACE` would walk its own namespace alone, and learn nothing).
     pub fn open() -> io::Result<Self> {
+        sees_every_namespace()?;
         let own = open(
             "/proc/thread-self/ns/mnt",
             OFlag::O_RDONLY | OFlag::O_CLOEXEC,
@@ -71,8 +77,10 @@ impl NamespaceWalk {
         })
     }
 
-    /// Every mount namespace the caller administers (`CAP_SYS_ADMIN` over the user namespace
-    /// that owns it; the kernel skips the others), its own included, in no particular order.
+    /// Every mount namespace the calling thread administers (`CAP_SYS_ADMIN` over the user
+    /// namespace that owns it; the kernel skips the others): every one of the machine for a
+    /// thread with the privileges [`NamespaceWalk::open`] asks for. Its own is included; the
+    /// order is none in particular.
     ///
     /// # Errors
     ///
@@ -99,6 +107,41 @@ impl NamespaceWalk {
         }
         Ok(all)
     }
+}
+
+/// `CAP_SYS_ADMIN` (include/uapi/linux/capability.h).
+const CAP_SYS_ADMIN: u32 = 21;
+/// `PROC_USER_INIT_INO` (include/linux/proc_ns.h): the inode of the initial user namespace.
+const INIT_USER_NS_INO: u64 = 0xEFFF_FFFD;
+
+/// Whether the calling thread has `CAP_SYS_ADMIN` over every user namespace, hence sees every
+/// mount namespace in a walk: it is in the initial user namespace (`ns/user`, whose inode the
+/// kernel fixes) with the capability effective (`CapEff:` of its status; capabilities are a
+/// thread's own).
+fn sees_every_namespace() -> io::Result<()> {
+    let denied = |why: String| {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("the kernel would hide the mount namespaces of other user namespaces: {why}"),
+        ))
+    };
+    let user_ns = std::fs::metadata("/proc/thread-self/ns/user")?.ino();
+    if user_ns != INIT_USER_NS_INO {
+        return denied(format!(
+            "this thread is in user namespace {user_ns}, not the initial one"
+        ));
+    }
+    let status = std::fs::read("/proc/thread-self/status")?;
+    let cap_eff = status
+        .split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"CapEff:"))
+        .and_then(|v| std::str::from_utf8(v.trim_ascii()).ok())
+        .and_then(|v| u64::from_str_radix(v, 16).ok())
+        .ok_or_else(|| io::Error::other("/proc/thread-self/status has no readable CapEff:"))?;
+    if cap_eff & (1 << CAP_SYS_ADMIN) == 0 {
+        return denied("this thread lacks CAP_SYS_ADMIN".to_owned());
+    }
+    Ok(())
 }
 
 /// `ioctl(fd, request, &info)` for an nsfs mount-namespace request: the descriptor it
@@ -179,11 +222,85 @@ mod tests {
         assert!(!news.news(&[ns(1, 100), ns(2, 101)], |ino| ino == 100));
     }
 
+    /// A child in a mount namespace of its own (private propagation), held until dropped.
+    struct HeldNamespace {
+        child: std::process::Child,
+        /// Its `ns/mnt` link, `mnt:[N]`.
+        link: String,
+    }
+
+    impl HeldNamespace {
+        fn make() -> Self {
+            let mut child = std::process::Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .arg("readlink /proc/self/ns/mnt; read _ || :")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("unshare");
+            let mut link = String::new();
+            let stdout = child.stdout.take().expect("stdout");
+            let read = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut link);
+            let held = Self {
+                child,
+                link: link.trim_end().to_owned(),
+            };
+            read.expect("the child's namespace");
+            assert!(held.link.starts_with("mnt:["), "{:?}", held.link);
+            held
+        }
+
+        fn is(&self, ns: &MountNamespace) -> bool {
+            format!("mnt:[{}]", ns.ino) == self.link
+        }
+    }
+
+    impl Drop for HeldNamespace {
+        fn drop(&mut self) {
+            drop(self.child.stdin.take()); // ends `read`
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Real-kernel: the kernel hides other namespaces from a thread without `CAP_SYS_ADMIN`
+    /// (as from an agent given only `CAP_SYS_PTRACE` and `CAP_DAC_READ_SEARCH`), so such a
+    /// thread is refused a walk instead of being given one that says nothing is new.
+    #[test]
+    fn a_thread_without_cap_sys_admin_is_refused_the_walk_it_could_not_make() {
+        let held = HeldNamespace::make();
+        let own = NamespaceWalk::open().expect("NS_MNT_GET_INFO (Linux >= 6.12)");
+        let all = own.walk().expect("walk");
+        assert!(
+            all.iter().any(|ns| held.is(ns)),
+            "{} not in {all:?}",
+            held.link
+        );
+        std::thread::spawn(move || {
+            caps::drop(
+                None,
+                caps::CapSet::Effective,
+                caps::Capability::CAP_SYS_ADMIN,
+            )
+            .expect("drop CAP_SYS_ADMIN from this thread");
+            // What the refusal rests on: the same walk now sees its own namespace alone, or
+            // is refused a step (EPERM: Linux 6.18).
+            match own.walk() {
+                Ok(seen) => assert_eq!(seen, [own.own_ns]),
+                Err(e) => assert_eq!(e.raw_os_error(), Some(nix::libc::EPERM), "{e}"),
+            }
+            let refused = NamespaceWalk::open().expect_err("a walk without CAP_SYS_ADMIN");
+            assert_eq!(refused.kind(), io::ErrorKind::PermissionDenied, "{refused}");
+            assert!(refused.to_string().contains("CAP_SYS_ADMIN"), "{refused}");
+        })
+        .join()
+        .expect("the thread without CAP_SYS_ADMIN");
+    }
+
     /// Real-kernel: needs Linux ≥ 6.12 and `CAP_SYS_ADMIN` (the test machine).
     #[test]
     fn a_walk_finds_its_own_namespace_and_one_made_after_it_once() {
         let walk = NamespaceWalk::open().expect("NS_MNT_GET_INFO (Linux >= 6.12)");
-        let own_ino = std::fs::read_link("/proc/thread-self/ns/mnt")
+        let own_link = std::fs::read_link("/proc/thread-self/ns/mnt")
             .expect("own ns/mnt")
             .to_string_lossy()
             .into_owned();
@@ -191,36 +308,16 @@ mod tests {
         assert!(
             before
                 .iter()
-                .any(|ns| format!("mnt:[{}]", ns.ino) == own_ino),
-            "{own_ino} not in {before:?}"
+                .any(|ns| format!("mnt:[{}]", ns.ino) == own_link),
+            "{own_link} not in {before:?}"
         );
         let mut news = NewNamespaces::default();
         assert!(!news.news(&before, |_| true));
 
-        // A child in a namespace of its own, held until it reads a line.
-        let mut child = std::process::Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-            .arg("readlink /proc/self/ns/mnt; read _ || :")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("unshare");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
-            &mut line,
-        )
-        .expect("the child's namespace");
-        let after = walk.walk();
-        drop(child.stdin.take()); // ends `read`
-        let status = child.wait().expect("reap the child");
-        let after = after.expect("walk");
-        assert!(status.success(), "{status}");
-        let made: Vec<_> = after
-            .iter()
-            .filter(|ns| format!("mnt:[{}]\n", ns.ino) == line)
-            .collect();
-        assert_eq!(made.len(), 1, "{line:?} in {after:?}");
+        let held = HeldNamespace::make();
+        let after = walk.walk().expect("walk");
+        let made: Vec<_> = after.iter().filter(|ns| held.is(ns)).collect();
+        assert_eq!(made.len(), 1, "{} in {after:?}", held.link);
         assert!(!before.iter().any(|ns| ns.id == made[0].id));
         assert!(
             news.news(&after, |_| true),
