@@ -20,8 +20,9 @@
 //!   thread;
 //! - a mount namespace made since the last pass, which no kept mount table hears of when its
 //!   maker mounts only inside it (its autofs mounts, copies of the host's or its own, would
-//!   wait for the next full scan): a walk of the kernel's list of mount namespaces, one
-//!   `ioctl` and one `close` per namespace, on the same thread (Linux ≥ 6.12;
+//!   wait for the next full scan): a walk of the kernel's list of mount namespaces (an
+//!   `ioctl`, an `fstat` and a `close` per namespace), on the same thread, spaced to hold it
+//!   to 0.1 % of a core (Linux ≥ 6.12 and `CAP_SYS_ADMIN`;
 //!   [`autofs_core::mount_namespaces`]).
 //!
 //! Either wakes the background scanner, which then runs a scan (cheap: leader first).
@@ -154,6 +155,7 @@ fn poll_queues(
         })
         .ok();
     let mut new_namespaces = NewNamespaces::default();
+    let mut walk_pass = Spacing::new(WALK_SPACING);
     loop {
         baseline.refresh(&mut snapshots, &mut readings);
         if walk.is_none()
@@ -192,15 +194,18 @@ fn poll_queues(
             baseline.quiet_reported = true;
             changed.notify_one();
         }
-        if let Some(walk) = &walk {
-            match walk.walk() {
+        if let Some(walk) = &walk
+            && walk_pass.run(Instant::now(), || match walk.walk() {
                 Ok(walked) => {
-                    if new_namespaces.news(&walked, |ino| baseline.namespaces.contains(&ino)) {
-                        changed.notify_one();
-                    }
+                    new_namespaces.news(&walked, |ino| baseline.namespaces.contains(&ino))
                 }
-                Err(e) => tracing::debug!(error = %e, "walking the mount namespaces failed"),
-            }
+                Err(e) => {
+                    tracing::debug!(error = %e, "walking the mount namespaces failed");
+                    false
+                }
+            })
+        {
+            changed.notify_one();
         }
         std::thread::sleep(interval);
         // Shutdown said, or the agent gone without saying it (its sender dropped).
@@ -215,6 +220,12 @@ fn poll_queues(
 /// path render in seconds) must not keep a core busy. 500 holds the passes to 0.2 % of a core
 /// (a 10 ms table: every 5 s; a table small enough to read in 1 ms: every pass).
 const QUIET_SPACING: u32 = 500;
+
+/// How much longer than a walk of the mount namespaces took the next one waits: a walk costs
+/// about 2 µs per namespace (the scan bench's `namespaces` mode), so a node of 1,000 would
+/// keep 0.4 % of a core busy at a walk every 500 ms. 1000 holds the walks to 0.1 % of a core
+/// (1,000 namespaces: every 2 s; a few hundred: every pass).
+const WALK_SPACING: u32 = 1000;
 
 /// Runs a costly pass no sooner than `factor` times its last duration after that pass began.
 #[derive(Debug)]

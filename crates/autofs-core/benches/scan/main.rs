@@ -9,6 +9,9 @@
 //!   each, against CRIU's lookup floor (each mount namespace's `mountinfo` once, each master's
 //!   fds once), the readlink of every process's `ns/mnt`, and the whole-node census every scan
 //!   ran before the leader-first census.
+//! * The **namespace walk**: the agent's per-pass walk of the kernel's list of mount
+//!   namespaces for K namespaces, against the readlink of every process's `ns/mnt`
+//!   (`AUTOFS_BENCH_MODE=namespaces`).
 //! * The **agent** on the busy node: CPU share and peak RSS of the release `autofs-agent serve`
 //!   at its default settings (`AUTOFS_BENCH_MODE=agent`, see `scripts/bench-agent-busy-node`).
 //!
@@ -26,6 +29,7 @@ mod alloc;
 mod busy;
 mod criu;
 mod floor;
+mod namespaces;
 mod node;
 mod sys;
 
@@ -52,6 +56,8 @@ enum Mode {
     Busy,
     /// The agent's CPU share and RSS on the busy node.
     Agent,
+    /// The walk of the kernel's list of mount namespaces.
+    Namespaces,
 }
 
 struct Config {
@@ -74,6 +80,8 @@ struct Config {
     /// Agent: bystanders and their fds.
     agent_p: usize,
     agent_pf: usize,
+    /// Namespaces: how many mount namespaces to hold (one process each).
+    namespaces: Vec<usize>,
     /// Wall-time budget per measurement series; slow series run fewer iterations (at least 1).
     budget: Duration,
     /// `AUTOFS_BENCH_VERBOSE=1`: print the floors' per-phase breakdown.
@@ -111,8 +119,9 @@ impl Config {
                 "matrix" => Mode::Matrix,
                 "busy" => Mode::Busy,
                 "agent" => Mode::Agent,
+                "namespaces" => Mode::Namespaces,
                 other => fail(&format!(
-                    "AUTOFS_BENCH_MODE: '{other}' is not matrix, busy or agent"
+                    "AUTOFS_BENCH_MODE: '{other}' is not matrix, busy, agent or namespaces"
                 )),
             })
             .collect();
@@ -148,6 +157,7 @@ impl Config {
             agent_secs: one("AUTOFS_BENCH_AGENT_SECS", 60).max(1) as u64,
             agent_p: one("AUTOFS_BENCH_AGENT_P", 2000),
             agent_pf: one("AUTOFS_BENCH_AGENT_PF", 100),
+            namespaces: env_list("AUTOFS_BENCH_NS", &[10, 100, 1000]),
             budget: Duration::from_secs(6),
             verbose: std::env::var("AUTOFS_BENCH_VERBOSE").is_ok_and(|v| v == "1"),
             only: env_str("AUTOFS_BENCH_ONLY"),
@@ -378,6 +388,7 @@ fn main() {
             Mode::Matrix => run_matrix(&config),
             Mode::Busy => busy::run(&config),
             Mode::Agent => agent::run(&config),
+            Mode::Namespaces => namespaces::run(&config),
         }
     }
     eprintln!("total bench time {:.1} s", total.elapsed().as_secs_f64());

@@ -91,7 +91,7 @@ fn share(total: usize, parts: usize, i: usize) -> usize {
 }
 
 /// What a forked child runs: never returns into the bench's code, whatever happens.
-fn child_exit(body: impl FnOnce() -> Result<(), String>, report: RawFd) -> ! {
+pub fn child_exit(body: impl FnOnce() -> Result<(), String>, report: RawFd) -> ! {
     let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
         Ok(Ok(())) => 0,
         Ok(Err(msg)) => {
@@ -112,14 +112,14 @@ fn child_exit(body: impl FnOnce() -> Result<(), String>, report: RawFd) -> ! {
 }
 
 /// One line on the readiness pipe (lines < PIPE_BUF are atomic).
-fn send(fd: RawFd, line: &str) {
+pub fn send(fd: RawFd, line: &str) {
     // SAFETY: `fd` is the readiness pipe's write end, open in this process for the call.
     let fd = unsafe_borrow(fd);
     let _ = nix::unistd::write(fd, line.as_bytes());
 }
 
 /// Dies with the parent (SIGKILL) and checks the parent is still the expected one.
-fn die_with_parent(parent: Pid) -> Result<(), String> {
+pub fn die_with_parent(parent: Pid) -> Result<(), String> {
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
     if getppid() != parent {
