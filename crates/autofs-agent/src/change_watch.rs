@@ -149,7 +149,7 @@ fn poll_queues(
     let mut baseline = Baseline::default();
     let mut readings = Readings::default();
     let mut quiet_pass = Spacing::new(QUIET_SPACING);
-    let walk = NamespaceWalk::open()
+    let mut walk = NamespaceWalk::open()
         .inspect_err(|e| {
             tracing::info!(error = %e, "new mount namespaces are seen at the next scan");
         })
@@ -158,7 +158,9 @@ fn poll_queues(
     let mut walk_pass = Spacing::new(WALK_SPACING);
     loop {
         baseline.refresh(&mut snapshots, &mut readings);
-        if walk.is_none()
+        // The walk is compared with a scan: none before the first.
+        let walking = walk.is_some() && baseline.generation > Some(0);
+        if !walking
             && baseline.queues.is_empty()
             && baseline.quiet.is_empty()
             && baseline.gone.is_empty()
@@ -194,18 +196,25 @@ fn poll_queues(
             baseline.quiet_reported = true;
             changed.notify_one();
         }
-        if let Some(walk) = &walk
-            && walk_pass.run(Instant::now(), || match walk.walk() {
+        if walking && let Some(namespaces) = &walk {
+            let mut failed = None;
+            let scan = baseline.generation.unwrap_or_default();
+            if walk_pass.run(Instant::now(), || match namespaces.walk() {
                 Ok(walked) => {
-                    new_namespaces.news(&walked, |ino| baseline.namespaces.contains(&ino))
+                    new_namespaces.news(&walked, scan, |ino| baseline.namespaces.contains(&ino))
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "walking the mount namespaces failed");
+                    failed = Some(e);
                     false
                 }
-            })
-        {
-            changed.notify_one();
+            }) {
+                changed.notify_one();
+            }
+            if let Some(e) = failed {
+                // Back to what an agent that cannot walk does; the scans still find them.
+                tracing::warn!(error = %e, "walking the mount namespaces failed: new mount namespaces are seen at the next scan from now on");
+                walk = None;
+            }
         }
         std::thread::sleep(interval);
         // Shutdown said, or the agent gone without saying it (its sender dropped).
@@ -227,7 +236,10 @@ const QUIET_SPACING: u32 = 500;
 /// (1,000 namespaces: every 2 s; a few hundred: every pass).
 const WALK_SPACING: u32 = 1000;
 
-/// Runs a costly pass no sooner than `factor` times its last duration after that pass began.
+/// Runs a costly pass no sooner than `factor` times the CPU time its last run took (the
+/// thread's user and system time, `CLOCK_THREAD_CPUTIME_ID`) after that run began: the share
+/// of a core it may take is what is held. Wall time would also count the time the thread
+/// waited for a CPU, so a loaded machine would space the passes further the busier it is.
 #[derive(Debug)]
 struct Spacing {
     factor: u32,
@@ -245,10 +257,22 @@ impl Spacing {
         if self.due.is_some_and(|due| now < due) {
             return false;
         }
+        let (began, cpu_began) = (Instant::now(), thread_cpu_time());
         let answer = pass();
-        self.due = Some(now + now.elapsed() * self.factor);
+        let spent = match (cpu_began, thread_cpu_time()) {
+            (Some(before), Some(after)) => after.saturating_sub(before),
+            _ => began.elapsed(),
+        };
+        self.due = Some(now + spent * self.factor);
         answer
     }
+}
+
+/// The CPU time the calling thread has used, user and system (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu_time() -> Option<Duration> {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .ok()
+        .map(Duration::from)
 }
 
 /// The read ends of the latest scan and what it measured on them, and its quiet mounts.
@@ -355,10 +379,16 @@ mod tests {
         let mut spacing = Spacing::new(500);
         let start = Instant::now();
         let mut runs = 0;
-        // The first pass runs at once, and takes at least 2 ms: the next is due 1 s later.
+        // The first pass runs at once, and takes at least 2 ms of CPU: the next is due 1 s
+        // later.
         assert!(spacing.run(start, || {
             runs += 1;
-            std::thread::sleep(Duration::from_millis(2));
+            let began = thread_cpu_time().expect("CLOCK_THREAD_CPUTIME_ID");
+            while thread_cpu_time().expect("CLOCK_THREAD_CPUTIME_ID") - began
+                < Duration::from_millis(2)
+            {
+                std::hint::spin_loop();
+            }
             true
         }));
         let due = spacing.due.unwrap();
@@ -370,6 +400,20 @@ mod tests {
             false
         }));
         assert_eq!(runs, 2);
+    }
+
+    /// A pass that waited (for a CPU on a loaded machine, or in a sleep here) is spaced by
+    /// what it cost, not by how long it took: 20 ms of waiting would space it 10 s.
+    #[test]
+    fn a_pass_that_waited_is_spaced_by_its_cpu_time_not_its_wall_time() {
+        let mut spacing = Spacing::new(500);
+        let start = Instant::now();
+        assert!(spacing.run(start, || {
+            std::thread::sleep(Duration::from_millis(20));
+            true
+        }));
+        let due = spacing.due.expect("due");
+        assert!(due < start + Duration::from_secs(5), "{:?}", due - start);
     }
 
     #[test]

@@ -717,12 +717,17 @@ async fn a_namespace_made_after_the_last_scan_is_found_between_scans() {
         .and_then(|(_, link)| link.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok())
         .unwrap_or_else(|| panic!("unexpected: {line}"));
 
-    let added = loop {
-        let event = events.next().await;
-        if event.mount.as_ref().is_some_and(|m| m.mnt_ns == mnt_ns) {
-            break event;
+    // One guard for the whole wait: other namespaces' events must not prolong it.
+    let added = tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            let event = events.next().await;
+            if event.mount.as_ref().is_some_and(|m| m.mnt_ns == mnt_ns) {
+                break event;
+            }
         }
-    };
+    })
+    .await
+    .expect("the new namespace's mount is reported (hang guard)");
     assert_eq!(kind(&added), Kind::Added, "{added:#?}");
     let mount = added.mount.unwrap();
     assert_eq!(
@@ -731,4 +736,29 @@ async fn a_namespace_made_after_the_last_scan_is_found_between_scans() {
         "{mount:#?}"
     );
     tree.0.stdin.as_mut().unwrap().write_all(b"exit\n").unwrap();
+}
+
+/// An agent without `CAP_SYS_ADMIN` (the DaemonSet gives it `CAP_SYS_PTRACE` and
+/// `CAP_DAC_READ_SEARCH` alone) cannot walk the kernel's list of mount namespaces, which
+/// would hide them from it, and says at start that new namespaces wait for the next scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_without_cap_sys_admin_says_new_namespaces_wait_for_the_next_scan() {
+    let agent = Agent::start_wrapped(
+        &[
+            "setpriv",
+            "--inh-caps=-sys_admin",
+            "--bounding-set=-sys_admin",
+            "--",
+        ],
+        &[],
+    );
+    agent.wait_serving().await;
+    let said = common::eventually("the agent says it cannot walk the namespaces", || async {
+        let log = agent.log_text();
+        log.lines()
+            .find(|l| l.contains("new mount namespaces are seen at the next scan"))
+            .map(str::to_owned)
+    })
+    .await;
+    assert!(said.contains("lacks CAP_SYS_ADMIN"), "{said}");
 }
