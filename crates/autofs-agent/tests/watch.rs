@@ -591,6 +591,50 @@ sys.stdin.readline()
 /// The python tree above, killed whole on drop.
 struct DyingNamespace(std::process::Child);
 
+impl DyingNamespace {
+    /// Starts the tree with its autofs mount on `dir`; returns it with the child's pid and
+    /// mount namespace once the child has mounted.
+    fn start(dir: &std::path::Path) -> (Self, u32, u64) {
+        use std::io::BufRead;
+        let mut tree = DyingNamespace(
+            std::process::Command::new("python3")
+                .arg("-c")
+                .arg(DYING_NAMESPACE)
+                .arg(dir)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("python3"),
+        );
+        let mut lines = std::io::BufReader::new(tree.0.stdout.take().unwrap()).lines();
+        let line = lines
+            .next()
+            .unwrap_or_else(|| {
+                panic!(
+                    "the python tree printed no pid and namespace (its stderr above says why): {:?}",
+                    tree.0.wait()
+                )
+            })
+            .unwrap();
+        let parsed = line.split_once(' ').and_then(|(pid, link)| {
+            let ns = link
+                .strip_prefix("mnt:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()?;
+            Some((pid.parse::<u32>().ok()?, ns))
+        });
+        let (child, mnt_ns) = parsed.unwrap_or_else(|| panic!("unexpected: {line}"));
+        (tree, child, mnt_ns)
+    }
+
+    /// Tells the child to exit (and the tree with it).
+    fn end(&mut self) {
+        use std::io::Write;
+        self.0.stdin.as_mut().unwrap().write_all(b"exit\n").unwrap();
+    }
+}
+
 impl Drop for DyingNamespace {
     fn drop(&mut self) {
         let pgid = nix::unistd::Pid::from_raw(self.0.id() as i32);
@@ -617,39 +661,10 @@ fn tables_read_through(agent: &Agent, pid: u32) -> usize {
 /// looked at: other tests' agents may hold the namespace too, for a while.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_whose_last_process_exits_is_let_go_at_once() {
-    use std::io::{BufRead, Write};
     let agent = Agent::start(&["--scan-interval", "1h"]);
     agent.wait_serving().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut tree = DyingNamespace(
-        std::process::Command::new("python3")
-            .arg("-c")
-            .arg(DYING_NAMESPACE)
-            .arg(dir.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3"),
-    );
-    let mut lines = std::io::BufReader::new(tree.0.stdout.take().unwrap()).lines();
-    let line = lines
-        .next()
-        .unwrap_or_else(|| {
-            panic!(
-                "the python tree printed no pid and namespace (its stderr above says why): {:?}",
-                tree.0.wait()
-            )
-        })
-        .unwrap();
-    let parsed = line.split_once(' ').and_then(|(pid, link)| {
-        let ns = link
-            .strip_prefix("mnt:[")?
-            .strip_suffix(']')?
-            .parse()
-            .ok()?;
-        Some((pid.parse::<u32>().ok()?, ns))
-    });
-    let (child, mnt_ns): (u32, u64) = parsed.unwrap_or_else(|| panic!("unexpected: {line}"));
+    let (mut tree, child, mnt_ns) = DyingNamespace::start(dir.path());
 
     // A scan that lists the namespace keeps its table open, read through the child.
     let agent = &agent;
@@ -663,7 +678,7 @@ async fn a_namespace_whose_last_process_exits_is_let_go_at_once() {
     })
     .await;
 
-    tree.0.stdin.as_mut().unwrap().write_all(b"exit\n").unwrap();
+    tree.end();
     common::eventually_within(
         "the agent lets go of the dead namespace's table",
         HANG_GUARD,
@@ -678,7 +693,6 @@ async fn a_namespace_whose_last_process_exits_is_let_go_at_once() {
 /// waited for the next full scan (`--scan-interval 1h` here: never).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_made_after_the_last_scan_is_found_between_scans() {
-    use std::io::{BufRead, Write};
     let agent = Agent::start(&["--scan-interval", "1h"]);
     agent.wait_serving().await;
     // Every mount; the stream is answered once any scan it asked for is done, so from here
@@ -697,25 +711,7 @@ async fn a_namespace_made_after_the_last_scan_is_found_between_scans() {
     };
 
     let dir = tempfile::tempdir().unwrap();
-    let mut tree = DyingNamespace(
-        std::process::Command::new("python3")
-            .arg("-c")
-            .arg(DYING_NAMESPACE)
-            .arg(dir.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3"),
-    );
-    let mut lines = std::io::BufReader::new(tree.0.stdout.take().unwrap()).lines();
-    let line = lines
-        .next()
-        .unwrap_or_else(|| panic!("the python tree printed nothing: {:?}", tree.0.wait()))
-        .unwrap();
-    let mnt_ns: u64 = line
-        .split_once(' ')
-        .and_then(|(_, link)| link.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected: {line}"));
+    let (mut tree, _, mnt_ns) = DyingNamespace::start(dir.path());
 
     // One guard for the whole wait: other namespaces' events must not prolong it.
     let added = tokio::time::timeout(HANG_GUARD, async {
@@ -735,7 +731,7 @@ async fn a_namespace_made_after_the_last_scan_is_found_between_scans() {
         dir.path().to_str().unwrap(),
         "{mount:#?}"
     );
-    tree.0.stdin.as_mut().unwrap().write_all(b"exit\n").unwrap();
+    tree.end();
 }
 
 /// An agent without `CAP_SYS_ADMIN` (the DaemonSet gives it `CAP_SYS_PTRACE` and
