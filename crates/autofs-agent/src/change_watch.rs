@@ -257,11 +257,11 @@ impl Spacing {
         if self.due.is_some_and(|due| now < due) {
             return false;
         }
-        let (began, cpu_began) = (Instant::now(), thread_cpu_time());
+        let cpu_began = thread_cpu_time();
         let answer = pass();
         let spent = match (cpu_began, thread_cpu_time()) {
             (Some(before), Some(after)) => after.saturating_sub(before),
-            _ => began.elapsed(),
+            _ => now.elapsed(),
         };
         self.due = Some(now + spent * self.factor);
         answer

@@ -142,9 +142,8 @@ fn sees_every_namespace() -> io::Result<()> {
     let status = std::fs::read("/proc/thread-self/status")?;
     let cap_eff = status
         .split(|&b| b == b'\n')
-        .find_map(|line| line.strip_prefix(b"CapEff:"))
-        .and_then(|v| std::str::from_utf8(v.trim_ascii()).ok())
-        .and_then(|v| u64::from_str_radix(v, 16).ok())
+        .find_map(crate::view::cap_eff_line)
+        .flatten()
         .ok_or_else(|| io::Error::other("/proc/thread-self/status has no readable CapEff:"))?;
     if cap_eff & (1 << CAP_SYS_ADMIN) == 0 {
         return denied("this thread lacks CAP_SYS_ADMIN".to_owned());

@@ -102,10 +102,8 @@ impl SelfFacts {
         let mut facts = Self::default();
         if let Ok(status) = root.read_file("self/status") {
             for line in status.split(|&b| b == b'\n') {
-                if let Some(v) = line.strip_prefix(b"CapEff:") {
-                    facts.cap_eff = std::str::from_utf8(v.trim_ascii())
-                        .ok()
-                        .and_then(|v| u64::from_str_radix(v, 16).ok());
+                if let Some(caps) = cap_eff_line(line) {
+                    facts.cap_eff = caps;
                 } else if let Some(v) = line.strip_prefix(b"Gid:") {
                     // Real, effective, saved, fs: the kernel's group test (`in_group_p()`)
                     // looks at the fs gid alone, besides the supplementary groups.
@@ -256,6 +254,17 @@ fn proc_mount_options(root: &ProcRoot) -> Result<Vec<u8>, String> {
         .ok_or_else(|| {
             format!("its mount ({id}) is not in the agent's own mount table (a proc root reached through another mount namespace)")
         })
+}
+
+/// The effective capabilities a `status` line gives if it is the `CapEff:` line (`None` inside
+/// when its hexadecimal value does not parse); `None` for any other line.
+pub(crate) fn cap_eff_line(line: &[u8]) -> Option<Option<u64>> {
+    let value = line.strip_prefix(b"CapEff:")?;
+    Some(
+        std::str::from_utf8(value.trim_ascii())
+            .ok()
+            .and_then(|v| u64::from_str_radix(v, 16).ok()),
+    )
 }
 
 /// The decimal numbers of a `status` line's value, in order (what does not parse is skipped).
