@@ -514,3 +514,33 @@ fn a_daemon_keeping_the_write_end_of_its_catatonic_mount_fails_criu_pipe_dump() 
         "The packetized mode for pipes is not supported yet",
     );
 }
+
+#[test]
+fn a_child_keeping_the_write_end_after_its_daemon_exits_fails_criu_pipe_dump() {
+    // The daemon's child, still in the daemon's process group, inherited the write end; the
+    // daemon exits and nobody reads, so a request turns the mount catatonic. The group's
+    // leader is gone, but the end in packet mode is still in the tree CRIU dumps.
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    let keeper = sc.hand_write_end(&d).unwrap();
+    assert_eq!(keeper.host_pgrp, d.host_pgrp);
+    let req = sc.trigger(&d.name, "missing").unwrap();
+    assert!(matches!(
+        sc.wait_requester(&req, HANG_GUARD).unwrap(),
+        RequesterOutcome::Failed(_)
+    ));
+    assert_refused_as_predicted(
+        &sc,
+        d.mount_id,
+        "The packetized mode for pipes is not supported yet",
+    );
+    let (reports, _) = scan(&sc, true);
+    let r = by_mount_id(&reports, d.mount_id);
+    assert_eq!(r["state"], "CATATONIC", "{r:#}");
+    let held = format!("pid {} ", keeper.host_pid);
+    let fd = format!("holds fd {} of pipe {}", keeper.write_fd, d.pipe_ino);
+    assert!(
+        our_text(r).contains(&held) && our_text(r).contains(&fd),
+        "{held:?} and {fd:?} not in {r:#}"
+    );
+}

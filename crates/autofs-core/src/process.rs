@@ -302,6 +302,16 @@ impl<'a> ProcessTable<'a> {
         self.stat_line(pid).map(|s| s.ppid)
     }
 
+    /// The process group of `pid` (`stat` field 5), read once per table with the rest of its
+    /// `stat`.
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`]: the process is gone, or `stat` could not be read or parsed.
+    pub fn pgrp(&mut self, pid: i32) -> Result<i32, Unavailable> {
+        self.stat_line(pid).map(|s| s.pgrp)
+    }
+
     /// The start time of `pid` (`stat` field 22) if its thread-group leader has not begun to
     /// exit (`stat` field 9 without `PF_EXITING`, state neither `Z` nor `X`); `None` when it
     /// has. While the leader has not, the process's children keep it as their parent: the

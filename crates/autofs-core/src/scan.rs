@@ -590,7 +590,21 @@ impl<Q: QueueProbe> Scanner<Q> {
                 let check = leftovers
                     .entry((report.host_pgrp, owner))
                     .or_insert_with(|| {
-                        self.leftover_packet_ends(&mut table, report.host_pgrp, owner, &exempt)
+                        // The processes of every namespace dumped with this one.
+                        let mut dumped: Vec<i32> = owners
+                            .iter()
+                            .filter(|(_, (o, _))| *o == Some(owner))
+                            .flat_map(|(ns, _)| namespaces[ns].pids.iter().copied())
+                            .collect();
+                        dumped.sort_unstable();
+                        dumped.dedup();
+                        self.leftover_packet_ends(
+                            &mut table,
+                            report.host_pgrp,
+                            owner,
+                            &dumped,
+                            &exempt,
+                        )
                     });
                 note_leftover_packet_ends(&mut report, check);
             }
@@ -839,41 +853,67 @@ impl<Q: QueueProbe> Scanner<Q> {
         })
     }
 
-    /// What CRIU's pipe dump makes of the fds of `pgrp`, the raw process group of a catatonic
-    /// mount of the namespace owned by `owner`: the ends of pipes in packet mode that no
-    /// autofs mount of the dump exempts (`exempt`, by owner), when `pgrp` is in the tree CRIU
-    /// dumps (reference §1.4). A daemon that keeps the write end of a mount that turned
-    /// catatonic holds such an end: the kernel let the pipe go, the `O_DIRECT` it set stays.
-    /// Only the group's leader is looked at (the daemon, as a rule); an end another member
-    /// keeps is not found.
+    /// What CRIU's pipe dump makes of the process group `pgrp`, the raw process group of a
+    /// catatonic mount of the namespace owned by `owner`: the ends of pipes in packet mode
+    /// that no autofs mount of the dump exempts (`exempt`, by owner) held by a member of the
+    /// group in the tree CRIU dumps (reference §1.4). A daemon that keeps the write end of a
+    /// mount that turned catatonic holds such an end, and so does a child that inherited it,
+    /// after the daemon is gone too: the kernel let the pipe go, the `O_DIRECT` it set stays.
+    ///
+    /// The group is `pgrp` itself (CRIU takes the number as a pid) and the processes of
+    /// `members` (sorted pids of the namespaces dumped with `owner`) whose `stat` says
+    /// `pgrp`; a member that left the group (`setsid`, `setpgid`) or lives in a mount namespace
+    /// of another owner is not looked at. An end found decides; otherwise a group whose
+    /// `stat`, parent chain or fds could not be read is `Unknown`.
     fn leftover_packet_ends(
         &self,
         table: &mut ProcessTable<'_>,
         pgrp: i32,
         owner: i32,
+        members: &[i32],
         exempt: &HashMap<i32, HashSet<u64>>,
     ) -> LeftoverCheck {
-        match table.descends_from(pgrp, owner) {
-            Ok(true) => {}
-            Ok(false) | Err(crate::process::Unavailable::Vanished) => {
-                return LeftoverCheck::Ends(Vec::new());
+        let mut unknown = None;
+        let mut group = vec![pgrp];
+        for &pid in members {
+            match table.pgrp(pid) {
+                Ok(g) if g == pgrp && pid != pgrp => group.push(pid),
+                Ok(_) | Err(crate::process::Unavailable::Vanished) => {}
+                Err(crate::process::Unavailable::Failed(why)) => {
+                    unknown.get_or_insert(why);
+                }
             }
-            Err(crate::process::Unavailable::Failed(why)) => return LeftoverCheck::Unknown(why),
         }
         let none = HashSet::new();
         let exempt = exempt.get(&owner).unwrap_or(&none);
-        match crate::pipes::packet_mode_ends(&self.root, pgrp, exempt) {
-            Ok(ends) => {
-                let comm = table.info(pgrp).map(|i| i.comm()).unwrap_or_default();
-                LeftoverCheck::Ends(ends.into_iter().map(|e| (pgrp, comm.clone(), e)).collect())
+        let mut found = Vec::new();
+        for pid in group {
+            match table.descends_from(pid, owner) {
+                Ok(true) => {}
+                Ok(false) | Err(crate::process::Unavailable::Vanished) => continue,
+                Err(crate::process::Unavailable::Failed(why)) => {
+                    unknown.get_or_insert(why);
+                    continue;
+                }
             }
-            Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => {
-                LeftoverCheck::Ends(Vec::new())
+            match crate::pipes::packet_mode_ends(&self.root, pid, exempt) {
+                Ok(ends) if ends.is_empty() => {}
+                Ok(ends) => {
+                    let comm = table.info(pid).map(|i| i.comm()).unwrap_or_default();
+                    found.extend(ends.into_iter().map(|e| (pid, comm.clone(), e)));
+                }
+                Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => {}
+                Err(e) => {
+                    unknown.get_or_insert(format!(
+                        "cannot read the fds of pid {pid}: {}: {e}",
+                        self.root.pid_path(pid, "fd").display()
+                    ));
+                }
             }
-            Err(e) => LeftoverCheck::Unknown(format!(
-                "cannot read the fds of pid {pgrp}: {}: {e}",
-                self.root.pid_path(pgrp, "fd").display()
-            )),
+        }
+        match unknown {
+            Some(why) if found.is_empty() => LeftoverCheck::Unknown(why),
+            _ => LeftoverCheck::Ends(found),
         }
     }
 
@@ -1225,8 +1265,8 @@ fn exempt_pipes(
     exempt
 }
 
-/// The leftover packet-mode pipe ends a catatonic mount's process group holds in the dumped
-/// tree.
+/// The leftover packet-mode pipe ends the members of a catatonic mount's process group hold in
+/// the dumped tree.
 #[derive(Debug, Clone)]
 enum LeftoverCheck {
     /// `(pid, comm, end)` of each such end (none: nothing stops CRIU's pipe dump there).

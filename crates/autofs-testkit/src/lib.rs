@@ -66,7 +66,9 @@ pub use host::{SCENARIO_BIN_ENV, build_scenario_binary, preflight, scenario_bina
 pub use packet::Packet;
 pub use procfs::{MountInfoLine, wait_until};
 use proto::Fields;
-pub use reports::{Aside, Automount, Daemon, Delegate, NsMember, Requester, RequesterOutcome};
+pub use reports::{
+    Aside, Automount, Daemon, Delegate, NsMember, Requester, RequesterOutcome, WriteEndKeeper,
+};
 pub use scenario::Scenario;
 pub use spec::{Answer, AutomountSpec, Mode, MountSpec};
 

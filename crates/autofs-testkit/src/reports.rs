@@ -114,6 +114,22 @@ pub struct Delegate {
     pub read_fd: i32,
 }
 
+/// The child that holds the write end after [`Scenario::hand_write_end`], in the daemon's
+/// process group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteEndKeeper {
+    /// Name usable with [`Scenario::kill`] (`<daemon>.delegate`).
+    pub name: String,
+    /// Pid in the host pid namespace.
+    pub host_pid: i32,
+    /// Pid in the scenario's pid namespace.
+    pub vpid: i32,
+    /// The daemon's process group (host numbering), the mount's `pgrp=`, whose leader is gone.
+    pub host_pgrp: i32,
+    /// Fd number of the write end it kept.
+    pub write_fd: i32,
+}
+
 /// A running real `automount` daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Automount {

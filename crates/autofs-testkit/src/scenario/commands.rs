@@ -9,7 +9,9 @@ use super::Scenario;
 use crate::packet::Packet;
 use crate::procfs::{self, MountInfoLine};
 use crate::proto::{self, Fields};
-use crate::reports::{Aside, Automount, Daemon, Delegate, NsMember, Requester, RequesterOutcome};
+use crate::reports::{
+    Aside, Automount, Daemon, Delegate, NsMember, Requester, RequesterOutcome, WriteEndKeeper,
+};
 use crate::spec::{Answer, AutomountSpec, Mode, MountSpec};
 use crate::{bad, num};
 
@@ -385,6 +387,27 @@ impl Scenario {
             nspid: r.int_list("nspid").map_err(bad)?,
             host_pgrp: num(&r, "host_pgrp")?,
             read_fd: num(&r, "read_fd")?,
+        })
+    }
+
+    /// The daemon forks a child that stays in its process group and keeps only the write end,
+    /// then closes its own ends and exits (returns once it is reaped): the group outlives its
+    /// leader, as an automount's helper that inherited the pipe does.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Scenario::delegate`], and the daemon's reply when it no longer holds the
+    /// write end.
+    pub fn hand_write_end(&mut self, daemon: &Daemon) -> io::Result<WriteEndKeeper> {
+        let mut f = Fields::default();
+        f.push("name", &daemon.name).push("keep", "write");
+        let r = self.request("delegate", &f)?;
+        Ok(WriteEndKeeper {
+            name: r.req("name").map_err(bad)?.to_string(),
+            host_pid: num(&r, "host_pid")?,
+            vpid: num(&r, "vpid")?,
+            host_pgrp: num(&r, "host_pgrp")?,
+            write_fd: num(&r, "write_fd")?,
         })
     }
 

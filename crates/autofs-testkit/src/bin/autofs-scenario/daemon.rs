@@ -201,7 +201,7 @@ fn handle(
             sys::exit_now(0);
         }
         "delegate" => {
-            let f = delegate(st)?;
+            let f = delegate(st, f)?;
             send(ctl, &format!("ok{}", f.render()));
             sys::exit_now(0);
         }
@@ -340,18 +340,37 @@ fn read_packet(st: &mut State, f: &Fields) -> Result<Fields, String> {
 
 /// Forks a child in its own process group that keeps only the read end; then this
 /// daemon closes both of its ends (the caller exits right after replying).
-fn delegate(st: &mut State) -> Result<Fields, String> {
-    let read_fd = st
-        .read_fd
-        .ok_or("the daemon no longer holds the read end")?;
+fn delegate(st: &mut State, f: &Fields) -> Result<Fields, String> {
+    // `keep=write`: the child stays in this process group and keeps the write end;
+    // otherwise it makes a group of its own and keeps the read end.
+    let write = match f.get("keep") {
+        None | Some("read") => false,
+        Some("write") => true,
+        Some(other) => return Err(format!("keep={other}: not `read` or `write`")),
+    };
+    let (kept, field) = if write {
+        (
+            st.write_fd
+                .ok_or("the daemon no longer holds the write end")?,
+            "write_fd",
+        )
+    } else {
+        (
+            st.read_fd
+                .ok_or("the daemon no longer holds the read end")?,
+            "read_fd",
+        )
+    };
     let (rep_r, rep_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
     let mut rep_r = File::from(rep_r);
     let mut rep_w = File::from(rep_w);
     match sys::fork().map_err(|e| format!("fork: {e}"))? {
         sys::Fork::Child => {
             drop(rep_r);
-            sys::close_all_except(&[read_fd, rep_w.as_raw_fd()]);
-            let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            sys::close_all_except(&[kept, rep_w.as_raw_fd()]);
+            if !write {
+                let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            }
             let mut f = Fields::default();
             match procfs::nspid_self() {
                 Ok(nspid) => {
@@ -359,7 +378,7 @@ fn delegate(st: &mut State) -> Result<Fields, String> {
                     f.push("host_pid", nspid[0])
                         .push("nspid", proto::int_list(&nspid))
                         .push("host_pgrp", pgrp)
-                        .push("read_fd", read_fd);
+                        .push(field, kept);
                 }
                 Err(e) => {
                     f.push("failure", e.to_string().replace(' ', "_"));

@@ -66,7 +66,9 @@ impl Init {
 
     pub(super) fn cmd_delegate(&mut self, f: &Fields) -> Reply {
         let name = f.req("name")?.to_string();
-        let mut rep = self.ask_daemon(&name, "delegate")?;
+        let mut rest = f.clone();
+        rest.0.retain(|(k, _)| k != "name");
+        let mut rep = self.ask_daemon(&name, &format!("delegate{}", rest.render()))?;
         self.daemon_left(&name)?;
         let nspid = rep.int_list("nspid")?;
         let vpid = *nspid.get(1).ok_or("delegate reported a short NSpid")?;
