@@ -149,17 +149,19 @@ fn poll_queues(
     let mut baseline = Baseline::default();
     let mut readings = Readings::default();
     let mut quiet_pass = Spacing::new(QUIET_SPACING);
-    let mut walk = NamespaceWalk::open()
+    let walk = NamespaceWalk::open()
         .inspect_err(|e| {
             tracing::info!(error = %e, "new mount namespaces are seen at the next scan");
         })
         .ok();
     let mut new_namespaces = NewNamespaces::default();
     let mut walk_pass = Spacing::new(WALK_SPACING);
+    let mut walk_retry = WalkRetry::default();
     loop {
         baseline.refresh(&mut snapshots, &mut readings);
+        let scan = baseline.generation.unwrap_or_default();
         // The walk is compared with a scan: none before the first.
-        let walking = walk.is_some() && baseline.generation > Some(0);
+        let walking = walk.is_some() && scan > 0 && walk_retry.may_walk(scan);
         if !walking
             && baseline.queues.is_empty()
             && baseline.quiet.is_empty()
@@ -197,23 +199,30 @@ fn poll_queues(
             changed.notify_one();
         }
         if walking && let Some(namespaces) = &walk {
-            let mut failed = None;
-            let scan = baseline.generation.unwrap_or_default();
-            if walk_pass.run(Instant::now(), || match namespaces.walk() {
-                Ok(walked) => {
-                    new_namespaces.news(&walked, scan, |ino| baseline.namespaces.contains(&ino))
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    false
-                }
+            // The walk's outcome, when it was due.
+            let mut outcome = None;
+            if walk_pass.run(Instant::now(), || {
+                let walked = namespaces.walk();
+                let news = walked.as_ref().is_ok_and(|walked| {
+                    new_namespaces.news(walked, scan, |ino| baseline.namespaces.contains(&ino))
+                });
+                outcome = Some(walked.map(drop));
+                news
             }) {
                 changed.notify_one();
             }
-            if let Some(e) = failed {
-                // Back to what an agent that cannot walk does; the scans still find them.
-                tracing::warn!(error = %e, "walking the mount namespaces failed: new mount namespaces are seen at the next scan from now on");
-                walk = None;
+            match outcome {
+                // Meanwhile as an agent that cannot walk: the scans still find them.
+                Some(Err(e)) if walk_retry.failed(scan) => {
+                    tracing::warn!(error = %e, "walking the mount namespaces failed: new mount namespaces are seen at the next scan, after which the walk is tried again");
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "walking the mount namespaces failed again");
+                }
+                Some(Ok(())) if walk_retry.worked() => {
+                    tracing::info!("walking the mount namespaces works again");
+                }
+                Some(Ok(())) | None => {}
             }
         }
         std::thread::sleep(interval);
@@ -221,6 +230,34 @@ fn poll_queues(
         if *shutdown.borrow() || shutdown.has_changed().is_err() {
             return;
         }
+    }
+}
+
+/// When the walk of the mount namespaces runs again after it failed (`EMFILE`, `ENOMEM`, or a
+/// kernel that stopped allowing it): not before the next scan is published, which finds the
+/// namespaces made meanwhile. A passing failure ends at that scan; a lasting one costs a walk
+/// per scan.
+#[derive(Debug, Default)]
+struct WalkRetry {
+    /// The scan generation the last walk failed at; `None` while walks work.
+    failed_at: Option<u64>,
+}
+
+impl WalkRetry {
+    /// Whether a walk may run while scan `generation` is the latest.
+    fn may_walk(&self, generation: u64) -> bool {
+        self.failed_at != Some(generation)
+    }
+
+    /// Records a walk that failed at scan `generation`; true for the first failure after
+    /// walks that worked (the one to log).
+    fn failed(&mut self, generation: u64) -> bool {
+        self.failed_at.replace(generation).is_none()
+    }
+
+    /// Records a walk that worked; true when it follows a failure (the recovery to log).
+    fn worked(&mut self) -> bool {
+        self.failed_at.take().is_some()
     }
 }
 
@@ -373,6 +410,26 @@ fn exited(pidfd: &std::os::fd::OwnedFd) -> std::io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_walk_waits_for_the_next_scan_and_is_logged_once_per_run_of_failures() {
+        let mut retry = WalkRetry::default();
+        assert!(retry.may_walk(3));
+        assert!(!retry.worked(), "no failure to recover from");
+        assert!(retry.failed(3), "the first failure is logged");
+        assert!(!retry.may_walk(3), "not again before the next scan");
+        assert!(retry.may_walk(4));
+        assert!(
+            !retry.failed(4),
+            "a failure after a failure is not logged again"
+        );
+        assert!(!retry.may_walk(4));
+        assert!(retry.may_walk(5));
+        assert!(retry.worked(), "the recovery is logged");
+        assert!(retry.may_walk(5));
+        assert!(!retry.worked());
+        assert!(retry.failed(5), "a new run of failures is logged");
+    }
 
     #[test]
     fn a_costly_pass_waits_its_spacing_times_what_it_took() {

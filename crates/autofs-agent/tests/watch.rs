@@ -734,6 +734,86 @@ async fn a_namespace_made_after_the_last_scan_is_found_between_scans() {
     tree.end();
 }
 
+/// A walk of the mount namespaces that fails (here with `EMFILE`: `prlimit` lowers the agent's
+/// soft `RLIMIT_NOFILE` to 0, so every new fd fails, the walk's among them) is logged and
+/// tried again after the next scan: with the limit back and a scan run, a namespace made
+/// after it is found between scans again. Fails where a failed walk is given up for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walk_that_failed_is_tried_again_after_the_next_scan() {
+    let agent = Agent::start(&["--scan-interval", "1h", "--max-scan-age", "1ms"]);
+    agent.wait_serving().await;
+    let mut client = agent.client().await;
+    let stream = client
+        .watch_mounts(v1::WatchMountsRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Events {
+        stream,
+        node: agent.node.clone(),
+        next_sequence: 1,
+    };
+    let soft = soft_nofile(agent.pid());
+    set_soft_nofile(agent.pid(), "0");
+    let failed = common::eventually("the agent says the walk failed", || async {
+        agent
+            .log_text()
+            .lines()
+            .find(|l| l.contains("walking the mount namespaces failed"))
+            .map(str::to_owned)
+    })
+    .await;
+    set_soft_nofile(agent.pid(), &soft);
+    assert!(failed.contains("Too many open files"), "{failed}");
+
+    // A scan (ListMounts scans fresh at this --max-scan-age), after which the walk works.
+    common::list(&mut client, v1::ListMountsRequest::default())
+        .await
+        .unwrap();
+    common::eventually("the agent says the walk works again", || async {
+        agent
+            .log_text()
+            .contains("walking the mount namespaces works again")
+            .then_some(())
+    })
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut tree, _, mnt_ns) = DyingNamespace::start(dir.path());
+    let added = tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            let event = events.next().await;
+            if event.mount.as_ref().is_some_and(|m| m.mnt_ns == mnt_ns) {
+                break event;
+            }
+        }
+    })
+    .await
+    .expect("the new namespace's mount is reported (hang guard)");
+    assert_eq!(kind(&added), Kind::Added, "{added:#?}");
+    tree.end();
+}
+
+/// The soft `RLIMIT_NOFILE` of `pid` (`/proc/<pid>/limits`), as `prlimit` takes it.
+fn soft_nofile(pid: i32) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace().nth(3).unwrap().to_owned()
+}
+
+/// Sets the soft `RLIMIT_NOFILE` of `pid` with util-linux `prlimit`.
+fn set_soft_nofile(pid: i32, soft: &str) {
+    let out = std::process::Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--nofile={soft}:"))
+        .output()
+        .expect("prlimit");
+    assert!(out.status.success(), "prlimit: {out:?}");
+}
+
 /// An agent without `CAP_SYS_ADMIN` (the DaemonSet gives it `CAP_SYS_PTRACE` and
 /// `CAP_DAC_READ_SEARCH` alone) cannot walk the kernel's list of mount namespaces, which
 /// would hide them from it, and says at start that new namespaces wait for the next scan.
