@@ -211,6 +211,11 @@ fn poll_queues(
             }) {
                 changed.notify_one();
             }
+            if let Some(Err(_)) = outcome {
+                // The next walk is a first one again: the scan it waits for lists the
+                // namespaces made meanwhile, which are then no news.
+                new_namespaces = NewNamespaces::default();
+            }
             match outcome {
                 // Meanwhile as an agent that cannot walk: the scans still find them.
                 Some(Err(e)) if walk_retry.failed(scan) => {

@@ -6,7 +6,7 @@
 //!
 //! The wait is `poll(2)` on a thread of its own, which sleeps until a table changes or a task
 //! says that a scan was published (a byte on a pipe), then takes that scan's tables from the
-//! inventory. No timer, no read of the tables.
+//! inventory. No timer (but a pause after a failed wait), no read of the tables.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -69,14 +69,32 @@ async fn tell_of_scans(
 
 fn watch_tables(inventory: &Inventory, wake: &OwnedFd, changed: &Notify) {
     let mut watch = MountTableWatch::default();
+    // Since a wait failed, until a wait over a scan's tables works again.
+    let mut failing = false;
     loop {
+        let watched = watch.len();
         let woken = match watch.wait(wake.as_fd()) {
             Ok(woken) => woken,
             Err(e) => {
-                tracing::warn!(error = %e, "mount-table watch failed: changes are seen at the next scan");
-                return;
+                // `poll(2)` refused (ENOMEM; EINVAL once RLIMIT_NOFILE is below the tables
+                // watched): let the tables go and watch the next scan's, which sees what
+                // changed meanwhile. A pause, so that a wait that fails even on the wake pipe
+                // alone is not retried hot.
+                if failing {
+                    tracing::debug!(error = %e, "mount-table watch failed again");
+                } else {
+                    tracing::warn!(error = %e, "mount-table watch failed: changes are seen at the next scan, whose tables are watched again");
+                    failing = true;
+                }
+                watch = MountTableWatch::default();
+                std::thread::sleep(RETRY_PAUSE);
+                continue;
             }
         };
+        if failing && watched > 0 {
+            tracing::info!(tables = watched, "mount-table watch works again");
+            failing = false;
+        }
         if woken.changed {
             changed.notify_one();
         }
@@ -97,6 +115,9 @@ fn watch_tables(inventory: &Inventory, wake: &OwnedFd, changed: &Notify) {
         }
     }
 }
+
+/// How long the watch pauses after a failed wait before it waits again.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Empties the wake pipe; false once its write end is closed.
 fn drain(wake: &OwnedFd) -> bool {

@@ -734,12 +734,15 @@ async fn a_namespace_made_after_the_last_scan_is_found_between_scans() {
     tree.end();
 }
 
-/// A walk of the mount namespaces that fails (here with `EMFILE`: `prlimit` lowers the agent's
-/// soft `RLIMIT_NOFILE` to 0, so every new fd fails, the walk's among them) is logged and
-/// tried again after the next scan: with the limit back and a scan run, a namespace made
-/// after it is found between scans again. Fails where a failed walk is given up for good.
+/// An agent starved of descriptors for a while (`prlimit` lowers its soft `RLIMIT_NOFILE` to 0:
+/// every new fd fails with `EMFILE`, and `poll(2)` on more fds than that with `EINVAL`) comes
+/// back whole once a scan works again: its walk of the mount namespaces and its watch of the
+/// mount tables, which both failed, are tried again after the next scan, and a namespace made
+/// after it is found between scans. Fails where either is given up until restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_walk_that_failed_is_tried_again_after_the_next_scan() {
+async fn an_agent_starved_of_fds_walks_and_watches_again_after_the_next_scan() {
+    // Its namespace is one the walk must open a fd for, and a table the watch polls.
+    let mut sc = Scenario::start_or_panic();
     let agent = Agent::start(&["--scan-interval", "1h", "--max-scan-age", "1ms"]);
     agent.wait_serving().await;
     let mut client = agent.client().await;
@@ -753,30 +756,38 @@ async fn a_walk_that_failed_is_tried_again_after_the_next_scan() {
         node: agent.node.clone(),
         next_sequence: 1,
     };
+    let log_line = |needle: &'static str| {
+        let agent = &agent;
+        common::eventually(needle, move || async move {
+            agent
+                .log_text()
+                .lines()
+                .find(|l| l.contains(needle))
+                .map(str::to_owned)
+        })
+    };
+
     let soft = soft_nofile(agent.pid());
     set_soft_nofile(agent.pid(), "0");
-    let failed = common::eventually("the agent says the walk failed", || async {
-        agent
-            .log_text()
-            .lines()
-            .find(|l| l.contains("walking the mount namespaces failed"))
-            .map(str::to_owned)
-    })
-    .await;
+    // A change the watch wakes for, after which its next poll fails.
+    sc.mount(MountSpec::indirect()).unwrap();
+    let walk = log_line("walking the mount namespaces failed").await;
+    let watch = log_line("mount-table watch failed").await;
     set_soft_nofile(agent.pid(), &soft);
-    assert!(failed.contains("Too many open files"), "{failed}");
+    assert!(walk.contains("Too many open files"), "{walk}");
+    assert!(watch.contains("Invalid argument"), "{watch}");
 
-    // A scan (ListMounts scans fresh at this --max-scan-age), after which the walk works.
+    // A scan (ListMounts scans fresh at this --max-scan-age): the walk works again, and the
+    // watch takes that scan's tables and wakes for the next change.
     common::list(&mut client, v1::ListMountsRequest::default())
         .await
         .unwrap();
-    common::eventually("the agent says the walk works again", || async {
-        agent
-            .log_text()
-            .contains("walking the mount namespaces works again")
-            .then_some(())
-    })
-    .await;
+    log_line("walking the mount namespaces works again").await;
+    let later = sc.mount(MountSpec::indirect()).unwrap();
+    log_line("mount-table watch works again").await;
+    events
+        .until(later.mount_id, |e| kind(e) == Kind::Added)
+        .await;
 
     let dir = tempfile::tempdir().unwrap();
     let (mut tree, _, mnt_ns) = DyingNamespace::start(dir.path());

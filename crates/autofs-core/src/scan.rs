@@ -1277,7 +1277,7 @@ enum LeftoverCheck {
 
 /// Notes (and makes not dumpable) a catatonic mount whose process group keeps ends of pipes in
 /// packet mode that no autofs mount of the dump shows: CRIU's `dump_one_pipe()` refuses them
-/// (reference §1.4).
+/// (reference §1.4). When that could not be checked, the mount is ERROR (`PROC_UNREADABLE`).
 fn note_leftover_packet_ends(report: &mut MountReport, check: &LeftoverCheck) {
     match check {
         LeftoverCheck::Ends(ends) => {
@@ -1291,10 +1291,16 @@ fn note_leftover_packet_ends(report: &mut MountReport, check: &LeftoverCheck) {
                 report.blocks_when_external = true;
             }
         }
-        LeftoverCheck::Unknown(why) => report.criu_notes.push(format!(
-            "whether the process group {} keeps a pipe end in packet mode, which CRIU's pipe dump would refuse, could not be checked: {why}",
-            report.host_pgrp
-        )),
+        // CATATONIC and dumpable would rest on an absence: what could not be seen decides
+        // nothing.
+        LeftoverCheck::Unknown(why) => set_error(
+            report,
+            Reason::ProcUnreadable,
+            format!(
+                "CATATONIC, but whether its process group {} keeps a pipe end in packet mode in the tree CRIU dumps could not be checked: {why}. If it does, CRIU's pipe dump fails: The packetized mode for pipes is not supported yet",
+                report.host_pgrp
+            ),
+        ),
     }
 }
 

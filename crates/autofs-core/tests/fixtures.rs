@@ -33,6 +33,7 @@ const CASES: &[&str] = &[
     "active_direct_write_end_closed",
     "active_indirect",
     "catatonic_daemon_keeps_its_write_end",
+    "catatonic_group_member_keeps_the_write_end",
     "catatonic_keeps_raw_pgrp",
     "chrooted_members",
     "criu_probe_of_direct_mounts",
@@ -1899,6 +1900,40 @@ fn a_daemon_keeping_the_write_end_of_its_catatonic_mount_blocks_criu_pipe_dump()
     let other = mount(&scan, 4026532500, 712);
     assert_eq!(verdict(other), (MountState::Catatonic, Reason::Catatonic));
     assert!(other.dumpable && other.criu_notes.is_empty(), "{other:#?}");
+}
+
+#[test]
+fn a_catatonic_mounts_group_outlives_its_leader_and_its_leftover_end_still_blocks_criu() {
+    let scan = scan_case("catatonic_group_member_keeps_the_write_end");
+    // The leader (5000) is gone; its helper, still in the group, holds the end.
+    let blocked = mount(&scan, CONTAINER_MNT, 612);
+    assert_eq!(verdict(blocked), (MountState::Catatonic, Reason::Catatonic));
+    assert!(
+        !blocked.dumpable && blocked.blocks_when_external,
+        "{blocked:#?}"
+    );
+    assert_eq!(blocked.criu_notes.len(), 1, "{:?}", blocked.criu_notes);
+    let note = &blocked.criu_notes[0];
+    assert!(
+        note.starts_with(
+            "pid 5001 (automount), which CRIU dumps, holds fd 5 of pipe 72001, in packet mode"
+        ) && note.ends_with("The packetized mode for pipes is not supported yet"),
+        "{note}"
+    );
+    // The helper's fds cannot be read: unknown, so not dumpable, and said why.
+    let unknown = mount(&scan, 4026532500, 712);
+    assert_eq!(
+        verdict(unknown),
+        (MountState::Error, Reason::ProcUnreadable)
+    );
+    assert!(!unknown.dumpable, "{unknown:#?}");
+    assert!(
+        unknown.message.starts_with(
+            "CATATONIC, but whether its process group 7000 keeps a pipe end in packet mode in the tree CRIU dumps could not be checked: cannot read the fds of pid 7001"
+        ),
+        "{}",
+        unknown.message
+    );
 }
 
 #[test]
