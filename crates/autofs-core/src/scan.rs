@@ -590,7 +590,8 @@ impl<Q: QueueProbe> Scanner<Q> {
                 let check = leftovers
                     .entry((report.host_pgrp, owner))
                     .or_insert_with(|| {
-                        // The processes of every namespace dumped with this one.
+                        // The processes of every namespace with autofs mounts dumped with
+                        // this one.
                         let mut dumped: Vec<i32> = owners
                             .iter()
                             .filter(|(_, (o, _))| *o == Some(owner))
@@ -861,9 +862,10 @@ impl<Q: QueueProbe> Scanner<Q> {
     /// after the daemon is gone too: the kernel let the pipe go, the `O_DIRECT` it set stays.
     ///
     /// The group is `pgrp` itself (CRIU takes the number as a pid) and the processes of
-    /// `members` (sorted pids of the namespaces dumped with `owner`) whose `stat` says
-    /// `pgrp`; a member that left the group (`setsid`, `setpgid`) or lives in a mount namespace
-    /// of another owner is not looked at. An end found decides; otherwise a group whose
+    /// `members` (sorted pids of the namespaces with autofs mounts that `owner` owns) whose
+    /// `stat` says `pgrp`; a member that left the group (`setsid`, `setpgid`) or lives in a
+    /// mount namespace without autofs mounts or of another owner is not looked at. One `stat`
+    /// read per member (shared with the rest of the scan). An end found decides; otherwise a group whose
     /// `stat`, parent chain or fds could not be read is `Unknown`.
     fn leftover_packet_ends(
         &self,
