@@ -211,18 +211,17 @@ fn poll_queues(
             }) {
                 changed.notify_one();
             }
-            if let Some(Err(_)) = outcome {
-                // The next walk is a first one again: the scan it waits for lists the
-                // namespaces made meanwhile, which are then no news.
-                new_namespaces = NewNamespaces::default();
-            }
             match outcome {
                 // Meanwhile as an agent that cannot walk: the scans still find them.
-                Some(Err(e)) if walk_retry.failed(scan) => {
-                    tracing::warn!(error = %e, "walking the mount namespaces failed: new mount namespaces are seen at the next scan, after which the walk is tried again");
-                }
                 Some(Err(e)) => {
-                    tracing::debug!(error = %e, "walking the mount namespaces failed again");
+                    // The next walk is a first one again: the scan it waits for lists the
+                    // namespaces made meanwhile, which are then no news.
+                    new_namespaces = NewNamespaces::default();
+                    if walk_retry.failed(scan) {
+                        tracing::warn!(error = %e, "walking the mount namespaces failed: new mount namespaces are seen at the next scan, after which the walk is tried again");
+                    } else {
+                        tracing::debug!(error = %e, "walking the mount namespaces failed again");
+                    }
                 }
                 Some(Ok(())) if walk_retry.worked() => {
                     tracing::info!("walking the mount namespaces works again");
