@@ -503,11 +503,7 @@ fn a_daemon_keeping_the_write_end_of_its_catatonic_mount_fails_criu_pipe_dump() 
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
     sc.close_read(&d).unwrap();
-    let req = sc.trigger(&d.name, "missing").unwrap();
-    assert!(matches!(
-        sc.wait_requester(&req, HANG_GUARD).unwrap(),
-        RequesterOutcome::Failed(_)
-    ));
+    fail_a_lookup(&mut sc, &d);
     assert_refused_as_predicted(
         &sc,
         d.mount_id,
@@ -524,11 +520,7 @@ fn a_child_keeping_the_write_end_after_its_daemon_exits_fails_criu_pipe_dump() {
     let d = sc.mount(MountSpec::indirect()).unwrap();
     let keeper = sc.hand_write_end(&d).unwrap();
     assert_eq!(keeper.host_pgrp, d.host_pgrp);
-    let req = sc.trigger(&d.name, "missing").unwrap();
-    assert!(matches!(
-        sc.wait_requester(&req, HANG_GUARD).unwrap(),
-        RequesterOutcome::Failed(_)
-    ));
+    fail_a_lookup(&mut sc, &d);
     assert_refused_as_predicted(
         &sc,
         d.mount_id,
@@ -543,4 +535,14 @@ fn a_child_keeping_the_write_end_after_its_daemon_exits_fails_criu_pipe_dump() {
         our_text(r).contains(&held) && our_text(r).contains(&fd),
         "{held:?} and {fd:?} not in {r:#}"
     );
+}
+
+/// A lookup on `d`'s mount that nobody reads fails: the kernel's write to the pipe fails and
+/// the mount turns catatonic.
+fn fail_a_lookup(sc: &mut Scenario, d: &autofs_testkit::Daemon) {
+    let req = sc.trigger(&d.name, "missing").unwrap();
+    assert!(matches!(
+        sc.wait_requester(&req, HANG_GUARD).unwrap(),
+        RequesterOutcome::Failed(_)
+    ));
 }

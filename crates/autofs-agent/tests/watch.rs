@@ -26,12 +26,15 @@ impl Events {
             pid: Some(pid),
             ..Default::default()
         };
+        Events::of(agent, Some(filter)).await
+    }
+
+    /// Watches the mounts `filter` selects (all with `None`).
+    async fn of(agent: &Agent, filter: Option<v1::ListMountsRequest>) -> Events {
         let stream = agent
             .client()
             .await
-            .watch_mounts(v1::WatchMountsRequest {
-                filter: Some(filter),
-            })
+            .watch_mounts(v1::WatchMountsRequest { filter })
             .await
             .unwrap()
             .into_inner();
@@ -40,6 +43,21 @@ impl Events {
             node: agent.node.clone(),
             next_sequence: 1,
         }
+    }
+
+    /// The first event about a mount of mount namespace `mnt_ns`, under one hang guard for
+    /// the whole wait (other namespaces' events must not prolong it).
+    async fn first_in(&mut self, mnt_ns: u64) -> v1::MountEvent {
+        tokio::time::timeout(HANG_GUARD, async {
+            loop {
+                let event = self.next().await;
+                if event.mount.as_ref().is_some_and(|m| m.mnt_ns == mnt_ns) {
+                    break event;
+                }
+            }
+        })
+        .await
+        .expect("the namespace's mount is reported (hang guard)")
     }
 
     async fn next(&mut self) -> v1::MountEvent {
@@ -697,33 +715,11 @@ async fn a_namespace_made_after_the_last_scan_is_found_between_scans() {
     agent.wait_serving().await;
     // Every mount; the stream is answered once any scan it asked for is done, so from here
     // on only the background scanner scans.
-    let stream = agent
-        .client()
-        .await
-        .watch_mounts(v1::WatchMountsRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut events = Events {
-        stream,
-        node: agent.node.clone(),
-        next_sequence: 1,
-    };
+    let mut events = Events::of(&agent, None).await;
 
     let dir = tempfile::tempdir().unwrap();
     let (mut tree, _, mnt_ns) = DyingNamespace::start(dir.path());
-
-    // One guard for the whole wait: other namespaces' events must not prolong it.
-    let added = tokio::time::timeout(HANG_GUARD, async {
-        loop {
-            let event = events.next().await;
-            if event.mount.as_ref().is_some_and(|m| m.mnt_ns == mnt_ns) {
-                break event;
-            }
-        }
-    })
-    .await
-    .expect("the new namespace's mount is reported (hang guard)");
+    let added = events.first_in(mnt_ns).await;
     assert_eq!(kind(&added), Kind::Added, "{added:#?}");
     let mount = added.mount.unwrap();
     assert_eq!(
@@ -746,16 +742,7 @@ async fn an_agent_starved_of_fds_walks_and_watches_again_after_the_next_scan() {
     let agent = Agent::start(&["--scan-interval", "1h", "--max-scan-age", "1ms"]);
     agent.wait_serving().await;
     let mut client = agent.client().await;
-    let stream = client
-        .watch_mounts(v1::WatchMountsRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut events = Events {
-        stream,
-        node: agent.node.clone(),
-        next_sequence: 1,
-    };
+    let mut events = Events::of(&agent, None).await;
     let log_line = |needle: &'static str| {
         let agent = &agent;
         common::eventually(needle, move || async move {
@@ -791,16 +778,7 @@ async fn an_agent_starved_of_fds_walks_and_watches_again_after_the_next_scan() {
 
     let dir = tempfile::tempdir().unwrap();
     let (mut tree, _, mnt_ns) = DyingNamespace::start(dir.path());
-    let added = tokio::time::timeout(HANG_GUARD, async {
-        loop {
-            let event = events.next().await;
-            if event.mount.as_ref().is_some_and(|m| m.mnt_ns == mnt_ns) {
-                break event;
-            }
-        }
-    })
-    .await
-    .expect("the new namespace's mount is reported (hang guard)");
+    let added = events.first_in(mnt_ns).await;
     assert_eq!(kind(&added), Kind::Added, "{added:#?}");
     tree.end();
 }
