@@ -537,6 +537,37 @@ fn a_child_keeping_the_write_end_after_its_daemon_exits_fails_criu_pipe_dump() {
     );
 }
 
+#[test]
+fn a_daemon_keeping_the_pipe_of_its_unmounted_mount_fails_criu_pipe_dump() {
+    // A daemon leading two mounts; one is unmounted (`umount -l`) while it runs. The kernel
+    // lets that pipe go, the daemon keeps its write end, in packet mode, and no mount shows
+    // the pipe any more: its other mount is healthy, but the dump fails.
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    let other = sc
+        .mount_another(&d, &sc.work_dir().join("another"))
+        .unwrap();
+    sc.umount(&d.name).unwrap();
+    assert!(
+        sc.wait_until(HANG_GUARD, |sc| sc.mount_line(d.mount_id).is_none()),
+        "the unmounted mount is still listed"
+    );
+    assert_refused_as_predicted(
+        &sc,
+        other,
+        "The packetized mode for pipes is not supported yet",
+    );
+    let (reports, _) = scan(&sc, true);
+    let r = by_mount_id(&reports, other);
+    assert_eq!(r["state"], "ACTIVE", "{r:#}");
+    let held = format!("pid {} ", d.host_pid);
+    let fd = format!("holds fd {} of pipe {}", d.write_fd, d.pipe_ino);
+    assert!(
+        our_text(r).contains(&held) && our_text(r).contains(&fd),
+        "{held:?} and {fd:?} not in {r:#}"
+    );
+}
+
 /// A lookup on `d`'s mount that nobody reads fails: the kernel's write to the pipe fails and
 /// the mount turns catatonic.
 fn fail_a_lookup(sc: &mut Scenario, d: &autofs_testkit::Daemon) {

@@ -61,11 +61,12 @@ pub struct Unreadable {
 pub struct PipeIndex {
     ends: HashMap<u64, Vec<PipeEnd>>,
     scanned: HashSet<i32>,
-    /// Leaders whose listing stopped early, with the last fd listed.
-    partial: HashMap<i32, i32>,
     unreadable: Vec<Unreadable>,
     unreadable_by_pid: HashMap<i32, usize>,
     fds_seen: usize,
+    /// Per leader listed by [`PipeIndex::scan_leaders`]: its ends in packet mode of pipes no
+    /// wanted inode names, or why an end's `fdinfo` could not be read.
+    packet_mode: HashMap<i32, Result<Vec<PacketModeEnd>, String>>,
 }
 
 impl PipeIndex {
@@ -78,9 +79,9 @@ impl PipeIndex {
     }
 
     /// Adds the ends that the fds of `pids` hold of the pipes in `wanted`. A pid scanned
-    /// before is skipped, and a leader whose listing stopped early
-    /// ([`PipeIndex::scan_leaders`]) is listed on from where it stopped: callers scan first
-    /// with every pipe of interest (the leaders), then with a subset (the orphan candidates).
+    /// before (a leader [`PipeIndex::scan_leaders`] listed included) is skipped: callers scan
+    /// first with every pipe of interest (the leaders), then with a subset (the orphan
+    /// candidates).
     pub fn scan(&mut self, root: &ProcRoot, pids: &[i32], wanted: &HashSet<u64>) {
         if wanted.is_empty() {
             return;
@@ -90,23 +91,21 @@ impl PipeIndex {
             if !self.scanned.insert(pid) {
                 continue;
             }
-            let from = self.partial.remove(&pid).map_or(0, |last| last + 1);
-            self.list_table(root, pid, from, wanted, &mut hits);
+            self.list_table(root, pid, wanted, &mut hits);
         }
     }
 
-    /// Lists the fd table `<pid>/fd` (a process's, or a thread's own) from fd `from` on and
-    /// adds the ends it holds of the pipes in `wanted` under `pid`; notes what it cannot read.
+    /// Lists the fd table `<pid>/fd` (a process's, or a thread's own) and adds the ends it
+    /// holds of the pipes in `wanted` under `pid`; notes what it cannot read.
     fn list_table(
         &mut self,
         root: &ProcRoot,
         pid: i32,
-        from: i32,
         wanted: &HashSet<u64>,
         hits: &mut Vec<(u64, i32)>,
     ) {
         hits.clear();
-        let listed = root.for_each_fd(pid, from, |fd, target| {
+        let listed = root.for_each_fd(pid, 0, |fd, target| {
             if let Some(ino) = parse_pipe_link(target).filter(|ino| wanted.contains(ino)) {
                 hits.push((ino, fd));
             }
@@ -155,20 +154,19 @@ impl PipeIndex {
                         Err(_) => compare = false,
                     }
                 }
-                self.list_table(root, tid, 0, wanted, &mut hits);
+                self.list_table(root, tid, wanted, &mut hits);
             }
         }
     }
 
-    /// Lists the fds of each process-group leader in `leaders` (each with the pipe inode and
-    /// `fd=` of every mount it leads), keeping the ends of every pipe in `wanted`, as
-    /// [`PipeIndex::scan`] does, but stopping a leader's listing as CRIU's search does: once
-    /// each of its own pipes has shown a read end. Only on procfs, which lists fds in
-    /// ascending order, so that the read end found first is the lowest-numbered one (the one
-    /// a complete listing would name). The `fd=` of a mount that lies beyond the stop is then
-    /// checked with one `readlink` (and its access mode when it is the mount's pipe), as CRIU
-    /// checks the write end. A later [`PipeIndex::scan`] lists a leader whose listing
-    /// stopped early on from where it stopped.
+    /// Lists the whole fd table of each process-group leader in `leaders` (each with the pipe
+    /// inode and `fd=` of every mount it leads), keeping the ends of every pipe in `wanted`, as
+    /// [`PipeIndex::scan`] does, and its ends in packet mode (`O_DIRECT` in `fdinfo`) of pipes
+    /// not in `wanted` ([`PipeIndex::leader_packet_mode_ends`]): the write end of an autofs
+    /// pipe whose mount is gone (unmounted, or catatonic), which CRIU's pipe dump refuses when
+    /// no mount shows the pipe (reference §1.4). CRIU's own search stops at the read end; the
+    /// rest of the table is read for those ends (one `readlink` per fd, one `fdinfo` per pipe
+    /// not in `wanted`).
     pub fn scan_leaders(
         &mut self,
         root: &ProcRoot,
@@ -178,63 +176,65 @@ impl PipeIndex {
         if wanted.is_empty() {
             return;
         }
-        let ordered = root.is_procfs();
+        let o_direct = u32::try_from(nix::libc::O_DIRECT).unwrap_or(0);
         let mut hits: Vec<(u64, i32, FlagsRead)> = Vec::new();
-        for (&pid, own) in leaders {
-            if self.scanned.contains(&pid) {
+        let mut others: Vec<PacketModeEnd> = Vec::new();
+        for &pid in leaders.keys() {
+            if !self.scanned.insert(pid) {
                 continue;
             }
-            let mut pending: HashSet<u64> = own
-                .iter()
-                .map(|&(ino, _)| ino)
-                .filter(|ino| wanted.contains(ino))
-                .collect();
-            let stop_early = ordered && !pending.is_empty();
-            let mut last_fd = -1;
             hits.clear();
+            others.clear();
             let listed = root.for_each_fd(pid, 0, |fd, target| {
-                last_fd = fd;
-                let Some(ino) = parse_pipe_link(target).filter(|ino| wanted.contains(ino)) else {
-                    return ControlFlow::Continue(());
-                };
-                let flags = open_flags(root, pid, fd);
-                let read_end = flags
-                    .as_ref()
-                    .is_ok_and(|&flags| PipeEnd { pid, fd, flags }.is_read_end());
-                hits.push((ino, fd, flags));
-                if stop_early && read_end && pending.remove(&ino) && pending.is_empty() {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
+                match parse_pipe_link(target) {
+                    Some(ino) if wanted.contains(&ino) => {
+                        hits.push((ino, fd, open_flags(root, pid, fd)));
+                    }
+                    Some(ino) => others.push(PacketModeEnd { fd, ino }),
+                    None => {}
                 }
+                ControlFlow::Continue(())
             });
-            let complete = match listed {
-                Ok((n, complete)) => {
-                    self.fds_seen += n;
-                    complete
-                }
+            match listed {
+                Ok((n, _)) => self.fds_seen += n,
                 Err(e) => {
-                    // Not listed again by a census, as with `scan`.
-                    self.scanned.insert(pid);
                     self.note_failure(root, pid, "fd", &e);
                     continue;
                 }
-            };
+            }
             for (ino, fd, flags) in hits.drain(..) {
                 match flags {
                     Ok(flags) => self.insert(ino, PipeEnd { pid, fd, flags }),
                     Err((rel, e)) => self.note_failure(root, pid, &rel, &e),
                 }
             }
-            if complete {
-                self.scanned.insert(pid);
-            } else {
-                self.partial.insert(pid, last_fd);
-                for &(ino, fd) in own.iter().filter(|&&(_, fd)| fd > last_fd) {
-                    self.verify(root, ino, pid, fd);
+            let mut packet_mode = Ok(Vec::new());
+            for &end in &others {
+                match read_flags(root, pid, end.fd) {
+                    Ok(flags) if flags & o_direct != 0 => {
+                        if let Ok(ends) = packet_mode.as_mut() {
+                            ends.push(end);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => {}
+                    Err(e) => {
+                        let path = root.pid_path(pid, &format!("fdinfo/{}", end.fd));
+                        packet_mode = Err(format!("cannot read {}: {e}", path.display()));
+                        break;
+                    }
                 }
             }
+            self.packet_mode.insert(pid, packet_mode);
         }
+    }
+
+    /// The ends in packet mode of pipes no wanted inode names that leader `pid` holds, in
+    /// ascending fd order, or why one could not be checked; `None` for a pid
+    /// [`PipeIndex::scan_leaders`] did not list (not a leader, or its fds unreadable: see
+    /// [`PipeIndex::unreadable`]).
+    pub fn leader_packet_mode_ends(&self, pid: i32) -> Option<&Result<Vec<PacketModeEnd>, String>> {
+        self.packet_mode.get(&pid)
     }
 
     /// Re-checks an end found by an earlier scan with one `readlink` and its access mode:
@@ -649,21 +649,23 @@ mod tests {
     }
 
     #[test]
-    fn a_leaders_listing_stops_at_its_read_end_and_a_later_scan_goes_on_from_there() {
+    fn a_leaders_whole_table_is_listed_and_its_packet_mode_ends_of_other_pipes_kept() {
         use std::os::fd::AsRawFd;
         let ino_of = |fd: &dyn AsRawFd| {
             std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
                 .unwrap()
                 .ino()
         };
-        // This process as a leader: its own pipe first, filler, then another pipe's ends.
+        // This process as a leader: its own pipe first, filler, another wanted pipe's ends,
+        // a pipe in packet mode (as an autofs pipe whose mount is gone) and a plain one.
         let (own_r, own_w) = std::io::pipe().unwrap();
         let filler: Vec<File> = (0..20).map(|_| File::open("/dev/null").unwrap()).collect();
         let (other_r, other_w) = std::io::pipe().unwrap();
-        let (own, other) = (ino_of(&own_r), ino_of(&other_r));
+        let (packet_r, packet_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_DIRECT).unwrap();
+        let (plain_r, plain_w) = std::io::pipe().unwrap();
+        let (own, other, packet) = (ino_of(&own_r), ino_of(&other_r), ino_of(&packet_r));
         let pid = i32::try_from(std::process::id()).unwrap();
         let root = ProcRoot::open("/proc").unwrap();
-        assert!(root.is_procfs());
         let own_w_fd = own_w.as_raw_fd();
         let leaders = BTreeMap::from([(pid, vec![(own, own_w_fd)])]);
         let mut index = PipeIndex::default();
@@ -671,16 +673,22 @@ mod tests {
         let ends =
             |index: &PipeIndex, ino| -> Vec<i32> { index.ends(ino).iter().map(|e| e.fd).collect() };
         assert_eq!(ends(&index, own), [own_r.as_raw_fd(), own_w_fd]);
-        assert!(
-            ends(&index, other).is_empty(),
-            "the listing went past the read end"
-        );
-        index.scan(&root, &[pid], &HashSet::from([other]));
         assert_eq!(
             ends(&index, other),
-            [other_r.as_raw_fd(), other_w.as_raw_fd()]
+            [other_r.as_raw_fd(), other_w.as_raw_fd()],
+            "the listing goes past the read end"
         );
-        drop(filler);
+        assert_eq!(
+            index.leader_packet_mode_ends(pid),
+            Some(&Ok(vec![PacketModeEnd {
+                fd: packet_w.as_raw_fd(),
+                ino: packet
+            }])),
+            "the write end of the pipe in packet mode (`pipe2()` sets `O_DIRECT` on it alone), \
+             not the plain pipe's"
+        );
+        assert_eq!(index.leader_packet_mode_ends(1), None, "not a leader");
+        drop((filler, packet_r, plain_r, plain_w));
     }
 
     #[test]

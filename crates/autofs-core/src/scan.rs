@@ -188,8 +188,8 @@ pub struct ScanStats {
     pub unreadable: usize,
     /// Mount namespaces seen.
     pub mount_namespaces: usize,
-    /// fd links read: the leaders' (up to the read end that completes each leader's own
-    /// pipes, as CRIU's search stops) and, when a census ran, every process's.
+    /// fd links read: the leaders' (their whole tables) and, when a census ran, every
+    /// process's.
     pub fds: usize,
     /// Pipes that needed a whole-node census this scan (0 in the steady state).
     pub census_pipes: usize,
@@ -372,9 +372,9 @@ impl<Q: QueueProbe> Scanner<Q> {
                 _ => None,
             })
             .collect();
-        // CRIU's lookup first: each distinct leader's fds, once, each listing stopping once
-        // the leader's own pipes have shown their read ends. Then only the pipes whose leader
-        // holds no read end are looked for elsewhere (see `holders`).
+        // CRIU's lookup first: each distinct leader's fds, once, with its leftover ends in
+        // packet mode. Then only the pipes whose leader holds no read end are looked for
+        // elsewhere (see `holders`).
         let mut leaders: BTreeMap<i32, Vec<(u64, i32)>> = BTreeMap::new();
         for (_, _, o) in &parsed {
             if let Some(Ok(o)) = o
@@ -500,7 +500,7 @@ impl<Q: QueueProbe> Scanner<Q> {
             }),
             &owners,
         );
-        let mut leftovers: HashMap<(i32, i32), LeftoverCheck> = HashMap::new();
+        let mut leftovers: HashMap<(i32, i32, bool), LeftoverCheck> = HashMap::new();
         let mut dev_autofs: HashMap<u64, std::result::Result<DevAutofs, String>> = HashMap::new();
         let mut dumped_from: HashMap<u64, HashMap<u32, u32>> = HashMap::new();
         for (mnt_ns, line, options) in parsed {
@@ -582,28 +582,34 @@ impl<Q: QueueProbe> Scanner<Q> {
                 note_rootless_superblock(&mut report, m, owner.is_some());
             }
             // A raw pgrp names a process of the proc root only in the agent's pid namespace.
-            if report.reason == Reason::Catatonic
-                && report.host_pgrp > 0
+            // Any mount's leader (its whole fd table was listed), and for a catatonic one,
+            // whose leader may be gone, its whole group.
+            if report.host_pgrp > 0
                 && !view.foreign_pid_namespace
                 && let Some(owner) = *owner
             {
+                let catatonic = report.reason == Reason::Catatonic;
                 let check = leftovers
-                    .entry((report.host_pgrp, owner))
+                    .entry((report.host_pgrp, owner, catatonic))
                     .or_insert_with(|| {
                         // The processes of every namespace with autofs mounts dumped with
                         // this one.
-                        let mut dumped: Vec<i32> = owners
-                            .iter()
-                            .filter(|(_, (o, _))| *o == Some(owner))
-                            .flat_map(|(ns, _)| namespaces[ns].pids.iter().copied())
-                            .collect();
-                        dumped.sort_unstable();
-                        dumped.dedup();
+                        let mut dumped: Vec<i32> = Vec::new();
+                        if catatonic {
+                            dumped = owners
+                                .iter()
+                                .filter(|(_, (o, _))| *o == Some(owner))
+                                .flat_map(|(ns, _)| namespaces[ns].pids.iter().copied())
+                                .collect();
+                            dumped.sort_unstable();
+                            dumped.dedup();
+                        }
                         self.leftover_packet_ends(
                             &mut table,
+                            &pipes,
                             report.host_pgrp,
                             owner,
-                            &dumped,
+                            catatonic.then_some(dumped.as_slice()),
                             &exempt,
                         )
                     });
@@ -855,29 +861,34 @@ impl<Q: QueueProbe> Scanner<Q> {
     }
 
     /// What CRIU's pipe dump makes of the process group `pgrp`, the raw process group of a
-    /// catatonic mount of the namespace owned by `owner`: the ends of pipes in packet mode
-    /// that no autofs mount of the dump exempts (`exempt`, by owner) held by a member of the
-    /// group in the tree CRIU dumps (reference §1.4). A daemon that keeps the write end of a
-    /// mount that turned catatonic holds such an end, and so does a child that inherited it,
-    /// after the daemon is gone too: the kernel let the pipe go, the `O_DIRECT` it set stays.
+    /// mount of the namespace owned by `owner`: the ends of pipes in packet mode that no
+    /// autofs mount of the dump exempts (`exempt`, by owner) held by a member of the group in
+    /// the tree CRIU dumps (reference §1.4). A daemon that keeps the write end of a mount that
+    /// turned catatonic or was unmounted holds such an end, and so does a child that inherited
+    /// it, after the daemon is gone too: the kernel let the pipe go, the `O_DIRECT` it set
+    /// stays. A leader whose whole table `pipes` listed ([`PipeIndex::scan_leaders`]) is
+    /// answered from that listing.
     ///
-    /// The group is `pgrp` itself (CRIU takes the number as a pid) and the processes of
-    /// `members` (sorted pids of the namespaces with autofs mounts that `owner` owns) whose
-    /// `stat` says `pgrp`; a member that left the group (`setsid`, `setpgid`) or lives in a
-    /// mount namespace without autofs mounts or of another owner is not looked at. One `stat`
-    /// read per member (shared with the rest of the scan). An end found decides; otherwise a group whose
+    /// The group is `pgrp` itself (CRIU takes the number as a pid) and, for a catatonic mount,
+    /// whose leader may be gone, the processes of `members` (sorted pids of the namespaces
+    /// with autofs mounts that `owner` owns; `None` for a live mount) whose `stat` says
+    /// `pgrp`; a member that
+    /// left the group (`setsid`, `setpgid`) or lives in a mount namespace without autofs mounts
+    /// or of another owner is not looked at. One `stat` read per member (shared with the rest
+    /// of the scan). A live mount's leader is answered from `pipes` alone. An end found decides; otherwise a group whose
     /// `stat`, parent chain or fds could not be read is `Unknown`.
     fn leftover_packet_ends(
         &self,
         table: &mut ProcessTable<'_>,
+        pipes: &PipeIndex,
         pgrp: i32,
         owner: i32,
-        members: &[i32],
+        members: Option<&[i32]>,
         exempt: &HashMap<i32, HashSet<u64>>,
     ) -> LeftoverCheck {
         let mut unknown = None;
         let mut group = vec![pgrp];
-        for &pid in members {
+        for &pid in members.unwrap_or_default() {
             match table.pgrp(pid) {
                 Ok(g) if g == pgrp && pid != pgrp => group.push(pid),
                 Ok(_) | Err(crate::process::Unavailable::Vanished) => {}
@@ -898,19 +909,30 @@ impl<Q: QueueProbe> Scanner<Q> {
                     continue;
                 }
             }
-            match crate::pipes::packet_mode_ends(&self.root, pid, exempt) {
-                Ok(ends) if ends.is_empty() => {}
-                Ok(ends) => {
-                    let comm = table.info(pid).map(|i| i.comm()).unwrap_or_default();
-                    found.extend(ends.into_iter().map(|e| (pid, comm.clone(), e)));
+            let ends = match pipes.leader_packet_mode_ends(pid) {
+                Some(Ok(ends)) => ends.clone(),
+                Some(Err(why)) => {
+                    unknown.get_or_insert_with(|| why.clone());
+                    continue;
                 }
-                Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => {}
-                Err(e) => {
-                    unknown.get_or_insert(format!(
-                        "cannot read the fds of pid {pid}: {}: {e}",
-                        self.root.pid_path(pid, "fd").display()
-                    ));
-                }
+                // A live mount's leader not listed: its fds could not be read, which its
+                // verdict already says, or no mount shows a pipe inode to tell its own from.
+                None if members.is_none() => continue,
+                None => match crate::pipes::packet_mode_ends(&self.root, pid, exempt) {
+                    Ok(ends) => ends,
+                    Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => continue,
+                    Err(e) => {
+                        unknown.get_or_insert(format!(
+                            "cannot read the fds of pid {pid}: {}: {e}",
+                            self.root.pid_path(pid, "fd").display()
+                        ));
+                        continue;
+                    }
+                },
+            };
+            if !ends.is_empty() {
+                let comm = table.info(pid).map(|i| i.comm()).unwrap_or_default();
+                found.extend(ends.into_iter().map(|e| (pid, comm.clone(), e)));
             }
         }
         match unknown {
@@ -1267,8 +1289,8 @@ fn exempt_pipes(
     exempt
 }
 
-/// The leftover packet-mode pipe ends the members of a catatonic mount's process group hold in
-/// the dumped tree.
+/// The leftover packet-mode pipe ends the members of a mount's process group hold in the dumped
+/// tree.
 #[derive(Debug, Clone)]
 enum LeftoverCheck {
     /// `(pid, comm, end)` of each such end (none: nothing stops CRIU's pipe dump there).
@@ -1277,15 +1299,16 @@ enum LeftoverCheck {
     Unknown(String),
 }
 
-/// Notes (and makes not dumpable) a catatonic mount whose process group keeps ends of pipes in
-/// packet mode that no autofs mount of the dump shows: CRIU's `dump_one_pipe()` refuses them
-/// (reference §1.4). When that could not be checked, the mount is ERROR (`PROC_UNREADABLE`).
+/// Notes (and makes not dumpable) a mount whose process group keeps ends of pipes in packet
+/// mode that no autofs mount of the dump shows: CRIU's `dump_one_pipe()` refuses them
+/// (reference §1.4). When that could not be checked, a mount otherwise dumpable is ERROR
+/// (`PROC_UNREADABLE`); one already not dumpable gets a note.
 fn note_leftover_packet_ends(report: &mut MountReport, check: &LeftoverCheck) {
     match check {
         LeftoverCheck::Ends(ends) => {
             for (pid, comm, end) in ends {
                 report.criu_notes.push(format!(
-                    "pid {pid} ({comm}), which CRIU dumps, holds fd {} of pipe {}, in packet mode (O_DIRECT: the kernel set it on the write end of an autofs mount's pipe, and it stays once the mount has let the pipe go, as a catatonic mount has); no autofs mount of the dump shows that pipe, so CRIU's pipe dump refuses it and the dump fails: The packetized mode for pipes is not supported yet",
+                    "pid {pid} ({comm}), which CRIU dumps, holds fd {} of pipe {}, in packet mode (O_DIRECT: the kernel set it on the write end of an autofs mount's pipe, and it stays once the kernel has let the pipe go, when the mount was unmounted or turned catatonic); no autofs mount of the dump shows that pipe, so CRIU's pipe dump refuses it and the dump fails: The packetized mode for pipes is not supported yet",
                     end.fd, end.ino
                 ));
                 report.dumpable = false;
@@ -1295,14 +1318,19 @@ fn note_leftover_packet_ends(report: &mut MountReport, check: &LeftoverCheck) {
         }
         // CATATONIC and dumpable would rest on an absence: what could not be seen decides
         // nothing.
-        LeftoverCheck::Unknown(why) => set_error(
+        LeftoverCheck::Unknown(why) if report.dumpable => set_error(
             report,
             Reason::ProcUnreadable,
             format!(
-                "CATATONIC, but whether its process group {} keeps a pipe end in packet mode in the tree CRIU dumps could not be checked: {why}. If it does, CRIU's pipe dump fails: The packetized mode for pipes is not supported yet",
+                "{}, but whether its process group {} keeps a pipe end in packet mode in the tree CRIU dumps could not be checked: {why}. If it does, CRIU's pipe dump fails: The packetized mode for pipes is not supported yet",
+                report.state,
                 report.host_pgrp
             ),
         ),
+        LeftoverCheck::Unknown(why) => report.criu_notes.push(format!(
+            "whether the process group {} keeps a pipe end in packet mode, which CRIU's pipe dump would refuse, could not be checked: {why}",
+            report.host_pgrp
+        )),
     }
 }
 

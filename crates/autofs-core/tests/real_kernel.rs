@@ -1260,7 +1260,7 @@ fn repeated_scans_find_orphan_holders_without_listing_every_fd_again() {
 }
 
 #[test]
-fn a_leaders_listing_stops_at_its_read_end_and_checks_the_write_end_beyond_it() {
+fn a_leaders_whole_table_is_listed_with_its_write_end_beyond_the_read_end() {
     use std::collections::{BTreeMap, HashSet};
 
     use autofs_core::ProcRoot;
@@ -1280,21 +1280,15 @@ fn a_leaders_listing_stops_at_its_read_end_and_checks_the_write_end_beyond_it() 
         .iter()
         .map(|e| (e.pid, e.fd))
         .collect();
-    assert_eq!(
-        ends,
-        [(d.host_pid, d.read_fd), (d.host_pid, d.write_fd)],
-        "the read end from the listing, the write end from one readlink"
-    );
+    assert_eq!(ends, [(d.host_pid, d.read_fd), (d.host_pid, d.write_fd)]);
     assert!(index.ends(d.pipe_ino)[0].is_read_end());
     assert!(index.ends(d.pipe_ino)[1].is_write_end());
     let listed = std::fs::read_dir(format!("/proc/{}/fd", d.host_pid))
         .unwrap()
         .count();
-    assert_eq!(
-        index.fds_seen(),
-        usize::try_from(d.read_fd).unwrap() + 1,
-        "the listing stops at the read end (fds 0..=read_fd of {listed})"
-    );
+    assert_eq!(index.fds_seen(), listed, "the whole table is listed");
+    // Its write end is in packet mode, but the mount shows the pipe: no leftover.
+    assert_eq!(index.leader_packet_mode_ends(d.host_pid), Some(&Ok(vec![])));
 
     // The scan's verdict is the one a complete listing gives.
     let r = report_of(&sc, d.mount_id);

@@ -1,6 +1,6 @@
 //! The floor: the /proc reads the scan performs, with no parsing.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
@@ -21,16 +21,15 @@ use super::sys::{
 /// the scan's reads for this node state (the first scan of a fresh `Scanner`: nothing
 /// remembered).
 pub struct FloorPlan {
-    /// Distinct leaders (`pgrp=` of the mounts) with the fd at which the scan's walk stops
-    /// (the read end that completes the leader's own pipes; `None`: walked to the end): the
-    /// size of their fd dir (the number of open fds), then each link up to there read by fd
-    /// number (the bench's leaders have dense fd tables).
-    leaders: Vec<(i32, Option<i32>)>,
-    /// `fd=` of a mount beyond its leader's stop: one readlink each.
-    beyond: Vec<(i32, i32)>,
+    /// Distinct leaders (`pgrp=` of the mounts), whose whole fd table the scan walks: the
+    /// size of their fd dir (the number of open fds), then each link read by fd number (the
+    /// bench's leaders have dense fd tables).
+    leaders: Vec<i32>,
+    /// `(pid, fd)` of the leaders' fds on a pipe no mount uses: one `fdinfo` read each (is it
+    /// in packet mode, a leftover CRIU's pipe dump refuses?).
+    fdinfo: Vec<(i32, i32)>,
     /// `(pid, fd)` whose access mode the scan reads with one `lstat` of the link: the
-    /// leaders' walked fds on a pipe some mount uses, and the `fd=` beyond the stop that are
-    /// the mount's pipe.
+    /// leaders' fds on a pipe some mount uses.
     modes: Vec<(i32, i32)>,
     /// Members of namespaces with autofs mounts, and their parents outside them: `stat`
     /// (the parents of the namespace's process forest).
@@ -55,12 +54,6 @@ fn pipe_of(target: &std::path::Path) -> Option<u64> {
         .and_then(|t| t.strip_prefix("pipe:["))
         .and_then(|t| t.strip_suffix(']'))
         .and_then(|t| t.parse::<u64>().ok())
-}
-
-/// Whether `<pid>/fd/<fd>` is open for reading: the link's `S_IRUSR` bit (procfs).
-fn read_end(pid: i32, fd: i32) -> bool {
-    nix::sys::stat::lstat(format!("/proc/{pid}/fd/{fd}").as_str())
-        .is_ok_and(|st| st.st_mode & 0o400 != 0)
 }
 
 /// Levels of `pid`'s pid namespace below the proc root's (`NSpid:` entries); `None` without
@@ -95,16 +88,6 @@ pub fn plan_floor(scan: &Scan) -> FloorPlan {
         .filter(|&i| i != 0)
         .collect();
     let namespaces: HashSet<u64> = scan.reports.iter().map(|r| r.mnt_ns).collect();
-    // Each leader's own pipes, with the mounts' `fd=`.
-    let mut own: HashMap<i32, Vec<(u64, i32)>> = HashMap::new();
-    for r in &scan.reports {
-        if r.host_pgrp > 0
-            && r.pipe_ino != 0
-            && let Some(e) = r.entry
-        {
-            own.entry(r.host_pgrp).or_default().push((r.pipe_ino, e.fd));
-        }
-    }
     let leaders: BTreeSet<i32> = scan
         .reports
         .iter()
@@ -114,7 +97,7 @@ pub fn plan_floor(scan: &Scan) -> FloorPlan {
     let mut modes = Vec::new();
     let mut members = Vec::new();
     let mut planned = Vec::new();
-    let mut beyond = Vec::new();
+    let mut fdinfo = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc") {
         let name = entry.expect("/proc entry").file_name();
         let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
@@ -131,48 +114,23 @@ pub fn plan_floor(scan: &Scan) -> FloorPlan {
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue;
         };
-        // Ascending, as procfs lists them; the scan stops once each own pipe showed a read end.
-        let mut fds: Vec<(i32, Option<u64>)> = fds
-            .flatten()
-            .filter_map(|fd| {
-                let n = fd.file_name().to_str()?.parse().ok()?;
-                Some((
-                    n,
-                    std::fs::read_link(fd.path())
-                        .ok()
-                        .as_deref()
-                        .and_then(pipe_of),
-                ))
-            })
-            .collect();
-        fds.sort_unstable();
-        let mine = own.get(&pid).cloned().unwrap_or_default();
-        let mut pending: HashSet<u64> = mine.iter().map(|&(ino, _)| ino).collect();
-        let mut stop = None;
-        for &(fd, ino) in &fds {
-            let Some(ino) = ino.filter(|i| wanted.contains(i)) else {
+        // Every fd: a pipe some mount uses has its access mode read, any other pipe its
+        // fdinfo.
+        for fd in fds.flatten() {
+            let Some(n) = fd.file_name().to_str().and_then(|s| s.parse().ok()) else {
                 continue;
             };
-            modes.push((pid, fd));
-            if !pending.is_empty()
-                && read_end(pid, fd)
-                && pending.remove(&ino)
-                && pending.is_empty()
+            match std::fs::read_link(fd.path())
+                .ok()
+                .as_deref()
+                .and_then(pipe_of)
             {
-                stop = Some(fd);
-                break;
+                Some(ino) if wanted.contains(&ino) => modes.push((pid, n)),
+                Some(_) => fdinfo.push((pid, n)),
+                None => {}
             }
         }
-        if let Some(stop) = stop {
-            for &(ino, fd) in mine.iter().filter(|&&(_, fd)| fd > stop) {
-                beyond.push((pid, fd));
-                let target = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok();
-                if target.as_deref().and_then(pipe_of) == Some(ino) {
-                    modes.push((pid, fd));
-                }
-            }
-        }
-        planned.push((pid, stop));
+        planned.push(pid);
     }
     // The forest: every member's stat; the parents outside the namespace too; the roots' status.
     let member_set: HashSet<i32> = members.iter().copied().collect();
@@ -216,7 +174,7 @@ pub fn plan_floor(scan: &Scan) -> FloorPlan {
         .collect();
     FloorPlan {
         leaders: planned,
-        beyond,
+        fdinfo,
         modes,
         stat,
         status: status.into_iter().collect(),
@@ -263,17 +221,15 @@ pub fn floor(plan: &FloorPlan, spent: &mut [Duration; 6]) -> Duration {
     }
     lap(&mut last, spent, 1);
     // Each distinct leader's fds, once: the size of its fd dir (how many are open), then the
-    // link of every fd by number up to the stop; then one readlink per `fd=` beyond it.
-    for &(pid, stop) in &plan.leaders {
-        walk_fds(proc.as_fd(), pid, &mut path, &mut link, |fd, _| {
-            Some(fd) != stop
-        });
+    // link of every fd by number; the fdinfo of its pipes no mount uses.
+    for &pid in &plan.leaders {
+        walk_fds(proc.as_fd(), pid, &mut path, &mut link, |_, _| true);
     }
-    for &(pid, fd) in &plan.beyond {
-        readlink_raw(
+    for &(pid, fd) in &plan.fdinfo {
+        read_rel(
             proc.as_fd(),
-            path.set(format_args!("{pid}/fd/{fd}")),
-            &mut link,
+            path.set(format_args!("{pid}/fdinfo/{fd}")),
+            &mut buf,
         );
     }
     lap(&mut last, spent, 2);

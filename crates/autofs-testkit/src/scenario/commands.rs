@@ -307,6 +307,19 @@ impl Scenario {
         self.daemon_mounts("bind-root", daemon, target)
     }
 
+    /// The daemon makes a further indirect autofs mount on `target` (an absolute path,
+    /// created, in the scenario's mount namespace) with a pipe of its own, both ends kept: one
+    /// daemon, one process group, leading two mounts, as an `automount` serving several maps.
+    /// [`Scenario::umount`] of the daemon's name still unmounts its first mount. Returns the
+    /// new mount's id.
+    ///
+    /// # Errors
+    ///
+    /// As [`Scenario::bind_root`].
+    pub fn mount_another(&mut self, daemon: &Daemon, target: &std::path::Path) -> io::Result<u32> {
+        self.daemon_mounts("mount-another", daemon, target)
+    }
+
     /// The daemon mounts a small tmpfs on `target` (an absolute path: an existing directory,
     /// e.g. its own mount point or a bind of its root made by [`Scenario::bind_root`]), as the
     /// mount's process group, so that covering a direct mount's root triggers nothing. Returns

@@ -35,6 +35,8 @@ struct State {
     mount_point: PathBuf,
     read_fd: Option<i32>,
     write_fd: Option<i32>,
+    /// Both ends of the pipe of each further mount (`mount-another`), kept open.
+    others: Vec<(i32, i32)>,
 }
 
 /// Runs the daemon in a freshly forked child. Never returns.
@@ -143,6 +145,7 @@ fn setup(cfg: &Config, ctl_fd: i32) -> Result<(State, Fields), String> {
         mount_point: cfg.mount_point.clone(),
         read_fd: Some(read_fd),
         write_fd: Some(write_fd),
+        others: Vec::new(),
     };
     if cfg.close_write {
         close_end(&mut state.write_fd)?;
@@ -189,6 +192,7 @@ fn handle(
         "read-packet" => read_packet(st, f),
         "bind-subdir" => bind_subdir(st, f),
         "bind-root" => bind_root(st, f),
+        "mount-another" => mount_another(st, f),
         "cover" => cover(f),
         "exit" => {
             if let Some(fd) = st.read_fd.take() {
@@ -253,6 +257,30 @@ fn bind_root(st: &State, f: &Fields) -> Result<Fields, String> {
             target.display()
         )
     })?;
+    mounted_at(&target)
+}
+
+/// Makes a further indirect autofs mount on `target` (created) with a pipe of its own, both
+/// ends kept, as an `automount` serving several maps leads several mounts. Replies its
+/// `mount_id`.
+fn mount_another(st: &mut State, f: &Fields) -> Result<Fields, String> {
+    let target = target_path(f)?;
+    std::fs::create_dir_all(&target).map_err(|e| format!("mkdir {}: {e}", target.display()))?;
+    let (r, w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (read_fd, write_fd) = (r.into_raw_fd(), w.into_raw_fd());
+    st.others.push((read_fd, write_fd));
+    let opts = format!(
+        "fd={write_fd},pgrp={},minproto=5,maxproto=5,indirect",
+        getpgrp().as_raw()
+    );
+    mount(
+        Some("another"),
+        &target,
+        Some("autofs"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .map_err(|e| format!("mount autofs `{opts}` on {}: {e}", target.display()))?;
     mounted_at(&target)
 }
 

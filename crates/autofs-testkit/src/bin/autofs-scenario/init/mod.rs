@@ -156,7 +156,7 @@ impl Init {
             "trigger" => self.cmd_trigger(f),
             "wait-requester" => self.cmd_wait_requester(f),
             "read-packet" | "close-write" | "close-read" | "bind-subdir" | "bind-root"
-            | "cover" => self.forward(cmd, f),
+            | "cover" | "mount-another" => self.forward(cmd, f),
             "exit-daemon" => self.cmd_exit_daemon(f),
             "delegate" => self.cmd_delegate(f),
             "kill" => self.cmd_kill(f),
