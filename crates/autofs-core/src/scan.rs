@@ -872,11 +872,11 @@ impl<Q: QueueProbe> Scanner<Q> {
     /// The group is `pgrp` itself (CRIU takes the number as a pid) and, for a catatonic mount,
     /// whose leader may be gone, the processes of `members` (sorted pids of the namespaces
     /// with autofs mounts that `owner` owns; `None` for a live mount) whose `stat` says
-    /// `pgrp`; a member that
-    /// left the group (`setsid`, `setpgid`) or lives in a mount namespace without autofs mounts
-    /// or of another owner is not looked at. One `stat` read per member (shared with the rest
-    /// of the scan). A live mount's leader is answered from `pipes` alone. An end found decides; otherwise a group whose
-    /// `stat`, parent chain or fds could not be read is `Unknown`.
+    /// `pgrp`; a member that left the group (`setsid`, `setpgid`) or lives in a mount
+    /// namespace without autofs mounts or of another owner is not looked at. One `stat` read
+    /// per member (shared with the rest of the scan). A live mount's leader is answered from
+    /// `pipes` alone. An end found decides; otherwise a group whose `stat`, parent chain or
+    /// fds could not be read is `Unknown`.
     fn leftover_packet_ends(
         &self,
         table: &mut ProcessTable<'_>,
