@@ -901,6 +901,16 @@ impl<Q: QueueProbe> Scanner<Q> {
         let exempt = exempt.get(&owner).unwrap_or(&none);
         let mut found = Vec::new();
         for pid in group {
+            let listed = pipes.leader_packet_mode_ends(pid);
+            // Nothing to place in or out of the tree (a leader without such ends, as a rule;
+            // a live mount's leader not listed: its fds could not be read, which its verdict
+            // already says, or no mount shows a pipe inode to tell its own from): no parent
+            // chain is read.
+            if matches!(listed, Some(Ok(ends)) if ends.is_empty())
+                || (listed.is_none() && members.is_none())
+            {
+                continue;
+            }
             match table.descends_from(pid, owner) {
                 Ok(true) => {}
                 Ok(false) | Err(crate::process::Unavailable::Vanished) => continue,
@@ -909,15 +919,12 @@ impl<Q: QueueProbe> Scanner<Q> {
                     continue;
                 }
             }
-            let ends = match pipes.leader_packet_mode_ends(pid) {
+            let ends = match listed {
                 Some(Ok(ends)) => ends.clone(),
                 Some(Err(why)) => {
                     unknown.get_or_insert_with(|| why.clone());
                     continue;
                 }
-                // A live mount's leader not listed: its fds could not be read, which its
-                // verdict already says, or no mount shows a pipe inode to tell its own from.
-                None if members.is_none() => continue,
                 None => match crate::pipes::packet_mode_ends(&self.root, pid, exempt) {
                     Ok(ends) => ends,
                     Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => continue,
