@@ -16,6 +16,7 @@ const JSON_MESSAGES: &[&str] = &[
     ".autofs.v1.MountEvent",
     ".autofs.v1.CheckMigratableResponse",
     ".autofs.v1.WaitMigratableResponse",
+    ".autofs.v1.TaskBlocker",
     ".autofs.v1.GetNodeInfoResponse",
     ".criu.autofs_entry",
 ];
@@ -38,6 +39,7 @@ const JSON_FIELDS: &[(&str, &str)] = &[
         ".autofs.v1.WaitMigratableResponse.outcome",
         "crate::json::outcome",
     ),
+    (".autofs.v1.TaskBlocker.reason", "crate::json::task_reason"),
 ];
 
 /// CRIU's optional `autofs_entry` fields are left out when absent, as CRIU's image leaves them.

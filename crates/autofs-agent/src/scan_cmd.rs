@@ -38,7 +38,9 @@ pub struct ScanArgs {
     /// Where to write CRIU images, if anywhere.
     pub criu_images: Option<PathBuf>,
     /// Only the workload of this pid: the mount namespaces CRIU dumps with it
-    /// ([`autofs_core::selector::Workload::check`]); the exit code is its verdict.
+    /// ([`autofs_core::selector::Workload::check`]) and the tasks of its tree that stop the
+    /// dump by themselves (printed to stderr, [`autofs_core::tasks`]); the exit code is its
+    /// verdict.
     pub pid: Option<i32>,
     /// With `pid`: the mount points CRIU is told are external
     /// ([`autofs_core::selector::Workload::with_external_mounts`]).
@@ -65,14 +67,23 @@ pub fn run(args: &ScanArgs, out: &mut impl Write) -> anyhow::Result<u8> {
     let mut scan = scanner.scan()?;
     // A pid's workload: its reports, and whether its dump would pass.
     let check = match &workload {
-        Some(workload) => Some(
-            workload
+        Some(workload) => {
+            let mut check = workload
                 .check(&scan)
-                .map_err(|e| anyhow::Error::new(e).context("--pid"))?,
-        ),
+                .map_err(|e| anyhow::Error::new(e).context("--pid"))?;
+            // What stops the dump that no mount shows, read from the workload's tasks.
+            check.look_at_tasks(scanner.proc_root(), &scan);
+            Some(check)
+        }
         None => None,
     };
     if let Some(check) = &check {
+        for task in &check.tasks {
+            eprintln!(
+                "autofs-agent scan: blocked: pid {} ({}) of the tree CRIU dumps: {}",
+                task.pid, task.comm, task.message
+            );
+        }
         for &i in &check.external {
             eprintln!(
                 "autofs-agent scan: {} is skipped by CRIU as an external bind (--external)",

@@ -9,12 +9,15 @@
 //! Each test scans first, then dumps: CRIU's probe may turn a mount catatonic. CRIU freezes
 //! and ptrace-seizes only the scenario's own processes and leaves them running.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use autofs_api::v1;
 use autofs_testkit::HANG_GUARD;
-use autofs_testkit::{AutomountSpec, MountInfoLine, MountSpec, RequesterOutcome, Scenario};
+use autofs_testkit::{Answer, AutomountSpec, MountInfoLine, MountSpec, RequesterOutcome, Scenario};
 use serde_json::Value;
 
 /// CRIU's binary: `$AUTOFS_TEST_CRIU`, else what `scripts/install-criu` installs.
@@ -302,6 +305,48 @@ fn a_namespace_made_inside_the_container_is_dumped_with_it_to_the_image_we_write
     );
 }
 
+#[test]
+fn criu_probes_a_superblock_in_two_namespaces_through_the_one_it_found_last() {
+    // A direct mount whose daemon closed its read end, copied into a namespace made below the
+    // init, then covered in the init's namespace only. CRIU walks the namespace it discovered
+    // last (the copy's) first, so its bind ring starts at the copy, which it probes: the
+    // probe reaches the root, turns the mount catatonic, and the dump passes. Judged from the
+    // init's namespace alone, the covered mount would be "alive, but unreachable".
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::direct()).unwrap();
+    sc.close_read(&d).unwrap();
+    assert!(
+        minor(&sc, d.mount_id) < 256,
+        "CRIU's probe reaches only minors below 256 (its devid encoding); this machine gave more"
+    );
+    let copy = sc.ns_member(None, false).unwrap();
+    sc.cover(&d, &d.mount_point).unwrap();
+    let (reports, ours) = scan(&sc, false);
+    let dump = criu_dump(&sc);
+    let point = d.mount_point.display().to_string();
+    for mnt_ns in [sc.mnt_ns(), copy.mnt_ns] {
+        let r = reports
+            .iter()
+            .find(|r| r["mnt_ns"] == mnt_ns && r["mount_point"] == point.as_str())
+            .unwrap_or_else(|| panic!("{point} of {mnt_ns} not in {reports:#?}"));
+        assert_eq!(
+            (&r["dumpable"], &r["reason"]),
+            (&Value::from(true), &Value::from("PROBE_MAKES_CATATONIC")),
+            "{r:#?}"
+        );
+        if mnt_ns == sc.mnt_ns() {
+            let through = format!("of mount namespace {}", copy.mnt_ns);
+            assert!(our_text(r).contains(&through), "{through:?} not in {r:#?}");
+        }
+    }
+    assert!(dump.ok, "criu dump failed: {}", dump.said());
+    assert_eq!(
+        autofs_images(&ours.path().join(sc.mnt_ns().to_string())),
+        autofs_images(dump.dir.path()),
+        "our images (left) and CRIU's"
+    );
+}
+
 /// The device minor of a mount of the scenario (`maj:min` in mountinfo).
 fn minor(sc: &Scenario, mount_id: u32) -> u32 {
     let dev = sc.mount_line(mount_id).unwrap().dev;
@@ -576,4 +621,105 @@ fn fail_a_lookup(sc: &mut Scenario, d: &autofs_testkit::Daemon) {
         sc.wait_requester(&req, HANG_GUARD).unwrap(),
         RequesterOutcome::Failed(_)
     ));
+}
+
+/// The agent's `CheckMigratable` answer for the scenario's tree (its init's pid).
+fn check_migratable(sc: &Scenario) -> v1::CheckMigratableResponse {
+    let agent = common::Agent::start(&[]);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            agent
+                .client()
+                .await
+                .check_migratable(v1::CheckMigratableRequest {
+                    target: Some(v1::check_migratable_request::Target::Pid(
+                        sc.init_host_pid(),
+                    )),
+                    ..Default::default()
+                })
+                .await
+                .expect("CheckMigratable answers")
+                .into_inner()
+        })
+}
+
+#[test]
+fn a_request_read_but_left_unanswered_stops_criu_at_its_requester_as_check_migratable_says() {
+    // The daemon read the request and has not answered (a mount in progress, a hung NFS
+    // server): the pipe is empty and the mount ACTIVE, but the requester sleeps in the
+    // kernel's autofs wait, in the tree CRIU dumps, and CRIU's freeze cannot seize it.
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    let req = sc.make_interim(&d, "k", HANG_GUARD).unwrap();
+    sc.read_packet_with(&d.name, Answer::None, HANG_GUARD)
+        .unwrap();
+    let (reports, _) = scan(&sc, true);
+    let r = by_mount_id(&reports, d.mount_id);
+    assert_eq!(
+        (&r["state"], &r["dumpable"]),
+        (&"ACTIVE".into(), &true.into())
+    );
+    let check = check_migratable(&sc);
+    let dump = criu_dump(&sc);
+    assert!(!check.dumpable && check.blocking.is_empty(), "{check:#?}");
+    assert!(
+        check.retry_after_ms > 0,
+        "it clears when the daemon answers: {check:#?}"
+    );
+    let unseizable = format!("Unseizable non-zombie {} found, state D", req.host_pid);
+    let [task] = check.blocking_tasks.as_slice() else {
+        panic!("one blocking task expected: {check:#?}");
+    };
+    assert_eq!(
+        (task.pid, task.tid, task.reason()),
+        (req.host_pid, req.host_pid, v1::TaskReason::RequesterWaiting),
+        "{task:#?}"
+    );
+    assert!(task.message.contains(&unseizable), "{task:#?}");
+    assert!(!dump.ok, "criu dump succeeded: {:#?}", dump.errors);
+    assert!(
+        dump.has_error(&unseizable),
+        "{unseizable:?} not in {:#?}",
+        dump.errors
+    );
+}
+
+#[test]
+fn a_daemon_keeping_the_pipe_of_its_only_mount_fails_criu_pipe_dump_as_check_migratable_says() {
+    // The daemon's only mount is unmounted (`umount -l`) while it runs: no mount is left to
+    // name the daemon, but it keeps the pipe's write end in packet mode, and CRIU's pipe dump
+    // refuses it.
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    sc.umount(&d.name).unwrap();
+    assert!(
+        sc.wait_until(HANG_GUARD, |sc| sc.mount_line(d.mount_id).is_none()),
+        "the unmounted mount is still listed"
+    );
+    let check = check_migratable(&sc);
+    let dump = criu_dump(&sc);
+    assert!(
+        !check.dumpable && check.blocking.is_empty() && check.retry_after_ms == 0,
+        "{check:#?}"
+    );
+    let [task] = check.blocking_tasks.as_slice() else {
+        panic!("one blocking task expected: {check:#?}");
+    };
+    assert_eq!(
+        (task.pid, task.reason(), task.fd, task.pipe_ino),
+        (
+            d.host_pid,
+            v1::TaskReason::PacketModePipe,
+            d.write_fd,
+            d.pipe_ino
+        ),
+        "{task:#?}"
+    );
+    let refused = "The packetized mode for pipes is not supported yet";
+    assert!(task.message.contains(refused), "{task:#?}");
+    assert!(!dump.ok, "criu dump succeeded: {:#?}", dump.errors);
+    assert!(dump.has_error(refused), "{:#?}", dump.errors);
 }

@@ -45,6 +45,57 @@ fn outcome(r: &v1::WaitMigratableResponse) -> Outcome {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requester_left_asleep_by_its_daemon_holds_the_wait_until_it_is_gone() {
+    // The daemon read the request and never answers: the mount is ACTIVE and its pipe empty,
+    // but the requester sleeps in autofs_wait in the dumped tree. Its end changes no mount and
+    // no pipe (no scan runs: --scan-interval 1h), yet the wait sees it within a queue poll.
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    let req = sc.make_interim(&d, "held", HANG_GUARD).unwrap();
+    sc.read_packet_with(&d.name, Answer::None, HANG_GUARD)
+        .unwrap();
+    let agent = Agent::start(&["--scan-interval", "1h"]);
+    let mut stream = open(&agent, Request::new(wait_pid(sc.init_host_pid()))).await;
+    let first = next(&mut stream).await.unwrap().expect("a first message");
+    assert_eq!(outcome(&first), Outcome::Waiting, "{first:#?}");
+    assert!(!first.dumpable && first.blocking.is_empty(), "{first:#?}");
+    let tasks: Vec<_> = first
+        .blocking_tasks
+        .iter()
+        .map(|t| (t.pid, t.reason()))
+        .collect();
+    assert_eq!(
+        tasks,
+        [(req.host_pid, v1::TaskReason::RequesterWaiting)],
+        "{first:#?}"
+    );
+    assert!(
+        first
+            .message
+            .contains("1 task(s) of the tree CRIU dumps asleep"),
+        "{first:#?}"
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(req.host_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let last = loop {
+        let message = next(&mut stream).await.unwrap().expect("a last message");
+        if outcome(&message) != Outcome::Waiting {
+            break message;
+        }
+    };
+    assert_eq!(outcome(&last), Outcome::Dumpable, "{last:#?}");
+    assert!(last.dumpable && last.blocking_tasks.is_empty(), "{last:#?}");
+    assert!(
+        next(&mut stream).await.unwrap().is_none(),
+        "the stream ends"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wait_ends_dumpable_once_the_daemon_answers_and_nothing_is_consumed() {
     let mut sc = Scenario::start_or_panic();
     let d = sc.mount(MountSpec::indirect()).unwrap();
@@ -105,9 +156,10 @@ async fn a_queue_shared_by_two_mounts_of_one_superblock_is_one_queued_request() 
         assert_eq!(r.state, MountState::Interim as i32, "{r:#?}");
         assert_eq!(r.pending_packets, 1, "{r:#?}");
     }
+    // Its requester, in the tree CRIU dumps, sleeps until the daemon answers.
     assert_eq!(
         first.message,
-        "waiting: 2 mount(s) INTERIM with 1 queued request(s) the daemon has not read yet"
+        "waiting: 2 mount(s) INTERIM with 1 queued request(s) the daemon has not read yet; 1 task(s) of the tree CRIU dumps asleep until their daemon answers a request"
     );
     drop(stream);
     // Nothing was consumed: the daemon still gets its request.

@@ -62,6 +62,7 @@ macro_rules! short_name {
 
 short_name!(v1::MountState, "MountState", "MOUNT_STATE_");
 short_name!(v1::Reason, "Reason", "REASON_");
+short_name!(v1::TaskReason, "TaskReason", "TASK_REASON_");
 short_name!(v1::mount_event::Kind, "MountEvent.Kind", "KIND_");
 short_name!(
     v1::wait_migratable_response::Outcome,
@@ -150,6 +151,7 @@ macro_rules! enum_field {
 
 enum_field!(mount_state, crate::v1::MountState);
 enum_field!(reason, crate::v1::Reason);
+enum_field!(task_reason, crate::v1::TaskReason);
 enum_field!(mount_event_kind, crate::v1::mount_event::Kind);
 enum_field!(outcome, crate::v1::wait_migratable_response::Outcome);
 

@@ -1030,11 +1030,12 @@ fn check_response(r: &v1::CheckMigratableResponse, node: &str) -> Result<(), Nod
             r.node
         )));
     }
-    if r.dumpable != r.blocking.is_empty() {
+    if r.dumpable != (r.blocking.is_empty() && r.blocking_tasks.is_empty()) {
         return Err(NodeErrorKind::Malformed(format!(
-            "CheckMigratable says dumpable={} with {} blocking mounts",
+            "CheckMigratable says dumpable={} with {} blocking mounts and {} blocking tasks",
             r.dumpable,
-            r.blocking.len()
+            r.blocking.len(),
+            r.blocking_tasks.len()
         )));
     }
     for m in r.blocking.iter().chain(&r.external) {
@@ -1169,11 +1170,12 @@ fn check_wait_message(m: &v1::WaitMigratableResponse, node: &str) -> Result<(), 
         }
         Ok(outcome) => outcome,
     };
-    if m.dumpable != m.blocking.is_empty() {
+    if m.dumpable != (m.blocking.is_empty() && m.blocking_tasks.is_empty()) {
         return Err(NodeErrorKind::Malformed(format!(
-            "WaitMigratable says dumpable={} with {} blocking mounts",
+            "WaitMigratable says dumpable={} with {} blocking mounts and {} blocking tasks",
             m.dumpable,
-            m.blocking.len()
+            m.blocking.len(),
+            m.blocking_tasks.len()
         )));
     }
     if m.dumpable != (outcome == Outcome::Dumpable) {

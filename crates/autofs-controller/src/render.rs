@@ -216,10 +216,11 @@ pub fn check_text(what: &str, c: &CheckOutcome) -> String {
     }
     let _ = writeln!(
         out,
-        "{what} on node {} is NOT migratable now: {} of {} autofs mounts block the dump:",
+        "{what} on node {} is NOT migratable now: {} of {} autofs mounts block the dump{}",
         r.node,
         r.blocking.len(),
-        r.mounts_checked
+        r.mounts_checked,
+        if r.blocking.is_empty() { "" } else { ":" }
     );
     for m in &r.blocking {
         let _ = writeln!(
@@ -231,20 +232,40 @@ pub fn check_text(what: &str, c: &CheckOutcome) -> String {
             m.message
         );
     }
+    task_lines(&mut out, &r.blocking_tasks);
     external_lines(&mut out, &r.external);
     if r.retry_after_ms > 0 {
         let _ = writeln!(
             out,
-            "only queued requests block: retry in {} ms",
+            "only pending requests block: retry in {} ms",
             r.retry_after_ms
         );
     } else {
-        let _ = writeln!(
-            out,
-            "retrying will not help until the blocking mounts are fixed"
-        );
+        let _ = writeln!(out, "retrying will not help until what blocks is fixed");
     }
     out
+}
+
+/// The tasks of the dumped tree that stop the dump by themselves, one line each.
+fn task_lines(out: &mut String, tasks: &[v1::TaskBlocker]) {
+    if tasks.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{} task(s) of the tree CRIU dumps stop the dump:",
+        tasks.len()
+    );
+    for t in tasks {
+        let _ = writeln!(
+            out,
+            "  pid {} ({}): {}: {}",
+            t.pid,
+            t.comm,
+            autofs_api::json::name::<v1::TaskReason>(t.reason),
+            t.message
+        );
+    }
 }
 
 /// The mounts CRIU skips as external binds (`--external`), one line each, with the verdict a
@@ -288,6 +309,15 @@ pub fn wait_progress(what: &str, m: &v1::WaitMigratableResponse) -> String {
             state_name(b.state),
             reason_name(b.reason),
             b.pending_packets
+        );
+    }
+    for t in &m.blocking_tasks {
+        let _ = writeln!(
+            out,
+            "  pid {} ({}): {}",
+            t.pid,
+            t.comm,
+            autofs_api::json::name::<v1::TaskReason>(t.reason)
         );
     }
     out

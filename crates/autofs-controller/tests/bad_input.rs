@@ -344,6 +344,7 @@ fn wait_message(
         message: "fake".into(),
         sequence: 1,
         external: Vec::new(),
+        blocking_tasks: Vec::new(),
     }
 }
 

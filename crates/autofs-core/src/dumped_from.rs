@@ -1,48 +1,80 @@
 //! The mount of an autofs superblock that CRIU dumps it from (reference §2), which is the mount
-//! its probe (§3.6) goes through.
+//! its probe (§3.6) goes through, across every mount namespace of one dump.
 //!
-//! `parse_mountinfo()` (`criu/proc_parse.c`) builds a namespace's mount list by prepending each
-//! line (`mntinfo_add_list_before()`), so the list is the mount table reversed, and
-//! `dump_mnt_ns()` (`criu/mount.c`) walks it in that order. `dump_one_fs()` is thus first called
-//! on the superblock's last mount in mountinfo order, `L`, and calls `autofs_dump()` on the first
-//! mount of its bind ring that shows the root (`fsroot_mounted()`): `L` itself, or else, in ring
-//! order, the superblock's other mounts in mountinfo order (`__search_bindmounts()` builds the
-//! ring from `L` with `list_add()`, which puts each later-listed mount first). That one call
-//! decides for every mount of the superblock: on success they are all marked dumped.
+//! `collect_mnt_namespaces()` (`criu/mount.c`) walks the dump's mount namespaces in `ns_ids`
+//! order and appends each one's mount list to the global `mntinfo`. `parse_mountinfo()`
+//! (`criu/proc_parse.c`) builds a namespace's list by prepending each line
+//! (`mntinfo_add_list_before()`), so each namespace contributes its mount table reversed.
+//! `__search_bindmounts()` starts a superblock's bind ring (`mnt_bind`, `mounts_sb_equal()`:
+//! device and source) at its first mount in that global list, `M0`, and `list_add()`s every
+//! later one right after `M0`: the ring is `M0`, then the other mounts in reverse global order.
+//! `dump_mnt_ns()` visits mounts in the same global order, so `dump_one_fs()` is first called
+//! on `M0`, and calls `autofs_dump()` on the first mount of the ring that shows the root
+//! (`fsroot_mounted()`). That one call decides for every mount of the superblock: on success
+//! they are all marked dumped.
 //!
-//! Only the mounts of one mount namespace are grouped here: across namespaces CRIU's order
-//! also depends on the order it found the namespaces in (`ns_ids`), which `/proc` does not tell.
+//! `nsid_add()` (`criu/namespaces.c`) prepends each namespace it discovers to `ns_ids`, and
+//! `collect_pstree_ids()` discovers them task by task in the dumped tree's depth-first order
+//! (`for_each_pstree_item()`, the root first): the namespace discovered last is walked first
+//! ([`crate::tree::discovery_order`] recovers the order from `/proc`).
+//!
+//! Within one namespace this is: the superblock's last mount in mountinfo order, `L`, and
+//! then, in mountinfo order, the others.
 
 use std::collections::HashMap;
 
 use crate::mountinfo::MountInfo;
 
-/// For every mount of `lines` (one namespace's autofs mounts, in mountinfo order), the mount id
-/// of the mount of the same superblock (device and source, `mounts_sb_equal()`) that CRIU's
-/// `dump_one_fs()` calls `autofs_dump()` on; a superblock no mount of which shows its root maps
-/// to nothing (CRIU cannot dump it at all).
-pub fn dumped_from<'a>(lines: impl IntoIterator<Item = &'a MountInfo>) -> HashMap<u32, u32> {
-    let mut superblocks: HashMap<(u32, u32, &[u8]), Vec<&MountInfo>> = HashMap::new();
-    for m in lines {
-        superblocks
-            .entry((m.major, m.minor, &m.source))
-            .or_default()
-            .push(m);
+/// A mount, by mount namespace inode and mount id.
+pub type MountKey = (u64, u32);
+
+/// One mount namespace's autofs mounts: its inode and its mounts in mountinfo order.
+pub type NamespaceMounts<'a> = (u64, Vec<&'a MountInfo>);
+
+/// A superblock as `mounts_sb_equal()` tells them apart: device and source.
+type Superblock<'a> = (u32, u32, &'a [u8]);
+
+/// For every mount of `namespaces` (the autofs mounts of one dump's mount namespaces, each in
+/// mountinfo order, the namespaces in the order CRIU discovers them: the dumped tree's root's
+/// first), the mount of the same superblock (device and source, `mounts_sb_equal()`) that
+/// CRIU's `dump_one_fs()` calls `autofs_dump()` on; a superblock no mount of which shows its
+/// root maps to nothing (CRIU cannot dump it at all).
+pub fn dumped_from(namespaces: &[NamespaceMounts<'_>]) -> HashMap<MountKey, MountKey> {
+    // The global list: the namespace discovered last first, each table reversed.
+    let mut superblocks: HashMap<Superblock<'_>, Vec<(MountKey, &MountInfo)>> = HashMap::new();
+    for (mnt_ns, lines) in namespaces.iter().rev() {
+        for m in lines.iter().rev() {
+            superblocks
+                .entry((m.major, m.minor, &m.source))
+                .or_default()
+                .push(((*mnt_ns, m.mount_id), m));
+        }
     }
     let mut from = HashMap::new();
     for mounts in superblocks.values() {
-        let Some((last, rest)) = mounts.split_last() else {
+        let Some((first, rest)) = mounts.split_first() else {
             continue;
         };
-        let chosen = std::iter::once(last)
-            .chain(rest)
-            .find(|m| m.root == b"/")
-            .map(|m| m.mount_id);
+        let chosen = std::iter::once(first)
+            .chain(rest.iter().rev())
+            .find(|(_, m)| m.root == b"/")
+            .map(|(key, _)| *key);
         if let Some(chosen) = chosen {
-            from.extend(mounts.iter().map(|m| (m.mount_id, chosen)));
+            from.extend(mounts.iter().map(|(key, _)| (*key, chosen)));
         }
     }
     from
+}
+
+/// Whether some superblock of `namespaces` has mounts in more than one of them: only then
+/// does the order of the namespaces matter to [`dumped_from`].
+pub fn spans_namespaces(namespaces: &[NamespaceMounts<'_>]) -> bool {
+    let mut seen: HashMap<Superblock<'_>, u64> = HashMap::new();
+    namespaces.iter().any(|(mnt_ns, lines)| {
+        lines
+            .iter()
+            .any(|m| *seen.entry((m.major, m.minor, &m.source)).or_insert(*mnt_ns) != *mnt_ns)
+    })
 }
 
 #[cfg(test)]
@@ -66,12 +98,41 @@ mod tests {
             mount(44, 61, "/sub"),
             mount(45, 62, "/sub"),
         ];
-        let from = dumped_from(&lines);
+        let namespaces = [(7, lines.iter().collect())];
+        let from = dumped_from(&namespaces);
+        assert!(!spans_namespaces(&namespaces));
         // 41 is the last mount of 0:60 in the table, and shows the root.
-        assert_eq!((from[&40], from[&41]), (41, 41));
+        assert_eq!((from[&(7, 40)], from[&(7, 41)]), ((7, 41), (7, 41)));
         // The last mount of 0:61 is a bind of a directory: the ring goes on from the first.
-        assert_eq!((from[&42], from[&43], from[&44]), (42, 42, 42));
+        assert_eq!(
+            (from[&(7, 42)], from[&(7, 43)], from[&(7, 44)]),
+            ((7, 42), (7, 42), (7, 42))
+        );
         // No mount of 0:62 shows its root.
-        assert!(!from.contains_key(&45));
+        assert!(!from.contains_key(&(7, 45)));
+    }
+
+    #[test]
+    fn the_namespace_discovered_last_is_walked_first_and_the_ring_goes_on_from_the_root() {
+        // The root's namespace 1 and a member's namespace 2 (a private copy) share 0:60.
+        let root_ns = [mount(50, 60, "/"), mount(51, 60, "/")];
+        let member_ns = [mount(60, 60, "/"), mount(61, 60, "/")];
+        let namespaces = [
+            (1, root_ns.iter().collect()),
+            (2, member_ns.iter().collect()),
+        ];
+        assert!(spans_namespaces(&namespaces));
+        // The global list is 61 60 51 50: the ring starts at 61.
+        assert_eq!(dumped_from(&namespaces)[&(1, 50)], (2, 61));
+
+        // When the member's copy is a bind of a directory, the ring goes on in reverse global
+        // order: the root's namespace in table order.
+        let member_ns = [mount(60, 60, "/sub"), mount(61, 60, "/sub")];
+        let namespaces = [
+            (1, root_ns.iter().collect()),
+            (2, member_ns.iter().collect()),
+        ];
+        let from = dumped_from(&namespaces);
+        assert_eq!((from[&(1, 51)], from[&(2, 61)]), ((1, 50), (1, 50)));
     }
 }

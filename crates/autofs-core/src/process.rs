@@ -302,6 +302,35 @@ impl<'a> ProcessTable<'a> {
         self.stat_line(pid).map(|s| s.ppid)
     }
 
+    /// The scheduler state of `pid` (`stat` field 3: `R`, `S`, `D`, `Z`...) and its command
+    /// name (escaped), read once per table with the rest of its `stat`.
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`]: the process is gone, or `stat` could not be read or parsed.
+    pub fn state(&mut self, pid: i32) -> Result<(u8, String), Unavailable> {
+        self.stat_line(pid)
+            .map(|s| (s.state, crate::escape::escape(&s.comm)))
+    }
+
+    /// The scheduler state of thread `tid` of process `pid` (`task/<tid>/stat` field 3), read
+    /// each time (threads are not cached).
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`]: the thread is gone, or its `stat` could not be read or parsed.
+    pub fn thread_state(&mut self, pid: i32, tid: i32) -> Result<u8, Unavailable> {
+        let rel = format!("task/{tid}/stat");
+        self.files_read += 1;
+        let stat = self
+            .root
+            .read_record(pid, &rel)
+            .map_err(|e| unavailable(self.root, pid, &rel, &e))?;
+        StatLine::parse(&stat)
+            .map(|s| s.state)
+            .map_err(|what| Unavailable::Failed(format!("malformed /proc/{pid}/{rel}: {what}")))
+    }
+
     /// The process group of `pid` (`stat` field 5), read once per table with the rest of its
     /// `stat`.
     ///

@@ -11,6 +11,7 @@ use nix::sys::stat::SFlag;
 use serde::Serialize;
 
 use crate::attribution::Attribution;
+use crate::dumped_from;
 use crate::error::Result;
 use crate::escape::escape;
 use crate::holders::{Candidates, HolderMemo};
@@ -502,7 +503,9 @@ impl<Q: QueueProbe> Scanner<Q> {
         );
         let mut leftovers: HashMap<(i32, i32, bool), LeftoverCheck> = HashMap::new();
         let mut dev_autofs: HashMap<u64, std::result::Result<DevAutofs, String>> = HashMap::new();
-        let mut dumped_from: HashMap<u64, HashMap<u32, u32>> = HashMap::new();
+        // CRIU probes a superblock through one of its mounts (dumped_from), in any namespace
+        // of the same dump.
+        let dumped_from = dumped_from_per_dump(&mut table, &namespaces, &owners);
         for (mnt_ns, line, options) in parsed {
             let (owner, attribution) = &owners[&mnt_ns];
             let mut report = self.base_report(mnt_ns, Some(line), *owner, attribution);
@@ -519,26 +522,19 @@ impl<Q: QueueProbe> Scanner<Q> {
                     set_error(&mut report, reason, e.to_string());
                 }
                 (Ok(m), Some(Ok(options))) => {
-                    let ns = &namespaces[&mnt_ns];
-                    let Some(ns_table) = ns.table.as_ref() else {
-                        unreachable!("autofs lines come from a namespace's table")
+                    let (probed_ns, probed) = dumped_from
+                        .get(&(mnt_ns, m.mount_id))
+                        .copied()
+                        .unwrap_or((mnt_ns, m.mount_id));
+                    let Some(probed_table) = namespaces[&probed_ns].table.as_ref() else {
+                        unreachable!("probed mounts come from a namespace's table")
                     };
-                    // CRIU probes a superblock through one of its mounts (dumped_from).
-                    let probed = *dumped_from
-                        .entry(mnt_ns)
-                        .or_insert_with(|| {
-                            crate::dumped_from::dumped_from(
-                                ns_table.autofs.iter().filter_map(|l| l.as_ref().ok()),
-                            )
-                        })
-                        .get(&m.mount_id)
-                        .unwrap_or(&m.mount_id);
                     // CRIU names the mount it probes by its mount point ("failed to access
                     // autofs <point>").
                     let probed_point = if probed == m.mount_id {
                         report.mount_point.clone()
                     } else {
-                        ns_table
+                        probed_table
                             .autofs
                             .iter()
                             .filter_map(|l| l.as_ref().ok())
@@ -547,16 +543,18 @@ impl<Q: QueueProbe> Scanner<Q> {
                     };
                     let reach = ProbeReach {
                         mount_id: probed,
+                        mnt_ns: probed_ns,
                         mount_point: probed_point,
-                        covered: ns_table.covered.contains(&probed),
-                        shadowed_by: ns_table.shadowed.get(&probed).cloned(),
+                        covered: probed_table.covered.contains(&probed),
+                        shadowed_by: probed_table.shadowed.get(&probed).cloned(),
                         dev_autofs: if options.mode == MountMode::Indirect {
                             // Never consulted: indirect roots are never probed.
                             Ok(DevAutofs::Unusable("not looked up".into()))
                         } else {
+                            // CRIU enters the probed mount's namespace to open it.
                             dev_autofs
-                                .entry(mnt_ns)
-                                .or_insert_with(|| self.dev_autofs(ns_table))
+                                .entry(probed_ns)
+                                .or_insert_with(|| self.dev_autofs(probed_table))
                                 .clone()
                         },
                     };
@@ -567,7 +565,7 @@ impl<Q: QueueProbe> Scanner<Q> {
                         owner: *owner,
                         view: &view,
                         reach: &reach,
-                        mount_table: &ns_table.text,
+                        mount_table: &probed_table.text,
                     };
                     judge(&mut report, &options, &mut facts);
                 }
@@ -1211,6 +1209,49 @@ struct DumpGroup {
     major: u32,
     minor: u32,
     source: Vec<u8>,
+}
+
+/// For every autofs mount, the mount CRIU's `dump_one_fs()` dumps (and probes) its superblock
+/// from ([`crate::dumped_from`]), among the mounts of every namespace dumped with it: the
+/// namespaces of one owner, or a namespace alone when its owner is unknown. The namespaces'
+/// order matters only for a superblock mounted in more than one of them, and only then is it
+/// read ([`crate::ns_order`]).
+fn dumped_from_per_dump(
+    table: &mut ProcessTable<'_>,
+    namespaces: &BTreeMap<u64, Namespace>,
+    owners: &BTreeMap<u64, (Option<i32>, Attribution)>,
+) -> HashMap<dumped_from::MountKey, dumped_from::MountKey> {
+    let mut dumps: BTreeMap<std::result::Result<i32, u64>, Vec<dumped_from::NamespaceMounts<'_>>> =
+        BTreeMap::new();
+    for (&mnt_ns, ns) in namespaces {
+        let Some(ns_table) = ns.table.as_ref() else {
+            continue;
+        };
+        let lines: Vec<&MountInfo> = ns_table
+            .autofs
+            .iter()
+            .filter_map(|l| l.as_ref().ok())
+            .collect();
+        if !lines.is_empty() {
+            let dump = owners[&mnt_ns].0.ok_or(mnt_ns);
+            dumps.entry(dump).or_default().push((mnt_ns, lines));
+        }
+    }
+    let mut from = HashMap::new();
+    for (dump, mut group) in dumps {
+        if let Ok(owner) = dump
+            && dumped_from::spans_namespaces(&group)
+        {
+            let members: Vec<(u64, &[i32])> = group
+                .iter()
+                .map(|(mnt_ns, _)| (*mnt_ns, namespaces[mnt_ns].pids.as_slice()))
+                .collect();
+            let order = crate::ns_order::discovery_order(table, owner, &members);
+            group.sort_by_key(|(mnt_ns, _)| order.iter().position(|o| o == mnt_ns));
+        }
+        from.extend(dumped_from::dumped_from(&group));
+    }
+    from
 }
 
 fn dump_group(mnt_ns: u64, owner: Option<i32>, m: &MountInfo) -> DumpGroup {

@@ -17,6 +17,7 @@ use crate::external::{Dump, ExternalMounts};
 use crate::proc_root::{ProcRoot, ReadFailure};
 use crate::report::{MountReport, MountState};
 use crate::scan::{NamespaceInfo, Scan};
+use crate::tasks::TaskBlocker;
 
 /// Why a question about mounts cannot be answered. Each variant says what was wrong with the
 /// question, or what of the workload could not be found; [`SelectError::kind`] groups them.
@@ -585,7 +586,10 @@ impl Workload {
         let namespaces: Vec<u64> = owned.iter().map(|n| n.mnt_ns).collect();
         let external =
             crate::external::external_binds(&scan.reports, &self.dumps(&owned), &self.external);
-        let mut check = Check::default();
+        let mut check = Check {
+            namespaces: namespaces.clone(),
+            ..Check::default()
+        };
         // Mounts of one superblock (binds of it) share its pipe, and so do mounts made with one
         // write end: each queue is counted once.
         let mut counted_pipes: Vec<u64> = Vec::new();
@@ -668,6 +672,11 @@ pub struct Check {
     /// ([`Workload::with_external_mounts`]), in report order: they do not block. One that
     /// [`MountReport::blocks_when_external`] is among `blocking` instead.
     pub external: Vec<usize>,
+    /// The mount namespaces CRIU dumps with the workload.
+    pub namespaces: Vec<u64>,
+    /// The tasks of the dumped trees that stop the dump by themselves, once looked at
+    /// ([`Check::look_at_tasks`]); empty until then.
+    pub tasks: Vec<TaskBlocker>,
 }
 
 /// Whether waiting can make a workload dumpable.
@@ -675,30 +684,41 @@ pub struct Check {
 pub enum Outcome {
     /// Nothing blocks: CRIU can dump it now.
     Dumpable,
-    /// Only INTERIM mounts block: they clear once their daemon reads its queue.
+    /// Only what clears by itself blocks: INTERIM mounts (once their daemon reads its queue)
+    /// and requesters waiting for an answer (once their daemon answers).
     Waiting,
     /// A blocking mount cannot clear by itself (ORPHANED, ERROR, UNSUPPORTED…).
     WillNotClear,
 }
 
 impl Check {
+    /// Reads the tasks of the workload's dumped trees from `root` now
+    /// ([`crate::tasks::blocking_tasks`]): what stops the dump that no mount shows. Costs a
+    /// `stat` per thread and a walk of each process's fd table, of the workload's processes
+    /// alone.
+    pub fn look_at_tasks(&mut self, root: &ProcRoot, scan: &Scan) {
+        let trees = crate::tasks::dump_trees(scan, &self.namespaces);
+        self.tasks = crate::tasks::blocking_tasks(root, &trees);
+    }
+
     /// Whether CRIU could dump the workload now.
     pub fn dumpable(&self) -> bool {
-        self.blocking.is_empty()
+        self.blocking.is_empty() && self.tasks.is_empty()
     }
 
     /// Whether waiting can help.
     pub fn outcome(&self) -> Outcome {
-        if self.blocking.is_empty() {
+        if self.dumpable() {
             Outcome::Dumpable
-        } else if self.stuck.is_empty() {
+        } else if self.stuck.is_empty() && self.tasks.iter().all(TaskBlocker::clears_by_itself) {
             Outcome::Waiting
         } else {
             Outcome::WillNotClear
         }
     }
 
-    /// Whether only INTERIM mounts block (a retry soon may succeed).
+    /// Whether only what clears by itself blocks (INTERIM mounts, requesters waiting for an
+    /// answer): a retry soon may succeed.
     pub fn only_interim(&self) -> bool {
         self.outcome() == Outcome::Waiting
     }
@@ -1008,8 +1028,44 @@ mod tests {
             .unwrap()
             .check(&scan)
             .unwrap();
-        assert_eq!(check, Check::default());
+        let ns = scan
+            .namespaces
+            .iter()
+            .find(|n| n.container_id.starts_with("cccc"))
+            .unwrap()
+            .mnt_ns;
+        assert_eq!(
+            check,
+            Check {
+                namespaces: vec![ns],
+                ..Check::default()
+            }
+        );
         assert_eq!(check.outcome(), Outcome::Dumpable);
+    }
+
+    #[test]
+    fn tasks_block_and_only_requesters_waiting_for_an_answer_clear_by_themselves() {
+        use crate::tasks::TaskReason;
+        let task = |reason| TaskBlocker {
+            pid: 5,
+            tid: 5,
+            comm: "d".into(),
+            reason,
+            fd: -1,
+            pipe_ino: 0,
+            message: String::new(),
+        };
+        let mut check = Check {
+            tasks: vec![task(TaskReason::RequesterWaiting)],
+            ..Check::default()
+        };
+        assert!(!check.dumpable());
+        assert_eq!(check.outcome(), Outcome::Waiting);
+        check.tasks.push(task(TaskReason::Unreadable));
+        assert_eq!(check.outcome(), Outcome::WillNotClear);
+        check.tasks = vec![task(TaskReason::PacketModePipe)];
+        assert_eq!(check.outcome(), Outcome::WillNotClear);
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct ProbeReach {
     /// `dump_one_fs()` calls `autofs_dump()` on ([`crate::dumped_from`]), this mount or another
     /// mount of the superblock's root. Every field below is about that mount.
     pub mount_id: u32,
+    /// That mount's mount namespace (inode): CRIU enters it to probe.
+    pub mnt_ns: u64,
     /// That mount's mount point, escaped as [`MountReport::mount_point`] is.
     pub mount_point: String,
     /// Another mount sits on the mount's root (the open would land in it).
@@ -64,7 +66,8 @@ pub struct Facts<'t, 'r> {
     pub view: &'t View,
     /// Whether CRIU's probe could reach this mount's root.
     pub reach: &'t ProbeReach,
-    /// The namespace's complete `mountinfo` as read, which CRIU reads again after its probe.
+    /// The complete `mountinfo` of the namespace CRIU's probe enters (the probed mount's,
+    /// [`ProbeReach::mnt_ns`]) as read, which CRIU reads again after its probe.
     pub mount_table: &'t [u8],
 }
 
@@ -678,7 +681,7 @@ fn probe(
     // namespaces, not on who holds a read end: when it cannot, CRIU fails whoever does.
     let reach = reach(report, pgrp, facts);
     let blocked = |report: &mut MountReport, caveat: &str, why: &str| {
-        note_probed_through(report, probed);
+        note_probed_through(report, facts.reach);
         set(
             report,
             MountState::Orphaned,
@@ -767,7 +770,7 @@ fn probe(
     let owner = match reach {
         Reach::Blocked(why) => return blocked(report, "", &why),
         Reach::Unknown(why) => {
-            note_probed_through(report, probed);
+            note_probed_through(report, facts.reach);
             return set(
                 report,
                 MountState::Error,
@@ -777,7 +780,7 @@ fn probe(
         }
         Reach::Reaches(owner) => owner,
     };
-    note_probed_through(report, probed);
+    note_probed_through(report, facts.reach);
     if let Some(end) = through
         && pending_request(report, end, ino, hidden, facts)
     {
@@ -956,12 +959,21 @@ fn superblocks_sharing(table: &[u8], ino: u64, own: (u32, u32)) -> usize {
 
 /// Notes, on a mount that is not the one CRIU's probe goes through (`probed`), that the
 /// probe of that other mount of the same root decides for this one too.
-fn note_probed_through(report: &mut MountReport, probed: u32) {
-    if probed != report.mount_id {
-        report.criu_notes.push(format!(
-            "CRIU dumps this superblock from mount {probed}, another mount of its root (its dump_one_fs() reaches that one first: the last in the mount table, or else the first), and probes it through that mount; the outcome holds for every mount of the superblock"
-        ));
+fn note_probed_through(report: &mut MountReport, reach: &ProbeReach) {
+    let probed = reach.mount_id;
+    if probed == report.mount_id {
+        return;
     }
+    report.criu_notes.push(if reach.mnt_ns == report.mnt_ns {
+        format!(
+            "CRIU dumps this superblock from mount {probed}, another mount of its root (its dump_one_fs() reaches that one first: the last in the mount table, or else the first), and probes it through that mount; the outcome holds for every mount of the superblock"
+        )
+    } else {
+        format!(
+            "CRIU dumps this superblock from mount {probed} of mount namespace {}, another mount of its root in a namespace dumped with this one (its dump_one_fs() reaches that one first: it walks the namespaces from the one it discovered last in the dumped tree, and the superblock's bind ring from its last mount there), and probes it through that mount, in that namespace; the outcome holds for every mount of the superblock",
+            reach.mnt_ns
+        )
+    });
 }
 
 /// Whether CRIU's probe of a mount reaches the kernel (reference §3.6, §3.10 #2, #3).

@@ -6,7 +6,8 @@
 //! - `list`: `ListMounts`; `watch`: `WatchMounts`; `wait`: `WaitMigratable`;
 //! - what they share: `config` (settings), `context` (inventory, budgets, fresh snapshots),
 //!   `request` (wire → core), `status` (errors → statuses), `metadata` (scan age),
-//!   `budget` (stream budgets per kind and client), `stream` (producer-fed streams).
+//!   `budget` (stream budgets per kind and client), `stream` (producer-fed streams), `tasks`
+//!   (the workload's tasks, read when asked).
 
 mod budget;
 mod config;
@@ -16,6 +17,7 @@ mod metadata;
 mod request;
 mod status;
 mod stream;
+mod tasks;
 mod unary;
 mod wait;
 mod watch;

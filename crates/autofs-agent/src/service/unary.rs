@@ -11,6 +11,7 @@ use super::context::Context;
 use super::metadata::mark_age;
 use super::request;
 use super::status::ApiError;
+use super::tasks;
 use crate::metrics as m;
 use crate::snapshot::Answer;
 
@@ -73,6 +74,7 @@ async fn check(
         }
         checked => checked.map_err(ApiError::from)?,
     };
+    let check = tasks::with_tasks(&ctx.inventory, &answer.snapshot, check).await?;
     // A drain is seen within one queue poll, and a retry then gets a scan at most
     // `max_scan_age` old: waiting longer than both tells nothing new.
     let retry_after_ms = if check.only_interim() {
@@ -85,6 +87,7 @@ async fn check(
         dumpable: check.dumpable(),
         blocking: answer.snapshot.api_reports(&check.blocking),
         external: answer.snapshot.api_reports(&check.external),
+        blocking_tasks: tasks::api_tasks(&check.tasks),
         mounts_checked: check.mounts_checked,
         retry_after_ms,
         node: ctx.config.node_name.clone(),

@@ -20,6 +20,7 @@ use super::status::ApiError;
 use super::stream::{
     Ending, EventStream, Outgoing, STREAM_BUFFER, deadline, send, shutting_down, sleep_until,
 };
+use super::tasks;
 use crate::metrics as m;
 use crate::snapshot::{Answer, Inventory, Snapshot};
 
@@ -58,7 +59,10 @@ pub(super) async fn wait_migratable(
     // left from the channel closing, which frees its slot at once.
     let gone = tx.clone();
     let inventory = ctx.inventory.clone();
+    let task_recheck = ctx.config.queue_poll_interval;
     let mut wait = Wait {
+        inventory: inventory.clone(),
+        tasks_waiting: false,
         node: ctx.config.node_name.clone(),
         sequence: 0,
         last: None,
@@ -76,12 +80,26 @@ pub(super) async fn wait_migratable(
             let mut seen = snapshot.generation;
             drop(snapshot);
             loop {
-                if updates.changed().await.is_err() {
+                // A requester waking (its daemon answered) changes no mount and no pipe, so
+                // no scan shows it: while one blocks, its tasks are read again every queue
+                // poll against the latest snapshot.
+                let recheck = async {
+                    if wait.tasks_waiting {
+                        tokio::time::sleep(task_recheck).await;
+                    } else {
+                        std::future::pending::<()>().await;
+                    }
+                };
+                let changed = tokio::select! {
+                    changed = updates.changed() => changed.is_ok().then_some(true),
+                    () = recheck => Some(false),
+                };
+                let Some(changed) = changed else {
                     ending.fail(Status::unavailable("agent shutting down; wait again"));
                     return tonic::Code::Unavailable;
-                }
+                };
                 let next: Arc<Snapshot> = updates.borrow_and_update().clone();
-                if next.generation <= seen {
+                if changed && next.generation <= seen {
                     continue;
                 }
                 let next = match final_from_newer(&inventory, next, started, &workload).await {
@@ -166,12 +184,20 @@ fn is_final(snapshot: &Snapshot, workload: &Workload) -> bool {
         .map_or(true, |check| check.outcome() != Outcome::Waiting)
 }
 
+/// What a message of a wait said: (namespace, mount, state, queued packets) per blocking
+/// mount, then (pid, tid, reason, fd) per blocking task.
+type Said = (Vec<(u64, u32, i32, u64)>, Vec<(i32, i32, i32, i32)>);
+
 /// One wait: the messages of a WaitMigratable stream, sent when the blocking set changes.
 struct Wait {
+    /// Where the workload's tasks are read from.
+    inventory: Arc<Inventory>,
+    /// Whether the last check found tasks blocking (they are read again without a new scan).
+    tasks_waiting: bool,
     node: String,
     sequence: u64,
-    /// What the last message said: (namespace, mount, state, queued packets) per blocker.
-    last: Option<Vec<(u64, u32, i32, u64)>>,
+    /// What the last message said.
+    last: Option<Said>,
     tx: mpsc::Sender<Outgoing<v1::WaitMigratableResponse>>,
     ending: Ending,
 }
@@ -181,24 +207,35 @@ impl Wait {
     /// wait is over (dumpable, or blocked for good); `Err` when the stream must stop.
     async fn apply(
         &mut self,
-        snapshot: &Snapshot,
+        snapshot: &Arc<Snapshot>,
         workload: &Workload,
     ) -> Result<bool, tonic::Code> {
-        let check = match workload.check(&snapshot.scan) {
+        let checked = match workload.check(&snapshot.scan) {
+            Ok(check) => tasks::with_tasks(&self.inventory, snapshot, check).await,
+            Err(e) => Err(Status::from(ApiError::from(e))),
+        };
+        let check = match checked {
             Ok(check) => check,
-            Err(e) => {
-                let status = Status::from(ApiError::from(e));
+            Err(status) => {
                 let code = status.code();
                 self.ending.fail(status);
                 return Err(code);
             }
         };
         let blocking = snapshot.api_reports(&check.blocking);
+        let blocking_tasks = tasks::api_tasks(&check.tasks);
+        self.tasks_waiting = !check.tasks.is_empty();
         let (outcome, message) = describe(&check, snapshot, blocking.len());
-        let key: Vec<_> = blocking
-            .iter()
-            .map(|r| (r.mnt_ns, r.mount_id, r.state, r.pending_packets))
-            .collect();
+        let key = (
+            blocking
+                .iter()
+                .map(|r| (r.mnt_ns, r.mount_id, r.state, r.pending_packets))
+                .collect(),
+            blocking_tasks
+                .iter()
+                .map(|t| (t.pid, t.tid, t.reason, t.fd))
+                .collect(),
+        );
         let done = outcome != v1::wait_migratable_response::Outcome::Waiting;
         if self.last.as_ref() != Some(&key) || done {
             self.last = Some(key);
@@ -208,6 +245,7 @@ impl Wait {
                 blocking,
                 mounts_checked: check.mounts_checked,
                 external: snapshot.api_reports(&check.external),
+                blocking_tasks,
                 node: self.node.clone(),
                 outcome: outcome.into(),
                 message,
@@ -242,6 +280,21 @@ fn describe(
                 check.external.len()
             ),
         ),
+        Outcome::WillNotClear if check.stuck.is_empty() => {
+            let stuck: Vec<_> = check
+                .tasks
+                .iter()
+                .filter(|t| !t.clears_by_itself())
+                .collect();
+            let message = stuck.first().map_or("", |t| t.message.as_str());
+            (
+                Wire::WillNotClear,
+                format!(
+                    "waiting will not help: {} task(s) of the tree CRIU dumps stop it and cannot clear by themselves, e.g. {message}",
+                    stuck.len()
+                ),
+            )
+        }
         Outcome::WillNotClear => {
             let first = snapshot.api_reports(&check.stuck[..check.stuck.len().min(1)]);
             let (mount_point, state, message) = first.first().map_or(("", "?", ""), |r| {
@@ -259,13 +312,19 @@ fn describe(
                 ),
             )
         }
-        Outcome::Waiting => (
-            Wire::Waiting,
-            format!(
+        Outcome::Waiting => {
+            let mut message = format!(
                 "waiting: {blocking} mount(s) INTERIM with {} queued request(s) the daemon has not read yet",
-                check.queued_packets
-            ),
-        ),
+                check.queued_packets,
+            );
+            if !check.tasks.is_empty() {
+                message.push_str(&format!(
+                    "; {} task(s) of the tree CRIU dumps asleep until their daemon answers a request",
+                    check.tasks.len()
+                ));
+            }
+            (Wire::Waiting, message)
+        }
     }
 }
 
