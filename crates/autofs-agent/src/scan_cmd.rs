@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use autofs_core::selector::{SelectErrorKind, Workload};
+use autofs_core::tasks::TaskReason;
 use autofs_core::{Scan, Scanner, criu_image};
 
 /// Exit code when every mount is dumpable (ACTIVE or CATATONIC).
@@ -79,10 +80,11 @@ pub fn run(args: &ScanArgs, out: &mut impl Write) -> anyhow::Result<u8> {
     };
     if let Some(check) = &check {
         for task in &check.tasks {
-            eprintln!(
-                "autofs-agent scan: blocked: pid {} ({}) of the tree CRIU dumps: {}",
-                task.pid, task.comm, task.message
-            );
+            let kind = match task.reason {
+                TaskReason::Unreadable => "error",
+                _ => "blocked",
+            };
+            eprintln!("autofs-agent scan: {kind}: {}", task.message);
         }
         for &i in &check.external {
             eprintln!(
@@ -145,6 +147,14 @@ pub fn run(args: &ScanArgs, out: &mut impl Write) -> anyhow::Result<u8> {
         Some(check) if !incomplete(&scan) => {
             if check.dumpable() {
                 EXIT_DUMPABLE
+            } else if check.blocking.is_empty()
+                && check
+                    .tasks
+                    .iter()
+                    .all(|t| t.reason == TaskReason::Unreadable)
+            {
+                // Only what could not be seen stands in the way: not a verdict.
+                EXIT_ERROR
             } else {
                 EXIT_BLOCKED
             }

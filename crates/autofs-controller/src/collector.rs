@@ -1041,6 +1041,24 @@ fn check_response(r: &v1::CheckMigratableResponse, node: &str) -> Result<(), Nod
     for m in r.blocking.iter().chain(&r.external) {
         client::check_report(m, node)?;
     }
+    check_tasks(&r.blocking_tasks, "CheckMigratable")
+}
+
+/// A blocking task whose reason this build does not know (or none) says nothing a gate may
+/// act on.
+fn check_tasks(tasks: &[v1::TaskBlocker], method: &str) -> Result<(), NodeErrorKind> {
+    for t in tasks {
+        match v1::TaskReason::try_from(t.reason) {
+            Ok(v1::TaskReason::Unspecified) | Err(_) => {
+                return Err(NodeErrorKind::Malformed(format!(
+                    "{method} names blocking task {} with reason {}, which is not a reason",
+                    t.pid,
+                    autofs_api::json::name::<v1::TaskReason>(t.reason)
+                )));
+            }
+            Ok(_) => {}
+        }
+    }
     Ok(())
 }
 
@@ -1189,5 +1207,5 @@ fn check_wait_message(m: &v1::WaitMigratableResponse, node: &str) -> Result<(), 
     for r in m.blocking.iter().chain(&m.external) {
         client::check_report(r, node)?;
     }
-    Ok(())
+    check_tasks(&m.blocking_tasks, "WaitMigratable")
 }

@@ -406,11 +406,18 @@ pub fn wait_text(what: &str, w: &WaitOutcome, waited: std::time::Duration) -> St
             "{what} on node {} will not become migratable by waiting: {}\n",
             r.node, r.message
         ),
-        WaitEnd::StillBlocked => format!(
+        WaitEnd::StillBlocked if r.blocking_tasks.is_empty() => format!(
             "{what} on node {} is still NOT migratable after {}: {} mount(s) still block\n",
             r.node,
             fmt_duration(waited),
             r.blocking.len()
+        ),
+        WaitEnd::StillBlocked => format!(
+            "{what} on node {} is still NOT migratable after {}: {} mount(s) and {} task(s) still block\n",
+            r.node,
+            fmt_duration(waited),
+            r.blocking.len(),
+            r.blocking_tasks.len()
         ),
     }
 }
@@ -697,6 +704,46 @@ mod tests {
             "{}",
             collect_table(&report)
         );
+    }
+
+    #[test]
+    fn a_check_blocked_by_tasks_alone_names_them() {
+        let outcome = CheckOutcome {
+            endpoint: NodeEndpoint::parse("10.0.0.1:1", "t").unwrap(),
+            response: v1::CheckMigratableResponse {
+                dumpable: false,
+                node: "n1".into(),
+                mounts_checked: 0,
+                blocking_tasks: vec![v1::TaskBlocker {
+                    pid: 42,
+                    tid: 42,
+                    comm: "automount".into(),
+                    reason: v1::TaskReason::PacketModePipe as i32,
+                    fd: 6,
+                    pipe_ino: 900,
+                    message: "The packetized mode for pipes is not supported yet".into(),
+                }],
+                ..Default::default()
+            },
+        };
+        let text = check_text("pod p", &outcome);
+        assert!(
+            text.contains(
+                "pod p on node n1 is NOT migratable now: 0 of 0 autofs mounts block the dump\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("1 task(s) of the tree CRIU dumps stop the dump:\n  pid 42 (automount): PACKET_MODE_PIPE: The packetized mode for pipes is not supported yet\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("retrying will not help until what blocks is fixed\n"),
+            "{text}"
+        );
+        let json = check_json(&outcome);
+        assert_eq!(json["blocking_tasks"][0]["reason"], "PACKET_MODE_PIPE");
+        assert_eq!(json["blocking_tasks"][0]["pipe_ino"], 900);
     }
 
     #[test]

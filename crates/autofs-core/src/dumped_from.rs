@@ -16,7 +16,7 @@
 //! `nsid_add()` (`criu/namespaces.c`) prepends each namespace it discovers to `ns_ids`, and
 //! `collect_pstree_ids()` discovers them task by task in the dumped tree's depth-first order
 //! (`for_each_pstree_item()`, the root first): the namespace discovered last is walked first
-//! ([`crate::tree::discovery_order`] recovers the order from `/proc`).
+//! ([`crate::ns_order::discovery_order`] recovers the order from `/proc`).
 //!
 //! Within one namespace this is: the superblock's last mount in mountinfo order, `L`, and
 //! then, in mountinfo order, the others.

@@ -6,12 +6,14 @@
 //! first (`for_each_pstree_item()`), and `dump_task_ns_ids()` adds each namespace at its first
 //! task. A task's children come in `collect_children()`'s order (`criu/seize.c`): the
 //! `task/<tid>/children` file of each of its threads, the thread-group leader first, each in
-//! the kernel's order (the order they became its children). Where a children file cannot be
-//! read (the parent exited meanwhile), pid order stands in for it.
+//! the kernel's order (the order they became its children): [`ProcRoot::children`]. Where a
+//! parent's children cannot be read (it exited meanwhile), pid order stands in for them.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
+#[cfg(doc)]
+use crate::proc_root::ProcRoot;
 use crate::process::ProcessTable;
 
 /// The facts the order rests on.
@@ -30,59 +32,52 @@ impl Tree for Proc<'_, '_> {
     }
 
     fn children(&mut self, pid: i32) -> Option<Vec<i32>> {
-        let root = self.0.root();
-        let mut tids = vec![pid];
-        tids.extend(root.threads(pid).ok()?);
-        let mut children = Vec::new();
-        for tid in tids {
-            let text = root.read(pid, &format!("task/{tid}/children")).ok()?;
-            for word in text
-                .split(u8::is_ascii_whitespace)
-                .filter(|w| !w.is_empty())
-            {
-                children.push(crate::proc_root::parse_decimal(word)?);
-            }
-        }
-        Some(children)
+        self.0.root().children(pid).ok()
     }
 }
 
-/// The mount namespaces of `namespaces` (inode and host pids of its members) in the order
-/// CRIU discovers them when it dumps the tree rooted at `owner`: by the first of their members
-/// in a depth-first walk of that tree. Namespaces none of whose members descends from `owner`
-/// (their processes exited meanwhile) come last, in the order given.
+/// The mount namespaces of `namespaces` (inode and host pids of its members) that the tree
+/// rooted at `owner` has tasks in, in the order CRIU discovers them when it dumps that tree,
+/// each with the task that discovers it (CRIU's `ns_pid`, whose pid namespace its probe of
+/// the namespace's mounts enters): `owner` for its own namespace, else the first member in a
+/// depth-first walk of the tree. Namespaces none of whose members descends from `owner` (their
+/// processes exited meanwhile, or left the tree) are not in it: CRIU does not dump them with
+/// this tree.
 pub fn discovery_order(
     table: &mut ProcessTable<'_>,
     owner: i32,
     namespaces: &[(u64, &[i32])],
-) -> Vec<u64> {
+) -> Vec<(u64, i32)> {
     order(&mut Proc(table), owner, namespaces)
 }
 
-fn order(tree: &mut dyn Tree, owner: i32, namespaces: &[(u64, &[i32])]) -> Vec<u64> {
+fn order(tree: &mut dyn Tree, owner: i32, namespaces: &[(u64, &[i32])]) -> Vec<(u64, i32)> {
     let mut siblings = Siblings::default();
-    let mut firsts: Vec<(Vec<i32>, usize)> = Vec::new();
-    let mut lost = Vec::new();
-    for (i, (_, members)) in namespaces.iter().enumerate() {
+    let mut firsts: Vec<(Vec<i32>, u64)> = Vec::new();
+    for (mnt_ns, members) in namespaces {
         let mut first: Option<Vec<i32>> = None;
-        for &pid in *members {
-            let Some(path) = path_from(tree, owner, pid) else {
-                continue;
-            };
-            if first
-                .as_ref()
-                .is_none_or(|f| siblings.compare(tree, owner, &path, f) == Ordering::Less)
-            {
-                first = Some(path);
+        if members.binary_search(&owner).is_ok() {
+            // The root is discovered before any other task.
+            first = Some(Vec::new());
+        } else {
+            for &pid in *members {
+                let Some(path) = path_from(tree, owner, pid) else {
+                    continue;
+                };
+                if first
+                    .as_ref()
+                    .is_none_or(|f| siblings.compare(tree, owner, &path, f) == Ordering::Less)
+                {
+                    first = Some(path);
+                }
             }
         }
-        match first {
-            Some(path) => firsts.push((path, i)),
-            None => lost.push(i),
+        if let Some(path) = first {
+            firsts.push((path, *mnt_ns));
         }
     }
     // Insertion keeps this to the comparisons the sort needs, each reading children once.
-    let mut sorted: Vec<(Vec<i32>, usize)> = Vec::with_capacity(firsts.len());
+    let mut sorted: Vec<(Vec<i32>, u64)> = Vec::with_capacity(firsts.len());
     for item in firsts {
         let at = sorted
             .iter()
@@ -92,9 +87,7 @@ fn order(tree: &mut dyn Tree, owner: i32, namespaces: &[(u64, &[i32])]) -> Vec<u
     }
     sorted
         .into_iter()
-        .map(|(_, i)| i)
-        .chain(lost)
-        .map(|i| namespaces[i].0)
+        .map(|(path, mnt_ns)| (mnt_ns, path.last().copied().unwrap_or(owner)))
         .collect()
 }
 
@@ -104,8 +97,8 @@ fn path_from(tree: &mut dyn Tree, owner: i32, pid: i32) -> Option<Vec<i32>> {
     let mut path = Vec::new();
     let mut at = pid;
     while at != owner {
-        // A pid namespace holds at most 2^22 pids: a longer chain is a loop.
-        if at <= 0 || path.len() > 1 << 22 {
+        // As ProcessTable::descends_from: a longer chain is a loop.
+        if at <= 0 || path.len() > 4096 {
             return None;
         }
         path.push(at);
@@ -176,15 +169,25 @@ mod tests {
             &[(20, 10), (21, 20), (30, 10), (31, 30)],
             &[(10, &[30, 20]), (20, &[21]), (30, &[31])],
         );
-        let namespaces: [(u64, &[i32]); 4] = [(1, &[10]), (2, &[20, 99]), (3, &[31]), (4, &[21])];
-        // 99 is not in the tree; C (under 30) comes before B and D (under 20).
-        assert_eq!(order(&mut tree, 10, &namespaces), [1, 3, 2, 4]);
+        let namespaces: [(u64, &[i32]); 5] = [
+            (1, &[10]),
+            (2, &[20, 99]),
+            (3, &[31]),
+            (4, &[21]),
+            (5, &[98]),
+        ];
+        // 98 and 99 are not in the tree (5 is left out); C (under 30) comes before B and D
+        // (under 20); each namespace comes with the task that discovers it.
+        assert_eq!(
+            order(&mut tree, 10, &namespaces),
+            [(1, 10), (3, 31), (2, 20), (4, 21)]
+        );
     }
 
     #[test]
-    fn pid_order_stands_in_for_unreadable_children_and_lost_namespaces_come_last() {
+    fn pid_order_stands_in_for_unreadable_children() {
         let mut tree = fake(&[(20, 10), (30, 10)], &[]);
-        let namespaces: [(u64, &[i32]); 3] = [(5, &[77]), (6, &[30]), (7, &[20])];
-        assert_eq!(order(&mut tree, 10, &namespaces), [7, 6, 5]);
+        let namespaces: [(u64, &[i32]); 2] = [(6, &[30]), (7, &[20])];
+        assert_eq!(order(&mut tree, 10, &namespaces), [(7, 20), (6, 30)]);
     }
 }

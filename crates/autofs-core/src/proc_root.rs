@@ -270,6 +270,45 @@ impl ProcRoot {
         Ok(tids)
     }
 
+    /// The children of process `pid` in the order CRIU's `parse_children()` reads them: the
+    /// `task/<tid>/children` file of each of its threads, in the listing order of `<pid>/task`
+    /// (the thread-group leader first), each in the kernel's order (the order they became
+    /// children of that thread). A thread that exits meanwhile is skipped.
+    ///
+    /// # Errors
+    ///
+    /// The error of listing `<pid>/task` (ENOENT when the process is gone) or of reading a
+    /// `children` file other than its thread being gone; `InvalidData` for a malformed one.
+    pub fn children(&self, pid: i32) -> io::Result<Vec<i32>> {
+        let mut children = Vec::new();
+        for entry in Dir::from_fd(self.open_dir(pid, "task")?)?.iter() {
+            let Some(tid) = parse_decimal::<i32>(entry?.file_name().to_bytes()) else {
+                continue;
+            };
+            let text = match self.read(pid, &format!("task/{tid}/children")) {
+                Ok(text) => text,
+                Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => continue,
+                Err(e) => return Err(e),
+            };
+            for word in text
+                .split(u8::is_ascii_whitespace)
+                .filter(|w| !w.is_empty())
+            {
+                children.push(parse_decimal(word).ok_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: not a pid list",
+                            self.pid_path(pid, &format!("task/{tid}/children"))
+                                .display()
+                        ),
+                    )
+                })?);
+            }
+        }
+        Ok(children)
+    }
+
     /// Absolute path of `<root>/<pid>/<rel>`, for messages and reopening.
     pub fn pid_path(&self, pid: i32, rel: &str) -> PathBuf {
         self.path.join(pid.to_string()).join(rel)

@@ -505,7 +505,7 @@ impl<Q: QueueProbe> Scanner<Q> {
         let mut dev_autofs: HashMap<u64, std::result::Result<DevAutofs, String>> = HashMap::new();
         // CRIU probes a superblock through one of its mounts (dumped_from), in any namespace
         // of the same dump.
-        let dumped_from = dumped_from_per_dump(&mut table, &namespaces, &owners);
+        let probe_paths = probe_paths(&mut table, &namespaces, &owners);
         for (mnt_ns, line, options) in parsed {
             let (owner, attribution) = &owners[&mnt_ns];
             let mut report = self.base_report(mnt_ns, Some(line), *owner, attribution);
@@ -522,7 +522,8 @@ impl<Q: QueueProbe> Scanner<Q> {
                     set_error(&mut report, reason, e.to_string());
                 }
                 (Ok(m), Some(Ok(options))) => {
-                    let (probed_ns, probed) = dumped_from
+                    let (probed_ns, probed) = probe_paths
+                        .from
                         .get(&(mnt_ns, m.mount_id))
                         .copied()
                         .unwrap_or((mnt_ns, m.mount_id));
@@ -544,6 +545,7 @@ impl<Q: QueueProbe> Scanner<Q> {
                     let reach = ProbeReach {
                         mount_id: probed,
                         mnt_ns: probed_ns,
+                        prober: probe_paths.prober.get(&probed_ns).copied(),
                         mount_point: probed_point,
                         covered: probed_table.covered.contains(&probed),
                         shadowed_by: probed_table.shadowed.get(&probed).cloned(),
@@ -1211,16 +1213,27 @@ struct DumpGroup {
     source: Vec<u8>,
 }
 
-/// For every autofs mount, the mount CRIU's `dump_one_fs()` dumps (and probes) its superblock
-/// from ([`crate::dumped_from`]), among the mounts of every namespace dumped with it: the
-/// namespaces of one owner, or a namespace alone when its owner is unknown. The namespaces'
-/// order matters only for a superblock mounted in more than one of them, and only then is it
-/// read ([`crate::ns_order`]).
-fn dumped_from_per_dump(
+/// Where CRIU's probe of each mount goes ([`crate::dumped_from`], [`crate::ns_order`]).
+#[derive(Debug, Default)]
+struct ProbePaths {
+    /// For every autofs mount, the mount CRIU's `dump_one_fs()` dumps (and probes) its
+    /// superblock from, among the mounts of every namespace dumped with it.
+    from: HashMap<dumped_from::MountKey, dumped_from::MountKey>,
+    /// For each namespace with autofs mounts, the task whose pid namespace CRIU's probe
+    /// enters (`ns_pid`: the task that discovered the namespace); missing where unknown.
+    prober: HashMap<u64, i32>,
+}
+
+/// The [`ProbePaths`] of every dump: the namespaces of one owner, or a namespace alone when
+/// its owner is unknown. The namespaces' order matters only for a superblock mounted in more
+/// than one of them, and a namespace's discoverer only when it is not the owner's own: only
+/// then are parents and children read ([`crate::ns_order`]). A namespace whose members no
+/// longer descend from the owner is judged alone.
+fn probe_paths(
     table: &mut ProcessTable<'_>,
     namespaces: &BTreeMap<u64, Namespace>,
     owners: &BTreeMap<u64, (Option<i32>, Attribution)>,
-) -> HashMap<dumped_from::MountKey, dumped_from::MountKey> {
+) -> ProbePaths {
     let mut dumps: BTreeMap<std::result::Result<i32, u64>, Vec<dumped_from::NamespaceMounts<'_>>> =
         BTreeMap::new();
     for (&mnt_ns, ns) in namespaces {
@@ -1237,21 +1250,36 @@ fn dumped_from_per_dump(
             dumps.entry(dump).or_default().push((mnt_ns, lines));
         }
     }
-    let mut from = HashMap::new();
-    for (dump, mut group) in dumps {
-        if let Ok(owner) = dump
-            && dumped_from::spans_namespaces(&group)
-        {
-            let members: Vec<(u64, &[i32])> = group
-                .iter()
-                .map(|(mnt_ns, _)| (*mnt_ns, namespaces[mnt_ns].pids.as_slice()))
-                .collect();
-            let order = crate::ns_order::discovery_order(table, owner, &members);
-            group.sort_by_key(|(mnt_ns, _)| order.iter().position(|o| o == mnt_ns));
+    let mut paths = ProbePaths::default();
+    for (dump, group) in dumps {
+        let Ok(owner) = dump else {
+            paths.from.extend(dumped_from::dumped_from(&group));
+            continue;
+        };
+        let owns = |mnt_ns: &u64| namespaces[mnt_ns].pids.binary_search(&owner).is_ok();
+        if group.iter().all(|(mnt_ns, _)| owns(mnt_ns)) {
+            paths
+                .prober
+                .extend(group.iter().map(|(mnt_ns, _)| (*mnt_ns, owner)));
+            paths.from.extend(dumped_from::dumped_from(&group));
+            continue;
         }
-        from.extend(dumped_from::dumped_from(&group));
+        let members: Vec<(u64, &[i32])> = group
+            .iter()
+            .map(|(mnt_ns, _)| (*mnt_ns, namespaces[mnt_ns].pids.as_slice()))
+            .collect();
+        let order = crate::ns_order::discovery_order(table, owner, &members);
+        paths.prober.extend(order.iter().copied());
+        let (mut found, lost): (Vec<_>, Vec<_>) = group
+            .into_iter()
+            .partition(|(mnt_ns, _)| order.iter().any(|(o, _)| o == mnt_ns));
+        found.sort_by_key(|(mnt_ns, _)| order.iter().position(|(o, _)| o == mnt_ns));
+        paths.from.extend(dumped_from::dumped_from(&found));
+        for alone in lost {
+            paths.from.extend(dumped_from::dumped_from(&[alone]));
+        }
     }
-    from
+    paths
 }
 
 fn dump_group(mnt_ns: u64, owner: Option<i32>, m: &MountInfo) -> DumpGroup {

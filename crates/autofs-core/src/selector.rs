@@ -693,12 +693,12 @@ pub enum Outcome {
 
 impl Check {
     /// Reads the tasks of the workload's dumped trees from `root` now
-    /// ([`crate::tasks::blocking_tasks`]): what stops the dump that no mount shows. Costs a
-    /// `stat` per thread and a walk of each process's fd table, of the workload's processes
-    /// alone.
+    /// ([`crate::tasks::blocking_tasks`]): what stops the dump that no mount shows. Costs,
+    /// for the workload's trees alone, a `children` read and a `stat` per thread, each
+    /// namespace's mount table and a walk of each process's fd table.
     pub fn look_at_tasks(&mut self, root: &ProcRoot, scan: &Scan) {
-        let trees = crate::tasks::dump_trees(scan, &self.namespaces);
-        self.tasks = crate::tasks::blocking_tasks(root, &trees);
+        let (roots, readers) = crate::tasks::dump_roots(scan, &self.namespaces);
+        self.tasks = crate::tasks::blocking_tasks(root, &roots, &readers);
     }
 
     /// Whether CRIU could dump the workload now.

@@ -3,25 +3,31 @@
 //!
 //! Both stop the dump whatever its mounts, and neither needs a mount to exist:
 //! - A request the daemon has read but not answered leaves its requester asleep in the
-//!   kernel's `autofs_wait()` (killable: state `D`), and the pipe empty. CRIU's freeze cannot
-//!   seize it: compel's `compel_wait_task()` fails with "Unseizable non-zombie <pid> found,
-//!   state D". It clears once the daemon answers.
+//!   kernel's autofs wait (killable: state `D`), and the pipe empty. CRIU's freeze cannot
+//!   seize it: with ptrace alone, compel's `compel_wait_task()` fails with "Unseizable
+//!   non-zombie PID found, state D"; with a freezer cgroup (`--freeze-cgroup`, as runc
+//!   passes), `freeze_processes()` fails first: "Unable to freeze cgroup ...". It clears once
+//!   the daemon answers.
 //! - The kernel sets `O_DIRECT` on the write end of an autofs mount's pipe and never clears
 //!   it. A daemon keeps that end after its mount is unmounted (even its only mount, when no
 //!   mount names the daemon any more). CRIU's `dump_one_pipe()` refuses a packet-mode end
-//!   whose pipe is not one of the dump's autofs mounts (`is_autofs_pipe()`): "The packetized
-//!   mode for pipes is not supported yet".
+//!   whose pipe is not one of the dump's autofs mounts (`is_autofs_pipe()`, filled from the
+//!   `pipe_ino=` of every autofs mount of the dumped namespaces): "The packetized mode for
+//!   pipes is not supported yet".
 //!
-//! Reading every task's `stat` and fd table costs what the workload's tree holds, so the agent
-//! runs this only when asked about one workload (`CheckMigratable`, `WaitMigratable`), not in
-//! every scan of the node.
+//! Everything is read live, when the question is asked, as CRIU would meet it: the tree from
+//! its root down (`task/<tid>/children`, as CRIU's `collect_children()`), each task's mount
+//! namespace, each namespace's mount table once (the exempt pipes), then each thread's state
+//! and each process's fds. That costs what the workload's tree holds, so the agent runs it
+//! only when asked about one workload (`CheckMigratable`, `WaitMigratable`, `scan --pid`),
+//! never in the node-wide scans.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
 use crate::pipes::packet_mode_ends;
-use crate::proc_root::ProcRoot;
+use crate::proc_root::{ProcRoot, ReadFailure};
 use crate::process::{ProcessTable, Unavailable};
 use crate::scan::Scan;
 
@@ -29,24 +35,25 @@ use crate::scan::Scan;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TaskReason {
-    /// A thread is asleep in `autofs_wait()` (state `D`): CRIU's freeze cannot seize it. It
-    /// clears when the daemon answers the request.
+    /// A thread is asleep in an autofs wait (state `D`, `wchan` `autofs_*`): CRIU's freeze
+    /// cannot seize it. It clears when the daemon answers.
     RequesterWaiting,
     /// The task holds a pipe end in packet mode (`O_DIRECT`) of a pipe no autofs mount of the
     /// dump shows: CRIU's pipe dump refuses it.
     PacketModePipe,
-    /// The task's state or fds could not be read: whether it stops the dump is unknown.
+    /// The task's state or fds, or the tree itself, could not be read: whether it stops the
+    /// dump is unknown.
     Unreadable,
 }
 
 /// A task of the dumped tree that stops the dump by itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TaskBlocker {
-    /// Host pid of the process.
+    /// Host pid of the process (0 when the tree's root itself is unknown).
     pub pid: i32,
     /// Host thread id: the sleeping thread for [`TaskReason::RequesterWaiting`], else `pid`.
     pub tid: i32,
-    /// Its command name, escaped (see [`crate::escape`]).
+    /// Its command name, escaped (see [`crate::escape`]); empty when unread.
     pub comm: String,
     /// Why it stops the dump.
     pub reason: TaskReason,
@@ -65,59 +72,43 @@ impl TaskBlocker {
     }
 }
 
-/// One dump of a workload: the tree rooted at `owner`, whose processes lie among `members`
-/// (host pids of the mount namespaces CRIU dumps with it, ascending), and the pipes of the
-/// autofs mounts of those namespaces, which CRIU's pipe dump exempts from its refusal of
-/// packet mode.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DumpTree {
-    /// Host pid of the tree's root (the container init); 0 when it could not be read.
-    pub owner: i32,
-    /// Candidate members, ascending.
-    pub members: Vec<i32>,
-    /// Pipe inodes of the dump's autofs mounts.
-    pub autofs_pipes: HashSet<u64>,
-}
-
-/// The dumps of the mount namespaces `namespaces` of `scan` (a workload's): one per owner.
-pub fn dump_trees(scan: &Scan, namespaces: &[u64]) -> Vec<DumpTree> {
-    let mut trees: BTreeMap<i32, DumpTree> = BTreeMap::new();
-    for n in scan
+/// The trees CRIU dumps for a workload: the roots (owners) of the mount namespaces
+/// `namespaces` of `scan`, and the pid through which the scan read each namespace's complete
+/// mount table (a process whose root is the namespace's: one that is chrooted sees only part
+/// of it). A namespace whose owner is unknown gives root 0.
+pub fn dump_roots(scan: &Scan, namespaces: &[u64]) -> (Vec<i32>, HashMap<u64, i32>) {
+    let mut roots: Vec<i32> = scan
         .namespaces
         .iter()
         .filter(|n| namespaces.contains(&n.mnt_ns))
-    {
-        let tree = trees.entry(n.owner_pid).or_insert_with(|| DumpTree {
-            owner: n.owner_pid,
-            members: Vec::new(),
-            autofs_pipes: HashSet::new(),
-        });
-        tree.members.extend(&n.pids);
-        tree.autofs_pipes.extend(
-            scan.reports
-                .iter()
-                .filter(|r| r.mnt_ns == n.mnt_ns && r.pipe_ino > 0)
-                .map(|r| r.pipe_ino),
-        );
-    }
-    trees
-        .into_values()
-        .map(|mut t| {
-            t.members.sort_unstable();
-            t.members.dedup();
-            t
-        })
-        .collect()
+        .map(|n| n.owner_pid)
+        .collect();
+    roots.sort_unstable();
+    roots.dedup();
+    let readers = scan
+        .namespaces
+        .iter()
+        .filter(|n| n.table_reader > 0)
+        .map(|n| (n.mnt_ns, n.table_reader))
+        .collect();
+    (roots, readers)
 }
 
-/// The tasks of `trees` that stop CRIU's dump, read from `root` now: ascending by pid within
-/// each tree. A process that exits meanwhile is left out (CRIU would not meet it); one whose
-/// facts cannot be read is a [`TaskReason::Unreadable`] blocker, never left out.
-pub fn blocking_tasks(root: &ProcRoot, trees: &[DumpTree]) -> Vec<TaskBlocker> {
+/// The tasks of the trees rooted at `roots` that stop CRIU's dump, read from `root` now, by
+/// tree, then in depth-first order. `readers` names, per mount namespace, a process to read
+/// its complete mount table through ([`dump_roots`]); a namespace new since then is read
+/// through the first task of the tree found in it. A process that exits meanwhile is left
+/// out (CRIU would not meet it); what cannot be read is a [`TaskReason::Unreadable`] blocker,
+/// never left out.
+pub fn blocking_tasks(
+    root: &ProcRoot,
+    roots: &[i32],
+    readers: &HashMap<u64, i32>,
+) -> Vec<TaskBlocker> {
     let mut table = ProcessTable::new(root);
     let mut found = Vec::new();
-    for tree in trees {
-        if tree.owner <= 0 {
+    for &owner in roots {
+        if owner <= 0 {
             found.push(unreadable(
                 0,
                 String::new(),
@@ -125,30 +116,121 @@ pub fn blocking_tasks(root: &ProcRoot, trees: &[DumpTree]) -> Vec<TaskBlocker> {
             ));
             continue;
         }
-        for &pid in &tree.members {
-            match table.descends_from(pid, tree.owner) {
-                Ok(true) => {}
-                Ok(false) | Err(Unavailable::Vanished) => continue,
-                Err(Unavailable::Failed(why)) => {
-                    found.push(unreadable(
-                        pid,
-                        String::new(),
-                        format!("whether it is in the tree CRIU dumps: {why}"),
-                    ));
-                    continue;
-                }
-            }
-            check_task(&mut table, pid, tree, &mut found);
+        let tasks = walk(root, owner, &mut found);
+        let exempt = autofs_pipes(root, &tasks, readers, &mut found);
+        for &(pid, _) in &tasks {
+            check_task(&mut table, pid, &exempt, &mut found);
         }
     }
     found
+}
+
+/// The tree rooted at `owner`, depth-first from it, each task with its mount namespace (0
+/// when that could not be read: said in `found`).
+fn walk(root: &ProcRoot, owner: i32, found: &mut Vec<TaskBlocker>) -> Vec<(i32, u64)> {
+    let mut tasks = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stack = vec![owner];
+    while let Some(pid) = stack.pop() {
+        if !seen.insert(pid) {
+            continue;
+        }
+        let mnt_ns = match root.mount_namespace(pid) {
+            Ok(mnt_ns) => mnt_ns,
+            Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished && pid != owner => continue,
+            Err(e) => {
+                let why = if pid == owner {
+                    format!(
+                        "the root of the tree CRIU dumps, pid {owner}, cannot be read ({}: {e}); it exited since the scan, or is hidden",
+                        root.pid_path(pid, "ns/mnt").display()
+                    )
+                } else {
+                    format!(
+                        "cannot read {}: {e}",
+                        root.pid_path(pid, "ns/mnt").display()
+                    )
+                };
+                found.push(unreadable(pid, String::new(), why));
+                continue;
+            }
+        };
+        tasks.push((pid, mnt_ns));
+        match root.children(pid) {
+            Ok(children) => stack.extend(children.into_iter().rev()),
+            Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => {}
+            Err(e) => found.push(unreadable(
+                pid,
+                String::new(),
+                format!(
+                    "its children, part of the tree CRIU dumps, cannot be listed ({}: {e})",
+                    root.pid_path(pid, "task").display()
+                ),
+            )),
+        }
+    }
+    tasks
+}
+
+/// The pipes CRIU's mountinfo parse exempts from its refusal of packet mode: the `pipe_ino=`
+/// of every autofs mount of the namespaces `tasks` are in, each table read once now.
+fn autofs_pipes(
+    root: &ProcRoot,
+    tasks: &[(i32, u64)],
+    readers: &HashMap<u64, i32>,
+    found: &mut Vec<TaskBlocker>,
+) -> HashSet<u64> {
+    let mut first: BTreeMap<u64, i32> = BTreeMap::new();
+    for &(pid, mnt_ns) in tasks {
+        first.entry(mnt_ns).or_insert(pid);
+    }
+    let mut pipes = HashSet::new();
+    for (mnt_ns, first) in first {
+        // The scan's reader, while it is still in that namespace.
+        let reader = readers
+            .get(&mnt_ns)
+            .copied()
+            .filter(|&r| root.mount_namespace(r).is_ok_and(|ns| ns == mnt_ns))
+            .unwrap_or(first);
+        let table = root.read(reader, "mountinfo").or_else(|e| {
+            if reader != first && ReadFailure::of(&e) == ReadFailure::Vanished {
+                root.read(first, "mountinfo")
+            } else {
+                Err(e)
+            }
+        });
+        match table {
+            Ok(text) => pipes.extend(text.split(|&b| b == b'\n').filter_map(pipe_ino_of)),
+            Err(e) => found.push(unreadable(
+                first,
+                String::new(),
+                format!(
+                    "the mount table of its mount namespace {mnt_ns}, whose autofs pipes CRIU's pipe dump exempts, cannot be read ({}: {e})",
+                    root.pid_path(reader, "mountinfo").display()
+                ),
+            )),
+        }
+    }
+    pipes
+}
+
+/// The `pipe_ino=` of an autofs mountinfo line, as CRIU's `autofs_parse()` reads it (that
+/// option alone: the others may fail CRIU's parse later, never this exemption).
+fn pipe_ino_of(line: &[u8]) -> Option<u64> {
+    let l = crate::mountinfo::MountLine::parse(line).ok()?;
+    if !l.is_autofs() {
+        return None;
+    }
+    l.super_options
+        .split(|&b| b == b',')
+        .find_map(|o| o.strip_prefix(b"pipe_ino="))
+        .and_then(crate::proc_root::parse_decimal)
 }
 
 /// Checks one process of the tree: every thread's state, then its fds.
 fn check_task(
     table: &mut ProcessTable<'_>,
     pid: i32,
-    tree: &DumpTree,
+    exempt: &HashSet<u64>,
     found: &mut Vec<TaskBlocker>,
 ) {
     let root = table.root();
@@ -181,11 +263,7 @@ fn check_task(
                 }
             }
         }
-        Err(e)
-            if crate::proc_root::ReadFailure::of(&e) == crate::proc_root::ReadFailure::Vanished =>
-        {
-            return;
-        }
+        Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => return,
         Err(e) => found.push(unreadable(
             pid,
             comm.clone(),
@@ -193,62 +271,11 @@ fn check_task(
         )),
     }
     for (tid, state) in tids {
-        if state != b'D' {
-            continue;
-        }
-        let rel = format!("task/{tid}/wchan");
-        match root.read(pid, &rel) {
-            Ok(wchan) if wchan.trim_ascii() == b"autofs_wait" => {
-                let (who, criu_says) = if tid == pid {
-                    (
-                        format!("pid {pid} ({comm})"),
-                        format!(", after its --timeout (10 s by default): Unseizable non-zombie {pid} found, state D"),
-                    )
-                } else {
-                    (format!("thread {tid} of pid {pid} ({comm})"), String::new())
-                };
-                found.push(TaskBlocker {
-                    pid,
-                    tid,
-                    comm: comm.clone(),
-                    reason: TaskReason::RequesterWaiting,
-                    fd: -1,
-                    pipe_ino: 0,
-                    message: format!(
-                        "{who} sleeps in autofs_wait (state D): a request it made to an autofs mount is pending (read by the daemon or still queued) and it wakes when the daemon answers; until then CRIU's freeze cannot seize it and the dump fails{criu_says}"
-                    ),
-                });
-            }
-            // The kernel shows 0 for a thread that runs again (it woke between the two
-            // reads: its state says so now) and where it will not say (no ptrace access).
-            Ok(wchan)
-                if wchan.trim_ascii() == b"0"
-                    && table.thread_state(pid, tid).is_ok_and(|s| s == b'D') =>
-            {
-                found.push(unreadable(
-                pid,
-                comm.clone(),
-                format!(
-                    "thread {tid} is asleep in the kernel (state D), and the kernel will not say where ({} reads 0): if it waits for an autofs request, CRIU's freeze cannot seize it",
-                    root.pid_path(pid, &rel).display()
-                ),
-                ));
-            }
-            Ok(_) => {}
-            Err(e)
-                if crate::proc_root::ReadFailure::of(&e)
-                    == crate::proc_root::ReadFailure::Vanished => {}
-            Err(e) => found.push(unreadable(
-                pid,
-                comm.clone(),
-                format!(
-                    "thread {tid} is asleep in the kernel (state D), and where cannot be read ({}: {e}): if it waits for an autofs request, CRIU's freeze cannot seize it",
-                    root.pid_path(pid, &rel).display()
-                ),
-            )),
+        if state == b'D' {
+            check_sleeper(table, pid, tid, &comm, found);
         }
     }
-    match packet_mode_ends(root, pid, &tree.autofs_pipes) {
+    match packet_mode_ends(root, pid, exempt) {
         Ok(ends) => found.extend(ends.into_iter().map(|end| TaskBlocker {
             pid,
             tid: pid,
@@ -257,11 +284,11 @@ fn check_task(
             fd: end.fd,
             pipe_ino: end.ino,
             message: format!(
-                "pid {pid} ({comm}) holds fd {} of pipe {}, in packet mode (O_DIRECT, which the kernel sets on the write end of an autofs mount's pipe and which stays after the mount is unmounted or turned catatonic); no autofs mount of the dump shows that pipe, so CRIU's pipe dump refuses it and the dump fails: The packetized mode for pipes is not supported yet",
+                "pid {pid} ({comm}) holds fd {} of pipe {}, in packet mode (O_DIRECT: the kernel sets it on the write end of an autofs mount's pipe and it stays after the mount is unmounted or turned catatonic; pipe2(O_DIRECT) sets it too); no autofs mount of the dump shows that pipe, so CRIU's pipe dump refuses it and the dump fails: The packetized mode for pipes is not supported yet",
                 end.fd, end.ino
             ),
         })),
-        Err(e) if crate::proc_root::ReadFailure::of(&e) == crate::proc_root::ReadFailure::Vanished => {}
+        Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => {}
         Err(e) => found.push(unreadable(
             pid,
             comm,
@@ -271,6 +298,58 @@ fn check_task(
             ),
         )),
     }
+}
+
+/// A thread asleep in the kernel (state `D`): where (`wchan`) tells an autofs wait.
+fn check_sleeper(
+    table: &mut ProcessTable<'_>,
+    pid: i32,
+    tid: i32,
+    comm: &str,
+    found: &mut Vec<TaskBlocker>,
+) {
+    let root = table.root();
+    let rel = format!("task/{tid}/wchan");
+    // Whether it still sleeps there: a `wchan` of 0, or none, is what a thread that runs
+    // again shows too.
+    let mut still_asleep = |why: String| match table.thread_state(pid, tid) {
+        Ok(b'D') => Some(unreadable(pid, comm.to_owned(), why)),
+        Ok(_) | Err(Unavailable::Vanished) => None,
+        Err(Unavailable::Failed(e)) => Some(unreadable(pid, comm.to_owned(), e)),
+    };
+    let blocker = match root.read(pid, &rel) {
+        // autofs_wait() (a lookup's request), autofs_expire_wait() (a walk into a mount
+        // being expired), and whatever else autofs sleeps in.
+        Ok(wchan) if wchan.trim_ascii().starts_with(b"autofs") => {
+            let wchan = String::from_utf8_lossy(wchan.trim_ascii()).into_owned();
+            let who = if tid == pid {
+                format!("pid {pid} ({comm})")
+            } else {
+                format!("thread {tid} of pid {pid} ({comm})")
+            };
+            Some(TaskBlocker {
+                pid,
+                tid,
+                comm: comm.to_owned(),
+                reason: TaskReason::RequesterWaiting,
+                fd: -1,
+                pipe_ino: 0,
+                message: format!(
+                    "{who} sleeps in {wchan} (state D): a request to an autofs mount is pending (read by the daemon and not answered yet, or still queued) and it wakes when the daemon answers; until then CRIU's freeze cannot seize it and the dump fails, after its --timeout (10 s by default): Unseizable non-zombie {tid} found, state D (with a freezer cgroup, as runc passes: Unable to freeze cgroup)"
+                ),
+            })
+        }
+        Ok(wchan) if wchan.trim_ascii() == b"0" => still_asleep(format!(
+            "thread {tid} is asleep in the kernel (state D), and the kernel will not say where ({} reads 0): if it waits for an autofs request, CRIU's freeze cannot seize it",
+            root.pid_path(pid, &rel).display()
+        )),
+        Ok(_) => None,
+        Err(e) => still_asleep(format!(
+            "thread {tid} is asleep in the kernel (state D), and where cannot be read ({}: {e}): if it waits for an autofs request, CRIU's freeze cannot seize it",
+            root.pid_path(pid, &rel).display()
+        )),
+    };
+    found.extend(blocker);
 }
 
 fn unreadable(pid: i32, comm: String, why: String) -> TaskBlocker {
@@ -297,26 +376,32 @@ mod tests {
 
     use super::*;
 
-    /// A process of a fixture tree: `stat` (state, parent), its thread `pid` with a `wchan`,
-    /// and `fds` as (fd, link target, fdinfo flags).
+    const NS: u64 = 4026532000;
+
+    /// A process of a fixture tree, in mount namespace `NS`: `stat` (state, parent), its thread
+    /// `pid` with a `wchan` and its `children`, and `fds` as (fd, link target, fdinfo flags).
     fn process(
         root: &Path,
         pid: i32,
         state: char,
         ppid: i32,
         wchan: &str,
+        children: &str,
         fds: &[(i32, &str, u32)],
     ) {
         let dir = root.join(pid.to_string());
-        std::fs::create_dir_all(dir.join(format!("task/{pid}"))).unwrap();
-        std::fs::create_dir_all(dir.join("fd")).unwrap();
-        std::fs::create_dir_all(dir.join("fdinfo")).unwrap();
+        let task = dir.join(format!("task/{pid}"));
+        for d in [&task, &dir.join("fd"), &dir.join("fdinfo"), &dir.join("ns")] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::os::unix::fs::symlink(format!("mnt:[{NS}]"), dir.join("ns/mnt")).unwrap();
         let stat = format!(
             "{pid} (p{pid}) {state} {ppid} {pid} {pid} 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 100 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0"
         );
         std::fs::write(dir.join("stat"), &stat).unwrap();
-        std::fs::write(dir.join(format!("task/{pid}/stat")), &stat).unwrap();
-        std::fs::write(dir.join(format!("task/{pid}/wchan")), wchan).unwrap();
+        std::fs::write(task.join("stat"), &stat).unwrap();
+        std::fs::write(task.join("wchan"), wchan).unwrap();
+        std::fs::write(task.join("children"), children).unwrap();
         for (fd, target, flags) in fds {
             std::os::unix::fs::symlink(target, dir.join(format!("fd/{fd}"))).unwrap();
             std::fs::write(
@@ -327,37 +412,59 @@ mod tests {
         }
     }
 
+    /// `pid`'s mountinfo: one autofs mount with pipe 800, one tmpfs.
+    fn mountinfo(root: &Path, pid: i32) {
+        std::fs::write(
+            root.join(format!("{pid}/mountinfo")),
+            "22 1 0:40 / /m rw - autofs systemd-1 rw,fd=5,pgrp=12,timeout=0,minproto=5,maxproto=5,direct,pipe_ino=800\n23 1 0:41 / /t rw - tmpfs tmpfs rw\n",
+        )
+        .unwrap();
+    }
+
     #[test]
     fn a_waiting_requester_and_a_leftover_packet_mode_end_of_the_tree_block_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        // 10 owns the tree; 11 waits for an answer; 12 keeps a packet-mode write end of a pipe
-        // no mount shows, and of one a mount shows (exempt); 13 is a zombie; 14 sleeps
-        // elsewhere; 20 is outside the tree with a packet-mode end of its own.
-        process(root, 10, 'S', 1, "do_wait", &[(0, "/dev/null", 0o2)]);
-        process(root, 11, 'D', 10, "autofs_wait\n", &[]);
+        // 10 roots the tree; 11 waits for an answer; 12 keeps a packet-mode write end of a
+        // pipe no mount shows (700), and of one a mount shows (800: exempt); 13 is a zombie;
+        // 14 sleeps elsewhere; 20 is outside the tree with a packet-mode end of its own.
+        process(
+            root,
+            10,
+            'S',
+            1,
+            "do_wait",
+            "11 12 13 14 ",
+            &[(0, "/dev/null", 0o2)],
+        );
+        process(root, 11, 'D', 10, "autofs_wait\n", "", &[]);
         process(
             root,
             12,
             'S',
             10,
             "pipe_read",
+            "",
             &[
                 (5, "pipe:[700]", 0o40001),
                 (6, "pipe:[800]", 0o40001),
                 (7, "pipe:[900]", 0o1),
             ],
         );
-        process(root, 13, 'Z', 10, "0", &[]);
-        process(root, 14, 'D', 10, "io_schedule", &[]);
-        process(root, 20, 'S', 1, "do_wait", &[(3, "pipe:[701]", 0o40001)]);
+        process(root, 13, 'Z', 10, "0", "", &[]);
+        process(root, 14, 'D', 10, "io_schedule", "", &[]);
+        process(
+            root,
+            20,
+            'S',
+            1,
+            "do_wait",
+            "",
+            &[(3, "pipe:[701]", 0o40001)],
+        );
+        mountinfo(root, 10);
         let proc_root = ProcRoot::open(root).unwrap();
-        let tree = DumpTree {
-            owner: 10,
-            members: vec![10, 11, 12, 13, 14, 20],
-            autofs_pipes: HashSet::from([800]),
-        };
-        let found = blocking_tasks(&proc_root, &[tree]);
+        let found = blocking_tasks(&proc_root, &[10], &HashMap::new());
         let got: Vec<_> = found
             .iter()
             .map(|t| (t.pid, t.reason, t.fd, t.pipe_ino))
@@ -373,7 +480,7 @@ mod tests {
         assert!(
             found[0]
                 .message
-                .ends_with("Unseizable non-zombie 11 found, state D"),
+                .contains("Unseizable non-zombie 11 found, state D"),
             "{found:#?}"
         );
         assert!(found.iter().all(|t| t.comm.starts_with('p')), "{found:#?}");
@@ -383,33 +490,32 @@ mod tests {
     fn what_cannot_be_read_blocks_as_unknown_never_as_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        process(root, 10, 'S', 1, "do_wait", &[]);
-        process(root, 11, 'S', 10, "do_wait", &[]);
+        process(root, 10, 'S', 1, "do_wait", "11", &[]);
+        process(root, 11, 'S', 10, "do_wait", "", &[]);
         // Its fd table is not a directory: listing it fails (not "gone").
         std::fs::remove_dir(root.join("11/fd")).unwrap();
         std::fs::write(root.join("11/fd"), "").unwrap();
+        // No mount table of the namespace can be read either (10 has none).
         let proc_root = ProcRoot::open(root).unwrap();
-        let trees = [
-            DumpTree {
-                owner: 10,
-                members: vec![10, 11],
-                autofs_pipes: HashSet::new(),
-            },
-            DumpTree {
-                owner: 0,
-                members: vec![30],
-                autofs_pipes: HashSet::new(),
-            },
-        ];
-        let found = blocking_tasks(&proc_root, &trees);
+        let found = blocking_tasks(&proc_root, &[10, 0, 77], &HashMap::new());
         let got: Vec<_> = found.iter().map(|t| (t.pid, t.reason)).collect();
         assert_eq!(
             got,
-            [(11, TaskReason::Unreadable), (0, TaskReason::Unreadable)],
+            [
+                (10, TaskReason::Unreadable),
+                (11, TaskReason::Unreadable),
+                (0, TaskReason::Unreadable),
+                (77, TaskReason::Unreadable),
+            ],
+            "{found:#?}"
+        );
+        assert!(found[0].message.contains("mount table"), "{found:#?}");
+        assert!(
+            found[1].message.contains("cannot read its fds"),
             "{found:#?}"
         );
         assert!(
-            found[0].message.contains("cannot read its fds"),
+            found[3].message.contains("exited since the scan"),
             "{found:#?}"
         );
     }

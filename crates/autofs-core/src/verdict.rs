@@ -28,6 +28,10 @@ pub struct ProbeReach {
     pub mount_id: u32,
     /// That mount's mount namespace (inode): CRIU enters it to probe.
     pub mnt_ns: u64,
+    /// Host pid of the task whose pid namespace CRIU's probe forks into (`ns_pid` of that
+    /// mount namespace: the task that discovered it in the dumped tree, the tree's root for
+    /// its own namespace); `None` when not known, when the namespace's owner stands in.
+    pub prober: Option<i32>,
     /// That mount's mount point, escaped as [`MountReport::mount_point`] is.
     pub mount_point: String,
     /// Another mount sits on the mount's root (the open would land in it).
@@ -767,7 +771,7 @@ fn probe(
         }
         return set(report, MountState::Error, Reason::ProcUnreadable, message);
     }
-    let owner = match reach {
+    let prober = match reach {
         Reach::Blocked(why) => return blocked(report, "", &why),
         Reach::Unknown(why) => {
             note_probed_through(report, facts.reach);
@@ -778,7 +782,7 @@ fn probe(
                 format!("{hidden}. Whether CRIU's probe can reach it is unknown: {why}"),
             );
         }
-        Reach::Reaches(owner) => owner,
+        Reach::Reaches(prober) => prober,
     };
     note_probed_through(report, facts.reach);
     if let Some(end) = through
@@ -850,7 +854,7 @@ fn probe(
         MountState::Catatonic,
         Reason::ProbeMakesCatatonic,
         format!(
-            "{hidden}. CRIU's probe opens the uncovered root from the pid namespace of pid {owner}; the request finds no reader, the mount turns catatonic and CRIU dumps it so (fd -1, pgrp {pgrp}). {unseen}"
+            "{hidden}. CRIU's probe opens the uncovered root from the pid namespace of pid {prober}; the request finds no reader, the mount turns catatonic and CRIU dumps it so (fd -1, pgrp {pgrp}). {unseen}"
         ),
     )
 }
@@ -982,7 +986,7 @@ enum Reach {
     Blocked(String),
     /// A fact it rests on could not be read, and which.
     Unknown(String),
-    /// It can, from the pid namespace of this owner (host pid).
+    /// It can, from the pid namespace of this task (host pid, [`ProbeReach::prober`]).
     Reaches(i32),
 }
 
@@ -1019,13 +1023,15 @@ fn reach(report: &MountReport, pgrp: i32, facts: &mut Facts<'_, '_>) -> Reach {
         ));
     };
     // The kernel writes a request only for a requester visible in the daemon's pid
-    // namespace; CRIU's requester lives in the owner's.
-    match facts.table.translate(owner, pgrp) {
+    // namespace; CRIU's requester lives in that of the task that discovered the probed
+    // mount's namespace (`ns_pid`).
+    let prober = facts.reach.prober.unwrap_or(owner);
+    match facts.table.translate(prober, pgrp) {
         Err(why) => Reach::Unknown(why.to_string()),
         Ok(None) => Reach::Blocked(format!(
-            "the leader {pgrp} lives in a pid namespace nested below that of pid {owner}, where CRIU's requester runs, so the kernel writes no request"
+            "the leader {pgrp} lives in a pid namespace nested below that of pid {prober}, where CRIU's requester runs, so the kernel writes no request"
         )),
-        Ok(Some(_)) => Reach::Reaches(owner),
+        Ok(Some(_)) => Reach::Reaches(prober),
     }
 }
 

@@ -10,8 +10,16 @@ use tonic::Status;
 
 use crate::snapshot::{Inventory, Snapshot};
 
+/// At most this many workloads' tasks are read at once (each on a blocking thread): many
+/// checks and waiters at the same moment queue here instead of taking every blocking thread.
+const READS_AT_ONCE: usize = 2;
+
+static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(READS_AT_ONCE);
+
 /// `check` (of `snapshot`) with the tasks of its dumped trees read now. A source without a
-/// live proc root (a synthetic one) has no tasks to read: the check stays as it is.
+/// live proc root (a synthetic one) has no tasks to read: the check stays as it is. While the
+/// current scan is stalled (`stale`: a /proc read hangs), reading them could hang as well:
+/// they are not read, and the check says so (an `UNREADABLE` blocker).
 ///
 /// # Errors
 ///
@@ -19,11 +27,28 @@ use crate::snapshot::{Inventory, Snapshot};
 pub(super) async fn with_tasks(
     inventory: &Arc<Inventory>,
     snapshot: &Arc<Snapshot>,
+    stale: bool,
     mut check: Check,
 ) -> Result<Check, Status> {
     if inventory.proc_root().is_none() {
         return Ok(check);
     }
+    if stale {
+        check.tasks.push(TaskBlocker {
+            pid: 0,
+            tid: 0,
+            comm: String::new(),
+            reason: TaskReason::Unreadable,
+            fd: -1,
+            pipe_ino: 0,
+            message: "the workload's tasks were not read: the current scan has stalled on a /proc read, and so could this".into(),
+        });
+        return Ok(check);
+    }
+    let _permit = READS
+        .acquire()
+        .await
+        .map_err(|e| Status::internal(format!("reading the workload's tasks: {e}")))?;
     let inventory = inventory.clone();
     let snapshot = snapshot.clone();
     tokio::task::spawn_blocking(move || {

@@ -74,7 +74,7 @@ async fn check(
         }
         checked => checked.map_err(ApiError::from)?,
     };
-    let check = tasks::with_tasks(&ctx.inventory, &answer.snapshot, check).await?;
+    let check = tasks::with_tasks(&ctx.inventory, &answer.snapshot, answer.stale, check).await?;
     // A drain is seen within one queue poll, and a retry then gets a scan at most
     // `max_scan_age` old: waiting longer than both tells nothing new.
     let retry_after_ms = if check.only_interim() {

@@ -122,7 +122,7 @@ pub(super) async fn wait_migratable(
             code = run => code,
             () = sleep_until(deadline) => {
                 ending.fail(Status::deadline_exceeded(
-                    "deadline reached while INTERIM mounts still block; the last message lists them",
+                    "deadline reached while blockers that clear by themselves (INTERIM mounts, requesters waiting for an answer) still block; the last message lists them",
                 ));
                 tonic::Code::DeadlineExceeded
             }
@@ -211,7 +211,8 @@ impl Wait {
         workload: &Workload,
     ) -> Result<bool, tonic::Code> {
         let checked = match workload.check(&snapshot.scan) {
-            Ok(check) => tasks::with_tasks(&self.inventory, snapshot, check).await,
+            // A wait never answers from a stalled scan (`not_stale`).
+            Ok(check) => tasks::with_tasks(&self.inventory, snapshot, false, check).await,
             Err(e) => Err(Status::from(ApiError::from(e))),
         };
         let check = match checked {
