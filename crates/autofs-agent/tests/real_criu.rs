@@ -47,6 +47,13 @@ impl Dump {
         self.errors.iter().any(|e| e.contains(text))
     }
 
+    /// Asserts that the dump failed and that `line` is among its errors.
+    #[track_caller]
+    fn assert_failed_with(&self, line: &str) {
+        assert!(!self.ok, "criu dump succeeded: {:#?}", self.errors);
+        assert!(self.has_error(line), "{line:?} not in {:#?}", self.errors);
+    }
+
     /// Everything it said, for the message of a dump that should have passed.
     fn said(&self) -> String {
         format!("{:#?}\nother output: {:#?}", self.errors, self.others)
@@ -215,12 +222,7 @@ fn assert_refused_as_predicted(sc: &Scenario, mount_id: u32, criu_line: &str) {
     let dump = criu_dump(sc);
     let r = by_mount_id(&reports, mount_id);
     assert_eq!(r["dumpable"], false, "{r:#?}");
-    assert!(!dump.ok, "criu dump succeeded: {:#?}", dump.errors);
-    assert!(
-        dump.has_error(criu_line),
-        "{criu_line:?} not in {:#?}",
-        dump.errors
-    );
+    dump.assert_failed_with(criu_line);
     assert!(
         our_text(r).contains(criu_line),
         "{criu_line:?} not in {r:#?}"
@@ -470,12 +472,7 @@ fn a_request_left_in_an_unread_pipe_stops_criu_at_its_requester_as_we_note() {
         (&"HIDDEN_CATATONIC".into(), &false.into()),
         "{r:#}"
     );
-    assert!(!dump.ok, "criu dump succeeded: {:#?}", dump.errors);
-    assert!(
-        dump.has_error("Unseizable non-zombie"),
-        "{:#?}",
-        dump.errors
-    );
+    dump.assert_failed_with("Unseizable non-zombie");
     // A minor of 256 or more: CRIU's probe cannot reach the mount at all (its MKKDEV devid
     // defect), and the report says that instead.
     if r["minor"].as_u64().unwrap() < 256 {
@@ -679,12 +676,7 @@ fn a_request_read_but_left_unanswered_stops_criu_at_its_requester_as_check_migra
         "{task:#?}"
     );
     assert!(task.message.contains(&unseizable), "{task:#?}");
-    assert!(!dump.ok, "criu dump succeeded: {:#?}", dump.errors);
-    assert!(
-        dump.has_error(&unseizable),
-        "{unseizable:?} not in {:#?}",
-        dump.errors
-    );
+    dump.assert_failed_with(&unseizable);
 }
 
 #[test]
@@ -720,6 +712,5 @@ fn a_daemon_keeping_the_pipe_of_its_only_mount_fails_criu_pipe_dump_as_check_mig
     );
     let refused = "The packetized mode for pipes is not supported yet";
     assert!(task.message.contains(refused), "{task:#?}");
-    assert!(!dump.ok, "criu dump succeeded: {:#?}", dump.errors);
-    assert!(dump.has_error(refused), "{:#?}", dump.errors);
+    dump.assert_failed_with(refused);
 }
