@@ -263,12 +263,7 @@ fn the_real_automount_daemon_dumps_to_the_image_we_write() {
 #[test]
 fn criu_probe_turns_a_live_leader_s_direct_mount_catatonic_and_dumps_it_as_we_predict() {
     let mut sc = Scenario::start_or_panic();
-    let d = sc.mount(MountSpec::direct()).unwrap();
-    sc.close_read(&d).unwrap();
-    assert!(
-        minor(&sc, d.mount_id) < 256,
-        "CRIU's probe reaches only minors below 256 (its devid encoding); this machine gave more"
-    );
+    let d = probe_path_mount(&mut sc);
     let (reports, dump) = assert_dumped_as_predicted(&sc);
     let r = by_mount_id(&reports, d.mount_id);
     assert_eq!(r["state"], "CATATONIC", "{r:#?}");
@@ -315,12 +310,7 @@ fn criu_probes_a_superblock_in_two_namespaces_through_the_one_it_found_last() {
     // probe reaches the root, turns the mount catatonic, and the dump passes. Judged from the
     // init's namespace alone, the covered mount would be "alive, but unreachable".
     let mut sc = Scenario::start_or_panic();
-    let d = sc.mount(MountSpec::direct()).unwrap();
-    sc.close_read(&d).unwrap();
-    assert!(
-        minor(&sc, d.mount_id) < 256,
-        "CRIU's probe reaches only minors below 256 (its devid encoding); this machine gave more"
-    );
+    let d = probe_path_mount(&mut sc);
     let copy = sc.ns_member(None, false).unwrap();
     sc.cover(&d, &d.mount_point).unwrap();
     let (reports, ours) = scan(&sc, false);
@@ -347,6 +337,18 @@ fn criu_probes_a_superblock_in_two_namespaces_through_the_one_it_found_last() {
         autofs_images(dump.dir.path()),
         "our images (left) and CRIU's"
     );
+}
+
+/// A direct mount whose live daemon closed its read end: on CRIU's probe path, which reaches
+/// it only with a minor below 256 (its devid encoding).
+fn probe_path_mount(sc: &mut Scenario) -> autofs_testkit::Daemon {
+    let d = sc.mount(MountSpec::direct()).unwrap();
+    sc.close_read(&d).unwrap();
+    assert!(
+        minor(sc, d.mount_id) < 256,
+        "CRIU's probe reaches only minors below 256 (its devid encoding); this machine gave more"
+    );
+    d
 }
 
 /// The device minor of a mount of the scenario (`maj:min` in mountinfo).

@@ -505,7 +505,17 @@ impl<Q: QueueProbe> Scanner<Q> {
         let mut dev_autofs: HashMap<u64, std::result::Result<DevAutofs, String>> = HashMap::new();
         // CRIU probes a superblock through one of its mounts (dumped_from), in any namespace
         // of the same dump.
-        let probe_paths = probe_paths(&mut table, &namespaces, &owners);
+        let probed: HashSet<u64> = parsed
+            .iter()
+            .filter_map(|(ns, _, o)| match o {
+                Some(Ok(AutofsOptions {
+                    pipe_ino: Some(PipeIno::Ino(ino)),
+                    ..
+                })) if probe_path.contains(ino) => Some(*ns),
+                _ => None,
+            })
+            .collect();
+        let probe_paths = probe_paths(&mut table, &namespaces, &owners, &probed);
         for (mnt_ns, line, options) in parsed {
             let (owner, attribution) = &owners[&mnt_ns];
             let mut report = self.base_report(mnt_ns, Some(line), *owner, attribution);
@@ -1226,13 +1236,15 @@ struct ProbePaths {
 
 /// The [`ProbePaths`] of every dump: the namespaces of one owner, or a namespace alone when
 /// its owner is unknown. The namespaces' order matters only for a superblock mounted in more
-/// than one of them, and a namespace's discoverer only when it is not the owner's own: only
-/// then are parents and children read ([`crate::ns_order`]). A namespace whose members no
-/// longer descend from the owner is judged alone.
+/// than one of them, and a namespace's discoverer only when it is not the owner's own and one
+/// of its mounts is on CRIU's probe path (`probed`: a live leader holds no read end): only then
+/// are parents and children read ([`crate::ns_order`]), never in the scans of a healthy node. A
+/// namespace whose members no longer descend from the owner is judged alone.
 fn probe_paths(
     table: &mut ProcessTable<'_>,
     namespaces: &BTreeMap<u64, Namespace>,
     owners: &BTreeMap<u64, (Option<i32>, Attribution)>,
+    probed: &HashSet<u64>,
 ) -> ProbePaths {
     let mut dumps: BTreeMap<std::result::Result<i32, u64>, Vec<dumped_from::NamespaceMounts<'_>>> =
         BTreeMap::new();
@@ -1257,10 +1269,17 @@ fn probe_paths(
             continue;
         };
         let owns = |mnt_ns: &u64| namespaces[mnt_ns].pids.binary_search(&owner).is_ok();
-        if group.iter().all(|(mnt_ns, _)| owns(mnt_ns)) {
-            paths
-                .prober
-                .extend(group.iter().map(|(mnt_ns, _)| (*mnt_ns, owner)));
+        let needs_order = dumped_from::spans_namespaces(&group)
+            || group
+                .iter()
+                .any(|(mnt_ns, _)| !owns(mnt_ns) && probed.contains(mnt_ns));
+        if !needs_order {
+            paths.prober.extend(
+                group
+                    .iter()
+                    .filter(|(mnt_ns, _)| owns(mnt_ns))
+                    .map(|(mnt_ns, _)| (*mnt_ns, owner)),
+            );
             paths.from.extend(dumped_from::dumped_from(&group));
             continue;
         }
