@@ -682,6 +682,42 @@ fn a_request_read_but_left_unanswered_stops_criu_at_its_requester_as_check_migra
 }
 
 #[test]
+fn a_thread_left_asleep_in_a_request_stops_criu_at_its_tid_as_check_migratable_says() {
+    // As above, but the lookup is made by a second thread while the thread-group leader
+    // waits for it (a worker thread of a server): the leader is seized, the thread is not,
+    // and CRIU names the thread.
+    let mut sc = Scenario::start_or_panic();
+    let d = sc.mount(MountSpec::indirect()).unwrap();
+    let req = sc.make_interim_from_thread(&d, "k", HANG_GUARD).unwrap();
+    assert_ne!(req.host_tid, req.host_pid, "{req:?}");
+    sc.read_packet_with(&d.name, Answer::None, HANG_GUARD)
+        .unwrap();
+    let check = check_migratable(&sc);
+    let dump = criu_dump(&sc);
+    assert!(
+        !check.dumpable && check.blocking.is_empty() && check.retry_after_ms > 0,
+        "{check:#?}"
+    );
+    let [task] = check.blocking_tasks.as_slice() else {
+        panic!("one blocking task expected: {check:#?}");
+    };
+    assert_eq!(
+        (task.pid, task.tid, task.reason()),
+        (req.host_pid, req.host_tid, v1::TaskReason::RequesterWaiting),
+        "{task:#?}"
+    );
+    let unseizable = format!("Unseizable non-zombie {} found, state D", req.host_tid);
+    assert!(
+        task.message.contains(&unseizable)
+            && task
+                .message
+                .contains(&format!("thread {} of pid {}", req.host_tid, req.host_pid)),
+        "{task:#?}"
+    );
+    dump.assert_failed_with(&unseizable);
+}
+
+#[test]
 fn a_daemon_keeping_the_pipe_of_its_only_mount_fails_criu_pipe_dump_as_check_migratable_says() {
     // The daemon's only mount is unmounted (`umount -l`) while it runs: no mount is left to
     // name the daemon, but it keeps the pipe's write end in packet mode, and CRIU's pipe dump

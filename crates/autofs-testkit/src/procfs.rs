@@ -158,6 +158,16 @@ pub fn nspid(pid: i32) -> io::Result<Vec<i32>> {
     nspid_of(pid)
 }
 
+/// The `NSpid:` values of one task, named as `/proc` names it (`"thread-self"`, or
+/// `"<pid>/task/<tid>"`), outermost first.
+///
+/// # Errors
+///
+/// As [`nspid`].
+pub fn nspid_of_task(task: &str) -> io::Result<Vec<i32>> {
+    nspid_of(task)
+}
+
 fn nspid_of(pid: impl std::fmt::Display) -> io::Result<Vec<i32>> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
     status

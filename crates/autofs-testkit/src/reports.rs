@@ -76,6 +76,9 @@ pub struct Requester {
     pub id: u32,
     /// Pid in the host pid namespace.
     pub host_pid: i32,
+    /// Host tid of the task that looks the path up: `host_pid`, or another thread's
+    /// ([`Scenario::trigger_from_thread`]).
+    pub host_tid: i32,
     /// Pid in the scenario's pid namespace.
     pub vpid: i32,
     /// `NSpid:` (host first).

@@ -145,7 +145,7 @@ impl Scenario {
     /// init's reply saying e.g. that `target` is unknown or `rel` is not relative or holds `..`; or
     /// an error naming a field of the reply that is missing or malformed.
     pub fn trigger(&mut self, target: &str, rel: &str) -> io::Result<Requester> {
-        self.trigger_impl(target, rel, false)
+        self.trigger_with(target, rel, false, false)
     }
 
     /// Like [`Scenario::trigger`], but the requester always stays in the scenario's pid
@@ -156,12 +156,30 @@ impl Scenario {
     ///
     /// As [`Scenario::trigger`].
     pub fn trigger_outside(&mut self, target: &str, rel: &str) -> io::Result<Requester> {
-        self.trigger_impl(target, rel, true)
+        self.trigger_with(target, rel, true, false)
     }
 
-    fn trigger_impl(&mut self, target: &str, rel: &str, outside: bool) -> io::Result<Requester> {
+    /// Like [`Scenario::trigger`], but a second thread of the requester looks the path up
+    /// (its `host_tid` is not its `host_pid`) while the thread-group leader waits for it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Scenario::trigger`].
+    pub fn trigger_from_thread(&mut self, target: &str, rel: &str) -> io::Result<Requester> {
+        self.trigger_with(target, rel, false, true)
+    }
+
+    fn trigger_with(
+        &mut self,
+        target: &str,
+        rel: &str,
+        outside: bool,
+        thread: bool,
+    ) -> io::Result<Requester> {
         let mut f = Fields::default();
-        f.push("name", target).push("outside", u8::from(outside));
+        f.push("name", target)
+            .push("outside", u8::from(outside))
+            .push("thread", u8::from(thread));
         if !rel.is_empty() {
             proto::check_plain("path", rel).map_err(bad)?;
             f.push("path", rel);
@@ -170,6 +188,7 @@ impl Scenario {
         Ok(Requester {
             id: num(&r, "id")?,
             host_pid: num(&r, "host_pid")?,
+            host_tid: num(&r, "host_tid")?,
             vpid: num(&r, "vpid")?,
             nspid: r.int_list("nspid").map_err(bad)?,
             path: PathBuf::from(r.req("path").map_err(bad)?),

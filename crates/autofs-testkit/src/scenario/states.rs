@@ -26,6 +26,33 @@ impl Scenario {
         timeout: Duration,
     ) -> io::Result<Requester> {
         let req = self.trigger(&daemon.name, key)?;
+        self.wait_queued(daemon, key, req, timeout)
+    }
+
+    /// [`Scenario::make_interim`] with the lookup made by a second thread of the requester
+    /// ([`Scenario::trigger_from_thread`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`Scenario::make_interim`].
+    pub fn make_interim_from_thread(
+        &mut self,
+        daemon: &Daemon,
+        key: &str,
+        timeout: Duration,
+    ) -> io::Result<Requester> {
+        let req = self.trigger_from_thread(&daemon.name, key)?;
+        self.wait_queued(daemon, key, req, timeout)
+    }
+
+    /// Waits until `req`'s request for `key` is queued in `daemon`'s pipe.
+    fn wait_queued(
+        &mut self,
+        daemon: &Daemon,
+        key: &str,
+        req: Requester,
+        timeout: Duration,
+    ) -> io::Result<Requester> {
         if !self.wait_until(timeout, |s| {
             s.queued_bytes(daemon).unwrap_or(0) == V5_PACKET_SIZE
         }) {

@@ -21,6 +21,9 @@ impl Init {
             return Err(format!("path `{rel}` must be relative without `..`"));
         }
         let outside = f.flag("outside")?;
+        // `thread=1`: a second thread of the requester looks the path up while its first
+        // (the thread-group leader) waits for it.
+        let in_thread = f.flag("thread")?;
         let (target, pidns) = {
             let p = self.proc(name)?;
             let mp = p
@@ -48,10 +51,20 @@ impl Init {
                 sys::ignore_sigpipe();
                 let nspid = procfs::nspid_self().unwrap_or_default();
                 let _ = writeln!(w, "{}", proto::int_list(&nspid));
-                drop(w);
-                let code = match sys::statx_triggering(&target) {
-                    Ok(()) => 0,
-                    Err(errno) => errno.clamp(1, 255),
+                // The `NSpid:` of the task that looks up, on the second line.
+                let look_up = move || {
+                    let tid = procfs::nspid_of_task("thread-self").unwrap_or_default();
+                    let _ = writeln!(w, "{}", proto::int_list(&tid));
+                    drop(w);
+                    match sys::statx_triggering(&target) {
+                        Ok(()) => 0,
+                        Err(errno) => errno.clamp(1, 255),
+                    }
+                };
+                let code = if in_thread {
+                    std::thread::spawn(look_up).join().unwrap_or(255)
+                } else {
+                    look_up()
                 };
                 sys::exit_now(code);
             }
@@ -62,9 +75,18 @@ impl Init {
         let mut s = String::new();
         r.read_to_string(&mut s)
             .map_err(|e| format!("requester report: {e}"))?;
-        let nspid: Vec<i32> = s.trim().split(',').filter_map(|x| x.parse().ok()).collect();
-        if nspid.is_empty() {
-            return Err("the requester died before reporting its pid".into());
+        let mut lines = s.lines().map(|l| {
+            l.trim()
+                .split(',')
+                .filter_map(|x| x.parse().ok())
+                .collect::<Vec<i32>>()
+        });
+        let nspid = lines.next().unwrap_or_default();
+        let tid = lines.next().unwrap_or_default();
+        if nspid.is_empty() || tid.is_empty() {
+            return Err(
+                "the requester died before reporting its pid and the tid that looks up".into(),
+            );
         }
         let id = self.next_id;
         self.next_id += 1;
@@ -72,6 +94,7 @@ impl Init {
         let mut out = Fields::default();
         out.push("id", id)
             .push("host_pid", nspid[0])
+            .push("host_tid", tid[0])
             .push("vpid", vpid)
             .push("nspid", proto::int_list(&nspid))
             .push("path", target.display());
