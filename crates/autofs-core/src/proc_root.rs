@@ -278,16 +278,33 @@ impl ProcRoot {
     /// # Errors
     ///
     /// The error of listing `<pid>/task` (ENOENT when the process is gone) or of reading a
-    /// `children` file other than its thread being gone; `InvalidData` for a malformed one.
+    /// `children` file other than its thread being gone; `InvalidData` for a malformed one;
+    /// `Unsupported` when a thread that is still there has no `children` file (a kernel
+    /// without `CONFIG_PROC_CHILDREN`).
     pub fn children(&self, pid: i32) -> io::Result<Vec<i32>> {
         let mut children = Vec::new();
         for entry in Dir::from_fd(self.open_dir(pid, "task")?)?.iter() {
             let Some(tid) = parse_decimal::<i32>(entry?.file_name().to_bytes()) else {
                 continue;
             };
-            let text = match self.read(pid, &format!("task/{tid}/children")) {
+            let rel = format!("task/{tid}/children");
+            let text = match self.read(pid, &rel) {
                 Ok(text) => text,
-                Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => continue,
+                // Gone with its thread; a thread still there without the file is a kernel
+                // built without `CONFIG_PROC_CHILDREN` (which CRIU needs as well): its
+                // children are unknown, never none.
+                Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => {
+                    if self.read_record(pid, &format!("task/{tid}/stat")).is_ok() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::Unsupported,
+                            format!(
+                                "{} is missing while its thread runs: this kernel lists no children (CONFIG_PROC_CHILDREN)",
+                                self.pid_path(pid, &rel).display()
+                            ),
+                        ));
+                    }
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             for word in text

@@ -161,7 +161,11 @@ pub struct NamespaceInfo {
     /// Mount namespace inode.
     pub mnt_ns: u64,
     /// Host pid of the owner: the root of the process tree CRIU dumps (the container init);
-    /// 0 when it could not be read.
+    /// 0 when it could not be read. Read only for a namespace with autofs mounts (or whose
+    /// mount table could not be read: [`NamespaceInfo::owner_read`]); for the others it is
+    /// the lowest member, which only attributes the namespace (its `cgroup` gives the
+    /// container and pod): [`crate::tasks::dump_roots`] reads their owners when a workload's
+    /// tasks are looked at.
     pub owner_pid: i32,
     /// Container owning the namespace, if any.
     pub container_id: String,
@@ -176,6 +180,15 @@ pub struct NamespaceInfo {
     /// Host pid whose `mountinfo` gave the complete table (its root is the namespace root);
     /// 0 when none did.
     pub table_reader: i32,
+}
+
+impl NamespaceInfo {
+    /// Whether [`NamespaceInfo::owner_pid`] is the owner read from the namespace's process
+    /// forest (a namespace with autofs mounts, or whose mount table could not be read, whose
+    /// mounts are judged), not its lowest member.
+    pub fn owner_read(&self) -> bool {
+        self.autofs_mounts > 0 || self.mount_table_error.is_some()
+    }
 }
 
 /// Counters of one scan.

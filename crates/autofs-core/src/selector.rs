@@ -697,8 +697,8 @@ impl Check {
     /// for the workload's trees alone, a `children` read and a `stat` per thread, each
     /// namespace's mount table and a walk of each process's fd table.
     pub fn look_at_tasks(&mut self, root: &ProcRoot, scan: &Scan) {
-        let (roots, readers) = crate::tasks::dump_roots(scan, &self.namespaces);
-        self.tasks = crate::tasks::blocking_tasks(root, &roots, &readers);
+        let trees = crate::tasks::dump_roots(root, scan, &self.namespaces);
+        self.tasks = crate::tasks::blocking_tasks(root, &trees);
     }
 
     /// Whether CRIU could dump the workload now.

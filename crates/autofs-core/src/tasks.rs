@@ -72,16 +72,43 @@ impl TaskBlocker {
     }
 }
 
-/// The trees CRIU dumps for a workload: the roots (owners) of the mount namespaces
-/// `namespaces` of `scan`, and the pid through which the scan read each namespace's complete
-/// mount table (a process whose root is the namespace's: one that is chrooted sees only part
-/// of it). A namespace whose owner is unknown gives root 0.
-pub fn dump_roots(scan: &Scan, namespaces: &[u64]) -> (Vec<i32>, HashMap<u64, i32>) {
+/// The trees CRIU dumps for a workload ([`dump_roots`]), and how to read them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DumpTrees {
+    /// Host pids of the trees' roots (the owners of the workload's mount namespaces),
+    /// ascending; 0 for a namespace whose owner could not be read.
+    pub roots: Vec<i32>,
+    /// Per mount namespace, the pid through which the scan read its complete mount table (a
+    /// process whose root is the namespace's: one that is chrooted sees only part of it).
+    pub readers: HashMap<u64, i32>,
+    /// Whether the scan's view was restricted ([`crate::view::View::restricted`]): a process
+    /// hidden from it looks exactly like one that exited, so a task listed in its parent's
+    /// `children` whose files are missing is reported unreadable, never left out.
+    pub restricted: bool,
+}
+
+/// The trees CRIU dumps for a workload whose mount namespaces are `namespaces` of `scan`. The
+/// owner the scan read from a namespace's process forest ([`NamespaceInfo::owner_read`])
+/// roots its tree; a namespace without autofs mounts, whose owner the scan did not read (it
+/// only attributed it, through its lowest member), has its owner read now from `root`, from
+/// its members' parents ([`crate::tree::namespace_owner`]): one `stat` per member. Owners
+/// shared by several namespaces (one made inside a container is dumped from the container's
+/// init) root one tree.
+///
+/// [`NamespaceInfo::owner_read`]: crate::scan::NamespaceInfo::owner_read
+pub fn dump_roots(root: &ProcRoot, scan: &Scan, namespaces: &[u64]) -> DumpTrees {
+    let mut table = ProcessTable::new(root);
     let mut roots: Vec<i32> = scan
         .namespaces
         .iter()
         .filter(|n| namespaces.contains(&n.mnt_ns))
-        .map(|n| n.owner_pid)
+        .map(|n| {
+            if n.owner_read() {
+                n.owner_pid
+            } else {
+                crate::tree::namespace_owner(&mut table, &n.pids).unwrap_or(0)
+            }
+        })
         .collect();
     roots.sort_unstable();
     roots.dedup();
@@ -91,23 +118,21 @@ pub fn dump_roots(scan: &Scan, namespaces: &[u64]) -> (Vec<i32>, HashMap<u64, i3
         .filter(|n| n.table_reader > 0)
         .map(|n| (n.mnt_ns, n.table_reader))
         .collect();
-    (roots, readers)
+    DumpTrees {
+        roots,
+        readers,
+        restricted: scan.view.restricted,
+    }
 }
 
-/// The tasks of the trees rooted at `roots` that stop CRIU's dump, read from `root` now, by
-/// tree, then in depth-first order. `readers` names, per mount namespace, a process to read
-/// its complete mount table through ([`dump_roots`]); a namespace new since then is read
-/// through the first task of the tree found in it. A process that exits meanwhile is left
-/// out (CRIU would not meet it); what cannot be read is a [`TaskReason::Unreadable`] blocker,
-/// never left out.
-pub fn blocking_tasks(
-    root: &ProcRoot,
-    roots: &[i32],
-    readers: &HashMap<u64, i32>,
-) -> Vec<TaskBlocker> {
+/// The tasks of the trees `trees` that stop CRIU's dump, read from `root` now, by tree, then
+/// in depth-first order. A mount namespace new since the scan has its table read through the
+/// first task of the tree found in it. A process that exits meanwhile is left out (CRIU would
+/// not meet it); what cannot be read is a [`TaskReason::Unreadable`] blocker, never left out.
+pub fn blocking_tasks(root: &ProcRoot, trees: &DumpTrees) -> Vec<TaskBlocker> {
     let mut table = ProcessTable::new(root);
     let mut found = Vec::new();
-    for &owner in roots {
+    for &owner in &trees.roots {
         if owner <= 0 {
             found.push(unreadable(
                 0,
@@ -116,8 +141,8 @@ pub fn blocking_tasks(
             ));
             continue;
         }
-        let tasks = walk(root, owner, &mut found);
-        let exempt = autofs_pipes(root, &tasks, readers, &mut found);
+        let tasks = walk(root, owner, trees.restricted, &mut found);
+        let exempt = autofs_pipes(root, &tasks, &trees.readers, &mut found);
         for &(pid, _) in &tasks {
             check_task(&mut table, pid, &exempt, &mut found);
         }
@@ -125,9 +150,14 @@ pub fn blocking_tasks(
     found
 }
 
-/// The tree rooted at `owner`, depth-first from it, each task with its mount namespace (0
-/// when that could not be read: said in `found`).
-fn walk(root: &ProcRoot, owner: i32, found: &mut Vec<TaskBlocker>) -> Vec<(i32, u64)> {
+/// The tree rooted at `owner`, depth-first from it, each task with its mount namespace. A
+/// task whose namespace cannot be read is said in `found` and left out with its subtree.
+fn walk(
+    root: &ProcRoot,
+    owner: i32,
+    restricted: bool,
+    found: &mut Vec<TaskBlocker>,
+) -> Vec<(i32, u64)> {
     let mut tasks = Vec::new();
     let mut seen = HashSet::new();
     let mut stack = vec![owner];
@@ -137,18 +167,30 @@ fn walk(root: &ProcRoot, owner: i32, found: &mut Vec<TaskBlocker>) -> Vec<(i32, 
         }
         let mnt_ns = match root.mount_namespace(pid) {
             Ok(mnt_ns) => mnt_ns,
-            Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished && pid != owner => continue,
             Err(e) => {
+                let link = root.pid_path(pid, "ns/mnt");
                 let why = if pid == owner {
                     format!(
                         "the root of the tree CRIU dumps, pid {owner}, cannot be read ({}: {e}); it exited since the scan, or is hidden",
-                        root.pid_path(pid, "ns/mnt").display()
+                        link.display()
                     )
                 } else {
-                    format!(
-                        "cannot read {}: {e}",
-                        root.pid_path(pid, "ns/mnt").display()
-                    )
+                    match Presence::of(root, pid) {
+                        // A view that hides processes shows a hidden one exactly as one that
+                        // exited.
+                        Presence::Gone if restricted => format!(
+                            "its parent lists it as a child, part of the tree CRIU dumps, but {} cannot be read ({e}): it exited, or this view of /proc hides it",
+                            link.display()
+                        ),
+                        // Exited (a task reaped between the lookup and the read makes the
+                        // kernel refuse the link: EACCES), or a zombie, which CRIU dumps as one.
+                        Presence::Gone | Presence::Zombie => continue,
+                        Presence::ZombieWithThreads => format!(
+                            "its main thread has exited while its other threads run, so it has no mount namespace ({}: {e}); CRIU refuses such a process (Zombies with threads are not supported), and its threads are not looked at here",
+                            link.display()
+                        ),
+                        Presence::Alive => format!("cannot read {}: {e}", link.display()),
+                    }
                 };
                 found.push(unreadable(pid, String::new(), why));
                 continue;
@@ -171,43 +213,93 @@ fn walk(root: &ProcRoot, owner: i32, found: &mut Vec<TaskBlocker>) -> Vec<(i32, 
     tasks
 }
 
+/// What is left of a process whose mount namespace could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Presence {
+    /// Its `stat` is gone too: it exited.
+    Gone,
+    /// A zombie (state `Z`) of one thread: its namespaces are released at exit.
+    Zombie,
+    /// A thread-group leader that exited while its other threads run (state `Z`, more than one
+    /// task).
+    ZombieWithThreads,
+    /// Still there, and no zombie.
+    Alive,
+}
+
+impl Presence {
+    fn of(root: &ProcRoot, pid: i32) -> Self {
+        let stat = match root.read_record(pid, "stat") {
+            Ok(stat) => stat,
+            Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => return Self::Gone,
+            Err(_) => return Self::Alive,
+        };
+        // The state follows the comm's closing parenthesis (the comm may hold one).
+        let state = memchr::memrchr(b')', &stat)
+            .and_then(|at| stat.get(at + 2))
+            .copied();
+        if state != Some(b'Z') {
+            return Self::Alive;
+        }
+        let threads = match root.thread_count(pid) {
+            Ok(Some(n)) => n > 1,
+            _ => root.threads(pid).is_ok_and(|others| !others.is_empty()),
+        };
+        if threads {
+            Self::ZombieWithThreads
+        } else {
+            Self::Zombie
+        }
+    }
+}
+
 /// The pipes CRIU's mountinfo parse exempts from its refusal of packet mode: the `pipe_ino=`
-/// of every autofs mount of the namespaces `tasks` are in, each table read once now.
+/// of every autofs mount of the namespaces `tasks` are in, each table read once now: through
+/// the scan's reader while it is still in that namespace, else through the tree's tasks there,
+/// in order, until one gives it (a task that exits meanwhile makes the kernel refuse its
+/// table). A namespace whose every task is gone has nothing left to check.
 fn autofs_pipes(
     root: &ProcRoot,
     tasks: &[(i32, u64)],
     readers: &HashMap<u64, i32>,
     found: &mut Vec<TaskBlocker>,
 ) -> HashSet<u64> {
-    let mut first: BTreeMap<u64, i32> = BTreeMap::new();
+    let mut members: BTreeMap<u64, Vec<i32>> = BTreeMap::new();
     for &(pid, mnt_ns) in tasks {
-        first.entry(mnt_ns).or_insert(pid);
+        members.entry(mnt_ns).or_default().push(pid);
     }
     let mut pipes = HashSet::new();
-    for (mnt_ns, first) in first {
-        // The scan's reader, while it is still in that namespace.
+    for (mnt_ns, members) in members {
         let reader = readers
             .get(&mnt_ns)
             .copied()
-            .filter(|&r| root.mount_namespace(r).is_ok_and(|ns| ns == mnt_ns))
-            .unwrap_or(first);
-        let table = root.read(reader, "mountinfo").or_else(|e| {
-            if reader != first && ReadFailure::of(&e) == ReadFailure::Vanished {
-                root.read(first, "mountinfo")
-            } else {
-                Err(e)
+            .filter(|&r| root.mount_namespace(r).is_ok_and(|ns| ns == mnt_ns));
+        let mut failed: Option<(i32, std::io::Error)> = None;
+        let mut table = None;
+        for pid in reader.into_iter().chain(members.iter().copied()) {
+            match root.read(pid, "mountinfo") {
+                Ok(text) => {
+                    table = Some(text);
+                    break;
+                }
+                Err(e) => {
+                    if !matches!(Presence::of(root, pid), Presence::Gone | Presence::Zombie) {
+                        failed.get_or_insert((pid, e));
+                    }
+                }
             }
-        });
-        match table {
-            Ok(text) => pipes.extend(text.split(|&b| b == b'\n').filter_map(pipe_ino_of)),
-            Err(e) => found.push(unreadable(
-                first,
+        }
+        match (table, failed) {
+            (Some(text), _) => pipes.extend(text.split(|&b| b == b'\n').filter_map(pipe_ino_of)),
+            (None, Some((pid, e))) => found.push(unreadable(
+                pid,
                 String::new(),
                 format!(
                     "the mount table of its mount namespace {mnt_ns}, whose autofs pipes CRIU's pipe dump exempts, cannot be read ({}: {e})",
-                    root.pid_path(reader, "mountinfo").display()
+                    root.pid_path(pid, "mountinfo").display()
                 ),
             )),
+            (None, None) => {}
         }
     }
     pipes
@@ -412,6 +504,23 @@ mod tests {
         }
     }
 
+    /// The trees rooted at `roots`, with no reader known and a view that hides nothing.
+    fn tree_of(roots: &[i32]) -> DumpTrees {
+        DumpTrees {
+            roots: roots.to_vec(),
+            ..DumpTrees::default()
+        }
+    }
+
+    /// `pid`'s `status`, with its parent and `NSpid:` (host first).
+    fn status(root: &Path, pid: i32, ppid: i32, nspid: &str) {
+        std::fs::write(
+            root.join(format!("{pid}/status")),
+            format!("Name:\tp{pid}\nTgid:\t{pid}\nPPid:\t{ppid}\nNSpid:\t{nspid}\n"),
+        )
+        .unwrap();
+    }
+
     /// `pid`'s mountinfo: one autofs mount with pipe 800, one tmpfs.
     fn mountinfo(root: &Path, pid: i32) {
         std::fs::write(
@@ -464,7 +573,7 @@ mod tests {
         );
         mountinfo(root, 10);
         let proc_root = ProcRoot::open(root).unwrap();
-        let found = blocking_tasks(&proc_root, &[10], &HashMap::new());
+        let found = blocking_tasks(&proc_root, &tree_of(&[10]));
         let got: Vec<_> = found
             .iter()
             .map(|t| (t.pid, t.reason, t.fd, t.pipe_ino))
@@ -497,7 +606,7 @@ mod tests {
         std::fs::write(root.join("11/fd"), "").unwrap();
         // No mount table of the namespace can be read either (10 has none).
         let proc_root = ProcRoot::open(root).unwrap();
-        let found = blocking_tasks(&proc_root, &[10, 0, 77], &HashMap::new());
+        let found = blocking_tasks(&proc_root, &tree_of(&[10, 0, 77]));
         let got: Vec<_> = found.iter().map(|t| (t.pid, t.reason)).collect();
         assert_eq!(
             got,
@@ -516,6 +625,149 @@ mod tests {
         );
         assert!(
             found[3].message.contains("exited since the scan"),
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn a_namespace_without_autofs_mounts_is_dumped_from_its_owner_not_its_lowest_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // Container init 300 has children 7 (a pid after the counter wrapped) and 301, which
+        // keeps a packet-mode end of a pipe no mount shows (its daemon's only mount was
+        // unmounted): no autofs mount is left, so the scan attributed the namespace through
+        // its lowest member, 7, and read no owner.
+        process(root, 300, 'S', 1, "do_wait", "7 301", &[]);
+        process(root, 7, 'S', 300, "do_wait", "", &[]);
+        process(
+            root,
+            301,
+            'S',
+            300,
+            "pipe_read",
+            "",
+            &[(5, "pipe:[700]", 0o40001)],
+        );
+        status(root, 300, 1, "300\t1");
+        status(root, 7, 300, "7\t3");
+        status(root, 301, 300, "301\t2");
+        std::fs::write(
+            root.join("300/mountinfo"),
+            "23 1 0:41 / / rw - tmpfs tmpfs rw\n",
+        )
+        .unwrap();
+        let scan = Scan {
+            reports: Vec::new(),
+            namespaces: vec![crate::scan::NamespaceInfo {
+                mnt_ns: NS,
+                owner_pid: 7,
+                container_id: String::new(),
+                pod_uid: String::new(),
+                pids: vec![7, 300, 301],
+                autofs_mounts: 0,
+                mount_table_error: None,
+                table_reader: 7,
+            }],
+            view: Default::default(),
+            stats: Default::default(),
+            tree_paths: Vec::new(),
+            gone_leaders: Vec::new(),
+            unknown_processes: Vec::new(),
+        };
+        assert!(!scan.namespaces[0].owner_read());
+        let proc_root = ProcRoot::open(root).unwrap();
+        let trees = dump_roots(&proc_root, &scan, &[NS]);
+        assert_eq!(trees.roots, [300], "{trees:#?}");
+        let found = blocking_tasks(&proc_root, &trees);
+        let got: Vec<_> = found
+            .iter()
+            .map(|t| (t.pid, t.reason, t.fd, t.pipe_ino))
+            .collect();
+        assert_eq!(
+            got,
+            [(301, TaskReason::PacketModePipe, 5, 700)],
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn a_zombie_with_live_threads_and_a_child_hidden_from_the_view_are_never_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // 11 is listed but has no files (exited, or hidden by the view); 12's main thread
+        // exited while thread 120 runs; 13 is a plain zombie. Zombies have no mount namespace.
+        process(root, 10, 'S', 1, "do_wait", "11 12 13 ", &[]);
+        mountinfo(root, 10);
+        for pid in [12, 13] {
+            process(root, pid, 'Z', 10, "0", "", &[]);
+            std::fs::remove_file(root.join(format!("{pid}/ns/mnt"))).unwrap();
+        }
+        std::fs::create_dir_all(root.join("12/task/120")).unwrap();
+        let proc_root = ProcRoot::open(root).unwrap();
+        let found = blocking_tasks(&proc_root, &tree_of(&[10]));
+        let got: Vec<_> = found.iter().map(|t| (t.pid, t.reason)).collect();
+        assert_eq!(got, [(12, TaskReason::Unreadable)], "{found:#?}");
+        assert!(
+            found[0]
+                .message
+                .contains("Zombies with threads are not supported"),
+            "{found:#?}"
+        );
+        // Through a view that hides processes, the missing child may be hidden, not gone.
+        let restricted = DumpTrees {
+            restricted: true,
+            ..tree_of(&[10])
+        };
+        let found = blocking_tasks(&proc_root, &restricted);
+        let got: Vec<_> = found.iter().map(|t| (t.pid, t.reason)).collect();
+        assert_eq!(
+            got,
+            [(11, TaskReason::Unreadable), (12, TaskReason::Unreadable)],
+            "{found:#?}"
+        );
+        assert!(found[0].message.contains("hides it"), "{found:#?}");
+    }
+
+    #[test]
+    fn the_exempt_pipes_are_read_through_another_task_when_one_cannot_give_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // The scan's reader (5) has left the namespace; 10 gives no table; 11 does, and its
+        // autofs mount exempts the write end 12 keeps.
+        process(root, 10, 'S', 1, "do_wait", "11 12 ", &[]);
+        process(root, 11, 'S', 10, "do_wait", "", &[]);
+        process(
+            root,
+            12,
+            'S',
+            10,
+            "pipe_read",
+            "",
+            &[(6, "pipe:[800]", 0o40001)],
+        );
+        mountinfo(root, 11);
+        let proc_root = ProcRoot::open(root).unwrap();
+        let trees = DumpTrees {
+            readers: HashMap::from([(NS, 5)]),
+            ..tree_of(&[10])
+        };
+        let found = blocking_tasks(&proc_root, &trees);
+        assert!(found.is_empty(), "{found:#?}");
+    }
+
+    #[test]
+    fn a_kernel_that_lists_no_children_leaves_the_tree_unknown_not_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        process(root, 10, 'S', 1, "do_wait", "", &[]);
+        mountinfo(root, 10);
+        std::fs::remove_file(root.join("10/task/10/children")).unwrap();
+        let proc_root = ProcRoot::open(root).unwrap();
+        let found = blocking_tasks(&proc_root, &tree_of(&[10]));
+        let got: Vec<_> = found.iter().map(|t| (t.pid, t.reason)).collect();
+        assert_eq!(got, [(10, TaskReason::Unreadable)], "{found:#?}");
+        assert!(
+            found[0].message.contains("CONFIG_PROC_CHILDREN"),
             "{found:#?}"
         );
     }

@@ -1,5 +1,6 @@
 //! The tasks of a workload's dumped trees (`autofs_core::tasks`), read from the live proc root
-//! when a check or a wait asks, off the async runtime; and their wire form.
+//! when a check or a wait asks, off the async runtime (the trees' roots too: a namespace
+//! without autofs mounts has its owner read then); and their wire form.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
@@ -8,34 +9,48 @@ use std::time::{Duration, Instant};
 use autofs_api::v1;
 use autofs_core::selector::Check;
 use autofs_core::tasks::{TaskBlocker, TaskReason};
+use tokio::sync::Semaphore;
 use tonic::Status;
 
 use crate::snapshot::{Inventory, Snapshot};
 
-/// At most this many trees' tasks are read at once (each on a blocking thread): many checks
-/// and waiters at the same moment queue here instead of taking every blocking thread.
+/// At most this many workloads' tasks are read at once (each on a blocking thread): many
+/// checks and waiters at the same moment queue here instead of taking every blocking thread.
+/// A read holds its permit until it ends, even when the asker has gone (a cancelled call).
 const READS_AT_ONCE: usize = 2;
 
-static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(READS_AT_ONCE);
+static READS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| Arc::new(Semaphore::new(READS_AT_ONCE)));
 
-/// How long one read of a tree's tasks answers every check and waiter of the same tree: a
-/// hundred waiters on one workload read its tasks once in this long, not a hundred times.
+/// How long one read of a workload's tasks answers every check and waiter of the same mount
+/// namespaces: a hundred waiters on one workload read its tasks once in this long, not a
+/// hundred times.
 const SHARED_FOR: Duration = Duration::from_millis(250);
 
-/// One read of a tree's tasks: when it started, and what it found.
+/// One read of a workload's tasks: when it started, and what it found.
 type Read = (Instant, Arc<Vec<TaskBlocker>>);
 
-/// The latest read of each set of trees (by their roots), behind a lock that makes askers who
-/// come while it is read wait for that read instead of making their own.
+/// The latest read for each set of mount namespaces, behind a lock that makes askers who come
+/// while it is read wait for that read instead of making their own.
 type Slot = Arc<tokio::sync::Mutex<Option<Read>>>;
 
-static LATEST: LazyLock<Mutex<HashMap<Vec<i32>, Slot>>> = LazyLock::new(Mutex::default);
+static LATEST: LazyLock<Mutex<HashMap<Vec<u64>, Slot>>> = LazyLock::new(Mutex::default);
+
+/// Whether a read that started at `read` may answer a question asked at `asked` of a
+/// snapshot whose scan started at `taken`: it started after that scan (no older than the mount
+/// tables the answer rests on: a mount unmounted between an older read and the scan would leave
+/// its daemon's packet-mode end unexempted in the scan yet exempt in the read), and at most
+/// [`SHARED_FOR`] before the question (a read the asker waited for, however long it took,
+/// started after the question or shortly before it).
+fn fresh_for(read: Instant, taken: Instant, asked: Instant) -> bool {
+    read >= taken && asked.saturating_duration_since(read) < SHARED_FOR
+}
 
 /// `check` (of `snapshot`) with the tasks of its dumped trees read now: by this call, or by
-/// another check or waiter of the same trees whose read started at most [`SHARED_FOR`] ago. A
-/// source without a live proc root (a synthetic one) has no tasks to read: the check stays as
-/// it is. While the current scan is stalled (`stale`: a /proc read hangs), reading them could
-/// hang as well: they are not read, and the check says so (an `UNREADABLE` blocker).
+/// another check or waiter of the same mount namespaces whose read may answer it too
+/// ([`fresh_for`]). A source without a live proc root (a synthetic one) has no tasks to read:
+/// the check stays as it is. While the current scan is stalled (`stale`: a /proc read hangs),
+/// reading them could hang as well: they are not read, and the check says so (an
+/// `UNREADABLE` blocker).
 ///
 /// # Errors
 ///
@@ -61,7 +76,9 @@ pub(super) async fn with_tasks(
         });
         return Ok(check);
     }
-    let (roots, readers) = autofs_core::tasks::dump_roots(&snapshot.scan, &check.namespaces);
+    let asked = Instant::now();
+    let mut namespaces = check.namespaces.clone();
+    namespaces.sort_unstable();
     let slot = {
         let mut latest = LATEST.lock().unwrap_or_else(PoisonError::into_inner);
         // Reads nobody waits for and nobody can share any more go.
@@ -72,25 +89,30 @@ pub(super) async fn with_tasks(
                         .is_some_and(|(at, _)| at.elapsed() < SHARED_FOR)
                 })
         });
-        latest.entry(roots.clone()).or_default().clone()
+        latest.entry(namespaces.clone()).or_default().clone()
     };
     let mut read = slot.lock().await;
     if let Some((at, tasks)) = read.as_ref()
-        && at.elapsed() < SHARED_FOR
+        && fresh_for(*at, snapshot.taken, asked)
     {
         check.tasks = tasks.as_ref().clone();
         return Ok(check);
     }
-    let _permit = READS
-        .acquire()
+    let permit = READS
+        .clone()
+        .acquire_owned()
         .await
         .map_err(|e| Status::internal(format!("reading the workload's tasks: {e}")))?;
     let started = Instant::now();
-    let inventory = inventory.clone();
+    let (inventory, snapshot) = (inventory.clone(), snapshot.clone());
     let tasks = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
         inventory
             .proc_root()
-            .map(|root| autofs_core::tasks::blocking_tasks(root, &roots, &readers))
+            .map(|root| {
+                let trees = autofs_core::tasks::dump_roots(root, &snapshot.scan, &namespaces);
+                autofs_core::tasks::blocking_tasks(root, &trees)
+            })
             .unwrap_or_default()
     })
     .await
@@ -120,4 +142,23 @@ pub(super) fn api_tasks(tasks: &[TaskBlocker]) -> Vec<v1::TaskBlocker> {
             message: t.message.clone(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_answers_questions_about_scans_it_follows_asked_soon_after_it_started() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // Started after the scan, asked 100 ms later.
+        assert!(fresh_for(t0 + ms(10), t0, t0 + ms(110)));
+        // A read the asker waited for, however long: it started after the question.
+        assert!(fresh_for(t0 + ms(500), t0, t0 + ms(100)));
+        // Older than the scan whose mounts the answer rests on.
+        assert!(!fresh_for(t0, t0 + ms(10), t0 + ms(20)));
+        // Started too long before the question.
+        assert!(!fresh_for(t0 + ms(10), t0, t0 + ms(10) + SHARED_FOR));
+    }
 }
