@@ -185,6 +185,11 @@ fn walk(
                         // Exited (a task reaped between the lookup and the read makes the
                         // kernel refuse the link: EACCES), or a zombie, which CRIU dumps as one.
                         Presence::Gone | Presence::Zombie => continue,
+                        // Exiting: `do_exit()` releases the namespaces before the task turns
+                        // zombie, and it still shows its old state meanwhile.
+                        Presence::Alive if ReadFailure::of(&e) == ReadFailure::Vanished => {
+                            continue;
+                        }
                         Presence::ZombieWithThreads => format!(
                             "its main thread has exited while its other threads run, so it has no mount namespace ({}: {e}); CRIU refuses such a process (Zombies with threads are not supported), and its threads are not looked at here",
                             link.display()
@@ -695,11 +700,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         // 11 is listed but has no files (exited, or hidden by the view); 12's main thread
-        // exited while thread 120 runs; 13 is a plain zombie. Zombies have no mount namespace.
-        process(root, 10, 'S', 1, "do_wait", "11 12 13 ", &[]);
+        // exited while thread 120 runs; 13 is a plain zombie; 14 is exiting (not a zombie
+        // yet). None of the last three has a mount namespace any more.
+        process(root, 10, 'S', 1, "do_wait", "11 12 13 14 ", &[]);
         mountinfo(root, 10);
-        for pid in [12, 13] {
-            process(root, pid, 'Z', 10, "0", "", &[]);
+        for (pid, state) in [(12, 'Z'), (13, 'Z'), (14, 'R')] {
+            process(root, pid, state, 10, "0", "", &[]);
             std::fs::remove_file(root.join(format!("{pid}/ns/mnt"))).unwrap();
         }
         std::fs::create_dir_all(root.join("12/task/120")).unwrap();
