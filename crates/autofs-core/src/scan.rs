@@ -430,7 +430,11 @@ impl<Q: QueueProbe> Scanner<Q> {
                 continue;
             }
             candidates.insert(*ino);
-            if *mode != MountMode::Indirect && pids.binary_search(pgrp).is_ok() {
+            // The leader lives as the verdict tells it (`/proc` lists thread-group leaders
+            // only: a `pgrp=` naming a thread is found by its `stat`).
+            if *mode != MountMode::Indirect
+                && (pids.binary_search(pgrp).is_ok() || table.check_exists(*pgrp).is_ok())
+            {
                 probe_path.insert(*ino);
             }
         }
