@@ -102,11 +102,24 @@ pub fn dump_roots(root: &ProcRoot, scan: &Scan, namespaces: &[u64]) -> DumpTrees
         .namespaces
         .iter()
         .filter(|n| namespaces.contains(&n.mnt_ns))
-        .map(|n| {
+        .filter_map(|n| {
             if n.owner_read() {
-                n.owner_pid
-            } else {
-                crate::tree::namespace_owner(&mut table, &n.pids).unwrap_or(0)
+                return Some(n.owner_pid);
+            }
+            match crate::tree::namespace_owner(&mut table, &n.pids) {
+                Some(owner) => Some(owner),
+                // Every member exited since the scan (a short-lived sandbox): nothing of it is
+                // left to dump. Through a view that hides processes that cannot be told.
+                None if !scan.view.restricted
+                    && n.pids.iter().all(|&pid| {
+                        table
+                            .check_exists(pid)
+                            .is_err_and(|e| e == Unavailable::Vanished)
+                    }) =>
+                {
+                    None
+                }
+                None => Some(0),
             }
         })
         .collect();
@@ -160,8 +173,9 @@ fn walk(
 ) -> Vec<(i32, u64)> {
     let mut tasks = Vec::new();
     let mut seen = HashSet::new();
-    let mut stack = vec![owner];
-    while let Some(pid) = stack.pop() {
+    // (task, the parent that listed it)
+    let mut stack = vec![(owner, 0)];
+    while let Some((pid, parent)) = stack.pop() {
         if !seen.insert(pid) {
             continue;
         }
@@ -177,23 +191,27 @@ fn walk(
                 } else {
                     match Presence::of(root, pid) {
                         // A view that hides processes shows a hidden one exactly as one that
-                        // exited.
-                        Presence::Gone if restricted => format!(
-                            "its parent lists it as a child, part of the tree CRIU dumps, but {} cannot be read ({e}): it exited, or this view of /proc hides it",
-                            link.display()
-                        ),
+                        // exited; one its parent no longer lists was reaped.
+                        Presence::Gone
+                            if restricted
+                                && root.children(parent).map_or(true, |c| c.contains(&pid)) =>
+                        {
+                            format!(
+                                "its parent lists it as a child, part of the tree CRIU dumps, but {} cannot be read ({e}): this view of /proc hides it, or it exited",
+                                link.display()
+                            )
+                        }
                         // Exited (a task reaped between the lookup and the read makes the
-                        // kernel refuse the link: EACCES), or a zombie, which CRIU dumps as one.
-                        Presence::Gone | Presence::Zombie => continue,
-                        // Exiting: `do_exit()` releases the namespaces before the task turns
-                        // zombie, and it still shows its old state meanwhile.
+                        // kernel refuse the link: EACCES), exiting (`do_exit()` releases the
+                        // namespaces first), or a zombie, which CRIU dumps as one.
+                        Presence::Gone | Presence::Exiting | Presence::Zombie => continue,
                         Presence::Alive if ReadFailure::of(&e) == ReadFailure::Vanished => {
                             continue;
                         }
-                        Presence::ZombieWithThreads => format!(
-                            "its main thread has exited while its other threads run, so it has no mount namespace ({}: {e}); CRIU refuses such a process (Zombies with threads are not supported), and its threads are not looked at here",
+                        Presence::ZombieWithThreads => zombie_with_threads(&format!(
+                            "so it has no mount namespace ({}: {e}), and",
                             link.display()
-                        ),
+                        )),
                         Presence::Alive => format!("cannot read {}: {e}", link.display()),
                     }
                 };
@@ -203,7 +221,7 @@ fn walk(
         };
         tasks.push((pid, mnt_ns));
         match root.children(pid) {
-            Ok(children) => stack.extend(children.into_iter().rev()),
+            Ok(children) => stack.extend(children.into_iter().rev().map(|c| (c, pid))),
             Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => {}
             Err(e) => found.push(unreadable(
                 pid,
@@ -218,19 +236,36 @@ fn walk(
     tasks
 }
 
-/// What is left of a process whose mount namespace could not be read.
+/// What is left of a process whose mount namespace or mount table could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Presence {
     /// Its `stat` is gone too: it exited.
     Gone,
+    /// Exiting (`PF_EXITING` in its `stat` flags, or, a zombie leader, in every other
+    /// thread's): `do_exit()` releases its namespaces first, and a multi-threaded process
+    /// shows its leader a zombie while the other threads are still torn down.
+    Exiting,
     /// A zombie (state `Z`) of one thread: its namespaces are released at exit.
     Zombie,
-    /// A thread-group leader that exited while its other threads run (state `Z`, more than one
-    /// task).
+    /// A thread-group leader that exited (`pthread_exit()`) while other threads run on (state
+    /// `Z`, another thread without `PF_EXITING`).
     ZombieWithThreads,
-    /// Still there, and no zombie.
+    /// Still there, and none of the above.
     Alive,
 }
+
+/// Why a zombie thread-group leader whose other threads run on stops the dump; `detail` goes
+/// before "its threads".
+fn zombie_with_threads(detail: &str) -> String {
+    format!(
+        "its main thread has exited (pthread_exit) while its other threads run on, {detail} its threads are not looked at here; CRIU refuses such a process: Zombies with threads are not supported"
+    )
+}
+
+/// `PF_EXITING` (include/linux/sched.h) in a `stat` line's `flags` field: set by `do_exit()`
+/// on every thread of a process that is exiting (`exit_signals()`, and the group exit kills
+/// every other thread).
+const PF_EXITING: u64 = 0x4;
 
 impl Presence {
     fn of(root: &ProcRoot, pid: i32) -> Self {
@@ -239,23 +274,44 @@ impl Presence {
             Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => return Self::Gone,
             Err(_) => return Self::Alive,
         };
-        // The state follows the comm's closing parenthesis (the comm may hold one).
-        let state = memchr::memrchr(b')', &stat)
-            .and_then(|at| stat.get(at + 2))
-            .copied();
-        if state != Some(b'Z') {
+        let Some((state, flags)) = state_and_flags(&stat) else {
             return Self::Alive;
-        }
-        let threads = match root.thread_count(pid) {
-            Ok(Some(n)) => n > 1,
-            _ => root.threads(pid).is_ok_and(|others| !others.is_empty()),
         };
-        if threads {
-            Self::ZombieWithThreads
-        } else {
-            Self::Zombie
+        if state != b'Z' {
+            return if flags & PF_EXITING != 0 {
+                Self::Exiting
+            } else {
+                Self::Alive
+            };
         }
+        let Ok(others) = root.threads(pid) else {
+            return Self::Zombie;
+        };
+        let mut exiting = false;
+        for tid in others {
+            match root.read_record(pid, &format!("task/{tid}/stat")) {
+                Ok(stat) => match state_and_flags(&stat) {
+                    Some((_, flags)) if flags & PF_EXITING != 0 => exiting = true,
+                    _ => return Self::ZombieWithThreads,
+                },
+                Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => {}
+                Err(_) => return Self::ZombieWithThreads,
+            }
+        }
+        if exiting { Self::Exiting } else { Self::Zombie }
     }
+}
+
+/// The state and `flags` of a `stat` line: the fields after the comm's closing parenthesis
+/// (the comm may hold one) are state, ppid, pgrp, session, tty_nr, tpgid, flags.
+fn state_and_flags(stat: &[u8]) -> Option<(u8, u64)> {
+    let rest = stat.get(memchr::memrchr(b')', stat)? + 1..)?;
+    let mut fields = rest
+        .split(u8::is_ascii_whitespace)
+        .filter(|f| !f.is_empty());
+    let state = *fields.next()?.first()?;
+    let flags = fields.nth(5).and_then(crate::proc_root::parse_decimal)?;
+    Some((state, flags))
 }
 
 /// The pipes CRIU's mountinfo parse exempts from its refusal of packet mode: the `pipe_ino=`
@@ -288,7 +344,10 @@ fn autofs_pipes(
                     break;
                 }
                 Err(e) => {
-                    if !matches!(Presence::of(root, pid), Presence::Gone | Presence::Zombie) {
+                    if !matches!(
+                        Presence::of(root, pid),
+                        Presence::Gone | Presence::Exiting | Presence::Zombie
+                    ) {
                         failed.get_or_insert((pid, e));
                     }
                 }
@@ -336,8 +395,11 @@ fn check_task(
         Err(Unavailable::Vanished) => return,
         Err(Unavailable::Failed(why)) => return found.push(unreadable(pid, String::new(), why)),
     };
-    // A zombie has no fds, and CRIU dumps it as one.
+    // A zombie has no fds, and CRIU dumps it as one; not one whose other threads run on.
     if state == b'Z' {
+        if Presence::of(root, pid) == Presence::ZombieWithThreads {
+            found.push(unreadable(pid, comm, zombie_with_threads("and")));
+        }
         return;
     }
     let mut tids = vec![(pid, state)];
@@ -663,25 +725,38 @@ mod tests {
         .unwrap();
         let scan = Scan {
             reports: Vec::new(),
-            namespaces: vec![crate::scan::NamespaceInfo {
-                mnt_ns: NS,
-                owner_pid: 7,
-                container_id: String::new(),
-                pod_uid: String::new(),
-                pids: vec![7, 300, 301],
-                autofs_mounts: 0,
-                mount_table_error: None,
-                table_reader: 7,
-            }],
+            namespaces: vec![
+                crate::scan::NamespaceInfo {
+                    mnt_ns: NS,
+                    owner_pid: 7,
+                    container_id: String::new(),
+                    pod_uid: String::new(),
+                    pids: vec![7, 300, 301],
+                    autofs_mounts: 0,
+                    mount_table_error: None,
+                    table_reader: 7,
+                },
+                crate::scan::NamespaceInfo {
+                    // A sandbox of the container whose every member exited since the scan.
+                    mnt_ns: NS + 1,
+                    owner_pid: 500,
+                    container_id: String::new(),
+                    pod_uid: String::new(),
+                    pids: vec![500],
+                    autofs_mounts: 0,
+                    mount_table_error: None,
+                    table_reader: 500,
+                },
+            ],
             view: Default::default(),
             stats: Default::default(),
             tree_paths: Vec::new(),
             gone_leaders: Vec::new(),
             unknown_processes: Vec::new(),
         };
-        assert!(!scan.namespaces[0].owner_read());
+        assert!(scan.namespaces.iter().all(|n| !n.owner_read()));
         let proc_root = ProcRoot::open(root).unwrap();
-        let trees = dump_roots(&proc_root, &scan, &[NS]);
+        let trees = dump_roots(&proc_root, &scan, &[NS, NS + 1]);
         assert_eq!(trees.roots, [300], "{trees:#?}");
         let found = blocking_tasks(&proc_root, &trees);
         let got: Vec<_> = found
@@ -702,13 +777,26 @@ mod tests {
         // 11 is listed but has no files (exited, or hidden by the view); 12's main thread
         // exited while thread 120 runs; 13 is a plain zombie; 14 is exiting (not a zombie
         // yet). None of the last three has a mount namespace any more.
-        process(root, 10, 'S', 1, "do_wait", "11 12 13 14 ", &[]);
+        process(root, 10, 'S', 1, "do_wait", "11 12 13 14 15 ", &[]);
         mountinfo(root, 10);
         for (pid, state) in [(12, 'Z'), (13, 'Z'), (14, 'R')] {
             process(root, pid, state, 10, "0", "", &[]);
             std::fs::remove_file(root.join(format!("{pid}/ns/mnt"))).unwrap();
         }
-        std::fs::create_dir_all(root.join("12/task/120")).unwrap();
+        // 12's thread 120 runs on; 15 is a multi-threaded process exiting: its leader shows a
+        // zombie while thread 150, exiting too (PF_EXITING), is torn down.
+        let thread = |pid: i32, tid: i32, flags: u32| {
+            std::fs::create_dir_all(root.join(format!("{pid}/task/{tid}"))).unwrap();
+            std::fs::write(
+                root.join(format!("{pid}/task/{tid}/stat")),
+                format!("{tid} (p{pid}) S 10 {pid} {pid} 0 -1 {flags} 0 0"),
+            )
+            .unwrap();
+        };
+        thread(12, 120, 0x400040);
+        process(root, 15, 'Z', 10, "0", "", &[]);
+        std::fs::remove_file(root.join("15/ns/mnt")).unwrap();
+        thread(15, 150, 0x40044c);
         let proc_root = ProcRoot::open(root).unwrap();
         let found = blocking_tasks(&proc_root, &tree_of(&[10]));
         let got: Vec<_> = found.iter().map(|t| (t.pid, t.reason)).collect();

@@ -29,24 +29,28 @@ const SHARED_FOR: Duration = Duration::from_millis(250);
 /// One read of a workload's tasks: when it started, and what it found.
 type Read = (Instant, Arc<Vec<TaskBlocker>>);
 
-/// The latest read for each set of mount namespaces, behind a lock that makes askers who come
-/// while it is read wait for that read instead of making their own.
+/// The latest read for each scan (its generation) and set of mount namespaces, behind a lock
+/// that makes askers who come while it is read wait for that read instead of making their own.
+/// Keyed by scan: a read answers only questions about the scan whose namespaces, owners and
+/// readers it was made from, and it started after that scan had read every mount table the
+/// answer rests on (a mount unmounted between an older read and a newer scan would leave its
+/// daemon's packet-mode end exempt in the read yet absent from the scan).
 type Slot = Arc<tokio::sync::Mutex<Option<Read>>>;
 
-static LATEST: LazyLock<Mutex<HashMap<Vec<u64>, Slot>>> = LazyLock::new(Mutex::default);
+/// A scan's generation and a workload's mount namespaces (ascending).
+type Key = (u64, Vec<u64>);
 
-/// Whether a read that started at `read` may answer a question asked at `asked` of a
-/// snapshot whose scan started at `taken`: it started after that scan (no older than the mount
-/// tables the answer rests on: a mount unmounted between an older read and the scan would leave
-/// its daemon's packet-mode end unexempted in the scan yet exempt in the read), and at most
-/// [`SHARED_FOR`] before the question (a read the asker waited for, however long it took,
-/// started after the question or shortly before it).
-fn fresh_for(read: Instant, taken: Instant, asked: Instant) -> bool {
-    read >= taken && asked.saturating_duration_since(read) < SHARED_FOR
+static LATEST: LazyLock<Mutex<HashMap<Key, Slot>>> = LazyLock::new(Mutex::default);
+
+/// Whether a read that started at `read` may answer a question asked at `asked` about the same
+/// scan: it started at most [`SHARED_FOR`] before the question (a read the asker waited for,
+/// however long it took, started after the question or shortly before it).
+fn fresh_for(read: Instant, asked: Instant) -> bool {
+    asked.saturating_duration_since(read) < SHARED_FOR
 }
 
 /// `check` (of `snapshot`) with the tasks of its dumped trees read now: by this call, or by
-/// another check or waiter of the same mount namespaces whose read may answer it too
+/// another check or waiter of the same mount namespaces and scan whose read may answer it too
 /// ([`fresh_for`]). A source without a live proc root (a synthetic one) has no tasks to read:
 /// the check stays as it is. While the current scan is stalled (`stale`: a /proc read hangs),
 /// reading them could hang as well: they are not read, and the check says so (an
@@ -89,11 +93,14 @@ pub(super) async fn with_tasks(
                         .is_some_and(|(at, _)| at.elapsed() < SHARED_FOR)
                 })
         });
-        latest.entry(namespaces.clone()).or_default().clone()
+        latest
+            .entry((snapshot.generation, namespaces.clone()))
+            .or_default()
+            .clone()
     };
     let mut read = slot.lock().await;
     if let Some((at, tasks)) = read.as_ref()
-        && fresh_for(*at, snapshot.taken, asked)
+        && fresh_for(*at, asked)
     {
         check.tasks = tasks.as_ref().clone();
         return Ok(check);
@@ -149,16 +156,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_read_answers_questions_about_scans_it_follows_asked_soon_after_it_started() {
+    fn a_read_answers_questions_asked_soon_after_it_started_or_while_it_ran() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
-        // Started after the scan, asked 100 ms later.
-        assert!(fresh_for(t0 + ms(10), t0, t0 + ms(110)));
+        // Asked 100 ms after it started.
+        assert!(fresh_for(t0 + ms(10), t0 + ms(110)));
         // A read the asker waited for, however long: it started after the question.
-        assert!(fresh_for(t0 + ms(500), t0, t0 + ms(100)));
-        // Older than the scan whose mounts the answer rests on.
-        assert!(!fresh_for(t0, t0 + ms(10), t0 + ms(20)));
+        assert!(fresh_for(t0 + ms(500), t0 + ms(100)));
         // Started too long before the question.
-        assert!(!fresh_for(t0 + ms(10), t0, t0 + ms(10) + SHARED_FOR));
+        assert!(!fresh_for(t0 + ms(10), t0 + ms(10) + SHARED_FOR));
     }
 }
