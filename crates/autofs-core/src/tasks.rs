@@ -865,4 +865,33 @@ mod tests {
             "{found:#?}"
         );
     }
+
+    #[test]
+    fn a_leader_that_called_pthread_exit_is_a_zombie_whose_threads_run_on_in_the_real_kernel() {
+        // The main thread of a real process calls pthread_exit() while another thread sleeps:
+        // the kernel shows the leader a zombie without a mount namespace, and the other thread
+        // without PF_EXITING.
+        let script = "import threading, time, ctypes\n\
+            threading.Thread(target=time.sleep, args=(600,)).start()\n\
+            ctypes.CDLL(None).pthread_exit(None)\n";
+        let child = autofs_testkit::child::Reaped(
+            std::process::Command::new("python3")
+                .args(["-c", script])
+                .spawn()
+                .expect("spawn python3"),
+        );
+        let pid = i32::try_from(child.0.id()).unwrap();
+        let root = ProcRoot::open("/proc").unwrap();
+        let mut presence = Presence::Alive;
+        // Up to 60 s for the interpreter to start (a loaded machine), never a timed assertion.
+        for _ in 0..60_000 {
+            presence = Presence::of(&root, pid);
+            if presence != Presence::Alive {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(presence, Presence::ZombieWithThreads);
+        assert!(root.mount_namespace(pid).is_err());
+    }
 }
