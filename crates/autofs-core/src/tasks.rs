@@ -106,12 +106,20 @@ pub fn dump_roots(root: &ProcRoot, scan: &Scan, namespaces: &[u64]) -> DumpTrees
             if n.owner_read() {
                 return Some(n.owner_pid);
             }
-            match crate::tree::namespace_owner(&mut table, &n.pids) {
+            // The members still in the namespace: a pid the scan saw there may name another
+            // process now (reused), which must not root the namespace's tree.
+            let members: Vec<i32> = n
+                .pids
+                .iter()
+                .copied()
+                .filter(|&pid| root.mount_namespace(pid).map_or(true, |ns| ns == n.mnt_ns))
+                .collect();
+            match crate::tree::namespace_owner(&mut table, &members) {
                 Some(owner) => Some(owner),
                 // Every member exited since the scan (a short-lived sandbox): nothing of it is
                 // left to dump. Through a view that hides processes that cannot be told.
                 None if !scan.view.restricted
-                    && n.pids.iter().all(|&pid| {
+                    && members.iter().all(|&pid| {
                         table
                             .check_exists(pid)
                             .is_err_and(|e| e == Unavailable::Vanished)
@@ -715,6 +723,12 @@ mod tests {
             "",
             &[(5, "pipe:[700]", 0o40001)],
         );
+        // Pid 9, a member when the scan ran, now names a container init of another namespace
+        // (the pid was reused): it would outrank 300.
+        process(root, 9, 'S', 1, "do_wait", "", &[]);
+        std::fs::remove_file(root.join("9/ns/mnt")).unwrap();
+        std::os::unix::fs::symlink(format!("mnt:[{}]", NS + 2), root.join("9/ns/mnt")).unwrap();
+        status(root, 9, 1, "9\t1");
         status(root, 300, 1, "300\t1");
         status(root, 7, 300, "7\t3");
         status(root, 301, 300, "301\t2");
@@ -731,7 +745,7 @@ mod tests {
                     owner_pid: 7,
                     container_id: String::new(),
                     pod_uid: String::new(),
-                    pids: vec![7, 300, 301],
+                    pids: vec![7, 9, 300, 301],
                     autofs_mounts: 0,
                     mount_table_error: None,
                     table_reader: 7,
