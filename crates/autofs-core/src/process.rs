@@ -320,6 +320,17 @@ impl<'a> ProcessTable<'a> {
     ///
     /// [`Unavailable`]: the thread is gone, or its `stat` could not be read or parsed.
     pub fn thread_state(&mut self, pid: i32, tid: i32) -> Result<u8, Unavailable> {
+        self.thread_exit_state(pid, tid).map(|(state, _)| state)
+    }
+
+    /// The scheduler state of thread `tid` of process `pid` (`task/<tid>/stat` field 3; `tid`
+    /// = `pid` for the leader) and whether it has begun to exit (`PF_EXITING` in field 9: set
+    /// by `do_exit()`, on every thread of a process being torn down), read each time.
+    ///
+    /// # Errors
+    ///
+    /// [`Unavailable`]: the thread is gone, or its `stat` could not be read or parsed.
+    pub fn thread_exit_state(&mut self, pid: i32, tid: i32) -> Result<(u8, bool), Unavailable> {
         let rel = format!("task/{tid}/stat");
         self.files_read += 1;
         let stat = self
@@ -327,7 +338,7 @@ impl<'a> ProcessTable<'a> {
             .read_record(pid, &rel)
             .map_err(|e| unavailable(self.root, pid, &rel, &e))?;
         StatLine::parse(&stat)
-            .map(|s| s.state)
+            .map(|s| (s.state, s.flags & PF_EXITING != 0))
             .map_err(|what| Unavailable::Failed(format!("malformed /proc/{pid}/{rel}: {what}")))
     }
 

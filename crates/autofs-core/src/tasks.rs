@@ -162,8 +162,8 @@ pub fn blocking_tasks(root: &ProcRoot, trees: &DumpTrees) -> Vec<TaskBlocker> {
             ));
             continue;
         }
-        let tasks = walk(root, owner, trees.restricted, &mut found);
-        let exempt = autofs_pipes(root, &tasks, &trees.readers, &mut found);
+        let tasks = walk(&mut table, owner, trees.restricted, &mut found);
+        let exempt = autofs_pipes(&mut table, &tasks, &trees.readers, &mut found);
         for &(pid, _) in &tasks {
             check_task(&mut table, pid, &exempt, &mut found);
         }
@@ -174,11 +174,12 @@ pub fn blocking_tasks(root: &ProcRoot, trees: &DumpTrees) -> Vec<TaskBlocker> {
 /// The tree rooted at `owner`, depth-first from it, each task with its mount namespace. A
 /// task whose namespace cannot be read is said in `found` and left out with its subtree.
 fn walk(
-    root: &ProcRoot,
+    table: &mut ProcessTable<'_>,
     owner: i32,
     restricted: bool,
     found: &mut Vec<TaskBlocker>,
 ) -> Vec<(i32, u64)> {
+    let root = table.root();
     let mut tasks = Vec::new();
     let mut seen = HashSet::new();
     // (task, the parent that listed it)
@@ -197,7 +198,7 @@ fn walk(
                         link.display()
                     )
                 } else {
-                    match Presence::of(root, pid) {
+                    match Presence::of(table, pid) {
                         // A view that hides processes shows a hidden one exactly as one that
                         // exited; one its parent no longer lists was reaped.
                         Presence::Gone
@@ -270,56 +271,33 @@ fn zombie_with_threads(detail: &str) -> String {
     )
 }
 
-/// `PF_EXITING` (include/linux/sched.h) in a `stat` line's `flags` field: set by `do_exit()`
-/// on every thread of a process that is exiting (`exit_signals()`, and the group exit kills
-/// every other thread).
-const PF_EXITING: u64 = 0x4;
-
 impl Presence {
-    fn of(root: &ProcRoot, pid: i32) -> Self {
-        let stat = match root.read_record(pid, "stat") {
-            Ok(stat) => stat,
-            Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => return Self::Gone,
-            Err(_) => return Self::Alive,
-        };
-        let Some((state, flags)) = state_and_flags(&stat) else {
-            return Self::Alive;
+    fn of(table: &mut ProcessTable<'_>, pid: i32) -> Self {
+        let (state, exiting) = match table.thread_exit_state(pid, pid) {
+            Ok(facts) => facts,
+            Err(Unavailable::Vanished) => return Self::Gone,
+            Err(Unavailable::Failed(_)) => return Self::Alive,
         };
         if state != b'Z' {
-            return if flags & PF_EXITING != 0 {
-                Self::Exiting
-            } else {
-                Self::Alive
-            };
+            return if exiting { Self::Exiting } else { Self::Alive };
         }
-        let Ok(others) = root.threads(pid) else {
+        let Ok(others) = table.root().threads(pid) else {
             return Self::Zombie;
         };
-        let mut exiting = false;
+        let mut torn_down = false;
         for tid in others {
-            match root.read_record(pid, &format!("task/{tid}/stat")) {
-                Ok(stat) => match state_and_flags(&stat) {
-                    Some((_, flags)) if flags & PF_EXITING != 0 => exiting = true,
-                    _ => return Self::ZombieWithThreads,
-                },
-                Err(e) if ReadFailure::of(&e) == ReadFailure::Vanished => {}
-                Err(_) => return Self::ZombieWithThreads,
+            match table.thread_exit_state(pid, tid) {
+                Ok((_, true)) => torn_down = true,
+                Ok((_, false)) | Err(Unavailable::Failed(_)) => return Self::ZombieWithThreads,
+                Err(Unavailable::Vanished) => {}
             }
         }
-        if exiting { Self::Exiting } else { Self::Zombie }
+        if torn_down {
+            Self::Exiting
+        } else {
+            Self::Zombie
+        }
     }
-}
-
-/// The state and `flags` of a `stat` line: the fields after the comm's closing parenthesis
-/// (the comm may hold one) are state, ppid, pgrp, session, tty_nr, tpgid, flags.
-fn state_and_flags(stat: &[u8]) -> Option<(u8, u64)> {
-    let rest = stat.get(memchr::memrchr(b')', stat)? + 1..)?;
-    let mut fields = rest
-        .split(u8::is_ascii_whitespace)
-        .filter(|f| !f.is_empty());
-    let state = *fields.next()?.first()?;
-    let flags = fields.nth(5).and_then(crate::proc_root::parse_decimal)?;
-    Some((state, flags))
 }
 
 /// The pipes CRIU's mountinfo parse exempts from its refusal of packet mode: the `pipe_ino=`
@@ -328,11 +306,12 @@ fn state_and_flags(stat: &[u8]) -> Option<(u8, u64)> {
 /// in order, until one gives it (a task that exits meanwhile makes the kernel refuse its
 /// table). A namespace whose every task is gone has nothing left to check.
 fn autofs_pipes(
-    root: &ProcRoot,
+    table: &mut ProcessTable<'_>,
     tasks: &[(i32, u64)],
     readers: &HashMap<u64, i32>,
     found: &mut Vec<TaskBlocker>,
 ) -> HashSet<u64> {
+    let root = table.root();
     let mut members: BTreeMap<u64, Vec<i32>> = BTreeMap::new();
     for &(pid, mnt_ns) in tasks {
         members.entry(mnt_ns).or_default().push(pid);
@@ -344,16 +323,16 @@ fn autofs_pipes(
             .copied()
             .filter(|&r| root.mount_namespace(r).is_ok_and(|ns| ns == mnt_ns));
         let mut failed: Option<(i32, std::io::Error)> = None;
-        let mut table = None;
+        let mut mountinfo = None;
         for pid in reader.into_iter().chain(members.iter().copied()) {
             match root.read(pid, "mountinfo") {
                 Ok(text) => {
-                    table = Some(text);
+                    mountinfo = Some(text);
                     break;
                 }
                 Err(e) => {
                     if !matches!(
-                        Presence::of(root, pid),
+                        Presence::of(table, pid),
                         Presence::Gone | Presence::Exiting | Presence::Zombie
                     ) {
                         failed.get_or_insert((pid, e));
@@ -361,7 +340,7 @@ fn autofs_pipes(
                 }
             }
         }
-        match (table, failed) {
+        match (mountinfo, failed) {
             (Some(text), _) => pipes.extend(text.split(|&b| b == b'\n').filter_map(pipe_ino_of)),
             (None, Some((pid, e))) => found.push(unreadable(
                 pid,
@@ -405,7 +384,7 @@ fn check_task(
     };
     // A zombie has no fds, and CRIU dumps it as one; not one whose other threads run on.
     if state == b'Z' {
-        if Presence::of(root, pid) == Presence::ZombieWithThreads {
+        if Presence::of(table, pid) == Presence::ZombieWithThreads {
             found.push(unreadable(pid, comm, zombie_with_threads("and")));
         }
         return;
@@ -803,7 +782,9 @@ mod tests {
             std::fs::create_dir_all(root.join(format!("{pid}/task/{tid}"))).unwrap();
             std::fs::write(
                 root.join(format!("{pid}/task/{tid}/stat")),
-                format!("{tid} (p{pid}) S 10 {pid} {pid} 0 -1 {flags} 0 0"),
+                format!(
+                    "{tid} (p{pid}) S 10 {pid} {pid} 0 -1 {flags} 0 0 0 0 0 0 0 0 20 0 2 0 100 0 0"
+                ),
             )
             .unwrap();
         };
@@ -899,7 +880,7 @@ mod tests {
         let mut presence = Presence::Alive;
         // Up to 60 s for the interpreter to start (a loaded machine), never a timed assertion.
         for _ in 0..60_000 {
-            presence = Presence::of(&root, pid);
+            presence = Presence::of(&mut ProcessTable::new(&root), pid);
             if presence != Presence::Alive {
                 break;
             }
